@@ -130,6 +130,9 @@ void blpa_softmax_cross_entropy(blpa_context *ctx, const float *logits,
                                 const int64_t *labels, float *loss,
                                 int64_t n, int64_t classes);
 
+/// y[i] = value for i < numel (seeds the loss adjoint with 1).
+void blpa_fill(blpa_context *ctx, float *y, int64_t numel, double value);
+
 /// Plain copy of `bytes` bytes (dst and src do not overlap).
 void blpa_copy(blpa_context *ctx, void *dst, const void *src, int64_t bytes);
 

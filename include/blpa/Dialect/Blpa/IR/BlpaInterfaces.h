@@ -1,0 +1,51 @@
+//===- BlpaInterfaces.h - Per-op knowledge of blpa ops ----------*- C++ -*-===//
+
+#ifndef BLPA_DIALECT_BLPA_IR_BLPAINTERFACES_H
+#define BLPA_DIALECT_BLPA_IR_BLPAINTERFACES_H
+
+#include "mlir/IR/OpDefinition.h"
+#include "llvm/ADT/SmallVector.h"
+
+namespace mlir {
+namespace blpa {
+
+/// One argument of a runtime call, after the context pointer. The lowering
+/// turns each into an LLVM value: a data pointer (arena, persistent storage
+/// or graph input), or a constant.
+struct RuntimeArg {
+  enum class Kind {
+    /// The data pointer of `value`; a null `value` is a null pointer.
+    Data,
+    /// The momentum buffer of the trainable parameter `value`.
+    Momentum,
+    /// The persistent gradient storage of the trainable parameter `value`.
+    GradStore,
+    Int,
+    Float,
+    /// Pointer to a constant int64_t array.
+    IntArray,
+  };
+  Kind kind;
+  Value value;
+  int64_t intValue = 0;
+  double floatValue = 0;
+  SmallVector<int64_t> intArray;
+
+  static RuntimeArg data(Value v) { return {Kind::Data, v}; }
+  static RuntimeArg momentum(Value param) { return {Kind::Momentum, param}; }
+  static RuntimeArg gradStore(Value param) {
+    return {Kind::GradStore, param};
+  }
+  static RuntimeArg i64(int64_t v) { return {Kind::Int, {}, v}; }
+  static RuntimeArg f64(double v) { return {Kind::Float, {}, 0, v}; }
+  static RuntimeArg i64Array(ArrayRef<int64_t> v) {
+    return {Kind::IntArray, {}, 0, 0, SmallVector<int64_t>(v)};
+  }
+};
+
+} // namespace blpa
+} // namespace mlir
+
+#include "blpa/Dialect/Blpa/IR/BlpaInterfaces.h.inc"
+
+#endif // BLPA_DIALECT_BLPA_IR_BLPAINTERFACES_H

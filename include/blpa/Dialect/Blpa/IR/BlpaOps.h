@@ -1,0 +1,41 @@
+//===- BlpaOps.h - blpa dialect ops -----------------------------*- C++ -*-===//
+
+#ifndef BLPA_DIALECT_BLPA_IR_BLPAOPS_H
+#define BLPA_DIALECT_BLPA_IR_BLPAOPS_H
+
+#include "blpa/Dialect/Blpa/IR/BlpaDialect.h"
+#include "blpa/Dialect/Blpa/IR/BlpaInterfaces.h"
+#include "mlir/IR/BuiltinTypes.h"
+#include "mlir/IR/OpDefinition.h"
+#include "mlir/IR/OpImplementation.h"
+#include "mlir/Interfaces/InferTypeOpInterface.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
+#include "mlir/Interfaces/ViewLikeInterface.h"
+
+#define GET_OP_CLASSES
+#include "blpa/Dialect/Blpa/IR/BlpaOps.h.inc"
+
+namespace mlir {
+namespace blpa {
+
+/// The phase of an op in a training step, recorded by --blpa-autodiff as the
+/// discardable attribute `blpa.phase`. The planner and the memory report use
+/// it: a saved activation is a value defined in the forward phase and read in
+/// the backward phase.
+enum class Phase { Forward, Backward, Update };
+
+constexpr llvm::StringLiteral kPhaseAttrName = "blpa.phase";
+
+void setPhase(Operation *op, Phase phase);
+/// The op's phase; ops without the attribute (inference programs) are
+/// forward.
+Phase getPhase(Operation *op);
+llvm::StringRef stringifyPhase(Phase phase);
+
+/// Number of bytes of a statically shaped tensor.
+int64_t getTensorBytes(Type type);
+
+} // namespace blpa
+} // namespace mlir
+
+#endif // BLPA_DIALECT_BLPA_IR_BLPAOPS_H

@@ -1,0 +1,273 @@
+//===- BlpaOps.td - blpa dialect ops -----------------------*- tablegen -*-===//
+//
+// Tensor ops with value semantics, static shapes, f32 data in NCHW layout.
+// Every op states its shape rule (InferTypeOpAdaptor or a verifier), its
+// gradient rule (GradientOpInterface) and its runtime call
+// (RuntimeCallOpInterface); see BlpaOps.cpp and BlpaGradients.cpp.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef BLPA_DIALECT_BLPA_IR_BLPAOPS_TD
+#define BLPA_DIALECT_BLPA_IR_BLPAOPS_TD
+
+include "blpa/Dialect/Blpa/IR/BlpaDialect.td"
+include "blpa/Dialect/Blpa/IR/BlpaInterfaces.td"
+include "mlir/Interfaces/InferTypeOpInterface.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+include "mlir/Interfaces/ViewLikeInterface.td"
+
+def Blpa_F32Tensor : StaticShapeTensorOf<[F32]>;
+def Blpa_LabelTensor : StaticShapeTensorOf<[I64]>;
+def Blpa_LossTensor : 0DTensorOf<[F32]>;
+
+defvar Differentiable = DeclareOpInterfaceMethods<Blpa_GradientOpInterface>;
+defvar RuntimeCall = DeclareOpInterfaceMethods<Blpa_RuntimeCallOpInterface>;
+
+// An op computing a tensor function of its operands: pure, shape inferred,
+// executed by one runtime call.
+class Blpa_ComputeOp<string mnemonic, list<Trait> traits = []>
+    : Blpa_Op<mnemonic, !listconcat(traits, [Pure, InferTypeOpAdaptor,
+                                             RuntimeCall])> {
+  let assemblyFormat =
+      "operands attr-dict `:` functional-type(operands, results)";
+}
+
+//===----------------------------------------------------------------------===//
+// Parameters
+//===----------------------------------------------------------------------===//
+
+def Blpa_ParamOp : Blpa_Op<"param", [Pure]> {
+  let summary = "A named parameter or state tensor (an ONNX initializer)";
+  let description = [{
+    The current value of the persistent tensor named `name`. `trainable`
+    parameters receive gradients and optimizer updates; the others are state
+    (batch-norm running statistics). The data stays in the ONNX model and is
+    loaded by the executable by name.
+  }];
+  let arguments = (ins StrAttr:$name, UnitAttr:$trainable);
+  let results = (outs Blpa_F32Tensor:$result);
+  let assemblyFormat = "$name (`trainable` $trainable^)? attr-dict `:` type($result)";
+}
+
+//===----------------------------------------------------------------------===//
+// Forward ops
+//===----------------------------------------------------------------------===//
+
+// Attributes shared by convolutions and their gradients.
+defvar ConvAttrs = (ins DenseI64ArrayAttr:$strides, DenseI64ArrayAttr:$pads,
+    DefaultValuedAttr<DenseI64ArrayAttr, "{1, 1}">:$dilations,
+    DefaultValuedAttr<I64Attr, "1">:$group);
+
+def Blpa_Conv2DOp : Blpa_ComputeOp<"conv2d", [Differentiable]> {
+  let summary = "2-D convolution with optional bias";
+  let description = [{
+    `output[N,K,OH,OW] = conv(input[N,C,H,W], weight[K,C/group,R,S]) + bias[K]`.
+    `pads` is [top, left, bottom, right] as in ONNX.
+  }];
+  let arguments = !con((ins Blpa_F32Tensor:$input, Blpa_F32Tensor:$weight,
+                            Optional<Blpa_F32Tensor>:$bias), ConvAttrs);
+  let results = (outs Blpa_F32Tensor:$output);
+}
+
+def Blpa_BatchNormOp : Blpa_ComputeOp<"batch_norm", [Differentiable]> {
+  let summary = "Training-mode batch normalization";
+  let description = [{
+    Normalizes over all dimensions but the channel (dim 1) with the batch's
+    mean and biased variance. Results: the output, the batch mean and
+    `inv_std = 1/sqrt(var + epsilon)` per channel. The running statistics
+    operands are not read; they name the state that
+    `blpa.update_running_stats` updates with `momentum` (ONNX convention).
+  }];
+  let arguments = (ins Blpa_F32Tensor:$input, Blpa_F32Tensor:$scale, Blpa_F32Tensor:$bias,
+      Blpa_F32Tensor:$running_mean, Blpa_F32Tensor:$running_var, F64Attr:$epsilon,
+      F64Attr:$momentum);
+  let results = (outs Blpa_F32Tensor:$output, Blpa_F32Tensor:$mean, Blpa_F32Tensor:$inv_std);
+}
+
+def Blpa_BatchNormInferenceOp : Blpa_ComputeOp<"batch_norm_inference"> {
+  let summary = "Batch normalization with the running statistics";
+  let arguments = (ins Blpa_F32Tensor:$input, Blpa_F32Tensor:$scale, Blpa_F32Tensor:$bias,
+      Blpa_F32Tensor:$running_mean, Blpa_F32Tensor:$running_var, F64Attr:$epsilon,
+      F64Attr:$momentum);
+  let results = (outs Blpa_F32Tensor:$output);
+}
+
+def Blpa_ReluOp : Blpa_ComputeOp<"relu", [Differentiable]> {
+  let summary = "max(x, 0)";
+  let arguments = (ins Blpa_F32Tensor:$input);
+  let results = (outs Blpa_F32Tensor:$output);
+}
+
+def Blpa_AddOp : Blpa_ComputeOp<"add", [Differentiable, Commutative]> {
+  let summary = "Elementwise sum with numpy (ONNX multidirectional) broadcasting";
+  let arguments = (ins Blpa_F32Tensor:$lhs, Blpa_F32Tensor:$rhs);
+  let results = (outs Blpa_F32Tensor:$output);
+}
+
+defvar PoolAttrs = (ins DenseI64ArrayAttr:$kernel_shape,
+    DenseI64ArrayAttr:$strides, DenseI64ArrayAttr:$pads,
+    DefaultValuedAttr<BoolAttr, "false">:$ceil_mode);
+
+def Blpa_MaxPoolOp : Blpa_ComputeOp<"max_pool", [Differentiable]> {
+  let summary = "2-D max pooling (pads [top, left, bottom, right])";
+  let arguments = !con((ins Blpa_F32Tensor:$input), PoolAttrs);
+  let results = (outs Blpa_F32Tensor:$output);
+}
+
+def Blpa_AvgPoolOp : Blpa_ComputeOp<"avg_pool", [Differentiable]> {
+  let summary = "2-D average pooling (pads [top, left, bottom, right])";
+  let arguments = !con((ins Blpa_F32Tensor:$input), PoolAttrs,
+      (ins DefaultValuedAttr<BoolAttr, "false">:$count_include_pad));
+  let results = (outs Blpa_F32Tensor:$output);
+  let hasVerifier = 1;
+}
+
+def Blpa_GlobalAvgPoolOp : Blpa_ComputeOp<"global_avg_pool", [Differentiable]> {
+  let summary = "Mean over all dimensions after the channel; keeps them as 1s";
+  let arguments = (ins Blpa_F32Tensor:$input);
+  let results = (outs Blpa_F32Tensor:$output);
+}
+
+def Blpa_ReshapeOp : Blpa_Op<"reshape", [Pure, Differentiable,
+    DeclareOpInterfaceMethods<ViewLikeOpInterface>]> {
+  let summary = "Reinterprets the data with another static shape (a view)";
+  let arguments = (ins Blpa_F32Tensor:$input);
+  let results = (outs Blpa_F32Tensor:$output);
+  let assemblyFormat = "$input attr-dict `:` type($input) `->` type($output)";
+  let hasVerifier = 1;
+}
+
+def Blpa_GemmOp : Blpa_ComputeOp<"gemm", [Differentiable]> {
+  let summary = "alpha * op(a) * op(b) + beta * c, c broadcast to [M, N]";
+  let arguments = (ins Blpa_F32Tensor:$a, Blpa_F32Tensor:$b, Optional<Blpa_F32Tensor>:$c,
+      DefaultValuedAttr<BoolAttr, "false">:$trans_a,
+      DefaultValuedAttr<BoolAttr, "false">:$trans_b,
+      DefaultValuedAttr<F64Attr, "1.0">:$alpha,
+      DefaultValuedAttr<F64Attr, "1.0">:$beta);
+  let results = (outs Blpa_F32Tensor:$output);
+}
+
+def Blpa_SoftmaxCrossEntropyOp
+    : Blpa_ComputeOp<"softmax_cross_entropy", [Differentiable]> {
+  let summary = "Mean over the batch of -log softmax(logits)[label]";
+  let arguments = (ins Blpa_F32Tensor:$logits, Blpa_LabelTensor:$labels);
+  let results = (outs Blpa_LossTensor:$loss);
+}
+
+def Blpa_FillOp : Blpa_Op<"fill", [Pure, RuntimeCall]> {
+  let summary = "A tensor whose elements all equal `value`";
+  let description = [{
+    Seeds the backward pass: the adjoint of the loss is `blpa.fill 1.0`.
+  }];
+  let arguments = (ins F64Attr:$value);
+  let results = (outs Blpa_F32Tensor:$output);
+  let assemblyFormat = "$value attr-dict `:` type($output)";
+}
+
+//===----------------------------------------------------------------------===//
+// Gradient ops (built by the gradient rules)
+//===----------------------------------------------------------------------===//
+
+def Blpa_Conv2DGradInputOp : Blpa_ComputeOp<"conv2d_grad_input"> {
+  let summary = "Gradient of conv2d with respect to its input";
+  let arguments = !con((ins Blpa_F32Tensor:$grad, Blpa_F32Tensor:$weight), ConvAttrs,
+                       (ins DenseI64ArrayAttr:$input_shape));
+  let results = (outs Blpa_F32Tensor:$input_grad);
+}
+
+def Blpa_Conv2DGradWeightOp : Blpa_ComputeOp<"conv2d_grad_weight"> {
+  let summary = "Gradient of conv2d with respect to its weight";
+  let arguments = !con((ins Blpa_F32Tensor:$grad, Blpa_F32Tensor:$input), ConvAttrs,
+                       (ins DenseI64ArrayAttr:$weight_shape));
+  let results = (outs Blpa_F32Tensor:$weight_grad);
+}
+
+def Blpa_BatchNormGradOp : Blpa_ComputeOp<"batch_norm_grad"> {
+  let summary = "Gradients of training-mode batch norm";
+  let arguments = (ins Blpa_F32Tensor:$grad, Blpa_F32Tensor:$input, Blpa_F32Tensor:$scale,
+      Blpa_F32Tensor:$mean, Blpa_F32Tensor:$inv_std);
+  let results = (outs Blpa_F32Tensor:$input_grad, Blpa_F32Tensor:$scale_grad,
+      Blpa_F32Tensor:$bias_grad);
+}
+
+def Blpa_ReluGradOp : Blpa_ComputeOp<"relu_grad"> {
+  let summary = "grad where the relu's output is positive, else 0";
+  let arguments = (ins Blpa_F32Tensor:$grad, Blpa_F32Tensor:$output);
+  let results = (outs Blpa_F32Tensor:$input_grad);
+}
+
+def Blpa_ReduceToShapeOp : Blpa_Op<"reduce_to_shape", [Pure, RuntimeCall]> {
+  let summary = "scale * sum over the dimensions that broadcasting expanded";
+  let description = [{
+    The adjoint of broadcasting: the result shape broadcasts (numpy rules,
+    right-aligned) to the input shape; expanded dimensions are summed.
+  }];
+  let arguments = (ins Blpa_F32Tensor:$input,
+      DefaultValuedAttr<F64Attr, "1.0">:$scale);
+  let results = (outs Blpa_F32Tensor:$output);
+  let assemblyFormat = "$input attr-dict `:` type($input) `->` type($output)";
+  let hasVerifier = 1;
+}
+
+def Blpa_MaxPoolGradOp : Blpa_ComputeOp<"max_pool_grad"> {
+  let summary = "Routes each gradient to its window's first maximum";
+  let arguments = !con((ins Blpa_F32Tensor:$grad, Blpa_F32Tensor:$input), PoolAttrs);
+  let results = (outs Blpa_F32Tensor:$input_grad);
+}
+
+def Blpa_AvgPoolGradOp : Blpa_ComputeOp<"avg_pool_grad"> {
+  let summary = "Gradient of avg_pool";
+  let arguments = !con((ins Blpa_F32Tensor:$grad), PoolAttrs,
+      (ins DefaultValuedAttr<BoolAttr, "false">:$count_include_pad,
+           DenseI64ArrayAttr:$input_shape));
+  let results = (outs Blpa_F32Tensor:$input_grad);
+}
+
+def Blpa_GlobalAvgPoolGradOp : Blpa_ComputeOp<"global_avg_pool_grad"> {
+  let summary = "Gradient of global_avg_pool";
+  let arguments = (ins Blpa_F32Tensor:$grad, DenseI64ArrayAttr:$input_shape);
+  let results = (outs Blpa_F32Tensor:$input_grad);
+}
+
+def Blpa_SoftmaxCrossEntropyGradOp
+    : Blpa_ComputeOp<"softmax_cross_entropy_grad"> {
+  let summary = "Gradient of the mean softmax cross-entropy";
+  let arguments = (ins Blpa_F32Tensor:$logits, Blpa_LabelTensor:$labels,
+      Blpa_LossTensor:$loss_grad);
+  let results = (outs Blpa_F32Tensor:$logits_grad);
+}
+
+//===----------------------------------------------------------------------===//
+// State updates (side effects on persistent storage, the update phase)
+//===----------------------------------------------------------------------===//
+
+def Blpa_SgdUpdateOp : Blpa_Op<"sgd_update", [RuntimeCall,
+    MemoryEffects<[MemWrite]>, AllTypesMatch<["param", "grad"]>]> {
+  let summary = "SGD with momentum and weight decay, in place on a parameter";
+  let description = [{
+    Records `grad` as the parameter's gradient and updates the trainable
+    parameter `param` (a `blpa.param`) and its momentum buffer in place.
+    Learning rate, momentum and weight decay are runtime values.
+  }];
+  let arguments = (ins Blpa_F32Tensor:$param, Blpa_F32Tensor:$grad);
+  let assemblyFormat = "$param `,` $grad attr-dict `:` type($param)";
+  let hasVerifier = 1;
+}
+
+def Blpa_UpdateRunningStatsOp : Blpa_Op<"update_running_stats", [RuntimeCall,
+    MemoryEffects<[MemWrite]>,
+    AllTypesMatch<["running_mean", "running_var", "mean", "inv_std"]>]> {
+  let summary = "Updates batch-norm running statistics in place";
+  let description = [{
+    `running = running * momentum + batch * (1 - momentum)`; the running
+    variance uses the unbiased batch variance from `inv_std` and `count`
+    (the number of elements per channel), as PyTorch does.
+  }];
+  let arguments = (ins Blpa_F32Tensor:$running_mean, Blpa_F32Tensor:$running_var,
+      Blpa_F32Tensor:$mean, Blpa_F32Tensor:$inv_std, F64Attr:$momentum,
+      F64Attr:$epsilon, I64Attr:$count);
+  let assemblyFormat = "operands attr-dict `:` type($running_mean)";
+  let hasVerifier = 1;
+}
+
+#endif // BLPA_DIALECT_BLPA_IR_BLPAOPS_TD

@@ -1,0 +1,169 @@
+//===- BlpaGradients.cpp - Reverse-mode gradient rules of blpa ops --------===//
+//
+// GradientOpInterface implementations: each differentiable op builds the ops
+// computing its operands' adjoints from its results' adjoints.
+//
+//===----------------------------------------------------------------------===//
+
+#include "blpa/Dialect/Blpa/IR/BlpaOps.h"
+
+#include "mlir/IR/Builders.h"
+
+using namespace mlir;
+using namespace mlir::blpa;
+
+/// Sums `grad` down to `type` when broadcasting expanded it; `scale` scales
+/// the result.
+static Value reduceToType(OpBuilder &b, Location loc, Value grad, Type type,
+                          double scale = 1.0) {
+  if (grad.getType() == type && scale == 1.0)
+    return grad;
+  return ReduceToShapeOp::create(b, loc, type, grad, llvm::APFloat(scale));
+}
+
+static ArrayRef<int64_t> shapeOf(Value v) {
+  return cast<ShapedType>(v.getType()).getShape();
+}
+
+/// Fills `operandGrads` with nulls for an op that receives no gradient.
+static LogicalResult noGradients(Operation *op,
+                                 SmallVectorImpl<Value> &operandGrads) {
+  operandGrads.assign(op->getNumOperands(), Value());
+  return success();
+}
+
+LogicalResult Conv2DOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
+                                       SmallVectorImpl<Value> &operandGrads) {
+  Value dy = resultGrads[0];
+  if (!dy)
+    return noGradients(*this, operandGrads);
+  Location loc = getLoc();
+  Value dx = Conv2DGradInputOp::create(
+      b, loc, dy, getWeight(), getStrides(), getPads(), getDilations(),
+      getGroup(), shapeOf(getInput()));
+  Value dw = Conv2DGradWeightOp::create(
+      b, loc, dy, getInput(), getStrides(), getPads(), getDilations(),
+      getGroup(), shapeOf(getWeight()));
+  operandGrads.assign({dx, dw, Value()});
+  if (Value bias = getBias()) {
+    // Sum over N, OH, OW keeping rank 4, then view as the bias' [K].
+    int64_t k = shapeOf(dy)[1];
+    auto summed = RankedTensorType::get({1, k, 1, 1}, b.getF32Type());
+    Value db = reduceToType(b, loc, dy, summed);
+    operandGrads[2] = ReshapeOp::create(b, loc, bias.getType(), db);
+  }
+  return success();
+}
+
+LogicalResult BatchNormOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
+                                          SmallVectorImpl<Value> &operandGrads) {
+  if (resultGrads[1] || resultGrads[2])
+    return emitOpError("gradients through the batch statistics results are "
+                       "not supported");
+  Value dy = resultGrads[0];
+  if (!dy)
+    return noGradients(*this, operandGrads);
+  auto grad = BatchNormGradOp::create(b, getLoc(), dy, getInput(), getScale(),
+                                      getMean(), getInvStd());
+  operandGrads.assign({grad.getInputGrad(), grad.getScaleGrad(),
+                  grad.getBiasGrad(), Value(), Value()});
+  return success();
+}
+
+LogicalResult ReluOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
+                                     SmallVectorImpl<Value> &operandGrads) {
+  if (!resultGrads[0])
+    return noGradients(*this, operandGrads);
+  operandGrads.assign({
+      ReluGradOp::create(b, getLoc(), resultGrads[0], getOutput())});
+  return success();
+}
+
+LogicalResult AddOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
+                                    SmallVectorImpl<Value> &operandGrads) {
+  Value dy = resultGrads[0];
+  if (!dy)
+    return noGradients(*this, operandGrads);
+  operandGrads.assign({reduceToType(b, getLoc(), dy, getLhs().getType()),
+                  reduceToType(b, getLoc(), dy, getRhs().getType())});
+  return success();
+}
+
+LogicalResult MaxPoolOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
+                                        SmallVectorImpl<Value> &operandGrads) {
+  if (!resultGrads[0])
+    return noGradients(*this, operandGrads);
+  operandGrads.assign({MaxPoolGradOp::create(b, getLoc(), resultGrads[0],
+                                        getInput(), getKernelShape(),
+                                        getStrides(), getPads(),
+                                        getCeilMode())});
+  return success();
+}
+
+LogicalResult AvgPoolOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
+                                        SmallVectorImpl<Value> &operandGrads) {
+  if (!resultGrads[0])
+    return noGradients(*this, operandGrads);
+  operandGrads.assign({AvgPoolGradOp::create(
+      b, getLoc(), resultGrads[0], getKernelShape(), getStrides(), getPads(),
+      getCeilMode(), getCountIncludePad(), shapeOf(getInput()))});
+  return success();
+}
+
+LogicalResult
+GlobalAvgPoolOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
+                                SmallVectorImpl<Value> &operandGrads) {
+  if (!resultGrads[0])
+    return noGradients(*this, operandGrads);
+  operandGrads.assign({GlobalAvgPoolGradOp::create(b, getLoc(), resultGrads[0],
+                                              shapeOf(getInput()))});
+  return success();
+}
+
+LogicalResult ReshapeOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
+                                        SmallVectorImpl<Value> &operandGrads) {
+  if (!resultGrads[0])
+    return noGradients(*this, operandGrads);
+  operandGrads.assign({ReshapeOp::create(b, getLoc(), getInput().getType(),
+                                    resultGrads[0])});
+  return success();
+}
+
+/// alpha * op(x) * op(y) as a gemm without bias.
+static Value buildProduct(OpBuilder &b, Location loc, Value x, bool transX,
+                          Value y, bool transY, double alpha) {
+  return GemmOp::create(b, loc, x, y, /*c=*/Value(), transX, transY,
+                        llvm::APFloat(alpha), llvm::APFloat(1.0));
+}
+
+LogicalResult GemmOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
+                                     SmallVectorImpl<Value> &operandGrads) {
+  Value dy = resultGrads[0];
+  if (!dy)
+    return noGradients(*this, operandGrads);
+  Location loc = getLoc();
+  double alpha = getAlpha().convertToDouble();
+  bool ta = getTransA(), tb = getTransB();
+  // Y = alpha op(A) op(B): d op(A) = alpha dY op(B)^T, d op(B) = alpha
+  // op(A)^T dY; a transposed operand takes the transposed adjoint.
+  Value da = ta ? buildProduct(b, loc, getB(), tb, dy, true, alpha)
+                : buildProduct(b, loc, dy, false, getB(), !tb, alpha);
+  Value db = tb ? buildProduct(b, loc, dy, true, getA(), ta, alpha)
+                : buildProduct(b, loc, getA(), !ta, dy, false, alpha);
+  Value dc;
+  if (Value c = getC())
+    dc = reduceToType(b, loc, dy, c.getType(), getBeta().convertToDouble());
+  operandGrads.assign({da, db, dc});
+  return success();
+}
+
+LogicalResult
+SoftmaxCrossEntropyOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
+                                      SmallVectorImpl<Value> &operandGrads) {
+  if (!resultGrads[0])
+    return noGradients(*this, operandGrads);
+  operandGrads.assign({SoftmaxCrossEntropyGradOp::create(
+                      b, getLoc(), getLogits(), getLabels(), resultGrads[0]),
+                  Value()});
+  return success();
+}

@@ -1,0 +1,872 @@
+//===- BlpaOps.cpp - Shape rules, verifiers and runtime calls -------------===//
+//
+// Per-op knowledge of the blpa dialect except the gradient rules (those are
+// in BlpaGradients.cpp): result-type inference, verifiers, and the runtime
+// call each op lowers to.
+//
+//===----------------------------------------------------------------------===//
+
+#include "blpa/Dialect/Blpa/IR/BlpaOps.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinAttributes.h"
+#include "llvm/ADT/STLExtras.h"
+
+using namespace mlir;
+using namespace mlir::blpa;
+
+#include "blpa/Dialect/Blpa/IR/BlpaInterfaces.cpp.inc"
+
+//===----------------------------------------------------------------------===//
+// Helpers
+//===----------------------------------------------------------------------===//
+
+void mlir::blpa::setPhase(Operation *op, Phase phase) {
+  op->setAttr(kPhaseAttrName,
+              StringAttr::get(op->getContext(), stringifyPhase(phase)));
+}
+
+Phase mlir::blpa::getPhase(Operation *op) {
+  auto attr = op->getAttrOfType<StringAttr>(kPhaseAttrName);
+  if (!attr)
+    return Phase::Forward;
+  if (attr.getValue() == "backward")
+    return Phase::Backward;
+  if (attr.getValue() == "update")
+    return Phase::Update;
+  return Phase::Forward;
+}
+
+StringRef mlir::blpa::stringifyPhase(Phase phase) {
+  switch (phase) {
+  case Phase::Forward:
+    return "forward";
+  case Phase::Backward:
+    return "backward";
+  case Phase::Update:
+    return "update";
+  }
+  llvm_unreachable("unknown phase");
+}
+
+int64_t mlir::blpa::getTensorBytes(Type type) {
+  auto shaped = cast<ShapedType>(type);
+  return shaped.getNumElements() *
+         static_cast<int64_t>(shaped.getElementTypeBitWidth() / 8);
+}
+
+static ArrayRef<int64_t> shapeOf(Value v) {
+  return cast<ShapedType>(v.getType()).getShape();
+}
+
+static RankedTensorType f32Tensor(MLIRContext *ctx, ArrayRef<int64_t> shape) {
+  return RankedTensorType::get(shape, Float32Type::get(ctx));
+}
+
+static int64_t product(ArrayRef<int64_t> dims) {
+  int64_t result = 1;
+  for (int64_t d : dims)
+    result *= d;
+  return result;
+}
+
+/// Checks that `attr` has `size` strictly positive (or, with allowZero,
+/// non-negative) entries.
+static LogicalResult checkArray(std::optional<Location> loc, StringRef name,
+                                ArrayRef<int64_t> attr, size_t size,
+                                bool allowZero = false) {
+  if (attr.size() != size)
+    return emitOptionalError(loc, "'", name, "' must have ", size,
+                             " entries, got ", attr.size());
+  for (int64_t v : attr)
+    if (v < 0 || (!allowZero && v == 0))
+      return emitOptionalError(loc, "'", name, "' entries must be ",
+                               allowZero ? "non-negative" : "positive");
+  return success();
+}
+
+static LogicalResult checkRank(std::optional<Location> loc, StringRef what,
+                               Value v, int64_t rank) {
+  if (static_cast<int64_t>(shapeOf(v).size()) != rank)
+    return emitOptionalError(loc, what, " must have rank ", rank, ", got ",
+                             v.getType());
+  return success();
+}
+
+/// A per-channel vector of `channels` entries.
+static LogicalResult checkChannelVector(std::optional<Location> loc,
+                                        StringRef what, Value v,
+                                        int64_t channels) {
+  ArrayRef<int64_t> shape = shapeOf(v);
+  if (shape.size() != 1 || shape[0] != channels)
+    return emitOptionalError(loc, what, " must be tensor<", channels,
+                             "xf32>, got ", v.getType());
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Convolution
+//===----------------------------------------------------------------------===//
+
+namespace {
+/// The static description of a 2-D convolution shared by conv2d and its two
+/// gradient ops, which all lower to runtime calls with the same arguments.
+struct ConvGeometry {
+  SmallVector<int64_t, 4> input;  // N, C, H, W
+  SmallVector<int64_t, 4> weight; // K, C/group, R, S
+  SmallVector<int64_t, 4> output; // N, K, OH, OW
+  ArrayRef<int64_t> strides, pads, dilations;
+  int64_t group;
+
+  void appendRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) const {
+    for (int64_t v : input)
+      args.push_back(RuntimeArg::i64(v));
+    args.push_back(RuntimeArg::i64(weight[0]));
+    args.push_back(RuntimeArg::i64(weight[2]));
+    args.push_back(RuntimeArg::i64(weight[3]));
+    args.push_back(RuntimeArg::i64(output[2]));
+    args.push_back(RuntimeArg::i64(output[3]));
+    for (ArrayRef<int64_t> list : {strides, pads, dilations})
+      for (int64_t v : list)
+        args.push_back(RuntimeArg::i64(v));
+    args.push_back(RuntimeArg::i64(group));
+  }
+};
+} // namespace
+
+static int64_t convOutputDim(int64_t in, int64_t kernel, int64_t stride,
+                             int64_t padBegin, int64_t padEnd,
+                             int64_t dilation) {
+  int64_t span = dilation * (kernel - 1) + 1;
+  return (in + padBegin + padEnd - span) / stride + 1;
+}
+
+/// Validates the geometry of a convolution given its input and weight
+/// shapes and fills in the output shape.
+static LogicalResult buildConvGeometry(std::optional<Location> loc,
+                                       ArrayRef<int64_t> input,
+                                       ArrayRef<int64_t> weight,
+                                       ArrayRef<int64_t> strides,
+                                       ArrayRef<int64_t> pads,
+                                       ArrayRef<int64_t> dilations,
+                                       int64_t group, ConvGeometry &geom) {
+  if (input.size() != 4 || weight.size() != 4)
+    return emitOptionalError(loc, "conv2d expects rank-4 input and weight "
+                                  "(NCHW, KCRS)");
+  if (failed(checkArray(loc, "strides", strides, 2)) ||
+      failed(checkArray(loc, "pads", pads, 4, /*allowZero=*/true)) ||
+      failed(checkArray(loc, "dilations", dilations, 2)))
+    return failure();
+  if (group < 1 || input[1] % group != 0 || weight[0] % group != 0 ||
+      weight[1] * group != input[1])
+    return emitOptionalError(loc, "conv2d channel mismatch: input has ",
+                             input[1], " channels, weight expects ", weight[1],
+                             " per group with group = ", group);
+  geom.input.assign(input.begin(), input.end());
+  geom.weight.assign(weight.begin(), weight.end());
+  geom.strides = strides;
+  geom.pads = pads;
+  geom.dilations = dilations;
+  geom.group = group;
+  int64_t oh = convOutputDim(input[2], weight[2], strides[0], pads[0], pads[2],
+                             dilations[0]);
+  int64_t ow = convOutputDim(input[3], weight[3], strides[1], pads[1], pads[3],
+                             dilations[1]);
+  if (oh < 1 || ow < 1)
+    return emitOptionalError(loc, "conv2d kernel larger than padded input");
+  geom.output = {input[0], weight[0], oh, ow};
+  return success();
+}
+
+LogicalResult Conv2DOp::inferReturnTypes(MLIRContext *ctx,
+                                         std::optional<Location> loc,
+                                         Adaptor adaptor,
+                                         SmallVectorImpl<Type> &results) {
+  ConvGeometry geom;
+  if (failed(buildConvGeometry(loc, shapeOf(adaptor.getInput()),
+                               shapeOf(adaptor.getWeight()),
+                               adaptor.getStrides(), adaptor.getPads(),
+                               adaptor.getDilations(), adaptor.getGroup(),
+                               geom)))
+    return failure();
+  if (Value bias = adaptor.getBias())
+    if (failed(checkChannelVector(loc, "conv2d bias", bias, geom.weight[0])))
+      return failure();
+  results.push_back(f32Tensor(ctx, geom.output));
+  return success();
+}
+
+/// The geometry of a verified conv-like op; cannot fail.
+template <typename OpTy>
+static ConvGeometry getGeometry(OpTy op, ArrayRef<int64_t> input,
+                                ArrayRef<int64_t> weight) {
+  ConvGeometry geom;
+  (void)buildConvGeometry(std::nullopt, input, weight, op.getStrides(),
+                          op.getPads(), op.getDilations(), op.getGroup(),
+                          geom);
+  return geom;
+}
+
+StringRef Conv2DOp::getRuntimeFunction() { return "blpa_conv2d"; }
+
+void Conv2DOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  args.push_back(RuntimeArg::data(getInput()));
+  args.push_back(RuntimeArg::data(getWeight()));
+  args.push_back(RuntimeArg::data(getBias()));
+  args.push_back(RuntimeArg::data(getOutput()));
+  getGeometry(*this, shapeOf(getInput()), shapeOf(getWeight()))
+      .appendRuntimeArgs(args);
+}
+
+LogicalResult Conv2DGradInputOp::inferReturnTypes(
+    MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
+    SmallVectorImpl<Type> &results) {
+  ConvGeometry geom;
+  if (failed(buildConvGeometry(loc, adaptor.getInputShape(),
+                               shapeOf(adaptor.getWeight()),
+                               adaptor.getStrides(), adaptor.getPads(),
+                               adaptor.getDilations(), adaptor.getGroup(),
+                               geom)))
+    return failure();
+  if (ArrayRef<int64_t>(geom.output) != shapeOf(adaptor.getGrad()))
+    return emitOptionalError(loc, "conv2d_grad_input: grad shape does not "
+                                  "match the convolution's output shape");
+  results.push_back(f32Tensor(ctx, adaptor.getInputShape()));
+  return success();
+}
+
+StringRef Conv2DGradInputOp::getRuntimeFunction() {
+  return "blpa_conv2d_grad_input";
+}
+
+void Conv2DGradInputOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  args.push_back(RuntimeArg::data(getGrad()));
+  args.push_back(RuntimeArg::data(getWeight()));
+  args.push_back(RuntimeArg::data(getInputGrad()));
+  getGeometry(*this, getInputShape(), shapeOf(getWeight()))
+      .appendRuntimeArgs(args);
+}
+
+LogicalResult Conv2DGradWeightOp::inferReturnTypes(
+    MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
+    SmallVectorImpl<Type> &results) {
+  ConvGeometry geom;
+  if (failed(buildConvGeometry(loc, shapeOf(adaptor.getInput()),
+                               adaptor.getWeightShape(), adaptor.getStrides(),
+                               adaptor.getPads(), adaptor.getDilations(),
+                               adaptor.getGroup(), geom)))
+    return failure();
+  if (ArrayRef<int64_t>(geom.output) != shapeOf(adaptor.getGrad()))
+    return emitOptionalError(loc, "conv2d_grad_weight: grad shape does not "
+                                  "match the convolution's output shape");
+  results.push_back(f32Tensor(ctx, adaptor.getWeightShape()));
+  return success();
+}
+
+StringRef Conv2DGradWeightOp::getRuntimeFunction() {
+  return "blpa_conv2d_grad_weight";
+}
+
+void Conv2DGradWeightOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  args.push_back(RuntimeArg::data(getGrad()));
+  args.push_back(RuntimeArg::data(getInput()));
+  args.push_back(RuntimeArg::data(getWeightGrad()));
+  getGeometry(*this, shapeOf(getInput()), getWeightShape())
+      .appendRuntimeArgs(args);
+}
+
+//===----------------------------------------------------------------------===//
+// Batch normalization
+//===----------------------------------------------------------------------===//
+
+/// Checks a batch-norm input and its per-channel operands; returns the
+/// channel count.
+static FailureOr<int64_t> checkBatchNorm(std::optional<Location> loc,
+                                         Value input,
+                                         ArrayRef<Value> perChannel) {
+  ArrayRef<int64_t> shape = shapeOf(input);
+  if (shape.size() < 2)
+    return emitOptionalError(loc, "batch norm input must have rank >= 2, got ",
+                             input.getType());
+  for (Value v : perChannel)
+    if (failed(checkChannelVector(loc, "batch norm operand", v, shape[1])))
+      return failure();
+  return shape[1];
+}
+
+/// N, C and the number of elements per (sample, channel).
+static void appendBatchNormDims(Value input,
+                                SmallVectorImpl<RuntimeArg> &args) {
+  ArrayRef<int64_t> shape = shapeOf(input);
+  args.push_back(RuntimeArg::i64(shape[0]));
+  args.push_back(RuntimeArg::i64(shape[1]));
+  args.push_back(RuntimeArg::i64(product(shape.drop_front(2))));
+}
+
+LogicalResult BatchNormOp::inferReturnTypes(MLIRContext *ctx,
+                                            std::optional<Location> loc,
+                                            Adaptor adaptor,
+                                            SmallVectorImpl<Type> &results) {
+  FailureOr<int64_t> channels = checkBatchNorm(
+      loc, adaptor.getInput(),
+      {adaptor.getScale(), adaptor.getBias(), adaptor.getRunningMean(),
+       adaptor.getRunningVar()});
+  if (failed(channels))
+    return failure();
+  results.push_back(adaptor.getInput().getType());
+  results.push_back(f32Tensor(ctx, {*channels}));
+  results.push_back(f32Tensor(ctx, {*channels}));
+  return success();
+}
+
+StringRef BatchNormOp::getRuntimeFunction() { return "blpa_batch_norm_train"; }
+
+void BatchNormOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  for (Value v : {getInput(), getScale(), getBias(), getOutput(), getMean(),
+                  getInvStd()})
+    args.push_back(RuntimeArg::data(v));
+  appendBatchNormDims(getInput(), args);
+  args.push_back(RuntimeArg::f64(getEpsilon().convertToDouble()));
+}
+
+LogicalResult BatchNormInferenceOp::inferReturnTypes(
+    MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
+    SmallVectorImpl<Type> &results) {
+  if (failed(checkBatchNorm(loc, adaptor.getInput(),
+                            {adaptor.getScale(), adaptor.getBias(),
+                             adaptor.getRunningMean(),
+                             adaptor.getRunningVar()})))
+    return failure();
+  results.push_back(adaptor.getInput().getType());
+  return success();
+}
+
+StringRef BatchNormInferenceOp::getRuntimeFunction() {
+  return "blpa_batch_norm_infer";
+}
+
+void BatchNormInferenceOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  for (Value v : {getInput(), getScale(), getBias(), getRunningMean(),
+                  getRunningVar(), getOutput()})
+    args.push_back(RuntimeArg::data(v));
+  appendBatchNormDims(getInput(), args);
+  args.push_back(RuntimeArg::f64(getEpsilon().convertToDouble()));
+}
+
+LogicalResult BatchNormGradOp::inferReturnTypes(
+    MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
+    SmallVectorImpl<Type> &results) {
+  FailureOr<int64_t> channels =
+      checkBatchNorm(loc, adaptor.getInput(),
+                     {adaptor.getScale(), adaptor.getMean(),
+                      adaptor.getInvStd()});
+  if (failed(channels))
+    return failure();
+  if (adaptor.getGrad().getType() != adaptor.getInput().getType())
+    return emitOptionalError(loc, "batch_norm_grad: grad and input types "
+                                  "differ");
+  results.push_back(adaptor.getInput().getType());
+  results.push_back(f32Tensor(ctx, {*channels}));
+  results.push_back(f32Tensor(ctx, {*channels}));
+  return success();
+}
+
+StringRef BatchNormGradOp::getRuntimeFunction() {
+  return "blpa_batch_norm_grad";
+}
+
+void BatchNormGradOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  for (Value v : {getGrad(), getInput(), getScale(), getMean(), getInvStd(),
+                  getInputGrad(), getScaleGrad(), getBiasGrad()})
+    args.push_back(RuntimeArg::data(v));
+  appendBatchNormDims(getInput(), args);
+}
+
+LogicalResult UpdateRunningStatsOp::verify() {
+  if (shapeOf(getMean()).size() != 1)
+    return emitOpError("statistics must be per-channel vectors");
+  for (Value v : {getRunningMean(), getRunningVar()})
+    if (!v.getDefiningOp<ParamOp>())
+      return emitOpError("running statistics must be blpa.param values");
+  if (getCount() < 2)
+    return emitOpError("count must be at least 2 for an unbiased variance");
+  return success();
+}
+
+StringRef UpdateRunningStatsOp::getRuntimeFunction() {
+  return "blpa_update_running_stats";
+}
+
+void UpdateRunningStatsOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  for (Value v : {getRunningMean(), getRunningVar(), getMean(), getInvStd()})
+    args.push_back(RuntimeArg::data(v));
+  args.push_back(RuntimeArg::i64(shapeOf(getMean()).front()));
+  args.push_back(RuntimeArg::i64(getCount()));
+  args.push_back(RuntimeArg::f64(getMomentum().convertToDouble()));
+  args.push_back(RuntimeArg::f64(getEpsilon().convertToDouble()));
+}
+
+//===----------------------------------------------------------------------===//
+// Elementwise ops
+//===----------------------------------------------------------------------===//
+
+LogicalResult ReluOp::inferReturnTypes(MLIRContext *ctx,
+                                       std::optional<Location> loc,
+                                       Adaptor adaptor,
+                                       SmallVectorImpl<Type> &results) {
+  results.push_back(adaptor.getInput().getType());
+  return success();
+}
+
+StringRef ReluOp::getRuntimeFunction() { return "blpa_relu"; }
+
+void ReluOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  args.push_back(RuntimeArg::data(getInput()));
+  args.push_back(RuntimeArg::data(getOutput()));
+  args.push_back(RuntimeArg::i64(product(shapeOf(getInput()))));
+}
+
+LogicalResult ReluGradOp::inferReturnTypes(MLIRContext *ctx,
+                                           std::optional<Location> loc,
+                                           Adaptor adaptor,
+                                           SmallVectorImpl<Type> &results) {
+  if (adaptor.getGrad().getType() != adaptor.getOutput().getType())
+    return emitOptionalError(loc, "relu_grad: grad and output types differ");
+  results.push_back(adaptor.getGrad().getType());
+  return success();
+}
+
+StringRef ReluGradOp::getRuntimeFunction() { return "blpa_relu_grad"; }
+
+void ReluGradOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  for (Value v : {getGrad(), getOutput(), getInputGrad()})
+    args.push_back(RuntimeArg::data(v));
+  args.push_back(RuntimeArg::i64(product(shapeOf(getGrad()))));
+}
+
+/// `shape` right-aligned and padded with leading 1s to `rank` dimensions.
+static SmallVector<int64_t> alignToRank(ArrayRef<int64_t> shape,
+                                        size_t rank) {
+  SmallVector<int64_t> result(rank - shape.size(), 1);
+  result.append(shape.begin(), shape.end());
+  return result;
+}
+
+/// Numpy broadcasting of two shapes; failure if incompatible.
+static FailureOr<SmallVector<int64_t>> broadcastShapes(ArrayRef<int64_t> a,
+                                                       ArrayRef<int64_t> b) {
+  size_t rank = std::max(a.size(), b.size());
+  SmallVector<int64_t> lhs = alignToRank(a, rank), rhs = alignToRank(b, rank);
+  SmallVector<int64_t> result;
+  for (auto [x, y] : llvm::zip(lhs, rhs)) {
+    if (x != y && x != 1 && y != 1)
+      return failure();
+    result.push_back(x == 1 ? y : x);
+  }
+  return result;
+}
+
+LogicalResult AddOp::inferReturnTypes(MLIRContext *ctx,
+                                      std::optional<Location> loc,
+                                      Adaptor adaptor,
+                                      SmallVectorImpl<Type> &results) {
+  FailureOr<SmallVector<int64_t>> shape =
+      broadcastShapes(shapeOf(adaptor.getLhs()), shapeOf(adaptor.getRhs()));
+  if (failed(shape))
+    return emitOptionalError(loc, "add: shapes ", adaptor.getLhs().getType(),
+                             " and ", adaptor.getRhs().getType(),
+                             " do not broadcast");
+  results.push_back(f32Tensor(ctx, *shape));
+  return success();
+}
+
+StringRef AddOp::getRuntimeFunction() { return "blpa_add"; }
+
+void AddOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  for (Value v : {getLhs(), getRhs(), getOutput()})
+    args.push_back(RuntimeArg::data(v));
+  ArrayRef<int64_t> out = shapeOf(getOutput());
+  args.push_back(RuntimeArg::i64(out.size()));
+  args.push_back(RuntimeArg::i64Array(out));
+  args.push_back(RuntimeArg::i64Array(alignToRank(shapeOf(getLhs()), out.size())));
+  args.push_back(RuntimeArg::i64Array(alignToRank(shapeOf(getRhs()), out.size())));
+}
+
+LogicalResult ReduceToShapeOp::verify() {
+  ArrayRef<int64_t> in = shapeOf(getInput()), out = shapeOf(getOutput());
+  FailureOr<SmallVector<int64_t>> shape = broadcastShapes(in, out);
+  if (out.size() > in.size() || failed(shape) ||
+      ArrayRef<int64_t>(*shape) != in)
+    return emitOpError("result type ")
+           << getOutput().getType() << " does not broadcast to the input type "
+           << getInput().getType();
+  return success();
+}
+
+StringRef ReduceToShapeOp::getRuntimeFunction() { return "blpa_reduce_sum_to"; }
+
+void ReduceToShapeOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  args.push_back(RuntimeArg::data(getInput()));
+  args.push_back(RuntimeArg::data(getOutput()));
+  ArrayRef<int64_t> in = shapeOf(getInput());
+  args.push_back(RuntimeArg::i64(in.size()));
+  args.push_back(RuntimeArg::i64Array(in));
+  args.push_back(RuntimeArg::i64Array(alignToRank(shapeOf(getOutput()), in.size())));
+  args.push_back(RuntimeArg::f64(getScale().convertToDouble()));
+}
+
+//===----------------------------------------------------------------------===//
+// Pooling
+//===----------------------------------------------------------------------===//
+
+static int64_t poolOutputDim(int64_t in, int64_t kernel, int64_t stride,
+                             int64_t padBegin, int64_t padEnd, bool ceilMode) {
+  int64_t span = in + padBegin + padEnd - kernel;
+  int64_t out = (ceilMode ? (span + stride - 1) / stride : span / stride) + 1;
+  // As in PyTorch and ONNX, the last window must start inside the input or
+  // the leading padding.
+  if (ceilMode && (out - 1) * stride >= in + padBegin)
+    --out;
+  return out;
+}
+
+/// The output shape of a 2-D pooling of `input` ([N, C, H, W]).
+static FailureOr<SmallVector<int64_t>>
+inferPoolShape(std::optional<Location> loc, ArrayRef<int64_t> input,
+               ArrayRef<int64_t> kernel, ArrayRef<int64_t> strides,
+               ArrayRef<int64_t> pads, bool ceilMode) {
+  if (input.size() != 4)
+    return emitOptionalError(loc, "pooling expects a rank-4 (NCHW) input");
+  if (failed(checkArray(loc, "kernel_shape", kernel, 2)) ||
+      failed(checkArray(loc, "strides", strides, 2)) ||
+      failed(checkArray(loc, "pads", pads, 4, /*allowZero=*/true)))
+    return failure();
+  if (pads[0] >= kernel[0] || pads[1] >= kernel[1] || pads[2] >= kernel[0] ||
+      pads[3] >= kernel[1])
+    return emitOptionalError(loc, "pooling pads must be smaller than the "
+                                  "kernel");
+  int64_t oh =
+      poolOutputDim(input[2], kernel[0], strides[0], pads[0], pads[2], ceilMode);
+  int64_t ow =
+      poolOutputDim(input[3], kernel[1], strides[1], pads[1], pads[3], ceilMode);
+  if (oh < 1 || ow < 1)
+    return emitOptionalError(loc, "pooling window larger than padded input");
+  return SmallVector<int64_t>{input[0], input[1], oh, ow};
+}
+
+/// Shape and window arguments shared by the pooling kernels: N, C, H, W, OH,
+/// OW, kernel, strides, top and left padding.
+template <typename OpTy>
+static void appendPoolArgs(OpTy op, ArrayRef<int64_t> input,
+                           ArrayRef<int64_t> output,
+                           SmallVectorImpl<RuntimeArg> &args) {
+  SmallVector<int64_t> values(input.begin(), input.end());
+  values.append({output[2], output[3]});
+  llvm::append_range(values, op.getKernelShape());
+  llvm::append_range(values, op.getStrides());
+  values.append({op.getPads()[0], op.getPads()[1]});
+  for (int64_t v : values)
+    args.push_back(RuntimeArg::i64(v));
+}
+
+LogicalResult MaxPoolOp::inferReturnTypes(MLIRContext *ctx,
+                                          std::optional<Location> loc,
+                                          Adaptor adaptor,
+                                          SmallVectorImpl<Type> &results) {
+  auto shape = inferPoolShape(loc, shapeOf(adaptor.getInput()),
+                              adaptor.getKernelShape(), adaptor.getStrides(),
+                              adaptor.getPads(), adaptor.getCeilMode());
+  if (failed(shape))
+    return failure();
+  results.push_back(f32Tensor(ctx, *shape));
+  return success();
+}
+
+StringRef MaxPoolOp::getRuntimeFunction() { return "blpa_max_pool"; }
+
+void MaxPoolOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  args.push_back(RuntimeArg::data(getInput()));
+  args.push_back(RuntimeArg::data(getOutput()));
+  appendPoolArgs(*this, shapeOf(getInput()), shapeOf(getOutput()), args);
+}
+
+LogicalResult MaxPoolGradOp::inferReturnTypes(MLIRContext *ctx,
+                                              std::optional<Location> loc,
+                                              Adaptor adaptor,
+                                              SmallVectorImpl<Type> &results) {
+  auto shape = inferPoolShape(loc, shapeOf(adaptor.getInput()),
+                              adaptor.getKernelShape(), adaptor.getStrides(),
+                              adaptor.getPads(), adaptor.getCeilMode());
+  if (failed(shape))
+    return failure();
+  if (ArrayRef<int64_t>(*shape) != shapeOf(adaptor.getGrad()))
+    return emitOptionalError(loc, "max_pool_grad: grad shape does not match "
+                                  "the pooling's output shape");
+  results.push_back(adaptor.getInput().getType());
+  return success();
+}
+
+StringRef MaxPoolGradOp::getRuntimeFunction() { return "blpa_max_pool_grad"; }
+
+void MaxPoolGradOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  for (Value v : {getGrad(), getInput(), getInputGrad()})
+    args.push_back(RuntimeArg::data(v));
+  appendPoolArgs(*this, shapeOf(getInput()), shapeOf(getGrad()), args);
+}
+
+LogicalResult AvgPoolOp::inferReturnTypes(MLIRContext *ctx,
+                                          std::optional<Location> loc,
+                                          Adaptor adaptor,
+                                          SmallVectorImpl<Type> &results) {
+  auto shape = inferPoolShape(loc, shapeOf(adaptor.getInput()),
+                              adaptor.getKernelShape(), adaptor.getStrides(),
+                              adaptor.getPads(), adaptor.getCeilMode());
+  if (failed(shape))
+    return failure();
+  results.push_back(f32Tensor(ctx, *shape));
+  return success();
+}
+
+LogicalResult AvgPoolOp::verify() {
+  // With ceil_mode a window can hang over the end of the input beyond the
+  // padding; ONNX and PyTorch disagree on its divisor.
+  if (getCeilMode())
+    return emitOpError("ceil_mode is not supported for average pooling");
+  return success();
+}
+
+StringRef AvgPoolOp::getRuntimeFunction() { return "blpa_avg_pool"; }
+
+void AvgPoolOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  args.push_back(RuntimeArg::data(getInput()));
+  args.push_back(RuntimeArg::data(getOutput()));
+  appendPoolArgs(*this, shapeOf(getInput()), shapeOf(getOutput()), args);
+  args.push_back(RuntimeArg::i64(getCountIncludePad()));
+}
+
+LogicalResult AvgPoolGradOp::inferReturnTypes(MLIRContext *ctx,
+                                              std::optional<Location> loc,
+                                              Adaptor adaptor,
+                                              SmallVectorImpl<Type> &results) {
+  auto shape = inferPoolShape(loc, adaptor.getInputShape(),
+                              adaptor.getKernelShape(), adaptor.getStrides(),
+                              adaptor.getPads(), adaptor.getCeilMode());
+  if (failed(shape))
+    return failure();
+  if (ArrayRef<int64_t>(*shape) != shapeOf(adaptor.getGrad()))
+    return emitOptionalError(loc, "avg_pool_grad: grad shape does not match "
+                                  "the pooling's output shape");
+  results.push_back(f32Tensor(ctx, adaptor.getInputShape()));
+  return success();
+}
+
+StringRef AvgPoolGradOp::getRuntimeFunction() { return "blpa_avg_pool_grad"; }
+
+void AvgPoolGradOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  args.push_back(RuntimeArg::data(getGrad()));
+  args.push_back(RuntimeArg::data(getInputGrad()));
+  appendPoolArgs(*this, getInputShape(), shapeOf(getGrad()), args);
+  args.push_back(RuntimeArg::i64(getCountIncludePad()));
+}
+
+/// [N, C, 1, ..., 1] for an input of shape [N, C, ...].
+static SmallVector<int64_t> globalPoolShape(ArrayRef<int64_t> input) {
+  SmallVector<int64_t> shape(input.begin(), input.begin() + 2);
+  shape.resize(input.size(), 1);
+  return shape;
+}
+
+LogicalResult GlobalAvgPoolOp::inferReturnTypes(
+    MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
+    SmallVectorImpl<Type> &results) {
+  ArrayRef<int64_t> input = shapeOf(adaptor.getInput());
+  if (input.size() < 3)
+    return emitOptionalError(loc, "global_avg_pool expects rank >= 3");
+  results.push_back(f32Tensor(ctx, globalPoolShape(input)));
+  return success();
+}
+
+static void appendGlobalPoolArgs(ArrayRef<int64_t> input,
+                                 SmallVectorImpl<RuntimeArg> &args) {
+  args.push_back(RuntimeArg::i64(input[0]));
+  args.push_back(RuntimeArg::i64(input[1]));
+  args.push_back(RuntimeArg::i64(product(input.drop_front(2))));
+}
+
+StringRef GlobalAvgPoolOp::getRuntimeFunction() {
+  return "blpa_global_avg_pool";
+}
+
+void GlobalAvgPoolOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  args.push_back(RuntimeArg::data(getInput()));
+  args.push_back(RuntimeArg::data(getOutput()));
+  appendGlobalPoolArgs(shapeOf(getInput()), args);
+}
+
+LogicalResult GlobalAvgPoolGradOp::inferReturnTypes(
+    MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
+    SmallVectorImpl<Type> &results) {
+  ArrayRef<int64_t> input = adaptor.getInputShape();
+  if (input.size() < 3 ||
+      ArrayRef<int64_t>(globalPoolShape(input)) != shapeOf(adaptor.getGrad()))
+    return emitOptionalError(loc, "global_avg_pool_grad: grad shape does not "
+                                  "match input_shape");
+  results.push_back(f32Tensor(ctx, input));
+  return success();
+}
+
+StringRef GlobalAvgPoolGradOp::getRuntimeFunction() {
+  return "blpa_global_avg_pool_grad";
+}
+
+void GlobalAvgPoolGradOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  args.push_back(RuntimeArg::data(getGrad()));
+  args.push_back(RuntimeArg::data(getInputGrad()));
+  appendGlobalPoolArgs(getInputShape(), args);
+}
+
+//===----------------------------------------------------------------------===//
+// Reshape
+//===----------------------------------------------------------------------===//
+
+LogicalResult ReshapeOp::verify() {
+  if (product(shapeOf(getInput())) != product(shapeOf(getOutput())))
+    return emitOpError("cannot reshape ")
+           << getInput().getType() << " to " << getOutput().getType()
+           << ": element counts differ";
+  return success();
+}
+
+Value ReshapeOp::getViewSource() { return getInput(); }
+
+//===----------------------------------------------------------------------===//
+// Gemm and loss
+//===----------------------------------------------------------------------===//
+
+LogicalResult GemmOp::inferReturnTypes(MLIRContext *ctx,
+                                       std::optional<Location> loc,
+                                       Adaptor adaptor,
+                                       SmallVectorImpl<Type> &results) {
+  if (failed(checkRank(loc, "gemm operand a", adaptor.getA(), 2)) ||
+      failed(checkRank(loc, "gemm operand b", adaptor.getB(), 2)))
+    return failure();
+  ArrayRef<int64_t> a = shapeOf(adaptor.getA()), b = shapeOf(adaptor.getB());
+  int64_t m = adaptor.getTransA() ? a[1] : a[0];
+  int64_t k = adaptor.getTransA() ? a[0] : a[1];
+  int64_t kb = adaptor.getTransB() ? b[1] : b[0];
+  int64_t n = adaptor.getTransB() ? b[0] : b[1];
+  if (k != kb)
+    return emitOptionalError(loc, "gemm inner dimensions differ: ", k, " vs ",
+                             kb);
+  if (Value c = adaptor.getC()) {
+    auto shape = broadcastShapes(shapeOf(c), {m, n});
+    if (shapeOf(c).size() > 2 || failed(shape) ||
+        ArrayRef<int64_t>(*shape) != ArrayRef<int64_t>{m, n})
+      return emitOptionalError(loc, "gemm operand c of type ", c.getType(),
+                               " does not broadcast to [", m, ", ", n, "]");
+  }
+  results.push_back(f32Tensor(ctx, {m, n}));
+  return success();
+}
+
+StringRef GemmOp::getRuntimeFunction() { return "blpa_gemm"; }
+
+void GemmOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  for (Value v : {getA(), getB(), getC(), getOutput()})
+    args.push_back(RuntimeArg::data(v));
+  ArrayRef<int64_t> out = shapeOf(getOutput());
+  int64_t k = shapeOf(getA())[getTransA() ? 0 : 1];
+  SmallVector<int64_t> c =
+      getC() ? alignToRank(shapeOf(getC()), 2) : SmallVector<int64_t>{0, 0};
+  for (int64_t v : {out[0], out[1], k, int64_t(getTransA()),
+                    int64_t(getTransB())})
+    args.push_back(RuntimeArg::i64(v));
+  args.push_back(RuntimeArg::f64(getAlpha().convertToDouble()));
+  args.push_back(RuntimeArg::f64(getBeta().convertToDouble()));
+  args.push_back(RuntimeArg::i64(c[0]));
+  args.push_back(RuntimeArg::i64(c[1]));
+}
+
+/// Logits [N, classes] and labels [N].
+static LogicalResult checkLossOperands(std::optional<Location> loc,
+                                       Value logits, Value labels) {
+  if (failed(checkRank(loc, "logits", logits, 2)) ||
+      failed(checkRank(loc, "labels", labels, 1)))
+    return failure();
+  if (shapeOf(logits)[0] != shapeOf(labels)[0])
+    return emitOptionalError(loc, "logits and labels batch sizes differ");
+  return success();
+}
+
+LogicalResult SoftmaxCrossEntropyOp::inferReturnTypes(
+    MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
+    SmallVectorImpl<Type> &results) {
+  if (failed(checkLossOperands(loc, adaptor.getLogits(), adaptor.getLabels())))
+    return failure();
+  results.push_back(f32Tensor(ctx, {}));
+  return success();
+}
+
+StringRef SoftmaxCrossEntropyOp::getRuntimeFunction() {
+  return "blpa_softmax_cross_entropy";
+}
+
+void SoftmaxCrossEntropyOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  for (Value v : {getLogits(), getLabels(), getLoss()})
+    args.push_back(RuntimeArg::data(v));
+  for (int64_t d : shapeOf(getLogits()))
+    args.push_back(RuntimeArg::i64(d));
+}
+
+LogicalResult SoftmaxCrossEntropyGradOp::inferReturnTypes(
+    MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
+    SmallVectorImpl<Type> &results) {
+  if (failed(checkLossOperands(loc, adaptor.getLogits(), adaptor.getLabels())))
+    return failure();
+  results.push_back(adaptor.getLogits().getType());
+  return success();
+}
+
+StringRef SoftmaxCrossEntropyGradOp::getRuntimeFunction() {
+  return "blpa_softmax_cross_entropy_grad";
+}
+
+void SoftmaxCrossEntropyGradOp::getRuntimeArgs(
+    SmallVectorImpl<RuntimeArg> &args) {
+  for (Value v : {getLogits(), getLabels(), getLossGrad(), getLogitsGrad()})
+    args.push_back(RuntimeArg::data(v));
+  for (int64_t d : shapeOf(getLogits()))
+    args.push_back(RuntimeArg::i64(d));
+}
+
+StringRef FillOp::getRuntimeFunction() { return "blpa_fill"; }
+
+void FillOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  args.push_back(RuntimeArg::data(getOutput()));
+  args.push_back(RuntimeArg::i64(product(shapeOf(getOutput()))));
+  args.push_back(RuntimeArg::f64(getValue().convertToDouble()));
+}
+
+//===----------------------------------------------------------------------===//
+// Optimizer
+//===----------------------------------------------------------------------===//
+
+LogicalResult SgdUpdateOp::verify() {
+  auto param = getParam().getDefiningOp<ParamOp>();
+  if (!param || !param.getTrainable())
+    return emitOpError("updates only trainable blpa.param values");
+  return success();
+}
+
+StringRef SgdUpdateOp::getRuntimeFunction() { return "blpa_sgd_update"; }
+
+void SgdUpdateOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  args.push_back(RuntimeArg::data(getParam()));
+  args.push_back(RuntimeArg::data(getGrad()));
+  args.push_back(RuntimeArg::momentum(getParam()));
+  args.push_back(RuntimeArg::gradStore(getParam()));
+  args.push_back(RuntimeArg::i64(product(shapeOf(getParam()))));
+}
+
+#define GET_OP_CLASSES
+#include "blpa/Dialect/Blpa/IR/BlpaOps.cpp.inc"
