@@ -1,0 +1,57 @@
+//===- MemoryPlan.h - Buffers, lifetimes and arena placement ----*- C++ -*-===//
+//
+// The analysis shared by --blpa-plan-memory, its memory report and the
+// lowering: which values own a transient buffer, how long each buffer lives
+// over the function's op order, which buffers are saved activations, and
+// where each one sits in the arena.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef BLPA_DIALECT_BLPA_TRANSFORMS_MEMORYPLAN_H
+#define BLPA_DIALECT_BLPA_TRANSFORMS_MEMORYPLAN_H
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "llvm/ADT/DenseMap.h"
+
+namespace mlir {
+namespace blpa {
+
+/// One transient buffer: an op result that is not a view, together with the
+/// views of it. Lifetimes are inclusive op indices in the function's block.
+struct Buffer {
+  Value root;
+  int64_t bytes = 0;
+  int64_t start = 0;
+  int64_t end = 0;
+  /// Defined in the forward phase and read in the backward phase.
+  bool savedActivation = false;
+  int64_t offset = -1;
+};
+
+struct MemoryPlan {
+  SmallVector<Buffer> buffers;
+  int64_t arenaBytes = 0;
+  /// The largest total of live buffer bytes at any op: no placement can do
+  /// better.
+  int64_t lowerBoundBytes = 0;
+  int64_t savedActivationBytes = 0;
+};
+
+/// The buffer-owning value behind `v`: `v` itself, or the source of the view
+/// chain that produced it. Null for values outside the arena (parameters and
+/// function arguments, and views of them).
+Value getBufferRoot(Value v);
+
+/// Buffers and their lifetimes (using mlir::Liveness) and the lower bound;
+/// offsets are not assigned.
+MemoryPlan analyzeBuffers(func::FuncOp func);
+
+/// Assigns every buffer an offset (multiple of `alignment`) so that buffers
+/// whose lifetimes overlap are disjoint: largest first, lowest fitting
+/// offset. Sets arenaBytes.
+void placeBuffers(MemoryPlan &plan, int64_t alignment);
+
+} // namespace blpa
+} // namespace mlir
+
+#endif // BLPA_DIALECT_BLPA_TRANSFORMS_MEMORYPLAN_H

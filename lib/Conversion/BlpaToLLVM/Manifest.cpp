@@ -1,0 +1,93 @@
+//===- Manifest.cpp - What the driver learns about a compiled model -------===//
+
+#include "Manifest.h"
+
+#include "blpa/Dialect/Blpa/IR/BlpaOps.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "llvm/Support/raw_ostream.h"
+
+using namespace mlir;
+using namespace mlir::blpa;
+
+FailureOr<ParamTable> mlir::blpa::collectParams(ModuleOp module) {
+  ParamTable table;
+  WalkResult result = module.walk([&](ParamOp param) {
+    auto shape = cast<ShapedType>(param.getType()).getShape();
+    auto [it, inserted] =
+        table.indexOf.try_emplace(param.getName(), table.entries.size());
+    if (inserted) {
+      table.entries.push_back({param.getName().str(), param.getTrainable(),
+                               SmallVector<int64_t>(shape)});
+      return WalkResult::advance();
+    }
+    const ParamTable::Entry &entry = table.entries[it->second];
+    if (ArrayRef<int64_t>(entry.shape) != shape ||
+        entry.trainable != param.getTrainable()) {
+      param.emitError("parameter '")
+          << param.getName() << "' is used with another type or kind";
+      return WalkResult::interrupt();
+    }
+    return WalkResult::advance();
+  });
+  if (result.wasInterrupted())
+    return failure();
+  return table;
+}
+
+static void printDims(llvm::raw_ostream &os, ArrayRef<int64_t> shape) {
+  os << shape.size();
+  for (int64_t d : shape)
+    os << ' ' << d;
+}
+
+static StringRef nameOf(DictionaryAttr attrs, StringRef fallback) {
+  if (attrs)
+    if (auto name = attrs.getAs<StringAttr>("blpa.name"))
+      return name.getValue();
+  return fallback;
+}
+
+/// `kind rank dims... name` for each data input and output of the forward
+/// function (the training step's inputs are the same plus the labels).
+static void printInterface(llvm::raw_ostream &os, func::FuncOp func,
+                           unsigned numDataInputs) {
+  for (unsigned i = 0; i < numDataInputs; ++i) {
+    os << "input ";
+    printDims(os, cast<ShapedType>(func.getArgumentTypes()[i]).getShape());
+    os << ' ' << nameOf(func.getArgAttrDict(i), "input") << '\n';
+  }
+  if (func.getName() != "forward")
+    return;
+  for (unsigned i = 0; i < func.getNumResults(); ++i) {
+    os << "output ";
+    printDims(os, cast<ShapedType>(func.getResultTypes()[i]).getShape());
+    os << ' ' << nameOf(func.getResultAttrDict(i), "output") << '\n';
+  }
+}
+
+std::string mlir::blpa::buildManifest(ModuleOp module,
+                                      const ParamTable &params,
+                                      int64_t arenaBytes) {
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  auto step = module.lookupSymbol<func::FuncOp>("train_step");
+  auto forward = module.lookupSymbol<func::FuncOp>("forward");
+  os << "blpa-manifest 1\n";
+  os << "mode " << (step ? "train" : "infer") << '\n';
+  os << "arena " << arenaBytes << '\n';
+  if (forward)
+    printInterface(os, forward, forward.getNumArguments());
+  else if (step)
+    printInterface(os, step, step.getNumArguments() - 1);
+  if (step) {
+    auto labels = cast<ShapedType>(step.getArgumentTypes().back());
+    os << "labels " << labels.getDimSize(0) << '\n';
+  }
+  for (auto [index, entry] : llvm::enumerate(params.entries)) {
+    os << "param " << index << ' '
+       << (entry.trainable ? "trainable " : "state ");
+    printDims(os, entry.shape);
+    os << ' ' << entry.name << '\n';
+  }
+  return text;
+}

@@ -1,0 +1,105 @@
+//===- MemoryPlan.cpp - Buffers, lifetimes and arena placement ------------===//
+
+#include "blpa/Dialect/Blpa/Transforms/MemoryPlan.h"
+#include "blpa/Dialect/Blpa/IR/BlpaOps.h"
+
+#include "mlir/Analysis/Liveness.h"
+#include "mlir/Interfaces/ViewLikeInterface.h"
+#include "llvm/ADT/STLExtras.h"
+
+using namespace mlir;
+using namespace mlir::blpa;
+
+Value mlir::blpa::getBufferRoot(Value v) {
+  while (auto view = v.getDefiningOp<ViewLikeOpInterface>())
+    v = view.getViewSource();
+  if (isa<BlockArgument>(v) || v.getDefiningOp<ParamOp>())
+    return Value();
+  return v;
+}
+
+static int64_t alignTo(int64_t value, int64_t alignment) {
+  return (value + alignment - 1) / alignment * alignment;
+}
+
+/// Extends `buffer` with the lifetime and uses of `v` (the root or a view).
+static void addUses(Buffer &buffer, Value v, const LivenessBlockInfo &info,
+                    const DenseMap<Operation *, int64_t> &index) {
+  Operation *def = v.getDefiningOp();
+  Operation *end = info.getEndOperation(v, def);
+  buffer.end = std::max(buffer.end, index.lookup(end));
+  for (Operation *user : v.getUsers())
+    if (getPhase(def) == Phase::Forward &&
+        user->hasAttr(kPhaseAttrName) && getPhase(user) == Phase::Backward)
+      buffer.savedActivation = true;
+}
+
+MemoryPlan mlir::blpa::analyzeBuffers(func::FuncOp func) {
+  Block &block = func.getBody().front();
+  Liveness liveness(func);
+  const LivenessBlockInfo *info = liveness.getLiveness(&block);
+  DenseMap<Operation *, int64_t> index;
+  for (auto [i, op] : llvm::enumerate(block))
+    index[&op] = i;
+
+  MemoryPlan plan;
+  DenseMap<Value, size_t> bufferOf;
+  for (Operation &op : block) {
+    for (Value result : op.getResults()) {
+      Value root = getBufferRoot(result);
+      if (!root)
+        continue;
+      if (root == result) {
+        bufferOf[root] = plan.buffers.size();
+        Buffer buffer{root, getTensorBytes(root.getType()), index[&op],
+                      index[&op]};
+        plan.buffers.push_back(buffer);
+      }
+      addUses(plan.buffers[bufferOf[root]], result, *info, index);
+    }
+  }
+
+  SmallVector<int64_t> liveBytes(block.getOperations().size(), 0);
+  for (const Buffer &buffer : plan.buffers) {
+    for (int64_t i = buffer.start; i <= buffer.end; ++i)
+      liveBytes[i] += buffer.bytes;
+    if (buffer.savedActivation)
+      plan.savedActivationBytes += buffer.bytes;
+  }
+  plan.lowerBoundBytes =
+      liveBytes.empty() ? 0 : *llvm::max_element(liveBytes);
+  return plan;
+}
+
+void mlir::blpa::placeBuffers(MemoryPlan &plan, int64_t alignment) {
+  SmallVector<Buffer *> order;
+  for (Buffer &buffer : plan.buffers)
+    order.push_back(&buffer);
+  llvm::stable_sort(order, [](const Buffer *a, const Buffer *b) {
+    return a->bytes != b->bytes ? a->bytes > b->bytes : a->start < b->start;
+  });
+
+  SmallVector<Buffer *> placed;
+  plan.arenaBytes = 0;
+  for (Buffer *buffer : order) {
+    // Placed buffers live at the same time as this one, by offset.
+    SmallVector<Buffer *> conflicts;
+    for (Buffer *other : placed)
+      if (other->start <= buffer->end && buffer->start <= other->end)
+        conflicts.push_back(other);
+    llvm::sort(conflicts, [](const Buffer *a, const Buffer *b) {
+      return a->offset < b->offset;
+    });
+    int64_t size = alignTo(buffer->bytes, alignment);
+    int64_t offset = 0;
+    for (Buffer *other : conflicts) {
+      if (offset + size <= other->offset)
+        break;
+      offset = std::max(offset,
+                        alignTo(other->offset + other->bytes, alignment));
+    }
+    buffer->offset = offset;
+    plan.arenaBytes = std::max(plan.arenaBytes, offset + size);
+    placed.push_back(buffer);
+  }
+}

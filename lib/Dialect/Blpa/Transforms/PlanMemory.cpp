@@ -1,0 +1,119 @@
+//===- PlanMemory.cpp - Arena placement of transient tensors --------------===//
+
+#include "blpa/Dialect/Blpa/Transforms/MemoryPlan.h"
+#include "blpa/Dialect/Blpa/Transforms/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/Support/FileUtilities.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/ToolOutputFile.h"
+
+namespace mlir {
+namespace blpa {
+#define GEN_PASS_DEF_BLPAPLANMEMORY
+#include "blpa/Dialect/Blpa/Transforms/Passes.h.inc"
+} // namespace blpa
+} // namespace mlir
+
+using namespace mlir;
+using namespace mlir::blpa;
+
+namespace {
+
+/// Records the plan in the IR: `blpa.offsets` on every op with results (-1
+/// for results outside the arena, views carry their source's offset) and the
+/// totals on the function.
+void annotate(func::FuncOp func, const MemoryPlan &plan) {
+  DenseMap<Value, int64_t> offsetOf;
+  for (const Buffer &buffer : plan.buffers)
+    offsetOf[buffer.root] = buffer.offset;
+  Builder b(func.getContext());
+  func.walk([&](Operation *op) {
+    if (op->getNumResults() == 0 || isa<func::FuncOp>(op))
+      return;
+    SmallVector<int64_t> offsets;
+    for (Value result : op->getResults()) {
+      Value root = getBufferRoot(result);
+      offsets.push_back(root ? offsetOf.lookup(root) : -1);
+    }
+    op->setAttr("blpa.offsets", b.getDenseI64ArrayAttr(offsets));
+  });
+  func->setAttr("blpa.arena_size", b.getI64IntegerAttr(plan.arenaBytes));
+  func->setAttr("blpa.lower_bound_bytes",
+                b.getI64IntegerAttr(plan.lowerBoundBytes));
+  func->setAttr("blpa.saved_activation_bytes",
+                b.getI64IntegerAttr(plan.savedActivationBytes));
+}
+
+/// Bytes of parameters and state plus, for trainable parameters, their
+/// momentum and gradient storage.
+int64_t persistentBytes(ModuleOp module) {
+  llvm::StringMap<int64_t> bytesByName;
+  module.walk([&](ParamOp param) {
+    int64_t bytes = getTensorBytes(param.getType());
+    bytesByName[param.getName()] = param.getTrainable() ? 3 * bytes : bytes;
+  });
+  int64_t total = 0;
+  for (const auto &entry : bytesByName)
+    total += entry.getValue();
+  return total;
+}
+
+llvm::json::Object planToJson(const MemoryPlan &plan) {
+  return llvm::json::Object{
+      {"peak_bytes", plan.arenaBytes},
+      {"lower_bound_bytes", plan.lowerBoundBytes},
+      {"saved_activation_bytes", plan.savedActivationBytes},
+      {"buffers", static_cast<int64_t>(plan.buffers.size())}};
+}
+
+struct PlanMemoryPass : public blpa::impl::BlpaPlanMemoryBase<PlanMemoryPass> {
+  using blpa::impl::BlpaPlanMemoryBase<PlanMemoryPass>::BlpaPlanMemoryBase;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    if (alignment <= 0 || (alignment & (alignment - 1)) != 0) {
+      module.emitError("alignment must be a power of two");
+      return signalPassFailure();
+    }
+    llvm::json::Object functions;
+    std::optional<MemoryPlan> reported;
+    for (auto func : module.getOps<func::FuncOp>()) {
+      if (func.isExternal())
+        continue;
+      MemoryPlan plan = analyzeBuffers(func);
+      placeBuffers(plan, alignment);
+      annotate(func, plan);
+      functions[func.getName()] = planToJson(plan);
+      // The report's headline figures describe the training step when there
+      // is one, else the forward pass.
+      if (!reported || func.getName() == "train_step")
+        reported = plan;
+    }
+    if (!reportFile.empty() && failed(writeReport(module, reported,
+                                                  std::move(functions))))
+      return signalPassFailure();
+  }
+
+  LogicalResult writeReport(ModuleOp module,
+                            const std::optional<MemoryPlan> &plan,
+                            llvm::json::Object functions) {
+    llvm::json::Object report =
+        plan ? planToJson(*plan) : llvm::json::Object{};
+    report["persistent_bytes"] = persistentBytes(module);
+    report["functions"] = std::move(functions);
+    std::string error;
+    // ToolOutputFile writes to a temporary and renames on keep(), so a
+    // failure never leaves a half-written report.
+    auto file = openOutputFile(reportFile, &error);
+    if (!file)
+      return module.emitError("cannot write memory report: ") << error;
+    file->os() << llvm::formatv("{0:2}", llvm::json::Value(std::move(report)))
+               << "\n";
+    file->keep();
+    return success();
+  }
+};
+
+} // namespace
