@@ -1,0 +1,105 @@
+//===- CpuRuntime.h - Private state and helpers of the CPU runtime -------===//
+//
+// What lives behind blpa_context::impl (the oneDNN engine and stream, the
+// convolution plan cache, scratch buffers) and the small helpers every kernel
+// file shares: error reporting at the C boundary and the static-schedule
+// parallel loop.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef BLPA_RUNTIME_CPU_CPURUNTIME_H
+#define BLPA_RUNTIME_CPU_CPURUNTIME_H
+
+#include "blpa/Runtime/Runtime.h"
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <exception>
+#include <map>
+#include <memory>
+#include <vector>
+
+namespace blpa {
+namespace cpu {
+
+/// Prints like printf into the message of blpa_runtime_fail; never returns.
+[[noreturn]] void failf(const char *format, ...)
+    __attribute__((format(printf, 1, 2)));
+
+/// Grow-only, 64-byte aligned buffers indexed by a small slot number. Kernels
+/// run one at a time, so every convolution shares the same few buffers for
+/// its reordered operands instead of each shape owning its own.
+class ScratchPool {
+public:
+  void *get(unsigned slot, size_t bytes);
+
+private:
+  struct FreeDeleter {
+    void operator()(void *p) const;
+  };
+  struct Buffer {
+    std::unique_ptr<void, FreeDeleter> data;
+    size_t bytes = 0;
+  };
+  std::vector<Buffer> buffers;
+};
+
+struct ConvPlan;
+
+/// The object blpa_context::impl points to.
+struct CpuRuntime {
+  CpuRuntime();
+  ~CpuRuntime();
+
+  dnnl::engine engine;
+  dnnl::stream stream;
+  ScratchPool scratch;
+  /// Convolution plans keyed by (direction, shape, attributes).
+  std::map<std::vector<int64_t>, std::unique_ptr<ConvPlan>> convPlans;
+};
+
+/// The runtime state of `ctx`; fails cleanly when blpa_runtime_init was not
+/// called.
+CpuRuntime &runtimeOf(blpa_context *ctx);
+
+/// Runs `body`, turning any C++ exception (oneDNN reports errors by throwing
+/// dnnl::error) into blpa_runtime_fail: nothing may unwind through the C ABI.
+template <typename Body> void guarded(const char *kernel, Body &&body) {
+  try {
+    body();
+  } catch (const std::exception &e) {
+    failf("%s: %s", kernel, e.what());
+  } catch (...) {
+    failf("%s: unknown exception", kernel);
+  }
+}
+
+/// for (i = 0; i < count; ++i) body(i), split statically over the OpenMP
+/// threads. Each index runs on exactly one thread, so any per-index
+/// reduction is deterministic whatever the thread count. Callers make one
+/// index a sizeable piece of work (a plane, a block of elements).
+template <typename Body> void parallelFor(int64_t count, Body &&body) {
+#pragma omp parallel for schedule(static) if (count > 1)
+  for (int64_t i = 0; i < count; ++i)
+    body(i);
+}
+
+/// Elements per parallelFor index in the element-wise kernels: large enough
+/// to amortize the fork, small enough to balance two or more threads.
+constexpr int64_t elementBlock = 1 << 14;
+
+/// parallelFor over [0, numel) in blocks of elementBlock; body(begin, end).
+template <typename Body> void parallelBlocks(int64_t numel, Body &&body) {
+  int64_t blocks = (numel + elementBlock - 1) / elementBlock;
+  parallelFor(blocks, [&](int64_t blk) {
+    int64_t begin = blk * elementBlock;
+    body(begin, std::min(numel, begin + elementBlock));
+  });
+}
+
+} // namespace cpu
+} // namespace blpa
+
+#endif // BLPA_RUNTIME_CPU_CPURUNTIME_H

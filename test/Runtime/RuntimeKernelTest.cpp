@@ -1,0 +1,808 @@
+//===- RuntimeKernelTest.cpp - CPU runtime kernels vs naive references ---===//
+//
+// Every kernel of blpa/Runtime/Runtime.h runs on seeded random data with
+// awkward shapes (odd sizes, asymmetric pads, stride 2, groups, dilation,
+// broadcasts) and is compared with a naive reference computed in double.
+// The conv, batch-norm, gemm and gradient kernels are also run twice and must
+// give bitwise identical results.
+//
+// Output: one `PASS name` or `FAIL name: detail` line per case, then
+// `N passed, M failed`. Exit status 0 iff nothing failed. `--bench` instead
+// times a [64,32,28,28] x [32,32,3,3] convolution forward and backward.
+//
+//===----------------------------------------------------------------------===//
+
+#include "blpa/Runtime/Runtime.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+using Floats = std::vector<float>;
+using Doubles = std::vector<double>;
+
+int passed = 0, failed = 0;
+
+void report(const std::string &name, bool ok, const std::string &detail) {
+  if (ok) {
+    ++passed;
+    std::printf("PASS %s\n", name.c_str());
+  } else {
+    ++failed;
+    std::printf("FAIL %s: %s\n", name.c_str(), detail.c_str());
+  }
+  std::fflush(stdout);
+}
+
+/// ||got - want|| / ||want|| must not exceed tol (absolute when want is 0).
+void expectClose(const std::string &name, const float *got, const Doubles &want,
+                 double tol = 1e-5) {
+  double diff = 0, norm = 0;
+  bool finite = true;
+  for (size_t i = 0; i < want.size(); ++i) {
+    finite &= std::isfinite(got[i]);
+    diff += (got[i] - want[i]) * (got[i] - want[i]);
+    norm += want[i] * want[i];
+  }
+  double err = norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
+  char detail[160];
+  std::snprintf(detail, sizeof(detail),
+                "relative error %.3g exceeds %.1g (%zu elements)%s", err, tol,
+                want.size(), finite ? "" : ", non-finite output");
+  report(name, finite && err <= tol, detail);
+}
+
+void expectClose(const std::string &name, const Floats &got,
+                 const Doubles &want, double tol = 1e-5) {
+  if (got.size() != want.size())
+    return report(name, false, "size mismatch");
+  expectClose(name, got.data(), want, tol);
+}
+
+void expectBitwise(const std::string &name, const Floats &a, const Floats &b) {
+  bool same = a.size() == b.size() &&
+              std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+  report(name, same, "two runs on the same input differ");
+}
+
+std::mt19937_64 rng(20240611);
+
+Floats randomFloats(size_t n, float lo = -1, float hi = 1) {
+  std::uniform_real_distribution<float> dist(lo, hi);
+  Floats v(n);
+  for (float &x : v)
+    x = dist(rng);
+  return v;
+}
+
+/// Small integers, so that pooling windows contain ties.
+Floats randomInts(size_t n, int lo, int hi) {
+  std::uniform_int_distribution<int> dist(lo, hi);
+  Floats v(n);
+  for (float &x : v)
+    x = float(dist(rng));
+  return v;
+}
+
+int64_t product(const std::vector<int64_t> &dims) {
+  int64_t p = 1;
+  for (int64_t d : dims)
+    p *= d;
+  return p;
+}
+
+blpa_context ctx;
+
+//===----------------------------------------------------------------------===//
+// Convolution
+//===----------------------------------------------------------------------===//
+
+struct ConvCase {
+  const char *name;
+  int64_t n, c, h, w, k, r, s, strideH, strideW, padTop, padLeft, padBottom,
+      padRight, dilationH, dilationW, group;
+
+  int64_t oh() const {
+    return (h + padTop + padBottom - ((r - 1) * dilationH + 1)) / strideH + 1;
+  }
+  int64_t ow() const {
+    return (w + padLeft + padRight - ((s - 1) * dilationW + 1)) / strideW + 1;
+  }
+  size_t xSize() const { return n * c * h * w; }
+  size_t wSize() const { return k * (c / group) * r * s; }
+  size_t ySize() const { return n * k * oh() * ow(); }
+
+  /// Calls tap(xIndex, wIndex, yIndex) for every product x * w that
+  /// contributes to y, straight from the definition of convolution.
+  void
+  forEachTap(const std::function<void(size_t, size_t, size_t)> &tap) const {
+    int64_t cg = c / group, kg = k / group;
+    for (int64_t b = 0; b < n; ++b)
+      for (int64_t ko = 0; ko < k; ++ko)
+        for (int64_t oy = 0; oy < oh(); ++oy)
+          for (int64_t ox = 0; ox < ow(); ++ox)
+            for (int64_t ci = 0; ci < cg; ++ci)
+              for (int64_t ry = 0; ry < r; ++ry)
+                for (int64_t sx = 0; sx < s; ++sx) {
+                  int64_t iy = oy * strideH - padTop + ry * dilationH;
+                  int64_t ix = ox * strideW - padLeft + sx * dilationW;
+                  if (iy < 0 || iy >= h || ix < 0 || ix >= w)
+                    continue;
+                  int64_t ch = ko / kg * cg + ci;
+                  tap(((b * c + ch) * h + iy) * w + ix,
+                      ((ko * cg + ci) * r + ry) * s + sx,
+                      ((b * k + ko) * oh() + oy) * ow() + ox);
+                }
+  }
+
+  void forward(const float *x, const float *wt, const float *b,
+               float *y) const {
+    blpa_conv2d(&ctx, x, wt, b, y, n, c, h, w, k, r, s, oh(), ow(), strideH,
+                strideW, padTop, padLeft, padBottom, padRight, dilationH,
+                dilationW, group);
+  }
+  void gradInput(const float *dy, const float *wt, float *dx) const {
+    blpa_conv2d_grad_input(&ctx, dy, wt, dx, n, c, h, w, k, r, s, oh(), ow(),
+                           strideH, strideW, padTop, padLeft, padBottom,
+                           padRight, dilationH, dilationW, group);
+  }
+  void gradWeight(const float *dy, const float *x, float *dw) const {
+    blpa_conv2d_grad_weight(&ctx, dy, x, dw, n, c, h, w, k, r, s, oh(), ow(),
+                            strideH, strideW, padTop, padLeft, padBottom,
+                            padRight, dilationH, dilationW, group);
+  }
+};
+
+const ConvCase convCases[] = {
+    {"rgb_3x3_pad1", 2, 3, 7, 9, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+    {"stride2_asympad_group2_dil", 3, 6, 11, 13, 10, 3, 2, 2, 2, 0, 1, 1, 2, 2,
+     1, 2},
+    {"depthwise", 2, 8, 9, 7, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 8},
+    {"pointwise_stride2", 4, 24, 9, 9, 40, 1, 1, 2, 2, 0, 0, 0, 0, 1, 1, 1},
+    {"blocked_32x48", 4, 32, 14, 14, 48, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+    {"stride2_5x5_dil2", 2, 16, 15, 12, 16, 5, 5, 2, 1, 3, 2, 2, 3, 2, 2, 1},
+};
+
+void testConv(const ConvCase &cc) {
+  std::string base = std::string("conv2d/") + cc.name;
+  Floats x = randomFloats(cc.xSize()), wt = randomFloats(cc.wSize()),
+         b = randomFloats(cc.k), dy = randomFloats(cc.ySize());
+
+  Floats y(cc.ySize());
+  Doubles yRef(cc.ySize(), 0.0);
+  cc.forEachTap([&](size_t xi, size_t wi, size_t yi) {
+    yRef[yi] += double(x[xi]) * wt[wi];
+  });
+  cc.forward(x.data(), wt.data(), nullptr, y.data());
+  expectClose(base + "/forward", y, yRef);
+  int64_t plane = cc.oh() * cc.ow();
+  for (size_t i = 0; i < yRef.size(); ++i)
+    yRef[i] += b[i / plane % cc.k];
+  cc.forward(x.data(), wt.data(), b.data(), y.data());
+  expectClose(base + "/forward_bias", y, yRef);
+
+  Floats dx(cc.xSize());
+  Doubles dxRef(cc.xSize(), 0.0);
+  cc.forEachTap([&](size_t xi, size_t wi, size_t yi) {
+    dxRef[xi] += double(dy[yi]) * wt[wi];
+  });
+  cc.gradInput(dy.data(), wt.data(), dx.data());
+  expectClose(base + "/grad_input", dx, dxRef);
+
+  Floats dw(cc.wSize());
+  Doubles dwRef(cc.wSize(), 0.0);
+  cc.forEachTap([&](size_t xi, size_t wi, size_t yi) {
+    dwRef[wi] += double(dy[yi]) * x[xi];
+  });
+  cc.gradWeight(dy.data(), x.data(), dw.data());
+  expectClose(base + "/grad_weight", dw, dwRef);
+}
+
+//===----------------------------------------------------------------------===//
+// Batch norm
+//===----------------------------------------------------------------------===//
+
+struct ChannelStats {
+  Doubles mean, var; // biased variance
+};
+
+ChannelStats channelStats(const Floats &x, int64_t n, int64_t c,
+                          int64_t spatial) {
+  ChannelStats st{Doubles(c, 0.0), Doubles(c, 0.0)};
+  double count = double(n * spatial);
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t ch = 0; ch < c; ++ch)
+      for (int64_t j = 0; j < spatial; ++j)
+        st.mean[ch] += x[(b * c + ch) * spatial + j] / count;
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t ch = 0; ch < c; ++ch)
+      for (int64_t j = 0; j < spatial; ++j) {
+        double d = x[(b * c + ch) * spatial + j] - st.mean[ch];
+        st.var[ch] += d * d / count;
+      }
+  return st;
+}
+
+void testBatchNorm(const char *name, int64_t n, int64_t c, int64_t spatial) {
+  std::string base = std::string("batch_norm/") + name;
+  const double eps = 1e-5;
+  size_t numel = n * c * spatial;
+  // An offset mean makes a naive E[x^2] - E[x]^2 lose digits.
+  Floats x = randomFloats(numel, 2.0f, 4.0f), scale = randomFloats(c, 0.5, 2),
+         bias = randomFloats(c), dy = randomFloats(numel);
+  ChannelStats st = channelStats(x, n, c, spatial);
+  auto channelOf = [&](size_t i) { return int64_t(i) / spatial % c; };
+
+  Floats y(numel), mean(c), invStd(c);
+  blpa_batch_norm_train(&ctx, x.data(), scale.data(), bias.data(), y.data(),
+                        mean.data(), invStd.data(), n, c, spatial, eps);
+  Doubles invStdRef(c), yRef(numel);
+  for (int64_t ch = 0; ch < c; ++ch)
+    invStdRef[ch] = 1 / std::sqrt(st.var[ch] + eps);
+  for (size_t i = 0; i < numel; ++i) {
+    int64_t ch = channelOf(i);
+    yRef[i] = scale[ch] * (x[i] - st.mean[ch]) * invStdRef[ch] + bias[ch];
+  }
+  expectClose(base + "/train_y", y, yRef);
+  expectClose(base + "/train_mean", mean, st.mean, 1e-6);
+  expectClose(base + "/train_inv_std", invStd, invStdRef);
+
+  Floats var = randomFloats(c, 0.1f, 3.0f);
+  blpa_batch_norm_infer(&ctx, x.data(), scale.data(), bias.data(), mean.data(),
+                        var.data(), y.data(), n, c, spatial, eps);
+  for (size_t i = 0; i < numel; ++i) {
+    int64_t ch = channelOf(i);
+    yRef[i] =
+        scale[ch] * (x[i] - mean[ch]) / std::sqrt(var[ch] + eps) + bias[ch];
+  }
+  expectClose(base + "/infer", y, yRef);
+
+  // Gradient from the definition in Runtime.h, using the kernel's own
+  // mean/invStd so that only the backward arithmetic is under test.
+  Floats dx(numel), dscale(c), dbias(c);
+  blpa_batch_norm_grad(&ctx, dy.data(), x.data(), scale.data(), mean.data(),
+                       invStd.data(), dx.data(), dscale.data(), dbias.data(), n,
+                       c, spatial);
+  Doubles dscaleRef(c, 0.0), dbiasRef(c, 0.0), dxRef(numel);
+  auto xhat = [&](size_t i) {
+    return (double(x[i]) - mean[channelOf(i)]) * invStd[channelOf(i)];
+  };
+  for (size_t i = 0; i < numel; ++i) {
+    dbiasRef[channelOf(i)] += dy[i];
+    dscaleRef[channelOf(i)] += dy[i] * xhat(i);
+  }
+  double m = double(n * spatial);
+  for (size_t i = 0; i < numel; ++i) {
+    int64_t ch = channelOf(i);
+    dxRef[i] = scale[ch] * invStd[ch] *
+               (dy[i] - dbiasRef[ch] / m - xhat(i) * dscaleRef[ch] / m);
+  }
+  expectClose(base + "/grad_input", dx, dxRef);
+  expectClose(base + "/grad_scale", dscale, dscaleRef);
+  expectClose(base + "/grad_bias", dbias, dbiasRef);
+}
+
+void testRunningStats() {
+  const int64_t c = 9, count = 37;
+  const double momentum = 0.9, eps = 1e-3;
+  Floats runMean = randomFloats(c), runVar = randomFloats(c, 0.5, 2),
+         mean = randomFloats(c), invStd = randomFloats(c, 0.5, 3);
+  Doubles meanRef(c), varRef(c);
+  for (int64_t ch = 0; ch < c; ++ch) {
+    double var =
+        (1 / (double(invStd[ch]) * invStd[ch]) - eps) * count / (count - 1);
+    meanRef[ch] = runMean[ch] * momentum + mean[ch] * (1 - momentum);
+    varRef[ch] = runVar[ch] * momentum + var * (1 - momentum);
+  }
+  Floats oldMean = runMean, oldVar = runVar;
+  ctx.skip_update = 1;
+  blpa_update_running_stats(&ctx, runMean.data(), runVar.data(), mean.data(),
+                            invStd.data(), c, count, momentum, eps);
+  report("update_running_stats/skip_update",
+         runMean == oldMean && runVar == oldVar, "statistics changed");
+  ctx.skip_update = 0;
+  blpa_update_running_stats(&ctx, runMean.data(), runVar.data(), mean.data(),
+                            invStd.data(), c, count, momentum, eps);
+  expectClose("update_running_stats/mean", runMean, meanRef);
+  expectClose("update_running_stats/var", runVar, varRef);
+}
+
+//===----------------------------------------------------------------------===//
+// Element-wise, broadcast and reductions
+//===----------------------------------------------------------------------===//
+
+void testRelu() {
+  const size_t numel = 50001; // several parallel blocks, odd tail
+  Floats x = randomFloats(numel), dy = randomFloats(numel), y(numel), dx(numel);
+  Doubles yRef(numel), dxRef(numel);
+  blpa_relu(&ctx, x.data(), y.data(), numel);
+  for (size_t i = 0; i < numel; ++i)
+    yRef[i] = x[i] > 0 ? x[i] : 0.0;
+  expectClose("relu", y, yRef, 0);
+  blpa_relu_grad(&ctx, dy.data(), y.data(), dx.data(), numel);
+  for (size_t i = 0; i < numel; ++i)
+    dxRef[i] = yRef[i] > 0 ? dy[i] : 0.0;
+  expectClose("relu_grad", dx, dxRef, 0);
+}
+
+/// Row-major multi-index of `flat` in `dims`.
+std::vector<int64_t> unflatten(int64_t flat, const std::vector<int64_t> &dims) {
+  std::vector<int64_t> index(dims.size());
+  for (size_t i = dims.size(); i-- > 0;) {
+    index[i] = flat % dims[i];
+    flat /= dims[i];
+  }
+  return index;
+}
+
+/// Flat offset of `index` in `dims`, clamping to 0 where dims[i] is 1.
+int64_t broadcastOffset(const std::vector<int64_t> &index,
+                        const std::vector<int64_t> &dims) {
+  int64_t offset = 0;
+  for (size_t i = 0; i < dims.size(); ++i)
+    offset = offset * dims[i] + (dims[i] == 1 ? 0 : index[i]);
+  return offset;
+}
+
+void testAdd(const char *name, std::vector<int64_t> out,
+             std::vector<int64_t> aDims, std::vector<int64_t> bDims) {
+  Floats a = randomFloats(product(aDims)), b = randomFloats(product(bDims)),
+         y(product(out));
+  Doubles yRef(y.size());
+  for (size_t i = 0; i < y.size(); ++i) {
+    std::vector<int64_t> index = unflatten(i, out);
+    yRef[i] = double(a[broadcastOffset(index, aDims)]) +
+              b[broadcastOffset(index, bDims)];
+  }
+  blpa_add(&ctx, a.data(), b.data(), y.data(), out.size(), out.data(),
+           aDims.data(), bDims.data());
+  expectClose(std::string("add/") + name, y, yRef, 1e-7);
+}
+
+void testReduceSumTo(const char *name, std::vector<int64_t> in,
+                     std::vector<int64_t> out, double scale) {
+  Floats x = randomFloats(product(in)), y(product(out));
+  Doubles yRef(y.size(), 0.0);
+  for (size_t i = 0; i < x.size(); ++i)
+    yRef[broadcastOffset(unflatten(i, in), out)] += x[i];
+  for (double &v : yRef)
+    v *= scale;
+  blpa_reduce_sum_to(&ctx, x.data(), y.data(), in.size(), in.data(), out.data(),
+                     scale);
+  expectClose(std::string("reduce_sum_to/") + name, y, yRef);
+}
+
+void testCopy() {
+  Floats src = randomFloats(1001), dst(1001);
+  blpa_copy(&ctx, dst.data(), src.data(), src.size() * sizeof(float));
+  report("copy", src == dst, "bytes differ");
+}
+
+void testSgd() {
+  const size_t numel = 40003;
+  Floats param = randomFloats(numel), grad = randomFloats(numel),
+         mom = randomFloats(numel), gradOut(numel);
+  ctx.lr = 0.1f;
+  ctx.momentum = 0.9f;
+  ctx.weight_decay = 5e-4f;
+  Floats param0 = param, mom0 = mom;
+  ctx.skip_update = 1;
+  blpa_sgd_update(&ctx, param.data(), grad.data(), mom.data(), gradOut.data(),
+                  numel);
+  report("sgd_update/skip_update",
+         param == param0 && mom == mom0 && gradOut == grad,
+         "parameters changed or gradient not recorded");
+  ctx.skip_update = 0;
+  std::fill(gradOut.begin(), gradOut.end(), 0.0f);
+  blpa_sgd_update(&ctx, param.data(), grad.data(), mom.data(), gradOut.data(),
+                  numel);
+  Doubles paramRef(numel), momRef(numel);
+  for (size_t i = 0; i < numel; ++i) {
+    double g = grad[i] + double(ctx.weight_decay) * param0[i];
+    momRef[i] = double(ctx.momentum) * mom0[i] + g;
+    paramRef[i] = param0[i] - double(ctx.lr) * momRef[i];
+  }
+  expectClose("sgd_update/param", param, paramRef);
+  expectClose("sgd_update/momentum", mom, momRef);
+  report("sgd_update/grad_out", gradOut == grad, "gradient not recorded");
+}
+
+//===----------------------------------------------------------------------===//
+// Pooling
+//===----------------------------------------------------------------------===//
+
+struct PoolCase {
+  const char *name;
+  int64_t n, c, h, w, kernelH, kernelW, strideH, strideW, padTop, padLeft,
+      padBottom, padRight;
+
+  int64_t oh() const {
+    return (h + padTop + padBottom - kernelH) / strideH + 1;
+  }
+  int64_t ow() const {
+    return (w + padLeft + padRight - kernelW) / strideW + 1;
+  }
+  size_t xSize() const { return n * c * h * w; }
+  size_t ySize() const { return n * c * oh() * ow(); }
+
+  /// Calls visit(yIndex, xIndex or -1 for a padded position) for every
+  /// window position, in row-major order within each window.
+  void forEachTap(const std::function<void(size_t, int64_t)> &visit) const {
+    for (int64_t p = 0; p < n * c; ++p)
+      for (int64_t oy = 0; oy < oh(); ++oy)
+        for (int64_t ox = 0; ox < ow(); ++ox)
+          for (int64_t ky = 0; ky < kernelH; ++ky)
+            for (int64_t kx = 0; kx < kernelW; ++kx) {
+              int64_t iy = oy * strideH - padTop + ky;
+              int64_t ix = ox * strideW - padLeft + kx;
+              bool inside = iy >= 0 && iy < h && ix >= 0 && ix < w;
+              visit((p * oh() + oy) * ow() + ox,
+                    inside ? (p * h + iy) * w + ix : -1);
+            }
+  }
+};
+
+const PoolCase poolCases[] = {
+    {"3x3_s2_pad1", 2, 3, 9, 11, 3, 3, 2, 2, 1, 1, 1, 1},
+    {"2x2_s2", 3, 2, 8, 10, 2, 2, 2, 2, 0, 0, 0, 0},
+    {"3x2_s1_asympad", 2, 5, 7, 6, 3, 2, 1, 2, 2, 1, 0, 1},
+};
+
+void testMaxPool(const PoolCase &pc) {
+  std::string base = std::string("max_pool/") + pc.name;
+  // Negative small integers: many ties, and a padded zero would win if
+  // padding were treated as a value.
+  Floats x = randomInts(pc.xSize(), -4, -1), dy = randomFloats(pc.ySize());
+  std::vector<int64_t> argmax(pc.ySize(), -1);
+  pc.forEachTap([&](size_t yi, int64_t xi) {
+    if (xi >= 0 && (argmax[yi] < 0 || x[xi] > x[argmax[yi]]))
+      argmax[yi] = xi;
+  });
+  Doubles yRef(pc.ySize()), dxRef(pc.xSize(), 0.0);
+  for (size_t i = 0; i < yRef.size(); ++i) {
+    yRef[i] = x[argmax[i]];
+    dxRef[argmax[i]] += dy[i];
+  }
+  Floats y(pc.ySize()), dx(pc.xSize(), 42.0f);
+  blpa_max_pool(&ctx, x.data(), y.data(), pc.n, pc.c, pc.h, pc.w, pc.oh(),
+                pc.ow(), pc.kernelH, pc.kernelW, pc.strideH, pc.strideW,
+                pc.padTop, pc.padLeft);
+  expectClose(base + "/forward", y, yRef, 0);
+  blpa_max_pool_grad(&ctx, dy.data(), x.data(), dx.data(), pc.n, pc.c, pc.h,
+                     pc.w, pc.oh(), pc.ow(), pc.kernelH, pc.kernelW, pc.strideH,
+                     pc.strideW, pc.padTop, pc.padLeft);
+  expectClose(base + "/grad", dx, dxRef, 1e-6);
+}
+
+void testAvgPool(const PoolCase &pc, int64_t countIncludePad) {
+  std::string base = std::string("avg_pool/") + pc.name +
+                     (countIncludePad ? "/include_pad" : "/exclude_pad");
+  Floats x = randomFloats(pc.xSize()), dy = randomFloats(pc.ySize());
+  Doubles count(pc.ySize(), 0.0), yRef(pc.ySize(), 0.0), dxRef(pc.xSize(), 0.0);
+  pc.forEachTap([&](size_t yi, int64_t xi) {
+    if (countIncludePad || xi >= 0)
+      count[yi] += 1;
+    if (xi >= 0)
+      yRef[yi] += x[xi];
+  });
+  for (size_t i = 0; i < yRef.size(); ++i)
+    yRef[i] /= count[i];
+  pc.forEachTap([&](size_t yi, int64_t xi) {
+    if (xi >= 0)
+      dxRef[xi] += dy[yi] / count[yi];
+  });
+  Floats y(pc.ySize()), dx(pc.xSize(), 42.0f);
+  blpa_avg_pool(&ctx, x.data(), y.data(), pc.n, pc.c, pc.h, pc.w, pc.oh(),
+                pc.ow(), pc.kernelH, pc.kernelW, pc.strideH, pc.strideW,
+                pc.padTop, pc.padLeft, countIncludePad);
+  expectClose(base + "/forward", y, yRef);
+  blpa_avg_pool_grad(&ctx, dy.data(), dx.data(), pc.n, pc.c, pc.h, pc.w,
+                     pc.oh(), pc.ow(), pc.kernelH, pc.kernelW, pc.strideH,
+                     pc.strideW, pc.padTop, pc.padLeft, countIncludePad);
+  expectClose(base + "/grad", dx, dxRef);
+}
+
+void testGlobalAvgPool() {
+  const int64_t n = 5, c = 7, spatial = 13 * 11;
+  Floats x = randomFloats(n * c * spatial), dy = randomFloats(n * c), y(n * c),
+         dx(n * c * spatial);
+  Doubles yRef(n * c, 0.0), dxRef(n * c * spatial);
+  for (size_t i = 0; i < x.size(); ++i) {
+    yRef[i / spatial] += x[i] / double(spatial);
+    dxRef[i] = dy[i / spatial] / double(spatial);
+  }
+  blpa_global_avg_pool(&ctx, x.data(), y.data(), n, c, spatial);
+  expectClose("global_avg_pool/forward", y, yRef);
+  blpa_global_avg_pool_grad(&ctx, dy.data(), dx.data(), n, c, spatial);
+  expectClose("global_avg_pool/grad", dx, dxRef);
+}
+
+//===----------------------------------------------------------------------===//
+// Gemm and loss
+//===----------------------------------------------------------------------===//
+
+void testGemm(int64_t m, int64_t n, int64_t k, bool transA, bool transB,
+              double alpha, double beta, int64_t cRows, int64_t cCols) {
+  char name[128];
+  std::snprintf(name, sizeof(name), "gemm/%lldx%lldx%lld_t%d%d_c%lldx%lld",
+                (long long)m, (long long)n, (long long)k, transA, transB,
+                (long long)cRows, (long long)cCols);
+  Floats a = randomFloats(m * k), b = randomFloats(k * n),
+         c = randomFloats(std::max<int64_t>(cRows * cCols, 1));
+  Floats y(m * n, std::numeric_limits<float>::quiet_NaN());
+  Doubles yRef(m * n);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double acc = 0;
+      for (int64_t l = 0; l < k; ++l)
+        acc += double(transA ? a[l * m + i] : a[i * k + l]) *
+               (transB ? b[j * k + l] : b[l * n + j]);
+      double bias =
+          cRows ? c[(cRows == 1 ? 0 : i) * cCols + (cCols == 1 ? 0 : j)] : 0.0;
+      yRef[i * n + j] = alpha * acc + beta * bias;
+    }
+  blpa_gemm(&ctx, a.data(), b.data(), cRows ? c.data() : nullptr, y.data(), m,
+            n, k, transA, transB, alpha, beta, cRows, cCols);
+  expectClose(name, y, yRef);
+}
+
+void testSoftmaxCrossEntropy(int64_t n, int64_t classes, float spread) {
+  std::string base = "softmax_cross_entropy/" + std::to_string(n) + "x" +
+                     std::to_string(classes);
+  // A wide spread of logits overflows a naive exp.
+  Floats logits = randomFloats(n * classes, -spread, spread);
+  std::vector<int64_t> labels(n);
+  std::uniform_int_distribution<int64_t> pick(0, classes - 1);
+  for (int64_t &l : labels)
+    l = pick(rng);
+  Doubles lossRef(1, 0.0), dlogitsRef(n * classes);
+  const float dloss = 0.7f;
+  for (int64_t i = 0; i < n; ++i) {
+    const float *row = logits.data() + i * classes;
+    double max = *std::max_element(row, row + classes), sum = 0;
+    for (int64_t j = 0; j < classes; ++j)
+      sum += std::exp(row[j] - max);
+    lossRef[0] += (std::log(sum) + max - row[labels[i]]) / n;
+    for (int64_t j = 0; j < classes; ++j)
+      dlogitsRef[i * classes + j] =
+          dloss * (std::exp(row[j] - max) / sum - (j == labels[i])) / n;
+  }
+  Floats loss(1), dlogits(n * classes);
+  blpa_softmax_cross_entropy(&ctx, logits.data(), labels.data(), loss.data(), n,
+                             classes);
+  expectClose(base + "/loss", loss, lossRef);
+  blpa_softmax_cross_entropy_grad(&ctx, logits.data(), labels.data(), &dloss,
+                                  dlogits.data(), n, classes);
+  expectClose(base + "/grad", dlogits, dlogitsRef);
+}
+
+/// Runs `body` in a child process and expects it to exit with status 1
+/// after printing `expected` on stderr.
+void expectFailure(const std::string &name, const std::string &expected,
+                   const std::function<void()> &body) {
+  int fds[2];
+  if (pipe(fds) != 0)
+    return report(name, false, "pipe failed");
+  std::fflush(nullptr);
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(fds[1], 2);
+    close(fds[0]);
+    body();
+    _exit(0); // the kernel did not fail
+  }
+  close(fds[1]);
+  std::string err;
+  char buf[256];
+  for (ssize_t got; (got = read(fds[0], buf, sizeof(buf))) > 0;)
+    err.append(buf, got);
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  bool exitedWith1 = WIFEXITED(status) && WEXITSTATUS(status) == 1;
+  bool message = err.find(expected) != std::string::npos;
+  report(name, exitedWith1 && message,
+         "expected exit 1 and \"" + expected + "\" on stderr, got status " +
+             std::to_string(status) + " and \"" + err + "\"");
+}
+
+void testBadLabels() {
+  const int64_t n = 3, classes = 5;
+  Floats logits = randomFloats(n * classes), out(n * classes);
+  const float dloss = 1;
+  for (int64_t bad : {int64_t(5), int64_t(-1)}) {
+    std::vector<int64_t> labels = {0, bad, 2};
+    std::string expected = "blpa runtime error: blpa_softmax_cross_entropy";
+    std::string detail = "label " + std::to_string(bad) +
+                         " of sample 1 is out of range for 5 "
+                         "classes";
+    expectFailure("softmax_cross_entropy/label_" + std::to_string(bad),
+                  expected + ": " + detail, [&] {
+                    blpa_softmax_cross_entropy(nullptr, logits.data(),
+                                               labels.data(), out.data(), n,
+                                               classes);
+                  });
+    expectFailure(
+        "softmax_cross_entropy_grad/label_" + std::to_string(bad), detail, [&] {
+          blpa_softmax_cross_entropy_grad(nullptr, logits.data(), labels.data(),
+                                          &dloss, out.data(), n, classes);
+        });
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Determinism
+//===----------------------------------------------------------------------===//
+
+/// Runs `kernel` twice into fresh outputs and requires identical bits.
+void expectDeterministic(const std::string &name, size_t outSize,
+                         const std::function<void(float *)> &kernel) {
+  Floats first(outSize, 1.0f), second(outSize, 2.0f);
+  kernel(first.data());
+  kernel(second.data());
+  expectBitwise("determinism/" + name, first, second);
+}
+
+void testDeterminism() {
+  ConvCase cc = {"det", 16, 32, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+  Floats x = randomFloats(cc.xSize()), wt = randomFloats(cc.wSize()),
+         b = randomFloats(cc.k), dy = randomFloats(cc.ySize());
+  expectDeterministic("conv2d", cc.ySize(), [&](float *y) {
+    cc.forward(x.data(), wt.data(), b.data(), y);
+  });
+  expectDeterministic("conv2d_grad_input", cc.xSize(), [&](float *dx) {
+    cc.gradInput(dy.data(), wt.data(), dx);
+  });
+  expectDeterministic("conv2d_grad_weight", cc.wSize(), [&](float *dw) {
+    cc.gradWeight(dy.data(), x.data(), dw);
+  });
+
+  const int64_t n = 16, c = 32, spatial = 28 * 28;
+  Floats scale = randomFloats(c), bias = randomFloats(c);
+  Floats mean(c), invStd(c), y(cc.xSize());
+  // Outputs of the multi-output kernels are concatenated for comparison.
+  expectDeterministic("batch_norm_train", cc.xSize() + 2 * c, [&](float *o) {
+    blpa_batch_norm_train(&ctx, x.data(), scale.data(), bias.data(), o,
+                          o + cc.xSize(), o + cc.xSize() + c, n, c, spatial,
+                          1e-5);
+  });
+  blpa_batch_norm_train(&ctx, x.data(), scale.data(), bias.data(), y.data(),
+                        mean.data(), invStd.data(), n, c, spatial, 1e-5);
+  expectDeterministic("batch_norm_grad", cc.xSize() + 2 * c, [&](float *o) {
+    blpa_batch_norm_grad(&ctx, y.data(), x.data(), scale.data(), mean.data(),
+                         invStd.data(), o, o + cc.xSize(), o + cc.xSize() + c,
+                         n, c, spatial);
+  });
+
+  const int64_t m = 128, gn = 256, k = 512;
+  Floats a = randomFloats(m * k), bm = randomFloats(k * gn),
+         bc = randomFloats(gn);
+  expectDeterministic("gemm", m * gn, [&](float *out) {
+    blpa_gemm(&ctx, a.data(), bm.data(), bc.data(), out, m, gn, k, 0, 1, 1.0,
+              1.0, 1, gn);
+  });
+  expectDeterministic("gemm_trans_a", k * k, [&](float *out) {
+    blpa_gemm(&ctx, a.data(), a.data(), nullptr, out, k, k, m, 1, 0, 1.0, 0.0,
+              0, 0);
+  });
+
+  std::vector<int64_t> in = {n, c, 28, 28}, out = {1, c, 1, 1};
+  expectDeterministic("reduce_sum_to", c, [&](float *o) {
+    blpa_reduce_sum_to(&ctx, x.data(), o, 4, in.data(), out.data(), 1.0);
+  });
+  PoolCase pc = {"det", n, c, 28, 28, 3, 3, 2, 2, 1, 1, 1, 1};
+  expectDeterministic("max_pool_grad", cc.xSize(), [&](float *dx) {
+    blpa_max_pool_grad(&ctx, dy.data(), x.data(), dx, n, c, 28, 28, pc.oh(),
+                       pc.ow(), 3, 3, 2, 2, 1, 1);
+  });
+  expectDeterministic("avg_pool_grad", cc.xSize(), [&](float *dx) {
+    blpa_avg_pool_grad(&ctx, dy.data(), dx, n, c, 28, 28, pc.oh(), pc.ow(), 3,
+                       3, 2, 2, 1, 1, 0);
+  });
+}
+
+//===----------------------------------------------------------------------===//
+// Benchmark
+//===----------------------------------------------------------------------===//
+
+void bench() {
+  ConvCase cc = {"bench", 64, 32, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+  Floats x = randomFloats(cc.xSize()), wt = randomFloats(cc.wSize()),
+         b = randomFloats(cc.k), dy = randomFloats(cc.ySize()), y(cc.ySize()),
+         dx(cc.xSize()), dw(cc.wSize());
+  using Clock = std::chrono::steady_clock;
+  double total[3] = {};
+  const int warmup = 3, iters = 20;
+  for (int it = 0; it < warmup + iters; ++it) {
+    std::function<void()> steps[3] = {
+        [&] { cc.forward(x.data(), wt.data(), b.data(), y.data()); },
+        [&] { cc.gradInput(dy.data(), wt.data(), dx.data()); },
+        [&] { cc.gradWeight(dy.data(), x.data(), dw.data()); }};
+    for (int s = 0; s < 3; ++s) {
+      auto start = Clock::now();
+      steps[s]();
+      double ms =
+          std::chrono::duration<double, std::milli>(Clock::now() - start)
+              .count();
+      if (it >= warmup)
+        total[s] += ms;
+    }
+  }
+  std::printf("conv [64,32,28,28]x[32,32,3,3] pad 1: forward %.2f ms, "
+              "grad_input %.2f ms, grad_weight %.2f ms, total %.2f ms\n",
+              total[0] / iters, total[1] / iters, total[2] / iters,
+              (total[0] + total[1] + total[2]) / iters);
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  // Forks first, before any thread exists.
+  if (argc == 1)
+    testBadLabels();
+
+  ctx = blpa_context{};
+  blpa_runtime_init(&ctx);
+  if (argc > 1 && std::strcmp(argv[1], "--bench") == 0) {
+    bench();
+    blpa_runtime_shutdown(&ctx);
+    return 0;
+  }
+
+  for (const ConvCase &cc : convCases)
+    testConv(cc);
+
+  testBatchNorm("4d", 5, 7, 13 * 11);
+  testBatchNorm("2d", 33, 6, 1);
+  testRunningStats();
+
+  testRelu();
+  testAdd("channel_bias", {2, 3, 5, 7}, {2, 3, 5, 7}, {1, 3, 1, 1});
+  testAdd("outer_product", {4, 5, 6}, {4, 1, 6}, {1, 5, 1});
+  testAdd("scalar_plus_matrix", {3, 4}, {1, 1}, {3, 4});
+  testAdd("row_bias", {9, 17}, {9, 17}, {1, 17});
+  testAdd("column_bias", {9, 17}, {9, 1}, {9, 17});
+  testAdd("same_shape_large", {3, 7, 1001}, {3, 7, 1001}, {3, 7, 1001});
+  testReduceSumTo("nchw_to_c", {5, 7, 9, 11}, {1, 7, 1, 1}, 1.0);
+  testReduceSumTo("rows_to_row", {37, 1100}, {1, 1100}, 0.5);
+  testReduceSumTo("middle", {6, 5, 7}, {6, 1, 7}, 1.0);
+  testReduceSumTo("outer_and_inner", {4, 3, 5, 2}, {1, 3, 1, 2}, -2.0);
+  testReduceSumTo("all", {3, 5, 7}, {1, 1, 1}, 1.0);
+  testReduceSumTo("none", {3, 5}, {3, 5}, 3.0);
+  testCopy();
+  testSgd();
+
+  for (const PoolCase &pc : poolCases) {
+    testMaxPool(pc);
+    testAvgPool(pc, 0);
+    testAvgPool(pc, 1);
+  }
+  testGlobalAvgPool();
+
+  testGemm(17, 13, 29, false, false, 1.0, 0.0, 0, 0);
+  testGemm(17, 13, 29, true, false, 0.5, 1.0, 1, 13);
+  testGemm(17, 13, 29, false, true, 1.0, 2.0, 17, 1);
+  testGemm(17, 13, 29, true, true, -1.5, 0.5, 17, 13);
+  testGemm(17, 13, 29, false, true, 1.0, 1.0, 1, 1);
+  testGemm(64, 100, 300, false, true, 1.0, 1.0, 1, 100);
+  testSoftmaxCrossEntropy(9, 11, 50.0f);
+  testSoftmaxCrossEntropy(64, 1000, 5.0f);
+
+  testDeterminism();
+
+  blpa_runtime_shutdown(&ctx);
+  std::printf("%d passed, %d failed\n", passed, failed);
+  return failed == 0 ? 0 : 1;
+}
