@@ -1,0 +1,36 @@
+//===- Idx.h - (Fashion-)MNIST IDX files ------------------------*- C++ -*-===//
+//
+// Loads one split ("train" or "t10k") of an MNIST-format data set from the
+// IDX files in a directory, gzip-compressed (as Debian ships them) or not.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef BLPA_RUNTIME_DRIVER_IDX_H
+#define BLPA_RUNTIME_DRIVER_IDX_H
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace blpa::driver {
+
+struct ImageSet {
+  int64_t count = 0;
+  int64_t pixelsPerImage = 0;
+  /// count * pixelsPerImage raw bytes, image after image.
+  std::vector<uint8_t> pixels;
+  std::vector<uint8_t> labels;
+
+  /// Writes image `index`, normalised with the Fashion-MNIST mean and
+  /// standard deviation, to `out[0 .. pixelsPerImage)`.
+  void normalizedImage(int64_t index, float *out) const;
+};
+
+/// Loads DIR/<split>-images-idx3-ubyte[.gz] and DIR/<split>-labels-idx1-
+/// ubyte[.gz]; `flag` names the option that gave `dir`.
+ImageSet loadImageSet(const std::string &dir, const std::string &split,
+                      const std::string &flag);
+
+} // namespace blpa::driver
+
+#endif // BLPA_RUNTIME_DRIVER_IDX_H

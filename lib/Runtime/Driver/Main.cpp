@@ -1,0 +1,92 @@
+//===- Main.cpp - main() of every executable blpa-opt links ---------------===//
+//
+// blpa-opt compiles an ONNX model into an object that defines the manifest,
+// the embedded model and the step functions of blpa/Runtime/Runtime.h; this
+// driver turns it into a program that trains, checks or runs the model.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Error.h"
+#include "FileUtil.h"
+#include "Manifest.h"
+#include "Model.h"
+#include "Options.h"
+#include "Session.h"
+#include "SingleStep.h"
+#include "Training.h"
+
+#include "blpa/Runtime/Runtime.h"
+
+#include <cstdio>
+#include <optional>
+
+using namespace blpa::driver;
+
+namespace {
+
+/// What --help says about this particular executable.
+std::string describeExecutable(const Manifest &manifest) {
+  std::string text = std::string("\nthis executable: compiled for ") +
+                     (manifest.training ? "training" : "inference") +
+                     ", batch " + std::to_string(manifest.batchSize()) + ", " +
+                     std::to_string(manifest.params.size()) +
+                     " parameter tensors\n";
+  for (const TensorRecord &input : manifest.inputs)
+    text += "  input  '" + input.name + "' " + formatShape(input.shape) + "\n";
+  for (const TensorRecord &output : manifest.outputs)
+    text +=
+        "  output '" + output.name + "' " + formatShape(output.shape) + "\n";
+  return text;
+}
+
+int run(int argc, char **argv) {
+  Options options = parseCommandLine(argc, argv);
+  if (options.help) {
+    std::fputs(helpText(argv[0]).c_str(), stdout);
+    std::fputs(describeExecutable(parseManifest(blpa_manifest)).c_str(),
+               stdout);
+    return 0;
+  }
+  Manifest manifest = parseManifest(blpa_manifest);
+  if (manifest.training && !hasTrainStep())
+    throw DriverError("the manifest says 'mode train' but the executable "
+                      "defines no blpa_train_step; rebuild it with blpa-opt");
+  validateOptions(options, manifest);
+
+  OnnxModel embeddedModel(blpa_model_onnx, blpa_model_onnx_size,
+                          "the embedded model");
+  std::optional<OnnxModel> weightsModel;
+  if (!options.weightsPath.empty()) {
+    std::string bytes = readWholeFile(options.weightsPath, "--weights");
+    weightsModel.emplace(bytes.data(), bytes.size(),
+                         "--weights " + options.weightsPath);
+  }
+  const OnnxModel &initialWeights =
+      weightsModel ? *weightsModel : embeddedModel;
+
+  if (options.checkStep)
+    runCheckStep(manifest, options, initialWeights);
+  else if (!options.dataDir.empty() || options.synthetic)
+    runTraining(manifest, options, embeddedModel, initialWeights);
+  else
+    runForward(manifest, options, initialWeights);
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  try {
+    return run(argc, argv);
+  } catch (const DriverError &error) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "error: %s\n", error.what());
+  } catch (const std::bad_alloc &) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "error: out of memory\n");
+  } catch (const std::exception &error) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "error: internal error: %s\n", error.what());
+  }
+  return 1;
+}

@@ -1,0 +1,60 @@
+//===- Manifest.h - The text manifest of a generated object -----*- C++ -*-===//
+//
+// blpa-opt describes the compiled step in `blpa_manifest`: the arena size,
+// the data inputs, labels and outputs with their static shapes, and the
+// parameters in the order of the params/momenta/grads arrays. Names are the
+// rest of their line, so ONNX names with spaces survive.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef BLPA_RUNTIME_DRIVER_MANIFEST_H
+#define BLPA_RUNTIME_DRIVER_MANIFEST_H
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace blpa::driver {
+
+using Shape = std::vector<int64_t>;
+
+int64_t numElements(const Shape &shape);
+/// "[64, 1, 28, 28]".
+std::string formatShape(const Shape &shape);
+
+struct TensorRecord {
+  std::string name;
+  Shape shape;
+};
+
+struct ParamRecord {
+  std::string name;
+  Shape shape;
+  /// Trainable params get momentum and gradient buffers; state params
+  /// (e.g. batch-norm running statistics) are only read and updated.
+  bool trainable = false;
+};
+
+struct Manifest {
+  bool training = false;
+  uint64_t arenaBytes = 0;
+  int32_t defaultThreads = 0;
+  std::vector<TensorRecord> inputs;
+  /// Number of int64 labels per step (training only).
+  int64_t labelCount = 0;
+  std::vector<TensorRecord> outputs;
+  /// Indexed by the manifest's parameter index.
+  std::vector<ParamRecord> params;
+
+  /// The batch size: the first dimension of the first data input.
+  int64_t batchSize() const;
+  /// The last dimension of output 0 (the number of classes of a classifier).
+  int64_t classCount() const;
+};
+
+/// Parses and validates `text`; throws DriverError naming the bad line.
+Manifest parseManifest(const std::string &text);
+
+} // namespace blpa::driver
+
+#endif // BLPA_RUNTIME_DRIVER_MANIFEST_H

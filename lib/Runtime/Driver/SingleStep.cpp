@@ -1,0 +1,117 @@
+//===- SingleStep.cpp - --check-step and --forward ------------------------===//
+
+#include "SingleStep.h"
+#include "Error.h"
+#include "FileUtil.h"
+#include "Manifest.h"
+#include "Npy.h"
+#include "Options.h"
+#include "Session.h"
+
+#include <cstdio>
+
+namespace blpa::driver {
+
+namespace {
+
+/// The --inputs files, checked against the manifest's data inputs.
+std::vector<std::vector<float>> readInputs(const Manifest &manifest,
+                                           const Options &options) {
+  if (options.inputPaths.size() != manifest.inputs.size()) {
+    std::string expected;
+    for (const TensorRecord &input : manifest.inputs)
+      expected += (expected.empty() ? "" : ", ") + ("'" + input.name + "' ") +
+                  formatShape(input.shape);
+    throw DriverError(
+        "--inputs: got " + std::to_string(options.inputPaths.size()) +
+        " file(s) but the model has " + std::to_string(manifest.inputs.size()) +
+        " data input(s): " + expected);
+  }
+  std::vector<std::vector<float>> inputs;
+  for (size_t i = 0; i < manifest.inputs.size(); ++i) {
+    NpyArray array = readNpy(options.inputPaths[i], "--inputs");
+    checkNpyShape(array, manifest.inputs[i].shape, "--inputs",
+                  "data input '" + manifest.inputs[i].name + "'");
+    inputs.push_back(npyToFloat32(array));
+  }
+  return inputs;
+}
+
+std::vector<int64_t> readLabels(const Manifest &manifest,
+                                const Options &options) {
+  NpyArray array = readNpy(options.labelsPath, "--labels");
+  checkNpyShape(array, {manifest.labelCount}, "--labels", "the labels");
+  std::vector<int64_t> labels = npyToInt64(array, "--labels");
+  int64_t classes = manifest.classCount();
+  for (size_t i = 0; i < labels.size(); ++i)
+    if (labels[i] < 0 || (classes > 0 && labels[i] >= classes))
+      throw DriverError("--labels " + options.labelsPath + ": label " +
+                        std::to_string(labels[i]) + " at index " +
+                        std::to_string(i) + " is outside [0, " +
+                        std::to_string(classes) + ")");
+  return labels;
+}
+
+std::vector<const float *>
+pointersTo(const std::vector<std::vector<float>> &buffers) {
+  std::vector<const float *> pointers;
+  for (const std::vector<float> &buffer : buffers)
+    pointers.push_back(buffer.data());
+  return pointers;
+}
+
+/// Writes one .npy into the --dump directory, naming the flag on failure.
+void dumpNpy(const std::string &path, const Shape &shape, const float *values) {
+  try {
+    writeNpy(path, shape, values);
+  } catch (const DriverError &error) {
+    throw DriverError(std::string("--dump: ") + error.what());
+  }
+}
+
+} // namespace
+
+void runCheckStep(const Manifest &manifest, const Options &options,
+                  const OnnxModel &initialWeights) {
+  std::vector<std::vector<float>> inputs = readInputs(manifest, options);
+  std::vector<int64_t> labels = readLabels(manifest, options);
+  makeDirectories(options.dumpDir, "--dump");
+  makeDirectories(options.dumpDir + "/grads", "--dump");
+  std::unique_ptr<Session> session =
+      openSession(manifest, options, initialWeights, /*skipUpdate=*/true);
+  float loss = session->trainStep(pointersTo(inputs), labels.data());
+  dumpNpy(options.dumpDir + "/loss.npy", {}, &loss);
+  int written = 0;
+  for (size_t i = 0; i < manifest.params.size(); ++i) {
+    const ParamRecord &param = manifest.params[i];
+    if (!param.trainable)
+      continue;
+    dumpNpy(options.dumpDir + "/grads/" + sanitizeFileName(param.name) + ".npy",
+            param.shape, session->grads()[i]);
+    ++written;
+  }
+  std::printf("loss %.6f; wrote %s/loss.npy and %d gradient(s) to %s/grads\n",
+              loss, options.dumpDir.c_str(), written, options.dumpDir.c_str());
+}
+
+void runForward(const Manifest &manifest, const Options &options,
+                const OnnxModel &initialWeights) {
+  std::vector<std::vector<float>> inputs = readInputs(manifest, options);
+  makeDirectories(options.dumpDir, "--dump");
+  std::unique_ptr<Session> session =
+      openSession(manifest, options, initialWeights, /*skipUpdate=*/true);
+  std::vector<std::vector<float>> outputs;
+  std::vector<float *> outputPointers;
+  for (const TensorRecord &output : manifest.outputs) {
+    outputs.emplace_back(numElements(output.shape));
+    outputPointers.push_back(outputs.back().data());
+  }
+  session->forward(pointersTo(inputs), outputPointers);
+  for (size_t i = 0; i < outputs.size(); ++i)
+    dumpNpy(options.dumpDir + "/output_" + std::to_string(i) + ".npy",
+            manifest.outputs[i].shape, outputs[i].data());
+  std::printf("wrote %zu output(s) to %s\n", outputs.size(),
+              options.dumpDir.c_str());
+}
+
+} // namespace blpa::driver

@@ -1,0 +1,293 @@
+//===- Training.cpp - Training loops of a blpa executable -----------------===//
+
+#include "Training.h"
+#include "Error.h"
+#include "FileUtil.h"
+#include "Idx.h"
+#include "Manifest.h"
+#include "Model.h"
+#include "Options.h"
+#include "Random.h"
+#include "Session.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <numeric>
+
+namespace blpa::driver {
+
+namespace {
+
+/// The --log file: one JSON object per line, flushed as written so that a
+/// killed run keeps the steps it did.
+class JsonlLog {
+public:
+  explicit JsonlLog(const std::string &path) {
+    if (path.empty())
+      return;
+    file = std::fopen(path.c_str(), "w");
+    if (!file)
+      throw DriverError("--log " + path + ": cannot open: " + errnoMessage());
+  }
+  ~JsonlLog() {
+    if (file)
+      std::fclose(file);
+  }
+  JsonlLog(const JsonlLog &) = delete;
+  JsonlLog &operator=(const JsonlLog &) = delete;
+
+  void write(const std::string &line) {
+    if (!file)
+      return;
+    std::fprintf(file, "%s\n", line.c_str());
+    std::fflush(file);
+  }
+
+private:
+  FILE *file = nullptr;
+};
+
+/// A JSON number (JSON has no NaN or infinity; those become null).
+std::string jsonNumber(double value, const char *format = "%.7g") {
+  if (!std::isfinite(value))
+    return "null";
+  char text[64];
+  std::snprintf(text, sizeof(text), format, value);
+  return text;
+}
+
+struct Batch {
+  std::vector<const float *> inputs;
+  const int64_t *labels = nullptr;
+};
+
+class BatchSource {
+public:
+  virtual ~BatchSource() = default;
+  virtual Batch next() = 0;
+};
+
+/// Epochs over a data set in a fresh shuffled order each, in full batches.
+class DatasetBatches : public BatchSource {
+public:
+  DatasetBatches(const ImageSet &images, int64_t batchSize, uint64_t seed)
+      : images(images), batchSize(batchSize), random(seed), order(images.count),
+        pixels(batchSize * images.pixelsPerImage), labels(batchSize) {
+    std::iota(order.begin(), order.end(), 0);
+    position = images.count; // Shuffle before the first batch.
+  }
+
+  Batch next() override {
+    if (position + batchSize > images.count) {
+      random.shuffle(order);
+      position = 0;
+    }
+    for (int64_t i = 0; i < batchSize; ++i) {
+      int64_t index = order[position + i];
+      images.normalizedImage(index, &pixels[i * images.pixelsPerImage]);
+      labels[i] = images.labels[index];
+    }
+    position += batchSize;
+    return {{pixels.data()}, labels.data()};
+  }
+
+private:
+  const ImageSet &images;
+  int64_t batchSize;
+  Random random;
+  std::vector<int64_t> order;
+  int64_t position;
+  std::vector<float> pixels;
+  std::vector<int64_t> labels;
+};
+
+/// A few random batches, made up front and cycled, so that generating them
+/// does not count against the measured throughput.
+class SyntheticBatches : public BatchSource {
+public:
+  SyntheticBatches(const Manifest &manifest, int64_t batchCount,
+                   uint64_t seed) {
+    Random random(seed);
+    int64_t classes = manifest.classCount();
+    for (int64_t b = 0; b < batchCount; ++b) {
+      for (const TensorRecord &input : manifest.inputs) {
+        inputs.emplace_back(numElements(input.shape));
+        for (float &value : inputs.back())
+          value = random.normal();
+      }
+      labels.emplace_back(manifest.labelCount);
+      for (int64_t &label : labels.back())
+        label = random.below(classes);
+    }
+    inputsPerBatch = manifest.inputs.size();
+  }
+
+  Batch next() override {
+    Batch batch;
+    for (size_t i = 0; i < inputsPerBatch; ++i)
+      batch.inputs.push_back(inputs[current * inputsPerBatch + i].data());
+    batch.labels = labels[current].data();
+    current = (current + 1) % labels.size();
+    return batch;
+  }
+
+private:
+  std::vector<std::vector<float>> inputs;
+  std::vector<std::vector<int64_t>> labels;
+  size_t inputsPerBatch = 0;
+  size_t current = 0;
+};
+
+/// Throws unless a classifier of this manifest can learn from `images`.
+void checkDataFitsModel(const Manifest &manifest, const ImageSet &images,
+                        const std::string &dir) {
+  const TensorRecord &input = manifest.inputs[0];
+  int64_t perSample = numElements(input.shape) / manifest.batchSize();
+  if (manifest.inputs.size() != 1 || perSample != images.pixelsPerImage)
+    throw DriverError(
+        "--data " + dir + ": the images have " +
+        std::to_string(images.pixelsPerImage) +
+        " pixels, so the model needs one data input of that many values per "
+        "sample (e.g. [N, 1, 28, 28]), but its first input is '" +
+        input.name + "' " + formatShape(input.shape) + " and it has " +
+        std::to_string(manifest.inputs.size()) + " data input(s)");
+  int64_t maxLabel =
+      *std::max_element(images.labels.begin(), images.labels.end());
+  if (maxLabel >= manifest.classCount())
+    throw DriverError("--data " + dir + ": labels go up to " +
+                      std::to_string(maxLabel) + " but output 0 of the " +
+                      "model has only " +
+                      std::to_string(manifest.classCount()) + " classes");
+  if (images.count < manifest.batchSize())
+    throw DriverError("--data " + dir + ": " + std::to_string(images.count) +
+                      " images are fewer than one batch of " +
+                      std::to_string(manifest.batchSize()));
+}
+
+using Clock = std::chrono::steady_clock;
+
+double secondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+/// Runs the steps, printing the mean loss and throughput of every
+/// twentieth of the run and logging every step.
+void trainSteps(Session &session, BatchSource &source, const Manifest &manifest,
+                int64_t steps, JsonlLog &log) {
+  int64_t reportEvery = std::max<int64_t>(1, steps / 20);
+  double lossSum = 0, secondsSum = 0;
+  int64_t stepsSinceReport = 0;
+  for (int64_t step = 1; step <= steps; ++step) {
+    Clock::time_point start = Clock::now();
+    Batch batch = source.next();
+    float loss = session.trainStep(batch.inputs, batch.labels);
+    double seconds = secondsSince(start);
+    double imagesPerSecond = manifest.batchSize() / seconds;
+    log.write("{\"step\": " + std::to_string(step) +
+              ", \"loss\": " + jsonNumber(loss) + ", \"images_per_s\": " +
+              jsonNumber(imagesPerSecond, "%.1f") + "}");
+    if (!std::isfinite(loss))
+      throw DriverError(std::string("the loss is ") +
+                        (std::isnan(loss) ? "NaN" : "infinite") + " at step " +
+                        std::to_string(step) +
+                        ": training diverged; use a smaller --lr");
+    lossSum += loss;
+    secondsSum += seconds;
+    ++stepsSinceReport;
+    if (step % reportEvery != 0 && step != steps)
+      continue;
+    std::printf("step %lld/%lld  loss %.4f  %.1f images/s\n",
+                static_cast<long long>(step), static_cast<long long>(steps),
+                lossSum / stepsSinceReport,
+                stepsSinceReport * manifest.batchSize() / secondsSum);
+    std::fflush(stdout);
+    lossSum = secondsSum = 0;
+    stepsSinceReport = 0;
+  }
+}
+
+/// Accuracy of output 0 (the logits) over full test batches.
+void evaluate(Session &session, const Manifest &manifest,
+              const ImageSet &images, std::optional<int64_t> maxBatches,
+              JsonlLog &log) {
+  int64_t batchSize = manifest.batchSize();
+  int64_t batches =
+      std::min(images.count / batchSize, maxBatches.value_or(images.count));
+  if (batches == 0)
+    return;
+  std::vector<std::vector<float>> outputs;
+  std::vector<float *> outputPointers;
+  for (const TensorRecord &output : manifest.outputs) {
+    outputs.emplace_back(numElements(output.shape));
+    outputPointers.push_back(outputs.back().data());
+  }
+  int64_t classes = outputs[0].size() / batchSize;
+  std::vector<float> pixels(batchSize * images.pixelsPerImage);
+  int64_t correct = 0;
+  for (int64_t b = 0; b < batches; ++b) {
+    for (int64_t i = 0; i < batchSize; ++i)
+      images.normalizedImage(b * batchSize + i,
+                             &pixels[i * images.pixelsPerImage]);
+    session.forward({pixels.data()}, outputPointers);
+    for (int64_t i = 0; i < batchSize; ++i) {
+      const float *logits = &outputs[0][i * classes];
+      int64_t predicted = std::max_element(logits, logits + classes) - logits;
+      correct += predicted == images.labels[b * batchSize + i];
+    }
+  }
+  int64_t total = batches * batchSize;
+  double accuracy = static_cast<double>(correct) / total;
+  std::printf("test accuracy: %.4f (%lld images)\n", accuracy,
+              static_cast<long long>(total));
+  log.write("{\"test_accuracy\": " + jsonNumber(accuracy) +
+            ", \"test_images\": " + std::to_string(total) + "}");
+}
+
+void saveModel(const Session &session, const Manifest &manifest,
+               const OnnxModel &embeddedModel, const std::string &path) {
+  std::string bytes =
+      embeddedModel.serializeWithParams(manifest.params, session.params());
+  try {
+    writeFileAtomically(path, bytes.data(), bytes.size());
+  } catch (const DriverError &error) {
+    throw DriverError("--save " + path + ": " + error.what());
+  }
+  std::printf("saved the trained model to %s\n", path.c_str());
+}
+
+} // namespace
+
+void runTraining(const Manifest &manifest, const Options &options,
+                 const OnnxModel &embeddedModel,
+                 const OnnxModel &initialWeights) {
+  if (manifest.classCount() < 1)
+    throw DriverError("training needs the model's output 0 to be the logits "
+                      "[N, classes]; this executable has no such output");
+  if (!options.savePath.empty())
+    checkWritableDestination(options.savePath, "--save");
+  std::unique_ptr<BatchSource> source;
+  ImageSet trainSet, testSet;
+  if (options.synthetic) {
+    source = std::make_unique<SyntheticBatches>(
+        manifest, options.syntheticBatches, options.seed);
+  } else {
+    trainSet = loadImageSet(options.dataDir, "train", "--data");
+    testSet = loadImageSet(options.dataDir, "t10k", "--data");
+    checkDataFitsModel(manifest, trainSet, options.dataDir);
+    checkDataFitsModel(manifest, testSet, options.dataDir);
+    source = std::make_unique<DatasetBatches>(trainSet, manifest.batchSize(),
+                                              options.seed);
+  }
+  JsonlLog log(options.logPath);
+  std::unique_ptr<Session> session =
+      openSession(manifest, options, initialWeights, /*skipUpdate=*/false);
+  trainSteps(*session, *source, manifest, *options.steps, log);
+  if (!options.synthetic)
+    evaluate(*session, manifest, testSet, options.evalBatches, log);
+  if (!options.savePath.empty())
+    saveModel(*session, manifest, embeddedModel, options.savePath);
+}
+
+} // namespace blpa::driver
