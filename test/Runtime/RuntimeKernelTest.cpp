@@ -390,6 +390,14 @@ void testCopy() {
   report("copy", src == dst, "bytes differ");
 }
 
+void testFill() {
+  Floats dst = randomFloats(70001);
+  blpa_fill(&ctx, dst.data(), dst.size(), 1.25);
+  bool ok = std::all_of(dst.begin(), dst.end(),
+                        [](float v) { return v == 1.25f; });
+  report("fill", ok, "an element differs from the fill value");
+}
+
 void testSgd() {
   const size_t numel = 40003;
   Floats param = randomFloats(numel), grad = randomFloats(numel),
@@ -782,6 +790,7 @@ int main(int argc, char **argv) {
   testReduceSumTo("all", {3, 5, 7}, {1, 1, 1}, 1.0);
   testReduceSumTo("none", {3, 5}, {3, 5}, 3.0);
   testCopy();
+  testFill();
   testSgd();
 
   for (const PoolCase &pc : poolCases) {

@@ -47,6 +47,13 @@ void checkBroadcast(const char *operand, int64_t rank, const int64_t *dims,
 
 extern "C" {
 
+void blpa_fill(blpa_context *, float *y, int64_t numel, double value) {
+  float v = static_cast<float>(value);
+  parallelBlocks(numel, [&](int64_t begin, int64_t end) {
+    std::fill(y + begin, y + end, v);
+  });
+}
+
 void blpa_relu(blpa_context *, const float *x, float *y, int64_t numel) {
   parallelBlocks(numel, [&](int64_t begin, int64_t end) {
     // std::max(x, 0) keeps NaN, as PyTorch's relu does.

@@ -1,0 +1,114 @@
+//===- Executable.cpp - Object files and executables from blpa IR ---------===//
+
+#include "blpa/Target/Executable.h"
+#include "blpa/Target/LinkConfig.h"
+
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Export.h"
+#include "llvm/IR/Constants.h"
+#include "llvm/IR/LLVMContext.h"
+#include "llvm/IR/LegacyPassManager.h"
+#include "llvm/IR/Module.h"
+#include "llvm/MC/TargetRegistry.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Program.h"
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/Support/ToolOutputFile.h"
+#include "llvm/Target/TargetMachine.h"
+#include "llvm/Target/TargetOptions.h"
+#include "llvm/TargetParser/Host.h"
+
+using namespace mlir;
+using namespace mlir::blpa;
+
+/// Adds the model bytes the driver reads initial weights from.
+static void embedModel(llvm::Module &module, llvm::StringRef bytes) {
+  llvm::LLVMContext &ctx = module.getContext();
+  auto *data = llvm::ConstantDataArray::getString(ctx, bytes,
+                                                  /*AddNull=*/false);
+  new llvm::GlobalVariable(module, data->getType(), /*isConstant=*/true,
+                           llvm::GlobalValue::ExternalLinkage, data,
+                           "blpa_model_onnx");
+  auto *size = llvm::ConstantInt::get(llvm::Type::getInt64Ty(ctx),
+                                      bytes.size());
+  new llvm::GlobalVariable(module, size->getType(), /*isConstant=*/true,
+                           llvm::GlobalValue::ExternalLinkage, size,
+                           "blpa_model_onnx_size");
+}
+
+static std::unique_ptr<llvm::TargetMachine> createHostMachine(Location loc) {
+  llvm::InitializeNativeTarget();
+  llvm::InitializeNativeTargetAsmPrinter();
+  llvm::Triple triple(llvm::sys::getDefaultTargetTriple());
+  std::string error;
+  const llvm::Target *target = llvm::TargetRegistry::lookupTarget(triple, error);
+  if (!target) {
+    emitError(loc, "no code generator for the host: ") << error;
+    return nullptr;
+  }
+  // The generated step only sequences runtime calls, so generic code for the
+  // host loses nothing and keeps the object portable across x86-64 CPUs.
+  return std::unique_ptr<llvm::TargetMachine>(target->createTargetMachine(
+      triple, "generic", "", llvm::TargetOptions(), llvm::Reloc::PIC_));
+}
+
+LogicalResult mlir::blpa::emitObjectFile(ModuleOp module,
+                                         llvm::StringRef modelBytes,
+                                         llvm::StringRef objectPath) {
+  registerBuiltinDialectTranslation(*module.getContext());
+  registerLLVMDialectTranslation(*module.getContext());
+  llvm::LLVMContext llvmContext;
+  std::unique_ptr<llvm::Module> llvmModule =
+      translateModuleToLLVMIR(module, llvmContext, "blpa_step");
+  if (!llvmModule)
+    return module.emitError("cannot translate the module to LLVM IR (was it "
+                            "lowered with --blpa-lower-to-llvm?)");
+  std::unique_ptr<llvm::TargetMachine> machine =
+      createHostMachine(module.getLoc());
+  if (!machine)
+    return failure();
+  llvmModule->setTargetTriple(machine->getTargetTriple());
+  llvmModule->setDataLayout(machine->createDataLayout());
+  embedModel(*llvmModule, modelBytes);
+
+  std::error_code ec;
+  llvm::ToolOutputFile out(objectPath, ec, llvm::sys::fs::OF_None);
+  if (ec)
+    return module.emitError("cannot write ") << objectPath << ": "
+                                             << ec.message();
+  llvm::legacy::PassManager passes;
+  if (machine->addPassesToEmitFile(passes, out.os(), nullptr,
+                                   llvm::CodeGenFileType::ObjectFile))
+    return module.emitError("the host code generator cannot emit objects");
+  passes.run(*llvmModule);
+  out.keep();
+  return success();
+}
+
+LogicalResult mlir::blpa::linkExecutable(Location loc,
+                                         llvm::StringRef objectPath,
+                                         llvm::StringRef exePath) {
+  auto compiler = llvm::sys::findProgramByName("c++");
+  if (!compiler)
+    return emitError(loc, "cannot find the system C++ driver 'c++' to link "
+                          "the executable; install g++");
+  // Link to a temporary next to the destination and rename, so a failed
+  // link never leaves a half-written executable.
+  std::string tmpPath = (exePath + ".tmp-link").str();
+  SmallVector<llvm::StringRef> args{*compiler, "-o", tmpPath, objectPath};
+  for (llvm::StringRef input : {BLPA_LINK_INPUTS})
+    args.push_back(input);
+  std::string error;
+  int status = llvm::sys::ExecuteAndWait(*compiler, args, std::nullopt, {}, 0,
+                                         0, &error);
+  if (status != 0) {
+    llvm::sys::fs::remove(tmpPath);
+    return emitError(loc, "linking the executable failed")
+           << (error.empty() ? "" : ": ") << error;
+  }
+  if (std::error_code ec = llvm::sys::fs::rename(tmpPath, exePath))
+    return emitError(loc, "cannot write ") << exePath << ": " << ec.message();
+  return success();
+}

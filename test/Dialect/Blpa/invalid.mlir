@@ -1,0 +1,88 @@
+// RUN: blpa-opt %s -split-input-file -verify-diagnostics
+
+func.func @conv_channels(%x: tensor<2x3x8x8xf32>, %w: tensor<4x2x3x3xf32>) {
+  // expected-error @+1 {{conv2d channel mismatch: input has 3 channels, weight expects 2 per group with group = 1}}
+  %y = blpa.conv2d %x, %w {strides = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>} : (tensor<2x3x8x8xf32>, tensor<4x2x3x3xf32>) -> tensor<2x4x6x6xf32>
+  return
+}
+
+// -----
+
+func.func @conv_result_type(%x: tensor<2x3x8x8xf32>, %w: tensor<4x3x3x3xf32>) {
+  // expected-error @+1 {{inferred type(s) 'tensor<2x4x6x6xf32>' are incompatible with return type(s) of operation 'tensor<2x4x8x8xf32>'}}
+  %y = blpa.conv2d %x, %w {strides = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>} : (tensor<2x3x8x8xf32>, tensor<4x3x3x3xf32>) -> tensor<2x4x8x8xf32>
+  return
+}
+
+// -----
+
+func.func @conv_pads(%x: tensor<2x3x8x8xf32>, %w: tensor<4x3x3x3xf32>) {
+  // expected-error @+1 {{'pads' must have 4 entries, got 2}}
+  %y = blpa.conv2d %x, %w {strides = array<i64: 1, 1>, pads = array<i64: 1, 1>} : (tensor<2x3x8x8xf32>, tensor<4x3x3x3xf32>) -> tensor<2x4x8x8xf32>
+  return
+}
+
+// -----
+
+func.func @add_broadcast(%a: tensor<2x3xf32>, %b: tensor<4xf32>) {
+  // expected-error @+1 {{add: shapes 'tensor<2x3xf32>' and 'tensor<4xf32>' do not broadcast}}
+  %y = blpa.add %a, %b : (tensor<2x3xf32>, tensor<4xf32>) -> tensor<2x3xf32>
+  return
+}
+
+// -----
+
+func.func @reshape_count(%a: tensor<2x3xf32>) {
+  // expected-error @+1 {{cannot reshape 'tensor<2x3xf32>' to 'tensor<7xf32>': element counts differ}}
+  %y = blpa.reshape %a : tensor<2x3xf32> -> tensor<7xf32>
+  return
+}
+
+// -----
+
+func.func @reduce_not_broadcast(%a: tensor<2x3xf32>) {
+  // expected-error @+1 {{result type 'tensor<2xf32>' does not broadcast to the input type 'tensor<2x3xf32>'}}
+  %y = blpa.reduce_to_shape %a : tensor<2x3xf32> -> tensor<2xf32>
+  return
+}
+
+// -----
+
+func.func @gemm_inner(%a: tensor<2x3xf32>, %b: tensor<4x5xf32>) {
+  // expected-error @+1 {{gemm inner dimensions differ: 3 vs 4}}
+  %y = blpa.gemm %a, %b : (tensor<2x3xf32>, tensor<4x5xf32>) -> tensor<2x5xf32>
+  return
+}
+
+// -----
+
+func.func @loss_batch(%l: tensor<2x10xf32>, %y: tensor<3xi64>) {
+  // expected-error @+1 {{logits and labels batch sizes differ}}
+  %loss = blpa.softmax_cross_entropy %l, %y : (tensor<2x10xf32>, tensor<3xi64>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @sgd_state(%g: tensor<4xf32>) {
+  %p = blpa.param "running_mean" : tensor<4xf32>
+  // expected-error @+1 {{updates only trainable blpa.param values}}
+  blpa.sgd_update %p, %g : tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @bn_channels(%x: tensor<2x4x3x3xf32>, %s: tensor<3xf32>) {
+  // expected-error @+1 {{batch norm operand must be tensor<4xf32>, got 'tensor<3xf32>'}}
+  %y:3 = blpa.batch_norm %x, %s, %s, %s, %s {epsilon = 1.0e-5 : f64, momentum = 0.9 : f64} : (tensor<2x4x3x3xf32>, tensor<3xf32>, tensor<3xf32>, tensor<3xf32>, tensor<3xf32>) -> (tensor<2x4x3x3xf32>, tensor<4xf32>, tensor<4xf32>)
+  return
+}
+
+// -----
+
+func.func @avg_pool_ceil(%x: tensor<1x1x5x5xf32>) {
+  // expected-error @+1 {{ceil_mode is not supported for average pooling}}
+  %y = blpa.avg_pool %x {kernel_shape = array<i64: 2, 2>, strides = array<i64: 2, 2>, pads = array<i64: 0, 0, 0, 0>, ceil_mode = true} : (tensor<1x1x5x5xf32>) -> tensor<1x1x3x3xf32>
+  return
+}

@@ -1,0 +1,56 @@
+// RUN: blpa-opt %s | blpa-opt | FileCheck %s
+
+// CHECK-LABEL: func.func @conv_bn_relu
+func.func @conv_bn_relu(%x: tensor<2x3x8x8xf32>) -> tensor<2x4x4x4xf32> {
+  // CHECK: blpa.param "w" trainable : tensor<4x3x3x3xf32>
+  %w = blpa.param "w" trainable : tensor<4x3x3x3xf32>
+  %b = blpa.param "b" trainable : tensor<4xf32>
+  %s = blpa.param "bn.scale" trainable : tensor<4xf32>
+  %c = blpa.param "bn.bias" trainable : tensor<4xf32>
+  // CHECK: blpa.param "bn.mean" : tensor<4xf32>
+  %m = blpa.param "bn.mean" : tensor<4xf32>
+  %v = blpa.param "bn.var" : tensor<4xf32>
+  // CHECK: blpa.conv2d %{{.*}} {pads = array<i64: 1, 1, 1, 1>, strides = array<i64: 2, 2>} : (tensor<2x3x8x8xf32>, tensor<4x3x3x3xf32>, tensor<4xf32>) -> tensor<2x4x4x4xf32>
+  %y = blpa.conv2d %x, %w, %b {strides = array<i64: 2, 2>, pads = array<i64: 1, 1, 1, 1>} : (tensor<2x3x8x8xf32>, tensor<4x3x3x3xf32>, tensor<4xf32>) -> tensor<2x4x4x4xf32>
+  // CHECK: blpa.batch_norm {{.*}} -> (tensor<2x4x4x4xf32>, tensor<4xf32>, tensor<4xf32>)
+  %n:3 = blpa.batch_norm %y, %s, %c, %m, %v {epsilon = 1.0e-05 : f64, momentum = 0.9 : f64} : (tensor<2x4x4x4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<2x4x4x4xf32>, tensor<4xf32>, tensor<4xf32>)
+  // CHECK: blpa.relu
+  %r = blpa.relu %n#0 : (tensor<2x4x4x4xf32>) -> tensor<2x4x4x4xf32>
+  return %r : tensor<2x4x4x4xf32>
+}
+
+// CHECK-LABEL: func.func @pool_gemm_loss
+func.func @pool_gemm_loss(%x: tensor<2x4x8x8xf32>, %labels: tensor<2xi64>) -> tensor<f32> {
+  // CHECK: blpa.max_pool {{.*}} -> tensor<2x4x4x4xf32>
+  %p = blpa.max_pool %x {kernel_shape = array<i64: 2, 2>, strides = array<i64: 2, 2>, pads = array<i64: 0, 0, 0, 0>} : (tensor<2x4x8x8xf32>) -> tensor<2x4x4x4xf32>
+  // CHECK: blpa.avg_pool {{.*}} -> tensor<2x4x4x4xf32>
+  %a = blpa.avg_pool %p {kernel_shape = array<i64: 3, 3>, strides = array<i64: 1, 1>, pads = array<i64: 1, 1, 1, 1>, count_include_pad = true} : (tensor<2x4x4x4xf32>) -> tensor<2x4x4x4xf32>
+  // CHECK: blpa.add {{.*}} : (tensor<2x4x4x4xf32>, tensor<4x1x1xf32>) -> tensor<2x4x4x4xf32>
+  %k = blpa.param "k" : tensor<4x1x1xf32>
+  %s = blpa.add %a, %k : (tensor<2x4x4x4xf32>, tensor<4x1x1xf32>) -> tensor<2x4x4x4xf32>
+  // CHECK: blpa.global_avg_pool {{.*}} -> tensor<2x4x1x1xf32>
+  %g = blpa.global_avg_pool %s : (tensor<2x4x4x4xf32>) -> tensor<2x4x1x1xf32>
+  // CHECK: blpa.reshape {{.*}} : tensor<2x4x1x1xf32> -> tensor<2x4xf32>
+  %f = blpa.reshape %g : tensor<2x4x1x1xf32> -> tensor<2x4xf32>
+  %w = blpa.param "fc.weight" trainable : tensor<10x4xf32>
+  %b = blpa.param "fc.bias" trainable : tensor<10xf32>
+  // CHECK: blpa.gemm {{.*}} {trans_b = true} : (tensor<2x4xf32>, tensor<10x4xf32>, tensor<10xf32>) -> tensor<2x10xf32>
+  %l = blpa.gemm %f, %w, %b {trans_b = true} : (tensor<2x4xf32>, tensor<10x4xf32>, tensor<10xf32>) -> tensor<2x10xf32>
+  // CHECK: blpa.softmax_cross_entropy {{.*}} -> tensor<f32>
+  %loss = blpa.softmax_cross_entropy %l, %labels : (tensor<2x10xf32>, tensor<2xi64>) -> tensor<f32>
+  return %loss : tensor<f32>
+}
+
+// CHECK-LABEL: func.func @updates
+func.func @updates(%g: tensor<4xf32>, %mean: tensor<4xf32>, %istd: tensor<4xf32>) {
+  %p = blpa.param "p" trainable : tensor<4xf32>
+  // CHECK: blpa.sgd_update %{{.*}}, %{{.*}} : tensor<4xf32>
+  blpa.sgd_update %p, %g : tensor<4xf32>
+  %m = blpa.param "m" : tensor<4xf32>
+  %v = blpa.param "v" : tensor<4xf32>
+  // CHECK: blpa.update_running_stats {{.*}} {count = 32 : i64, epsilon = 1.000000e-05 : f64, momentum = 0.9{{.*}} : f64} : tensor<4xf32>
+  blpa.update_running_stats %m, %v, %mean, %istd {momentum = 0.9 : f64, epsilon = 1.0e-5 : f64, count = 32 : i64} : tensor<4xf32>
+  // CHECK: blpa.fill 1.000000e+00 : tensor<f32>
+  %one = blpa.fill 1.0 : tensor<f32>
+  return
+}
