@@ -2,6 +2,42 @@
 
 // conv -> batch norm -> relu -> flatten -> gemm: the backward pass runs the
 // gradient rules in reverse, seeded with an adjoint of 1 for the loss.
+// CHECK-LABEL: func.func @forward(
+// CHECK-NOT: blpa.phase
+// CHECK-LABEL: func.func @train_step(
+// CHECK-SAME: %[[X:.*]]: tensor<2x1x4x4xf32> {blpa.name = "input"}, %[[Y:.*]]: tensor<2xi64> {blpa.name = "labels"}) -> (tensor<f32> {blpa.name = "loss"})
+// CHECK-DAG: %[[W:.*]] = blpa.param "conv.weight" trainable
+// CHECK-DAG: %[[B:.*]] = blpa.param "conv.bias" trainable
+// CHECK-DAG: %[[S:.*]] = blpa.param "bn.weight" trainable
+// CHECK-DAG: %[[T:.*]] = blpa.param "bn.bias" trainable
+// CHECK-DAG: %[[RM:.*]] = blpa.param "bn.running_mean" {
+// CHECK-DAG: %[[RV:.*]] = blpa.param "bn.running_var" {
+// CHECK-DAG: %[[FW:.*]] = blpa.param "fc.weight" trainable
+// CHECK: %[[C:.*]] = blpa.conv2d %[[X]], %[[W]], %[[B]] {blpa.phase = "forward"
+// CHECK: %[[N:.*]], %[[MEAN:.*]], %[[ISTD:.*]] = blpa.batch_norm %[[C]], %[[S]], %[[T]], %[[RM]], %[[RV]] {blpa.phase = "forward"
+// CHECK: %[[R:.*]] = blpa.relu %[[N]] {blpa.phase = "forward"}
+// CHECK: %[[F:.*]] = blpa.reshape %[[R]]
+// CHECK: %[[L:.*]] = blpa.gemm %[[F]], %[[FW]] {blpa.phase = "forward", trans_b = true}
+// CHECK: %[[LOSS:.*]] = blpa.softmax_cross_entropy %[[L]], %[[Y]] {blpa.phase = "forward"}
+// CHECK: %[[ONE:.*]] = blpa.fill 1.000000e+00 {blpa.phase = "backward"}
+// CHECK: %[[DL:.*]] = blpa.softmax_cross_entropy_grad %[[L]], %[[Y]], %[[ONE]] {blpa.phase = "backward"}
+// CHECK: %[[DF:.*]] = blpa.gemm %[[DL]], %[[FW]] {blpa.phase = "backward"}
+// CHECK: %[[DFW:.*]] = blpa.gemm %[[DL]], %[[F]] {blpa.phase = "backward", trans_a = true}
+// CHECK: %[[DR:.*]] = blpa.reshape %[[DF]] {blpa.phase = "backward"} : tensor<2x8xf32> -> tensor<2x2x2x2xf32>
+// CHECK: %[[DN:.*]] = blpa.relu_grad %[[DR]], %[[R]] {blpa.phase = "backward"}
+// CHECK: %[[DC:.*]], %[[DS:.*]], %[[DT:.*]] = blpa.batch_norm_grad %[[DN]], %[[C]], %[[S]], %[[MEAN]], %[[ISTD]] {blpa.phase = "backward"}
+// CHECK: %[[DW:.*]] = blpa.conv2d_grad_weight %[[DC]], %[[X]] {blpa.phase = "backward", pads = array<i64: 1, 1, 1, 1>, strides = array<i64: 2, 2>, weight_shape = array<i64: 2, 1, 3, 3>}
+// The network input takes no gradient: no conv2d_grad_input survives.
+// CHECK-NOT: blpa.conv2d_grad_input
+// CHECK: %[[DB4:.*]] = blpa.reduce_to_shape %[[DC]] {blpa.phase = "backward"} : tensor<2x2x2x2xf32> -> tensor<1x2x1x1xf32>
+// CHECK: %[[DB:.*]] = blpa.reshape %[[DB4]] {blpa.phase = "backward"} : tensor<1x2x1x1xf32> -> tensor<2xf32>
+// CHECK: blpa.sgd_update %[[W]], %[[DW]] {blpa.phase = "update"}
+// CHECK: blpa.sgd_update %[[B]], %[[DB]] {blpa.phase = "update"}
+// CHECK: blpa.sgd_update %[[S]], %[[DS]] {blpa.phase = "update"}
+// CHECK: blpa.sgd_update %[[T]], %[[DT]] {blpa.phase = "update"}
+// CHECK: blpa.sgd_update %[[FW]], %[[DFW]] {blpa.phase = "update"}
+// CHECK: blpa.update_running_stats %[[RM]], %[[RV]], %[[MEAN]], %[[ISTD]] {blpa.phase = "update", count = 8 : i64
+// CHECK: return %[[LOSS]] : tensor<f32>
 module {
   func.func @forward(%x: tensor<2x1x4x4xf32> {blpa.name = "input"}) -> (tensor<2x3xf32> {blpa.name = "logits"}) {
     %w = blpa.param "conv.weight" trainable : tensor<2x1x3x3xf32>
@@ -24,6 +60,17 @@ module {
 
 // A residual join: the adjoint of %r, read by both the add and the second
 // relu, is the sum of both contributions.
+// CHECK-LABEL: func.func @train_step(
+// CHECK: %[[H:.*]] = blpa.gemm
+// CHECK: %[[R:.*]] = blpa.relu %[[H]]
+// CHECK: %[[Q:.*]] = blpa.relu %[[R]]
+// CHECK: %[[J:.*]] = blpa.add %[[Q]], %[[R]]
+// CHECK: %[[DJ:.*]] = blpa.softmax_cross_entropy_grad %[[J]]
+// CHECK: %[[DQ:.*]] = blpa.relu_grad %[[DJ]], %[[Q]]
+// CHECK: %[[DR:.*]] = blpa.add %[[DJ]], %[[DQ]] {blpa.phase = "backward"}
+// CHECK: %[[DH:.*]] = blpa.relu_grad %[[DR]], %[[R]]
+// CHECK: %[[DW:.*]] = blpa.gemm %{{.*}}, %[[DH]] {blpa.phase = "backward", trans_a = true}
+// CHECK: blpa.sgd_update %{{.*}}, %[[DW]]
 module {
   func.func @forward(%x: tensor<2x4xf32>) -> tensor<2x4xf32> {
     %w = blpa.param "w" trainable : tensor<4x4xf32>
@@ -39,6 +86,12 @@ module {
 
 // Batch norm in inference mode (ONNX training_mode=0) is trained with batch
 // statistics.
+// CHECK-LABEL: func.func @forward(
+// CHECK: blpa.batch_norm_inference
+// CHECK-LABEL: func.func @train_step(
+// CHECK: blpa.batch_norm %{{.*}} {blpa.phase = "forward"
+// CHECK: blpa.batch_norm_grad
+// CHECK: blpa.update_running_stats
 module {
   func.func @forward(%x: tensor<2x3xf32>) -> tensor<2x3xf32> {
     %s = blpa.param "s" trainable : tensor<3xf32>

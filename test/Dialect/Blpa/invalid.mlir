@@ -1,7 +1,8 @@
 // RUN: blpa-opt %s -split-input-file -verify-diagnostics
 
 func.func @conv_channels(%x: tensor<2x3x8x8xf32>, %w: tensor<4x2x3x3xf32>) {
-  // expected-error @+1 {{conv2d channel mismatch: input has 3 channels, weight expects 2 per group with group = 1}}
+  // expected-error @+2 {{conv2d channel mismatch: input has 3 channels, weight expects 2 per group with group = 1}}
+  // expected-error @+1 {{failed to infer returned types}}
   %y = blpa.conv2d %x, %w {strides = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>} : (tensor<2x3x8x8xf32>, tensor<4x2x3x3xf32>) -> tensor<2x4x6x6xf32>
   return
 }
@@ -9,7 +10,8 @@ func.func @conv_channels(%x: tensor<2x3x8x8xf32>, %w: tensor<4x2x3x3xf32>) {
 // -----
 
 func.func @conv_result_type(%x: tensor<2x3x8x8xf32>, %w: tensor<4x3x3x3xf32>) {
-  // expected-error @+1 {{inferred type(s) 'tensor<2x4x6x6xf32>' are incompatible with return type(s) of operation 'tensor<2x4x8x8xf32>'}}
+  // expected-error @+2 {{inferred type(s) 'tensor<2x4x6x6xf32>' are incompatible with return type(s) of operation 'tensor<2x4x8x8xf32>'}}
+  // expected-error @+1 {{failed to infer returned types}}
   %y = blpa.conv2d %x, %w {strides = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>} : (tensor<2x3x8x8xf32>, tensor<4x3x3x3xf32>) -> tensor<2x4x8x8xf32>
   return
 }
@@ -17,7 +19,8 @@ func.func @conv_result_type(%x: tensor<2x3x8x8xf32>, %w: tensor<4x3x3x3xf32>) {
 // -----
 
 func.func @conv_pads(%x: tensor<2x3x8x8xf32>, %w: tensor<4x3x3x3xf32>) {
-  // expected-error @+1 {{'pads' must have 4 entries, got 2}}
+  // expected-error @+2 {{'pads' must have 4 entries, got 2}}
+  // expected-error @+1 {{failed to infer returned types}}
   %y = blpa.conv2d %x, %w {strides = array<i64: 1, 1>, pads = array<i64: 1, 1>} : (tensor<2x3x8x8xf32>, tensor<4x3x3x3xf32>) -> tensor<2x4x8x8xf32>
   return
 }
@@ -25,7 +28,8 @@ func.func @conv_pads(%x: tensor<2x3x8x8xf32>, %w: tensor<4x3x3x3xf32>) {
 // -----
 
 func.func @add_broadcast(%a: tensor<2x3xf32>, %b: tensor<4xf32>) {
-  // expected-error @+1 {{add: shapes 'tensor<2x3xf32>' and 'tensor<4xf32>' do not broadcast}}
+  // expected-error @+2 {{add: shapes 'tensor<2x3xf32>' and 'tensor<4xf32>' do not broadcast}}
+  // expected-error @+1 {{failed to infer returned types}}
   %y = blpa.add %a, %b : (tensor<2x3xf32>, tensor<4xf32>) -> tensor<2x3xf32>
   return
 }
@@ -49,7 +53,8 @@ func.func @reduce_not_broadcast(%a: tensor<2x3xf32>) {
 // -----
 
 func.func @gemm_inner(%a: tensor<2x3xf32>, %b: tensor<4x5xf32>) {
-  // expected-error @+1 {{gemm inner dimensions differ: 3 vs 4}}
+  // expected-error @+2 {{gemm inner dimensions differ: 3 vs 4}}
+  // expected-error @+1 {{failed to infer returned types}}
   %y = blpa.gemm %a, %b : (tensor<2x3xf32>, tensor<4x5xf32>) -> tensor<2x5xf32>
   return
 }
@@ -57,7 +62,8 @@ func.func @gemm_inner(%a: tensor<2x3xf32>, %b: tensor<4x5xf32>) {
 // -----
 
 func.func @loss_batch(%l: tensor<2x10xf32>, %y: tensor<3xi64>) {
-  // expected-error @+1 {{logits and labels batch sizes differ}}
+  // expected-error @+2 {{logits and labels batch sizes differ}}
+  // expected-error @+1 {{failed to infer returned types}}
   %loss = blpa.softmax_cross_entropy %l, %y : (tensor<2x10xf32>, tensor<3xi64>) -> tensor<f32>
   return
 }
@@ -74,7 +80,8 @@ func.func @sgd_state(%g: tensor<4xf32>) {
 // -----
 
 func.func @bn_channels(%x: tensor<2x4x3x3xf32>, %s: tensor<3xf32>) {
-  // expected-error @+1 {{batch norm operand must be tensor<4xf32>, got 'tensor<3xf32>'}}
+  // expected-error @+2 {{batch norm operand must be tensor<4xf32>, got 'tensor<3xf32>'}}
+  // expected-error @+1 {{failed to infer returned types}}
   %y:3 = blpa.batch_norm %x, %s, %s, %s, %s {epsilon = 1.0e-5 : f64, momentum = 0.9 : f64} : (tensor<2x4x3x3xf32>, tensor<3xf32>, tensor<3xf32>, tensor<3xf32>, tensor<3xf32>) -> (tensor<2x4x3x3xf32>, tensor<4xf32>, tensor<4xf32>)
   return
 }

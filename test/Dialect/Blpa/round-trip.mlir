@@ -48,7 +48,7 @@ func.func @updates(%g: tensor<4xf32>, %mean: tensor<4xf32>, %istd: tensor<4xf32>
   blpa.sgd_update %p, %g : tensor<4xf32>
   %m = blpa.param "m" : tensor<4xf32>
   %v = blpa.param "v" : tensor<4xf32>
-  // CHECK: blpa.update_running_stats {{.*}} {count = 32 : i64, epsilon = 1.000000e-05 : f64, momentum = 0.9{{.*}} : f64} : tensor<4xf32>
+  // CHECK: blpa.update_running_stats {{.*}} {count = 32 : i64, epsilon = 1.000000e-05 : f64, momentum = 9.000000e-01 : f64} : tensor<4xf32>
   blpa.update_running_stats %m, %v, %mean, %istd {momentum = 0.9 : f64, epsilon = 1.0e-5 : f64, count = 32 : i64} : tensor<4xf32>
   // CHECK: blpa.fill 1.000000e+00 : tensor<f32>
   %one = blpa.fill 1.0 : tensor<f32>

@@ -121,7 +121,8 @@ LogicalResult AutodiffPass::buildBackward(func::FuncOp step, Value loss,
     SmallVector<Value> resultGrads;
     for (Value result : op->getResults())
       resultGrads.push_back(adjoints.lookup(result));
-    if (llvm::all_of(resultGrads, [](Value v) { return !v; }))
+    // Parameters are the leaves: their adjoints are the gradients.
+    if (isa<ParamOp>(op) || llvm::all_of(resultGrads, [](Value v) { return !v; }))
       continue;
     auto rule = dyn_cast<GradientOpInterface>(op);
     if (!rule)

@@ -1,0 +1,297 @@
+//===- blpa-opt.cpp - The blpa compiler driver ----------------------------===//
+//
+// Two faces:
+//  * mlir-opt: `blpa-opt FILE [pass flags]` parses FILE (.mlir, or an ONNX
+//    model it imports first) and runs the given passes, printing the result.
+//  * compiler: `blpa-opt MODEL --train|--infer --batch-size N -o EXE` runs
+//    the whole pipeline and links a training or inference executable
+//    (`--emit mlir|obj` stops earlier).
+//
+//===----------------------------------------------------------------------===//
+
+#include "blpa/Conversion/Passes.h"
+#include "blpa/Dialect/Blpa/IR/BlpaDialect.h"
+#include "blpa/Dialect/Blpa/Transforms/Passes.h"
+#include "blpa/Import/OnnxImporter.h"
+#include "blpa/Target/Executable.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/IR/AsmState.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Parser/Parser.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Support/FileUtilities.h"
+#include "mlir/Support/Timing.h"
+#include "mlir/Tools/mlir-opt/MlirOptMain.h"
+#include "mlir/Transforms/Passes.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FileUtilities.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/ToolOutputFile.h"
+
+using namespace mlir;
+using namespace mlir::blpa;
+namespace cl = llvm::cl;
+
+static cl::OptionCategory compileCategory(
+    "blpa compiler options",
+    "Compile an ONNX model (or blpa IR) into a training or inference "
+    "executable");
+
+static cl::opt<bool> trainMode("train",
+                               cl::desc("Compile a training executable"),
+                               cl::cat(compileCategory));
+static cl::opt<bool> inferMode("infer",
+                               cl::desc("Compile an inference executable"),
+                               cl::cat(compileCategory));
+static cl::opt<int64_t> batchSize(
+    "batch-size",
+    cl::desc("Fix the model's symbolic batch dimension to N (required when "
+             "the model's batch dimension is symbolic)"),
+    cl::value_desc("N"), cl::init(0), cl::cat(compileCategory));
+static cl::opt<int> actBits(
+    "act-bits",
+    cl::desc("Bits per saved activation for the backward pass: 0 keeps them "
+             "exact (8, 4 and 2 are reserved for activation compression)"),
+    cl::value_desc("0|8|4|2"), cl::init(0), cl::cat(compileCategory));
+static cl::opt<std::string>
+    target("target", cl::desc("Code generation target: cpu (cuda is planned)"),
+           cl::value_desc("cpu|cuda"), cl::init("cpu"),
+           cl::cat(compileCategory));
+static cl::opt<std::string> memoryReport(
+    "memory-report",
+    cl::desc("Write the memory plan's report (peak_bytes, lower_bound_bytes, "
+             "saved_activation_bytes, ...) as JSON to FILE"),
+    cl::value_desc("FILE.json"), cl::init(""), cl::cat(compileCategory));
+enum class EmitKind { Mlir, Object, Executable };
+static cl::opt<EmitKind> emitKind(
+    "emit", cl::desc("Where the compiler stops (with --train/--infer)"),
+    cl::values(clEnumValN(EmitKind::Mlir, "mlir", "lowered MLIR (LLVM dialect)"),
+               clEnumValN(EmitKind::Object, "obj", "a native object file"),
+               clEnumValN(EmitKind::Executable, "exe",
+                          "a linked executable (default)")),
+    cl::init(EmitKind::Executable), cl::cat(compileCategory));
+
+static bool isOnnxFile(StringRef path) {
+  return path.ends_with(".onnx") || path.ends_with(".onnxtext");
+}
+
+/// "FILE: node 'NAME': " for locations the importer made from ONNX nodes,
+/// "FILE:LINE:COL: " for textual IR.
+static std::string locationPrefix(Location loc) {
+  std::string prefix;
+  if (auto name = dyn_cast<NameLoc>(loc)) {
+    if (auto file = dyn_cast<FileLineColLoc>(name.getChildLoc()))
+      prefix = (file.getFilename().getValue() + ": ").str();
+    return prefix + "node '" + name.getName().getValue().str() + "': ";
+  }
+  if (auto file = dyn_cast<FileLineColLoc>(loc))
+    if (file.getLine() > 0)
+      return llvm::formatv("{0}:{1}:{2}: ", file.getFilename().getValue(),
+                           file.getLine(), file.getColumn())
+          .str();
+  return prefix;
+}
+
+/// Prints each error or warning as one line; a user of the compiler gets
+/// the ONNX node, not an IR dump.
+static LogicalResult printDiagnostic(Diagnostic &diag) {
+  StringRef severity = diag.getSeverity() == DiagnosticSeverity::Error
+                           ? "error"
+                           : diag.getSeverity() == DiagnosticSeverity::Warning
+                                 ? "warning"
+                                 : "note";
+  if (diag.getSeverity() == DiagnosticSeverity::Note ||
+      diag.getSeverity() == DiagnosticSeverity::Remark)
+    return success();
+  std::string message = diag.str();
+  // Importer messages already name the file and node.
+  std::string prefix = StringRef(message).contains(": node '")
+                           ? std::string()
+                           : locationPrefix(diag.getLocation());
+  llvm::errs() << severity << ": " << prefix << message << "\n";
+  return success();
+}
+
+static OwningOpRef<ModuleOp> loadModule(MLIRContext &context,
+                                        StringRef path) {
+  if (isOnnxFile(path)) {
+    ImportOptions options;
+    if (batchSize > 0)
+      options.batchSize = batchSize;
+    FailureOr<OwningOpRef<ModuleOp>> module =
+        importOnnxFile(&context, path, options);
+    return succeeded(module) ? std::move(*module) : nullptr;
+  }
+  std::string error;
+  auto file = openInputFile(path, &error);
+  if (!file) {
+    emitError(UnknownLoc::get(&context)) << path << ": " << error;
+    return nullptr;
+  }
+  llvm::SourceMgr sourceMgr;
+  sourceMgr.AddNewSourceBuffer(std::move(file), llvm::SMLoc());
+  return parseSourceFile<ModuleOp>(sourceMgr, &context);
+}
+
+/// Compile options that are recognised but not available yet, and values
+/// that are invalid, are reported before any work is done.
+static LogicalResult checkCompileOptions(MLIRContext &context) {
+  Location loc = UnknownLoc::get(&context);
+  if (trainMode == inferMode)
+    return emitError(loc, "pass exactly one of --train and --infer");
+  if (actBits != 0 && actBits != 2 && actBits != 4 && actBits != 8)
+    return emitError(loc, "--act-bits must be 0, 8, 4 or 2");
+  if (actBits != 0)
+    return emitError(loc, "--act-bits ")
+           << actBits.getValue()
+           << ": activation compression is not implemented in this version "
+              "of blpa; use --act-bits 0 (exact)";
+  if (target == "cuda")
+    return emitError(loc, "--target cuda is not implemented in this version "
+                          "of blpa; use --target cpu");
+  if (target != "cpu")
+    return emitError(loc, "--target must be cpu or cuda");
+  if (batchSize < 0)
+    return emitError(loc, "--batch-size must be positive");
+  return success();
+}
+
+/// The passes the module still needs, judged from what it already has, so
+/// that `.mlir` files saved at any stage compile too.
+static void buildPipeline(PassManager &pm, ModuleOp module) {
+  bool hasFuncs = !module.getOps<func::FuncOp>().empty();
+  if (!hasFuncs)
+    return;
+  if (trainMode && !module.lookupSymbol("train_step")) {
+    pm.addPass(createBlpaAutodiff());
+    pm.addPass(createBlpaInferenceBatchNorm());
+  }
+  BlpaPlanMemoryOptions planOptions;
+  planOptions.reportFile = memoryReport;
+  pm.addPass(createBlpaPlanMemory(planOptions));
+  pm.addPass(createBlpaLowerToLLVM());
+}
+
+static FailureOr<std::string> modelBytesFor(ModuleOp module,
+                                            StringRef inputPath) {
+  std::string source = inputPath.str();
+  if (!isOnnxFile(inputPath)) {
+    auto attr = module->getAttrOfType<StringAttr>("blpa.source");
+    if (!attr)
+      return module.emitError("the module has no 'blpa.source' ONNX model "
+                              "to take the initial weights from");
+    source = attr.getValue().str();
+  }
+  return readSerializedModel(module.getContext(), source);
+}
+
+static LogicalResult emitOutput(ModuleOp module, StringRef inputPath,
+                                StringRef outputPath) {
+  if (emitKind == EmitKind::Mlir) {
+    std::string error;
+    auto out = openOutputFile(outputPath, &error);
+    if (!out)
+      return module.emitError(error);
+    module.print(out->os());
+    out->keep();
+    return success();
+  }
+  if (outputPath == "-")
+    return module.emitError("-o FILE is required to write an executable or "
+                            "object file");
+  FailureOr<std::string> model = modelBytesFor(module, inputPath);
+  if (failed(model))
+    return failure();
+  if (emitKind == EmitKind::Object)
+    return emitObjectFile(module, *model, outputPath);
+  SmallString<128> objectPath;
+  if (llvm::sys::fs::createTemporaryFile("blpa-step", "o", objectPath))
+    return module.emitError("cannot create a temporary object file");
+  llvm::FileRemover removeObject(objectPath);
+  if (failed(emitObjectFile(module, *model, objectPath)))
+    return failure();
+  return linkExecutable(module.getLoc(), objectPath, outputPath);
+}
+
+static LogicalResult compile(MLIRContext &context, StringRef inputPath,
+                             StringRef outputPath) {
+  if (failed(checkCompileOptions(context)))
+    return failure();
+  OwningOpRef<ModuleOp> module = loadModule(context, inputPath);
+  if (!module)
+    return failure();
+  if (inferMode && module->lookupSymbol("train_step"))
+    return module->emitError("--infer needs a module without @train_step");
+  PassManager pm(&context);
+  if (failed(applyPassManagerCLOptions(pm)))
+    return failure();
+  DefaultTimingManager timing;
+  applyDefaultTimingManagerCLOptions(timing);
+  TimingScope timingScope = timing.getRootScope();
+  pm.enableTiming(timingScope);
+  buildPipeline(pm, *module);
+  if (failed(pm.run(*module)))
+    return failure();
+  return emitOutput(*module, inputPath, outputPath);
+}
+
+/// mlir-opt over an imported ONNX model: import, print with locations (so
+/// the ONNX node names survive), and hand the text to MlirOptMain.
+static LogicalResult optOnnx(DialectRegistry &registry, MLIRContext &context,
+                             StringRef inputPath, StringRef outputPath) {
+  OwningOpRef<ModuleOp> module = loadModule(context, inputPath);
+  if (!module)
+    return failure();
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  module->print(os, OpPrintingFlags().enableDebugInfo());
+  std::string error;
+  auto out = openOutputFile(outputPath, &error);
+  if (!out) {
+    llvm::errs() << "error: " << error << "\n";
+    return failure();
+  }
+  if (failed(MlirOptMain(out->os(),
+                         llvm::MemoryBuffer::getMemBufferCopy(text, inputPath),
+                         registry, MlirOptMainConfig::createFromCLOptions())))
+    return failure();
+  out->keep();
+  return success();
+}
+
+int main(int argc, char **argv) {
+  llvm::InitLLVM initLLVM(argc, argv);
+  DialectRegistry registry;
+  registry.insert<BlpaDialect, func::FuncDialect, LLVM::LLVMDialect>();
+  registerBlpaPasses();
+  registerBlpaConversionPasses();
+  registerTransformsPasses();
+
+  auto [inputPath, outputPath] = registerAndParseCLIOptions(
+      argc, argv,
+      "blpa-opt: memory-efficient training compiler for ONNX models\n\n"
+      "  blpa-opt MODEL.onnx --train --batch-size N [--memory-report F] -o EXE\n"
+      "  blpa-opt MODEL.onnx --infer --batch-size N -o EXE\n"
+      "  blpa-opt FILE.mlir|MODEL.onnx [pass flags]   (mlir-opt mode)\n",
+      registry);
+
+  bool compileMode = trainMode || inferMode;
+  if (!compileMode && !isOnnxFile(inputPath))
+    return failed(MlirOptMain(argc, argv, inputPath, outputPath, registry));
+
+  MLIRContext context(registry);
+  context.loadAllAvailableDialects();
+  ScopedDiagnosticHandler handler(&context, printDiagnostic);
+  LogicalResult result =
+      compileMode ? compile(context, inputPath, outputPath)
+                  : optOnnx(registry, context, inputPath, outputPath);
+  return failed(result) ? 1 : 0;
+}
