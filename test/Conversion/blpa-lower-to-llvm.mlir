@@ -2,12 +2,12 @@
 
 // Each op becomes one runtime call with data pointers (arena offsets,
 // parameter slots, caller buffers) and static shape arguments.
+// CHECK: llvm.mlir.global external constant @blpa_manifest("blpa-manifest 1\0Amode infer\0Aarena 128\0Ainput 2 2 4 x\0Aoutput 2 2 3 y\0Aparam 0 trainable 2 4 3 w\0Aparam 1 trainable 1 3 b\0A\00")
 // CHECK-LABEL: llvm.func @blpa_forward(%{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr)
 // CHECK: llvm.call @blpa_gemm(
 // CHECK: llvm.call @blpa_relu(
 // CHECK: llvm.call @blpa_copy(
 // CHECK: llvm.return
-// CHECK: llvm.mlir.global external constant @blpa_manifest("blpa-manifest 1\0Amode infer\0Aarena 128\0Ainput 2 2 4 x\0Aoutput 2 2 3 y\0Aparam 0 trainable 2 4 3 w\0Aparam 1 trainable 1 3 b\0A\00")
 module {
   func.func @forward(%x: tensor<2x4xf32> {blpa.name = "x"}) -> (tensor<2x3xf32> {blpa.name = "y"}) {
     %w = blpa.param "w" trainable : tensor<4x3xf32>

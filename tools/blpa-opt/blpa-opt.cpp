@@ -267,8 +267,21 @@ static LogicalResult optOnnx(DialectRegistry &registry, MLIRContext &context,
   return success();
 }
 
+/// libLLVM registers hundreds of code generator options at load time; keep
+/// them out of --help (they stay in --help-hidden) so that the compiler's and
+/// mlir-opt's own options are readable.
+static void hideBackendOptions() {
+  for (auto &entry : cl::getRegisteredOptions()) {
+    cl::Option *option = entry.second;
+    bool ours = llvm::is_contained(option->Categories, &compileCategory);
+    if (!ours && option->getOptionHiddenFlag() == cl::NotHidden)
+      option->setHiddenFlag(cl::Hidden);
+  }
+}
+
 int main(int argc, char **argv) {
   llvm::InitLLVM initLLVM(argc, argv);
+  hideBackendOptions();
   DialectRegistry registry;
   registry.insert<BlpaDialect, func::FuncDialect, LLVM::LLVMDialect>();
   registerBlpaPasses();

@@ -35,19 +35,19 @@ namespace {
 enum class AbiArg { Context, Arena, Params, Momenta, Grads, Inputs, Outputs };
 
 /// Module-level pieces shared by all functions: runtime declarations and
-/// constant arrays.
+/// constant arrays. Each is created at the top of the module, ahead of the
+/// entry points.
 class ModuleLowering {
 public:
   explicit ModuleLowering(ModuleOp module)
-      : module(module), builder(module.getBodyRegion()) {
-    builder.setInsertionPointToStart(module.getBody());
-  }
+      : module(module), builder(module.getBodyRegion()) {}
 
   LLVM::LLVMFuncOp getOrDeclare(StringRef name, ArrayRef<Type> argTypes) {
     if (auto existing = module.lookupSymbol<LLVM::LLVMFuncOp>(name))
       return existing;
     auto type = LLVM::LLVMFunctionType::get(
         LLVM::LLVMVoidType::get(module.getContext()), argTypes);
+    builder.setInsertionPointToStart(module.getBody());
     return LLVM::LLVMFuncOp::create(builder, module.getLoc(), name, type);
   }
 
@@ -62,6 +62,7 @@ public:
     auto type = LLVM::LLVMArrayType::get(i64, values.size());
     auto attr = DenseElementsAttr::get(
         RankedTensorType::get({int64_t(values.size())}, i64), values);
+    builder.setInsertionPointToStart(module.getBody());
     auto global = LLVM::GlobalOp::create(
         builder, module.getLoc(), type, /*isConstant=*/true,
         LLVM::Linkage::Internal,
@@ -74,6 +75,7 @@ public:
     std::string data = text.str();
     data.push_back('\0');
     auto type = LLVM::LLVMArrayType::get(builder.getI8Type(), data.size());
+    builder.setInsertionPointToStart(module.getBody());
     LLVM::GlobalOp::create(builder, module.getLoc(), type,
                            /*isConstant=*/true, LLVM::Linkage::External, name,
                            builder.getStringAttr(data));

@@ -1,0 +1,46 @@
+// RUN: blpa-opt %s --train --emit mlir -o - | FileCheck %s
+// RUN: blpa-opt %s --train --emit mlir --memory-report %t.json -o %t.mlir
+// RUN: FileCheck %s --check-prefix=REPORT < %t.json
+// RUN: not blpa-opt %s --train --act-bits 4 -o %t.exe 2>&1 | FileCheck %s --check-prefix=BITS
+// RUN: not blpa-opt %s --train --target cuda -o %t.exe 2>&1 | FileCheck %s --check-prefix=CUDA
+// RUN: not blpa-opt %s --train --infer -o %t.exe 2>&1 | FileCheck %s --check-prefix=MODE
+// RUN: not blpa-opt %s --train -o %t.exe 2>&1 | FileCheck %s --check-prefix=SOURCE
+
+// The whole pipeline from the forward function: autodiff, evaluation mode,
+// planning and lowering to runtime calls.
+// CHECK: llvm.mlir.global external constant @blpa_manifest("blpa-manifest 1\0Amode train\0Aarena {{[0-9]+}}\0A
+// CHECK-SAME: input 4 2 1 4 4 x\0Aoutput 2 2 3 logits\0Alabels 2\0Aparam 0 trainable 4 2 1 3 3 conv.weight\0Aparam 1 trainable 1 2 bn.weight\0Aparam 2 trainable 1 2 bn.bias\0Aparam 3 state 1 2 bn.running_mean\0A
+// CHECK-DAG: llvm.func @blpa_conv2d(!llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64)
+// CHECK-DAG: llvm.func @blpa_sgd_update(!llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, i64)
+// CHECK-LABEL: llvm.func @blpa_forward(
+// CHECK: llvm.call @blpa_batch_norm_infer(
+// CHECK-LABEL: llvm.func @blpa_train_step(
+// CHECK: llvm.call @blpa_batch_norm_train(
+// CHECK: llvm.call @blpa_softmax_cross_entropy_grad(
+// CHECK: llvm.call @blpa_update_running_stats(
+
+// REPORT: "lower_bound_bytes":
+// REPORT: "peak_bytes":
+// REPORT: "saved_activation_bytes":
+
+// BITS: error: --act-bits 4: activation compression is not implemented in this version of blpa; use --act-bits 0 (exact)
+// CUDA: error: --target cuda is not implemented in this version of blpa; use --target cpu
+// MODE: error: pass exactly one of --train and --infer
+// SOURCE: error: {{.*}}the module has no 'blpa.source' ONNX model to take the initial weights from
+
+module {
+  func.func @forward(%x: tensor<2x1x4x4xf32> {blpa.name = "x"}) -> (tensor<2x3xf32> {blpa.name = "logits"}) {
+    %w = blpa.param "conv.weight" trainable : tensor<2x1x3x3xf32>
+    %s = blpa.param "bn.weight" trainable : tensor<2xf32>
+    %t = blpa.param "bn.bias" trainable : tensor<2xf32>
+    %m = blpa.param "bn.running_mean" : tensor<2xf32>
+    %v = blpa.param "bn.running_var" : tensor<2xf32>
+    %fw = blpa.param "fc.weight" trainable : tensor<3x8xf32>
+    %c = blpa.conv2d %x, %w {strides = array<i64: 2, 2>, pads = array<i64: 1, 1, 1, 1>} : (tensor<2x1x4x4xf32>, tensor<2x1x3x3xf32>) -> tensor<2x2x2x2xf32>
+    %n:3 = blpa.batch_norm %c, %s, %t, %m, %v {epsilon = 1.0e-5 : f64, momentum = 0.9 : f64} : (tensor<2x2x2x2xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xf32>) -> (tensor<2x2x2x2xf32>, tensor<2xf32>, tensor<2xf32>)
+    %r = blpa.relu %n#0 : (tensor<2x2x2x2xf32>) -> tensor<2x2x2x2xf32>
+    %f = blpa.reshape %r : tensor<2x2x2x2xf32> -> tensor<2x8xf32>
+    %l = blpa.gemm %f, %fw {trans_b = true} : (tensor<2x8xf32>, tensor<3x8xf32>) -> tensor<2x3xf32>
+    return %l : tensor<2x3xf32>
+  }
+}
