@@ -30,7 +30,8 @@ namespace {
 /// hands us a model exported in eval mode to train means training mode.
 void trainInferenceBatchNorms(func::FuncOp func) {
   func.walk([](BatchNormInferenceOp op) {
-    op.emitWarning("BatchNormalization has training_mode=0; it is trained "
+    op.emitWarning("BatchNormalization is in inference mode (training_mode=0); "
+                   "it is trained "
                    "in training mode (batch statistics)");
     OpBuilder b(op);
     auto train = BatchNormOp::create(

@@ -1,0 +1,38 @@
+//===- OnnxImporter.h - ONNX models into the blpa dialect -------*- C++ -*-===//
+
+#ifndef BLPA_IMPORT_ONNXIMPORTER_H
+#define BLPA_IMPORT_ONNXIMPORTER_H
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/OwningOpRef.h"
+#include "llvm/ADT/StringRef.h"
+
+#include <optional>
+#include <string>
+
+namespace mlir {
+namespace blpa {
+
+struct ImportOptions {
+  /// Fixes a symbolic (or 0/-1) leading batch dimension of the graph inputs.
+  std::optional<int64_t> batchSize;
+};
+
+/// Reads `path` (a binary ModelProto `.onnx`, or `.onnxtext` in ONNX's text
+/// syntax) and builds a module holding `func.func @forward(inputs) ->
+/// outputs` over blpa ops, with one `blpa.param` per initializer used. Every
+/// error is one self-contained diagnostic ("FILE: node 'NAME' (OP): what is
+/// wrong; what is supported") and the result is failure().
+FailureOr<OwningOpRef<ModuleOp>> importOnnxFile(MLIRContext *context,
+                                                llvm::StringRef path,
+                                                const ImportOptions &options);
+
+/// The model at `path` as a serialized binary ModelProto, for embedding in
+/// executables.
+FailureOr<std::string> readSerializedModel(MLIRContext *context,
+                                           llvm::StringRef path);
+
+} // namespace blpa
+} // namespace mlir
+
+#endif // BLPA_IMPORT_ONNXIMPORTER_H

@@ -1,0 +1,67 @@
+//===- ModelReader.cpp - Reading ONNX model files -------------------------===//
+
+#include "ModelReader.h"
+
+#include "blpa/Import/OnnxImporter.h"
+
+#include "mlir/IR/Diagnostics.h"
+#include "onnx/defs/parser.h"
+#include "llvm/Support/MemoryBuffer.h"
+
+using namespace mlir;
+using namespace mlir::blpa;
+
+static std::string parseText(llvm::StringRef path, const std::string &text,
+                             onnx::ModelProto &model) {
+  onnx::Common::Status status =
+      onnx::OnnxParser::Parse(model, text.c_str());
+  if (!status.IsOK())
+    return (path + ": cannot parse ONNX text model: " + status.ErrorMessage())
+        .str();
+  return "";
+}
+
+static std::string parseBinary(llvm::StringRef path, llvm::StringRef bytes,
+                               onnx::ModelProto &model) {
+  if (bytes.size() > static_cast<size_t>(INT_MAX))
+    return (path + ": model larger than 2 GiB; external data is not "
+                   "supported")
+        .str();
+  if (!model.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())) ||
+      !model.has_graph())
+    return (path + ": cannot parse ONNX model: the file is not a valid "
+                   "ModelProto (truncated or not ONNX?)")
+        .str();
+  return "";
+}
+
+std::string mlir::blpa::readModel(llvm::StringRef path,
+                                  onnx::ModelProto &model) {
+  auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
+                                            /*RequiresNullTerminator=*/true);
+  if (!buffer)
+    return (path + ": " + buffer.getError().message()).str();
+  llvm::StringRef bytes = (*buffer)->getBuffer();
+  // Protobuf and ONNX's parser report most problems by status, but may
+  // throw on malformed input; neither may escape into the compiler.
+  try {
+    if (path.ends_with(".onnxtext"))
+      return parseText(path, bytes.str(), model);
+    return parseBinary(path, bytes, model);
+  } catch (const std::exception &e) {
+    return (path + ": cannot parse ONNX model: " + e.what()).str();
+  }
+}
+
+FailureOr<std::string> mlir::blpa::readSerializedModel(MLIRContext *context,
+                                                       llvm::StringRef path) {
+  onnx::ModelProto model;
+  std::string error = readModel(path, model);
+  if (!error.empty())
+    return emitError(UnknownLoc::get(context), error);
+  std::string bytes;
+  if (!model.SerializeToString(&bytes))
+    return emitError(UnknownLoc::get(context),
+                     (path + ": cannot serialize the model").str());
+  return bytes;
+}
