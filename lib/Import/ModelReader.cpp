@@ -8,6 +8,8 @@
 #include "onnx/defs/parser.h"
 #include "llvm/Support/MemoryBuffer.h"
 
+#include <algorithm>
+
 using namespace mlir;
 using namespace mlir::blpa;
 
@@ -15,9 +17,12 @@ static std::string parseText(llvm::StringRef path, const std::string &text,
                              onnx::ModelProto &model) {
   onnx::Common::Status status =
       onnx::OnnxParser::Parse(model, text.c_str());
-  if (!status.IsOK())
-    return (path + ": cannot parse ONNX text model: " + status.ErrorMessage())
-        .str();
+  if (!status.IsOK()) {
+    // The parser's message spans lines; a diagnostic is one line.
+    std::string message = status.ErrorMessage();
+    std::replace(message.begin(), message.end(), '\n', ' ');
+    return (path + ": cannot parse ONNX text model: " + message).str();
+  }
   return "";
 }
 
@@ -27,8 +32,11 @@ static std::string parseBinary(llvm::StringRef path, llvm::StringRef bytes,
     return (path + ": model larger than 2 GiB; external data is not "
                    "supported")
         .str();
+  // A file cut short can still be a valid protobuf message; the opset
+  // declaration is serialized after the graph, so it being missing means
+  // the tail was lost.
   if (!model.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())) ||
-      !model.has_graph())
+      !model.has_graph() || model.opset_import_size() == 0)
     return (path + ": cannot parse ONNX model: the file is not a valid "
                    "ModelProto (truncated or not ONNX?)")
         .str();
