@@ -125,6 +125,11 @@ private:
                                                ArrayRef<int64_t> dilations);
   LogicalResult checkPoolAttrs(const onnx::NodeProto &node,
                                const NodeAttrs &attrs);
+  struct PoolWindow {
+    SmallVector<int64_t> kernel, strides, pads;
+  };
+  FailureOr<PoolWindow> poolWindow(const onnx::NodeProto &node,
+                                   const NodeAttrs &attrs, Value input);
   Value reshape(Location loc, Value value, ArrayRef<int64_t> shape);
 
   MLIRContext *context;
@@ -590,38 +595,49 @@ LogicalResult Importer::checkPoolAttrs(const onnx::NodeProto &node,
   return checkUnusedOutputs(node, 1);
 }
 
+FailureOr<Importer::PoolWindow>
+Importer::poolWindow(const onnx::NodeProto &node, const NodeAttrs &attrs,
+                     Value input) {
+  if (failed(checkPoolAttrs(node, attrs)))
+    return failure();
+  PoolWindow window;
+  window.kernel = attrs.getInts("kernel_shape", {});
+  window.strides = attrs.getInts("strides", {1, 1});
+  FailureOr<SmallVector<int64_t>> pads = explicitPads(
+      node, attrs, shapeOf(input), window.kernel, window.strides, {1, 1});
+  if (failed(pads))
+    return failure();
+  window.pads = *pads;
+  return window;
+}
+
 LogicalResult Importer::importMaxPool(const onnx::NodeProto &node,
                                       const NodeAttrs &attrs) {
   FailureOr<Value> x = input(node, 0);
-  if (failed(x) || failed(checkPoolAttrs(node, attrs)))
+  if (failed(x))
     return failure();
-  SmallVector<int64_t> kernel = attrs.getInts("kernel_shape", {});
-  SmallVector<int64_t> strides = attrs.getInts("strides", {1, 1});
-  FailureOr<SmallVector<int64_t>> pads =
-      explicitPads(node, attrs, shapeOf(*x), kernel, strides, {1, 1});
-  if (failed(pads))
+  FailureOr<PoolWindow> window = poolWindow(node, attrs, *x);
+  if (failed(window))
     return failure();
-  Value y = MaxPoolOp::create(builder, nodeLoc(node), *x, kernel, strides,
-                              *pads, attrs.getInt("ceil_mode", 0) != 0);
+  Value y = MaxPoolOp::create(builder, nodeLoc(node), *x, window->kernel,
+                              window->strides, window->pads,
+                              attrs.getInt("ceil_mode", 0) != 0);
   return setOutput(node, y);
 }
 
 LogicalResult Importer::importAvgPool(const onnx::NodeProto &node,
                                       const NodeAttrs &attrs) {
   FailureOr<Value> x = input(node, 0);
-  if (failed(x) || failed(checkPoolAttrs(node, attrs)))
+  if (failed(x))
     return failure();
   if (attrs.getInt("ceil_mode", 0) != 0)
     return nodeError(node) << "ceil_mode 1 is not supported for "
                               "AveragePool; use ceil_mode 0";
-  SmallVector<int64_t> kernel = attrs.getInts("kernel_shape", {});
-  SmallVector<int64_t> strides = attrs.getInts("strides", {1, 1});
-  FailureOr<SmallVector<int64_t>> pads =
-      explicitPads(node, attrs, shapeOf(*x), kernel, strides, {1, 1});
-  if (failed(pads))
+  FailureOr<PoolWindow> window = poolWindow(node, attrs, *x);
+  if (failed(window))
     return failure();
-  Value y = AvgPoolOp::create(builder, nodeLoc(node), *x, kernel, strides,
-                              *pads, false,
+  Value y = AvgPoolOp::create(builder, nodeLoc(node), *x, window->kernel,
+                              window->strides, window->pads, false,
                               attrs.getInt("count_include_pad", 0) != 0);
   return setOutput(node, y);
 }

@@ -218,21 +218,33 @@ void Conv2DOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
       .appendRuntimeArgs(args);
 }
 
+/// The result type of a convolution gradient: `result` (the input's or the
+/// weight's shape) once the convolution of `input` by `weight` is valid and
+/// produces the gradient's shape.
+template <typename Adaptor>
+static LogicalResult
+inferConvGradType(MLIRContext *ctx, std::optional<Location> loc,
+                  Adaptor adaptor, ArrayRef<int64_t> input,
+                  ArrayRef<int64_t> weight, ArrayRef<int64_t> result,
+                  SmallVectorImpl<Type> &results) {
+  ConvGeometry geom;
+  if (failed(buildConvGeometry(loc, input, weight, adaptor.getStrides(),
+                               adaptor.getPads(), adaptor.getDilations(),
+                               adaptor.getGroup(), geom)))
+    return failure();
+  if (ArrayRef<int64_t>(geom.output) != shapeOf(adaptor.getGrad()))
+    return emitOptionalError(loc, "convolution gradient: grad shape does "
+                                  "not match the convolution's output shape");
+  results.push_back(f32Tensor(ctx, result));
+  return success();
+}
+
 LogicalResult Conv2DGradInputOp::inferReturnTypes(
     MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
     SmallVectorImpl<Type> &results) {
-  ConvGeometry geom;
-  if (failed(buildConvGeometry(loc, adaptor.getInputShape(),
-                               shapeOf(adaptor.getWeight()),
-                               adaptor.getStrides(), adaptor.getPads(),
-                               adaptor.getDilations(), adaptor.getGroup(),
-                               geom)))
-    return failure();
-  if (ArrayRef<int64_t>(geom.output) != shapeOf(adaptor.getGrad()))
-    return emitOptionalError(loc, "conv2d_grad_input: grad shape does not "
-                                  "match the convolution's output shape");
-  results.push_back(f32Tensor(ctx, adaptor.getInputShape()));
-  return success();
+  return inferConvGradType(ctx, loc, adaptor, adaptor.getInputShape(),
+                           shapeOf(adaptor.getWeight()),
+                           adaptor.getInputShape(), results);
 }
 
 StringRef Conv2DGradInputOp::getRuntimeFunction() {
@@ -250,17 +262,9 @@ void Conv2DGradInputOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
 LogicalResult Conv2DGradWeightOp::inferReturnTypes(
     MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
     SmallVectorImpl<Type> &results) {
-  ConvGeometry geom;
-  if (failed(buildConvGeometry(loc, shapeOf(adaptor.getInput()),
-                               adaptor.getWeightShape(), adaptor.getStrides(),
-                               adaptor.getPads(), adaptor.getDilations(),
-                               adaptor.getGroup(), geom)))
-    return failure();
-  if (ArrayRef<int64_t>(geom.output) != shapeOf(adaptor.getGrad()))
-    return emitOptionalError(loc, "conv2d_grad_weight: grad shape does not "
-                                  "match the convolution's output shape");
-  results.push_back(f32Tensor(ctx, adaptor.getWeightShape()));
-  return success();
+  return inferConvGradType(ctx, loc, adaptor, shapeOf(adaptor.getInput()),
+                           adaptor.getWeightShape(), adaptor.getWeightShape(),
+                           results);
 }
 
 StringRef Conv2DGradWeightOp::getRuntimeFunction() {
