@@ -1,0 +1,3 @@
+"""Python side of blpa: model builders and a wrapper around blpa-opt and the
+executables it produces. Runs under Debian's /usr/bin/python3 (torch, onnx,
+numpy)."""

@@ -1,0 +1,113 @@
+"""The executables' contract: determinism, inference, training on
+Fashion-MNIST, --save, the memory report."""
+
+import copy
+import json
+import os
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+
+from conftest import FASHION_MNIST, fresh_rng
+from blpa import models, tool
+
+
+def test_check_step_is_bitwise_deterministic(residual_cnn_exe, tmp_path):
+    exe, _ = residual_cnn_exe
+    rng = fresh_rng()
+    x = rng.standard_normal((4, 3, 16, 16)).astype(np.float32)
+    y = rng.integers(0, 10, size=4).astype(np.int64)
+    loss1, grads1 = tool.check_step(exe, x, y, str(tmp_path / "a"))
+    loss2, grads2 = tool.check_step(exe, x, y, str(tmp_path / "b"))
+    assert loss1.tobytes() == loss2.tobytes()
+    for name in grads1:
+        assert grads1[name].tobytes() == grads2[name].tobytes(), name
+
+
+def test_synthetic_training_is_reproducible(residual_cnn_exe, tmp_path):
+    exe, _ = residual_cnn_exe
+    runs = []
+    for i in range(2):
+        records, _ = tool.train(exe, str(tmp_path / ("%d.jsonl" % i)),
+                                "--synthetic", "--steps", 5, "--lr", 0.05,
+                                "--seed", 7)
+        runs.append([r["loss"] for r in records if "loss" in r])
+    assert len(runs[0]) == 5 and runs[0] == runs[1]
+    assert runs[0][0] != runs[0][-1]
+
+
+def test_infer_matches_pytorch_eval(tmp_path):
+    model = models.example_cnn(seed=5)
+    rng = fresh_rng()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    onnx_path = str(tmp_path / "eval.onnx")
+    models.export(model, onnx_path, (1, 1, 28, 28), training=False)
+    exe = tool.compile(onnx_path, str(tmp_path / "infer"), train=False,
+                       batch_size=5)
+    x = rng.standard_normal((5, 1, 28, 28)).astype(np.float32)
+    (out,) = tool.infer(exe, [x], str(tmp_path / "dump"))
+    ref = copy.deepcopy(model).double().eval()(
+        torch.from_numpy(x).double()).detach().numpy()
+    assert out.shape == ref.shape
+    assert np.linalg.norm(out - ref) <= 1e-4 * np.linalg.norm(ref)
+
+
+def test_trains_example_cnn_on_fashion_mnist(example_cnn_exe, tmp_path):
+    exe, _, _ = example_cnn_exe
+    records, stdout = tool.train(exe, str(tmp_path / "log.jsonl"), "--data",
+                                 FASHION_MNIST, "--steps", 150, "--lr", 0.05,
+                                 "--eval-batches", 20)
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert len(losses) == 150
+    fifth = len(losses) // 5
+    assert np.mean(losses[-fifth:]) < 0.6 * np.mean(losses[:fifth])
+    accuracy = [r["test_accuracy"] for r in records if "test_accuracy" in r]
+    assert accuracy and accuracy[0] > 0.5
+    assert "test accuracy:" in stdout
+
+
+def test_save_writes_the_trained_weights(example_cnn_exe, tmp_path):
+    exe, onnx_path, _ = example_cnn_exe
+    saved = str(tmp_path / "trained.onnx")
+    tool.train(exe, str(tmp_path / "log.jsonl"), "--synthetic", "--steps", 3,
+               "--lr", 0.05, "--save", saved)
+    onnx.checker.check_model(onnx.load(saved))
+    before = {t.name: numpy_helper.to_array(t)
+              for t in onnx.load(onnx_path).graph.initializer}
+    after = {t.name: numpy_helper.to_array(t)
+             for t in onnx.load(saved).graph.initializer}
+    assert before.keys() == after.keys()
+    assert not np.array_equal(before["conv1.weight"], after["conv1.weight"])
+    assert not np.array_equal(before["bn1.running_mean"],
+                              after["bn1.running_mean"])
+    assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
+
+    # The saved model resumes: a check-step from it equals one from the
+    # original executable given those weights.
+    rng = fresh_rng()
+    x = rng.standard_normal((32, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, size=32).astype(np.int64)
+    resumed = tool.compile(saved, str(tmp_path / "resumed"), batch_size=32)
+    loss_a, _ = tool.check_step(resumed, x, y, str(tmp_path / "a"))
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    tool.run([exe, "--check-step", "--inputs", tmp_path / "x.npy",
+              "--labels", tmp_path / "y.npy", "--weights", saved, "--dump",
+              tmp_path / "b"])
+    assert loss_a.tobytes() == np.load(tmp_path / "b" / "loss.npy").tobytes()
+
+
+def test_memory_report(example_cnn_exe):
+    _, _, report = example_cnn_exe
+    with open(report) as f:
+        data = json.load(f)
+    assert 0 < data["lower_bound_bytes"] <= data["peak_bytes"]
+    # The planner may not waste more than alignment padding on this chain.
+    assert data["peak_bytes"] <= 1.05 * data["lower_bound_bytes"]
+    assert 0 < data["saved_activation_bytes"] <= data["peak_bytes"]

@@ -1,0 +1,111 @@
+"""One --check-step against PyTorch autograd in float64 (the spine's
+acceptance test), for models from PyTorch's exporter and from onnx.helper."""
+
+import copy
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import (assert_gradients_match, fresh_rng, torch_reference)
+from blpa import tool
+
+
+def random_batch(rng, shape, classes=10):
+    x = rng.standard_normal(shape).astype(np.float32)
+    y = rng.integers(0, classes, size=shape[0]).astype(np.int64)
+    return x, y
+
+
+def test_residual_cnn_matches_pytorch_float64(residual_cnn_exe, tmp_path):
+    exe, model = residual_cnn_exe
+    x, y = random_batch(fresh_rng(), (4, 3, 16, 16))
+    loss, grads = tool.check_step(exe, x, y, str(tmp_path))
+    ref_loss, ref_grads = torch_reference(copy.deepcopy(model), x, y)
+    assert_gradients_match(loss, grads, ref_loss, ref_grads)
+
+
+def test_explicit_act_bits_0_is_exact(residual_cnn_exe, workdir, tmp_path):
+    _, model = residual_cnn_exe
+    exe = tool.compile(str(workdir / "residual_cnn.onnx"),
+                       str(tmp_path / "exact"), batch_size=4, act_bits=0)
+    x, y = random_batch(fresh_rng(), (4, 3, 16, 16))
+    loss, grads = tool.check_step(exe, x, y, str(tmp_path / "dump"))
+    ref_loss, ref_grads = torch_reference(copy.deepcopy(model), x, y)
+    assert_gradients_match(loss, grads, ref_loss, ref_grads)
+
+
+def test_inference_mode_batch_norm_is_trained_in_training_mode(
+        residual_cnn_exe, workdir, tmp_path):
+    """Batch norms with training_mode=0 (an eval-mode export; PyTorch's own
+    eval export folds them into the convolutions) are trained with batch
+    statistics, like the same model in train mode."""
+    _, model = residual_cnn_exe
+    onnx_model = onnx.load(str(workdir / "residual_cnn.onnx"))
+    for node in onnx_model.graph.node:
+        if node.op_type == "BatchNormalization":
+            for attr in node.attribute:
+                if attr.name == "training_mode":
+                    attr.i = 0
+            del node.output[1:]
+    onnx.save(onnx_model, str(tmp_path / "eval_bn.onnx"))
+    proc = tool.run([tool.blpa_opt_path(), tmp_path / "eval_bn.onnx",
+                     "--train", "--batch-size", 4, "-o", tmp_path / "exe"])
+    assert "trained in training mode" in proc.stderr
+    x, y = random_batch(fresh_rng(), (4, 3, 16, 16))
+    loss, grads = tool.check_step(str(tmp_path / "exe"), x, y,
+                                  str(tmp_path / "dump"))
+    ref_loss, ref_grads = torch_reference(copy.deepcopy(model), x, y)
+    assert_gradients_match(loss, grads, ref_loss, ref_grads)
+
+
+def helper_model(rng, path):
+    """Conv-Relu-Flatten-Gemm written with onnx.helper, batch symbolic; the
+    weights as float64 numpy arrays for the reference."""
+    w = rng.standard_normal((4, 2, 3, 3)).astype(np.float32) * 0.5
+    b = rng.standard_normal(4).astype(np.float32)
+    fw = rng.standard_normal((5, 4 * 3 * 3)).astype(np.float32) * 0.3
+    fb = rng.standard_normal(5).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv",
+                         strides=[2, 2], pads=[1, 0, 0, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Flatten", ["r"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], name="fc",
+                         transB=1, alpha=0.7),
+    ]
+    inits = [numpy_helper.from_array(a, n)
+             for a, n in ((w, "w"), (b, "b"), (fw, "fw"), (fb, "fb"))]
+    graph = helper.make_graph(
+        nodes, "helper_net",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                       ["N", 2, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])],
+        inits)
+    model = helper.make_model(graph,
+                              opset_imports=[helper.make_opsetid("", 15)])
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return {n: a.astype(np.float64) for a, n in
+            ((w, "w"), (b, "b"), (fw, "fw"), (fb, "fb"))}
+
+
+def test_onnx_helper_model_matches_pytorch(tmp_path):
+    rng = fresh_rng()
+    weights = helper_model(rng, str(tmp_path / "m.onnx"))
+    exe = tool.compile(str(tmp_path / "m.onnx"), str(tmp_path / "exe"),
+                       batch_size=3)
+    x, y = random_batch(rng, (3, 2, 6, 6), classes=5)
+    loss, grads = tool.check_step(exe, x, y, str(tmp_path / "dump"))
+
+    params = {n: torch.tensor(a, requires_grad=True)
+              for n, a in weights.items()}
+    c = F.conv2d(F.pad(torch.from_numpy(x).double(), (0, 1, 1, 0)),
+                 params["w"], params["b"], stride=2)
+    logits = 0.7 * torch.flatten(F.relu(c), 1) @ params["fw"].T + params["fb"]
+    ref = F.cross_entropy(logits, torch.from_numpy(y))
+    ref.backward()
+    assert_gradients_match(loss, grads, ref.item(),
+                           {n: p.grad.numpy() for n, p in params.items()})
