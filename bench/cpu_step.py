@@ -1,0 +1,102 @@
+"""Times one training step of blpa's executable against PyTorch on the CPU,
+side by side in one run, same model, batch and thread count.
+
+    PYTHONPATH=python /usr/bin/python3 bench/cpu_step.py [--threads 2]
+
+Prints a markdown table (paste it into docs/benchmarks.md with the date and
+machine it prints); writes nothing itself."""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
+from blpa import models, tool  # noqa: E402
+
+warnings.filterwarnings("ignore")
+
+
+def blpa_ms_per_step(onnx_path, batch, steps, warmup, threads, workdir):
+    exe = tool.compile(onnx_path, os.path.join(workdir, "step"),
+                       batch_size=batch)
+    log = os.path.join(workdir, "log.jsonl")
+    tool.run([exe, "--synthetic", "--steps", steps + warmup, "--lr", 0.01,
+              "--threads", threads, "--log", log])
+    with open(log) as f:
+        rates = [json.loads(l)["images_per_s"] for l in f if '"step"' in l]
+    timed = rates[warmup:]
+    return 1e3 * sum(batch / rate for rate in timed) / len(timed)
+
+
+def torch_ms_per_step(model, shape, steps, warmup, threads):
+    torch.set_num_threads(threads)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(*shape)
+    y = torch.randint(0, 10, (shape[0],))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return 1e3 * (time.perf_counter() - start) / steps
+
+
+def cpu_name():
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    args = parser.parse_args()
+    cases = [
+        ("example CNN (Fashion-MNIST)", models.example_cnn, (64, 1, 28, 28)),
+        ("pre-act ResNet-20 (CIFAR)", lambda: models.preact_resnet(depth=20),
+         (32, 3, 32, 32)),
+    ]
+    print("date: %s, machine: %s, %d cores, threads: %d" % (
+        datetime.date.today(), cpu_name(), os.cpu_count(), args.threads))
+    print()
+    print("| model | batch | blpa ms/step | PyTorch %s ms/step | ratio |" %
+          torch.__version__)
+    print("| --- | --- | --- | --- | --- |")
+    for name, build, shape in cases:
+        with tempfile.TemporaryDirectory() as workdir:
+            path = os.path.join(workdir, "model.onnx")
+            models.export(build(), path, shape)
+            ours = blpa_ms_per_step(path, shape[0], args.steps, args.warmup,
+                                    args.threads, workdir)
+            theirs = torch_ms_per_step(build(), shape, args.steps,
+                                       args.warmup, args.threads)
+        print("| %s | %d | %.1f | %.1f | %.2f |" % (name, shape[0], ours,
+                                                  theirs, ours / theirs))
+
+
+if __name__ == "__main__":
+    main()
