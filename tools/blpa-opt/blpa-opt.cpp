@@ -170,10 +170,10 @@ static void buildPipeline(PassManager &pm, ModuleOp module) {
   bool hasFuncs = !module.getOps<func::FuncOp>().empty();
   if (!hasFuncs)
     return;
-  if (trainMode && !module.lookupSymbol("train_step")) {
+  if (trainMode && !module.lookupSymbol("train_step"))
     pm.addPass(createBlpaAutodiff());
+  if (trainMode)
     pm.addPass(createBlpaInferenceBatchNorm());
-  }
   BlpaPlanMemoryOptions planOptions;
   planOptions.reportFile = memoryReport;
   pm.addPass(createBlpaPlanMemory(planOptions));
