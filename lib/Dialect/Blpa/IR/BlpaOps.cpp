@@ -573,17 +573,37 @@ static void appendPoolArgs(OpTy op, ArrayRef<int64_t> input,
     args.push_back(RuntimeArg::i64(v));
 }
 
+/// The result type of a pooling op or its gradient. Without `grad`: the
+/// pooled shape. With `grad`: `input`'s shape, once the pooling of `input`
+/// is valid and produces the gradient's shape.
+template <typename Adaptor>
+static LogicalResult inferPoolType(MLIRContext *ctx,
+                                   std::optional<Location> loc,
+                                   Adaptor adaptor, ArrayRef<int64_t> input,
+                                   Value grad,
+                                   SmallVectorImpl<Type> &results) {
+  auto shape = inferPoolShape(loc, input, adaptor.getKernelShape(),
+                              adaptor.getStrides(), adaptor.getPads(),
+                              adaptor.getCeilMode());
+  if (failed(shape))
+    return failure();
+  if (!grad) {
+    results.push_back(f32Tensor(ctx, *shape));
+    return success();
+  }
+  if (ArrayRef<int64_t>(*shape) != shapeOf(grad))
+    return emitOptionalError(loc, "pooling gradient: grad shape does not "
+                                  "match the pooling's output shape");
+  results.push_back(f32Tensor(ctx, input));
+  return success();
+}
+
 LogicalResult MaxPoolOp::inferReturnTypes(MLIRContext *ctx,
                                           std::optional<Location> loc,
                                           Adaptor adaptor,
                                           SmallVectorImpl<Type> &results) {
-  auto shape = inferPoolShape(loc, shapeOf(adaptor.getInput()),
-                              adaptor.getKernelShape(), adaptor.getStrides(),
-                              adaptor.getPads(), adaptor.getCeilMode());
-  if (failed(shape))
-    return failure();
-  results.push_back(f32Tensor(ctx, *shape));
-  return success();
+  return inferPoolType(ctx, loc, adaptor, shapeOf(adaptor.getInput()),
+                       Value(), results);
 }
 
 StringRef MaxPoolOp::getRuntimeFunction() { return "blpa_max_pool"; }
@@ -598,16 +618,8 @@ LogicalResult MaxPoolGradOp::inferReturnTypes(MLIRContext *ctx,
                                               std::optional<Location> loc,
                                               Adaptor adaptor,
                                               SmallVectorImpl<Type> &results) {
-  auto shape = inferPoolShape(loc, shapeOf(adaptor.getInput()),
-                              adaptor.getKernelShape(), adaptor.getStrides(),
-                              adaptor.getPads(), adaptor.getCeilMode());
-  if (failed(shape))
-    return failure();
-  if (ArrayRef<int64_t>(*shape) != shapeOf(adaptor.getGrad()))
-    return emitOptionalError(loc, "max_pool_grad: grad shape does not match "
-                                  "the pooling's output shape");
-  results.push_back(adaptor.getInput().getType());
-  return success();
+  return inferPoolType(ctx, loc, adaptor, shapeOf(adaptor.getInput()),
+                       adaptor.getGrad(), results);
 }
 
 StringRef MaxPoolGradOp::getRuntimeFunction() { return "blpa_max_pool_grad"; }
@@ -622,13 +634,8 @@ LogicalResult AvgPoolOp::inferReturnTypes(MLIRContext *ctx,
                                           std::optional<Location> loc,
                                           Adaptor adaptor,
                                           SmallVectorImpl<Type> &results) {
-  auto shape = inferPoolShape(loc, shapeOf(adaptor.getInput()),
-                              adaptor.getKernelShape(), adaptor.getStrides(),
-                              adaptor.getPads(), adaptor.getCeilMode());
-  if (failed(shape))
-    return failure();
-  results.push_back(f32Tensor(ctx, *shape));
-  return success();
+  return inferPoolType(ctx, loc, adaptor, shapeOf(adaptor.getInput()),
+                       Value(), results);
 }
 
 LogicalResult AvgPoolOp::verify() {
@@ -652,16 +659,8 @@ LogicalResult AvgPoolGradOp::inferReturnTypes(MLIRContext *ctx,
                                               std::optional<Location> loc,
                                               Adaptor adaptor,
                                               SmallVectorImpl<Type> &results) {
-  auto shape = inferPoolShape(loc, adaptor.getInputShape(),
-                              adaptor.getKernelShape(), adaptor.getStrides(),
-                              adaptor.getPads(), adaptor.getCeilMode());
-  if (failed(shape))
-    return failure();
-  if (ArrayRef<int64_t>(*shape) != shapeOf(adaptor.getGrad()))
-    return emitOptionalError(loc, "avg_pool_grad: grad shape does not match "
-                                  "the pooling's output shape");
-  results.push_back(f32Tensor(ctx, adaptor.getInputShape()));
-  return success();
+  return inferPoolType(ctx, loc, adaptor, adaptor.getInputShape(),
+                       adaptor.getGrad(), results);
 }
 
 StringRef AvgPoolGradOp::getRuntimeFunction() { return "blpa_avg_pool_grad"; }
