@@ -29,3 +29,19 @@ module {
     return %g : tensor<4x4xf32>
   }
 }
+
+// -----
+
+// Arenas beyond 2 GiB: offsets are 64-bit SSA constants, not GEP's 32-bit
+// inline indices. %b (2.4 GB) lives while %a does, so it sits past it.
+// CHECK-LABEL: llvm.func @blpa_forward(
+// CHECK: %[[OFF:.*]] = llvm.mlir.constant(2400000000 : i64) : i64
+// CHECK: llvm.getelementptr %{{.*}}[%[[OFF]]] : (!llvm.ptr, i64) -> !llvm.ptr, i8
+module {
+  func.func @forward(%x: tensor<600000000xf32>) -> tensor<600000000xf32> {
+    %a = blpa.relu %x : (tensor<600000000xf32>) -> tensor<600000000xf32>
+    %b = blpa.relu %a : (tensor<600000000xf32>) -> tensor<600000000xf32>
+    %c = blpa.add %a, %b : (tensor<600000000xf32>, tensor<600000000xf32>) -> tensor<600000000xf32>
+    return %c : tensor<600000000xf32>
+  }
+}

@@ -155,10 +155,12 @@ LogicalResult FunctionLowering::mapResults(Operation *op) {
   auto offsets = op->getAttrOfType<DenseI64ArrayAttr>("blpa.offsets");
   if (!offsets || offsets.size() != static_cast<int64_t>(op->getNumResults()))
     return op->emitError("has no memory plan; run --blpa-plan-memory first");
+  // The offset is an SSA constant: GEP's inline constant indices are 32-bit
+  // and arenas exceed that.
   for (auto [result, offset] : llvm::zip(op->getResults(), offsets.asArrayRef()))
     pointers[result] = LLVM::GEPOp::create(
         builder, op->getLoc(), ptrType, builder.getI8Type(),
-        abiArg(AbiArg::Arena), ArrayRef<LLVM::GEPArg>{offset});
+        abiArg(AbiArg::Arena), ArrayRef<LLVM::GEPArg>{i64(offset)});
   return success();
 }
 

@@ -103,3 +103,25 @@ void mlir::blpa::placeBuffers(MemoryPlan &plan, int64_t alignment) {
     placed.push_back(buffer);
   }
 }
+
+LogicalResult mlir::blpa::verifyPlacement(func::FuncOp func,
+                                          const MemoryPlan &plan,
+                                          int64_t alignment) {
+  for (const Buffer &buffer : plan.buffers)
+    if (buffer.offset < 0 || buffer.offset % alignment != 0 ||
+        buffer.offset + buffer.bytes > plan.arenaBytes)
+      return func.emitError("memory plan: buffer at offset ")
+             << buffer.offset << " (" << buffer.bytes
+             << " bytes) is misaligned or outside the arena";
+  for (auto [i, a] : llvm::enumerate(plan.buffers))
+    for (const Buffer &b : ArrayRef<Buffer>(plan.buffers).drop_front(i + 1)) {
+      bool liveTogether = a.start <= b.end && b.start <= a.end;
+      bool overlap = a.offset < b.offset + b.bytes &&
+                     b.offset < a.offset + a.bytes;
+      if (liveTogether && overlap)
+        return func.emitError("memory plan: buffers at offsets ")
+               << a.offset << " and " << b.offset
+               << " overlap while both are live";
+    }
+  return success();
+}

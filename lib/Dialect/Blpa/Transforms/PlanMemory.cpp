@@ -84,6 +84,10 @@ struct PlanMemoryPass : public blpa::impl::BlpaPlanMemoryBase<PlanMemoryPass> {
         continue;
       MemoryPlan plan = analyzeBuffers(func);
       placeBuffers(plan, alignment);
+      // The placement is checked on every compiled model, not only in
+      // tests: a wrong plan would silently corrupt training.
+      if (failed(verifyPlacement(func, plan, alignment)))
+        return signalPassFailure();
       annotate(func, plan);
       functions[func.getName()] = planToJson(plan);
       // The report's headline figures describe the training step when there

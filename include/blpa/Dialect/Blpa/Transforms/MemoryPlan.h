@@ -51,6 +51,12 @@ MemoryPlan analyzeBuffers(func::FuncOp func);
 /// offset. Sets arenaBytes.
 void placeBuffers(MemoryPlan &plan, int64_t alignment);
 
+/// Checks a placement independently of how it was made: every buffer is
+/// aligned and inside the arena, and no two buffers that are live at the
+/// same op share a byte. Reports the first violation on `func`.
+LogicalResult verifyPlacement(func::FuncOp func, const MemoryPlan &plan,
+                              int64_t alignment);
+
 } // namespace blpa
 } // namespace mlir
 
