@@ -111,3 +111,19 @@ def test_memory_report(example_cnn_exe):
     # The planner may not waste more than alignment padding on this chain.
     assert data["peak_bytes"] <= 1.05 * data["lower_bound_bytes"]
     assert 0 < data["saved_activation_bytes"] <= data["peak_bytes"]
+
+
+def test_resnet164_with_arena_over_256_mib_trains(tmp_path):
+    """The paper's ResNet-164; at batch 16 its arena (~400 MB) is past the
+    range of 32-bit and 29-bit offsets."""
+    onnx_path = str(tmp_path / "resnet164.onnx")
+    models.export(models.preact_resnet(depth=164), onnx_path, (1, 3, 32, 32))
+    report = str(tmp_path / "memory.json")
+    exe = tool.compile(onnx_path, str(tmp_path / "exe"), batch_size=16,
+                       memory_report=report)
+    with open(report) as f:
+        assert json.load(f)["peak_bytes"] > 2 ** 28
+    records, _ = tool.train(exe, str(tmp_path / "log.jsonl"), "--synthetic",
+                            "--steps", 2, "--lr", 0.01)
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert len(losses) == 2 and all(np.isfinite(losses))
