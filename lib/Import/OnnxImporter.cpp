@@ -323,10 +323,14 @@ void Importer::scanGraph(const onnx::GraphProto &graph) {
         succeeded(ints))
       intConstants[tensor.name()] = *ints;
   }
+  // Weights, biases and batch-norm affine parameters train; a float
+  // initializer added to an activation is a bias too (MatMul + Add is how
+  // exporters write Linear on 3-D inputs). Running statistics are state.
   static const llvm::StringMap<SmallVector<int>> trainableInputs = {
       {"Conv", {1, 2}},
       {"Gemm", {0, 1, 2}},
       {"MatMul", {0, 1}},
+      {"Add", {0, 1}},
       {"BatchNormalization", {1, 2}}};
   for (const onnx::NodeProto &node : graph.node()) {
     for (const std::string &name : node.input())
