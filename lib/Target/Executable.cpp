@@ -13,6 +13,8 @@
 #include "llvm/IR/Module.h"
 #include "llvm/MC/TargetRegistry.h"
 #include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FileUtilities.h"
+#include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Program.h"
 #include "llvm/Support/TargetSelect.h"
 #include "llvm/Support/ToolOutputFile.h"
@@ -87,6 +89,18 @@ LogicalResult mlir::blpa::emitObjectFile(ModuleOp module,
   return success();
 }
 
+/// The linker's first message line (its output goes to a log so that a
+/// failure is reported as one line).
+static std::string firstLine(llvm::StringRef logPath, llvm::StringRef error) {
+  auto log = llvm::MemoryBuffer::getFile(logPath);
+  if (log) {
+    llvm::StringRef text = (*log)->getBuffer().trim();
+    if (!text.empty())
+      return text.split('\n').first.str();
+  }
+  return error.empty() ? "the C++ driver failed" : error.str();
+}
+
 LogicalResult mlir::blpa::linkExecutable(Location loc,
                                          llvm::StringRef objectPath,
                                          llvm::StringRef exePath) {
@@ -100,13 +114,19 @@ LogicalResult mlir::blpa::linkExecutable(Location loc,
   SmallVector<llvm::StringRef> args{*compiler, "-o", tmpPath, objectPath};
   for (llvm::StringRef input : {BLPA_LINK_INPUTS})
     args.push_back(input);
+  SmallString<128> logPath;
+  if (llvm::sys::fs::createTemporaryFile("blpa-link", "log", logPath))
+    return emitError(loc, "cannot create a temporary file for the linker");
+  llvm::FileRemover removeLog(logPath);
+  std::optional<llvm::StringRef> redirects[] = {std::nullopt, logPath.str(),
+                                                logPath.str()};
   std::string error;
-  int status = llvm::sys::ExecuteAndWait(*compiler, args, std::nullopt, {}, 0,
-                                         0, &error);
+  int status = llvm::sys::ExecuteAndWait(*compiler, args, std::nullopt,
+                                         redirects, 0, 0, &error);
   if (status != 0) {
     llvm::sys::fs::remove(tmpPath);
-    return emitError(loc, "linking the executable failed")
-           << (error.empty() ? "" : ": ") << error;
+    return emitError(loc, "linking the executable failed: ")
+           << firstLine(logPath, error);
   }
   if (std::error_code ec = llvm::sys::fs::rename(tmpPath, exePath))
     return emitError(loc, "cannot write ") << exePath << ": " << ec.message();

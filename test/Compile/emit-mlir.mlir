@@ -5,6 +5,8 @@
 // RUN: not blpa-opt %s --train --target cuda -o %t.exe 2>&1 | FileCheck %s --check-prefix=CUDA
 // RUN: not blpa-opt %s --train --infer -o %t.exe 2>&1 | FileCheck %s --check-prefix=MODE
 // RUN: not blpa-opt %s --train -o %t.exe 2>&1 | FileCheck %s --check-prefix=SOURCE
+// RUN: not blpa-opt %s --train 2>&1 | FileCheck %s --check-prefix=OUTPUT
+// RUN: not blpa-opt %s --train -o %t.missing/exe 2>&1 | FileCheck %s --check-prefix=DIR
 
 // The whole pipeline from the forward function: autodiff, evaluation mode,
 // planning and lowering to runtime calls.
@@ -26,6 +28,8 @@
 // BITS: error: --act-bits 4: activation compression is not implemented in this version of blpa; use --act-bits 0 (exact)
 // CUDA: error: --target cuda is not implemented in this version of blpa; use --target cpu
 // MODE: error: pass exactly one of --train and --infer
+// OUTPUT: error: -o FILE is required to write an executable or object file
+// DIR: error: cannot write {{.*}}.missing/exe: directory '{{.*}}.missing' does not exist
 // SOURCE: error: {{.*}}the module has no 'blpa.source' ONNX model to take the initial weights from
 
 module {

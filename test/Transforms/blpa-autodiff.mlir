@@ -98,7 +98,7 @@ module {
     %t = blpa.param "t" trainable : tensor<3xf32>
     %m = blpa.param "m" : tensor<3xf32>
     %v = blpa.param "v" : tensor<3xf32>
-    // expected-warning @+1 {{BatchNormalization is in inference mode (training_mode=0); it is trained in training mode (batch statistics)}}
+    // expected-warning @+1 {{BatchNormalization is in inference mode (training_mode=0) in 1 node(s); they are trained in training mode (batch statistics)}}
     %y = blpa.batch_norm_inference %x, %s, %t, %m, %v {epsilon = 1.0e-5 : f64, momentum = 0.9 : f64} : (tensor<2x3xf32>, tensor<3xf32>, tensor<3xf32>, tensor<3xf32>, tensor<3xf32>) -> tensor<2x3xf32>
     return %y : tensor<2x3xf32>
   }

@@ -141,9 +141,25 @@ static OwningOpRef<ModuleOp> loadModule(MLIRContext &context,
   return parseSourceFile<ModuleOp>(sourceMgr, &context);
 }
 
+/// An executable or object file needs -o, into a directory that exists.
+static LogicalResult checkOutputPath(Location loc, StringRef outputPath) {
+  if (emitKind == EmitKind::Mlir)
+    return success();
+  if (outputPath == "-")
+    return emitError(loc, "-o FILE is required to write an executable or "
+                          "object file");
+  StringRef dir = llvm::sys::path::parent_path(outputPath);
+  if (!dir.empty() && !llvm::sys::fs::is_directory(dir))
+    return emitError(loc, "cannot write ")
+           << outputPath << ": directory '" << dir
+           << "' does not exist";
+  return success();
+}
+
 /// Compile options that are recognised but not available yet, and values
 /// that are invalid, are reported before any work is done.
-static LogicalResult checkCompileOptions(MLIRContext &context) {
+static LogicalResult checkCompileOptions(MLIRContext &context,
+                                         StringRef outputPath) {
   Location loc = UnknownLoc::get(&context);
   if (trainMode == inferMode)
     return emitError(loc, "pass exactly one of --train and --infer");
@@ -161,7 +177,7 @@ static LogicalResult checkCompileOptions(MLIRContext &context) {
     return emitError(loc, "--target must be cpu or cuda");
   if (batchSize < 0)
     return emitError(loc, "--batch-size must be positive");
-  return success();
+  return checkOutputPath(loc, outputPath);
 }
 
 /// The passes the module still needs, judged from what it already has, so
@@ -204,9 +220,6 @@ static LogicalResult emitOutput(ModuleOp module, StringRef inputPath,
     out->keep();
     return success();
   }
-  if (outputPath == "-")
-    return module.emitError("-o FILE is required to write an executable or "
-                            "object file");
   FailureOr<std::string> model = modelBytesFor(module, inputPath);
   if (failed(model))
     return failure();
@@ -223,7 +236,7 @@ static LogicalResult emitOutput(ModuleOp module, StringRef inputPath,
 
 static LogicalResult compile(MLIRContext &context, StringRef inputPath,
                              StringRef outputPath) {
-  if (failed(checkCompileOptions(context)))
+  if (failed(checkCompileOptions(context, outputPath)))
     return failure();
   OwningOpRef<ModuleOp> module = loadModule(context, inputPath);
   if (!module)

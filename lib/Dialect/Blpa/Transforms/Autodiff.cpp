@@ -27,12 +27,18 @@ using namespace mlir::blpa;
 namespace {
 
 /// Trains every inference-mode batch norm with batch statistics: a user who
-/// hands us a model exported in eval mode to train means training mode.
+/// hands us a model exported in eval mode to train means training mode. One
+/// warning, on the first such node, says so.
 void trainInferenceBatchNorms(func::FuncOp func) {
-  func.walk([](BatchNormInferenceOp op) {
-    op.emitWarning("BatchNormalization is in inference mode (training_mode=0); "
-                   "it is trained "
-                   "in training mode (batch statistics)");
+  SmallVector<BatchNormInferenceOp> ops;
+  func.walk([&](BatchNormInferenceOp op) { ops.push_back(op); });
+  if (ops.empty())
+    return;
+  ops.front().emitWarning("BatchNormalization is in inference mode "
+                          "(training_mode=0) in ")
+      << ops.size()
+      << " node(s); they are trained in training mode (batch statistics)";
+  for (BatchNormInferenceOp op : ops) {
     OpBuilder b(op);
     auto train = BatchNormOp::create(
         b, op.getLoc(), op.getInput(), op.getScale(), op.getBias(),
@@ -40,7 +46,7 @@ void trainInferenceBatchNorms(func::FuncOp func) {
         op.getMomentumAttr());
     op.replaceAllUsesWith(train.getOutput());
     op.erase();
-  });
+  }
 }
 
 /// Adjoints of the values of one function, summed over their uses.
