@@ -15,8 +15,7 @@ using namespace mlir::blpa;
 
 static std::string parseText(llvm::StringRef path, const std::string &text,
                              onnx::ModelProto &model) {
-  onnx::Common::Status status =
-      onnx::OnnxParser::Parse(model, text.c_str());
+  onnx::Common::Status status = onnx::OnnxParser::Parse(model, text.c_str());
   if (!status.IsOK()) {
     // The parser's message spans lines; a diagnostic is one line.
     std::string message = status.ErrorMessage();

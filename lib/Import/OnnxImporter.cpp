@@ -75,8 +75,8 @@ class Importer {
 public:
   Importer(MLIRContext *context, llvm::StringRef path,
            const ImportOptions &options)
-      : context(context), path(path.str()), options(options),
-        builder(context) {}
+      : context(context), path(path.str()), options(options), builder(context) {
+  }
 
   FailureOr<OwningOpRef<ModuleOp>> run(const onnx::ModelProto &model);
 
@@ -87,8 +87,7 @@ public:
   LogicalResult importAdd(const onnx::NodeProto &, const NodeAttrs &);
   LogicalResult importMaxPool(const onnx::NodeProto &, const NodeAttrs &);
   LogicalResult importAvgPool(const onnx::NodeProto &, const NodeAttrs &);
-  LogicalResult importGlobalAvgPool(const onnx::NodeProto &,
-                                    const NodeAttrs &);
+  LogicalResult importGlobalAvgPool(const onnx::NodeProto &, const NodeAttrs &);
   LogicalResult importFlatten(const onnx::NodeProto &, const NodeAttrs &);
   LogicalResult importReshape(const onnx::NodeProto &, const NodeAttrs &);
   LogicalResult importGemm(const onnx::NodeProto &, const NodeAttrs &);
@@ -117,12 +116,10 @@ private:
   LogicalResult setOutput(const onnx::NodeProto &node, Value value);
   LogicalResult checkUnusedOutputs(const onnx::NodeProto &node,
                                    unsigned numUsed);
-  FailureOr<SmallVector<int64_t>> explicitPads(const onnx::NodeProto &node,
-                                               const NodeAttrs &attrs,
-                                               ArrayRef<int64_t> inputShape,
-                                               ArrayRef<int64_t> kernel,
-                                               ArrayRef<int64_t> strides,
-                                               ArrayRef<int64_t> dilations);
+  FailureOr<SmallVector<int64_t>>
+  explicitPads(const onnx::NodeProto &node, const NodeAttrs &attrs,
+               ArrayRef<int64_t> inputShape, ArrayRef<int64_t> kernel,
+               ArrayRef<int64_t> strides, ArrayRef<int64_t> dilations);
   LogicalResult checkPoolAttrs(const onnx::NodeProto &node,
                                const NodeAttrs &attrs);
   struct PoolWindow {
@@ -223,9 +220,9 @@ FailureOr<Value> Importer::param(const onnx::NodeProto &node,
                               "its weights inside the .onnx file";
   SmallVector<int64_t> shape(tensor->dims().begin(), tensor->dims().end());
   auto type = RankedTensorType::get(shape, builder.getF32Type());
-  Value value = ParamOp::create(builder, nodeLoc(node), type,
-                                builder.getStringAttr(name),
-                                trainable.contains(name));
+  Value value =
+      ParamOp::create(builder, nodeLoc(node), type, builder.getStringAttr(name),
+                      trainable.contains(name));
   values[name] = value;
   return value;
 }
@@ -394,10 +391,9 @@ Importer::createFunction(const onnx::GraphProto &graph) {
   }
   if (argTypes.empty())
     return fileError() << "the graph has no data input";
-  auto func = func::FuncOp::create(builder,
-                                   FileLineColLoc::get(context, path, 0, 0),
-                                   "forward",
-                                   builder.getFunctionType(argTypes, {}));
+  auto func =
+      func::FuncOp::create(builder, FileLineColLoc::get(context, path, 0, 0),
+                           "forward", builder.getFunctionType(argTypes, {}));
   func.setAllArgAttrs(argAttrs);
   Block *body = func.addEntryBlock();
   unsigned argIndex = 0;
@@ -437,8 +433,7 @@ LogicalResult Importer::finishFunction(func::FuncOp func,
   return success();
 }
 
-FailureOr<OwningOpRef<ModuleOp>>
-Importer::run(const onnx::ModelProto &model) {
+FailureOr<OwningOpRef<ModuleOp>> Importer::run(const onnx::ModelProto &model) {
   if (failed(checkOpset(model)))
     return failure();
   const onnx::GraphProto &graph = model.graph();
@@ -489,10 +484,10 @@ mlir::blpa::importOnnxFile(MLIRContext *context, llvm::StringRef path,
 
 /// ONNX's auto_pad: explicit pads, or SAME_UPPER/SAME_LOWER computed so the
 /// output is ceil(input / stride), or VALID (no padding).
-FailureOr<SmallVector<int64_t>> Importer::explicitPads(
-    const onnx::NodeProto &node, const NodeAttrs &attrs,
-    ArrayRef<int64_t> inputShape, ArrayRef<int64_t> kernel,
-    ArrayRef<int64_t> strides, ArrayRef<int64_t> dilations) {
+FailureOr<SmallVector<int64_t>>
+Importer::explicitPads(const onnx::NodeProto &node, const NodeAttrs &attrs,
+                       ArrayRef<int64_t> inputShape, ArrayRef<int64_t> kernel,
+                       ArrayRef<int64_t> strides, ArrayRef<int64_t> dilations) {
   std::string autoPad = attrs.getString("auto_pad", "NOTSET");
   if (autoPad == "NOTSET")
     return attrs.getInts("pads", {0, 0, 0, 0});
@@ -525,7 +520,8 @@ LogicalResult Importer::importConv(const onnx::NodeProto &node,
   if (wShape.size() != 4 || shapeOf(*x).size() != 4)
     return nodeError(node) << "only 2-D convolutions (rank-4 input and "
                               "weight) are supported";
-  SmallVector<int64_t> kernel = attrs.getInts("kernel_shape", wShape.take_back(2));
+  SmallVector<int64_t> kernel =
+      attrs.getInts("kernel_shape", wShape.take_back(2));
   if (ArrayRef<int64_t>(kernel) != wShape.take_back(2))
     return nodeError(node) << "kernel_shape does not match the weight's shape";
   SmallVector<int64_t> strides = attrs.getInts("strides", {1, 1});
@@ -534,8 +530,8 @@ LogicalResult Importer::importConv(const onnx::NodeProto &node,
       explicitPads(node, attrs, shapeOf(*x), kernel, strides, dilations);
   if (failed(pads))
     return failure();
-  Value y = Conv2DOp::create(builder, nodeLoc(node), *x, *w, *b, strides,
-                             *pads, dilations, attrs.getInt("group", 1));
+  Value y = Conv2DOp::create(builder, nodeLoc(node), *x, *w, *b, strides, *pads,
+                             dilations, attrs.getInt("group", 1));
   return setOutput(node, y);
 }
 
@@ -559,9 +555,8 @@ LogicalResult Importer::importBatchNorm(const onnx::NodeProto &node,
   Location loc = nodeLoc(node);
   Value y;
   if (attrs.getInt("training_mode", 0))
-    y = BatchNormOp::create(builder, loc, operands[0], operands[1],
-                            operands[2], operands[3], operands[4], epsilon,
-                            momentum)
+    y = BatchNormOp::create(builder, loc, operands[0], operands[1], operands[2],
+                            operands[3], operands[4], epsilon, momentum)
             .getOutput();
   else
     y = BatchNormInferenceOp::create(builder, loc, operands[0], operands[1],
@@ -675,8 +670,8 @@ LogicalResult Importer::importFlatten(const onnx::NodeProto &node,
     return nodeError(node) << "axis " << attrs.getInt("axis", 1)
                            << " is out of range for rank " << rank;
   int64_t outer = product(shape.take_front(axis));
-  return setOutput(node, reshape(nodeLoc(node), *x,
-                                 {outer, product(shape) / outer}));
+  return setOutput(node,
+                   reshape(nodeLoc(node), *x, {outer, product(shape) / outer}));
 }
 
 LogicalResult Importer::importReshape(const onnx::NodeProto &node,
@@ -721,11 +716,11 @@ LogicalResult Importer::importGemm(const onnx::NodeProto &node,
     return failure();
   if (shapeOf(*a).size() != 2 || shapeOf(*b).size() != 2)
     return nodeError(node) << "Gemm operands must be 2-D";
-  Value y = GemmOp::create(
-      builder, nodeLoc(node), *a, *b, *c, attrs.getInt("transA", 0) != 0,
-      attrs.getInt("transB", 0) != 0,
-      llvm::APFloat(attrs.getFloat("alpha", 1.0)),
-      llvm::APFloat(attrs.getFloat("beta", 1.0)));
+  Value y = GemmOp::create(builder, nodeLoc(node), *a, *b, *c,
+                           attrs.getInt("transA", 0) != 0,
+                           attrs.getInt("transB", 0) != 0,
+                           llvm::APFloat(attrs.getFloat("alpha", 1.0)),
+                           llvm::APFloat(attrs.getFloat("beta", 1.0)));
   return setOutput(node, y);
 }
 

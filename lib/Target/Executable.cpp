@@ -33,8 +33,8 @@ static void embedModel(llvm::Module &module, llvm::StringRef bytes) {
   new llvm::GlobalVariable(module, data->getType(), /*isConstant=*/true,
                            llvm::GlobalValue::ExternalLinkage, data,
                            "blpa_model_onnx");
-  auto *size = llvm::ConstantInt::get(llvm::Type::getInt64Ty(ctx),
-                                      bytes.size());
+  auto *size =
+      llvm::ConstantInt::get(llvm::Type::getInt64Ty(ctx), bytes.size());
   new llvm::GlobalVariable(module, size->getType(), /*isConstant=*/true,
                            llvm::GlobalValue::ExternalLinkage, size,
                            "blpa_model_onnx_size");
@@ -45,7 +45,8 @@ static std::unique_ptr<llvm::TargetMachine> createHostMachine(Location loc) {
   llvm::InitializeNativeTargetAsmPrinter();
   llvm::Triple triple(llvm::sys::getDefaultTargetTriple());
   std::string error;
-  const llvm::Target *target = llvm::TargetRegistry::lookupTarget(triple, error);
+  const llvm::Target *target =
+      llvm::TargetRegistry::lookupTarget(triple, error);
   if (!target) {
     emitError(loc, "no code generator for the host: ") << error;
     return nullptr;
@@ -78,8 +79,8 @@ LogicalResult mlir::blpa::emitObjectFile(ModuleOp module,
   std::error_code ec;
   llvm::ToolOutputFile out(objectPath, ec, llvm::sys::fs::OF_None);
   if (ec)
-    return module.emitError("cannot write ") << objectPath << ": "
-                                             << ec.message();
+    return module.emitError("cannot write ")
+           << objectPath << ": " << ec.message();
   llvm::legacy::PassManager passes;
   if (machine->addPassesToEmitFile(passes, out.os(), nullptr,
                                    llvm::CodeGenFileType::ObjectFile))

@@ -393,8 +393,8 @@ void testCopy() {
 void testFill() {
   Floats dst = randomFloats(70001);
   blpa_fill(&ctx, dst.data(), dst.size(), 1.25);
-  bool ok = std::all_of(dst.begin(), dst.end(),
-                        [](float v) { return v == 1.25f; });
+  bool ok =
+      std::all_of(dst.begin(), dst.end(), [](float v) { return v == 1.25f; });
   report("fill", ok, "an element differs from the fill value");
 }
 

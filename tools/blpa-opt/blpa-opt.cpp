@@ -73,7 +73,8 @@ static cl::opt<std::string> memoryReport(
 enum class EmitKind { Mlir, Object, Executable };
 static cl::opt<EmitKind> emitKind(
     "emit", cl::desc("Where the compiler stops (with --train/--infer)"),
-    cl::values(clEnumValN(EmitKind::Mlir, "mlir", "lowered MLIR (LLVM dialect)"),
+    cl::values(clEnumValN(EmitKind::Mlir, "mlir",
+                          "lowered MLIR (LLVM dialect)"),
                clEnumValN(EmitKind::Object, "obj", "a native object file"),
                clEnumValN(EmitKind::Executable, "exe",
                           "a linked executable (default)")),
@@ -103,11 +104,10 @@ static std::string locationPrefix(Location loc) {
 /// Prints each error or warning as one line; a user of the compiler gets
 /// the ONNX node, not an IR dump.
 static LogicalResult printDiagnostic(Diagnostic &diag) {
-  StringRef severity = diag.getSeverity() == DiagnosticSeverity::Error
-                           ? "error"
-                           : diag.getSeverity() == DiagnosticSeverity::Warning
-                                 ? "warning"
-                                 : "note";
+  StringRef severity = diag.getSeverity() == DiagnosticSeverity::Error ? "error"
+                       : diag.getSeverity() == DiagnosticSeverity::Warning
+                           ? "warning"
+                           : "note";
   if (diag.getSeverity() == DiagnosticSeverity::Note ||
       diag.getSeverity() == DiagnosticSeverity::Remark)
     return success();
@@ -120,8 +120,7 @@ static LogicalResult printDiagnostic(Diagnostic &diag) {
   return success();
 }
 
-static OwningOpRef<ModuleOp> loadModule(MLIRContext &context,
-                                        StringRef path) {
+static OwningOpRef<ModuleOp> loadModule(MLIRContext &context, StringRef path) {
   if (isOnnxFile(path)) {
     ImportOptions options;
     if (batchSize > 0)
@@ -151,8 +150,7 @@ static LogicalResult checkOutputPath(Location loc, StringRef outputPath) {
   StringRef dir = llvm::sys::path::parent_path(outputPath);
   if (!dir.empty() && !llvm::sys::fs::is_directory(dir))
     return emitError(loc, "cannot write ")
-           << outputPath << ": directory '" << dir
-           << "' does not exist";
+           << outputPath << ": directory '" << dir << "' does not exist";
   return success();
 }
 
@@ -304,7 +302,8 @@ int main(int argc, char **argv) {
   auto [inputPath, outputPath] = registerAndParseCLIOptions(
       argc, argv,
       "blpa-opt: memory-efficient training compiler for ONNX models\n\n"
-      "  blpa-opt MODEL.onnx --train --batch-size N [--memory-report F] -o EXE\n"
+      "  blpa-opt MODEL.onnx --train --batch-size N [--memory-report F] -o "
+      "EXE\n"
       "  blpa-opt MODEL.onnx --infer --batch-size N -o EXE\n"
       "  blpa-opt FILE.mlir|MODEL.onnx [pass flags]   (mlir-opt mode)\n",
       registry);

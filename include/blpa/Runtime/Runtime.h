@@ -127,8 +127,8 @@ void blpa_gemm(blpa_context *ctx, const float *a, const float *b,
 /// logits [N, classes]. Labels outside [0, classes) are a runtime error
 /// reported through blpa_runtime_fail.
 void blpa_softmax_cross_entropy(blpa_context *ctx, const float *logits,
-                                const int64_t *labels, float *loss,
-                                int64_t n, int64_t classes);
+                                const int64_t *labels, float *loss, int64_t n,
+                                int64_t classes);
 
 /// y[i] = value for i < numel (seeds the loss adjoint with 1).
 void blpa_fill(blpa_context *ctx, float *y, int64_t numel, double value);
@@ -152,14 +152,14 @@ void blpa_conv2d_grad_input(blpa_context *ctx, const float *dy, const float *w,
                             int64_t group);
 
 /// dw[K,C/group,R,S] from dy and x; same static arguments as blpa_conv2d.
-void blpa_conv2d_grad_weight(blpa_context *ctx, const float *dy,
-                             const float *x, float *dw, int64_t n, int64_t c,
-                             int64_t h, int64_t w_, int64_t k, int64_t r,
-                             int64_t s, int64_t oh, int64_t ow,
-                             int64_t strideH, int64_t strideW, int64_t padTop,
-                             int64_t padLeft, int64_t padBottom,
-                             int64_t padRight, int64_t dilationH,
-                             int64_t dilationW, int64_t group);
+void blpa_conv2d_grad_weight(blpa_context *ctx, const float *dy, const float *x,
+                             float *dw, int64_t n, int64_t c, int64_t h,
+                             int64_t w_, int64_t k, int64_t r, int64_t s,
+                             int64_t oh, int64_t ow, int64_t strideH,
+                             int64_t strideW, int64_t padTop, int64_t padLeft,
+                             int64_t padBottom, int64_t padRight,
+                             int64_t dilationH, int64_t dilationW,
+                             int64_t group);
 
 /// Training-mode batch norm backward (exact):
 ///   xhat = (x - mean) * invStd
@@ -199,9 +199,9 @@ void blpa_global_avg_pool_grad(blpa_context *ctx, const float *dy, float *dx,
 
 /// dlogits = dloss[0] * (softmax(logits) - onehot(labels)) / N.
 void blpa_softmax_cross_entropy_grad(blpa_context *ctx, const float *logits,
-                                     const int64_t *labels,
-                                     const float *dloss, float *dlogits,
-                                     int64_t n, int64_t classes);
+                                     const int64_t *labels, const float *dloss,
+                                     float *dlogits, int64_t n,
+                                     int64_t classes);
 
 //===----------------------------------------------------------------------===//
 // Optimizer

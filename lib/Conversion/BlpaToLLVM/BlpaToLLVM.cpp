@@ -157,7 +157,8 @@ LogicalResult FunctionLowering::mapResults(Operation *op) {
     return op->emitError("has no memory plan; run --blpa-plan-memory first");
   // The offset is an SSA constant: GEP's inline constant indices are 32-bit
   // and arenas exceed that.
-  for (auto [result, offset] : llvm::zip(op->getResults(), offsets.asArrayRef()))
+  for (auto [result, offset] :
+       llvm::zip(op->getResults(), offsets.asArrayRef()))
     pointers[result] = LLVM::GEPOp::create(
         builder, op->getLoc(), ptrType, builder.getI8Type(),
         abiArg(AbiArg::Arena), ArrayRef<LLVM::GEPArg>{i64(offset)});
@@ -185,9 +186,9 @@ FailureOr<Value> FunctionLowering::lowerArg(Operation *op,
   case RuntimeArg::Kind::Int:
     return i64(arg.intValue);
   case RuntimeArg::Kind::Float:
-    return Value(LLVM::ConstantOp::create(
-        builder, loc, builder.getF64Type(),
-        builder.getF64FloatAttr(arg.floatValue)));
+    return Value(
+        LLVM::ConstantOp::create(builder, loc, builder.getF64Type(),
+                                 builder.getF64FloatAttr(arg.floatValue)));
   case RuntimeArg::Kind::IntArray:
     return Value(LLVM::AddressOfOp::create(
         builder, loc, moduleLowering.getIntArray(arg.intArray)));
@@ -224,8 +225,7 @@ LogicalResult FunctionLowering::lowerReturn(func::ReturnOp op) {
     SmallVector<Value> args{ctx, dst, pointers.lookup(value), bytes};
     SmallVector<Type> types(ValueRange(args).getTypes());
     LLVM::CallOp::create(builder, op.getLoc(),
-                         moduleLowering.getOrDeclare("blpa_copy", types),
-                         args);
+                         moduleLowering.getOrDeclare("blpa_copy", types), args);
   }
   LLVM::ReturnOp::create(builder, op.getLoc(), ValueRange{});
   return success();

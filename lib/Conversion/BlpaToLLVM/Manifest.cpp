@@ -65,8 +65,7 @@ static void printInterface(llvm::raw_ostream &os, func::FuncOp func,
   }
 }
 
-std::string mlir::blpa::buildManifest(ModuleOp module,
-                                      const ParamTable &params,
+std::string mlir::blpa::buildManifest(ModuleOp module, const ParamTable &params,
                                       int64_t arenaBytes) {
   std::string text;
   llvm::raw_string_ostream os(text);

@@ -38,12 +38,12 @@ LogicalResult Conv2DOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
   if (!dy)
     return noGradients(*this, operandGrads);
   Location loc = getLoc();
-  Value dx = Conv2DGradInputOp::create(
-      b, loc, dy, getWeight(), getStrides(), getPads(), getDilations(),
-      getGroup(), shapeOf(getInput()));
-  Value dw = Conv2DGradWeightOp::create(
-      b, loc, dy, getInput(), getStrides(), getPads(), getDilations(),
-      getGroup(), shapeOf(getWeight()));
+  Value dx = Conv2DGradInputOp::create(b, loc, dy, getWeight(), getStrides(),
+                                       getPads(), getDilations(), getGroup(),
+                                       shapeOf(getInput()));
+  Value dw = Conv2DGradWeightOp::create(b, loc, dy, getInput(), getStrides(),
+                                        getPads(), getDilations(), getGroup(),
+                                        shapeOf(getWeight()));
   operandGrads.assign({dx, dw, Value()});
   if (Value bias = getBias()) {
     // Sum over N, OH, OW keeping rank 4, then view as the bias' [K].
@@ -55,8 +55,9 @@ LogicalResult Conv2DOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
   return success();
 }
 
-LogicalResult BatchNormOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
-                                          SmallVectorImpl<Value> &operandGrads) {
+LogicalResult
+BatchNormOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
+                            SmallVectorImpl<Value> &operandGrads) {
   if (resultGrads[1] || resultGrads[2])
     return emitOpError("gradients through the batch statistics results are "
                        "not supported");
@@ -66,7 +67,7 @@ LogicalResult BatchNormOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
   auto grad = BatchNormGradOp::create(b, getLoc(), dy, getInput(), getScale(),
                                       getMean(), getInvStd());
   operandGrads.assign({grad.getInputGrad(), grad.getScaleGrad(),
-                  grad.getBiasGrad(), Value(), Value()});
+                       grad.getBiasGrad(), Value(), Value()});
   return success();
 }
 
@@ -74,8 +75,8 @@ LogicalResult ReluOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
                                      SmallVectorImpl<Value> &operandGrads) {
   if (!resultGrads[0])
     return noGradients(*this, operandGrads);
-  operandGrads.assign({
-      ReluGradOp::create(b, getLoc(), resultGrads[0], getOutput())});
+  operandGrads.assign(
+      {ReluGradOp::create(b, getLoc(), resultGrads[0], getOutput())});
   return success();
 }
 
@@ -85,7 +86,7 @@ LogicalResult AddOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
   if (!dy)
     return noGradients(*this, operandGrads);
   operandGrads.assign({reduceToType(b, getLoc(), dy, getLhs().getType()),
-                  reduceToType(b, getLoc(), dy, getRhs().getType())});
+                       reduceToType(b, getLoc(), dy, getRhs().getType())});
   return success();
 }
 
@@ -93,10 +94,9 @@ LogicalResult MaxPoolOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
                                         SmallVectorImpl<Value> &operandGrads) {
   if (!resultGrads[0])
     return noGradients(*this, operandGrads);
-  operandGrads.assign({MaxPoolGradOp::create(b, getLoc(), resultGrads[0],
-                                        getInput(), getKernelShape(),
-                                        getStrides(), getPads(),
-                                        getCeilMode())});
+  operandGrads.assign({MaxPoolGradOp::create(
+      b, getLoc(), resultGrads[0], getInput(), getKernelShape(), getStrides(),
+      getPads(), getCeilMode())});
   return success();
 }
 
@@ -116,7 +116,7 @@ GlobalAvgPoolOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
   if (!resultGrads[0])
     return noGradients(*this, operandGrads);
   operandGrads.assign({GlobalAvgPoolGradOp::create(b, getLoc(), resultGrads[0],
-                                              shapeOf(getInput()))});
+                                                   shapeOf(getInput()))});
   return success();
 }
 
@@ -124,8 +124,8 @@ LogicalResult ReshapeOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
                                         SmallVectorImpl<Value> &operandGrads) {
   if (!resultGrads[0])
     return noGradients(*this, operandGrads);
-  operandGrads.assign({ReshapeOp::create(b, getLoc(), getInput().getType(),
-                                    resultGrads[0])});
+  operandGrads.assign(
+      {ReshapeOp::create(b, getLoc(), getInput().getType(), resultGrads[0])});
   return success();
 }
 
@@ -162,8 +162,9 @@ SoftmaxCrossEntropyOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
                                       SmallVectorImpl<Value> &operandGrads) {
   if (!resultGrads[0])
     return noGradients(*this, operandGrads);
-  operandGrads.assign({SoftmaxCrossEntropyGradOp::create(
-                      b, getLoc(), getLogits(), getLabels(), resultGrads[0]),
-                  Value()});
+  operandGrads.assign(
+      {SoftmaxCrossEntropyGradOp::create(b, getLoc(), getLogits(), getLabels(),
+                                         resultGrads[0]),
+       Value()});
   return success();
 }

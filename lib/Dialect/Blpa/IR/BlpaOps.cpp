@@ -143,13 +143,11 @@ static int64_t convOutputDim(int64_t in, int64_t kernel, int64_t stride,
 
 /// Validates the geometry of a convolution given its input and weight
 /// shapes and fills in the output shape.
-static LogicalResult buildConvGeometry(std::optional<Location> loc,
-                                       ArrayRef<int64_t> input,
-                                       ArrayRef<int64_t> weight,
-                                       ArrayRef<int64_t> strides,
-                                       ArrayRef<int64_t> pads,
-                                       ArrayRef<int64_t> dilations,
-                                       int64_t group, ConvGeometry &geom) {
+static LogicalResult
+buildConvGeometry(std::optional<Location> loc, ArrayRef<int64_t> input,
+                  ArrayRef<int64_t> weight, ArrayRef<int64_t> strides,
+                  ArrayRef<int64_t> pads, ArrayRef<int64_t> dilations,
+                  int64_t group, ConvGeometry &geom) {
   if (input.size() != 4 || weight.size() != 4)
     return emitOptionalError(loc, "conv2d expects rank-4 input and weight "
                                   "(NCHW, KCRS)");
@@ -183,11 +181,10 @@ LogicalResult Conv2DOp::inferReturnTypes(MLIRContext *ctx,
                                          Adaptor adaptor,
                                          SmallVectorImpl<Type> &results) {
   ConvGeometry geom;
-  if (failed(buildConvGeometry(loc, shapeOf(adaptor.getInput()),
-                               shapeOf(adaptor.getWeight()),
-                               adaptor.getStrides(), adaptor.getPads(),
-                               adaptor.getDilations(), adaptor.getGroup(),
-                               geom)))
+  if (failed(buildConvGeometry(
+          loc, shapeOf(adaptor.getInput()), shapeOf(adaptor.getWeight()),
+          adaptor.getStrides(), adaptor.getPads(), adaptor.getDilations(),
+          adaptor.getGroup(), geom)))
     return failure();
   if (Value bias = adaptor.getBias())
     if (failed(checkChannelVector(loc, "conv2d bias", bias, geom.weight[0])))
@@ -202,8 +199,7 @@ static ConvGeometry getGeometry(OpTy op, ArrayRef<int64_t> input,
                                 ArrayRef<int64_t> weight) {
   ConvGeometry geom;
   (void)buildConvGeometry(std::nullopt, input, weight, op.getStrides(),
-                          op.getPads(), op.getDilations(), op.getGroup(),
-                          geom);
+                          op.getPads(), op.getDilations(), op.getGroup(), geom);
   return geom;
 }
 
@@ -311,10 +307,10 @@ LogicalResult BatchNormOp::inferReturnTypes(MLIRContext *ctx,
                                             std::optional<Location> loc,
                                             Adaptor adaptor,
                                             SmallVectorImpl<Type> &results) {
-  FailureOr<int64_t> channels = checkBatchNorm(
-      loc, adaptor.getInput(),
-      {adaptor.getScale(), adaptor.getBias(), adaptor.getRunningMean(),
-       adaptor.getRunningVar()});
+  FailureOr<int64_t> channels =
+      checkBatchNorm(loc, adaptor.getInput(),
+                     {adaptor.getScale(), adaptor.getBias(),
+                      adaptor.getRunningMean(), adaptor.getRunningVar()});
   if (failed(channels))
     return failure();
   results.push_back(adaptor.getInput().getType());
@@ -326,8 +322,8 @@ LogicalResult BatchNormOp::inferReturnTypes(MLIRContext *ctx,
 StringRef BatchNormOp::getRuntimeFunction() { return "blpa_batch_norm_train"; }
 
 void BatchNormOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
-  for (Value v : {getInput(), getScale(), getBias(), getOutput(), getMean(),
-                  getInvStd()})
+  for (Value v :
+       {getInput(), getScale(), getBias(), getOutput(), getMean(), getInvStd()})
     args.push_back(RuntimeArg::data(v));
   appendBatchNormDims(getInput(), args);
   args.push_back(RuntimeArg::f64(getEpsilon().convertToDouble()));
@@ -336,10 +332,10 @@ void BatchNormOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
 LogicalResult BatchNormInferenceOp::inferReturnTypes(
     MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
     SmallVectorImpl<Type> &results) {
-  if (failed(checkBatchNorm(loc, adaptor.getInput(),
-                            {adaptor.getScale(), adaptor.getBias(),
-                             adaptor.getRunningMean(),
-                             adaptor.getRunningVar()})))
+  if (failed(
+          checkBatchNorm(loc, adaptor.getInput(),
+                         {adaptor.getScale(), adaptor.getBias(),
+                          adaptor.getRunningMean(), adaptor.getRunningVar()})))
     return failure();
   results.push_back(adaptor.getInput().getType());
   return success();
@@ -357,13 +353,13 @@ void BatchNormInferenceOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   args.push_back(RuntimeArg::f64(getEpsilon().convertToDouble()));
 }
 
-LogicalResult BatchNormGradOp::inferReturnTypes(
-    MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
-    SmallVectorImpl<Type> &results) {
-  FailureOr<int64_t> channels =
-      checkBatchNorm(loc, adaptor.getInput(),
-                     {adaptor.getScale(), adaptor.getMean(),
-                      adaptor.getInvStd()});
+LogicalResult
+BatchNormGradOp::inferReturnTypes(MLIRContext *ctx, std::optional<Location> loc,
+                                  Adaptor adaptor,
+                                  SmallVectorImpl<Type> &results) {
+  FailureOr<int64_t> channels = checkBatchNorm(
+      loc, adaptor.getInput(),
+      {adaptor.getScale(), adaptor.getMean(), adaptor.getInvStd()});
   if (failed(channels))
     return failure();
   if (adaptor.getGrad().getType() != adaptor.getInput().getType())
@@ -449,8 +445,7 @@ void ReluGradOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
 }
 
 /// `shape` right-aligned and padded with leading 1s to `rank` dimensions.
-static SmallVector<int64_t> alignToRank(ArrayRef<int64_t> shape,
-                                        size_t rank) {
+static SmallVector<int64_t> alignToRank(ArrayRef<int64_t> shape, size_t rank) {
   SmallVector<int64_t> result(rank - shape.size(), 1);
   result.append(shape.begin(), shape.end());
   return result;
@@ -492,8 +487,10 @@ void AddOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   ArrayRef<int64_t> out = shapeOf(getOutput());
   args.push_back(RuntimeArg::i64(out.size()));
   args.push_back(RuntimeArg::i64Array(out));
-  args.push_back(RuntimeArg::i64Array(alignToRank(shapeOf(getLhs()), out.size())));
-  args.push_back(RuntimeArg::i64Array(alignToRank(shapeOf(getRhs()), out.size())));
+  args.push_back(
+      RuntimeArg::i64Array(alignToRank(shapeOf(getLhs()), out.size())));
+  args.push_back(
+      RuntimeArg::i64Array(alignToRank(shapeOf(getRhs()), out.size())));
 }
 
 LogicalResult ReduceToShapeOp::verify() {
@@ -515,7 +512,8 @@ void ReduceToShapeOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   ArrayRef<int64_t> in = shapeOf(getInput());
   args.push_back(RuntimeArg::i64(in.size()));
   args.push_back(RuntimeArg::i64Array(in));
-  args.push_back(RuntimeArg::i64Array(alignToRank(shapeOf(getOutput()), in.size())));
+  args.push_back(
+      RuntimeArg::i64Array(alignToRank(shapeOf(getOutput()), in.size())));
   args.push_back(RuntimeArg::f64(getScale().convertToDouble()));
 }
 
@@ -549,10 +547,10 @@ inferPoolShape(std::optional<Location> loc, ArrayRef<int64_t> input,
       pads[3] >= kernel[1])
     return emitOptionalError(loc, "pooling pads must be smaller than the "
                                   "kernel");
-  int64_t oh =
-      poolOutputDim(input[2], kernel[0], strides[0], pads[0], pads[2], ceilMode);
-  int64_t ow =
-      poolOutputDim(input[3], kernel[1], strides[1], pads[1], pads[3], ceilMode);
+  int64_t oh = poolOutputDim(input[2], kernel[0], strides[0], pads[0], pads[2],
+                             ceilMode);
+  int64_t ow = poolOutputDim(input[3], kernel[1], strides[1], pads[1], pads[3],
+                             ceilMode);
   if (oh < 1 || ow < 1)
     return emitOptionalError(loc, "pooling window larger than padded input");
   return SmallVector<int64_t>{input[0], input[1], oh, ow};
@@ -578,13 +576,12 @@ static void appendPoolArgs(OpTy op, ArrayRef<int64_t> input,
 /// is valid and produces the gradient's shape.
 template <typename Adaptor>
 static LogicalResult inferPoolType(MLIRContext *ctx,
-                                   std::optional<Location> loc,
-                                   Adaptor adaptor, ArrayRef<int64_t> input,
-                                   Value grad,
+                                   std::optional<Location> loc, Adaptor adaptor,
+                                   ArrayRef<int64_t> input, Value grad,
                                    SmallVectorImpl<Type> &results) {
-  auto shape = inferPoolShape(loc, input, adaptor.getKernelShape(),
-                              adaptor.getStrides(), adaptor.getPads(),
-                              adaptor.getCeilMode());
+  auto shape =
+      inferPoolShape(loc, input, adaptor.getKernelShape(), adaptor.getStrides(),
+                     adaptor.getPads(), adaptor.getCeilMode());
   if (failed(shape))
     return failure();
   if (!grad) {
@@ -602,8 +599,8 @@ LogicalResult MaxPoolOp::inferReturnTypes(MLIRContext *ctx,
                                           std::optional<Location> loc,
                                           Adaptor adaptor,
                                           SmallVectorImpl<Type> &results) {
-  return inferPoolType(ctx, loc, adaptor, shapeOf(adaptor.getInput()),
-                       Value(), results);
+  return inferPoolType(ctx, loc, adaptor, shapeOf(adaptor.getInput()), Value(),
+                       results);
 }
 
 StringRef MaxPoolOp::getRuntimeFunction() { return "blpa_max_pool"; }
@@ -634,8 +631,8 @@ LogicalResult AvgPoolOp::inferReturnTypes(MLIRContext *ctx,
                                           std::optional<Location> loc,
                                           Adaptor adaptor,
                                           SmallVectorImpl<Type> &results) {
-  return inferPoolType(ctx, loc, adaptor, shapeOf(adaptor.getInput()),
-                       Value(), results);
+  return inferPoolType(ctx, loc, adaptor, shapeOf(adaptor.getInput()), Value(),
+                       results);
 }
 
 LogicalResult AvgPoolOp::verify() {
@@ -679,9 +676,10 @@ static SmallVector<int64_t> globalPoolShape(ArrayRef<int64_t> input) {
   return shape;
 }
 
-LogicalResult GlobalAvgPoolOp::inferReturnTypes(
-    MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
-    SmallVectorImpl<Type> &results) {
+LogicalResult
+GlobalAvgPoolOp::inferReturnTypes(MLIRContext *ctx, std::optional<Location> loc,
+                                  Adaptor adaptor,
+                                  SmallVectorImpl<Type> &results) {
   ArrayRef<int64_t> input = shapeOf(adaptor.getInput());
   if (input.size() < 3)
     return emitOptionalError(loc, "global_avg_pool expects rank >= 3");
@@ -781,8 +779,8 @@ void GemmOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   int64_t k = shapeOf(getA())[getTransA() ? 0 : 1];
   SmallVector<int64_t> c =
       getC() ? alignToRank(shapeOf(getC()), 2) : SmallVector<int64_t>{0, 0};
-  for (int64_t v : {out[0], out[1], k, int64_t(getTransA()),
-                    int64_t(getTransB())})
+  for (int64_t v :
+       {out[0], out[1], k, int64_t(getTransA()), int64_t(getTransB())})
     args.push_back(RuntimeArg::i64(v));
   args.push_back(RuntimeArg::f64(getAlpha().convertToDouble()));
   args.push_back(RuntimeArg::f64(getBeta().convertToDouble()));

@@ -40,10 +40,10 @@ void trainInferenceBatchNorms(func::FuncOp func) {
       << " node(s); they are trained in training mode (batch statistics)";
   for (BatchNormInferenceOp op : ops) {
     OpBuilder b(op);
-    auto train = BatchNormOp::create(
-        b, op.getLoc(), op.getInput(), op.getScale(), op.getBias(),
-        op.getRunningMean(), op.getRunningVar(), op.getEpsilonAttr(),
-        op.getMomentumAttr());
+    auto train = BatchNormOp::create(b, op.getLoc(), op.getInput(),
+                                     op.getScale(), op.getBias(),
+                                     op.getRunningMean(), op.getRunningVar(),
+                                     op.getEpsilonAttr(), op.getMomentumAttr());
     op.replaceAllUsesWith(train.getOutput());
     op.erase();
   }
@@ -97,15 +97,15 @@ FailureOr<func::FuncOp> AutodiffPass::createTrainStep(func::FuncOp forward) {
   body.addArgument(labelsType, forward.getLoc());
   unsigned labelsIndex = body.getNumArguments() - 1;
   SmallVector<Type> argTypes(body.getArgumentTypes());
-  step.setType(b.getFunctionType(argTypes, {RankedTensorType::get(
-                                               {}, b.getF32Type())}));
+  step.setType(
+      b.getFunctionType(argTypes, {RankedTensorType::get({}, b.getF32Type())}));
   SmallVector<Attribute> argAttrs;
   for (unsigned i = 0; i < labelsIndex; ++i)
     argAttrs.push_back(forward.getArgAttrDict(i)
                            ? Attribute(forward.getArgAttrDict(i))
                            : b.getDictionaryAttr({}));
-  argAttrs.push_back(
-      b.getDictionaryAttr(b.getNamedAttr("blpa.name", b.getStringAttr("labels"))));
+  argAttrs.push_back(b.getDictionaryAttr(
+      b.getNamedAttr("blpa.name", b.getStringAttr("labels"))));
   step.setAllArgAttrs(argAttrs);
   step.setAllResultAttrs(ArrayRef<DictionaryAttr>{b.getDictionaryAttr(
       b.getNamedAttr("blpa.name", b.getStringAttr("loss")))});
@@ -121,15 +121,16 @@ LogicalResult AutodiffPass::buildBackward(func::FuncOp step, Value loss,
     forwardOps.push_back(&op);
 
   OpBuilder b(returnOp);
-  adjoints.accumulate(b, loss.getLoc(), loss,
-                      FillOp::create(b, loss.getLoc(), loss.getType(),
-                                     llvm::APFloat(1.0)));
+  adjoints.accumulate(
+      b, loss.getLoc(), loss,
+      FillOp::create(b, loss.getLoc(), loss.getType(), llvm::APFloat(1.0)));
   for (Operation *op : llvm::reverse(forwardOps)) {
     SmallVector<Value> resultGrads;
     for (Value result : op->getResults())
       resultGrads.push_back(adjoints.lookup(result));
     // Parameters are the leaves: their adjoints are the gradients.
-    if (isa<ParamOp>(op) || llvm::all_of(resultGrads, [](Value v) { return !v; }))
+    if (isa<ParamOp>(op) ||
+        llvm::all_of(resultGrads, [](Value v) { return !v; }))
       continue;
     auto rule = dyn_cast<GradientOpInterface>(op);
     if (!rule)
@@ -161,11 +162,10 @@ void AutodiffPass::buildUpdates(func::FuncOp step, const AdjointMap &adjoints) {
   step.walk([&](BatchNormOp bn) {
     int64_t count = cast<ShapedType>(bn.getInput().getType()).getNumElements() /
                     cast<ShapedType>(bn.getMean().getType()).getNumElements();
-    UpdateRunningStatsOp::create(b, bn.getLoc(), bn.getRunningMean(),
-                                 bn.getRunningVar(), bn.getMean(),
-                                 bn.getInvStd(), bn.getMomentumAttr(),
-                                 bn.getEpsilonAttr(),
-                                 b.getI64IntegerAttr(count));
+    UpdateRunningStatsOp::create(
+        b, bn.getLoc(), bn.getRunningMean(), bn.getRunningVar(), bn.getMean(),
+        bn.getInvStd(), bn.getMomentumAttr(), bn.getEpsilonAttr(),
+        b.getI64IntegerAttr(count));
     ++numUpdates;
   });
 }

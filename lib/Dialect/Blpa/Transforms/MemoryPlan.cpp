@@ -29,8 +29,8 @@ static void addUses(Buffer &buffer, Value v, const LivenessBlockInfo &info,
   Operation *end = info.getEndOperation(v, def);
   buffer.end = std::max(buffer.end, index.lookup(end));
   for (Operation *user : v.getUsers())
-    if (getPhase(def) == Phase::Forward &&
-        user->hasAttr(kPhaseAttrName) && getPhase(user) == Phase::Backward)
+    if (getPhase(def) == Phase::Forward && user->hasAttr(kPhaseAttrName) &&
+        getPhase(user) == Phase::Backward)
       buffer.savedActivation = true;
 }
 
@@ -66,8 +66,7 @@ MemoryPlan mlir::blpa::analyzeBuffers(func::FuncOp func) {
     if (buffer.savedActivation)
       plan.savedActivationBytes += buffer.bytes;
   }
-  plan.lowerBoundBytes =
-      liveBytes.empty() ? 0 : *llvm::max_element(liveBytes);
+  plan.lowerBoundBytes = liveBytes.empty() ? 0 : *llvm::max_element(liveBytes);
   return plan;
 }
 
@@ -95,8 +94,8 @@ void mlir::blpa::placeBuffers(MemoryPlan &plan, int64_t alignment) {
     for (Buffer *other : conflicts) {
       if (offset + size <= other->offset)
         break;
-      offset = std::max(offset,
-                        alignTo(other->offset + other->bytes, alignment));
+      offset =
+          std::max(offset, alignTo(other->offset + other->bytes, alignment));
     }
     buffer->offset = offset;
     plan.arenaBytes = std::max(plan.arenaBytes, offset + size);
@@ -116,8 +115,8 @@ LogicalResult mlir::blpa::verifyPlacement(func::FuncOp func,
   for (auto [i, a] : llvm::enumerate(plan.buffers))
     for (const Buffer &b : ArrayRef<Buffer>(plan.buffers).drop_front(i + 1)) {
       bool liveTogether = a.start <= b.end && b.start <= a.end;
-      bool overlap = a.offset < b.offset + b.bytes &&
-                     b.offset < a.offset + a.bytes;
+      bool overlap =
+          a.offset < b.offset + b.bytes && b.offset < a.offset + a.bytes;
       if (liveTogether && overlap)
         return func.emitError("memory plan: buffers at offsets ")
                << a.offset << " and " << b.offset

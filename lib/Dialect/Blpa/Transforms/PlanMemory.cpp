@@ -95,16 +95,15 @@ struct PlanMemoryPass : public blpa::impl::BlpaPlanMemoryBase<PlanMemoryPass> {
       if (!reported || func.getName() == "train_step")
         reported = plan;
     }
-    if (!reportFile.empty() && failed(writeReport(module, reported,
-                                                  std::move(functions))))
+    if (!reportFile.empty() &&
+        failed(writeReport(module, reported, std::move(functions))))
       return signalPassFailure();
   }
 
   LogicalResult writeReport(ModuleOp module,
                             const std::optional<MemoryPlan> &plan,
                             llvm::json::Object functions) {
-    llvm::json::Object report =
-        plan ? planToJson(*plan) : llvm::json::Object{};
+    llvm::json::Object report = plan ? planToJson(*plan) : llvm::json::Object{};
     report["persistent_bytes"] = persistentBytes(module);
     report["functions"] = std::move(functions);
     std::string error;

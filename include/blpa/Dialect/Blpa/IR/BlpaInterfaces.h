@@ -33,9 +33,7 @@ struct RuntimeArg {
 
   static RuntimeArg data(Value v) { return {Kind::Data, v}; }
   static RuntimeArg momentum(Value param) { return {Kind::Momentum, param}; }
-  static RuntimeArg gradStore(Value param) {
-    return {Kind::GradStore, param};
-  }
+  static RuntimeArg gradStore(Value param) { return {Kind::GradStore, param}; }
   static RuntimeArg i64(int64_t v) { return {Kind::Int, {}, v}; }
   static RuntimeArg f64(double v) { return {Kind::Float, {}, 0, v}; }
   static RuntimeArg i64Array(ArrayRef<int64_t> v) {
