@@ -113,7 +113,10 @@ private:
   FailureOr<Value> param(const onnx::NodeProto &node, llvm::StringRef name);
   FailureOr<SmallVector<int64_t>> intConstant(const onnx::NodeProto &node,
                                               int index);
-  LogicalResult setOutput(const onnx::NodeProto &node, Value value);
+  LogicalResult setOutput(const onnx::NodeProto &node,
+                          FailureOr<Value> value);
+  template <typename OpTy, typename... Args>
+  FailureOr<Value> create(const onnx::NodeProto &node, Args &&...args);
   LogicalResult checkUnusedOutputs(const onnx::NodeProto &node,
                                    unsigned numUsed);
   FailureOr<SmallVector<int64_t>>
@@ -250,11 +253,44 @@ FailureOr<Value> Importer::input(const onnx::NodeProto &node, int index) {
   return value;
 }
 
-LogicalResult Importer::setOutput(const onnx::NodeProto &node, Value value) {
+LogicalResult Importer::setOutput(const onnx::NodeProto &node,
+                                  FailureOr<Value> value) {
+  if (failed(value))
+    return failure();
   if (node.output_size() < 1 || node.output(0).empty())
     return nodeError(node) << "has no output";
-  values[node.output(0)] = value;
+  values[node.output(0)] = *value;
   return success();
+}
+
+/// Builds an op whose result types its shape rule infers, returning its
+/// first result. Operands that break the rule (a model with inconsistent
+/// shapes) are reported at the node instead of aborting, which the
+/// generated inferring builders would do.
+template <typename OpTy, typename... Args>
+FailureOr<Value> Importer::create(const onnx::NodeProto &node,
+                                  Args &&...args) {
+  OperationState state(nodeLoc(node), OpTy::getOperationName());
+  OpTy::build(builder, state, TypeRange(), std::forward<Args>(args)...);
+  SmallVector<Type> types;
+  std::string reason;
+  LogicalResult inferred = failure();
+  {
+    // The shape rule's own message becomes part of the node's one line.
+    ScopedDiagnosticHandler capture(context, [&](Diagnostic &diag) {
+      if (reason.empty())
+        reason = diag.str();
+      return success();
+    });
+    inferred = OpTy::inferReturnTypes(
+        context, state.location, state.operands,
+        state.attributes.getDictionary(context), state.getRawProperties(),
+        state.regions, types);
+  }
+  if (failed(inferred))
+    return nodeError(node) << "invalid operand shapes: " << reason;
+  state.addTypes(types);
+  return builder.create(state)->getResult(0);
 }
 
 /// Optional outputs past `numUsed` that we do not compute must be unused.
@@ -530,9 +566,8 @@ LogicalResult Importer::importConv(const onnx::NodeProto &node,
       explicitPads(node, attrs, shapeOf(*x), kernel, strides, dilations);
   if (failed(pads))
     return failure();
-  Value y = Conv2DOp::create(builder, nodeLoc(node), *x, *w, *b, strides, *pads,
-                             dilations, attrs.getInt("group", 1));
-  return setOutput(node, y);
+  return setOutput(node, create<Conv2DOp>(node, *x, *w, *b, strides, *pads,
+                                          dilations, attrs.getInt("group", 1)));
 }
 
 LogicalResult Importer::importBatchNorm(const onnx::NodeProto &node,
@@ -552,17 +587,13 @@ LogicalResult Importer::importBatchNorm(const onnx::NodeProto &node,
     return failure();
   auto epsilon = builder.getF64FloatAttr(attrs.getFloat("epsilon", 1e-5));
   auto momentum = builder.getF64FloatAttr(attrs.getFloat("momentum", 0.9));
-  Location loc = nodeLoc(node);
-  Value y;
   if (attrs.getInt("training_mode", 0))
-    y = BatchNormOp::create(builder, loc, operands[0], operands[1], operands[2],
-                            operands[3], operands[4], epsilon, momentum)
-            .getOutput();
-  else
-    y = BatchNormInferenceOp::create(builder, loc, operands[0], operands[1],
-                                     operands[2], operands[3], operands[4],
-                                     epsilon, momentum);
-  return setOutput(node, y);
+    return setOutput(node, create<BatchNormOp>(
+                               node, operands[0], operands[1], operands[2],
+                               operands[3], operands[4], epsilon, momentum));
+  return setOutput(node, create<BatchNormInferenceOp>(
+                             node, operands[0], operands[1], operands[2],
+                             operands[3], operands[4], epsilon, momentum));
 }
 
 LogicalResult Importer::importRelu(const onnx::NodeProto &node,
@@ -570,7 +601,7 @@ LogicalResult Importer::importRelu(const onnx::NodeProto &node,
   FailureOr<Value> x = input(node, 0);
   if (failed(x))
     return failure();
-  return setOutput(node, ReluOp::create(builder, nodeLoc(node), *x));
+  return setOutput(node, create<ReluOp>(node, *x));
 }
 
 LogicalResult Importer::importAdd(const onnx::NodeProto &node,
@@ -578,7 +609,7 @@ LogicalResult Importer::importAdd(const onnx::NodeProto &node,
   FailureOr<Value> a = input(node, 0), b = input(node, 1);
   if (failed(a) || failed(b))
     return failure();
-  return setOutput(node, AddOp::create(builder, nodeLoc(node), *a, *b));
+  return setOutput(node, create<AddOp>(node, *a, *b));
 }
 
 LogicalResult Importer::checkPoolAttrs(const onnx::NodeProto &node,
@@ -618,10 +649,9 @@ LogicalResult Importer::importMaxPool(const onnx::NodeProto &node,
   FailureOr<PoolWindow> window = poolWindow(node, attrs, *x);
   if (failed(window))
     return failure();
-  Value y = MaxPoolOp::create(builder, nodeLoc(node), *x, window->kernel,
-                              window->strides, window->pads,
-                              attrs.getInt("ceil_mode", 0) != 0);
-  return setOutput(node, y);
+  return setOutput(node, create<MaxPoolOp>(node, *x, window->kernel,
+                                           window->strides, window->pads,
+                                           attrs.getInt("ceil_mode", 0) != 0));
 }
 
 LogicalResult Importer::importAvgPool(const onnx::NodeProto &node,
@@ -635,10 +665,10 @@ LogicalResult Importer::importAvgPool(const onnx::NodeProto &node,
   FailureOr<PoolWindow> window = poolWindow(node, attrs, *x);
   if (failed(window))
     return failure();
-  Value y = AvgPoolOp::create(builder, nodeLoc(node), *x, window->kernel,
-                              window->strides, window->pads, false,
-                              attrs.getInt("count_include_pad", 0) != 0);
-  return setOutput(node, y);
+  return setOutput(
+      node, create<AvgPoolOp>(node, *x, window->kernel, window->strides,
+                              window->pads, false,
+                              attrs.getInt("count_include_pad", 0) != 0));
 }
 
 LogicalResult Importer::importGlobalAvgPool(const onnx::NodeProto &node,
@@ -646,7 +676,7 @@ LogicalResult Importer::importGlobalAvgPool(const onnx::NodeProto &node,
   FailureOr<Value> x = input(node, 0);
   if (failed(x))
     return failure();
-  return setOutput(node, GlobalAvgPoolOp::create(builder, nodeLoc(node), *x));
+  return setOutput(node, create<GlobalAvgPoolOp>(node, *x));
 }
 
 Value Importer::reshape(Location loc, Value value, ArrayRef<int64_t> shape) {
@@ -716,12 +746,11 @@ LogicalResult Importer::importGemm(const onnx::NodeProto &node,
     return failure();
   if (shapeOf(*a).size() != 2 || shapeOf(*b).size() != 2)
     return nodeError(node) << "Gemm operands must be 2-D";
-  Value y = GemmOp::create(builder, nodeLoc(node), *a, *b, *c,
-                           attrs.getInt("transA", 0) != 0,
-                           attrs.getInt("transB", 0) != 0,
-                           llvm::APFloat(attrs.getFloat("alpha", 1.0)),
-                           llvm::APFloat(attrs.getFloat("beta", 1.0)));
-  return setOutput(node, y);
+  return setOutput(node, create<GemmOp>(
+                             node, *a, *b, *c, attrs.getInt("transA", 0) != 0,
+                             attrs.getInt("transB", 0) != 0,
+                             llvm::APFloat(attrs.getFloat("alpha", 1.0)),
+                             llvm::APFloat(attrs.getFloat("beta", 1.0))));
 }
 
 LogicalResult Importer::importMatMul(const onnx::NodeProto &node,
@@ -737,11 +766,13 @@ LogicalResult Importer::importMatMul(const onnx::NodeProto &node,
   Location loc = nodeLoc(node);
   int64_t k = aShape.back();
   Value a2 = reshape(loc, *a, {product(aShape) / k, k});
-  Value y = GemmOp::create(builder, loc, a2, *b, Value(), false, false,
-                           llvm::APFloat(1.0), llvm::APFloat(1.0));
+  FailureOr<Value> y = create<GemmOp>(node, a2, *b, Value(), false, false,
+                                      llvm::APFloat(1.0), llvm::APFloat(1.0));
+  if (failed(y))
+    return failure();
   SmallVector<int64_t> outShape(aShape.drop_back());
   outShape.push_back(bShape[1]);
-  return setOutput(node, reshape(loc, y, outShape));
+  return setOutput(node, reshape(loc, *y, outShape));
 }
 
 LogicalResult Importer::importIdentity(const onnx::NodeProto &node,

@@ -109,3 +109,79 @@ def test_onnx_helper_model_matches_pytorch(tmp_path):
     ref.backward()
     assert_gradients_match(loss, grads, ref.item(),
                            {n: p.grad.numpy() for n, p in params.items()})
+
+
+def test_every_gradient_rule_matches_pytorch(tmp_path):
+    """AveragePool (both divisor modes, asymmetric pads), MaxPool with
+    ceil_mode, Reshape, MatMul with a broadcast Add bias, Gemm with transA,
+    alpha, beta and a [1, N] C, GlobalAveragePool, BatchNormalization and a
+    grouped dilated convolution, against PyTorch float64."""
+    rng = fresh_rng()
+    arrays = {
+        "w": rng.standard_normal((6, 2, 3, 3)) * 0.4,
+        "s": rng.uniform(0.5, 1.5, 6), "t": rng.uniform(-0.5, 0.5, 6),
+        "m": np.zeros(6), "v": np.ones(6),
+        "mw": rng.standard_normal((6, 5)) * 0.4,
+        "mb": rng.standard_normal(5),
+        "gw": rng.standard_normal((54, 5)) * 0.3,
+        "gc": rng.standard_normal((1, 5)),
+    }
+    arrays = {k: v.astype(np.float32) for k, v in arrays.items()}
+    shape = numpy_helper.from_array(np.array([0, -1, 2], np.int64), "shape")
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], group=2,
+                         dilations=[2, 1], pads=[2, 1, 2, 1]),
+        helper.make_node("BatchNormalization", ["c", "s", "t", "m", "v"],
+                         ["b"], training_mode=1),
+        helper.make_node("AveragePool", ["b"], ["a1"], kernel_shape=[3, 3],
+                         strides=[1, 1], pads=[1, 0, 1, 2]),
+        helper.make_node("AveragePool", ["a1"], ["a2"], kernel_shape=[2, 2],
+                         strides=[2, 2], pads=[1, 1, 0, 0],
+                         count_include_pad=1),
+        helper.make_node("MaxPool", ["a2"], ["p"], kernel_shape=[2, 2],
+                         strides=[2, 2], ceil_mode=1),
+        helper.make_node("GlobalAveragePool", ["p"], ["g"]),
+        helper.make_node("Reshape", ["p", "shape"], ["r"]),
+        helper.make_node("Identity", ["r"], ["rt"]),
+        helper.make_node("Flatten", ["g"], ["gf"]),
+        helper.make_node("MatMul", ["gf", "mw"], ["mm"]),
+        helper.make_node("Add", ["mm", "mb"], ["h"]),
+        helper.make_node("Flatten", ["rt"], ["rf"], axis=1),
+        helper.make_node("Gemm", ["rf", "gw", "gc"], ["gg"], transB=0,
+                         alpha=0.5, beta=0.7),
+        helper.make_node("Gemm", ["h", "gg"], ["y"], transA=0, transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "every_rule",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                       ["N", 4, 9, 10])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(a, n) for n, a in arrays.items()] + [shape])
+    model = helper.make_model(graph,
+                              opset_imports=[helper.make_opsetid("", 15)])
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    exe = tool.compile(str(tmp_path / "m.onnx"), str(tmp_path / "exe"),
+                       batch_size=3)
+    x, y = random_batch(rng, (3, 4, 9, 10), classes=3)
+    loss, grads = tool.check_step(exe, x, y, str(tmp_path / "dump"))
+
+    p = {n: torch.tensor(a.astype(np.float64), requires_grad=True)
+         for n, a in arrays.items() if n not in ("m", "v")}
+    xt = torch.from_numpy(x).double()
+    c = F.conv2d(F.pad(xt, (1, 1, 2, 2)), p["w"], groups=2, dilation=(2, 1))
+    b = F.batch_norm(c, torch.zeros(6, dtype=torch.float64),
+                     torch.ones(6, dtype=torch.float64), p["s"], p["t"],
+                     training=True, eps=1e-5)
+    a1 = F.avg_pool2d(F.pad(b, (0, 2, 1, 1)), 3, 1) / F.avg_pool2d(
+        F.pad(torch.ones_like(b), (0, 2, 1, 1)), 3, 1)
+    a2 = F.avg_pool2d(F.pad(a1, (1, 0, 1, 0)), 2, 2)
+    pooled = F.max_pool2d(a2, 2, 2, ceil_mode=True)
+    g = pooled.mean(dim=(2, 3))
+    h = g @ p["mw"] + p["mb"]
+    rf = pooled.reshape(3, -1, 2).flatten(1)
+    gg = 0.5 * rf @ p["gw"] + 0.7 * p["gc"]
+    logits = h @ gg.T
+    ref = F.cross_entropy(logits, torch.from_numpy(y))
+    ref.backward()
+    assert_gradients_match(loss, grads, ref.item(),
+                           {n: t.grad.numpy() for n, t in p.items()})
