@@ -339,10 +339,10 @@ LogicalResult Importer::checkOpset(const onnx::ModelProto &model) {
   for (const onnx::OperatorSetIdProto &opset : model.opset_import()) {
     if (!opset.domain().empty() && opset.domain() != "ai.onnx")
       continue;
-    if (opset.version() < 7 || opset.version() > 21)
+    if (opset.version() < 1 || opset.version() > 21)
       return fileError() << "ONNX opset " << opset.version()
                          << " is not supported; export with an opset "
-                            "between 7 and 21";
+                            "between 1 and 21";
   }
   return success();
 }
@@ -579,15 +579,12 @@ LogicalResult Importer::importBatchNorm(const onnx::NodeProto &node,
       return failure();
     operands.push_back(*v);
   }
-  for (int i = 3; i < 5; ++i)
-    if (!operands[i].getDefiningOp<ParamOp>())
-      return nodeError(node) << "the running mean and variance must be "
-                                "initializers";
+  bool training = attrs.getInt("training_mode", 0) != 0;
   if (failed(checkUnusedOutputs(node, 1)))
     return failure();
   auto epsilon = builder.getF64FloatAttr(attrs.getFloat("epsilon", 1e-5));
   auto momentum = builder.getF64FloatAttr(attrs.getFloat("momentum", 0.9));
-  if (attrs.getInt("training_mode", 0))
+  if (training)
     return setOutput(node, create<BatchNormOp>(
                                node, operands[0], operands[1], operands[2],
                                operands[3], operands[4], epsilon, momentum));

@@ -160,6 +160,10 @@ void AutodiffPass::buildUpdates(func::FuncOp step, const AdjointMap &adjoints) {
     }
   });
   step.walk([&](BatchNormOp bn) {
+    // Statistics given as graph inputs (an inference model) are not state.
+    if (!bn.getRunningMean().getDefiningOp<ParamOp>() ||
+        !bn.getRunningVar().getDefiningOp<ParamOp>())
+      return;
     int64_t count = cast<ShapedType>(bn.getInput().getType()).getNumElements() /
                     cast<ShapedType>(bn.getMean().getType()).getNumElements();
     UpdateRunningStatsOp::create(
