@@ -93,3 +93,27 @@ func.func @avg_pool_ceil(%x: tensor<1x1x5x5xf32>) {
   %y = blpa.avg_pool %x {kernel_shape = array<i64: 2, 2>, strides = array<i64: 2, 2>, pads = array<i64: 0, 0, 0, 0>, ceil_mode = true} : (tensor<1x1x5x5xf32>) -> tensor<1x1x3x3xf32>
   return
 }
+
+// -----
+
+func.func @bad_phase(%x: tensor<4xf32>) {
+  // expected-error @+1 {{'blpa.phase' must be "forward", "backward" or "update"}}
+  %y = blpa.relu %x {blpa.phase = "sideways"} : (tensor<4xf32>) -> tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @compute_in_update_phase(%x: tensor<4xf32>) {
+  // expected-error @+1 {{only state updates belong to the update phase}}
+  %y = blpa.relu %x {blpa.phase = "update"} : (tensor<4xf32>) -> tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @unknown_attribute(%x: tensor<4xf32>) {
+  // expected-error @+1 {{unknown blpa attribute 'blpa.colour'}}
+  %y = blpa.relu %x {blpa.colour = 1 : i64} : (tensor<4xf32>) -> tensor<4xf32>
+  return
+}

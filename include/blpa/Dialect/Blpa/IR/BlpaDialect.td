@@ -18,6 +18,8 @@ def Blpa_Dialect : Dialect {
     (RuntimeCallOpInterface).
   }];
   let cppNamespace = "::mlir::blpa";
+  // Checks the discardable `blpa.phase` attribute autodiff records.
+  let hasOperationAttrVerify = 1;
 }
 
 class Blpa_Op<string mnemonic, list<Trait> traits = []>
