@@ -127,3 +127,54 @@ def test_resnet164_with_arena_over_256_mib_trains(tmp_path):
                             "--steps", 2, "--lr", 0.01)
     losses = [r["loss"] for r in records if "loss" in r]
     assert len(losses) == 2 and all(np.isfinite(losses))
+
+
+def write_idx(directory, prefix, images, labels):
+    """MNIST-format IDX files (uncompressed), as the driver reads them."""
+    n = len(labels)
+    with open(os.path.join(directory, prefix + "-images-idx3-ubyte"),
+              "wb") as f:
+        f.write(np.array([0x803, n, 28, 28], ">i4").tobytes())
+        f.write(images.astype(np.uint8).tobytes())
+    with open(os.path.join(directory, prefix + "-labels-idx1-ubyte"),
+              "wb") as f:
+        f.write(np.array([0x801, n], ">i4").tobytes())
+        f.write(labels.astype(np.uint8).tobytes())
+
+
+def test_sgd_with_momentum_and_weight_decay_matches_torch(tmp_path):
+    """Three steps on a data set of exactly one batch (so every step sees
+    the same examples; the mean loss ignores their order), compared with
+    torch.optim.SGD on the same model in float64."""
+    rng = fresh_rng()
+    batch = 8
+    images = rng.integers(0, 256, size=(batch, 28, 28))
+    labels = rng.integers(0, 10, size=batch)
+    write_idx(str(tmp_path), "train", images, labels)
+    write_idx(str(tmp_path), "t10k", images, labels)
+    model = torch.nn.Sequential(torch.nn.Flatten(),
+                                torch.nn.Linear(784, 10))
+    onnx_path = str(tmp_path / "linear.onnx")
+    models.export(model, onnx_path, (1, 1, 28, 28))
+    exe = tool.compile(onnx_path, str(tmp_path / "exe"), batch_size=batch)
+    saved = str(tmp_path / "trained.onnx")
+    tool.train(exe, str(tmp_path / "log.jsonl"), "--data", tmp_path,
+               "--steps", 3, "--lr", 0.1, "--momentum", 0.9,
+               "--weight-decay", 0.01, "--save", saved)
+
+    reference = copy.deepcopy(model).double()
+    opt = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9,
+                          weight_decay=0.01)
+    x = torch.from_numpy((images / 255.0 - 0.2860) / 0.3530)
+    x = x.reshape(batch, 1, 28, 28)
+    for _ in range(3):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(
+            reference(x), torch.from_numpy(labels)).backward()
+        opt.step()
+    trained = {t.name: numpy_helper.to_array(t)
+               for t in onnx.load(saved).graph.initializer}
+    for name, p in reference.named_parameters():
+        ref = p.detach().numpy()
+        got = trained[name]
+        assert np.linalg.norm(got - ref) <= 1e-5 * np.linalg.norm(ref), name
