@@ -8,11 +8,13 @@ hand to `blpa-opt`.
 """
 
 import argparse
-import math
+import warnings
 
+import onnx
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from onnx import numpy_helper
 
 
 class ExampleCNN(nn.Module):
@@ -131,64 +133,123 @@ class PreActResNet(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
-def example_cnn(seed=0):
-    torch.manual_seed(seed)
-    return ExampleCNN()
+def _with_input_shape(model, channels, size):
+    """Records the single-example input shape `export` uses by default."""
+    model.input_shape = (1, channels, size, size)
+    return model
 
 
-def residual_cnn(seed=0, in_channels=3):
+def example_cnn(seed=0, num_classes=10):
+    """The bundled Fashion-MNIST example (input [N, 1, 28, 28])."""
     torch.manual_seed(seed)
-    return ResidualCNN(in_channels=in_channels)
+    return _with_input_shape(ExampleCNN(num_classes=num_classes), 1, 28)
+
+
+def residual_cnn(seed=0, in_channels=3, image_size=16, num_classes=10):
+    """The gradient-check model (any image size; 16x16 by default)."""
+    torch.manual_seed(seed)
+    return _with_input_shape(
+        ResidualCNN(in_channels=in_channels, num_classes=num_classes),
+        in_channels, image_size)
 
 
 def preact_resnet(depth=164, widths=((16, 64), (32, 128), (64, 256)),
-                  in_channels=3, num_classes=10, seed=0):
+                  in_channels=3, num_classes=10, image_size=32, seed=0):
+    """The paper's pre-activation bottleneck ResNet (depth 9n+2; 164 is
+    ResNet-164) for image_size x image_size inputs."""
     torch.manual_seed(seed)
-    return PreActResNet(depth, widths, in_channels, num_classes)
+    return _with_input_shape(
+        PreActResNet(depth, widths, in_channels, num_classes), in_channels,
+        image_size)
 
 
-def export(model, path, input_shape, training=True, opset=15):
+def export(model, path, input_shape=None, training=True, opset=15):
     """Writes `model` as ONNX with a symbolic batch dimension ('batch'), in
     training mode (batch norms with training_mode=1) unless told otherwise.
-    Returns the path."""
+    `input_shape` is one example's shape with a leading batch entry (its
+    value is ignored); it defaults to the builder's `model.input_shape`.
+    Returns the path.
+
+    Tracing in training mode runs the model once, which would move its
+    batch-norm running statistics towards the random example's; they are
+    restored, and the file carries the model's statistics as they were."""
+    if input_shape is None:
+        input_shape = model.input_shape
     mode = (torch.onnx.TrainingMode.TRAINING if training
             else torch.onnx.TrainingMode.EVAL)
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
     model.train(training)
     example = torch.randn(2, *input_shape[1:])
-    torch.onnx.export(
-        model, example, path, training=mode, do_constant_folding=False,
-        opset_version=opset, input_names=["input"], output_names=["logits"],
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    with warnings.catch_warnings():
+        # "Removing mutation from node aten::add_ on ... num_batches_tracked"
+        # is expected: the counter has no ONNX equivalent.
+        warnings.filterwarnings("ignore", message=".*num_batches_tracked")
+        # Batch norm's batch-size sanity check is traced as a constant; the
+        # exported graph does not contain it.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        torch.onnx.export(
+            model, example, path, training=mode, do_constant_folding=False,
+            opset_version=opset, input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            b.copy_(buffers[name])
+    _set_initializers(path, buffers)
     return path
 
 
+def _set_initializers(path, values):
+    """Rewrites the initializers of the ONNX file at `path` that are named
+    in `values` (name -> tensor)."""
+    proto = onnx.load(path)
+    changed = False
+    for init in proto.graph.initializer:
+        if init.name in values:
+            array = values[init.name].detach().numpy()
+            init.CopyFrom(numpy_helper.from_array(
+                array.astype(numpy_helper.to_array(init).dtype), init.name))
+            changed = True
+    if changed:
+        onnx.save(proto, path)
+
+
 _BUILDERS = {
-    "example-cnn": (example_cnn, (1, 1, 28, 28)),
-    "residual-cnn": (residual_cnn, (1, 3, 16, 16)),
-    "preact-resnet": (preact_resnet, (1, 3, 32, 32)),
+    "example-cnn": example_cnn,
+    "residual-cnn": residual_cnn,
+    "preact-resnet": preact_resnet,
 }
 
 
-def main():
+def _builder_options(args):
+    """The builder keyword arguments the command line set."""
+    options = {"seed": args.seed, "num_classes": args.num_classes}
+    if args.model == "preact-resnet":
+        options["depth"] = args.depth
+    if args.model != "example-cnn":
+        for key in ("in_channels", "image_size"):
+            if getattr(args, key) is not None:
+                options[key] = getattr(args, key)
+    return options
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", choices=sorted(_BUILDERS))
     parser.add_argument("-o", "--output", required=True)
     parser.add_argument("--depth", type=int, default=164,
-                        help="preact-resnet depth (9n+2)")
-    parser.add_argument("--in-channels", type=int, default=None)
-    parser.add_argument("--image-size", type=int, default=None)
+                        help="preact-resnet depth (9n+2; default 164)")
+    parser.add_argument("--in-channels", type=int, default=None,
+                        help="residual-cnn / preact-resnet input channels")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="residual-cnn / preact-resnet image size")
+    parser.add_argument("--num-classes", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the initial weights")
     parser.add_argument("--eval", action="store_true",
                         help="export in evaluation mode")
-    args = parser.parse_args()
-    builder, shape = _BUILDERS[args.model]
-    channels = args.in_channels or shape[1]
-    size = args.image_size or shape[2]
-    kwargs = {}
-    if args.model == "preact-resnet":
-        kwargs = {"depth": args.depth, "in_channels": channels}
-    elif args.model == "residual-cnn":
-        kwargs = {"in_channels": channels}
-    export(builder(**kwargs), args.output, (1, channels, size, size),
+    args = parser.parse_args(argv)
+    export(_BUILDERS[args.model](**_builder_options(args)), args.output,
            training=not args.eval)
 
 

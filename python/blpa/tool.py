@@ -1,7 +1,14 @@
-"""A thin wrapper around blpa-opt and the executables it produces."""
+"""A thin wrapper around blpa-opt and the executables it produces.
+
+Every call runs the real command line (the contract users see), so the tests
+and scripts that use this module exercise exactly what a user would type.
+Failures raise ToolError carrying the tool's stderr; a tool that hangs is
+killed after TIMEOUT seconds instead of hanging the suite.
+"""
 
 import json
 import os
+import re
 import subprocess
 
 import numpy as np
@@ -9,62 +16,90 @@ import numpy as np
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 
+# Seconds any one command may run (override with BLPA_TOOL_TIMEOUT).
+TIMEOUT = float(os.environ.get("BLPA_TOOL_TIMEOUT", "900"))
+
 
 class ToolError(RuntimeError):
-    """A blpa tool exited non-zero; `stderr` has its message."""
+    """A blpa tool exited non-zero (or timed out); `stderr` has its
+    message."""
 
     def __init__(self, cmd, returncode, stderr):
-        super().__init__("%s exited with %d: %s" % (cmd[0], returncode,
+        super().__init__("%s exited with %s: %s" % (cmd[0], returncode,
                                                    stderr.strip()))
+        self.cmd = cmd
         self.returncode = returncode
         self.stderr = stderr
 
 
 def blpa_opt_path():
+    """The compiler under test: $BLPA_OPT, else the repository's build."""
     return os.environ.get("BLPA_OPT",
                           os.path.join(_REPO, "build", "bin", "blpa-opt"))
 
 
-def run(cmd, check=True):
-    """Runs `cmd`; returns the CompletedProcess, raising ToolError if it
-    failed and `check` is set."""
-    proc = subprocess.run([str(c) for c in cmd], capture_output=True,
-                          text=True)
+def dump_name(name):
+    """The file stem the executables use for initializer `name` in --dump
+    directories (characters outside [A-Za-z0-9._-] become '_')."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
+def run(cmd, check=True, timeout=None):
+    """Runs `cmd` (items converted with str); returns the CompletedProcess,
+    raising ToolError if it failed and `check` is set. A command past
+    `timeout` (default TIMEOUT) is killed and reported as a ToolError."""
+    cmd = [str(c) for c in cmd]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True,
+                              timeout=timeout or TIMEOUT)
+    except subprocess.TimeoutExpired as e:
+        stderr = e.stderr or b""
+        if isinstance(stderr, bytes):
+            stderr = stderr.decode(errors="replace")
+        raise ToolError(cmd, "timeout after %gs" % e.timeout, stderr) from None
     if check and proc.returncode != 0:
         raise ToolError(cmd, proc.returncode, proc.stderr)
     return proc
 
 
 def compile(model, out, train=True, batch_size=None, act_bits=None,
-            memory_report=None, extra=()):
+            memory_report=None, target=None, emit=None, extra=()):
+    """Compiles ONNX `model` into `out` with blpa-opt (training executable
+    unless `train` is false); returns `out`."""
     cmd = [blpa_opt_path(), model, "--train" if train else "--infer"]
-    if batch_size is not None:
-        cmd += ["--batch-size", batch_size]
-    if act_bits is not None:
-        cmd += ["--act-bits", act_bits]
-    if memory_report is not None:
-        cmd += ["--memory-report", memory_report]
+    for flag, value in (("--batch-size", batch_size),
+                        ("--act-bits", act_bits),
+                        ("--memory-report", memory_report),
+                        ("--target", target), ("--emit", emit)):
+        if value is not None:
+            cmd += [flag, value]
     run(cmd + list(extra) + ["-o", out])
     return out
 
 
+def load_grads(dump_dir):
+    """{file stem: gradient} from a --check-step dump directory."""
+    grads_dir = os.path.join(dump_dir, "grads")
+    return {f[:-4]: np.load(os.path.join(grads_dir, f))
+            for f in sorted(os.listdir(grads_dir)) if f.endswith(".npy")}
+
+
 def check_step(exe, x, y, dump_dir):
-    """One step from the initial weights; returns (loss, {name: grad})."""
+    """One step from the executable's initial weights without an update;
+    returns (loss array, {dump_name(initializer): grad})."""
     os.makedirs(dump_dir, exist_ok=True)
-    xpath, ypath = os.path.join(dump_dir, "x.npy"), os.path.join(dump_dir,
-                                                                "y.npy")
+    xpath = os.path.join(dump_dir, "x.npy")
+    ypath = os.path.join(dump_dir, "y.npy")
     np.save(xpath, x)
     np.save(ypath, y)
     run([exe, "--check-step", "--inputs", xpath, "--labels", ypath,
          "--dump", dump_dir])
-    grads_dir = os.path.join(dump_dir, "grads")
-    grads = {f[:-4]: np.load(os.path.join(grads_dir, f))
-             for f in os.listdir(grads_dir) if f.endswith(".npy")}
-    return np.load(os.path.join(dump_dir, "loss.npy")), grads
+    return np.load(os.path.join(dump_dir, "loss.npy")), load_grads(dump_dir)
 
 
 def infer(exe, inputs, dump_dir):
-    """Runs the forward pass on `inputs` (arrays); returns the outputs."""
+    """Runs the forward pass on `inputs` (arrays, graph order); returns the
+    outputs in graph order."""
     os.makedirs(dump_dir, exist_ok=True)
     paths = []
     for i, x in enumerate(inputs):
@@ -78,10 +113,20 @@ def infer(exe, inputs, dump_dir):
     return outputs
 
 
-def train(exe, log, *args):
-    """Trains with the executable's flags `args`; returns (log records,
-    stdout)."""
-    proc = run([exe, "--log", log] + [str(a) for a in args])
+def read_log(log):
+    """The JSON records of a --log file, one per non-empty line."""
     with open(log) as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    return records, proc.stdout
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def train(exe, log, *args):
+    """Trains with the executable's flags `args` (e.g. "--data", DIR,
+    "--steps", 100, "--lr", 0.05), logging to `log`; returns (log records,
+    stdout)."""
+    proc = run([exe, "--log", log] + list(args))
+    return read_log(log), proc.stdout
+
+
+def losses(records):
+    """The per-step losses of a training log, in step order."""
+    return [r["loss"] for r in records if "loss" in r]
