@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import onnx
+import pytest
 import torch
 from onnx import numpy_helper
 
@@ -142,19 +143,28 @@ def write_idx(directory, prefix, images, labels):
         f.write(labels.astype(np.uint8).tobytes())
 
 
-def test_sgd_with_momentum_and_weight_decay_matches_torch(tmp_path):
+def linear_classifier():
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+
+
+@pytest.mark.parametrize("build", [
+    linear_classifier,
+    lambda: models.residual_cnn(seed=2, in_channels=1, image_size=28)],
+    ids=["linear", "residual_cnn"])
+def test_sgd_with_momentum_and_weight_decay_matches_torch(build, tmp_path):
     """Three steps on a data set of exactly one batch (so every step sees
-    the same examples; the mean loss ignores their order), compared with
-    torch.optim.SGD on the same model in float64."""
+    the same examples; the mean loss and batch statistics ignore their
+    order), compared with torch.optim.SGD on the same model in float64: the
+    parameters, and (with batch norms) the running statistics, which must
+    follow PyTorch's update (momentum 0.1, unbiased variance)."""
     rng = fresh_rng()
     batch = 8
     images = rng.integers(0, 256, size=(batch, 28, 28))
     labels = rng.integers(0, 10, size=batch)
     write_idx(str(tmp_path), "train", images, labels)
     write_idx(str(tmp_path), "t10k", images, labels)
-    model = torch.nn.Sequential(torch.nn.Flatten(),
-                                torch.nn.Linear(784, 10))
-    onnx_path = str(tmp_path / "linear.onnx")
+    model = build()
+    onnx_path = str(tmp_path / "model.onnx")
     models.export(model, onnx_path, (1, 1, 28, 28))
     exe = tool.compile(onnx_path, str(tmp_path / "exe"), batch_size=batch)
     saved = str(tmp_path / "trained.onnx")
@@ -162,7 +172,7 @@ def test_sgd_with_momentum_and_weight_decay_matches_torch(tmp_path):
                "--steps", 3, "--lr", 0.1, "--momentum", 0.9,
                "--weight-decay", 0.01, "--save", saved)
 
-    reference = copy.deepcopy(model).double()
+    reference = copy.deepcopy(model).double().train()
     opt = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9,
                           weight_decay=0.01)
     x = torch.from_numpy((images / 255.0 - 0.2860) / 0.3530)
@@ -174,7 +184,10 @@ def test_sgd_with_momentum_and_weight_decay_matches_torch(tmp_path):
         opt.step()
     trained = {t.name: numpy_helper.to_array(t)
                for t in onnx.load(saved).graph.initializer}
-    for name, p in reference.named_parameters():
-        ref = p.detach().numpy()
+    expected = dict(reference.named_parameters())
+    expected.update((name, b) for name, b in reference.named_buffers()
+                    if "running" in name)
+    for name, tensor in expected.items():
+        ref = tensor.detach().numpy()
         got = trained[name]
         assert np.linalg.norm(got - ref) <= 1e-5 * np.linalg.norm(ref), name

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import (assert_gradients_match, fresh_rng, torch_reference)
-from blpa import tool
+from blpa import models, tool
 
 
 def random_batch(rng, shape, classes=10):
@@ -185,3 +185,18 @@ def test_every_gradient_rule_matches_pytorch(tmp_path):
     ref.backward()
     assert_gradients_match(loss, grads, ref.item(),
                            {n: t.grad.numpy() for n, t in p.items()})
+
+
+def test_preact_resnet_matches_pytorch_float64(tmp_path):
+    """The paper's network family, narrowed: pre-activation bottlenecks
+    whose shared BN-ReLU feeds both the block and a projection shortcut,
+    identity shortcuts, strided 3x3 convolutions, the final BN-ReLU."""
+    model = models.preact_resnet(depth=20, widths=((4, 8), (4, 16), (8, 16)),
+                                 image_size=8, seed=3)
+    onnx_path = str(tmp_path / "preact.onnx")
+    models.export(model, onnx_path)
+    exe = tool.compile(onnx_path, str(tmp_path / "exe"), batch_size=4)
+    x, y = random_batch(fresh_rng(), (4, 3, 8, 8))
+    loss, grads = tool.check_step(exe, x, y, str(tmp_path / "dump"))
+    ref_loss, ref_grads = torch_reference(copy.deepcopy(model), x, y)
+    assert_gradients_match(loss, grads, ref_loss, ref_grads)
