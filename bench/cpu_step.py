@@ -31,7 +31,7 @@ def blpa_ms_per_step(onnx_path, batch, steps, warmup, threads, workdir):
                        batch_size=batch)
     log = os.path.join(workdir, "log.jsonl")
     tool.run([exe, "--synthetic", "--steps", steps + warmup, "--lr", 0.01,
-              "--threads", threads, "--log", log])
+              "--momentum", 0.9, "--threads", threads, "--log", log])
     with open(log) as f:
         rates = [json.loads(l)["images_per_s"] for l in f if '"step"' in l]
     timed = rates[warmup:]
@@ -58,6 +58,14 @@ def torch_ms_per_step(model, shape, steps, warmup, threads):
     return 1e3 * (time.perf_counter() - start) / steps
 
 
+def usable_cores():
+    """CPUs this process may run on (a container's share, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count()
+
+
 def cpu_name():
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
@@ -71,7 +79,7 @@ def cpu_name():
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--threads", type=int, default=usable_cores())
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     args = parser.parse_args()
@@ -80,12 +88,14 @@ def main():
         ("pre-act ResNet-20 (CIFAR)", lambda: models.preact_resnet(depth=20),
          (32, 3, 32, 32)),
     ]
-    print("date: %s, machine: %s, %d cores, threads: %d" % (
-        datetime.date.today(), cpu_name(), os.cpu_count(), args.threads))
+    print("date: %s, machine: %s, %d cores, PyTorch %s, %d timed steps "
+          "after %d warm-up" % (datetime.date.today(), cpu_name(),
+                                usable_cores(), torch.__version__,
+                                args.steps, args.warmup))
     print()
-    print("| model | batch | blpa ms/step | PyTorch %s ms/step | ratio |" %
-          torch.__version__)
-    print("| --- | --- | --- | --- | --- |")
+    print("| model | batch | threads | blpa ms/step | PyTorch ms/step "
+          "| ratio (blpa / PyTorch) |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for name, build, shape in cases:
         with tempfile.TemporaryDirectory() as workdir:
             path = os.path.join(workdir, "model.onnx")
@@ -94,8 +104,9 @@ def main():
                                     args.threads, workdir)
             theirs = torch_ms_per_step(build(), shape, args.steps,
                                        args.warmup, args.threads)
-        print("| %s | %d | %.1f | %.1f | %.2f |" % (name, shape[0], ours,
-                                                  theirs, ours / theirs))
+        print("| %s | %d | %d | %.1f | %.1f | %.2f |" % (
+            name, shape[0], args.threads, ours, theirs, ours / theirs),
+            flush=True)
 
 
 if __name__ == "__main__":
