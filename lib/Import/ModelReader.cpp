@@ -1,14 +1,13 @@
 //===- ModelReader.cpp - Reading ONNX model files -------------------------===//
 
 #include "ModelReader.h"
+#include "Importer.h"
 
 #include "blpa/Import/OnnxImporter.h"
 
 #include "mlir/IR/Diagnostics.h"
 #include "onnx/defs/parser.h"
 #include "llvm/Support/MemoryBuffer.h"
-
-#include <algorithm>
 
 using namespace mlir;
 using namespace mlir::blpa;
@@ -18,9 +17,7 @@ static std::string parseText(llvm::StringRef path, const std::string &text,
   onnx::Common::Status status = onnx::OnnxParser::Parse(model, text.c_str());
   if (!status.IsOK()) {
     // The parser's message spans lines; a diagnostic is one line.
-    std::string message = status.ErrorMessage();
-    std::replace(message.begin(), message.end(), '\n', ' ');
-    return (path + ": cannot parse ONNX text model: " + message).str();
+    return (path + ": cannot parse ONNX model: " + status.ErrorMessage()).str();
   }
   return "";
 }
@@ -57,18 +54,41 @@ std::string mlir::blpa::readModel(llvm::StringRef path,
     return parseBinary(path, bytes, model);
   } catch (const std::exception &e) {
     return (path + ": cannot parse ONNX model: " + e.what()).str();
+  } catch (...) {
+    return (path + ": cannot parse ONNX model: unknown exception").str();
   }
+}
+
+/// The binary model: the .onnx file's own bytes (checked to parse), or the
+/// text model serialized.
+static std::string serializeModel(llvm::StringRef path, std::string &bytes) {
+  onnx::ModelProto model;
+  std::string error = readModel(path, model);
+  if (!error.empty())
+    return error;
+  if (!path.ends_with(".onnxtext")) {
+    auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
+                                              /*RequiresNullTerminator=*/false);
+    if (!buffer)
+      return (path + ": " + buffer.getError().message()).str();
+    bytes = (*buffer)->getBuffer().str();
+    return "";
+  }
+  if (!model.SerializeToString(&bytes))
+    return (path + ": cannot serialize the model").str();
+  return "";
 }
 
 FailureOr<std::string> mlir::blpa::readSerializedModel(MLIRContext *context,
                                                        llvm::StringRef path) {
-  onnx::ModelProto model;
-  std::string error = readModel(path, model);
+  std::string bytes, error;
+  try {
+    error = serializeModel(path, bytes);
+  } catch (...) {
+    error = (path + ": cannot serialize the model").str();
+  }
   if (!error.empty())
-    return emitError(UnknownLoc::get(context), error);
-  std::string bytes;
-  if (!model.SerializeToString(&bytes))
-    return emitError(UnknownLoc::get(context),
-                     (path + ": cannot serialize the model").str());
+    return emitError(FileLineColLoc::get(context, path, 0, 0),
+                     onnximport::oneLine(error));
   return bytes;
 }

@@ -20,15 +20,20 @@ struct ImportOptions {
 
 /// Reads `path` (a binary ModelProto `.onnx`, or `.onnxtext` in ONNX's text
 /// syntax) and builds a module holding `func.func @forward(inputs) ->
-/// outputs` over blpa ops, with one `blpa.param` per initializer used. Every
-/// error is one self-contained diagnostic ("FILE: node 'NAME' (OP): what is
-/// wrong; what is supported") and the result is failure().
+/// outputs` over blpa ops, with one `blpa.param` per initializer used (at
+/// its first use). Graph inputs and outputs carry their ONNX names in
+/// `blpa.name` argument/result attributes, the module the model's absolute
+/// path in `blpa.source`, every op a NameLoc of its node. On any problem
+/// exactly one error diagnostic is emitted, on one line ("FILE: node 'NAME'
+/// (OP): what is wrong; what is supported", or "FILE: ..." for the model as
+/// a whole), and the result is failure(); nothing is thrown.
 FailureOr<OwningOpRef<ModuleOp>> importOnnxFile(MLIRContext *context,
                                                 llvm::StringRef path,
                                                 const ImportOptions &options);
 
 /// The model at `path` as a serialized binary ModelProto, for embedding in
-/// executables.
+/// executables: a `.onnx` file's own bytes (after checking that they parse),
+/// or the parsed `.onnxtext` model serialized. Errors as importOnnxFile's.
 FailureOr<std::string> readSerializedModel(MLIRContext *context,
                                            llvm::StringRef path);
 

@@ -1,0 +1,221 @@
+//===- Importer.h - The ONNX graph walk and its per-node binder --*- C++
+//-*-===//
+//
+// Private to BLPAImport. `Importer` walks one ONNX graph and owns the state
+// of the walk (values by name, parameters, compile-time integer tensors);
+// `NodeBinder` is what a per-op handler sees of it: one node's inputs,
+// attributes and outputs, and errors that name the node (as torch-mlir's
+// OpBinder does for its ONNX patterns).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef BLPA_LIB_IMPORT_IMPORTER_H
+#define BLPA_LIB_IMPORT_IMPORTER_H
+
+#include "blpa/Import/OnnxImporter.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinTypes.h"
+#include "mlir/IR/Diagnostics.h"
+#include "onnx/onnx_pb.h"
+#include "llvm/ADT/StringMap.h"
+#include "llvm/ADT/StringSet.h"
+
+#include <optional>
+#include <string>
+
+namespace mlir {
+namespace func {
+class FuncOp;
+} // namespace func
+
+namespace blpa {
+namespace onnximport {
+
+/// An integer tensor known at compile time: an int64 initializer, a Constant
+/// node, or a shape computation (Shape, Gather, ...) on static shapes. These
+/// never become IR; they feed Reshape's target shape and similar operands.
+struct IntTensor {
+  /// Empty for a scalar.
+  SmallVector<int64_t> shape;
+  SmallVector<int64_t> values;
+};
+
+/// The number of elements of a tensor of shape `dims`, or nullopt when a
+/// dimension is negative or the count overflows (a corrupt model).
+std::optional<int64_t> elementCount(ArrayRef<int64_t> dims);
+
+/// The elements of an integer (int64, int32, bool) tensor stored in the
+/// model, or failure for other types and external data.
+FailureOr<IntTensor> readIntTensor(const onnx::TensorProto &tensor);
+
+/// The value of a one-element float tensor stored in the model.
+FailureOr<double> readFloatScalar(const onnx::TensorProto &tensor);
+
+/// `message` with control characters (newlines in names) as spaces.
+std::string oneLine(llvm::StringRef message);
+
+/// "[1, 2, 3]", for messages.
+std::string formatInts(ArrayRef<int64_t> values);
+
+/// "0.5", for messages.
+std::string formatFloat(double value);
+
+class Importer;
+
+/// One node being imported.
+class NodeBinder {
+public:
+  NodeBinder(Importer &importer, const onnx::NodeProto &node, unsigned index);
+
+  const onnx::NodeProto &node() const { return nodeProto; }
+  llvm::StringRef opType() const { return nodeProto.op_type(); }
+  /// The model's default-domain opset, for version-dependent semantics.
+  int64_t opset() const;
+  OpBuilder &builder();
+  Location loc() const { return location; }
+
+  /// An error at the node, already prefixed "<file>: node '<name>'
+  /// (<OpType>): "; stream "<what is wrong>; <what to do>" into it.
+  InFlightDiagnostic error();
+
+  // Inputs. `input` fails (with an error) when the input is absent;
+  // `optionalInput` yields a null Value instead.
+  bool hasInput(int index) const;
+  FailureOr<Value> input(int index);
+  FailureOr<Value> optionalInput(int index);
+  /// A compile-time integer tensor input (e.g. Reshape's shape).
+  FailureOr<IntTensor> intInput(int index);
+  /// Whether input `index` is a compile-time integer tensor.
+  bool isIntInput(int index) const;
+  /// A float scalar known at compile time (an initializer or a Constant),
+  /// e.g. Dropout's ratio.
+  FailureOr<double> floatScalarInput(int index);
+
+  // Attributes, with ONNX's defaults. Their types are checked against the
+  // known attribute names before the handler runs (checkAttributes).
+  bool hasAttr(llvm::StringRef name) const { return attrs.count(name); }
+  int64_t getInt(llvm::StringRef name, int64_t otherwise) const;
+  double getFloat(llvm::StringRef name, double otherwise) const;
+  std::string getString(llvm::StringRef name, llvm::StringRef otherwise) const;
+  SmallVector<int64_t> getInts(llvm::StringRef name,
+                               ArrayRef<int64_t> otherwise) const;
+  const onnx::TensorProto *getTensor(llvm::StringRef name) const;
+  LogicalResult checkAttributes();
+  /// Checks that attribute `name` (its value `values`) has `size` entries,
+  /// each at least `min`.
+  LogicalResult checkInts(llvm::StringRef name, ArrayRef<int64_t> values,
+                          size_t size, int64_t min);
+
+  // Outputs. Every handler computes output 0; the node's other (optional)
+  // outputs must then be unused by other nodes and not graph outputs.
+  LogicalResult setOutput(FailureOr<Value> value);
+  LogicalResult setIntOutput(IntTensor value);
+  /// A float Constant node's tensor: not IR, only readable by
+  /// floatScalarInput.
+  LogicalResult setFloatConstantOutput(const onnx::TensorProto &tensor);
+
+  /// Builds an op whose result types its shape rule infers and returns its
+  /// first result. Operands that break the rule (a model with inconsistent
+  /// shapes) are reported at the node instead of aborting, which the
+  /// generated inferring builders would do.
+  template <typename OpTy, typename... Args>
+  FailureOr<Value> create(Args &&...args) {
+    OperationState state(location, OpTy::getOperationName());
+    OpTy::build(builder(), state, TypeRange(), std::forward<Args>(args)...);
+    SmallVector<Type> types;
+    std::string reason;
+    LogicalResult inferred = failure();
+    {
+      ScopedDiagnosticHandler capture(
+          context(), [&](Diagnostic &diag) { return keepFirst(diag, reason); });
+      inferred = OpTy::inferReturnTypes(
+          context(), state.location, state.operands,
+          state.attributes.getDictionary(context()), state.getRawProperties(),
+          state.regions, types);
+    }
+    if (failed(inferred))
+      return error() << "invalid operand shapes: " << reason;
+    state.addTypes(types);
+    return builder().create(state)->getResult(0);
+  }
+
+  /// `value` reshaped (a blpa.reshape unless the shape is already `shape`).
+  Value reshape(Value value, ArrayRef<int64_t> shape);
+
+  /// Records the first diagnostic's message, as one line, into `reason`.
+  static LogicalResult keepFirst(Diagnostic &diag, std::string &reason);
+
+private:
+  MLIRContext *context();
+  LogicalResult checkParamData(llvm::StringRef input,
+                               const onnx::TensorProto &tensor);
+  const onnx::AttributeProto *attr(llvm::StringRef name) const {
+    return attrs.lookup(name);
+  }
+
+  Importer &importer;
+  const onnx::NodeProto &nodeProto;
+  std::string name;
+  Location location;
+  llvm::StringMap<const onnx::AttributeProto *> attrs;
+};
+
+/// A per-op handler: builds the node's ops and records its output.
+using NodeHandler = LogicalResult (*)(NodeBinder &);
+
+/// The handlers by ONNX op type (default domain).
+const llvm::StringMap<NodeHandler> &nodeHandlers();
+
+/// Walks one model's graph into a module.
+class Importer {
+public:
+  Importer(MLIRContext *context, llvm::StringRef path,
+           const ImportOptions &options);
+
+  FailureOr<OwningOpRef<ModuleOp>> run(const onnx::ModelProto &model);
+
+private:
+  friend class NodeBinder;
+
+  InFlightDiagnostic fileError();
+  Location fileLoc();
+  LogicalResult checkOpset(const onnx::ModelProto &model);
+  void scanGraph(const onnx::GraphProto &graph);
+  FailureOr<RankedTensorType> inputType(const onnx::ValueInfoProto &input);
+  FailureOr<func::FuncOp> createFunction(const onnx::GraphProto &graph);
+  LogicalResult importNode(const onnx::NodeProto &node, unsigned index);
+  LogicalResult checkOutput(const onnx::ValueInfoProto &output, Value value);
+  LogicalResult finishFunction(func::FuncOp func,
+                               const onnx::GraphProto &graph);
+  LogicalResult verifyModule(ModuleOp module);
+  Value param(Location loc, llvm::StringRef name);
+  llvm::StringRef resolveAlias(llvm::StringRef name);
+
+  MLIRContext *context;
+  std::string path;
+  ImportOptions options;
+  OpBuilder builder;
+  int64_t opset = 0;
+  /// ONNX value names to the tensors computed so far.
+  llvm::StringMap<Value> values;
+  /// Float initializers; each becomes a blpa.param at its first use.
+  llvm::StringMap<const onnx::TensorProto *> initializers;
+  /// Float Constant nodes: readable as compile-time scalars only.
+  llvm::StringMap<const onnx::TensorProto *> floatConstants;
+  /// Compile-time integer tensors by name.
+  llvm::StringMap<IntTensor> intTensors;
+  /// Initializers that feed weights, biases and scales: they get gradients.
+  llvm::StringSet<> trainable;
+  /// Names read by some node or listed as graph outputs.
+  llvm::StringSet<> consumed;
+  /// Identity outputs to their inputs, to find the initializer behind a
+  /// weight.
+  llvm::StringMap<std::string> aliases;
+};
+
+} // namespace onnximport
+} // namespace blpa
+} // namespace mlir
+
+#endif // BLPA_LIB_IMPORT_IMPORTER_H

@@ -1,0 +1,537 @@
+//===- NodeImporters.cpp - One handler per ONNX op type -------------------===//
+//
+// Each handler reads its node through a NodeBinder, builds blpa ops (whose
+// result types their shape rules infer) and records output 0. Integer shape
+// computations (Shape, Gather, Unsqueeze, Concat, Constant) are folded at
+// compile time; they only feed Reshape's target shape.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Importer.h"
+
+#include "blpa/Dialect/Blpa/IR/BlpaOps.h"
+
+using namespace mlir;
+using namespace mlir::blpa;
+using namespace mlir::blpa::onnximport;
+
+static ArrayRef<int64_t> shapeOf(Value value) {
+  return cast<ShapedType>(value.getType()).getShape();
+}
+
+static int64_t product(ArrayRef<int64_t> dims) {
+  int64_t result = 1;
+  for (int64_t d : dims)
+    result *= d;
+  return result;
+}
+
+//===----------------------------------------------------------------------===//
+// Convolution and pooling windows
+//===----------------------------------------------------------------------===//
+
+namespace {
+struct Window {
+  SmallVector<int64_t> kernel, strides, dilations, pads;
+};
+} // namespace
+
+/// ONNX's auto_pad as explicit [top, left, bottom, right] pads. SAME_UPPER
+/// and SAME_LOWER pad so that the output size is ceil(input / stride), the
+/// odd pixel at the end (UPPER) or the start (LOWER).
+static FailureOr<SmallVector<int64_t>>
+resolvePads(NodeBinder &b, ArrayRef<int64_t> inputShape, const Window &w) {
+  std::string autoPad = b.getString("auto_pad", "NOTSET");
+  if (autoPad == "NOTSET")
+    return b.getInts("pads", {0, 0, 0, 0});
+  if (autoPad == "VALID")
+    return SmallVector<int64_t>{0, 0, 0, 0};
+  if (autoPad != "SAME_UPPER" && autoPad != "SAME_LOWER")
+    return b.error() << "attribute 'auto_pad' = '" << autoPad
+                     << "' is not supported; use NOTSET, VALID, SAME_UPPER "
+                        "or SAME_LOWER";
+  SmallVector<int64_t> pads(4);
+  for (int i = 0; i < 2; ++i) {
+    int64_t in = inputShape[2 + i];
+    int64_t out = (in + w.strides[i] - 1) / w.strides[i];
+    int64_t span = w.dilations[i] * (w.kernel[i] - 1) + 1;
+    int64_t total = std::max<int64_t>(0, (out - 1) * w.strides[i] + span - in);
+    int64_t small = total / 2, large = total - small;
+    pads[i] = autoPad == "SAME_UPPER" ? small : large;
+    pads[i + 2] = autoPad == "SAME_UPPER" ? large : small;
+  }
+  return pads;
+}
+
+/// The window attributes of a 2-D convolution or pooling over `input`.
+static FailureOr<Window> readWindow(NodeBinder &b, Value input,
+                                    ArrayRef<int64_t> kernel) {
+  ArrayRef<int64_t> shape = shapeOf(input);
+  if (shape.size() != 4)
+    return b.error() << "the input has rank " << shape.size()
+                     << "; only 2-D (rank-4 NCHW) inputs are supported";
+  Window w;
+  w.kernel.assign(kernel.begin(), kernel.end());
+  w.strides = b.getInts("strides", {1, 1});
+  w.dilations = b.getInts("dilations", {1, 1});
+  if (failed(b.checkInts("kernel_shape", w.kernel, 2, 1)) ||
+      failed(b.checkInts("strides", w.strides, 2, 1)) ||
+      failed(b.checkInts("dilations", w.dilations, 2, 1)))
+    return failure();
+  FailureOr<SmallVector<int64_t>> pads = resolvePads(b, shape, w);
+  if (failed(pads) || failed(b.checkInts("pads", *pads, 4, 0)))
+    return failure();
+  w.pads = std::move(*pads);
+  return w;
+}
+
+/// A pooling window: kernel_shape is required, dilations must be 1.
+static FailureOr<Window> readPoolWindow(NodeBinder &b, Value input) {
+  if (!b.hasAttr("kernel_shape"))
+    return b.error() << "attribute 'kernel_shape' is missing; it is required";
+  FailureOr<Window> w = readWindow(b, input, b.getInts("kernel_shape", {}));
+  if (failed(w))
+    return failure();
+  if (llvm::any_of(w->dilations, [](int64_t d) { return d != 1; }))
+    return b.error() << "attribute 'dilations' = " << formatInts(w->dilations)
+                     << " is not supported; pooling supports dilations 1 "
+                        "only";
+  return w;
+}
+
+static LogicalResult importConv(NodeBinder &b) {
+  FailureOr<Value> x = b.input(0), w = b.input(1), bias = b.optionalInput(2);
+  if (failed(x) || failed(w) || failed(bias))
+    return failure();
+  ArrayRef<int64_t> wShape = shapeOf(*w);
+  if (wShape.size() != 4)
+    return b.error() << "the weight has rank " << wShape.size()
+                     << "; only 2-D convolutions (rank-4 weights) are "
+                        "supported";
+  SmallVector<int64_t> kernel = b.getInts("kernel_shape", wShape.take_back(2));
+  if (ArrayRef<int64_t>(kernel) != wShape.take_back(2))
+    return b.error() << "attribute 'kernel_shape' = " << formatInts(kernel)
+                     << " does not match the weight's shape "
+                     << formatInts(wShape);
+  FailureOr<Window> window = readWindow(b, *x, kernel);
+  if (failed(window))
+    return failure();
+  int64_t group = b.getInt("group", 1);
+  if (group < 1)
+    return b.error() << "attribute 'group' = " << group
+                     << " is invalid; it must be >= 1";
+  return b.setOutput(b.create<Conv2DOp>(
+      *x, *w, *bias, window->strides, window->pads, window->dilations, group));
+}
+
+static LogicalResult importMaxPool(NodeBinder &b) {
+  FailureOr<Value> x = b.input(0);
+  if (failed(x))
+    return failure();
+  if (int64_t order = b.getInt("storage_order", 0))
+    return b.error() << "attribute 'storage_order' = " << order
+                     << " is not supported; use 0 (row major)";
+  FailureOr<Window> w = readPoolWindow(b, *x);
+  if (failed(w))
+    return failure();
+  return b.setOutput(b.create<MaxPoolOp>(*x, w->kernel, w->strides, w->pads,
+                                         b.getInt("ceil_mode", 0) != 0));
+}
+
+static LogicalResult importAveragePool(NodeBinder &b) {
+  FailureOr<Value> x = b.input(0);
+  if (failed(x))
+    return failure();
+  if (int64_t ceilMode = b.getInt("ceil_mode", 0))
+    return b.error() << "attribute 'ceil_mode' = " << ceilMode
+                     << " is not supported for AveragePool; use 0";
+  FailureOr<Window> w = readPoolWindow(b, *x);
+  if (failed(w))
+    return failure();
+  return b.setOutput(b.create<AvgPoolOp>(
+      *x, w->kernel, w->strides, w->pads, /*ceil_mode=*/false,
+      b.getInt("count_include_pad", 0) != 0));
+}
+
+static LogicalResult importGlobalAveragePool(NodeBinder &b) {
+  FailureOr<Value> x = b.input(0);
+  if (failed(x))
+    return failure();
+  return b.setOutput(b.create<GlobalAvgPoolOp>(*x));
+}
+
+//===----------------------------------------------------------------------===//
+// Normalization and elementwise ops
+//===----------------------------------------------------------------------===//
+
+/// Whether a BatchNormalization normalizes with the batch's statistics.
+/// Opset 14 added training_mode; before it a node in training mode was one
+/// that asks for the statistics outputs (and, before opset 7, has is_test 0).
+static bool isTrainingBatchNorm(NodeBinder &b) {
+  if (b.opset() >= 14)
+    return b.getInt("training_mode", 0) != 0;
+  if (b.getInt("is_test", 0) != 0)
+    return false;
+  const onnx::NodeProto &node = b.node();
+  for (int i = 1; i < node.output_size(); ++i)
+    if (!node.output(i).empty())
+      return true;
+  return false;
+}
+
+static LogicalResult importBatchNormalization(NodeBinder &b) {
+  if (int64_t spatial = b.getInt("spatial", 1); spatial != 1)
+    return b.error() << "attribute 'spatial' = " << spatial
+                     << " is not supported; only per-channel statistics "
+                        "(spatial = 1)";
+  SmallVector<Value, 5> operands;
+  for (int i = 0; i < 5; ++i) {
+    FailureOr<Value> operand = b.input(i);
+    if (failed(operand))
+      return failure();
+    operands.push_back(*operand);
+  }
+  llvm::APFloat epsilon(b.getFloat("epsilon", 1e-5));
+  llvm::APFloat momentum(b.getFloat("momentum", 0.9));
+  // ONNX's training-mode outputs 1.. are the updated running statistics;
+  // blpa.batch_norm's extra results are the batch statistics its gradient
+  // needs, so setOutput's check that those outputs are unused is what
+  // makes this mapping right.
+  if (isTrainingBatchNorm(b))
+    return b.setOutput(b.create<BatchNormOp>(operands[0], operands[1],
+                                             operands[2], operands[3],
+                                             operands[4], epsilon, momentum));
+  return b.setOutput(b.create<BatchNormInferenceOp>(
+      operands[0], operands[1], operands[2], operands[3], operands[4], epsilon,
+      momentum));
+}
+
+static LogicalResult importRelu(NodeBinder &b) {
+  FailureOr<Value> x = b.input(0);
+  if (failed(x))
+    return failure();
+  return b.setOutput(b.create<ReluOp>(*x));
+}
+
+static LogicalResult importAdd(NodeBinder &b) {
+  // Before opset 7, `axis` aligned the second operand at that dimension
+  // instead of at the end (numpy); no exporter of interest emits it.
+  if (b.hasAttr("axis"))
+    return b.error() << "attribute 'axis' (legacy broadcasting) is not "
+                        "supported; export with opset 7 or later";
+  FailureOr<Value> lhs = b.input(0), rhs = b.input(1);
+  if (failed(lhs) || failed(rhs))
+    return failure();
+  return b.setOutput(b.create<AddOp>(*lhs, *rhs));
+}
+
+static LogicalResult importIdentity(NodeBinder &b) {
+  if (b.isIntInput(0))
+    return b.setIntOutput(*b.intInput(0));
+  return b.setOutput(b.input(0));
+}
+
+/// Dropout is the identity outside training; blpa does not drop activations
+/// at random, so training-mode dropout is only accepted with ratio 0.
+static LogicalResult importDropout(NodeBinder &b) {
+  bool training = b.opset() < 7 && b.getInt("is_test", 0) == 0;
+  if (b.opset() >= 12 && b.hasInput(2)) {
+    FailureOr<IntTensor> mode = b.intInput(2);
+    if (failed(mode))
+      return failure();
+    training = llvm::any_of(mode->values, [](int64_t v) { return v != 0; });
+  }
+  if (training) {
+    FailureOr<double> ratio = b.getFloat("ratio", 0.5);
+    if (b.opset() >= 12)
+      ratio = b.hasInput(1) ? b.floatScalarInput(1) : FailureOr<double>(0.5);
+    if (failed(ratio))
+      return failure();
+    if (*ratio != 0.0)
+      return b.error() << "training-mode dropout (ratio " << formatFloat(*ratio)
+                       << ") is not supported; export the model in eval "
+                          "mode or without dropout";
+  }
+  return b.setOutput(b.input(0));
+}
+
+//===----------------------------------------------------------------------===//
+// Matrix products
+//===----------------------------------------------------------------------===//
+
+static LogicalResult importGemm(NodeBinder &b) {
+  FailureOr<Value> a = b.input(0), m = b.input(1), c = b.optionalInput(2);
+  if (failed(a) || failed(m) || failed(c))
+    return failure();
+  if (shapeOf(*a).size() != 2 || shapeOf(*m).size() != 2)
+    return b.error() << "operands of shapes " << formatInts(shapeOf(*a))
+                     << " and " << formatInts(shapeOf(*m))
+                     << "; Gemm takes 2-D operands";
+  return b.setOutput(b.create<GemmOp>(*a, *m, *c, b.getInt("transA", 0) != 0,
+                                      b.getInt("transB", 0) != 0,
+                                      llvm::APFloat(b.getFloat("alpha", 1.0)),
+                                      llvm::APFloat(b.getFloat("beta", 1.0))));
+}
+
+static LogicalResult importMatMul(NodeBinder &b) {
+  FailureOr<Value> a = b.input(0), m = b.input(1);
+  if (failed(a) || failed(m))
+    return failure();
+  ArrayRef<int64_t> aShape = shapeOf(*a), mShape = shapeOf(*m);
+  if (aShape.size() < 2 || mShape.size() != 2)
+    return b.error() << "operands of shapes " << formatInts(aShape) << " and "
+                     << formatInts(mShape)
+                     << "; only [..., M, K] x [K, N] products are supported";
+  // Leading dimensions of `a` fold into M: one gemm, then the shape back.
+  int64_t k = aShape.back();
+  Value a2 = b.reshape(*a, {product(aShape) / k, k});
+  FailureOr<Value> product2 = b.create<GemmOp>(
+      a2, *m, Value(), false, false, llvm::APFloat(1.0), llvm::APFloat(1.0));
+  if (failed(product2))
+    return failure();
+  SmallVector<int64_t> outShape(aShape.drop_back());
+  outShape.push_back(mShape[1]);
+  return b.setOutput(b.reshape(*product2, outShape));
+}
+
+//===----------------------------------------------------------------------===//
+// Reshaping
+//===----------------------------------------------------------------------===//
+
+static LogicalResult importFlatten(NodeBinder &b) {
+  FailureOr<Value> x = b.input(0);
+  if (failed(x))
+    return failure();
+  ArrayRef<int64_t> shape = shapeOf(*x);
+  int64_t rank = shape.size();
+  int64_t axis = b.getInt("axis", 1);
+  int64_t normalized = axis < 0 ? axis + rank : axis;
+  if (normalized < 0 || normalized > rank)
+    return b.error() << "attribute 'axis' = " << axis
+                     << " is out of range for an input of rank " << rank;
+  int64_t outer = product(shape.take_front(normalized));
+  return b.setOutput(b.reshape(*x, {outer, product(shape) / outer}));
+}
+
+/// ONNX Reshape's target: 0 copies the input's dimension (unless
+/// allowzero), one -1 is inferred from the element count.
+static FailureOr<SmallVector<int64_t>>
+reshapeTarget(NodeBinder &b, ArrayRef<int64_t> in, ArrayRef<int64_t> target) {
+  bool allowZero = b.getInt("allowzero", 0) != 0;
+  SmallVector<int64_t> shape;
+  std::optional<size_t> inferred;
+  for (auto [i, entry] : llvm::enumerate(target)) {
+    int64_t d = entry;
+    if (d == 0 && !allowZero && i >= in.size())
+      return b.error() << "shape " << formatInts(target) << " copies dimension "
+                       << i << " (0) of an input of rank " << in.size();
+    if (d == 0 && !allowZero)
+      d = in[i];
+    if (d == -1 && inferred)
+      return b.error() << "shape " << formatInts(target)
+                       << " has more than one -1";
+    if (d == -1)
+      inferred = i;
+    else if (d < 0)
+      return b.error() << "shape " << formatInts(target)
+                       << " has the invalid entry " << d;
+    shape.push_back(d == -1 ? 1 : d);
+  }
+  std::optional<int64_t> maybeKnown = elementCount(shape);
+  if (!maybeKnown)
+    return b.error() << "shape " << formatInts(target) << " is too large";
+  int64_t known = *maybeKnown, count = product(in);
+  if (inferred && (known == 0 || count % known != 0))
+    return b.error() << "shape " << formatInts(target)
+                     << ": cannot infer the -1 for an input of shape "
+                     << formatInts(in);
+  if (inferred)
+    shape[*inferred] = count / known;
+  if (!inferred && known != count)
+    return b.error() << "shape " << formatInts(target) << " has " << known
+                     << " elements, the input " << formatInts(in) << " has "
+                     << count;
+  return shape;
+}
+
+static LogicalResult importReshape(NodeBinder &b) {
+  FailureOr<Value> x = b.input(0);
+  if (failed(x))
+    return failure();
+  // Before opset 5 the target shape was an attribute.
+  SmallVector<int64_t> target;
+  if (b.opset() < 5) {
+    target = b.getInts("shape", {});
+  } else {
+    FailureOr<IntTensor> shape = b.intInput(1);
+    if (failed(shape))
+      return failure();
+    if (shape->shape.size() != 1)
+      return b.error() << "the shape input has rank " << shape->shape.size()
+                       << "; it must be 1-D";
+    target = shape->values;
+  }
+  FailureOr<SmallVector<int64_t>> shape = reshapeTarget(b, shapeOf(*x), target);
+  if (failed(shape))
+    return failure();
+  return b.setOutput(b.reshape(*x, *shape));
+}
+
+//===----------------------------------------------------------------------===//
+// Compile-time integer tensors: constants and the shape computations
+// exporters emit for `x.view(x.size(0), -1)`.
+//===----------------------------------------------------------------------===//
+
+static LogicalResult importConstant(NodeBinder &b) {
+  if (b.hasAttr("value_int"))
+    return b.setIntOutput(IntTensor{{}, {b.getInt("value_int", 0)}});
+  if (b.hasAttr("value_ints")) {
+    SmallVector<int64_t> values = b.getInts("value_ints", {});
+    return b.setIntOutput(
+        IntTensor{{static_cast<int64_t>(values.size())}, values});
+  }
+  const onnx::TensorProto *tensor = b.getTensor("value");
+  if (!tensor)
+    return b.error() << "only 'value', 'value_int' and 'value_ints' "
+                        "constants are supported";
+  if (FailureOr<IntTensor> ints = readIntTensor(*tensor); succeeded(ints))
+    return b.setIntOutput(std::move(*ints));
+  if (tensor->data_type() == onnx::TensorProto::FLOAT)
+    return b.setFloatConstantOutput(*tensor);
+  return b.error() << "a constant of type "
+                   << onnx::TensorProto::DataType_Name(
+                          static_cast<onnx::TensorProto::DataType>(
+                              tensor->data_type()))
+                   << " is not supported; only float32 and integer "
+                      "constants";
+}
+
+/// Input `index` of a shape computation: it must be a compile-time integer
+/// tensor, as blpa has no integer tensors at run time.
+static FailureOr<IntTensor> shapeOperand(NodeBinder &b, int index) {
+  if (b.hasInput(index) && !b.isIntInput(index))
+    return b.error() << "input '" << b.node().input(index)
+                     << "' is not a compile-time integer tensor; " << b.opType()
+                     << " is supported only in shape computations (on "
+                        "constants and Shape outputs)";
+  return b.intInput(index);
+}
+
+static LogicalResult importShape(NodeBinder &b) {
+  SmallVector<int64_t> dims;
+  if (b.isIntInput(0)) {
+    dims = b.intInput(0)->shape;
+  } else {
+    FailureOr<Value> x = b.input(0);
+    if (failed(x))
+      return failure();
+    dims.assign(shapeOf(*x).begin(), shapeOf(*x).end());
+  }
+  // Opset 15's start/end slice the shape, clamped like Python slices.
+  int64_t rank = dims.size();
+  auto clamp = [&](int64_t i) {
+    return std::clamp<int64_t>(i < 0 ? i + rank : i, 0, rank);
+  };
+  int64_t start = clamp(b.getInt("start", 0));
+  int64_t end = std::max(start, clamp(b.getInt("end", rank)));
+  SmallVector<int64_t> values(dims.begin() + start, dims.begin() + end);
+  return b.setIntOutput(
+      IntTensor{{static_cast<int64_t>(values.size())}, values});
+}
+
+static LogicalResult importGather(NodeBinder &b) {
+  FailureOr<IntTensor> data = shapeOperand(b, 0), indices = shapeOperand(b, 1);
+  if (failed(data) || failed(indices))
+    return failure();
+  int64_t axis = b.getInt("axis", 0);
+  if (data->shape.size() != 1 || (axis != 0 && axis != -1))
+    return b.error() << "only gathering from a 1-D integer tensor (a shape) "
+                        "along axis 0 is supported";
+  int64_t size = data->shape[0];
+  IntTensor result{indices->shape, {}};
+  for (int64_t index : indices->values) {
+    if (index < -size || index >= size)
+      return b.error() << "index " << index
+                       << " is out of range for a tensor of " << size
+                       << " elements";
+    result.values.push_back(data->values[index < 0 ? index + size : index]);
+  }
+  return b.setIntOutput(std::move(result));
+}
+
+static LogicalResult importUnsqueeze(NodeBinder &b) {
+  FailureOr<IntTensor> data = shapeOperand(b, 0);
+  if (failed(data))
+    return failure();
+  // Opset 13 moved `axes` from an attribute to an input.
+  SmallVector<int64_t> axes;
+  if (b.opset() >= 13) {
+    FailureOr<IntTensor> axesInput = shapeOperand(b, 1);
+    if (failed(axesInput))
+      return failure();
+    axes = axesInput->values;
+  } else {
+    axes = b.getInts("axes", {});
+  }
+  int64_t rank = data->shape.size() + axes.size();
+  for (int64_t &axis : axes) {
+    if (axis < -rank || axis >= rank)
+      return b.error() << "axes " << formatInts(axes)
+                       << " are out of range for an output of rank " << rank;
+    axis = axis < 0 ? axis + rank : axis;
+  }
+  llvm::sort(axes);
+  IntTensor result{data->shape, data->values};
+  for (int64_t axis : axes)
+    result.shape.insert(
+        result.shape.begin() + std::min<int64_t>(axis, result.shape.size()), 1);
+  return b.setIntOutput(std::move(result));
+}
+
+static LogicalResult importConcat(NodeBinder &b) {
+  IntTensor result{{0}, {}};
+  for (int i = 0; i < b.node().input_size(); ++i) {
+    FailureOr<IntTensor> part = shapeOperand(b, i);
+    if (failed(part))
+      return failure();
+    if (part->shape.size() != 1)
+      return b.error() << "input " << i << " has rank " << part->shape.size()
+                       << "; only 1-D integer tensors (shapes) are "
+                          "concatenated";
+    llvm::append_range(result.values, part->values);
+  }
+  // Of 1-D tensors, axis 0 is the only (and default) axis.
+  if (int64_t axis = b.getInt("axis", 0); axis != 0 && axis != -1)
+    return b.error() << "attribute 'axis' = " << axis
+                     << " is out of range for 1-D inputs";
+  result.shape[0] = result.values.size();
+  return b.setIntOutput(std::move(result));
+}
+
+//===----------------------------------------------------------------------===//
+// The table
+//===----------------------------------------------------------------------===//
+
+const llvm::StringMap<NodeHandler> &onnximport::nodeHandlers() {
+  static const llvm::StringMap<NodeHandler> table = {
+      {"Add", importAdd},
+      {"AveragePool", importAveragePool},
+      {"BatchNormalization", importBatchNormalization},
+      {"Concat", importConcat},
+      {"Constant", importConstant},
+      {"Conv", importConv},
+      {"Dropout", importDropout},
+      {"Flatten", importFlatten},
+      {"Gather", importGather},
+      {"Gemm", importGemm},
+      {"GlobalAveragePool", importGlobalAveragePool},
+      {"Identity", importIdentity},
+      {"MatMul", importMatMul},
+      {"MaxPool", importMaxPool},
+      {"Relu", importRelu},
+      {"Reshape", importReshape},
+      {"Shape", importShape},
+      {"Unsqueeze", importUnsqueeze},
+  };
+  return table;
+}
