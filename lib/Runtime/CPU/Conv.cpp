@@ -81,6 +81,18 @@ forwardDesc(const dnnl::engine &engine, const ConvGeometry &g, bool withBias) {
   return {desc, userScratchpad(), engine};
 }
 
+/// The backward-data and backward-weights descriptors take the same
+/// arguments and the forward descriptor as a hint.
+template <typename Primitive>
+typename Primitive::primitive_desc backwardDesc(const dnnl::engine &engine,
+                                                const ConvGeometry &g) {
+  typename Primitive::desc desc(dnnl::algorithm::convolution_direct,
+                                md(g.src, tag::any), md(g.weights, tag::any),
+                                md(g.dst, tag::any), g.strides, g.dilates,
+                                g.padL, g.padR);
+  return {desc, userScratchpad(), engine, forwardDesc(engine, g, false)};
+}
+
 std::unique_ptr<ConvPlan> makePlan(const dnnl::engine &engine, ConvKind kind,
                                    const ConvShape &shape) {
   ConvGeometry g = convGeometry(shape);
@@ -106,12 +118,7 @@ std::unique_ptr<ConvPlan> makePlan(const dnnl::engine &engine, ConvKind kind,
     break;
   }
   case ConvKind::backwardData: {
-    dnnl::convolution_backward_data::desc desc(
-        dnnl::algorithm::convolution_direct, md(g.src, tag::any),
-        md(g.weights, tag::any), md(g.dst, tag::any), g.strides, g.dilates,
-        g.padL, g.padR);
-    dnnl::convolution_backward_data::primitive_desc pd(
-        desc, userScratchpad(), engine, forwardDesc(engine, g, false));
+    auto pd = backwardDesc<dnnl::convolution_backward_data>(engine, g);
     plan->addPort(engine, DNNL_ARG_DIFF_DST, dst, pd.diff_dst_desc(), false);
     plan->addPort(engine, DNNL_ARG_WEIGHTS, weights, pd.weights_desc(), false);
     plan->addPort(engine, DNNL_ARG_DIFF_SRC, src, pd.diff_src_desc(), true);
@@ -119,12 +126,7 @@ std::unique_ptr<ConvPlan> makePlan(const dnnl::engine &engine, ConvKind kind,
     break;
   }
   case ConvKind::backwardWeights: {
-    dnnl::convolution_backward_weights::desc desc(
-        dnnl::algorithm::convolution_direct, md(g.src, tag::any),
-        md(g.weights, tag::any), md(g.dst, tag::any), g.strides, g.dilates,
-        g.padL, g.padR);
-    dnnl::convolution_backward_weights::primitive_desc pd(
-        desc, userScratchpad(), engine, forwardDesc(engine, g, false));
+    auto pd = backwardDesc<dnnl::convolution_backward_weights>(engine, g);
     plan->addPort(engine, DNNL_ARG_SRC, src, pd.src_desc(), false);
     plan->addPort(engine, DNNL_ARG_DIFF_DST, dst, pd.diff_dst_desc(), false);
     plan->addPort(engine, DNNL_ARG_DIFF_WEIGHTS, weights,
