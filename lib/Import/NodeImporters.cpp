@@ -15,17 +15,6 @@ using namespace mlir;
 using namespace mlir::blpa;
 using namespace mlir::blpa::onnximport;
 
-static ArrayRef<int64_t> shapeOf(Value value) {
-  return cast<ShapedType>(value.getType()).getShape();
-}
-
-static int64_t product(ArrayRef<int64_t> dims) {
-  int64_t result = 1;
-  for (int64_t d : dims)
-    result *= d;
-  return result;
-}
-
 //===----------------------------------------------------------------------===//
 // Convolution and pooling windows
 //===----------------------------------------------------------------------===//
@@ -66,7 +55,7 @@ resolvePads(NodeBinder &b, ArrayRef<int64_t> inputShape, const Window &w) {
 /// The window attributes of a 2-D convolution or pooling over `input`.
 static FailureOr<Window> readWindow(NodeBinder &b, Value input,
                                     ArrayRef<int64_t> kernel) {
-  ArrayRef<int64_t> shape = shapeOf(input);
+  ArrayRef<int64_t> shape = getShape(input);
   if (shape.size() != 4)
     return b.error() << "the input has rank " << shape.size()
                      << "; only 2-D (rank-4 NCHW) inputs are supported";
@@ -103,7 +92,7 @@ static LogicalResult importConv(NodeBinder &b) {
   FailureOr<Value> x = b.input(0), w = b.input(1), bias = b.optionalInput(2);
   if (failed(x) || failed(w) || failed(bias))
     return failure();
-  ArrayRef<int64_t> wShape = shapeOf(*w);
+  ArrayRef<int64_t> wShape = getShape(*w);
   if (wShape.size() != 4)
     return b.error() << "the weight has rank " << wShape.size()
                      << "; only 2-D convolutions (rank-4 weights) are "
@@ -263,9 +252,9 @@ static LogicalResult importGemm(NodeBinder &b) {
   FailureOr<Value> a = b.input(0), m = b.input(1), c = b.optionalInput(2);
   if (failed(a) || failed(m) || failed(c))
     return failure();
-  if (shapeOf(*a).size() != 2 || shapeOf(*m).size() != 2)
-    return b.error() << "operands of shapes " << formatInts(shapeOf(*a))
-                     << " and " << formatInts(shapeOf(*m))
+  if (getShape(*a).size() != 2 || getShape(*m).size() != 2)
+    return b.error() << "operands of shapes " << formatInts(getShape(*a))
+                     << " and " << formatInts(getShape(*m))
                      << "; Gemm takes 2-D operands";
   return b.setOutput(b.create<GemmOp>(*a, *m, *c, b.getInt("transA", 0) != 0,
                                       b.getInt("transB", 0) != 0,
@@ -277,14 +266,14 @@ static LogicalResult importMatMul(NodeBinder &b) {
   FailureOr<Value> a = b.input(0), m = b.input(1);
   if (failed(a) || failed(m))
     return failure();
-  ArrayRef<int64_t> aShape = shapeOf(*a), mShape = shapeOf(*m);
+  ArrayRef<int64_t> aShape = getShape(*a), mShape = getShape(*m);
   if (aShape.size() < 2 || mShape.size() != 2)
     return b.error() << "operands of shapes " << formatInts(aShape) << " and "
                      << formatInts(mShape)
                      << "; only [..., M, K] x [K, N] products are supported";
   // Leading dimensions of `a` fold into M: one gemm, then the shape back.
   int64_t k = aShape.back();
-  Value a2 = b.reshape(*a, {product(aShape) / k, k});
+  Value a2 = b.reshape(*a, {ShapedType::getNumElements(aShape) / k, k});
   FailureOr<Value> product2 = b.create<GemmOp>(
       a2, *m, Value(), false, false, llvm::APFloat(1.0), llvm::APFloat(1.0));
   if (failed(product2))
@@ -302,15 +291,16 @@ static LogicalResult importFlatten(NodeBinder &b) {
   FailureOr<Value> x = b.input(0);
   if (failed(x))
     return failure();
-  ArrayRef<int64_t> shape = shapeOf(*x);
+  ArrayRef<int64_t> shape = getShape(*x);
   int64_t rank = shape.size();
   int64_t axis = b.getInt("axis", 1);
   int64_t normalized = axis < 0 ? axis + rank : axis;
   if (normalized < 0 || normalized > rank)
     return b.error() << "attribute 'axis' = " << axis
                      << " is out of range for an input of rank " << rank;
-  int64_t outer = product(shape.take_front(normalized));
-  return b.setOutput(b.reshape(*x, {outer, product(shape) / outer}));
+  int64_t outer = ShapedType::getNumElements(shape.take_front(normalized));
+  return b.setOutput(
+      b.reshape(*x, {outer, ShapedType::getNumElements(shape) / outer}));
 }
 
 /// ONNX Reshape's target: 0 copies the input's dimension (unless
@@ -340,7 +330,7 @@ reshapeTarget(NodeBinder &b, ArrayRef<int64_t> in, ArrayRef<int64_t> target) {
   std::optional<int64_t> maybeKnown = elementCount(shape);
   if (!maybeKnown)
     return b.error() << "shape " << formatInts(target) << " is too large";
-  int64_t known = *maybeKnown, count = product(in);
+  int64_t known = *maybeKnown, count = ShapedType::getNumElements(in);
   if (inferred && (known == 0 || count % known != 0))
     return b.error() << "shape " << formatInts(target)
                      << ": cannot infer the -1 for an input of shape "
@@ -371,7 +361,8 @@ static LogicalResult importReshape(NodeBinder &b) {
                        << "; it must be 1-D";
     target = shape->values;
   }
-  FailureOr<SmallVector<int64_t>> shape = reshapeTarget(b, shapeOf(*x), target);
+  FailureOr<SmallVector<int64_t>> shape =
+      reshapeTarget(b, getShape(*x), target);
   if (failed(shape))
     return failure();
   return b.setOutput(b.reshape(*x, *shape));
@@ -425,7 +416,7 @@ static LogicalResult importShape(NodeBinder &b) {
     FailureOr<Value> x = b.input(0);
     if (failed(x))
       return failure();
-    dims.assign(shapeOf(*x).begin(), shapeOf(*x).end());
+    dims.assign(getShape(*x).begin(), getShape(*x).end());
   }
   // Opset 15's start/end slice the shape, clamped like Python slices.
   int64_t rank = dims.size();

@@ -39,8 +39,8 @@ LogicalResult BlpaDialect::verifyOperationAttribute(Operation *op,
   if (attr.getName() != kPhaseAttrName)
     return verifyAttributeKind(op, attr);
   auto phase = dyn_cast<StringAttr>(attr.getValue());
-  if (!phase || !llvm::is_contained({"forward", "backward", "update"},
-                                    phase.getValue()))
+  if (!phase ||
+      !llvm::is_contained({"forward", "backward", "update"}, phase.getValue()))
     return op->emitError("'blpa.phase' must be \"forward\", \"backward\" "
                          "or \"update\"");
   // State is written only after the step has read everything it needs.

@@ -21,10 +21,6 @@ static Value reduceToType(OpBuilder &b, Location loc, Value grad, Type type,
   return ReduceToShapeOp::create(b, loc, type, grad, llvm::APFloat(scale));
 }
 
-static ArrayRef<int64_t> shapeOf(Value v) {
-  return cast<ShapedType>(v.getType()).getShape();
-}
-
 /// Fills `operandGrads` with nulls for an op that receives no gradient.
 static LogicalResult noGradients(Operation *op,
                                  SmallVectorImpl<Value> &operandGrads) {
@@ -40,14 +36,14 @@ LogicalResult Conv2DOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
   Location loc = getLoc();
   Value dx = Conv2DGradInputOp::create(b, loc, dy, getWeight(), getStrides(),
                                        getPads(), getDilations(), getGroup(),
-                                       shapeOf(getInput()));
+                                       getShape(getInput()));
   Value dw = Conv2DGradWeightOp::create(b, loc, dy, getInput(), getStrides(),
                                         getPads(), getDilations(), getGroup(),
-                                        shapeOf(getWeight()));
+                                        getShape(getWeight()));
   operandGrads.assign({dx, dw, Value()});
   if (Value bias = getBias()) {
     // Sum over N, OH, OW keeping rank 4, then view as the bias' [K].
-    int64_t k = shapeOf(dy)[1];
+    int64_t k = getShape(dy)[1];
     auto summed = RankedTensorType::get({1, k, 1, 1}, b.getF32Type());
     Value db = reduceToType(b, loc, dy, summed);
     operandGrads[2] = ReshapeOp::create(b, loc, bias.getType(), db);
@@ -106,7 +102,7 @@ LogicalResult AvgPoolOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
     return noGradients(*this, operandGrads);
   operandGrads.assign({AvgPoolGradOp::create(
       b, getLoc(), resultGrads[0], getKernelShape(), getStrides(), getPads(),
-      getCeilMode(), getCountIncludePad(), shapeOf(getInput()))});
+      getCeilMode(), getCountIncludePad(), getShape(getInput()))});
   return success();
 }
 
@@ -116,7 +112,7 @@ GlobalAvgPoolOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
   if (!resultGrads[0])
     return noGradients(*this, operandGrads);
   operandGrads.assign({GlobalAvgPoolGradOp::create(b, getLoc(), resultGrads[0],
-                                                   shapeOf(getInput()))});
+                                                   getShape(getInput()))});
   return success();
 }
 

@@ -49,25 +49,18 @@ StringRef mlir::blpa::stringifyPhase(Phase phase) {
   llvm_unreachable("unknown phase");
 }
 
+ArrayRef<int64_t> mlir::blpa::getShape(Value value) {
+  return cast<ShapedType>(value.getType()).getShape();
+}
+
 int64_t mlir::blpa::getTensorBytes(Type type) {
   auto shaped = cast<ShapedType>(type);
   return shaped.getNumElements() *
          static_cast<int64_t>(shaped.getElementTypeBitWidth() / 8);
 }
 
-static ArrayRef<int64_t> shapeOf(Value v) {
-  return cast<ShapedType>(v.getType()).getShape();
-}
-
 static RankedTensorType f32Tensor(MLIRContext *ctx, ArrayRef<int64_t> shape) {
   return RankedTensorType::get(shape, Float32Type::get(ctx));
-}
-
-static int64_t product(ArrayRef<int64_t> dims) {
-  int64_t result = 1;
-  for (int64_t d : dims)
-    result *= d;
-  return result;
 }
 
 /// Checks that `attr` has `size` strictly positive (or, with allowZero,
@@ -87,7 +80,7 @@ static LogicalResult checkArray(std::optional<Location> loc, StringRef name,
 
 static LogicalResult checkRank(std::optional<Location> loc, StringRef what,
                                Value v, int64_t rank) {
-  if (static_cast<int64_t>(shapeOf(v).size()) != rank)
+  if (static_cast<int64_t>(getShape(v).size()) != rank)
     return emitOptionalError(loc, what, " must have rank ", rank, ", got ",
                              v.getType());
   return success();
@@ -97,7 +90,7 @@ static LogicalResult checkRank(std::optional<Location> loc, StringRef what,
 static LogicalResult checkChannelVector(std::optional<Location> loc,
                                         StringRef what, Value v,
                                         int64_t channels) {
-  ArrayRef<int64_t> shape = shapeOf(v);
+  ArrayRef<int64_t> shape = getShape(v);
   if (shape.size() != 1 || shape[0] != channels)
     return emitOptionalError(loc, what, " must be tensor<", channels,
                              "xf32>, got ", v.getType());
@@ -182,7 +175,7 @@ LogicalResult Conv2DOp::inferReturnTypes(MLIRContext *ctx,
                                          SmallVectorImpl<Type> &results) {
   ConvGeometry geom;
   if (failed(buildConvGeometry(
-          loc, shapeOf(adaptor.getInput()), shapeOf(adaptor.getWeight()),
+          loc, getShape(adaptor.getInput()), getShape(adaptor.getWeight()),
           adaptor.getStrides(), adaptor.getPads(), adaptor.getDilations(),
           adaptor.getGroup(), geom)))
     return failure();
@@ -210,7 +203,7 @@ void Conv2DOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   args.push_back(RuntimeArg::data(getWeight()));
   args.push_back(RuntimeArg::data(getBias()));
   args.push_back(RuntimeArg::data(getOutput()));
-  getGeometry(*this, shapeOf(getInput()), shapeOf(getWeight()))
+  getGeometry(*this, getShape(getInput()), getShape(getWeight()))
       .appendRuntimeArgs(args);
 }
 
@@ -228,7 +221,7 @@ inferConvGradType(MLIRContext *ctx, std::optional<Location> loc,
                                adaptor.getPads(), adaptor.getDilations(),
                                adaptor.getGroup(), geom)))
     return failure();
-  if (ArrayRef<int64_t>(geom.output) != shapeOf(adaptor.getGrad()))
+  if (ArrayRef<int64_t>(geom.output) != getShape(adaptor.getGrad()))
     return emitOptionalError(loc, "convolution gradient: grad shape does "
                                   "not match the convolution's output shape");
   results.push_back(f32Tensor(ctx, result));
@@ -239,7 +232,7 @@ LogicalResult Conv2DGradInputOp::inferReturnTypes(
     MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
     SmallVectorImpl<Type> &results) {
   return inferConvGradType(ctx, loc, adaptor, adaptor.getInputShape(),
-                           shapeOf(adaptor.getWeight()),
+                           getShape(adaptor.getWeight()),
                            adaptor.getInputShape(), results);
 }
 
@@ -251,14 +244,14 @@ void Conv2DGradInputOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   args.push_back(RuntimeArg::data(getGrad()));
   args.push_back(RuntimeArg::data(getWeight()));
   args.push_back(RuntimeArg::data(getInputGrad()));
-  getGeometry(*this, getInputShape(), shapeOf(getWeight()))
+  getGeometry(*this, getInputShape(), getShape(getWeight()))
       .appendRuntimeArgs(args);
 }
 
 LogicalResult Conv2DGradWeightOp::inferReturnTypes(
     MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
     SmallVectorImpl<Type> &results) {
-  return inferConvGradType(ctx, loc, adaptor, shapeOf(adaptor.getInput()),
+  return inferConvGradType(ctx, loc, adaptor, getShape(adaptor.getInput()),
                            adaptor.getWeightShape(), adaptor.getWeightShape(),
                            results);
 }
@@ -271,7 +264,7 @@ void Conv2DGradWeightOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   args.push_back(RuntimeArg::data(getGrad()));
   args.push_back(RuntimeArg::data(getInput()));
   args.push_back(RuntimeArg::data(getWeightGrad()));
-  getGeometry(*this, shapeOf(getInput()), getWeightShape())
+  getGeometry(*this, getShape(getInput()), getWeightShape())
       .appendRuntimeArgs(args);
 }
 
@@ -284,7 +277,7 @@ void Conv2DGradWeightOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
 static FailureOr<int64_t> checkBatchNorm(std::optional<Location> loc,
                                          Value input,
                                          ArrayRef<Value> perChannel) {
-  ArrayRef<int64_t> shape = shapeOf(input);
+  ArrayRef<int64_t> shape = getShape(input);
   if (shape.size() < 2)
     return emitOptionalError(loc, "batch norm input must have rank >= 2, got ",
                              input.getType());
@@ -297,10 +290,11 @@ static FailureOr<int64_t> checkBatchNorm(std::optional<Location> loc,
 /// N, C and the number of elements per (sample, channel).
 static void appendBatchNormDims(Value input,
                                 SmallVectorImpl<RuntimeArg> &args) {
-  ArrayRef<int64_t> shape = shapeOf(input);
+  ArrayRef<int64_t> shape = getShape(input);
   args.push_back(RuntimeArg::i64(shape[0]));
   args.push_back(RuntimeArg::i64(shape[1]));
-  args.push_back(RuntimeArg::i64(product(shape.drop_front(2))));
+  args.push_back(
+      RuntimeArg::i64(ShapedType::getNumElements(shape.drop_front(2))));
 }
 
 LogicalResult BatchNormOp::inferReturnTypes(MLIRContext *ctx,
@@ -383,7 +377,7 @@ void BatchNormGradOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
 }
 
 LogicalResult UpdateRunningStatsOp::verify() {
-  if (shapeOf(getMean()).size() != 1)
+  if (getShape(getMean()).size() != 1)
     return emitOpError("statistics must be per-channel vectors");
   for (Value v : {getRunningMean(), getRunningVar()})
     if (!v.getDefiningOp<ParamOp>())
@@ -400,7 +394,7 @@ StringRef UpdateRunningStatsOp::getRuntimeFunction() {
 void UpdateRunningStatsOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   for (Value v : {getRunningMean(), getRunningVar(), getMean(), getInvStd()})
     args.push_back(RuntimeArg::data(v));
-  args.push_back(RuntimeArg::i64(shapeOf(getMean()).front()));
+  args.push_back(RuntimeArg::i64(getShape(getMean()).front()));
   args.push_back(RuntimeArg::i64(getCount()));
   args.push_back(RuntimeArg::f64(getMomentum().convertToDouble()));
   args.push_back(RuntimeArg::f64(getEpsilon().convertToDouble()));
@@ -423,7 +417,8 @@ StringRef ReluOp::getRuntimeFunction() { return "blpa_relu"; }
 void ReluOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   args.push_back(RuntimeArg::data(getInput()));
   args.push_back(RuntimeArg::data(getOutput()));
-  args.push_back(RuntimeArg::i64(product(shapeOf(getInput()))));
+  args.push_back(
+      RuntimeArg::i64(ShapedType::getNumElements(getShape(getInput()))));
 }
 
 LogicalResult ReluGradOp::inferReturnTypes(MLIRContext *ctx,
@@ -441,7 +436,8 @@ StringRef ReluGradOp::getRuntimeFunction() { return "blpa_relu_grad"; }
 void ReluGradOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   for (Value v : {getGrad(), getOutput(), getInputGrad()})
     args.push_back(RuntimeArg::data(v));
-  args.push_back(RuntimeArg::i64(product(shapeOf(getGrad()))));
+  args.push_back(
+      RuntimeArg::i64(ShapedType::getNumElements(getShape(getGrad()))));
 }
 
 /// `shape` right-aligned and padded with leading 1s to `rank` dimensions.
@@ -470,7 +466,7 @@ LogicalResult AddOp::inferReturnTypes(MLIRContext *ctx,
                                       Adaptor adaptor,
                                       SmallVectorImpl<Type> &results) {
   FailureOr<SmallVector<int64_t>> shape =
-      broadcastShapes(shapeOf(adaptor.getLhs()), shapeOf(adaptor.getRhs()));
+      broadcastShapes(getShape(adaptor.getLhs()), getShape(adaptor.getRhs()));
   if (failed(shape))
     return emitOptionalError(loc, "add: shapes ", adaptor.getLhs().getType(),
                              " and ", adaptor.getRhs().getType(),
@@ -484,17 +480,17 @@ StringRef AddOp::getRuntimeFunction() { return "blpa_add"; }
 void AddOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   for (Value v : {getLhs(), getRhs(), getOutput()})
     args.push_back(RuntimeArg::data(v));
-  ArrayRef<int64_t> out = shapeOf(getOutput());
+  ArrayRef<int64_t> out = getShape(getOutput());
   args.push_back(RuntimeArg::i64(out.size()));
   args.push_back(RuntimeArg::i64Array(out));
   args.push_back(
-      RuntimeArg::i64Array(alignToRank(shapeOf(getLhs()), out.size())));
+      RuntimeArg::i64Array(alignToRank(getShape(getLhs()), out.size())));
   args.push_back(
-      RuntimeArg::i64Array(alignToRank(shapeOf(getRhs()), out.size())));
+      RuntimeArg::i64Array(alignToRank(getShape(getRhs()), out.size())));
 }
 
 LogicalResult ReduceToShapeOp::verify() {
-  ArrayRef<int64_t> in = shapeOf(getInput()), out = shapeOf(getOutput());
+  ArrayRef<int64_t> in = getShape(getInput()), out = getShape(getOutput());
   FailureOr<SmallVector<int64_t>> shape = broadcastShapes(in, out);
   if (out.size() > in.size() || failed(shape) ||
       ArrayRef<int64_t>(*shape) != in)
@@ -509,11 +505,11 @@ StringRef ReduceToShapeOp::getRuntimeFunction() { return "blpa_reduce_sum_to"; }
 void ReduceToShapeOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   args.push_back(RuntimeArg::data(getInput()));
   args.push_back(RuntimeArg::data(getOutput()));
-  ArrayRef<int64_t> in = shapeOf(getInput());
+  ArrayRef<int64_t> in = getShape(getInput());
   args.push_back(RuntimeArg::i64(in.size()));
   args.push_back(RuntimeArg::i64Array(in));
   args.push_back(
-      RuntimeArg::i64Array(alignToRank(shapeOf(getOutput()), in.size())));
+      RuntimeArg::i64Array(alignToRank(getShape(getOutput()), in.size())));
   args.push_back(RuntimeArg::f64(getScale().convertToDouble()));
 }
 
@@ -588,7 +584,7 @@ static LogicalResult inferPoolType(MLIRContext *ctx,
     results.push_back(f32Tensor(ctx, *shape));
     return success();
   }
-  if (ArrayRef<int64_t>(*shape) != shapeOf(grad))
+  if (ArrayRef<int64_t>(*shape) != getShape(grad))
     return emitOptionalError(loc, "pooling gradient: grad shape does not "
                                   "match the pooling's output shape");
   results.push_back(f32Tensor(ctx, input));
@@ -599,7 +595,7 @@ LogicalResult MaxPoolOp::inferReturnTypes(MLIRContext *ctx,
                                           std::optional<Location> loc,
                                           Adaptor adaptor,
                                           SmallVectorImpl<Type> &results) {
-  return inferPoolType(ctx, loc, adaptor, shapeOf(adaptor.getInput()), Value(),
+  return inferPoolType(ctx, loc, adaptor, getShape(adaptor.getInput()), Value(),
                        results);
 }
 
@@ -608,14 +604,14 @@ StringRef MaxPoolOp::getRuntimeFunction() { return "blpa_max_pool"; }
 void MaxPoolOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   args.push_back(RuntimeArg::data(getInput()));
   args.push_back(RuntimeArg::data(getOutput()));
-  appendPoolArgs(*this, shapeOf(getInput()), shapeOf(getOutput()), args);
+  appendPoolArgs(*this, getShape(getInput()), getShape(getOutput()), args);
 }
 
 LogicalResult MaxPoolGradOp::inferReturnTypes(MLIRContext *ctx,
                                               std::optional<Location> loc,
                                               Adaptor adaptor,
                                               SmallVectorImpl<Type> &results) {
-  return inferPoolType(ctx, loc, adaptor, shapeOf(adaptor.getInput()),
+  return inferPoolType(ctx, loc, adaptor, getShape(adaptor.getInput()),
                        adaptor.getGrad(), results);
 }
 
@@ -624,14 +620,14 @@ StringRef MaxPoolGradOp::getRuntimeFunction() { return "blpa_max_pool_grad"; }
 void MaxPoolGradOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   for (Value v : {getGrad(), getInput(), getInputGrad()})
     args.push_back(RuntimeArg::data(v));
-  appendPoolArgs(*this, shapeOf(getInput()), shapeOf(getGrad()), args);
+  appendPoolArgs(*this, getShape(getInput()), getShape(getGrad()), args);
 }
 
 LogicalResult AvgPoolOp::inferReturnTypes(MLIRContext *ctx,
                                           std::optional<Location> loc,
                                           Adaptor adaptor,
                                           SmallVectorImpl<Type> &results) {
-  return inferPoolType(ctx, loc, adaptor, shapeOf(adaptor.getInput()), Value(),
+  return inferPoolType(ctx, loc, adaptor, getShape(adaptor.getInput()), Value(),
                        results);
 }
 
@@ -648,7 +644,7 @@ StringRef AvgPoolOp::getRuntimeFunction() { return "blpa_avg_pool"; }
 void AvgPoolOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   args.push_back(RuntimeArg::data(getInput()));
   args.push_back(RuntimeArg::data(getOutput()));
-  appendPoolArgs(*this, shapeOf(getInput()), shapeOf(getOutput()), args);
+  appendPoolArgs(*this, getShape(getInput()), getShape(getOutput()), args);
   args.push_back(RuntimeArg::i64(getCountIncludePad()));
 }
 
@@ -665,7 +661,7 @@ StringRef AvgPoolGradOp::getRuntimeFunction() { return "blpa_avg_pool_grad"; }
 void AvgPoolGradOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   args.push_back(RuntimeArg::data(getGrad()));
   args.push_back(RuntimeArg::data(getInputGrad()));
-  appendPoolArgs(*this, getInputShape(), shapeOf(getGrad()), args);
+  appendPoolArgs(*this, getInputShape(), getShape(getGrad()), args);
   args.push_back(RuntimeArg::i64(getCountIncludePad()));
 }
 
@@ -680,7 +676,7 @@ LogicalResult
 GlobalAvgPoolOp::inferReturnTypes(MLIRContext *ctx, std::optional<Location> loc,
                                   Adaptor adaptor,
                                   SmallVectorImpl<Type> &results) {
-  ArrayRef<int64_t> input = shapeOf(adaptor.getInput());
+  ArrayRef<int64_t> input = getShape(adaptor.getInput());
   if (input.size() < 3)
     return emitOptionalError(loc, "global_avg_pool expects rank >= 3");
   results.push_back(f32Tensor(ctx, globalPoolShape(input)));
@@ -691,7 +687,8 @@ static void appendGlobalPoolArgs(ArrayRef<int64_t> input,
                                  SmallVectorImpl<RuntimeArg> &args) {
   args.push_back(RuntimeArg::i64(input[0]));
   args.push_back(RuntimeArg::i64(input[1]));
-  args.push_back(RuntimeArg::i64(product(input.drop_front(2))));
+  args.push_back(
+      RuntimeArg::i64(ShapedType::getNumElements(input.drop_front(2))));
 }
 
 StringRef GlobalAvgPoolOp::getRuntimeFunction() {
@@ -701,7 +698,7 @@ StringRef GlobalAvgPoolOp::getRuntimeFunction() {
 void GlobalAvgPoolOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   args.push_back(RuntimeArg::data(getInput()));
   args.push_back(RuntimeArg::data(getOutput()));
-  appendGlobalPoolArgs(shapeOf(getInput()), args);
+  appendGlobalPoolArgs(getShape(getInput()), args);
 }
 
 LogicalResult GlobalAvgPoolGradOp::inferReturnTypes(
@@ -709,7 +706,7 @@ LogicalResult GlobalAvgPoolGradOp::inferReturnTypes(
     SmallVectorImpl<Type> &results) {
   ArrayRef<int64_t> input = adaptor.getInputShape();
   if (input.size() < 3 ||
-      ArrayRef<int64_t>(globalPoolShape(input)) != shapeOf(adaptor.getGrad()))
+      ArrayRef<int64_t>(globalPoolShape(input)) != getShape(adaptor.getGrad()))
     return emitOptionalError(loc, "global_avg_pool_grad: grad shape does not "
                                   "match input_shape");
   results.push_back(f32Tensor(ctx, input));
@@ -731,7 +728,8 @@ void GlobalAvgPoolGradOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
 //===----------------------------------------------------------------------===//
 
 LogicalResult ReshapeOp::verify() {
-  if (product(shapeOf(getInput())) != product(shapeOf(getOutput())))
+  if (ShapedType::getNumElements(getShape(getInput())) !=
+      ShapedType::getNumElements(getShape(getOutput())))
     return emitOpError("cannot reshape ")
            << getInput().getType() << " to " << getOutput().getType()
            << ": element counts differ";
@@ -751,7 +749,7 @@ LogicalResult GemmOp::inferReturnTypes(MLIRContext *ctx,
   if (failed(checkRank(loc, "gemm operand a", adaptor.getA(), 2)) ||
       failed(checkRank(loc, "gemm operand b", adaptor.getB(), 2)))
     return failure();
-  ArrayRef<int64_t> a = shapeOf(adaptor.getA()), b = shapeOf(adaptor.getB());
+  ArrayRef<int64_t> a = getShape(adaptor.getA()), b = getShape(adaptor.getB());
   int64_t m = adaptor.getTransA() ? a[1] : a[0];
   int64_t k = adaptor.getTransA() ? a[0] : a[1];
   int64_t kb = adaptor.getTransB() ? b[1] : b[0];
@@ -760,8 +758,8 @@ LogicalResult GemmOp::inferReturnTypes(MLIRContext *ctx,
     return emitOptionalError(loc, "gemm inner dimensions differ: ", k, " vs ",
                              kb);
   if (Value c = adaptor.getC()) {
-    auto shape = broadcastShapes(shapeOf(c), {m, n});
-    if (shapeOf(c).size() > 2 || failed(shape) ||
+    auto shape = broadcastShapes(getShape(c), {m, n});
+    if (getShape(c).size() > 2 || failed(shape) ||
         ArrayRef<int64_t>(*shape) != ArrayRef<int64_t>{m, n})
       return emitOptionalError(loc, "gemm operand c of type ", c.getType(),
                                " does not broadcast to [", m, ", ", n, "]");
@@ -775,10 +773,10 @@ StringRef GemmOp::getRuntimeFunction() { return "blpa_gemm"; }
 void GemmOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   for (Value v : {getA(), getB(), getC(), getOutput()})
     args.push_back(RuntimeArg::data(v));
-  ArrayRef<int64_t> out = shapeOf(getOutput());
-  int64_t k = shapeOf(getA())[getTransA() ? 0 : 1];
+  ArrayRef<int64_t> out = getShape(getOutput());
+  int64_t k = getShape(getA())[getTransA() ? 0 : 1];
   SmallVector<int64_t> c =
-      getC() ? alignToRank(shapeOf(getC()), 2) : SmallVector<int64_t>{0, 0};
+      getC() ? alignToRank(getShape(getC()), 2) : SmallVector<int64_t>{0, 0};
   for (int64_t v :
        {out[0], out[1], k, int64_t(getTransA()), int64_t(getTransB())})
     args.push_back(RuntimeArg::i64(v));
@@ -794,7 +792,7 @@ static LogicalResult checkLossOperands(std::optional<Location> loc,
   if (failed(checkRank(loc, "logits", logits, 2)) ||
       failed(checkRank(loc, "labels", labels, 1)))
     return failure();
-  if (shapeOf(logits)[0] != shapeOf(labels)[0])
+  if (getShape(logits)[0] != getShape(labels)[0])
     return emitOptionalError(loc, "logits and labels batch sizes differ");
   return success();
 }
@@ -815,7 +813,7 @@ StringRef SoftmaxCrossEntropyOp::getRuntimeFunction() {
 void SoftmaxCrossEntropyOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   for (Value v : {getLogits(), getLabels(), getLoss()})
     args.push_back(RuntimeArg::data(v));
-  for (int64_t d : shapeOf(getLogits()))
+  for (int64_t d : getShape(getLogits()))
     args.push_back(RuntimeArg::i64(d));
 }
 
@@ -836,7 +834,7 @@ void SoftmaxCrossEntropyGradOp::getRuntimeArgs(
     SmallVectorImpl<RuntimeArg> &args) {
   for (Value v : {getLogits(), getLabels(), getLossGrad(), getLogitsGrad()})
     args.push_back(RuntimeArg::data(v));
-  for (int64_t d : shapeOf(getLogits()))
+  for (int64_t d : getShape(getLogits()))
     args.push_back(RuntimeArg::i64(d));
 }
 
@@ -844,7 +842,8 @@ StringRef FillOp::getRuntimeFunction() { return "blpa_fill"; }
 
 void FillOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   args.push_back(RuntimeArg::data(getOutput()));
-  args.push_back(RuntimeArg::i64(product(shapeOf(getOutput()))));
+  args.push_back(
+      RuntimeArg::i64(ShapedType::getNumElements(getShape(getOutput()))));
   args.push_back(RuntimeArg::f64(getValue().convertToDouble()));
 }
 
@@ -866,7 +865,8 @@ void SgdUpdateOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   args.push_back(RuntimeArg::data(getGrad()));
   args.push_back(RuntimeArg::momentum(getParam()));
   args.push_back(RuntimeArg::gradStore(getParam()));
-  args.push_back(RuntimeArg::i64(product(shapeOf(getParam()))));
+  args.push_back(
+      RuntimeArg::i64(ShapedType::getNumElements(getShape(getParam()))));
 }
 
 #define GET_OP_CLASSES

@@ -35,6 +35,9 @@ llvm::StringRef stringifyPhase(Phase phase);
 /// Number of bytes of a statically shaped tensor.
 int64_t getTensorBytes(Type type);
 
+/// The static shape of a tensor value.
+ArrayRef<int64_t> getShape(Value value);
+
 } // namespace blpa
 } // namespace mlir
 
