@@ -1,7 +1,10 @@
 // RUN: blpa-opt %s --train --emit mlir -o - | FileCheck %s
 // RUN: blpa-opt %s --train --emit mlir --memory-report %t.json -o %t.mlir
 // RUN: FileCheck %s --check-prefix=REPORT < %t.json
-// RUN: not blpa-opt %s --train --act-bits 4 -o %t.exe 2>&1 | FileCheck %s --check-prefix=BITS
+// RUN: blpa-opt %s --train --act-bits 4 --emit mlir -o - | FileCheck %s --check-prefix=BITS
+// RUN: not blpa-opt %s --train --act-bits 3 -o %t.exe 2>&1 | FileCheck %s --check-prefix=BADBITS
+// RUN: not blpa-opt %s --train --act-quant-naive -o %t.exe 2>&1 | FileCheck %s --check-prefix=NAIVE
+// RUN: not blpa-opt %s --infer --act-bits 4 -o %t.exe 2>&1 | FileCheck %s --check-prefix=INFER
 // RUN: not blpa-opt %s --train --target cuda -o %t.exe 2>&1 | FileCheck %s --check-prefix=CUDA
 // RUN: not blpa-opt %s --train --infer -o %t.exe 2>&1 | FileCheck %s --check-prefix=MODE
 // RUN: not blpa-opt %s --train -o %t.exe 2>&1 | FileCheck %s --check-prefix=SOURCE
@@ -24,8 +27,20 @@
 // REPORT: "lower_bound_bytes":
 // REPORT: "peak_bytes":
 // REPORT: "saved_activation_bytes":
+// REPORT: "saved_float32_bytes":
+// REPORT: "saved_packed_bytes": 0
+// REPORT: "saved_per_channel_bytes":
 
-// BITS: error: --act-bits 4: activation compression is not implemented in this version of blpa; use --act-bits 0 (exact)
+// With --act-bits the training step encodes in the forward pass and decodes
+// in the backward pass; evaluation (@blpa_forward) is unchanged.
+// BITS-LABEL: llvm.func @blpa_forward(
+// BITS: llvm.call @blpa_batch_norm_infer(
+// BITS-LABEL: llvm.func @blpa_train_step(
+// BITS: llvm.call @blpa_batch_norm_train_encode(
+// BITS: llvm.call @blpa_batch_norm_grad_decode(
+// BADBITS: error: --act-bits must be 0, 8, 4 or 2
+// NAIVE: error: --act-quant-naive and --act-policy need --act-bits 8, 4 or 2
+// INFER: error: --act-bits applies to --train only (inference keeps no activations for a backward pass)
 // CUDA: error: --target cuda is not implemented in this version of blpa; use --target cpu
 // MODE: error: pass exactly one of --train and --infer
 // OUTPUT: error: -o FILE is required to write an executable or object file

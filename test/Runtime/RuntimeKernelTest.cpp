@@ -14,6 +14,7 @@
 
 #include "blpa/Runtime/Runtime.h"
 
+#include <omp.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -651,6 +652,561 @@ void testBadLabels() {
 }
 
 //===----------------------------------------------------------------------===//
+// Activation codes
+//===----------------------------------------------------------------------===//
+
+using Bytes = std::vector<uint8_t>;
+using Codes = std::vector<int>;
+
+Floats randomNormals(size_t n, float mean, float stddev) {
+  std::normal_distribution<float> dist(mean, stddev);
+  Floats v(n);
+  for (float &x : v)
+    x = dist(rng);
+  return v;
+}
+
+bool sameBits(const Floats &a, const Floats &b) {
+  return a.size() == b.size() &&
+         std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+size_t packedSize(size_t numel, int bits) { return (numel * bits + 7) / 8; }
+
+/// The packed layout of Runtime.h, written out from its definition.
+Bytes packRef(const Codes &codes, int bits) {
+  Bytes packed(packedSize(codes.size(), bits), 0);
+  for (size_t i = 0; i < codes.size(); ++i)
+    packed[i * bits / 8] |= uint8_t(codes[i] << (i * bits % 8));
+  return packed;
+}
+
+Codes unpackRef(const uint8_t *packed, size_t numel, int bits) {
+  Codes codes(numel);
+  for (size_t i = 0; i < numel; ++i)
+    codes[i] = packed[i * bits / 8] >> (i * bits % 8) & ((1 << bits) - 1);
+  return codes;
+}
+
+/// Room for numel codes, filled with junk the kernel must overwrite, then
+/// guard bytes it must not touch.
+constexpr size_t guardBytes = 16;
+constexpr uint8_t junk = 0xA5;
+
+Bytes codeBuffer(size_t numel, int bits) {
+  return Bytes(packedSize(numel, bits) + guardBytes, junk);
+}
+
+/// Checks what a kernel wrote into a codeBuffer (unused tail bits 0, guard
+/// intact) and returns the unpacked codes.
+Codes checkPacked(const std::string &name, const Bytes &buf, size_t numel,
+                  int bits) {
+  size_t size = packedSize(numel, bits);
+  Codes codes = unpackRef(buf.data(), numel, bits);
+  bool guard = std::all_of(buf.begin() + size, buf.end(),
+                           [](uint8_t b) { return b == junk; });
+  bool tail = packRef(codes, bits) == Bytes(buf.begin(), buf.begin() + size);
+  report(name + "/packing", guard && tail,
+         guard ? "unused tail bits are not 0" : "wrote past the last byte");
+  return codes;
+}
+
+/// got == want, except off by one where `nearEdge` says the reference value
+/// lies within float rounding of a bin edge.
+void expectCodes(const std::string &name, const Codes &got, const Codes &want,
+                 const std::vector<bool> &nearEdge) {
+  size_t bad = 0, first = 0;
+  for (size_t i = 0; i < want.size(); ++i)
+    if (got[i] != want[i] && !(nearEdge[i] && std::abs(got[i] - want[i]) == 1))
+      if (bad++ == 0)
+        first = i;
+  char detail[160];
+  std::snprintf(detail, sizeof(detail),
+                "%zu of %zu codes differ, first at %zu: %d, expected %d", bad,
+                want.size(), first, bad ? got[first] : 0,
+                bad ? want[first] : 0);
+  report(name, bad == 0, detail);
+}
+
+/// Whether v lies within float rounding (a few ulps, relative) of a bin
+/// edge; edges sit at the integers plus `offset`.
+bool nearEdge(double v, double offset) {
+  double d = v - offset;
+  return std::fabs(d - std::round(d)) < 1e-6 * std::max(1.0, std::fabs(v));
+}
+
+void testCodeLayout() {
+  bool ref = packRef({1, 2, 3}, 4) == Bytes{0x21, 0x03} &&
+             packRef({1, 2, 3, 0, 3}, 2) == Bytes{0x39, 0x03} &&
+             packRef({1, 0, 1, 1, 0, 0, 0, 1, 1}, 1) == Bytes{0x8D, 0x01} &&
+             packRef({7, 200}, 8) == Bytes{7, 200};
+  report("codes/layout/reference", ref, "the test's own packer is wrong");
+
+  // Packing, through blpa_quantize: NONNEG with max = L has step 1, so
+  // q = ceil(x); AFFINE over [0, 255] at 8 bits has q = round(x).
+  struct Case {
+    const char *name;
+    int bits;
+    int64_t scheme;
+    Floats x, decoded;
+    Bytes packed;
+  };
+  const Case cases[] = {
+      {"nonneg4", 4, BLPA_SCHEME_NONNEG, {1, 2, 15}, {0.5, 1.5, 14.5},
+       {0x21, 0x0F}},
+      {"nonneg2",
+       2,
+       BLPA_SCHEME_NONNEG,
+       {1, 2, 3, 0, 3},
+       {0.5, 1.5, 2.5, 0, 2.5},
+       {0x39, 0x03}},
+      {"mask1",
+       1,
+       BLPA_SCHEME_MASK,
+       {1, -1, 2, 3, 0, -2, -1, 4, 5},
+       {1, 0, 1, 1, 0, 0, 0, 1, 1},
+       {0x8D, 0x01}},
+      {"affine8", 8, BLPA_SCHEME_AFFINE, {0, 255, 7}, {0, 255, 7}, {0, 255, 7}},
+  };
+  for (const Case &cs : cases) {
+    std::string base = std::string("codes/layout/") + cs.name;
+    int64_t numel = cs.x.size();
+    Floats params(2);
+    float *p = cs.scheme == BLPA_SCHEME_MASK ? nullptr : params.data();
+    Bytes buf = codeBuffer(numel, cs.bits);
+    blpa_quantize(&ctx, cs.x.data(), buf.data(), p, 1, 1, numel, cs.bits,
+                  cs.scheme);
+    bool same = std::equal(cs.packed.begin(), cs.packed.end(), buf.begin()) &&
+                buf[cs.packed.size()] == junk;
+    report(base + "/pack", same, "bytes differ from the hand-packed ones");
+    // Unpacking: decode the hand-packed bytes.
+    Floats y(numel);
+    Floats unitSteps = {0.0f, 1.0f};
+    blpa_dequantize(&ctx, cs.packed.data(), p ? unitSteps.data() : nullptr,
+                    y.data(), 1, 1, numel, cs.bits, cs.scheme);
+    report(base + "/unpack", y == cs.decoded, "decoded values differ");
+  }
+}
+
+/// Runtime.h's BN-ReLU code of one channel, in double.
+struct BnCodeRef {
+  bool constant; // gamma == 0
+  double a, sgn, t, w, beta;
+  int shift, maxCode;
+
+  BnCodeRef(double gamma, double beta, int bits)
+      : constant(gamma == 0), beta(beta) {
+    a = constant ? 1 : std::fabs(gamma);
+    sgn = gamma < 0 ? -1 : 1;
+    t = constant ? 0 : beta / a;
+    maxCode = (1 << bits) - 1;
+    w = 6.0 / (1 << bits);
+    shift = int(std::clamp((1 << (bits - 1)) - std::floor(t / w), 1.0,
+                           double(maxCode)));
+  }
+  int code(double u, bool positive) const {
+    if (positive)
+      return int(std::max<double>(
+          std::min<double>(shift + std::floor(u / w), maxCode), shift));
+    return int(std::min<double>(
+        std::max<double>(shift - 1 - std::floor(-u / w), 0), shift - 1));
+  }
+  /// The bin centre u~ of code q.
+  double centre(int q) const { return (q - shift + 0.5) * w; }
+  double y(int q) const { return constant ? beta : a * centre(q); }
+  double xhat(int q) const { return sgn * (centre(q) - t); }
+  bool mask(int q) const { return constant ? beta > 0 : q >= shift; }
+  /// Whether u is inside the range the codes cover without clipping.
+  bool inRange(double u) const {
+    return u >= -shift * w && u < (maxCode + 1 - shift) * w;
+  }
+};
+
+/// Gammas of every sign with betas of both signs, including |beta/gamma|
+/// large enough to clip every value and clamp the shift.
+const float bnGammas[16] = {1.3f, -0.7f, 0.0f, 0.05f, -0.03f, 2.5f,
+                            -1.9f, 0.8f, 0.0f, -1.1f, 0.6f,  1.0f,
+                            -0.4f, 3.0f, -2.2f, 0.02f};
+const float bnBetas[16] = {-0.5f, 2.2f, 1.5f, 0.4f, -3.0f, 0.0f,
+                           -0.3f, 1.0f, -2.0f, 0.7f, -1.2f, 0.1f,
+                           2.5f, -0.8f, 0.3f, -1.0f};
+
+/// Inputs and outputs of blpa_batch_norm_train_encode.
+struct BnEncoded {
+  int64_t n, c, spatial;
+  int bits;
+  Floats x, scale, bias, y, mean, invStd;
+  Bytes codes;
+  std::vector<BnCodeRef> ref;
+
+  BnEncoded(int64_t n, int64_t c, int64_t spatial, int bits)
+      : n(n), c(c), spatial(spatial), bits(bits) {}
+
+  size_t numel() const { return n * c * spatial; }
+  int64_t channelOf(size_t i) const { return int64_t(i) / spatial % c; }
+  /// u = y / |gamma|, or xhat for gamma == 0.
+  double u(size_t i) const {
+    int64_t ch = channelOf(i);
+    return ref[ch].constant ? (double(x[i]) - mean[ch]) * invStd[ch]
+                            : double(y[i]) / ref[ch].a;
+  }
+
+  void encode() {
+    y.resize(numel());
+    mean.resize(c);
+    invStd.resize(c);
+    codes = codeBuffer(numel(), bits);
+    blpa_batch_norm_train_encode(&ctx, x.data(), scale.data(), bias.data(),
+                                 y.data(), mean.data(), invStd.data(),
+                                 codes.data(), n, c, spatial, 1e-5, bits);
+    ref.clear();
+    for (int64_t ch = 0; ch < c; ++ch)
+      ref.emplace_back(scale[ch], bias[ch], bits);
+  }
+};
+
+BnEncoded bnEncoded(int64_t n, int64_t c, int64_t spatial, int bits) {
+  BnEncoded bn(n, c, spatial, bits);
+  bn.x = randomNormals(bn.numel(), 1.5f, 2.0f);
+  // Channel 5 (beta 0) is constant, so y is exactly 0 there: the one value
+  // on the ReLU edge, which must encode as negative.
+  for (size_t i = 0; i < bn.numel(); ++i)
+    if (bn.channelOf(i) == 5)
+      bn.x[i] = 0.25f;
+  for (int64_t ch = 0; ch < c; ++ch) {
+    bn.scale.push_back(bnGammas[ch % 16]);
+    bn.bias.push_back(bnBetas[ch % 16]);
+  }
+  bn.encode();
+  return bn;
+}
+
+void testBnEncode(const std::string &base, const BnEncoded &bn,
+                  const Codes &q) {
+  Floats y(bn.numel()), mean(bn.c), invStd(bn.c);
+  blpa_batch_norm_train(&ctx, bn.x.data(), bn.scale.data(), bn.bias.data(),
+                        y.data(), mean.data(), invStd.data(), bn.n, bn.c,
+                        bn.spatial, 1e-5);
+  report(base + "/forward_exact",
+         sameBits(y, bn.y) && sameBits(mean, bn.mean) &&
+             sameBits(invStd, bn.invStd),
+         "y, mean or invStd differ from blpa_batch_norm_train");
+
+  Codes want(bn.numel());
+  std::vector<bool> near(bn.numel());
+  bool mask = true;
+  for (size_t i = 0; i < bn.numel(); ++i) {
+    const BnCodeRef &r = bn.ref[bn.channelOf(i)];
+    double u = bn.u(i);
+    want[i] = r.code(u, r.constant ? u > 0 : bn.y[i] > 0);
+    near[i] = nearEdge(u / r.w, 0);
+    mask &= r.constant || (q[i] >= r.shift) == (bn.y[i] > 0);
+  }
+  expectCodes(base + "/codes", q, want, near);
+  report(base + "/codes_mask", mask, "q >= shift differs from y > 0");
+}
+
+void testBnDecode(const std::string &base, const BnEncoded &bn,
+                  const Codes &q) {
+  size_t numel = bn.numel();
+  Floats y(numel), z(numel);
+  blpa_bn_decode(&ctx, bn.codes.data(), bn.scale.data(), bn.bias.data(),
+                 y.data(), bn.n, bn.c, bn.spatial, bn.bits, 0);
+  blpa_bn_decode(&ctx, bn.codes.data(), bn.scale.data(), bn.bias.data(),
+                 z.data(), bn.n, bn.c, bn.spatial, bn.bits, 1);
+  Doubles yRef(numel), zRef(numel);
+  bool mask = true;
+  size_t inRange = 0, tooFar = 0;
+  for (size_t i = 0; i < numel; ++i) {
+    const BnCodeRef &r = bn.ref[bn.channelOf(i)];
+    yRef[i] = r.y(q[i]);
+    zRef[i] = r.mask(q[i]) ? yRef[i] : 0.0;
+    mask &= (z[i] > 0) == (bn.y[i] > 0);
+    if (r.inRange(bn.u(i))) {
+      ++inRange;
+      double bound = r.constant ? 0 : r.a * r.w / 2 * (1 + 1e-4);
+      tooFar += std::fabs(y[i] - bn.y[i]) > bound + 1e-6 * std::fabs(bn.y[i]);
+    }
+  }
+  expectClose(base + "/decode", y, yRef, 1e-6);
+  expectClose(base + "/decode_relu", z, zRef, 1e-6);
+  report(base + "/decode_relu_mask", mask, "(z~ > 0) differs from (y > 0)");
+  report(base + "/decode_error", inRange > 0 && tooFar == 0,
+         std::to_string(tooFar) + " of " + std::to_string(inRange) +
+             " in-range values decode further than a*w/2");
+}
+
+/// BN backward from the definition in Runtime.h with xhat~ in place of xhat.
+void bnGradRef(const BnEncoded &bn, const Codes &q, const Floats &dy,
+               Doubles &dx, Doubles &dscale, Doubles &dbias) {
+  dx.assign(bn.numel(), 0.0);
+  dscale.assign(bn.c, 0.0);
+  dbias.assign(bn.c, 0.0);
+  auto xhat = [&](size_t i) { return bn.ref[bn.channelOf(i)].xhat(q[i]); };
+  for (size_t i = 0; i < bn.numel(); ++i) {
+    dbias[bn.channelOf(i)] += dy[i];
+    dscale[bn.channelOf(i)] += dy[i] * xhat(i);
+  }
+  double m = double(bn.n * bn.spatial);
+  for (size_t i = 0; i < bn.numel(); ++i) {
+    int64_t ch = bn.channelOf(i);
+    dx[i] = bn.scale[ch] * bn.invStd[ch] *
+            (dy[i] - dbias[ch] / m - xhat(i) * dscale[ch] / m);
+  }
+}
+
+void testBnGradDecode(const std::string &base, const BnEncoded &bn,
+                      const Codes &q) {
+  Floats dy = randomFloats(bn.numel()), dx(bn.numel()), dscale(bn.c),
+         dbias(bn.c);
+  blpa_batch_norm_grad_decode(&ctx, dy.data(), bn.codes.data(),
+                              bn.scale.data(), bn.bias.data(),
+                              bn.invStd.data(), dx.data(), dscale.data(),
+                              dbias.data(), bn.n, bn.c, bn.spatial, bn.bits);
+  Doubles dxRef, dscaleRef, dbiasRef;
+  bnGradRef(bn, q, dy, dxRef, dscaleRef, dbiasRef);
+  expectClose(base + "/grad_input", dx, dxRef);
+  expectClose(base + "/grad_scale", dscale, dscaleRef);
+  expectClose(base + "/grad_bias", dbias, dbiasRef);
+}
+
+void testBnCodes(const char *shape, int64_t n, int64_t c, int64_t spatial) {
+  for (int bits : {2, 4, 8}) {
+    std::string base = std::string("bn_codes/") + shape + "/" +
+                       std::to_string(bits) + "bit";
+    BnEncoded bn = bnEncoded(n, c, spatial, bits);
+    Codes q = checkPacked(base, bn.codes, bn.numel(), bits);
+    testBnEncode(base, bn, q);
+    testBnDecode(base, bn, q);
+    testBnGradDecode(base, bn, q);
+  }
+}
+
+Doubles toDoubles(const Floats &v) { return Doubles(v.begin(), v.end()); }
+
+/// With 8-bit codes and no clipping (uniform data, |beta/gamma| < 1.2), the
+/// approximate backward stays close to the exact one (measured: dx 1.5e-4,
+/// dscale 2.3e-3 relative error; 4-bit codes give 4e-3 and 0.13).
+void testBnGradVsExact() {
+  const int64_t n = 16, c = 6, spatial = 13 * 11;
+  const float gammas[c] = {1.3f, -0.7f, 0.0f, 0.9f, -1.5f, 2.0f};
+  const float betas[c] = {0.4f, -0.5f, 0.8f, -1.0f, 0.6f, 0.0f};
+  BnEncoded bn(n, c, spatial, 8);
+  bn.x = randomFloats(bn.numel(), -1.0f, 3.0f);
+  bn.scale.assign(gammas, gammas + c);
+  bn.bias.assign(betas, betas + c);
+  bn.encode();
+  Floats dy = randomFloats(bn.numel()), dx(bn.numel()), dscale(c), dbias(c),
+         dxExact(bn.numel()), dscaleExact(c), dbiasExact(c);
+  blpa_batch_norm_grad_decode(&ctx, dy.data(), bn.codes.data(),
+                              bn.scale.data(), bn.bias.data(),
+                              bn.invStd.data(), dx.data(), dscale.data(),
+                              dbias.data(), n, c, spatial, 8);
+  blpa_batch_norm_grad(&ctx, dy.data(), bn.x.data(), bn.scale.data(),
+                       bn.mean.data(), bn.invStd.data(), dxExact.data(),
+                       dscaleExact.data(), dbiasExact.data(), n, c, spatial);
+  expectClose("bn_codes/8bit_vs_exact/grad_input", dx, toDoubles(dxExact),
+              1e-3);
+  expectClose("bn_codes/8bit_vs_exact/grad_scale", dscale,
+              toDoubles(dscaleExact), 1e-2);
+  report("bn_codes/8bit_vs_exact/grad_bias", sameBits(dbias, dbiasExact),
+         "dbias differs from the exact kernel's");
+}
+
+/// The reference code of one element for `scheme`; `near` says whether x
+/// lies within float rounding of a bin edge.
+int quantizeRef(float x, double lo, double step, int64_t scheme, int bits,
+                bool &near) {
+  int maxCode = (1 << bits) - 1;
+  double v = step > 0 ? (x - lo) / step : 0;
+  switch (scheme) {
+  case BLPA_SCHEME_AFFINE:
+    near = nearEdge(v, 0.5);
+    return int(std::clamp(std::round(v), 0.0, double(maxCode)));
+  case BLPA_SCHEME_NONNEG:
+    near = x > 0 && nearEdge(v, 0);
+    return x > 0 ? int(std::clamp(std::ceil(v), 1.0, double(maxCode))) : 0;
+  default:
+    near = false;
+    return x > 0;
+  }
+}
+
+/// Test data per scheme: AFFINE gets a constant channel and one far from 0,
+/// NONNEG (ReLU outputs, many exact zeros) an all-zero channel.
+Floats quantizeInput(int64_t n, int64_t c, int64_t spatial, int64_t scheme) {
+  Floats x = randomFloats(n * c * spatial, -2.0f, 3.0f);
+  for (size_t i = 0; i < x.size(); ++i) {
+    int64_t ch = int64_t(i) / spatial % c;
+    if (scheme == BLPA_SCHEME_AFFINE && ch == 1)
+      x[i] = 0.75f;
+    if (scheme == BLPA_SCHEME_AFFINE && ch == 2)
+      x[i] += 1000.0f;
+    if (scheme == BLPA_SCHEME_NONNEG)
+      x[i] = ch == 1 ? 0.0f : std::max(x[i], 0.0f);
+    if (scheme == BLPA_SCHEME_MASK && i % 7 == 0)
+      x[i] = 0.0f;
+  }
+  return x;
+}
+
+void testQuantize(const char *shape, int64_t n, int64_t c, int64_t spatial,
+                  int64_t scheme, int bits) {
+  const char *schemes[] = {"affine", "nonneg", "mask"};
+  std::string base = std::string("quantize/") + schemes[scheme] + "/" + shape +
+                     "/" + std::to_string(bits) + "bit";
+  size_t numel = n * c * spatial;
+  auto channelOf = [&](size_t i) { return int64_t(i) / spatial % c; };
+  bool mask = scheme == BLPA_SCHEME_MASK;
+  Floats x = quantizeInput(n, c, spatial, scheme), params(2 * c), y(numel);
+  float *p = mask ? nullptr : params.data();
+  Bytes codes = codeBuffer(numel, bits);
+  blpa_quantize(&ctx, x.data(), codes.data(), p, n, c, spatial, bits, scheme);
+  Codes q = checkPacked(base, codes, numel, bits);
+
+  if (!mask) {
+    const double inf = std::numeric_limits<double>::infinity();
+    Doubles lo(c, inf), hi(c, -inf), loRef(c), stepRef(c);
+    for (size_t i = 0; i < numel; ++i) {
+      lo[channelOf(i)] = std::min<double>(lo[channelOf(i)], x[i]);
+      hi[channelOf(i)] = std::max<double>(hi[channelOf(i)], x[i]);
+    }
+    for (int64_t ch = 0; ch < c; ++ch) {
+      loRef[ch] = scheme == BLPA_SCHEME_NONNEG ? 0.0 : lo[ch];
+      stepRef[ch] = (hi[ch] - loRef[ch]) / ((1 << bits) - 1);
+    }
+    expectClose(base + "/lo", Floats(params.begin(), params.begin() + c),
+                loRef, 0);
+    expectClose(base + "/step", Floats(params.begin() + c, params.end()),
+                stepRef, 1e-6);
+  }
+  Codes want(numel);
+  std::vector<bool> near(numel);
+  for (size_t i = 0; i < numel; ++i) {
+    bool edge = false;
+    int64_t ch = channelOf(i);
+    want[i] = mask ? x[i] > 0
+                   : quantizeRef(x[i], params[ch], params[c + ch], scheme,
+                                 bits, edge);
+    near[i] = edge;
+  }
+  expectCodes(base + "/codes", q, want, near);
+
+  blpa_dequantize(&ctx, codes.data(), p, y.data(), n, c, spatial, bits,
+                  scheme);
+  size_t tooFar = 0, signs = 0;
+  for (size_t i = 0; i < numel; ++i) {
+    if (mask) {
+      tooFar += y[i] != (x[i] > 0 ? 1.0f : 0.0f);
+      continue;
+    }
+    double half = params[c + channelOf(i)] / 2 * (1 + 1e-4);
+    tooFar += std::fabs(double(y[i]) - x[i]) > half + 1e-6 * std::fabs(x[i]);
+    if (scheme == BLPA_SCHEME_NONNEG)
+      signs += (y[i] > 0) != (x[i] > 0) || (x[i] == 0 && y[i] != 0);
+  }
+  report(base + "/decode_error", tooFar == 0,
+         std::to_string(tooFar) + " of " + std::to_string(numel) +
+             " values decode further than step/2");
+  if (scheme == BLPA_SCHEME_NONNEG)
+    report(base + "/decode_zeros", signs == 0,
+           std::to_string(signs) + " values changed between zero and positive");
+}
+
+/// The smallest code width of Runtime.h that holds every window position.
+int argmaxBits(int64_t positions) {
+  for (int bits : {1, 2, 4, 8})
+    if (positions <= (1 << bits))
+      return bits;
+  return 0;
+}
+
+const PoolCase argmaxCases[] = {
+    {"3x3_s2_pad1", 2, 3, 9, 11, 3, 3, 2, 2, 1, 1, 1, 1},
+    {"2x2_s2", 3, 2, 8, 10, 2, 2, 2, 2, 0, 0, 0, 0},
+    {"3x2_s1_asympad", 2, 5, 7, 6, 3, 2, 1, 2, 2, 1, 0, 1},
+    {"2x2_s2_ceil_odd_plane", 2, 3, 9, 5, 2, 2, 2, 2, 0, 0, 1, 1},
+    {"1x2_s1_1bit", 3, 4, 5, 7, 1, 2, 1, 1, 0, 0, 0, 0},
+    {"1x1_s2", 2, 3, 7, 5, 1, 1, 2, 2, 0, 0, 0, 0},
+    {"4x4_s3_pad", 2, 2, 10, 11, 4, 4, 3, 3, 1, 2, 2, 1},
+    {"5x5_s2_pad2_8bit", 2, 3, 11, 9, 5, 5, 2, 2, 2, 2, 2, 2},
+    {"window_all_padding", 1, 3, 4, 4, 2, 2, 2, 2, 0, 0, 2, 2},
+    {"3x3_s2_pad1_large", 8, 8, 35, 35, 3, 3, 2, 2, 1, 1, 1, 1},
+    {"2x2_s2_ceil_large", 8, 9, 29, 33, 2, 2, 2, 2, 0, 0, 1, 1},
+};
+
+void testMaxPoolArgmax(const PoolCase &pc, bool ties) {
+  std::string base = std::string("max_pool_argmax/") + pc.name +
+                     (ties ? "/ties" : "/distinct");
+  int bits = argmaxBits(pc.kernelH * pc.kernelW);
+  Floats x = ties ? randomInts(pc.xSize(), -3, -1) : randomFloats(pc.xSize()),
+         dy = randomFloats(pc.ySize());
+  Floats y(pc.ySize()), yRef(pc.ySize()), dx(pc.xSize(), 42.0f),
+      dxRef(pc.xSize(), 7.0f);
+  Bytes codes = codeBuffer(pc.ySize(), bits);
+  blpa_max_pool(&ctx, x.data(), yRef.data(), pc.n, pc.c, pc.h, pc.w, pc.oh(),
+                pc.ow(), pc.kernelH, pc.kernelW, pc.strideH, pc.strideW,
+                pc.padTop, pc.padLeft);
+  blpa_max_pool_argmax(&ctx, x.data(), y.data(), codes.data(), pc.n, pc.c,
+                       pc.h, pc.w, pc.oh(), pc.ow(), pc.kernelH, pc.kernelW,
+                       pc.strideH, pc.strideW, pc.padTop, pc.padLeft, bits);
+  report(base + "/forward", sameBits(y, yRef),
+         "y differs from blpa_max_pool");
+
+  // The first maximum's index in the window's row-major tap order; 0 for a
+  // window entirely in the padding.
+  Codes q = checkPacked(base, codes, pc.ySize(), bits), want(pc.ySize(), 0),
+        tap(pc.ySize(), 0);
+  std::vector<int64_t> best(pc.ySize(), -1);
+  pc.forEachTap([&](size_t yi, int64_t xi) {
+    int at = tap[yi]++;
+    if (xi >= 0 && (best[yi] < 0 || x[xi] > x[best[yi]])) {
+      best[yi] = xi;
+      want[yi] = at;
+    }
+  });
+  expectCodes(base + "/codes", q, want, std::vector<bool>(pc.ySize()));
+
+  blpa_max_pool_grad(&ctx, dy.data(), x.data(), dxRef.data(), pc.n, pc.c,
+                     pc.h, pc.w, pc.oh(), pc.ow(), pc.kernelH, pc.kernelW,
+                     pc.strideH, pc.strideW, pc.padTop, pc.padLeft);
+  blpa_max_pool_grad_argmax(&ctx, dy.data(), codes.data(), dx.data(), pc.n,
+                            pc.c, pc.h, pc.w, pc.oh(), pc.ow(), pc.kernelH,
+                            pc.kernelW, pc.strideH, pc.strideW, pc.padTop,
+                            pc.padLeft, bits);
+  report(base + "/grad", sameBits(dx, dxRef),
+         "dx differs from blpa_max_pool_grad");
+}
+
+void testBadCodeWidths() {
+  uint8_t codes[4] = {};
+  float x[2] = {1, 2}, y[2], params[2];
+  expectFailure("bn_decode/bits_3", "blpa_bn_decode: unsupported code width 3",
+                [&] {
+                  blpa_bn_decode(nullptr, codes, x, x, y, 1, 1, 2, 3, 0);
+                });
+  expectFailure("quantize/mask_bits_2",
+                "blpa_quantize: unsupported code width 2", [&] {
+                  blpa_quantize(nullptr, x, codes, nullptr, 1, 1, 2, 2,
+                                BLPA_SCHEME_MASK);
+                });
+  expectFailure("quantize/affine_bits_1",
+                "blpa_quantize: unsupported code width 1", [&] {
+                  blpa_quantize(nullptr, x, codes, params, 1, 1, 2, 1,
+                                BLPA_SCHEME_AFFINE);
+                });
+  expectFailure("dequantize/scheme_7",
+                "blpa_dequantize: unknown quantization scheme 7", [&] {
+                  blpa_dequantize(nullptr, codes, params, y, 1, 1, 2, 4, 7);
+                });
+  expectFailure("max_pool_argmax/3x3_in_2bit",
+                "blpa_max_pool_argmax: unsupported code width 2", [&] {
+                  blpa_max_pool_argmax(nullptr, x, y, codes, 1, 1, 1, 2, 1, 1,
+                                       3, 3, 1, 1, 1, 1, 2);
+                });
+}
+
+//===----------------------------------------------------------------------===//
 // Determinism
 //===----------------------------------------------------------------------===//
 
@@ -661,6 +1217,90 @@ void expectDeterministic(const std::string &name, size_t outSize,
   kernel(first.data());
   kernel(second.data());
   expectBitwise("determinism/" + name, first, second);
+}
+
+/// Runs `kernel` with one thread and with more threads than cores, into
+/// fresh outputs, and requires identical bits.
+void expectThreadIndependent(const std::string &name, size_t outSize,
+                             const std::function<void(float *)> &kernel) {
+  int threads = omp_get_max_threads();
+  Floats one(outSize, 1.0f), many(outSize, 2.0f);
+  omp_set_num_threads(1);
+  kernel(one.data());
+  omp_set_num_threads(std::max(threads, 2) + 1);
+  kernel(many.data());
+  omp_set_num_threads(threads);
+  report("threads/" + name, sameBits(one, many),
+         "one thread and several threads differ");
+}
+
+/// Floats that hold `bytes` bytes of codes in a determinism output.
+size_t floatsFor(size_t bytes) { return (bytes + 3) / 4; }
+
+/// The code region at the end of a determinism output of `floats` floats,
+/// zeroed so that its padding compares equal.
+uint8_t *codeRegion(float *out, size_t floats, size_t bytes) {
+  std::memset(out + floats, 0, floatsFor(bytes) * sizeof(float));
+  return reinterpret_cast<uint8_t *>(out + floats);
+}
+
+void testCodeDeterminism() {
+  const int64_t n = 16, c = 32, spatial = 27 * 29, bits = 4;
+  const size_t numel = n * c * spatial, codeBytes = packedSize(numel, bits);
+  auto repeatable = [](const std::string &name, size_t outSize,
+                       const std::function<void(float *)> &kernel) {
+    expectDeterministic(name, outSize, kernel);
+    expectThreadIndependent(name, outSize, kernel);
+  };
+  BnEncoded bn = bnEncoded(n, c, spatial, bits);
+  repeatable("batch_norm_train_encode",
+             numel + 2 * c + floatsFor(codeBytes), [&](float *o) {
+               blpa_batch_norm_train_encode(
+                   &ctx, bn.x.data(), bn.scale.data(), bn.bias.data(), o,
+                   o + numel, o + numel + c,
+                   codeRegion(o, numel + 2 * c, codeBytes), n, c, spatial,
+                   1e-5, bits);
+             });
+  Floats dy = randomFloats(numel);
+  repeatable("batch_norm_grad_decode", numel + 2 * c, [&](float *o) {
+    blpa_batch_norm_grad_decode(&ctx, dy.data(), bn.codes.data(),
+                                bn.scale.data(), bn.bias.data(),
+                                bn.invStd.data(), o, o + numel, o + numel + c,
+                                n, c, spatial, bits);
+  });
+  repeatable("bn_decode", numel, [&](float *o) {
+    blpa_bn_decode(&ctx, bn.codes.data(), bn.scale.data(), bn.bias.data(), o,
+                   n, c, spatial, bits, 1);
+  });
+  Floats params(2 * c);
+  repeatable("quantize", 2 * c + floatsFor(codeBytes), [&](float *o) {
+    blpa_quantize(&ctx, bn.x.data(), codeRegion(o, 2 * c, codeBytes), o, n, c,
+                  spatial, bits, BLPA_SCHEME_AFFINE);
+  });
+  blpa_quantize(&ctx, bn.x.data(), bn.codes.data(), params.data(), n, c,
+                spatial, bits, BLPA_SCHEME_AFFINE);
+  repeatable("dequantize", numel, [&](float *o) {
+    blpa_dequantize(&ctx, bn.codes.data(), params.data(), o, n, c, spatial,
+                    bits, BLPA_SCHEME_AFFINE);
+  });
+
+  PoolCase pc = {"det", n, c, 27, 29, 3, 3, 2, 2, 1, 1, 1, 1};
+  size_t poolBytes = packedSize(pc.ySize(), bits);
+  Bytes codes(poolBytes);
+  repeatable("max_pool_argmax", pc.ySize() + floatsFor(poolBytes),
+             [&](float *o) {
+               blpa_max_pool_argmax(&ctx, bn.x.data(), o,
+                                    codeRegion(o, pc.ySize(), poolBytes), n, c,
+                                    27, 29, pc.oh(), pc.ow(), 3, 3, 2, 2, 1, 1,
+                                    bits);
+             });
+  Floats y(pc.ySize());
+  blpa_max_pool_argmax(&ctx, bn.x.data(), y.data(), codes.data(), n, c, 27, 29,
+                       pc.oh(), pc.ow(), 3, 3, 2, 2, 1, 1, bits);
+  repeatable("max_pool_grad_argmax", numel, [&](float *dx) {
+    blpa_max_pool_grad_argmax(&ctx, dy.data(), codes.data(), dx, n, c, 27, 29,
+                              pc.oh(), pc.ow(), 3, 3, 2, 2, 1, 1, bits);
+  });
 }
 
 void testDeterminism() {
@@ -725,41 +1365,123 @@ void testDeterminism() {
 // Benchmark
 //===----------------------------------------------------------------------===//
 
+/// Average wall time of `step` in milliseconds, after a few warm-up runs.
+double averageMs(const std::function<void()> &step) {
+  using Clock = std::chrono::steady_clock;
+  const int warmup = 3, iters = 20;
+  for (int it = 0; it < warmup; ++it)
+    step();
+  auto start = Clock::now();
+  for (int it = 0; it < iters; ++it)
+    step();
+  return std::chrono::duration<double, std::milli>(Clock::now() - start)
+             .count() /
+         iters;
+}
+
+/// The code kernels next to the exact kernels they replace or extend, on the
+/// benchmark convolution's activation shape.
+void benchCodes(const ConvCase &cc) {
+  const int64_t n = cc.n, c = cc.c, spatial = cc.h * cc.w, bits = 4;
+  size_t numel = n * c * spatial;
+  Floats x = randomNormals(numel, 0.5f, 1.0f), dy = randomFloats(numel),
+         scale = randomFloats(c, 0.5f, 2.0f), bias = randomFloats(c),
+         y(numel), dx(numel), mean(c), invStd(c), dscale(c), dbias(c),
+         params(2 * c);
+  Bytes codes(packedSize(numel, bits));
+  auto line = [](const char *what, double exact, double coded) {
+    std::printf("%-28s exact %6.2f ms, 4-bit %6.2f ms (%.2fx)\n", what, exact,
+                coded, coded / exact);
+  };
+  line("batch_norm_train / encode", averageMs([&] {
+         blpa_batch_norm_train(&ctx, x.data(), scale.data(), bias.data(),
+                               y.data(), mean.data(), invStd.data(), n, c,
+                               spatial, 1e-5);
+       }),
+       averageMs([&] {
+         blpa_batch_norm_train_encode(
+             &ctx, x.data(), scale.data(), bias.data(), y.data(), mean.data(),
+             invStd.data(), codes.data(), n, c, spatial, 1e-5, bits);
+       }));
+  line("batch_norm_grad / decode", averageMs([&] {
+         blpa_batch_norm_grad(&ctx, dy.data(), x.data(), scale.data(),
+                              mean.data(), invStd.data(), dx.data(),
+                              dscale.data(), dbias.data(), n, c, spatial);
+       }),
+       averageMs([&] {
+         blpa_batch_norm_grad_decode(&ctx, dy.data(), codes.data(),
+                                     scale.data(), bias.data(), invStd.data(),
+                                     dx.data(), dscale.data(), dbias.data(), n,
+                                     c, spatial, bits);
+       }));
+  line("relu / bn_decode relu", averageMs([&] {
+         blpa_relu(&ctx, x.data(), y.data(), numel);
+       }),
+       averageMs([&] {
+         blpa_bn_decode(&ctx, codes.data(), scale.data(), bias.data(),
+                        y.data(), n, c, spatial, bits, 1);
+       }));
+  line("copy / quantize nonneg", averageMs([&] {
+         blpa_copy(&ctx, y.data(), x.data(), numel * sizeof(float));
+       }),
+       averageMs([&] {
+         blpa_quantize(&ctx, x.data(), codes.data(), params.data(), n, c,
+                       spatial, bits, BLPA_SCHEME_NONNEG);
+       }));
+  line("copy / dequantize nonneg", averageMs([&] {
+         blpa_copy(&ctx, y.data(), x.data(), numel * sizeof(float));
+       }),
+       averageMs([&] {
+         blpa_dequantize(&ctx, codes.data(), params.data(), y.data(), n, c,
+                         spatial, bits, BLPA_SCHEME_NONNEG);
+       }));
+  PoolCase pc = {"bench", n, c, cc.h, cc.w, 3, 3, 2, 2, 1, 1, 1, 1};
+  line("max_pool / argmax", averageMs([&] {
+         blpa_max_pool(&ctx, x.data(), y.data(), n, c, cc.h, cc.w, pc.oh(),
+                       pc.ow(), 3, 3, 2, 2, 1, 1);
+       }),
+       averageMs([&] {
+         blpa_max_pool_argmax(&ctx, x.data(), y.data(), codes.data(), n, c,
+                              cc.h, cc.w, pc.oh(), pc.ow(), 3, 3, 2, 2, 1, 1,
+                              bits);
+       }));
+  line("max_pool_grad / argmax", averageMs([&] {
+         blpa_max_pool_grad(&ctx, dy.data(), x.data(), dx.data(), n, c, cc.h,
+                            cc.w, pc.oh(), pc.ow(), 3, 3, 2, 2, 1, 1);
+       }),
+       averageMs([&] {
+         blpa_max_pool_grad_argmax(&ctx, dy.data(), codes.data(), dx.data(), n,
+                                   c, cc.h, cc.w, pc.oh(), pc.ow(), 3, 3, 2,
+                                   2, 1, 1, bits);
+       }));
+}
+
 void bench() {
   ConvCase cc = {"bench", 64, 32, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1};
   Floats x = randomFloats(cc.xSize()), wt = randomFloats(cc.wSize()),
          b = randomFloats(cc.k), dy = randomFloats(cc.ySize()), y(cc.ySize()),
          dx(cc.xSize()), dw(cc.wSize());
-  using Clock = std::chrono::steady_clock;
-  double total[3] = {};
-  const int warmup = 3, iters = 20;
-  for (int it = 0; it < warmup + iters; ++it) {
-    std::function<void()> steps[3] = {
-        [&] { cc.forward(x.data(), wt.data(), b.data(), y.data()); },
-        [&] { cc.gradInput(dy.data(), wt.data(), dx.data()); },
-        [&] { cc.gradWeight(dy.data(), x.data(), dw.data()); }};
-    for (int s = 0; s < 3; ++s) {
-      auto start = Clock::now();
-      steps[s]();
-      double ms =
-          std::chrono::duration<double, std::milli>(Clock::now() - start)
-              .count();
-      if (it >= warmup)
-        total[s] += ms;
-    }
-  }
+  double forward = averageMs(
+      [&] { cc.forward(x.data(), wt.data(), b.data(), y.data()); });
+  double gradInput =
+      averageMs([&] { cc.gradInput(dy.data(), wt.data(), dx.data()); });
+  double gradWeight =
+      averageMs([&] { cc.gradWeight(dy.data(), x.data(), dw.data()); });
   std::printf("conv [64,32,28,28]x[32,32,3,3] pad 1: forward %.2f ms, "
               "grad_input %.2f ms, grad_weight %.2f ms, total %.2f ms\n",
-              total[0] / iters, total[1] / iters, total[2] / iters,
-              (total[0] + total[1] + total[2]) / iters);
+              forward, gradInput, gradWeight,
+              forward + gradInput + gradWeight);
+  benchCodes(cc);
 }
 
 } // namespace
 
 int main(int argc, char **argv) {
   // Forks first, before any thread exists.
-  if (argc == 1)
+  if (argc == 1) {
     testBadLabels();
+    testBadCodeWidths();
+  }
 
   ctx = blpa_context{};
   blpa_runtime_init(&ctx);
@@ -809,7 +1531,27 @@ int main(int argc, char **argv) {
   testSoftmaxCrossEntropy(9, 11, 50.0f);
   testSoftmaxCrossEntropy(64, 1000, 5.0f);
 
+  testCodeLayout();
+  testBnCodes("4d", 3, 3, 7 * 5);
+  testBnCodes("2d", 37, 16, 1);
+  testBnCodes("large_odd_planes", 4, 5, 43 * 41);
+  testBnGradVsExact();
+  for (int64_t scheme : {BLPA_SCHEME_AFFINE, BLPA_SCHEME_NONNEG}) {
+    for (int bits : {2, 4, 8}) {
+      testQuantize("4d", 3, 3, 7 * 5, scheme, bits);
+      testQuantize("2d", 37, 16, 1, scheme, bits);
+      testQuantize("large_odd_planes", 4, 5, 43 * 41, scheme, bits);
+    }
+  }
+  testQuantize("4d", 3, 3, 7 * 5, BLPA_SCHEME_MASK, 1);
+  testQuantize("large_odd_planes", 4, 5, 43 * 41, BLPA_SCHEME_MASK, 1);
+  for (const PoolCase &pc : argmaxCases) {
+    testMaxPoolArgmax(pc, false);
+    testMaxPoolArgmax(pc, true);
+  }
+
   testDeterminism();
+  testCodeDeterminism();
 
   blpa_runtime_shutdown(&ctx);
   std::printf("%d passed, %d failed\n", passed, failed);

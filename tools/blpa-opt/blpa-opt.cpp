@@ -59,8 +59,19 @@ static cl::opt<int64_t> batchSize(
 static cl::opt<int> actBits(
     "act-bits",
     cl::desc("Bits per saved activation for the backward pass: 0 keeps them "
-             "exact (8, 4 and 2 are reserved for activation compression)"),
+             "exact; 8, 4 or 2 keep only K-bit codes (the forward pass stays "
+             "exact)"),
     cl::value_desc("0|8|4|2"), cl::init(0), cl::cat(compileCategory));
+static cl::opt<bool> actQuantNaive(
+    "act-quant-naive",
+    cl::desc("With --act-bits: quantize inside the forward pass instead (the "
+             "paper's naive baseline, for accuracy comparisons)"),
+    cl::init(false), cl::cat(compileCategory));
+static cl::list<std::string> actPolicy(
+    "act-policy",
+    cl::desc("Per-node override of what is kept for the gradient of ONNX "
+             "node NODE: float32 (exact), quantize or auto; repeatable"),
+    cl::value_desc("NODE=float32|quantize|auto"), cl::cat(compileCategory));
 static cl::opt<std::string>
     target("target", cl::desc("Code generation target: cpu (cuda is planned)"),
            cl::value_desc("cpu|cuda"), cl::init("cpu"),
@@ -163,11 +174,12 @@ static LogicalResult checkCompileOptions(MLIRContext &context,
     return emitError(loc, "pass exactly one of --train and --infer");
   if (actBits != 0 && actBits != 2 && actBits != 4 && actBits != 8)
     return emitError(loc, "--act-bits must be 0, 8, 4 or 2");
-  if (actBits != 0)
-    return emitError(loc, "--act-bits ")
-           << actBits.getValue()
-           << ": activation compression is not implemented in this version "
-              "of blpa; use --act-bits 0 (exact)";
+  if (actBits == 0 && (actQuantNaive || !actPolicy.empty()))
+    return emitError(loc, "--act-quant-naive and --act-policy need "
+                          "--act-bits 8, 4 or 2");
+  if (actBits != 0 && inferMode)
+    return emitError(loc, "--act-bits applies to --train only (inference "
+                          "keeps no activations for a backward pass)");
   if (target == "cuda")
     return emitError(loc, "--target cuda is not implemented in this version "
                           "of blpa; use --target cpu");
@@ -188,6 +200,13 @@ static void buildPipeline(PassManager &pm, ModuleOp module) {
     pm.addPass(createBlpaAutodiff());
   if (trainMode)
     pm.addPass(createBlpaInferenceBatchNorm());
+  if (trainMode && actBits != 0) {
+    BlpaCompressActivationsOptions options;
+    options.bits = actBits;
+    options.naive = actQuantNaive;
+    options.policy.assign(actPolicy.begin(), actPolicy.end());
+    pm.addPass(createBlpaCompressActivations(options));
+  }
   BlpaPlanMemoryOptions planOptions;
   planOptions.reportFile = memoryReport;
   pm.addPass(createBlpaPlanMemory(planOptions));
@@ -302,8 +321,8 @@ int main(int argc, char **argv) {
   auto [inputPath, outputPath] = registerAndParseCLIOptions(
       argc, argv,
       "blpa-opt: memory-efficient training compiler for ONNX models\n\n"
-      "  blpa-opt MODEL.onnx --train --batch-size N [--memory-report F] -o "
-      "EXE\n"
+      "  blpa-opt MODEL.onnx --train --batch-size N [--act-bits 0|8|4|2] "
+      "[--memory-report F] -o EXE\n"
       "  blpa-opt MODEL.onnx --infer --batch-size N -o EXE\n"
       "  blpa-opt FILE.mlir|MODEL.onnx [pass flags]   (mlir-opt mode)\n",
       registry);

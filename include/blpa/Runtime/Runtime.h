@@ -246,6 +246,98 @@ void blpa_train_step(blpa_context *ctx, uint8_t *arena, float *const *params,
 void blpa_forward(blpa_context *ctx, uint8_t *arena, float *const *params,
                   void *const *inputs, void *const *outputs);
 
+//===----------------------------------------------------------------------===//
+// Activation codes (BLPA)
+//===----------------------------------------------------------------------===//
+//
+// Saved activations kept as packed K-bit codes for the backward pass. The
+// layout: element i of a row-major tensor holds a `bits`-bit unsigned code in
+// byte (i * bits) / 8 at bit offset (i * bits) % 8, least significant bits
+// first (4-bit: element 2j in the low nibble of byte j); numel elements take
+// ceil(numel * bits / 8) bytes and the unused tail bits are 0. Tensors are
+// viewed as [n, c, spatial] (channel = dim 1, spatial = product of the
+// trailing dimensions, 1 for rank 2). Unsupported widths or schemes are
+// runtime errors reported through blpa_runtime_fail.
+
+/// Quantization schemes of blpa_quantize / blpa_dequantize.
+enum { BLPA_SCHEME_AFFINE = 0, BLPA_SCHEME_NONNEG = 1, BLPA_SCHEME_MASK = 2 };
+
+/// blpa_batch_norm_train (y, mean and invStd bitwise identical) that also
+/// writes the BN-ReLU code of every element of y, bits in {2, 4, 8}. Per
+/// channel, with gamma = scale[ch], beta = bias[ch], w = 6 / 2^bits:
+///   gamma != 0: a = |gamma|, sgn = sign(gamma), t = beta / a
+///   gamma == 0: a = 1, sgn = +1, t = 0 (the code holds xhat; y is beta)
+///   u = sgn * xhat + t (= y / a when gamma != 0)
+///   shift = clamp(2^(bits-1) - floor(t / w), 1, 2^bits - 1)
+///   positive (y > 0, or u > 0 when gamma == 0):
+///     q = min(shift + floor(u / w), 2^bits - 1)
+///   otherwise: q = max(shift - 1 - floor(-u / w), 0)
+/// Bins of width w start exactly at u = 0, so q >= shift exactly where
+/// y > 0 (the cap on shift keeps this true for clipped values too).
+void blpa_batch_norm_train_encode(blpa_context *ctx, const float *x,
+                                  const float *scale, const float *bias,
+                                  float *y, float *mean, float *invStd,
+                                  uint8_t *codes, int64_t n, int64_t c,
+                                  int64_t spatial, double epsilon,
+                                  int64_t bits);
+
+/// Batch-norm backward from the codes of blpa_batch_norm_train_encode (same
+/// scale, bias, bits) instead of x, with the bin centres
+///   u~ = (q - shift + 0.5) * w,  xhat~ = sgn * (u~ - t):
+///   dbias = sum(dy), dscale = sum(dy * xhat~)
+///   dx = scale*invStd * (dy - dbias/M - xhat~ * dscale/M),  M = n*spatial
+void blpa_batch_norm_grad_decode(blpa_context *ctx, const float *dy,
+                                 const uint8_t *codes, const float *scale,
+                                 const float *bias, const float *invStd,
+                                 float *dx, float *dscale, float *dbias,
+                                 int64_t n, int64_t c, int64_t spatial,
+                                 int64_t bits);
+
+/// y = the decoded batch-norm output y~ = a * u~ (beta when gamma == 0) of
+/// blpa_batch_norm_train_encode's codes, or when relu != 0 the decoded ReLU
+/// output: y~ where the mask q >= shift holds (beta > 0 when gamma == 0),
+/// else 0.
+void blpa_bn_decode(blpa_context *ctx, const uint8_t *codes,
+                    const float *scale, const float *bias, float *y, int64_t n,
+                    int64_t c, int64_t spatial, int64_t bits, int64_t relu);
+
+/// Per-channel codes of any tensor. params is [2, c]: params[ch] = lo,
+/// params[c + ch] = step (NULL for BLPA_SCHEME_MASK). L = 2^bits - 1.
+///  * AFFINE (bits 2/4/8): lo, hi = the channel's min, max; step = (hi-lo)/L;
+///    q = clamp(round((x - lo) / step), 0, L) (0 when step is 0).
+///  * NONNEG (bits 2/4/8, x >= 0): lo = 0, step = max / L;
+///    q = x > 0 ? clamp(ceil(x / step), 1, L) : 0.
+///  * MASK (bits 1): q = x > 0.
+void blpa_quantize(blpa_context *ctx, const float *x, uint8_t *codes,
+                   float *params, int64_t n, int64_t c, int64_t spatial,
+                   int64_t bits, int64_t scheme);
+
+/// Decodes blpa_quantize's codes: AFFINE lo + q * step (error at most
+/// step / 2); NONNEG q == 0 ? 0 : (q - 0.5) * step (zero exact, positives
+/// within step / 2); MASK q ? 1 : 0.
+void blpa_dequantize(blpa_context *ctx, const uint8_t *codes,
+                     const float *params, float *y, int64_t n, int64_t c,
+                     int64_t spatial, int64_t bits, int64_t scheme);
+
+/// blpa_max_pool that also writes, for every output element ([n, c, oh, ow]
+/// row-major), the position ky * kernelW + kx of the window's winner in the
+/// unclipped kernel window (0 for a window entirely in the padding), as a
+/// `bits`-bit code with 2^bits >= kernelH * kernelW.
+void blpa_max_pool_argmax(blpa_context *ctx, const float *x, float *y,
+                          uint8_t *codes, int64_t n, int64_t c, int64_t h,
+                          int64_t w, int64_t oh, int64_t ow, int64_t kernelH,
+                          int64_t kernelW, int64_t strideH, int64_t strideW,
+                          int64_t padTop, int64_t padLeft, int64_t bits);
+
+/// blpa_max_pool_grad from the codes of blpa_max_pool_argmax instead of x;
+/// dx is bitwise the same.
+void blpa_max_pool_grad_argmax(blpa_context *ctx, const float *dy,
+                               const uint8_t *codes, float *dx, int64_t n,
+                               int64_t c, int64_t h, int64_t w, int64_t oh,
+                               int64_t ow, int64_t kernelH, int64_t kernelW,
+                               int64_t strideH, int64_t strideW,
+                               int64_t padTop, int64_t padLeft, int64_t bits);
+
 #ifdef __cplusplus
 }
 #endif

@@ -10,6 +10,7 @@
 
 #include "CpuRuntime.h"
 #include "LaneSum.h"
+#include "Packing.h"
 
 #include <cmath>
 
@@ -36,31 +37,34 @@ void channelSums(int64_t n, int64_t c, int64_t spatial,
     }
 }
 
+/// out = (in - mu) * a + b over one run of a channel: the one expression of
+/// every batch-norm forward, so that the fused encode writes the same bits.
+void normalizeRun(const float *in, float *out, int64_t len, float mu, float a,
+                  float b) {
+  for (int64_t j = 0; j < len; ++j)
+    out[j] = (in[j] - mu) * a + b;
+}
+
 /// y = (x - center[ch]) * factor[ch] + offset[ch] over every (n, c) slice.
 void normalize(const float *x, float *y, int64_t n, int64_t c, int64_t spatial,
                const float *center, const std::vector<float> &factor,
                const float *offset) {
   parallelFor(n * c, [&](int64_t i) {
     int64_t ch = i % c;
-    float mu = center[ch], a = factor[ch], b = offset[ch];
-    const float *in = x + i * spatial;
-    float *out = y + i * spatial;
-    for (int64_t j = 0; j < spatial; ++j)
-      out[j] = (in[j] - mu) * a + b;
+    normalizeRun(x + i * spatial, y + i * spatial, spatial, center[ch],
+                 factor[ch], offset[ch]);
   });
 }
 
-} // namespace
-
-extern "C" {
-
-void blpa_batch_norm_train(blpa_context *, const float *x, const float *scale,
-                           const float *bias, float *y, float *mean,
-                           float *invStd, int64_t n, int64_t c, int64_t spatial,
-                           double epsilon) {
+/// The statistics pass of training-mode batch norm: writes mean[C] and
+/// invStd[C] and returns the per-channel factor scale * invStd.
+std::vector<float> trainStatistics(const char *kernel, const float *x,
+                                   const float *scale, float *mean,
+                                   float *invStd, int64_t n, int64_t c,
+                                   int64_t spatial, double epsilon) {
   int64_t count = n * spatial;
   if (count == 0)
-    failf("blpa_batch_norm_train: empty batch");
+    failf("%s: empty batch", kernel);
   std::vector<double> sum, sumSq;
   // Sums of x - shift[ch], shift = the channel's first value.
   channelSums(n, c, spatial, sum, sumSq,
@@ -81,6 +85,176 @@ void blpa_batch_norm_train(blpa_context *, const float *x, const float *scale,
     invStd[ch] = float(1.0 / std::sqrt(var + epsilon));
     factor[ch] = scale[ch] * invStd[ch];
   }
+  return factor;
+}
+
+/// Batch-norm backward from per-slice views of the centered input: slices
+/// .slice(ch, offset) returns the view xc of the (n, c) slice at `offset`,
+/// with xc(j) (float) and xc.wide(j) (double) its j-th centered value, and
+/// xhat = centered * slices.factor(ch). The exact kernel centers x on the
+/// mean; the decoding kernel reads xhat~ itself (factor 1).
+///   dbias = sum(dy), dscale = sum(dy * xhat)
+///   dx = scale*invStd * (dy - dbias/M - xhat * dscale/M),  M = n*spatial
+template <typename Slices>
+void batchNormBackward(const Slices &slices, const float *dy,
+                       const float *scale, const float *invStd, float *dx,
+                       float *dscale, float *dbias, int64_t n, int64_t c,
+                       int64_t spatial) {
+  int64_t count = n * spatial;
+  std::vector<double> sumDy, sumDyXc; // sum(dy), sum(dy * centered)
+  channelSums(n, c, spatial, sumDy, sumDyXc,
+              [&](int64_t ch, int64_t offset, double &s0, double &s1) {
+                const float *g = dy + offset;
+                auto xc = slices.slice(ch, offset);
+                laneSum2(spatial, s0, s1,
+                         [&](int64_t j, double &t0, double &t1) {
+                           t0 = g[j];
+                           t1 = t0 * xc.wide(j);
+                         });
+              });
+  // dx = k1 * (dy - k2 - centered * k3) per channel.
+  std::vector<float> k1(c), k2(c), k3(c);
+  for (int64_t ch = 0; ch < c; ++ch) {
+    double is = invStd[ch], f = slices.factor(ch);
+    dbias[ch] = float(sumDy[ch]);
+    dscale[ch] = float(sumDyXc[ch] * f);
+    k1[ch] = float(scale[ch] * is);
+    k2[ch] = float(sumDy[ch] / count);
+    k3[ch] = float(sumDyXc[ch] * f * f / count);
+  }
+  parallelFor(n * c, [&](int64_t i) {
+    int64_t ch = i % c;
+    float a = k1[ch], b = k2[ch], d = k3[ch];
+    auto xc = slices.slice(ch, i * spatial);
+    const float *g = dy + i * spatial;
+    float *out = dx + i * spatial;
+    for (int64_t j = 0; j < spatial; ++j)
+      out[j] = a * (g[j] - b - xc(j) * d);
+  });
+}
+
+/// The exact input: centered = x - mean, factor invStd.
+struct ExactSlices {
+  const float *x, *mean, *invStd;
+
+  struct View {
+    const float *in;
+    float mu;
+    float operator()(int64_t j) const { return in[j] - mu; }
+    double wide(int64_t j) const { return double(in[j]) - double(mu); }
+  };
+  View slice(int64_t ch, int64_t offset) const {
+    return {x + offset, mean[ch]};
+  }
+  double factor(int64_t ch) const { return invStd[ch]; }
+};
+
+//===----------------------------------------------------------------------===//
+// BN-ReLU codes
+//===----------------------------------------------------------------------===//
+
+/// The per-channel constants of the BN-ReLU codes (see
+/// blpa_batch_norm_train_encode in Runtime.h). Codes are bins of width w of
+/// u = y / |gamma| laid out from u = 0 (bin `shift` starts there), so the
+/// ReLU mask is exactly q >= shift. A channel with gamma == 0 stores xhat
+/// itself and decodes y as the constant beta.
+struct BnCode {
+  bool constant; // gamma == 0
+  int32_t shift, maxCode;
+  float w, halfMinusShift;
+  /// Encoding: bin = |v| * binScale, with v = y (gamma != 0) or v = xhat
+  /// (gamma == 0; the caller folds invStd in).
+  float binScale;
+  /// Decoding: y~ = u~ * yScale + yOffset, xhat~ = u~ * xSign - xOffset.
+  float yScale, yOffset, xSign, xOffset;
+
+  BnCode(float gamma, float beta, int bits) {
+    constant = gamma == 0;
+    double a = constant ? 1.0 : std::fabs(double(gamma));
+    double sgn = gamma < 0 ? -1.0 : 1.0;
+    double t = constant ? 0.0 : beta / a;
+    maxCode = (1 << bits) - 1;
+    w = float(6.0 / (1 << bits)); // exact: 1.5 * 2^(2 - bits)
+    // Clamped in double (t may be huge or NaN) before becoming an int; the
+    // cap at maxCode keeps the mask exact even when every value is clipped.
+    double level = double(1 << (bits - 1)) - std::floor(t / w);
+    shift = level >= maxCode ? maxCode : level > 1 ? int32_t(level) : 1;
+    halfMinusShift = 0.5f - float(shift);
+    binScale = float(1.0 / (a * w));
+    yScale = constant ? 0.0f : float(a);
+    yOffset = constant ? beta : 0.0f;
+    xSign = float(sgn);
+    xOffset = float(sgn * float(t));
+  }
+
+  /// The bin centre u~; exact in float (a small half-integer times w).
+  float centre(uint8_t q) const { return (float(q) + halfMinusShift) * w; }
+  float y(uint8_t q) const { return centre(q) * yScale + yOffset; }
+  float xhat(uint8_t q) const { return centre(q) * xSign - xOffset; }
+};
+
+std::vector<BnCode> bnCodes(const float *scale, const float *bias, int64_t c,
+                            int bits) {
+  std::vector<BnCode> codes;
+  codes.reserve(c);
+  for (int64_t ch = 0; ch < c; ++ch)
+    codes.emplace_back(scale[ch], bias[ch], bits);
+  return codes;
+}
+
+/// q[j] = the code of v = src[j] - centre: bin k = floor(|v| * binScale)
+/// counted up from `shift` for v > 0 and down from shift - 1 otherwise,
+/// clamped to the code range. The sign alone decides the side, so the ReLU
+/// mask survives any rounding of the bin.
+void binCodes(const float *src, int64_t len, float centre, float binScale,
+              const BnCode &code, uint8_t *q) {
+  // Capping the bin per side clamps the code without integer min/max (which
+  // SSE2 lacks) and keeps the conversion defined: NaN takes the cap.
+  const float capUp = float(code.maxCode - code.shift),
+              capDown = float(code.shift - 1);
+  const int32_t up = code.shift, down = code.shift - 1;
+  for (int64_t j = 0; j < len; ++j) {
+    float v = src[j] - centre;
+    bool positive = v > 0;
+    float cap = positive ? capUp : capDown;
+    float bin = std::fabs(v) * binScale;
+    int32_t k = int32_t(bin < cap ? bin : cap);
+    q[j] = uint8_t(positive ? up + k : down - k);
+  }
+}
+
+/// The decoded input of blpa_batch_norm_grad_decode: xhat~ per element.
+template <int Bits> struct DecodedSlices {
+  const uint8_t *codes;
+  const std::vector<BnCode> &bn;
+  int64_t spatial;
+
+  struct View {
+    const uint8_t *q;
+    BnCode code; // a copy: stores to dx must not look like they change it
+    float operator()(int64_t j) const { return code.xhat(q[j]); }
+    double wide(int64_t j) const { return (*this)(j); }
+  };
+  View slice(int64_t ch, int64_t offset) const {
+    // One buffer per thread, reused by all the slices the thread visits.
+    static thread_local std::vector<uint8_t> q;
+    q.resize(spatial);
+    unpackCodes<Bits>(codes, offset, spatial, q.data());
+    return {q.data(), bn[ch]};
+  }
+  double factor(int64_t) const { return 1.0; }
+};
+
+} // namespace
+
+extern "C" {
+
+void blpa_batch_norm_train(blpa_context *, const float *x, const float *scale,
+                           const float *bias, float *y, float *mean,
+                           float *invStd, int64_t n, int64_t c, int64_t spatial,
+                           double epsilon) {
+  std::vector<float> factor = trainStatistics(
+      "blpa_batch_norm_train", x, scale, mean, invStd, n, c, spatial, epsilon);
   normalize(x, y, n, c, spatial, mean, factor, bias);
 }
 
@@ -116,35 +290,78 @@ void blpa_batch_norm_grad(blpa_context *, const float *dy, const float *x,
                           const float *scale, const float *mean,
                           const float *invStd, float *dx, float *dscale,
                           float *dbias, int64_t n, int64_t c, int64_t spatial) {
-  int64_t count = n * spatial;
-  std::vector<double> sumDy, sumDyXc; // sum(dy), sum(dy * (x - mean))
-  channelSums(n, c, spatial, sumDy, sumDyXc,
-              [&](int64_t ch, int64_t offset, double &s0, double &s1) {
-                const float *g = dy + offset, *in = x + offset;
-                double mu = mean[ch];
-                laneSum2(spatial, s0, s1,
-                         [&](int64_t j, double &t0, double &t1) {
-                           t0 = g[j];
-                           t1 = t0 * (double(in[j]) - mu);
-                         });
-              });
-  // dx = k1 * (dy - k2 - (x - mean) * k3) per channel.
-  std::vector<float> k1(c), k2(c), k3(c);
-  for (int64_t ch = 0; ch < c; ++ch) {
-    double is = invStd[ch];
-    dbias[ch] = float(sumDy[ch]);
-    dscale[ch] = float(sumDyXc[ch] * is);
-    k1[ch] = float(scale[ch] * is);
-    k2[ch] = float(sumDy[ch] / count);
-    k3[ch] = float(sumDyXc[ch] * is * is / count);
-  }
-  parallelFor(n * c, [&](int64_t i) {
-    int64_t ch = i % c;
-    float a = k1[ch], b = k2[ch], d = k3[ch], mu = mean[ch];
-    const float *g = dy + i * spatial, *in = x + i * spatial;
-    float *out = dx + i * spatial;
-    for (int64_t j = 0; j < spatial; ++j)
-      out[j] = a * (g[j] - b - (in[j] - mu) * d);
+  batchNormBackward(ExactSlices{x, mean, invStd}, dy, scale, invStd, dx,
+                    dscale, dbias, n, c, spatial);
+}
+
+void blpa_batch_norm_train_encode(blpa_context *, const float *x,
+                                  const float *scale, const float *bias,
+                                  float *y, float *mean, float *invStd,
+                                  uint8_t *codes, int64_t n, int64_t c,
+                                  int64_t spatial, double epsilon,
+                                  int64_t bits) {
+  const char *kernel = "blpa_batch_norm_train_encode";
+  withCodeBits(kernel, bits, valueCodeBits, [&](auto width) {
+    constexpr int Bits = decltype(width)::value;
+    std::vector<float> factor = trainStatistics(kernel, x, scale, mean, invStd,
+                                                n, c, spatial, epsilon);
+    std::vector<BnCode> bn = bnCodes(scale, bias, c, Bits);
+    // Each run is normalized and then binned while its y is still in L1:
+    // one pass over memory, in blocks that start on byte boundaries.
+    encodeSlices<Bits>(n * c * spatial, spatial, codes,
+                       [&](int64_t slice, int64_t b, int64_t e, uint8_t *q) {
+                         int64_t ch = slice % c;
+                         normalizeRun(x + b, y + b, e - b, mean[ch],
+                                      factor[ch], bias[ch]);
+                         const BnCode &code = bn[ch];
+                         if (code.constant) // bin xhat = (x - mean) * invStd
+                           binCodes(x + b, e - b, mean[ch],
+                                    code.binScale * invStd[ch], code, q);
+                         else // bin y / |gamma|, on y's own sign
+                           binCodes(y + b, e - b, 0.0f, code.binScale, code,
+                                    q);
+                       });
+  });
+}
+
+void blpa_batch_norm_grad_decode(blpa_context *, const float *dy,
+                                 const uint8_t *codes, const float *scale,
+                                 const float *bias, const float *invStd,
+                                 float *dx, float *dscale, float *dbias,
+                                 int64_t n, int64_t c, int64_t spatial,
+                                 int64_t bits) {
+  withCodeBits("blpa_batch_norm_grad_decode", bits, valueCodeBits,
+               [&](auto width) {
+                 constexpr int Bits = decltype(width)::value;
+                 std::vector<BnCode> bn = bnCodes(scale, bias, c, Bits);
+                 batchNormBackward(DecodedSlices<Bits>{codes, bn, spatial}, dy,
+                                   scale, invStd, dx, dscale, dbias, n, c,
+                                   spatial);
+               });
+}
+
+void blpa_bn_decode(blpa_context *, const uint8_t *codes, const float *scale,
+                    const float *bias, float *y, int64_t n, int64_t c,
+                    int64_t spatial, int64_t bits, int64_t relu) {
+  withCodeBits("blpa_bn_decode", bits, valueCodeBits, [&](auto width) {
+    constexpr int Bits = decltype(width)::value;
+    std::vector<BnCode> bn = bnCodes(scale, bias, c, Bits);
+    decodeSlices<Bits>(n * c * spatial, spatial, codes,
+                       [&](int64_t slice, int64_t b, int64_t e,
+                           const uint8_t *q) {
+                         BnCode code = bn[slice % c];
+                         float *out = y + b;
+                         // q >= shift exactly where y~ > 0 (and for
+                         // gamma == 0, y~ = beta), so the mask is y~ > 0.
+                         if (relu)
+                           for (int64_t j = 0; j < e - b; ++j) {
+                             float v = code.y(q[j]);
+                             out[j] = v > 0 ? v : 0.0f;
+                           }
+                         else
+                           for (int64_t j = 0; j < e - b; ++j)
+                             out[j] = code.y(q[j]);
+                       });
   });
 }
 

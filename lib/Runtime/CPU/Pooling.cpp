@@ -9,6 +9,7 @@
 
 #include "CpuRuntime.h"
 #include "LaneSum.h"
+#include "Packing.h"
 
 #include <algorithm>
 #include <limits>
@@ -21,14 +22,21 @@ namespace {
 struct Window {
   int64_t h0, h1, w0, w1;
   int64_t size() const { return (h1 - h0) * (w1 - w0); }
+  /// True for a window that lies entirely in the padding (or past the input).
+  bool empty() const { return h0 >= h1 || w0 >= w1; }
 };
 
 struct PoolGeometry {
   int64_t planes, h, w, oh, ow, kernelH, kernelW, strideH, strideW, padTop,
       padLeft;
 
+  /// Top-left corner of the unclipped window (oy, ox), in input rows and
+  /// columns; may lie in the padding.
+  int64_t originY(int64_t oy) const { return oy * strideH - padTop; }
+  int64_t originX(int64_t ox) const { return ox * strideW - padLeft; }
+
   Window window(int64_t oy, int64_t ox) const {
-    int64_t y0 = oy * strideH - padTop, x0 = ox * strideW - padLeft;
+    int64_t y0 = originY(oy), x0 = originX(ox);
     // Padded positions are outside [0, h) x [0, w) and are simply skipped.
     return {std::max<int64_t>(y0, 0), std::min(y0 + kernelH, h),
             std::max<int64_t>(x0, 0), std::min(x0 + kernelW, w)};
@@ -40,10 +48,21 @@ struct PoolGeometry {
   void forEachWindow(Start &&start, Body &&body) const {
     parallelFor(planes, [&](int64_t p) {
       start(p);
-      for (int64_t oy = 0; oy < oh; ++oy)
-        for (int64_t ox = 0; ox < ow; ++ox)
-          body(p, oy, ox, window(oy, ox));
+      forWindows(p, 0, outPlane(), body);
     });
+  }
+
+  /// body(p, oy, ox, window) for the output positions [from, to) (row-major
+  /// within the plane) of plane p, in order.
+  template <typename Body>
+  void forWindows(int64_t p, int64_t from, int64_t to, Body &&body) const {
+    for (int64_t oy = from / ow, ox = from % ow; from < to; ++from) {
+      body(p, oy, ox, window(oy, ox));
+      if (++ox == ow) {
+        ox = 0;
+        ++oy;
+      }
+    }
   }
 
   /// A forEachWindow start that zeroes the plane of the input gradient the
@@ -74,6 +93,49 @@ int64_t firstMax(const float *plane, int64_t width, const Window &win) {
   return best;
 }
 
+/// Writes the max-pool output of window (oy, ox) of plane p and returns the
+/// winner's offset in the input plane (-1 for an all-padding window, whose
+/// output is -inf).
+int64_t maxPoolWindow(const PoolGeometry &g, const float *x, float *y,
+                      int64_t p, int64_t oy, int64_t ox, const Window &win) {
+  const float *plane = x + p * g.inPlane();
+  int64_t at = firstMax(plane, g.w, win);
+  y[p * g.outPlane() + oy * g.ow + ox] =
+      at < 0 ? -std::numeric_limits<float>::infinity() : plane[at];
+  return at;
+}
+
+/// The argmax code of window (oy, ox) whose winner is at plane offset `at`:
+/// ky * kernelW + kx in the unclipped window. An all-padding window gets 0;
+/// its gradient is skipped by geometry, not by code.
+uint8_t argmaxCode(const PoolGeometry &g, int64_t oy, int64_t ox,
+                   int64_t at) {
+  if (at < 0)
+    return 0;
+  int64_t ky = at / g.w - g.originY(oy), kx = at % g.w - g.originX(ox);
+  return uint8_t(ky * g.kernelW + kx);
+}
+
+/// The plane offset that argmaxCode encoded as `code`.
+int64_t argmaxOffset(const PoolGeometry &g, int64_t oy, int64_t ox,
+                     uint8_t code) {
+  return (g.originY(oy) + code / g.kernelW) * g.w + g.originX(ox) +
+         code % g.kernelW;
+}
+
+/// Code widths that can hold every position of the pooling window.
+unsigned argmaxCodeBits(const char *kernel, const PoolGeometry &g) {
+  int64_t positions = g.kernelH * g.kernelW;
+  unsigned allowed = 0;
+  for (int bits : {1, 2, 4, 8})
+    if (positions <= int64_t(1) << bits)
+      allowed |= 1u << bits;
+  if (!allowed)
+    failf("%s: a %lldx%lld window does not fit 8-bit argmax codes", kernel,
+          (long long)g.kernelH, (long long)g.kernelW);
+  return allowed;
+}
+
 float avgDivisor(const PoolGeometry &g, const Window &win,
                  int64_t countIncludePad) {
   return float(countIncludePad ? g.kernelH * g.kernelW : win.size());
@@ -93,10 +155,7 @@ void blpa_max_pool(blpa_context *, const float *x, float *y, int64_t n,
                  kernelW, strideH, strideW, padTop, padLeft};
   g.forEachWindow(
       noPlaneStart, [&](int64_t p, int64_t oy, int64_t ox, const Window &win) {
-        const float *plane = x + p * g.inPlane();
-        int64_t at = firstMax(plane, w, win);
-        y[p * g.outPlane() + oy * ow + ox] =
-            at < 0 ? -std::numeric_limits<float>::infinity() : plane[at];
+        maxPoolWindow(g, x, y, p, oy, ox, win);
       });
 }
 
@@ -112,6 +171,57 @@ void blpa_max_pool_grad(blpa_context *, const float *dy, const float *x,
     int64_t at = firstMax(x + p * g.inPlane(), w, win);
     if (at >= 0)
       dx[p * g.inPlane() + at] += dy[p * g.outPlane() + oy * ow + ox];
+  });
+}
+
+void blpa_max_pool_argmax(blpa_context *, const float *x, float *y,
+                          uint8_t *codes, int64_t n, int64_t c, int64_t h,
+                          int64_t w, int64_t oh, int64_t ow, int64_t kernelH,
+                          int64_t kernelW, int64_t strideH, int64_t strideW,
+                          int64_t padTop, int64_t padLeft, int64_t bits) {
+  const char *kernel = "blpa_max_pool_argmax";
+  PoolGeometry g{n * c,   h,       w,       oh,     ow,     kernelH,
+                 kernelW, strideH, strideW, padTop, padLeft};
+  withCodeBits(kernel, bits, argmaxCodeBits(kernel, g), [&](auto width) {
+    constexpr int Bits = decltype(width)::value;
+    // Blocks of output elements rather than planes: a plane's codes need not
+    // start on a byte boundary, a block's always do.
+    encodeSlices<Bits>(
+        g.planes * g.outPlane(), g.outPlane(), codes,
+        [&](int64_t p, int64_t b, int64_t e, uint8_t *q) {
+          int64_t first = p * g.outPlane();
+          g.forWindows(p, b - first, e - first,
+                       [&](int64_t, int64_t oy, int64_t ox,
+                           const Window &win) {
+                         int64_t at = maxPoolWindow(g, x, y, p, oy, ox, win);
+                         q[first + oy * ow + ox - b] =
+                             argmaxCode(g, oy, ox, at);
+                       });
+        });
+  });
+}
+
+void blpa_max_pool_grad_argmax(blpa_context *, const float *dy,
+                               const uint8_t *codes, float *dx, int64_t n,
+                               int64_t c, int64_t h, int64_t w, int64_t oh,
+                               int64_t ow, int64_t kernelH, int64_t kernelW,
+                               int64_t strideH, int64_t strideW,
+                               int64_t padTop, int64_t padLeft, int64_t bits) {
+  const char *kernel = "blpa_max_pool_grad_argmax";
+  PoolGeometry g{n * c,   h,       w,       oh,     ow,     kernelH,
+                 kernelW, strideH, strideW, padTop, padLeft};
+  withCodeBits(kernel, bits, argmaxCodeBits(kernel, g), [&](auto width) {
+    constexpr int Bits = decltype(width)::value;
+    // The same windows in the same order as blpa_max_pool_grad, so the
+    // accumulation into dx is bitwise the same.
+    g.forEachWindow(g.clearing(dx), [&](int64_t p, int64_t oy, int64_t ox,
+                                        const Window &win) {
+      if (win.empty())
+        return;
+      int64_t out = p * g.outPlane() + oy * ow + ox;
+      int64_t at = argmaxOffset(g, oy, ox, codeAt<Bits>(codes, out));
+      dx[p * g.inPlane() + at] += dy[out];
+    });
   });
 }
 

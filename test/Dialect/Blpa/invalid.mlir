@@ -117,3 +117,69 @@ func.func @unknown_attribute(%x: tensor<4xf32>) {
   %y = blpa.relu %x {blpa.colour = 1 : i64} : (tensor<4xf32>) -> tensor<4xf32>
   return
 }
+
+// -----
+
+// expected-error @+1 {{packed codes have 1, 2, 4 or 8 bits, got 3}}
+func.func @three_bit_codes(%c: !blpa.packed<4xi3, affine>) {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{mask codes have 1 bit}}
+func.func @wide_mask(%c: !blpa.packed<4xi4, mask>) {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{unknown packed scheme 'log'; expected bn_relu, affine, nonneg, mask or argmax}}
+func.func @unknown_scheme(%c: !blpa.packed<4xi4, log>) {
+  return
+}
+
+// -----
+
+func.func @quantize_scheme(%x: tensor<4x4xf32>) {
+  // expected-error @+2 {{quantize scheme must be affine, nonneg or mask, got 'bn_relu'}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %q:2 = blpa.quantize %x {bits = 4 : i64, scheme = "bn_relu"} : (tensor<4x4xf32>) -> (!blpa.packed<4x4xi4, bn_relu>, tensor<2x4xf32>)
+  return
+}
+
+// -----
+
+func.func @dequantize_mask_with_params(%c: !blpa.packed<4x4xi1, mask>, %p: tensor<2x4xf32>) {
+  // expected-error @+2 {{dequantize takes [2, C] parameters exactly when the codes are not a mask}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %y = blpa.dequantize %c, %p : (!blpa.packed<4x4xi1, mask>, tensor<2x4xf32>) -> tensor<4x4xf32>
+  return
+}
+
+// -----
+
+func.func @decode_wrong_codes(%c: !blpa.packed<2x3x4x4xi4, affine>, %s: tensor<3xf32>) {
+  // expected-error @+2 {{expected bn_relu codes, got '!blpa.packed<2x3x4x4xi4, affine>'}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %y = blpa.batch_norm_decode %c, %s, %s : (!blpa.packed<2x3x4x4xi4, affine>, tensor<3xf32>, tensor<3xf32>) -> tensor<2x3x4x4xf32>
+  return
+}
+
+// -----
+
+func.func @codes_shape(%dy: tensor<2x3x4x4xf32>, %c: !blpa.packed<2x3x4x5xi4, bn_relu>, %s: tensor<3xf32>) {
+  // expected-error @+2 {{codes '!blpa.packed<2x3x4x5xi4, bn_relu>' do not match the tensor shape}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %g:3 = blpa.batch_norm_grad_decode %dy, %c, %s, %s, %s : (tensor<2x3x4x4xf32>, !blpa.packed<2x3x4x5xi4, bn_relu>, tensor<3xf32>, tensor<3xf32>, tensor<3xf32>) -> (tensor<2x3x4x4xf32>, tensor<3xf32>, tensor<3xf32>)
+  return
+}
+
+// -----
+
+func.func @argmax_window(%x: tensor<1x1x20x20xf32>) {
+  // expected-error @+2 {{argmax codes need a window of at most 256 positions}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %p:2 = blpa.max_pool_argmax %x {kernel_shape = array<i64: 17, 17>, strides = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>} : (tensor<1x1x20x20xf32>) -> (tensor<1x1x4x4xf32>, !blpa.packed<1x1x4x4xi8, argmax>)
+  return
+}

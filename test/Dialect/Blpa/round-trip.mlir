@@ -54,3 +54,27 @@ func.func @updates(%g: tensor<4xf32>, %mean: tensor<4xf32>, %istd: tensor<4xf32>
   %one = blpa.fill 1.0 : tensor<f32>
   return
 }
+
+// Packed codes and the ops that make and read them.
+// CHECK-LABEL: func.func @codes
+func.func @codes(%x: tensor<2x3x5x5xf32>, %s: tensor<3xf32>, %t: tensor<3xf32>, %dy: tensor<2x3x5x5xf32>) -> tensor<2x3x5x5xf32> {
+  // CHECK: blpa.batch_norm_encode {{.*}} -> (tensor<2x3x5x5xf32>, tensor<3xf32>, tensor<3xf32>, !blpa.packed<2x3x5x5xi4, bn_relu>)
+  %n:4 = blpa.batch_norm_encode %x, %s, %t, %s, %t {bits = 4 : i64, epsilon = 1.0e-05 : f64, momentum = 0.9 : f64} : (tensor<2x3x5x5xf32>, tensor<3xf32>, tensor<3xf32>, tensor<3xf32>, tensor<3xf32>) -> (tensor<2x3x5x5xf32>, tensor<3xf32>, tensor<3xf32>, !blpa.packed<2x3x5x5xi4, bn_relu>)
+  // CHECK: blpa.batch_norm_decode {{.*}} {relu} : (!blpa.packed<2x3x5x5xi4, bn_relu>, tensor<3xf32>, tensor<3xf32>) -> tensor<2x3x5x5xf32>
+  %z = blpa.batch_norm_decode %n#3, %s, %t {relu} : (!blpa.packed<2x3x5x5xi4, bn_relu>, tensor<3xf32>, tensor<3xf32>) -> tensor<2x3x5x5xf32>
+  // CHECK: blpa.batch_norm_grad_decode
+  %g:3 = blpa.batch_norm_grad_decode %dy, %n#3, %s, %t, %n#2 : (tensor<2x3x5x5xf32>, !blpa.packed<2x3x5x5xi4, bn_relu>, tensor<3xf32>, tensor<3xf32>, tensor<3xf32>) -> (tensor<2x3x5x5xf32>, tensor<3xf32>, tensor<3xf32>)
+  // CHECK: blpa.quantize {{.*}} -> (!blpa.packed<2x3x5x5xi2, affine>, tensor<2x3xf32>)
+  %q:2 = blpa.quantize %x {bits = 2 : i64, scheme = "affine"} : (tensor<2x3x5x5xf32>) -> (!blpa.packed<2x3x5x5xi2, affine>, tensor<2x3xf32>)
+  // CHECK: blpa.dequantize {{.*}} : (!blpa.packed<2x3x5x5xi2, affine>, tensor<2x3xf32>) -> tensor<2x3x5x5xf32>
+  %d = blpa.dequantize %q#0, %q#1 : (!blpa.packed<2x3x5x5xi2, affine>, tensor<2x3xf32>) -> tensor<2x3x5x5xf32>
+  // CHECK: blpa.quantize {{.*}} -> !blpa.packed<2x3x5x5xi1, mask>
+  %m = blpa.quantize %z {bits = 1 : i64, scheme = "mask"} : (tensor<2x3x5x5xf32>) -> !blpa.packed<2x3x5x5xi1, mask>
+  // CHECK: blpa.dequantize {{.*}} : (!blpa.packed<2x3x5x5xi1, mask>) -> tensor<2x3x5x5xf32>
+  %md = blpa.dequantize %m : (!blpa.packed<2x3x5x5xi1, mask>) -> tensor<2x3x5x5xf32>
+  // CHECK: blpa.max_pool_argmax {{.*}} -> (tensor<2x3x3x3xf32>, !blpa.packed<2x3x3x3xi4, argmax>)
+  %p:2 = blpa.max_pool_argmax %x {kernel_shape = array<i64: 3, 3>, strides = array<i64: 2, 2>, pads = array<i64: 1, 1, 1, 1>} : (tensor<2x3x5x5xf32>) -> (tensor<2x3x3x3xf32>, !blpa.packed<2x3x3x3xi4, argmax>)
+  // CHECK: blpa.max_pool_grad_argmax {{.*}} -> tensor<2x3x5x5xf32>
+  %pg = blpa.max_pool_grad_argmax %p#0, %p#1 {kernel_shape = array<i64: 3, 3>, strides = array<i64: 2, 2>, pads = array<i64: 1, 1, 1, 1>, input_shape = array<i64: 2, 3, 5, 5>} : (tensor<2x3x3x3xf32>, !blpa.packed<2x3x3x3xi4, argmax>) -> tensor<2x3x5x5xf32>
+  return %pg : tensor<2x3x5x5xf32>
+}

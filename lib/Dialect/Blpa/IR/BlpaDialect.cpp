@@ -3,12 +3,22 @@
 #include "blpa/Dialect/Blpa/IR/BlpaDialect.h"
 #include "blpa/Dialect/Blpa/IR/BlpaOps.h"
 
+#include "mlir/IR/DialectImplementation.h"
+#include "llvm/ADT/TypeSwitch.h"
+
 using namespace mlir;
 using namespace mlir::blpa;
 
 #include "blpa/Dialect/Blpa/IR/BlpaOpsDialect.cpp.inc"
 
+#define GET_TYPEDEF_CLASSES
+#include "blpa/Dialect/Blpa/IR/BlpaOpsTypes.cpp.inc"
+
 void BlpaDialect::initialize() {
+  addTypes<
+#define GET_TYPEDEF_LIST
+#include "blpa/Dialect/Blpa/IR/BlpaOpsTypes.cpp.inc"
+      >();
   addOperations<
 #define GET_OP_LIST
 #include "blpa/Dialect/Blpa/IR/BlpaOps.cpp.inc"
@@ -20,6 +30,8 @@ static LogicalResult verifyAttributeKind(Operation *op, NamedAttribute attr) {
   StringRef name = attr.getName().getValue();
   bool ok = false;
   if (name == "blpa.source")
+    ok = isa<StringAttr>(attr.getValue());
+  else if (name == kSavedPolicyAttrName)
     ok = isa<StringAttr>(attr.getValue());
   else if (name == "blpa.offsets")
     ok = isa<DenseI64ArrayAttr>(attr.getValue());

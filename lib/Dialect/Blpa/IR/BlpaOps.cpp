@@ -11,6 +11,9 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinAttributes.h"
 #include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/StringSwitch.h"
+
+#include <array>
 
 using namespace mlir;
 using namespace mlir::blpa;
@@ -54,6 +57,8 @@ ArrayRef<int64_t> mlir::blpa::getShape(Value value) {
 }
 
 int64_t mlir::blpa::getTensorBytes(Type type) {
+  if (auto packed = dyn_cast<PackedType>(type))
+    return packed.getNumBytes();
   auto shaped = cast<ShapedType>(type);
   return shaped.getNumElements() *
          static_cast<int64_t>(shaped.getElementTypeBitWidth() / 8);
@@ -61,6 +66,13 @@ int64_t mlir::blpa::getTensorBytes(Type type) {
 
 static RankedTensorType f32Tensor(MLIRContext *ctx, ArrayRef<int64_t> shape) {
   return RankedTensorType::get(shape, Float32Type::get(ctx));
+}
+
+/// Appends the data pointers of `values` (a null value: a null pointer).
+static void appendData(SmallVectorImpl<RuntimeArg> &args,
+                       ArrayRef<Value> values) {
+  for (Value v : values)
+    args.push_back(RuntimeArg::data(v));
 }
 
 /// Checks that `attr` has `size` strictly positive (or, with allowZero,
@@ -272,29 +284,44 @@ void Conv2DGradWeightOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
 // Batch normalization
 //===----------------------------------------------------------------------===//
 
-/// Checks a batch-norm input and its per-channel operands; returns the
-/// channel count.
+/// Checks a batch-norm input (or output) of shape `shape` and its
+/// per-channel operands; returns the channel count.
 static FailureOr<int64_t> checkBatchNorm(std::optional<Location> loc,
-                                         Value input,
+                                         ArrayRef<int64_t> shape,
                                          ArrayRef<Value> perChannel) {
-  ArrayRef<int64_t> shape = getShape(input);
   if (shape.size() < 2)
-    return emitOptionalError(loc, "batch norm input must have rank >= 2, got ",
-                             input.getType());
+    return emitOptionalError(loc, "batch norm input must have rank >= 2, got "
+                                  "rank ",
+                             shape.size());
   for (Value v : perChannel)
     if (failed(checkChannelVector(loc, "batch norm operand", v, shape[1])))
       return failure();
   return shape[1];
 }
+static FailureOr<int64_t> checkBatchNorm(std::optional<Location> loc,
+                                         Value input,
+                                         ArrayRef<Value> perChannel) {
+  return checkBatchNorm(loc, getShape(input), perChannel);
+}
+
+/// The [N, C, spatial] view the per-channel kernels take: channel is
+/// dimension 1, spatial the product of the dimensions after it; a tensor of
+/// rank < 2 is one channel of one sample.
+static std::array<int64_t, 3> getChannelView(ArrayRef<int64_t> shape) {
+  if (shape.size() < 2)
+    return {1, 1, ShapedType::getNumElements(shape)};
+  return {shape[0], shape[1], ShapedType::getNumElements(shape.drop_front(2))};
+}
 
 /// N, C and the number of elements per (sample, channel).
+static void appendBatchNormDims(ArrayRef<int64_t> shape,
+                                SmallVectorImpl<RuntimeArg> &args) {
+  for (int64_t v : getChannelView(shape))
+    args.push_back(RuntimeArg::i64(v));
+}
 static void appendBatchNormDims(Value input,
                                 SmallVectorImpl<RuntimeArg> &args) {
-  ArrayRef<int64_t> shape = getShape(input);
-  args.push_back(RuntimeArg::i64(shape[0]));
-  args.push_back(RuntimeArg::i64(shape[1]));
-  args.push_back(
-      RuntimeArg::i64(ShapedType::getNumElements(shape.drop_front(2))));
+  appendBatchNormDims(getShape(input), args);
 }
 
 LogicalResult BatchNormOp::inferReturnTypes(MLIRContext *ctx,
@@ -867,6 +894,369 @@ void SgdUpdateOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   args.push_back(RuntimeArg::gradStore(getParam()));
   args.push_back(
       RuntimeArg::i64(ShapedType::getNumElements(getShape(getParam()))));
+}
+
+//===----------------------------------------------------------------------===//
+// What ops know about saved activations (SavedActivationOpInterface)
+//===----------------------------------------------------------------------===//
+
+bool ReluOp::isResultNonNegative(function_ref<bool(Value)>) { return true; }
+
+// Pooling and reshaping keep values, so they keep their sign.
+bool MaxPoolOp::isResultNonNegative(function_ref<bool(Value)> isNonNegative) {
+  return isNonNegative(getInput());
+}
+bool AvgPoolOp::isResultNonNegative(function_ref<bool(Value)> isNonNegative) {
+  return isNonNegative(getInput());
+}
+bool GlobalAvgPoolOp::isResultNonNegative(
+    function_ref<bool(Value)> isNonNegative) {
+  return isNonNegative(getInput());
+}
+bool ReshapeOp::isResultNonNegative(function_ref<bool(Value)> isNonNegative) {
+  return isNonNegative(getInput());
+}
+
+ActivationNeed ReluGradOp::getActivationNeed(unsigned operandIndex) {
+  return operandIndex == getOutputMutable().getOperandNumber()
+             ? ActivationNeed::Sign
+             : ActivationNeed::Values;
+}
+
+ActivationNeed MaxPoolGradOp::getActivationNeed(unsigned operandIndex) {
+  return operandIndex == getInputMutable().getOperandNumber()
+             ? ActivationNeed::WindowArgmax
+             : ActivationNeed::Values;
+}
+
+// The per-channel statistics are the method's "few floats per channel":
+// tiny, and every element's gradient depends on them.
+ActivationNeed BatchNormGradOp::getActivationNeed(unsigned operandIndex) {
+  return operandIndex == getInputMutable().getOperandNumber() ||
+                 operandIndex == getGradMutable().getOperandNumber()
+             ? ActivationNeed::Values
+             : ActivationNeed::Exact;
+}
+ActivationNeed BatchNormGradDecodeOp::getActivationNeed(unsigned operandIndex) {
+  return operandIndex == getGradMutable().getOperandNumber()
+             ? ActivationNeed::Values
+             : ActivationNeed::Exact;
+}
+
+ActivationNeed
+SoftmaxCrossEntropyGradOp::getActivationNeed(unsigned operandIndex) {
+  // The logits are small and the softmax amplifies their errors.
+  return operandIndex == getLogitsMutable().getOperandNumber()
+             ? ActivationNeed::Exact
+             : ActivationNeed::Values;
+}
+
+//===----------------------------------------------------------------------===//
+// Packed codes and the ops that make and read them
+//===----------------------------------------------------------------------===//
+
+/// Why `bits`-bit codes of `scheme` are invalid, or an empty string.
+static std::string packedCodeError(unsigned bits, StringRef scheme) {
+  if (!llvm::is_contained({1u, 2u, 4u, 8u}, bits))
+    return "packed codes have 1, 2, 4 or 8 bits, got " + std::to_string(bits);
+  if (scheme == "mask")
+    return bits == 1 ? "" : "mask codes have 1 bit";
+  if (scheme == "argmax")
+    return "";
+  if (llvm::is_contained({"bn_relu", "affine", "nonneg"}, scheme))
+    return bits != 1 ? ""
+                     : ("'" + scheme + "' codes have 2, 4 or 8 bits").str();
+  return ("unknown packed scheme '" + scheme +
+          "'; expected bn_relu, affine, nonneg, mask or argmax")
+      .str();
+}
+
+LogicalResult PackedType::verify(function_ref<InFlightDiagnostic()> emitError,
+                                 ArrayRef<int64_t> shape, unsigned bits,
+                                 StringRef scheme) {
+  if (llvm::any_of(shape, [](int64_t d) { return d <= 0; }))
+    return emitError() << "packed codes need a static, positive shape";
+  std::string error = packedCodeError(bits, scheme);
+  if (!error.empty())
+    return emitError() << error;
+  return success();
+}
+
+int64_t PackedType::getNumElements() const {
+  return ShapedType::getNumElements(getShape());
+}
+
+int64_t PackedType::getNumBytes() const {
+  return (getNumElements() * getBits() + 7) / 8;
+}
+
+Type PackedType::parse(AsmParser &parser) {
+  SMLoc loc = parser.getCurrentLocation();
+  SmallVector<int64_t> shape;
+  Type codeType;
+  StringRef scheme;
+  if (parser.parseLess() ||
+      parser.parseDimensionList(shape, /*allowDynamic=*/false,
+                                /*withTrailingX=*/true) ||
+      parser.parseType(codeType) || parser.parseComma() ||
+      parser.parseKeyword(&scheme) || parser.parseGreater())
+    return {};
+  auto intType = dyn_cast<IntegerType>(codeType);
+  if (!intType || !intType.isSignless()) {
+    parser.emitError(loc, "expected the code width as a signless iK type");
+    return {};
+  }
+  return getChecked([&] { return parser.emitError(loc); },
+                    parser.getContext(), ArrayRef<int64_t>(shape),
+                    intType.getWidth(), scheme);
+}
+
+void PackedType::print(AsmPrinter &printer) const {
+  printer << "<";
+  for (int64_t d : getShape())
+    printer << d << "x";
+  printer << "i" << getBits() << ", " << getScheme() << ">";
+}
+
+/// Codes of the given scheme and shape, or an error at `loc`.
+static FailureOr<PackedType> checkCodes(std::optional<Location> loc,
+                                        Value codes,
+                                        ArrayRef<StringRef> schemes,
+                                        ArrayRef<int64_t> shape) {
+  auto type = cast<PackedType>(codes.getType());
+  if (!llvm::is_contained(schemes, type.getScheme()))
+    return emitOptionalError(loc, "expected ", schemes.front(),
+                             " codes, got ", type);
+  if (type.getShape() != shape)
+    return emitOptionalError(loc, "codes ", type,
+                             " do not match the tensor shape");
+  return type;
+}
+
+/// Codes `bits` wide of `scheme` for a tensor of `shape`, once valid.
+static FailureOr<PackedType> makeCodes(MLIRContext *ctx,
+                                       std::optional<Location> loc,
+                                       ArrayRef<int64_t> shape, int64_t bits,
+                                       StringRef scheme) {
+  std::string error = packedCodeError(bits, scheme);
+  if (!error.empty())
+    return emitOptionalError(loc, error);
+  return PackedType::get(ctx, shape, static_cast<unsigned>(bits), scheme);
+}
+
+LogicalResult BatchNormEncodeOp::inferReturnTypes(
+    MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
+    SmallVectorImpl<Type> &results) {
+  ArrayRef<int64_t> shape = getShape(adaptor.getInput());
+  FailureOr<int64_t> channels =
+      checkBatchNorm(loc, shape,
+                     {adaptor.getScale(), adaptor.getBias(),
+                      adaptor.getRunningMean(), adaptor.getRunningVar()});
+  if (failed(channels))
+    return failure();
+  FailureOr<PackedType> codes =
+      makeCodes(ctx, loc, shape, adaptor.getBits(), "bn_relu");
+  if (failed(codes))
+    return failure();
+  results.push_back(adaptor.getInput().getType());
+  results.push_back(f32Tensor(ctx, {*channels}));
+  results.push_back(f32Tensor(ctx, {*channels}));
+  results.push_back(*codes);
+  return success();
+}
+
+StringRef BatchNormEncodeOp::getRuntimeFunction() {
+  return "blpa_batch_norm_train_encode";
+}
+
+void BatchNormEncodeOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  appendData(args, {getInput(), getScale(), getBias(), getOutput(), getMean(),
+                  getInvStd(), getCodes()});
+  appendBatchNormDims(getInput(), args);
+  args.push_back(RuntimeArg::f64(getEpsilon().convertToDouble()));
+  args.push_back(RuntimeArg::i64(getBits()));
+}
+
+LogicalResult BatchNormGradDecodeOp::inferReturnTypes(
+    MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
+    SmallVectorImpl<Type> &results) {
+  ArrayRef<int64_t> shape = getShape(adaptor.getGrad());
+  FailureOr<int64_t> channels = checkBatchNorm(
+      loc, shape,
+      {adaptor.getScale(), adaptor.getBias(), adaptor.getInvStd()});
+  if (failed(channels) ||
+      failed(checkCodes(loc, adaptor.getCodes(), {"bn_relu"}, shape)))
+    return failure();
+  results.push_back(adaptor.getGrad().getType());
+  results.push_back(f32Tensor(ctx, {*channels}));
+  results.push_back(f32Tensor(ctx, {*channels}));
+  return success();
+}
+
+StringRef BatchNormGradDecodeOp::getRuntimeFunction() {
+  return "blpa_batch_norm_grad_decode";
+}
+
+void BatchNormGradDecodeOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  appendData(args, {getGrad(), getCodes(), getScale(), getBias(), getInvStd(),
+                  getInputGrad(), getScaleGrad(), getBiasGrad()});
+  appendBatchNormDims(getGrad(), args);
+  args.push_back(RuntimeArg::i64(getCodes().getType().getBits()));
+}
+
+LogicalResult BatchNormDecodeOp::inferReturnTypes(
+    MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
+    SmallVectorImpl<Type> &results) {
+  auto codes = cast<PackedType>(adaptor.getCodes().getType());
+  if (failed(checkCodes(loc, adaptor.getCodes(), {"bn_relu"},
+                        codes.getShape())) ||
+      failed(checkBatchNorm(loc, codes.getShape(),
+                            {adaptor.getScale(), adaptor.getBias()})))
+    return failure();
+  results.push_back(f32Tensor(ctx, codes.getShape()));
+  return success();
+}
+
+StringRef BatchNormDecodeOp::getRuntimeFunction() { return "blpa_bn_decode"; }
+
+void BatchNormDecodeOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  appendData(args, {getCodes(), getScale(), getBias(), getOutput()});
+  appendBatchNormDims(getOutput(), args);
+  args.push_back(RuntimeArg::i64(getCodes().getType().getBits()));
+  args.push_back(RuntimeArg::i64(getRelu()));
+}
+
+/// The runtime's number for a blpa.quantize scheme (BLPA_SCHEME_* in
+/// Runtime.h).
+static int64_t getSchemeNumber(StringRef scheme) {
+  return llvm::StringSwitch<int64_t>(scheme)
+      .Case("affine", 0)
+      .Case("nonneg", 1)
+      .Case("mask", 2)
+      .Default(-1);
+}
+
+/// The per-channel [2, C] parameters of quantized codes of `shape`.
+static RankedTensorType quantParamsType(MLIRContext *ctx,
+                                        ArrayRef<int64_t> shape) {
+  return f32Tensor(ctx, {2, getChannelView(shape)[1]});
+}
+
+LogicalResult QuantizeOp::inferReturnTypes(MLIRContext *ctx,
+                                           std::optional<Location> loc,
+                                           Adaptor adaptor,
+                                           SmallVectorImpl<Type> &results) {
+  StringRef scheme = adaptor.getScheme();
+  if (getSchemeNumber(scheme) < 0)
+    return emitOptionalError(loc, "quantize scheme must be affine, nonneg or "
+                                  "mask, got '",
+                             scheme, "'");
+  ArrayRef<int64_t> shape = getShape(adaptor.getInput());
+  FailureOr<PackedType> codes =
+      makeCodes(ctx, loc, shape, adaptor.getBits(), scheme);
+  if (failed(codes))
+    return failure();
+  results.push_back(*codes);
+  if (scheme != "mask")
+    results.push_back(quantParamsType(ctx, shape));
+  return success();
+}
+
+/// The [N, C, spatial] view, bits and scheme number shared by quantize and
+/// dequantize.
+static void appendQuantArgs(PackedType codes,
+                            SmallVectorImpl<RuntimeArg> &args) {
+  appendBatchNormDims(codes.getShape(), args);
+  args.push_back(RuntimeArg::i64(codes.getBits()));
+  args.push_back(RuntimeArg::i64(getSchemeNumber(codes.getScheme())));
+}
+
+StringRef QuantizeOp::getRuntimeFunction() { return "blpa_quantize"; }
+
+void QuantizeOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  appendData(args, {getInput(), getCodes(), getParams()});
+  appendQuantArgs(getCodes().getType(), args);
+}
+
+LogicalResult DequantizeOp::inferReturnTypes(MLIRContext *ctx,
+                                             std::optional<Location> loc,
+                                             Adaptor adaptor,
+                                             SmallVectorImpl<Type> &results) {
+  auto codes = cast<PackedType>(adaptor.getCodes().getType());
+  if (failed(checkCodes(loc, adaptor.getCodes(), {"affine", "nonneg", "mask"},
+                        codes.getShape())))
+    return failure();
+  bool needsParams = codes.getScheme() != "mask";
+  Value params = adaptor.getParams();
+  if (needsParams != bool(params) ||
+      (params && params.getType() != quantParamsType(ctx, codes.getShape())))
+    return emitOptionalError(
+        loc, "dequantize takes [2, C] parameters exactly when the codes are "
+             "not a mask");
+  results.push_back(f32Tensor(ctx, codes.getShape()));
+  return success();
+}
+
+StringRef DequantizeOp::getRuntimeFunction() { return "blpa_dequantize"; }
+
+void DequantizeOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  appendData(args, {getCodes(), getParams(), getOutput()});
+  appendQuantArgs(getCodes().getType(), args);
+}
+
+std::optional<unsigned>
+mlir::blpa::getArgmaxCodeBits(ArrayRef<int64_t> kernelShape) {
+  int64_t positions = ShapedType::getNumElements(kernelShape);
+  for (unsigned bits : {1u, 2u, 4u, 8u})
+    if (positions <= (int64_t(1) << bits))
+      return bits;
+  return std::nullopt;
+}
+
+LogicalResult MaxPoolArgmaxOp::inferReturnTypes(
+    MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
+    SmallVectorImpl<Type> &results) {
+  if (failed(inferPoolType(ctx, loc, adaptor, getShape(adaptor.getInput()),
+                           Value(), results)))
+    return failure();
+  std::optional<unsigned> bits = getArgmaxCodeBits(adaptor.getKernelShape());
+  if (!bits)
+    return emitOptionalError(loc, "argmax codes need a window of at most 256 "
+                                  "positions");
+  results.push_back(
+      PackedType::get(ctx, cast<ShapedType>(results.front()).getShape(), *bits,
+                      "argmax"));
+  return success();
+}
+
+StringRef MaxPoolArgmaxOp::getRuntimeFunction() {
+  return "blpa_max_pool_argmax";
+}
+
+void MaxPoolArgmaxOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  appendData(args, {getInput(), getOutput(), getCodes()});
+  appendPoolArgs(*this, getShape(getInput()), getShape(getOutput()), args);
+  args.push_back(RuntimeArg::i64(getCodes().getType().getBits()));
+}
+
+LogicalResult MaxPoolGradArgmaxOp::inferReturnTypes(
+    MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
+    SmallVectorImpl<Type> &results) {
+  if (failed(checkCodes(loc, adaptor.getCodes(), {"argmax"},
+                        getShape(adaptor.getGrad()))))
+    return failure();
+  return inferPoolType(ctx, loc, adaptor, adaptor.getInputShape(),
+                       adaptor.getGrad(), results);
+}
+
+StringRef MaxPoolGradArgmaxOp::getRuntimeFunction() {
+  return "blpa_max_pool_grad_argmax";
+}
+
+void MaxPoolGradArgmaxOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  appendData(args, {getGrad(), getCodes(), getInputGrad()});
+  appendPoolArgs(*this, getInputShape(), getShape(getGrad()), args);
+  args.push_back(RuntimeArg::i64(getCodes().getType().getBits()));
 }
 
 #define GET_OP_CLASSES

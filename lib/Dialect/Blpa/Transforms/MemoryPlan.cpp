@@ -34,6 +34,19 @@ static void addUses(Buffer &buffer, Value v, const LivenessBlockInfo &info,
       buffer.savedActivation = true;
 }
 
+/// Counts a saved activation in the plan's totals, by kind.
+static void addSavedBytes(MemoryPlan &plan, const Buffer &buffer) {
+  plan.savedActivationBytes += buffer.bytes;
+  Type type = buffer.root.getType();
+  if (isa<PackedType>(type))
+    plan.savedPackedBytes += buffer.bytes;
+  else if (cast<ShapedType>(type).getRank() <= 1 ||
+           buffer.root.getDefiningOp<QuantizeOp>())
+    plan.savedPerChannelBytes += buffer.bytes;
+  else
+    plan.savedFloatBytes += buffer.bytes;
+}
+
 MemoryPlan mlir::blpa::analyzeBuffers(func::FuncOp func) {
   Block &block = func.getBody().front();
   Liveness liveness(func);
@@ -64,7 +77,7 @@ MemoryPlan mlir::blpa::analyzeBuffers(func::FuncOp func) {
     for (int64_t i = buffer.start; i <= buffer.end; ++i)
       liveBytes[i] += buffer.bytes;
     if (buffer.savedActivation)
-      plan.savedActivationBytes += buffer.bytes;
+      addSavedBytes(plan, buffer);
   }
   plan.lowerBoundBytes = liveBytes.empty() ? 0 : *llvm::max_element(liveBytes);
   return plan;

@@ -65,6 +65,9 @@ llvm::json::Object planToJson(const MemoryPlan &plan) {
       {"peak_bytes", plan.arenaBytes},
       {"lower_bound_bytes", plan.lowerBoundBytes},
       {"saved_activation_bytes", plan.savedActivationBytes},
+      {"saved_packed_bytes", plan.savedPackedBytes},
+      {"saved_per_channel_bytes", plan.savedPerChannelBytes},
+      {"saved_float32_bytes", plan.savedFloatBytes},
       {"buffers", static_cast<int64_t>(plan.buffers.size())}};
 }
 

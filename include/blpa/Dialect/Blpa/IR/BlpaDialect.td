@@ -20,6 +20,7 @@ def Blpa_Dialect : Dialect {
   let cppNamespace = "::mlir::blpa";
   // Checks the discardable `blpa.phase` attribute autodiff records.
   let hasOperationAttrVerify = 1;
+  let useDefaultTypePrinterParser = 1;
 }
 
 class Blpa_Op<string mnemonic, list<Trait> traits = []>

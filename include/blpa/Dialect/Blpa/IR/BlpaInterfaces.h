@@ -41,6 +41,19 @@ struct RuntimeArg {
   }
 };
 
+/// How a backward op uses a saved forward value (SavedActivationOpInterface).
+enum class ActivationNeed {
+  /// The values themselves (a weight gradient's input, a gemm operand).
+  Values,
+  /// Only whether each element is > 0 (a ReLU gradient's mask).
+  Sign,
+  /// Only where each max-pooling window's first maximum is.
+  WindowArgmax,
+  /// The exact values: an approximation would distort the gradient too much
+  /// for the memory it saves (the loss's logits).
+  Exact,
+};
+
 } // namespace blpa
 } // namespace mlir
 

@@ -47,4 +47,29 @@ def Blpa_RuntimeCallOpInterface : OpInterface<"RuntimeCallOpInterface"> {
   ];
 }
 
+def Blpa_SavedActivationOpInterface : OpInterface<"SavedActivationOpInterface"> {
+  let description = [{
+    What an op knows about the activations a training step keeps for its
+    backward pass, used by --blpa-compress-activations: how much of a saved
+    operand a backward op really needs (its values, only their sign, or only
+    where each pooling window's maximum is), and whether a forward op's
+    result is never negative (then zero is encoded exactly). Ops without the
+    interface need the values and may produce anything.
+  }];
+  let cppNamespace = "::mlir::blpa";
+  let methods = [
+    InterfaceMethod<"What this op needs of its operand `operandIndex`.",
+      "::mlir::blpa::ActivationNeed", "getActivationNeed",
+      (ins "unsigned":$operandIndex), [{}],
+      [{ return ::mlir::blpa::ActivationNeed::Values; }]>,
+    InterfaceMethod<[{
+        Whether every element of the op's results is >= 0, given a predicate
+        telling the same of other values.
+      }],
+      "bool", "isResultNonNegative",
+      (ins "::llvm::function_ref<bool(::mlir::Value)>":$isNonNegative), [{}],
+      [{ return false; }]>,
+  ];
+}
+
 #endif // BLPA_DIALECT_BLPA_IR_BLPAINTERFACES_TD

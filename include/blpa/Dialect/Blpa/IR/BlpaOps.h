@@ -12,6 +12,9 @@
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 #include "mlir/Interfaces/ViewLikeInterface.h"
 
+#define GET_TYPEDEF_CLASSES
+#include "blpa/Dialect/Blpa/IR/BlpaOpsTypes.h.inc"
+
 #define GET_OP_CLASSES
 #include "blpa/Dialect/Blpa/IR/BlpaOps.h.inc"
 
@@ -27,13 +30,22 @@ enum class Phase { Forward, Backward, Update };
 constexpr llvm::StringLiteral kPhaseAttrName = "blpa.phase";
 
 void setPhase(Operation *op, Phase phase);
+
+/// Marks a forward op whose saved results --blpa-compress-activations kept
+/// in float32 on purpose (too small to matter, or asked for per op), so that
+/// the decision is visible in the IR.
+constexpr llvm::StringLiteral kSavedPolicyAttrName = "blpa.saved";
 /// The op's phase; ops without the attribute (inference programs) are
 /// forward.
 Phase getPhase(Operation *op);
 llvm::StringRef stringifyPhase(Phase phase);
 
-/// Number of bytes of a statically shaped tensor.
+/// Number of bytes of a statically shaped tensor or of packed codes.
 int64_t getTensorBytes(Type type);
+
+/// Bits of the argmax codes of a max-pooling window of `kernelShape`: the
+/// fewest of 1, 2, 4, 8 that number every position; none past 256.
+std::optional<unsigned> getArgmaxCodeBits(ArrayRef<int64_t> kernelShape);
 
 /// The static shape of a tensor value.
 ArrayRef<int64_t> getShape(Value value);

@@ -12,6 +12,7 @@
 
 include "blpa/Dialect/Blpa/IR/BlpaDialect.td"
 include "blpa/Dialect/Blpa/IR/BlpaInterfaces.td"
+include "blpa/Dialect/Blpa/IR/BlpaTypes.td"
 include "mlir/Interfaces/InferTypeOpInterface.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
 include "mlir/Interfaces/ViewLikeInterface.td"
@@ -22,6 +23,15 @@ def Blpa_LossTensor : 0DTensorOf<[F32]>;
 
 defvar Differentiable = DeclareOpInterfaceMethods<Blpa_GradientOpInterface>;
 defvar RuntimeCall = DeclareOpInterfaceMethods<Blpa_RuntimeCallOpInterface>;
+// A forward op that can say its result is never negative.
+defvar NonNegativeRule = DeclareOpInterfaceMethods<
+    Blpa_SavedActivationOpInterface, ["isResultNonNegative"]>;
+// A backward op that needs less than the values of a saved operand.
+defvar ActivationNeedRule = DeclareOpInterfaceMethods<
+    Blpa_SavedActivationOpInterface, ["getActivationNeed"]>;
+
+def Blpa_PackedTensor : Type<CPred<"::llvm::isa<::mlir::blpa::PackedType>($_self)">,
+    "packed activation codes", "::mlir::blpa::PackedType">;
 
 // An op computing a tensor function of its operands: pure, shape inferred,
 // executed by one runtime call.
@@ -92,7 +102,7 @@ def Blpa_BatchNormInferenceOp : Blpa_ComputeOp<"batch_norm_inference"> {
   let results = (outs Blpa_F32Tensor:$output);
 }
 
-def Blpa_ReluOp : Blpa_ComputeOp<"relu", [Differentiable]> {
+def Blpa_ReluOp : Blpa_ComputeOp<"relu", [Differentiable, NonNegativeRule]> {
   let summary = "max(x, 0)";
   let arguments = (ins Blpa_F32Tensor:$input);
   let results = (outs Blpa_F32Tensor:$output);
@@ -108,13 +118,15 @@ defvar PoolAttrs = (ins DenseI64ArrayAttr:$kernel_shape,
     DenseI64ArrayAttr:$strides, DenseI64ArrayAttr:$pads,
     DefaultValuedAttr<BoolAttr, "false">:$ceil_mode);
 
-def Blpa_MaxPoolOp : Blpa_ComputeOp<"max_pool", [Differentiable]> {
+def Blpa_MaxPoolOp : Blpa_ComputeOp<"max_pool", [Differentiable,
+    NonNegativeRule]> {
   let summary = "2-D max pooling (pads [top, left, bottom, right])";
   let arguments = !con((ins Blpa_F32Tensor:$input), PoolAttrs);
   let results = (outs Blpa_F32Tensor:$output);
 }
 
-def Blpa_AvgPoolOp : Blpa_ComputeOp<"avg_pool", [Differentiable]> {
+def Blpa_AvgPoolOp : Blpa_ComputeOp<"avg_pool", [Differentiable,
+    NonNegativeRule]> {
   let summary = "2-D average pooling (pads [top, left, bottom, right])";
   let arguments = !con((ins Blpa_F32Tensor:$input), PoolAttrs,
       (ins DefaultValuedAttr<BoolAttr, "false">:$count_include_pad));
@@ -122,13 +134,14 @@ def Blpa_AvgPoolOp : Blpa_ComputeOp<"avg_pool", [Differentiable]> {
   let hasVerifier = 1;
 }
 
-def Blpa_GlobalAvgPoolOp : Blpa_ComputeOp<"global_avg_pool", [Differentiable]> {
+def Blpa_GlobalAvgPoolOp : Blpa_ComputeOp<"global_avg_pool", [Differentiable,
+    NonNegativeRule]> {
   let summary = "Mean over all dimensions after the channel; keeps them as 1s";
   let arguments = (ins Blpa_F32Tensor:$input);
   let results = (outs Blpa_F32Tensor:$output);
 }
 
-def Blpa_ReshapeOp : Blpa_Op<"reshape", [Pure, Differentiable,
+def Blpa_ReshapeOp : Blpa_Op<"reshape", [Pure, Differentiable, NonNegativeRule,
     DeclareOpInterfaceMethods<ViewLikeOpInterface>]> {
   let summary = "Reinterprets the data with another static shape (a view)";
   let arguments = (ins Blpa_F32Tensor:$input);
@@ -182,7 +195,7 @@ def Blpa_Conv2DGradWeightOp : Blpa_ComputeOp<"conv2d_grad_weight"> {
   let results = (outs Blpa_F32Tensor:$weight_grad);
 }
 
-def Blpa_BatchNormGradOp : Blpa_ComputeOp<"batch_norm_grad"> {
+def Blpa_BatchNormGradOp : Blpa_ComputeOp<"batch_norm_grad", [ActivationNeedRule]> {
   let summary = "Gradients of training-mode batch norm";
   let arguments = (ins Blpa_F32Tensor:$grad, Blpa_F32Tensor:$input, Blpa_F32Tensor:$scale,
       Blpa_F32Tensor:$mean, Blpa_F32Tensor:$inv_std);
@@ -190,7 +203,7 @@ def Blpa_BatchNormGradOp : Blpa_ComputeOp<"batch_norm_grad"> {
       Blpa_F32Tensor:$bias_grad);
 }
 
-def Blpa_ReluGradOp : Blpa_ComputeOp<"relu_grad"> {
+def Blpa_ReluGradOp : Blpa_ComputeOp<"relu_grad", [ActivationNeedRule]> {
   let summary = "grad where the relu's output is positive, else 0";
   let arguments = (ins Blpa_F32Tensor:$grad, Blpa_F32Tensor:$output);
   let results = (outs Blpa_F32Tensor:$input_grad);
@@ -209,7 +222,7 @@ def Blpa_ReduceToShapeOp : Blpa_Op<"reduce_to_shape", [Pure, RuntimeCall]> {
   let hasVerifier = 1;
 }
 
-def Blpa_MaxPoolGradOp : Blpa_ComputeOp<"max_pool_grad"> {
+def Blpa_MaxPoolGradOp : Blpa_ComputeOp<"max_pool_grad", [ActivationNeedRule]> {
   let summary = "Routes each gradient to its window's first maximum";
   let arguments = !con((ins Blpa_F32Tensor:$grad, Blpa_F32Tensor:$input), PoolAttrs);
   let results = (outs Blpa_F32Tensor:$input_grad);
@@ -230,7 +243,7 @@ def Blpa_GlobalAvgPoolGradOp : Blpa_ComputeOp<"global_avg_pool_grad"> {
 }
 
 def Blpa_SoftmaxCrossEntropyGradOp
-    : Blpa_ComputeOp<"softmax_cross_entropy_grad"> {
+    : Blpa_ComputeOp<"softmax_cross_entropy_grad", [ActivationNeedRule]> {
   let summary = "Gradient of the mean softmax cross-entropy";
   let arguments = (ins Blpa_F32Tensor:$logits, Blpa_LabelTensor:$labels,
       Blpa_LossTensor:$loss_grad);
@@ -268,6 +281,94 @@ def Blpa_UpdateRunningStatsOp : Blpa_Op<"update_running_stats", [RuntimeCall,
       F64Attr:$epsilon, I64Attr:$count);
   let assemblyFormat = "operands attr-dict `:` type($running_mean)";
   let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Activation compression (built by --blpa-compress-activations)
+//
+// Encoders run in the forward phase right after the producer of a saved
+// activation, decoders in the backward phase right before its first reader;
+// only the packed codes (and a few floats per channel) live in between.
+//===----------------------------------------------------------------------===//
+
+def Blpa_BatchNormEncodeOp : Blpa_ComputeOp<"batch_norm_encode"> {
+  let summary = "Training-mode batch norm that also writes the method's codes";
+  let description = [{
+    `blpa.batch_norm` (the same output, mean and inv_std, bit for bit) and,
+    in the same pass over memory, the `bits`-bit `bn_relu` codes of
+    `output / |scale|` per channel, laid out so that the ReLU threshold is a
+    bin boundary (docs/design.md, "Data layouts"). With the scale and bias
+    and `inv_std`, the codes are all the backward pass needs of the batch
+    norm and of a ReLU applied to its output.
+  }];
+  let arguments = (ins Blpa_F32Tensor:$input, Blpa_F32Tensor:$scale, Blpa_F32Tensor:$bias,
+      Blpa_F32Tensor:$running_mean, Blpa_F32Tensor:$running_var, F64Attr:$epsilon,
+      F64Attr:$momentum, I64Attr:$bits);
+  let results = (outs Blpa_F32Tensor:$output, Blpa_F32Tensor:$mean,
+      Blpa_F32Tensor:$inv_std, Blpa_PackedTensor:$codes);
+}
+
+def Blpa_BatchNormGradDecodeOp : Blpa_ComputeOp<"batch_norm_grad_decode",
+    [ActivationNeedRule]> {
+  let summary = "Batch-norm gradients from the codes of its output";
+  let description = [{
+    `blpa.batch_norm_grad` with x-hat recovered from `bn_relu` codes: the
+    bias gradient is exact, the scale gradient and the variance term of the
+    input gradient use the approximation.
+  }];
+  let arguments = (ins Blpa_F32Tensor:$grad, Blpa_PackedTensor:$codes,
+      Blpa_F32Tensor:$scale, Blpa_F32Tensor:$bias, Blpa_F32Tensor:$inv_std);
+  let results = (outs Blpa_F32Tensor:$input_grad, Blpa_F32Tensor:$scale_grad,
+      Blpa_F32Tensor:$bias_grad);
+}
+
+def Blpa_BatchNormDecodeOp : Blpa_ComputeOp<"batch_norm_decode"> {
+  let summary = "The batch norm's output (or its ReLU) decoded from its codes";
+  let description = [{
+    Approximates the output of the batch norm whose `bn_relu` codes these
+    are; with `relu`, the output of a ReLU applied to it, whose zeros are
+    exactly the original's.
+  }];
+  let arguments = (ins Blpa_PackedTensor:$codes, Blpa_F32Tensor:$scale,
+      Blpa_F32Tensor:$bias, UnitAttr:$relu);
+  let results = (outs Blpa_F32Tensor:$output);
+}
+
+def Blpa_QuantizeOp : Blpa_ComputeOp<"quantize"> {
+  let summary = "Per-channel uniform quantization of a saved activation";
+  let description = [{
+    Codes of `input` (channel = dimension 1) in `scheme`: `affine` (each
+    channel's [min, max] of the batch in 2^bits - 1 steps), `nonneg` (an
+    input known to be >= 0: (0, max] in 2^bits - 1 bins, zero exact) or
+    `mask` (1 bit, input > 0). `params` ([2, C]: per-channel low end and
+    step) is absent for masks.
+  }];
+  let arguments = (ins Blpa_F32Tensor:$input, I64Attr:$bits, StrAttr:$scheme);
+  let results = (outs Blpa_PackedTensor:$codes, Optional<Blpa_F32Tensor>:$params);
+}
+
+def Blpa_DequantizeOp : Blpa_ComputeOp<"dequantize"> {
+  let summary = "Decodes blpa.quantize codes (a mask decodes to 1.0 / 0.0)";
+  let arguments = (ins Blpa_PackedTensor:$codes, Optional<Blpa_F32Tensor>:$params);
+  let results = (outs Blpa_F32Tensor:$output);
+}
+
+def Blpa_MaxPoolArgmaxOp : Blpa_ComputeOp<"max_pool_argmax"> {
+  let summary = "Max pooling that also records each window's maximum";
+  let description = [{
+    `blpa.max_pool` and `argmax` codes: per output element, the position of
+    its window's first maximum (row-major within the kernel window). With
+    them the gradient is routed exactly without keeping the input.
+  }];
+  let arguments = !con((ins Blpa_F32Tensor:$input), PoolAttrs);
+  let results = (outs Blpa_F32Tensor:$output, Blpa_PackedTensor:$codes);
+}
+
+def Blpa_MaxPoolGradArgmaxOp : Blpa_ComputeOp<"max_pool_grad_argmax"> {
+  let summary = "Gradient of max pooling from its argmax codes";
+  let arguments = !con((ins Blpa_F32Tensor:$grad, Blpa_PackedTensor:$codes),
+      PoolAttrs, (ins DenseI64ArrayAttr:$input_shape));
+  let results = (outs Blpa_F32Tensor:$input_grad);
 }
 
 #endif // BLPA_DIALECT_BLPA_IR_BLPAOPS_TD

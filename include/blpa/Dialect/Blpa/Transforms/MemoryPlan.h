@@ -35,6 +35,11 @@ struct MemoryPlan {
   /// better.
   int64_t lowerBoundBytes = 0;
   int64_t savedActivationBytes = 0;
+  /// savedActivationBytes split: packed codes, per-channel vectors (batch
+  /// statistics, quantization ranges), and tensors kept in float32.
+  int64_t savedPackedBytes = 0;
+  int64_t savedPerChannelBytes = 0;
+  int64_t savedFloatBytes = 0;
 };
 
 /// The buffer-owning value behind `v`: `v` itself, or the source of the view

@@ -34,6 +34,63 @@ def BlpaInferenceBatchNorm : Pass<"blpa-inference-batch-norm", "ModuleOp"> {
   }];
 }
 
+def BlpaCompressActivations : Pass<"blpa-compress-activations", "ModuleOp"> {
+  let summary = "Keeps only K-bit codes of the activations the backward pass reads";
+  let description = [{
+    Rewrites `@train_step` (after --blpa-autodiff) so that every value the
+    forward phase produces and the backward phase reads (a saved activation)
+    is kept until the backward pass in compact form, while the forward pass
+    stays exact:
+
+    * a training batch norm whose gradient is taken becomes
+      `blpa.batch_norm_encode`, writing the method's `bn_relu` codes of its
+      output; its gradient (`blpa.batch_norm_grad_decode`), the gradient of
+      a ReLU of its output, and every other backward reader of the output or
+      of such a ReLU work from the codes (`blpa.batch_norm_decode`), so the
+      batch norm's input and the ReLU's output are no longer kept;
+    * a max pooling whose gradient is taken records where each window's
+      maximum is (`blpa.max_pool_argmax`), exactly;
+    * every other saved tensor gets a policy: float32 (graph inputs, which
+      live outside the arena, and tensors of fewer than `min-elements`
+      elements), a 1-bit mask when its backward readers need only its sign
+      (a ReLU gradient), or `blpa.quantize` with per-channel ranges (`nonneg`
+      when the op's SavedActivationOpInterface says it is never negative, so
+      zero stays exact; else `affine`).
+
+    Encoders are placed right after the producer, decoders right before the
+    first backward reader, so the full-precision tensor dies in the forward
+    phase and the planner reuses its bytes. Ops whose saved results stay in
+    float32 are marked `blpa.saved = "float32"`. `policy=NODE=float32`
+    keeps the saved results of the op from ONNX node NODE exact,
+    `policy=NODE=quantize` forces the generic quantizer on them.
+
+    With `naive`, the paper's baseline instead: each saved tensor is
+    quantized right after its producer and the forward pass itself goes on
+    with the decoded approximation.
+  }];
+  let dependentDialects = ["::mlir::blpa::BlpaDialect"];
+  let options = [
+    Option<"bits", "bits", "int64_t", "4",
+           "Bits per code of compressed activations: 8, 4 or 2">,
+    Option<"naive", "naive", "bool", "false",
+           "Quantize inside the forward pass (the paper's naive baseline)">,
+    Option<"minElements", "min-elements", "int64_t", "4096",
+           "Saved tensors with fewer elements stay float32">,
+    ListOption<"policy", "policy", "std::string",
+               "Per-node override NODE=float32|quantize|auto (ONNX node "
+               "name)">,
+  ];
+  let statistics = [
+    Statistic<"numBatchNormCodes", "batch-norm-codes",
+              "Batch norms keeping only their codes">,
+    Statistic<"numArgmaxCodes", "argmax-codes",
+              "Max poolings keeping only their argmax">,
+    Statistic<"numQuantized", "quantized", "Tensors quantized per channel">,
+    Statistic<"numMasks", "masks", "Tensors kept as 1-bit masks">,
+    Statistic<"numKeptFloat", "kept-float32", "Saved tensors kept in float32">,
+  ];
+}
+
 def BlpaPlanMemory : Pass<"blpa-plan-memory", "ModuleOp"> {
   let summary = "Places every transient tensor of each function in one arena";
   let description = [{
