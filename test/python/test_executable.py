@@ -60,16 +60,30 @@ def test_infer_matches_pytorch_eval(tmp_path):
 
 
 def test_trains_example_cnn_on_fashion_mnist(example_cnn_exe, tmp_path):
+    """400 steps, not fewer: after 150 the evaluation-mode accuracy still
+    swings with the batch norms' running statistics (0.52 to 0.74 over
+    seeds and thread counts here, 0.434 on one AVX2 machine, and PyTorch
+    itself 0.62 to 0.67), so a threshold near it depends on the trajectory
+    one CPU's rounding produces. The bounds below sit well outside what was
+    measured over --seed 0-11 x --threads 1/2 and over 8 other initial
+    weights (example_cnn(seed=1..4) x --seed 0/1); --lr 0 fails all three
+    (accuracy 0.09, loss ratio 1.01)."""
     exe, _, _ = example_cnn_exe
     records, stdout = tool.train(exe, str(tmp_path / "log.jsonl"), "--data",
-                                 FASHION_MNIST, "--steps", 150, "--lr", 0.05,
-                                 "--eval-batches", 20)
+                                 FASHION_MNIST, "--steps", 400, "--lr", 0.05,
+                                 "--eval-batches", 50)
     losses = [r["loss"] for r in records if "loss" in r]
-    assert len(losses) == 150
+    assert len(losses) == 400
+    assert np.all(np.isfinite(losses))
     fifth = len(losses) // 5
-    assert np.mean(losses[-fifth:]) < 0.6 * np.mean(losses[:fifth])
+    first, last = np.mean(losses[:fifth]), np.mean(losses[-fifth:])
+    # Measured: last / first 0.410 to 0.517; last 0.543 to 0.628 (the
+    # initial loss is ~ln 10 = 2.3).
+    assert last < 0.65 * first, (first, last)
+    assert last < 0.85, (first, last)
     accuracy = [r["test_accuracy"] for r in records if "test_accuracy" in r]
-    assert accuracy and accuracy[0] > 0.5
+    # Measured on 1600 test images: 0.678 to 0.810 (chance is 0.1).
+    assert accuracy and accuracy[0] > 0.55, accuracy
     assert "test accuracy:" in stdout
 
 
