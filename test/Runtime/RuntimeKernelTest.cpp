@@ -4,11 +4,14 @@
 // awkward shapes (odd sizes, asymmetric pads, stride 2, groups, dilation,
 // broadcasts) and is compared with a naive reference computed in double.
 // The conv, batch-norm, gemm and gradient kernels are also run twice and must
-// give bitwise identical results.
+// give bitwise identical results; the activation-code kernels also with one
+// thread and with several. Packed codes are checked byte by byte against the
+// layout of Runtime.h.
 //
 // Output: one `PASS name` or `FAIL name: detail` line per case, then
 // `N passed, M failed`. Exit status 0 iff nothing failed. `--bench` instead
-// times a [64,32,28,28] x [32,32,3,3] convolution forward and backward.
+// times a [64,32,28,28] x [32,32,3,3] convolution forward and backward, and
+// the activation-code kernels next to the exact kernels they replace.
 //
 //===----------------------------------------------------------------------===//
 
@@ -72,10 +75,13 @@ void expectClose(const std::string &name, const Floats &got,
   expectClose(name, got.data(), want, tol);
 }
 
+bool sameBits(const Floats &a, const Floats &b) {
+  return a.size() == b.size() &&
+         std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
 void expectBitwise(const std::string &name, const Floats &a, const Floats &b) {
-  bool same = a.size() == b.size() &&
-              std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-  report(name, same, "two runs on the same input differ");
+  report(name, sameBits(a, b), "two runs on the same input differ");
 }
 
 std::mt19937_64 rng(20240611);
@@ -666,11 +672,6 @@ Floats randomNormals(size_t n, float mean, float stddev) {
   return v;
 }
 
-bool sameBits(const Floats &a, const Floats &b) {
-  return a.size() == b.size() &&
-         std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
-
 size_t packedSize(size_t numel, int bits) { return (numel * bits + 7) / 8; }
 
 /// The packed layout of Runtime.h, written out from its definition.
@@ -711,13 +712,13 @@ Codes checkPacked(const std::string &name, const Bytes &buf, size_t numel,
   return codes;
 }
 
-/// got == want, except off by one where `nearEdge` says the reference value
+/// got == want, except off by one where `atEdge` says the reference value
 /// lies within float rounding of a bin edge.
 void expectCodes(const std::string &name, const Codes &got, const Codes &want,
-                 const std::vector<bool> &nearEdge) {
+                 const std::vector<bool> &atEdge) {
   size_t bad = 0, first = 0;
   for (size_t i = 0; i < want.size(); ++i)
-    if (got[i] != want[i] && !(nearEdge[i] && std::abs(got[i] - want[i]) == 1))
+    if (got[i] != want[i] && !(atEdge[i] && std::abs(got[i] - want[i]) == 1))
       if (bad++ == 0)
         first = i;
   char detail[160];
@@ -752,7 +753,11 @@ void testCodeLayout() {
     Bytes packed;
   };
   const Case cases[] = {
-      {"nonneg4", 4, BLPA_SCHEME_NONNEG, {1, 2, 15}, {0.5, 1.5, 14.5},
+      {"nonneg4",
+       4,
+       BLPA_SCHEME_NONNEG,
+       {1, 2, 15},
+       {0.5, 1.5, 14.5},
        {0x21, 0x0F}},
       {"nonneg2",
        2,
@@ -824,12 +829,12 @@ struct BnCodeRef {
 
 /// Gammas of every sign with betas of both signs, including |beta/gamma|
 /// large enough to clip every value and clamp the shift.
-const float bnGammas[16] = {1.3f, -0.7f, 0.0f, 0.05f, -0.03f, 2.5f,
-                            -1.9f, 0.8f, 0.0f, -1.1f, 0.6f,  1.0f,
-                            -0.4f, 3.0f, -2.2f, 0.02f};
-const float bnBetas[16] = {-0.5f, 2.2f, 1.5f, 0.4f, -3.0f, 0.0f,
-                           -0.3f, 1.0f, -2.0f, 0.7f, -1.2f, 0.1f,
-                           2.5f, -0.8f, 0.3f, -1.0f};
+const float bnGammas[16] = {1.3f,  -0.7f, 0.0f,  0.05f, -0.03f, 2.5f,
+                            -1.9f, 0.8f,  0.0f,  -1.1f, 0.6f,   1.0f,
+                            -0.4f, 3.0f,  -2.2f, 0.02f};
+const float bnBetas[16] = {-0.5f, 2.2f,  1.5f,  0.4f, -3.0f, 0.0f,
+                           -0.3f, 1.0f,  -2.0f, 0.7f, -1.2f, 0.1f,
+                           2.5f,  -0.8f, 0.3f,  -1.0f};
 
 /// Inputs and outputs of blpa_batch_norm_train_encode.
 struct BnEncoded {
@@ -959,10 +964,10 @@ void testBnGradDecode(const std::string &base, const BnEncoded &bn,
                       const Codes &q) {
   Floats dy = randomFloats(bn.numel()), dx(bn.numel()), dscale(bn.c),
          dbias(bn.c);
-  blpa_batch_norm_grad_decode(&ctx, dy.data(), bn.codes.data(),
-                              bn.scale.data(), bn.bias.data(),
-                              bn.invStd.data(), dx.data(), dscale.data(),
-                              dbias.data(), bn.n, bn.c, bn.spatial, bn.bits);
+  blpa_batch_norm_grad_decode(&ctx, dy.data(), bn.codes.data(), bn.scale.data(),
+                              bn.bias.data(), bn.invStd.data(), dx.data(),
+                              dscale.data(), dbias.data(), bn.n, bn.c,
+                              bn.spatial, bn.bits);
   Doubles dxRef, dscaleRef, dbiasRef;
   bnGradRef(bn, q, dy, dxRef, dscaleRef, dbiasRef);
   expectClose(base + "/grad_input", dx, dxRef);
@@ -972,8 +977,8 @@ void testBnGradDecode(const std::string &base, const BnEncoded &bn,
 
 void testBnCodes(const char *shape, int64_t n, int64_t c, int64_t spatial) {
   for (int bits : {2, 4, 8}) {
-    std::string base = std::string("bn_codes/") + shape + "/" +
-                       std::to_string(bits) + "bit";
+    std::string base =
+        std::string("bn_codes/") + shape + "/" + std::to_string(bits) + "bit";
     BnEncoded bn = bnEncoded(n, c, spatial, bits);
     Codes q = checkPacked(base, bn.codes, bn.numel(), bits);
     testBnEncode(base, bn, q);
@@ -998,10 +1003,9 @@ void testBnGradVsExact() {
   bn.encode();
   Floats dy = randomFloats(bn.numel()), dx(bn.numel()), dscale(c), dbias(c),
          dxExact(bn.numel()), dscaleExact(c), dbiasExact(c);
-  blpa_batch_norm_grad_decode(&ctx, dy.data(), bn.codes.data(),
-                              bn.scale.data(), bn.bias.data(),
-                              bn.invStd.data(), dx.data(), dscale.data(),
-                              dbias.data(), n, c, spatial, 8);
+  blpa_batch_norm_grad_decode(&ctx, dy.data(), bn.codes.data(), bn.scale.data(),
+                              bn.bias.data(), bn.invStd.data(), dx.data(),
+                              dscale.data(), dbias.data(), n, c, spatial, 8);
   blpa_batch_norm_grad(&ctx, dy.data(), bn.x.data(), bn.scale.data(),
                        bn.mean.data(), bn.invStd.data(), dxExact.data(),
                        dscaleExact.data(), dbiasExact.data(), n, c, spatial);
@@ -1075,8 +1079,8 @@ void testQuantize(const char *shape, int64_t n, int64_t c, int64_t spatial,
       loRef[ch] = scheme == BLPA_SCHEME_NONNEG ? 0.0 : lo[ch];
       stepRef[ch] = (hi[ch] - loRef[ch]) / ((1 << bits) - 1);
     }
-    expectClose(base + "/lo", Floats(params.begin(), params.begin() + c),
-                loRef, 0);
+    expectClose(base + "/lo", Floats(params.begin(), params.begin() + c), loRef,
+                0);
     expectClose(base + "/step", Floats(params.begin() + c, params.end()),
                 stepRef, 1e-6);
   }
@@ -1086,14 +1090,13 @@ void testQuantize(const char *shape, int64_t n, int64_t c, int64_t spatial,
     bool edge = false;
     int64_t ch = channelOf(i);
     want[i] = mask ? x[i] > 0
-                   : quantizeRef(x[i], params[ch], params[c + ch], scheme,
-                                 bits, edge);
+                   : quantizeRef(x[i], params[ch], params[c + ch], scheme, bits,
+                                 edge);
     near[i] = edge;
   }
   expectCodes(base + "/codes", q, want, near);
 
-  blpa_dequantize(&ctx, codes.data(), p, y.data(), n, c, spatial, bits,
-                  scheme);
+  blpa_dequantize(&ctx, codes.data(), p, y.data(), n, c, spatial, bits, scheme);
   size_t tooFar = 0, signs = 0;
   for (size_t i = 0; i < numel; ++i) {
     if (mask) {
@@ -1147,11 +1150,10 @@ void testMaxPoolArgmax(const PoolCase &pc, bool ties) {
   blpa_max_pool(&ctx, x.data(), yRef.data(), pc.n, pc.c, pc.h, pc.w, pc.oh(),
                 pc.ow(), pc.kernelH, pc.kernelW, pc.strideH, pc.strideW,
                 pc.padTop, pc.padLeft);
-  blpa_max_pool_argmax(&ctx, x.data(), y.data(), codes.data(), pc.n, pc.c,
-                       pc.h, pc.w, pc.oh(), pc.ow(), pc.kernelH, pc.kernelW,
+  blpa_max_pool_argmax(&ctx, x.data(), y.data(), codes.data(), pc.n, pc.c, pc.h,
+                       pc.w, pc.oh(), pc.ow(), pc.kernelH, pc.kernelW,
                        pc.strideH, pc.strideW, pc.padTop, pc.padLeft, bits);
-  report(base + "/forward", sameBits(y, yRef),
-         "y differs from blpa_max_pool");
+  report(base + "/forward", sameBits(y, yRef), "y differs from blpa_max_pool");
 
   // The first maximum's index in the window's row-major tap order; 0 for a
   // window entirely in the padding.
@@ -1167,9 +1169,9 @@ void testMaxPoolArgmax(const PoolCase &pc, bool ties) {
   });
   expectCodes(base + "/codes", q, want, std::vector<bool>(pc.ySize()));
 
-  blpa_max_pool_grad(&ctx, dy.data(), x.data(), dxRef.data(), pc.n, pc.c,
-                     pc.h, pc.w, pc.oh(), pc.ow(), pc.kernelH, pc.kernelW,
-                     pc.strideH, pc.strideW, pc.padTop, pc.padLeft);
+  blpa_max_pool_grad(&ctx, dy.data(), x.data(), dxRef.data(), pc.n, pc.c, pc.h,
+                     pc.w, pc.oh(), pc.ow(), pc.kernelH, pc.kernelW, pc.strideH,
+                     pc.strideW, pc.padTop, pc.padLeft);
   blpa_max_pool_grad_argmax(&ctx, dy.data(), codes.data(), dx.data(), pc.n,
                             pc.c, pc.h, pc.w, pc.oh(), pc.ow(), pc.kernelH,
                             pc.kernelW, pc.strideH, pc.strideW, pc.padTop,
@@ -1181,24 +1183,21 @@ void testMaxPoolArgmax(const PoolCase &pc, bool ties) {
 void testBadCodeWidths() {
   uint8_t codes[4] = {};
   float x[2] = {1, 2}, y[2], params[2];
-  expectFailure("bn_decode/bits_3", "blpa_bn_decode: unsupported code width 3",
-                [&] {
-                  blpa_bn_decode(nullptr, codes, x, x, y, 1, 1, 2, 3, 0);
-                });
-  expectFailure("quantize/mask_bits_2",
-                "blpa_quantize: unsupported code width 2", [&] {
-                  blpa_quantize(nullptr, x, codes, nullptr, 1, 1, 2, 2,
-                                BLPA_SCHEME_MASK);
-                });
+  expectFailure(
+      "bn_decode/bits_3", "blpa_bn_decode: unsupported code width 3",
+      [&] { blpa_bn_decode(nullptr, codes, x, x, y, 1, 1, 2, 3, 0); });
+  expectFailure(
+      "quantize/mask_bits_2", "blpa_quantize: unsupported code width 2", [&] {
+        blpa_quantize(nullptr, x, codes, nullptr, 1, 1, 2, 2, BLPA_SCHEME_MASK);
+      });
   expectFailure("quantize/affine_bits_1",
                 "blpa_quantize: unsupported code width 1", [&] {
                   blpa_quantize(nullptr, x, codes, params, 1, 1, 2, 1,
                                 BLPA_SCHEME_AFFINE);
                 });
-  expectFailure("dequantize/scheme_7",
-                "blpa_dequantize: unknown quantization scheme 7", [&] {
-                  blpa_dequantize(nullptr, codes, params, y, 1, 1, 2, 4, 7);
-                });
+  expectFailure(
+      "dequantize/scheme_7", "blpa_dequantize: unknown quantization scheme 7",
+      [&] { blpa_dequantize(nullptr, codes, params, y, 1, 1, 2, 4, 7); });
   expectFailure("max_pool_argmax/3x3_in_2bit",
                 "blpa_max_pool_argmax: unsupported code width 2", [&] {
                   blpa_max_pool_argmax(nullptr, x, y, codes, 1, 1, 1, 2, 1, 1,
@@ -1253,24 +1252,23 @@ void testCodeDeterminism() {
     expectThreadIndependent(name, outSize, kernel);
   };
   BnEncoded bn = bnEncoded(n, c, spatial, bits);
-  repeatable("batch_norm_train_encode",
-             numel + 2 * c + floatsFor(codeBytes), [&](float *o) {
+  repeatable("batch_norm_train_encode", numel + 2 * c + floatsFor(codeBytes),
+             [&](float *o) {
                blpa_batch_norm_train_encode(
                    &ctx, bn.x.data(), bn.scale.data(), bn.bias.data(), o,
                    o + numel, o + numel + c,
-                   codeRegion(o, numel + 2 * c, codeBytes), n, c, spatial,
-                   1e-5, bits);
+                   codeRegion(o, numel + 2 * c, codeBytes), n, c, spatial, 1e-5,
+                   bits);
              });
   Floats dy = randomFloats(numel);
   repeatable("batch_norm_grad_decode", numel + 2 * c, [&](float *o) {
-    blpa_batch_norm_grad_decode(&ctx, dy.data(), bn.codes.data(),
-                                bn.scale.data(), bn.bias.data(),
-                                bn.invStd.data(), o, o + numel, o + numel + c,
-                                n, c, spatial, bits);
+    blpa_batch_norm_grad_decode(
+        &ctx, dy.data(), bn.codes.data(), bn.scale.data(), bn.bias.data(),
+        bn.invStd.data(), o, o + numel, o + numel + c, n, c, spatial, bits);
   });
   repeatable("bn_decode", numel, [&](float *o) {
-    blpa_bn_decode(&ctx, bn.codes.data(), bn.scale.data(), bn.bias.data(), o,
-                   n, c, spatial, bits, 1);
+    blpa_bn_decode(&ctx, bn.codes.data(), bn.scale.data(), bn.bias.data(), o, n,
+                   c, spatial, bits, 1);
   });
   Floats params(2 * c);
   repeatable("quantize", 2 * c + floatsFor(codeBytes), [&](float *o) {
@@ -1287,13 +1285,12 @@ void testCodeDeterminism() {
   PoolCase pc = {"det", n, c, 27, 29, 3, 3, 2, 2, 1, 1, 1, 1};
   size_t poolBytes = packedSize(pc.ySize(), bits);
   Bytes codes(poolBytes);
-  repeatable("max_pool_argmax", pc.ySize() + floatsFor(poolBytes),
-             [&](float *o) {
-               blpa_max_pool_argmax(&ctx, bn.x.data(), o,
-                                    codeRegion(o, pc.ySize(), poolBytes), n, c,
-                                    27, 29, pc.oh(), pc.ow(), 3, 3, 2, 2, 1, 1,
-                                    bits);
-             });
+  repeatable(
+      "max_pool_argmax", pc.ySize() + floatsFor(poolBytes), [&](float *o) {
+        blpa_max_pool_argmax(&ctx, bn.x.data(), o,
+                             codeRegion(o, pc.ySize(), poolBytes), n, c, 27, 29,
+                             pc.oh(), pc.ow(), 3, 3, 2, 2, 1, 1, bits);
+      });
   Floats y(pc.ySize());
   blpa_max_pool_argmax(&ctx, bn.x.data(), y.data(), codes.data(), n, c, 27, 29,
                        pc.oh(), pc.ow(), 3, 3, 2, 2, 1, 1, bits);
@@ -1385,9 +1382,8 @@ void benchCodes(const ConvCase &cc) {
   const int64_t n = cc.n, c = cc.c, spatial = cc.h * cc.w, bits = 4;
   size_t numel = n * c * spatial;
   Floats x = randomNormals(numel, 0.5f, 1.0f), dy = randomFloats(numel),
-         scale = randomFloats(c, 0.5f, 2.0f), bias = randomFloats(c),
-         y(numel), dx(numel), mean(c), invStd(c), dscale(c), dbias(c),
-         params(2 * c);
+         scale = randomFloats(c, 0.5f, 2.0f), bias = randomFloats(c), y(numel),
+         dx(numel), mean(c), invStd(c), dscale(c), dbias(c), params(2 * c);
   Bytes codes(packedSize(numel, bits));
   auto line = [](const char *what, double exact, double coded) {
     std::printf("%-28s exact %6.2f ms, 4-bit %6.2f ms (%.2fx)\n", what, exact,
@@ -1399,9 +1395,9 @@ void benchCodes(const ConvCase &cc) {
                                spatial, 1e-5);
        }),
        averageMs([&] {
-         blpa_batch_norm_train_encode(
-             &ctx, x.data(), scale.data(), bias.data(), y.data(), mean.data(),
-             invStd.data(), codes.data(), n, c, spatial, 1e-5, bits);
+         blpa_batch_norm_train_encode(&ctx, x.data(), scale.data(), bias.data(),
+                                      y.data(), mean.data(), invStd.data(),
+                                      codes.data(), n, c, spatial, 1e-5, bits);
        }));
   line("batch_norm_grad / decode", averageMs([&] {
          blpa_batch_norm_grad(&ctx, dy.data(), x.data(), scale.data(),
@@ -1414,12 +1410,11 @@ void benchCodes(const ConvCase &cc) {
                                      dx.data(), dscale.data(), dbias.data(), n,
                                      c, spatial, bits);
        }));
-  line("relu / bn_decode relu", averageMs([&] {
-         blpa_relu(&ctx, x.data(), y.data(), numel);
-       }),
+  line("relu / bn_decode relu",
+       averageMs([&] { blpa_relu(&ctx, x.data(), y.data(), numel); }),
        averageMs([&] {
-         blpa_bn_decode(&ctx, codes.data(), scale.data(), bias.data(),
-                        y.data(), n, c, spatial, bits, 1);
+         blpa_bn_decode(&ctx, codes.data(), scale.data(), bias.data(), y.data(),
+                        n, c, spatial, bits, 1);
        }));
   line("copy / quantize nonneg", averageMs([&] {
          blpa_copy(&ctx, y.data(), x.data(), numel * sizeof(float));
@@ -1451,8 +1446,8 @@ void benchCodes(const ConvCase &cc) {
        }),
        averageMs([&] {
          blpa_max_pool_grad_argmax(&ctx, dy.data(), codes.data(), dx.data(), n,
-                                   c, cc.h, cc.w, pc.oh(), pc.ow(), 3, 3, 2,
-                                   2, 1, 1, bits);
+                                   c, cc.h, cc.w, pc.oh(), pc.ow(), 3, 3, 2, 2,
+                                   1, 1, bits);
        }));
 }
 
@@ -1461,16 +1456,15 @@ void bench() {
   Floats x = randomFloats(cc.xSize()), wt = randomFloats(cc.wSize()),
          b = randomFloats(cc.k), dy = randomFloats(cc.ySize()), y(cc.ySize()),
          dx(cc.xSize()), dw(cc.wSize());
-  double forward = averageMs(
-      [&] { cc.forward(x.data(), wt.data(), b.data(), y.data()); });
+  double forward =
+      averageMs([&] { cc.forward(x.data(), wt.data(), b.data(), y.data()); });
   double gradInput =
       averageMs([&] { cc.gradInput(dy.data(), wt.data(), dx.data()); });
   double gradWeight =
       averageMs([&] { cc.gradWeight(dy.data(), x.data(), dw.data()); });
   std::printf("conv [64,32,28,28]x[32,32,3,3] pad 1: forward %.2f ms, "
               "grad_input %.2f ms, grad_weight %.2f ms, total %.2f ms\n",
-              forward, gradInput, gradWeight,
-              forward + gradInput + gradWeight);
+              forward, gradInput, gradWeight, forward + gradInput + gradWeight);
   benchCodes(cc);
 }
 

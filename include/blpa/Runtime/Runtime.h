@@ -297,14 +297,15 @@ void blpa_batch_norm_grad_decode(blpa_context *ctx, const float *dy,
 /// blpa_batch_norm_train_encode's codes, or when relu != 0 the decoded ReLU
 /// output: y~ where the mask q >= shift holds (beta > 0 when gamma == 0),
 /// else 0.
-void blpa_bn_decode(blpa_context *ctx, const uint8_t *codes,
-                    const float *scale, const float *bias, float *y, int64_t n,
-                    int64_t c, int64_t spatial, int64_t bits, int64_t relu);
+void blpa_bn_decode(blpa_context *ctx, const uint8_t *codes, const float *scale,
+                    const float *bias, float *y, int64_t n, int64_t c,
+                    int64_t spatial, int64_t bits, int64_t relu);
 
 /// Per-channel codes of any tensor. params is [2, c]: params[ch] = lo,
 /// params[c + ch] = step (NULL for BLPA_SCHEME_MASK). L = 2^bits - 1.
 ///  * AFFINE (bits 2/4/8): lo, hi = the channel's min, max; step = (hi-lo)/L;
-///    q = clamp(round((x - lo) / step), 0, L) (0 when step is 0).
+///    q = clamp(round((x - lo) / step), 0, L), ties to even (0 when step
+///    is 0).
 ///  * NONNEG (bits 2/4/8, x >= 0): lo = 0, step = max / L;
 ///    q = x > 0 ? clamp(ceil(x / step), 1, L) : 0.
 ///  * MASK (bits 1): q = x > 0.
@@ -335,8 +336,8 @@ void blpa_max_pool_grad_argmax(blpa_context *ctx, const float *dy,
                                const uint8_t *codes, float *dx, int64_t n,
                                int64_t c, int64_t h, int64_t w, int64_t oh,
                                int64_t ow, int64_t kernelH, int64_t kernelW,
-                               int64_t strideH, int64_t strideW,
-                               int64_t padTop, int64_t padLeft, int64_t bits);
+                               int64_t strideH, int64_t strideW, int64_t padTop,
+                               int64_t padLeft, int64_t bits);
 
 #ifdef __cplusplus
 }

@@ -6,12 +6,19 @@
 // variance is computed from sums shifted by one sample of the channel, which
 // avoids the cancellation of the naive E[x^2] - E[x]^2.
 //
+// The BLPA kernels keep the forward exact: blpa_batch_norm_train_encode
+// shares the statistics and the normalizing expression with
+// blpa_batch_norm_train and bins each run of y into its K-bit code while the
+// run is in cache; blpa_batch_norm_grad_decode shares the backward with
+// blpa_batch_norm_grad, reading the codes in place of x.
+//
 //===----------------------------------------------------------------------===//
 
 #include "CpuRuntime.h"
 #include "LaneSum.h"
 #include "Packing.h"
 
+#include <cfloat>
 #include <cmath>
 
 using namespace blpa::cpu;
@@ -88,11 +95,18 @@ std::vector<float> trainStatistics(const char *kernel, const float *x,
   return factor;
 }
 
-/// Batch-norm backward from per-slice views of the centered input: slices
-/// .slice(ch, offset) returns the view xc of the (n, c) slice at `offset`,
-/// with xc(j) (float) and xc.wide(j) (double) its j-th centered value, and
-/// xhat = centered * slices.factor(ch). The exact kernel centers x on the
-/// mean; the decoding kernel reads xhat~ itself (factor 1).
+/// xhat = value * factor + offset, per channel, for the values a slice
+/// view yields.
+struct XhatMap {
+  double factor, offset;
+};
+
+/// Batch-norm backward from per-slice views of the input:
+/// slices.slice(ch, offset) returns the view v of the (n, c) slice at
+/// `offset`, v(j) (float) and v.wide(j) (double) its j-th value, and
+/// slices.xhatMap(ch) maps those values to xhat. The exact kernel views
+/// x - mean (factor invStd); the decoding kernel views the codes themselves,
+/// since the decoded xhat~ is affine in the code.
 ///   dbias = sum(dy), dscale = sum(dy * xhat)
 ///   dx = scale*invStd * (dy - dbias/M - xhat * dscale/M),  M = n*spatial
 template <typename Slices>
@@ -101,39 +115,41 @@ void batchNormBackward(const Slices &slices, const float *dy,
                        float *dscale, float *dbias, int64_t n, int64_t c,
                        int64_t spatial) {
   int64_t count = n * spatial;
-  std::vector<double> sumDy, sumDyXc; // sum(dy), sum(dy * centered)
-  channelSums(n, c, spatial, sumDy, sumDyXc,
+  std::vector<double> sumDy, sumDyV; // sum(dy), sum(dy * value)
+  channelSums(n, c, spatial, sumDy, sumDyV,
               [&](int64_t ch, int64_t offset, double &s0, double &s1) {
                 const float *g = dy + offset;
-                auto xc = slices.slice(ch, offset);
+                auto v = slices.slice(ch, offset);
                 laneSum2(spatial, s0, s1,
                          [&](int64_t j, double &t0, double &t1) {
                            t0 = g[j];
-                           t1 = t0 * xc.wide(j);
+                           t1 = t0 * v.wide(j);
                          });
               });
-  // dx = k1 * (dy - k2 - centered * k3) per channel.
+  // dx = k1 * (dy - k2 - value * k3) per channel.
   std::vector<float> k1(c), k2(c), k3(c);
   for (int64_t ch = 0; ch < c; ++ch) {
-    double is = invStd[ch], f = slices.factor(ch);
+    double is = invStd[ch];
+    XhatMap map = slices.xhatMap(ch);
+    double ds = sumDyV[ch] * map.factor + map.offset * sumDy[ch];
     dbias[ch] = float(sumDy[ch]);
-    dscale[ch] = float(sumDyXc[ch] * f);
+    dscale[ch] = float(ds);
     k1[ch] = float(scale[ch] * is);
-    k2[ch] = float(sumDy[ch] / count);
-    k3[ch] = float(sumDyXc[ch] * f * f / count);
+    k2[ch] = float((sumDy[ch] + map.offset * ds) / count);
+    k3[ch] = float(ds * map.factor / count);
   }
   parallelFor(n * c, [&](int64_t i) {
     int64_t ch = i % c;
     float a = k1[ch], b = k2[ch], d = k3[ch];
-    auto xc = slices.slice(ch, i * spatial);
+    auto v = slices.slice(ch, i * spatial);
     const float *g = dy + i * spatial;
     float *out = dx + i * spatial;
     for (int64_t j = 0; j < spatial; ++j)
-      out[j] = a * (g[j] - b - xc(j) * d);
+      out[j] = a * (g[j] - b - v(j) * d);
   });
 }
 
-/// The exact input: centered = x - mean, factor invStd.
+/// The exact input: x - mean, and xhat = (x - mean) * invStd.
 struct ExactSlices {
   const float *x, *mean, *invStd;
 
@@ -146,7 +162,7 @@ struct ExactSlices {
   View slice(int64_t ch, int64_t offset) const {
     return {x + offset, mean[ch]};
   }
-  double factor(int64_t ch) const { return invStd[ch]; }
+  XhatMap xhatMap(int64_t ch) const { return {invStd[ch], 0.0}; }
 };
 
 //===----------------------------------------------------------------------===//
@@ -162,11 +178,12 @@ struct BnCode {
   bool constant; // gamma == 0
   int32_t shift, maxCode;
   float w, halfMinusShift;
-  /// Encoding: bin = |v| * binScale, with v = y (gamma != 0) or v = xhat
-  /// (gamma == 0; the caller folds invStd in).
+  /// Encoding: u / w = y * binScale, or xhat * binScale when gamma == 0.
   float binScale;
-  /// Decoding: y~ = u~ * yScale + yOffset, xhat~ = u~ * xSign - xOffset.
-  float yScale, yOffset, xSign, xOffset;
+  /// Decoding: y~ = u~ * yScale + yOffset; xhat~ = sgn * (u~ - t) is
+  /// affine in the code.
+  float yScale, yOffset;
+  XhatMap xhat;
 
   BnCode(float gamma, float beta, int bits) {
     constant = gamma == 0;
@@ -180,17 +197,17 @@ struct BnCode {
     double level = double(1 << (bits - 1)) - std::floor(t / w);
     shift = level >= maxCode ? maxCode : level > 1 ? int32_t(level) : 1;
     halfMinusShift = 0.5f - float(shift);
-    binScale = float(1.0 / (a * w));
+    // Finite even for a denormal gamma: binCodes relies on s = v * binScale
+    // never being NaN for a positive v.
+    binScale = float(std::min(1.0 / (a * w), double(FLT_MAX)));
     yScale = constant ? 0.0f : float(a);
     yOffset = constant ? beta : 0.0f;
-    xSign = float(sgn);
-    xOffset = float(sgn * float(t));
+    xhat = {sgn * w, sgn * ((0.5 - shift) * w - t)};
   }
 
   /// The bin centre u~; exact in float (a small half-integer times w).
   float centre(uint8_t q) const { return (float(q) + halfMinusShift) * w; }
   float y(uint8_t q) const { return centre(q) * yScale + yOffset; }
-  float xhat(uint8_t q) const { return centre(q) * xSign - xOffset; }
 };
 
 std::vector<BnCode> bnCodes(const float *scale, const float *bias, int64_t c,
@@ -202,28 +219,29 @@ std::vector<BnCode> bnCodes(const float *scale, const float *bias, int64_t c,
   return codes;
 }
 
-/// q[j] = the code of v = src[j] - centre: bin k = floor(|v| * binScale)
-/// counted up from `shift` for v > 0 and down from shift - 1 otherwise,
-/// clamped to the code range. The sign alone decides the side, so the ReLU
-/// mask survives any rounding of the bin.
+/// q[j] = the code of v = src[j] - centre with s = v * binScale:
+///   v > 0: shift + floor(s),  else: shift - 1 - floor(-s),
+/// clamped to [0, maxCode]. Truncation toward zero is floor(s) on one side
+/// and -floor(-s) on the other, so one conversion serves both, and clamping
+/// s to [1 - shift, maxCode - shift] first clamps the code. The side comes
+/// from v's sign alone, so the ReLU mask survives any rounding of s.
 void binCodes(const float *src, int64_t len, float centre, float binScale,
               const BnCode &code, uint8_t *q) {
-  // Capping the bin per side clamps the code without integer min/max (which
-  // SSE2 lacks) and keeps the conversion defined: NaN takes the cap.
-  const float capUp = float(code.maxCode - code.shift),
-              capDown = float(code.shift - 1);
+  const float lo = float(1 - code.shift), hi = float(code.maxCode - code.shift);
   const int32_t up = code.shift, down = code.shift - 1;
   for (int64_t j = 0; j < len; ++j) {
     float v = src[j] - centre;
-    bool positive = v > 0;
-    float cap = positive ? capUp : capDown;
-    float bin = std::fabs(v) * binScale;
-    int32_t k = int32_t(bin < cap ? bin : cap);
-    q[j] = uint8_t(positive ? up + k : down - k);
+    float s = v * binScale;
+    // NaN (only from a NaN v, which is not positive) takes the lower bound;
+    // the conversion below is then always defined.
+    s = s > lo ? s : lo;
+    s = s < hi ? s : hi;
+    q[j] = uint8_t(int32_t(s) + (v > 0 ? up : down));
   }
 }
 
-/// The decoded input of blpa_batch_norm_grad_decode: xhat~ per element.
+/// The input of blpa_batch_norm_grad_decode: the codes, xhat~ affine in
+/// them.
 template <int Bits> struct DecodedSlices {
   const uint8_t *codes;
   const std::vector<BnCode> &bn;
@@ -231,18 +249,17 @@ template <int Bits> struct DecodedSlices {
 
   struct View {
     const uint8_t *q;
-    BnCode code; // a copy: stores to dx must not look like they change it
-    float operator()(int64_t j) const { return code.xhat(q[j]); }
-    double wide(int64_t j) const { return (*this)(j); }
+    float operator()(int64_t j) const { return float(q[j]); }
+    double wide(int64_t j) const { return double(q[j]); }
   };
-  View slice(int64_t ch, int64_t offset) const {
+  View slice(int64_t, int64_t offset) const {
     // One buffer per thread, reused by all the slices the thread visits.
     static thread_local std::vector<uint8_t> q;
     q.resize(spatial);
     unpackCodes<Bits>(codes, offset, spatial, q.data());
-    return {q.data(), bn[ch]};
+    return {q.data()};
   }
-  double factor(int64_t) const { return 1.0; }
+  XhatMap xhatMap(int64_t ch) const { return bn[ch].xhat; }
 };
 
 } // namespace
@@ -290,8 +307,8 @@ void blpa_batch_norm_grad(blpa_context *, const float *dy, const float *x,
                           const float *scale, const float *mean,
                           const float *invStd, float *dx, float *dscale,
                           float *dbias, int64_t n, int64_t c, int64_t spatial) {
-  batchNormBackward(ExactSlices{x, mean, invStd}, dy, scale, invStd, dx,
-                    dscale, dbias, n, c, spatial);
+  batchNormBackward(ExactSlices{x, mean, invStd}, dy, scale, invStd, dx, dscale,
+                    dbias, n, c, spatial);
 }
 
 void blpa_batch_norm_train_encode(blpa_context *, const float *x,
@@ -303,23 +320,22 @@ void blpa_batch_norm_train_encode(blpa_context *, const float *x,
   const char *kernel = "blpa_batch_norm_train_encode";
   withCodeBits(kernel, bits, valueCodeBits, [&](auto width) {
     constexpr int Bits = decltype(width)::value;
-    std::vector<float> factor = trainStatistics(kernel, x, scale, mean, invStd,
-                                                n, c, spatial, epsilon);
+    std::vector<float> factor =
+        trainStatistics(kernel, x, scale, mean, invStd, n, c, spatial, epsilon);
     std::vector<BnCode> bn = bnCodes(scale, bias, c, Bits);
     // Each run is normalized and then binned while its y is still in L1:
     // one pass over memory, in blocks that start on byte boundaries.
     encodeSlices<Bits>(n * c * spatial, spatial, codes,
                        [&](int64_t slice, int64_t b, int64_t e, uint8_t *q) {
                          int64_t ch = slice % c;
-                         normalizeRun(x + b, y + b, e - b, mean[ch],
-                                      factor[ch], bias[ch]);
+                         normalizeRun(x + b, y + b, e - b, mean[ch], factor[ch],
+                                      bias[ch]);
                          const BnCode &code = bn[ch];
                          if (code.constant) // bin xhat = (x - mean) * invStd
                            binCodes(x + b, e - b, mean[ch],
                                     code.binScale * invStd[ch], code, q);
                          else // bin y / |gamma|, on y's own sign
-                           binCodes(y + b, e - b, 0.0f, code.binScale, code,
-                                    q);
+                           binCodes(y + b, e - b, 0.0f, code.binScale, code, q);
                        });
   });
 }
@@ -330,14 +346,13 @@ void blpa_batch_norm_grad_decode(blpa_context *, const float *dy,
                                  float *dx, float *dscale, float *dbias,
                                  int64_t n, int64_t c, int64_t spatial,
                                  int64_t bits) {
-  withCodeBits("blpa_batch_norm_grad_decode", bits, valueCodeBits,
-               [&](auto width) {
-                 constexpr int Bits = decltype(width)::value;
-                 std::vector<BnCode> bn = bnCodes(scale, bias, c, Bits);
-                 batchNormBackward(DecodedSlices<Bits>{codes, bn, spatial}, dy,
-                                   scale, invStd, dx, dscale, dbias, n, c,
-                                   spatial);
-               });
+  withCodeBits(
+      "blpa_batch_norm_grad_decode", bits, valueCodeBits, [&](auto width) {
+        constexpr int Bits = decltype(width)::value;
+        std::vector<BnCode> bn = bnCodes(scale, bias, c, Bits);
+        batchNormBackward(DecodedSlices<Bits>{codes, bn, spatial}, dy, scale,
+                          invStd, dx, dscale, dbias, n, c, spatial);
+      });
 }
 
 void blpa_bn_decode(blpa_context *, const uint8_t *codes, const float *scale,
@@ -346,22 +361,22 @@ void blpa_bn_decode(blpa_context *, const uint8_t *codes, const float *scale,
   withCodeBits("blpa_bn_decode", bits, valueCodeBits, [&](auto width) {
     constexpr int Bits = decltype(width)::value;
     std::vector<BnCode> bn = bnCodes(scale, bias, c, Bits);
-    decodeSlices<Bits>(n * c * spatial, spatial, codes,
-                       [&](int64_t slice, int64_t b, int64_t e,
-                           const uint8_t *q) {
-                         BnCode code = bn[slice % c];
-                         float *out = y + b;
-                         // q >= shift exactly where y~ > 0 (and for
-                         // gamma == 0, y~ = beta), so the mask is y~ > 0.
-                         if (relu)
-                           for (int64_t j = 0; j < e - b; ++j) {
-                             float v = code.y(q[j]);
-                             out[j] = v > 0 ? v : 0.0f;
-                           }
-                         else
-                           for (int64_t j = 0; j < e - b; ++j)
-                             out[j] = code.y(q[j]);
-                       });
+    decodeSlices<Bits>(
+        n * c * spatial, spatial, codes,
+        [&](int64_t slice, int64_t b, int64_t e, const uint8_t *q) {
+          BnCode code = bn[slice % c];
+          float *out = y + b;
+          // q >= shift exactly where y~ > 0 (and for
+          // gamma == 0, y~ = beta), so the mask is y~ > 0.
+          if (relu)
+            for (int64_t j = 0; j < e - b; ++j) {
+              float v = code.y(q[j]);
+              out[j] = v > 0 ? v : 0.0f;
+            }
+          else
+            for (int64_t j = 0; j < e - b; ++j)
+              out[j] = code.y(q[j]);
+        });
   });
 }
 

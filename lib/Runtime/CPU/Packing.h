@@ -19,6 +19,7 @@
 
 #include "CpuRuntime.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
@@ -32,14 +33,11 @@ constexpr int64_t codeChunk = 1024;
 static_assert(elementBlock % 8 == 0 && codeChunk % 8 == 0,
               "code writers must split at byte boundaries");
 
-inline int64_t packedBytes(int64_t numel, int64_t bits) {
-  return (numel * bits + 7) / 8;
-}
-
 /// The code of element i.
 template <int Bits> inline uint8_t codeAt(const uint8_t *packed, int64_t i) {
   constexpr int perByte = 8 / Bits;
-  return uint8_t(packed[i / perByte] >> (i % perByte * Bits) & ((1 << Bits) - 1));
+  return uint8_t(packed[i / perByte] >> (i % perByte * Bits) &
+                 ((1 << Bits) - 1));
 }
 
 /// Packs q[0, count) into out, which starts on a byte boundary. The last
@@ -152,8 +150,8 @@ void withCodeBits(const char *kernel, int64_t bits, unsigned allowed, F &&f) {
   }
 }
 
-/// Bit sets for withCodeBits.
-constexpr unsigned anyCodeBits = 1 << 1 | 1 << 2 | 1 << 4 | 1 << 8;
+/// The widths of codes that approximate values (all but the 1-bit masks),
+/// for withCodeBits.
 constexpr unsigned valueCodeBits = 1 << 2 | 1 << 4 | 1 << 8;
 
 } // namespace cpu

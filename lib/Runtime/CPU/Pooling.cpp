@@ -1,9 +1,12 @@
 //===- Pooling.cpp - Max, average and global average pooling -------------===//
 //
-// All four windowed kernels walk the same clipped windows (PoolGeometry::
+// All windowed kernels walk the same clipped windows (PoolGeometry::
 // window) and run one (n, c) plane per parallel index. The gradients scatter
 // into their plane sequentially, so overlapping windows accumulate in a
-// fixed order.
+// fixed order. blpa_max_pool_argmax instead runs blocks of output elements,
+// so that its packed codes split between threads on byte boundaries, and
+// blpa_max_pool_grad_argmax replays blpa_max_pool_grad's scatter with the
+// winners read from the codes.
 //
 //===----------------------------------------------------------------------===//
 
@@ -77,43 +80,47 @@ struct PoolGeometry {
   int64_t outPlane() const { return oh * ow; }
 };
 
-/// Offset in the plane of the window's first maximum in row-major order, or
+/// A window's winning input position, row y and column x in the plane; y is
 /// -1 for a window that lies entirely in the padding.
-int64_t firstMax(const float *plane, int64_t width, const Window &win) {
-  int64_t best = -1;
+struct Winner {
+  int64_t y, x;
+  bool none() const { return y < 0; }
+};
+
+/// The window's first maximum in row-major order.
+Winner firstMax(const float *plane, int64_t width, const Window &win) {
+  Winner best{-1, 0};
   float bestValue = 0;
   for (int64_t y = win.h0; y < win.h1; ++y)
     for (int64_t x = win.w0; x < win.w1; ++x) {
       float v = plane[y * width + x];
-      if (best < 0 || v > bestValue) {
-        best = y * width + x;
+      if (best.none() || v > bestValue) {
+        best = {y, x};
         bestValue = v;
       }
     }
   return best;
 }
 
-/// Writes the max-pool output of window (oy, ox) of plane p and returns the
-/// winner's offset in the input plane (-1 for an all-padding window, whose
-/// output is -inf).
-int64_t maxPoolWindow(const PoolGeometry &g, const float *x, float *y,
-                      int64_t p, int64_t oy, int64_t ox, const Window &win) {
+/// Writes the max-pool output of window (oy, ox) of plane p (-inf for an
+/// all-padding window) and returns its winner.
+Winner maxPoolWindow(const PoolGeometry &g, const float *x, float *y, int64_t p,
+                     int64_t oy, int64_t ox, const Window &win) {
   const float *plane = x + p * g.inPlane();
-  int64_t at = firstMax(plane, g.w, win);
+  Winner at = firstMax(plane, g.w, win);
   y[p * g.outPlane() + oy * g.ow + ox] =
-      at < 0 ? -std::numeric_limits<float>::infinity() : plane[at];
+      at.none() ? -std::numeric_limits<float>::infinity()
+                : plane[at.y * g.w + at.x];
   return at;
 }
 
-/// The argmax code of window (oy, ox) whose winner is at plane offset `at`:
-/// ky * kernelW + kx in the unclipped window. An all-padding window gets 0;
-/// its gradient is skipped by geometry, not by code.
-uint8_t argmaxCode(const PoolGeometry &g, int64_t oy, int64_t ox,
-                   int64_t at) {
-  if (at < 0)
+/// The argmax code of window (oy, ox): its winner's index ky * kernelW + kx
+/// in the unclipped window. An all-padding window gets 0; its gradient is
+/// skipped by geometry, not by code.
+uint8_t argmaxCode(const PoolGeometry &g, int64_t oy, int64_t ox, Winner at) {
+  if (at.none())
     return 0;
-  int64_t ky = at / g.w - g.originY(oy), kx = at % g.w - g.originX(ox);
-  return uint8_t(ky * g.kernelW + kx);
+  return uint8_t((at.y - g.originY(oy)) * g.kernelW + at.x - g.originX(ox));
 }
 
 /// The plane offset that argmaxCode encoded as `code`.
@@ -153,10 +160,10 @@ void blpa_max_pool(blpa_context *, const float *x, float *y, int64_t n,
                    int64_t strideW, int64_t padTop, int64_t padLeft) {
   PoolGeometry g{n * c,   h,       w,       oh,     ow,     kernelH,
                  kernelW, strideH, strideW, padTop, padLeft};
-  g.forEachWindow(
-      noPlaneStart, [&](int64_t p, int64_t oy, int64_t ox, const Window &win) {
-        maxPoolWindow(g, x, y, p, oy, ox, win);
-      });
+  g.forEachWindow(noPlaneStart,
+                  [&](int64_t p, int64_t oy, int64_t ox, const Window &win) {
+                    maxPoolWindow(g, x, y, p, oy, ox, win);
+                  });
 }
 
 void blpa_max_pool_grad(blpa_context *, const float *dy, const float *x,
@@ -166,12 +173,13 @@ void blpa_max_pool_grad(blpa_context *, const float *dy, const float *x,
                         int64_t padTop, int64_t padLeft) {
   PoolGeometry g{n * c,   h,       w,       oh,     ow,     kernelH,
                  kernelW, strideH, strideW, padTop, padLeft};
-  g.forEachWindow(g.clearing(dx), [&](int64_t p, int64_t oy, int64_t ox,
-                                      const Window &win) {
-    int64_t at = firstMax(x + p * g.inPlane(), w, win);
-    if (at >= 0)
-      dx[p * g.inPlane() + at] += dy[p * g.outPlane() + oy * ow + ox];
-  });
+  g.forEachWindow(g.clearing(dx),
+                  [&](int64_t p, int64_t oy, int64_t ox, const Window &win) {
+                    Winner at = firstMax(x + p * g.inPlane(), w, win);
+                    if (!at.none())
+                      dx[p * g.inPlane() + at.y * w + at.x] +=
+                          dy[p * g.outPlane() + oy * ow + ox];
+                  });
 }
 
 void blpa_max_pool_argmax(blpa_context *, const float *x, float *y,
@@ -191,9 +199,8 @@ void blpa_max_pool_argmax(blpa_context *, const float *x, float *y,
         [&](int64_t p, int64_t b, int64_t e, uint8_t *q) {
           int64_t first = p * g.outPlane();
           g.forWindows(p, b - first, e - first,
-                       [&](int64_t, int64_t oy, int64_t ox,
-                           const Window &win) {
-                         int64_t at = maxPoolWindow(g, x, y, p, oy, ox, win);
+                       [&](int64_t, int64_t oy, int64_t ox, const Window &win) {
+                         Winner at = maxPoolWindow(g, x, y, p, oy, ox, win);
                          q[first + oy * ow + ox - b] =
                              argmaxCode(g, oy, ox, at);
                        });
@@ -205,8 +212,8 @@ void blpa_max_pool_grad_argmax(blpa_context *, const float *dy,
                                const uint8_t *codes, float *dx, int64_t n,
                                int64_t c, int64_t h, int64_t w, int64_t oh,
                                int64_t ow, int64_t kernelH, int64_t kernelW,
-                               int64_t strideH, int64_t strideW,
-                               int64_t padTop, int64_t padLeft, int64_t bits) {
+                               int64_t strideH, int64_t strideW, int64_t padTop,
+                               int64_t padLeft, int64_t bits) {
   const char *kernel = "blpa_max_pool_grad_argmax";
   PoolGeometry g{n * c,   h,       w,       oh,     ow,     kernelH,
                  kernelW, strideH, strideW, padTop, padLeft};

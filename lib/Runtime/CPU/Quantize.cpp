@@ -23,8 +23,9 @@ using namespace blpa::cpu;
 
 namespace {
 
-/// lo, hi = min and max of in[0, len), in fixed lanes so that the loop
-/// vectorizes.
+/// lo, hi = min and max of in[0, len), in independent lanes (GCC does not
+/// vectorize a float min/max reduction without -ffinite-math-only, but
+/// interleaves the lanes' scalar instructions).
 void sliceRange(const float *in, int64_t len, float &lo, float &hi) {
   constexpr int lanes = 8;
   constexpr float inf = std::numeric_limits<float>::infinity();
@@ -37,9 +38,9 @@ void sliceRange(const float *in, int64_t len, float &lo, float &hi) {
       mn[l] = std::min(mn[l], in[j + l]);
       mx[l] = std::max(mx[l], in[j + l]);
     }
-  for (int l = 0; j < len; ++j, ++l) {
-    mn[l] = std::min(mn[l], in[j]);
-    mx[l] = std::max(mx[l], in[j]);
+  for (; j < len; ++j) {
+    mn[0] = std::min(mn[0], in[j]);
+    mx[0] = std::max(mx[0], in[j]);
   }
   lo = *std::min_element(mn, mn + lanes);
   hi = *std::max_element(mx, mx + lanes);

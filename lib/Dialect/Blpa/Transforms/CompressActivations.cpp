@@ -134,18 +134,21 @@ Policy CompressActivationsPass::getPolicy(Operation *op) {
 /// it: the gradients of nodes whose policy is float32 keep reading `v`.
 SmallVector<OpOperand *> CompressActivationsPass::getBackwardUses(Value v) {
   SmallVector<OpOperand *> uses;
+  bool keptExact = false;
   for (OpOperand &use : v.getUses()) {
     Operation *owner = use.getOwner();
     if (!inPhase(owner, Phase::Backward))
       continue;
-    if (getPolicy(owner) != Policy::Float32) {
+    if (getPolicy(owner) == Policy::Float32)
+      keptExact = true;
+    else
       uses.push_back(&use);
-      continue;
-    }
+  }
+  Operation *producer = v.getDefiningOp();
+  if (keptExact && producer) {
     ++numKeptFloat;
-    if (Operation *producer = v.getDefiningOp())
-      producer->setAttr(kSavedPolicyAttrName,
-                        StringAttr::get(producer->getContext(), "float32"));
+    producer->setAttr(kSavedPolicyAttrName,
+                      StringAttr::get(producer->getContext(), "float32"));
   }
   return uses;
 }
@@ -350,6 +353,8 @@ void CompressActivationsPass::runOnOperation() {
     module.emitError("bits must be 8, 4 or 2, got ") << bits.getValue();
     return signalPassFailure();
   }
+  policies.clear();
+  policiesUsed.clear();
   if (failed(parsePolicies()))
     return signalPassFailure();
   auto step = module.lookupSymbol<func::FuncOp>("train_step");
