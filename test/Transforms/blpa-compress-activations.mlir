@@ -182,3 +182,36 @@ module {
     return %l : tensor<2x3xf32>
   }
 }
+
+// -----
+
+// Batch norm, ReLU, then max pooling (the bundled example's stem): the
+// batch norm's codes serve its own gradient and the ReLU's, while the
+// pooling gradient takes the argmax codes; decoded values, with their ties,
+// never choose a window's maximum.
+// CHECK-LABEL: func.func @train_step(
+// CHECK: %{{.*}}, %{{.*}}, %{{.*}}, %[[K:.*]] = blpa.batch_norm_encode
+// CHECK-NEXT: %[[R:.*]] = blpa.relu
+// CHECK-NEXT: %{{.*}}, %[[A:.*]] = blpa.max_pool_argmax %[[R]]
+// CHECK-NOT: blpa.max_pool_grad %
+// CHECK: %[[DP:.*]] = blpa.max_pool_grad_argmax %{{.*}}, %[[A]]
+// CHECK-NEXT: %[[Z:.*]] = blpa.batch_norm_decode %[[K]], {{.*}} relu}
+// CHECK-NEXT: %[[DR:.*]] = blpa.relu_grad %[[DP]], %[[Z]]
+// CHECK-NEXT: blpa.batch_norm_grad_decode %[[DR]], %[[K]]
+module {
+  func.func @forward(%x: tensor<2x2x6x6xf32> {blpa.name = "input"}) -> (tensor<2x3xf32> {blpa.name = "logits"}) {
+    %w0 = blpa.param "conv0.weight" trainable : tensor<2x2x3x3xf32>
+    %s0 = blpa.param "bn0.weight" trainable : tensor<2xf32>
+    %t0 = blpa.param "bn0.bias" trainable : tensor<2xf32>
+    %m0 = blpa.param "bn0.running_mean" : tensor<2xf32>
+    %v0 = blpa.param "bn0.running_var" : tensor<2xf32>
+    %fw = blpa.param "fc.weight" trainable : tensor<3x18xf32>
+    %c0 = blpa.conv2d %x, %w0 {strides = array<i64: 1, 1>, pads = array<i64: 1, 1, 1, 1>} : (tensor<2x2x6x6xf32>, tensor<2x2x3x3xf32>) -> tensor<2x2x6x6xf32> loc("conv0")
+    %n0:3 = blpa.batch_norm %c0, %s0, %t0, %m0, %v0 {epsilon = 1.0e-5 : f64, momentum = 0.9 : f64} : (tensor<2x2x6x6xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xf32>) -> (tensor<2x2x6x6xf32>, tensor<2xf32>, tensor<2xf32>) loc("bn0")
+    %r0 = blpa.relu %n0#0 : (tensor<2x2x6x6xf32>) -> tensor<2x2x6x6xf32> loc("relu0")
+    %p = blpa.max_pool %r0 {kernel_shape = array<i64: 2, 2>, strides = array<i64: 2, 2>, pads = array<i64: 0, 0, 0, 0>} : (tensor<2x2x6x6xf32>) -> tensor<2x2x3x3xf32> loc("pool")
+    %f = blpa.reshape %p : tensor<2x2x3x3xf32> -> tensor<2x18xf32> loc("flatten")
+    %l = blpa.gemm %f, %fw {trans_b = true} : (tensor<2x18xf32>, tensor<3x18xf32>) -> tensor<2x3xf32> loc("fc")
+    return %l : tensor<2x3xf32>
+  }
+}

@@ -52,6 +52,45 @@ StringRef mlir::blpa::stringifyPhase(Phase phase) {
   llvm_unreachable("unknown phase");
 }
 
+bool mlir::blpa::isInPhase(Operation *op, Phase phase) {
+  return op->hasAttr(kPhaseAttrName) && getPhase(op) == phase;
+}
+
+void mlir::blpa::replaceKeepingPhase(Operation *from, Operation *to) {
+  to->setAttr(kPhaseAttrName, from->getAttr(kPhaseAttrName));
+  for (auto [oldResult, newResult] :
+       llvm::zip(from->getResults(), to->getResults()))
+    oldResult.replaceAllUsesWith(newResult);
+  from->erase();
+}
+
+void mlir::blpa::decodeBeforeFirstUse(
+    ArrayRef<OpOperand *> uses,
+    function_ref<Value(OpBuilder &, Location)> build) {
+  if (uses.empty())
+    return;
+  Operation *first = uses.front()->getOwner();
+  for (OpOperand *use : uses)
+    if (use->getOwner()->isBeforeInBlock(first))
+      first = use->getOwner();
+  OpBuilder b(first);
+  Value replacement = build(b, first->getLoc());
+  setPhase(replacement.getDefiningOp(), Phase::Backward);
+  for (OpOperand *use : uses)
+    use->set(replacement);
+}
+
+ActivationNeed mlir::blpa::getActivationNeed(OpOperand &use) {
+  if (auto op = dyn_cast<SavedActivationOpInterface>(use.getOwner()))
+    return op.getActivationNeed(use.getOperandNumber());
+  return ActivationNeed::Values;
+}
+
+bool mlir::blpa::isKnownNonNegative(Value v) {
+  auto op = v.getDefiningOp<SavedActivationOpInterface>();
+  return op && op.isResultNonNegative(isKnownNonNegative);
+}
+
 ArrayRef<int64_t> mlir::blpa::getShape(Value value) {
   return cast<ShapedType>(value.getType()).getShape();
 }

@@ -4,11 +4,13 @@
 // compression"): the forward pass stays exact, and every tensor the backward
 // pass reads is kept in between only as compact codes. Three rewrites, in
 // order, each leaving fewer saved tensors to the next:
-//  1. batch norms whose gradient is taken keep the method's bn_relu codes;
-//  2. max poolings whose gradient is taken keep their argmax;
-//  3. every remaining saved tensor is quantized, masked or kept in float32.
+//  1. forward ops that know a better encoding of what their gradient reads
+//     apply it themselves (SavedActivationOpInterface::
+//     encodeSavedActivations: batch norms keep the method's bn_relu codes,
+//     max poolings their argmax);
+//  2. every remaining saved tensor is quantized, masked or kept in float32.
 // What a backward op needs of a saved operand, and whether a forward result
-// is non-negative, comes from each op's SavedActivationOpInterface.
+// is non-negative, also comes from each op's SavedActivationOpInterface.
 //
 //===----------------------------------------------------------------------===//
 
@@ -34,48 +36,6 @@ namespace {
 /// What the user asked for the saved results of one ONNX node.
 enum class Policy { Auto, Float32, Quantize };
 
-bool inPhase(Operation *op, Phase phase) {
-  return op->hasAttr(kPhaseAttrName) && getPhase(op) == phase;
-}
-
-/// Points `uses` at a value built right before the first of them (they are
-/// all in one block): decoders run as late as possible.
-template <typename BuildFn>
-void redirectUses(ArrayRef<OpOperand *> uses, BuildFn &&build) {
-  if (uses.empty())
-    return;
-  Operation *first = uses.front()->getOwner();
-  for (OpOperand *use : uses)
-    if (use->getOwner()->isBeforeInBlock(first))
-      first = use->getOwner();
-  OpBuilder b(first);
-  Value replacement = build(b, first->getLoc());
-  setPhase(replacement.getDefiningOp(), Phase::Backward);
-  for (OpOperand *use : uses)
-    use->set(replacement);
-}
-
-ActivationNeed getNeed(OpOperand *use) {
-  if (auto op = dyn_cast<SavedActivationOpInterface>(use->getOwner()))
-    return op.getActivationNeed(use->getOperandNumber());
-  return ActivationNeed::Values;
-}
-
-bool isKnownNonNegative(Value v) {
-  auto op = v.getDefiningOp<SavedActivationOpInterface>();
-  return op && op.isResultNonNegative(isKnownNonNegative);
-}
-
-/// Replaces every result of `from` with the matching result of `to` (the
-/// first results correspond) and erases `from`, keeping its phase.
-void replaceOp(Operation *from, Operation *to) {
-  to->setAttr(kPhaseAttrName, from->getAttr(kPhaseAttrName));
-  for (auto [oldResult, newResult] :
-       llvm::zip(from->getResults(), to->getResults()))
-    oldResult.replaceAllUsesWith(newResult);
-  from->erase();
-}
-
 struct CompressActivationsPass
     : public blpa::impl::BlpaCompressActivationsBase<CompressActivationsPass> {
   using BlpaCompressActivationsBase::BlpaCompressActivationsBase;
@@ -86,9 +46,7 @@ private:
   LogicalResult parsePolicies();
   Policy getPolicy(Operation *op);
   SmallVector<OpOperand *> getBackwardUses(Value v);
-  void encodeBatchNorms(func::FuncOp step);
-  void encodeBatchNorm(BatchNormOp bn, ArrayRef<BatchNormGradOp> grads);
-  void encodeMaxPools(func::FuncOp step);
+  void encodeByOps(func::FuncOp step);
   std::optional<StringRef> chooseScheme(Value v, ArrayRef<OpOperand *> uses);
   void compressRemaining(func::FuncOp step);
   void quantizeForward(func::FuncOp step);
@@ -137,7 +95,7 @@ SmallVector<OpOperand *> CompressActivationsPass::getBackwardUses(Value v) {
   bool keptExact = false;
   for (OpOperand &use : v.getUses()) {
     Operation *owner = use.getOwner();
-    if (!inPhase(owner, Phase::Backward))
+    if (!isInPhase(owner, Phase::Backward))
       continue;
     if (getPolicy(owner) == Policy::Float32)
       keptExact = true;
@@ -153,93 +111,20 @@ SmallVector<OpOperand *> CompressActivationsPass::getBackwardUses(Value v) {
   return uses;
 }
 
-void CompressActivationsPass::encodeBatchNorms(func::FuncOp step) {
-  SmallVector<std::pair<BatchNormOp, SmallVector<BatchNormGradOp>>> work;
-  step.walk([&](BatchNormOp bn) {
-    if (!inPhase(bn, Phase::Forward) || getPolicy(bn) != Policy::Auto)
-      return;
-    // (A float32 policy keeps this gradient exact; quantize leaves the
-    // tensors to the generic quantizer.)
-    // The gradient ops of this batch norm read its input and its mean.
-    SmallVector<BatchNormGradOp> grads;
-    for (Operation *user : bn.getMean().getUsers())
-      if (auto grad = dyn_cast<BatchNormGradOp>(user))
-        grads.push_back(grad);
-    if (!grads.empty())
-      work.push_back({bn, grads});
-  });
-  for (auto &[bn, grads] : work)
-    encodeBatchNorm(bn, grads);
-}
-
-void CompressActivationsPass::encodeBatchNorm(BatchNormOp bn,
-                                              ArrayRef<BatchNormGradOp> grads) {
-  OpBuilder b(bn);
-  auto encode = BatchNormEncodeOp::create(
-      b, bn.getLoc(), bn.getInput(), bn.getScale(), bn.getBias(),
-      bn.getRunningMean(), bn.getRunningVar(), bn.getEpsilonAttr(),
-      bn.getMomentumAttr(), b.getI64IntegerAttr(bits));
-  replaceOp(bn, encode);
-  ++numBatchNormCodes;
-  Value codes = encode.getCodes(), scale = encode.getScale(),
-        bias = encode.getBias();
-  for (BatchNormGradOp grad : grads) {
-    b.setInsertionPoint(grad);
-    replaceOp(grad, BatchNormGradDecodeOp::create(b, grad.getLoc(),
-                                                  grad.getGrad(), codes, scale,
-                                                  bias, encode.getInvStd()));
-  }
-  // Backward readers of the output, or of a ReLU of it, decode the codes;
-  // a ReLU's zeros are recovered exactly.
-  auto decodeFor = [&](Value v, bool relu) {
-    redirectUses(getBackwardUses(v), [&](OpBuilder &b, Location loc) {
-      return BatchNormDecodeOp::create(b, loc, codes, scale, bias, relu);
-    });
-  };
-  decodeFor(encode.getOutput(), /*relu=*/false);
-  for (Operation *user : encode.getOutput().getUsers())
-    if (auto relu = dyn_cast<ReluOp>(user))
-      if (inPhase(relu, Phase::Forward))
-        decodeFor(relu.getOutput(), /*relu=*/true);
-}
-
-void CompressActivationsPass::encodeMaxPools(func::FuncOp step) {
-  SmallVector<MaxPoolGradOp> grads;
-  step.walk([&](MaxPoolGradOp grad) { grads.push_back(grad); });
-  for (MaxPoolGradOp grad : grads) {
-    if (!getArgmaxCodeBits(grad.getKernelShape()) ||
-        getPolicy(grad) != Policy::Auto)
-      continue;
-    // The forward pooling this gradient belongs to: same input and window.
-    MaxPoolArgmaxOp pool;
-    for (Operation *user : grad.getInput().getUsers()) {
-      auto candidate = dyn_cast<MaxPoolArgmaxOp>(user);
-      if (auto plain = dyn_cast<MaxPoolOp>(user);
-          plain && inPhase(plain, Phase::Forward)) {
-        OpBuilder b(plain);
-        candidate = MaxPoolArgmaxOp::create(
-            b, plain.getLoc(), plain.getInput(), plain.getKernelShape(),
-            plain.getStrides(), plain.getPads(), plain.getCeilMode());
-        replaceOp(plain, candidate);
-        ++numArgmaxCodes;
-      }
-      if (candidate && candidate.getKernelShape() == grad.getKernelShape() &&
-          candidate.getStrides() == grad.getStrides() &&
-          candidate.getPads() == grad.getPads() &&
-          candidate.getCeilMode() == grad.getCeilMode()) {
-        pool = candidate;
-        break;
-      }
-    }
-    if (!pool)
-      continue;
-    OpBuilder b(grad);
-    replaceOp(grad, MaxPoolGradArgmaxOp::create(
-                        b, grad.getLoc(), grad.getGrad(), pool.getCodes(),
-                        grad.getKernelShape(), grad.getStrides(),
-                        grad.getPads(), grad.getCeilMode(),
-                        getShape(grad.getInput())));
-  }
+/// Lets each forward op that knows how encode what its gradient reads
+/// (SavedActivationOpInterface), in block order: a batch norm before the
+/// max pooling of its ReLU, which then takes the pooling gradient over.
+void CompressActivationsPass::encodeByOps(func::FuncOp step) {
+  SmallVector<SavedActivationOpInterface> ops;
+  for (Operation &op : step.getBody().front())
+    if (auto encoder = dyn_cast<SavedActivationOpInterface>(op))
+      if (isInPhase(&op, Phase::Forward) && getPolicy(&op) == Policy::Auto)
+        ops.push_back(encoder);
+  auto backwardUses = [&](Value v) { return getBackwardUses(v); };
+  ActivationEncoding encoding{bits, backwardUses};
+  for (SavedActivationOpInterface op : ops)
+    if (op.encodeSavedActivations(encoding))
+      ++numSelfEncoded;
 }
 
 /// The quantize scheme for saved `v` read by `uses`, or none to keep it in
@@ -248,7 +133,7 @@ std::optional<StringRef>
 CompressActivationsPass::chooseScheme(Value v, ArrayRef<OpOperand *> uses) {
   // Decoded values would move a window's maximum among near-ties.
   if (llvm::any_of(uses, [](OpOperand *use) {
-        ActivationNeed need = getNeed(use);
+        ActivationNeed need = getActivationNeed(*use);
         return need == ActivationNeed::WindowArgmax ||
                need == ActivationNeed::Exact;
       }))
@@ -260,7 +145,7 @@ CompressActivationsPass::chooseScheme(Value v, ArrayRef<OpOperand *> uses) {
   if (!forced && type.getNumElements() < minElements)
     return std::nullopt;
   if (llvm::all_of(uses, [](OpOperand *use) {
-        return getNeed(use) == ActivationNeed::Sign;
+        return getActivationNeed(*use) == ActivationNeed::Sign;
       }))
     return StringRef("mask");
   return StringRef(isKnownNonNegative(v) ? "nonneg" : "affine");
@@ -281,7 +166,7 @@ QuantizeOp CompressActivationsPass::buildQuantize(Operation *producer, Value v,
 /// Backward uses of `quantize`'s input read its decoded codes instead.
 static void decodeForBackward(QuantizeOp quantize,
                               ArrayRef<OpOperand *> uses) {
-  redirectUses(uses, [&](OpBuilder &b, Location loc) {
+  decodeBeforeFirstUse(uses, [&](OpBuilder &b, Location loc) {
     return DequantizeOp::create(b, loc, quantize.getCodes(),
                                 quantize.getParams());
   });
@@ -290,7 +175,7 @@ static void decodeForBackward(QuantizeOp quantize,
 void CompressActivationsPass::compressRemaining(func::FuncOp step) {
   SmallVector<Operation *> producers;
   for (Operation &op : step.getBody().front())
-    if (inPhase(&op, Phase::Forward) && !isa<ParamOp, QuantizeOp>(op))
+    if (isInPhase(&op, Phase::Forward) && !isa<ParamOp, QuantizeOp>(op))
       producers.push_back(&op);
   for (Operation *op : producers) {
     bool keptFloat = false;
@@ -318,7 +203,7 @@ void CompressActivationsPass::compressRemaining(func::FuncOp step) {
 void CompressActivationsPass::quantizeForward(func::FuncOp step) {
   SmallVector<Operation *> producers;
   for (Operation &op : step.getBody().front())
-    if (inPhase(&op, Phase::Forward) && !isa<ParamOp>(op))
+    if (isInPhase(&op, Phase::Forward) && !isa<ParamOp>(op))
       producers.push_back(&op);
   for (Operation *op : producers) {
     for (Value v : op->getResults()) {
@@ -337,7 +222,7 @@ void CompressActivationsPass::quantizeForward(func::FuncOp step) {
                                           quantize.getParams());
       setPhase(decoded, Phase::Forward);
       v.replaceUsesWithIf(decoded, [&](OpOperand &use) {
-        return inPhase(use.getOwner(), Phase::Forward) &&
+        return isInPhase(use.getOwner(), Phase::Forward) &&
                use.getOwner() != quantize;
       });
       // ...and the backward pass reads the same codes.
@@ -366,8 +251,7 @@ void CompressActivationsPass::runOnOperation() {
   if (naive) {
     quantizeForward(step);
   } else {
-    encodeBatchNorms(step);
-    encodeMaxPools(step);
+    encodeByOps(step);
     compressRemaining(step);
   }
   // A policy naming no node is most likely a typo: say so.

@@ -4,6 +4,7 @@
 #define BLPA_DIALECT_BLPA_IR_BLPAINTERFACES_H
 
 #include "mlir/IR/OpDefinition.h"
+#include "llvm/ADT/STLFunctionalExtras.h"
 #include "llvm/ADT/SmallVector.h"
 
 namespace mlir {
@@ -52,6 +53,16 @@ enum class ActivationNeed {
   /// The exact values: an approximation would distort the gradient too much
   /// for the memory it saves (the loss's logits).
   Exact,
+};
+
+/// What --blpa-compress-activations hands to a forward op that encodes its
+/// own saved activations (SavedActivationOpInterface::encodeSavedActivations).
+struct ActivationEncoding {
+  /// Bits per code of value codes: 8, 4 or 2.
+  int64_t bits;
+  /// The backward-phase uses of a value that may read an approximation of
+  /// it (the user's per-node policies applied).
+  llvm::function_ref<SmallVector<OpOperand *>(Value)> getBackwardUses;
 };
 
 } // namespace blpa

@@ -52,9 +52,10 @@ def Blpa_SavedActivationOpInterface : OpInterface<"SavedActivationOpInterface"> 
     What an op knows about the activations a training step keeps for its
     backward pass, used by --blpa-compress-activations: how much of a saved
     operand a backward op really needs (its values, only their sign, or only
-    where each pooling window's maximum is), and whether a forward op's
-    result is never negative (then zero is encoded exactly). Ops without the
-    interface need the values and may produce anything.
+    where each pooling window's maximum is), how a forward op encodes what
+    its own gradient reads, and whether a forward op's result is never
+    negative (then zero is encoded exactly). Ops without the interface need
+    the values, encode nothing themselves and may produce anything.
   }];
   let cppNamespace = "::mlir::blpa";
   let methods = [
@@ -62,6 +63,16 @@ def Blpa_SavedActivationOpInterface : OpInterface<"SavedActivationOpInterface"> 
       "::mlir::blpa::ActivationNeed", "getActivationNeed",
       (ins "unsigned":$operandIndex), [{}],
       [{ return ::mlir::blpa::ActivationNeed::Values; }]>,
+    InterfaceMethod<[{
+        Rewrites this forward op, and the gradient ops that read what it
+        saves, so that only compact codes of it are kept until the backward
+        pass (a batch norm's codes, a max pooling's argmax); returns whether
+        it did. Ops without a rewrite of their own leave their saved values
+        to the generic quantizer.
+      }],
+      "bool", "encodeSavedActivations",
+      (ins "const ::mlir::blpa::ActivationEncoding &":$encoding), [{}],
+      [{ return false; }]>,
     InterfaceMethod<[{
         Whether every element of the op's results is >= 0, given a predicate
         telling the same of other values.

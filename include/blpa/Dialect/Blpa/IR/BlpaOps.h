@@ -31,6 +31,28 @@ constexpr llvm::StringLiteral kPhaseAttrName = "blpa.phase";
 
 void setPhase(Operation *op, Phase phase);
 
+/// Whether `op` carries `blpa.phase` = `phase` (ops outside a training step
+/// carry none).
+bool isInPhase(Operation *op, Phase phase);
+
+/// Replaces each result of `from` with the result of `to` at the same
+/// position and erases `from`; `to` takes its phase.
+void replaceKeepingPhase(Operation *from, Operation *to);
+
+/// Points `uses` (in one block) at the value `build` creates right before
+/// the first of them, in the backward phase: decoders run as late as
+/// possible, so that only codes live across the step.
+void decodeBeforeFirstUse(
+    ArrayRef<OpOperand *> uses,
+    llvm::function_ref<Value(OpBuilder &, Location)> build);
+
+/// What the owner of `use` needs of the value (SavedActivationOpInterface;
+/// the values themselves for ops without it).
+ActivationNeed getActivationNeed(OpOperand &use);
+
+/// Whether every element of `v` is known to be >= 0.
+bool isKnownNonNegative(Value v);
+
 /// Marks a forward op whose saved results --blpa-compress-activations kept
 /// in float32 on purpose (too small to matter, or asked for per op), so that
 /// the decision is visible in the IR.

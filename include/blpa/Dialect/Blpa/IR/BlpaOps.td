@@ -26,6 +26,9 @@ defvar RuntimeCall = DeclareOpInterfaceMethods<Blpa_RuntimeCallOpInterface>;
 // A forward op that can say its result is never negative.
 defvar NonNegativeRule = DeclareOpInterfaceMethods<
     Blpa_SavedActivationOpInterface, ["isResultNonNegative"]>;
+// A forward op that encodes what its own gradient reads.
+defvar SelfEncodingRule = DeclareOpInterfaceMethods<
+    Blpa_SavedActivationOpInterface, ["encodeSavedActivations"]>;
 // A backward op that needs less than the values of a saved operand.
 defvar ActivationNeedRule = DeclareOpInterfaceMethods<
     Blpa_SavedActivationOpInterface, ["getActivationNeed"]>;
@@ -79,7 +82,8 @@ def Blpa_Conv2DOp : Blpa_ComputeOp<"conv2d", [Differentiable]> {
   let results = (outs Blpa_F32Tensor:$output);
 }
 
-def Blpa_BatchNormOp : Blpa_ComputeOp<"batch_norm", [Differentiable]> {
+def Blpa_BatchNormOp : Blpa_ComputeOp<"batch_norm", [Differentiable,
+    SelfEncodingRule]> {
   let summary = "Training-mode batch normalization";
   let description = [{
     Normalizes over all dimensions but the channel (dim 1) with the batch's
@@ -119,7 +123,8 @@ defvar PoolAttrs = (ins DenseI64ArrayAttr:$kernel_shape,
     DefaultValuedAttr<BoolAttr, "false">:$ceil_mode);
 
 def Blpa_MaxPoolOp : Blpa_ComputeOp<"max_pool", [Differentiable,
-    NonNegativeRule]> {
+    DeclareOpInterfaceMethods<Blpa_SavedActivationOpInterface,
+        ["isResultNonNegative", "encodeSavedActivations"]>]> {
   let summary = "2-D max pooling (pads [top, left, bottom, right])";
   let arguments = !con((ins Blpa_F32Tensor:$input), PoolAttrs);
   let results = (outs Blpa_F32Tensor:$output);

@@ -81,10 +81,9 @@ def BlpaCompressActivations : Pass<"blpa-compress-activations", "ModuleOp"> {
                "name)">,
   ];
   let statistics = [
-    Statistic<"numBatchNormCodes", "batch-norm-codes",
-              "Batch norms keeping only their codes">,
-    Statistic<"numArgmaxCodes", "argmax-codes",
-              "Max poolings keeping only their argmax">,
+    Statistic<"numSelfEncoded", "self-encoded",
+              "Forward ops encoding what their gradient reads (batch-norm "
+              "codes, argmax)">,
     Statistic<"numQuantized", "quantized", "Tensors quantized per channel">,
     Statistic<"numMasks", "masks", "Tensors kept as 1-bit masks">,
     Statistic<"numKeptFloat", "kept-float32", "Saved tensors kept in float32">,
