@@ -92,18 +92,16 @@ bool MaxPoolOp::encodeSavedActivations(const ActivationEncoding &encoding) {
     return false;
 
   OpBuilder b(*this);
-  auto pool = MaxPoolArgmaxOp::create(b, getLoc(), getInput(),
-                                      getKernelShape(), getStrides(),
-                                      getPads(), getCeilMode());
+  auto pool = MaxPoolArgmaxOp::create(b, getLoc(), getInput(), getKernelShape(),
+                                      getStrides(), getPads(), getCeilMode());
   replaceKeepingPhase(*this, pool);
   for (MaxPoolGradOp grad : grads) {
     b.setInsertionPoint(grad);
-    replaceKeepingPhase(grad, MaxPoolGradArgmaxOp::create(
-                                  b, grad.getLoc(), grad.getGrad(),
-                                  pool.getCodes(), grad.getKernelShape(),
-                                  grad.getStrides(), grad.getPads(),
-                                  grad.getCeilMode(),
-                                  getShape(grad.getInput())));
+    replaceKeepingPhase(
+        grad, MaxPoolGradArgmaxOp::create(
+                  b, grad.getLoc(), grad.getGrad(), pool.getCodes(),
+                  grad.getKernelShape(), grad.getStrides(), grad.getPads(),
+                  grad.getCeilMode(), getShape(grad.getInput())));
   }
   return true;
 }

@@ -329,8 +329,9 @@ static FailureOr<int64_t> checkBatchNorm(std::optional<Location> loc,
                                          ArrayRef<int64_t> shape,
                                          ArrayRef<Value> perChannel) {
   if (shape.size() < 2)
-    return emitOptionalError(loc, "batch norm input must have rank >= 2, got "
-                                  "rank ",
+    return emitOptionalError(loc,
+                             "batch norm input must have rank >= 2, got "
+                             "rank ",
                              shape.size());
   for (Value v : perChannel)
     if (failed(checkChannelVector(loc, "batch norm operand", v, shape[1])))
@@ -1045,9 +1046,8 @@ Type PackedType::parse(AsmParser &parser) {
     parser.emitError(loc, "expected the code width as a signless iK type");
     return {};
   }
-  return getChecked([&] { return parser.emitError(loc); },
-                    parser.getContext(), ArrayRef<int64_t>(shape),
-                    intType.getWidth(), scheme);
+  return getChecked([&] { return parser.emitError(loc); }, parser.getContext(),
+                    ArrayRef<int64_t>(shape), intType.getWidth(), scheme);
 }
 
 void PackedType::print(AsmPrinter &printer) const {
@@ -1064,8 +1064,8 @@ static FailureOr<PackedType> checkCodes(std::optional<Location> loc,
                                         ArrayRef<int64_t> shape) {
   auto type = cast<PackedType>(codes.getType());
   if (!llvm::is_contained(schemes, type.getScheme()))
-    return emitOptionalError(loc, "expected ", schemes.front(),
-                             " codes, got ", type);
+    return emitOptionalError(loc, "expected ", schemes.front(), " codes, got ",
+                             type);
   if (type.getShape() != shape)
     return emitOptionalError(loc, "codes ", type,
                              " do not match the tensor shape");
@@ -1110,7 +1110,7 @@ StringRef BatchNormEncodeOp::getRuntimeFunction() {
 
 void BatchNormEncodeOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   appendData(args, {getInput(), getScale(), getBias(), getOutput(), getMean(),
-                  getInvStd(), getCodes()});
+                    getInvStd(), getCodes()});
   appendBatchNormDims(getInput(), args);
   args.push_back(RuntimeArg::f64(getEpsilon().convertToDouble()));
   args.push_back(RuntimeArg::i64(getBits()));
@@ -1121,8 +1121,7 @@ LogicalResult BatchNormGradDecodeOp::inferReturnTypes(
     SmallVectorImpl<Type> &results) {
   ArrayRef<int64_t> shape = getShape(adaptor.getGrad());
   FailureOr<int64_t> channels = checkBatchNorm(
-      loc, shape,
-      {adaptor.getScale(), adaptor.getBias(), adaptor.getInvStd()});
+      loc, shape, {adaptor.getScale(), adaptor.getBias(), adaptor.getInvStd()});
   if (failed(channels) ||
       failed(checkCodes(loc, adaptor.getCodes(), {"bn_relu"}, shape)))
     return failure();
@@ -1138,7 +1137,7 @@ StringRef BatchNormGradDecodeOp::getRuntimeFunction() {
 
 void BatchNormGradDecodeOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   appendData(args, {getGrad(), getCodes(), getScale(), getBias(), getInvStd(),
-                  getInputGrad(), getScaleGrad(), getBiasGrad()});
+                    getInputGrad(), getScaleGrad(), getBiasGrad()});
   appendBatchNormDims(getGrad(), args);
   args.push_back(RuntimeArg::i64(getCodes().getType().getBits()));
 }
@@ -1147,8 +1146,8 @@ LogicalResult BatchNormDecodeOp::inferReturnTypes(
     MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
     SmallVectorImpl<Type> &results) {
   auto codes = cast<PackedType>(adaptor.getCodes().getType());
-  if (failed(checkCodes(loc, adaptor.getCodes(), {"bn_relu"},
-                        codes.getShape())) ||
+  if (failed(
+          checkCodes(loc, adaptor.getCodes(), {"bn_relu"}, codes.getShape())) ||
       failed(checkBatchNorm(loc, codes.getShape(),
                             {adaptor.getScale(), adaptor.getBias()})))
     return failure();
@@ -1187,8 +1186,9 @@ LogicalResult QuantizeOp::inferReturnTypes(MLIRContext *ctx,
                                            SmallVectorImpl<Type> &results) {
   StringRef scheme = adaptor.getScheme();
   if (getSchemeNumber(scheme) < 0)
-    return emitOptionalError(loc, "quantize scheme must be affine, nonneg or "
-                                  "mask, got '",
+    return emitOptionalError(loc,
+                             "quantize scheme must be affine, nonneg or "
+                             "mask, got '",
                              scheme, "'");
   ArrayRef<int64_t> shape = getShape(adaptor.getInput());
   FailureOr<PackedType> codes =
@@ -1252,9 +1252,10 @@ mlir::blpa::getArgmaxCodeBits(ArrayRef<int64_t> kernelShape) {
   return std::nullopt;
 }
 
-LogicalResult MaxPoolArgmaxOp::inferReturnTypes(
-    MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
-    SmallVectorImpl<Type> &results) {
+LogicalResult
+MaxPoolArgmaxOp::inferReturnTypes(MLIRContext *ctx, std::optional<Location> loc,
+                                  Adaptor adaptor,
+                                  SmallVectorImpl<Type> &results) {
   if (failed(inferPoolType(ctx, loc, adaptor, getShape(adaptor.getInput()),
                            Value(), results)))
     return failure();
@@ -1262,9 +1263,8 @@ LogicalResult MaxPoolArgmaxOp::inferReturnTypes(
   if (!bits)
     return emitOptionalError(loc, "argmax codes need a window of at most 256 "
                                   "positions");
-  results.push_back(
-      PackedType::get(ctx, cast<ShapedType>(results.front()).getShape(), *bits,
-                      "argmax"));
+  results.push_back(PackedType::get(
+      ctx, cast<ShapedType>(results.front()).getShape(), *bits, "argmax"));
   return success();
 }
 

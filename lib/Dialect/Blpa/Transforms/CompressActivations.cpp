@@ -164,8 +164,7 @@ QuantizeOp CompressActivationsPass::buildQuantize(Operation *producer, Value v,
 }
 
 /// Backward uses of `quantize`'s input read its decoded codes instead.
-static void decodeForBackward(QuantizeOp quantize,
-                              ArrayRef<OpOperand *> uses) {
+static void decodeForBackward(QuantizeOp quantize, ArrayRef<OpOperand *> uses) {
   decodeBeforeFirstUse(uses, [&](OpBuilder &b, Location loc) {
     return DequantizeOp::create(b, loc, quantize.getCodes(),
                                 quantize.getParams());
@@ -193,7 +192,8 @@ void CompressActivationsPass::compressRemaining(func::FuncOp step) {
       ++(*scheme == "mask" ? numMasks : numQuantized);
     }
     // Per-channel statistics beside codes are not worth a mark.
-    bool hasCodes = llvm::any_of(op->getResultTypes(), llvm::IsaPred<PackedType>);
+    bool hasCodes =
+        llvm::any_of(op->getResultTypes(), llvm::IsaPred<PackedType>);
     if (keptFloat && !hasCodes)
       op->setAttr(kSavedPolicyAttrName,
                   StringAttr::get(op->getContext(), "float32"));
