@@ -920,13 +920,12 @@ void testBnDecode(const std::string &base, const BnEncoded &bn,
   blpa_bn_decode(&ctx, bn.codes.data(), bn.scale.data(), bn.bias.data(),
                  z.data(), bn.n, bn.c, bn.spatial, bn.bits, 1);
   Doubles yRef(numel), zRef(numel);
-  bool mask = true;
-  size_t inRange = 0, tooFar = 0;
+  size_t inRange = 0, tooFar = 0, maskErrors = 0;
   for (size_t i = 0; i < numel; ++i) {
     const BnCodeRef &r = bn.ref[bn.channelOf(i)];
     yRef[i] = r.y(q[i]);
     zRef[i] = r.mask(q[i]) ? yRef[i] : 0.0;
-    mask &= (z[i] > 0) == (bn.y[i] > 0);
+    maskErrors += (z[i] > 0) != (bn.y[i] > 0);
     if (r.inRange(bn.u(i))) {
       ++inRange;
       double bound = r.constant ? 0 : r.a * r.w / 2 * (1 + 1e-4);
@@ -935,7 +934,15 @@ void testBnDecode(const std::string &base, const BnEncoded &bn,
   }
   expectClose(base + "/decode", y, yRef, 1e-6);
   expectClose(base + "/decode_relu", z, zRef, 1e-6);
-  report(base + "/decode_relu_mask", mask, "(z~ > 0) differs from (y > 0)");
+  // The method promises exact masks except where values are clipped; with
+  // the shift clamped to [1, 2^K - 1] even clipped values keep their side.
+  std::printf("  %s: ReLU mask recovered for %zu of %zu elements; %zu "
+              "(%.2f%%) clipped outside the code range\n",
+              base.c_str(), numel - maskErrors, numel, numel - inRange,
+              100.0 * double(numel - inRange) / double(numel));
+  report(base + "/decode_relu_mask", maskErrors == 0,
+         std::to_string(maskErrors) + " elements where (z~ > 0) differs "
+                                      "from (y > 0)");
   report(base + "/decode_error", inRange > 0 && tooFar == 0,
          std::to_string(tooFar) + " of " + std::to_string(inRange) +
              " in-range values decode further than a*w/2");
