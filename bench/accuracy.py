@@ -55,7 +55,13 @@ def main():
     parser.add_argument("--weight-decay", type=float, default=2e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=usable_cores())
+    parser.add_argument("--variants", default=",".join(n for n, _ in VARIANTS),
+                        help="comma-separated subset of: %(default)s")
     args = parser.parse_args()
+    chosen = args.variants.split(",")
+    unknown = set(chosen) - {name for name, _ in VARIANTS}
+    if unknown:
+        parser.error("unknown variants: %s" % ", ".join(sorted(unknown)))
     print("date: %s, machine: %s, %d threads; pre-activation ResNet-%d "
           "(1x28x28 input), batch %d, %d steps, SGD lr %g momentum 0.9 "
           "weight decay %g, seed %d (weights and data order), Fashion-MNIST "
@@ -70,6 +76,8 @@ def main():
                                      image_size=28, seed=args.seed)
         onnx_path = models.export(model, os.path.join(workdir, "m.onnx"))
         for name, flags in VARIANTS:
+            if name not in chosen:
+                continue
             loss, accuracy = train(onnx_path, flags, args, workdir)
             print("| %s | %.4f | %.4f |" % (name, accuracy, loss), flush=True)
 
