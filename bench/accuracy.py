@@ -39,7 +39,8 @@ def train(onnx_path, flags, args, workdir):
     records, _ = tool.train(exe, log, "--data", FASHION_MNIST, "--steps",
                             args.steps, "--lr", args.lr, "--momentum", 0.9,
                             "--weight-decay", args.weight_decay, "--seed",
-                            args.seed, "--threads", args.threads)
+                            args.seed, "--threads", args.threads,
+                            timeout=4 * 3600)
     losses = tool.losses(records)
     tail = losses[-len(losses) // 10:]
     accuracy = [r["test_accuracy"] for r in records if "test_accuracy" in r]

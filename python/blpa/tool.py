@@ -119,11 +119,11 @@ def read_log(log):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def train(exe, log, *args):
+def train(exe, log, *args, timeout=None):
     """Trains with the executable's flags `args` (e.g. "--data", DIR,
     "--steps", 100, "--lr", 0.05), logging to `log`; returns (log records,
-    stdout)."""
-    proc = run([exe, "--log", log] + list(args))
+    stdout). `timeout` as for run."""
+    proc = run([exe, "--log", log] + list(args), timeout=timeout)
     return read_log(log), proc.stdout
 
 
