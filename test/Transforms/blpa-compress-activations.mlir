@@ -18,13 +18,11 @@
 // CHECK: %[[SUM:.*]] = blpa.add
 // CHECK-NOT: blpa.quantize
 // CHECK: %{{.*}}, %{{.*}}, %[[IS3:.*]], %[[K3:.*]] = blpa.batch_norm_encode %[[SUM]]
-// The pooled features feeding the classifier are a ReLU's: nonneg codes.
-// CHECK: %[[F:.*]] = blpa.reshape
-// CHECK-NEXT: %[[FK:.*]], %[[FP:.*]] = blpa.quantize %[[F]] {bits = 4 : i64, blpa.phase = "forward", scheme = "nonneg"} : (tensor<2x16xf32>) -> (!blpa.packed<2x16xi4, nonneg>, tensor<2x16xf32>)
+// The input of the last layer stays exact, as in the reference library.
+// CHECK: %[[F:.*]] = blpa.reshape {{.*}}blpa.saved = "float32"
 // CHECK-NEXT: %[[L:.*]] = blpa.gemm %[[F]], {{.*}}blpa.saved = "float32"
 // CHECK: blpa.softmax_cross_entropy_grad %[[L]]
-// CHECK: %[[FD:.*]] = blpa.dequantize %[[FK]], %[[FP]] {blpa.phase = "backward"}
-// CHECK-NEXT: blpa.gemm %{{.*}}, %[[FD]] {blpa.phase = "backward", trans_a = true}
+// CHECK: blpa.gemm %{{.*}}, %[[F]] {blpa.phase = "backward", trans_a = true}
 // CHECK: %[[Z3:.*]] = blpa.batch_norm_decode %[[K3]], {{.*}} {blpa.phase = "backward", relu}
 // CHECK-NEXT: %[[DR3:.*]] = blpa.relu_grad %{{.*}}, %[[Z3]]
 // CHECK-NEXT: %[[DSUM:.*]], %{{.*}}, %{{.*}} = blpa.batch_norm_grad_decode %[[DR3]], %[[K3]], %{{.*}}, %{{.*}}, %[[IS3]] {blpa.phase = "backward"}

@@ -127,6 +127,16 @@ void CompressActivationsPass::encodeByOps(func::FuncOp step) {
       ++numSelfEncoded;
 }
 
+/// Whether `op` reads the loss's gradient of the logits: it differentiates
+/// the last layer, whose input the method keeps exact, as the reference
+/// does (it is small, and the classifier's weight gradient is made of it
+/// alone).
+static bool differentiatesLastLayer(Operation *op) {
+  return llvm::any_of(op->getOperands(), [](Value v) {
+    return v.getDefiningOp<SoftmaxCrossEntropyGradOp>() != nullptr;
+  });
+}
+
 /// The quantize scheme for saved `v` read by `uses`, or none to keep it in
 /// float32.
 std::optional<StringRef>
@@ -135,7 +145,8 @@ CompressActivationsPass::chooseScheme(Value v, ArrayRef<OpOperand *> uses) {
   if (llvm::any_of(uses, [](OpOperand *use) {
         ActivationNeed need = getActivationNeed(*use);
         return need == ActivationNeed::WindowArgmax ||
-               need == ActivationNeed::Exact;
+               need == ActivationNeed::Exact ||
+               differentiatesLastLayer(use->getOwner());
       }))
     return std::nullopt;
   auto type = cast<ShapedType>(v.getType());
