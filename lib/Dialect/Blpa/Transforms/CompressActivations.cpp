@@ -111,7 +111,7 @@ SmallVector<OpOperand *> CompressActivationsPass::getBackwardUses(Value v) {
   return uses;
 }
 
-/// Lets each forward op that knows how encode what its gradient reads
+/// Lets each forward op that knows how to encode what its gradient reads
 /// (SavedActivationOpInterface), in block order: a batch norm before the
 /// max pooling of its ReLU, which then takes the pooling gradient over.
 void CompressActivationsPass::encodeByOps(func::FuncOp step) {
