@@ -182,12 +182,19 @@ static void decodeForBackward(QuantizeOp quantize, ArrayRef<OpOperand *> uses) {
   });
 }
 
-void CompressActivationsPass::compressRemaining(func::FuncOp step) {
+/// The forward ops of `step` whose results may be saved activations, as a
+/// list taken before the rewrites insert encoders and decoders: not the
+/// parameters (persistent) nor the encoders already there.
+static SmallVector<Operation *> getForwardProducers(func::FuncOp step) {
   SmallVector<Operation *> producers;
   for (Operation &op : step.getBody().front())
     if (isInPhase(&op, Phase::Forward) && !isa<ParamOp, QuantizeOp>(op))
       producers.push_back(&op);
-  for (Operation *op : producers) {
+  return producers;
+}
+
+void CompressActivationsPass::compressRemaining(func::FuncOp step) {
+  for (Operation *op : getForwardProducers(step)) {
     bool keptFloat = false;
     for (Value v : op->getResults()) {
       SmallVector<OpOperand *> uses = getBackwardUses(v);
@@ -212,11 +219,7 @@ void CompressActivationsPass::compressRemaining(func::FuncOp step) {
 }
 
 void CompressActivationsPass::quantizeForward(func::FuncOp step) {
-  SmallVector<Operation *> producers;
-  for (Operation &op : step.getBody().front())
-    if (isInPhase(&op, Phase::Forward) && !isa<ParamOp>(op))
-      producers.push_back(&op);
-  for (Operation *op : producers) {
+  for (Operation *op : getForwardProducers(step)) {
     for (Value v : op->getResults()) {
       SmallVector<OpOperand *> uses = getBackwardUses(v);
       std::optional<StringRef> scheme;
