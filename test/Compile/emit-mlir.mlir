@@ -20,8 +20,9 @@
 // CHECK-LABEL: llvm.func @blpa_forward(
 // CHECK: llvm.call @blpa_batch_norm_infer(
 // CHECK-LABEL: llvm.func @blpa_train_step(
-// CHECK: llvm.call @blpa_batch_norm_train(
+// CHECK: llvm.call @blpa_batch_norm_relu_train(
 // CHECK: llvm.call @blpa_softmax_cross_entropy_grad(
+// CHECK: llvm.call @blpa_batch_norm_relu_grad(
 // CHECK: llvm.call @blpa_update_running_stats(
 
 // REPORT: "lower_bound_bytes":

@@ -301,6 +301,59 @@ void testBatchNorm(const char *name, int64_t n, int64_t c, int64_t spatial) {
   expectClose(base + "/grad_bias", dbias, dbiasRef);
 }
 
+/// The fused BN-ReLU kernels against the unfused ones: the forward and the
+/// recompute bit for bit (the backward pass relies on it for the ReLU mask),
+/// the backward bit for bit against blpa_batch_norm_grad of the masked
+/// gradient.
+void testBatchNormRelu(const char *name, int64_t n, int64_t c,
+                       int64_t spatial) {
+  std::string base = std::string("batch_norm_relu/") + name;
+  const double eps = 1e-3;
+  size_t numel = n * c * spatial;
+  Floats x = randomFloats(numel, -3.0f, 3.0f), scale = randomFloats(c, -2, 2),
+         bias = randomFloats(c), dy = randomFloats(numel);
+  Floats y(numel), mean(c), invStd(c);
+  blpa_batch_norm_train(&ctx, x.data(), scale.data(), bias.data(), y.data(),
+                        mean.data(), invStd.data(), n, c, spatial, eps);
+  Floats yRelu(numel), meanRelu(c), invStdRelu(c);
+  blpa_batch_norm_relu_train(&ctx, x.data(), scale.data(), bias.data(),
+                             yRelu.data(), meanRelu.data(), invStdRelu.data(),
+                             n, c, spatial, eps);
+  Floats relued = y;
+  for (float &v : relued)
+    v = std::max(v, 0.0f);
+  report(base + "/train",
+         sameBits(yRelu, relued) && sameBits(mean, meanRelu) &&
+             sameBits(invStd, invStdRelu),
+         "differs from blpa_batch_norm_train followed by a ReLU");
+
+  Floats again(numel);
+  for (int64_t relu : {0, 1}) {
+    blpa_batch_norm_apply(&ctx, x.data(), scale.data(), bias.data(),
+                          mean.data(), invStd.data(), again.data(), n, c,
+                          spatial, relu);
+    report(base + (relu ? "/apply_relu" : "/apply"),
+           sameBits(again, relu ? yRelu : y),
+           "the recomputed output differs from the forward's");
+  }
+
+  Floats masked(numel);
+  for (size_t i = 0; i < numel; ++i)
+    masked[i] = yRelu[i] > 0 ? dy[i] : 0.0f;
+  Floats dx(numel), dscale(c), dbias(c), dxRef(numel), dscaleRef(c),
+      dbiasRef(c);
+  blpa_batch_norm_relu_grad(&ctx, dy.data(), x.data(), scale.data(),
+                            bias.data(), mean.data(), invStd.data(), dx.data(),
+                            dscale.data(), dbias.data(), n, c, spatial);
+  blpa_batch_norm_grad(&ctx, masked.data(), x.data(), scale.data(), mean.data(),
+                       invStd.data(), dxRef.data(), dscaleRef.data(),
+                       dbiasRef.data(), n, c, spatial);
+  report(base + "/grad",
+         sameBits(dx, dxRef) && sameBits(dscale, dscaleRef) &&
+             sameBits(dbias, dbiasRef),
+         "differs from blpa_batch_norm_grad of the masked gradient");
+}
+
 void testRunningStats() {
   const int64_t c = 9, count = 37;
   const double momentum = 0.9, eps = 1e-3;
@@ -1497,6 +1550,8 @@ int main(int argc, char **argv) {
 
   testBatchNorm("4d", 5, 7, 13 * 11);
   testBatchNorm("2d", 33, 6, 1);
+  testBatchNormRelu("4d", 5, 7, 13 * 11);
+  testBatchNormRelu("2d", 33, 6, 1);
   testRunningStats();
 
   testRelu();

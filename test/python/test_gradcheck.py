@@ -2,6 +2,7 @@
 acceptance test), for models from PyTorch's exporter and from onnx.helper."""
 
 import copy
+import json
 
 import numpy as np
 import onnx
@@ -200,3 +201,30 @@ def test_preact_resnet_matches_pytorch_float64(tmp_path):
     loss, grads = tool.check_step(exe, x, y, str(tmp_path / "dump"))
     ref_loss, ref_grads = torch_reference(copy.deepcopy(model), x, y)
     assert_gradients_match(loss, grads, ref_loss, ref_grads)
+
+
+def test_recomputed_relu_outputs_are_bitwise_the_kept_ones(tmp_path):
+    """--blpa-fuse-batch-norm-relu recomputes each BN-ReLU output in the
+    backward pass instead of keeping it; the step must not change by a bit
+    (loss and every gradient, on fresh data), and it must keep less."""
+    model = models.preact_resnet(depth=11, widths=((4, 8), (8, 16), (8, 16)),
+                                 image_size=8, seed=5)
+    onnx_path = str(tmp_path / "preact.onnx")
+    models.export(model, onnx_path)
+    x, y = random_batch(fresh_rng(), (4, 3, 8, 8))
+    results, saved = {}, {}
+    for recompute in ("true", "false"):
+        report = str(tmp_path / ("memory-%s.json" % recompute))
+        exe = tool.compile(onnx_path, str(tmp_path / ("exe-" + recompute)),
+                           batch_size=4, memory_report=report,
+                           extra=["--recompute-relu=" + recompute])
+        results[recompute] = tool.check_step(
+            exe, x, y, str(tmp_path / ("dump-" + recompute)))
+        with open(report) as f:
+            saved[recompute] = json.load(f)["saved_activation_bytes"]
+    (loss, grads), (kept_loss, kept_grads) = results["true"], results["false"]
+    assert loss.tobytes() == kept_loss.tobytes()
+    assert grads.keys() == kept_grads.keys()
+    for name in grads:
+        assert grads[name].tobytes() == kept_grads[name].tobytes(), name
+    assert saved["true"] < saved["false"]

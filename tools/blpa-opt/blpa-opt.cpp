@@ -81,6 +81,12 @@ static cl::opt<std::string> memoryReport(
     cl::desc("Write the memory plan's report (peak_bytes, lower_bound_bytes, "
              "saved_activation_bytes, ...) as JSON to FILE"),
     cl::value_desc("FILE.json"), cl::init(""), cl::cat(compileCategory));
+static cl::opt<bool> recomputeRelu(
+    "recompute-relu",
+    cl::desc("Recompute the output of each batch norm's ReLU in the "
+             "backward pass from the batch norm's input instead of keeping "
+             "it (exact; default on; --recompute-relu=false keeps it)"),
+    cl::init(true), cl::cat(compileCategory));
 enum class EmitKind { Mlir, Object, Executable };
 static cl::opt<EmitKind> emitKind(
     "emit", cl::desc("Where the compiler stops (with --train/--infer)"),
@@ -206,6 +212,11 @@ static void buildPipeline(PassManager &pm, ModuleOp module) {
     options.naive = actQuantNaive;
     options.policy.assign(actPolicy.begin(), actPolicy.end());
     pm.addPass(createBlpaCompressActivations(options));
+  }
+  if (trainMode) {
+    BlpaFuseBatchNormReluOptions fuseOptions;
+    fuseOptions.recompute = recomputeRelu;
+    pm.addPass(createBlpaFuseBatchNormRelu(fuseOptions));
   }
   BlpaPlanMemoryOptions planOptions;
   planOptions.reportFile = memoryReport;

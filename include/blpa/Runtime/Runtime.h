@@ -170,6 +170,31 @@ void blpa_batch_norm_grad(blpa_context *ctx, const float *dy, const float *x,
                           const float *invStd, float *dx, float *dscale,
                           float *dbias, int64_t n, int64_t c, int64_t spatial);
 
+/// blpa_batch_norm_train followed by a ReLU, in one pass: y = max(scale *
+/// xhat + bias, 0); mean and invStd as blpa_batch_norm_train's.
+void blpa_batch_norm_relu_train(blpa_context *ctx, const float *x,
+                                const float *scale, const float *bias, float *y,
+                                float *mean, float *invStd, int64_t n,
+                                int64_t c, int64_t spatial, double epsilon);
+
+/// Backward of blpa_batch_norm_relu_train from its input x: dy (the gradient
+/// of the ReLU output) is masked where the recomputed pre-ReLU output is not
+/// positive, then as blpa_batch_norm_grad.
+void blpa_batch_norm_relu_grad(blpa_context *ctx, const float *dy,
+                               const float *x, const float *scale,
+                               const float *bias, const float *mean,
+                               const float *invStd, float *dx, float *dscale,
+                               float *dbias, int64_t n, int64_t c,
+                               int64_t spatial);
+
+/// Recomputes a training-mode batch norm's output from its input and its
+/// batch statistics, bit for bit what blpa_batch_norm_train (relu == 0) or
+/// blpa_batch_norm_relu_train (relu != 0) wrote.
+void blpa_batch_norm_apply(blpa_context *ctx, const float *x,
+                           const float *scale, const float *bias,
+                           const float *mean, const float *invStd, float *y,
+                           int64_t n, int64_t c, int64_t spatial, int64_t relu);
+
 /// dx = dy where y > 0, else 0.
 void blpa_relu_grad(blpa_context *ctx, const float *dy, const float *y,
                     float *dx, int64_t numel);

@@ -44,22 +44,51 @@ void channelSums(int64_t n, int64_t c, int64_t spatial,
     }
 }
 
+// One copy of the machine code for every caller: the fused BN-ReLU kernels
+// recompute y in the backward pass (its ReLU mask, or the ReLU output for
+// another reader) and must reproduce the forward's bits, whatever FMA
+// contraction or cloning would make of an inlined copy.
+#if defined(__clang__)
+#define BLPA_ONE_COPY __attribute__((noinline))
+#else
+#define BLPA_ONE_COPY __attribute__((noipa))
+#endif
+
 /// out = (in - mu) * a + b over one run of a channel: the one expression of
 /// every batch-norm forward, so that the fused encode writes the same bits.
-void normalizeRun(const float *in, float *out, int64_t len, float mu, float a,
-                  float b) {
+BLPA_ONE_COPY void normalizeRun(const float *in, float *out, int64_t len,
+                                float mu, float a, float b) {
   for (int64_t j = 0; j < len; ++j)
     out[j] = (in[j] - mu) * a + b;
 }
 
-/// y = (x - center[ch]) * factor[ch] + offset[ch] over every (n, c) slice.
+/// max(v, 0) in place; keeps NaN, as blpa_relu does.
+void reluRun(float *v, int64_t len) {
+  for (int64_t j = 0; j < len; ++j)
+    v[j] = std::max(v[j], 0.0f);
+}
+
+/// The forward's per-channel factor scale * invStd, from the float invStd
+/// the forward stored: the same product trainStatistics computes.
+std::vector<float> normalizingFactors(const float *scale, const float *invStd,
+                                      int64_t c) {
+  std::vector<float> factor(c);
+  for (int64_t ch = 0; ch < c; ++ch)
+    factor[ch] = scale[ch] * invStd[ch];
+  return factor;
+}
+
+/// y = (x - center[ch]) * factor[ch] + offset[ch] over every (n, c) slice,
+/// and max(y, 0) with `relu`, while the slice is in cache.
 void normalize(const float *x, float *y, int64_t n, int64_t c, int64_t spatial,
                const float *center, const std::vector<float> &factor,
-               const float *offset) {
+               const float *offset, bool relu = false) {
   parallelFor(n * c, [&](int64_t i) {
     int64_t ch = i % c;
     normalizeRun(x + i * spatial, y + i * spatial, spatial, center[ch],
                  factor[ch], offset[ch]);
+    if (relu)
+      reluRun(y + i * spatial, spatial);
   });
 }
 
@@ -109,8 +138,10 @@ struct XhatMap {
 /// since the decoded xhat~ is affine in the code.
 ///   dbias = sum(dy), dscale = sum(dy * xhat)
 ///   dx = scale*invStd * (dy - dbias/M - xhat * dscale/M),  M = n*spatial
-template <typename Slices>
-void batchNormBackward(const Slices &slices, const float *dy,
+/// grads.slice(ch, offset) returns the incoming gradient of the slice at
+/// `offset` (PlainGrad, or ReluMaskedGrad for a fused ReLU).
+template <typename Slices, typename Grads>
+void batchNormBackward(const Slices &slices, const Grads &grads,
                        const float *scale, const float *invStd, float *dx,
                        float *dscale, float *dbias, int64_t n, int64_t c,
                        int64_t spatial) {
@@ -118,7 +149,7 @@ void batchNormBackward(const Slices &slices, const float *dy,
   std::vector<double> sumDy, sumDyV; // sum(dy), sum(dy * value)
   channelSums(n, c, spatial, sumDy, sumDyV,
               [&](int64_t ch, int64_t offset, double &s0, double &s1) {
-                const float *g = dy + offset;
+                const float *g = grads.slice(ch, offset);
                 auto v = slices.slice(ch, offset);
                 laneSum2(spatial, s0, s1,
                          [&](int64_t j, double &t0, double &t1) {
@@ -142,12 +173,38 @@ void batchNormBackward(const Slices &slices, const float *dy,
     int64_t ch = i % c;
     float a = k1[ch], b = k2[ch], d = k3[ch];
     auto v = slices.slice(ch, i * spatial);
-    const float *g = dy + i * spatial;
+    const float *g = grads.slice(ch, i * spatial);
     float *out = dx + i * spatial;
     for (int64_t j = 0; j < spatial; ++j)
       out[j] = a * (g[j] - b - v(j) * d);
   });
 }
+
+/// The incoming gradient as it is.
+struct PlainGrad {
+  const float *dy;
+  const float *slice(int64_t, int64_t offset) const { return dy + offset; }
+};
+
+/// The gradient of a batch norm whose output went through a ReLU: dy where
+/// the recomputed y = (x - mean) * factor + bias is positive, else 0. y comes
+/// from the forward's own normalizeRun, so the mask is the forward's.
+struct ReluMaskedGrad {
+  const float *dy, *x, *mean, *bias;
+  const std::vector<float> &factor;
+  int64_t spatial;
+
+  const float *slice(int64_t ch, int64_t offset) const {
+    // One buffer per thread, reused by all the slices the thread visits.
+    static thread_local std::vector<float> g;
+    g.resize(spatial);
+    normalizeRun(x + offset, g.data(), spatial, mean[ch], factor[ch], bias[ch]);
+    const float *in = dy + offset;
+    for (int64_t j = 0; j < spatial; ++j)
+      g[j] = g[j] > 0.0f ? in[j] : 0.0f;
+    return g.data();
+  }
+};
 
 /// The exact input: x - mean, and xhat = (x - mean) * invStd.
 struct ExactSlices {
@@ -307,8 +364,37 @@ void blpa_batch_norm_grad(blpa_context *, const float *dy, const float *x,
                           const float *scale, const float *mean,
                           const float *invStd, float *dx, float *dscale,
                           float *dbias, int64_t n, int64_t c, int64_t spatial) {
-  batchNormBackward(ExactSlices{x, mean, invStd}, dy, scale, invStd, dx, dscale,
-                    dbias, n, c, spatial);
+  batchNormBackward(ExactSlices{x, mean, invStd}, PlainGrad{dy}, scale, invStd,
+                    dx, dscale, dbias, n, c, spatial);
+}
+
+void blpa_batch_norm_relu_train(blpa_context *, const float *x,
+                                const float *scale, const float *bias, float *y,
+                                float *mean, float *invStd, int64_t n,
+                                int64_t c, int64_t spatial, double epsilon) {
+  std::vector<float> factor =
+      trainStatistics("blpa_batch_norm_relu_train", x, scale, mean, invStd, n,
+                      c, spatial, epsilon);
+  normalize(x, y, n, c, spatial, mean, factor, bias, /*relu=*/true);
+}
+
+void blpa_batch_norm_relu_grad(blpa_context *, const float *dy, const float *x,
+                               const float *scale, const float *bias,
+                               const float *mean, const float *invStd,
+                               float *dx, float *dscale, float *dbias,
+                               int64_t n, int64_t c, int64_t spatial) {
+  std::vector<float> factor = normalizingFactors(scale, invStd, c);
+  batchNormBackward(ExactSlices{x, mean, invStd},
+                    ReluMaskedGrad{dy, x, mean, bias, factor, spatial}, scale,
+                    invStd, dx, dscale, dbias, n, c, spatial);
+}
+
+void blpa_batch_norm_apply(blpa_context *, const float *x, const float *scale,
+                           const float *bias, const float *mean,
+                           const float *invStd, float *y, int64_t n, int64_t c,
+                           int64_t spatial, int64_t relu) {
+  normalize(x, y, n, c, spatial, mean, normalizingFactors(scale, invStd, c),
+            bias, relu != 0);
 }
 
 void blpa_batch_norm_train_encode(blpa_context *, const float *x,
@@ -346,13 +432,14 @@ void blpa_batch_norm_grad_decode(blpa_context *, const float *dy,
                                  float *dx, float *dscale, float *dbias,
                                  int64_t n, int64_t c, int64_t spatial,
                                  int64_t bits) {
-  withCodeBits(
-      "blpa_batch_norm_grad_decode", bits, valueCodeBits, [&](auto width) {
-        constexpr int Bits = decltype(width)::value;
-        std::vector<BnCode> bn = bnCodes(scale, bias, c, Bits);
-        batchNormBackward(DecodedSlices<Bits>{codes, bn, spatial}, dy, scale,
-                          invStd, dx, dscale, dbias, n, c, spatial);
-      });
+  withCodeBits("blpa_batch_norm_grad_decode", bits, valueCodeBits,
+               [&](auto width) {
+                 constexpr int Bits = decltype(width)::value;
+                 std::vector<BnCode> bn = bnCodes(scale, bias, c, Bits);
+                 batchNormBackward(DecodedSlices<Bits>{codes, bn, spatial},
+                                   PlainGrad{dy}, scale, invStd, dx, dscale,
+                                   dbias, n, c, spatial);
+               });
 }
 
 void blpa_bn_decode(blpa_context *, const uint8_t *codes, const float *scale,

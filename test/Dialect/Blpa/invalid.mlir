@@ -183,3 +183,21 @@ func.func @argmax_window(%x: tensor<1x1x20x20xf32>) {
   %p:2 = blpa.max_pool_argmax %x {kernel_shape = array<i64: 17, 17>, strides = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>} : (tensor<1x1x20x20xf32>) -> (tensor<1x1x4x4xf32>, !blpa.packed<1x1x4x4xi8, argmax>)
   return
 }
+
+// -----
+
+func.func @fused_grad_types(%dy: tensor<2x3x4x5xf32>, %x: tensor<2x3x4x4xf32>, %s: tensor<3xf32>) {
+  // expected-error @+2 {{batch_norm_relu_grad: grad and input types differ}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %g:3 = blpa.batch_norm_relu_grad %dy, %x, %s, %s, %s, %s : (tensor<2x3x4x5xf32>, tensor<2x3x4x4xf32>, tensor<3xf32>, tensor<3xf32>, tensor<3xf32>, tensor<3xf32>) -> (tensor<2x3x4x4xf32>, tensor<3xf32>, tensor<3xf32>)
+  return
+}
+
+// -----
+
+func.func @apply_channels(%x: tensor<2x3x4x4xf32>, %s: tensor<3xf32>, %m: tensor<4xf32>) {
+  // expected-error @+2 {{batch norm operand}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %y = blpa.batch_norm_apply %x, %s, %s, %m, %s {relu} : (tensor<2x3x4x4xf32>, tensor<3xf32>, tensor<3xf32>, tensor<4xf32>, tensor<3xf32>) -> tensor<2x3x4x4xf32>
+  return
+}

@@ -78,3 +78,15 @@ func.func @codes(%x: tensor<2x3x5x5xf32>, %s: tensor<3xf32>, %t: tensor<3xf32>, 
   %pg = blpa.max_pool_grad_argmax %p#0, %p#1 {kernel_shape = array<i64: 3, 3>, strides = array<i64: 2, 2>, pads = array<i64: 1, 1, 1, 1>, input_shape = array<i64: 2, 3, 5, 5>} : (tensor<2x3x3x3xf32>, !blpa.packed<2x3x3x3xi4, argmax>) -> tensor<2x3x5x5xf32>
   return %pg : tensor<2x3x5x5xf32>
 }
+
+// Batch norm fused with its ReLU (--blpa-fuse-batch-norm-relu).
+// CHECK-LABEL: func.func @fused_batch_norm_relu
+func.func @fused_batch_norm_relu(%x: tensor<2x3x5x5xf32>, %s: tensor<3xf32>, %t: tensor<3xf32>, %dy: tensor<2x3x5x5xf32>) -> tensor<2x3x5x5xf32> {
+  // CHECK: blpa.batch_norm_relu {{.*}} -> (tensor<2x3x5x5xf32>, tensor<3xf32>, tensor<3xf32>)
+  %n:3 = blpa.batch_norm_relu %x, %s, %t, %s, %t {epsilon = 1.0e-05 : f64, momentum = 0.9 : f64} : (tensor<2x3x5x5xf32>, tensor<3xf32>, tensor<3xf32>, tensor<3xf32>, tensor<3xf32>) -> (tensor<2x3x5x5xf32>, tensor<3xf32>, tensor<3xf32>)
+  // CHECK: blpa.batch_norm_apply {{.*}} {relu} : {{.*}} -> tensor<2x3x5x5xf32>
+  %r = blpa.batch_norm_apply %x, %s, %t, %n#1, %n#2 {relu} : (tensor<2x3x5x5xf32>, tensor<3xf32>, tensor<3xf32>, tensor<3xf32>, tensor<3xf32>) -> tensor<2x3x5x5xf32>
+  // CHECK: blpa.batch_norm_relu_grad {{.*}} -> (tensor<2x3x5x5xf32>, tensor<3xf32>, tensor<3xf32>)
+  %g:3 = blpa.batch_norm_relu_grad %dy, %x, %s, %t, %n#1, %n#2 : (tensor<2x3x5x5xf32>, tensor<2x3x5x5xf32>, tensor<3xf32>, tensor<3xf32>, tensor<3xf32>, tensor<3xf32>) -> (tensor<2x3x5x5xf32>, tensor<3xf32>, tensor<3xf32>)
+  return %g#0 : tensor<2x3x5x5xf32>
+}

@@ -364,10 +364,12 @@ static void appendBatchNormDims(Value input,
   appendBatchNormDims(getShape(input), args);
 }
 
-LogicalResult BatchNormOp::inferReturnTypes(MLIRContext *ctx,
-                                            std::optional<Location> loc,
-                                            Adaptor adaptor,
-                                            SmallVectorImpl<Type> &results) {
+/// The output, mean and inv_std types of a training-mode batch norm
+/// (blpa.batch_norm, blpa.batch_norm_relu).
+template <typename Adaptor>
+static LogicalResult
+inferTrainingBatchNorm(MLIRContext *ctx, std::optional<Location> loc,
+                       Adaptor adaptor, SmallVectorImpl<Type> &results) {
   FailureOr<int64_t> channels =
       checkBatchNorm(loc, adaptor.getInput(),
                      {adaptor.getScale(), adaptor.getBias(),
@@ -380,14 +382,27 @@ LogicalResult BatchNormOp::inferReturnTypes(MLIRContext *ctx,
   return success();
 }
 
+/// The arguments of blpa_batch_norm_train and blpa_batch_norm_relu_train.
+template <typename TrainingBatchNormOp>
+static void appendTrainingBatchNormArgs(TrainingBatchNormOp op,
+                                        SmallVectorImpl<RuntimeArg> &args) {
+  appendData(args, {op.getInput(), op.getScale(), op.getBias(), op.getOutput(),
+                    op.getMean(), op.getInvStd()});
+  appendBatchNormDims(op.getInput(), args);
+  args.push_back(RuntimeArg::f64(op.getEpsilon().convertToDouble()));
+}
+
+LogicalResult BatchNormOp::inferReturnTypes(MLIRContext *ctx,
+                                            std::optional<Location> loc,
+                                            Adaptor adaptor,
+                                            SmallVectorImpl<Type> &results) {
+  return inferTrainingBatchNorm(ctx, loc, adaptor, results);
+}
+
 StringRef BatchNormOp::getRuntimeFunction() { return "blpa_batch_norm_train"; }
 
 void BatchNormOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
-  for (Value v :
-       {getInput(), getScale(), getBias(), getOutput(), getMean(), getInvStd()})
-    args.push_back(RuntimeArg::data(v));
-  appendBatchNormDims(getInput(), args);
-  args.push_back(RuntimeArg::f64(getEpsilon().convertToDouble()));
+  appendTrainingBatchNormArgs(*this, args);
 }
 
 LogicalResult BatchNormInferenceOp::inferReturnTypes(
@@ -1300,3 +1315,82 @@ void MaxPoolGradArgmaxOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
 
 #define GET_OP_CLASSES
 #include "blpa/Dialect/Blpa/IR/BlpaOps.cpp.inc"
+
+//===----------------------------------------------------------------------===//
+// Fused batch norm and ReLU
+//===----------------------------------------------------------------------===//
+
+LogicalResult
+BatchNormReluOp::inferReturnTypes(MLIRContext *ctx, std::optional<Location> loc,
+                                  Adaptor adaptor,
+                                  SmallVectorImpl<Type> &results) {
+  return inferTrainingBatchNorm(ctx, loc, adaptor, results);
+}
+
+StringRef BatchNormReluOp::getRuntimeFunction() {
+  return "blpa_batch_norm_relu_train";
+}
+
+void BatchNormReluOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  appendTrainingBatchNormArgs(*this, args);
+}
+
+LogicalResult BatchNormReluGradOp::inferReturnTypes(
+    MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
+    SmallVectorImpl<Type> &results) {
+  FailureOr<int64_t> channels =
+      checkBatchNorm(loc, adaptor.getInput(),
+                     {adaptor.getScale(), adaptor.getBias(), adaptor.getMean(),
+                      adaptor.getInvStd()});
+  if (failed(channels))
+    return failure();
+  if (adaptor.getGrad().getType() != adaptor.getInput().getType())
+    return emitOptionalError(loc, "batch_norm_relu_grad: grad and input "
+                                  "types differ");
+  results.push_back(adaptor.getInput().getType());
+  results.push_back(f32Tensor(ctx, {*channels}));
+  results.push_back(f32Tensor(ctx, {*channels}));
+  return success();
+}
+
+StringRef BatchNormReluGradOp::getRuntimeFunction() {
+  return "blpa_batch_norm_relu_grad";
+}
+
+void BatchNormReluGradOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  appendData(args,
+             {getGrad(), getInput(), getScale(), getBias(), getMean(),
+              getInvStd(), getInputGrad(), getScaleGrad(), getBiasGrad()});
+  appendBatchNormDims(getInput(), args);
+}
+
+// Like the exact batch-norm gradient's: the statistics must stay exact.
+ActivationNeed BatchNormReluGradOp::getActivationNeed(unsigned operandIndex) {
+  return operandIndex == getInputMutable().getOperandNumber() ||
+                 operandIndex == getGradMutable().getOperandNumber()
+             ? ActivationNeed::Values
+             : ActivationNeed::Exact;
+}
+
+LogicalResult
+BatchNormApplyOp::inferReturnTypes(MLIRContext *ctx,
+                                   std::optional<Location> loc, Adaptor adaptor,
+                                   SmallVectorImpl<Type> &results) {
+  if (failed(checkBatchNorm(loc, adaptor.getInput(),
+                            {adaptor.getScale(), adaptor.getBias(),
+                             adaptor.getMean(), adaptor.getInvStd()})))
+    return failure();
+  results.push_back(adaptor.getInput().getType());
+  return success();
+}
+
+StringRef BatchNormApplyOp::getRuntimeFunction() {
+  return "blpa_batch_norm_apply";
+}
+
+void BatchNormApplyOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  appendData(args, {getInput(), getScale(), getBias(), getMean(), getInvStd(),
+                    getOutput()});
+  appendBatchNormDims(getInput(), args);
+  args.push_back(RuntimeArg::i64(getRelu()));
+}

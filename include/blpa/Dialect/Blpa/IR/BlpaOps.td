@@ -376,4 +376,50 @@ def Blpa_MaxPoolGradArgmaxOp : Blpa_ComputeOp<"max_pool_grad_argmax"> {
   let results = (outs Blpa_F32Tensor:$input_grad);
 }
 
+//===----------------------------------------------------------------------===//
+// Fusion (built by --blpa-fuse-batch-norm-relu)
+//
+// A ReLU applied to a training-mode batch norm's output runs inside the
+// batch norm's kernels; its output is recomputed in the backward pass from
+// the batch norm's input, which the batch-norm gradient keeps anyway.
+//===----------------------------------------------------------------------===//
+
+def Blpa_BatchNormReluOp : Blpa_ComputeOp<"batch_norm_relu"> {
+  let summary = "Training-mode batch norm followed by a ReLU, in one pass";
+  let description = [{
+    `blpa.relu` of `blpa.batch_norm`'s output; the mean and inv_std results
+    are the batch norm's. The pre-ReLU output is never stored.
+  }];
+  let arguments = (ins Blpa_F32Tensor:$input, Blpa_F32Tensor:$scale, Blpa_F32Tensor:$bias,
+      Blpa_F32Tensor:$running_mean, Blpa_F32Tensor:$running_var, F64Attr:$epsilon,
+      F64Attr:$momentum);
+  let results = (outs Blpa_F32Tensor:$output, Blpa_F32Tensor:$mean, Blpa_F32Tensor:$inv_std);
+}
+
+def Blpa_BatchNormReluGradOp : Blpa_ComputeOp<"batch_norm_relu_grad",
+    [ActivationNeedRule]> {
+  let summary = "Gradients of blpa.batch_norm_relu from its input";
+  let description = [{
+    `blpa.batch_norm_grad` of `blpa.relu_grad`: `grad` (the gradient of the
+    ReLU output) is masked where the batch norm's output, recomputed from
+    `input`, `scale`, `bias`, `mean` and `inv_std`, is not positive.
+  }];
+  let arguments = (ins Blpa_F32Tensor:$grad, Blpa_F32Tensor:$input, Blpa_F32Tensor:$scale,
+      Blpa_F32Tensor:$bias, Blpa_F32Tensor:$mean, Blpa_F32Tensor:$inv_std);
+  let results = (outs Blpa_F32Tensor:$input_grad, Blpa_F32Tensor:$scale_grad,
+      Blpa_F32Tensor:$bias_grad);
+}
+
+def Blpa_BatchNormApplyOp : Blpa_ComputeOp<"batch_norm_apply"> {
+  let summary = "Recomputes a batch norm's output (or its ReLU) from its input";
+  let description = [{
+    `scale * (input - mean) * inv_std + bias` with the batch statistics the
+    forward pass computed, and `max(., 0)` with `relu`: bit for bit the
+    output of `blpa.batch_norm` (or `blpa.batch_norm_relu`) on that input.
+  }];
+  let arguments = (ins Blpa_F32Tensor:$input, Blpa_F32Tensor:$scale, Blpa_F32Tensor:$bias,
+      Blpa_F32Tensor:$mean, Blpa_F32Tensor:$inv_std, UnitAttr:$relu);
+  let results = (outs Blpa_F32Tensor:$output);
+}
+
 #endif // BLPA_DIALECT_BLPA_IR_BLPAOPS_TD

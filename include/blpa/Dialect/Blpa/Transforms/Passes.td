@@ -90,6 +90,42 @@ def BlpaCompressActivations : Pass<"blpa-compress-activations", "ModuleOp"> {
   ];
 }
 
+def BlpaFuseBatchNormRelu : Pass<"blpa-fuse-batch-norm-relu", "ModuleOp"> {
+  let summary = "Runs each ReLU of a batch norm inside the batch norm's kernels";
+  let description = [{
+    In `@train_step`, a forward `blpa.relu` whose input is the output of a
+    `blpa.batch_norm` (and nothing else reads that output) becomes one
+    `blpa.batch_norm_relu`: one pass over memory, and the pre-ReLU output
+    is never stored. Its gradient `blpa.batch_norm_grad` of a
+    `blpa.relu_grad` becomes `blpa.batch_norm_relu_grad`, which masks the
+    incoming gradient itself.
+
+    With `recompute` (the default), the ReLU output is not kept for the
+    backward pass either: every backward reader (a convolution's weight
+    gradient, a pooling gradient) reads a `blpa.batch_norm_apply {relu}`
+    placed right before the first of them, which recomputes it bit for bit
+    from the batch norm's input, kept for the batch-norm gradient anyway.
+    That halves what a pre-activation ResNet keeps at the cost of one
+    element-wise pass per fused batch norm.
+
+    Runs after --blpa-compress-activations: the batch norms that pass
+    encoded are not `blpa.batch_norm` any more.
+  }];
+  let dependentDialects = ["::mlir::blpa::BlpaDialect"];
+  let options = [
+    Option<"recompute", "recompute", "bool", "true",
+           "Recompute the ReLU output in the backward pass instead of "
+           "keeping it">,
+  ];
+  let statistics = [
+    Statistic<"numFused", "fused", "Batch norms fused with their ReLU">,
+    Statistic<"numGradsFused", "grads-fused",
+              "Batch-norm gradients fused with the ReLU gradient">,
+    Statistic<"numRecomputed", "recomputed",
+              "ReLU outputs recomputed in the backward pass">,
+  ];
+}
+
 def BlpaPlanMemory : Pass<"blpa-plan-memory", "ModuleOp"> {
   let summary = "Places every transient tensor of each function in one arena";
   let description = [{

@@ -1,0 +1,122 @@
+//===- FuseBatchNormRelu.cpp - A batch norm's ReLU inside its kernels -----===//
+//
+// --blpa-fuse-batch-norm-relu: relu(batch_norm(x)) becomes batch_norm_relu,
+// batch_norm_grad(relu_grad(dy, r), x) becomes batch_norm_relu_grad, and the
+// backward readers of r read batch_norm_apply {relu}(x) instead of a kept r.
+//
+//===----------------------------------------------------------------------===//
+
+#include "blpa/Dialect/Blpa/IR/BlpaOps.h"
+#include "blpa/Dialect/Blpa/Transforms/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+
+namespace mlir {
+namespace blpa {
+#define GEN_PASS_DEF_BLPAFUSEBATCHNORMRELU
+#include "blpa/Dialect/Blpa/Transforms/Passes.h.inc"
+} // namespace blpa
+} // namespace mlir
+
+using namespace mlir;
+using namespace mlir::blpa;
+
+namespace {
+
+/// The forward ReLU that is the only reader of `bn`'s output, if any.
+ReluOp getOnlyRelu(BatchNormOp bn) {
+  if (!bn.getOutput().hasOneUse())
+    return nullptr;
+  auto relu = dyn_cast<ReluOp>(*bn.getOutput().getUsers().begin());
+  return relu && isInPhase(relu, Phase::Forward) ? relu : nullptr;
+}
+
+/// The backward uses of `v`.
+SmallVector<OpOperand *> getBackwardUses(Value v) {
+  SmallVector<OpOperand *> uses;
+  for (OpOperand &use : v.getUses())
+    if (isInPhase(use.getOwner(), Phase::Backward))
+      uses.push_back(&use);
+  return uses;
+}
+
+struct FuseBatchNormReluPass
+    : public blpa::impl::BlpaFuseBatchNormReluBase<FuseBatchNormReluPass> {
+  using blpa::impl::BlpaFuseBatchNormReluBase<
+      FuseBatchNormReluPass>::BlpaFuseBatchNormReluBase;
+
+  void runOnOperation() override {
+    auto step = getOperation().lookupSymbol<func::FuncOp>("train_step");
+    if (!step)
+      return;
+    SmallVector<BatchNormOp> batchNorms;
+    step.walk([&](BatchNormOp bn) {
+      if (isInPhase(bn, Phase::Forward) && getOnlyRelu(bn))
+        batchNorms.push_back(bn);
+    });
+    for (BatchNormOp bn : batchNorms)
+      fuse(bn, getOnlyRelu(bn));
+  }
+
+  void fuse(BatchNormOp bn, ReluOp relu) {
+    OpBuilder b(bn);
+    auto fused = BatchNormReluOp::create(
+        b, bn.getLoc(), bn.getInput(), bn.getScale(), bn.getBias(),
+        bn.getRunningMean(), bn.getRunningVar(), bn.getEpsilonAttr(),
+        bn.getMomentumAttr());
+    if (Attribute saved = bn->getAttr(kSavedPolicyAttrName))
+      fused->setAttr(kSavedPolicyAttrName, saved);
+    relu.getOutput().replaceAllUsesWith(fused.getOutput());
+    relu.erase();
+    replaceKeepingPhase(bn, fused);
+    ++numFused;
+
+    // The gradients of this batch norm read its mean (as in
+    // BlpaEncodings.cpp).
+    SmallVector<BatchNormGradOp> grads;
+    for (Operation *user : fused.getMean().getUsers())
+      if (auto grad = dyn_cast<BatchNormGradOp>(user))
+        grads.push_back(grad);
+    bool inputKept = false;
+    for (BatchNormGradOp grad : grads)
+      inputKept |= fuseGradient(fused, grad);
+    if (recompute && inputKept)
+      recomputeForBackward(fused);
+  }
+
+  /// batch_norm_grad(relu_grad(dy, fused output), ...) becomes
+  /// batch_norm_relu_grad(dy, ...). Returns whether it did, and so keeps the
+  /// batch norm's input for the backward pass.
+  bool fuseGradient(BatchNormReluOp fused, BatchNormGradOp grad) {
+    auto reluGrad = grad.getGrad().getDefiningOp<ReluGradOp>();
+    if (!reluGrad || reluGrad.getOutput() != fused.getOutput() ||
+        !reluGrad.getInputGrad().hasOneUse() ||
+        grad.getInput() != fused.getInput())
+      return false;
+    OpBuilder b(grad);
+    auto fusedGrad = BatchNormReluGradOp::create(
+        b, grad.getLoc(), reluGrad.getGrad(), grad.getInput(), grad.getScale(),
+        fused.getBias(), grad.getMean(), grad.getInvStd());
+    replaceKeepingPhase(grad, fusedGrad);
+    reluGrad.erase();
+    ++numGradsFused;
+    return true;
+  }
+
+  /// Points the backward readers of the fused output at a recomputation
+  /// from the batch norm's input right before the first of them.
+  void recomputeForBackward(BatchNormReluOp fused) {
+    SmallVector<OpOperand *> uses = getBackwardUses(fused.getOutput());
+    if (uses.empty())
+      return;
+    decodeBeforeFirstUse(uses, [&](OpBuilder &b, Location loc) {
+      return BatchNormApplyOp::create(
+          b, loc, fused.getInput(), fused.getScale(), fused.getBias(),
+          fused.getMean(), fused.getInvStd(), /*relu=*/true);
+    });
+    ++numRecomputed;
+  }
+};
+
+} // namespace
