@@ -1360,6 +1360,70 @@ void testCodeDeterminism() {
   });
 }
 
+/// The kernels of ops with InPlaceOpInterface, called with the result over
+/// the operand the planner may give it, write what they write out of place.
+void testInPlace() {
+  const int64_t n = 3, c = 5, spatial = 7 * 9, numel = n * c * spatial;
+  Floats x = randomFloats(numel), dy = randomFloats(numel),
+         other = randomFloats(numel), scale = randomFloats(c, 0.5, 2),
+         bias = randomFloats(c), mean(c), invStd(c), y(numel);
+  blpa_batch_norm_train(&ctx, x.data(), scale.data(), bias.data(), y.data(),
+                        mean.data(), invStd.data(), n, c, spatial, 1e-5);
+  // Runs `kernel(in, out)` out of place and then with out == in (a copy
+  // of in), and compares every output.
+  auto expectSame =
+      [&](const char *name, const Floats &in,
+          const std::function<void(const float *, float *, float *, float *)>
+              &kernel) {
+        Floats out(numel), outScale(c), outBias(c);
+        kernel(in.data(), out.data(), outScale.data(), outBias.data());
+        Floats inPlace = in, inPlaceScale(c), inPlaceBias(c);
+        kernel(inPlace.data(), inPlace.data(), inPlaceScale.data(),
+               inPlaceBias.data());
+        report(std::string("in_place/") + name,
+               sameBits(out, inPlace) && sameBits(outScale, inPlaceScale) &&
+                   sameBits(outBias, inPlaceBias),
+               "differs from the out-of-place result");
+      };
+  expectSame("relu", x, [&](const float *in, float *out, float *, float *) {
+    blpa_relu(&ctx, in, out, numel);
+  });
+  expectSame("relu_grad", dy,
+             [&](const float *in, float *out, float *, float *) {
+               blpa_relu_grad(&ctx, in, x.data(), out, numel);
+             });
+  const int64_t dims[] = {n, c, spatial};
+  expectSame("add_lhs", x, [&](const float *in, float *out, float *, float *) {
+    blpa_add(&ctx, in, other.data(), out, 3, dims, dims, dims);
+  });
+  expectSame("add_rhs", x, [&](const float *in, float *out, float *, float *) {
+    blpa_add(&ctx, other.data(), in, out, 3, dims, dims, dims);
+  });
+  expectSame("batch_norm_grad", dy,
+             [&](const float *in, float *out, float *ds, float *db) {
+               blpa_batch_norm_grad(&ctx, in, x.data(), scale.data(),
+                                    mean.data(), invStd.data(), out, ds, db, n,
+                                    c, spatial);
+             });
+  expectSame("batch_norm_relu_grad", dy,
+             [&](const float *in, float *out, float *ds, float *db) {
+               blpa_batch_norm_relu_grad(
+                   &ctx, in, x.data(), scale.data(), bias.data(), mean.data(),
+                   invStd.data(), out, ds, db, n, c, spatial);
+             });
+  BnEncoded bn(n, c, spatial, 4);
+  bn.x = x;
+  bn.scale = scale;
+  bn.bias = bias;
+  bn.encode();
+  expectSame("batch_norm_grad_decode", dy,
+             [&](const float *in, float *out, float *ds, float *db) {
+               blpa_batch_norm_grad_decode(
+                   &ctx, in, bn.codes.data(), scale.data(), bias.data(),
+                   bn.invStd.data(), out, ds, db, n, c, spatial, 4);
+             });
+}
+
 void testDeterminism() {
   ConvCase cc = {"det", 16, 32, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1};
   Floats x = randomFloats(cc.xSize()), wt = randomFloats(cc.wSize()),
@@ -1606,6 +1670,7 @@ int main(int argc, char **argv) {
     testMaxPoolArgmax(pc, true);
   }
 
+  testInPlace();
   testDeterminism();
   testCodeDeterminism();
 

@@ -1,4 +1,6 @@
-// RUN: blpa-opt %s -split-input-file --blpa-plan-memory | FileCheck %s
+// RUN: blpa-opt %s -split-input-file --blpa-plan-memory="in-place=false" | FileCheck %s
+
+// Placement alone (in-place results: blpa-plan-memory-in-place.mlir).
 
 // A chain: each buffer dies when the next op has read it, so two slots of
 // 64 bytes alternate.

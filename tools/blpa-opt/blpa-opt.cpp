@@ -87,6 +87,11 @@ static cl::opt<bool> recomputeRelu(
              "backward pass from the batch norm's input instead of keeping "
              "it (exact; default on; --recompute-relu=false keeps it)"),
     cl::init(true), cl::cat(compileCategory));
+static cl::opt<bool> verifyMemoryPlan(
+    "verify-memory-plan",
+    cl::desc("Check the memory plan again against lifetimes derived afresh "
+             "(a test aid; the planner always checks its own placement)"),
+    cl::init(false), cl::cat(compileCategory));
 enum class EmitKind { Mlir, Object, Executable };
 static cl::opt<EmitKind> emitKind(
     "emit", cl::desc("Where the compiler stops (with --train/--infer)"),
@@ -221,6 +226,8 @@ static void buildPipeline(PassManager &pm, ModuleOp module) {
   BlpaPlanMemoryOptions planOptions;
   planOptions.reportFile = memoryReport;
   pm.addPass(createBlpaPlanMemory(planOptions));
+  if (verifyMemoryPlan)
+    pm.addPass(createBlpaVerifyMemoryPlan());
   pm.addPass(createBlpaLowerToLLVM());
 }
 

@@ -1394,3 +1394,43 @@ void BatchNormApplyOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   appendBatchNormDims(getInput(), args);
   args.push_back(RuntimeArg::i64(getRelu()));
 }
+
+//===----------------------------------------------------------------------===//
+// In-place results (InPlaceOpInterface)
+//===----------------------------------------------------------------------===//
+
+void ReluOp::getInPlaceOperands(unsigned, SmallVectorImpl<unsigned> &operands) {
+  operands.push_back(getInputMutable().getOperandNumber());
+}
+
+// Either side of a sum; the broadcast one never has the result's size.
+void AddOp::getInPlaceOperands(unsigned, SmallVectorImpl<unsigned> &operands) {
+  operands.push_back(getLhsMutable().getOperandNumber());
+  operands.push_back(getRhsMutable().getOperandNumber());
+}
+
+void ReluGradOp::getInPlaceOperands(unsigned,
+                                    SmallVectorImpl<unsigned> &operands) {
+  operands.push_back(getGradMutable().getOperandNumber());
+}
+
+// The batch-norm backward kernels read all of dy for the channel sums
+// before the pass that writes dx, which reads dy[j] before writing dx[j].
+template <typename BatchNormGradientOp>
+static void appendGradOperand(BatchNormGradientOp op, unsigned resultIndex,
+                              SmallVectorImpl<unsigned> &operands) {
+  if (resultIndex == 0)
+    operands.push_back(op.getGradMutable().getOperandNumber());
+}
+void BatchNormGradOp::getInPlaceOperands(unsigned resultIndex,
+                                         SmallVectorImpl<unsigned> &operands) {
+  appendGradOperand(*this, resultIndex, operands);
+}
+void BatchNormReluGradOp::getInPlaceOperands(
+    unsigned resultIndex, SmallVectorImpl<unsigned> &operands) {
+  appendGradOperand(*this, resultIndex, operands);
+}
+void BatchNormGradDecodeOp::getInPlaceOperands(
+    unsigned resultIndex, SmallVectorImpl<unsigned> &operands) {
+  appendGradOperand(*this, resultIndex, operands);
+}

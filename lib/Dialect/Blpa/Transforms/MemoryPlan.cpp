@@ -47,7 +47,34 @@ static void addSavedBytes(MemoryPlan &plan, const Buffer &buffer) {
     plan.savedFloatBytes += buffer.bytes;
 }
 
-MemoryPlan mlir::blpa::analyzeBuffers(func::FuncOp func) {
+/// The buffer of an operand of `op` that result `resultIndex` may take
+/// over (InPlaceOpInterface): one of the result's size that dies at `op`.
+/// Buffer ends so far are final for a buffer that dies at `op`, since any
+/// later use would be a use of the buffer's root or of one of its views,
+/// all of them defined before `op`.
+static std::optional<size_t> findInPlaceBuffer(Operation *op,
+                                               unsigned resultIndex,
+                                               int64_t opIndex,
+                                               const MemoryPlan &plan) {
+  auto inPlace = dyn_cast<InPlaceOpInterface>(op);
+  if (!inPlace)
+    return std::nullopt;
+  SmallVector<unsigned> candidates;
+  inPlace.getInPlaceOperands(resultIndex, candidates);
+  int64_t bytes = getTensorBytes(op->getResult(resultIndex).getType());
+  for (unsigned operandIndex : candidates) {
+    Value root = getBufferRoot(op->getOperand(operandIndex));
+    auto it = plan.bufferOf.find(root);
+    if (!root || it == plan.bufferOf.end())
+      continue;
+    const Buffer &buffer = plan.buffers[it->second];
+    if (buffer.end == opIndex && buffer.bytes == bytes)
+      return it->second;
+  }
+  return std::nullopt;
+}
+
+MemoryPlan mlir::blpa::analyzeBuffers(func::FuncOp func, bool inPlace) {
   Block &block = func.getBody().front();
   Liveness liveness(func);
   const LivenessBlockInfo *info = liveness.getLiveness(&block);
@@ -56,19 +83,26 @@ MemoryPlan mlir::blpa::analyzeBuffers(func::FuncOp func) {
     index[&op] = i;
 
   MemoryPlan plan;
-  DenseMap<Value, size_t> bufferOf;
   for (Operation &op : block) {
-    for (Value result : op.getResults()) {
+    for (auto [resultIndex, result] : llvm::enumerate(op.getResults())) {
       Value root = getBufferRoot(result);
       if (!root)
         continue;
       if (root == result) {
-        bufferOf[root] = plan.buffers.size();
-        Buffer buffer{root, getTensorBytes(root.getType()), index[&op],
-                      index[&op]};
-        plan.buffers.push_back(buffer);
+        std::optional<size_t> reused =
+            inPlace ? findInPlaceBuffer(&op, resultIndex, index[&op], plan)
+                    : std::nullopt;
+        if (reused) {
+          plan.bufferOf[root] = *reused;
+          plan.buffers[*reused].inPlaceResults.push_back(root);
+        } else {
+          plan.bufferOf[root] = plan.buffers.size();
+          Buffer buffer{root, getTensorBytes(root.getType()), index[&op],
+                        index[&op]};
+          plan.buffers.push_back(buffer);
+        }
       }
-      addUses(plan.buffers[bufferOf[root]], result, *info, index);
+      addUses(plan.buffers[plan.bufferOf[root]], result, *info, index);
     }
   }
 

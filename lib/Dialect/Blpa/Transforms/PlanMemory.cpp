@@ -25,9 +25,6 @@ namespace {
 /// for results outside the arena, views carry their source's offset) and the
 /// totals on the function.
 void annotate(func::FuncOp func, const MemoryPlan &plan) {
-  DenseMap<Value, int64_t> offsetOf;
-  for (const Buffer &buffer : plan.buffers)
-    offsetOf[buffer.root] = buffer.offset;
   Builder b(func.getContext());
   func.walk([&](Operation *op) {
     if (op->getNumResults() == 0 || isa<func::FuncOp>(op))
@@ -35,7 +32,8 @@ void annotate(func::FuncOp func, const MemoryPlan &plan) {
     SmallVector<int64_t> offsets;
     for (Value result : op->getResults()) {
       Value root = getBufferRoot(result);
-      offsets.push_back(root ? offsetOf.lookup(root) : -1);
+      offsets.push_back(root ? plan.buffers[plan.bufferOf.at(root)].offset
+                             : -1);
     }
     op->setAttr("blpa.offsets", b.getDenseI64ArrayAttr(offsets));
   });
@@ -85,7 +83,7 @@ struct PlanMemoryPass : public blpa::impl::BlpaPlanMemoryBase<PlanMemoryPass> {
     for (auto func : module.getOps<func::FuncOp>()) {
       if (func.isExternal())
         continue;
-      MemoryPlan plan = analyzeBuffers(func);
+      MemoryPlan plan = analyzeBuffers(func, inPlace);
       placeBuffers(plan, alignment);
       // The placement is checked on every compiled model, not only in
       // tests: a wrong plan would silently corrupt training.

@@ -83,4 +83,26 @@ def Blpa_SavedActivationOpInterface : OpInterface<"SavedActivationOpInterface"> 
   ];
 }
 
+def Blpa_InPlaceOpInterface : OpInterface<"InPlaceOpInterface"> {
+  let description = [{
+    An op whose runtime kernel may write a result over one of its operands:
+    it reads each element of that operand no later than it writes the
+    result element at the same position, and never reads an element it has
+    overwritten (element-wise kernels, and kernels that read the whole
+    operand before writing). --blpa-plan-memory gives such a result its
+    operand's buffer when the operand dies at this op.
+  }];
+  let cppNamespace = "::mlir::blpa";
+  let methods = [
+    InterfaceMethod<[{
+        The operands whose buffer result `resultIndex` may take over, in
+        order of preference. Only operands of the result's size qualify;
+        the planner checks that.
+      }],
+      "void", "getInPlaceOperands",
+      (ins "unsigned":$resultIndex,
+           "::llvm::SmallVectorImpl<unsigned> &":$operandIndices)>,
+  ];
+}
+
 #endif // BLPA_DIALECT_BLPA_IR_BLPAINTERFACES_TD

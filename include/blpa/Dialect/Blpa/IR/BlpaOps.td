@@ -29,6 +29,8 @@ defvar NonNegativeRule = DeclareOpInterfaceMethods<
 // A forward op that encodes what its own gradient reads.
 defvar SelfEncodingRule = DeclareOpInterfaceMethods<
     Blpa_SavedActivationOpInterface, ["encodeSavedActivations"]>;
+// An op whose kernel may write its result over a dying operand.
+defvar InPlace = DeclareOpInterfaceMethods<Blpa_InPlaceOpInterface>;
 // A backward op that needs less than the values of a saved operand.
 defvar ActivationNeedRule = DeclareOpInterfaceMethods<
     Blpa_SavedActivationOpInterface, ["getActivationNeed"]>;
@@ -106,13 +108,14 @@ def Blpa_BatchNormInferenceOp : Blpa_ComputeOp<"batch_norm_inference"> {
   let results = (outs Blpa_F32Tensor:$output);
 }
 
-def Blpa_ReluOp : Blpa_ComputeOp<"relu", [Differentiable, NonNegativeRule]> {
+def Blpa_ReluOp : Blpa_ComputeOp<"relu", [Differentiable, NonNegativeRule,
+    InPlace]> {
   let summary = "max(x, 0)";
   let arguments = (ins Blpa_F32Tensor:$input);
   let results = (outs Blpa_F32Tensor:$output);
 }
 
-def Blpa_AddOp : Blpa_ComputeOp<"add", [Differentiable, Commutative]> {
+def Blpa_AddOp : Blpa_ComputeOp<"add", [Differentiable, Commutative, InPlace]> {
   let summary = "Elementwise sum with numpy (ONNX multidirectional) broadcasting";
   let arguments = (ins Blpa_F32Tensor:$lhs, Blpa_F32Tensor:$rhs);
   let results = (outs Blpa_F32Tensor:$output);
@@ -200,7 +203,8 @@ def Blpa_Conv2DGradWeightOp : Blpa_ComputeOp<"conv2d_grad_weight"> {
   let results = (outs Blpa_F32Tensor:$weight_grad);
 }
 
-def Blpa_BatchNormGradOp : Blpa_ComputeOp<"batch_norm_grad", [ActivationNeedRule]> {
+def Blpa_BatchNormGradOp : Blpa_ComputeOp<"batch_norm_grad", [ActivationNeedRule,
+    InPlace]> {
   let summary = "Gradients of training-mode batch norm";
   let arguments = (ins Blpa_F32Tensor:$grad, Blpa_F32Tensor:$input, Blpa_F32Tensor:$scale,
       Blpa_F32Tensor:$mean, Blpa_F32Tensor:$inv_std);
@@ -208,7 +212,7 @@ def Blpa_BatchNormGradOp : Blpa_ComputeOp<"batch_norm_grad", [ActivationNeedRule
       Blpa_F32Tensor:$bias_grad);
 }
 
-def Blpa_ReluGradOp : Blpa_ComputeOp<"relu_grad", [ActivationNeedRule]> {
+def Blpa_ReluGradOp : Blpa_ComputeOp<"relu_grad", [ActivationNeedRule, InPlace]> {
   let summary = "grad where the relu's output is positive, else 0";
   let arguments = (ins Blpa_F32Tensor:$grad, Blpa_F32Tensor:$output);
   let results = (outs Blpa_F32Tensor:$input_grad);
@@ -314,7 +318,7 @@ def Blpa_BatchNormEncodeOp : Blpa_ComputeOp<"batch_norm_encode"> {
 }
 
 def Blpa_BatchNormGradDecodeOp : Blpa_ComputeOp<"batch_norm_grad_decode",
-    [ActivationNeedRule]> {
+    [ActivationNeedRule, InPlace]> {
   let summary = "Batch-norm gradients from the codes of its output";
   let description = [{
     `blpa.batch_norm_grad` with x-hat recovered from `bn_relu` codes: the
@@ -397,7 +401,7 @@ def Blpa_BatchNormReluOp : Blpa_ComputeOp<"batch_norm_relu"> {
 }
 
 def Blpa_BatchNormReluGradOp : Blpa_ComputeOp<"batch_norm_relu_grad",
-    [ActivationNeedRule]> {
+    [ActivationNeedRule, InPlace]> {
   let summary = "Gradients of blpa.batch_norm_relu from its input";
   let description = [{
     `blpa.batch_norm_grad` of `blpa.relu_grad`: `grad` (the gradient of the

@@ -26,10 +26,16 @@ struct Buffer {
   /// Defined in the forward phase and read in the backward phase.
   bool savedActivation = false;
   int64_t offset = -1;
+  /// Results written over this buffer in place, in op order, each when the
+  /// previous holder died (InPlaceOpInterface).
+  SmallVector<Value> inPlaceResults;
 };
 
 struct MemoryPlan {
   SmallVector<Buffer> buffers;
+  /// The buffer (index into `buffers`) of each buffer-owning value: roots
+  /// and in-place results.
+  DenseMap<Value, size_t> bufferOf;
   int64_t arenaBytes = 0;
   /// The largest total of live buffer bytes at any op: no placement can do
   /// better.
@@ -48,8 +54,9 @@ struct MemoryPlan {
 Value getBufferRoot(Value v);
 
 /// Buffers and their lifetimes (using mlir::Liveness) and the lower bound;
-/// offsets are not assigned.
-MemoryPlan analyzeBuffers(func::FuncOp func);
+/// offsets are not assigned. With `inPlace`, a result of an
+/// InPlaceOpInterface op takes over an operand's buffer that dies there.
+MemoryPlan analyzeBuffers(func::FuncOp func, bool inPlace = true);
 
 /// Assigns every buffer an offset (multiple of `alignment`) so that buffers
 /// whose lifetimes overlap are disjoint: largest first, lowest fitting

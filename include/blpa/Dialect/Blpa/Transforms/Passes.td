@@ -137,13 +137,35 @@ def BlpaPlanMemory : Pass<"blpa-plan-memory", "ModuleOp"> {
     `blpa.arena_size`, `blpa.lower_bound_bytes` and
     `blpa.saved_activation_bytes`. Parameters and function arguments live
     outside the arena.
+
+    With `in-place` (the default), a result of an op with
+    InPlaceOpInterface (ReLU, sums, the ReLU and batch-norm gradients)
+    takes over the buffer of an operand of its size that dies at that op:
+    the sum of a residual join is written over a dead operand, fan-out
+    gradients are accumulated into one of them.
   }];
   let options = [
     Option<"alignment", "alignment", "int64_t", "64",
            "Byte alignment of every buffer">,
+    Option<"inPlace", "in-place", "bool", "true",
+           "Write results over dying operands where the op allows it">,
     Option<"reportFile", "report", "std::string", "\"\"",
            "Write the memory report (JSON) to this file">,
   ];
+}
+
+def BlpaVerifyMemoryPlan : Pass<"blpa-verify-memory-plan", "ModuleOp"> {
+  let summary = "Checks a placed arena against lifetimes derived afresh (test aid)";
+  let description = [{
+    After --blpa-plan-memory: re-derives each buffer's lifetime from the
+    IR with mlir::Liveness (views extend their source) and checks the
+    recorded `blpa.offsets`: every buffer inside `blpa.arena_size`, and no
+    two buffers live at the same op sharing a byte, unless an op with
+    InPlaceOpInterface writes its result over an operand that dies there
+    (the operand dead after it). Shares no code with the planner. blpa-opt
+    runs it with --verify-memory-plan; the test suites turn that on for
+    every model they compile.
+  }];
 }
 
 #endif // BLPA_DIALECT_BLPA_TRANSFORMS_PASSES_TD
