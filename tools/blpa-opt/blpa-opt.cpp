@@ -11,9 +11,12 @@
 
 #include "blpa/Conversion/Passes.h"
 #include "blpa/Dialect/Blpa/IR/BlpaDialect.h"
+#include "blpa/Dialect/Blpa/Transforms/MemoryPlan.h"
 #include "blpa/Dialect/Blpa/Transforms/Passes.h"
 #include "blpa/Import/OnnxImporter.h"
 #include "blpa/Target/Executable.h"
+
+#include "MemoryBudget.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
@@ -51,11 +54,18 @@ static cl::opt<bool> trainMode("train",
 static cl::opt<bool> inferMode("infer",
                                cl::desc("Compile an inference executable"),
                                cl::cat(compileCategory));
-static cl::opt<int64_t> batchSize(
+static cl::opt<std::string> batchSizeOption(
     "batch-size",
     cl::desc("Fix the model's symbolic batch dimension to N (required when "
-             "the model's batch dimension is symbolic)"),
-    cl::value_desc("N"), cl::init(0), cl::cat(compileCategory));
+             "the model's batch dimension is symbolic); 'max' with "
+             "--memory-limit picks the largest batch that fits"),
+    cl::value_desc("N|max"), cl::init(""), cl::cat(compileCategory));
+static cl::opt<std::string> memoryLimitOption(
+    "memory-limit",
+    cl::desc("Fail when the executable would need more than SIZE bytes "
+             "(arena, parameters and optimizer state, batch buffers), "
+             "saying what would fit; SIZE is bytes or e.g. 512MiB, 2GB"),
+    cl::value_desc("SIZE"), cl::init(""), cl::cat(compileCategory));
 static cl::opt<int> actBits(
     "act-bits",
     cl::desc("Bits per saved activation for the backward pass: 0 keeps them "
@@ -102,6 +112,11 @@ static cl::opt<EmitKind> emitKind(
                           "a linked executable (default)")),
     cl::init(EmitKind::Executable), cl::cat(compileCategory));
 
+/// --batch-size and --memory-limit, read by checkCompileOptions.
+static std::optional<int64_t> batchSize;
+static bool batchSizeMax = false;
+static std::optional<int64_t> memoryLimit;
+
 static bool isOnnxFile(StringRef path) {
   return path.ends_with(".onnx") || path.ends_with(".onnxtext");
 }
@@ -142,11 +157,11 @@ static LogicalResult printDiagnostic(Diagnostic &diag) {
   return success();
 }
 
-static OwningOpRef<ModuleOp> loadModule(MLIRContext &context, StringRef path) {
+static OwningOpRef<ModuleOp> loadModule(MLIRContext &context, StringRef path,
+                                        std::optional<int64_t> batch) {
   if (isOnnxFile(path)) {
     ImportOptions options;
-    if (batchSize > 0)
-      options.batchSize = batchSize;
+    options.batchSize = batch;
     FailureOr<OwningOpRef<ModuleOp>> module =
         importOnnxFile(&context, path, options);
     return succeeded(module) ? std::move(*module) : nullptr;
@@ -178,7 +193,33 @@ static LogicalResult checkOutputPath(Location loc, StringRef outputPath) {
 
 /// Compile options that are recognised but not available yet, and values
 /// that are invalid, are reported before any work is done.
+/// Reads --batch-size (N or max) and --memory-limit.
+static LogicalResult readBatchAndLimit(Location loc) {
+  if (!memoryLimitOption.empty()) {
+    llvm::Expected<int64_t> limit = parseMemorySize(memoryLimitOption);
+    if (!limit)
+      return emitError(loc, llvm::toString(limit.takeError()));
+    memoryLimit = *limit;
+  }
+  if (batchSizeOption == "max") {
+    batchSizeMax = true;
+    if (!memoryLimit)
+      return emitError(loc, "--batch-size max needs --memory-limit SIZE");
+    return success();
+  }
+  if (batchSizeOption.empty())
+    return success();
+  int64_t value;
+  if (StringRef(batchSizeOption).getAsInteger(10, value) || value <= 0)
+    return emitError(loc, "--batch-size must be a positive integer or 'max', "
+                          "got '")
+           << batchSizeOption << "'";
+  batchSize = value;
+  return success();
+}
+
 static LogicalResult checkCompileOptions(MLIRContext &context,
+                                         StringRef inputPath,
                                          StringRef outputPath) {
   Location loc = UnknownLoc::get(&context);
   if (trainMode == inferMode)
@@ -196,14 +237,19 @@ static LogicalResult checkCompileOptions(MLIRContext &context,
                           "of blpa; use --target cpu");
   if (target != "cpu")
     return emitError(loc, "--target must be cpu or cuda");
-  if (batchSize < 0)
-    return emitError(loc, "--batch-size must be positive");
+  if (failed(readBatchAndLimit(loc)))
+    return failure();
+  if (batchSizeMax && !isOnnxFile(inputPath))
+    return emitError(loc, "--batch-size max needs an ONNX model (.onnx or "
+                          ".onnxtext) whose batch dimension is symbolic");
   return checkOutputPath(loc, outputPath);
 }
 
-/// The passes the module still needs, judged from what it already has, so
-/// that `.mlir` files saved at any stage compile too.
-static void buildPipeline(PassManager &pm, ModuleOp module) {
+/// The passes up to the memory plan the module still needs, judged from
+/// what it already has, so that `.mlir` files saved at any stage compile
+/// too.
+static void buildPlanningPipeline(PassManager &pm, ModuleOp module, int bits,
+                                  StringRef report) {
   bool hasFuncs = !module.getOps<func::FuncOp>().empty();
   if (!hasFuncs)
     return;
@@ -211,9 +257,9 @@ static void buildPipeline(PassManager &pm, ModuleOp module) {
     pm.addPass(createBlpaAutodiff());
   if (trainMode)
     pm.addPass(createBlpaInferenceBatchNorm());
-  if (trainMode && actBits != 0) {
+  if (trainMode && bits != 0) {
     BlpaCompressActivationsOptions options;
-    options.bits = actBits;
+    options.bits = bits;
     options.naive = actQuantNaive;
     options.policy.assign(actPolicy.begin(), actPolicy.end());
     pm.addPass(createBlpaCompressActivations(options));
@@ -224,11 +270,69 @@ static void buildPipeline(PassManager &pm, ModuleOp module) {
     pm.addPass(createBlpaFuseBatchNormRelu(fuseOptions));
   }
   BlpaPlanMemoryOptions planOptions;
-  planOptions.reportFile = memoryReport;
+  planOptions.reportFile = report.str();
   pm.addPass(createBlpaPlanMemory(planOptions));
   if (verifyMemoryPlan)
     pm.addPass(createBlpaVerifyMemoryPlan());
-  pm.addPass(createBlpaLowerToLLVM());
+}
+
+/// The plan's totals for the model at `batch` and `bits`, from a trial
+/// compile up to the plan that prints nothing: a batch the model cannot
+/// take is a failure, not an error for the user.
+static FailureOr<MemoryTotals>
+planTotals(MLIRContext &context, StringRef inputPath, int64_t batch, int bits) {
+  ScopedDiagnosticHandler quiet(&context,
+                                [](Diagnostic &) { return success(); });
+  OwningOpRef<ModuleOp> module = loadModule(context, inputPath, batch);
+  if (!module)
+    return failure();
+  PassManager pm(&context);
+  buildPlanningPipeline(pm, *module, bits, /*report=*/"");
+  if (failed(pm.run(*module)))
+    return failure();
+  return getMemoryTotals(*module);
+}
+
+/// --batch-size max: the largest batch whose plan fits --memory-limit.
+static LogicalResult chooseLargestBatch(MLIRContext &context,
+                                        StringRef inputPath) {
+  auto totals = [&](int64_t batch, int bits) {
+    return planTotals(context, inputPath, batch, bits);
+  };
+  FailureOr<int64_t> best = findLargestBatch(totals, actBits, *memoryLimit);
+  Location loc = UnknownLoc::get(&context);
+  if (failed(best))
+    return emitError(loc, "--batch-size max: the model could not be planned "
+                          "at batch sizes 1 and 2; give --batch-size N");
+  if (*best == 0) {
+    FailureOr<MemoryTotals> one = totals(1, actBits);
+    return emitError(loc, "--batch-size max: not even batch 1 fits: " +
+                              explainOverLimit(totals, *one, 1, actBits,
+                                               *memoryLimit,
+                                               /*batchCanChange=*/false,
+                                               /*bitsCanChange=*/trainMode));
+  }
+  batchSize = *best;
+  llvm::errs() << "note: --batch-size max: " << *best << " (the plan needs "
+               << formatSize(totals(*best, actBits)->total())
+               << " of --memory-limit " << formatSize(*memoryLimit) << ")\n";
+  return success();
+}
+
+/// --memory-limit: the planned module's totals against the limit.
+static LogicalResult checkMemoryLimit(MLIRContext &context, ModuleOp module,
+                                      StringRef inputPath) {
+  MemoryTotals plan = getMemoryTotals(module);
+  if (!memoryLimit || plan.total() <= *memoryLimit)
+    return success();
+  auto totals = [&](int64_t batch, int bits) {
+    return planTotals(context, inputPath, batch, bits);
+  };
+  bool canVary = isOnnxFile(inputPath);
+  int64_t batch = batchSize.value_or(0);
+  return module.emitError(explainOverLimit(totals, plan, batch, actBits,
+                                           *memoryLimit, canVary,
+                                           canVary && trainMode));
 }
 
 static FailureOr<std::string> modelBytesFor(ModuleOp module,
@@ -271,22 +375,30 @@ static LogicalResult emitOutput(ModuleOp module, StringRef inputPath,
 
 static LogicalResult compile(MLIRContext &context, StringRef inputPath,
                              StringRef outputPath) {
-  if (failed(checkCompileOptions(context, outputPath)))
+  if (failed(checkCompileOptions(context, inputPath, outputPath)))
     return failure();
-  OwningOpRef<ModuleOp> module = loadModule(context, inputPath);
+  if (batchSizeMax && failed(chooseLargestBatch(context, inputPath)))
+    return failure();
+  OwningOpRef<ModuleOp> module = loadModule(context, inputPath, batchSize);
   if (!module)
     return failure();
   if (inferMode && module->lookupSymbol("train_step"))
     return module->emitError("--infer needs a module without @train_step");
-  PassManager pm(&context);
-  if (failed(applyPassManagerCLOptions(pm)))
-    return failure();
   DefaultTimingManager timing;
   applyDefaultTimingManagerCLOptions(timing);
   TimingScope timingScope = timing.getRootScope();
-  pm.enableTiming(timingScope);
-  buildPipeline(pm, *module);
-  if (failed(pm.run(*module)))
+  PassManager planning(&context), lowering(&context);
+  for (PassManager *pm : {&planning, &lowering}) {
+    if (failed(applyPassManagerCLOptions(*pm)))
+      return failure();
+    pm->enableTiming(timingScope);
+  }
+  buildPlanningPipeline(planning, *module, actBits, memoryReport);
+  if (!module->getOps<func::FuncOp>().empty())
+    lowering.addPass(createBlpaLowerToLLVM());
+  if (failed(planning.run(*module)) ||
+      failed(checkMemoryLimit(context, *module, inputPath)) ||
+      failed(lowering.run(*module)))
     return failure();
   return emitOutput(*module, inputPath, outputPath);
 }
@@ -295,7 +407,10 @@ static LogicalResult compile(MLIRContext &context, StringRef inputPath,
 /// the ONNX node names survive), and hand the text to MlirOptMain.
 static LogicalResult optOnnx(DialectRegistry &registry, MLIRContext &context,
                              StringRef inputPath, StringRef outputPath) {
-  OwningOpRef<ModuleOp> module = loadModule(context, inputPath);
+  Location loc = UnknownLoc::get(&context);
+  if (failed(readBatchAndLimit(loc)))
+    return failure();
+  OwningOpRef<ModuleOp> module = loadModule(context, inputPath, batchSize);
   if (!module)
     return failure();
   std::string text;

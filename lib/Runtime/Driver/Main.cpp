@@ -9,6 +9,7 @@
 #include "Error.h"
 #include "FileUtil.h"
 #include "Manifest.h"
+#include "MemoryCheck.h"
 #include "Model.h"
 #include "Options.h"
 #include "Session.h"
@@ -52,6 +53,8 @@ int run(int argc, char **argv) {
     throw DriverError("the manifest says 'mode train' but the executable "
                       "defines no blpa_train_step; rebuild it with blpa-opt");
   validateOptions(options, manifest);
+  // Before anything of the batch's size is allocated or read.
+  checkPlanFits(manifest);
 
   OnnxModel embeddedModel(blpa_model_onnx, blpa_model_onnx_size,
                           "the embedded model");

@@ -6,6 +6,7 @@
 #include "mlir/Analysis/Liveness.h"
 #include "mlir/Interfaces/ViewLikeInterface.h"
 #include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/StringSet.h"
 
 using namespace mlir;
 using namespace mlir::blpa;
@@ -117,6 +118,14 @@ MemoryPlan mlir::blpa::analyzeBuffers(func::FuncOp func, bool inPlace) {
   return plan;
 }
 
+namespace {
+/// A placed buffer's bytes and lifetime, kept by value in offset order so
+/// that the search for a gap scans contiguous memory without sorting.
+struct PlacedSpan {
+  int64_t offset, top, start, end;
+};
+} // namespace
+
 void mlir::blpa::placeBuffers(MemoryPlan &plan, int64_t alignment) {
   SmallVector<Buffer *> order;
   for (Buffer &buffer : plan.buffers)
@@ -125,28 +134,28 @@ void mlir::blpa::placeBuffers(MemoryPlan &plan, int64_t alignment) {
     return a->bytes != b->bytes ? a->bytes > b->bytes : a->start < b->start;
   });
 
-  SmallVector<Buffer *> placed;
+  std::vector<PlacedSpan> placed; // by offset
   plan.arenaBytes = 0;
   for (Buffer *buffer : order) {
-    // Placed buffers live at the same time as this one, by offset.
-    SmallVector<Buffer *> conflicts;
-    for (Buffer *other : placed)
-      if (other->start <= buffer->end && buffer->start <= other->end)
-        conflicts.push_back(other);
-    llvm::sort(conflicts, [](const Buffer *a, const Buffer *b) {
-      return a->offset < b->offset;
-    });
+    // The lowest offset below, between or above the placed buffers that
+    // live at the same time as this one.
     int64_t size = alignTo(buffer->bytes, alignment);
     int64_t offset = 0;
-    for (Buffer *other : conflicts) {
-      if (offset + size <= other->offset)
+    for (const PlacedSpan &other : placed) {
+      if (other.start > buffer->end || buffer->start > other.end)
+        continue;
+      if (offset + size <= other.offset)
         break;
-      offset =
-          std::max(offset, alignTo(other->offset + other->bytes, alignment));
+      offset = std::max(offset, alignTo(other.top, alignment));
     }
     buffer->offset = offset;
     plan.arenaBytes = std::max(plan.arenaBytes, offset + size);
-    placed.push_back(buffer);
+    PlacedSpan span{offset, offset + buffer->bytes, buffer->start, buffer->end};
+    placed.insert(llvm::upper_bound(placed, offset,
+                                    [](int64_t v, const PlacedSpan &p) {
+                                      return v < p.offset;
+                                    }),
+                  span);
   }
 }
 
@@ -170,4 +179,40 @@ LogicalResult mlir::blpa::verifyPlacement(func::FuncOp func,
                << " overlap while both are live";
     }
   return success();
+}
+
+/// The function whose arena an executable allocates.
+static func::FuncOp getPlannedEntry(ModuleOp module) {
+  if (auto step = module.lookupSymbol<func::FuncOp>("train_step"))
+    return step;
+  return module.lookupSymbol<func::FuncOp>("forward");
+}
+
+MemoryTotals mlir::blpa::getMemoryTotals(ModuleOp module) {
+  MemoryTotals totals;
+  func::FuncOp entry = getPlannedEntry(module);
+  if (!entry)
+    return totals;
+  if (auto arena = entry->getAttrOfType<IntegerAttr>("blpa.arena_size"))
+    totals.arena = arena.getInt();
+  // Each parameter once, however many functions read it.
+  llvm::StringSet<> seen;
+  module.walk([&](ParamOp param) {
+    if (!seen.insert(param.getName()).second)
+      return;
+    int64_t bytes = getTensorBytes(param.getType());
+    if (!param.getTrainable()) {
+      totals.state += bytes;
+      return;
+    }
+    totals.parameters += bytes;
+    totals.gradients += bytes;
+    totals.optimizerState += bytes;
+  });
+  for (Type type : entry.getArgumentTypes())
+    totals.batch += getTensorBytes(type);
+  if (auto forward = module.lookupSymbol<func::FuncOp>("forward"))
+    for (Type type : forward.getResultTypes())
+      totals.batch += getTensorBytes(type);
+  return totals;
 }

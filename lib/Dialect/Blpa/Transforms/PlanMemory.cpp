@@ -44,20 +44,6 @@ void annotate(func::FuncOp func, const MemoryPlan &plan) {
                 b.getI64IntegerAttr(plan.savedActivationBytes));
 }
 
-/// Bytes of parameters and state plus, for trainable parameters, their
-/// momentum and gradient storage.
-int64_t persistentBytes(ModuleOp module) {
-  llvm::StringMap<int64_t> bytesByName;
-  module.walk([&](ParamOp param) {
-    int64_t bytes = getTensorBytes(param.getType());
-    bytesByName[param.getName()] = param.getTrainable() ? 3 * bytes : bytes;
-  });
-  int64_t total = 0;
-  for (const auto &entry : bytesByName)
-    total += entry.getValue();
-  return total;
-}
-
 llvm::json::Object planToJson(const MemoryPlan &plan) {
   return llvm::json::Object{
       {"peak_bytes", plan.arenaBytes},
@@ -105,7 +91,16 @@ struct PlanMemoryPass : public blpa::impl::BlpaPlanMemoryBase<PlanMemoryPass> {
                             const std::optional<MemoryPlan> &plan,
                             llvm::json::Object functions) {
     llvm::json::Object report = plan ? planToJson(*plan) : llvm::json::Object{};
-    report["persistent_bytes"] = persistentBytes(module);
+    MemoryTotals totals = getMemoryTotals(module);
+    report["arena_bytes"] = totals.arena;
+    report["persistent_bytes"] = totals.persistent();
+    report["persistent"] =
+        llvm::json::Object{{"parameters", totals.parameters},
+                           {"gradients", totals.gradients},
+                           {"optimizer_state", totals.optimizerState},
+                           {"state", totals.state}};
+    report["batch_bytes"] = totals.batch;
+    report["total_bytes"] = totals.total();
     report["functions"] = std::move(functions);
     std::string error;
     // ToolOutputFile writes to a temporary and renames on keep(), so a

@@ -11,6 +11,7 @@
 #define BLPA_DIALECT_BLPA_TRANSFORMS_MEMORYPLAN_H
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/BuiltinOps.h"
 #include "llvm/ADT/DenseMap.h"
 
 namespace mlir {
@@ -68,6 +69,27 @@ void placeBuffers(MemoryPlan &plan, int64_t alignment);
 /// same op share a byte. Reports the first violation on `func`.
 LogicalResult verifyPlacement(func::FuncOp func, const MemoryPlan &plan,
                               int64_t alignment);
+
+/// Everything an executable of a planned module allocates at start, by
+/// category (the driver's start-up check adds up the same).
+struct MemoryTotals {
+  /// The arena of @train_step, or of @forward in an inference module.
+  int64_t arena = 0;
+  /// Trainable parameters, their gradients and their momenta (every
+  /// trainable parameter has both buffers), and non-trainable state
+  /// (batch-norm running statistics).
+  int64_t parameters = 0, gradients = 0, optimizerState = 0, state = 0;
+  /// One batch: the step's data inputs and labels, and @forward's outputs.
+  int64_t batch = 0;
+
+  int64_t persistent() const {
+    return parameters + gradients + optimizerState + state;
+  }
+  int64_t total() const { return arena + persistent() + batch; }
+};
+
+/// The totals of a module after --blpa-plan-memory.
+MemoryTotals getMemoryTotals(ModuleOp module);
 
 } // namespace blpa
 } // namespace mlir
