@@ -41,19 +41,6 @@ llvm::Expected<int64_t> mlir::blpa::parseMemorySize(StringRef text) {
   return static_cast<int64_t>(std::floor(value * scale));
 }
 
-std::string mlir::blpa::formatSize(int64_t bytes) {
-  const char *units[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB"};
-  double value = static_cast<double>(bytes);
-  int unit = 0;
-  while (value >= 1024 && unit < 5) {
-    value /= 1024;
-    ++unit;
-  }
-  if (unit == 0)
-    return llvm::formatv("{0} bytes", bytes).str();
-  return llvm::formatv("{0:F2} {1}", value, units[unit]).str();
-}
-
 FailureOr<int64_t> mlir::blpa::findLargestBatch(PlanTotalsFn planTotals,
                                                 int bits, int64_t limit) {
   bool failedPlan = false;

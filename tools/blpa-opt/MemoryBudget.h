@@ -14,6 +14,7 @@
 #define BLPA_TOOLS_BLPA_OPT_MEMORYBUDGET_H
 
 #include "blpa/Dialect/Blpa/Transforms/MemoryPlan.h"
+#include "blpa/Dialect/Blpa/Transforms/MemoryReport.h"
 
 #include "llvm/ADT/STLFunctionalExtras.h"
 #include "llvm/Support/Error.h"
@@ -26,9 +27,6 @@ namespace blpa {
 /// Bytes from "1073741824", "512MiB", "2GB", "1.5 GiB" (KB, MB, GB, TB are
 /// powers of 1000; KiB, MiB, GiB, TiB powers of 1024).
 llvm::Expected<int64_t> parseMemorySize(llvm::StringRef text);
-
-/// "1.50 GiB", "512 bytes".
-std::string formatSize(int64_t bytes);
 
 /// The totals of the model's plan at a batch size and bit width; failure
 /// when the model cannot be compiled so.

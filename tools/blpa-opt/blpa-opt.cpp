@@ -102,6 +102,15 @@ static cl::opt<bool> verifyMemoryPlan(
     cl::desc("Check the memory plan again against lifetimes derived afresh "
              "(a test aid; the planner always checks its own placement)"),
     cl::init(false), cl::cat(compileCategory));
+static cl::opt<bool> printMemory(
+    "print-memory",
+    cl::desc("Print the memory plan: totals by category, what is live at "
+             "the peak, the largest buffers"),
+    cl::init(false), cl::cat(compileCategory));
+static cl::opt<std::string> memoryTimeline(
+    "memory-timeline",
+    cl::desc("Draw live bytes over the schedule by category as an SVG"),
+    cl::value_desc("FILE.svg"), cl::init(""), cl::cat(compileCategory));
 enum class EmitKind { Mlir, Object, Executable };
 static cl::opt<EmitKind> emitKind(
     "emit", cl::desc("Where the compiler stops (with --train/--infer)"),
@@ -249,7 +258,7 @@ static LogicalResult checkCompileOptions(MLIRContext &context,
 /// what it already has, so that `.mlir` files saved at any stage compile
 /// too.
 static void buildPlanningPipeline(PassManager &pm, ModuleOp module, int bits,
-                                  StringRef report) {
+                                  bool withReports) {
   bool hasFuncs = !module.getOps<func::FuncOp>().empty();
   if (!hasFuncs)
     return;
@@ -270,7 +279,11 @@ static void buildPlanningPipeline(PassManager &pm, ModuleOp module, int bits,
     pm.addPass(createBlpaFuseBatchNormRelu(fuseOptions));
   }
   BlpaPlanMemoryOptions planOptions;
-  planOptions.reportFile = report.str();
+  if (withReports) {
+    planOptions.reportFile = memoryReport;
+    planOptions.print = printMemory;
+    planOptions.timelineFile = memoryTimeline;
+  }
   pm.addPass(createBlpaPlanMemory(planOptions));
   if (verifyMemoryPlan)
     pm.addPass(createBlpaVerifyMemoryPlan());
@@ -287,7 +300,7 @@ planTotals(MLIRContext &context, StringRef inputPath, int64_t batch, int bits) {
   if (!module)
     return failure();
   PassManager pm(&context);
-  buildPlanningPipeline(pm, *module, bits, /*report=*/"");
+  buildPlanningPipeline(pm, *module, bits, /*withReports=*/false);
   if (failed(pm.run(*module)))
     return failure();
   return getMemoryTotals(*module);
@@ -393,7 +406,7 @@ static LogicalResult compile(MLIRContext &context, StringRef inputPath,
       return failure();
     pm->enableTiming(timingScope);
   }
-  buildPlanningPipeline(planning, *module, actBits, memoryReport);
+  buildPlanningPipeline(planning, *module, actBits, /*withReports=*/true);
   if (!module->getOps<func::FuncOp>().empty())
     lowering.addPass(createBlpaLowerToLLVM());
   if (failed(planning.run(*module)) ||

@@ -1,6 +1,7 @@
 //===- PlanMemory.cpp - Arena placement of transient tensors --------------===//
 
 #include "blpa/Dialect/Blpa/Transforms/MemoryPlan.h"
+#include "blpa/Dialect/Blpa/Transforms/MemoryReport.h"
 #include "blpa/Dialect/Blpa/Transforms/Passes.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -66,6 +67,7 @@ struct PlanMemoryPass : public blpa::impl::BlpaPlanMemoryBase<PlanMemoryPass> {
     }
     llvm::json::Object functions;
     std::optional<MemoryPlan> reported;
+    func::FuncOp reportedFunc;
     for (auto func : module.getOps<func::FuncOp>()) {
       if (func.isExternal())
         continue;
@@ -79,18 +81,47 @@ struct PlanMemoryPass : public blpa::impl::BlpaPlanMemoryBase<PlanMemoryPass> {
       functions[func.getName()] = planToJson(plan);
       // The report's headline figures describe the training step when there
       // is one, else the forward pass.
-      if (!reported || func.getName() == "train_step")
+      if (!reported || func.getName() == "train_step") {
         reported = plan;
+        reportedFunc = func;
+      }
     }
+    if (!reported)
+      return;
+    MemoryTimeline timeline = computeTimeline(reportedFunc, *reported);
+    if (print)
+      printMemoryTable(llvm::outs(), reportedFunc, *reported,
+                       getMemoryTotals(module), timeline);
+    if (!timelineFile.empty() &&
+        failed(writeAtomically(module, timelineFile, [&](raw_ostream &os) {
+          writeTimelineSvg(os, reportedFunc, timeline);
+        })))
+      return signalPassFailure();
     if (!reportFile.empty() &&
-        failed(writeReport(module, reported, std::move(functions))))
+        failed(writeReport(module, reportedFunc, *reported, timeline,
+                           std::move(functions))))
       return signalPassFailure();
   }
 
-  LogicalResult writeReport(ModuleOp module,
-                            const std::optional<MemoryPlan> &plan,
+  /// Writes `path` through a temporary renamed on success, so that a
+  /// failure never leaves a half-written file.
+  LogicalResult writeAtomically(ModuleOp module, StringRef path,
+                                llvm::function_ref<void(raw_ostream &)> write) {
+    std::string error;
+    auto file = openOutputFile(path, &error);
+    if (!file)
+      return module.emitError("cannot write ") << path << ": " << error;
+    write(file->os());
+    file->keep();
+    return success();
+  }
+
+  LogicalResult writeReport(ModuleOp module, func::FuncOp func,
+                            const MemoryPlan &plan,
+                            const MemoryTimeline &timeline,
                             llvm::json::Object functions) {
-    llvm::json::Object report = plan ? planToJson(*plan) : llvm::json::Object{};
+    llvm::json::Object report = planToJson(plan);
+    addBreakdownToReport(report, func, plan, timeline);
     MemoryTotals totals = getMemoryTotals(module);
     report["arena_bytes"] = totals.arena;
     report["persistent_bytes"] = totals.persistent();
@@ -102,16 +133,10 @@ struct PlanMemoryPass : public blpa::impl::BlpaPlanMemoryBase<PlanMemoryPass> {
     report["batch_bytes"] = totals.batch;
     report["total_bytes"] = totals.total();
     report["functions"] = std::move(functions);
-    std::string error;
-    // ToolOutputFile writes to a temporary and renames on keep(), so a
-    // failure never leaves a half-written report.
-    auto file = openOutputFile(reportFile, &error);
-    if (!file)
-      return module.emitError("cannot write memory report: ") << error;
-    file->os() << llvm::formatv("{0:2}", llvm::json::Value(std::move(report)))
-               << "\n";
-    file->keep();
-    return success();
+    return writeAtomically(module, reportFile, [&](raw_ostream &os) {
+      os << llvm::formatv("{0:2}", llvm::json::Value(std::move(report)))
+         << "\n";
+    });
   }
 };
 

@@ -151,6 +151,12 @@ def BlpaPlanMemory : Pass<"blpa-plan-memory", "ModuleOp"> {
            "Write results over dying operands where the op allows it">,
     Option<"reportFile", "report", "std::string", "\"\"",
            "Write the memory report (JSON) to this file">,
+    Option<"print", "print", "bool", "false",
+           "Print the plan's totals, what is live at the peak and the "
+           "largest buffers as a table on stdout">,
+    Option<"timelineFile", "timeline", "std::string", "\"\"",
+           "Write live bytes over the schedule by category as an SVG to "
+           "this file">,
   ];
 }
 
