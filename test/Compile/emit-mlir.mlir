@@ -20,10 +20,13 @@
 // CHECK-LABEL: llvm.func @blpa_forward(
 // CHECK: llvm.call @blpa_batch_norm_infer(
 // CHECK-LABEL: llvm.func @blpa_train_step(
+// The running statistics are updated as soon as the batch is normalized,
+// each parameter as soon as its gradient is known (--blpa-schedule-updates).
 // CHECK: llvm.call @blpa_batch_norm_relu_train(
+// CHECK: llvm.call @blpa_update_running_stats(
 // CHECK: llvm.call @blpa_softmax_cross_entropy_grad(
 // CHECK: llvm.call @blpa_batch_norm_relu_grad(
-// CHECK: llvm.call @blpa_update_running_stats(
+// CHECK: llvm.call @blpa_sgd_update(
 
 // REPORT: "lower_bound_bytes":
 // REPORT: "peak_bytes":

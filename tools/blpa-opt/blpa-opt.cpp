@@ -277,6 +277,7 @@ static void buildPlanningPipeline(PassManager &pm, ModuleOp module, int bits,
     BlpaFuseBatchNormReluOptions fuseOptions;
     fuseOptions.recompute = recomputeRelu;
     pm.addPass(createBlpaFuseBatchNormRelu(fuseOptions));
+    pm.addPass(createBlpaScheduleUpdates());
   }
   BlpaPlanMemoryOptions planOptions;
   if (withReports) {

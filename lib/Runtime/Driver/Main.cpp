@@ -18,6 +18,9 @@
 
 #include "blpa/Runtime/Runtime.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <optional>
 
@@ -38,6 +41,19 @@ std::string describeExecutable(const Manifest &manifest) {
     text +=
         "  output '" + output.name + "' " + formatShape(output.shape) + "\n";
   return text;
+}
+
+/// Drops the pages of the embedded model bytes that parsing brought into
+/// memory: the parsed copy is all that is used from here on, and pages of
+/// the executable's file come back from the file if anything reads them
+/// again. Otherwise a large model's bytes would stay resident all run.
+void releaseEmbeddedModelPages() {
+  uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  auto begin = reinterpret_cast<uintptr_t>(blpa_model_onnx);
+  uintptr_t first = (begin + page - 1) / page * page;
+  uintptr_t last = (begin + blpa_model_onnx_size) / page * page;
+  if (last > first)
+    madvise(reinterpret_cast<void *>(first), last - first, MADV_DONTNEED);
 }
 
 int run(int argc, char **argv) {
@@ -64,8 +80,10 @@ int run(int argc, char **argv) {
     weightsModel.emplace(bytes.data(), bytes.size(),
                          "--weights " + options.weightsPath);
   }
-  const OnnxModel &initialWeights =
-      weightsModel ? *weightsModel : embeddedModel;
+  OnnxModel &initialWeights = weightsModel ? *weightsModel : embeddedModel;
+  if (weightsModel)
+    embeddedModel.releaseParamData(manifest.params);
+  releaseEmbeddedModelPages();
 
   if (options.checkStep)
     runCheckStep(manifest, options, initialWeights);

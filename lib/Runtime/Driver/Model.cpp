@@ -5,6 +5,7 @@
 
 #include <climits>
 #include <cstring>
+#include <set>
 
 namespace blpa::driver {
 
@@ -58,6 +59,21 @@ void OnnxModel::readParams(const std::vector<ParamRecord> &params,
                         "' holds the wrong number of values for its shape " +
                         formatShape(params[i].shape));
     }
+  }
+}
+
+void OnnxModel::releaseParamData(const std::vector<ParamRecord> &params) {
+  std::set<std::string> names;
+  for (const ParamRecord &param : params)
+    names.insert(param.name);
+  for (onnx::TensorProto &tensor :
+       *model.mutable_graph()->mutable_initializer()) {
+    if (!names.count(tensor.name()))
+      continue;
+    // Swapping with empty containers frees the storage; clearing would
+    // keep its capacity.
+    std::string().swap(*tensor.mutable_raw_data());
+    google::protobuf::RepeatedField<float>().Swap(tensor.mutable_float_data());
   }
 }
 

@@ -30,6 +30,11 @@ public:
   void readParams(const std::vector<ParamRecord> &params,
                   const std::vector<float *> &buffers) const;
 
+  /// Frees the values of the params' initializers once they have been
+  /// read: the session holds the only copy the step needs, and
+  /// serializeWithParams replaces them anyway.
+  void releaseParamData(const std::vector<ParamRecord> &params);
+
   /// This model with the params' initializers replaced by `buffers`,
   /// serialized.
   std::string serializeWithParams(const std::vector<ParamRecord> &params,

@@ -88,7 +88,7 @@ void Session::forward(const std::vector<const float *> &inputs,
 
 std::unique_ptr<Session> openSession(const Manifest &manifest,
                                      const Options &options,
-                                     const OnnxModel &initialWeights,
+                                     OnnxModel &initialWeights,
                                      bool skipUpdate) {
   SessionOptions sessionOptions;
   sessionOptions.lr = options.lr.value_or(0);
@@ -98,6 +98,7 @@ std::unique_ptr<Session> openSession(const Manifest &manifest,
   sessionOptions.threads = options.threads.value_or(manifest.defaultThreads);
   auto session = std::make_unique<Session>(manifest, sessionOptions);
   session->loadParams(initialWeights);
+  initialWeights.releaseParamData(manifest.params);
   return session;
 }
 

@@ -77,7 +77,7 @@ private:
 /// from `initialWeights`.
 std::unique_ptr<Session> openSession(const Manifest &manifest,
                                      const Options &options,
-                                     const OnnxModel &initialWeights,
+                                     OnnxModel &initialWeights,
                                      bool skipUpdate);
 
 /// Whether the linked object defines blpa_train_step (a --train object).

@@ -72,7 +72,7 @@ void dumpNpy(const std::string &path, const Shape &shape, const float *values) {
 } // namespace
 
 void runCheckStep(const Manifest &manifest, const Options &options,
-                  const OnnxModel &initialWeights) {
+                  OnnxModel &initialWeights) {
   std::vector<std::vector<float>> inputs = readInputs(manifest, options);
   std::vector<int64_t> labels = readLabels(manifest, options);
   makeDirectories(options.dumpDir, "--dump");
@@ -95,7 +95,7 @@ void runCheckStep(const Manifest &manifest, const Options &options,
 }
 
 void runForward(const Manifest &manifest, const Options &options,
-                const OnnxModel &initialWeights) {
+                OnnxModel &initialWeights) {
   std::vector<std::vector<float>> inputs = readInputs(manifest, options);
   makeDirectories(options.dumpDir, "--dump");
   std::unique_ptr<Session> session =

@@ -17,11 +17,11 @@ struct Options;
 /// One training step without updates; writes DIR/loss.npy and
 /// DIR/grads/<param>.npy for every trainable param.
 void runCheckStep(const Manifest &manifest, const Options &options,
-                  const OnnxModel &initialWeights);
+                  OnnxModel &initialWeights);
 
 /// blpa_forward; writes DIR/output_<i>.npy.
 void runForward(const Manifest &manifest, const Options &options,
-                const OnnxModel &initialWeights);
+                OnnxModel &initialWeights);
 
 } // namespace blpa::driver
 

@@ -260,8 +260,7 @@ void saveModel(const Session &session, const Manifest &manifest,
 } // namespace
 
 void runTraining(const Manifest &manifest, const Options &options,
-                 const OnnxModel &embeddedModel,
-                 const OnnxModel &initialWeights) {
+                 const OnnxModel &embeddedModel, OnnxModel &initialWeights) {
   if (manifest.classCount() < 1)
     throw DriverError("training needs the model's output 0 to be the logits "
                       "[N, classes]; this executable has no such output");

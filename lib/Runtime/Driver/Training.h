@@ -13,8 +13,7 @@ struct Options;
 /// progress on stdout and an optional JSONL log; with --data, then the test
 /// accuracy; with --save, then `embeddedModel` with the trained weights.
 void runTraining(const Manifest &manifest, const Options &options,
-                 const OnnxModel &embeddedModel,
-                 const OnnxModel &initialWeights);
+                 const OnnxModel &embeddedModel, OnnxModel &initialWeights);
 
 } // namespace blpa::driver
 

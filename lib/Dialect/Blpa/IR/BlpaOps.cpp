@@ -429,22 +429,30 @@ void BatchNormInferenceOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   args.push_back(RuntimeArg::f64(getEpsilon().convertToDouble()));
 }
 
+/// The input, scale and bias gradient types of an exact batch-norm
+/// gradient (blpa.batch_norm_grad, blpa.batch_norm_relu_grad) whose
+/// per-channel operands are `perChannel`.
+static LogicalResult inferBatchNormGradients(
+    MLIRContext *ctx, std::optional<Location> loc, StringRef opName, Value grad,
+    Value input, ArrayRef<Value> perChannel, SmallVectorImpl<Type> &results) {
+  FailureOr<int64_t> channels = checkBatchNorm(loc, input, perChannel);
+  if (failed(channels))
+    return failure();
+  if (grad.getType() != input.getType())
+    return emitOptionalError(loc, opName, ": grad and input types differ");
+  results.push_back(input.getType());
+  results.push_back(f32Tensor(ctx, {*channels}));
+  results.push_back(f32Tensor(ctx, {*channels}));
+  return success();
+}
+
 LogicalResult
 BatchNormGradOp::inferReturnTypes(MLIRContext *ctx, std::optional<Location> loc,
                                   Adaptor adaptor,
                                   SmallVectorImpl<Type> &results) {
-  FailureOr<int64_t> channels = checkBatchNorm(
-      loc, adaptor.getInput(),
-      {adaptor.getScale(), adaptor.getMean(), adaptor.getInvStd()});
-  if (failed(channels))
-    return failure();
-  if (adaptor.getGrad().getType() != adaptor.getInput().getType())
-    return emitOptionalError(loc, "batch_norm_grad: grad and input types "
-                                  "differ");
-  results.push_back(adaptor.getInput().getType());
-  results.push_back(f32Tensor(ctx, {*channels}));
-  results.push_back(f32Tensor(ctx, {*channels}));
-  return success();
+  return inferBatchNormGradients(
+      ctx, loc, "batch_norm_grad", adaptor.getGrad(), adaptor.getInput(),
+      {adaptor.getScale(), adaptor.getMean(), adaptor.getInvStd()}, results);
 }
 
 StringRef BatchNormGradOp::getRuntimeFunction() {
@@ -1338,19 +1346,11 @@ void BatchNormReluOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
 LogicalResult BatchNormReluGradOp::inferReturnTypes(
     MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
     SmallVectorImpl<Type> &results) {
-  FailureOr<int64_t> channels =
-      checkBatchNorm(loc, adaptor.getInput(),
-                     {adaptor.getScale(), adaptor.getBias(), adaptor.getMean(),
-                      adaptor.getInvStd()});
-  if (failed(channels))
-    return failure();
-  if (adaptor.getGrad().getType() != adaptor.getInput().getType())
-    return emitOptionalError(loc, "batch_norm_relu_grad: grad and input "
-                                  "types differ");
-  results.push_back(adaptor.getInput().getType());
-  results.push_back(f32Tensor(ctx, {*channels}));
-  results.push_back(f32Tensor(ctx, {*channels}));
-  return success();
+  return inferBatchNormGradients(ctx, loc, "batch_norm_relu_grad",
+                                 adaptor.getGrad(), adaptor.getInput(),
+                                 {adaptor.getScale(), adaptor.getBias(),
+                                  adaptor.getMean(), adaptor.getInvStd()},
+                                 results);
 }
 
 StringRef BatchNormReluGradOp::getRuntimeFunction() {

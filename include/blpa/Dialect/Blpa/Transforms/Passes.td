@@ -126,6 +126,23 @@ def BlpaFuseBatchNormRelu : Pass<"blpa-fuse-batch-norm-relu", "ModuleOp"> {
   ];
 }
 
+def BlpaScheduleUpdates : Pass<"blpa-schedule-updates", "ModuleOp"> {
+  let summary = "Moves each parameter update right after its last input";
+  let description = [{
+    In `@train_step`, each op of the update phase (`blpa.sgd_update`,
+    `blpa.update_running_stats`) moves to right after the last op it must
+    follow: the producers of its operands and every other reader of a
+    parameter it updates in place. Autodiff appends the updates after the
+    whole backward pass, which keeps every weight gradient alive until
+    the end of the step; here each dies as soon as its update consumed
+    it. Every read of a parameter still sees its value from before the
+    step, so the step's results do not change.
+  }];
+  let statistics = [
+    Statistic<"numMoved", "moved", "Updates moved earlier">,
+  ];
+}
+
 def BlpaPlanMemory : Pass<"blpa-plan-memory", "ModuleOp"> {
   let summary = "Places every transient tensor of each function in one arena";
   let description = [{
