@@ -16,7 +16,19 @@ def BlpaLowerToLLVM : Pass<"blpa-lower-to-llvm", "ModuleOp"> {
     buffers, and every op becomes one call of the runtime function its
     RuntimeCallOpInterface names. Adds the `blpa_manifest` global that tells
     the driver the shapes, parameters and arena size.
+
+    With `chunk-size=N` (N > 0), consecutive calls go into internal
+    functions `@blpa_<name>_chunk<K>` of at most N calls each, taking the
+    entry point's arguments, and the entry point calls them in order: the
+    code generator's time then grows linearly with the number of ops
+    instead of superlinearly in one huge function. `chunk-size=0` keeps all
+    calls in the entry point.
   }];
+  let options = [
+    Option<"chunkSize", "chunk-size", "unsigned", /*default=*/"64",
+           "Runtime calls per outlined chunk of an entry point (0: no "
+           "chunks)">,
+  ];
   let dependentDialects = ["::mlir::LLVM::LLVMDialect"];
 }
 

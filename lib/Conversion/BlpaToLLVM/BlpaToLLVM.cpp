@@ -2,9 +2,11 @@
 //
 // After --blpa-plan-memory every tensor has a home: an arena offset, a
 // persistent parameter slot, or a caller buffer. This pass walks each planned
-// function once, keeps the pointer of each tensor value, and emits one
-// runtime call per op from the op's RuntimeCallOpInterface. docs/design.md
-// says why this is a walk rather than a dialect conversion.
+// function once, records where each tensor value lives, and emits one
+// runtime call per op from the op's RuntimeCallOpInterface, in internal
+// chunk functions of at most --blpa-lower-to-llvm=chunk-size calls that the
+// entry point calls in order. docs/design.md says why this is a walk rather
+// than a dialect conversion, and why the chunks.
 //
 //===----------------------------------------------------------------------===//
 
@@ -17,6 +19,7 @@
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/Interfaces/ViewLikeInterface.h"
+#include "llvm/ADT/StringMap.h"
 #include <map>
 
 namespace mlir {
@@ -42,13 +45,19 @@ public:
   explicit ModuleLowering(ModuleOp module)
       : module(module), builder(module.getBodyRegion()) {}
 
+  /// The declaration of runtime function `name`. Memoized: a symbol lookup
+  /// scans the whole module, which grows with the op count.
   LLVM::LLVMFuncOp getOrDeclare(StringRef name, ArrayRef<Type> argTypes) {
-    if (auto existing = module.lookupSymbol<LLVM::LLVMFuncOp>(name))
-      return existing;
+    LLVM::LLVMFuncOp &decl = declarations[name];
+    if (decl)
+      return decl;
+    if ((decl = module.lookupSymbol<LLVM::LLVMFuncOp>(name)))
+      return decl;
     auto type = LLVM::LLVMFunctionType::get(
         LLVM::LLVMVoidType::get(module.getContext()), argTypes);
     builder.setInsertionPointToStart(module.getBody());
-    return LLVM::LLVMFuncOp::create(builder, module.getLoc(), name, type);
+    decl = LLVM::LLVMFuncOp::create(builder, module.getLoc(), name, type);
+    return decl;
   }
 
   /// A constant int64_t array, shared by every call that passes the same
@@ -85,15 +94,29 @@ private:
   ModuleOp module;
   OpBuilder builder;
   std::map<std::vector<int64_t>, LLVM::GlobalOp> intArrays;
+  llvm::StringMap<LLVM::LLVMFuncOp> declarations;
 };
 
-/// Lowers one planned function to its entry point.
+/// Where a tensor lives: a caller input buffer, a parameter slot, or an
+/// arena offset. Pointers are rematerialized from this in every chunk, so no
+/// SSA value lives across a chunk boundary.
+struct PointerSource {
+  enum class Kind { Input, Param, Arena } kind;
+  int64_t index; // input number, parameter index or arena offset in bytes
+};
+
+/// Lowers one planned function to its entry point. With a chunk size, the
+/// runtime calls go, in order, into internal functions of at most that many
+/// calls each (same arguments as the entry point), and the entry point just
+/// calls them: LLVM's code generator then sees many small functions instead
+/// of one with thousands of calls, whose register allocation is superlinear.
 class FunctionLowering {
 public:
   FunctionLowering(ModuleLowering &moduleLowering, const ParamTable &params,
-                   func::FuncOp func)
+                   func::FuncOp func, unsigned chunkSize)
       : moduleLowering(moduleLowering), params(params), func(func),
-        builder(func.getContext()),
+        chunkSize(chunkSize), builder(func.getContext()),
+        entryBuilder(func.getContext()),
         ptrType(LLVM::LLVMPointerType::get(func.getContext())) {}
 
   LogicalResult lower();
@@ -103,18 +126,27 @@ private:
   Value abiArg(AbiArg arg);
   Value loadSlot(Value array, int64_t index);
   Value i64(int64_t v);
+  FailureOr<Value> pointerOf(Operation *op, Value tensor);
   LogicalResult mapResults(Operation *op);
   FailureOr<Value> lowerArg(Operation *op, const RuntimeArg &arg);
+  void beginCall();
+  void startChunk();
   LogicalResult lowerCall(RuntimeCallOpInterface op);
   LogicalResult lowerReturn(func::ReturnOp op);
 
   ModuleLowering &moduleLowering;
   const ParamTable &params;
   func::FuncOp func;
-  OpBuilder builder;
+  unsigned chunkSize;
+  OpBuilder builder;      // inside the function that receives calls
+  OpBuilder entryBuilder; // inside the entry point, calling the chunks
   Type ptrType;
   LLVM::LLVMFuncOp entry;
-  DenseMap<Value, Value> pointers;
+  LLVM::LLVMFuncOp chunk; // the function receiving calls (entry if unsplit)
+  unsigned numChunks = 0;
+  unsigned callsInChunk = 0;
+  DenseMap<Value, PointerSource> sources;
+  DenseMap<Value, Value> pointers; // materialized in the current chunk
 };
 
 } // namespace
@@ -124,7 +156,7 @@ Value FunctionLowering::abiArg(AbiArg arg) {
   // The forward entry point has no momenta and gradient arrays.
   if (!isTrainStep() && index > static_cast<unsigned>(AbiArg::Params))
     index -= 2;
-  return entry.getArgument(index);
+  return chunk.getArgument(index);
 }
 
 Value FunctionLowering::i64(int64_t v) {
@@ -133,21 +165,54 @@ Value FunctionLowering::i64(int64_t v) {
 }
 
 Value FunctionLowering::loadSlot(Value array, int64_t index) {
-  Value slot = LLVM::GEPOp::create(builder, func.getLoc(), ptrType, ptrType,
-                                   array, ArrayRef<LLVM::GEPArg>{index});
+  Value slot =
+      LLVM::GEPOp::create(builder, func.getLoc(), ptrType, ptrType, array,
+                          ArrayRef<LLVM::GEPArg>{int32_t(index)});
   return LLVM::LoadOp::create(builder, func.getLoc(), ptrType, slot);
 }
 
-/// Gives each result of `op` its pointer: views alias their source,
-/// parameters load their slot, everything else is at its planned offset.
+/// The pointer of `tensor` in the current chunk, created at the insertion
+/// point on first use.
+FailureOr<Value> FunctionLowering::pointerOf(Operation *op, Value tensor) {
+  if (Value ptr = pointers.lookup(tensor))
+    return ptr;
+  auto it = sources.find(tensor);
+  if (it == sources.end())
+    return op->emitError("uses a tensor without a planned location");
+  const PointerSource &source = it->second;
+  Value ptr;
+  switch (source.kind) {
+  case PointerSource::Kind::Input:
+    ptr = loadSlot(abiArg(AbiArg::Inputs), source.index);
+    break;
+  case PointerSource::Kind::Param:
+    ptr = loadSlot(abiArg(AbiArg::Params), source.index);
+    break;
+  case PointerSource::Kind::Arena:
+    // The offset is an SSA constant: GEP's inline constant indices are
+    // 32-bit and arenas exceed that.
+    ptr = LLVM::GEPOp::create(builder, op->getLoc(), ptrType,
+                              builder.getI8Type(), abiArg(AbiArg::Arena),
+                              ArrayRef<LLVM::GEPArg>{i64(source.index)});
+    break;
+  }
+  pointers[tensor] = ptr;
+  return ptr;
+}
+
+/// Records where each result of `op` lives: views alias their source,
+/// parameters are in their slot, everything else is at its planned offset.
 LogicalResult FunctionLowering::mapResults(Operation *op) {
   if (auto view = dyn_cast<ViewLikeOpInterface>(op)) {
-    pointers[view.getViewDest()] = pointers.lookup(view.getViewSource());
+    auto it = sources.find(view.getViewSource());
+    if (it == sources.end())
+      return op->emitError("views a tensor without a planned location");
+    sources[view.getViewDest()] = it->second;
     return success();
   }
   if (auto param = dyn_cast<ParamOp>(op)) {
-    pointers[param.getResult()] = loadSlot(
-        abiArg(AbiArg::Params), params.indexOf.lookup(param.getName()));
+    sources[param.getResult()] = {PointerSource::Kind::Param,
+                                  params.indexOf.lookup(param.getName())};
     return success();
   }
   if (op->getNumResults() == 0)
@@ -155,13 +220,9 @@ LogicalResult FunctionLowering::mapResults(Operation *op) {
   auto offsets = op->getAttrOfType<DenseI64ArrayAttr>("blpa.offsets");
   if (!offsets || offsets.size() != static_cast<int64_t>(op->getNumResults()))
     return op->emitError("has no memory plan; run --blpa-plan-memory first");
-  // The offset is an SSA constant: GEP's inline constant indices are 32-bit
-  // and arenas exceed that.
   for (auto [result, offset] :
        llvm::zip(op->getResults(), offsets.asArrayRef()))
-    pointers[result] = LLVM::GEPOp::create(
-        builder, op->getLoc(), ptrType, builder.getI8Type(),
-        abiArg(AbiArg::Arena), ArrayRef<LLVM::GEPArg>{i64(offset)});
+    sources[result] = {PointerSource::Kind::Arena, offset};
   return success();
 }
 
@@ -172,7 +233,7 @@ FailureOr<Value> FunctionLowering::lowerArg(Operation *op,
   case RuntimeArg::Kind::Data:
     if (!arg.value)
       return Value(LLVM::ZeroOp::create(builder, loc, ptrType));
-    return pointers.lookup(arg.value);
+    return pointerOf(op, arg.value);
   case RuntimeArg::Kind::Momentum:
   case RuntimeArg::Kind::GradStore: {
     auto param = arg.value.getDefiningOp<ParamOp>();
@@ -196,7 +257,35 @@ FailureOr<Value> FunctionLowering::lowerArg(Operation *op,
   llvm_unreachable("unknown runtime argument kind");
 }
 
+/// Opens a new chunk when the current one is full (or none is open yet).
+void FunctionLowering::beginCall() {
+  if (chunkSize != 0 && (numChunks == 0 || callsInChunk == chunkSize))
+    startChunk();
+  ++callsInChunk;
+}
+
+/// Ends the current chunk and starts the next one: an internal function
+/// with the entry point's signature, called from the entry point.
+void FunctionLowering::startChunk() {
+  Location loc = func.getLoc();
+  if (numChunks != 0)
+    LLVM::ReturnOp::create(builder, loc, ValueRange{});
+  entryBuilder.setInsertionPoint(func);
+  chunk = LLVM::LLVMFuncOp::create(
+      entryBuilder, loc, (entry.getName() + "_chunk" + Twine(numChunks)).str(),
+      entry.getFunctionType(), LLVM::Linkage::Internal);
+  // Merging the chunks back would recreate the one huge function.
+  chunk.setNoInline(true);
+  builder.setInsertionPointToStart(chunk.addEntryBlock(builder));
+  entryBuilder.setInsertionPointToEnd(&entry.getBody().front());
+  LLVM::CallOp::create(entryBuilder, loc, chunk, entry.getArguments());
+  ++numChunks;
+  callsInChunk = 0;
+  pointers.clear();
+}
+
 LogicalResult FunctionLowering::lowerCall(RuntimeCallOpInterface op) {
+  beginCall();
   SmallVector<RuntimeArg> runtimeArgs;
   op.getRuntimeArgs(runtimeArgs);
   SmallVector<Value> args{abiArg(AbiArg::Context)};
@@ -218,16 +307,21 @@ LogicalResult FunctionLowering::lowerCall(RuntimeCallOpInterface op) {
 
 /// Copies each returned tensor into the caller's output buffer.
 LogicalResult FunctionLowering::lowerReturn(func::ReturnOp op) {
-  Value ctx = abiArg(AbiArg::Context);
   for (auto [index, value] : llvm::enumerate(op.getOperands())) {
+    beginCall();
     Value dst = loadSlot(abiArg(AbiArg::Outputs), index);
+    FailureOr<Value> src = pointerOf(op, value);
+    if (failed(src))
+      return failure();
     Value bytes = i64(getTensorBytes(value.getType()));
-    SmallVector<Value> args{ctx, dst, pointers.lookup(value), bytes};
+    SmallVector<Value> args{abiArg(AbiArg::Context), dst, *src, bytes};
     SmallVector<Type> types(ValueRange(args).getTypes());
     LLVM::CallOp::create(builder, op.getLoc(),
                          moduleLowering.getOrDeclare("blpa_copy", types), args);
   }
-  LLVM::ReturnOp::create(builder, op.getLoc(), ValueRange{});
+  if (chunk != entry)
+    LLVM::ReturnOp::create(builder, op.getLoc(), ValueRange{});
+  LLVM::ReturnOp::create(entryBuilder, op.getLoc(), ValueRange{});
   return success();
 }
 
@@ -241,10 +335,13 @@ LogicalResult FunctionLowering::lower() {
       builder, func.getLoc(), ("blpa_" + func.getName()).str(),
       LLVM::LLVMFunctionType::get(LLVM::LLVMVoidType::get(func.getContext()),
                                   argTypes));
-  builder.setInsertionPointToStart(entry.addEntryBlock(builder));
+  Block *entryBlock = entry.addEntryBlock(builder);
+  builder.setInsertionPointToStart(entryBlock);
+  entryBuilder.setInsertionPointToStart(entryBlock);
+  chunk = entry;
 
   for (BlockArgument arg : func.getArguments())
-    pointers[arg] = loadSlot(abiArg(AbiArg::Inputs), arg.getArgNumber());
+    sources[arg] = {PointerSource::Kind::Input, arg.getArgNumber()};
   for (Operation &op : func.getBody().front()) {
     if (failed(mapResults(&op)))
       return failure();
@@ -264,6 +361,7 @@ LogicalResult FunctionLowering::lower() {
 namespace {
 struct LowerToLLVMPass
     : public blpa::impl::BlpaLowerToLLVMBase<LowerToLLVMPass> {
+  using BlpaLowerToLLVMBase::BlpaLowerToLLVMBase;
   void runOnOperation() override {
     ModuleOp module = getOperation();
     FailureOr<ParamTable> params = collectParams(module);
@@ -277,7 +375,8 @@ struct LowerToLLVMPass
     ModuleLowering moduleLowering(module);
     int64_t arenaBytes = 0;
     for (func::FuncOp func : funcs) {
-      if (failed(FunctionLowering(moduleLowering, *params, func).lower()))
+      if (failed(FunctionLowering(moduleLowering, *params, func, chunkSize)
+                     .lower()))
         return signalPassFailure();
       arenaBytes = std::max(
           arenaBytes,

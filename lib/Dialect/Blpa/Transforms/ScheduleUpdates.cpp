@@ -28,13 +28,6 @@ using namespace mlir::blpa;
 
 namespace {
 
-/// The later of `a` and `b` in their block (either may be null).
-Operation *later(Operation *a, Operation *b) {
-  if (!a || !b)
-    return a ? a : b;
-  return a->isBeforeInBlock(b) ? b : a;
-}
-
 struct ScheduleUpdatesPass
     : public blpa::impl::BlpaScheduleUpdatesBase<ScheduleUpdatesPass> {
   void runOnOperation() override {
@@ -48,11 +41,17 @@ struct ScheduleUpdatesPass
       for (Operation *user : param->getUsers())
         readers[param.getName()].push_back(user);
     });
+    // Positions are taken once, before anything moves: anchors are never
+    // updates themselves (an update reads only what it writes and its
+    // gradients), and Operation::isBeforeInBlock would renumber the block
+    // after every move.
     SmallVector<Operation *> updates;
-    for (Operation &op : step.getBody().front())
+    for (auto [i, op] : llvm::enumerate(step.getBody().front())) {
+      position[&op] = i;
       if (op.getNumResults() == 0 && op.hasAttr(kPhaseAttrName) &&
           getPhase(&op) == Phase::Update)
         updates.push_back(&op);
+    }
     // Updates that follow the same op keep their order.
     DenseMap<Operation *, Operation *> lastPlacedAfter;
     for (Operation *update : updates) {
@@ -67,6 +66,14 @@ struct ScheduleUpdatesPass
       update->moveAfter(after);
       ++numMoved;
     }
+  }
+
+  /// The later of `a` and `b` in the block's original order (either may be
+  /// null).
+  Operation *later(Operation *a, Operation *b) const {
+    if (!a || !b)
+      return a ? a : b;
+    return position.lookup(a) < position.lookup(b) ? b : a;
   }
 
   /// The last op `update` must follow.
@@ -85,6 +92,8 @@ struct ScheduleUpdatesPass
     }
     return anchor;
   }
+
+  DenseMap<Operation *, int64_t> position;
 };
 
 } // namespace
