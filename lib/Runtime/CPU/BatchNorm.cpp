@@ -200,8 +200,12 @@ struct ReluMaskedGrad {
     g.resize(spatial);
     normalizeRun(x + offset, g.data(), spatial, mean[ch], factor[ch], bias[ch]);
     const float *in = dy + offset;
-    for (int64_t j = 0; j < spatial; ++j)
-      g[j] = g[j] > 0.0f ? in[j] : 0.0f;
+    // An unconditional load of in[j]: a select, not a branch on a random
+    // sign.
+    for (int64_t j = 0; j < spatial; ++j) {
+      float v = in[j];
+      g[j] = g[j] > 0.0f ? v : 0.0f;
+    }
     return g.data();
   }
 };

@@ -65,8 +65,12 @@ void blpa_relu(blpa_context *, const float *x, float *y, int64_t numel) {
 void blpa_relu_grad(blpa_context *, const float *dy, const float *y, float *dx,
                     int64_t numel) {
   parallelBlocks(numel, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i)
-      dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+    // Both values are loaded unconditionally: a load under the condition
+    // becomes a branch on a random sign (10x slower) instead of a select.
+    for (int64_t i = begin; i < end; ++i) {
+      float g = dy[i];
+      dx[i] = y[i] > 0.0f ? g : 0.0f;
+    }
   });
 }
 
