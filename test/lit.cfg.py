@@ -4,6 +4,7 @@ import os
 
 import lit.formats
 from lit.llvm import llvm_config
+from lit.llvm.subst import ToolSubst
 
 config.name = "BLPA"
 config.test_format = lit.formats.ShTest(not llvm_config.use_lit_shell)
@@ -18,4 +19,8 @@ llvm_config.use_default_substitutions()
 
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 llvm_config.with_environment("PATH", config.blpa_tools_dir, append_path=True)
-llvm_config.add_tool_substitutions(["blpa-opt"], [config.blpa_tools_dir])
+# Every plan a test compiles is checked a second time, independently of the
+# planner (--blpa-verify-memory-plan); the flag is inert in mlir-opt mode.
+llvm_config.add_tool_substitutions(
+    [ToolSubst("blpa-opt", extra_args=["--verify-memory-plan"])],
+    [config.blpa_tools_dir])
