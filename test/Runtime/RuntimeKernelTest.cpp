@@ -1035,6 +1035,29 @@ void testBnGradDecode(const std::string &base, const BnEncoded &bn,
   expectClose(base + "/grad_bias", dbias, dbiasRef);
 }
 
+/// The fused kernel against its two parts: the ReLU gradient over
+/// blpa_bn_decode's ReLU output, then blpa_batch_norm_grad_decode; bit for
+/// bit, since the mask is the decode's own.
+void testBnReluGradDecode(const std::string &base, const BnEncoded &bn) {
+  size_t numel = bn.numel();
+  Floats dy = randomFloats(numel), z(numel), masked(numel), dx(numel),
+         dxRef(numel), ds(bn.c), dsRef(bn.c), db(bn.c), dbRef(bn.c);
+  blpa_bn_decode(&ctx, bn.codes.data(), bn.scale.data(), bn.bias.data(),
+                 z.data(), bn.n, bn.c, bn.spatial, bn.bits, /*relu=*/1);
+  blpa_relu_grad(&ctx, dy.data(), z.data(), masked.data(), numel);
+  blpa_batch_norm_grad_decode(&ctx, masked.data(), bn.codes.data(),
+                              bn.scale.data(), bn.bias.data(), bn.invStd.data(),
+                              dxRef.data(), dsRef.data(), dbRef.data(), bn.n,
+                              bn.c, bn.spatial, bn.bits);
+  blpa_batch_norm_relu_grad_decode(&ctx, dy.data(), bn.codes.data(),
+                                   bn.scale.data(), bn.bias.data(),
+                                   bn.invStd.data(), dx.data(), ds.data(),
+                                   db.data(), bn.n, bn.c, bn.spatial, bn.bits);
+  report(base + "/relu_grad_decode",
+         sameBits(dx, dxRef) && sameBits(ds, dsRef) && sameBits(db, dbRef),
+         "differs from relu_grad of the decoded ReLU, then grad_decode");
+}
+
 void testBnCodes(const char *shape, int64_t n, int64_t c, int64_t spatial) {
   for (int bits : {2, 4, 8}) {
     std::string base =
@@ -1044,14 +1067,18 @@ void testBnCodes(const char *shape, int64_t n, int64_t c, int64_t spatial) {
     testBnEncode(base, bn, q);
     testBnDecode(base, bn, q);
     testBnGradDecode(base, bn, q);
+    testBnReluGradDecode(base, bn);
   }
 }
 
 Doubles toDoubles(const Floats &v) { return Doubles(v.begin(), v.end()); }
 
 /// With 8-bit codes and no clipping (uniform data, |beta/gamma| < 1.2), the
-/// approximate backward stays close to the exact one (measured: dx 1.5e-4,
-/// dscale 2.3e-3 relative error; 4-bit codes give 4e-3 and 0.13).
+/// approximate backward stays close to the exact one. Measured over 200
+/// draws of this data: dx relative error median 2.0e-4, max 4.0e-4; dscale
+/// (a sum of random-signed terms, so its relative error varies more)
+/// median 7.2e-3, 95th percentile 1.5e-2, max 2.8e-2. The bounds leave
+/// room above the maxima for any draw.
 void testBnGradVsExact() {
   const int64_t n = 16, c = 6, spatial = 13 * 11;
   const float gammas[c] = {1.3f, -0.7f, 0.0f, 0.9f, -1.5f, 2.0f};
@@ -1072,7 +1099,7 @@ void testBnGradVsExact() {
   expectClose("bn_codes/8bit_vs_exact/grad_input", dx, toDoubles(dxExact),
               1e-3);
   expectClose("bn_codes/8bit_vs_exact/grad_scale", dscale,
-              toDoubles(dscaleExact), 1e-2);
+              toDoubles(dscaleExact), 5e-2);
   report("bn_codes/8bit_vs_exact/grad_bias", sameBits(dbias, dbiasExact),
          "dbias differs from the exact kernel's");
 }

@@ -318,6 +318,16 @@ void blpa_batch_norm_grad_decode(blpa_context *ctx, const float *dy,
                                  int64_t n, int64_t c, int64_t spatial,
                                  int64_t bits);
 
+/// blpa_batch_norm_grad_decode of the gradient of a ReLU of the decoded
+/// output: dy is first masked where blpa_bn_decode with relu != 0 would
+/// give 0, in the same pass.
+void blpa_batch_norm_relu_grad_decode(blpa_context *ctx, const float *dy,
+                                      const uint8_t *codes, const float *scale,
+                                      const float *bias, const float *invStd,
+                                      float *dx, float *dscale, float *dbias,
+                                      int64_t n, int64_t c, int64_t spatial,
+                                      int64_t bits);
+
 /// y = the decoded batch-norm output y~ = a * u~ (beta when gamma == 0) of
 /// blpa_batch_norm_train_encode's codes, or when relu != 0 the decoded ReLU
 /// output: y~ where the mask q >= shift holds (beta > 0 when gamma == 0),

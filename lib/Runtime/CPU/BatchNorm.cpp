@@ -323,6 +323,31 @@ template <int Bits> struct DecodedSlices {
   XhatMap xhatMap(int64_t ch) const { return bn[ch].xhat; }
 };
 
+/// The gradient of a batch norm whose codes' decoded output went through a
+/// ReLU: dy where the decoded y~ is positive (blpa_bn_decode's own ReLU
+/// mask, so the same as its relu_grad), else 0.
+template <int Bits> struct CodeMaskedGrad {
+  const float *dy;
+  const uint8_t *codes;
+  const std::vector<BnCode> &bn;
+  int64_t spatial;
+
+  const float *slice(int64_t ch, int64_t offset) const {
+    static thread_local std::vector<uint8_t> q;
+    static thread_local std::vector<float> g;
+    q.resize(spatial);
+    g.resize(spatial);
+    unpackCodes<Bits>(codes, offset, spatial, q.data());
+    const BnCode &code = bn[ch];
+    const float *in = dy + offset;
+    for (int64_t j = 0; j < spatial; ++j) {
+      float v = in[j]; // unconditional: a select, not a branch
+      g[j] = code.y(q[j]) > 0 ? v : 0.0f;
+    }
+    return g.data();
+  }
+};
+
 } // namespace
 
 extern "C" {
@@ -444,6 +469,22 @@ void blpa_batch_norm_grad_decode(blpa_context *, const float *dy,
                                    PlainGrad{dy}, scale, invStd, dx, dscale,
                                    dbias, n, c, spatial);
                });
+}
+
+void blpa_batch_norm_relu_grad_decode(blpa_context *, const float *dy,
+                                      const uint8_t *codes, const float *scale,
+                                      const float *bias, const float *invStd,
+                                      float *dx, float *dscale, float *dbias,
+                                      int64_t n, int64_t c, int64_t spatial,
+                                      int64_t bits) {
+  withCodeBits(
+      "blpa_batch_norm_relu_grad_decode", bits, valueCodeBits, [&](auto width) {
+        constexpr int Bits = decltype(width)::value;
+        std::vector<BnCode> bn = bnCodes(scale, bias, c, Bits);
+        batchNormBackward(DecodedSlices<Bits>{codes, bn, spatial},
+                          CodeMaskedGrad<Bits>{dy, codes, bn, spatial}, scale,
+                          invStd, dx, dscale, dbias, n, c, spatial);
+      });
 }
 
 void blpa_bn_decode(blpa_context *, const uint8_t *codes, const float *scale,

@@ -1155,7 +1155,8 @@ LogicalResult BatchNormGradDecodeOp::inferReturnTypes(
 }
 
 StringRef BatchNormGradDecodeOp::getRuntimeFunction() {
-  return "blpa_batch_norm_grad_decode";
+  return getRelu() ? "blpa_batch_norm_relu_grad_decode"
+                   : "blpa_batch_norm_grad_decode";
 }
 
 void BatchNormGradDecodeOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {

@@ -3,6 +3,8 @@
 // --blpa-fuse-batch-norm-relu: relu(batch_norm(x)) becomes batch_norm_relu,
 // batch_norm_grad(relu_grad(dy, r), x) becomes batch_norm_relu_grad, and the
 // backward readers of r read batch_norm_apply {relu}(x) instead of a kept r.
+// With compressed activations, the ReLU gradient of a decoded output goes
+// into batch_norm_grad_decode {relu}.
 //
 //===----------------------------------------------------------------------===//
 
@@ -57,6 +59,27 @@ struct FuseBatchNormReluPass
     });
     for (BatchNormOp bn : batchNorms)
       fuse(bn, getOnlyRelu(bn));
+    step.walk([&](BatchNormGradDecodeOp grad) { fuseDecodedGradient(grad); });
+  }
+
+  /// With compressed activations: batch_norm_grad_decode(relu_grad(dy,
+  /// batch_norm_decode {relu}(codes)), codes) masks dy itself, from the
+  /// same codes. The decode stays only for its other readers.
+  void fuseDecodedGradient(BatchNormGradDecodeOp grad) {
+    auto reluGrad = grad.getGrad().getDefiningOp<ReluGradOp>();
+    if (grad.getRelu() || !reluGrad || !reluGrad.getInputGrad().hasOneUse())
+      return;
+    auto decode = reluGrad.getOutput().getDefiningOp<BatchNormDecodeOp>();
+    if (!decode || !decode.getRelu() || decode.getCodes() != grad.getCodes() ||
+        decode.getScale() != grad.getScale() ||
+        decode.getBias() != grad.getBias())
+      return;
+    grad.getGradMutable().assign(reluGrad.getGrad());
+    grad.setRelu(true);
+    reluGrad.erase();
+    if (decode->use_empty())
+      decode.erase();
+    ++numGradsFused;
   }
 
   void fuse(BatchNormOp bn, ReluOp relu) {

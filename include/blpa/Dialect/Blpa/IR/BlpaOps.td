@@ -323,10 +323,13 @@ def Blpa_BatchNormGradDecodeOp : Blpa_ComputeOp<"batch_norm_grad_decode",
   let description = [{
     `blpa.batch_norm_grad` with x-hat recovered from `bn_relu` codes: the
     bias gradient is exact, the scale gradient and the variance term of the
-    input gradient use the approximation.
+    input gradient use the approximation. With `relu`, `grad` is the
+    gradient of a ReLU of the decoded output and is first masked where
+    `blpa.batch_norm_decode {relu}` gives 0 (--blpa-fuse-batch-norm-relu).
   }];
   let arguments = (ins Blpa_F32Tensor:$grad, Blpa_PackedTensor:$codes,
-      Blpa_F32Tensor:$scale, Blpa_F32Tensor:$bias, Blpa_F32Tensor:$inv_std);
+      Blpa_F32Tensor:$scale, Blpa_F32Tensor:$bias, Blpa_F32Tensor:$inv_std,
+      UnitAttr:$relu);
   let results = (outs Blpa_F32Tensor:$input_grad, Blpa_F32Tensor:$scale_grad,
       Blpa_F32Tensor:$bias_grad);
 }

@@ -109,7 +109,11 @@ def BlpaFuseBatchNormRelu : Pass<"blpa-fuse-batch-norm-relu", "ModuleOp"> {
     element-wise pass per fused batch norm.
 
     Runs after --blpa-compress-activations: the batch norms that pass
-    encoded are not `blpa.batch_norm` any more.
+    encoded are not `blpa.batch_norm` any more. Their gradients are fused
+    too: `blpa.batch_norm_grad_decode` of a `blpa.relu_grad` of
+    `blpa.batch_norm_decode {relu}` of the same codes becomes
+    `blpa.batch_norm_grad_decode {relu}`, which masks the gradient from the
+    codes in the same pass.
   }];
   let dependentDialects = ["::mlir::blpa::BlpaDialect"];
   let options = [
