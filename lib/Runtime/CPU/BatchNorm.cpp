@@ -348,6 +348,25 @@ template <int Bits> struct CodeMaskedGrad {
   }
 };
 
+/// The backward from the codes, of the batch norm itself or (relu) of a
+/// ReLU of its decoded output.
+void gradDecode(const char *kernel, bool relu, const float *dy,
+                const uint8_t *codes, const float *scale, const float *bias,
+                const float *invStd, float *dx, float *dscale, float *dbias,
+                int64_t n, int64_t c, int64_t spatial, int64_t bits) {
+  withCodeBits(kernel, bits, valueCodeBits, [&](auto width) {
+    constexpr int Bits = decltype(width)::value;
+    std::vector<BnCode> bn = bnCodes(scale, bias, c, Bits);
+    DecodedSlices<Bits> slices{codes, bn, spatial};
+    if (relu)
+      batchNormBackward(slices, CodeMaskedGrad<Bits>{dy, codes, bn, spatial},
+                        scale, invStd, dx, dscale, dbias, n, c, spatial);
+    else
+      batchNormBackward(slices, PlainGrad{dy}, scale, invStd, dx, dscale, dbias,
+                        n, c, spatial);
+  });
+}
+
 } // namespace
 
 extern "C" {
@@ -461,14 +480,8 @@ void blpa_batch_norm_grad_decode(blpa_context *, const float *dy,
                                  float *dx, float *dscale, float *dbias,
                                  int64_t n, int64_t c, int64_t spatial,
                                  int64_t bits) {
-  withCodeBits("blpa_batch_norm_grad_decode", bits, valueCodeBits,
-               [&](auto width) {
-                 constexpr int Bits = decltype(width)::value;
-                 std::vector<BnCode> bn = bnCodes(scale, bias, c, Bits);
-                 batchNormBackward(DecodedSlices<Bits>{codes, bn, spatial},
-                                   PlainGrad{dy}, scale, invStd, dx, dscale,
-                                   dbias, n, c, spatial);
-               });
+  gradDecode("blpa_batch_norm_grad_decode", /*relu=*/false, dy, codes, scale,
+             bias, invStd, dx, dscale, dbias, n, c, spatial, bits);
 }
 
 void blpa_batch_norm_relu_grad_decode(blpa_context *, const float *dy,
@@ -477,14 +490,8 @@ void blpa_batch_norm_relu_grad_decode(blpa_context *, const float *dy,
                                       float *dx, float *dscale, float *dbias,
                                       int64_t n, int64_t c, int64_t spatial,
                                       int64_t bits) {
-  withCodeBits(
-      "blpa_batch_norm_relu_grad_decode", bits, valueCodeBits, [&](auto width) {
-        constexpr int Bits = decltype(width)::value;
-        std::vector<BnCode> bn = bnCodes(scale, bias, c, Bits);
-        batchNormBackward(DecodedSlices<Bits>{codes, bn, spatial},
-                          CodeMaskedGrad<Bits>{dy, codes, bn, spatial}, scale,
-                          invStd, dx, dscale, dbias, n, c, spatial);
-      });
+  gradDecode("blpa_batch_norm_relu_grad_decode", /*relu=*/true, dy, codes,
+             scale, bias, invStd, dx, dscale, dbias, n, c, spatial, bits);
 }
 
 void blpa_bn_decode(blpa_context *, const uint8_t *codes, const float *scale,
