@@ -40,7 +40,7 @@
 // BITS-LABEL: llvm.func @blpa_forward(
 // BITS: llvm.call @blpa_batch_norm_infer(
 // BITS-LABEL: llvm.func @blpa_train_step(
-// BITS: llvm.call @blpa_batch_norm_train_encode(
+// BITS: llvm.call @blpa_batch_norm_relu_train_encode(
 // BITS: llvm.call @blpa_batch_norm_relu_grad_decode(
 // BADBITS: error: --act-bits must be 0, 8, 4 or 2
 // NAIVE: error: --act-quant-naive and --act-policy need --act-bits 8, 4 or 2

@@ -1058,6 +1058,24 @@ void testBnReluGradDecode(const std::string &base, const BnEncoded &bn) {
          "differs from relu_grad of the decoded ReLU, then grad_decode");
 }
 
+/// The encode with its ReLU fused: the same codes, mean and invStd, and y
+/// clipped at 0, bit for bit.
+void testBnReluEncode(const std::string &base, const BnEncoded &bn) {
+  size_t numel = bn.numel();
+  Floats y(numel), mean(bn.c), invStd(bn.c);
+  Bytes codes = codeBuffer(numel, bn.bits);
+  blpa_batch_norm_relu_train_encode(
+      &ctx, bn.x.data(), bn.scale.data(), bn.bias.data(), y.data(), mean.data(),
+      invStd.data(), codes.data(), bn.n, bn.c, bn.spatial, 1e-5, bn.bits);
+  Floats relued = bn.y;
+  for (float &v : relued)
+    v = std::max(v, 0.0f);
+  report(base + "/relu_encode",
+         sameBits(y, relued) && codes == bn.codes && sameBits(mean, bn.mean) &&
+             sameBits(invStd, bn.invStd),
+         "differs from blpa_batch_norm_train_encode followed by a ReLU");
+}
+
 void testBnCodes(const char *shape, int64_t n, int64_t c, int64_t spatial) {
   for (int bits : {2, 4, 8}) {
     std::string base =
@@ -1068,6 +1086,7 @@ void testBnCodes(const char *shape, int64_t n, int64_t c, int64_t spatial) {
     testBnDecode(base, bn, q);
     testBnGradDecode(base, bn, q);
     testBnReluGradDecode(base, bn);
+    testBnReluEncode(base, bn);
   }
 }
 

@@ -2,13 +2,18 @@
 // RUN: blpa-opt %s -split-input-file --blpa-autodiff --blpa-fuse-batch-norm-relu="recompute=false" | FileCheck %s --check-prefix=KEEP
 // RUN: blpa-opt %s -split-input-file --blpa-autodiff --blpa-compress-activations="bits=4 min-elements=1" --blpa-fuse-batch-norm-relu | FileCheck %s --check-prefix=BITS
 
-// With 4-bit codes, each batch-norm gradient masks its incoming gradient
+// With 4-bit codes, each encode applies its ReLU, each batch-norm gradient
+// masks its incoming gradient
 // from the codes itself; the decode of the first ReLU's output stays for
 // the two weight gradients, the second (read only by its gradient and by a
 // pooling whose argmax is kept) is not decoded at all.
 // BITS-LABEL: func.func @train_step(
+// BITS-NOT: = blpa.relu {{.*}}phase
+// BITS: blpa.batch_norm_encode {{.*}}relu}
+// BITS-NOT: = blpa.relu {{.*}}phase
+// BITS: %{{.*}}, %{{.*}}, %{{.*}}, %[[K2:[^ ]*]] = blpa.batch_norm_encode %{{[0-9]+}}, %{{[0-9]+}}, %{{[0-9]+}}, %{{[0-9]+}}, %{{[0-9]+}} {{.*}}relu} : (tensor<2x16x4x4xf32>
+// BITS-NOT: = blpa.relu {{.*}}phase
 // BITS-NOT: blpa.relu_grad
-// BITS: %{{.*}}, %{{.*}}, %{{.*}}, %[[K2:[^ ]*]] = blpa.batch_norm_encode %{{[0-9]+}}, %{{[0-9]+}}, %{{[0-9]+}}, %{{[0-9]+}}, %{{[0-9]+}} {{.*}}tensor<2x16x4x4xf32>
 // BITS: blpa.max_pool_grad_argmax
 // BITS-NEXT: %[[D:.*]], %{{.*}}, %{{.*}} = blpa.batch_norm_grad_decode %{{.*}}, %[[K2]], {{.*}} {blpa.phase = "backward", relu}
 // BITS: %[[Z1:.*]] = blpa.batch_norm_decode {{.*}} relu}

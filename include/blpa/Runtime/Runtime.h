@@ -306,6 +306,15 @@ void blpa_batch_norm_train_encode(blpa_context *ctx, const float *x,
                                   int64_t spatial, double epsilon,
                                   int64_t bits);
 
+/// blpa_batch_norm_train_encode followed by a ReLU of y in the same pass:
+/// the codes are those of y before the ReLU, y is max(y, 0).
+void blpa_batch_norm_relu_train_encode(blpa_context *ctx, const float *x,
+                                       const float *scale, const float *bias,
+                                       float *y, float *mean, float *invStd,
+                                       uint8_t *codes, int64_t n, int64_t c,
+                                       int64_t spatial, double epsilon,
+                                       int64_t bits);
+
 /// Batch-norm backward from the codes of blpa_batch_norm_train_encode (same
 /// scale, bias, bits) instead of x, with the bin centres
 ///   u~ = (q - shift + 0.5) * w,  xhat~ = sgn * (u~ - t):

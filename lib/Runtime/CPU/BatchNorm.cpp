@@ -348,6 +348,36 @@ template <int Bits> struct CodeMaskedGrad {
   }
 };
 
+/// Training-mode batch norm that writes the codes of y (binned before a
+/// ReLU, when `relu`, clips the run it has binned).
+void trainEncode(const char *kernel, bool relu, const float *x,
+                 const float *scale, const float *bias, float *y, float *mean,
+                 float *invStd, uint8_t *codes, int64_t n, int64_t c,
+                 int64_t spatial, double epsilon, int64_t bits) {
+  withCodeBits(kernel, bits, valueCodeBits, [&](auto width) {
+    constexpr int Bits = decltype(width)::value;
+    std::vector<float> factor =
+        trainStatistics(kernel, x, scale, mean, invStd, n, c, spatial, epsilon);
+    std::vector<BnCode> bn = bnCodes(scale, bias, c, Bits);
+    // Each run is normalized and then binned while its y is still in L1:
+    // one pass over memory, in blocks that start on byte boundaries.
+    encodeSlices<Bits>(n * c * spatial, spatial, codes,
+                       [&](int64_t slice, int64_t b, int64_t e, uint8_t *q) {
+                         int64_t ch = slice % c;
+                         normalizeRun(x + b, y + b, e - b, mean[ch], factor[ch],
+                                      bias[ch]);
+                         const BnCode &code = bn[ch];
+                         if (code.constant) // bin xhat = (x - mean) * invStd
+                           binCodes(x + b, e - b, mean[ch],
+                                    code.binScale * invStd[ch], code, q);
+                         else // bin y / |gamma|, on y's own sign
+                           binCodes(y + b, e - b, 0.0f, code.binScale, code, q);
+                         if (relu)
+                           reluRun(y + b, e - b);
+                       });
+  });
+}
+
 /// The backward from the codes, of the batch norm itself or (relu) of a
 /// ReLU of its decoded output.
 void gradDecode(const char *kernel, bool relu, const float *dy,
@@ -451,27 +481,18 @@ void blpa_batch_norm_train_encode(blpa_context *, const float *x,
                                   uint8_t *codes, int64_t n, int64_t c,
                                   int64_t spatial, double epsilon,
                                   int64_t bits) {
-  const char *kernel = "blpa_batch_norm_train_encode";
-  withCodeBits(kernel, bits, valueCodeBits, [&](auto width) {
-    constexpr int Bits = decltype(width)::value;
-    std::vector<float> factor =
-        trainStatistics(kernel, x, scale, mean, invStd, n, c, spatial, epsilon);
-    std::vector<BnCode> bn = bnCodes(scale, bias, c, Bits);
-    // Each run is normalized and then binned while its y is still in L1:
-    // one pass over memory, in blocks that start on byte boundaries.
-    encodeSlices<Bits>(n * c * spatial, spatial, codes,
-                       [&](int64_t slice, int64_t b, int64_t e, uint8_t *q) {
-                         int64_t ch = slice % c;
-                         normalizeRun(x + b, y + b, e - b, mean[ch], factor[ch],
-                                      bias[ch]);
-                         const BnCode &code = bn[ch];
-                         if (code.constant) // bin xhat = (x - mean) * invStd
-                           binCodes(x + b, e - b, mean[ch],
-                                    code.binScale * invStd[ch], code, q);
-                         else // bin y / |gamma|, on y's own sign
-                           binCodes(y + b, e - b, 0.0f, code.binScale, code, q);
-                       });
-  });
+  trainEncode("blpa_batch_norm_train_encode", /*relu=*/false, x, scale, bias, y,
+              mean, invStd, codes, n, c, spatial, epsilon, bits);
+}
+
+void blpa_batch_norm_relu_train_encode(blpa_context *, const float *x,
+                                       const float *scale, const float *bias,
+                                       float *y, float *mean, float *invStd,
+                                       uint8_t *codes, int64_t n, int64_t c,
+                                       int64_t spatial, double epsilon,
+                                       int64_t bits) {
+  trainEncode("blpa_batch_norm_relu_train_encode", /*relu=*/true, x, scale,
+              bias, y, mean, invStd, codes, n, c, spatial, epsilon, bits);
 }
 
 void blpa_batch_norm_grad_decode(blpa_context *, const float *dy,

@@ -1128,7 +1128,8 @@ LogicalResult BatchNormEncodeOp::inferReturnTypes(
 }
 
 StringRef BatchNormEncodeOp::getRuntimeFunction() {
-  return "blpa_batch_norm_train_encode";
+  return getRelu() ? "blpa_batch_norm_relu_train_encode"
+                   : "blpa_batch_norm_train_encode";
 }
 
 void BatchNormEncodeOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {

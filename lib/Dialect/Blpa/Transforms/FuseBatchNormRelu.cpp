@@ -60,6 +60,26 @@ struct FuseBatchNormReluPass
     for (BatchNormOp bn : batchNorms)
       fuse(bn, getOnlyRelu(bn));
     step.walk([&](BatchNormGradDecodeOp grad) { fuseDecodedGradient(grad); });
+    // Collected first: fusing erases the ReLU after each encode.
+    SmallVector<BatchNormEncodeOp> encodes;
+    step.walk([&](BatchNormEncodeOp encode) { encodes.push_back(encode); });
+    for (BatchNormEncodeOp encode : encodes)
+      fuseEncode(encode);
+  }
+
+  /// With compressed activations: the forward ReLU that is the only reader
+  /// of a batch_norm_encode's output runs in its kernel (the codes are the
+  /// batch norm's either way).
+  void fuseEncode(BatchNormEncodeOp encode) {
+    if (encode.getRelu() || !encode.getOutput().hasOneUse())
+      return;
+    auto relu = dyn_cast<ReluOp>(*encode.getOutput().getUsers().begin());
+    if (!relu || !isInPhase(relu, Phase::Forward))
+      return;
+    encode.setRelu(true);
+    relu.getOutput().replaceAllUsesWith(encode.getOutput());
+    relu.erase();
+    ++numFused;
   }
 
   /// With compressed activations: batch_norm_grad_decode(relu_grad(dy,

@@ -308,11 +308,13 @@ def Blpa_BatchNormEncodeOp : Blpa_ComputeOp<"batch_norm_encode"> {
     `output / |scale|` per channel, laid out so that the ReLU threshold is a
     bin boundary (docs/design.md, "Data layouts"). With the scale and bias
     and `inv_std`, the codes are all the backward pass needs of the batch
-    norm and of a ReLU applied to its output.
+    norm and of a ReLU applied to its output. With `relu` (from
+    --blpa-fuse-batch-norm-relu) `output` is that ReLU's output; the codes
+    are still those of the batch norm's.
   }];
   let arguments = (ins Blpa_F32Tensor:$input, Blpa_F32Tensor:$scale, Blpa_F32Tensor:$bias,
       Blpa_F32Tensor:$running_mean, Blpa_F32Tensor:$running_var, F64Attr:$epsilon,
-      F64Attr:$momentum, I64Attr:$bits);
+      F64Attr:$momentum, I64Attr:$bits, UnitAttr:$relu);
   let results = (outs Blpa_F32Tensor:$output, Blpa_F32Tensor:$mean,
       Blpa_F32Tensor:$inv_std, Blpa_PackedTensor:$codes);
 }
