@@ -26,11 +26,11 @@ using namespace mlir::blpa;
 
 namespace {
 
-/// The forward ReLU that is the only reader of `bn`'s output, if any.
-ReluOp getOnlyRelu(BatchNormOp bn) {
-  if (!bn.getOutput().hasOneUse())
+/// The forward ReLU that is the only reader of `output`, if any.
+ReluOp getOnlyRelu(Value output) {
+  if (!output.hasOneUse())
     return nullptr;
-  auto relu = dyn_cast<ReluOp>(*bn.getOutput().getUsers().begin());
+  auto relu = dyn_cast<ReluOp>(*output.getUsers().begin());
   return relu && isInPhase(relu, Phase::Forward) ? relu : nullptr;
 }
 
@@ -54,11 +54,11 @@ struct FuseBatchNormReluPass
       return;
     SmallVector<BatchNormOp> batchNorms;
     step.walk([&](BatchNormOp bn) {
-      if (isInPhase(bn, Phase::Forward) && getOnlyRelu(bn))
+      if (isInPhase(bn, Phase::Forward) && getOnlyRelu(bn.getOutput()))
         batchNorms.push_back(bn);
     });
     for (BatchNormOp bn : batchNorms)
-      fuse(bn, getOnlyRelu(bn));
+      fuse(bn, getOnlyRelu(bn.getOutput()));
     step.walk([&](BatchNormGradDecodeOp grad) { fuseDecodedGradient(grad); });
     // Collected first: fusing erases the ReLU after each encode.
     SmallVector<BatchNormEncodeOp> encodes;
@@ -71,10 +71,8 @@ struct FuseBatchNormReluPass
   /// of a batch_norm_encode's output runs in its kernel (the codes are the
   /// batch norm's either way).
   void fuseEncode(BatchNormEncodeOp encode) {
-    if (encode.getRelu() || !encode.getOutput().hasOneUse())
-      return;
-    auto relu = dyn_cast<ReluOp>(*encode.getOutput().getUsers().begin());
-    if (!relu || !isInPhase(relu, Phase::Forward))
+    ReluOp relu = getOnlyRelu(encode.getOutput());
+    if (encode.getRelu() || !relu)
       return;
     encode.setRelu(true);
     relu.getOutput().replaceAllUsesWith(encode.getOutput());
