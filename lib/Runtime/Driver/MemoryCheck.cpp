@@ -60,7 +60,8 @@ PlannedMemory plannedMemory(const Manifest &manifest) {
   PlannedMemory planned;
   planned.arena = manifest.arenaBytes;
   for (const ParamRecord &param : manifest.params)
-    planned.persistent += floatBytes(param.shape) * (param.trainable ? 3 : 1);
+    planned.persistent += floatBytes(param.shape) *
+                          (param.trainable && manifest.training ? 3 : 1);
   for (const TensorRecord &input : manifest.inputs)
     planned.batch += floatBytes(input.shape);
   for (const TensorRecord &output : manifest.outputs)

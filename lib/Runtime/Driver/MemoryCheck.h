@@ -23,8 +23,8 @@ namespace blpa::driver {
 /// Bytes the executable allocates at start for `manifest`'s plan.
 struct PlannedMemory {
   uint64_t arena = 0;
-  /// Parameters and state, and the gradient and momentum buffers of the
-  /// trainable parameters.
+  /// Parameters and state, and in a training executable the gradient and
+  /// momentum buffers of the trainable parameters.
   uint64_t persistent = 0;
   /// One batch of data inputs, labels and outputs.
   uint64_t batch = 0;

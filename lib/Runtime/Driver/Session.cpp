@@ -36,9 +36,11 @@ Session::Session(const Manifest &manifest, const SessionOptions &options)
       buffers.emplace_back(bytes);
       return static_cast<float *>(buffers.back().data());
     };
+    // An inference executable never updates: no optimizer storage.
+    bool updated = param.trainable && manifest.training;
     paramPointers.push_back(allocate());
-    momentumPointers.push_back(param.trainable ? allocate() : nullptr);
-    gradPointers.push_back(param.trainable ? allocate() : nullptr);
+    momentumPointers.push_back(updated ? allocate() : nullptr);
+    gradPointers.push_back(updated ? allocate() : nullptr);
   }
   context.lr = options.lr;
   context.momentum = options.momentum;

@@ -195,7 +195,9 @@ MemoryTotals mlir::blpa::getMemoryTotals(ModuleOp module) {
     return totals;
   if (auto arena = entry->getAttrOfType<IntegerAttr>("blpa.arena_size"))
     totals.arena = arena.getInt();
-  // Each parameter once, however many functions read it.
+  // Each parameter once, however many functions read it; gradient and
+  // momentum buffers only where a training step updates it.
+  bool training = module.lookupSymbol<func::FuncOp>("train_step") != nullptr;
   llvm::StringSet<> seen;
   module.walk([&](ParamOp param) {
     if (!seen.insert(param.getName()).second)
@@ -206,8 +208,10 @@ MemoryTotals mlir::blpa::getMemoryTotals(ModuleOp module) {
       return;
     }
     totals.parameters += bytes;
-    totals.gradients += bytes;
-    totals.optimizerState += bytes;
+    if (training) {
+      totals.gradients += bytes;
+      totals.optimizerState += bytes;
+    }
   });
   for (Type type : entry.getArgumentTypes())
     totals.batch += getTensorBytes(type);
