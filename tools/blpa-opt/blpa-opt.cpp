@@ -39,6 +39,8 @@
 #include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/ToolOutputFile.h"
 
+#include <map>
+
 using namespace mlir;
 using namespace mlir::blpa;
 namespace cl = llvm::cl;
@@ -307,12 +309,31 @@ planTotals(MLIRContext &context, StringRef inputPath, int64_t batch, int bits) {
   return getMemoryTotals(*module);
 }
 
+/// planTotals of one model, each (batch, bits) planned once: the answers
+/// to --memory-limit and --batch-size max ask for some of them repeatedly
+/// (batch 1 and 2 for every bit width's prediction, the chosen batch).
+class TrialPlans {
+public:
+  TrialPlans(MLIRContext &context, StringRef inputPath)
+      : context(context), inputPath(inputPath) {}
+
+  FailureOr<MemoryTotals> operator()(int64_t batch, int bits) {
+    auto [it, inserted] = plans.try_emplace({batch, bits}, failure());
+    if (inserted)
+      it->second = planTotals(context, inputPath, batch, bits);
+    return it->second;
+  }
+
+private:
+  MLIRContext &context;
+  StringRef inputPath;
+  std::map<std::pair<int64_t, int>, FailureOr<MemoryTotals>> plans;
+};
+
 /// --batch-size max: the largest batch whose plan fits --memory-limit.
 static LogicalResult chooseLargestBatch(MLIRContext &context,
                                         StringRef inputPath) {
-  auto totals = [&](int64_t batch, int bits) {
-    return planTotals(context, inputPath, batch, bits);
-  };
+  TrialPlans totals(context, inputPath);
   FailureOr<int64_t> best = findLargestBatch(totals, actBits, *memoryLimit);
   Location loc = UnknownLoc::get(&context);
   if (failed(best))
@@ -339,9 +360,7 @@ static LogicalResult checkMemoryLimit(MLIRContext &context, ModuleOp module,
   MemoryTotals plan = getMemoryTotals(module);
   if (!memoryLimit || plan.total() <= *memoryLimit)
     return success();
-  auto totals = [&](int64_t batch, int bits) {
-    return planTotals(context, inputPath, batch, bits);
-  };
+  TrialPlans totals(context, inputPath);
   bool canVary = isOnnxFile(inputPath);
   int64_t batch = batchSize.value_or(0);
   return module.emitError(explainOverLimit(totals, plan, batch, actBits,
