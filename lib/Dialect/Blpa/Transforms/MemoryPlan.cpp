@@ -95,7 +95,6 @@ MemoryPlan mlir::blpa::analyzeBuffers(func::FuncOp func, bool inPlace) {
                     : std::nullopt;
         if (reused) {
           plan.bufferOf[root] = *reused;
-          plan.buffers[*reused].inPlaceResults.push_back(root);
         } else {
           plan.bufferOf[root] = plan.buffers.size();
           Buffer buffer{root, getTensorBytes(root.getType()), index[&op],

@@ -27,15 +27,13 @@ struct Buffer {
   /// Defined in the forward phase and read in the backward phase.
   bool savedActivation = false;
   int64_t offset = -1;
-  /// Results written over this buffer in place, in op order, each when the
-  /// previous holder died (InPlaceOpInterface).
-  SmallVector<Value> inPlaceResults;
 };
 
 struct MemoryPlan {
   SmallVector<Buffer> buffers;
-  /// The buffer (index into `buffers`) of each buffer-owning value: roots
-  /// and in-place results.
+  /// The buffer (index into `buffers`) of each buffer-owning value: roots,
+  /// and results written in place over a buffer whose holder died
+  /// (InPlaceOpInterface), which share its index.
   DenseMap<Value, size_t> bufferOf;
   int64_t arenaBytes = 0;
   /// The largest total of live buffer bytes at any op: no placement can do
