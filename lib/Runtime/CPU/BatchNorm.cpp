@@ -68,8 +68,8 @@ void reluRun(float *v, int64_t len) {
     v[j] = std::max(v[j], 0.0f);
 }
 
-/// The forward's per-channel factor scale * invStd, from the float invStd
-/// the forward stored: the same product trainStatistics computes.
+/// The per-channel factor scale * invStd from the float invStd the forward
+/// stores: the forward and every recomputation take it from here.
 std::vector<float> normalizingFactors(const float *scale, const float *invStd,
                                       int64_t c) {
   std::vector<float> factor(c);
@@ -113,15 +113,13 @@ std::vector<float> trainStatistics(const char *kernel, const float *x,
                            t1 = t0 * t0;
                          });
               });
-  std::vector<float> factor(c);
   for (int64_t ch = 0; ch < c; ++ch) {
     double shiftedMean = sum[ch] / count;
     double var = std::max(0.0, sumSq[ch] / count - shiftedMean * shiftedMean);
     mean[ch] = float(x[ch * spatial] + shiftedMean);
     invStd[ch] = float(1.0 / std::sqrt(var + epsilon));
-    factor[ch] = scale[ch] * invStd[ch];
   }
-  return factor;
+  return normalizingFactors(scale, invStd, c);
 }
 
 /// xhat = value * factor + offset, per channel, for the values a slice
