@@ -15,6 +15,7 @@
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FileUtilities.h"
 #include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
 #include "llvm/Support/Program.h"
 #include "llvm/Support/TargetSelect.h"
 #include "llvm/Support/ToolOutputFile.h"
@@ -105,9 +106,56 @@ static std::string firstLine(llvm::StringRef logPath, llvm::StringRef error) {
   return error.empty() ? "the C++ driver failed" : error.str();
 }
 
+LogicalResult mlir::blpa::checkTargetAvailable(Location loc,
+                                               llvm::StringRef target) {
+  if (target == "cpu")
+    return success();
+  if (target != "cuda")
+    return emitError(loc, "--target must be cpu or cuda");
+#ifdef BLPA_HAVE_CUDA
+  return success();
+#else
+  return emitError(loc, "this blpa-opt was built without the CUDA target ("
+                        BLPA_CUDA_DISABLED_REASON
+                        "); install the CUDA toolkit with cuDNN and rebuild, "
+                        "or use --target cpu");
+#endif
+}
+
+/// Folder beside a CUDA executable with the shared libraries it carries.
+static constexpr llvm::StringLiteral shippedLibDir = "blpa-cuda-libs";
+
+/// Copies the shared libraries a CUDA executable needs beyond the GPU
+/// machine's own into `shippedLibDir` beside it, each by its soname, each
+/// through a temporary renamed into place.
+static LogicalResult shipLibraries(Location loc, llvm::StringRef exePath) {
+#ifdef BLPA_HAVE_CUDA
+  SmallString<256> dir = llvm::sys::path::parent_path(exePath);
+  llvm::sys::path::append(dir, shippedLibDir);
+  if (std::error_code ec = llvm::sys::fs::create_directories(dir))
+    return emitError(loc, "cannot create ") << dir << ": " << ec.message();
+  const char *libs[] = {BLPA_CUDA_SHIPPED_LIBS};
+  for (size_t i = 0; i + 1 < std::size(libs); i += 2) {
+    SmallString<256> dest = dir;
+    llvm::sys::path::append(dest, libs[i + 1]);
+    std::string tmp = (dest + ".tmp").str();
+    if (std::error_code ec = llvm::sys::fs::copy_file(libs[i], tmp))
+      return emitError(loc, "cannot copy ") << libs[i] << ": " << ec.message();
+    if (std::error_code ec = llvm::sys::fs::rename(tmp, dest))
+      return emitError(loc, "cannot write ") << dest << ": " << ec.message();
+  }
+#endif
+  (void)loc;
+  (void)exePath;
+  return success();
+}
+
 LogicalResult mlir::blpa::linkExecutable(Location loc,
                                          llvm::StringRef objectPath,
-                                         llvm::StringRef exePath) {
+                                         llvm::StringRef exePath,
+                                         llvm::StringRef target) {
+  if (failed(checkTargetAvailable(loc, target)))
+    return failure();
   auto compiler = llvm::sys::findProgramByName("c++");
   if (!compiler)
     return emitError(loc, "cannot find the system C++ driver 'c++' to link "
@@ -116,8 +164,20 @@ LogicalResult mlir::blpa::linkExecutable(Location loc,
   // link never leaves a half-written executable.
   std::string tmpPath = (exePath + ".tmp-link").str();
   SmallVector<llvm::StringRef> args{*compiler, "-o", tmpPath, objectPath};
-  for (llvm::StringRef input : {BLPA_LINK_INPUTS})
-    args.push_back(input);
+  if (target == "cpu") {
+    for (llvm::StringRef input : {BLPA_LINK_INPUTS})
+      args.push_back(input);
+  }
+#ifdef BLPA_HAVE_CUDA
+  if (target == "cuda") {
+    for (llvm::StringRef input : {BLPA_CUDA_LINK_INPUTS})
+      args.push_back(input);
+    // RPATH rather than RUNPATH: it also serves the shipped libraries' own
+    // dependencies on each other.
+    args.push_back("-Wl,--disable-new-dtags");
+    args.push_back("-Wl,-rpath,$ORIGIN/blpa-cuda-libs");
+  }
+#endif
   SmallString<128> logPath;
   if (llvm::sys::fs::createTemporaryFile("blpa-link", "log", logPath))
     return emitError(loc, "cannot create a temporary file for the linker");
@@ -131,6 +191,10 @@ LogicalResult mlir::blpa::linkExecutable(Location loc,
     llvm::sys::fs::remove(tmpPath);
     return emitError(loc, "linking the executable failed: ")
            << firstLine(logPath, error);
+  }
+  if (target == "cuda" && failed(shipLibraries(loc, exePath))) {
+    llvm::sys::fs::remove(tmpPath);
+    return failure();
   }
   if (std::error_code ec = llvm::sys::fs::rename(tmpPath, exePath))
     return emitError(loc, "cannot write ") << exePath << ": " << ec.message();

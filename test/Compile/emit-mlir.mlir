@@ -5,7 +5,7 @@
 // RUN: not blpa-opt %s --train --act-bits 3 -o %t.exe 2>&1 | FileCheck %s --check-prefix=BADBITS
 // RUN: not blpa-opt %s --train --act-quant-naive -o %t.exe 2>&1 | FileCheck %s --check-prefix=NAIVE
 // RUN: not blpa-opt %s --infer --act-bits 4 -o %t.exe 2>&1 | FileCheck %s --check-prefix=INFER
-// RUN: not blpa-opt %s --train --target cuda -o %t.exe 2>&1 | FileCheck %s --check-prefix=CUDA
+// RUN: not blpa-opt %s --train --target tpu -o %t.exe 2>&1 | FileCheck %s --check-prefix=TARGET
 // RUN: not blpa-opt %s --train --infer -o %t.exe 2>&1 | FileCheck %s --check-prefix=MODE
 // RUN: not blpa-opt %s --train -o %t.exe 2>&1 | FileCheck %s --check-prefix=SOURCE
 // RUN: not blpa-opt %s --train 2>&1 | FileCheck %s --check-prefix=OUTPUT
@@ -13,7 +13,7 @@
 
 // The whole pipeline from the forward function: autodiff, evaluation mode,
 // planning and lowering to runtime calls.
-// CHECK: llvm.mlir.global external constant @blpa_manifest("blpa-manifest 1\0Amode train\0Aarena {{[0-9]+}}\0A
+// CHECK: llvm.mlir.global external constant @blpa_manifest("blpa-manifest 1\0Amode train\0Atarget cpu\0Aarena {{[0-9]+}}\0A
 // CHECK-SAME: input 4 2 1 4 4 x\0Aoutput 2 2 3 logits\0Alabels 2\0Aparam 0 trainable 4 2 1 3 3 conv.weight\0Aparam 1 trainable 1 2 bn.weight\0Aparam 2 trainable 1 2 bn.bias\0Aparam 3 state 1 2 bn.running_mean\0A
 // CHECK-DAG: llvm.func @blpa_conv2d(!llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64)
 // CHECK-DAG: llvm.func @blpa_sgd_update(!llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, i64)
@@ -45,7 +45,7 @@
 // BADBITS: error: --act-bits must be 0, 8, 4 or 2
 // NAIVE: error: --act-quant-naive and --act-policy need --act-bits 8, 4 or 2
 // INFER: error: --act-bits applies to --train only (inference keeps no activations for a backward pass)
-// CUDA: error: --target cuda is not implemented in this version of blpa; use --target cpu
+// TARGET: error: --target must be cpu or cuda
 // MODE: error: pass exactly one of --train and --infer
 // OUTPUT: error: -o FILE is required to write an executable or object file
 // DIR: error: cannot write {{.*}}.missing/exe: directory '{{.*}}.missing' does not exist

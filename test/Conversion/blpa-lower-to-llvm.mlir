@@ -3,7 +3,7 @@
 // Each op becomes one runtime call with data pointers (arena offsets,
 // parameter slots, caller buffers) and static shape arguments. The ReLU
 // writes over the gemm's output, so the arena holds one 64-byte buffer.
-// CHECK: llvm.mlir.global external constant @blpa_manifest("blpa-manifest 1\0Amode infer\0Aarena 64\0Ainput 2 2 4 x\0Aoutput 2 2 3 y\0Aparam 0 trainable 2 4 3 w\0Aparam 1 trainable 1 3 b\0A\00")
+// CHECK: llvm.mlir.global external constant @blpa_manifest("blpa-manifest 1\0Amode infer\0Atarget cpu\0Aarena 64\0Ainput 2 2 4 x\0Aoutput 2 2 3 y\0Aparam 0 trainable 2 4 3 w\0Aparam 1 trainable 1 3 b\0A\00")
 // CHECK-LABEL: llvm.func @blpa_forward(%{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr)
 // CHECK: llvm.call @blpa_gemm(
 // CHECK: llvm.call @blpa_relu(

@@ -84,10 +84,18 @@ static cl::list<std::string> actPolicy(
     cl::desc("Per-node override of what is kept for the gradient of ONNX "
              "node NODE: float32 (exact), quantize or auto; repeatable"),
     cl::value_desc("NODE=float32|quantize|auto"), cl::cat(compileCategory));
-static cl::opt<std::string>
-    target("target", cl::desc("Code generation target: cpu (cuda is planned)"),
-           cl::value_desc("cpu|cuda"), cl::init("cpu"),
-           cl::cat(compileCategory));
+static cl::opt<std::string> target(
+    "target",
+    cl::desc("Code generation target: cpu, or cuda (cuDNN, cuBLAS and our "
+             "kernels on an NVIDIA GPU; the executable carries the shared "
+             "libraries a GPU machine lacks in blpa-cuda-libs/ beside it)"),
+    cl::value_desc("cpu|cuda"), cl::init("cpu"), cl::cat(compileCategory));
+static cl::opt<std::string> cudaWorkspaceOption(
+    "cuda-workspace",
+    cl::desc("Scratch space reserved in the arena for cuDNN's convolution "
+             "algorithms and cuBLAS (--target cuda; default 64MiB): the "
+             "fastest algorithms that fit it are chosen at start-up"),
+    cl::value_desc("SIZE"), cl::init("64MiB"), cl::cat(compileCategory));
 static cl::opt<std::string> memoryReport(
     "memory-report",
     cl::desc("Write the memory plan's report (peak_bytes, lower_bound_bytes, "
@@ -127,6 +135,8 @@ static cl::opt<EmitKind> emitKind(
 static std::optional<int64_t> batchSize;
 static bool batchSizeMax = false;
 static std::optional<int64_t> memoryLimit;
+/// --cuda-workspace in bytes; 0 for the CPU target.
+static int64_t workspaceBytes = 0;
 
 static bool isOnnxFile(StringRef path) {
   return path.ends_with(".onnx") || path.ends_with(".onnxtext");
@@ -243,11 +253,15 @@ static LogicalResult checkCompileOptions(MLIRContext &context,
   if (actBits != 0 && inferMode)
     return emitError(loc, "--act-bits applies to --train only (inference "
                           "keeps no activations for a backward pass)");
-  if (target == "cuda")
-    return emitError(loc, "--target cuda is not implemented in this version "
-                          "of blpa; use --target cpu");
-  if (target != "cpu")
-    return emitError(loc, "--target must be cpu or cuda");
+  if (failed(checkTargetAvailable(loc, target)))
+    return failure();
+  if (target == "cuda") {
+    llvm::Expected<int64_t> bytes = parseMemorySize(cudaWorkspaceOption);
+    if (!bytes)
+      return emitError(loc, "--cuda-workspace: ")
+             << llvm::toString(bytes.takeError());
+    workspaceBytes = *bytes;
+  }
   if (failed(readBatchAndLimit(loc)))
     return failure();
   if (batchSizeMax && !isOnnxFile(inputPath))
@@ -282,6 +296,11 @@ static void buildPlanningPipeline(PassManager &pm, ModuleOp module, int bits,
     pm.addPass(createBlpaScheduleUpdates());
   }
   BlpaPlanMemoryOptions planOptions;
+  // What differs between targets is planner options, not the pipeline.
+  if (target == "cuda") {
+    planOptions.alignment = 256;
+    planOptions.workspaceBytes = workspaceBytes;
+  }
   if (withReports) {
     planOptions.reportFile = memoryReport;
     planOptions.print = printMemory;
@@ -403,7 +422,7 @@ static LogicalResult emitOutput(ModuleOp module, StringRef inputPath,
   llvm::FileRemover removeObject(objectPath);
   if (failed(emitObjectFile(module, *model, objectPath)))
     return failure();
-  return linkExecutable(module.getLoc(), objectPath, outputPath);
+  return linkExecutable(module.getLoc(), objectPath, outputPath, target);
 }
 
 static LogicalResult compile(MLIRContext &context, StringRef inputPath,
@@ -427,8 +446,11 @@ static LogicalResult compile(MLIRContext &context, StringRef inputPath,
     pm->enableTiming(timingScope);
   }
   buildPlanningPipeline(planning, *module, actBits, /*withReports=*/true);
-  if (!module->getOps<func::FuncOp>().empty())
-    lowering.addPass(createBlpaLowerToLLVM());
+  if (!module->getOps<func::FuncOp>().empty()) {
+    BlpaLowerToLLVMOptions lowerOptions;
+    lowerOptions.target = target;
+    lowering.addPass(createBlpaLowerToLLVM(lowerOptions));
+  }
   if (failed(planning.run(*module)) ||
       failed(checkMemoryLimit(context, *module, inputPath)) ||
       failed(lowering.run(*module)))

@@ -15,7 +15,7 @@ def BlpaLowerToLLVM : Pass<"blpa-lower-to-llvm", "ModuleOp"> {
     the manifest's parameter table) or into the caller's input/output
     buffers, and every op becomes one call of the runtime function its
     RuntimeCallOpInterface names. Adds the `blpa_manifest` global that tells
-    the driver the shapes, parameters and arena size.
+    the driver the shapes, parameters, arena size, target and workspace.
 
     With `chunk-size=N` (N > 0), consecutive calls go into internal
     functions `@blpa_<name>_chunk<K>` of at most N calls each, taking the
@@ -28,6 +28,9 @@ def BlpaLowerToLLVM : Pass<"blpa-lower-to-llvm", "ModuleOp"> {
     Option<"chunkSize", "chunk-size", "unsigned", /*default=*/"64",
            "Runtime calls per outlined chunk of an entry point (0: no "
            "chunks)">,
+    Option<"target", "target", "std::string", /*default=*/"\"cpu\"",
+           "The runtime the manifest names (cpu or cuda): the driver "
+           "refuses to run a step with the other runtime">,
   ];
   let dependentDialects = ["::mlir::LLVM::LLVMDialect"];
 }

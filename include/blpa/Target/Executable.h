@@ -15,11 +15,18 @@ namespace blpa {
 LogicalResult emitObjectFile(ModuleOp module, llvm::StringRef modelBytes,
                              llvm::StringRef objectPath);
 
+/// Whether this build can link executables for `target` ("cpu", "cuda");
+/// when not, fails with a diagnostic that says why.
+LogicalResult checkTargetAvailable(Location loc, llvm::StringRef target);
+
 /// Links an object file from emitObjectFile with the training driver and the
-/// CPU runtime into an executable, with the system C++ driver. The result
-/// appears at `exePath` only when linking succeeded.
+/// runtime of `target` into an executable, with the system C++ driver. The
+/// result appears at `exePath` only when linking succeeded. A CUDA
+/// executable also gets the shared libraries it needs that a GPU machine
+/// lacks in `blpa-cuda-libs/` beside it (docs/design.md).
 LogicalResult linkExecutable(Location loc, llvm::StringRef objectPath,
-                             llvm::StringRef exePath);
+                             llvm::StringRef exePath,
+                             llvm::StringRef target = "cpu");
 
 } // namespace blpa
 } // namespace mlir

@@ -372,18 +372,28 @@ struct LowerToLLVMPass
       module.emitError("no function to lower");
       return signalPassFailure();
     }
+    if (target != "cpu" && target != "cuda") {
+      module.emitError("target must be cpu or cuda, not '") << target << "'";
+      return signalPassFailure();
+    }
     ModuleLowering moduleLowering(module);
-    int64_t arenaBytes = 0;
+    ManifestTotals totals;
+    totals.target = target;
     for (func::FuncOp func : funcs) {
       if (failed(FunctionLowering(moduleLowering, *params, func, chunkSize)
                      .lower()))
         return signalPassFailure();
-      arenaBytes = std::max(
-          arenaBytes,
-          func->getAttrOfType<IntegerAttr>("blpa.arena_size").getInt());
+      auto intAttr = [&](StringRef name) {
+        auto attr = func->getAttrOfType<IntegerAttr>(name);
+        return attr ? attr.getInt() : 0;
+      };
+      // Every function's workspace starts at offset 0 of the one arena.
+      totals.arenaBytes = std::max(totals.arenaBytes, intAttr("blpa.arena_size"));
+      totals.workspaceBytes =
+          std::max(totals.workspaceBytes, intAttr("blpa.workspace_bytes"));
     }
     moduleLowering.addString("blpa_manifest",
-                             buildManifest(module, *params, arenaBytes));
+                             buildManifest(module, *params, totals));
     for (func::FuncOp func : funcs)
       func.erase();
   }

@@ -66,14 +66,17 @@ static void printInterface(llvm::raw_ostream &os, func::FuncOp func,
 }
 
 std::string mlir::blpa::buildManifest(ModuleOp module, const ParamTable &params,
-                                      int64_t arenaBytes) {
+                                      const ManifestTotals &totals) {
   std::string text;
   llvm::raw_string_ostream os(text);
   auto step = module.lookupSymbol<func::FuncOp>("train_step");
   auto forward = module.lookupSymbol<func::FuncOp>("forward");
   os << "blpa-manifest 1\n";
   os << "mode " << (step ? "train" : "infer") << '\n';
-  os << "arena " << arenaBytes << '\n';
+  os << "target " << totals.target << '\n';
+  os << "arena " << totals.arenaBytes << '\n';
+  if (totals.workspaceBytes)
+    os << "workspace 0 " << totals.workspaceBytes << '\n';
   if (forward)
     printInterface(os, forward, forward.getNumArguments());
   else if (step)

@@ -27,9 +27,17 @@ struct ParamTable {
 /// two uses of one name disagree on type or trainability.
 FailureOr<ParamTable> collectParams(ModuleOp module);
 
+/// What the manifest says about the arena and the runtime.
+struct ManifestTotals {
+  int64_t arenaBytes = 0;
+  /// Library scratch at the arena's start (the CUDA target's cuDNN).
+  int64_t workspaceBytes = 0;
+  std::string target = "cpu";
+};
+
 /// The text manifest (format in docs/design.md) for the planned module.
 std::string buildManifest(ModuleOp module, const ParamTable &params,
-                          int64_t arenaBytes);
+                          const ManifestTotals &totals);
 
 } // namespace blpa
 } // namespace mlir

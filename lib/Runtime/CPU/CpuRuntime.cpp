@@ -72,6 +72,46 @@ void blpa_runtime_shutdown(blpa_context *ctx) {
   ctx->impl = nullptr;
 }
 
+const char *blpa_runtime_target(void) { return "cpu"; }
+
+// Host memory: the driver checks MemAvailable and cgroup limits itself.
+int64_t blpa_runtime_free_bytes(void) { return -1; }
+
+void *blpa_runtime_alloc(blpa_context *, int64_t bytes) {
+  const size_t alignment = 256;
+  size_t rounded = (size_t(bytes > 0 ? bytes : 1) + alignment - 1) /
+                   alignment * alignment;
+  void *pointer = std::aligned_alloc(alignment, rounded);
+  if (!pointer)
+    failf("out of memory allocating %lld bytes", (long long)bytes);
+  // Zeroed so that runs are reproducible even if something reads a buffer
+  // before writing it.
+  std::memset(pointer, 0, rounded);
+  return pointer;
+}
+
+void blpa_runtime_release(blpa_context *, void *pointer) { std::free(pointer); }
+
+void blpa_runtime_upload(blpa_context *, void *dst, const void *hostSrc,
+                         int64_t bytes) {
+  if (bytes > 0)
+    std::memcpy(dst, hostSrc, static_cast<size_t>(bytes));
+}
+
+void blpa_runtime_download(blpa_context *, void *hostDst, const void *src,
+                           int64_t bytes) {
+  if (bytes > 0)
+    std::memcpy(hostDst, src, static_cast<size_t>(bytes));
+}
+
+// The CPU kernels keep their own grow-only scratch (ScratchPool).
+void blpa_runtime_set_workspace(blpa_context *, void *, int64_t) {}
+
+void blpa_runtime_run(blpa_context *, void (*step)(void *), void *closure,
+                      const void *const *, int64_t) {
+  step(closure);
+}
+
 void blpa_copy(blpa_context *, void *dst, const void *src, int64_t bytes) {
   if (bytes > 0)
     std::memcpy(dst, src, static_cast<size_t>(bytes));

@@ -122,6 +122,8 @@ void validate(const Manifest &manifest) {
       fail("param index " + std::to_string(i) + " is missing");
   if (manifest.inputs.empty())
     fail("no data input");
+  if (manifest.workspaceOffset + manifest.workspaceBytes > manifest.arenaBytes)
+    fail("the workspace ends past the arena");
   if (manifest.batchSize() < 1)
     fail("the batch dimension of the first input is 0");
   if (manifest.training && manifest.labelCount != manifest.batchSize())
@@ -155,6 +157,13 @@ Manifest parseManifest(const std::string &text) {
       sawMode = true;
     } else if (keyword == "arena") {
       manifest.arenaBytes = reader.integer(0);
+      reader.expectEnd();
+    } else if (keyword == "target") {
+      manifest.target = reader.word();
+      reader.expectEnd();
+    } else if (keyword == "workspace") {
+      manifest.workspaceOffset = reader.integer(0);
+      manifest.workspaceBytes = reader.integer(0);
       reader.expectEnd();
     } else if (keyword == "threads") {
       manifest.defaultThreads = reader.integer(0);

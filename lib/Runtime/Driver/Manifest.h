@@ -38,6 +38,11 @@ struct ParamRecord {
 struct Manifest {
   bool training = false;
   uint64_t arenaBytes = 0;
+  /// The runtime the step was compiled for ("cpu", "cuda").
+  std::string target = "cpu";
+  /// Scratch space for library calls, inside the arena.
+  uint64_t workspaceOffset = 0;
+  uint64_t workspaceBytes = 0;
   int32_t defaultThreads = 0;
   std::vector<TensorRecord> inputs;
   /// Number of int64 labels per step (training only).

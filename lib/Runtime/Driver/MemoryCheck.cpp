@@ -3,6 +3,8 @@
 #include "MemoryCheck.h"
 #include "Error.h"
 
+#include "blpa/Runtime/Runtime.h"
+
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
@@ -92,7 +94,10 @@ std::string formatBytes(uint64_t bytes) {
 }
 
 void checkPlanFits(const Manifest &manifest) {
-  std::optional<uint64_t> available = availableMemory();
+  // A device runtime (CUDA) holds the whole plan in device memory.
+  int64_t deviceFree = blpa_runtime_free_bytes();
+  std::optional<uint64_t> available =
+      deviceFree >= 0 ? std::optional<uint64_t>(deviceFree) : availableMemory();
   PlannedMemory planned = plannedMemory(manifest);
   if (!available || planned.total() <= *available)
     return;
@@ -102,8 +107,9 @@ void checkPlanFits(const Manifest &manifest) {
           << formatBytes(planned.arena) << ", parameters and optimizer state "
           << formatBytes(planned.persistent) << ", batch buffers "
           << formatBytes(planned.batch) << ") but " << *available << " bytes ("
-          << formatBytes(*available)
-          << ") are available; recompile with a smaller --batch-size or "
+          << formatBytes(*available) << ") are "
+          << (deviceFree >= 0 ? "free on the GPU" : "available")
+          << "; recompile with a smaller --batch-size or "
              "--act-bits (blpa-opt --memory-limit says what fits)";
   throw DriverError(message.str());
 }

@@ -150,6 +150,12 @@ const FlagSpec flagSpecs[] = {
      [](Options &o, const std::string &f, const std::string &v) {
        o.threads = parseInteger(f, v, 0);
      }},
+    {"--no-cuda-graph", nullptr, AnyAction,
+     "run every step's kernels one by one instead of replaying the step "
+     "recorded as a CUDA graph (CUDA executables; no effect on the CPU)",
+     [](Options &o, const std::string &, const std::string &) {
+       o.replaySteps = false;
+     }},
     {"--help", nullptr, AnyAction, "print this help",
      [](Options &o, const std::string &, const std::string &) {
        o.help = true;

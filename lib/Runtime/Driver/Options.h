@@ -41,6 +41,7 @@ struct Options {
   // Any mode.
   std::string weightsPath;
   std::optional<int32_t> threads;
+  bool replaySteps = true;
 
   /// Every flag given, in order, for the checks of validateOptions.
   std::vector<std::string> flagsGiven;

@@ -5,8 +5,6 @@
 #include "Model.h"
 #include "Options.h"
 
-#include <cstring>
-
 // An --infer object defines only blpa_forward and a --train object defines
 // both, so the driver references them weakly and checks before calling.
 #pragma weak blpa_train_step
@@ -14,46 +12,116 @@
 
 namespace blpa::driver {
 
-AlignedBuffer::AlignedBuffer(size_t bytes) {
-  const size_t alignment = 64;
-  size_t rounded = (bytes + alignment - 1) / alignment * alignment;
-  storage.reset(std::aligned_alloc(alignment, rounded ? rounded : alignment));
-  if (!storage)
-    throw DriverError("out of memory allocating " + std::to_string(bytes) +
-                      " bytes");
-  // Zeroed so that runs are reproducible even if something reads a buffer
-  // before writing it.
-  std::memset(storage.get(), 0, rounded);
-}
-
 bool hasTrainStep() { return blpa_train_step != nullptr; }
 
+namespace {
+
+uint64_t floatBytes(const Shape &shape) {
+  return numElements(shape) * sizeof(float);
+}
+
+/// The arguments of one blpa_train_step / blpa_forward call, passed through
+/// blpa_runtime_run's closure.
+struct StepCall {
+  blpa_context *context;
+  uint8_t *arena;
+  float *const *params, *const *momenta, *const *grads;
+  void *const *inputs, *const *outputs;
+};
+
+void callTrainStep(void *closure) {
+  auto *call = static_cast<StepCall *>(closure);
+  blpa_train_step(call->context, call->arena, call->params, call->momenta,
+                  call->grads, call->inputs, call->outputs);
+}
+
+void callForward(void *closure) {
+  auto *call = static_cast<StepCall *>(closure);
+  blpa_forward(call->context, call->arena, call->params, call->inputs,
+               call->outputs);
+}
+
+} // namespace
+
 Session::Session(const Manifest &manifest, const SessionOptions &options)
-    : manifest(manifest), context(), arena(manifest.arenaBytes) {
-  for (const ParamRecord &param : manifest.params) {
-    size_t bytes = numElements(param.shape) * sizeof(float);
-    auto allocate = [&]() {
-      buffers.emplace_back(bytes);
-      return static_cast<float *>(buffers.back().data());
-    };
-    // An inference executable never updates: no optimizer storage.
-    bool updated = param.trainable && manifest.training;
-    paramPointers.push_back(allocate());
-    momentumPointers.push_back(updated ? allocate() : nullptr);
-    gradPointers.push_back(updated ? allocate() : nullptr);
-  }
+    : manifest(manifest), context() {
+  if (manifest.target != blpa_runtime_target())
+    throw DriverError("the step was compiled for --target " + manifest.target +
+                      " but linked with the " + blpa_runtime_target() +
+                      " runtime; rebuild it with blpa-opt");
   context.lr = options.lr;
   context.momentum = options.momentum;
   context.weight_decay = options.weightDecay;
   context.skip_update = options.skipUpdate;
   context.num_threads = options.threads;
+  context.replay_steps = options.replaySteps;
+  hostMemory = blpa_runtime_free_bytes() < 0;
   blpa_runtime_init(&context);
+
+  arena = static_cast<uint8_t *>(allocate(manifest.arenaBytes));
+  if (manifest.workspaceBytes)
+    blpa_runtime_set_workspace(&context, arena + manifest.workspaceOffset,
+                               manifest.workspaceBytes);
+  for (const ParamRecord &param : manifest.params) {
+    auto buffer = [&] { return static_cast<float *>(allocate(floatBytes(param.shape))); };
+    // An inference executable never updates: no optimizer storage.
+    bool updated = param.trainable && manifest.training;
+    paramPointers.push_back(buffer());
+    momentumPointers.push_back(updated ? buffer() : nullptr);
+    gradPointers.push_back(updated ? buffer() : nullptr);
+  }
+  if (hostMemory)
+    return;
+  for (const TensorRecord &input : manifest.inputs)
+    inputBuffers.push_back(allocate(floatBytes(input.shape)));
+  for (const TensorRecord &output : manifest.outputs)
+    outputBuffers.push_back(allocate(floatBytes(output.shape)));
+  labelBuffer = allocate(manifest.labelCount * sizeof(int64_t));
+  lossBuffer = allocate(sizeof(float));
 }
 
-Session::~Session() { blpa_runtime_shutdown(&context); }
+Session::~Session() {
+  for (void *pointer : allocations)
+    blpa_runtime_release(&context, pointer);
+  blpa_runtime_shutdown(&context);
+}
+
+void *Session::allocate(uint64_t bytes) {
+  allocations.push_back(blpa_runtime_alloc(&context, int64_t(bytes)));
+  return allocations.back();
+}
+
+void *Session::bind(const void *host, void *device, uint64_t bytes) {
+  if (hostMemory)
+    return const_cast<void *>(host);
+  blpa_runtime_upload(&context, device, host, int64_t(bytes));
+  return device;
+}
 
 void Session::loadParams(const OnnxModel &model) {
-  model.readParams(manifest.params, paramPointers);
+  if (hostMemory)
+    return model.readParams(manifest.params, paramPointers);
+  std::vector<std::vector<float>> host;
+  std::vector<float *> hostPointers;
+  for (const ParamRecord &param : manifest.params) {
+    host.emplace_back(numElements(param.shape));
+    hostPointers.push_back(host.back().data());
+  }
+  model.readParams(manifest.params, hostPointers);
+  for (size_t i = 0; i < host.size(); ++i)
+    bind(host[i].data(), paramPointers[i], host[i].size() * sizeof(float));
+}
+
+void Session::run(void (*step)(void *), void *closure,
+                  const std::vector<void *> &inputs,
+                  const std::vector<void *> &outputs) {
+  std::vector<const void *> bindings = {arena};
+  for (const auto *table : {&paramPointers, &momentumPointers, &gradPointers})
+    bindings.insert(bindings.end(), table->begin(), table->end());
+  bindings.insert(bindings.end(), inputs.begin(), inputs.end());
+  bindings.insert(bindings.end(), outputs.begin(), outputs.end());
+  blpa_runtime_run(&context, step, closure, bindings.data(),
+                   int64_t(bindings.size()));
 }
 
 float Session::trainStep(const std::vector<const float *> &inputs,
@@ -62,14 +130,21 @@ float Session::trainStep(const std::vector<const float *> &inputs,
     throw DriverError("this executable was compiled for inference only; "
                       "recompile with blpa-opt --train to train");
   std::vector<void *> inputPointers;
-  for (const float *input : inputs)
-    inputPointers.push_back(const_cast<float *>(input));
-  inputPointers.push_back(const_cast<int64_t *>(labels));
+  for (size_t i = 0; i < inputs.size(); ++i)
+    inputPointers.push_back(bind(inputs[i],
+                                 hostMemory ? nullptr : inputBuffers[i],
+                                 floatBytes(manifest.inputs[i].shape)));
+  inputPointers.push_back(
+      bind(labels, labelBuffer, manifest.labelCount * sizeof(int64_t)));
   float loss = 0;
-  void *outputPointers[] = {&loss};
-  blpa_train_step(&context, static_cast<uint8_t *>(arena.data()),
-                  paramPointers.data(), momentumPointers.data(),
-                  gradPointers.data(), inputPointers.data(), outputPointers);
+  std::vector<void *> outputPointers = {hostMemory ? &loss : lossBuffer};
+  StepCall call = {&context,           arena,
+                   paramPointers.data(), momentumPointers.data(),
+                   gradPointers.data(),  inputPointers.data(),
+                   outputPointers.data()};
+  run(callTrainStep, &call, inputPointers, outputPointers);
+  if (!hostMemory)
+    blpa_runtime_download(&context, &loss, lossBuffer, sizeof(float));
   return loss;
 }
 
@@ -79,13 +154,40 @@ void Session::forward(const std::vector<const float *> &inputs,
     throw DriverError("the executable defines no blpa_forward; rebuild it "
                       "with blpa-opt");
   std::vector<void *> inputPointers, outputPointers;
-  for (const float *input : inputs)
-    inputPointers.push_back(const_cast<float *>(input));
-  for (float *output : outputs)
-    outputPointers.push_back(output);
-  blpa_forward(&context, static_cast<uint8_t *>(arena.data()),
-               paramPointers.data(), inputPointers.data(),
-               outputPointers.data());
+  for (size_t i = 0; i < inputs.size(); ++i)
+    inputPointers.push_back(bind(inputs[i],
+                                 hostMemory ? nullptr : inputBuffers[i],
+                                 floatBytes(manifest.inputs[i].shape)));
+  for (size_t i = 0; i < outputs.size(); ++i)
+    outputPointers.push_back(hostMemory ? outputs[i] : outputBuffers[i]);
+  StepCall call = {&context, arena,   paramPointers.data(), nullptr,
+                   nullptr,  inputPointers.data(), outputPointers.data()};
+  run(callForward, &call, inputPointers, outputPointers);
+  if (hostMemory)
+    return;
+  for (size_t i = 0; i < outputs.size(); ++i)
+    blpa_runtime_download(&context, outputs[i], outputBuffers[i],
+                          floatBytes(manifest.outputs[i].shape));
+}
+
+std::vector<std::vector<float>> Session::readParams() const {
+  std::vector<std::vector<float>> host;
+  for (size_t i = 0; i < manifest.params.size(); ++i) {
+    host.emplace_back(numElements(manifest.params[i].shape));
+    blpa_runtime_download(&context, host.back().data(), paramPointers[i],
+                          host.back().size() * sizeof(float));
+  }
+  return host;
+}
+
+std::vector<float> Session::readGrad(size_t index) const {
+  if (!gradPointers.at(index))
+    throw DriverError("parameter '" + manifest.params[index].name +
+                      "' has no gradient");
+  std::vector<float> host(numElements(manifest.params[index].shape));
+  blpa_runtime_download(&context, host.data(), gradPointers[index],
+                        host.size() * sizeof(float));
+  return host;
 }
 
 std::unique_ptr<Session> openSession(const Manifest &manifest,
@@ -97,6 +199,7 @@ std::unique_ptr<Session> openSession(const Manifest &manifest,
   sessionOptions.momentum = options.momentum;
   sessionOptions.weightDecay = options.weightDecay;
   sessionOptions.skipUpdate = skipUpdate;
+  sessionOptions.replaySteps = options.replaySteps;
   sessionOptions.threads = options.threads.value_or(manifest.defaultThreads);
   auto session = std::make_unique<Session>(manifest, sessionOptions);
   session->loadParams(initialWeights);

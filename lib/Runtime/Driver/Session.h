@@ -2,7 +2,11 @@
 //
 // Owns what the generated object operates on: the runtime context, the
 // arena, and one buffer per parameter plus momentum and gradient buffers
-// for the trainable ones, laid out in the arrays the C ABI expects.
+// for the trainable ones, laid out in the arrays the C ABI expects. All of
+// them are runtime memory (blpa_runtime_alloc): host memory for the CPU
+// runtime, device memory for CUDA. With a device runtime the session also
+// owns fixed device buffers for the step's inputs and outputs, so that every
+// step binds the same pointers (a recorded step replays on them).
 //
 //===----------------------------------------------------------------------===//
 
@@ -22,24 +26,13 @@ namespace blpa::driver {
 class OnnxModel;
 struct Options;
 
-/// A zero-filled, 64-byte aligned allocation.
-class AlignedBuffer {
-public:
-  explicit AlignedBuffer(size_t bytes);
-  void *data() const { return storage.get(); }
-
-private:
-  struct Free {
-    void operator()(void *pointer) const { std::free(pointer); }
-  };
-  std::unique_ptr<void, Free> storage;
-};
-
 struct SessionOptions {
   float lr = 0;
   float momentum = 0;
   float weightDecay = 0;
   bool skipUpdate = false;
+  /// Replay recorded steps where the runtime can (CUDA graphs).
+  bool replaySteps = true;
   int32_t threads = 0;
 };
 
@@ -53,24 +46,41 @@ public:
   /// Sets every parameter from `model`'s initializers.
   void loadParams(const OnnxModel &model);
 
-  /// One blpa_train_step on `inputs` (one buffer per data input) and
+  /// One blpa_train_step on `inputs` (one host buffer per data input) and
   /// `labels`; returns the loss.
   float trainStep(const std::vector<const float *> &inputs,
                   const int64_t *labels);
-  /// blpa_forward into `outputs` (one buffer per output record).
+  /// blpa_forward into `outputs` (one host buffer per output record).
   void forward(const std::vector<const float *> &inputs,
                const std::vector<float *> &outputs);
 
-  const std::vector<float *> &params() const { return paramPointers; }
-  /// The gradients blpa_sgd_update recorded (nullptr for state params).
-  const std::vector<float *> &grads() const { return gradPointers; }
+  /// Host copies of every parameter, in manifest order.
+  std::vector<std::vector<float>> readParams() const;
+  /// Host copy of the gradient blpa_sgd_update recorded for trainable
+  /// parameter `index`.
+  std::vector<float> readGrad(size_t index) const;
 
 private:
+  /// Runtime memory, released with the session.
+  void *allocate(uint64_t bytes);
+  /// `host` itself when runtime memory is host memory, else `device`
+  /// after uploading `bytes` of `host` into it.
+  void *bind(const void *host, void *device, uint64_t bytes);
+  /// Runs `step` through blpa_runtime_run with every pointer it binds.
+  void run(void (*step)(void *), void *closure,
+           const std::vector<void *> &inputs,
+           const std::vector<void *> &outputs);
+
   const Manifest &manifest;
-  blpa_context context;
-  AlignedBuffer arena;
-  std::vector<AlignedBuffer> buffers;
+  mutable blpa_context context;
+  /// Whether runtime memory is host memory (the CPU runtime).
+  bool hostMemory;
+  std::vector<void *> allocations;
+  uint8_t *arena = nullptr;
   std::vector<float *> paramPointers, momentumPointers, gradPointers;
+  /// Device runtimes only: where inputs, labels and outputs are staged.
+  std::vector<void *> inputBuffers, outputBuffers;
+  void *labelBuffer = nullptr, *lossBuffer = nullptr;
 };
 
 /// A session configured from the command line, with its parameters loaded

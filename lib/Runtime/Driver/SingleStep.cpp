@@ -87,7 +87,7 @@ void runCheckStep(const Manifest &manifest, const Options &options,
     if (!param.trainable)
       continue;
     dumpNpy(options.dumpDir + "/grads/" + sanitizeFileName(param.name) + ".npy",
-            param.shape, session->grads()[i]);
+            param.shape, session->readGrad(i).data());
     ++written;
   }
   std::printf("loss %.6f; wrote %s/loss.npy and %d gradient(s) to %s/grads\n",

@@ -247,8 +247,11 @@ void evaluate(Session &session, const Manifest &manifest,
 
 void saveModel(const Session &session, const Manifest &manifest,
                const OnnxModel &embeddedModel, const std::string &path) {
-  std::string bytes =
-      embeddedModel.serializeWithParams(manifest.params, session.params());
+  std::vector<std::vector<float>> params = session.readParams();
+  std::vector<float *> pointers;
+  for (std::vector<float> &param : params)
+    pointers.push_back(param.data());
+  std::string bytes = embeddedModel.serializeWithParams(manifest.params, pointers);
   try {
     writeFileAtomically(path, bytes.data(), bytes.size());
   } catch (const DriverError &error) {

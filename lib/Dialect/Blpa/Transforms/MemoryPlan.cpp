@@ -125,7 +125,8 @@ struct PlacedSpan {
 };
 } // namespace
 
-void mlir::blpa::placeBuffers(MemoryPlan &plan, int64_t alignment) {
+void mlir::blpa::placeBuffers(MemoryPlan &plan, int64_t alignment,
+                              int64_t workspaceBytes) {
   SmallVector<Buffer *> order;
   for (Buffer &buffer : plan.buffers)
     order.push_back(&buffer);
@@ -156,17 +157,24 @@ void mlir::blpa::placeBuffers(MemoryPlan &plan, int64_t alignment) {
                                     }),
                   span);
   }
+  // The workspace is live throughout, so it simply moves everything up.
+  plan.workspaceBytes = alignTo(workspaceBytes, alignment);
+  for (Buffer &buffer : plan.buffers)
+    buffer.offset += plan.workspaceBytes;
+  plan.arenaBytes += plan.workspaceBytes;
+  plan.lowerBoundBytes += plan.workspaceBytes;
 }
 
 LogicalResult mlir::blpa::verifyPlacement(func::FuncOp func,
                                           const MemoryPlan &plan,
                                           int64_t alignment) {
   for (const Buffer &buffer : plan.buffers)
-    if (buffer.offset < 0 || buffer.offset % alignment != 0 ||
+    if (buffer.offset < plan.workspaceBytes || buffer.offset % alignment != 0 ||
         buffer.offset + buffer.bytes > plan.arenaBytes)
       return func.emitError("memory plan: buffer at offset ")
              << buffer.offset << " (" << buffer.bytes
-             << " bytes) is misaligned or outside the arena";
+             << " bytes) is misaligned, in the workspace or outside the "
+                "arena";
   for (auto [i, a] : llvm::enumerate(plan.buffers))
     for (const Buffer &b : ArrayRef<Buffer>(plan.buffers).drop_front(i + 1)) {
       bool liveTogether = a.start <= b.end && b.start <= a.end;

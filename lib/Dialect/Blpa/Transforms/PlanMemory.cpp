@@ -39,6 +39,9 @@ void annotate(func::FuncOp func, const MemoryPlan &plan) {
     op->setAttr("blpa.offsets", b.getDenseI64ArrayAttr(offsets));
   });
   func->setAttr("blpa.arena_size", b.getI64IntegerAttr(plan.arenaBytes));
+  if (plan.workspaceBytes)
+    func->setAttr("blpa.workspace_bytes",
+                  b.getI64IntegerAttr(plan.workspaceBytes));
   func->setAttr("blpa.lower_bound_bytes",
                 b.getI64IntegerAttr(plan.lowerBoundBytes));
   func->setAttr("blpa.saved_activation_bytes",
@@ -53,6 +56,7 @@ llvm::json::Object planToJson(const MemoryPlan &plan) {
       {"saved_packed_bytes", plan.savedPackedBytes},
       {"saved_per_channel_bytes", plan.savedPerChannelBytes},
       {"saved_float32_bytes", plan.savedFloatBytes},
+      {"workspace_bytes", plan.workspaceBytes},
       {"buffers", static_cast<int64_t>(plan.buffers.size())}};
 }
 
@@ -65,6 +69,10 @@ struct PlanMemoryPass : public blpa::impl::BlpaPlanMemoryBase<PlanMemoryPass> {
       module.emitError("alignment must be a power of two");
       return signalPassFailure();
     }
+    if (workspaceBytes < 0) {
+      module.emitError("workspace-bytes must not be negative");
+      return signalPassFailure();
+    }
     llvm::json::Object functions;
     std::optional<MemoryPlan> reported;
     func::FuncOp reportedFunc;
@@ -72,7 +80,7 @@ struct PlanMemoryPass : public blpa::impl::BlpaPlanMemoryBase<PlanMemoryPass> {
       if (func.isExternal())
         continue;
       MemoryPlan plan = analyzeBuffers(func, inPlace);
-      placeBuffers(plan, alignment);
+      placeBuffers(plan, alignment, workspaceBytes);
       // The placement is checked on every compiled model, not only in
       // tests: a wrong plan would silently corrupt training.
       if (failed(verifyPlacement(func, plan, alignment)))

@@ -156,6 +156,8 @@ struct VerifyMemoryPlanPass
   LogicalResult verify(func::FuncOp func) {
     int64_t arenaBytes =
         func->getAttrOfType<IntegerAttr>("blpa.arena_size").getInt();
+    auto workspace = func->getAttrOfType<IntegerAttr>("blpa.workspace_bytes");
+    int64_t workspaceBytes = workspace ? workspace.getInt() : 0;
     SmallVector<Allocation> allocations = collect(func);
     LiveSet live;
     for (const Allocation &a : allocations) {
@@ -163,6 +165,11 @@ struct VerifyMemoryPlanPass
         return fail(func, a,
                     "ends past the arena (" + std::to_string(arenaBytes) +
                         " bytes)");
+      // The workspace is the libraries' scratch at any time.
+      if (a.offset < workspaceBytes)
+        return fail(func, a,
+                    "overlaps the workspace (" +
+                        std::to_string(workspaceBytes) + " bytes)");
       live.dropEndedBefore(a.start);
       // Live allocations are disjoint, so only those starting before a's
       // end and ending after its start can overlap it: the last one

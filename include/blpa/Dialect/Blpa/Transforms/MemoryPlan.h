@@ -36,6 +36,9 @@ struct MemoryPlan {
   /// (InPlaceOpInterface), which share its index.
   DenseMap<Value, size_t> bufferOf;
   int64_t arenaBytes = 0;
+  /// Scratch space for library calls (cuDNN) at the arena's start, live
+  /// over the whole function; every buffer is placed after it.
+  int64_t workspaceBytes = 0;
   /// The largest total of live buffer bytes at any op: no placement can do
   /// better.
   int64_t lowerBoundBytes = 0;
@@ -59,11 +62,14 @@ MemoryPlan analyzeBuffers(func::FuncOp func, bool inPlace = true);
 
 /// Assigns every buffer an offset (multiple of `alignment`) so that buffers
 /// whose lifetimes overlap are disjoint: largest first, lowest fitting
-/// offset. Sets arenaBytes.
-void placeBuffers(MemoryPlan &plan, int64_t alignment);
+/// offset, all after `workspaceBytes` (rounded up to the alignment) of
+/// workspace. Sets arenaBytes and workspaceBytes, and counts the workspace
+/// in the lower bound (it is live throughout).
+void placeBuffers(MemoryPlan &plan, int64_t alignment,
+                  int64_t workspaceBytes = 0);
 
 /// Checks a placement independently of how it was made: every buffer is
-/// aligned and inside the arena, and no two buffers that are live at the
+/// aligned, inside the arena and after the workspace, and no two buffers that are live at the
 /// same op share a byte. Reports the first violation on `func`.
 LogicalResult verifyPlacement(func::FuncOp func, const MemoryPlan &plan,
                               int64_t alignment);

@@ -164,10 +164,17 @@ def BlpaPlanMemory : Pass<"blpa-plan-memory", "ModuleOp"> {
     takes over the buffer of an operand of its size that dies at that op:
     the sum of a residual join is written over a dead operand, fan-out
     gradients are accumulated into one of them.
+
+    Targets differ only in options: the CUDA target asks for 256-byte
+    alignment and a `workspace-bytes` region (recorded as
+    `blpa.workspace_bytes`) that cuDNN's algorithms are chosen to fit.
   }];
   let options = [
     Option<"alignment", "alignment", "int64_t", "64",
-           "Byte alignment of every buffer">,
+           "Byte alignment of every buffer (the CUDA target uses 256)">,
+    Option<"workspaceBytes", "workspace-bytes", "int64_t", "0",
+           "Scratch space for library calls (cuDNN convolutions) reserved "
+           "at the arena's start, live over the whole function">,
     Option<"inPlace", "in-place", "bool", "true",
            "Write results over dying operands where the op allows it">,
     Option<"reportFile", "report", "std::string", "\"\"",
