@@ -24,3 +24,7 @@ llvm_config.with_environment("PATH", config.blpa_tools_dir, append_path=True)
 llvm_config.add_tool_substitutions(
     [ToolSubst("blpa-opt", extra_args=["--verify-memory-plan"])],
     [config.blpa_tools_dir])
+
+# Tests of the CUDA target's compile side need it built (no GPU needed).
+if getattr(config, "blpa_have_cuda", False):
+    config.available_features.add("cuda")

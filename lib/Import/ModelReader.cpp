@@ -60,13 +60,22 @@ std::string mlir::blpa::readModel(llvm::StringRef path,
 }
 
 /// The binary model: the .onnx file's own bytes (checked to parse), or the
-/// text model serialized.
-static std::string serializeModel(llvm::StringRef path, std::string &bytes) {
+/// text model serialized; without `withWeights`, with every float
+/// initializer's values dropped (names, shapes and types stay).
+static std::string serializeModel(llvm::StringRef path, bool withWeights,
+                                  std::string &bytes) {
   onnx::ModelProto model;
   std::string error = readModel(path, model);
   if (!error.empty())
     return error;
-  if (!path.ends_with(".onnxtext")) {
+  if (!withWeights)
+    for (onnx::TensorProto &tensor :
+         *model.mutable_graph()->mutable_initializer())
+      if (tensor.data_type() == onnx::TensorProto::FLOAT) {
+        tensor.clear_raw_data();
+        tensor.clear_float_data();
+      }
+  if (withWeights && !path.ends_with(".onnxtext")) {
     auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
                                               /*RequiresNullTerminator=*/false);
     if (!buffer)
@@ -80,10 +89,11 @@ static std::string serializeModel(llvm::StringRef path, std::string &bytes) {
 }
 
 FailureOr<std::string> mlir::blpa::readSerializedModel(MLIRContext *context,
-                                                       llvm::StringRef path) {
+                                                       llvm::StringRef path,
+                                                       bool withWeights) {
   std::string bytes, error;
   try {
-    error = serializeModel(path, bytes);
+    error = serializeModel(path, withWeights, bytes);
   } catch (...) {
     error = (path + ": cannot serialize the model").str();
   }

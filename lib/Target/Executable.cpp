@@ -115,8 +115,8 @@ LogicalResult mlir::blpa::checkTargetAvailable(Location loc,
 #ifdef BLPA_HAVE_CUDA
   return success();
 #else
-  return emitError(loc, "this blpa-opt was built without the CUDA target ("
-                        BLPA_CUDA_DISABLED_REASON
+  return emitError(loc, "this blpa-opt was built without the CUDA target "
+                        "(" BLPA_CUDA_DISABLED_REASON
                         "); install the CUDA toolkit with cuDNN and rebuild, "
                         "or use --target cpu");
 #endif
@@ -132,7 +132,8 @@ static LogicalResult shipLibraries(Location loc, llvm::StringRef exePath) {
 #ifdef BLPA_HAVE_CUDA
   SmallString<256> dir = llvm::sys::path::parent_path(exePath);
   llvm::sys::path::append(dir, shippedLibDir);
-  if (std::error_code ec = llvm::sys::fs::create_directories(dir))
+  if (std::error_code ec = llvm::sys::fs::create_directories(
+          dir, /*IgnoreExisting=*/true, llvm::sys::fs::perms(0755)))
     return emitError(loc, "cannot create ") << dir << ": " << ec.message();
   const char *libs[] = {BLPA_CUDA_SHIPPED_LIBS};
   for (size_t i = 0; i + 1 < std::size(libs); i += 2) {

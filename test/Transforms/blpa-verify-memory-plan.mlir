@@ -3,7 +3,7 @@
 
 // The planner's own plans pass the check (every case of this file, once
 // re-planned).
-// PLANNED-COUNT-5: blpa.arena_size
+// PLANNED-COUNT-6: blpa.arena_size
 
 // A valid plan with an in-place hand-over: %b takes %a's bytes at the op
 // where %a dies; %c lives beside %b.
@@ -56,5 +56,14 @@ func.func @not_an_in_place_op(%x: tensor<1x1x4x4xf32>) -> tensor<1x1x4x4xf32> at
 func.func @past_the_arena(%x: tensor<16xf32>) -> tensor<16xf32> attributes {blpa.arena_size = 96 : i64} {
   // expected-error @+1 {{memory plan: %0 (64 bytes at offset 64, live over ops 0..1) ends past the arena (96 bytes)}}
   %a = blpa.relu %x {blpa.offsets = array<i64: 64>} : (tensor<16xf32>) -> tensor<16xf32>
+  return %a : tensor<16xf32>
+}
+
+// -----
+
+// The CUDA target's workspace belongs to cuDNN and cuBLAS at every op.
+func.func @in_the_workspace(%x: tensor<16xf32>) -> tensor<16xf32> attributes {blpa.arena_size = 512 : i64, blpa.workspace_bytes = 256 : i64} {
+  // expected-error @+1 {{memory plan: %0 (64 bytes at offset 192, live over ops 0..1) overlaps the workspace (256 bytes)}}
+  %a = blpa.relu %x {blpa.offsets = array<i64: 192>} : (tensor<16xf32>) -> tensor<16xf32>
   return %a : tensor<16xf32>
 }

@@ -90,6 +90,12 @@ static cl::opt<std::string> target(
              "kernels on an NVIDIA GPU; the executable carries the shared "
              "libraries a GPU machine lacks in blpa-cuda-libs/ beside it)"),
     cl::value_desc("cpu|cuda"), cl::init("cpu"), cl::cat(compileCategory));
+static cl::opt<bool> embedWeights(
+    "embed-weights",
+    cl::desc("Embed the model's initial weights in the executable (default "
+             "on); with --embed-weights=false it embeds only their names and "
+             "shapes and takes them from --weights MODEL.onnx at run time"),
+    cl::init(true), cl::cat(compileCategory));
 static cl::opt<std::string> cudaWorkspaceOption(
     "cuda-workspace",
     cl::desc("Scratch space reserved in the arena for cuDNN's convolution "
@@ -397,7 +403,7 @@ static FailureOr<std::string> modelBytesFor(ModuleOp module,
                               "to take the initial weights from");
     source = attr.getValue().str();
   }
-  return readSerializedModel(module.getContext(), source);
+  return readSerializedModel(module.getContext(), source, embedWeights);
 }
 
 static LogicalResult emitOutput(ModuleOp module, StringRef inputPath,

@@ -33,9 +33,13 @@ FailureOr<OwningOpRef<ModuleOp>> importOnnxFile(MLIRContext *context,
 
 /// The model at `path` as a serialized binary ModelProto, for embedding in
 /// executables: a `.onnx` file's own bytes (after checking that they parse),
-/// or the parsed `.onnxtext` model serialized. Errors as importOnnxFile's.
+/// or the parsed `.onnxtext` model serialized. Without `withWeights`, float
+/// initializers keep their names, shapes and types but no values (the
+/// executable then takes its weights from --weights). Errors as
+/// importOnnxFile's.
 FailureOr<std::string> readSerializedModel(MLIRContext *context,
-                                           llvm::StringRef path);
+                                           llvm::StringRef path,
+                                           bool withWeights = true);
 
 } // namespace blpa
 } // namespace mlir

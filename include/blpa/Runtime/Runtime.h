@@ -98,6 +98,11 @@ void blpa_runtime_run(blpa_context *ctx, void (*step)(void *closure),
                       void *closure, const void *const *bindings,
                       int64_t numBindings);
 
+/// How long the last blpa_runtime_run's step took to execute, in seconds:
+/// CUDA events around it on the stream (the GPU's time), host time on the
+/// CPU. Excludes uploads and downloads.
+double blpa_runtime_last_step_seconds(blpa_context *ctx);
+
 //===----------------------------------------------------------------------===//
 // Forward kernels
 //===----------------------------------------------------------------------===//

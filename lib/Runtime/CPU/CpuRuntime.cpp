@@ -5,6 +5,7 @@
 
 #include <omp.h>
 
+#include <chrono>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -79,8 +80,8 @@ int64_t blpa_runtime_free_bytes(void) { return -1; }
 
 void *blpa_runtime_alloc(blpa_context *, int64_t bytes) {
   const size_t alignment = 256;
-  size_t rounded = (size_t(bytes > 0 ? bytes : 1) + alignment - 1) /
-                   alignment * alignment;
+  size_t rounded =
+      (size_t(bytes > 0 ? bytes : 1) + alignment - 1) / alignment * alignment;
   void *pointer = std::aligned_alloc(alignment, rounded);
   if (!pointer)
     failf("out of memory allocating %lld bytes", (long long)bytes);
@@ -107,9 +108,17 @@ void blpa_runtime_download(blpa_context *, void *hostDst, const void *src,
 // The CPU kernels keep their own grow-only scratch (ScratchPool).
 void blpa_runtime_set_workspace(blpa_context *, void *, int64_t) {}
 
-void blpa_runtime_run(blpa_context *, void (*step)(void *), void *closure,
+void blpa_runtime_run(blpa_context *ctx, void (*step)(void *), void *closure,
                       const void *const *, int64_t) {
+  auto start = std::chrono::steady_clock::now();
   step(closure);
+  runtimeOf(ctx).lastStepSeconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
+}
+
+double blpa_runtime_last_step_seconds(blpa_context *ctx) {
+  return runtimeOf(ctx).lastStepSeconds;
 }
 
 void blpa_copy(blpa_context *, void *dst, const void *src, int64_t bytes) {

@@ -58,6 +58,8 @@ struct CpuRuntime {
   ScratchPool scratch;
   /// Convolution plans keyed by (direction, shape, attributes).
   std::map<std::vector<int64_t>, std::unique_ptr<ConvPlan>> convPlans;
+  /// What blpa_runtime_last_step_seconds reports.
+  double lastStepSeconds = 0;
 };
 
 /// The runtime state of `ctx`; fails cleanly when blpa_runtime_init was not

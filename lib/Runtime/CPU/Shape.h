@@ -10,6 +10,7 @@
 #ifndef BLPA_RUNTIME_CPU_SHAPE_H
 #define BLPA_RUNTIME_CPU_SHAPE_H
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 

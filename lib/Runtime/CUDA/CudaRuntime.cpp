@@ -147,11 +147,12 @@ CudaRuntime::CudaRuntime() {
   // asked for, so results match the CPU target to float32 rounding.
   check(cublasSetMathMode(cublas, CUBLAS_PEDANTIC_MATH), "cublasSetMathMode");
   check(cudaMalloc(&hyper, sizeof(DeviceHyper)), "cudaMalloc");
-  check(cudaHostAlloc(&hyperStaging, sizeof(DeviceHyper),
-                      cudaHostAllocDefault),
+  check(cudaHostAlloc(&hyperStaging, sizeof(DeviceHyper), cudaHostAllocDefault),
         "cudaHostAlloc");
   check(cudaMalloc(&errorFlag, sizeof(int32_t)), "cudaMalloc");
   check(cudaMemset(errorFlag, 0, sizeof(int32_t)), "cudaMemset");
+  check(cudaEventCreate(&stepStart), "cudaEventCreate");
+  check(cudaEventCreate(&stepEnd), "cudaEventCreate");
 }
 
 CudaRuntime::~CudaRuntime() {
@@ -165,6 +166,8 @@ CudaRuntime::~CudaRuntime() {
   cudaFree(hyper);
   cudaFreeHost(hyperStaging);
   cudaFree(errorFlag);
+  cudaEventDestroy(stepStart);
+  cudaEventDestroy(stepEnd);
   if (staging)
     cudaFreeHost(staging);
   cublasDestroy(cublas);
@@ -267,12 +270,22 @@ void blpa_runtime_run(blpa_context *ctx, void (*step)(void *), void *closure,
   check(cudaMemcpyAsync(rt.hyper, rt.hyperStaging, sizeof(DeviceHyper),
                         cudaMemcpyHostToDevice, rt.stream),
         "hyper-parameters");
+  check(cudaEventRecord(rt.stepStart, rt.stream), "cudaEventRecord");
   if (ctx->replay_steps)
     runRecorded(rt, step, closure,
                 std::vector<const void *>(bindings, bindings + numBindings));
   else
     step(closure);
+  check(cudaEventRecord(rt.stepEnd, rt.stream), "cudaEventRecord");
   checkDeviceErrors(rt);
+}
+
+double blpa_runtime_last_step_seconds(blpa_context *ctx) {
+  CudaRuntime &rt = runtimeOf(ctx);
+  float ms = 0;
+  check(cudaEventElapsedTime(&ms, rt.stepStart, rt.stepEnd),
+        "cudaEventElapsedTime");
+  return ms / 1000.0;
 }
 
 void blpa_copy(blpa_context *ctx, void *dst, const void *src, int64_t bytes) {

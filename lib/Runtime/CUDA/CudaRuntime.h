@@ -86,6 +86,8 @@ struct CudaRuntime {
   /// keyed by the calling file's own key; owned here so it lives as long
   /// as the handles.
   std::map<std::vector<int64_t>, std::shared_ptr<void>> plans;
+  /// Events around the last step (blpa_runtime_last_step_seconds).
+  cudaEvent_t stepStart = nullptr, stepEnd = nullptr;
   /// Recorded steps by step function.
   std::map<void (*)(void *), RecordedStep> recorded;
 };

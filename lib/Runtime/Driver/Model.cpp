@@ -46,6 +46,11 @@ void OnnxModel::readParams(const std::vector<ParamRecord> &params,
   for (size_t i = 0; i < params.size(); ++i) {
     const onnx::TensorProto &tensor = findInitializer(params[i]);
     size_t count = numElements(params[i].shape);
+    if (!tensor.has_raw_data() && tensor.float_data_size() == 0 && count)
+      throw DriverError(origin + " has no values for initializer '" +
+                        params[i].name +
+                        "' (the executable was compiled with "
+                        "--embed-weights=false); give --weights MODEL.onnx");
     if (tensor.has_raw_data() &&
         tensor.raw_data().size() == count * sizeof(float)) {
       // ONNX stores raw_data little-endian, like the hosts we run on.

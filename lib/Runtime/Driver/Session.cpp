@@ -63,7 +63,9 @@ Session::Session(const Manifest &manifest, const SessionOptions &options)
     blpa_runtime_set_workspace(&context, arena + manifest.workspaceOffset,
                                manifest.workspaceBytes);
   for (const ParamRecord &param : manifest.params) {
-    auto buffer = [&] { return static_cast<float *>(allocate(floatBytes(param.shape))); };
+    auto buffer = [&] {
+      return static_cast<float *>(allocate(floatBytes(param.shape)));
+    };
     // An inference executable never updates: no optimizer storage.
     bool updated = param.trainable && manifest.training;
     paramPointers.push_back(buffer());
@@ -88,6 +90,7 @@ Session::~Session() {
 
 void *Session::allocate(uint64_t bytes) {
   allocations.push_back(blpa_runtime_alloc(&context, int64_t(bytes)));
+  allocated += bytes;
   return allocations.back();
 }
 
@@ -138,9 +141,12 @@ float Session::trainStep(const std::vector<const float *> &inputs,
       bind(labels, labelBuffer, manifest.labelCount * sizeof(int64_t)));
   float loss = 0;
   std::vector<void *> outputPointers = {hostMemory ? &loss : lossBuffer};
-  StepCall call = {&context,           arena,
-                   paramPointers.data(), momentumPointers.data(),
-                   gradPointers.data(),  inputPointers.data(),
+  StepCall call = {&context,
+                   arena,
+                   paramPointers.data(),
+                   momentumPointers.data(),
+                   gradPointers.data(),
+                   inputPointers.data(),
                    outputPointers.data()};
   run(callTrainStep, &call, inputPointers, outputPointers);
   if (!hostMemory)
@@ -160,8 +166,13 @@ void Session::forward(const std::vector<const float *> &inputs,
                                  floatBytes(manifest.inputs[i].shape)));
   for (size_t i = 0; i < outputs.size(); ++i)
     outputPointers.push_back(hostMemory ? outputs[i] : outputBuffers[i]);
-  StepCall call = {&context, arena,   paramPointers.data(), nullptr,
-                   nullptr,  inputPointers.data(), outputPointers.data()};
+  StepCall call = {&context,
+                   arena,
+                   paramPointers.data(),
+                   nullptr,
+                   nullptr,
+                   inputPointers.data(),
+                   outputPointers.data()};
   run(callForward, &call, inputPointers, outputPointers);
   if (hostMemory)
     return;

@@ -54,6 +54,15 @@ public:
   void forward(const std::vector<const float *> &inputs,
                const std::vector<float *> &outputs);
 
+  /// Bytes of runtime memory the session allocated (arena, parameters,
+  /// optimizer state, staged inputs and outputs).
+  uint64_t allocatedBytes() const { return allocated; }
+
+  /// The runtime's own time of the last step (CUDA events on a GPU).
+  double lastStepSeconds() const {
+    return blpa_runtime_last_step_seconds(&context);
+  }
+
   /// Host copies of every parameter, in manifest order.
   std::vector<std::vector<float>> readParams() const;
   /// Host copy of the gradient blpa_sgd_update recorded for trainable
@@ -76,6 +85,7 @@ private:
   /// Whether runtime memory is host memory (the CPU runtime).
   bool hostMemory;
   std::vector<void *> allocations;
+  uint64_t allocated = 0;
   uint8_t *arena = nullptr;
   std::vector<float *> paramPointers, momentumPointers, gradPointers;
   /// Device runtimes only: where inputs, labels and outputs are staged.

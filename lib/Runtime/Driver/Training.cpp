@@ -187,7 +187,8 @@ void trainSteps(Session &session, BatchSource &source, const Manifest &manifest,
     double imagesPerSecond = manifest.batchSize() / seconds;
     log.write("{\"step\": " + std::to_string(step) +
               ", \"loss\": " + jsonNumber(loss) + ", \"images_per_s\": " +
-              jsonNumber(imagesPerSecond, "%.1f") + "}");
+              jsonNumber(imagesPerSecond, "%.1f") + ", \"step_ms\": " +
+              jsonNumber(session.lastStepSeconds() * 1e3, "%.3f") + "}");
     if (!std::isfinite(loss))
       throw DriverError(std::string("the loss is ") +
                         (std::isnan(loss) ? "NaN" : "infinite") + " at step " +
@@ -251,7 +252,8 @@ void saveModel(const Session &session, const Manifest &manifest,
   std::vector<float *> pointers;
   for (std::vector<float> &param : params)
     pointers.push_back(param.data());
-  std::string bytes = embeddedModel.serializeWithParams(manifest.params, pointers);
+  std::string bytes =
+      embeddedModel.serializeWithParams(manifest.params, pointers);
   try {
     writeFileAtomically(path, bytes.data(), bytes.size());
   } catch (const DriverError &error) {
@@ -285,6 +287,10 @@ void runTraining(const Manifest &manifest, const Options &options,
   JsonlLog log(options.logPath);
   std::unique_ptr<Session> session =
       openSession(manifest, options, initialWeights, /*skipUpdate=*/false);
+  std::printf("%s memory: %llu bytes allocated at start (arena %llu)\n",
+              manifest.target == "cpu" ? "host" : "device",
+              static_cast<unsigned long long>(session->allocatedBytes()),
+              static_cast<unsigned long long>(manifest.arenaBytes));
   trainSteps(*session, *source, manifest, *options.steps, log);
   if (!options.synthetic)
     evaluate(*session, manifest, testSet, options.evalBatches, log);

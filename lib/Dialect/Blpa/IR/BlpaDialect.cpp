@@ -36,7 +36,8 @@ static LogicalResult verifyAttributeKind(Operation *op, NamedAttribute attr) {
   else if (name == "blpa.offsets")
     ok = isa<DenseI64ArrayAttr>(attr.getValue());
   else if (llvm::is_contained({"blpa.arena_size", "blpa.lower_bound_bytes",
-                               "blpa.saved_activation_bytes"},
+                               "blpa.saved_activation_bytes",
+                               "blpa.workspace_bytes"},
                               name))
     ok = isa<IntegerAttr>(attr.getValue());
   else

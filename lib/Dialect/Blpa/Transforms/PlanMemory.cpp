@@ -42,6 +42,8 @@ void annotate(func::FuncOp func, const MemoryPlan &plan) {
   if (plan.workspaceBytes)
     func->setAttr("blpa.workspace_bytes",
                   b.getI64IntegerAttr(plan.workspaceBytes));
+  else
+    func->removeAttr("blpa.workspace_bytes");
   func->setAttr("blpa.lower_bound_bytes",
                 b.getI64IntegerAttr(plan.lowerBoundBytes));
   func->setAttr("blpa.saved_activation_bytes",

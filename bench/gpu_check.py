@@ -1,0 +1,235 @@
+#!/usr/bin/env python3
+"""The Python half of scripts/gpu-bundle (build machine) and scripts/gpu-check
+(GPU machine): deterministic weights both machines derive alike, gradient
+sketches small enough to carry, their comparison, the PyTorch baseline on
+the GPU, and the final table.
+
+Weights: the GPU machine cannot receive resnet18's 47 MB of weights within
+the carry limit, so both machines fill a weightless model (blpa-opt
+--embed-weights=false keeps names and shapes) with values from an integer
+hash of (tensor index, element index, seed) in uint32 arithmetic, which is
+bit-identical everywhere; the bundle records the filled file's SHA-256 and
+the GPU side checks it.
+
+Sketches: a gradient g is compared through its norm and its dot products
+with K fixed pseudo-random unit vectors. If |g_gpu - g_cpu| <= r |g_cpu|
+elementwise in the 2-norm sense, every sketch entry differs by at most
+r |g_cpu|, so "each entry within r |g_cpu|" is the per-parameter relative
+check at the cost of K + 1 numbers per tensor.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import sys
+
+import numpy as np
+
+SKETCH_VECTORS = 4
+
+
+def hash_uniform(count, stream, seed):
+    """`count` floats in [0, 1) from a 32-bit integer hash (murmur3's
+    finalizer) of (stream, index, seed): identical on every machine."""
+    with np.errstate(over="ignore"):
+        x = (np.arange(count, dtype=np.uint32) * np.uint32(0x9E3779B1) +
+             np.uint32((stream * 0x85EBCA77 + seed * 0xC2B2AE3D) & 0xFFFFFFFF))
+        x ^= x >> np.uint32(16)
+        x *= np.uint32(0x85EBCA6B)
+        x ^= x >> np.uint32(13)
+        x *= np.uint32(0xC2B2AE35)
+        x ^= x >> np.uint32(16)
+    return (x >> np.uint32(8)).astype(np.float64) / float(1 << 24)
+
+
+def filled_values(name, shape, stream, seed):
+    """Weights like a freshly initialized network's: fan-in scaled uniform
+    for convolution and linear weights, batch-norm scales and running
+    variances near 1, everything else small."""
+    count = int(np.prod(shape)) if shape else 1
+    u = hash_uniform(count, stream, seed)
+    if len(shape) >= 2:
+        fan_in = int(np.prod(shape[1:]))
+        values = (2 * u - 1) * np.sqrt(3.0 / fan_in)
+    elif name.endswith("running_var"):
+        values = 1 + 0.1 * u
+    elif name.endswith("weight"):
+        values = 1 + 0.1 * (2 * u - 1)
+    else:
+        values = 0.1 * (2 * u - 1)
+    return values.astype(np.float32).reshape(shape)
+
+
+def fill(model_path, out_path, seed):
+    import onnx
+    from onnx import numpy_helper
+    model = onnx.load(model_path)
+    for stream, init in enumerate(model.graph.initializer):
+        if init.data_type != onnx.TensorProto.FLOAT:
+            continue
+        values = filled_values(init.name, list(init.dims), stream, seed)
+        init.CopyFrom(numpy_helper.from_array(values, init.name))
+    onnx.save(model, out_path)
+    return sha256(out_path)
+
+
+def strip(model_path, out_path):
+    """The model with its float initializers' values dropped (names, shapes
+    and types stay): what fill starts from on the GPU machine."""
+    import onnx
+    model = onnx.load(model_path)
+    for init in model.graph.initializer:
+        if init.data_type == onnx.TensorProto.FLOAT:
+            init.ClearField("raw_data")
+            init.ClearField("float_data")
+    onnx.save(model, out_path)
+
+
+def sha256(path):
+    """The digest of the float initializers' names and values, which fill
+    makes identical on every machine (the file's bytes depend on the onnx
+    version that wrote them)."""
+    import onnx
+    from onnx import numpy_helper
+    digest = hashlib.sha256()
+    for init in onnx.load(path).graph.initializer:
+        if init.data_type == onnx.TensorProto.FLOAT:
+            digest.update(init.name.encode() + b"\0")
+            digest.update(numpy_helper.to_array(init).astype("<f4").tobytes())
+    return digest.hexdigest()
+
+
+def sketch(dump_dir):
+    """{"loss": L, "grads": {name: [norm, p1..pK]}} of a --check-step dump."""
+    loss = float(np.load(os.path.join(dump_dir, "loss.npy")))
+    grads = {}
+    grad_dir = os.path.join(dump_dir, "grads")
+    for stream, name in enumerate(sorted(os.listdir(grad_dir))):
+        g = np.load(os.path.join(grad_dir, name)).astype(np.float64).ravel()
+        entries = [float(np.linalg.norm(g))]
+        for k in range(SKETCH_VECTORS):
+            v = hash_uniform(g.size, 1000 + stream, k) - 0.5
+            entries.append(float(g @ (v / np.linalg.norm(v))))
+        grads[name[:-len(".npy")]] = entries
+    return {"loss": loss, "grads": grads}
+
+
+def compare(reference, got, rtol):
+    """The worst relative error: of the loss, and of any sketch entry
+    against its tensor's reference norm. Returns (worst, where)."""
+    worst = abs(got["loss"] - reference["loss"]) / max(abs(reference["loss"]),
+                                                       1e-30)
+    where = "loss"
+    for name, ref in reference["grads"].items():
+        if name not in got["grads"]:
+            return float("inf"), name + " (missing)"
+        scale = max(ref[0], 1e-30)
+        for r, g in zip(ref, got["grads"][name]):
+            error = abs(g - r) / scale
+            if error > worst:
+                worst, where = error, name
+    return worst, where
+
+
+def median_step_ms(log_path, skip):
+    steps = [json.loads(line) for line in open(log_path)
+             if line.startswith('{"step"')]
+    times = [s["step_ms"] for s in steps[skip:]]
+    return statistics.median(times) if times else float("nan")
+
+
+def torch_bench(depth, batch, size, steps, warmup):
+    """PyTorch eager on the GPU: median step time by CUDA events and peak
+    allocated memory, SGD with momentum, TF32 off like ours."""
+    import torch
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..",
+                                    "python"))
+    from blpa import models
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
+    model = models.preact_resnet(depth=depth, image_size=size).cuda()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(batch, 3, size, size, device="cuda")
+    y = torch.randint(0, 10, (batch,), device="cuda")
+    times = []
+    torch.cuda.reset_peak_memory_stats()
+    for step in range(warmup + steps):
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        end.record()
+        torch.cuda.synchronize()
+        if step >= warmup:
+            times.append(start.elapsed_time(end))
+    return {"step_ms": statistics.median(times),
+            "peak_bytes": torch.cuda.max_memory_allocated(),
+            "gpu": torch.cuda.get_device_name()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("fill")
+    p.add_argument("model")
+    p.add_argument("out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--expect-sha256")
+    p = sub.add_parser("strip")
+    p.add_argument("model")
+    p.add_argument("out")
+    p = sub.add_parser("sketch")
+    p.add_argument("dump_dir")
+    p.add_argument("out")
+    p = sub.add_parser("compare")
+    p.add_argument("reference")
+    p.add_argument("got")
+    p.add_argument("--rtol", type=float, default=1e-3)
+    p = sub.add_parser("median-step-ms")
+    p.add_argument("log")
+    p.add_argument("--skip", type=int, default=3)
+    p = sub.add_parser("torch-bench")
+    p.add_argument("out")
+    p.add_argument("--depth", type=int, default=164)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=5)
+    args = parser.parse_args()
+
+    if args.command == "fill":
+        digest = fill(args.model, args.out, args.seed)
+        if args.expect_sha256 and digest != args.expect_sha256:
+            sys.exit("fill: %s has SHA-256 %s, the bundle expects %s"
+                     % (args.out, digest, args.expect_sha256))
+        print(digest)
+    elif args.command == "strip":
+        strip(args.model, args.out)
+    elif args.command == "sketch":
+        with open(args.out, "w") as f:
+            json.dump(sketch(args.dump_dir), f)
+    elif args.command == "compare":
+        worst, where = compare(json.load(open(args.reference)),
+                               json.load(open(args.got)), args.rtol)
+        ok = worst <= args.rtol
+        print("%s: worst relative error %.2e at %s (limit %.0e)"
+              % ("ok" if ok else "FAILED", worst, where, args.rtol))
+        sys.exit(0 if ok else 1)
+    elif args.command == "median-step-ms":
+        print("%.3f" % median_step_ms(args.log, args.skip))
+    elif args.command == "torch-bench":
+        result = torch_bench(args.depth, args.batch, args.size, args.steps,
+                             args.warmup)
+        with open(args.out, "w") as f:
+            json.dump(result, f)
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+//===- Loss.cu - Softmax cross-entropy and its gradient ------------------===//
+//
+// One warp per row (sample): the row maximum, then log(sum(exp(row - max)))
+// accumulated in double, both reduced over the warp with a fixed butterfly,
+// as the CPU runtime's numerically stable log-sum-exp. The loss writes each
+// row's loss to scratch and a one-block kernel adds them in a fixed order,
+// so the batch mean is deterministic. Labels live in device memory: one out
+// of [0, classes) raises deviceLabelOutOfRange (reported after the step) and
+// the row contributes 0, so the loss stays finite.
+//
+//===----------------------------------------------------------------------===//
+
+#include "CudaRuntime.h"
+
+#include <cstdint>
+
+using namespace blpa::cuda;
+
+namespace {
+
+/// The scratchFor slot of the per-row losses.
+constexpr unsigned rowLossSlot = 11;
+
+constexpr int warpLanes = 32;
+constexpr int warpsPerBlock = blockThreads / warpLanes;
+
+/// Reductions over a warp whose every lane gets the same bits: at each level
+/// of the butterfly a lane and its partner combine the same two values, and
+/// addition and fmaxf are commutative.
+__device__ double warpSum(double v) {
+  for (int mask = warpLanes / 2; mask > 0; mask /= 2)
+    v += __shfl_xor_sync(0xffffffffu, v, mask);
+  return v;
+}
+
+__device__ float warpMax(float v) {
+  for (int mask = warpLanes / 2; mask > 0; mask /= 2)
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, mask));
+  return v;
+}
+
+/// A row's maximum and log(sum(exp(row - max))).
+struct LogSumExp {
+  float max;
+  double logSum;
+};
+
+/// The whole warp computes the log-sum-exp of one row; every lane gets it.
+__device__ LogSumExp rowLogSumExp(const float *row, int64_t classes, int lane) {
+  float max = -INFINITY;
+  for (int64_t j = lane; j < classes; j += warpLanes)
+    max = fmaxf(max, row[j]);
+  max = warpMax(max);
+  double sum = 0;
+  for (int64_t j = lane; j < classes; j += warpLanes)
+    sum += double(expf(row[j] - max));
+  return {max, log(warpSum(sum))};
+}
+
+/// True when the label is a class; otherwise the first lane records the
+/// device error (the first one raised is kept).
+__device__ bool checkLabel(int64_t label, int64_t classes, int32_t *errorFlag,
+                           int lane) {
+  if (label >= 0 && label < classes)
+    return true;
+  if (lane == 0)
+    atomicCAS(errorFlag, int32_t(deviceOk), int32_t(deviceLabelOutOfRange));
+  return false;
+}
+
+/// Calls body(row, lane) for every row, one warp per row; the loop is
+/// uniform over each warp, as the warp reductions need.
+template <typename Body>
+__device__ void forEachRowByWarp(int64_t n, Body &&body) {
+  int lane = threadIdx.x % warpLanes;
+  int64_t warp = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / warpLanes;
+  int64_t warps = int64_t(gridDim.x) * blockDim.x / warpLanes;
+  for (int64_t i = warp; i < n; i += warps)
+    body(i, lane);
+}
+
+/// rowLoss[i] = -log softmax(logits[i])[labels[i]], 0 for a bad label.
+__global__ void __launch_bounds__(blockThreads)
+    rowLossKernel(const float *logits, const int64_t *labels, double *rowLoss,
+                  int64_t n, int64_t classes, int32_t *errorFlag) {
+  forEachRowByWarp(n, [&](int64_t i, int lane) {
+    const float *row = logits + i * classes;
+    LogSumExp lse = rowLogSumExp(row, classes, lane);
+    int64_t label = labels[i];
+    bool valid = checkLabel(label, classes, errorFlag, lane);
+    // -log softmax[label] = log(sum exp(row - max)) - (row[label] - max).
+    if (lane == 0)
+      rowLoss[i] = valid ? lse.logSum - (double(row[label]) - lse.max) : 0.0;
+  });
+}
+
+/// loss[0] = the mean of rowLoss[0, n): thread t adds rows t, t + 256, ...,
+/// then the warps' butterflies and warp 0's sums in warp order, a fixed
+/// tree for a given n.
+__global__ void __launch_bounds__(blockThreads)
+    batchMeanKernel(const double *rowLoss, float *loss, int64_t n) {
+  __shared__ double warpSums[warpsPerBlock];
+  double acc = 0;
+  for (int64_t i = threadIdx.x; i < n; i += blockThreads)
+    acc += rowLoss[i];
+  acc = warpSum(acc);
+  if (threadIdx.x % warpLanes == 0)
+    warpSums[threadIdx.x / warpLanes] = acc;
+  __syncthreads();
+  if (threadIdx.x != 0)
+    return;
+  double total = 0;
+  for (int w = 0; w < warpsPerBlock; ++w)
+    total += warpSums[w];
+  loss[0] = float(n ? total / double(n) : 0.0);
+}
+
+/// dlogits[i] = dloss[0] / n * (softmax(logits[i]) - onehot(labels[i]));
+/// a bad label gets no one-hot term.
+__global__ void __launch_bounds__(blockThreads)
+    lossGradKernel(const float *logits, const int64_t *labels,
+                   const float *dloss, float *dlogits, int64_t n,
+                   int64_t classes, int32_t *errorFlag) {
+  double scale = double(dloss[0]) / double(n);
+  forEachRowByWarp(n, [&](int64_t i, int lane) {
+    const float *row = logits + i * classes;
+    float *out = dlogits + i * classes;
+    LogSumExp lse = rowLogSumExp(row, classes, lane);
+    int64_t label = labels[i];
+    if (!checkLabel(label, classes, errorFlag, lane))
+      label = -1;
+    for (int64_t j = lane; j < classes; j += warpLanes) {
+      double p = exp(double(row[j] - lse.max) - lse.logSum);
+      out[j] = float(scale * (p - (j == label ? 1.0 : 0.0)));
+    }
+  });
+}
+
+void checkClasses(const char *kernel, int64_t n, int64_t classes) {
+  if (n > 0 && classes <= 0)
+    failf("%s: %lld classes, expected at least one", kernel,
+          (long long)classes);
+}
+
+} // namespace
+
+extern "C" {
+
+void blpa_softmax_cross_entropy(blpa_context *ctx, const float *logits,
+                                const int64_t *labels, float *loss, int64_t n,
+                                int64_t classes) {
+  CudaRuntime &rt = runtimeOf(ctx);
+  checkClasses("blpa_softmax_cross_entropy", n, classes);
+  double *rowLoss = static_cast<double *>(
+      scratchFor(rt, rowLossSlot, size_t(n > 0 ? n : 1) * sizeof(double)));
+  if (n > 0) {
+    rowLossKernel<<<gridFor(n * warpLanes), blockThreads, 0, rt.stream>>>(
+        logits, labels, rowLoss, n, classes, rt.errorFlag);
+    checkLaunch("blpa_softmax_cross_entropy");
+  }
+  batchMeanKernel<<<1, blockThreads, 0, rt.stream>>>(rowLoss, loss, n);
+  checkLaunch("blpa_softmax_cross_entropy (mean)");
+}
+
+void blpa_softmax_cross_entropy_grad(blpa_context *ctx, const float *logits,
+                                     const int64_t *labels, const float *dloss,
+                                     float *dlogits, int64_t n,
+                                     int64_t classes) {
+  CudaRuntime &rt = runtimeOf(ctx);
+  checkClasses("blpa_softmax_cross_entropy_grad", n, classes);
+  if (n <= 0)
+    return;
+  lossGradKernel<<<gridFor(n * warpLanes), blockThreads, 0, rt.stream>>>(
+      logits, labels, dloss, dlogits, n, classes, rt.errorFlag);
+  checkLaunch("blpa_softmax_cross_entropy_grad");
+}
+
+} // extern "C"
