@@ -31,8 +31,9 @@ namespace {
 /// What --help says about this particular executable.
 std::string describeExecutable(const Manifest &manifest) {
   std::string text = std::string("\nthis executable: compiled for ") +
-                     (manifest.training ? "training" : "inference") +
-                     ", batch " + std::to_string(manifest.batchSize()) + ", " +
+                     (manifest.training ? "training" : "inference") + " on " +
+                     manifest.target + ", batch " +
+                     std::to_string(manifest.batchSize()) + ", " +
                      std::to_string(manifest.params.size()) +
                      " parameter tensors\n";
   for (const TensorRecord &input : manifest.inputs)
