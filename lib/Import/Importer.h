@@ -46,11 +46,15 @@ struct IntTensor {
 std::optional<int64_t> elementCount(ArrayRef<int64_t> dims);
 
 /// The elements of an integer (int64, int32, bool) tensor stored in the
-/// model, or failure for other types and external data.
+/// model, or failure for other types. (readModel has read any external data
+/// into the tensors.)
 FailureOr<IntTensor> readIntTensor(const onnx::TensorProto &tensor);
 
 /// The value of a one-element float tensor stored in the model.
 FailureOr<double> readFloatScalar(const onnx::TensorProto &tensor);
+
+/// The name a node's errors use: its own, or "<OpType>_<index>".
+std::string nodeName(const onnx::NodeProto &node, unsigned index);
 
 /// `message` with control characters (newlines in names) as spaces.
 std::string oneLine(llvm::StringRef message);
@@ -161,11 +165,24 @@ private:
   llvm::StringMap<const onnx::AttributeProto *> attrs;
 };
 
+/// The default-domain opsets the importer accepts for a model as a whole.
+constexpr int64_t minSupportedOpset = 1;
+constexpr int64_t maxSupportedOpset = 21;
+
 /// A per-op handler: builds the node's ops and records its output.
 using NodeHandler = LogicalResult (*)(NodeBinder &);
 
-/// The handlers by ONNX op type (default domain).
-const llvm::StringMap<NodeHandler> &nodeHandlers();
+/// What the importer knows of one ONNX op type: its handler and the model
+/// opsets whose version of the op the handler implements (a node of a model
+/// outside them is refused rather than imported with other semantics).
+struct NodeImporter {
+  NodeHandler handler;
+  int64_t minOpset = minSupportedOpset;
+  int64_t maxOpset = maxSupportedOpset;
+};
+
+/// The supported ops by ONNX op type (default domain).
+const llvm::StringMap<NodeImporter> &nodeHandlers();
 
 /// Walks one model's graph into a module.
 class Importer {

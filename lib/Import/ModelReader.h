@@ -11,9 +11,22 @@
 namespace mlir {
 namespace blpa {
 
-/// Parses the binary (.onnx) or text (.onnxtext) model at `path`. Returns an
-/// empty string on success, else a one-line reason starting with the path.
-std::string readModel(llvm::StringRef path, onnx::ModelProto &model);
+/// What readModel does with the values of float initializers stored in
+/// external data files (every reference is checked either way; other
+/// external tensors are always read in).
+enum class ExternalWeights {
+  /// Read into the tensors: the model is self-contained.
+  Read,
+  /// Left as references, for a caller that decides itself whether to read
+  /// them.
+  Keep,
+};
+
+/// Parses the binary (.onnx) or text (.onnxtext) model at `path` and reads
+/// its external data (relative to the model's directory). Returns an empty
+/// string on success, else a one-line reason starting with the path.
+std::string readModel(llvm::StringRef path, onnx::ModelProto &model,
+                      ExternalWeights weights = ExternalWeights::Read);
 
 } // namespace blpa
 } // namespace mlir

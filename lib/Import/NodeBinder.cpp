@@ -11,7 +11,7 @@ using namespace mlir;
 using namespace mlir::blpa;
 using namespace mlir::blpa::onnximport;
 
-static std::string nodeName(const onnx::NodeProto &node, unsigned index) {
+std::string onnximport::nodeName(const onnx::NodeProto &node, unsigned index) {
   if (!node.name().empty())
     return node.name();
   return node.op_type() + "_" + std::to_string(index);
@@ -75,19 +75,15 @@ FailureOr<Value> NodeBinder::optionalInput(int index) {
   return importer.param(location, input);
 }
 
-/// A float initializer must hold its data in the model, as many values as
-/// its shape says: the executable loads it by name, and a mismatch is
-/// better reported here than at run time.
+/// A float initializer must hold as many values as its shape says (external
+/// data has been read in by readModel): the executable loads it by name,
+/// and a mismatch is better reported here than at run time.
 LogicalResult NodeBinder::checkParamData(llvm::StringRef input,
                                          const onnx::TensorProto &tensor) {
   if (tensor.data_type() != onnx::TensorProto::FLOAT)
     return error() << "initializer '" << input
                    << "' is not float32; only float32 parameters are "
                       "supported";
-  if (tensor.data_location() == onnx::TensorProto::EXTERNAL)
-    return error() << "initializer '" << input
-                   << "' uses external data; save the model with its "
-                      "weights inside the .onnx file";
   SmallVector<int64_t> dims(tensor.dims().begin(), tensor.dims().end());
   std::optional<int64_t> count = elementCount(dims);
   if (!count)

@@ -503,26 +503,34 @@ static LogicalResult importConcat(NodeBinder &b) {
 // The table
 //===----------------------------------------------------------------------===//
 
-const llvm::StringMap<NodeHandler> &onnximport::nodeHandlers() {
-  static const llvm::StringMap<NodeHandler> table = {
-      {"Add", importAdd},
-      {"AveragePool", importAveragePool},
-      {"BatchNormalization", importBatchNormalization},
-      {"Concat", importConcat},
-      {"Constant", importConstant},
-      {"Conv", importConv},
-      {"Dropout", importDropout},
-      {"Flatten", importFlatten},
-      {"Gather", importGather},
-      {"Gemm", importGemm},
-      {"GlobalAveragePool", importGlobalAveragePool},
-      {"Identity", importIdentity},
-      {"MatMul", importMatMul},
-      {"MaxPool", importMaxPool},
-      {"Relu", importRelu},
-      {"Reshape", importReshape},
-      {"Shape", importShape},
-      {"Unsqueeze", importUnsqueeze},
+/// Each op's opset range is where its handler implements ONNX's semantics.
+/// The handlers follow every version of their op from opset 1 to 21,
+/// branching on the opset where the op changed (BatchNormalization's
+/// training mode, Dropout's is_test and training_mode, Reshape's shape
+/// attribute, Unsqueeze's axes attribute); the legacy broadcast attributes
+/// of Add and Gemm before opset 7 only restrict numpy broadcasting. Concat
+/// before opset 4 concatenated along axis 1 by default, which the handler
+/// (folding 1-D shapes along axis 0) does not model.
+const llvm::StringMap<NodeImporter> &onnximport::nodeHandlers() {
+  static const llvm::StringMap<NodeImporter> table = {
+      {"Add", {importAdd}},
+      {"AveragePool", {importAveragePool}},
+      {"BatchNormalization", {importBatchNormalization}},
+      {"Concat", {importConcat, /*minOpset=*/4}},
+      {"Constant", {importConstant}},
+      {"Conv", {importConv}},
+      {"Dropout", {importDropout}},
+      {"Flatten", {importFlatten}},
+      {"Gather", {importGather}},
+      {"Gemm", {importGemm}},
+      {"GlobalAveragePool", {importGlobalAveragePool}},
+      {"Identity", {importIdentity}},
+      {"MatMul", {importMatMul}},
+      {"MaxPool", {importMaxPool}},
+      {"Relu", {importRelu}},
+      {"Reshape", {importReshape}},
+      {"Shape", {importShape}},
+      {"Unsqueeze", {importUnsqueeze}},
   };
   return table;
 }

@@ -75,15 +75,18 @@ LogicalResult Importer::checkOpset(const onnx::ModelProto &model) {
   for (const onnx::OperatorSetIdProto &import : model.opset_import()) {
     if (!isDefaultDomain(import.domain()))
       continue;
-    if (import.version() < 1 || import.version() > 21)
+    if (import.version() < minSupportedOpset ||
+        import.version() > maxSupportedOpset)
       return fileError() << "ONNX opset " << import.version()
                          << " is not supported; export with an opset "
-                            "between 1 and 21";
+                            "between "
+                         << minSupportedOpset << " and " << maxSupportedOpset;
     opset = import.version();
   }
   if (opset == 0)
     return fileError() << "the model imports no default-domain (ai.onnx) "
-                          "opset; export it with an opset between 1 and 21";
+                          "opset; export it with an opset between "
+                       << minSupportedOpset << " and " << maxSupportedOpset;
   return success();
 }
 
@@ -219,12 +222,22 @@ Importer::createFunction(const onnx::GraphProto &graph) {
   return func;
 }
 
+std::vector<OnnxOpSupport> mlir::blpa::supportedOnnxOps() {
+  std::vector<OnnxOpSupport> ops;
+  for (const auto &entry : nodeHandlers())
+    ops.push_back({entry.getKey().str(), entry.getValue().minOpset,
+                   entry.getValue().maxOpset});
+  llvm::sort(ops, [](const OnnxOpSupport &a, const OnnxOpSupport &b) {
+    return a.opType < b.opType;
+  });
+  return ops;
+}
+
 /// The supported op types, sorted, for the unsupported-op message.
 static std::string supportedOps() {
-  SmallVector<llvm::StringRef> names;
-  for (const auto &entry : nodeHandlers())
-    names.push_back(entry.getKey());
-  llvm::sort(names);
+  SmallVector<std::string> names;
+  for (const OnnxOpSupport &op : supportedOnnxOps())
+    names.push_back(op.opType);
   return llvm::join(names, ", ");
 }
 
@@ -239,9 +252,19 @@ LogicalResult Importer::importNode(const onnx::NodeProto &node,
   if (it == nodeHandlers().end())
     return binder.error() << "unsupported op; supported ops: "
                           << supportedOps();
+  // A handler implements its op's versions in its range only; the op of
+  // another opset may mean something else, so it is refused, not guessed.
+  const NodeImporter &op = it->second;
+  if (opset < op.minOpset || opset > op.maxOpset)
+    return binder.error() << "the model's opset " << opset
+                          << " is not supported for " << node.op_type()
+                          << " (supported: opsets " << op.minOpset << " to "
+                          << op.maxOpset
+                          << "); re-export the model with an opset in that "
+                             "range";
   if (failed(binder.checkAttributes()))
     return failure();
-  return it->second(binder);
+  return op.handler(binder);
 }
 
 /// The value computed for a graph output must match what the model

@@ -40,8 +40,6 @@ std::optional<int64_t> onnximport::elementCount(ArrayRef<int64_t> dims) {
 
 FailureOr<IntTensor>
 onnximport::readIntTensor(const onnx::TensorProto &tensor) {
-  if (tensor.data_location() == onnx::TensorProto::EXTERNAL)
-    return failure();
   IntTensor result;
   result.shape.assign(tensor.dims().begin(), tensor.dims().end());
   std::optional<int64_t> maybeCount = elementCount(result.shape);
@@ -80,8 +78,7 @@ onnximport::readIntTensor(const onnx::TensorProto &tensor) {
 }
 
 FailureOr<double> onnximport::readFloatScalar(const onnx::TensorProto &tensor) {
-  if (tensor.data_type() != onnx::TensorProto::FLOAT ||
-      tensor.data_location() == onnx::TensorProto::EXTERNAL)
+  if (tensor.data_type() != onnx::TensorProto::FLOAT)
     return failure();
   if (!tensor.has_raw_data())
     return tensor.float_data_size() == 1

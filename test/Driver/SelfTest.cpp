@@ -13,6 +13,8 @@
 #include "Npy.h"
 #include "Random.h"
 
+#include "blpa/Onnx/ExternalData.h"
+
 #include <zlib.h>
 
 #include <cmath>
@@ -120,8 +122,7 @@ std::vector<ParamRecord> linearParams() {
 }
 
 std::vector<std::vector<float>> readModelParams(const std::string &path) {
-  std::string bytes = readWholeFile(path, "model");
-  OnnxModel model(bytes.data(), bytes.size(), path);
+  OnnxModel model = readModelFile(path, "model");
   std::vector<std::vector<float>> values;
   std::vector<float *> pointers;
   for (const ParamRecord &param : linearParams()) {
@@ -332,7 +333,9 @@ void testWeightsAndSaveErrors() {
         graph.mutable_initializer(0)->set_data_location(
             onnx::TensorProto::EXTERNAL);
       });
-  expectError(trainExe, with({"--weights", external}), "external data");
+  expectError(trainExe, with({"--weights", external}),
+              "initializer 'fc.weight': external data without a 'location' "
+              "entry; the model is corrupt");
   expectError(trainExe, with({"--save", "/nonexistent/dir/m.onnx"}),
               "--save /nonexistent/dir/m.onnx: cannot write into");
   expectError(trainExe,
@@ -390,6 +393,80 @@ void testCheckStepAndSave() {
 
   // Resuming from the saved file starts from its weights.
   checkStepAgainstReference(inputs, saved);
+}
+
+/// A copy of the fake model, `dir`/model.onnx, whose weight is external
+/// data at `location`; with `dataFile`, also `dir`/`dataFile` holding the
+/// weight's first `dataBytes` bytes (all of them when -1).
+std::string externalModel(const std::string &dir, const std::string &location,
+                          const std::string &dataFile = "",
+                          int64_t dataBytes = -1) {
+  makeDirectories(dir, "test");
+  onnx::ModelProto model;
+  model.ParseFromString(readWholeFile(fakeModelPath, "model"));
+  onnx::TensorProto &weight = *model.mutable_graph()->mutable_initializer(0);
+  std::string values = weight.raw_data();
+  blpa::onnxdata::setExternalData(weight, location, 0, values.size());
+  if (!dataFile.empty())
+    writeFileAtomically(dir + "/" + dataFile, values.data(),
+                        dataBytes < 0 ? values.size() : dataBytes);
+  std::string path = dir + "/model.onnx", bytes = model.SerializeAsString();
+  writeFileAtomically(path, bytes.data(), bytes.size());
+  return path;
+}
+
+void testExternalData() {
+  StepInputs inputs = writeStepInputs();
+  std::string model = externalModel(tmpPath("ext"), "w.bin", "w.bin");
+  checkStepAgainstReference(inputs, model);
+
+  // Weights that came from external data are saved as external data, beside
+  // the output and relative to it.
+  std::string saved = tmpPath("ext/out/trained.onnx");
+  makeDirectories(tmpPath("ext/out"), "test");
+  RunResult result =
+      run(trainExe, {"--synthetic", "--steps", "3", "--lr", "0.01", "--weights",
+                     model, "--save", saved});
+  check(result.status == 0 &&
+            contains(result.out, "(weights in " + saved + ".data)"),
+        "--save of external weights: " + result.describe());
+  onnx::ModelProto savedModel;
+  savedModel.ParseFromString(readWholeFile(saved, "saved model"));
+  const onnx::TensorProto &weight = savedModel.graph().initializer(0);
+  const std::string *location = blpa::onnxdata::findEntry(weight, "location");
+  check(blpa::onnxdata::isExternal(weight) && location &&
+            *location == "trained.onnx.data" &&
+            !blpa::onnxdata::isExternal(savedModel.graph().initializer(1)) &&
+            !directoryHasTemporaryFile(tmpPath("ext/out")),
+        "--save writes the weight to trained.onnx.data, the small bias "
+        "inline, no temporary files");
+  check(maxAbsDiff(readModelParams(model)[0], readModelParams(saved)[0]) >
+            1e-4f,
+        "the saved external weight is the trained one");
+  checkStepAgainstReference(inputs, saved);
+
+  std::string train[] = {"--synthetic", "--steps", "1",
+                         "--lr",        "0.1",     "--weights"};
+  auto refused = [&](const std::string &weights, const std::string &what) {
+    std::vector<std::string> args(std::begin(train), std::end(train));
+    args.push_back(weights);
+    expectError(trainExe, args,
+                "--weights " + weights + ": initializer 'fc.weight': " + what);
+  };
+  refused(externalModel(tmpPath("ext-abs"), tmpPath("ext/w.bin")),
+          "external data location '" + tmpPath("ext/w.bin") +
+              "' is an absolute path");
+  refused(externalModel(tmpPath("ext-dots/sub"), "../w.bin", "../w.bin"),
+          "external data location '../w.bin' has a '..' component");
+  std::string linked = externalModel(tmpPath("ext-link"), "w.bin");
+  symlink(tmpPath("ext/w.bin").c_str(), tmpPath("ext-link/w.bin").c_str());
+  refused(linked, "external data location 'w.bin' resolves to '" +
+                      tmpPath("ext/w.bin") + "', outside the model's");
+  refused(externalModel(tmpPath("ext-missing"), "w.bin"),
+          "cannot open external data file 'w.bin'");
+  refused(externalModel(tmpPath("ext-short"), "w.bin", "w.bin", 100),
+          "external data file 'w.bin' has 100 bytes, fewer than offset 0 + "
+          "length 31360");
 }
 
 void testForward() {
@@ -513,6 +590,7 @@ int main() {
     testWeightsAndSaveErrors();
     testSyntheticTraining();
     testCheckStepAndSave();
+    testExternalData();
     testForward();
     testDataTraining();
     testFashionMnist();

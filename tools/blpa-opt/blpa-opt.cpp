@@ -56,6 +56,11 @@ static cl::opt<bool> trainMode("train",
 static cl::opt<bool> inferMode("infer",
                                cl::desc("Compile an inference executable"),
                                cl::cat(compileCategory));
+static cl::opt<bool> listOnnxOps(
+    "list-onnx-ops",
+    cl::desc("Print the supported ONNX ops, one per line: OP MIN_OPSET "
+             "MAX_OPSET, and exit"),
+    cl::cat(compileCategory));
 static cl::opt<std::string> batchSizeOption(
     "batch-size",
     cl::desc("Fix the model's symbolic batch dimension to N (required when "
@@ -520,6 +525,13 @@ int main(int argc, char **argv) {
       "  blpa-opt MODEL.onnx --infer --batch-size N -o EXE\n"
       "  blpa-opt FILE.mlir|MODEL.onnx [pass flags]   (mlir-opt mode)\n",
       registry);
+
+  if (listOnnxOps) {
+    for (const OnnxOpSupport &op : supportedOnnxOps())
+      llvm::outs() << op.opType << " " << op.minOpset << " " << op.maxOpset
+                   << "\n";
+    return 0;
+  }
 
   bool compileMode = trainMode || inferMode;
   if (!compileMode && !isOnnxFile(inputPath))

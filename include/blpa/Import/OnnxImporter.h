@@ -9,6 +9,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace mlir {
 namespace blpa {
@@ -31,12 +32,25 @@ FailureOr<OwningOpRef<ModuleOp>> importOnnxFile(MLIRContext *context,
                                                 llvm::StringRef path,
                                                 const ImportOptions &options);
 
+/// One ONNX op the importer supports (default domain) and the model opsets
+/// in which it does.
+struct OnnxOpSupport {
+  std::string opType;
+  int64_t minOpset;
+  int64_t maxOpset;
+};
+
+/// The supported ops, sorted by op type (blpa-opt --list-onnx-ops).
+std::vector<OnnxOpSupport> supportedOnnxOps();
+
 /// The model at `path` as a serialized binary ModelProto, for embedding in
 /// executables: a `.onnx` file's own bytes (after checking that they parse),
-/// or the parsed `.onnxtext` model serialized. Without `withWeights`, float
-/// initializers keep their names, shapes and types but no values (the
-/// executable then takes its weights from --weights). Errors as
-/// importOnnxFile's.
+/// or the parsed model serialized (`.onnxtext`, or a model with external
+/// data, which the executable cannot find: its values are read in). Without
+/// `withWeights`, float initializers keep their names, shapes and types but
+/// no values (the executable then takes its weights from --weights); so do
+/// external ones too large to embed (over 2 GiB in all), keeping their
+/// references, with a warning. Errors as importOnnxFile's.
 FailureOr<std::string> readSerializedModel(MLIRContext *context,
                                            llvm::StringRef path,
                                            bool withWeights = true);

@@ -3,6 +3,7 @@
 #include "FileUtil.h"
 #include "Error.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -15,29 +16,66 @@ namespace blpa::driver {
 
 std::string errnoMessage() { return std::strerror(errno); }
 
-void writeFileAtomically(const std::string &path, const void *data,
-                         size_t size) {
-  std::string tmpPath = path + ".tmp-" + std::to_string(getpid());
-  FILE *file = std::fopen(tmpPath.c_str(), "wb");
+AtomicFile::AtomicFile(std::string destination)
+    : path(std::move(destination)),
+      tmpPath(path + ".tmp-" + std::to_string(getpid())) {
+  file = std::fopen(tmpPath.c_str(), "wb");
   if (!file)
     throw DriverError("cannot write " + tmpPath + ": " + errnoMessage());
-  bool ok = std::fwrite(data, 1, size, file) == size;
-  std::string writeError = ok ? "" : errnoMessage();
-  // fclose flushes, so its failure (e.g. a full disk) is a write failure too.
-  if (std::fclose(file) != 0 && ok) {
-    ok = false;
-    writeError = errnoMessage();
-  }
-  if (!ok) {
+}
+
+AtomicFile::~AtomicFile() {
+  if (file)
+    std::fclose(file);
+  if (!committed)
     std::remove(tmpPath.c_str());
-    throw DriverError("cannot write " + tmpPath + ": " + writeError);
-  }
-  if (std::rename(tmpPath.c_str(), path.c_str()) != 0) {
-    std::string renameError = errnoMessage();
-    std::remove(tmpPath.c_str());
+}
+
+void AtomicFile::fail(const std::string &error) {
+  if (file)
+    std::fclose(file);
+  file = nullptr;
+  throw DriverError("cannot write " + tmpPath + ": " + error);
+}
+
+void AtomicFile::write(const void *data, size_t size) {
+  if (!file)
+    fail("the file is already closed");
+  if (std::fwrite(data, 1, size, file) != size)
+    fail(errnoMessage());
+  written += size;
+}
+
+void AtomicFile::pad(uint64_t alignment) {
+  static const char zeros[4096] = {};
+  while (written % alignment != 0)
+    write(zeros, static_cast<size_t>(std::min<uint64_t>(
+                     alignment - written % alignment, sizeof(zeros))));
+}
+
+void AtomicFile::close() {
+  if (!file)
+    return;
+  // fclose flushes, so its failure (e.g. a full disk) is a write failure.
+  int status = std::fclose(file);
+  file = nullptr;
+  if (status != 0)
+    fail(errnoMessage());
+}
+
+void AtomicFile::commit() {
+  close();
+  if (std::rename(tmpPath.c_str(), path.c_str()) != 0)
     throw DriverError("cannot rename " + tmpPath + " to " + path + ": " +
-                      renameError);
-  }
+                      errnoMessage());
+  committed = true;
+}
+
+void writeFileAtomically(const std::string &path, const void *data,
+                         size_t size) {
+  AtomicFile file(path);
+  file.write(data, size);
+  file.commit();
 }
 
 std::string readWholeFile(const std::string &path, const std::string &flag) {

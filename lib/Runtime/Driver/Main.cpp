@@ -7,7 +7,6 @@
 //===----------------------------------------------------------------------===//
 
 #include "Error.h"
-#include "FileUtil.h"
 #include "Manifest.h"
 #include "MemoryCheck.h"
 #include "Model.h"
@@ -76,14 +75,11 @@ int run(int argc, char **argv) {
   OnnxModel embeddedModel(blpa_model_onnx, blpa_model_onnx_size,
                           "the embedded model");
   std::optional<OnnxModel> weightsModel;
-  if (!options.weightsPath.empty()) {
-    std::string bytes = readWholeFile(options.weightsPath, "--weights");
-    weightsModel.emplace(bytes.data(), bytes.size(),
-                         "--weights " + options.weightsPath);
-  }
+  if (!options.weightsPath.empty())
+    weightsModel.emplace(readModelFile(options.weightsPath, "--weights"));
   OnnxModel &initialWeights = weightsModel ? *weightsModel : embeddedModel;
   if (weightsModel)
-    embeddedModel.releaseParamData(manifest.params);
+    embeddedModel.useWeightsFrom(*weightsModel, manifest.params);
   releaseEmbeddedModelPages();
 
   if (options.checkStep)

@@ -246,20 +246,26 @@ void evaluate(Session &session, const Manifest &manifest,
             ", \"test_images\": " + std::to_string(total) + "}");
 }
 
+/// Writes `embeddedModel` with the trained weights to `path`, with its
+/// weights in external data when `externalData` (the initial weights were
+/// stored so) or when they do not fit in 2 GiB.
 void saveModel(const Session &session, const Manifest &manifest,
-               const OnnxModel &embeddedModel, const std::string &path) {
+               const OnnxModel &embeddedModel, bool externalData,
+               const std::string &path) {
   std::vector<std::vector<float>> params = session.readParams();
   std::vector<float *> pointers;
   for (std::vector<float> &param : params)
     pointers.push_back(param.data());
-  std::string bytes =
-      embeddedModel.serializeWithParams(manifest.params, pointers);
+  std::string dataPath;
   try {
-    writeFileAtomically(path, bytes.data(), bytes.size());
+    dataPath = embeddedModel.saveWithParams(manifest.params, pointers, path,
+                                            externalData);
   } catch (const DriverError &error) {
     throw DriverError("--save " + path + ": " + error.what());
   }
-  std::printf("saved the trained model to %s\n", path.c_str());
+  std::printf("saved the trained model to %s%s\n", path.c_str(),
+              dataPath.empty() ? ""
+                               : (" (weights in " + dataPath + ")").c_str());
 }
 
 } // namespace
@@ -295,7 +301,8 @@ void runTraining(const Manifest &manifest, const Options &options,
   if (!options.synthetic)
     evaluate(*session, manifest, testSet, options.evalBatches, log);
   if (!options.savePath.empty())
-    saveModel(*session, manifest, embeddedModel, options.savePath);
+    saveModel(*session, manifest, embeddedModel,
+              initialWeights.usesExternalData(), options.savePath);
 }
 
 } // namespace blpa::driver

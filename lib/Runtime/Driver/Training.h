@@ -11,7 +11,9 @@ struct Options;
 
 /// --data or --synthetic: options.steps steps from `initialWeights` with
 /// progress on stdout and an optional JSONL log; with --data, then the test
-/// accuracy; with --save, then `embeddedModel` with the trained weights.
+/// accuracy; with --save, then `embeddedModel` with the trained weights
+/// (in an external data file beside it when `initialWeights` kept its
+/// weights in one, or when they exceed 2 GiB).
 void runTraining(const Manifest &manifest, const Options &options,
                  const OnnxModel &embeddedModel, OnnxModel &initialWeights);
 
