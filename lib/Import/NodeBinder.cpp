@@ -226,6 +226,9 @@ knownAttributes() {
       {"start", A::INT},
       {"end", A::INT},
       {"shape", A::INTS},
+      {"min", A::FLOAT},
+      {"max", A::FLOAT},
+      {"mode", A::STRING},
   };
   return table;
 }

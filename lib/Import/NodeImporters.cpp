@@ -11,6 +11,8 @@
 
 #include "blpa/Dialect/Blpa/IR/BlpaOps.h"
 
+#include <limits>
+
 using namespace mlir;
 using namespace mlir::blpa;
 using namespace mlir::blpa::onnximport;
@@ -195,14 +197,21 @@ static LogicalResult importBatchNormalization(NodeBinder &b) {
       momentum));
 }
 
-static LogicalResult importRelu(NodeBinder &b) {
+/// An element-wise op of input 0 with the given attributes.
+template <typename OpTy, typename... Attrs>
+static LogicalResult importElementwise(NodeBinder &b, Attrs... attrs) {
   FailureOr<Value> x = b.input(0);
   if (failed(x))
     return failure();
-  return b.setOutput(b.create<ReluOp>(*x));
+  return b.setOutput(b.create<OpTy>(*x, attrs...));
 }
 
-static LogicalResult importAdd(NodeBinder &b) {
+static LogicalResult importRelu(NodeBinder &b) {
+  return importElementwise<ReluOp>(b);
+}
+
+/// Add, Mul, Sub and Div: numpy broadcasting of two float inputs.
+template <typename OpTy> static LogicalResult importBroadcast(NodeBinder &b) {
   // Before opset 7, `axis` aligned the second operand at that dimension
   // instead of at the end (numpy); no exporter of interest emits it.
   if (b.hasAttr("axis"))
@@ -211,7 +220,91 @@ static LogicalResult importAdd(NodeBinder &b) {
   FailureOr<Value> lhs = b.input(0), rhs = b.input(1);
   if (failed(lhs) || failed(rhs))
     return failure();
-  return b.setOutput(b.create<AddOp>(*lhs, *rhs));
+  return b.setOutput(b.create<OpTy>(*lhs, *rhs));
+}
+
+static LogicalResult importSigmoid(NodeBinder &b) {
+  return importElementwise<SigmoidOp>(b);
+}
+
+static LogicalResult importHardSigmoid(NodeBinder &b) {
+  Builder &builder = b.builder();
+  return importElementwise<HardSigmoidOp>(
+      b, builder.getF32FloatAttr(b.getFloat("alpha", 0.2)),
+      builder.getF32FloatAttr(b.getFloat("beta", 0.5)));
+}
+
+static LogicalResult importHardSwish(NodeBinder &b) {
+  return importElementwise<HardSwishOp>(b);
+}
+
+/// Clip's bounds: attributes before opset 11, optional scalar inputs
+/// after; an absent bound is unbounded.
+static LogicalResult importClip(NodeBinder &b) {
+  double lo = -std::numeric_limits<float>::infinity();
+  double hi = std::numeric_limits<float>::infinity();
+  if (b.opset() < 11) {
+    lo = b.getFloat("min", lo);
+    hi = b.getFloat("max", hi);
+  } else {
+    for (auto [index, bound] : {std::pair<int, double *>{1, &lo}, {2, &hi}}) {
+      if (!b.hasInput(index))
+        continue;
+      FailureOr<double> value = b.floatScalarInput(index);
+      if (failed(value))
+        return failure();
+      *bound = *value;
+    }
+  }
+  if (lo > hi)
+    return b.error() << "min " << formatFloat(lo) << " is greater than max "
+                     << formatFloat(hi);
+  Builder &builder = b.builder();
+  return importElementwise<ClipOp>(b, builder.getF32FloatAttr(lo),
+                                   builder.getF32FloatAttr(hi));
+}
+
+/// Pad (opset 11 on: pads, constant_value and, from 18, axes as inputs);
+/// constant mode only.
+static LogicalResult importPad(NodeBinder &b) {
+  std::string mode = b.getString("mode", "constant");
+  if (mode != "constant")
+    return b.error() << "mode '" << mode
+                     << "' is not supported; only 'constant' padding is";
+  FailureOr<Value> x = b.input(0);
+  FailureOr<IntTensor> pads = b.intInput(1);
+  if (failed(x) || failed(pads))
+    return failure();
+  int64_t rank = getShape(*x).size();
+  SmallVector<int64_t> full(2 * rank, 0);
+  SmallVector<int64_t> axes = llvm::to_vector(llvm::seq<int64_t>(0, rank));
+  if (b.hasInput(3)) {
+    FailureOr<IntTensor> given = b.intInput(3);
+    if (failed(given))
+      return failure();
+    axes = given->values;
+  }
+  if (pads->values.size() != 2 * axes.size())
+    return b.error() << "input 'pads' has " << pads->values.size()
+                     << " entries; expected " << 2 * axes.size();
+  for (auto [i, axis] : llvm::enumerate(axes)) {
+    int64_t d = axis < 0 ? axis + rank : axis;
+    if (d < 0 || d >= rank)
+      return b.error() << "axis " << axis << " is out of range for rank "
+                       << rank;
+    full[d] = pads->values[i];
+    full[rank + d] = pads->values[axes.size() + i];
+  }
+  double value = 0;
+  if (b.hasInput(2)) {
+    FailureOr<double> given = b.floatScalarInput(2);
+    if (failed(given))
+      return failure();
+    value = *given;
+  }
+  Builder &builder = b.builder();
+  return b.setOutput(b.create<PadOp>(*x, builder.getDenseI64ArrayAttr(full),
+                                     builder.getF32FloatAttr(value)));
 }
 
 static LogicalResult importIdentity(NodeBinder &b) {
@@ -479,7 +572,29 @@ static LogicalResult importUnsqueeze(NodeBinder &b) {
   return b.setIntOutput(std::move(result));
 }
 
+/// Concat of float tensors (activations) along `axis`.
+static LogicalResult importTensorConcat(NodeBinder &b) {
+  SmallVector<Value> inputs;
+  for (int i = 0; i < b.node().input_size(); ++i) {
+    FailureOr<Value> input = b.input(i);
+    if (failed(input))
+      return failure();
+    inputs.push_back(*input);
+  }
+  int64_t rank = getShape(inputs.front()).size();
+  int64_t axis = b.getInt("axis", 1);
+  int64_t normalized = axis < 0 ? axis + rank : axis;
+  if (normalized < 0 || normalized >= rank)
+    return b.error() << "attribute 'axis' = " << axis
+                     << " is out of range for inputs of rank " << rank;
+  return b.setOutput(b.create<ConcatOp>(inputs, normalized));
+}
+
+/// Concat: of shapes (integer tensors known at compile time) it is folded;
+/// of float tensors it is a blpa.concat.
 static LogicalResult importConcat(NodeBinder &b) {
+  if (b.node().input_size() > 0 && !b.isIntInput(0))
+    return importTensorConcat(b);
   IntTensor result{{0}, {}};
   for (int i = 0; i < b.node().input_size(); ++i) {
     FailureOr<IntTensor> part = shapeOperand(b, i);
@@ -510,26 +625,37 @@ static LogicalResult importConcat(NodeBinder &b) {
 /// attribute, Unsqueeze's axes attribute); the legacy broadcast attributes
 /// of Add and Gemm before opset 7 only restrict numpy broadcasting. Concat
 /// before opset 4 concatenated along axis 1 by default, which the handler
-/// (folding 1-D shapes along axis 0) does not model.
+/// (folding 1-D shapes along axis 0) does not model. Clip's bounds moved
+/// from attributes to inputs at opset 11 (both handled); Pad is imported in
+/// its opset-11 form (pads and the value as inputs; axes from 18);
+/// HardSwish appeared at opset 14.
 const llvm::StringMap<NodeImporter> &onnximport::nodeHandlers() {
   static const llvm::StringMap<NodeImporter> table = {
-      {"Add", {importAdd}},
+      {"Add", {importBroadcast<AddOp>}},
       {"AveragePool", {importAveragePool}},
       {"BatchNormalization", {importBatchNormalization}},
       {"Concat", {importConcat, /*minOpset=*/4}},
+      {"Clip", {importClip}},
       {"Constant", {importConstant}},
       {"Conv", {importConv}},
+      {"Div", {importBroadcast<DivOp>}},
       {"Dropout", {importDropout}},
       {"Flatten", {importFlatten}},
       {"Gather", {importGather}},
       {"Gemm", {importGemm}},
       {"GlobalAveragePool", {importGlobalAveragePool}},
+      {"HardSigmoid", {importHardSigmoid}},
+      {"HardSwish", {importHardSwish, /*minOpset=*/14}},
       {"Identity", {importIdentity}},
       {"MatMul", {importMatMul}},
       {"MaxPool", {importMaxPool}},
+      {"Mul", {importBroadcast<MulOp>}},
+      {"Pad", {importPad, /*minOpset=*/11}},
       {"Relu", {importRelu}},
       {"Reshape", {importReshape}},
       {"Shape", {importShape}},
+      {"Sigmoid", {importSigmoid}},
+      {"Sub", {importBroadcast<SubOp>}},
       {"Unsqueeze", {importUnsqueeze}},
   };
   return table;

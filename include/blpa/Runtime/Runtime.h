@@ -150,6 +150,61 @@ void blpa_add(blpa_context *ctx, const float *a, const float *b, float *y,
               int64_t rank, const int64_t *outDims, const int64_t *aDims,
               const int64_t *bDims);
 
+/// Broadcasting multiply, subtract (a - b) and divide (a / b), with the
+/// static arguments of blpa_add.
+void blpa_mul(blpa_context *ctx, const float *a, const float *b, float *y,
+              int64_t rank, const int64_t *outDims, const int64_t *aDims,
+              const int64_t *bDims);
+void blpa_sub(blpa_context *ctx, const float *a, const float *b, float *y,
+              int64_t rank, const int64_t *outDims, const int64_t *aDims,
+              const int64_t *bDims);
+void blpa_div(blpa_context *ctx, const float *a, const float *b, float *y,
+              int64_t rank, const int64_t *outDims, const int64_t *aDims,
+              const int64_t *bDims);
+
+/// Element-wise activations of blpa_activation / blpa_activation_grad, with
+/// their two static parameters (unused ones are 0):
+///  * SIGMOID: y = 1 / (1 + exp(-x)).
+///  * HARD_SIGMOID (alpha, beta): y = max(0, min(1, alpha * x + beta)).
+///  * HARD_SWISH: y = x * max(0, min(1, x / 6 + 1/2)).
+///  * CLIP (lo, hi): y = min(max(x, lo), hi) (NaN stays NaN).
+enum {
+  BLPA_ACT_SIGMOID = 0,
+  BLPA_ACT_HARD_SIGMOID = 1,
+  BLPA_ACT_HARD_SWISH = 2,
+  BLPA_ACT_CLIP = 3,
+};
+
+/// y = act(x) over `numel` elements; y may alias x.
+void blpa_activation(blpa_context *ctx, const float *x, float *y,
+                     int64_t numel, int64_t kind, double alpha, double beta);
+
+/// dx = dy * act'(x), PyTorch's backward of each: `saved` is the output y
+/// for SIGMOID (dx = dy * y * (1 - y)) and the input x otherwise;
+/// HARD_SIGMOID passes alpha * dy where 0 < alpha * x + beta < 1,
+/// HARD_SWISH dy * (x / 3 + 1/2) for -3 <= x <= 3 and dy above, CLIP dy
+/// where lo < x < hi (as hardtanh, ReLU6). dx may alias dy.
+void blpa_activation_grad(blpa_context *ctx, const float *dy,
+                          const float *saved, float *dx, int64_t numel,
+                          int64_t kind, double alpha, double beta);
+
+/// Copies `rows` rows of `rowElems` floats: row r from src + srcOffset +
+/// r * srcStride to dst + dstOffset + r * dstStride (offsets and strides in
+/// elements). Concatenation writes each input into its columns of the
+/// output this way, and its gradient reads them back.
+void blpa_copy_strided(blpa_context *ctx, const float *src, float *dst,
+                       int64_t rows, int64_t rowElems, int64_t srcStride,
+                       int64_t dstStride, int64_t srcOffset,
+                       int64_t dstOffset);
+
+/// Constant padding or cropping: y (outDims) at index i holds x at
+/// i - begin[d] per dimension d when that is inside x (inDims), else
+/// `value`. Negative begins crop (the gradient of a padding is the
+/// padding of its gradient with -begin, value 0).
+void blpa_pad(blpa_context *ctx, const float *x, float *y, int64_t rank,
+              const int64_t *inDims, const int64_t *outDims,
+              const int64_t *begin, double value);
+
 /// Max pooling (dilation 1). pads: top, left (bottom/right follow from OH/OW);
 /// padded positions never win.
 void blpa_max_pool(blpa_context *ctx, const float *x, float *y, int64_t n,

@@ -285,23 +285,24 @@ void FunctionLowering::startChunk() {
 }
 
 LogicalResult FunctionLowering::lowerCall(RuntimeCallOpInterface op) {
-  beginCall();
-  SmallVector<RuntimeArg> runtimeArgs;
-  op.getRuntimeArgs(runtimeArgs);
-  SmallVector<Value> args{abiArg(AbiArg::Context)};
-  for (const RuntimeArg &arg : runtimeArgs) {
-    FailureOr<Value> value = lowerArg(op, arg);
-    if (failed(value))
-      return failure();
-    args.push_back(*value);
+  for (unsigned index = 0, e = op.getNumRuntimeCalls(); index < e; ++index) {
+    beginCall();
+    SmallVector<RuntimeArg> runtimeArgs;
+    StringRef function = op.getRuntimeCall(index, runtimeArgs);
+    SmallVector<Value> args{abiArg(AbiArg::Context)};
+    for (const RuntimeArg &arg : runtimeArgs) {
+      FailureOr<Value> value = lowerArg(op, arg);
+      if (failed(value))
+        return failure();
+      args.push_back(*value);
+    }
+    SmallVector<Type> types(ValueRange(args).getTypes());
+    LLVM::LLVMFuncOp callee = moduleLowering.getOrDeclare(function, types);
+    if (callee.getFunctionType().getParams() != ArrayRef<Type>(types))
+      return op->emitError("inconsistent signature for runtime function ")
+             << function;
+    LLVM::CallOp::create(builder, op->getLoc(), callee, args);
   }
-  SmallVector<Type> types(ValueRange(args).getTypes());
-  LLVM::LLVMFuncOp callee =
-      moduleLowering.getOrDeclare(op.getRuntimeFunction(), types);
-  if (callee.getFunctionType().getParams() != ArrayRef<Type>(types))
-    return op->emitError("inconsistent signature for runtime function ")
-           << op.getRuntimeFunction();
-  LLVM::CallOp::create(builder, op->getLoc(), callee, args);
   return success();
 }
 

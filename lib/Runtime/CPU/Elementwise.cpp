@@ -1,4 +1,4 @@
-//===- Elementwise.cpp - ReLU, broadcasting add and the SGD update -------===//
+//===- Elementwise.cpp - ReLU, broadcasting arithmetic, the SGD update ---===//
 //
 // Element-wise kernels split their elements into fixed blocks over the
 // threads (parallelBlocks); the inner loops are plain enough for the
@@ -15,32 +15,66 @@ using namespace blpa::cpu;
 
 namespace {
 
-/// y[j] = a[j * aStride] + b[j * bStride] with strides in {0, 1}; each case
-/// gets its own loop so that every one vectorizes.
-void addRun(const float *a, int64_t aStride, const float *b, int64_t bStride,
-            float *y, int64_t len) {
+/// y[j] = op(a[j * aStride], b[j * bStride]) with strides in {0, 1}; each
+/// case gets its own loop so that every one vectorizes.
+template <typename Op>
+void binaryRun(const float *a, int64_t aStride, const float *b,
+               int64_t bStride, float *y, int64_t len, Op op) {
   if (aStride && bStride) {
     for (int64_t j = 0; j < len; ++j)
-      y[j] = a[j] + b[j];
+      y[j] = op(a[j], b[j]);
   } else if (aStride) {
     float bv = *b;
     for (int64_t j = 0; j < len; ++j)
-      y[j] = a[j] + bv;
+      y[j] = op(a[j], bv);
   } else if (bStride) {
     float av = *a;
     for (int64_t j = 0; j < len; ++j)
-      y[j] = av + b[j];
+      y[j] = op(av, b[j]);
   } else {
-    std::fill(y, y + len, *a + *b);
+    std::fill(y, y + len, op(*a, *b));
   }
 }
 
-void checkBroadcast(const char *operand, int64_t rank, const int64_t *dims,
-                    const int64_t *outDims) {
+void checkBroadcast(const char *kernel, const char *operand, int64_t rank,
+                    const int64_t *dims, const int64_t *outDims) {
   for (int64_t i = 0; i < rank; ++i)
     if (dims[i] != outDims[i] && dims[i] != 1)
-      failf("blpa_add: dimension %lld of %s is %lld, expected 1 or %lld",
+      failf("%s: dimension %lld of %s is %lld, expected 1 or %lld", kernel,
             (long long)i, operand, (long long)dims[i], (long long)outDims[i]);
+}
+
+/// y = op(a, b) with numpy broadcasting (the static arguments of blpa_add).
+template <typename Op>
+void broadcastBinary(const char *kernel, const float *a, const float *b,
+                     float *y, int64_t rank, const int64_t *outDims,
+                     const int64_t *aDims, const int64_t *bDims, Op op) {
+  checkBroadcast(kernel, "a", rank, aDims, outDims);
+  checkBroadcast(kernel, "b", rank, bDims, outDims);
+  const unsigned aAbsent = 1, bAbsent = 2;
+  std::vector<MergedDim> dims = mergeDims(rank, outDims, [&](int64_t i) {
+    return (aDims[i] != outDims[i] ? aAbsent : 0u) |
+           (bDims[i] != outDims[i] ? bAbsent : 0u);
+  });
+  std::vector<int64_t> aStrides = stridesOf(dims, aAbsent),
+                       bStrides = stridesOf(dims, bAbsent);
+  size_t outer = dims.size() - 1;
+  int64_t inner = dims.back().size, numel = 1;
+  for (const MergedDim &d : dims)
+    numel *= d.size;
+  if (numel == 0)
+    return;
+  // Work items: (row of the outer runs, block of the innermost run).
+  int64_t blocks = (inner + elementBlock - 1) / elementBlock;
+  parallelFor(numel / inner * blocks, [&](int64_t item) {
+    int64_t row = item / blocks, begin = item % blocks * elementBlock;
+    int64_t len = std::min(elementBlock, inner - begin);
+    binaryRun(
+        a + offsetOf(row, dims, aStrides, outer) + begin * aStrides.back(),
+        aStrides.back(),
+        b + offsetOf(row, dims, bStrides, outer) + begin * bStrides.back(),
+        bStrides.back(), y + row * inner + begin, len, op);
+  });
 }
 
 } // namespace
@@ -77,31 +111,29 @@ void blpa_relu_grad(blpa_context *, const float *dy, const float *y, float *dx,
 void blpa_add(blpa_context *, const float *a, const float *b, float *y,
               int64_t rank, const int64_t *outDims, const int64_t *aDims,
               const int64_t *bDims) {
-  checkBroadcast("a", rank, aDims, outDims);
-  checkBroadcast("b", rank, bDims, outDims);
-  const unsigned aAbsent = 1, bAbsent = 2;
-  std::vector<MergedDim> dims = mergeDims(rank, outDims, [&](int64_t i) {
-    return (aDims[i] != outDims[i] ? aAbsent : 0u) |
-           (bDims[i] != outDims[i] ? bAbsent : 0u);
-  });
-  std::vector<int64_t> aStrides = stridesOf(dims, aAbsent),
-                       bStrides = stridesOf(dims, bAbsent);
-  size_t outer = dims.size() - 1;
-  int64_t inner = dims.back().size, numel = 1;
-  for (const MergedDim &d : dims)
-    numel *= d.size;
-  if (numel == 0)
-    return;
-  // Work items: (row of the outer runs, block of the innermost run).
-  int64_t blocks = (inner + elementBlock - 1) / elementBlock;
-  parallelFor(numel / inner * blocks, [&](int64_t item) {
-    int64_t row = item / blocks, begin = item % blocks * elementBlock;
-    int64_t len = std::min(elementBlock, inner - begin);
-    addRun(a + offsetOf(row, dims, aStrides, outer) + begin * aStrides.back(),
-           aStrides.back(),
-           b + offsetOf(row, dims, bStrides, outer) + begin * bStrides.back(),
-           bStrides.back(), y + row * inner + begin, len);
-  });
+  broadcastBinary("blpa_add", a, b, y, rank, outDims, aDims, bDims,
+                  [](float u, float v) { return u + v; });
+}
+
+void blpa_mul(blpa_context *, const float *a, const float *b, float *y,
+              int64_t rank, const int64_t *outDims, const int64_t *aDims,
+              const int64_t *bDims) {
+  broadcastBinary("blpa_mul", a, b, y, rank, outDims, aDims, bDims,
+                  [](float u, float v) { return u * v; });
+}
+
+void blpa_sub(blpa_context *, const float *a, const float *b, float *y,
+              int64_t rank, const int64_t *outDims, const int64_t *aDims,
+              const int64_t *bDims) {
+  broadcastBinary("blpa_sub", a, b, y, rank, outDims, aDims, bDims,
+                  [](float u, float v) { return u - v; });
+}
+
+void blpa_div(blpa_context *, const float *a, const float *b, float *y,
+              int64_t rank, const int64_t *outDims, const int64_t *aDims,
+              const int64_t *bDims) {
+  broadcastBinary("blpa_div", a, b, y, rank, outDims, aDims, bDims,
+                  [](float u, float v) { return u / v; });
 }
 
 void blpa_sgd_update(blpa_context *ctx, float *param, const float *grad,

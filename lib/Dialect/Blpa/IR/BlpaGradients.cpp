@@ -86,6 +86,104 @@ LogicalResult AddOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
   return success();
 }
 
+LogicalResult MulOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
+                                    SmallVectorImpl<Value> &operandGrads) {
+  Value dy = resultGrads[0];
+  if (!dy)
+    return noGradients(*this, operandGrads);
+  Location loc = getLoc();
+  Value dLhs = MulOp::create(b, loc, dy, getRhs());
+  Value dRhs = MulOp::create(b, loc, dy, getLhs());
+  operandGrads.assign({reduceToType(b, loc, dLhs, getLhs().getType()),
+                       reduceToType(b, loc, dRhs, getRhs().getType())});
+  return success();
+}
+
+LogicalResult SubOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
+                                    SmallVectorImpl<Value> &operandGrads) {
+  Value dy = resultGrads[0];
+  if (!dy)
+    return noGradients(*this, operandGrads);
+  operandGrads.assign(
+      {reduceToType(b, getLoc(), dy, getLhs().getType()),
+       reduceToType(b, getLoc(), dy, getRhs().getType(), /*scale=*/-1.0)});
+  return success();
+}
+
+// y = a / b: da = dy / b, db = -dy * a / b^2 = -(dy / b) * y.
+LogicalResult DivOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
+                                    SmallVectorImpl<Value> &operandGrads) {
+  Value dy = resultGrads[0];
+  if (!dy)
+    return noGradients(*this, operandGrads);
+  Location loc = getLoc();
+  Value quotient = DivOp::create(b, loc, dy, getRhs());
+  Value product = MulOp::create(b, loc, quotient, getOutput());
+  operandGrads.assign(
+      {reduceToType(b, loc, quotient, getLhs().getType()),
+       reduceToType(b, loc, product, getRhs().getType(), /*scale=*/-1.0)});
+  return success();
+}
+
+LogicalResult mlir::blpa::buildActivationGradient(
+    Operation *op, const Activation &act, OpBuilder &b, ValueRange resultGrads,
+    SmallVectorImpl<Value> &operandGrads) {
+  if (!resultGrads[0])
+    return noGradients(op, operandGrads);
+  Value saved = act.gradFromOutput ? op->getResult(0) : op->getOperand(0);
+  operandGrads.assign({ActivationGradOp::create(
+      b, op->getLoc(), resultGrads[0], saved, b.getI64IntegerAttr(act.kind),
+      b.getF32FloatAttr(act.alpha), b.getF32FloatAttr(act.beta))});
+  return success();
+}
+
+// Each input's gradient is its columns of the output's gradient.
+LogicalResult ConcatOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
+                                       SmallVectorImpl<Value> &operandGrads) {
+  Value dy = resultGrads[0];
+  if (!dy)
+    return noGradients(*this, operandGrads);
+  int64_t axis = getAxis(), start = 0;
+  operandGrads.clear();
+  for (Value input : getInputs()) {
+    int64_t size = getShape(input)[axis];
+    operandGrads.push_back(SliceOp::create(b, getLoc(), dy, axis, start, size));
+    start += size;
+  }
+  return success();
+}
+
+// The gradient of a slice is the gradient padded back with zeros.
+LogicalResult SliceOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
+                                      SmallVectorImpl<Value> &operandGrads) {
+  Value dy = resultGrads[0];
+  if (!dy)
+    return noGradients(*this, operandGrads);
+  ArrayRef<int64_t> in = getShape(getInput());
+  int64_t rank = in.size(), axis = getAxis();
+  SmallVector<int64_t> pads(2 * rank, 0);
+  pads[axis] = getStart();
+  pads[rank + axis] = in[axis] - getStart() - getSize();
+  operandGrads.assign({PadOp::create(b, getLoc(), dy,
+                                     b.getDenseI64ArrayAttr(pads),
+                                     b.getF32FloatAttr(0))});
+  return success();
+}
+
+LogicalResult PadOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
+                                    SmallVectorImpl<Value> &operandGrads) {
+  Value dy = resultGrads[0];
+  if (!dy)
+    return noGradients(*this, operandGrads);
+  SmallVector<int64_t> negated;
+  for (int64_t pad : getPads())
+    negated.push_back(-pad);
+  operandGrads.assign({PadOp::create(b, getLoc(), dy,
+                                     b.getDenseI64ArrayAttr(negated),
+                                     b.getF32FloatAttr(0))});
+  return success();
+}
+
 LogicalResult MaxPoolOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
                                         SmallVectorImpl<Value> &operandGrads) {
   if (!resultGrads[0])

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "blpa/Dialect/Blpa/IR/BlpaOps.h"
+#include "blpa/Runtime/Runtime.h"
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinAttributes.h"
@@ -551,32 +552,30 @@ static FailureOr<SmallVector<int64_t>> broadcastShapes(ArrayRef<int64_t> a,
   return result;
 }
 
-LogicalResult AddOp::inferReturnTypes(MLIRContext *ctx,
-                                      std::optional<Location> loc,
-                                      Adaptor adaptor,
-                                      SmallVectorImpl<Type> &results) {
+/// The shape rule of the broadcasting ops (Blpa_BroadcastOp).
+static LogicalResult inferBroadcastType(MLIRContext *ctx,
+                                        std::optional<Location> loc,
+                                        StringRef name, Value lhs, Value rhs,
+                                        SmallVectorImpl<Type> &results) {
   FailureOr<SmallVector<int64_t>> shape =
-      broadcastShapes(getShape(adaptor.getLhs()), getShape(adaptor.getRhs()));
+      broadcastShapes(getShape(lhs), getShape(rhs));
   if (failed(shape))
-    return emitOptionalError(loc, "add: shapes ", adaptor.getLhs().getType(),
-                             " and ", adaptor.getRhs().getType(),
-                             " do not broadcast");
+    return emitOptionalError(loc, name, ": shapes ", lhs.getType(), " and ",
+                             rhs.getType(), " do not broadcast");
   results.push_back(f32Tensor(ctx, *shape));
   return success();
 }
 
-StringRef AddOp::getRuntimeFunction() { return "blpa_add"; }
-
-void AddOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
-  for (Value v : {getLhs(), getRhs(), getOutput()})
+/// blpa_add's arguments, shared by every broadcasting kernel.
+static void appendBroadcastArgs(Value lhs, Value rhs, Value output,
+                                SmallVectorImpl<RuntimeArg> &args) {
+  for (Value v : {lhs, rhs, output})
     args.push_back(RuntimeArg::data(v));
-  ArrayRef<int64_t> out = getShape(getOutput());
+  ArrayRef<int64_t> out = getShape(output);
   args.push_back(RuntimeArg::i64(out.size()));
   args.push_back(RuntimeArg::i64Array(out));
-  args.push_back(
-      RuntimeArg::i64Array(alignToRank(getShape(getLhs()), out.size())));
-  args.push_back(
-      RuntimeArg::i64Array(alignToRank(getShape(getRhs()), out.size())));
+  args.push_back(RuntimeArg::i64Array(alignToRank(getShape(lhs), out.size())));
+  args.push_back(RuntimeArg::i64Array(alignToRank(getShape(rhs), out.size())));
 }
 
 LogicalResult ReduceToShapeOp::verify() {
@@ -1323,6 +1322,215 @@ void MaxPoolGradArgmaxOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   args.push_back(RuntimeArg::i64(getCodes().getType().getBits()));
 }
 
+//===----------------------------------------------------------------------===//
+// Activations (Blpa_ActivationOp)
+//===----------------------------------------------------------------------===//
+
+static void appendActivationArgs(Value input, Value output,
+                                 const Activation &act,
+                                 SmallVectorImpl<RuntimeArg> &args) {
+  args.push_back(RuntimeArg::data(input));
+  args.push_back(RuntimeArg::data(output));
+  args.push_back(RuntimeArg::i64(ShapedType::getNumElements(getShape(input))));
+  args.push_back(RuntimeArg::i64(act.kind));
+  args.push_back(RuntimeArg::f64(act.alpha));
+  args.push_back(RuntimeArg::f64(act.beta));
+}
+
+/// Whether the activation's values are all >= 0, so that its saved codes
+/// keep zero exact.
+static bool isActivationNonNegative(const Activation &act) {
+  switch (act.kind) {
+  case BLPA_ACT_SIGMOID:
+  case BLPA_ACT_HARD_SIGMOID:
+    return true;
+  case BLPA_ACT_CLIP:
+    return act.alpha >= 0;
+  default:
+    return false;
+  }
+}
+
+Activation SigmoidOp::getActivation() {
+  return {BLPA_ACT_SIGMOID, 0, 0, /*gradFromOutput=*/true};
+}
+
+Activation HardSigmoidOp::getActivation() {
+  return {BLPA_ACT_HARD_SIGMOID, getAlpha().convertToFloat(),
+          getBeta().convertToFloat()};
+}
+
+Activation HardSwishOp::getActivation() { return {BLPA_ACT_HARD_SWISH}; }
+
+Activation ClipOp::getActivation() {
+  return {BLPA_ACT_CLIP, getMin().convertToFloat(), getMax().convertToFloat()};
+}
+
+LogicalResult ClipOp::verify() {
+  if (getMin().convertToFloat() > getMax().convertToFloat())
+    return emitOpError("min ") << getMin().convertToFloat()
+                               << " is greater than max "
+                               << getMax().convertToFloat();
+  return success();
+}
+
+LogicalResult ActivationGradOp::inferReturnTypes(
+    MLIRContext *, std::optional<Location> loc, Adaptor adaptor,
+    SmallVectorImpl<Type> &results) {
+  if (adaptor.getGrad().getType() != adaptor.getSaved().getType())
+    return emitOptionalError(loc, "activation_grad: grad and saved types "
+                                  "differ");
+  results.push_back(adaptor.getGrad().getType());
+  return success();
+}
+
+StringRef ActivationGradOp::getRuntimeFunction() {
+  return "blpa_activation_grad";
+}
+
+void ActivationGradOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  for (Value v : {getGrad(), getSaved(), getInputGrad()})
+    args.push_back(RuntimeArg::data(v));
+  args.push_back(
+      RuntimeArg::i64(ShapedType::getNumElements(getShape(getGrad()))));
+  args.push_back(RuntimeArg::i64(getKind()));
+  args.push_back(RuntimeArg::f64(getAlpha().convertToFloat()));
+  args.push_back(RuntimeArg::f64(getBeta().convertToFloat()));
+}
+
+// Each element of dx reads dy and saved at its own position only.
+void ActivationGradOp::getInPlaceOperands(unsigned,
+                                          SmallVectorImpl<unsigned> &operands) {
+  operands.append({0, 1});
+}
+
+//===----------------------------------------------------------------------===//
+// Concatenation, slices and padding
+//===----------------------------------------------------------------------===//
+
+/// The product of `shape`'s dimensions in [from, to).
+static int64_t productOf(ArrayRef<int64_t> shape, int64_t from, int64_t to) {
+  return ShapedType::getNumElements(shape.slice(from, to - from));
+}
+
+LogicalResult ConcatOp::inferReturnTypes(MLIRContext *ctx,
+                                         std::optional<Location> loc,
+                                         Adaptor adaptor,
+                                         SmallVectorImpl<Type> &results) {
+  if (adaptor.getInputs().empty())
+    return emitOptionalError(loc, "concat: no inputs");
+  SmallVector<int64_t> shape(getShape(adaptor.getInputs().front()));
+  int64_t axis = adaptor.getAxis();
+  if (axis < 0 || axis >= int64_t(shape.size()))
+    return emitOptionalError(loc, "concat: axis ", axis, " is out of range");
+  shape[axis] = 0;
+  for (Value input : adaptor.getInputs()) {
+    ArrayRef<int64_t> in = getShape(input);
+    for (auto [d, size] : llvm::enumerate(in))
+      if (in.size() != shape.size() || (int64_t(d) != axis && size != shape[d]))
+        return emitOptionalError(loc, "concat: input ", input.getType(),
+                                 " differs from the others off axis ", axis);
+    shape[axis] += in[axis];
+  }
+  results.push_back(f32Tensor(ctx, shape));
+  return success();
+}
+
+StringRef ConcatOp::getRuntimeFunction() { return "blpa_copy_strided"; }
+
+void ConcatOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  getRuntimeCall(0, args);
+}
+
+/// The arguments of blpa_copy_strided moving a block of `size` along `axis`
+/// between `src` at `srcStart` and `dst` at `dstStart` (both of the other
+/// dimensions of `dst`).
+static void appendAxisCopyArgs(Value src, Value dst, int64_t axis,
+                               int64_t srcStart, int64_t dstStart, int64_t size,
+                               SmallVectorImpl<RuntimeArg> &args) {
+  ArrayRef<int64_t> srcShape = getShape(src), dstShape = getShape(dst);
+  int64_t rank = dstShape.size();
+  int64_t outer = productOf(dstShape, 0, axis),
+          inner = productOf(dstShape, axis + 1, rank);
+  args.push_back(RuntimeArg::data(src));
+  args.push_back(RuntimeArg::data(dst));
+  args.push_back(RuntimeArg::i64(outer));
+  args.push_back(RuntimeArg::i64(size * inner));
+  args.push_back(RuntimeArg::i64(srcShape[axis] * inner));
+  args.push_back(RuntimeArg::i64(dstShape[axis] * inner));
+  args.push_back(RuntimeArg::i64(srcStart * inner));
+  args.push_back(RuntimeArg::i64(dstStart * inner));
+}
+
+StringRef ConcatOp::getRuntimeCall(unsigned index,
+                                   SmallVectorImpl<RuntimeArg> &args) {
+  int64_t axis = getAxis(), start = 0;
+  for (Value earlier : getInputs().take_front(index))
+    start += getShape(earlier)[axis];
+  Value input = getInputs()[index];
+  appendAxisCopyArgs(input, getOutput(), axis, 0, start,
+                     getShape(input)[axis], args);
+  return getRuntimeFunction();
+}
+
+LogicalResult SliceOp::inferReturnTypes(MLIRContext *ctx,
+                                        std::optional<Location> loc,
+                                        Adaptor adaptor,
+                                        SmallVectorImpl<Type> &results) {
+  SmallVector<int64_t> shape(getShape(adaptor.getInput()));
+  int64_t axis = adaptor.getAxis(), start = adaptor.getStart(),
+          size = adaptor.getSize();
+  if (axis < 0 || axis >= int64_t(shape.size()) || start < 0 || size < 0 ||
+      start + size > shape[axis])
+    return emitOptionalError(loc, "slice: [", start, ", ", start + size,
+                             ") of axis ", axis, " is outside ",
+                             adaptor.getInput().getType());
+  shape[axis] = size;
+  results.push_back(f32Tensor(ctx, shape));
+  return success();
+}
+
+StringRef SliceOp::getRuntimeFunction() { return "blpa_copy_strided"; }
+
+void SliceOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  appendAxisCopyArgs(getInput(), getOutput(), getAxis(), getStart(), 0,
+                     getSize(), args);
+}
+
+LogicalResult PadOp::inferReturnTypes(MLIRContext *ctx,
+                                      std::optional<Location> loc,
+                                      Adaptor adaptor,
+                                      SmallVectorImpl<Type> &results) {
+  SmallVector<int64_t> shape(getShape(adaptor.getInput()));
+  ArrayRef<int64_t> pads = adaptor.getPads();
+  int64_t rank = shape.size();
+  if (int64_t(pads.size()) != 2 * rank)
+    return emitOptionalError(loc, "pad: ", pads.size(),
+                             " pads for rank ", rank, "; expected ",
+                             2 * rank);
+  for (int64_t d = 0; d < rank; ++d) {
+    shape[d] += pads[d] + pads[rank + d];
+    if (shape[d] < 1)
+      return emitOptionalError(loc, "pad: dimension ", d,
+                               " would have size ", shape[d]);
+  }
+  results.push_back(f32Tensor(ctx, shape));
+  return success();
+}
+
+StringRef PadOp::getRuntimeFunction() { return "blpa_pad"; }
+
+void PadOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  args.push_back(RuntimeArg::data(getInput()));
+  args.push_back(RuntimeArg::data(getOutput()));
+  ArrayRef<int64_t> in = getShape(getInput());
+  args.push_back(RuntimeArg::i64(in.size()));
+  args.push_back(RuntimeArg::i64Array(in));
+  args.push_back(RuntimeArg::i64Array(getShape(getOutput())));
+  args.push_back(RuntimeArg::i64Array(getPads().take_front(in.size())));
+  args.push_back(RuntimeArg::f64(getValue().convertToFloat()));
+}
+
 #define GET_OP_CLASSES
 #include "blpa/Dialect/Blpa/IR/BlpaOps.cpp.inc"
 
@@ -1403,12 +1611,6 @@ void BatchNormApplyOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
 
 void ReluOp::getInPlaceOperands(unsigned, SmallVectorImpl<unsigned> &operands) {
   operands.push_back(getInputMutable().getOperandNumber());
-}
-
-// Either side of a sum; the broadcast one never has the result's size.
-void AddOp::getInPlaceOperands(unsigned, SmallVectorImpl<unsigned> &operands) {
-  operands.push_back(getLhsMutable().getOperandNumber());
-  operands.push_back(getRhsMutable().getOperandNumber());
 }
 
 void ReluGradOp::getInPlaceOperands(unsigned,

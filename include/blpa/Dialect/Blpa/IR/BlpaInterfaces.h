@@ -42,6 +42,15 @@ struct RuntimeArg {
   }
 };
 
+/// An element-wise activation as the runtime executes it (Runtime.h's
+/// BLPA_ACT_* kinds).
+struct Activation {
+  int64_t kind;
+  float alpha = 0, beta = 0;
+  /// Whether the gradient reads the output (sigmoid) rather than the input.
+  bool gradFromOutput = false;
+};
+
 /// How a backward op uses a saved forward value (SavedActivationOpInterface).
 enum class ActivationNeed {
   /// The values themselves (a weight gradient's input, a gemm operand).

@@ -44,6 +44,22 @@ def Blpa_RuntimeCallOpInterface : OpInterface<"RuntimeCallOpInterface"> {
       }],
       "void", "getRuntimeArgs",
       (ins "::llvm::SmallVectorImpl<::mlir::blpa::RuntimeArg> &":$args)>,
+    InterfaceMethod<[{
+        How many runtime calls the op makes, in order (one unless the op
+        says otherwise, e.g. a concatenation copies each input).
+      }],
+      "unsigned", "getNumRuntimeCalls", (ins), [{}], [{ return 1; }]>,
+    InterfaceMethod<[{
+        Call `index`: appends its arguments and returns its function (by
+        default getRuntimeFunction with getRuntimeArgs).
+      }],
+      "::llvm::StringRef", "getRuntimeCall",
+      (ins "unsigned":$index,
+           "::llvm::SmallVectorImpl<::mlir::blpa::RuntimeArg> &":$args),
+      [{}], [{
+        $_op.getRuntimeArgs(args);
+        return $_op.getRuntimeFunction();
+      }]>,
   ];
 }
 

@@ -72,6 +72,13 @@ std::optional<unsigned> getArgmaxCodeBits(ArrayRef<int64_t> kernelShape);
 /// The static shape of a tensor value.
 ArrayRef<int64_t> getShape(Value value);
 
+/// The gradient rule of every element-wise activation op: one
+/// blpa.activation_grad reading the op's input, or its output when `act`
+/// says so.
+LogicalResult buildActivationGradient(Operation *op, const Activation &act,
+                                      OpBuilder &b, ValueRange resultGrads,
+                                      SmallVectorImpl<Value> &operandGrads);
+
 } // namespace blpa
 } // namespace mlir
 

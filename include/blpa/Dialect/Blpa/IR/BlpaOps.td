@@ -115,9 +115,135 @@ def Blpa_ReluOp : Blpa_ComputeOp<"relu", [Differentiable, NonNegativeRule,
   let results = (outs Blpa_F32Tensor:$output);
 }
 
-def Blpa_AddOp : Blpa_ComputeOp<"add", [Differentiable, Commutative, InPlace]> {
-  let summary = "Elementwise sum with numpy (ONNX multidirectional) broadcasting";
+
+// Element-wise arithmetic with numpy (ONNX multidirectional) broadcasting,
+// executed by blpa_<mnemonic>. The shape rule, runtime arguments and
+// in-place rule are shared (BlpaOps.cpp); each op has its gradient rule.
+class Blpa_BroadcastOp<string mnemonic, string summaryText,
+                       list<Trait> traits = []>
+    : Blpa_ComputeOp<mnemonic, !listconcat(traits, [Differentiable, InPlace])> {
+  let summary = summaryText;
   let arguments = (ins Blpa_F32Tensor:$lhs, Blpa_F32Tensor:$rhs);
+  let results = (outs Blpa_F32Tensor:$output);
+  let extraClassDefinition = [{
+    ::llvm::LogicalResult $cppClass::inferReturnTypes(
+        ::mlir::MLIRContext *ctx, std::optional<::mlir::Location> loc,
+        Adaptor adaptor, ::llvm::SmallVectorImpl<::mlir::Type> &results) {
+      return inferBroadcastType(ctx, loc, "}] # mnemonic # [{",
+                                adaptor.getLhs(), adaptor.getRhs(), results);
+    }
+    ::llvm::StringRef $cppClass::getRuntimeFunction() {
+      return "blpa_}] # mnemonic # [{";
+    }
+    void $cppClass::getRuntimeArgs(
+        ::llvm::SmallVectorImpl<::mlir::blpa::RuntimeArg> &args) {
+      appendBroadcastArgs(getLhs(), getRhs(), getOutput(), args);
+    }
+    // Either side; a broadcast one never has the result's size.
+    void $cppClass::getInPlaceOperands(unsigned,
+        ::llvm::SmallVectorImpl<unsigned> &operands) {
+      operands.append({0, 1});
+    }
+  }];
+}
+
+def Blpa_AddOp : Blpa_BroadcastOp<"add", "lhs + rhs, broadcast", [Commutative]>;
+def Blpa_MulOp : Blpa_BroadcastOp<"mul", "lhs * rhs, broadcast", [Commutative]>;
+def Blpa_SubOp : Blpa_BroadcastOp<"sub", "lhs - rhs, broadcast">;
+def Blpa_DivOp : Blpa_BroadcastOp<"div", "lhs / rhs, broadcast">;
+
+// Element-wise activations executed by blpa_activation (Runtime.h's
+// BLPA_ACT_* kinds). Each op says its kind and parameters
+// (getActivation()) and whether its gradient reads the output (sigmoid) or
+// the input; shape rule, runtime call, in-place rule and gradient are
+// shared (BlpaOps.cpp, BlpaGradients.cpp).
+class Blpa_ActivationOp<string mnemonic, dag attrs, list<Trait> traits = []>
+    : Blpa_ComputeOp<mnemonic, !listconcat(traits, [Differentiable, InPlace,
+                                                    NonNegativeRule])> {
+  let arguments = !con((ins Blpa_F32Tensor:$input), attrs);
+  let results = (outs Blpa_F32Tensor:$output);
+  let extraClassDeclaration = [{
+    /// The runtime kind and its two parameters.
+    ::mlir::blpa::Activation getActivation();
+  }];
+  let extraClassDefinition = [{
+    ::llvm::LogicalResult $cppClass::inferReturnTypes(
+        ::mlir::MLIRContext *, std::optional<::mlir::Location>,
+        Adaptor adaptor, ::llvm::SmallVectorImpl<::mlir::Type> &results) {
+      results.push_back(adaptor.getInput().getType());
+      return ::mlir::success();
+    }
+    ::llvm::StringRef $cppClass::getRuntimeFunction() {
+      return "blpa_activation";
+    }
+    void $cppClass::getRuntimeArgs(
+        ::llvm::SmallVectorImpl<::mlir::blpa::RuntimeArg> &args) {
+      appendActivationArgs(getInput(), getOutput(), getActivation(), args);
+    }
+    void $cppClass::getInPlaceOperands(unsigned,
+        ::llvm::SmallVectorImpl<unsigned> &operands) {
+      operands.push_back(0);
+    }
+    bool $cppClass::isResultNonNegative(
+        ::llvm::function_ref<bool(::mlir::Value)>) {
+      return isActivationNonNegative(getActivation());
+    }
+    ::llvm::LogicalResult $cppClass::buildGradients(::mlir::OpBuilder &b,
+        ::mlir::ValueRange resultGrads,
+        ::llvm::SmallVectorImpl<::mlir::Value> &operandGrads) {
+      return buildActivationGradient(getOperation(), getActivation(), b,
+                                     resultGrads, operandGrads);
+    }
+  }];
+}
+
+def Blpa_SigmoidOp : Blpa_ActivationOp<"sigmoid", (ins)> {
+  let summary = "1 / (1 + exp(-x))";
+}
+def Blpa_HardSigmoidOp : Blpa_ActivationOp<"hard_sigmoid",
+    (ins F32Attr:$alpha, F32Attr:$beta)> {
+  let summary = "max(0, min(1, alpha * x + beta))";
+}
+def Blpa_HardSwishOp : Blpa_ActivationOp<"hard_swish", (ins)> {
+  let summary = "x * max(0, min(1, x / 6 + 1/2))";
+}
+def Blpa_ClipOp : Blpa_ActivationOp<"clip", (ins F32Attr:$min, F32Attr:$max)> {
+  let summary = "min(max(x, min), max) (ReLU6 with 0 and 6)";
+  let hasVerifier = 1;
+}
+
+def Blpa_ConcatOp : Blpa_ComputeOp<"concat", [Differentiable]> {
+  let summary = "Joins the inputs along `axis`";
+  let description = [{
+    Runs as one blpa_copy_strided per input, each writing its columns of
+    the output (RuntimeCallOpInterface::getNumRuntimeCalls).
+  }];
+  let arguments = (ins Variadic<Blpa_F32Tensor>:$inputs, I64Attr:$axis);
+  let results = (outs Blpa_F32Tensor:$output);
+  let extraClassDeclaration = [{
+    unsigned getNumRuntimeCalls() { return getInputs().size(); }
+    ::llvm::StringRef getRuntimeCall(unsigned index,
+        ::llvm::SmallVectorImpl<::mlir::blpa::RuntimeArg> &args);
+  }];
+}
+
+def Blpa_SliceOp : Blpa_ComputeOp<"slice", [Differentiable]> {
+  let summary = "The part of the input from `start` along `axis`, of the "
+                "result's size (a concatenation's gradient)";
+  let arguments = (ins Blpa_F32Tensor:$input, I64Attr:$axis, I64Attr:$start,
+                   I64Attr:$size);
+  let results = (outs Blpa_F32Tensor:$output);
+}
+
+def Blpa_PadOp : Blpa_ComputeOp<"pad", [Differentiable]> {
+  let summary = "Constant padding (negative pads crop)";
+  let description = [{
+    `pads` holds the begin pads of every dimension, then the end pads (as
+    ONNX Pad). The gradient is the padding of the gradient by the negated
+    pads with value 0.
+  }];
+  let arguments = (ins Blpa_F32Tensor:$input, DenseI64ArrayAttr:$pads,
+                   DefaultValuedAttr<F32Attr, "0.0f">:$value);
   let results = (outs Blpa_F32Tensor:$output);
 }
 
@@ -229,6 +355,17 @@ def Blpa_ReduceToShapeOp : Blpa_Op<"reduce_to_shape", [Pure, RuntimeCall]> {
   let results = (outs Blpa_F32Tensor:$output);
   let assemblyFormat = "$input attr-dict `:` type($input) `->` type($output)";
   let hasVerifier = 1;
+}
+
+def Blpa_ActivationGradOp : Blpa_ComputeOp<"activation_grad", [InPlace]> {
+  let summary = "Gradient of an element-wise activation of `kind`";
+  let description = [{
+    `saved` is the activation's output for sigmoid and its input for the
+    other kinds (blpa_activation_grad in Runtime.h).
+  }];
+  let arguments = (ins Blpa_F32Tensor:$grad, Blpa_F32Tensor:$saved,
+                   I64Attr:$kind, F32Attr:$alpha, F32Attr:$beta);
+  let results = (outs Blpa_F32Tensor:$input_grad);
 }
 
 def Blpa_MaxPoolGradOp : Blpa_ComputeOp<"max_pool_grad", [ActivationNeedRule]> {

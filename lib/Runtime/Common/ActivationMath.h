@@ -1,0 +1,86 @@
+//===- ActivationMath.h - Element-wise activations, both runtimes -*- C++ -*-===//
+//
+// The value and derivative of every BLPA_ACT_* kind, written once for the
+// CPU runtime (plain C++) and the CUDA runtime (__host__ __device__), so the
+// two targets compute the same formulas. Kinds are template parameters:
+// kernels instantiate one loop per kind, which the compiler vectorizes.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef BLPA_RUNTIME_COMMON_ACTIVATIONMATH_H
+#define BLPA_RUNTIME_COMMON_ACTIVATIONMATH_H
+
+#include "blpa/Runtime/Runtime.h"
+
+#include <math.h>
+#include <stdint.h>
+
+#include <type_traits>
+
+#ifdef __CUDACC__
+#define BLPA_HOST_DEVICE __host__ __device__
+#else
+#define BLPA_HOST_DEVICE
+#endif
+
+namespace blpa {
+
+/// The two static parameters of an activation, as floats.
+struct ActivationParams {
+  float alpha, beta;
+};
+
+template <int Kind>
+BLPA_HOST_DEVICE inline float activationValue(float x, ActivationParams p) {
+  if (Kind == BLPA_ACT_SIGMOID)
+    return 1.0f / (1.0f + expf(-x));
+  if (Kind == BLPA_ACT_HARD_SIGMOID)
+    return fminf(fmaxf(p.alpha * x + p.beta, 0.0f), 1.0f);
+  if (Kind == BLPA_ACT_HARD_SWISH)
+    return x * fminf(fmaxf(x * (1.0f / 6.0f) + 0.5f, 0.0f), 1.0f);
+  // CLIP: comparisons rather than fminf/fmaxf, which would drop a NaN.
+  float low = x < p.alpha ? p.alpha : x;
+  return low > p.beta ? p.beta : low;
+}
+
+/// dx for dy, given `saved` (the output for SIGMOID, else the input).
+template <int Kind>
+BLPA_HOST_DEVICE inline float activationGrad(float dy, float saved,
+                                             ActivationParams p) {
+  if (Kind == BLPA_ACT_SIGMOID)
+    return dy * (saved * (1.0f - saved));
+  if (Kind == BLPA_ACT_HARD_SIGMOID) {
+    float t = p.alpha * saved + p.beta;
+    return t > 0.0f && t < 1.0f ? dy * p.alpha : 0.0f;
+  }
+  if (Kind == BLPA_ACT_HARD_SWISH)
+    return saved < -3.0f  ? 0.0f
+           : saved <= 3.0f ? dy * (saved / 3.0f + 0.5f)
+                           : dy;
+  return saved > p.alpha && saved < p.beta ? dy : 0.0f;
+}
+
+/// Calls f(std::integral_constant<int, kind>()) so that the kind is a
+/// compile-time constant in the loops; false for an unknown kind.
+template <typename F> bool withActivationKind(int64_t kind, F &&f) {
+  switch (kind) {
+  case BLPA_ACT_SIGMOID:
+    f(std::integral_constant<int, BLPA_ACT_SIGMOID>());
+    return true;
+  case BLPA_ACT_HARD_SIGMOID:
+    f(std::integral_constant<int, BLPA_ACT_HARD_SIGMOID>());
+    return true;
+  case BLPA_ACT_HARD_SWISH:
+    f(std::integral_constant<int, BLPA_ACT_HARD_SWISH>());
+    return true;
+  case BLPA_ACT_CLIP:
+    f(std::integral_constant<int, BLPA_ACT_CLIP>());
+    return true;
+  default:
+    return false;
+  }
+}
+
+} // namespace blpa
+
+#endif // BLPA_RUNTIME_COMMON_ACTIVATIONMATH_H
