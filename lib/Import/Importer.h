@@ -21,6 +21,7 @@
 #include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/StringSet.h"
 
+#include <deque>
 #include <optional>
 #include <string>
 
@@ -51,6 +52,9 @@ std::optional<int64_t> elementCount(ArrayRef<int64_t> dims);
 FailureOr<IntTensor> readIntTensor(const onnx::TensorProto &tensor);
 
 /// The value of a one-element float tensor stored in the model.
+/// The value of every element of a float32 tensor when they are all equal
+/// (and there is at least one).
+FailureOr<double> readFloatSplat(const onnx::TensorProto &tensor);
 FailureOr<double> readFloatScalar(const onnx::TensorProto &tensor);
 
 /// The name a node's errors use: its own, or "<OpType>_<index>".
@@ -95,6 +99,11 @@ public:
   /// A float scalar known at compile time (an initializer or a Constant),
   /// e.g. Dropout's ratio.
   FailureOr<double> floatScalarInput(int index);
+  /// Whether input `index` is a float Constant's tensor, and that tensor.
+  bool isFloatConstantInput(int index) const;
+  const onnx::TensorProto *floatConstantInput(int index) const;
+  /// A float copy of an integer tensor, owned by the importer (Cast).
+  const onnx::TensorProto &castToFloat(const IntTensor &tensor);
 
   // Attributes, with ONNX's defaults. Their types are checked against the
   // known attribute names before the handler runs (checkAttributes).
@@ -154,6 +163,7 @@ private:
   MLIRContext *context();
   LogicalResult checkParamData(llvm::StringRef input,
                                const onnx::TensorProto &tensor);
+  FailureOr<Value> constantOperand(const std::string &input);
   const onnx::AttributeProto *attr(llvm::StringRef name) const {
     return attrs.lookup(name);
   }
@@ -220,6 +230,9 @@ private:
   llvm::StringMap<const onnx::TensorProto *> initializers;
   /// Float Constant nodes: readable as compile-time scalars only.
   llvm::StringMap<const onnx::TensorProto *> floatConstants;
+  /// Float constants the importer computed (integer constants cast to
+  /// float), owned here; a deque keeps their addresses stable.
+  std::deque<onnx::TensorProto> computedConstants;
   /// Compile-time integer tensors by name.
   llvm::StringMap<IntTensor> intTensors;
   /// Initializers that feed weights, biases and scales: they get gradients.

@@ -56,15 +56,8 @@ FailureOr<Value> NodeBinder::optionalInput(int index) {
   const std::string &input = nodeProto.input(index);
   if (Value value = importer.values.lookup(input))
     return value;
-  if (importer.intTensors.count(input))
-    return error() << "input '" << input
-                   << "' is an integer constant; integer tensors are only "
-                      "supported as shapes (e.g. Reshape's shape)";
-  if (importer.floatConstants.count(input))
-    return error() << "input '" << input
-                   << "' is a Constant node's tensor; only initializers "
-                      "may hold float data (re-export with the constant as "
-                      "an initializer)";
+  if (importer.intTensors.count(input) || importer.floatConstants.count(input))
+    return constantOperand(input);
   const onnx::TensorProto *tensor = importer.initializers.lookup(input);
   if (!tensor)
     return error() << "input '" << input
@@ -73,6 +66,40 @@ FailureOr<Value> NodeBinder::optionalInput(int index) {
   if (failed(checkParamData(input, *tensor)))
     return failure();
   return importer.param(location, input);
+}
+
+/// A constant tensor (a Constant node's, or an integer one) used as a float
+/// operand: a uniform one, such as the scalars exporters write for `3 * x`
+/// or `x + 0.5`, becomes a blpa.fill of its shape; others are refused.
+FailureOr<Value> NodeBinder::constantOperand(const std::string &input) {
+  SmallVector<int64_t> shape;
+  std::optional<double> value;
+  if (auto it = importer.intTensors.find(input);
+      it != importer.intTensors.end()) {
+    shape = it->second.shape;
+    ArrayRef<int64_t> values = it->second.values;
+    if (values.empty() || !llvm::all_equal(values))
+      return error() << "input '" << input
+                     << "' is an integer constant; integer tensors are only "
+                        "supported as shapes (e.g. Reshape's shape) and as "
+                        "uniform scalars";
+    value = double(values.front());
+  } else {
+    const onnx::TensorProto &tensor = *importer.floatConstants.lookup(input);
+    shape.assign(tensor.dims().begin(), tensor.dims().end());
+    FailureOr<double> splat = readFloatSplat(tensor);
+    if (failed(splat))
+      return error() << "input '" << input
+                     << "' is a Constant node's tensor with different "
+                        "values; only uniform ones (scalars) may be float "
+                        "operands (re-export with the constant as an "
+                        "initializer)";
+    value = *splat;
+  }
+  auto type = RankedTensorType::get(shape, builder().getF32Type());
+  return FillOp::create(builder(), location, type,
+                        builder().getF64FloatAttr(*value))
+      .getResult();
 }
 
 /// A float initializer must hold as many values as its shape says (external
@@ -124,6 +151,25 @@ FailureOr<IntTensor> NodeBinder::intInput(int index) {
                     "initializer, a Constant, or Shape/Gather/Unsqueeze/"
                     "Concat of static shapes); dynamic shapes are not "
                     "supported";
+}
+
+bool NodeBinder::isFloatConstantInput(int index) const {
+  return hasInput(index) &&
+         importer.floatConstants.count(nodeProto.input(index));
+}
+
+const onnx::TensorProto *NodeBinder::floatConstantInput(int index) const {
+  return importer.floatConstants.lookup(nodeProto.input(index));
+}
+
+const onnx::TensorProto &NodeBinder::castToFloat(const IntTensor &tensor) {
+  onnx::TensorProto &result = importer.computedConstants.emplace_back();
+  result.set_data_type(onnx::TensorProto::FLOAT);
+  for (int64_t d : tensor.shape)
+    result.add_dims(d);
+  for (int64_t v : tensor.values)
+    result.add_float_data(float(v));
+  return result;
 }
 
 FailureOr<double> NodeBinder::floatScalarInput(int index) {
@@ -229,6 +275,10 @@ knownAttributes() {
       {"min", A::FLOAT},
       {"max", A::FLOAT},
       {"mode", A::STRING},
+      {"to", A::INT},
+      {"perm", A::INTS},
+      {"starts", A::INTS},
+      {"ends", A::INTS},
   };
   return table;
 }

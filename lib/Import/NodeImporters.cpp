@@ -210,6 +210,256 @@ static LogicalResult importRelu(NodeBinder &b) {
   return importElementwise<ReluOp>(b);
 }
 
+//===----------------------------------------------------------------------===//
+// Compile-time integer tensors beyond shapes: the chains exporters write for
+// F.pad's pads (ConstantOfShape, Cast, Slice, Transpose, Reshape, integer
+// arithmetic) are evaluated at import.
+//===----------------------------------------------------------------------===//
+
+static FailureOr<IntTensor> shapeOperand(NodeBinder &b, int index);
+
+/// Row-major strides of `shape`.
+static SmallVector<int64_t> stridesOf(ArrayRef<int64_t> shape) {
+  SmallVector<int64_t> strides(shape.size(), 1);
+  for (int64_t d = int64_t(shape.size()) - 2; d >= 0; --d)
+    strides[d] = strides[d + 1] * shape[d + 1];
+  return strides;
+}
+
+/// The element of `t` at the multi-index `index` broadcast to its shape
+/// (right-aligned; size-1 dimensions repeat).
+static int64_t broadcastAt(const IntTensor &t, ArrayRef<int64_t> index) {
+  SmallVector<int64_t> strides = stridesOf(t.shape);
+  size_t skip = index.size() - t.shape.size();
+  int64_t offset = 0;
+  for (size_t d = 0; d < t.shape.size(); ++d)
+    offset += (t.shape[d] == 1 ? 0 : index[skip + d]) * strides[d];
+  return t.values.empty() ? 0 : t.values[offset];
+}
+
+/// Add, Sub, Mul or Div of two integer tensors, with broadcasting.
+static LogicalResult foldIntArithmetic(NodeBinder &b) {
+  IntTensor lhs = *b.intInput(0), rhs = *b.intInput(1);
+  size_t rank = std::max(lhs.shape.size(), rhs.shape.size());
+  IntTensor result;
+  for (size_t d = 0; d < rank; ++d) {
+    auto dim = [&](const IntTensor &t) {
+      size_t skip = rank - t.shape.size();
+      return d < skip ? int64_t(1) : t.shape[d - skip];
+    };
+    int64_t x = dim(lhs), y = dim(rhs);
+    if (x != y && x != 1 && y != 1)
+      return b.error() << "integer operands of shapes "
+                       << formatInts(lhs.shape) << " and "
+                       << formatInts(rhs.shape) << " do not broadcast";
+    result.shape.push_back(x == 1 ? y : x);
+  }
+  SmallVector<int64_t> strides = stridesOf(result.shape);
+  int64_t count = ShapedType::getNumElements(result.shape);
+  for (int64_t i = 0; i < count; ++i) {
+    SmallVector<int64_t> index;
+    for (size_t d = 0; d < rank; ++d)
+      index.push_back(i / strides[d] % result.shape[d]);
+    int64_t x = broadcastAt(lhs, index), y = broadcastAt(rhs, index);
+    StringRef op = b.opType();
+    if (op == "Div" && y == 0)
+      return b.error() << "integer division by zero";
+    result.values.push_back(op == "Add"   ? x + y
+                            : op == "Sub" ? x - y
+                            : op == "Mul" ? x * y
+                                          : x / y);
+  }
+  return b.setIntOutput(std::move(result));
+}
+
+/// Cast: between integer types of compile-time tensors, or float32 to
+/// float32; nothing else (blpa computes in float32).
+static LogicalResult importCast(NodeBinder &b) {
+  int64_t to = b.getInt("to", 0);
+  bool toInteger = to == onnx::TensorProto::INT64 ||
+                   to == onnx::TensorProto::INT32 ||
+                   to == onnx::TensorProto::INT16 ||
+                   to == onnx::TensorProto::INT8;
+  if (b.isIntInput(0) && toInteger)
+    return b.setIntOutput(*b.intInput(0));
+  if (b.isIntInput(0) && to == onnx::TensorProto::FLOAT)
+    return b.setFloatConstantOutput(b.castToFloat(*b.intInput(0)));
+  if (to == onnx::TensorProto::FLOAT && b.isFloatConstantInput(0))
+    return b.setFloatConstantOutput(*b.floatConstantInput(0));
+  if (!b.isIntInput(0) && to == onnx::TensorProto::FLOAT)
+    return b.setOutput(b.input(0));
+  return b.error() << "a cast to "
+                   << onnx::TensorProto::DataType_Name(
+                          onnx::TensorProto::DataType(to))
+                   << " of this input is not supported; only float32 "
+                      "tensors and compile-time integer tensors are";
+}
+
+/// ConstantOfShape: an integer tensor of the value, or a float tensor
+/// (blpa.fill) of it.
+static LogicalResult importConstantOfShape(NodeBinder &b) {
+  FailureOr<IntTensor> shape = b.intInput(0);
+  if (failed(shape))
+    return failure();
+  if (shape->shape.size() != 1)
+    return b.error() << "the shape input must be 1-D";
+  const onnx::TensorProto *value = b.getTensor("value");
+  int64_t count = ShapedType::getNumElements(shape->values);
+  if (value && value->data_type() == onnx::TensorProto::INT64) {
+    FailureOr<IntTensor> scalar = readIntTensor(*value);
+    if (failed(scalar) || scalar->values.size() != 1)
+      return b.error() << "attribute 'value' must hold one integer";
+    return b.setIntOutput(IntTensor{
+        shape->values, SmallVector<int64_t>(count, scalar->values[0])});
+  }
+  double fill = 0;
+  if (value) {
+    FailureOr<double> scalar = readFloatScalar(*value);
+    if (failed(scalar))
+      return b.error() << "attribute 'value' must be one float32 or int64";
+    fill = *scalar;
+  }
+  auto type = RankedTensorType::get(shape->values, b.builder().getF32Type());
+  return b.setOutput(FillOp::create(b.builder(), b.loc(), type,
+                                    b.builder().getF64FloatAttr(fill))
+                         .getResult());
+}
+
+/// Transpose of a compile-time integer tensor.
+static LogicalResult importTranspose(NodeBinder &b) {
+  FailureOr<IntTensor> data = shapeOperand(b, 0);
+  if (failed(data))
+    return failure();
+  int64_t rank = data->shape.size();
+  SmallVector<int64_t> reversed(llvm::reverse(llvm::seq<int64_t>(0, rank)));
+  SmallVector<int64_t> perm = b.getInts("perm", reversed);
+  if (int64_t(perm.size()) != rank ||
+      !llvm::all_of(perm, [&](int64_t p) { return p >= 0 && p < rank; }))
+    return b.error() << "attribute 'perm' = " << formatInts(perm)
+                     << " is not a permutation of " << rank << " axes";
+  IntTensor result;
+  for (int64_t p : perm)
+    result.shape.push_back(data->shape[p]);
+  SmallVector<int64_t> inStrides = stridesOf(data->shape),
+                       outStrides = stridesOf(result.shape);
+  int64_t count = ShapedType::getNumElements(result.shape);
+  for (int64_t i = 0; i < count; ++i) {
+    int64_t offset = 0;
+    for (int64_t d = 0; d < rank; ++d)
+      offset += i / outStrides[d] % result.shape[d] * inStrides[perm[d]];
+    result.values.push_back(data->values[offset]);
+  }
+  return b.setIntOutput(std::move(result));
+}
+
+/// One axis of a Slice: the first index and the count, with ONNX's
+/// clamping (negative indices count from the end; a negative step walks
+/// backwards).
+struct SliceAxis {
+  int64_t first, count, step;
+};
+
+static SliceAxis sliceAxis(int64_t dim, int64_t start, int64_t end,
+                           int64_t step) {
+  auto clamp = [&](int64_t i, int64_t lo, int64_t hi) {
+    i = i < 0 ? i + dim : i;
+    return std::clamp(i, lo, hi);
+  };
+  int64_t first = step > 0 ? clamp(start, 0, dim) : clamp(start, -1, dim - 1);
+  int64_t last = step > 0 ? clamp(end, 0, dim) : clamp(end, -1, dim - 1);
+  int64_t span = step > 0 ? last - first : first - last;
+  int64_t magnitude = step > 0 ? step : -step;
+  return {first, span > 0 ? (span + magnitude - 1) / magnitude : 0, step};
+}
+
+/// Slice's starts, ends, axes and steps: attributes before opset 10,
+/// inputs after. Fills one SliceAxis per dimension of `shape`.
+static FailureOr<SmallVector<SliceAxis>>
+sliceAxes(NodeBinder &b, ArrayRef<int64_t> shape) {
+  SmallVector<int64_t> starts, ends, axes, steps;
+  if (b.opset() < 10) {
+    starts = b.getInts("starts", {});
+    ends = b.getInts("ends", {});
+    axes = b.getInts("axes", {});
+  } else {
+    for (auto [index, list] :
+         {std::pair<int, SmallVector<int64_t> *>{1, &starts}, {2, &ends},
+          {3, &axes}, {4, &steps}}) {
+      if (!b.hasInput(index))
+        continue;
+      FailureOr<IntTensor> given = b.intInput(index);
+      if (failed(given))
+        return failure();
+      *list = given->values;
+    }
+  }
+  int64_t rank = shape.size();
+  if (axes.empty())
+    axes = llvm::to_vector(llvm::seq<int64_t>(0, starts.size()));
+  if (steps.empty())
+    steps.assign(starts.size(), 1);
+  if (ends.size() != starts.size() || axes.size() != starts.size() ||
+      steps.size() != starts.size())
+    return b.error() << "starts, ends, axes and steps differ in length";
+  SmallVector<SliceAxis> result;
+  for (int64_t dim : shape)
+    result.push_back({0, dim, 1});
+  for (size_t i = 0; i < starts.size(); ++i) {
+    int64_t axis = axes[i] < 0 ? axes[i] + rank : axes[i];
+    if (axis < 0 || axis >= rank || steps[i] == 0)
+      return b.error() << "axis " << axes[i] << " (step " << steps[i]
+                       << ") is invalid for rank " << rank;
+    result[axis] = sliceAxis(shape[axis], starts[i], ends[i], steps[i]);
+  }
+  return result;
+}
+
+/// Slice: of a compile-time integer tensor, evaluated; of a float tensor,
+/// a blpa.slice when it takes a contiguous range (step 1) of one axis.
+static LogicalResult importSlice(NodeBinder &b) {
+  if (b.isIntInput(0)) {
+    IntTensor data = *b.intInput(0);
+    FailureOr<SmallVector<SliceAxis>> axes = sliceAxes(b, data.shape);
+    if (failed(axes))
+      return failure();
+    IntTensor result;
+    for (const SliceAxis &axis : *axes)
+      result.shape.push_back(axis.count);
+    SmallVector<int64_t> inStrides = stridesOf(data.shape),
+                         outStrides = stridesOf(result.shape);
+    int64_t count = ShapedType::getNumElements(result.shape);
+    for (int64_t i = 0; i < count; ++i) {
+      int64_t offset = 0;
+      for (size_t d = 0; d < axes->size(); ++d) {
+        int64_t at = i / outStrides[d] % result.shape[d];
+        offset += ((*axes)[d].first + at * (*axes)[d].step) * inStrides[d];
+      }
+      result.values.push_back(data.values[offset]);
+    }
+    return b.setIntOutput(std::move(result));
+  }
+  FailureOr<Value> x = b.input(0);
+  if (failed(x))
+    return failure();
+  ArrayRef<int64_t> shape = getShape(*x);
+  FailureOr<SmallVector<SliceAxis>> axes = sliceAxes(b, shape);
+  if (failed(axes))
+    return failure();
+  std::optional<int64_t> sliced;
+  for (auto [d, axis] : llvm::enumerate(*axes)) {
+    if (axis.first == 0 && axis.count == shape[d] && axis.step == 1)
+      continue;
+    if (sliced || axis.step != 1 || axis.count == 0)
+      return b.error() << "only a contiguous range (step 1) of one axis of a "
+                          "float tensor can be sliced";
+    sliced = d;
+  }
+  if (!sliced)
+    return b.setOutput(*x);
+  const SliceAxis &axis = (*axes)[*sliced];
+  return b.setOutput(b.create<SliceOp>(*x, *sliced, axis.first, axis.count));
+}
+
 /// Add, Mul, Sub and Div: numpy broadcasting of two float inputs.
 template <typename OpTy> static LogicalResult importBroadcast(NodeBinder &b) {
   // Before opset 7, `axis` aligned the second operand at that dimension
@@ -217,6 +467,8 @@ template <typename OpTy> static LogicalResult importBroadcast(NodeBinder &b) {
   if (b.hasAttr("axis"))
     return b.error() << "attribute 'axis' (legacy broadcasting) is not "
                         "supported; export with opset 7 or later";
+  if (b.isIntInput(0) && b.isIntInput(1))
+    return foldIntArithmetic(b);
   FailureOr<Value> lhs = b.input(0), rhs = b.input(1);
   if (failed(lhs) || failed(rhs))
     return failure();
@@ -438,9 +690,6 @@ reshapeTarget(NodeBinder &b, ArrayRef<int64_t> in, ArrayRef<int64_t> target) {
 }
 
 static LogicalResult importReshape(NodeBinder &b) {
-  FailureOr<Value> x = b.input(0);
-  if (failed(x))
-    return failure();
   // Before opset 5 the target shape was an attribute.
   SmallVector<int64_t> target;
   if (b.opset() < 5) {
@@ -454,6 +703,17 @@ static LogicalResult importReshape(NodeBinder &b) {
                        << "; it must be 1-D";
     target = shape->values;
   }
+  if (b.isIntInput(0)) {
+    IntTensor data = *b.intInput(0);
+    FailureOr<SmallVector<int64_t>> shape = reshapeTarget(b, data.shape, target);
+    if (failed(shape))
+      return failure();
+    data.shape = *shape;
+    return b.setIntOutput(std::move(data));
+  }
+  FailureOr<Value> x = b.input(0);
+  if (failed(x))
+    return failure();
   FailureOr<SmallVector<int64_t>> shape =
       reshapeTarget(b, getShape(*x), target);
   if (failed(shape))
@@ -637,6 +897,8 @@ const llvm::StringMap<NodeImporter> &onnximport::nodeHandlers() {
       {"Concat", {importConcat, /*minOpset=*/4}},
       {"Clip", {importClip}},
       {"Constant", {importConstant}},
+      {"Cast", {importCast}},
+      {"ConstantOfShape", {importConstantOfShape, /*minOpset=*/9}},
       {"Conv", {importConv}},
       {"Div", {importBroadcast<DivOp>}},
       {"Dropout", {importDropout}},
@@ -655,7 +917,9 @@ const llvm::StringMap<NodeImporter> &onnximport::nodeHandlers() {
       {"Reshape", {importReshape}},
       {"Shape", {importShape}},
       {"Sigmoid", {importSigmoid}},
+      {"Slice", {importSlice}},
       {"Sub", {importBroadcast<SubOp>}},
+      {"Transpose", {importTranspose}},
       {"Unsqueeze", {importUnsqueeze}},
   };
   return table;

@@ -112,13 +112,18 @@ void Importer::scanGraph(const onnx::GraphProto &graph) {
       intTensors[tensor.name()] = std::move(*ints);
   }
   // Weights, biases and batch-norm affine parameters train; a float
-  // initializer added to an activation is a bias too (MatMul + Add is how
-  // exporters write Linear on 3-D inputs). Running statistics are state.
+  // initializer in arithmetic with an activation is a parameter too
+  // (MatMul + Add is how exporters write Linear on 3-D inputs, and an
+  // nn.Parameter scaling or shifting an activation becomes Mul/Sub/Div).
+  // Running statistics are state.
   static const llvm::StringMap<SmallVector<int>> trainableInputs = {
       {"Conv", {1, 2}},
       {"Gemm", {0, 1, 2}},
       {"MatMul", {0, 1}},
       {"Add", {0, 1}},
+      {"Sub", {0, 1}},
+      {"Mul", {0, 1}},
+      {"Div", {0, 1}},
       {"BatchNormalization", {1, 2}}};
   for (const onnx::NodeProto &node : graph.node()) {
     for (const std::string &name : node.input())

@@ -77,6 +77,21 @@ onnximport::readIntTensor(const onnx::TensorProto &tensor) {
   return result;
 }
 
+FailureOr<double> onnximport::readFloatSplat(const onnx::TensorProto &tensor) {
+  if (tensor.data_type() != onnx::TensorProto::FLOAT)
+    return failure();
+  SmallVector<float> values(tensor.float_data().begin(),
+                            tensor.float_data().end());
+  if (tensor.has_raw_data()) {
+    const std::string &raw = tensor.raw_data();
+    values.resize(raw.size() / sizeof(float));
+    std::memcpy(values.data(), raw.data(), values.size() * sizeof(float));
+  }
+  if (values.empty() || !llvm::all_equal(values))
+    return failure();
+  return static_cast<double>(values.front());
+}
+
 FailureOr<double> onnximport::readFloatScalar(const onnx::TensorProto &tensor) {
   if (tensor.data_type() != onnx::TensorProto::FLOAT)
     return failure();

@@ -70,6 +70,13 @@
   X(blpa_update_running_stats)                                                 \
   X(blpa_relu)                                                                 \
   X(blpa_add)                                                                  \
+  X(blpa_mul)                                                                  \
+  X(blpa_sub)                                                                  \
+  X(blpa_div)                                                                  \
+  X(blpa_activation)                                                           \
+  X(blpa_activation_grad)                                                      \
+  X(blpa_copy_strided)                                                         \
+  X(blpa_pad)                                                                  \
   X(blpa_max_pool)                                                             \
   X(blpa_avg_pool)                                                             \
   X(blpa_global_avg_pool)                                                      \
@@ -934,25 +941,89 @@ void testRelu(size_t numel) {
   }
 }
 
+using BroadcastKernel = decltype(&::blpa_add);
+
 /// Out of place, and in place over each operand that has the output's
-/// shape. One float add per element: exact.
-void testAdd(const char *name, Int64s outDims, Int64s aDims, Int64s bDims) {
-  Floats a = randomFloats(product(aDims)), b = randomFloats(product(bDims));
+/// shape. One float operation per element: exact.
+void testBroadcast(const char *op, BroadcastKernel Api::*kernel,
+                   const char *name, Int64s outDims, Int64s aDims,
+                   Int64s bDims) {
+  // Divisors away from 0, so that division is as well conditioned.
+  Floats a = randomFloats(product(aDims)),
+         b = randomFloats(product(bDims), 0.5f, 2.0f);
   const char *const suffixes[] = {"", "/in_place_lhs", "/in_place_rhs"};
   for (int over : {0, 1, 2}) {
     if ((over == 1 && aDims != outDims) || (over == 2 && bDims != outDims))
       continue;
-    Case k(std::string("add/") + name + suffixes[over]);
+    Case k(std::string(op) + "/" + name + suffixes[over]);
     int aIn = over == 1 ? k.inOut("y", a, 0) : k.in(a);
     int bIn = over == 2 ? k.inOut("y", b, 0) : k.in(b);
     int y = over == 1   ? aIn
             : over == 2 ? bIn
                         : k.out("y", size_t(product(outDims)), 0);
     k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
-      rt.blpa_add(ctx, p.f(aIn), p.f(bIn), p.f(y), int64_t(outDims.size()),
-                  outDims.data(), aDims.data(), bDims.data());
+      (rt.*kernel)(ctx, p.f(aIn), p.f(bIn), p.f(y), int64_t(outDims.size()),
+                   outDims.data(), aDims.data(), bDims.data());
     });
   }
+}
+
+void testAdd(const char *name, Int64s outDims, Int64s aDims, Int64s bDims) {
+  testBroadcast("add", &Api::blpa_add, name, outDims, aDims, bDims);
+  testBroadcast("mul", &Api::blpa_mul, name, outDims, aDims, bDims);
+  testBroadcast("sub", &Api::blpa_sub, name, outDims, aDims, bDims);
+  testBroadcast("div", &Api::blpa_div, name, outDims, aDims, bDims);
+}
+
+/// An activation and its gradient (from the output for sigmoid), on
+/// values spread over every branch of the formulas.
+void testActivation(const char *name, int64_t kind, double alpha,
+                    double beta) {
+  const size_t numel = 10007;
+  Floats x = randomFloats(numel, -8, 8), dy = randomFloats(numel);
+  Case forward(std::string("activation/") + name);
+  int xIn = forward.in(x), y = forward.out("y", numel);
+  forward.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+    rt.blpa_activation(ctx, p.f(xIn), p.f(y), int64_t(numel), kind, alpha,
+                       beta);
+  });
+  Floats saved = x;
+  if (kind == BLPA_ACT_SIGMOID)
+    for (float &v : saved)
+      v = 1.0f / (1.0f + std::exp(-v));
+  Case backward(std::string("activation_grad/") + name);
+  int dyIn = backward.in(dy), savedIn = backward.in(saved),
+      dx = backward.out("dx", numel);
+  backward.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+    rt.blpa_activation_grad(ctx, p.f(dyIn), p.f(savedIn), p.f(dx),
+                            int64_t(numel), kind, alpha, beta);
+  });
+}
+
+/// The columns of a concatenation: rows of rowElems between strides.
+void testCopyStrided(int64_t rows, int64_t rowElems, int64_t srcStride,
+                     int64_t dstStride, int64_t srcOffset, int64_t dstOffset) {
+  Case k("copy_strided/" + std::to_string(rows) + "x" +
+         std::to_string(rowElems));
+  int src = k.in(randomFloats(size_t(srcOffset + rows * srcStride)));
+  int dst = k.out("dst", size_t(dstOffset + rows * dstStride));
+  k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+    rt.blpa_copy_strided(ctx, p.f(src), p.f(dst), rows, rowElems, srcStride,
+                         dstStride, srcOffset, dstOffset);
+  });
+}
+
+void testPad(const char *name, Int64s inDims, Int64s begin, Int64s end) {
+  Int64s outDims = inDims;
+  for (size_t d = 0; d < inDims.size(); ++d)
+    outDims[d] += begin[d] + end[d];
+  Case k(std::string("pad/") + name);
+  int x = k.in(randomFloats(product(inDims)));
+  int y = k.out("y", size_t(product(outDims)));
+  k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+    rt.blpa_pad(ctx, p.f(x), p.f(y), int64_t(inDims.size()), inDims.data(),
+                outDims.data(), begin.data(), 0.5);
+  });
 }
 
 void testReduceSumTo(const char *name, Int64s inDims, Int64s outDims,
@@ -1490,6 +1561,16 @@ void testKernels() {
   testAdd("column_bias", {9, 17}, {9, 1}, {9, 17});
   testAdd("same_shape_large", {3, 7, 1001}, {3, 7, 1001}, {3, 7, 1001});
   testAdd("rank5", {2, 3, 1, 4, 5}, {2, 1, 1, 4, 1}, {1, 3, 1, 1, 5});
+  testActivation("sigmoid", BLPA_ACT_SIGMOID, 0, 0);
+  testActivation("hard_sigmoid", BLPA_ACT_HARD_SIGMOID, 0.2, 0.5);
+  testActivation("hard_swish", BLPA_ACT_HARD_SWISH, 0, 0);
+  testActivation("clip", BLPA_ACT_CLIP, 0, 6);
+  testCopyStrided(6, 35, 35, 91, 0, 14);
+  testCopyStrided(1, 100003, 100003, 100003, 0, 0);
+  testCopyStrided(4, 7, 21, 7, 5, 0);
+  testPad("nchw_spatial", {2, 3, 5, 7}, {0, 0, 1, 2}, {0, 0, 2, 0});
+  testPad("crop", {2, 3, 9, 8}, {0, 0, -1, -2}, {0, 0, -3, 0});
+  testPad("channels", {3, 4, 5}, {0, 2, 0}, {0, 1, 0});
   testReduceSumTo("nchw_to_c", {5, 7, 9, 11}, {1, 7, 1, 1}, 1.0);
   testReduceSumTo("rows_to_row", {37, 1100}, {1, 1100}, 0.5);
   testReduceSumTo("middle", {6, 5, 7}, {6, 1, 7}, 1.0);

@@ -20,6 +20,8 @@
 
 #include "CudaRuntime.h"
 
+#include "../Common/ActivationMath.h"
+
 #include <algorithm>
 #include <array>
 #include <cstddef>
@@ -29,6 +31,7 @@
 // see the same runs.
 #include "../CPU/Shape.h"
 
+using namespace blpa;
 using namespace blpa::cuda;
 using blpa::cpu::MergedDim;
 
@@ -124,9 +127,42 @@ struct ReluGradOp {
   }
 };
 
+// The broadcasting arithmetic of blpa_add, blpa_mul, blpa_sub, blpa_div.
 struct AddOp {
   static constexpr int inputs = 2;
   __device__ float operator()(float a, float b) const { return a + b; }
+};
+
+struct MulOp {
+  static constexpr int inputs = 2;
+  __device__ float operator()(float a, float b) const { return a * b; }
+};
+
+struct SubOp {
+  static constexpr int inputs = 2;
+  __device__ float operator()(float a, float b) const { return a - b; }
+};
+
+struct DivOp {
+  static constexpr int inputs = 2;
+  __device__ float operator()(float a, float b) const { return a / b; }
+};
+
+// Element-wise activations: the formulas the CPU runtime uses too.
+template <int Kind> struct ActivationOp {
+  static constexpr int inputs = 1;
+  ActivationParams params;
+  __device__ float operator()(float x, float) const {
+    return activationValue<Kind>(x, params);
+  }
+};
+
+template <int Kind> struct ActivationGradOp {
+  static constexpr int inputs = 2;
+  ActivationParams params;
+  __device__ float operator()(float dy, float saved) const {
+    return activationGrad<Kind>(dy, saved, params);
+  }
 };
 
 //===----------------------------------------------------------------------===//
@@ -200,27 +236,63 @@ template <typename F> void withIndexType(int64_t count, F &&f) {
 }
 
 //===----------------------------------------------------------------------===//
-// Broadcasting add
+// Broadcasting arithmetic
 //===----------------------------------------------------------------------===//
 
-template <typename Index>
+template <typename Op, typename Index>
 __global__ void __launch_bounds__(blockThreads)
-    broadcastAddKernel(const float *a, const float *b, float *y, int64_t numel,
-                       Strided<2> shape) {
+    broadcastKernel(const float *a, const float *b, float *y, int64_t numel,
+                    Strided<2> shape, Op op) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < numel;
        i += int64_t(gridDim.x) * blockDim.x) {
     int64_t at[2];
     shape.offsetsOf(Index(i), at);
-    y[i] = a[at[0]] + b[at[1]];
+    y[i] = op(a[at[0]], b[at[1]]);
   }
 }
 
-void checkBroadcast(const char *operand, int64_t rank, const int64_t *dims,
-                    const int64_t *outDims) {
+void checkBroadcast(const char *kernel, const char *operand, int64_t rank,
+                    const int64_t *dims, const int64_t *outDims) {
   for (int64_t i = 0; i < rank; ++i)
     if (dims[i] != outDims[i] && dims[i] != 1)
-      failf("blpa_add: dimension %lld of %s is %lld, expected 1 or %lld",
+      failf("%s: dimension %lld of %s is %lld, expected 1 or %lld", kernel,
             (long long)i, operand, (long long)dims[i], (long long)outDims[i]);
+}
+
+/// y = op(a, b) with numpy broadcasting (blpa_add's static arguments).
+template <typename Op>
+void broadcastBinary(blpa_context *ctx, const char *kernel, const float *a,
+                     const float *b, float *y, int64_t rank,
+                     const int64_t *outDims, const int64_t *aDims,
+                     const int64_t *bDims, Op op) {
+  CudaRuntime &rt = runtimeOf(ctx);
+  checkBroadcast(kernel, "a", rank, aDims, outDims);
+  checkBroadcast(kernel, "b", rank, bDims, outDims);
+  const unsigned aAbsent = 1, bAbsent = 2;
+  std::vector<MergedDim> dims =
+      blpa::cpu::mergeDims(rank, outDims, [&](int64_t i) {
+        return (aDims[i] != outDims[i] ? aAbsent : 0u) |
+               (bDims[i] != outDims[i] ? bAbsent : 0u);
+      });
+  int64_t numel = 1;
+  for (const MergedDim &d : dims)
+    numel *= d.size;
+  if (numel == 0)
+    return;
+  // Equal shapes merge into one run that neither operand lacks.
+  if (dims.size() == 1 && dims[0].flags == 0)
+    return launchMap(ctx, kernel, {a, b, y, numel}, op);
+  std::vector<int64_t> aStrides = blpa::cpu::stridesOf(dims, aAbsent),
+                       bStrides = blpa::cpu::stridesOf(dims, bAbsent);
+  Strided<2> shape;
+  for (size_t i = 0; i < dims.size(); ++i)
+    shape.add(kernel, dims[i].size, {aStrides[i], bStrides[i]});
+  withIndexType(numel, [&](auto index) {
+    using Index = decltype(index);
+    broadcastKernel<Op, Index><<<gridFor(numel), blockThreads, 0, rt.stream>>>(
+        a, b, y, numel, shape, op);
+  });
+  checkLaunch(kernel);
 }
 
 //===----------------------------------------------------------------------===//
@@ -543,34 +615,54 @@ void blpa_relu_grad(blpa_context *ctx, const float *dy, const float *y,
 void blpa_add(blpa_context *ctx, const float *a, const float *b, float *y,
               int64_t rank, const int64_t *outDims, const int64_t *aDims,
               const int64_t *bDims) {
-  CudaRuntime &rt = runtimeOf(ctx);
-  checkBroadcast("a", rank, aDims, outDims);
-  checkBroadcast("b", rank, bDims, outDims);
-  const unsigned aAbsent = 1, bAbsent = 2;
-  std::vector<MergedDim> dims =
-      blpa::cpu::mergeDims(rank, outDims, [&](int64_t i) {
-        return (aDims[i] != outDims[i] ? aAbsent : 0u) |
-               (bDims[i] != outDims[i] ? bAbsent : 0u);
-      });
-  int64_t numel = 1;
-  for (const MergedDim &d : dims)
-    numel *= d.size;
-  if (numel == 0)
-    return;
-  // Equal shapes merge into one run that neither operand lacks.
-  if (dims.size() == 1 && dims[0].flags == 0)
-    return launchMap(ctx, "blpa_add", {a, b, y, numel}, AddOp{});
-  std::vector<int64_t> aStrides = blpa::cpu::stridesOf(dims, aAbsent),
-                       bStrides = blpa::cpu::stridesOf(dims, bAbsent);
-  Strided<2> shape;
-  for (size_t i = 0; i < dims.size(); ++i)
-    shape.add("blpa_add", dims[i].size, {aStrides[i], bStrides[i]});
-  withIndexType(numel, [&](auto index) {
-    using Index = decltype(index);
-    broadcastAddKernel<Index>
-        <<<gridFor(numel), blockThreads, 0, rt.stream>>>(a, b, y, numel, shape);
+  broadcastBinary(ctx, "blpa_add", a, b, y, rank, outDims, aDims, bDims,
+                  AddOp{});
+}
+
+void blpa_mul(blpa_context *ctx, const float *a, const float *b, float *y,
+              int64_t rank, const int64_t *outDims, const int64_t *aDims,
+              const int64_t *bDims) {
+  broadcastBinary(ctx, "blpa_mul", a, b, y, rank, outDims, aDims, bDims,
+                  MulOp{});
+}
+
+void blpa_sub(blpa_context *ctx, const float *a, const float *b, float *y,
+              int64_t rank, const int64_t *outDims, const int64_t *aDims,
+              const int64_t *bDims) {
+  broadcastBinary(ctx, "blpa_sub", a, b, y, rank, outDims, aDims, bDims,
+                  SubOp{});
+}
+
+void blpa_div(blpa_context *ctx, const float *a, const float *b, float *y,
+              int64_t rank, const int64_t *outDims, const int64_t *aDims,
+              const int64_t *bDims) {
+  broadcastBinary(ctx, "blpa_div", a, b, y, rank, outDims, aDims, bDims,
+                  DivOp{});
+}
+
+void blpa_activation(blpa_context *ctx, const float *x, float *y,
+                     int64_t numel, int64_t kind, double alpha, double beta) {
+  ActivationParams p{float(alpha), float(beta)};
+  bool known = withActivationKind(kind, [&](auto k) {
+    constexpr int Kind = decltype(k)::value;
+    launchMap(ctx, "blpa_activation", {x, nullptr, y, numel},
+              ActivationOp<Kind>{p});
   });
-  checkLaunch("blpa_add");
+  if (!known)
+    failf("blpa_activation: unknown kind %lld", (long long)kind);
+}
+
+void blpa_activation_grad(blpa_context *ctx, const float *dy,
+                          const float *saved, float *dx, int64_t numel,
+                          int64_t kind, double alpha, double beta) {
+  ActivationParams p{float(alpha), float(beta)};
+  bool known = withActivationKind(kind, [&](auto k) {
+    constexpr int Kind = decltype(k)::value;
+    launchMap(ctx, "blpa_activation_grad", {dy, saved, dx, numel},
+              ActivationGradOp<Kind>{p});
+  });
+  if (!known)
+    failf("blpa_activation_grad: unknown kind %lld", (long long)kind);
 }
 
 void blpa_reduce_sum_to(blpa_context *ctx, const float *x, float *y,

@@ -86,6 +86,13 @@ LogicalResult AddOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
   return success();
 }
 
+// A constant has no operands to pass a gradient to.
+LogicalResult FillOp::buildGradients(OpBuilder &, ValueRange,
+                                     SmallVectorImpl<Value> &operandGrads) {
+  operandGrads.clear();
+  return success();
+}
+
 LogicalResult MulOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
                                     SmallVectorImpl<Value> &operandGrads) {
   Value dy = resultGrads[0];

@@ -301,10 +301,12 @@ def Blpa_SoftmaxCrossEntropyOp
   let results = (outs Blpa_LossTensor:$loss);
 }
 
-def Blpa_FillOp : Blpa_Op<"fill", [Pure, RuntimeCall]> {
+def Blpa_FillOp : Blpa_Op<"fill", [Pure, RuntimeCall, Differentiable]> {
   let summary = "A tensor whose elements all equal `value`";
   let description = [{
-    Seeds the backward pass: the adjoint of the loss is `blpa.fill 1.0`.
+    Seeds the backward pass (the adjoint of the loss is `blpa.fill 1.0`),
+    and stands for the uniform constants of ONNX models (`3 * x`): a
+    constant, so no gradient flows past it.
   }];
   let arguments = (ins F64Attr:$value);
   let results = (outs Blpa_F32Tensor:$output);
