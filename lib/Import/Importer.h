@@ -77,6 +77,9 @@ public:
   NodeBinder(Importer &importer, const onnx::NodeProto &node, unsigned index);
 
   const onnx::NodeProto &node() const { return nodeProto; }
+  /// The node's position in the graph (a stable id, e.g. of its random
+  /// stream).
+  unsigned index() const { return nodeIndex; }
   llvm::StringRef opType() const { return nodeProto.op_type(); }
   /// The model's default-domain opset, for version-dependent semantics.
   int64_t opset() const;
@@ -170,6 +173,7 @@ private:
 
   Importer &importer;
   const onnx::NodeProto &nodeProto;
+  unsigned nodeIndex;
   std::string name;
   Location location;
   llvm::StringMap<const onnx::AttributeProto *> attrs;

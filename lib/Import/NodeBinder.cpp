@@ -19,7 +19,8 @@ std::string onnximport::nodeName(const onnx::NodeProto &node, unsigned index) {
 
 NodeBinder::NodeBinder(Importer &importer, const onnx::NodeProto &node,
                        unsigned index)
-    : importer(importer), nodeProto(node), name(nodeName(node, index)),
+    : importer(importer), nodeProto(node), nodeIndex(index),
+      name(nodeName(node, index)),
       location(NameLoc::get(StringAttr::get(importer.context, name),
                             importer.fileLoc())) {
   for (const onnx::AttributeProto &attribute : node.attribute())

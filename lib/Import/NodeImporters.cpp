@@ -249,9 +249,9 @@ static LogicalResult foldIntArithmetic(NodeBinder &b) {
     };
     int64_t x = dim(lhs), y = dim(rhs);
     if (x != y && x != 1 && y != 1)
-      return b.error() << "integer operands of shapes "
-                       << formatInts(lhs.shape) << " and "
-                       << formatInts(rhs.shape) << " do not broadcast";
+      return b.error() << "integer operands of shapes " << formatInts(lhs.shape)
+                       << " and " << formatInts(rhs.shape)
+                       << " do not broadcast";
     result.shape.push_back(x == 1 ? y : x);
   }
   SmallVector<int64_t> strides = stridesOf(result.shape);
@@ -276,10 +276,9 @@ static LogicalResult foldIntArithmetic(NodeBinder &b) {
 /// float32; nothing else (blpa computes in float32).
 static LogicalResult importCast(NodeBinder &b) {
   int64_t to = b.getInt("to", 0);
-  bool toInteger = to == onnx::TensorProto::INT64 ||
-                   to == onnx::TensorProto::INT32 ||
-                   to == onnx::TensorProto::INT16 ||
-                   to == onnx::TensorProto::INT8;
+  bool toInteger =
+      to == onnx::TensorProto::INT64 || to == onnx::TensorProto::INT32 ||
+      to == onnx::TensorProto::INT16 || to == onnx::TensorProto::INT8;
   if (b.isIntInput(0) && toInteger)
     return b.setIntOutput(*b.intInput(0));
   if (b.isIntInput(0) && to == onnx::TensorProto::FLOAT)
@@ -374,8 +373,8 @@ static SliceAxis sliceAxis(int64_t dim, int64_t start, int64_t end,
 
 /// Slice's starts, ends, axes and steps: attributes before opset 10,
 /// inputs after. Fills one SliceAxis per dimension of `shape`.
-static FailureOr<SmallVector<SliceAxis>>
-sliceAxes(NodeBinder &b, ArrayRef<int64_t> shape) {
+static FailureOr<SmallVector<SliceAxis>> sliceAxes(NodeBinder &b,
+                                                   ArrayRef<int64_t> shape) {
   SmallVector<int64_t> starts, ends, axes, steps;
   if (b.opset() < 10) {
     starts = b.getInts("starts", {});
@@ -383,8 +382,10 @@ sliceAxes(NodeBinder &b, ArrayRef<int64_t> shape) {
     axes = b.getInts("axes", {});
   } else {
     for (auto [index, list] :
-         {std::pair<int, SmallVector<int64_t> *>{1, &starts}, {2, &ends},
-          {3, &axes}, {4, &steps}}) {
+         {std::pair<int, SmallVector<int64_t> *>{1, &starts},
+          {2, &ends},
+          {3, &axes},
+          {4, &steps}}) {
       if (!b.hasInput(index))
         continue;
       FailureOr<IntTensor> given = b.intInput(index);
@@ -565,8 +566,9 @@ static LogicalResult importIdentity(NodeBinder &b) {
   return b.setOutput(b.input(0));
 }
 
-/// Dropout is the identity outside training; blpa does not drop activations
-/// at random, so training-mode dropout is only accepted with ratio 0.
+/// Dropout: the identity outside training; in training (is_test 0 before
+/// opset 7, the training_mode input from 12) a blpa.dropout with its own
+/// random stream, the node's index in the graph.
 static LogicalResult importDropout(NodeBinder &b) {
   bool training = b.opset() < 7 && b.getInt("is_test", 0) == 0;
   if (b.opset() >= 12 && b.hasInput(2)) {
@@ -575,18 +577,21 @@ static LogicalResult importDropout(NodeBinder &b) {
       return failure();
     training = llvm::any_of(mode->values, [](int64_t v) { return v != 0; });
   }
-  if (training) {
-    FailureOr<double> ratio = b.getFloat("ratio", 0.5);
-    if (b.opset() >= 12)
-      ratio = b.hasInput(1) ? b.floatScalarInput(1) : FailureOr<double>(0.5);
-    if (failed(ratio))
-      return failure();
-    if (*ratio != 0.0)
-      return b.error() << "training-mode dropout (ratio " << formatFloat(*ratio)
-                       << ") is not supported; export the model in eval "
-                          "mode or without dropout";
-  }
-  return b.setOutput(b.input(0));
+  FailureOr<Value> x = b.input(0);
+  if (failed(x) || !training)
+    return b.setOutput(x);
+  FailureOr<double> ratio = b.getFloat("ratio", 0.5);
+  if (b.opset() >= 12)
+    ratio = b.hasInput(1) ? b.floatScalarInput(1) : FailureOr<double>(0.5);
+  if (failed(ratio))
+    return failure();
+  if (!(*ratio >= 0 && *ratio < 1))
+    return b.error() << "ratio " << formatFloat(*ratio) << " is outside [0, 1)";
+  if (*ratio == 0)
+    return b.setOutput(x);
+  return b.setOutput(
+      b.create<DropoutOp>(*x, b.builder().getF32FloatAttr(*ratio),
+                          b.builder().getI64IntegerAttr(b.index())));
 }
 
 //===----------------------------------------------------------------------===//
@@ -705,7 +710,8 @@ static LogicalResult importReshape(NodeBinder &b) {
   }
   if (b.isIntInput(0)) {
     IntTensor data = *b.intInput(0);
-    FailureOr<SmallVector<int64_t>> shape = reshapeTarget(b, data.shape, target);
+    FailureOr<SmallVector<int64_t>> shape =
+        reshapeTarget(b, data.shape, target);
     if (failed(shape))
       return failure();
     data.shape = *shape;

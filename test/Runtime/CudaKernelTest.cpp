@@ -977,8 +977,7 @@ void testAdd(const char *name, Int64s outDims, Int64s aDims, Int64s bDims) {
 
 /// An activation and its gradient (from the output for sigmoid), on
 /// values spread over every branch of the formulas.
-void testActivation(const char *name, int64_t kind, double alpha,
-                    double beta) {
+void testActivation(const char *name, int64_t kind, double alpha, double beta) {
   const size_t numel = 10007;
   Floats x = randomFloats(numel, -8, 8), dy = randomFloats(numel);
   Case forward(std::string("activation/") + name);

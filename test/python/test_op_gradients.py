@@ -115,3 +115,71 @@ def test_op_family_trains_at_4_bits(name, tmp_path):
     assert abs(loss4 - loss0) <= 1e-6 * abs(loss0)  # the forward stays exact
     for key in grads0:
         assert np.all(np.isfinite(grads4[key]))
+
+
+def mix64(z):
+    """lib/Runtime/Common/DropoutMask.h's mix64, in numpy uint64."""
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xbf58476d1ce4e5b9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94d049bb133111eb)
+        return z ^ (z >> np.uint64(31))
+
+
+def dropout_mask(seed, step, stream, count, ratio):
+    """The elements blpa_dropout keeps, computed independently."""
+    key = mix64(mix64(mix64(np.uint64(seed)) ^ np.uint64(step)) ^
+                np.uint64(stream))
+    draws = (mix64(key ^ np.arange(count, dtype=np.uint64)) >>
+             np.uint64(32)).astype(np.uint64)
+    threshold = min(int(ratio * 2.0 ** 32), 0xffffffff)
+    return draws >= np.uint64(threshold)
+
+
+class DropoutNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.drop = nn.Dropout(0.3)
+        self.fc = nn.Linear(4 * 6 * 6, 10)
+
+    def forward(self, x, mask=None):
+        h = F.relu(self.conv(x))
+        h = h * mask / 0.7 if mask is not None else self.drop(h)
+        return self.fc(torch.flatten(h, 1))
+
+
+def test_dropout_masks_are_seeded_and_recomputed_exactly(tmp_path):
+    """Training-mode dropout: element i of the node at graph index s is kept
+    where the hash of (seed, step, s, i) says so; a float64 PyTorch step
+    with that mask gives the same loss and gradients (so the backward pass
+    recomputed the forward's mask), and the mask changes with the seed."""
+    torch.manual_seed(5)
+    model = DropoutNet()
+    onnx_path = str(tmp_path / "dropout.onnx")
+    models.export(model, onnx_path, (1, 3, 6, 6))
+    import onnx
+    nodes = onnx.load(onnx_path).graph.node
+    stream = next(i for i, n in enumerate(nodes) if n.op_type == "Dropout")
+    exe = tool.compile(onnx_path, str(tmp_path / "exe"), batch_size=4)
+    rng = fresh_rng()
+    x = rng.standard_normal((4, 3, 6, 6)).astype(np.float32)
+    y = rng.integers(0, 10, size=4).astype(np.int64)
+    loss, grads = tool.check_step(exe, x, y, str(tmp_path / "dump"))
+
+    mask = dropout_mask(0, 0, stream, 4 * 4 * 6 * 6, 0.3)
+    assert 0.2 < 1 - mask.mean() < 0.4
+    reference = copy.deepcopy(model).double().train()
+    logits = reference(torch.from_numpy(x).double(),
+                       torch.from_numpy(mask.reshape(4, 4, 6, 6)).double())
+    ref = F.cross_entropy(logits, torch.from_numpy(y))
+    ref.backward()
+    assert_gradients_match(loss, grads, ref.item(),
+                           {n: p.grad.numpy()
+                            for n, p in reference.named_parameters()})
+
+    seeded = [tool.train(exe, str(tmp_path / ("s%d.jsonl" % seed)),
+                         "--synthetic", "--steps", 3, "--lr", 0.01,
+                         "--seed", seed)[0] for seed in (1, 1, 2)]
+    losses = [[r["loss"] for r in records if "loss" in r]
+              for records in seeded]
+    assert losses[0] == losses[1] and losses[0] != losses[2]

@@ -47,6 +47,11 @@ typedef struct blpa_context {
   /// When non-zero, a runtime that can record a step and replay it (CUDA
   /// graphs) does so from the second blpa_runtime_run of a step on.
   int32_t replay_steps;
+  /// The random stream of dropout masks: `seed` (the executable's --seed)
+  /// and the number of the step (the driver counts training steps from 0).
+  /// Read by blpa_dropout at every step, like lr.
+  uint64_t seed;
+  uint64_t step;
   /// Opaque runtime-private state (kernel caches, scratch space).
   void *impl;
 } blpa_context;
@@ -187,6 +192,20 @@ void blpa_activation(blpa_context *ctx, const float *x, float *y,
 void blpa_activation_grad(blpa_context *ctx, const float *dy,
                           const float *saved, float *dx, int64_t numel,
                           int64_t kind, double alpha, double beta);
+
+/// Training-mode dropout: y = x / (1 - ratio) where the element is kept,
+/// else 0. Element i of the dropout with id `stream` is kept when its
+/// 32-bit hash of (ctx->seed, ctx->step, stream, i) reaches ratio * 2^32
+/// (lib/Runtime/Common/DropoutMask.h): counter-based, the same on every
+/// target, so the backward pass recomputes the mask instead of storing it.
+/// y may alias x.
+void blpa_dropout(blpa_context *ctx, const float *x, float *y, int64_t numel,
+                  double ratio, int64_t stream);
+
+/// dx = dy / (1 - ratio) where blpa_dropout (same ctx step, stream) kept
+/// the element, else 0. dx may alias dy.
+void blpa_dropout_grad(blpa_context *ctx, const float *dy, float *dx,
+                       int64_t numel, double ratio, int64_t stream);
 
 /// Copies `rows` rows of `rowElems` floats: row r from src + srcOffset +
 /// r * srcStride to dst + dstOffset + r * dstStride (offsets and strides in

@@ -389,7 +389,8 @@ struct LowerToLLVMPass
         return attr ? attr.getInt() : 0;
       };
       // Every function's workspace starts at offset 0 of the one arena.
-      totals.arenaBytes = std::max(totals.arenaBytes, intAttr("blpa.arena_size"));
+      totals.arenaBytes =
+          std::max(totals.arenaBytes, intAttr("blpa.arena_size"));
       totals.workspaceBytes =
           std::max(totals.workspaceBytes, intAttr("blpa.workspace_bytes"));
     }

@@ -18,8 +18,8 @@ namespace {
 /// y[j] = op(a[j * aStride], b[j * bStride]) with strides in {0, 1}; each
 /// case gets its own loop so that every one vectorizes.
 template <typename Op>
-void binaryRun(const float *a, int64_t aStride, const float *b,
-               int64_t bStride, float *y, int64_t len, Op op) {
+void binaryRun(const float *a, int64_t aStride, const float *b, int64_t bStride,
+               float *y, int64_t len, Op op) {
   if (aStride && bStride) {
     for (int64_t j = 0; j < len; ++j)
       y[j] = op(a[j], b[j]);

@@ -265,8 +265,8 @@ void blpa_runtime_set_workspace(blpa_context *ctx, void *pointer,
 void blpa_runtime_run(blpa_context *ctx, void (*step)(void *), void *closure,
                       const void *const *bindings, int64_t numBindings) {
   CudaRuntime &rt = runtimeOf(ctx);
-  *rt.hyperStaging = {ctx->lr, ctx->momentum, ctx->weight_decay,
-                      ctx->skip_update};
+  *rt.hyperStaging = {ctx->lr,          ctx->momentum, ctx->weight_decay,
+                      ctx->skip_update, ctx->seed,     ctx->step};
   check(cudaMemcpyAsync(rt.hyper, rt.hyperStaging, sizeof(DeviceHyper),
                         cudaMemcpyHostToDevice, rt.stream),
         "hyper-parameters");

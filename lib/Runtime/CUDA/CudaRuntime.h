@@ -44,6 +44,9 @@ struct DeviceHyper {
   float momentum;
   float weightDecay;
   int32_t skipUpdate;
+  /// Dropout masks' seed and step (blpa_context::seed, step).
+  uint64_t seed;
+  uint64_t step;
 };
 
 /// Errors a kernel can only detect on the device; the first one is kept in

@@ -640,8 +640,8 @@ void blpa_div(blpa_context *ctx, const float *a, const float *b, float *y,
                   DivOp{});
 }
 
-void blpa_activation(blpa_context *ctx, const float *x, float *y,
-                     int64_t numel, int64_t kind, double alpha, double beta) {
+void blpa_activation(blpa_context *ctx, const float *x, float *y, int64_t numel,
+                     int64_t kind, double alpha, double beta) {
   ActivationParams p{float(alpha), float(beta)};
   bool known = withActivationKind(kind, [&](auto k) {
     constexpr int Kind = decltype(k)::value;

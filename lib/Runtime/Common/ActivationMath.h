@@ -1,4 +1,5 @@
-//===- ActivationMath.h - Element-wise activations, both runtimes -*- C++ -*-===//
+//===- ActivationMath.h - Element-wise activations, both runtimes -*- C++
+//-*-===//
 //
 // The value and derivative of every BLPA_ACT_* kind, written once for the
 // CPU runtime (plain C++) and the CUDA runtime (__host__ __device__), so the
@@ -54,7 +55,7 @@ BLPA_HOST_DEVICE inline float activationGrad(float dy, float saved,
     return t > 0.0f && t < 1.0f ? dy * p.alpha : 0.0f;
   }
   if (Kind == BLPA_ACT_HARD_SWISH)
-    return saved < -3.0f  ? 0.0f
+    return saved < -3.0f   ? 0.0f
            : saved <= 3.0f ? dy * (saved / 3.0f + 0.5f)
                            : dy;
   return saved > p.alpha && saved < p.beta ? dy : 0.0f;

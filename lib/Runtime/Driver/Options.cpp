@@ -100,7 +100,8 @@ const FlagSpec flagSpecs[] = {
        o.weightDecay = parseNumber(f, v);
      }},
     {"--seed", "K", Training,
-     "seed of the shuffling and of the synthetic data (default 0)",
+     "seed of the shuffling, the synthetic data and the dropout masks "
+     "(default 0)",
      [](Options &o, const std::string &f, const std::string &v) {
        o.seed = parseInteger(f, v, 0);
      }},

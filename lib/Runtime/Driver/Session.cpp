@@ -55,6 +55,7 @@ Session::Session(const Manifest &manifest, const SessionOptions &options)
   context.skip_update = options.skipUpdate;
   context.num_threads = options.threads;
   context.replay_steps = options.replaySteps;
+  context.seed = options.seed;
   hostMemory = blpa_runtime_free_bytes() < 0;
   blpa_runtime_init(&context);
 
@@ -149,6 +150,8 @@ float Session::trainStep(const std::vector<const float *> &inputs,
                    inputPointers.data(),
                    outputPointers.data()};
   run(callTrainStep, &call, inputPointers, outputPointers);
+  // The next step draws fresh dropout masks.
+  ++context.step;
   if (!hostMemory)
     blpa_runtime_download(&context, &loss, lossBuffer, sizeof(float));
   return loss;
@@ -211,6 +214,7 @@ std::unique_ptr<Session> openSession(const Manifest &manifest,
   sessionOptions.weightDecay = options.weightDecay;
   sessionOptions.skipUpdate = skipUpdate;
   sessionOptions.replaySteps = options.replaySteps;
+  sessionOptions.seed = options.seed;
   sessionOptions.threads = options.threads.value_or(manifest.defaultThreads);
   auto session = std::make_unique<Session>(manifest, sessionOptions);
   session->loadParams(initialWeights);

@@ -34,6 +34,8 @@ struct SessionOptions {
   /// Replay recorded steps where the runtime can (CUDA graphs).
   bool replaySteps = true;
   int32_t threads = 0;
+  /// Seed of the dropout masks.
+  uint64_t seed = 0;
 };
 
 class Session {

@@ -132,15 +132,26 @@ LogicalResult DivOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
   return success();
 }
 
-LogicalResult mlir::blpa::buildActivationGradient(
-    Operation *op, const Activation &act, OpBuilder &b, ValueRange resultGrads,
-    SmallVectorImpl<Value> &operandGrads) {
+LogicalResult
+mlir::blpa::buildActivationGradient(Operation *op, const Activation &act,
+                                    OpBuilder &b, ValueRange resultGrads,
+                                    SmallVectorImpl<Value> &operandGrads) {
   if (!resultGrads[0])
     return noGradients(op, operandGrads);
   Value saved = act.gradFromOutput ? op->getResult(0) : op->getOperand(0);
   operandGrads.assign({ActivationGradOp::create(
       b, op->getLoc(), resultGrads[0], saved, b.getI64IntegerAttr(act.kind),
       b.getF32FloatAttr(act.alpha), b.getF32FloatAttr(act.beta))});
+  return success();
+}
+
+// The mask is recomputed from the same seed, step and stream.
+LogicalResult DropoutOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
+                                        SmallVectorImpl<Value> &operandGrads) {
+  if (!resultGrads[0])
+    return noGradients(*this, operandGrads);
+  operandGrads.assign({DropoutGradOp::create(b, getLoc(), resultGrads[0],
+                                             getRatioAttr(), getStreamAttr())});
   return success();
 }
 
@@ -171,9 +182,8 @@ LogicalResult SliceOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
   SmallVector<int64_t> pads(2 * rank, 0);
   pads[axis] = getStart();
   pads[rank + axis] = in[axis] - getStart() - getSize();
-  operandGrads.assign({PadOp::create(b, getLoc(), dy,
-                                     b.getDenseI64ArrayAttr(pads),
-                                     b.getF32FloatAttr(0))});
+  operandGrads.assign({PadOp::create(
+      b, getLoc(), dy, b.getDenseI64ArrayAttr(pads), b.getF32FloatAttr(0))});
   return success();
 }
 
@@ -185,9 +195,8 @@ LogicalResult PadOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
   SmallVector<int64_t> negated;
   for (int64_t pad : getPads())
     negated.push_back(-pad);
-  operandGrads.assign({PadOp::create(b, getLoc(), dy,
-                                     b.getDenseI64ArrayAttr(negated),
-                                     b.getF32FloatAttr(0))});
+  operandGrads.assign({PadOp::create(
+      b, getLoc(), dy, b.getDenseI64ArrayAttr(negated), b.getF32FloatAttr(0))});
   return success();
 }
 

@@ -1368,15 +1368,16 @@ Activation ClipOp::getActivation() {
 
 LogicalResult ClipOp::verify() {
   if (getMin().convertToFloat() > getMax().convertToFloat())
-    return emitOpError("min ") << getMin().convertToFloat()
-                               << " is greater than max "
-                               << getMax().convertToFloat();
+    return emitOpError("min ")
+           << getMin().convertToFloat() << " is greater than max "
+           << getMax().convertToFloat();
   return success();
 }
 
-LogicalResult ActivationGradOp::inferReturnTypes(
-    MLIRContext *, std::optional<Location> loc, Adaptor adaptor,
-    SmallVectorImpl<Type> &results) {
+LogicalResult
+ActivationGradOp::inferReturnTypes(MLIRContext *, std::optional<Location> loc,
+                                   Adaptor adaptor,
+                                   SmallVectorImpl<Type> &results) {
   if (adaptor.getGrad().getType() != adaptor.getSaved().getType())
     return emitOptionalError(loc, "activation_grad: grad and saved types "
                                   "differ");
@@ -1402,6 +1403,67 @@ void ActivationGradOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
 void ActivationGradOp::getInPlaceOperands(unsigned,
                                           SmallVectorImpl<unsigned> &operands) {
   operands.append({0, 1});
+}
+
+//===----------------------------------------------------------------------===//
+// Dropout
+//===----------------------------------------------------------------------===//
+
+LogicalResult DropoutOp::verify() {
+  float ratio = getRatio().convertToFloat();
+  if (!(ratio >= 0 && ratio < 1))
+    return emitOpError("ratio ") << ratio << " is outside [0, 1)";
+  return success();
+}
+
+LogicalResult DropoutOp::inferReturnTypes(MLIRContext *,
+                                          std::optional<Location>,
+                                          Adaptor adaptor,
+                                          SmallVectorImpl<Type> &results) {
+  results.push_back(adaptor.getInput().getType());
+  return success();
+}
+
+/// blpa_dropout's and blpa_dropout_grad's arguments.
+static void appendDropoutArgs(Value in, Value out, FloatAttr ratio,
+                              int64_t stream,
+                              SmallVectorImpl<RuntimeArg> &args) {
+  args.push_back(RuntimeArg::data(in));
+  args.push_back(RuntimeArg::data(out));
+  args.push_back(RuntimeArg::i64(ShapedType::getNumElements(getShape(in))));
+  args.push_back(RuntimeArg::f64(ratio.getValueAsDouble()));
+  args.push_back(RuntimeArg::i64(stream));
+}
+
+StringRef DropoutOp::getRuntimeFunction() { return "blpa_dropout"; }
+
+void DropoutOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  appendDropoutArgs(getInput(), getOutput(), getRatioAttr(), getStream(), args);
+}
+
+void DropoutOp::getInPlaceOperands(unsigned,
+                                   SmallVectorImpl<unsigned> &operands) {
+  operands.push_back(0);
+}
+
+LogicalResult DropoutGradOp::inferReturnTypes(MLIRContext *,
+                                              std::optional<Location>,
+                                              Adaptor adaptor,
+                                              SmallVectorImpl<Type> &results) {
+  results.push_back(adaptor.getGrad().getType());
+  return success();
+}
+
+StringRef DropoutGradOp::getRuntimeFunction() { return "blpa_dropout_grad"; }
+
+void DropoutGradOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  appendDropoutArgs(getGrad(), getInputGrad(), getRatioAttr(), getStream(),
+                    args);
+}
+
+void DropoutGradOp::getInPlaceOperands(unsigned,
+                                       SmallVectorImpl<unsigned> &operands) {
+  operands.push_back(0);
 }
 
 //===----------------------------------------------------------------------===//
@@ -1468,8 +1530,8 @@ StringRef ConcatOp::getRuntimeCall(unsigned index,
   for (Value earlier : getInputs().take_front(index))
     start += getShape(earlier)[axis];
   Value input = getInputs()[index];
-  appendAxisCopyArgs(input, getOutput(), axis, 0, start,
-                     getShape(input)[axis], args);
+  appendAxisCopyArgs(input, getOutput(), axis, 0, start, getShape(input)[axis],
+                     args);
   return getRuntimeFunction();
 }
 
@@ -1505,14 +1567,13 @@ LogicalResult PadOp::inferReturnTypes(MLIRContext *ctx,
   ArrayRef<int64_t> pads = adaptor.getPads();
   int64_t rank = shape.size();
   if (int64_t(pads.size()) != 2 * rank)
-    return emitOptionalError(loc, "pad: ", pads.size(),
-                             " pads for rank ", rank, "; expected ",
-                             2 * rank);
+    return emitOptionalError(loc, "pad: ", pads.size(), " pads for rank ", rank,
+                             "; expected ", 2 * rank);
   for (int64_t d = 0; d < rank; ++d) {
     shape[d] += pads[d] + pads[rank + d];
     if (shape[d] < 1)
-      return emitOptionalError(loc, "pad: dimension ", d,
-                               " would have size ", shape[d]);
+      return emitOptionalError(loc, "pad: dimension ", d, " would have size ",
+                               shape[d]);
   }
   results.push_back(f32Tensor(ctx, shape));
   return success();

@@ -35,6 +35,17 @@ struct BatchNormToInference : public OpRewritePattern<BatchNormOp> {
   }
 };
 
+/// model.eval(): dropout passes its input through.
+struct DropoutToIdentity : public OpRewritePattern<DropoutOp> {
+  using OpRewritePattern::OpRewritePattern;
+
+  LogicalResult matchAndRewrite(DropoutOp op,
+                                PatternRewriter &rewriter) const override {
+    rewriter.replaceOp(op, op.getInput());
+    return success();
+  }
+};
+
 struct InferenceBatchNormPass
     : public blpa::impl::BlpaInferenceBatchNormBase<InferenceBatchNormPass> {
   void runOnOperation() override {
@@ -42,7 +53,7 @@ struct InferenceBatchNormPass
     if (!forward)
       return;
     RewritePatternSet patterns(&getContext());
-    patterns.add<BatchNormToInference>(&getContext());
+    patterns.add<BatchNormToInference, DropoutToIdentity>(&getContext());
     if (failed(applyPatternsGreedily(forward, std::move(patterns))))
       signalPassFailure();
   }

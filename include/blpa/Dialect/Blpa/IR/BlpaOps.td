@@ -212,6 +212,20 @@ def Blpa_ClipOp : Blpa_ActivationOp<"clip", (ins F32Attr:$min, F32Attr:$max)> {
   let hasVerifier = 1;
 }
 
+def Blpa_DropoutOp : Blpa_ComputeOp<"dropout", [Differentiable, InPlace]> {
+  let summary = "Training-mode dropout: kept elements scaled by 1/(1-ratio)";
+  let description = [{
+    The mask is a counter-based hash of the executable's seed, the step,
+    `stream` (one per dropout of the model) and the element, so the
+    gradient (blpa.dropout_grad with the same ratio and stream) recomputes
+    it and nothing is saved. In @forward (evaluation) it is the identity
+    (--blpa-inference-batch-norm).
+  }];
+  let arguments = (ins Blpa_F32Tensor:$input, F32Attr:$ratio, I64Attr:$stream);
+  let results = (outs Blpa_F32Tensor:$output);
+  let hasVerifier = 1;
+}
+
 def Blpa_ConcatOp : Blpa_ComputeOp<"concat", [Differentiable]> {
   let summary = "Joins the inputs along `axis`";
   let description = [{
@@ -357,6 +371,12 @@ def Blpa_ReduceToShapeOp : Blpa_Op<"reduce_to_shape", [Pure, RuntimeCall]> {
   let results = (outs Blpa_F32Tensor:$output);
   let assemblyFormat = "$input attr-dict `:` type($input) `->` type($output)";
   let hasVerifier = 1;
+}
+
+def Blpa_DropoutGradOp : Blpa_ComputeOp<"dropout_grad", [InPlace]> {
+  let summary = "The gradient through blpa.dropout's recomputed mask";
+  let arguments = (ins Blpa_F32Tensor:$grad, F32Attr:$ratio, I64Attr:$stream);
+  let results = (outs Blpa_F32Tensor:$input_grad);
 }
 
 def Blpa_ActivationGradOp : Blpa_ComputeOp<"activation_grad", [InPlace]> {

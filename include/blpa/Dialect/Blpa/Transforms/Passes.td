@@ -26,11 +26,12 @@ def BlpaAutodiff : Pass<"blpa-autodiff", "ModuleOp"> {
 }
 
 def BlpaInferenceBatchNorm : Pass<"blpa-inference-batch-norm", "ModuleOp"> {
-  let summary = "Puts the batch norms of @forward in inference mode";
+  let summary = "Puts @forward in evaluation mode (batch norms, dropout)";
   let description = [{
     Rewrites every training-mode `blpa.batch_norm` of `func.func @forward`
-    into `blpa.batch_norm_inference` on the running statistics, so that a
-    training executable evaluates like PyTorch's `model.eval()`.
+    into `blpa.batch_norm_inference` on the running statistics, and removes
+    its `blpa.dropout`s, so that a training executable evaluates like
+    PyTorch's `model.eval()`.
   }];
 }
 
