@@ -13,6 +13,7 @@
 #include "mlir/IR/BuiltinAttributes.h"
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringSwitch.h"
+#include "llvm/Support/CheckedArithmetic.h"
 
 #include <array>
 
@@ -179,11 +180,20 @@ struct ConvGeometry {
 };
 } // namespace
 
-static int64_t convOutputDim(int64_t in, int64_t kernel, int64_t stride,
-                             int64_t padBegin, int64_t padEnd,
-                             int64_t dilation) {
-  int64_t span = dilation * (kernel - 1) + 1;
-  return (in + padBegin + padEnd - span) / stride + 1;
+/// The number of windows along one dimension, or nullopt when the window
+/// arithmetic overflows int64. Operands are non-negative and kernel, stride
+/// and dilation positive (checked before); the values come from models, so
+/// nothing bounds them further.
+static std::optional<int64_t> convOutputDim(int64_t in, int64_t kernel,
+                                            int64_t stride, int64_t padBegin,
+                                            int64_t padEnd, int64_t dilation) {
+  std::optional<int64_t> span = llvm::checkedMulAdd(dilation, kernel - 1, 1L);
+  std::optional<int64_t> padded = llvm::checkedAdd(in, padBegin);
+  if (padded)
+    padded = llvm::checkedAdd(*padded, padEnd);
+  if (!span || !padded)
+    return std::nullopt;
+  return (*padded - *span) / stride + 1;
 }
 
 /// Validates the geometry of a convolution given its input and weight
@@ -200,8 +210,10 @@ buildConvGeometry(std::optional<Location> loc, ArrayRef<int64_t> input,
       failed(checkArray(loc, "pads", pads, 4, /*allowZero=*/true)) ||
       failed(checkArray(loc, "dilations", dilations, 2)))
     return failure();
+  if (weight[2] < 1 || weight[3] < 1)
+    return emitOptionalError(loc, "conv2d kernel must not be empty");
   if (group < 1 || input[1] % group != 0 || weight[0] % group != 0 ||
-      weight[1] * group != input[1])
+      weight[1] != input[1] / group)
     return emitOptionalError(loc, "conv2d channel mismatch: input has ",
                              input[1], " channels, weight expects ", weight[1],
                              " per group with group = ", group);
@@ -211,13 +223,15 @@ buildConvGeometry(std::optional<Location> loc, ArrayRef<int64_t> input,
   geom.pads = pads;
   geom.dilations = dilations;
   geom.group = group;
-  int64_t oh = convOutputDim(input[2], weight[2], strides[0], pads[0], pads[2],
-                             dilations[0]);
-  int64_t ow = convOutputDim(input[3], weight[3], strides[1], pads[1], pads[3],
-                             dilations[1]);
-  if (oh < 1 || ow < 1)
+  std::optional<int64_t> oh = convOutputDim(input[2], weight[2], strides[0],
+                                            pads[0], pads[2], dilations[0]);
+  std::optional<int64_t> ow = convOutputDim(input[3], weight[3], strides[1],
+                                            pads[1], pads[3], dilations[1]);
+  if (!oh || !ow)
+    return emitOptionalError(loc, "conv2d window arithmetic overflows int64");
+  if (*oh < 1 || *ow < 1)
     return emitOptionalError(loc, "conv2d kernel larger than padded input");
-  geom.output = {input[0], weight[0], oh, ow};
+  geom.output = {input[0], weight[0], *oh, *ow};
   return success();
 }
 
@@ -606,13 +620,23 @@ void ReduceToShapeOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
 // Pooling
 //===----------------------------------------------------------------------===//
 
-static int64_t poolOutputDim(int64_t in, int64_t kernel, int64_t stride,
-                             int64_t padBegin, int64_t padEnd, bool ceilMode) {
-  int64_t span = in + padBegin + padEnd - kernel;
-  int64_t out = (ceilMode ? (span + stride - 1) / stride : span / stride) + 1;
+/// The number of windows along one dimension, or nullopt when the window
+/// arithmetic overflows int64 (as convOutputDim; pads are below the kernel).
+static std::optional<int64_t> poolOutputDim(int64_t in, int64_t kernel,
+                                            int64_t stride, int64_t padBegin,
+                                            int64_t padEnd, bool ceilMode) {
+  std::optional<int64_t> padded = llvm::checkedAdd(in, padBegin);
+  if (padded)
+    padded = llvm::checkedAdd(*padded, padEnd);
+  if (!padded)
+    return std::nullopt;
+  int64_t span = *padded - kernel;
+  // ceil(span / stride) for a non-negative span, without overflow.
+  bool roundUp = ceilMode && span > 0 && span % stride != 0;
+  int64_t out = span / stride + roundUp + 1;
   // As in PyTorch and ONNX, the last window must start inside the input or
-  // the leading padding.
-  if (ceilMode && (out - 1) * stride >= in + padBegin)
+  // the leading padding; (out - 1) * stride <= span fits.
+  if (ceilMode && out > 1 && (out - 1) * stride >= in + padBegin)
     --out;
   return out;
 }
@@ -632,13 +656,15 @@ inferPoolShape(std::optional<Location> loc, ArrayRef<int64_t> input,
       pads[3] >= kernel[1])
     return emitOptionalError(loc, "pooling pads must be smaller than the "
                                   "kernel");
-  int64_t oh = poolOutputDim(input[2], kernel[0], strides[0], pads[0], pads[2],
-                             ceilMode);
-  int64_t ow = poolOutputDim(input[3], kernel[1], strides[1], pads[1], pads[3],
-                             ceilMode);
-  if (oh < 1 || ow < 1)
+  std::optional<int64_t> oh = poolOutputDim(input[2], kernel[0], strides[0],
+                                            pads[0], pads[2], ceilMode);
+  std::optional<int64_t> ow = poolOutputDim(input[3], kernel[1], strides[1],
+                                            pads[1], pads[3], ceilMode);
+  if (!oh || !ow)
+    return emitOptionalError(loc, "pooling window arithmetic overflows int64");
+  if (*oh < 1 || *ow < 1)
     return emitOptionalError(loc, "pooling window larger than padded input");
-  return SmallVector<int64_t>{input[0], input[1], oh, ow};
+  return SmallVector<int64_t>{input[0], input[1], *oh, *ow};
 }
 
 /// Shape and window arguments shared by the pooling kernels: N, C, H, W, OH,
@@ -1492,7 +1518,11 @@ LogicalResult ConcatOp::inferReturnTypes(MLIRContext *ctx,
       if (in.size() != shape.size() || (int64_t(d) != axis && size != shape[d]))
         return emitOptionalError(loc, "concat: input ", input.getType(),
                                  " differs from the others off axis ", axis);
-    shape[axis] += in[axis];
+    std::optional<int64_t> size = llvm::checkedAdd(shape[axis], in[axis]);
+    if (!size)
+      return emitOptionalError(loc, "concat: axis ", axis,
+                               " of the result overflows int64");
+    shape[axis] = *size;
   }
   results.push_back(f32Tensor(ctx, shape));
   return success();
@@ -1500,6 +1530,8 @@ LogicalResult ConcatOp::inferReturnTypes(MLIRContext *ctx,
 
 StringRef ConcatOp::getRuntimeFunction() { return "blpa_copy_strided"; }
 
+// The interface requires it; the lowering asks for every call through
+// getRuntimeCall, and this is the first of them.
 void ConcatOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   getRuntimeCall(0, args);
 }
@@ -1543,9 +1575,9 @@ LogicalResult SliceOp::inferReturnTypes(MLIRContext *ctx,
   int64_t axis = adaptor.getAxis(), start = adaptor.getStart(),
           size = adaptor.getSize();
   if (axis < 0 || axis >= int64_t(shape.size()) || start < 0 || size < 0 ||
-      start + size > shape[axis])
-    return emitOptionalError(loc, "slice: [", start, ", ", start + size,
-                             ") of axis ", axis, " is outside ",
+      start > shape[axis] || size > shape[axis] - start)
+    return emitOptionalError(loc, "slice: ", size, " elements from ", start,
+                             " of axis ", axis, " are outside ",
                              adaptor.getInput().getType());
   shape[axis] = size;
   results.push_back(f32Tensor(ctx, shape));
@@ -1570,10 +1602,15 @@ LogicalResult PadOp::inferReturnTypes(MLIRContext *ctx,
     return emitOptionalError(loc, "pad: ", pads.size(), " pads for rank ", rank,
                              "; expected ", 2 * rank);
   for (int64_t d = 0; d < rank; ++d) {
-    shape[d] += pads[d] + pads[rank + d];
-    if (shape[d] < 1)
+    std::optional<int64_t> size = llvm::checkedAdd(shape[d], pads[d]);
+    if (size)
+      size = llvm::checkedAdd(*size, pads[rank + d]);
+    if (!size)
+      return emitOptionalError(loc, "pad: dimension ", d, " overflows int64");
+    if (*size < 1)
       return emitOptionalError(loc, "pad: dimension ", d, " would have size ",
-                               shape[d]);
+                               *size);
+    shape[d] = *size;
   }
   results.push_back(f32Tensor(ctx, shape));
   return success();
