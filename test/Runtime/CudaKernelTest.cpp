@@ -20,7 +20,9 @@
 // and replayed (ctx->replay_steps, as the driver runs steps), and must
 // reproduce its first run's bits each time. Kernels that Runtime.h promises
 // bit for bit equal to others (the batch-norm recompute and encode, the
-// argmax pooling) are checked against them on the GPU too.
+// argmax pooling) are checked against them on the GPU too. Dropout masks
+// must be the CPU's bit for bit (one hash of ctx->seed, ctx->step, the
+// stream and the element), also in a replayed graph while the step changes.
 //
 // Output: one `FAIL name: detail` line per failing check (`--verbose` also
 // prints `PASS name` lines), then `N passed, M failed`; exit status 0 iff
@@ -77,6 +79,8 @@
   X(blpa_activation_grad)                                                      \
   X(blpa_copy_strided)                                                         \
   X(blpa_pad)                                                                  \
+  X(blpa_dropout)                                                              \
+  X(blpa_dropout_grad)                                                         \
   X(blpa_max_pool)                                                             \
   X(blpa_avg_pool)                                                             \
   X(blpa_global_avg_pool)                                                      \
@@ -999,13 +1003,25 @@ void testActivation(const char *name, int64_t kind, double alpha, double beta) {
   });
 }
 
-/// The columns of a concatenation: rows of rowElems between strides.
+/// The elements a strided copy reaches: offset + (rows - 1) * stride +
+/// rowElems.
+size_t stridedExtent(int64_t rows, int64_t rowElems, int64_t stride,
+                     int64_t offset) {
+  return size_t(offset + (rows - 1) * stride + rowElems);
+}
+
+/// The columns of a concatenation: rows of rowElems between strides, into
+/// a dst of random contents (what the copy does not write must stay).
 void testCopyStrided(int64_t rows, int64_t rowElems, int64_t srcStride,
                      int64_t dstStride, int64_t srcOffset, int64_t dstOffset) {
-  Case k("copy_strided/" + std::to_string(rows) + "x" +
-         std::to_string(rowElems));
-  int src = k.in(randomFloats(size_t(srcOffset + rows * srcStride)));
-  int dst = k.out("dst", size_t(dstOffset + rows * dstStride));
+  Case k(format("copy_strided/%lldx%lld/strides%lld,%lld", (long long)rows,
+                (long long)rowElems, (long long)srcStride,
+                (long long)dstStride));
+  int src =
+      k.in(randomFloats(stridedExtent(rows, rowElems, srcStride, srcOffset)));
+  int dst = k.inOut(
+      "dst", randomFloats(stridedExtent(rows, rowElems, dstStride, dstOffset)),
+      0);
   k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
     rt.blpa_copy_strided(ctx, p.f(src), p.f(dst), rows, rowElems, srcStride,
                          dstStride, srcOffset, dstOffset);
@@ -1023,6 +1039,126 @@ void testPad(const char *name, Int64s inDims, Int64s begin, Int64s end) {
     rt.blpa_pad(ctx, p.f(x), p.f(y), int64_t(inDims.size()), inDims.data(),
                 outDims.data(), begin.data(), 0.5);
   });
+}
+
+/// The dropout masks' seed and step on both runtimes (the CUDA runtime
+/// stages them into its device hyper-parameters at every blpa_runtime_run).
+void setDropoutStep(uint64_t seed, uint64_t step) {
+  for (Side *side : {&cpuSide, &gpuSide}) {
+    side->ctx.seed = seed;
+    side->ctx.step = step;
+  }
+}
+
+/// v's magnitudes moved to [0.5, 2], signs kept: no element is 0 before a
+/// dropout, so y != 0 is the mask.
+Floats awayFromZero(Floats v) {
+  for (float &x : v)
+    x = std::copysign(0.5f + 1.5f * std::fabs(x), x);
+  return v;
+}
+
+/// 1 where y kept the element, else 0.
+Bytes keptOf(const Floats &y) {
+  Bytes kept(y.size());
+  for (size_t i = 0; i < y.size(); ++i)
+    kept[i] = y[i] != 0;
+  return kept;
+}
+
+/// blpa_dropout and blpa_dropout_grad, out of place and in place: bit for
+/// bit the CPU's (the same hash of seed, step, stream and element), and
+/// the gradient's mask the forward's.
+void testDropout(double ratio, size_t numel, uint64_t seed, uint64_t step,
+                 int64_t stream) {
+  setDropoutStep(seed, step);
+  std::string base = format("/ratio%g/%zu/step%llu/stream%lld", ratio, numel,
+                            (unsigned long long)step, (long long)stream);
+  Floats x = awayFromZero(randomFloats(numel)),
+         dy = awayFromZero(randomFloats(numel));
+  for (bool inPlace : {false, true}) {
+    std::string suffix = base + (inPlace ? "/in_place" : "");
+    Case k("dropout" + suffix);
+    int xIn, y;
+    std::tie(xIn, y) = k.operandAndResult(x, inPlace, "y", 0);
+    Results forward =
+        k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+          rt.blpa_dropout(ctx, p.f(xIn), p.f(y), int64_t(numel), ratio, stream);
+        });
+    expectSameBits(k.name + "/bits", forward.gpuBytes("y"),
+                   forward.cpuBytes("y"), "differs from the CPU's bits");
+    Case g("dropout_grad" + suffix);
+    int dyIn, dx;
+    std::tie(dyIn, dx) = g.operandAndResult(dy, inPlace, "dx", 0);
+    Results backward =
+        g.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+          rt.blpa_dropout_grad(ctx, p.f(dyIn), p.f(dx), int64_t(numel), ratio,
+                               stream);
+        });
+    expectSameBits(g.name + "/bits", backward.gpuBytes("dx"),
+                   backward.cpuBytes("dx"), "differs from the CPU's bits");
+    expectSameBits(g.name + "/mask", keptOf(backward.gpuFloats("dx")),
+                   keptOf(forward.gpuFloats("y")),
+                   "blpa_dropout_grad drops other elements than blpa_dropout");
+  }
+}
+
+/// A step of a dropout and its gradient run with replay_steps on both
+/// runtimes while the step (and once the seed) changes between runs: the
+/// CUDA runtime runs it plainly, records it, then replays the recording,
+/// which must draw each run's mask from the device hyper-parameters, bit
+/// for bit the CPU's, and a new one every run.
+void testDropoutReplay() {
+  const int64_t numel = 10007, stream = 4;
+  const double ratio = 0.3;
+  Case k("dropout_replay");
+  int x = k.in(awayFromZero(randomFloats(numel))),
+      dy = k.in(awayFromZero(randomFloats(numel))), y = k.out("y", numel, 0),
+      dx = k.out("dx", numel, 0);
+  Kernel step = [&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+    rt.blpa_dropout(ctx, p.f(x), p.f(y), numel, ratio, stream);
+    rt.blpa_dropout_grad(ctx, p.f(dy), p.f(dx), numel, ratio, stream);
+  };
+  currentCase = k.name;
+  const void *tag = nextTag();
+  Placement cpu(cpuSide, k.buffers), gpu(gpuSide, k.buffers);
+  cpu.upload();
+  gpu.upload();
+  const struct {
+    uint64_t seed, step;
+  } runs[] = {{20240611, 0}, {20240611, 1}, {20240611, 2},
+              {20240611, 3}, {7, 3},        {20240611, uint64_t(1) << 40}};
+  Bytes previous;
+  for (size_t run = 0; run < sizeof(runs) / sizeof(runs[0]); ++run) {
+    setDropoutStep(runs[run].seed, runs[run].step);
+    cpuSide.run(step, cpu.ptrs, tag, true);
+    gpuSide.run(step, gpu.ptrs, tag, true);
+    std::string prefix = k.name + "/run" + std::to_string(run + 1);
+    std::vector<Bytes> got = gpu.download(), want = cpu.download();
+    k.compare(prefix, got, want);
+    report(prefix + "/bits", got[y] == want[y] && got[dx] == want[dx],
+           "differs from the CPU's bits");
+    Bytes kept = keptOf(floatsOf(got[y]));
+    expectSameBits(prefix + "/mask", keptOf(floatsOf(got[dx])), kept,
+                   "blpa_dropout_grad drops other elements than blpa_dropout");
+    if (!previous.empty())
+      report(prefix + "/new_mask", kept != previous,
+             "the mask did not change with the step or seed");
+    previous = kept;
+  }
+  setDropoutStep(0, 0);
+}
+
+void testDropouts() {
+  for (size_t numel : {size_t(1), size_t(7), size_t(100003)})
+    testDropout(0.3, numel, 20240611, 0, 0);
+  testDropout(0.3, 10007, 20240611, 1, 0);
+  testDropout(0.1, 10007, 7, 12, 5);
+  testDropout(0.5, 10007, 7, 12, -5);
+  testDropout(0.9, 10007, 0x9e3779b97f4a7c15ull, (uint64_t(1) << 40) + 7,
+              int64_t(1) << 35);
+  testDropout(0.0, 1001, 3, 4, 2);
+  testDropoutReplay();
 }
 
 void testReduceSumTo(const char *name, Int64s inDims, Int64s outDims,
@@ -1567,6 +1703,10 @@ void testKernels() {
   testCopyStrided(6, 35, 35, 91, 0, 14);
   testCopyStrided(1, 100003, 100003, 100003, 0, 0);
   testCopyStrided(4, 7, 21, 7, 5, 0);
+  // An axis-0 concatenation or slice of a tensor over 2 GiB: one row whose
+  // stride is past the largest pitch of cudaMemcpy2DAsync (2^31 - 1 bytes).
+  testCopyStrided(1, 1000, (int64_t(1) << 29) + 7, 1000, 3, 0);
+  testCopyStrided(1, 777, 777, int64_t(1) << 30, 0, 5);
   testPad("nchw_spatial", {2, 3, 5, 7}, {0, 0, 1, 2}, {0, 0, 2, 0});
   testPad("crop", {2, 3, 9, 8}, {0, 0, -1, -2}, {0, 0, -3, 0});
   testPad("channels", {3, 4, 5}, {0, 2, 0}, {0, 1, 0});
@@ -1624,6 +1764,7 @@ void testKernels() {
   }
 
   testReplay();
+  testDropouts();
 }
 
 } // namespace

@@ -4,9 +4,13 @@
 // awkward shapes (odd sizes, asymmetric pads, stride 2, groups, dilation,
 // broadcasts) and is compared with a naive reference computed in double.
 // The conv, batch-norm, gemm and gradient kernels are also run twice and must
-// give bitwise identical results; the activation-code kernels also with one
-// thread and with several. Packed codes are checked byte by byte against the
-// layout of Runtime.h.
+// give bitwise identical results; the activation-code kernels and dropout
+// also with one thread and with several. Packed codes are checked byte by
+// byte against the layout of Runtime.h. Where a kernel does one float
+// operation per element (broadcasting arithmetic, copies, padding, clip,
+// dropout), its reference rounds the exact result once and the two must
+// match bit for bit; dropout masks are checked against the hash of
+// lib/Runtime/Common/DropoutMask.h and for their statistics.
 //
 // Output: one `PASS name` or `FAIL name: detail` line per case, then
 // `N passed, M failed`. Exit status 0 iff nothing failed. `--bench` instead
@@ -16,6 +20,9 @@
 //===----------------------------------------------------------------------===//
 
 #include "blpa/Runtime/Runtime.h"
+
+// The dropout mask Runtime.h defines.
+#include "../../lib/Runtime/Common/DropoutMask.h"
 
 #include <omp.h>
 #include <sys/wait.h>
@@ -414,21 +421,6 @@ int64_t broadcastOffset(const std::vector<int64_t> &index,
   for (size_t i = 0; i < dims.size(); ++i)
     offset = offset * dims[i] + (dims[i] == 1 ? 0 : index[i]);
   return offset;
-}
-
-void testAdd(const char *name, std::vector<int64_t> out,
-             std::vector<int64_t> aDims, std::vector<int64_t> bDims) {
-  Floats a = randomFloats(product(aDims)), b = randomFloats(product(bDims)),
-         y(product(out));
-  Doubles yRef(y.size());
-  for (size_t i = 0; i < y.size(); ++i) {
-    std::vector<int64_t> index = unflatten(i, out);
-    yRef[i] = double(a[broadcastOffset(index, aDims)]) +
-              b[broadcastOffset(index, bDims)];
-  }
-  blpa_add(&ctx, a.data(), b.data(), y.data(), out.size(), out.data(),
-           aDims.data(), bDims.data());
-  expectClose(std::string("add/") + name, y, yRef, 1e-7);
 }
 
 void testReduceSumTo(const char *name, std::vector<int64_t> in,
@@ -1529,6 +1521,588 @@ void testDeterminism() {
 }
 
 //===----------------------------------------------------------------------===//
+// Broadcasting arithmetic, activations, strided copies, padding, dropout
+//===----------------------------------------------------------------------===//
+
+/// Every element of `got` bit for bit `want`'s (NaN wherever want is NaN).
+void expectSameFloats(const std::string &name, const Floats &got,
+                      const Floats &want) {
+  if (got.size() != want.size())
+    return report(name, false, "size mismatch");
+  size_t differ = 0, first = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    bool same = std::isnan(want[i])
+                    ? std::isnan(got[i])
+                    : std::memcmp(&got[i], &want[i], sizeof(float)) == 0;
+    if (!same && differ++ == 0)
+      first = i;
+  }
+  char detail[200];
+  std::snprintf(detail, sizeof(detail),
+                "%zu of %zu elements differ from the reference's bits, first "
+                "at [%zu]: %.9g, expected %.9g",
+                differ, want.size(), first, differ ? got[first] : 0.0f,
+                differ ? want[first] : 0.0f);
+  report(name, differ == 0, detail);
+}
+
+/// v's magnitudes moved to [0.5, 2], signs kept: divisors, and values that
+/// a dropout never turns into 0 by itself.
+Floats awayFromZero(Floats v) {
+  for (float &x : v)
+    x = std::copysign(0.5f + 1.5f * std::fabs(x), x);
+  return v;
+}
+
+/// v with `specials` written over it every 97 elements, in turn, so that
+/// every parallel block sees some of them.
+Floats withValues(Floats v, const Floats &specials) {
+  for (size_t i = 0; i < v.size(); i += 97)
+    v[i] = specials[i / 97 % specials.size()];
+  return v;
+}
+
+using BroadcastKernel = decltype(&blpa_add);
+
+struct BinaryOp {
+  const char *name;
+  BroadcastKernel kernel;
+  double (*ref)(double, double);
+};
+
+// In double, then rounded once to float: the correctly rounded float
+// operation (double has more than 2 * 24 + 2 bits), so the kernels must
+// match bit for bit.
+const BinaryOp binaryOps[] = {
+    {"add", blpa_add, [](double u, double v) { return u + v; }},
+    {"mul", blpa_mul, [](double u, double v) { return u * v; }},
+    {"sub", blpa_sub, [](double u, double v) { return u - v; }},
+    {"div", blpa_div, [](double u, double v) { return u / v; }},
+};
+
+/// Out of place and in place over each operand with the output's shape,
+/// against the reference bit for bit. Operands are away from 0 (divisors).
+void testBroadcast(const BinaryOp &op, const char *name,
+                   std::vector<int64_t> out, std::vector<int64_t> aDims,
+                   std::vector<int64_t> bDims) {
+  std::string base = std::string(op.name) + "/" + name;
+  Floats a = awayFromZero(randomFloats(product(aDims))),
+         b = awayFromZero(randomFloats(product(bDims)));
+  Floats want(product(out));
+  for (size_t i = 0; i < want.size(); ++i) {
+    std::vector<int64_t> index = unflatten(i, out);
+    want[i] = float(op.ref(a[broadcastOffset(index, aDims)],
+                           b[broadcastOffset(index, bDims)]));
+  }
+  int64_t rank = out.size();
+  Floats y(want.size(), std::numeric_limits<float>::quiet_NaN());
+  op.kernel(&ctx, a.data(), b.data(), y.data(), rank, out.data(), aDims.data(),
+            bDims.data());
+  expectSameFloats(base, y, want);
+  if (aDims == out) {
+    Floats over = a;
+    op.kernel(&ctx, over.data(), b.data(), over.data(), rank, out.data(),
+              aDims.data(), bDims.data());
+    expectSameFloats(base + "/in_place_lhs", over, want);
+  }
+  if (bDims == out) {
+    Floats over = b;
+    op.kernel(&ctx, a.data(), over.data(), over.data(), rank, out.data(),
+              aDims.data(), bDims.data());
+    expectSameFloats(base + "/in_place_rhs", over, want);
+  }
+}
+
+void testBroadcasts() {
+  struct Shape {
+    const char *name;
+    std::vector<int64_t> out, a, b;
+  };
+  const Shape shapes[] = {
+      {"channel_bias", {2, 3, 5, 7}, {2, 3, 5, 7}, {1, 3, 1, 1}},
+      {"channel_lhs", {2, 3, 5, 7}, {1, 3, 1, 1}, {2, 3, 5, 7}},
+      {"row_bias", {9, 17}, {9, 17}, {1, 17}},
+      {"column_bias", {9, 17}, {9, 1}, {9, 17}},
+      {"scalar_rhs", {3, 4}, {3, 4}, {1, 1}},
+      {"scalar_plus_matrix", {3, 4}, {1, 1}, {3, 4}},
+      {"scalar_only", {1}, {1}, {1}},
+      {"outer_product", {4, 5, 6}, {4, 1, 6}, {1, 5, 1}},
+      {"rank5", {2, 3, 1, 4, 5}, {2, 1, 1, 4, 1}, {1, 3, 1, 1, 5}},
+      {"rank5_same", {3, 1, 2, 5, 7}, {3, 1, 2, 5, 7}, {3, 1, 2, 5, 7}},
+      {"rank5_rhs_channel", {2, 5, 3, 4, 3}, {2, 5, 3, 4, 3}, {1, 5, 1, 1, 1}},
+      {"same_shape_large", {3, 7, 1001}, {3, 7, 1001}, {3, 7, 1001}},
+      // Innermost runs longer than a parallel block, split within a row.
+      {"long_rows", {3, 40001}, {3, 40001}, {1, 40001}},
+      {"long_rows_alternating", {5, 3, 20011}, {5, 1, 20011}, {1, 3, 1}},
+      {"empty", {3, 0, 2}, {3, 0, 2}, {1, 1, 2}},
+  };
+  for (const BinaryOp &op : binaryOps)
+    for (const Shape &s : shapes)
+      testBroadcast(op, s.name, s.out, s.a, s.b);
+}
+
+/// One activation kind with its parameters; `exact`: the reference rounds
+/// the result of the kernel's float operations once (clip's bounds are
+/// floats, hard_sigmoid's affine map is evaluated in float), so every
+/// element must match bit for bit.
+struct ActivationCase {
+  const char *name;
+  int64_t kind;
+  double alpha, beta;
+  bool exact;
+  Floats specials; // values on and next to each branch's bounds
+};
+
+/// alpha * x + beta in float arithmetic (float parameters, each operation
+/// rounded), as a float32 kernel evaluates it: where the exact value lies
+/// within a rounding of 0 or 1, the rounded one decides the branch.
+double floatAffine(double alpha, double beta, float x) {
+  float product = float(double(float(alpha)) * x); // exact, then rounded
+  return float(double(product) + float(beta));
+}
+
+double activationRef(const ActivationCase &a, double x) {
+  switch (a.kind) {
+  case BLPA_ACT_SIGMOID:
+    return 1 / (1 + std::exp(-x));
+  case BLPA_ACT_HARD_SIGMOID:
+    return std::max(0.0, std::min(1.0, floatAffine(a.alpha, a.beta, x)));
+  case BLPA_ACT_HARD_SWISH:
+    return x * std::max(0.0, std::min(1.0, x / 6 + 0.5));
+  default: // CLIP: NaN stays NaN
+    return std::isnan(x) ? x : std::min(std::max(x, a.alpha), a.beta);
+  }
+}
+
+/// dx from dy and `saved` (the output for SIGMOID, else the input), as
+/// Runtime.h defines it.
+double activationGradRef(const ActivationCase &a, double dy, double saved) {
+  switch (a.kind) {
+  case BLPA_ACT_SIGMOID:
+    return dy * saved * (1 - saved);
+  case BLPA_ACT_HARD_SIGMOID: {
+    double t = floatAffine(a.alpha, a.beta, float(saved));
+    return t > 0 && t < 1 ? dy * double(float(a.alpha)) : 0.0;
+  }
+  case BLPA_ACT_HARD_SWISH:
+    return saved < -3 ? 0.0 : saved <= 3 ? dy * (saved / 3 + 0.5) : dy;
+  default:
+    return saved > a.alpha && saved < a.beta ? dy : 0.0;
+  }
+}
+
+/// Elements whose reference value the kernel computes exactly even where
+/// the case is not `exact`: hard_swish's saturated branches (and x = +-3,
+/// whose slopes are exact), 0.5 at 0 and 1 from 20 on for sigmoid.
+bool exactElement(const ActivationCase &a, float x, bool grad) {
+  switch (a.kind) {
+  case BLPA_ACT_SIGMOID:
+    return !grad && (x == 0 || x >= 20);
+  case BLPA_ACT_HARD_SWISH:
+    return x <= -3 || x >= 3;
+  default:
+    return true;
+  }
+}
+
+Floats floatsOf(const Doubles &v) { return Floats(v.begin(), v.end()); }
+
+void testActivation(const ActivationCase &a) {
+  std::string base = std::string("activation/") + a.name;
+  std::string gradBase = std::string("activation_grad/") + a.name;
+  const size_t numel = 50001; // several parallel blocks, odd tail
+  Floats x = withValues(randomFloats(numel, -8, 8), a.specials),
+         dy = randomFloats(numel);
+  Doubles yRef(numel);
+  for (size_t i = 0; i < numel; ++i)
+    yRef[i] = activationRef(a, x[i]);
+  Floats y(numel, std::numeric_limits<float>::quiet_NaN());
+  blpa_activation(&ctx, x.data(), y.data(), numel, a.kind, a.alpha, a.beta);
+
+  // The backward pass's saved value: the kernel's own output for sigmoid.
+  const Floats &saved = a.kind == BLPA_ACT_SIGMOID ? y : x;
+  Doubles dxRef(numel);
+  for (size_t i = 0; i < numel; ++i)
+    dxRef[i] = activationGradRef(a, dy[i], saved[i]);
+  Floats dx(numel, std::numeric_limits<float>::quiet_NaN());
+  blpa_activation_grad(&ctx, dy.data(), saved.data(), dx.data(), numel, a.kind,
+                       a.alpha, a.beta);
+
+  if (a.exact) {
+    expectSameFloats(base, y, floatsOf(yRef));
+    expectSameFloats(gradBase, dx, floatsOf(dxRef));
+  } else {
+    expectClose(base, y, yRef, 1e-6);
+    expectClose(gradBase, dx, dxRef, 1e-6);
+    // Where the reference is exact, so must the kernel be.
+    for (bool grad : {false, true}) {
+      Floats got, want;
+      for (size_t i = 0; i < numel; ++i)
+        if (exactElement(a, x[i], grad)) {
+          got.push_back(grad ? dx[i] : y[i]);
+          want.push_back(float(grad ? dxRef[i] : yRef[i]));
+        }
+      expectSameFloats((grad ? gradBase : base) + "/saturated_exact", got,
+                       want);
+    }
+  }
+
+  // In place: y over x, dx over dy.
+  Floats over = x;
+  blpa_activation(&ctx, over.data(), over.data(), numel, a.kind, a.alpha,
+                  a.beta);
+  report(base + "/in_place", sameBits(over, y),
+         "differs from the out-of-place result");
+  over = dy;
+  blpa_activation_grad(&ctx, over.data(), saved.data(), over.data(), numel,
+                       a.kind, a.alpha, a.beta);
+  report(gradBase + "/in_place", sameBits(over, dx),
+         "differs from the out-of-place result");
+}
+
+void testActivations() {
+  const float inf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  auto around = [](Floats bounds) {
+    Floats v;
+    for (float b : bounds) {
+      v.push_back(b);
+      v.push_back(std::nextafter(b, -1e30f));
+      v.push_back(std::nextafter(b, 1e30f));
+    }
+    return v;
+  };
+  Floats swish = around({-3.0f, 3.0f, 0.0f});
+  swish.push_back(-0.0f);
+  Floats relu6 = around({0.0f, 6.0f});
+  for (float v : {nan, inf, -inf, -0.0f})
+    relu6.push_back(v);
+  Floats clip = around({-1.5f, 2.25f});
+  for (float v : {nan, inf, -inf})
+    clip.push_back(v);
+  const ActivationCase cases[] = {
+      {"sigmoid",
+       BLPA_ACT_SIGMOID,
+       0,
+       0,
+       false,
+       {0.0f, -0.0f, 20.0f, 100.0f, -20.0f, -100.0f, 8.0f, -8.0f}},
+      // The reference evaluates alpha * x + beta in float (floatAffine), so
+      // that values next to the bounds take the kernel's branch.
+      {"hard_sigmoid_pow2", BLPA_ACT_HARD_SIGMOID, 0.25, 0.5, true,
+       around({-2.0f, 2.0f, 0.0f})},
+      // ONNX's defaults.
+      {"hard_sigmoid", BLPA_ACT_HARD_SIGMOID, 0.2, 0.5, true,
+       around({-2.5f, 2.5f, 0.0f})},
+      {"hard_swish", BLPA_ACT_HARD_SWISH, 0, 0, false, swish},
+      {"clip_relu6", BLPA_ACT_CLIP, 0, 6, true, relu6},
+      {"clip", BLPA_ACT_CLIP, -1.5, 2.25, true, clip},
+      {"clip_point", BLPA_ACT_CLIP, 1, 1, true, {1.0f, nan, 0.5f, 2.0f}},
+  };
+  for (const ActivationCase &a : cases)
+    testActivation(a);
+}
+
+/// The elements a strided copy reaches, offset + (rows - 1) * stride +
+/// rowElems, and 5 more.
+size_t stridedExtent(int64_t rows, int64_t rowElems, int64_t stride,
+                     int64_t offset) {
+  if (rows <= 0 || rowElems <= 0)
+    return 5;
+  return size_t(offset + (rows - 1) * stride + rowElems + 5);
+}
+
+/// The rows the call copies, every other element of dst left as it was
+/// (offsets and strides in elements).
+void testCopyStrided(const char *name, int64_t rows, int64_t rowElems,
+                     int64_t srcStride, int64_t dstStride, int64_t srcOffset,
+                     int64_t dstOffset) {
+  Floats src =
+             randomFloats(stridedExtent(rows, rowElems, srcStride, srcOffset)),
+         dst =
+             randomFloats(stridedExtent(rows, rowElems, dstStride, dstOffset));
+  Floats want = dst;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < rowElems; ++j)
+      want[dstOffset + r * dstStride + j] = src[srcOffset + r * srcStride + j];
+  blpa_copy_strided(&ctx, src.data(), dst.data(), rows, rowElems, srcStride,
+                    dstStride, srcOffset, dstOffset);
+  report(std::string("copy_strided/") + name, sameBits(dst, want),
+         "dst differs from the rows copied into it");
+}
+
+void testCopiesStrided() {
+  testCopyStrided("concat_columns", 6, 35, 35, 91, 0, 14);
+  testCopyStrided("slice_columns", 4, 7, 21, 7, 5, 0);
+  testCopyStrided("contiguous_rows", 9, 13, 13, 13, 0, 0);
+  testCopyStrided("single_elements", 37, 1, 3, 5, 2, 4);
+  testCopyStrided("long_single_row", 1, 100003, 100003, 100003, 0, 0);
+  testCopyStrided("long_rows_offsets", 3, 40000, 50001, 40003, 3, 1);
+  testCopyStrided("many_rows", 1001, 17, 33, 19, 16, 2);
+  testCopyStrided("no_rows", 0, 5, 5, 5, 0, 0);
+  testCopyStrided("empty_rows", 5, 0, 3, 3, 1, 1);
+  // An axis-0 concatenation or slice of a tensor over 2 GiB: one row whose
+  // stride is the whole tensor.
+  testCopyStrided("one_row_huge_src_stride", 1, 1000, (int64_t(1) << 29) + 7,
+                  1000, 3, 0);
+  testCopyStrided("one_row_huge_dst_stride", 1, 777, 777, int64_t(1) << 30, 0,
+                  5);
+}
+
+/// blpa_pad against its definition (bit for bit: a copy or the value). A
+/// pure padding's gradient, the crop with -begin, must give x back.
+void testPad(const char *name, std::vector<int64_t> in,
+             std::vector<int64_t> begin, std::vector<int64_t> end,
+             double value) {
+  std::string base = std::string("pad/") + name;
+  int64_t rank = in.size();
+  std::vector<int64_t> out = in;
+  bool padding = true;
+  for (int64_t d = 0; d < rank; ++d) {
+    out[d] += begin[d] + end[d];
+    padding &= begin[d] >= 0 && end[d] >= 0;
+  }
+  Floats x = randomFloats(product(in)), want(product(out));
+  for (size_t i = 0; i < want.size(); ++i) {
+    std::vector<int64_t> index = unflatten(i, out);
+    int64_t source = 0;
+    bool inside = true;
+    for (int64_t d = 0; d < rank; ++d) {
+      int64_t at = index[d] - begin[d];
+      inside &= at >= 0 && at < in[d];
+      source = source * in[d] + at;
+    }
+    want[i] = inside ? x[source] : float(value);
+  }
+  Floats y(want.size(), std::numeric_limits<float>::quiet_NaN());
+  blpa_pad(&ctx, x.data(), y.data(), rank, in.data(), out.data(), begin.data(),
+           value);
+  expectSameFloats(base, y, want);
+  if (!padding)
+    return;
+  std::vector<int64_t> back(rank);
+  for (int64_t d = 0; d < rank; ++d)
+    back[d] = -begin[d];
+  Floats dx(x.size(), std::numeric_limits<float>::quiet_NaN());
+  blpa_pad(&ctx, y.data(), dx.data(), rank, out.data(), in.data(), back.data(),
+           0.0);
+  expectSameFloats(base + "/gradient_crop", dx, x);
+}
+
+void testPads() {
+  testPad("rank1", {7}, {3}, {2}, 0.5);
+  testPad("rank1_crop", {11}, {-4}, {-2}, 0.5);
+  testPad("rank1_crop_and_pad", {6}, {-3}, {5}, -2.0);
+  testPad("rank2", {5, 9}, {1, -2}, {-1, 3}, -1.25);
+  testPad("rank3_channels", {3, 4, 5}, {0, 2, 0}, {0, 1, 0}, 0.0);
+  testPad("rank4_spatial", {2, 3, 5, 7}, {0, 0, 1, 2}, {0, 0, 2, 0}, 0.5);
+  testPad("rank4_crop", {2, 3, 9, 8}, {0, 0, -1, -2}, {0, 0, -3, 0}, 0.5);
+  // The last dimension's window misses x: every row is the value.
+  testPad("rank4_last_outside", {2, 3, 4, 8}, {0, 1, 0, -9}, {0, 0, 0, 2}, 7.0);
+  // The window lies past x in a leading dimension.
+  testPad("rank3_leading_outside", {2, 3, 4}, {5, 0, 0}, {-4, 0, 0}, 3.0);
+  testPad("rank5", {2, 3, 4, 5, 6}, {1, 0, -1, 2, -2}, {0, 1, -1, -1, 3}, 3.0);
+  testPad("rank5_pad", {2, 1, 3, 2, 5}, {1, 2, 0, 1, 3}, {2, 0, 1, 1, 1}, -0.5);
+  testPad("large", {4, 16, 33, 35}, {0, 0, 1, 1}, {0, 0, 1, 1}, 0.0);
+  testPad("large_long_rows", {3, 40001}, {1, 2}, {0, 3}, 1.0);
+}
+
+/// Runtime.h's mask (DropoutMask.h's hash): whether element i is kept.
+std::vector<bool> dropoutMaskRef(uint64_t seed, uint64_t step, int64_t stream,
+                                 double ratio, size_t numel) {
+  uint64_t key = blpa::dropoutKey(seed, step, stream);
+  uint32_t threshold = blpa::dropoutThreshold(ratio);
+  std::vector<bool> mask(numel);
+  for (size_t i = 0; i < numel; ++i)
+    mask[i] = blpa::dropoutKeeps(key, int64_t(i), threshold);
+  return mask;
+}
+
+/// Whether `value` is within `sigmas` standard deviations of the mean
+/// `p * n` of a binomial count over `n` draws.
+bool withinSigmas(double count, double n, double p, double sigmas) {
+  return std::fabs(count - p * n) <= sigmas * std::sqrt(n * p * (1 - p)) + 1;
+}
+
+/// Kept elements: y[i] != 0 (inputs are away from 0).
+std::vector<bool> keptOf(const Floats &y) {
+  std::vector<bool> kept(y.size());
+  for (size_t i = 0; i < y.size(); ++i)
+    kept[i] = y[i] != 0;
+  return kept;
+}
+
+/// blpa_dropout's and blpa_dropout_grad's outputs at ctx's seed and step:
+/// kept elements exactly x times the float scale 1 / (1 - ratio) (the
+/// multiplication PyTorch does; exactly x / (1 - ratio) where the scale is
+/// a power of two), dropped ones +0, the mask Runtime.h's and the same for
+/// both kernels, the fraction kept within 4 sigmas of 1 - ratio.
+void testDropout(double ratio, size_t numel, uint64_t seed, uint64_t step,
+                 int64_t stream) {
+  char name[160];
+  std::snprintf(name, sizeof(name),
+                "dropout/ratio%g/n%zu/seed0x%llx/step%llu/stream%lld", ratio,
+                numel, (unsigned long long)seed, (unsigned long long)step,
+                (long long)stream);
+  std::string base = name;
+  ctx.seed = seed;
+  ctx.step = step;
+  Floats x = awayFromZero(randomFloats(numel)),
+         dy = awayFromZero(randomFloats(numel));
+  std::vector<bool> mask = dropoutMaskRef(seed, step, stream, ratio, numel);
+  float scale = float(1.0 / (1.0 - ratio));
+  Floats yRef(numel), dxRef(numel);
+  for (size_t i = 0; i < numel; ++i) {
+    yRef[i] = mask[i] ? x[i] * scale : 0.0f;
+    dxRef[i] = mask[i] ? dy[i] * scale : 0.0f;
+  }
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  Floats y(numel, nan), dx(numel, nan);
+  blpa_dropout(&ctx, x.data(), y.data(), numel, ratio, stream);
+  blpa_dropout_grad(&ctx, dy.data(), dx.data(), numel, ratio, stream);
+  expectSameFloats(base + "/forward", y, yRef);
+  expectSameFloats(base + "/grad", dx, dxRef);
+  report(base + "/grad_mask", keptOf(y) == keptOf(dx),
+         "blpa_dropout_grad drops other elements than blpa_dropout");
+  // Kept values against the definition's division: within one rounding.
+  size_t far = 0;
+  for (size_t i = 0; i < numel; ++i)
+    far +=
+        mask[i] && std::fabs(y[i] - x[i] / (1.0 - ratio)) >
+                       std::fabs(x[i] / (1.0 - ratio)) * std::ldexp(1.0, -23);
+  report(base + "/scale", far == 0,
+         std::to_string(far) + " kept elements are not x / (1 - ratio)");
+  if (ratio == 0)
+    report(base + "/identity", sameBits(y, x) && sameBits(dx, dy),
+           "ratio 0 does not copy its input");
+  if (numel >= 10000) {
+    size_t kept = std::count(mask.begin(), mask.end(), true);
+    char detail[160];
+    std::snprintf(detail, sizeof(detail),
+                  "kept %zu of %zu elements, expected %.0f +- 4 sigma", kept,
+                  numel, (1 - ratio) * double(numel));
+    report(base + "/kept_fraction",
+           withinSigmas(double(kept), double(numel), 1 - ratio, 4), detail);
+  }
+
+  Floats over = x;
+  blpa_dropout(&ctx, over.data(), over.data(), numel, ratio, stream);
+  report(base + "/in_place", sameBits(over, y),
+         "differs from the out-of-place result");
+  over = dy;
+  blpa_dropout_grad(&ctx, over.data(), over.data(), numel, ratio, stream);
+  report(base + "/grad_in_place", sameBits(over, dx),
+         "differs from the out-of-place result");
+  expectThreadIndependent(base, numel, [&](float *out) {
+    blpa_dropout(&ctx, x.data(), out, numel, ratio, stream);
+  });
+}
+
+/// Another step, seed or stream draws another mask: about 2 r (1 - r) of
+/// the elements change sides, within 4 sigmas.
+void testDropoutStreams() {
+  const size_t numel = 100003;
+  const double ratio = 0.3;
+  const uint64_t seed = 20240611, step = 41;
+  const int64_t stream = 3;
+  Floats x = awayFromZero(randomFloats(numel));
+  auto keptAt = [&](uint64_t s, uint64_t t, int64_t id) {
+    ctx.seed = s;
+    ctx.step = t;
+    Floats y(numel);
+    blpa_dropout(&ctx, x.data(), y.data(), numel, ratio, id);
+    return keptOf(y);
+  };
+  std::vector<bool> first = keptAt(seed, step, stream);
+  report("dropout/same_step_same_mask", keptAt(seed, step, stream) == first,
+         "the same seed, step and stream gave another mask");
+  struct {
+    const char *name;
+    uint64_t seed, step;
+    int64_t stream;
+  } others[] = {{"step", seed, step + 1, stream},
+                {"seed", seed + 1, step, stream},
+                {"stream", seed, step, stream + 1},
+                {"stream_negative", seed, step, -stream},
+                {"step_high_bits", seed, step | (uint64_t(1) << 40), stream}};
+  for (const auto &o : others) {
+    std::vector<bool> mask = keptAt(o.seed, o.step, o.stream);
+    size_t changed = 0;
+    for (size_t i = 0; i < numel; ++i)
+      changed += mask[i] != first[i];
+    double p = 2 * ratio * (1 - ratio);
+    char detail[160];
+    std::snprintf(detail, sizeof(detail),
+                  "%zu of %zu elements changed sides, expected %.0f +- 4 "
+                  "sigma",
+                  changed, numel, p * double(numel));
+    report(std::string("dropout/other_") + o.name + "_other_mask",
+           withinSigmas(double(changed), double(numel), p, 4), detail);
+  }
+  ctx.seed = 0;
+  ctx.step = 0;
+}
+
+void testDropouts() {
+  testDropout(0.3, 100003, 20240611, 0, 0);
+  testDropout(0.3, 100003, 20240611, 1, 0);
+  testDropout(0.1, 50001, 7, 12, 5);
+  testDropout(0.5, 50001, 7, 12, 5);
+  testDropout(0.75, 20011, 0x9e3779b97f4a7c15ull, (uint64_t(1) << 40) + 7, -3);
+  testDropout(0.9, 50001, 1, 2, 1 << 20);
+  testDropout(0.0, 10007, 3, 4, 2);
+  testDropout(0.3, 7, 3, 4, 2);
+  testDropout(0.3, 1, 3, 4, 2);
+  testDropout(0.3, 0, 3, 4, 2);
+  testDropoutStreams();
+}
+
+/// Arguments the new kernels reject through blpa_runtime_fail (forks: call
+/// before any thread exists).
+void testBadLayerArguments() {
+  blpa_context local{};
+  float x[4] = {1, 2, 3, 4}, y[4];
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const struct {
+    const char *name;
+    double ratio;
+    bool grad;
+    const char *expected;
+  } ratios[] = {
+      {"ratio_1", 1.0, false, "blpa_dropout: ratio 1 is outside [0, 1)"},
+      {"ratio_negative", -0.1, false,
+       "blpa_dropout: ratio -0.1 is outside [0, 1)"},
+      {"ratio_nan", nan, false, "nan is outside [0, 1)"},
+      {"grad_ratio_1.5", 1.5, true,
+       "blpa_dropout_grad: ratio 1.5 is outside [0, 1)"},
+      {"grad_ratio_1", 1.0, true,
+       "blpa_dropout_grad: ratio 1 is outside [0, 1)"},
+  };
+  for (const auto &r : ratios)
+    expectFailure(std::string("dropout/") + r.name, r.expected, [&] {
+      if (r.grad)
+        blpa_dropout_grad(&local, x, y, 4, r.ratio, 0);
+      else
+        blpa_dropout(&local, x, y, 4, r.ratio, 0);
+    });
+  expectFailure("activation/unknown_kind",
+                "blpa runtime error: blpa_activation: unknown kind 9",
+                [&] { blpa_activation(&local, x, y, 4, 9, 0, 0); });
+  expectFailure("activation_grad/unknown_kind",
+                "blpa runtime error: blpa_activation_grad: unknown kind -1",
+                [&] { blpa_activation_grad(&local, x, x, y, 4, -1, 0, 0); });
+  const int64_t out[2] = {2, 2}, bad[2] = {3, 2};
+  expectFailure("div/bad_broadcast",
+                "blpa_div: dimension 0 of b is 3, expected 1 or 2",
+                [&] { blpa_div(&local, x, x, y, 2, out, out, bad); });
+  expectFailure("mul/bad_broadcast",
+                "blpa_mul: dimension 0 of a is 3, expected 1 or 2",
+                [&] { blpa_mul(&local, x, x, y, 2, out, bad, out); });
+  expectFailure("pad/rank_0", "blpa runtime error: blpa_pad: rank 0",
+                [&] { blpa_pad(&local, x, y, 0, out, out, out, 0.0); });
+}
+
+//===----------------------------------------------------------------------===//
 // Benchmark
 //===----------------------------------------------------------------------===//
 
@@ -1645,6 +2219,7 @@ int main(int argc, char **argv) {
   if (argc == 1) {
     testBadLabels();
     testBadCodeWidths();
+    testBadLayerArguments();
   }
 
   ctx = blpa_context{};
@@ -1665,12 +2240,11 @@ int main(int argc, char **argv) {
   testRunningStats();
 
   testRelu();
-  testAdd("channel_bias", {2, 3, 5, 7}, {2, 3, 5, 7}, {1, 3, 1, 1});
-  testAdd("outer_product", {4, 5, 6}, {4, 1, 6}, {1, 5, 1});
-  testAdd("scalar_plus_matrix", {3, 4}, {1, 1}, {3, 4});
-  testAdd("row_bias", {9, 17}, {9, 17}, {1, 17});
-  testAdd("column_bias", {9, 17}, {9, 1}, {9, 17});
-  testAdd("same_shape_large", {3, 7, 1001}, {3, 7, 1001}, {3, 7, 1001});
+  testBroadcasts();
+  testActivations();
+  testCopiesStrided();
+  testPads();
+  testDropouts();
   testReduceSumTo("nchw_to_c", {5, 7, 9, 11}, {1, 7, 1, 1}, 1.0);
   testReduceSumTo("rows_to_row", {37, 1100}, {1, 1100}, 0.5);
   testReduceSumTo("middle", {6, 5, 7}, {6, 1, 7}, 1.0);

@@ -45,6 +45,20 @@ void blpa_copy_strided(blpa_context *ctx, const float *src, float *dst,
   if (rows <= 0 || rowElems <= 0)
     return;
   const size_t f = sizeof(float);
+  // cudaMemcpy2DAsync refuses pitches over 2^31 - 1 bytes (the devices'
+  // cudaDevAttrMaxPitch), which an axis-0 concatenation or slice of a
+  // tensor over 2 GiB reaches: rows that far apart (a few at most fit in
+  // memory) are copied one by one.
+  const size_t maxPitch = 2147483647;
+  if (size_t(srcStride) * f > maxPitch || size_t(dstStride) * f > maxPitch) {
+    for (int64_t r = 0; r < rows; ++r)
+      check(cudaMemcpyAsync(dst + dstOffset + r * dstStride,
+                            src + srcOffset + r * srcStride,
+                            size_t(rowElems) * f, cudaMemcpyDeviceToDevice,
+                            runtimeOf(ctx).stream),
+            "blpa_copy_strided");
+    return;
+  }
   check(cudaMemcpy2DAsync(dst + dstOffset, size_t(dstStride) * f,
                           src + srcOffset, size_t(srcStride) * f,
                           size_t(rowElems) * f, size_t(rows),

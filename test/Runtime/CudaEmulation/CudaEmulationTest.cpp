@@ -1,12 +1,14 @@
 //===- CudaEmulationTest.cpp - Emulated CUDA kernels vs the CPU runtime ---===//
 //
-// The kernels of the CUDA runtime's Elementwise.cu, Loss.cu, Pooling.cu,
-// BatchNorm.cu and Quantize.cu, their own source compiled for the host and
-// run on emulated CUDA threads (Emulator.h), against the CPU runtime on the
-// same seeded random inputs at awkward shapes: odd sizes, packed codes that
-// straddle (n, c) slices and warp tails, every code width, misaligned
-// pointers, in-place calls, ties, windows in the padding. No GPU needed, so
-// CI runs it; blpa-cuda-kernel-test does the same on a real device.
+// The kernels of the CUDA runtime's Elementwise.cu, Layout.cu, Dropout.cu,
+// Loss.cu, Pooling.cu, BatchNorm.cu and Quantize.cu, their own source
+// compiled for the host and run on emulated CUDA threads (Emulator.h),
+// against the CPU runtime on the same seeded random inputs at awkward
+// shapes: odd sizes, packed codes that straddle (n, c) slices and warp
+// tails, every code width, misaligned pointers, in-place calls, ties,
+// windows in the padding, activations' branch bounds, dropout masks at
+// several seeds, steps and streams. No GPU needed, so CI runs it;
+// blpa-cuda-kernel-test does the same on a real device.
 //
 // The emulation runs the device's IEEE arithmetic exactly, so the checks
 // are tighter than on a GPU: bit for bit wherever the two runtimes compute
@@ -57,6 +59,15 @@
   X(blpa_relu)                                                                 \
   X(blpa_relu_grad)                                                            \
   X(blpa_add)                                                                  \
+  X(blpa_mul)                                                                  \
+  X(blpa_sub)                                                                  \
+  X(blpa_div)                                                                  \
+  X(blpa_activation)                                                           \
+  X(blpa_activation_grad)                                                      \
+  X(blpa_copy_strided)                                                         \
+  X(blpa_pad)                                                                  \
+  X(blpa_dropout)                                                              \
+  X(blpa_dropout_grad)                                                         \
   X(blpa_reduce_sum_to)                                                        \
   X(blpa_sgd_update)                                                           \
   X(blpa_update_running_stats)                                                 \
@@ -655,25 +666,55 @@ void testFill(size_t numel, double value, bool misaligned) {
   });
 }
 
+/// v's magnitudes moved to [0.5, 2], signs kept: divisors, and values that
+/// a dropout never turns into 0 by itself.
+Floats awayFromZero(Floats v) {
+  for (float &x : v)
+    x = std::copysign(0.5f + 1.5f * std::fabs(x), x);
+  return v;
+}
+
+/// v with `specials` written over it every 97 elements, in turn.
+Floats withValues(Floats v, const Floats &specials) {
+  for (size_t i = 0; i < v.size(); i += 97)
+    v[i] = specials[i / 97 % specials.size()];
+  return v;
+}
+
+using BroadcastKernel = decltype(&::blpa_add);
+
 /// Out of place, and in place over each operand that has the output's
-/// shape. One float add per element: exact.
-void testAdd(const char *name, Int64s outDims, Int64s aDims, Int64s bDims) {
-  Floats a = randomFloats(product(aDims)), b = randomFloats(product(bDims));
+/// shape. One float operation per element: exact. Divisors away from 0.
+void testBroadcast(const char *op, BroadcastKernel Api::*kernel,
+                   const char *name, Int64s outDims, Int64s aDims, Int64s bDims,
+                   bool misaligned) {
+  Floats a = randomFloats(product(aDims)),
+         b = awayFromZero(randomFloats(product(bDims)));
   const char *const suffixes[] = {"", "/in_place_lhs", "/in_place_rhs"};
   for (int over : {0, 1, 2}) {
     if ((over == 1 && aDims != outDims) || (over == 2 && bDims != outDims))
       continue;
-    Case k(std::string("add/") + name + suffixes[over]);
-    int aIn = over == 1 ? k.inOut("y", a) : k.in(a);
-    int bIn = over == 2 ? k.inOut("y", b) : k.in(b);
+    Case k(std::string(op) + "/" + name + (misaligned ? "/misaligned" : "") +
+           suffixes[over]);
+    int aIn = over == 1 ? k.inOut("y", a, 0, misaligned) : k.in(a, misaligned);
+    int bIn = over == 2 ? k.inOut("y", b, 0, misaligned) : k.in(b, misaligned);
     int y = over == 1   ? aIn
             : over == 2 ? bIn
-                        : k.out("y", size_t(product(outDims)));
+                        : k.out("y", size_t(product(outDims)), 0, misaligned);
     k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
-      rt.blpa_add(ctx, p.f(aIn), p.f(bIn), p.f(y), int64_t(outDims.size()),
-                  outDims.data(), aDims.data(), bDims.data());
+      (rt.*kernel)(ctx, p.f(aIn), p.f(bIn), p.f(y), int64_t(outDims.size()),
+                   outDims.data(), aDims.data(), bDims.data());
     });
   }
+}
+
+/// blpa_add, blpa_mul, blpa_sub and blpa_div on the same shapes.
+void testAdd(const char *name, Int64s outDims, Int64s aDims, Int64s bDims,
+             bool misaligned = false) {
+  testBroadcast("add", &Api::blpa_add, name, outDims, aDims, bDims, misaligned);
+  testBroadcast("mul", &Api::blpa_mul, name, outDims, aDims, bDims, misaligned);
+  testBroadcast("sub", &Api::blpa_sub, name, outDims, aDims, bDims, misaligned);
+  testBroadcast("div", &Api::blpa_div, name, outDims, aDims, bDims, misaligned);
 }
 
 void testReduceSumTo(const char *name, Int64s inDims, Int64s outDims,
@@ -760,6 +801,11 @@ void testElementwise() {
   testAdd("row_bias", {9, 17}, {9, 17}, {1, 17});
   testAdd("column_bias", {9, 17}, {9, 1}, {9, 17});
   testAdd("same_shape", {3, 7, 1001}, {3, 7, 1001}, {3, 7, 1001});
+  testAdd("same_shape", {3, 7, 1001}, {3, 7, 1001}, {3, 7, 1001}, true);
+  testAdd("channel_lhs", {2, 3, 5, 7}, {1, 3, 1, 1}, {2, 3, 5, 7});
+  testAdd("scalar_rhs", {3, 4}, {3, 4}, {1, 1});
+  testAdd("rank5_same", {3, 1, 2, 5, 7}, {3, 1, 2, 5, 7}, {3, 1, 2, 5, 7});
+  testAdd("long_rows_alternating", {5, 3, 2011}, {5, 1, 2011}, {1, 3, 1});
   testAdd("rank5", {2, 3, 1, 4, 5}, {2, 1, 1, 4, 1}, {1, 3, 1, 1, 5});
   testAdd("empty", {3, 0, 2}, {3, 0, 2}, {1, 1, 2});
 
@@ -784,6 +830,258 @@ void testElementwise() {
     testRunningStats(9, 37, skip);
     testRunningStats(300, 1, skip);
   }
+}
+
+//===----------------------------------------------------------------------===//
+// Activations, strided copies, padding, dropout
+//===----------------------------------------------------------------------===//
+
+/// An activation and its gradient (from the CPU's output for sigmoid, else
+/// from x), out of place and in place (y over x, dx over dy), on values
+/// spread over every branch with `specials` on and next to the bounds.
+/// The same float operations on both sides: bit for bit.
+void testActivation(const char *name, int64_t kind, double alpha, double beta,
+                    const Floats &specials, size_t numel, bool misaligned) {
+  std::string size =
+      "/" + std::to_string(numel) + (misaligned ? "/misaligned" : "");
+  Floats x = withValues(randomFloats(numel, -8, 8), specials),
+         dy = randomFloats(numel);
+  Floats saved = x;
+  for (bool inPlace : {false, true}) {
+    Case k(std::string("activation/") + name + size +
+           (inPlace ? "/in_place" : ""));
+    int xIn = inPlace ? k.inOut("y", x, 0, misaligned) : k.in(x, misaligned);
+    int y = inPlace ? xIn : k.out("y", numel, 0, misaligned);
+    Results r = k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+      rt.blpa_activation(ctx, p.f(xIn), p.f(y), int64_t(numel), kind, alpha,
+                         beta);
+    });
+    if (kind == BLPA_ACT_SIGMOID)
+      saved = r.cpuFloats("y");
+  }
+  for (bool inPlace : {false, true}) {
+    Case g(std::string("activation_grad/") + name + size +
+           (inPlace ? "/in_place" : ""));
+    int dyIn =
+        inPlace ? g.inOut("dx", dy, 0, misaligned) : g.in(dy, misaligned);
+    int dx = inPlace ? dyIn : g.out("dx", numel, 0, misaligned);
+    int savedIn = g.in(saved, misaligned);
+    g.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+      rt.blpa_activation_grad(ctx, p.f(dyIn), p.f(savedIn), p.f(dx),
+                              int64_t(numel), kind, alpha, beta);
+    });
+  }
+}
+
+void testActivations() {
+  const float inf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  auto around = [](Floats bounds) {
+    Floats v;
+    for (float b : bounds) {
+      v.push_back(b);
+      v.push_back(std::nextafter(b, -1e30f));
+      v.push_back(std::nextafter(b, 1e30f));
+    }
+    return v;
+  };
+  Floats swish = around({-3.0f, 3.0f, 0.0f});
+  swish.push_back(-0.0f);
+  Floats relu6 = around({0.0f, 6.0f});
+  for (float v : {nan, inf, -inf, -0.0f})
+    relu6.push_back(v);
+  Floats clip = around({-1.5f, 2.25f});
+  for (float v : {nan, inf, -inf})
+    clip.push_back(v);
+  const struct {
+    const char *name;
+    int64_t kind;
+    double alpha, beta;
+    Floats specials;
+  } cases[] = {
+      {"sigmoid",
+       BLPA_ACT_SIGMOID,
+       0,
+       0,
+       {0.0f, -0.0f, 20.0f, 100.0f, -20.0f, -100.0f, nan}},
+      {"hard_sigmoid_pow2", BLPA_ACT_HARD_SIGMOID, 0.25, 0.5,
+       around({-2.0f, 2.0f, 0.0f})},
+      {"hard_sigmoid", BLPA_ACT_HARD_SIGMOID, 0.2, 0.5,
+       around({-2.5f, 2.5f, 0.0f})},
+      {"hard_swish", BLPA_ACT_HARD_SWISH, 0, 0, swish},
+      {"clip_relu6", BLPA_ACT_CLIP, 0, 6, relu6},
+      {"clip", BLPA_ACT_CLIP, -1.5, 2.25, clip},
+  };
+  for (const auto &c : cases)
+    for (size_t numel : {size_t(1), size_t(7), size_t(10007)})
+      for (bool misaligned : {false, true})
+        testActivation(c.name, c.kind, c.alpha, c.beta, c.specials, numel,
+                       misaligned);
+}
+
+/// The elements a strided copy reaches: offset + (rows - 1) * stride +
+/// rowElems (1 when it reaches none).
+size_t stridedExtent(int64_t rows, int64_t rowElems, int64_t stride,
+                     int64_t offset) {
+  if (rows <= 0 || rowElems <= 0)
+    return 1;
+  return size_t(offset + (rows - 1) * stride + rowElems);
+}
+
+/// blpa_copy_strided into a dst of random contents (what it does not
+/// write must stay), buffers as long as the copy reaches (so that the
+/// guards catch a longer one).
+void testCopyStrided(const char *name, int64_t rows, int64_t rowElems,
+                     int64_t srcStride, int64_t dstStride, int64_t srcOffset,
+                     int64_t dstOffset) {
+  Case k(std::string("copy_strided/") + name);
+  int src =
+      k.in(randomFloats(stridedExtent(rows, rowElems, srcStride, srcOffset)));
+  int dst = k.inOut(
+      "dst", randomFloats(stridedExtent(rows, rowElems, dstStride, dstOffset)));
+  k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+    rt.blpa_copy_strided(ctx, p.f(src), p.f(dst), rows, rowElems, srcStride,
+                         dstStride, srcOffset, dstOffset);
+  });
+}
+
+void testCopiesStrided() {
+  testCopyStrided("concat_columns", 6, 35, 35, 91, 0, 14);
+  testCopyStrided("slice_columns", 4, 7, 21, 7, 5, 0);
+  testCopyStrided("contiguous_rows", 9, 13, 13, 13, 0, 0);
+  testCopyStrided("single_elements", 37, 1, 3, 5, 2, 4);
+  testCopyStrided("long_single_row", 1, 100003, 100003, 100003, 0, 0);
+  testCopyStrided("long_rows_offsets", 3, 40000, 50001, 40003, 3, 1);
+  testCopyStrided("many_rows", 1001, 17, 33, 19, 16, 2);
+  testCopyStrided("no_rows", 0, 5, 5, 5, 0, 0);
+  testCopyStrided("empty_rows", 5, 0, 3, 3, 1, 1);
+  // A concatenation or slice along axis 0 of a tensor over 2 GiB: one row
+  // whose stride is the whole tensor, past the largest pitch a 2-D copy
+  // takes (2^31 - 1 bytes).
+  testCopyStrided("one_row_huge_src_stride", 1, 1000, (int64_t(1) << 29) + 7,
+                  1000, 3, 0);
+  testCopyStrided("one_row_huge_dst_stride", 1, 777, 777, int64_t(1) << 30, 0,
+                  5);
+}
+
+void testPad(const char *name, Int64s inDims, Int64s begin, Int64s end,
+             double value) {
+  Int64s outDims = inDims;
+  for (size_t d = 0; d < inDims.size(); ++d)
+    outDims[d] += begin[d] + end[d];
+  Case k(std::string("pad/") + name);
+  int x = k.in(randomFloats(product(inDims)));
+  int y = k.out("y", size_t(product(outDims)));
+  k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+    rt.blpa_pad(ctx, p.f(x), p.f(y), int64_t(inDims.size()), inDims.data(),
+                outDims.data(), begin.data(), value);
+  });
+}
+
+void testPads() {
+  testPad("rank1", {7}, {3}, {2}, 0.5);
+  testPad("rank1_crop", {11}, {-4}, {-2}, 0.5);
+  testPad("rank1_crop_and_pad", {6}, {-3}, {5}, -2.0);
+  testPad("rank2", {5, 9}, {1, -2}, {-1, 3}, -1.25);
+  testPad("rank3_channels", {3, 4, 5}, {0, 2, 0}, {0, 1, 0}, 0.0);
+  testPad("rank4_spatial", {2, 3, 5, 7}, {0, 0, 1, 2}, {0, 0, 2, 0}, 0.5);
+  testPad("rank4_crop", {2, 3, 9, 8}, {0, 0, -1, -2}, {0, 0, -3, 0}, 0.5);
+  testPad("rank4_last_outside", {2, 3, 4, 8}, {0, 1, 0, -9}, {0, 0, 0, 2}, 7.0);
+  testPad("rank3_leading_outside", {2, 3, 4}, {5, 0, 0}, {-4, 0, 0}, 3.0);
+  testPad("rank5", {2, 3, 4, 5, 6}, {1, 0, -1, 2, -2}, {0, 1, -1, -1, 3}, 3.0);
+  testPad("rank5_pad", {2, 1, 3, 2, 5}, {1, 2, 0, 1, 3}, {2, 0, 1, 1, 1}, -0.5);
+  testPad("large", {4, 16, 33, 35}, {0, 0, 1, 1}, {0, 0, 1, 1}, 0.0);
+}
+
+/// The mask's seed and step, on both contexts (the emulated runtime reads
+/// them from its device copy of the hyper-parameters, staged by runStep).
+void setDropoutStep(uint64_t seed, uint64_t step) {
+  for (blpa_context *ctx : {&cpuCtx, &emuCtx}) {
+    ctx->seed = seed;
+    ctx->step = step;
+  }
+}
+
+/// 1 where y kept the element (inputs are away from 0), else 0.
+Bytes keptOf(const Floats &y) {
+  Bytes kept(y.size());
+  for (size_t i = 0; i < y.size(); ++i)
+    kept[i] = y[i] != 0;
+  return kept;
+}
+
+/// blpa_dropout and blpa_dropout_grad, out of place and in place, bit for
+/// bit the CPU's (the same hash), and the emulated pair with one mask.
+void testDropout(double ratio, size_t numel, uint64_t seed, uint64_t step,
+                 int64_t stream, bool misaligned) {
+  setDropoutStep(seed, step);
+  std::string base = format("/ratio%g/%zu/step%llu/stream%lld%s", ratio, numel,
+                            (unsigned long long)step, (long long)stream,
+                            misaligned ? "/misaligned" : "");
+  Floats x = awayFromZero(randomFloats(numel)),
+         dy = awayFromZero(randomFloats(numel));
+  for (bool inPlace : {false, true}) {
+    std::string suffix = base + (inPlace ? "/in_place" : "");
+    Case k("dropout" + suffix);
+    int xIn = inPlace ? k.inOut("y", x, 0, misaligned) : k.in(x, misaligned);
+    int y = inPlace ? xIn : k.out("y", numel, 0, misaligned);
+    Results forward =
+        k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+          rt.blpa_dropout(ctx, p.f(xIn), p.f(y), int64_t(numel), ratio, stream);
+        });
+    Case g("dropout_grad" + suffix);
+    int dyIn =
+        inPlace ? g.inOut("dx", dy, 0, misaligned) : g.in(dy, misaligned);
+    int dx = inPlace ? dyIn : g.out("dx", numel, 0, misaligned);
+    Results backward =
+        g.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+          rt.blpa_dropout_grad(ctx, p.f(dyIn), p.f(dx), int64_t(numel), ratio,
+                               stream);
+        });
+    if (forward.ok && backward.ok)
+      expectSameBits(g.name + "/mask", keptOf(backward.emuFloats("dx")),
+                     keptOf(forward.emuFloats("y")),
+                     "blpa_dropout_grad drops other elements than "
+                     "blpa_dropout");
+  }
+}
+
+/// The same dropout over consecutive steps: each step's emulated mask the
+/// CPU's at that step (runStep stages ctx->step, which the kernel reads),
+/// and a new one every step.
+void testDropoutSteps() {
+  const size_t numel = 4099;
+  Floats x = awayFromZero(randomFloats(numel));
+  Bytes previous;
+  for (uint64_t step = 0; step < 4; ++step) {
+    setDropoutStep(0x9e3779b97f4a7c15ull, (uint64_t(1) << 33) + step);
+    Case k(format("dropout/steps/step%llu", (unsigned long long)step));
+    int xIn = k.in(x), y = k.out("y", numel);
+    Results r = k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+      rt.blpa_dropout(ctx, p.f(xIn), p.f(y), int64_t(numel), 0.5, 7);
+    });
+    if (!r.ok)
+      continue;
+    Bytes kept = keptOf(r.emuFloats("y"));
+    if (!previous.empty())
+      report(k.name + "/new_mask", kept != previous,
+             "the mask did not change with the step");
+    previous = kept;
+  }
+}
+
+void testDropouts() {
+  for (size_t numel : {size_t(0), size_t(1), size_t(7), size_t(50001)})
+    for (bool misaligned : {false, true})
+      testDropout(0.3, numel, 20240611, 0, 0, misaligned);
+  testDropout(0.3, 10007, 20240611, 1, 0, false);
+  testDropout(0.1, 10007, 7, 12, 5, false);
+  testDropout(0.5, 10007, 7, 12, -5, false);
+  testDropout(0.9, 10007, 0x9e3779b97f4a7c15ull, (uint64_t(1) << 40) + 7,
+              int64_t(1) << 35, false);
+  testDropout(0.0, 1001, 3, 4, 2, false);
+  testDropoutSteps();
+  setDropoutStep(0, 0);
 }
 
 //===----------------------------------------------------------------------===//
@@ -1424,6 +1722,30 @@ void testRejections() {
   expectRejected("loss_no_classes", "blpa_softmax_cross_entropy", [&] {
     blpa_softmax_cross_entropy(ctx, x.data(), labels.data(), y.data(), 4, 0);
   });
+  expectRejected("mul_bad_broadcast", "blpa_mul", [&] {
+    blpa_mul(ctx, x.data(), x.data(), y.data(), 2, inDims, inDims, outDims);
+  });
+  expectRejected("sub_bad_broadcast", "blpa_sub", [&] {
+    blpa_sub(ctx, x.data(), x.data(), y.data(), 2, inDims, outDims, inDims);
+  });
+  expectRejected("div_bad_broadcast", "blpa_div", [&] {
+    blpa_div(ctx, x.data(), x.data(), y.data(), 2, inDims, inDims, outDims);
+  });
+  expectRejected("activation_unknown_kind", "blpa_activation",
+                 [&] { blpa_activation(ctx, x.data(), y.data(), 4, 9, 0, 0); });
+  expectRejected("activation_grad_unknown_kind", "blpa_activation_grad", [&] {
+    blpa_activation_grad(ctx, x.data(), x.data(), y.data(), 4, -1, 0, 0);
+  });
+  expectRejected("pad_rank_0", "blpa_pad", [&] {
+    blpa_pad(ctx, x.data(), y.data(), 0, inDims, inDims, inDims, 0.0);
+  });
+  for (double ratio : {1.0, -0.1, 1.5, std::nan("")}) {
+    expectRejected(format("dropout_ratio_%g", ratio), "blpa_dropout",
+                   [&] { blpa_dropout(ctx, x.data(), y.data(), 4, ratio, 0); });
+    expectRejected(
+        format("dropout_grad_ratio_%g", ratio), "blpa_dropout_grad",
+        [&] { blpa_dropout_grad(ctx, x.data(), y.data(), 4, ratio, 0); });
+  }
 }
 
 } // namespace
@@ -1448,6 +1770,10 @@ int main(int argc, char **argv) {
   for (const auto &[name, error] : emu::selfCheck())
     report("emulator/" + name, error.empty(), error);
   testElementwise();
+  testActivations();
+  testCopiesStrided();
+  testPads();
+  testDropouts();
   testLoss();
   testPooling();
   for (const BnShape &s : bnShapes)

@@ -14,7 +14,7 @@
 // values.
 //
 // Also the CUDA runtime state the kernels reach through CudaRuntime.h
-// (runtimeOf, scratchFor, failf) on host memory, in place of
+// (runtimeOf, scratchFor, failf, check) on host memory, in place of
 // CudaRuntime.cpp, which needs a device.
 //
 //===----------------------------------------------------------------------===//
@@ -427,7 +427,8 @@ void shutdownContext(blpa_context *ctx) {
 
 int32_t runStep(blpa_context *ctx, const std::function<void()> &step) {
   blpa::cuda::CudaRuntime &rt = blpa::cuda::runtimeOf(ctx);
-  *rt.hyper = {ctx->lr, ctx->momentum, ctx->weight_decay, ctx->skip_update};
+  *rt.hyper = {ctx->lr,          ctx->momentum, ctx->weight_decay,
+               ctx->skip_update, ctx->seed,     ctx->step};
   step();
   int32_t error = *rt.errorFlag;
   *rt.errorFlag = blpa::cuda::deviceOk;
@@ -455,6 +456,11 @@ void blpa::cuda::failf(const char *format, ...) {
 
 // emu::launch checks the shape of every launch and throws.
 void blpa::cuda::checkLaunch(const char *) {}
+
+void blpa::cuda::check(cudaError_t status, const char *what) {
+  if (status != cudaSuccess)
+    failf("%s: CUDA error %d", what, int(status));
+}
 
 CudaRuntime::CudaRuntime() {
   hyper = new DeviceHyper{};

@@ -6,7 +6,8 @@
 // real CudaRuntime.h the types it names and gives kernel code what nvcc
 // gives it: the qualifiers, the built-in indices, vector types, barriers,
 // warp shuffles and votes, atomics and the explicitly rounded arithmetic,
-// on top of the block scheduler of Emulator.cpp.
+// on top of the block scheduler of Emulator.cpp; and, of the runtime API's
+// functions, the memory copies the kernel files call, on host memory.
 //
 // The emulation is exact where the device is specified exactly (IEEE
 // float and double operations, rounding intrinsics, integer arithmetic) and
@@ -48,7 +49,20 @@
 // Runtime API types (what CudaRuntime.h names)
 //===----------------------------------------------------------------------===//
 
-typedef enum cudaError { cudaSuccess = 0, cudaErrorUnknown = 999 } cudaError_t;
+typedef enum cudaError {
+  cudaSuccess = 0,
+  cudaErrorInvalidValue = 1,
+  cudaErrorInvalidPitchValue = 12,
+  cudaErrorInvalidMemcpyDirection = 21,
+  cudaErrorUnknown = 999
+} cudaError_t;
+enum cudaMemcpyKind {
+  cudaMemcpyHostToHost = 0,
+  cudaMemcpyHostToDevice = 1,
+  cudaMemcpyDeviceToHost = 2,
+  cudaMemcpyDeviceToDevice = 3,
+  cudaMemcpyDefault = 4
+};
 typedef struct CUstream_st *cudaStream_t;
 typedef struct CUevent_st *cudaEvent_t;
 typedef struct CUgraph_st *cudaGraph_t;
@@ -311,6 +325,48 @@ inline long long __double_as_longlong(double x) {
 }
 inline double __longlong_as_double(long long x) {
   return emu::fromBits<double>(emu::toBits(x));
+}
+
+//===----------------------------------------------------------------------===//
+// Runtime API memory copies, on host memory. The emulation runs every
+// stream's work at once, so the asynchronous copies are done on return.
+//===----------------------------------------------------------------------===//
+
+namespace emu {
+/// The device's largest pitch of a 2-D copy (cudaDevAttrMaxPitch: 2^31 - 1
+/// bytes on the devices the runtime targets).
+constexpr size_t maxPitch = 2147483647;
+} // namespace emu
+
+/// `height` rows of `width` bytes from src, rows `spitch` bytes apart, to
+/// dst, rows `dpitch` bytes apart; refuses what the toolkit's refuses: a
+/// pitch narrower than a row or above the device's limit, an unknown kind.
+inline cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src,
+                                     size_t spitch, size_t width, size_t height,
+                                     cudaMemcpyKind kind,
+                                     cudaStream_t = nullptr) {
+  if (width > dpitch || width > spitch || dpitch > emu::maxPitch ||
+      spitch > emu::maxPitch)
+    return cudaErrorInvalidPitchValue;
+  if (unsigned(kind) > unsigned(cudaMemcpyDefault))
+    return cudaErrorInvalidMemcpyDirection;
+  if (width && height && (!dst || !src))
+    return cudaErrorInvalidValue;
+  for (size_t row = 0; row < height; ++row)
+    std::memcpy(static_cast<char *>(dst) + row * dpitch,
+                static_cast<const char *>(src) + row * spitch, width);
+  return cudaSuccess;
+}
+
+inline cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count,
+                                   cudaMemcpyKind kind,
+                                   cudaStream_t = nullptr) {
+  if (unsigned(kind) > unsigned(cudaMemcpyDefault))
+    return cudaErrorInvalidMemcpyDirection;
+  if (count && (!dst || !src))
+    return cudaErrorInvalidValue;
+  std::memcpy(dst, src, count);
+  return cudaSuccess;
 }
 
 #endif // BLPA_CUDA_EMULATION_CUDA_RUNTIME_H
