@@ -11,9 +11,6 @@ namespace blpa::driver {
 
 namespace {
 
-const float pixelMean = 0.2860f;
-const float pixelStd = 0.3530f;
-
 /// Reads a whole file, gzip-compressed or not (zlib reads plain files
 /// transparently). Tries `name.gz` first, then `name`.
 std::string readMaybeCompressed(const std::string &dir, const std::string &name,
@@ -84,8 +81,10 @@ std::vector<int64_t> parseIdxHeader(const std::string &file, int rank,
 
 void ImageSet::normalizedImage(int64_t index, float *out) const {
   const uint8_t *image = pixels.data() + index * pixelsPerImage;
-  for (int64_t i = 0; i < pixelsPerImage; ++i)
-    out[i] = (image[i] / 255.0f - pixelMean) / pixelStd;
+  int64_t plane = pixelsPerImage / channels;
+  for (int64_t c = 0; c < channels; ++c)
+    for (int64_t i = c * plane; i < (c + 1) * plane; ++i)
+      out[i] = (image[i] / 255.0f - mean[c]) / stddev[c];
 }
 
 ImageSet loadImageSet(const std::string &dir, const std::string &split,

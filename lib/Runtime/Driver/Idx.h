@@ -17,11 +17,16 @@ namespace blpa::driver {
 struct ImageSet {
   int64_t count = 0;
   int64_t pixelsPerImage = 0;
-  /// count * pixelsPerImage raw bytes, image after image.
+  /// count * pixelsPerImage raw bytes, image after image (channel planes
+  /// one after the other within an image).
   std::vector<uint8_t> pixels;
   std::vector<uint8_t> labels;
+  /// Per-channel mean and standard deviation of pixel / 255 (Fashion-
+  /// MNIST's by default).
+  int64_t channels = 1;
+  std::vector<float> mean = {0.2860f}, stddev = {0.3530f};
 
-  /// Writes image `index`, normalised with the Fashion-MNIST mean and
+  /// Writes image `index`, each channel normalised with its mean and
   /// standard deviation, to `out[0 .. pixelsPerImage)`.
   void normalizedImage(int64_t index, float *out) const;
 };

@@ -60,8 +60,8 @@ double parseNumber(const std::string &flag, const std::string &value) {
 
 const FlagSpec flagSpecs[] = {
     {"--data", "DIR", TrainOnData,
-     "train on the (Fashion-)MNIST IDX files in DIR, then report the test "
-     "accuracy",
+     "train on the (Fashion-)MNIST IDX files or the CIFAR-10/100 binary "
+     "files in DIR, then report the test accuracy",
      [](Options &o, const std::string &, const std::string &v) {
        o.dataDir = v;
      }},

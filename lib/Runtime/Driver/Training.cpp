@@ -1,6 +1,7 @@
 //===- Training.cpp - Training loops of a blpa executable -----------------===//
 
 #include "Training.h"
+#include "Cifar.h"
 #include "Error.h"
 #include "FileUtil.h"
 #include "Idx.h"
@@ -149,8 +150,9 @@ void checkDataFitsModel(const Manifest &manifest, const ImageSet &images,
     throw DriverError(
         "--data " + dir + ": the images have " +
         std::to_string(images.pixelsPerImage) +
-        " pixels, so the model needs one data input of that many values per "
-        "sample (e.g. [N, 1, 28, 28]), but its first input is '" +
+        " values, so the model needs one data input of that many values per "
+        "sample (e.g. [N, 1, 28, 28] for MNIST, [N, 3, 32, 32] for CIFAR), "
+        "but its first input is '" +
         input.name + "' " + formatShape(input.shape) + " and it has " +
         std::to_string(manifest.inputs.size()) + " data input(s)");
   int64_t maxLabel =
@@ -283,8 +285,11 @@ void runTraining(const Manifest &manifest, const Options &options,
     source = std::make_unique<SyntheticBatches>(
         manifest, options.syntheticBatches, options.seed);
   } else {
-    trainSet = loadImageSet(options.dataDir, "train", "--data");
-    testSet = loadImageSet(options.dataDir, "t10k", "--data");
+    bool cifar = isCifarDirectory(options.dataDir);
+    trainSet = cifar ? loadCifar(options.dataDir, "train", "--data")
+                     : loadImageSet(options.dataDir, "train", "--data");
+    testSet = cifar ? loadCifar(options.dataDir, "test", "--data")
+                    : loadImageSet(options.dataDir, "t10k", "--data");
     checkDataFitsModel(manifest, trainSet, options.dataDir);
     checkDataFitsModel(manifest, testSet, options.dataDir);
     source = std::make_unique<DatasetBatches>(trainSet, manifest.batchSize(),
