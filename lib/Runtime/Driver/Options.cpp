@@ -59,9 +59,10 @@ double parseNumber(const std::string &flag, const std::string &value) {
 }
 
 const FlagSpec flagSpecs[] = {
-    {"--data", "DIR", TrainOnData,
-     "train on the (Fashion-)MNIST IDX files or the CIFAR-10/100 binary "
-     "files in DIR, then report the test accuracy",
+    {"--data", "DIR|X.npy,Y.npy", TrainOnData,
+     "train on the data in DIR ((Fashion-)MNIST IDX files, CIFAR-10/100 "
+     "binary files, or x_train.npy/y_train.npy with x_test.npy/y_test.npy) "
+     "or on the arrays X.npy, Y.npy, then report the test accuracy",
      [](Options &o, const std::string &, const std::string &v) {
        o.dataDir = v;
      }},

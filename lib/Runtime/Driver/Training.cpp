@@ -7,6 +7,7 @@
 #include "Idx.h"
 #include "Manifest.h"
 #include "Model.h"
+#include "NpyData.h"
 #include "Options.h"
 #include "Random.h"
 #include "Session.h"
@@ -141,6 +142,16 @@ private:
   size_t current = 0;
 };
 
+/// Split "train" or "test" of the data set `--data` names: NumPy arrays,
+/// CIFAR binary files or (Fashion-)MNIST IDX files.
+ImageSet loadSplit(const std::string &data, const std::string &split) {
+  if (isNpyData(data))
+    return loadNpyData(data, split, "--data");
+  if (isCifarDirectory(data))
+    return loadCifar(data, split, "--data");
+  return loadImageSet(data, split == "test" ? "t10k" : split, "--data");
+}
+
 /// Throws unless a classifier of this manifest can learn from `images`.
 void checkDataFitsModel(const Manifest &manifest, const ImageSet &images,
                         const std::string &dir) {
@@ -155,6 +166,10 @@ void checkDataFitsModel(const Manifest &manifest, const ImageSet &images,
         "but its first input is '" +
         input.name + "' " + formatShape(input.shape) + " and it has " +
         std::to_string(manifest.inputs.size()) + " data input(s)");
+  if (images.count < manifest.batchSize())
+    throw DriverError("--data " + dir + ": " + std::to_string(images.count) +
+                      " images are fewer than one batch of " +
+                      std::to_string(manifest.batchSize()));
   int64_t maxLabel =
       *std::max_element(images.labels.begin(), images.labels.end());
   if (maxLabel >= manifest.classCount())
@@ -162,10 +177,6 @@ void checkDataFitsModel(const Manifest &manifest, const ImageSet &images,
                       std::to_string(maxLabel) + " but output 0 of the " +
                       "model has only " +
                       std::to_string(manifest.classCount()) + " classes");
-  if (images.count < manifest.batchSize())
-    throw DriverError("--data " + dir + ": " + std::to_string(images.count) +
-                      " images are fewer than one batch of " +
-                      std::to_string(manifest.batchSize()));
 }
 
 using Clock = std::chrono::steady_clock;
@@ -285,13 +296,11 @@ void runTraining(const Manifest &manifest, const Options &options,
     source = std::make_unique<SyntheticBatches>(
         manifest, options.syntheticBatches, options.seed);
   } else {
-    bool cifar = isCifarDirectory(options.dataDir);
-    trainSet = cifar ? loadCifar(options.dataDir, "train", "--data")
-                     : loadImageSet(options.dataDir, "train", "--data");
-    testSet = cifar ? loadCifar(options.dataDir, "test", "--data")
-                    : loadImageSet(options.dataDir, "t10k", "--data");
+    trainSet = loadSplit(options.dataDir, "train");
+    testSet = loadSplit(options.dataDir, "test");
     checkDataFitsModel(manifest, trainSet, options.dataDir);
-    checkDataFitsModel(manifest, testSet, options.dataDir);
+    if (testSet.count)
+      checkDataFitsModel(manifest, testSet, options.dataDir);
     source = std::make_unique<DatasetBatches>(trainSet, manifest.batchSize(),
                                               options.seed);
   }

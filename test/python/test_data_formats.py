@@ -1,5 +1,6 @@
-"""The CIFAR-10/100 binary format (the paper's data): the tests write small
-files in that format, since no CIFAR copy ships here."""
+"""The training data formats besides (Fashion-)MNIST IDX: CIFAR-10/100
+binary files (the paper's data; the tests write small files in that format,
+since no CIFAR copy ships here) and NumPy arrays."""
 
 import numpy as np
 import pytest
@@ -97,3 +98,66 @@ def test_cifar_into_a_model_of_another_shape_is_refused(tmp_path):
     write_cifar(data, ["data_batch_1.bin", "test_batch.bin"], 8)
     assert_one_line(run_data(exe, data, tmp_path), "3072 values",
                     "[N, 3, 32, 32] for CIFAR", "[4, 1, 28, 28]")
+
+
+def write_npy_split(directory, split, count, rng, classes=10, shape=(3, 32, 32)):
+    directory.mkdir(exist_ok=True)
+    x = rng.standard_normal((count,) + shape).astype(np.float32)
+    y = rng.integers(0, classes, size=count).astype(np.int64)
+    np.save(directory / ("x_%s.npy" % split), x)
+    np.save(directory / ("y_%s.npy" % split), y)
+    return x, y
+
+
+def test_trains_on_numpy_arrays_in_a_directory(cifar_exe, tmp_path):
+    rng = fresh_rng()
+    data = tmp_path / "npy"
+    write_npy_split(data, "train", 40, rng)
+    write_npy_split(data, "test", 16, rng)
+    records, _ = tool.train(cifar_exe, str(tmp_path / "log.jsonl"), "--data",
+                            str(data), "--steps", 6, "--lr", 0.01)
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert len(losses) == 6 and all(np.isfinite(losses))
+    assert [r["test_images"] for r in records if "test_images" in r] == [16]
+
+
+def test_numpy_pair_trains_the_same_as_the_directory(cifar_exe, tmp_path):
+    """X.npy,Y.npy names a training split only; the same arrays in a
+    directory give bitwise the same losses (same shuffle, same data)."""
+    rng = fresh_rng()
+    data = tmp_path / "npy"
+    write_npy_split(data, "train", 24, rng)
+    runs = []
+    for spec in (str(data),
+                 "%s/x_train.npy,%s/y_train.npy" % (data, data)):
+        records, _ = tool.train(cifar_exe, str(tmp_path / "l.jsonl"),
+                                "--data", spec, "--steps", 4, "--lr", 0.01)
+        runs.append([r["loss"] for r in records if "loss" in r])
+        assert not any("test_accuracy" in r for r in records)
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("case", ["shape", "truncated", "label", "count",
+                                  "dtype"])
+def test_bad_numpy_data_is_refused(cifar_exe, tmp_path, case):
+    rng = fresh_rng()
+    data = tmp_path / case
+    x, y = write_npy_split(data, "train", 16, rng,
+                           shape=(3, 28, 28) if case == "shape" else
+                           (3, 32, 32))
+    expected = {"shape": ("2352 values", "[8, 3, 32, 32]"),
+                "truncated": ("x_train.npy", "data bytes but shape"),
+                "label": ("labels go up to 12", "10 classes"),
+                "count": ("15 labels for 16 samples",),
+                "dtype": ("float32 array", "<f8")}[case]
+    if case == "truncated":
+        path = data / "x_train.npy"
+        path.write_bytes(path.read_bytes()[:-64])
+    elif case == "label":
+        y[5] = 12
+        np.save(data / "y_train.npy", y)
+    elif case == "count":
+        np.save(data / "y_train.npy", y[:15])
+    elif case == "dtype":
+        np.save(data / "x_train.npy", x.astype(np.float64))
+    assert_one_line(run_data(cifar_exe, data, tmp_path), *expected)
