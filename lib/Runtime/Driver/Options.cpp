@@ -87,6 +87,28 @@ const FlagSpec flagSpecs[] = {
      [](Options &o, const std::string &f, const std::string &v) {
        o.steps = parseInteger(f, v, 1);
      }},
+    {"--epochs", "E", Training,
+     "train E epochs (passes over the training split; with --synthetic, "
+     "over the --synthetic-batches) instead of --steps",
+     [](Options &o, const std::string &f, const std::string &v) {
+       o.epochs = parseInteger(f, v, 1);
+     }},
+    {"--lr-schedule", "constant|step:E1,E2,...:GAMMA|cosine", Training,
+     "learning-rate schedule: constant (default); multiplied by GAMMA at "
+     "each epoch E_i; or cosine annealing to 0 over the run",
+     [](Options &o, const std::string &, const std::string &v) {
+       o.lrSchedule = v;
+     }},
+    {"--warmup", "K", Training,
+     "raise the rate linearly over the first K steps (default 0)",
+     [](Options &o, const std::string &f, const std::string &v) {
+       o.warmup = parseInteger(f, v, 0);
+     }},
+    {"--eval-every", "K", TrainOnData,
+     "also evaluate on the test split every K steps",
+     [](Options &o, const std::string &f, const std::string &v) {
+       o.evalEvery = parseInteger(f, v, 1);
+     }},
     {"--lr", "LR", Training | CheckStep, "learning rate",
      [](Options &o, const std::string &f, const std::string &v) {
        o.lr = parseNumber(f, v);
@@ -288,7 +310,10 @@ void validateOptions(const Options &options, const Manifest &manifest) {
                       "; see --help");
   }
   if (action & Training) {
-    requireFlag(options.steps.has_value(), "--steps S", action, manifest);
+    requireFlag(options.steps.has_value() || options.epochs.has_value(),
+                "--steps S or --epochs E", action, manifest);
+    if (options.steps && options.epochs)
+      throw DriverError("give --steps or --epochs, not both");
     requireFlag(options.lr.has_value(), "--lr LR", action, manifest);
   } else {
     requireFlag(!options.inputPaths.empty(), "--inputs A.npy ...", action,

@@ -26,7 +26,13 @@ struct Options {
   bool forward = false;
   // Training.
   std::optional<int64_t> steps;
+  /// Training length in epochs instead of --steps.
+  std::optional<int64_t> epochs;
   std::optional<double> lr;
+  std::string lrSchedule = "constant";
+  int64_t warmup = 0;
+  /// Evaluate on the test split every K steps as well as at the end.
+  std::optional<int64_t> evalEvery;
   double momentum = 0.9;
   double weightDecay = 0;
   uint64_t seed = 0;

@@ -60,6 +60,9 @@ public:
   /// optimizer state, staged inputs and outputs).
   uint64_t allocatedBytes() const { return allocated; }
 
+  /// The learning rate of the following steps.
+  void setLearningRate(double lr) { context.lr = float(lr); }
+
   /// The runtime's own time of the last step (CUDA events on a GPU).
   double lastStepSeconds() const {
     return blpa_runtime_last_step_seconds(&context);

@@ -10,12 +10,14 @@
 #include "NpyData.h"
 #include "Options.h"
 #include "Random.h"
+#include "Schedule.h"
 #include "Session.h"
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <numeric>
 
 namespace blpa::driver {
@@ -185,23 +187,31 @@ double secondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-/// Runs the steps, printing the mean loss and throughput of every
-/// twentieth of the run and logging every step.
+/// Runs the steps at the schedule's rates, printing the mean loss and
+/// throughput of every twentieth of the run, logging every step, and
+/// calling `evaluateAt(step)` after every `evalEvery` steps.
 void trainSteps(Session &session, BatchSource &source, const Manifest &manifest,
-                int64_t steps, JsonlLog &log) {
+                int64_t steps, const LearningRateSchedule &schedule,
+                std::optional<int64_t> evalEvery,
+                const std::function<void(int64_t)> &evaluateAt, JsonlLog &log) {
   int64_t reportEvery = std::max<int64_t>(1, steps / 20);
   double lossSum = 0, secondsSum = 0;
   int64_t stepsSinceReport = 0;
   for (int64_t step = 1; step <= steps; ++step) {
     Clock::time_point start = Clock::now();
     Batch batch = source.next();
+    double lr = schedule.at(step - 1);
+    session.setLearningRate(lr);
     float loss = session.trainStep(batch.inputs, batch.labels);
     double seconds = secondsSince(start);
     double imagesPerSecond = manifest.batchSize() / seconds;
-    log.write("{\"step\": " + std::to_string(step) +
-              ", \"loss\": " + jsonNumber(loss) + ", \"images_per_s\": " +
-              jsonNumber(imagesPerSecond, "%.1f") + ", \"step_ms\": " +
+    log.write("{\"step\": " + std::to_string(step) + ", \"loss\": " +
+              jsonNumber(loss) + ", \"lr\": " + jsonNumber(lr, "%.9g") +
+              ", \"images_per_s\": " + jsonNumber(imagesPerSecond, "%.1f") +
+              ", \"step_ms\": " +
               jsonNumber(session.lastStepSeconds() * 1e3, "%.3f") + "}");
+    if (evalEvery && step % *evalEvery == 0 && step != steps)
+      evaluateAt(step);
     if (!std::isfinite(loss))
       throw DriverError(std::string("the loss is ") +
                         (std::isnan(loss) ? "NaN" : "infinite") + " at step " +
@@ -222,10 +232,11 @@ void trainSteps(Session &session, BatchSource &source, const Manifest &manifest,
   }
 }
 
-/// Accuracy of output 0 (the logits) over full test batches.
+/// Accuracy of output 0 (the logits) over full test batches, logged with
+/// the number of training steps done.
 void evaluate(Session &session, const Manifest &manifest,
               const ImageSet &images, std::optional<int64_t> maxBatches,
-              JsonlLog &log) {
+              int64_t step, JsonlLog &log) {
   int64_t batchSize = manifest.batchSize();
   int64_t batches =
       std::min(images.count / batchSize, maxBatches.value_or(images.count));
@@ -256,7 +267,8 @@ void evaluate(Session &session, const Manifest &manifest,
   std::printf("test accuracy: %.4f (%lld images)\n", accuracy,
               static_cast<long long>(total));
   log.write("{\"test_accuracy\": " + jsonNumber(accuracy) +
-            ", \"test_images\": " + std::to_string(total) + "}");
+            ", \"test_images\": " + std::to_string(total) +
+            ", \"after_step\": " + std::to_string(step) + "}");
 }
 
 /// Writes `embeddedModel` with the trained weights to `path`, with its
@@ -311,9 +323,20 @@ void runTraining(const Manifest &manifest, const Options &options,
               manifest.target == "cpu" ? "host" : "device",
               static_cast<unsigned long long>(session->allocatedBytes()),
               static_cast<unsigned long long>(manifest.arenaBytes));
-  trainSteps(*session, *source, manifest, *options.steps, log);
+  int64_t stepsPerEpoch = options.synthetic
+                              ? options.syntheticBatches
+                              : trainSet.count / manifest.batchSize();
+  int64_t steps =
+      options.steps.value_or(options.epochs.value_or(0) * stepsPerEpoch);
+  LearningRateSchedule schedule(options.lrSchedule, *options.lr, options.warmup,
+                                steps, stepsPerEpoch);
+  auto evaluateAt = [&](int64_t step) {
+    evaluate(*session, manifest, testSet, options.evalBatches, step, log);
+  };
+  trainSteps(*session, *source, manifest, steps, schedule, options.evalEvery,
+             evaluateAt, log);
   if (!options.synthetic)
-    evaluate(*session, manifest, testSet, options.evalBatches, log);
+    evaluateAt(steps);
   if (!options.savePath.empty())
     saveModel(*session, manifest, embeddedModel,
               initialWeights.usesExternalData(), options.savePath);
