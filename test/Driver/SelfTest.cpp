@@ -542,7 +542,8 @@ void testDataTraining() {
                                                    "(192 images)"),
         "--data trains on a toy data set: " + result.describe());
   check(contains(readWholeFile(log, "log"),
-                 "{\"test_accuracy\": 1, \"test_images\": 192}"),
+                 "{\"test_accuracy\": 1, \"test_images\": 192, "
+                 "\"after_step\": 30}"),
         "the log ends with the test accuracy");
   result = run(trainExe, {"--data", dir, "--steps", "1", "--lr", "0.01",
                           "--eval-batches", "1"});
