@@ -109,6 +109,22 @@ const FlagSpec flagSpecs[] = {
      [](Options &o, const std::string &f, const std::string &v) {
        o.evalEvery = parseInteger(f, v, 1);
      }},
+    {"--checkpoint", "FILE", Training,
+     "write the training state (parameters, momenta, step) to FILE "
+     "atomically at the end, every --checkpoint-every steps and on SIGINT",
+     [](Options &o, const std::string &, const std::string &v) {
+       o.checkpointPath = v;
+     }},
+    {"--checkpoint-every", "K", Training, "also checkpoint every K steps",
+     [](Options &o, const std::string &f, const std::string &v) {
+       o.checkpointEvery = parseInteger(f, v, 1);
+     }},
+    {"--resume", "FILE", Training,
+     "continue from a --checkpoint FILE: --steps still counts from the "
+     "start (a 20-step checkpoint with --steps 40 runs steps 21 to 40)",
+     [](Options &o, const std::string &, const std::string &v) {
+       o.resumePath = v;
+     }},
     {"--lr", "LR", Training | CheckStep, "learning rate",
      [](Options &o, const std::string &f, const std::string &v) {
        o.lr = parseNumber(f, v);
@@ -314,6 +330,8 @@ void validateOptions(const Options &options, const Manifest &manifest) {
                 "--steps S or --epochs E", action, manifest);
     if (options.steps && options.epochs)
       throw DriverError("give --steps or --epochs, not both");
+    if (options.checkpointEvery && options.checkpointPath.empty())
+      throw DriverError("--checkpoint-every needs --checkpoint FILE");
     requireFlag(options.lr.has_value(), "--lr LR", action, manifest);
   } else {
     requireFlag(!options.inputPaths.empty(), "--inputs A.npy ...", action,

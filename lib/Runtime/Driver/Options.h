@@ -39,6 +39,11 @@ struct Options {
   std::optional<int64_t> evalBatches;
   int64_t syntheticBatches = 1;
   std::string logPath;
+  /// Checkpoints: where, every how many steps (and at the end and on
+  /// SIGINT), and the one to continue from.
+  std::string checkpointPath;
+  std::optional<int64_t> checkpointEvery;
+  std::string resumePath;
   std::string savePath;
   // Inputs and outputs of single steps.
   std::vector<std::string> inputPaths;

@@ -1,6 +1,7 @@
 //===- Training.cpp - Training loops of a blpa executable -----------------===//
 
 #include "Training.h"
+#include "Checkpoint.h"
 #include "Cifar.h"
 #include "Error.h"
 #include "FileUtil.h"
@@ -16,6 +17,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <functional>
 #include <numeric>
@@ -71,6 +73,9 @@ class BatchSource {
 public:
   virtual ~BatchSource() = default;
   virtual Batch next() = 0;
+  /// Moves past `count` batches as next() would, without making them (a
+  /// resumed run replays the order from the seed).
+  virtual void skip(int64_t count) = 0;
 };
 
 /// Epochs over a data set in a fresh shuffled order each, in full batches.
@@ -83,11 +88,15 @@ public:
     position = images.count; // Shuffle before the first batch.
   }
 
-  Batch next() override {
-    if (position + batchSize > images.count) {
-      random.shuffle(order);
-      position = 0;
+  void skip(int64_t count) override {
+    for (int64_t i = 0; i < count; ++i) {
+      startEpochIfDone();
+      position += batchSize;
     }
+  }
+
+  Batch next() override {
+    startEpochIfDone();
     for (int64_t i = 0; i < batchSize; ++i) {
       int64_t index = order[position + i];
       images.normalizedImage(index, &pixels[i * images.pixelsPerImage]);
@@ -98,6 +107,13 @@ public:
   }
 
 private:
+  void startEpochIfDone() {
+    if (position + batchSize > images.count) {
+      random.shuffle(order);
+      position = 0;
+    }
+  }
+
   const ImageSet &images;
   int64_t batchSize;
   Random random;
@@ -128,6 +144,10 @@ public:
     inputsPerBatch = manifest.inputs.size();
   }
 
+  void skip(int64_t count) override {
+    current = (current + count) % labels.size();
+  }
+
   Batch next() override {
     Batch batch;
     for (size_t i = 0; i < inputsPerBatch; ++i)
@@ -152,6 +172,30 @@ ImageSet loadSplit(const std::string &data, const std::string &split) {
   if (isCifarDirectory(data))
     return loadCifar(data, split, "--data");
   return loadImageSet(data, split == "test" ? "t10k" : split, "--data");
+}
+
+/// With --resume, restores the checkpoint's parameters, momenta and step
+/// and moves the data past the batches already trained on; returns the
+/// number of steps done.
+int64_t resumeFrom(const Options &options, const Manifest &manifest,
+                   Session &session, BatchSource &source) {
+  if (options.resumePath.empty())
+    return 0;
+  Checkpoint checkpoint = loadCheckpoint(options.resumePath, manifest);
+  if (checkpoint.seed != options.seed)
+    throw DriverError("--resume " + options.resumePath +
+                      " was written with "
+                      "--seed " +
+                      std::to_string(checkpoint.seed) +
+                      "; resume with the same seed");
+  for (size_t i = 0; i < manifest.params.size(); ++i)
+    session.restore(i, checkpoint.params[i], checkpoint.momenta[i]);
+  session.setStep(checkpoint.step);
+  source.skip(int64_t(checkpoint.step));
+  std::printf("resumed after step %llu from %s\n",
+              static_cast<unsigned long long>(checkpoint.step),
+              options.resumePath.c_str());
+  return int64_t(checkpoint.step);
 }
 
 /// Throws unless a classifier of this manifest can learn from `images`.
@@ -187,17 +231,31 @@ double secondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-/// Runs the steps at the schedule's rates, printing the mean loss and
-/// throughput of every twentieth of the run, logging every step, and
-/// calling `evaluateAt(step)` after every `evalEvery` steps.
+/// SIGINT asks the loop to stop after the step in flight.
+volatile std::sig_atomic_t interruptRequested = 0;
+
+extern "C" void requestInterrupt(int) { interruptRequested = 1; }
+
+/// What the training loop calls besides the steps.
+struct LoopHooks {
+  std::optional<int64_t> evalEvery, checkpointEvery;
+  std::function<void(int64_t)> evaluateAt;
+  /// Null when no --checkpoint was given.
+  std::function<void(int64_t)> checkpointAt;
+};
+
+/// Runs steps firstStep + 1 to `steps` at the schedule's rates, printing
+/// the mean loss and throughput of every twentieth of the run, logging
+/// every step, evaluating and checkpointing as `hooks` ask, and stopping
+/// cleanly (a checkpoint first, when asked for) on SIGINT.
 void trainSteps(Session &session, BatchSource &source, const Manifest &manifest,
-                int64_t steps, const LearningRateSchedule &schedule,
-                std::optional<int64_t> evalEvery,
-                const std::function<void(int64_t)> &evaluateAt, JsonlLog &log) {
+                int64_t firstStep, int64_t steps,
+                const LearningRateSchedule &schedule, const LoopHooks &hooks,
+                JsonlLog &log) {
   int64_t reportEvery = std::max<int64_t>(1, steps / 20);
   double lossSum = 0, secondsSum = 0;
   int64_t stepsSinceReport = 0;
-  for (int64_t step = 1; step <= steps; ++step) {
+  for (int64_t step = firstStep + 1; step <= steps; ++step) {
     Clock::time_point start = Clock::now();
     Batch batch = source.next();
     double lr = schedule.at(step - 1);
@@ -210,8 +268,18 @@ void trainSteps(Session &session, BatchSource &source, const Manifest &manifest,
               ", \"images_per_s\": " + jsonNumber(imagesPerSecond, "%.1f") +
               ", \"step_ms\": " +
               jsonNumber(session.lastStepSeconds() * 1e3, "%.3f") + "}");
-    if (evalEvery && step % *evalEvery == 0 && step != steps)
-      evaluateAt(step);
+    if (hooks.evalEvery && step % *hooks.evalEvery == 0 && step != steps)
+      hooks.evaluateAt(step);
+    if (hooks.checkpointAt && hooks.checkpointEvery &&
+        step % *hooks.checkpointEvery == 0 && step != steps)
+      hooks.checkpointAt(step);
+    if (interruptRequested) {
+      if (hooks.checkpointAt)
+        hooks.checkpointAt(step);
+      throw Interrupted("interrupted after step " + std::to_string(step) +
+                        (hooks.checkpointAt ? "; the checkpoint has it"
+                                            : "; no --checkpoint was given"));
+    }
     if (!std::isfinite(loss))
       throw DriverError(std::string("the loss is ") +
                         (std::isnan(loss) ? "NaN" : "infinite") + " at step " +
@@ -330,13 +398,26 @@ void runTraining(const Manifest &manifest, const Options &options,
       options.steps.value_or(options.epochs.value_or(0) * stepsPerEpoch);
   LearningRateSchedule schedule(options.lrSchedule, *options.lr, options.warmup,
                                 steps, stepsPerEpoch);
-  auto evaluateAt = [&](int64_t step) {
+  LoopHooks hooks;
+  hooks.evalEvery = options.evalEvery;
+  hooks.checkpointEvery = options.checkpointEvery;
+  hooks.evaluateAt = [&](int64_t step) {
     evaluate(*session, manifest, testSet, options.evalBatches, step, log);
   };
-  trainSteps(*session, *source, manifest, steps, schedule, options.evalEvery,
-             evaluateAt, log);
+  if (!options.checkpointPath.empty())
+    hooks.checkpointAt = [&](int64_t step) {
+      saveCheckpoint(options.checkpointPath, *session, manifest, step,
+                     options.seed);
+    };
+  int64_t firstStep = resumeFrom(options, manifest, *session, *source);
+  std::signal(SIGINT, requestInterrupt);
+  trainSteps(*session, *source, manifest, firstStep, steps, schedule, hooks,
+             log);
+  std::signal(SIGINT, SIG_DFL);
+  if (hooks.checkpointAt && steps > firstStep)
+    hooks.checkpointAt(steps);
   if (!options.synthetic)
-    evaluateAt(steps);
+    hooks.evaluateAt(steps);
   if (!options.savePath.empty())
     saveModel(*session, manifest, embeddedModel,
               initialWeights.usesExternalData(), options.savePath);
