@@ -66,3 +66,34 @@ def test_evaluates_every_k_steps_and_at_the_end(small_exe, tmp_path):
                             "--eval-every", 2)
     assert [r["after_step"] for r in records if "test_accuracy" in r] == \
         [2, 4, 5]
+
+
+def test_progress_is_one_rewritten_line_on_a_terminal(small_exe):
+    """On a terminal every step rewrites one line (carriage return, erase
+    to the end of line); through a pipe the lines are plain."""
+    import os
+    import pty
+    import subprocess
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([small_exe, "--synthetic", "--steps", "30",
+                             "--lr", "0.01"], stdout=slave,
+                            stderr=subprocess.PIPE)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    proc.wait(timeout=60)
+    os.close(master)
+    text = out.decode()
+    assert proc.returncode == 0
+    assert text.count("\rstep ") == 30 and "\x1b[K" in text
+    assert "step 30/30  epoch 30  loss " in text and " left\r\n" in text
+    piped = tool.run([small_exe, "--synthetic", "--steps", 40, "--lr", 0.01])
+    # A line every twentieth of the run.
+    assert "\r" not in piped.stdout and piped.stdout.count(" left\n") == 20

@@ -14,6 +14,8 @@
 #include "Schedule.h"
 #include "Session.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -236,8 +238,52 @@ volatile std::sig_atomic_t interruptRequested = 0;
 
 extern "C" void requestInterrupt(int) { interruptRequested = 1; }
 
+/// The progress of a run on stdout: on a terminal one line rewritten after
+/// every step; otherwise (a log, a pipe) a plain line every twentieth of
+/// the run. Each says the step, the epoch, the mean loss and throughput
+/// since the previous line, and the time left at that throughput.
+class Progress {
+public:
+  Progress(int64_t firstStep, int64_t steps, int64_t stepsPerEpoch,
+           int64_t batchSize)
+      : steps(steps), stepsPerEpoch(std::max<int64_t>(1, stepsPerEpoch)),
+        batchSize(batchSize), terminal(isatty(STDOUT_FILENO)),
+        every(std::max<int64_t>(1, (steps - firstStep) / 20)) {}
+
+  void record(int64_t step, float loss, double seconds) {
+    lossSum += loss;
+    secondsSum += seconds;
+    ++count;
+    bool last = step == steps;
+    if (!terminal && step % every != 0 && !last)
+      return;
+    double perStep = secondsSum / count;
+    long long left = std::llround(perStep * double(steps - step));
+    std::printf("%sstep %lld/%lld  epoch %lld  loss %.4f  %.1f images/s  "
+                "%lld:%02lld left%s",
+                terminal ? "\r" : "", static_cast<long long>(step),
+                static_cast<long long>(steps),
+                static_cast<long long>((step - 1) / stepsPerEpoch + 1),
+                lossSum / count, count * batchSize / secondsSum, left / 60,
+                left % 60, terminal && !last ? "\033[K" : "\n");
+    std::fflush(stdout);
+    if (terminal && step % every != 0 && !last)
+      return;
+    lossSum = secondsSum = 0;
+    count = 0;
+  }
+
+private:
+  int64_t steps, stepsPerEpoch, batchSize;
+  bool terminal;
+  int64_t every;
+  double lossSum = 0, secondsSum = 0;
+  int64_t count = 0;
+};
+
 /// What the training loop calls besides the steps.
 struct LoopHooks {
+  int64_t stepsPerEpoch = 1;
   std::optional<int64_t> evalEvery, checkpointEvery;
   std::function<void(int64_t)> evaluateAt;
   /// Null when no --checkpoint was given.
@@ -252,9 +298,8 @@ void trainSteps(Session &session, BatchSource &source, const Manifest &manifest,
                 int64_t firstStep, int64_t steps,
                 const LearningRateSchedule &schedule, const LoopHooks &hooks,
                 JsonlLog &log) {
-  int64_t reportEvery = std::max<int64_t>(1, steps / 20);
-  double lossSum = 0, secondsSum = 0;
-  int64_t stepsSinceReport = 0;
+  Progress progress(firstStep, steps, hooks.stepsPerEpoch,
+                    manifest.batchSize());
   for (int64_t step = firstStep + 1; step <= steps; ++step) {
     Clock::time_point start = Clock::now();
     Batch batch = source.next();
@@ -285,18 +330,7 @@ void trainSteps(Session &session, BatchSource &source, const Manifest &manifest,
                         (std::isnan(loss) ? "NaN" : "infinite") + " at step " +
                         std::to_string(step) +
                         ": training diverged; use a smaller --lr");
-    lossSum += loss;
-    secondsSum += seconds;
-    ++stepsSinceReport;
-    if (step % reportEvery != 0 && step != steps)
-      continue;
-    std::printf("step %lld/%lld  loss %.4f  %.1f images/s\n",
-                static_cast<long long>(step), static_cast<long long>(steps),
-                lossSum / stepsSinceReport,
-                stepsSinceReport * manifest.batchSize() / secondsSum);
-    std::fflush(stdout);
-    lossSum = secondsSum = 0;
-    stepsSinceReport = 0;
+    progress.record(step, loss, seconds);
   }
 }
 
@@ -399,6 +433,7 @@ void runTraining(const Manifest &manifest, const Options &options,
   LearningRateSchedule schedule(options.lrSchedule, *options.lr, options.warmup,
                                 steps, stepsPerEpoch);
   LoopHooks hooks;
+  hooks.stepsPerEpoch = stepsPerEpoch;
   hooks.evalEvery = options.evalEvery;
   hooks.checkpointEvery = options.checkpointEvery;
   hooks.evaluateAt = [&](int64_t step) {
