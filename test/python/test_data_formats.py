@@ -161,3 +161,26 @@ def test_bad_numpy_data_is_refused(cifar_exe, tmp_path, case):
     elif case == "dtype":
         np.save(data / "x_train.npy", x.astype(np.float64))
     assert_one_line(run_data(cifar_exe, data, tmp_path), *expected)
+
+
+def test_augmentation_is_seeded_and_changes_the_batches(cifar_exe,
+                                                        tmp_path):
+    """--augment crop4,flip: the same seed gives the same losses, and the
+    losses differ from an unaugmented run (the images moved)."""
+    rng = fresh_rng()
+    data = tmp_path / "aug"
+    write_npy_split(data, "train", 32, rng)
+
+    def run(*flags):
+        records, _ = tool.train(cifar_exe, str(tmp_path / "a.jsonl"),
+                                "--data", str(data), "--steps", 5, "--lr",
+                                0.01, *flags)
+        return [r["loss"] for r in records if "loss" in r]
+
+    augmented = run("--augment", "crop4,flip")
+    assert augmented == run("--augment", "crop4,flip")
+    assert augmented != run()
+    assert augmented != run("--augment", "crop4,flip", "--seed", "9")
+    proc = tool.run([cifar_exe, "--data", str(data), "--steps", 1, "--lr",
+                     0.1, "--augment", "rotate"], check=False)
+    assert_one_line(proc, "--augment: 'rotate' is not cropP")

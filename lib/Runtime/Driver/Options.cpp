@@ -104,6 +104,12 @@ const FlagSpec flagSpecs[] = {
      [](Options &o, const std::string &f, const std::string &v) {
        o.warmup = parseInteger(f, v, 0);
      }},
+    {"--augment", "crop4,flip", TrainOnData,
+     "augment training images: a random crop of the image padded by P "
+     "pixels (cropP) and a random horizontal flip (flip), seeded",
+     [](Options &o, const std::string &, const std::string &v) {
+       o.augment = v;
+     }},
     {"--eval-every", "K", TrainOnData,
      "also evaluate on the test split every K steps",
      [](Options &o, const std::string &f, const std::string &v) {

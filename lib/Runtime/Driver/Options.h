@@ -30,6 +30,8 @@ struct Options {
   std::optional<int64_t> epochs;
   std::optional<double> lr;
   std::string lrSchedule = "constant";
+  /// --augment's list (empty: none).
+  std::string augment;
   int64_t warmup = 0;
   /// Evaluate on the test split every K steps as well as at the end.
   std::optional<int64_t> evalEvery;

@@ -1,6 +1,7 @@
 //===- Training.cpp - Training loops of a blpa executable -----------------===//
 
 #include "Training.h"
+#include "Augment.h"
 #include "Checkpoint.h"
 #include "Cifar.h"
 #include "Error.h"
@@ -83,8 +84,12 @@ public:
 /// Epochs over a data set in a fresh shuffled order each, in full batches.
 class DatasetBatches : public BatchSource {
 public:
-  DatasetBatches(const ImageSet &images, int64_t batchSize, uint64_t seed)
-      : images(images), batchSize(batchSize), random(seed), order(images.count),
+  /// `imageShape` is one sample's [C, H, W] when augmenting.
+  DatasetBatches(const ImageSet &images, int64_t batchSize, uint64_t seed,
+                 Augmentation augmentation, Shape imageShape)
+      : images(images), batchSize(batchSize), seed(seed), random(seed),
+        order(images.count), augmentation(augmentation),
+        imageShape(std::move(imageShape)),
         pixels(batchSize * images.pixelsPerImage), labels(batchSize) {
     std::iota(order.begin(), order.end(), 0);
     position = images.count; // Shuffle before the first batch.
@@ -94,6 +99,7 @@ public:
     for (int64_t i = 0; i < count; ++i) {
       startEpochIfDone();
       position += batchSize;
+      served += batchSize;
     }
   }
 
@@ -101,10 +107,15 @@ public:
     startEpochIfDone();
     for (int64_t i = 0; i < batchSize; ++i) {
       int64_t index = order[position + i];
-      images.normalizedImage(index, &pixels[i * images.pixelsPerImage]);
+      float *image = &pixels[i * images.pixelsPerImage];
+      images.normalizedImage(index, image);
+      if (augmentation.enabled())
+        augmentImage(augmentation, image, imageShape[0], imageShape[1],
+                     imageShape[2], seed, served + i, scratch);
       labels[i] = images.labels[index];
     }
     position += batchSize;
+    served += batchSize;
     return {{pixels.data()}, labels.data()};
   }
 
@@ -118,10 +129,15 @@ private:
 
   const ImageSet &images;
   int64_t batchSize;
+  uint64_t seed;
   Random random;
   std::vector<int64_t> order;
   int64_t position;
-  std::vector<float> pixels;
+  /// Samples handed out so far: the augmentation's draw counter.
+  uint64_t served = 0;
+  Augmentation augmentation;
+  Shape imageShape;
+  std::vector<float> pixels, scratch;
   std::vector<int64_t> labels;
 };
 
@@ -415,8 +431,15 @@ void runTraining(const Manifest &manifest, const Options &options,
     checkDataFitsModel(manifest, trainSet, options.dataDir);
     if (testSet.count)
       checkDataFitsModel(manifest, testSet, options.dataDir);
-    source = std::make_unique<DatasetBatches>(trainSet, manifest.batchSize(),
-                                              options.seed);
+    Augmentation augmentation = parseAugmentation(options.augment);
+    Shape imageShape(manifest.inputs[0].shape.begin() + 1,
+                     manifest.inputs[0].shape.end());
+    if (augmentation.enabled() && imageShape.size() != 3)
+      throw DriverError("--augment needs image inputs [N, C, H, W]; input '" +
+                        manifest.inputs[0].name + "' is " +
+                        formatShape(manifest.inputs[0].shape));
+    source = std::make_unique<DatasetBatches>(
+        trainSet, manifest.batchSize(), options.seed, augmentation, imageShape);
   }
   JsonlLog log(options.logPath);
   std::unique_ptr<Session> session =
