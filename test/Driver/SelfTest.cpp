@@ -349,9 +349,10 @@ void testSyntheticTraining() {
   std::vector<std::string> args = {"--synthetic", "--steps", "40", "--lr",
                                    "0.01",        "--log",   log};
   RunResult first = run(trainExe, args);
-  check(first.status == 0 && contains(first.out, "step 40/40  loss ") &&
-            contains(first.out, "step 2/40  loss ") &&
-            contains(first.out, " images/s\n"),
+  check(first.status == 0 && contains(first.out, "step 40/40  epoch ") &&
+            contains(first.out, "step 2/40  epoch 2  loss ") &&
+            contains(first.out, " images/s  ") &&
+            contains(first.out, " left\n"),
         "--synthetic trains with progress lines: " + first.describe());
   std::vector<double> losses = loggedLosses(log);
   check(losses.size() == 40 && losses.front() > 2 * losses.back(),
@@ -542,7 +543,8 @@ void testDataTraining() {
                                                    "(192 images)"),
         "--data trains on a toy data set: " + result.describe());
   check(contains(readWholeFile(log, "log"),
-                 "{\"test_accuracy\": 1, \"test_images\": 192}"),
+                 "{\"test_accuracy\": 1, \"test_images\": 192, "
+                 "\"after_step\": 30}"),
         "the log ends with the test accuracy");
   result = run(trainExe, {"--data", dir, "--steps", "1", "--lr", "0.01",
                           "--eval-batches", "1"});

@@ -193,8 +193,8 @@ void blpa_activation_grad(blpa_context *ctx, const float *dy,
                           const float *saved, float *dx, int64_t numel,
                           int64_t kind, double alpha, double beta);
 
-/// Training-mode dropout: y = x / (1 - ratio) where the element is kept,
-/// else 0. Element i of the dropout with id `stream` is kept when its
+/// Training-mode dropout: y = x * float(1 / (1 - ratio)) (PyTorch's
+/// scaling) where the element is kept, else 0. Element i of the dropout with id `stream` is kept when its
 /// 32-bit hash of (ctx->seed, ctx->step, stream, i) reaches ratio * 2^32
 /// (lib/Runtime/Common/DropoutMask.h): counter-based, the same on every
 /// target, so the backward pass recomputes the mask instead of storing it.
@@ -202,7 +202,8 @@ void blpa_activation_grad(blpa_context *ctx, const float *dy,
 void blpa_dropout(blpa_context *ctx, const float *x, float *y, int64_t numel,
                   double ratio, int64_t stream);
 
-/// dx = dy / (1 - ratio) where blpa_dropout (same ctx step, stream) kept
+/// dx = dy * float(1 / (1 - ratio)) where blpa_dropout (same ctx step,
+/// stream) kept
 /// the element, else 0. dx may alias dy.
 void blpa_dropout_grad(blpa_context *ctx, const float *dy, float *dx,
                        int64_t numel, double ratio, int64_t stream);

@@ -19,6 +19,13 @@ public:
   using std::runtime_error::runtime_error;
 };
 
+/// Training stopped by SIGINT after saving what it was asked to: main()
+/// prints the message (one line) and exits with status 130.
+class Interrupted : public std::runtime_error {
+public:
+  using std::runtime_error::runtime_error;
+};
+
 /// strerror(errno) as a string, captured before anything else touches errno.
 std::string errnoMessage();
 

@@ -5,14 +5,12 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
 
 namespace blpa::driver {
 
 namespace {
-
-const float pixelMean = 0.2860f;
-const float pixelStd = 0.3530f;
 
 /// Reads a whole file, gzip-compressed or not (zlib reads plain files
 /// transparently). Tries `name.gz` first, then `name`.
@@ -83,9 +81,15 @@ std::vector<int64_t> parseIdxHeader(const std::string &file, int rank,
 } // namespace
 
 void ImageSet::normalizedImage(int64_t index, float *out) const {
+  if (values) {
+    std::copy_n(values + index * pixelsPerImage, pixelsPerImage, out);
+    return;
+  }
   const uint8_t *image = pixels.data() + index * pixelsPerImage;
-  for (int64_t i = 0; i < pixelsPerImage; ++i)
-    out[i] = (image[i] / 255.0f - pixelMean) / pixelStd;
+  int64_t plane = pixelsPerImage / channels;
+  for (int64_t c = 0; c < channels; ++c)
+    for (int64_t i = c * plane; i < (c + 1) * plane; ++i)
+      out[i] = (image[i] / 255.0f - mean[c]) / stddev[c];
 }
 
 ImageSet loadImageSet(const std::string &dir, const std::string &split,
@@ -105,7 +109,8 @@ ImageSet loadImageSet(const std::string &dir, const std::string &split,
   set.count = imageDims[0];
   set.pixelsPerImage = imageDims[1] * imageDims[2];
   set.pixels.assign(images.begin() + 16, images.end());
-  set.labels.assign(labels.begin() + 8, labels.end());
+  for (size_t i = 8; i < labels.size(); ++i)
+    set.labels.push_back(static_cast<uint8_t>(labels[i]));
   return set;
 }
 

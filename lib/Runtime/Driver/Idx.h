@@ -9,20 +9,34 @@
 #define BLPA_RUNTIME_DRIVER_IDX_H
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace blpa::driver {
 
+class MappedNpy;
+
+/// A labelled data set: byte images (IDX, CIFAR), normalized as they are
+/// read, or float32 samples used as they are (NumPy arrays, mapped).
 struct ImageSet {
   int64_t count = 0;
   int64_t pixelsPerImage = 0;
-  /// count * pixelsPerImage raw bytes, image after image.
+  /// count * pixelsPerImage raw bytes, image after image (channel planes
+  /// one after the other within an image).
   std::vector<uint8_t> pixels;
-  std::vector<uint8_t> labels;
+  /// Or count * pixelsPerImage float32 values, kept mapped by `mapping`.
+  const float *values = nullptr;
+  std::shared_ptr<const MappedNpy> mapping;
+  std::vector<int64_t> labels;
+  /// Per-channel mean and standard deviation of pixel / 255 (Fashion-
+  /// MNIST's by default).
+  int64_t channels = 1;
+  std::vector<float> mean = {0.2860f}, stddev = {0.3530f};
 
-  /// Writes image `index`, normalised with the Fashion-MNIST mean and
-  /// standard deviation, to `out[0 .. pixelsPerImage)`.
+  /// Writes sample `index` to `out[0 .. pixelsPerImage)`: byte images with
+  /// each channel normalised with its mean and standard deviation, float
+  /// samples as they are.
   void normalizedImage(int64_t index, float *out) const;
 };
 

@@ -29,12 +29,11 @@ namespace {
 
 /// What --help says about this particular executable.
 std::string describeExecutable(const Manifest &manifest) {
-  std::string text = std::string("\nthis executable: compiled for ") +
-                     (manifest.training ? "training" : "inference") + " on " +
-                     manifest.target + ", batch " +
-                     std::to_string(manifest.batchSize()) + ", " +
-                     std::to_string(manifest.params.size()) +
-                     " parameter tensors\n";
+  std::string text =
+      std::string("\nthis executable: compiled for ") +
+      (manifest.training ? "training" : "inference") + " on " +
+      manifest.target + ", batch " + std::to_string(manifest.batchSize()) +
+      ", " + std::to_string(manifest.params.size()) + " parameter tensors\n";
   for (const TensorRecord &input : manifest.inputs)
     text += "  input  '" + input.name + "' " + formatShape(input.shape) + "\n";
   for (const TensorRecord &output : manifest.outputs)
@@ -96,6 +95,10 @@ int run(int argc, char **argv) {
 int main(int argc, char **argv) {
   try {
     return run(argc, argv);
+  } catch (const Interrupted &interrupted) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "%s\n", interrupted.what());
+    return 130;
   } catch (const DriverError &error) {
     std::fflush(stdout);
     std::fprintf(stderr, "error: %s\n", error.what());

@@ -4,6 +4,11 @@
 #include "Error.h"
 #include "FileUtil.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <cstring>
 
@@ -117,14 +122,14 @@ void writeNpyBytes(const std::string &path, const Shape &shape,
   writeFileAtomically(path, file.data(), file.size());
 }
 
-} // namespace
-
-NpyArray readNpy(const std::string &path, const std::string &flag) {
-  NpyArray array;
-  array.path = path;
-  std::string file = readWholeFile(path, flag);
-  if (file.size() < npyMagicSize + 4 ||
-      file.compare(0, npyMagicSize, npyMagic, npyMagicSize) != 0)
+/// Checks the magic number, header and size of the .npy file `file` of
+/// `size` bytes, fills the array's dtype and shape, and returns where its
+/// values start.
+size_t parseNpyFile(const char *file, size_t size, NpyArray &array,
+                    const std::string &flag) {
+  const std::string &path = array.path;
+  if (size < npyMagicSize + 4 ||
+      std::string(file, npyMagicSize) != std::string(npyMagic, npyMagicSize))
     failNpy(flag, path, "not a .npy file (save it with numpy.save)");
   unsigned major = static_cast<unsigned char>(file[npyMagicSize]);
   size_t headerSizeBytes = major == 1 ? 2 : 4;
@@ -132,9 +137,9 @@ NpyArray readNpy(const std::string &path, const std::string &flag) {
   for (size_t i = 0; i < headerSizeBytes; ++i)
     headerSize |= size_t(static_cast<unsigned char>(file[8 + i])) << (8 * i);
   size_t dataStart = 8 + headerSizeBytes + headerSize;
-  if (major < 1 || major > 3 || dataStart > file.size())
+  if (major < 1 || major > 3 || dataStart > size)
     failNpy(flag, path, "not a valid .npy file (bad header)");
-  parseHeader(file.substr(8 + headerSizeBytes, headerSize), array, flag);
+  parseHeader(std::string(file + 8 + headerSizeBytes, headerSize), array, flag);
 
   size_t elementSize = dtypeSize(array.dtype);
   if (!elementSize)
@@ -142,14 +147,45 @@ NpyArray readNpy(const std::string &path, const std::string &flag) {
             "has dtype '" + array.dtype +
                 "'; use little-endian float32, float64, int32 or int64");
   size_t expectedBytes = numElements(array.shape) * elementSize;
-  if (file.size() - dataStart != expectedBytes)
+  if (size - dataStart != expectedBytes)
     failNpy(flag, path,
-            "holds " + std::to_string(file.size() - dataStart) +
+            "holds " + std::to_string(size - dataStart) +
                 " data bytes but shape " + formatShape(array.shape) +
                 " needs " + std::to_string(expectedBytes));
+  return dataStart;
+}
+
+} // namespace
+
+NpyArray readNpy(const std::string &path, const std::string &flag) {
+  NpyArray array;
+  array.path = path;
+  std::string file = readWholeFile(path, flag);
+  size_t dataStart = parseNpyFile(file.data(), file.size(), array, flag);
   array.bytes = file.substr(dataStart);
   return array;
 }
+
+MappedNpy::MappedNpy(const std::string &path, const std::string &flag) {
+  header.path = path;
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0)
+    failNpy(flag, path, "cannot open: " + errnoMessage());
+  struct stat info;
+  if (fstat(fd, &info) != 0 || info.st_size == 0) {
+    ::close(fd);
+    failNpy(flag, path, "not a .npy file (empty or unreadable)");
+  }
+  size = size_t(info.st_size);
+  base = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (base == MAP_FAILED)
+    failNpy(flag, path, "cannot map: " + errnoMessage());
+  data = static_cast<const char *>(base) +
+         parseNpyFile(static_cast<const char *>(base), size, header, flag);
+}
+
+MappedNpy::~MappedNpy() { munmap(base, size); }
 
 std::vector<float> npyToFloat32(const NpyArray &array) {
   if (array.dtype == "<f4")

@@ -26,6 +26,24 @@ struct NpyArray {
 
 NpyArray readNpy(const std::string &path, const std::string &flag);
 
+/// An .npy file mapped read-only into memory (training data of any size):
+/// the header's dtype and shape in `header` (no bytes), the values at
+/// `data`, paged in as they are read.
+class MappedNpy {
+public:
+  MappedNpy(const std::string &path, const std::string &flag);
+  ~MappedNpy();
+  MappedNpy(const MappedNpy &) = delete;
+  MappedNpy &operator=(const MappedNpy &) = delete;
+
+  NpyArray header;
+  const char *data = nullptr;
+
+private:
+  void *base = nullptr;
+  size_t size = 0;
+};
+
 /// The array's values as float32 (float64 and integers are converted).
 std::vector<float> npyToFloat32(const NpyArray &array);
 /// The array's values as int64; only integer arrays are accepted.

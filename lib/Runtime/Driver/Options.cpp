@@ -59,9 +59,10 @@ double parseNumber(const std::string &flag, const std::string &value) {
 }
 
 const FlagSpec flagSpecs[] = {
-    {"--data", "DIR", TrainOnData,
-     "train on the (Fashion-)MNIST IDX files in DIR, then report the test "
-     "accuracy",
+    {"--data", "DIR|X.npy,Y.npy", TrainOnData,
+     "train on the data in DIR ((Fashion-)MNIST IDX files, CIFAR-10/100 "
+     "binary files, or x_train.npy/y_train.npy with x_test.npy/y_test.npy) "
+     "or on the arrays X.npy, Y.npy, then report the test accuracy",
      [](Options &o, const std::string &, const std::string &v) {
        o.dataDir = v;
      }},
@@ -85,6 +86,50 @@ const FlagSpec flagSpecs[] = {
     {"--steps", "S", Training, "number of training steps",
      [](Options &o, const std::string &f, const std::string &v) {
        o.steps = parseInteger(f, v, 1);
+     }},
+    {"--epochs", "E", Training,
+     "train E epochs (passes over the training split; with --synthetic, "
+     "over the --synthetic-batches) instead of --steps",
+     [](Options &o, const std::string &f, const std::string &v) {
+       o.epochs = parseInteger(f, v, 1);
+     }},
+    {"--lr-schedule", "constant|step:E1,E2,...:GAMMA|cosine", Training,
+     "learning-rate schedule: constant (default); multiplied by GAMMA at "
+     "each epoch E_i; or cosine annealing to 0 over the run",
+     [](Options &o, const std::string &, const std::string &v) {
+       o.lrSchedule = v;
+     }},
+    {"--warmup", "K", Training,
+     "raise the rate linearly over the first K steps (default 0)",
+     [](Options &o, const std::string &f, const std::string &v) {
+       o.warmup = parseInteger(f, v, 0);
+     }},
+    {"--augment", "crop4,flip", TrainOnData,
+     "augment training images: a random crop of the image padded by P "
+     "pixels (cropP) and a random horizontal flip (flip), seeded",
+     [](Options &o, const std::string &, const std::string &v) {
+       o.augment = v;
+     }},
+    {"--eval-every", "K", TrainOnData,
+     "also evaluate on the test split every K steps",
+     [](Options &o, const std::string &f, const std::string &v) {
+       o.evalEvery = parseInteger(f, v, 1);
+     }},
+    {"--checkpoint", "FILE", Training,
+     "write the training state (parameters, momenta, step) to FILE "
+     "atomically at the end, every --checkpoint-every steps and on SIGINT",
+     [](Options &o, const std::string &, const std::string &v) {
+       o.checkpointPath = v;
+     }},
+    {"--checkpoint-every", "K", Training, "also checkpoint every K steps",
+     [](Options &o, const std::string &f, const std::string &v) {
+       o.checkpointEvery = parseInteger(f, v, 1);
+     }},
+    {"--resume", "FILE", Training,
+     "continue from a --checkpoint FILE: --steps still counts from the "
+     "start (a 20-step checkpoint with --steps 40 runs steps 21 to 40)",
+     [](Options &o, const std::string &, const std::string &v) {
+       o.resumePath = v;
      }},
     {"--lr", "LR", Training | CheckStep, "learning rate",
      [](Options &o, const std::string &f, const std::string &v) {
@@ -287,7 +332,12 @@ void validateOptions(const Options &options, const Manifest &manifest) {
                       "; see --help");
   }
   if (action & Training) {
-    requireFlag(options.steps.has_value(), "--steps S", action, manifest);
+    requireFlag(options.steps.has_value() || options.epochs.has_value(),
+                "--steps S or --epochs E", action, manifest);
+    if (options.steps && options.epochs)
+      throw DriverError("give --steps or --epochs, not both");
+    if (options.checkpointEvery && options.checkpointPath.empty())
+      throw DriverError("--checkpoint-every needs --checkpoint FILE");
     requireFlag(options.lr.has_value(), "--lr LR", action, manifest);
   } else {
     requireFlag(!options.inputPaths.empty(), "--inputs A.npy ...", action,

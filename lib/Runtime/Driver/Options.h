@@ -26,13 +26,26 @@ struct Options {
   bool forward = false;
   // Training.
   std::optional<int64_t> steps;
+  /// Training length in epochs instead of --steps.
+  std::optional<int64_t> epochs;
   std::optional<double> lr;
+  std::string lrSchedule = "constant";
+  /// --augment's list (empty: none).
+  std::string augment;
+  int64_t warmup = 0;
+  /// Evaluate on the test split every K steps as well as at the end.
+  std::optional<int64_t> evalEvery;
   double momentum = 0.9;
   double weightDecay = 0;
   uint64_t seed = 0;
   std::optional<int64_t> evalBatches;
   int64_t syntheticBatches = 1;
   std::string logPath;
+  /// Checkpoints: where, every how many steps (and at the end and on
+  /// SIGINT), and the one to continue from.
+  std::string checkpointPath;
+  std::optional<int64_t> checkpointEvery;
+  std::string resumePath;
   std::string savePath;
   // Inputs and outputs of single steps.
   std::vector<std::string> inputPaths;

@@ -204,6 +204,24 @@ std::vector<float> Session::readGrad(size_t index) const {
   return host;
 }
 
+std::vector<float> Session::readMomentum(size_t index) const {
+  if (!momentumPointers.at(index))
+    return {};
+  std::vector<float> host(numElements(manifest.params[index].shape));
+  blpa_runtime_download(&context, host.data(), momentumPointers[index],
+                        host.size() * sizeof(float));
+  return host;
+}
+
+void Session::restore(size_t index, const std::vector<float> &values,
+                      const std::vector<float> &momentum) {
+  blpa_runtime_upload(&context, paramPointers.at(index), values.data(),
+                      values.size() * sizeof(float));
+  if (momentumPointers[index] && !momentum.empty())
+    blpa_runtime_upload(&context, momentumPointers[index], momentum.data(),
+                        momentum.size() * sizeof(float));
+}
+
 std::unique_ptr<Session> openSession(const Manifest &manifest,
                                      const Options &options,
                                      OnnxModel &initialWeights,

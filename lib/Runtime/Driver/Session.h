@@ -60,6 +60,9 @@ public:
   /// optimizer state, staged inputs and outputs).
   uint64_t allocatedBytes() const { return allocated; }
 
+  /// The learning rate of the following steps.
+  void setLearningRate(double lr) { context.lr = float(lr); }
+
   /// The runtime's own time of the last step (CUDA events on a GPU).
   double lastStepSeconds() const {
     return blpa_runtime_last_step_seconds(&context);
@@ -70,6 +73,14 @@ public:
   /// Host copy of the gradient blpa_sgd_update recorded for trainable
   /// parameter `index`.
   std::vector<float> readGrad(size_t index) const;
+  /// Host copy of parameter `index`'s momentum (empty for state).
+  std::vector<float> readMomentum(size_t index) const;
+
+  /// Restores parameter `index` and its momentum (a checkpoint), and the
+  /// number of steps done (the dropout masks' step).
+  void restore(size_t index, const std::vector<float> &values,
+               const std::vector<float> &momentum);
+  void setStep(uint64_t step) { context.step = step; }
 
 private:
   /// Runtime memory, released with the session.

@@ -1,19 +1,28 @@
 //===- Training.cpp - Training loops of a blpa executable -----------------===//
 
 #include "Training.h"
+#include "Augment.h"
+#include "Checkpoint.h"
+#include "Cifar.h"
 #include "Error.h"
 #include "FileUtil.h"
 #include "Idx.h"
 #include "Manifest.h"
 #include "Model.h"
+#include "NpyData.h"
 #include "Options.h"
 #include "Random.h"
+#include "Schedule.h"
 #include "Session.h"
+
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
+#include <functional>
 #include <numeric>
 
 namespace blpa::driver {
@@ -67,39 +76,68 @@ class BatchSource {
 public:
   virtual ~BatchSource() = default;
   virtual Batch next() = 0;
+  /// Moves past `count` batches as next() would, without making them (a
+  /// resumed run replays the order from the seed).
+  virtual void skip(int64_t count) = 0;
 };
 
 /// Epochs over a data set in a fresh shuffled order each, in full batches.
 class DatasetBatches : public BatchSource {
 public:
-  DatasetBatches(const ImageSet &images, int64_t batchSize, uint64_t seed)
-      : images(images), batchSize(batchSize), random(seed), order(images.count),
+  /// `imageShape` is one sample's [C, H, W] when augmenting.
+  DatasetBatches(const ImageSet &images, int64_t batchSize, uint64_t seed,
+                 Augmentation augmentation, Shape imageShape)
+      : images(images), batchSize(batchSize), seed(seed), random(seed),
+        order(images.count), augmentation(augmentation),
+        imageShape(std::move(imageShape)),
         pixels(batchSize * images.pixelsPerImage), labels(batchSize) {
     std::iota(order.begin(), order.end(), 0);
     position = images.count; // Shuffle before the first batch.
   }
 
-  Batch next() override {
-    if (position + batchSize > images.count) {
-      random.shuffle(order);
-      position = 0;
+  void skip(int64_t count) override {
+    for (int64_t i = 0; i < count; ++i) {
+      startEpochIfDone();
+      position += batchSize;
+      served += batchSize;
     }
+  }
+
+  Batch next() override {
+    startEpochIfDone();
     for (int64_t i = 0; i < batchSize; ++i) {
       int64_t index = order[position + i];
-      images.normalizedImage(index, &pixels[i * images.pixelsPerImage]);
+      float *image = &pixels[i * images.pixelsPerImage];
+      images.normalizedImage(index, image);
+      if (augmentation.enabled())
+        augmentImage(augmentation, image, imageShape[0], imageShape[1],
+                     imageShape[2], seed, served + i, scratch);
       labels[i] = images.labels[index];
     }
     position += batchSize;
+    served += batchSize;
     return {{pixels.data()}, labels.data()};
   }
 
 private:
+  void startEpochIfDone() {
+    if (position + batchSize > images.count) {
+      random.shuffle(order);
+      position = 0;
+    }
+  }
+
   const ImageSet &images;
   int64_t batchSize;
+  uint64_t seed;
   Random random;
   std::vector<int64_t> order;
   int64_t position;
-  std::vector<float> pixels;
+  /// Samples handed out so far: the augmentation's draw counter.
+  uint64_t served = 0;
+  Augmentation augmentation;
+  Shape imageShape;
+  std::vector<float> pixels, scratch;
   std::vector<int64_t> labels;
 };
 
@@ -124,6 +162,10 @@ public:
     inputsPerBatch = manifest.inputs.size();
   }
 
+  void skip(int64_t count) override {
+    current = (current + count) % labels.size();
+  }
+
   Batch next() override {
     Batch batch;
     for (size_t i = 0; i < inputsPerBatch; ++i)
@@ -140,6 +182,40 @@ private:
   size_t current = 0;
 };
 
+/// Split "train" or "test" of the data set `--data` names: NumPy arrays,
+/// CIFAR binary files or (Fashion-)MNIST IDX files.
+ImageSet loadSplit(const std::string &data, const std::string &split) {
+  if (isNpyData(data))
+    return loadNpyData(data, split, "--data");
+  if (isCifarDirectory(data))
+    return loadCifar(data, split, "--data");
+  return loadImageSet(data, split == "test" ? "t10k" : split, "--data");
+}
+
+/// With --resume, restores the checkpoint's parameters, momenta and step
+/// and moves the data past the batches already trained on; returns the
+/// number of steps done.
+int64_t resumeFrom(const Options &options, const Manifest &manifest,
+                   Session &session, BatchSource &source) {
+  if (options.resumePath.empty())
+    return 0;
+  Checkpoint checkpoint = loadCheckpoint(options.resumePath, manifest);
+  if (checkpoint.seed != options.seed)
+    throw DriverError("--resume " + options.resumePath +
+                      " was written with "
+                      "--seed " +
+                      std::to_string(checkpoint.seed) +
+                      "; resume with the same seed");
+  for (size_t i = 0; i < manifest.params.size(); ++i)
+    session.restore(i, checkpoint.params[i], checkpoint.momenta[i]);
+  session.setStep(checkpoint.step);
+  source.skip(int64_t(checkpoint.step));
+  std::printf("resumed after step %llu from %s\n",
+              static_cast<unsigned long long>(checkpoint.step),
+              options.resumePath.c_str());
+  return int64_t(checkpoint.step);
+}
+
 /// Throws unless a classifier of this manifest can learn from `images`.
 void checkDataFitsModel(const Manifest &manifest, const ImageSet &images,
                         const std::string &dir) {
@@ -149,10 +225,15 @@ void checkDataFitsModel(const Manifest &manifest, const ImageSet &images,
     throw DriverError(
         "--data " + dir + ": the images have " +
         std::to_string(images.pixelsPerImage) +
-        " pixels, so the model needs one data input of that many values per "
-        "sample (e.g. [N, 1, 28, 28]), but its first input is '" +
+        " values, so the model needs one data input of that many values per "
+        "sample (e.g. [N, 1, 28, 28] for MNIST, [N, 3, 32, 32] for CIFAR), "
+        "but its first input is '" +
         input.name + "' " + formatShape(input.shape) + " and it has " +
         std::to_string(manifest.inputs.size()) + " data input(s)");
+  if (images.count < manifest.batchSize())
+    throw DriverError("--data " + dir + ": " + std::to_string(images.count) +
+                      " images are fewer than one batch of " +
+                      std::to_string(manifest.batchSize()));
   int64_t maxLabel =
       *std::max_element(images.labels.begin(), images.labels.end());
   if (maxLabel >= manifest.classCount())
@@ -160,10 +241,6 @@ void checkDataFitsModel(const Manifest &manifest, const ImageSet &images,
                       std::to_string(maxLabel) + " but output 0 of the " +
                       "model has only " +
                       std::to_string(manifest.classCount()) + " classes");
-  if (images.count < manifest.batchSize())
-    throw DriverError("--data " + dir + ": " + std::to_string(images.count) +
-                      " images are fewer than one batch of " +
-                      std::to_string(manifest.batchSize()));
 }
 
 using Clock = std::chrono::steady_clock;
@@ -172,47 +249,112 @@ double secondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-/// Runs the steps, printing the mean loss and throughput of every
-/// twentieth of the run and logging every step.
-void trainSteps(Session &session, BatchSource &source, const Manifest &manifest,
-                int64_t steps, JsonlLog &log) {
-  int64_t reportEvery = std::max<int64_t>(1, steps / 20);
+/// SIGINT asks the loop to stop after the step in flight.
+volatile std::sig_atomic_t interruptRequested = 0;
+
+extern "C" void requestInterrupt(int) { interruptRequested = 1; }
+
+/// The progress of a run on stdout: on a terminal one line rewritten after
+/// every step; otherwise (a log, a pipe) a plain line every twentieth of
+/// the run. Each says the step, the epoch, the mean loss and throughput
+/// since the previous line, and the time left at that throughput.
+class Progress {
+public:
+  Progress(int64_t firstStep, int64_t steps, int64_t stepsPerEpoch,
+           int64_t batchSize)
+      : steps(steps), stepsPerEpoch(std::max<int64_t>(1, stepsPerEpoch)),
+        batchSize(batchSize), terminal(isatty(STDOUT_FILENO)),
+        every(std::max<int64_t>(1, (steps - firstStep) / 20)) {}
+
+  void record(int64_t step, float loss, double seconds) {
+    lossSum += loss;
+    secondsSum += seconds;
+    ++count;
+    bool last = step == steps;
+    if (!terminal && step % every != 0 && !last)
+      return;
+    double perStep = secondsSum / count;
+    long long left = std::llround(perStep * double(steps - step));
+    std::printf("%sstep %lld/%lld  epoch %lld  loss %.4f  %.1f images/s  "
+                "%lld:%02lld left%s",
+                terminal ? "\r" : "", static_cast<long long>(step),
+                static_cast<long long>(steps),
+                static_cast<long long>((step - 1) / stepsPerEpoch + 1),
+                lossSum / count, count * batchSize / secondsSum, left / 60,
+                left % 60, terminal && !last ? "\033[K" : "\n");
+    std::fflush(stdout);
+    if (terminal && step % every != 0 && !last)
+      return;
+    lossSum = secondsSum = 0;
+    count = 0;
+  }
+
+private:
+  int64_t steps, stepsPerEpoch, batchSize;
+  bool terminal;
+  int64_t every;
   double lossSum = 0, secondsSum = 0;
-  int64_t stepsSinceReport = 0;
-  for (int64_t step = 1; step <= steps; ++step) {
+  int64_t count = 0;
+};
+
+/// What the training loop calls besides the steps.
+struct LoopHooks {
+  int64_t stepsPerEpoch = 1;
+  std::optional<int64_t> evalEvery, checkpointEvery;
+  std::function<void(int64_t)> evaluateAt;
+  /// Null when no --checkpoint was given.
+  std::function<void(int64_t)> checkpointAt;
+};
+
+/// Runs steps firstStep + 1 to `steps` at the schedule's rates, printing
+/// the mean loss and throughput of every twentieth of the run, logging
+/// every step, evaluating and checkpointing as `hooks` ask, and stopping
+/// cleanly (a checkpoint first, when asked for) on SIGINT.
+void trainSteps(Session &session, BatchSource &source, const Manifest &manifest,
+                int64_t firstStep, int64_t steps,
+                const LearningRateSchedule &schedule, const LoopHooks &hooks,
+                JsonlLog &log) {
+  Progress progress(firstStep, steps, hooks.stepsPerEpoch,
+                    manifest.batchSize());
+  for (int64_t step = firstStep + 1; step <= steps; ++step) {
     Clock::time_point start = Clock::now();
     Batch batch = source.next();
+    double lr = schedule.at(step - 1);
+    session.setLearningRate(lr);
     float loss = session.trainStep(batch.inputs, batch.labels);
     double seconds = secondsSince(start);
     double imagesPerSecond = manifest.batchSize() / seconds;
-    log.write("{\"step\": " + std::to_string(step) +
-              ", \"loss\": " + jsonNumber(loss) + ", \"images_per_s\": " +
-              jsonNumber(imagesPerSecond, "%.1f") + ", \"step_ms\": " +
+    log.write("{\"step\": " + std::to_string(step) + ", \"loss\": " +
+              jsonNumber(loss) + ", \"lr\": " + jsonNumber(lr, "%.9g") +
+              ", \"images_per_s\": " + jsonNumber(imagesPerSecond, "%.1f") +
+              ", \"step_ms\": " +
               jsonNumber(session.lastStepSeconds() * 1e3, "%.3f") + "}");
+    if (hooks.evalEvery && step % *hooks.evalEvery == 0 && step != steps)
+      hooks.evaluateAt(step);
+    if (hooks.checkpointAt && hooks.checkpointEvery &&
+        step % *hooks.checkpointEvery == 0 && step != steps)
+      hooks.checkpointAt(step);
+    if (interruptRequested) {
+      if (hooks.checkpointAt)
+        hooks.checkpointAt(step);
+      throw Interrupted("interrupted after step " + std::to_string(step) +
+                        (hooks.checkpointAt ? "; the checkpoint has it"
+                                            : "; no --checkpoint was given"));
+    }
     if (!std::isfinite(loss))
       throw DriverError(std::string("the loss is ") +
                         (std::isnan(loss) ? "NaN" : "infinite") + " at step " +
                         std::to_string(step) +
                         ": training diverged; use a smaller --lr");
-    lossSum += loss;
-    secondsSum += seconds;
-    ++stepsSinceReport;
-    if (step % reportEvery != 0 && step != steps)
-      continue;
-    std::printf("step %lld/%lld  loss %.4f  %.1f images/s\n",
-                static_cast<long long>(step), static_cast<long long>(steps),
-                lossSum / stepsSinceReport,
-                stepsSinceReport * manifest.batchSize() / secondsSum);
-    std::fflush(stdout);
-    lossSum = secondsSum = 0;
-    stepsSinceReport = 0;
+    progress.record(step, loss, seconds);
   }
 }
 
-/// Accuracy of output 0 (the logits) over full test batches.
+/// Accuracy of output 0 (the logits) over full test batches, logged with
+/// the number of training steps done.
 void evaluate(Session &session, const Manifest &manifest,
               const ImageSet &images, std::optional<int64_t> maxBatches,
-              JsonlLog &log) {
+              int64_t step, JsonlLog &log) {
   int64_t batchSize = manifest.batchSize();
   int64_t batches =
       std::min(images.count / batchSize, maxBatches.value_or(images.count));
@@ -243,7 +385,8 @@ void evaluate(Session &session, const Manifest &manifest,
   std::printf("test accuracy: %.4f (%lld images)\n", accuracy,
               static_cast<long long>(total));
   log.write("{\"test_accuracy\": " + jsonNumber(accuracy) +
-            ", \"test_images\": " + std::to_string(total) + "}");
+            ", \"test_images\": " + std::to_string(total) +
+            ", \"after_step\": " + std::to_string(step) + "}");
 }
 
 /// Writes `embeddedModel` with the trained weights to `path`, with its
@@ -283,12 +426,20 @@ void runTraining(const Manifest &manifest, const Options &options,
     source = std::make_unique<SyntheticBatches>(
         manifest, options.syntheticBatches, options.seed);
   } else {
-    trainSet = loadImageSet(options.dataDir, "train", "--data");
-    testSet = loadImageSet(options.dataDir, "t10k", "--data");
+    trainSet = loadSplit(options.dataDir, "train");
+    testSet = loadSplit(options.dataDir, "test");
     checkDataFitsModel(manifest, trainSet, options.dataDir);
-    checkDataFitsModel(manifest, testSet, options.dataDir);
-    source = std::make_unique<DatasetBatches>(trainSet, manifest.batchSize(),
-                                              options.seed);
+    if (testSet.count)
+      checkDataFitsModel(manifest, testSet, options.dataDir);
+    Augmentation augmentation = parseAugmentation(options.augment);
+    Shape imageShape(manifest.inputs[0].shape.begin() + 1,
+                     manifest.inputs[0].shape.end());
+    if (augmentation.enabled() && imageShape.size() != 3)
+      throw DriverError("--augment needs image inputs [N, C, H, W]; input '" +
+                        manifest.inputs[0].name + "' is " +
+                        formatShape(manifest.inputs[0].shape));
+    source = std::make_unique<DatasetBatches>(
+        trainSet, manifest.batchSize(), options.seed, augmentation, imageShape);
   }
   JsonlLog log(options.logPath);
   std::unique_ptr<Session> session =
@@ -297,9 +448,34 @@ void runTraining(const Manifest &manifest, const Options &options,
               manifest.target == "cpu" ? "host" : "device",
               static_cast<unsigned long long>(session->allocatedBytes()),
               static_cast<unsigned long long>(manifest.arenaBytes));
-  trainSteps(*session, *source, manifest, *options.steps, log);
+  int64_t stepsPerEpoch = options.synthetic
+                              ? options.syntheticBatches
+                              : trainSet.count / manifest.batchSize();
+  int64_t steps =
+      options.steps.value_or(options.epochs.value_or(0) * stepsPerEpoch);
+  LearningRateSchedule schedule(options.lrSchedule, *options.lr, options.warmup,
+                                steps, stepsPerEpoch);
+  LoopHooks hooks;
+  hooks.stepsPerEpoch = stepsPerEpoch;
+  hooks.evalEvery = options.evalEvery;
+  hooks.checkpointEvery = options.checkpointEvery;
+  hooks.evaluateAt = [&](int64_t step) {
+    evaluate(*session, manifest, testSet, options.evalBatches, step, log);
+  };
+  if (!options.checkpointPath.empty())
+    hooks.checkpointAt = [&](int64_t step) {
+      saveCheckpoint(options.checkpointPath, *session, manifest, step,
+                     options.seed);
+    };
+  int64_t firstStep = resumeFrom(options, manifest, *session, *source);
+  std::signal(SIGINT, requestInterrupt);
+  trainSteps(*session, *source, manifest, firstStep, steps, schedule, hooks,
+             log);
+  std::signal(SIGINT, SIG_DFL);
+  if (hooks.checkpointAt && steps > firstStep)
+    hooks.checkpointAt(steps);
   if (!options.synthetic)
-    evaluate(*session, manifest, testSet, options.evalBatches, log);
+    hooks.evaluateAt(steps);
   if (!options.savePath.empty())
     saveModel(*session, manifest, embeddedModel,
               initialWeights.usesExternalData(), options.savePath);
