@@ -17,6 +17,7 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/OpDefinition.h"
 #include "onnx/onnx_pb.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/StringSet.h"
@@ -46,6 +47,17 @@ struct IntTensor {
 /// dimension is negative or the count overflows (a corrupt model).
 std::optional<int64_t> elementCount(ArrayRef<int64_t> dims);
 
+/// Whether a float32 tensor of shape `dims` can be in the IR: no dimension
+/// is negative and its size in bytes fits in int64 (the memory plan counts
+/// bytes). Every tensor type the importer builds is checked so.
+bool isAddressable(ArrayRef<int64_t> dims);
+
+/// The most elements a compile-time integer tensor computed at import
+/// (ConstantOfShape, broadcast arithmetic, Concat) may have. They are shapes
+/// and pads, a few elements; the bound keeps a small model from making the
+/// importer allocate without limit.
+constexpr int64_t maxComputedIntElements = 1 << 20;
+
 /// The elements of an integer (int64, int32, bool) tensor stored in the
 /// model, or failure for other types. (readModel has read any external data
 /// into the tensors.)
@@ -70,6 +82,19 @@ std::string formatInts(ArrayRef<int64_t> values);
 std::string formatFloat(double value);
 
 class Importer;
+
+/// The number of results of `OpTy`, an op with a fixed number of them.
+template <typename OpTy, unsigned N = 2> constexpr unsigned fixedResultCount() {
+  if constexpr (OpTy::template hasTrait<OpTrait::OneResult>()) {
+    return 1;
+  } else if constexpr (OpTy::template hasTrait<
+                           OpTrait::NResults<N>::template Impl>()) {
+    return N;
+  } else {
+    static_assert(N < 8, "the op has no fixed number of results");
+    return fixedResultCount<OpTy, N + 1>();
+  }
+}
 
 /// One node being imported.
 class NodeBinder {
@@ -138,8 +163,12 @@ public:
   template <typename OpTy, typename... Args>
   FailureOr<Value> create(Args &&...args) {
     OperationState state(location, OpTy::getOperationName());
-    OpTy::build(builder(), state, TypeRange(), std::forward<Args>(args)...);
-    SmallVector<Type> types;
+    // The generated builders taking result types check their number (with
+    // assertions on): placeholders stand for the types inferred below.
+    SmallVector<Type> types(fixedResultCount<OpTy>(), builder().getNoneType());
+    OpTy::build(builder(), state, types, std::forward<Args>(args)...);
+    state.types.clear();
+    types.clear();
     std::string reason;
     LogicalResult inferred = failure();
     {
@@ -152,6 +181,11 @@ public:
     }
     if (failed(inferred))
       return error() << "invalid operand shapes: " << reason;
+    for (Type type : types)
+      if (auto shaped = dyn_cast<ShapedType>(type);
+          shaped && !isAddressable(shaped.getShape()))
+        return error() << "the result shape " << formatInts(shaped.getShape())
+                       << " is too large to address";
     state.addTypes(types);
     return builder().create(state)->getResult(0);
   }

@@ -119,24 +119,20 @@ std::string ExternalDataReader::readGraph(onnx::GraphProto &graph) {
   return "";
 }
 
-static std::string parseModel(llvm::StringRef path, llvm::StringRef bytes,
+static std::string parseBytes(llvm::StringRef path, llvm::StringRef bytes,
                               onnx::ModelProto &model) {
   if (path.ends_with(".onnxtext"))
     return parseText(path, bytes.str(), model);
   return parseBinary(path, bytes, model);
 }
 
-static std::string readModelWith(llvm::StringRef path, onnx::ModelProto &model,
+static std::string readModelWith(llvm::StringRef path, llvm::StringRef bytes,
+                                 onnx::ModelProto &model,
                                  ExternalDataReader &reader) {
-  auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
-                                            /*RequiresNullTerminator=*/true);
-  if (!buffer)
-    return (path + ": " + buffer.getError().message()).str();
-  llvm::StringRef bytes = (*buffer)->getBuffer();
   // Protobuf and ONNX's parser report most problems by status, but may
   // throw on malformed input; neither may escape into the compiler.
   try {
-    std::string error = parseModel(path, bytes, model);
+    std::string error = parseBytes(path, bytes, model);
     if (!error.empty())
       return error;
     return reader.readGraph(*model.mutable_graph());
@@ -147,10 +143,22 @@ static std::string readModelWith(llvm::StringRef path, onnx::ModelProto &model,
   }
 }
 
-std::string mlir::blpa::readModel(llvm::StringRef path, onnx::ModelProto &model,
+std::unique_ptr<llvm::MemoryBuffer>
+mlir::blpa::readModelFile(llvm::StringRef path, std::string &error) {
+  auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
+                                            /*RequiresNullTerminator=*/false);
+  if (!buffer) {
+    error = (path + ": " + buffer.getError().message()).str();
+    return nullptr;
+  }
+  return std::move(*buffer);
+}
+
+std::string mlir::blpa::readModel(llvm::StringRef path, llvm::StringRef bytes,
+                                  onnx::ModelProto &model,
                                   ExternalWeights weights) {
   ExternalDataReader reader(path, weights);
-  return readModelWith(path, model, reader);
+  return readModelWith(path, bytes, model, reader);
 }
 
 static bool hasExternalWeights(const onnx::ModelProto &model) {
@@ -187,11 +195,12 @@ static void dropWeights(onnx::ModelProto &model) {
 /// model whose weights are external and too large to embed keeps their
 /// references, and `weightsLeftOut` is set: the executable then needs
 /// --weights, and says so.
-static std::string serializeModel(llvm::StringRef path, bool withWeights,
+static std::string serializeModel(llvm::StringRef path,
+                                  llvm::StringRef fileBytes, bool withWeights,
                                   std::string &bytes, bool &weightsLeftOut) {
   onnx::ModelProto model;
   ExternalDataReader reader(path, ExternalWeights::Keep);
-  std::string error = readModelWith(path, model, reader);
+  std::string error = readModelWith(path, fileBytes, model, reader);
   if (!error.empty())
     return error;
   bool externalWeights = hasExternalWeights(model);
@@ -204,11 +213,7 @@ static std::string serializeModel(llvm::StringRef path, bool withWeights,
   if (!error.empty())
     return error;
   if (withWeights && !reader.foundAny() && !path.ends_with(".onnxtext")) {
-    auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
-                                              /*RequiresNullTerminator=*/false);
-    if (!buffer)
-      return (path + ": " + buffer.getError().message()).str();
-    bytes = (*buffer)->getBuffer().str();
+    bytes = fileBytes.str();
     return "";
   }
   if (!model.SerializeToString(&bytes))
@@ -216,13 +221,15 @@ static std::string serializeModel(llvm::StringRef path, bool withWeights,
   return "";
 }
 
-FailureOr<std::string> mlir::blpa::readSerializedModel(MLIRContext *context,
+FailureOr<std::string> mlir::blpa::serializeOnnxBuffer(MLIRContext *context,
+                                                       llvm::StringRef bytes,
                                                        llvm::StringRef path,
                                                        bool withWeights) {
-  std::string bytes, error;
+  std::string serialized, error;
   bool weightsLeftOut = false;
   try {
-    error = serializeModel(path, withWeights, bytes, weightsLeftOut);
+    error =
+        serializeModel(path, bytes, withWeights, serialized, weightsLeftOut);
   } catch (...) {
     error = (path + ": cannot serialize the model").str();
   }
@@ -235,5 +242,16 @@ FailureOr<std::string> mlir::blpa::readSerializedModel(MLIRContext *context,
                         "with their external data the model is over 2 GiB; "
                         "run it with --weights "
                      << path;
-  return bytes;
+  return serialized;
+}
+
+FailureOr<std::string> mlir::blpa::readSerializedModel(MLIRContext *context,
+                                                       llvm::StringRef path,
+                                                       bool withWeights) {
+  std::string error;
+  std::unique_ptr<llvm::MemoryBuffer> file = readModelFile(path, error);
+  if (!file)
+    return emitError(FileLineColLoc::get(context, path, 0, 0),
+                     onnximport::oneLine(error));
+  return serializeOnnxBuffer(context, file->getBuffer(), path, withWeights);
 }

@@ -5,7 +5,9 @@
 
 #include "onnx/onnx_pb.h"
 #include "llvm/ADT/StringRef.h"
+#include "llvm/Support/MemoryBuffer.h"
 
+#include <memory>
 #include <string>
 
 namespace mlir {
@@ -22,10 +24,18 @@ enum class ExternalWeights {
   Keep,
 };
 
-/// Parses the binary (.onnx) or text (.onnxtext) model at `path` and reads
-/// its external data (relative to the model's directory). Returns an empty
-/// string on success, else a one-line reason starting with the path.
-std::string readModel(llvm::StringRef path, onnx::ModelProto &model,
+/// The file at `path`, or null with a one-line reason starting with the
+/// path in `error`.
+std::unique_ptr<llvm::MemoryBuffer> readModelFile(llvm::StringRef path,
+                                                  std::string &error);
+
+/// Parses `bytes`, the contents of the binary (.onnx) or text (.onnxtext)
+/// model file `path`, and reads its external data (relative to the model's
+/// directory). The path is not opened: it names the model in errors, says
+/// its format and locates its external data. Returns an empty string on
+/// success, else a one-line reason starting with the path.
+std::string readModel(llvm::StringRef path, llvm::StringRef bytes,
+                      onnx::ModelProto &model,
                       ExternalWeights weights = ExternalWeights::Read);
 
 } // namespace blpa

@@ -97,6 +97,12 @@ FailureOr<Value> NodeBinder::constantOperand(const std::string &input) {
                         "initializer)";
     value = *splat;
   }
+  // A Constant's dims are the model's word, unchecked against its values.
+  if (!isAddressable(shape))
+    return error() << "input '" << input << "' is a constant of shape "
+                   << formatInts(shape)
+                   << ", invalid or too large to address; the model is "
+                      "corrupt";
   auto type = RankedTensorType::get(shape, builder().getF32Type());
   return FillOp::create(builder(), location, type,
                         builder().getF64FloatAttr(*value))

@@ -10,6 +10,8 @@
 #include "Importer.h"
 
 #include "blpa/Dialect/Blpa/IR/BlpaOps.h"
+#include "llvm/Support/CheckedArithmetic.h"
+#include "llvm/Support/MathExtras.h"
 
 #include <limits>
 
@@ -27,6 +29,12 @@ struct Window {
 };
 } // namespace
 
+/// The extent of a kernel of `kernel` taps `dilation` apart (both >= 1), or
+/// nullopt when it overflows int64 (attributes are the model's word).
+static std::optional<int64_t> kernelExtent(int64_t kernel, int64_t dilation) {
+  return llvm::checkedMulAdd(dilation, kernel - 1, int64_t(1));
+}
+
 /// ONNX's auto_pad as explicit [top, left, bottom, right] pads. SAME_UPPER
 /// and SAME_LOWER pad so that the output size is ceil(input / stride), the
 /// odd pixel at the end (UPPER) or the start (LOWER).
@@ -43,10 +51,12 @@ resolvePads(NodeBinder &b, ArrayRef<int64_t> inputShape, const Window &w) {
                         "or SAME_LOWER";
   SmallVector<int64_t> pads(4);
   for (int i = 0; i < 2; ++i) {
-    int64_t in = inputShape[2 + i];
-    int64_t out = (in + w.strides[i] - 1) / w.strides[i];
-    int64_t span = w.dilations[i] * (w.kernel[i] - 1) + 1;
-    int64_t total = std::max<int64_t>(0, (out - 1) * w.strides[i] + span - in);
+    // Written so that no step overflows, whatever the attributes: the last
+    // window starts at (out - 1) * stride, before `in`.
+    int64_t in = inputShape[2 + i], stride = w.strides[i];
+    int64_t out = in / stride + (in % stride != 0);
+    int64_t span = *kernelExtent(w.kernel[i], w.dilations[i]);
+    int64_t total = std::max<int64_t>(0, span - (in - (out - 1) * stride));
     int64_t small = total / 2, large = total - small;
     pads[i] = autoPad == "SAME_UPPER" ? small : large;
     pads[i + 2] = autoPad == "SAME_UPPER" ? large : small;
@@ -69,6 +79,11 @@ static FailureOr<Window> readWindow(NodeBinder &b, Value input,
       failed(b.checkInts("strides", w.strides, 2, 1)) ||
       failed(b.checkInts("dilations", w.dilations, 2, 1)))
     return failure();
+  for (int i = 0; i < 2; ++i)
+    if (!kernelExtent(w.kernel[i], w.dilations[i]))
+      return b.error() << "kernel " << formatInts(w.kernel)
+                       << " with dilations " << formatInts(w.dilations)
+                       << " is too large";
   FailureOr<SmallVector<int64_t>> pads = resolvePads(b, shape, w);
   if (failed(pads) || failed(b.checkInts("pads", *pads, 4, 0)))
     return failure();
@@ -237,6 +252,43 @@ static int64_t broadcastAt(const IntTensor &t, ArrayRef<int64_t> index) {
   return t.values.empty() ? 0 : t.values[offset];
 }
 
+/// A computed integer tensor of shape `shape` must stay small (it is held
+/// in memory while the importer runs).
+static LogicalResult checkComputedCount(NodeBinder &b,
+                                        ArrayRef<int64_t> shape) {
+  std::optional<int64_t> count = elementCount(shape);
+  if (count && *count <= maxComputedIntElements)
+    return success();
+  return b.error() << "the integer result of shape " << formatInts(shape)
+                   << " is too large; compile-time integer tensors (shapes) "
+                      "are limited to "
+                   << maxComputedIntElements << " elements";
+}
+
+/// `x op y` for the node's op (Add, Sub, Mul or Div), as ONNX's int64
+/// arithmetic, except that what would overflow is an error, not a wrap.
+static FailureOr<int64_t> foldIntOp(NodeBinder &b, int64_t x, int64_t y) {
+  StringRef op = b.opType();
+  int64_t result = 0;
+  bool overflow = false;
+  if (op == "Add") {
+    overflow = llvm::AddOverflow(x, y, result);
+  } else if (op == "Sub") {
+    overflow = llvm::SubOverflow(x, y, result);
+  } else if (op == "Mul") {
+    overflow = llvm::MulOverflow(x, y, result);
+  } else {
+    if (y == 0)
+      return b.error() << "integer division by zero";
+    overflow = x == std::numeric_limits<int64_t>::min() && y == -1;
+    result = overflow ? 0 : x / y;
+  }
+  if (overflow)
+    return b.error() << "integer " << op << " of " << x << " and " << y
+                     << " overflows int64";
+  return result;
+}
+
 /// Add, Sub, Mul or Div of two integer tensors, with broadcasting.
 static LogicalResult foldIntArithmetic(NodeBinder &b) {
   IntTensor lhs = *b.intInput(0), rhs = *b.intInput(1);
@@ -254,6 +306,8 @@ static LogicalResult foldIntArithmetic(NodeBinder &b) {
                        << " do not broadcast";
     result.shape.push_back(x == 1 ? y : x);
   }
+  if (failed(checkComputedCount(b, result.shape)))
+    return failure();
   SmallVector<int64_t> strides = stridesOf(result.shape);
   int64_t count = ShapedType::getNumElements(result.shape);
   for (int64_t i = 0; i < count; ++i) {
@@ -261,13 +315,10 @@ static LogicalResult foldIntArithmetic(NodeBinder &b) {
     for (size_t d = 0; d < rank; ++d)
       index.push_back(i / strides[d] % result.shape[d]);
     int64_t x = broadcastAt(lhs, index), y = broadcastAt(rhs, index);
-    StringRef op = b.opType();
-    if (op == "Div" && y == 0)
-      return b.error() << "integer division by zero";
-    result.values.push_back(op == "Add"   ? x + y
-                            : op == "Sub" ? x - y
-                            : op == "Mul" ? x * y
-                                          : x / y);
+    FailureOr<int64_t> value = foldIntOp(b, x, y);
+    if (failed(value))
+      return failure();
+    result.values.push_back(*value);
   }
   return b.setIntOutput(std::move(result));
 }
@@ -302,9 +353,14 @@ static LogicalResult importConstantOfShape(NodeBinder &b) {
     return failure();
   if (shape->shape.size() != 1)
     return b.error() << "the shape input must be 1-D";
+  if (!isAddressable(shape->values))
+    return b.error() << "shape " << formatInts(shape->values)
+                     << " is invalid or too large to address";
   const onnx::TensorProto *value = b.getTensor("value");
   int64_t count = ShapedType::getNumElements(shape->values);
   if (value && value->data_type() == onnx::TensorProto::INT64) {
+    if (failed(checkComputedCount(b, shape->values)))
+      return failure();
     FailureOr<IntTensor> scalar = readIntTensor(*value);
     if (failed(scalar) || scalar->values.size() != 1)
       return b.error() << "attribute 'value' must hold one integer";
@@ -324,6 +380,19 @@ static LogicalResult importConstantOfShape(NodeBinder &b) {
                          .getResult());
 }
 
+/// Whether `perm` names each of `rank` axes once.
+static bool isPermutation(ArrayRef<int64_t> perm, int64_t rank) {
+  if (int64_t(perm.size()) != rank)
+    return false;
+  SmallVector<bool> seen(rank, false);
+  for (int64_t p : perm) {
+    if (p < 0 || p >= rank || seen[p])
+      return false;
+    seen[p] = true;
+  }
+  return true;
+}
+
 /// Transpose of a compile-time integer tensor.
 static LogicalResult importTranspose(NodeBinder &b) {
   FailureOr<IntTensor> data = shapeOperand(b, 0);
@@ -332,8 +401,7 @@ static LogicalResult importTranspose(NodeBinder &b) {
   int64_t rank = data->shape.size();
   SmallVector<int64_t> reversed(llvm::reverse(llvm::seq<int64_t>(0, rank)));
   SmallVector<int64_t> perm = b.getInts("perm", reversed);
-  if (int64_t(perm.size()) != rank ||
-      !llvm::all_of(perm, [&](int64_t p) { return p >= 0 && p < rank; }))
+  if (!isPermutation(perm, rank))
     return b.error() << "attribute 'perm' = " << formatInts(perm)
                      << " is not a permutation of " << rank << " axes";
   IntTensor result;
@@ -367,8 +435,12 @@ static SliceAxis sliceAxis(int64_t dim, int64_t start, int64_t end,
   int64_t first = step > 0 ? clamp(start, 0, dim) : clamp(start, -1, dim - 1);
   int64_t last = step > 0 ? clamp(end, 0, dim) : clamp(end, -1, dim - 1);
   int64_t span = step > 0 ? last - first : first - last;
-  int64_t magnitude = step > 0 ? step : -step;
-  return {first, span > 0 ? (span + magnitude - 1) / magnitude : 0, step};
+  // |step|; INT64_MIN's does not fit, but INT64_MAX is as good: no span
+  // reaches it.
+  int64_t magnitude =
+      step > 0 ? step : -std::max(step, -std::numeric_limits<int64_t>::max());
+  // ceil(span / magnitude), without overflowing for huge steps.
+  return {first, span > 0 ? (span - 1) / magnitude + 1 : 0, step};
 }
 
 /// Slice's starts, ends, axes and steps: attributes before opset 10,
@@ -622,8 +694,8 @@ static LogicalResult importMatMul(NodeBinder &b) {
                      << formatInts(mShape)
                      << "; only [..., M, K] x [K, N] products are supported";
   // Leading dimensions of `a` fold into M: one gemm, then the shape back.
-  int64_t k = aShape.back();
-  Value a2 = b.reshape(*a, {ShapedType::getNumElements(aShape) / k, k});
+  int64_t rows = ShapedType::getNumElements(aShape.drop_back());
+  Value a2 = b.reshape(*a, {rows, aShape.back()});
   FailureOr<Value> product2 = b.create<GemmOp>(
       a2, *m, Value(), false, false, llvm::APFloat(1.0), llvm::APFloat(1.0));
   if (failed(product2))
@@ -648,9 +720,10 @@ static LogicalResult importFlatten(NodeBinder &b) {
   if (normalized < 0 || normalized > rank)
     return b.error() << "attribute 'axis' = " << axis
                      << " is out of range for an input of rank " << rank;
+  // Products, not a quotient: a dimension may be 0.
   int64_t outer = ShapedType::getNumElements(shape.take_front(normalized));
-  return b.setOutput(
-      b.reshape(*x, {outer, ShapedType::getNumElements(shape) / outer}));
+  int64_t inner = ShapedType::getNumElements(shape.drop_front(normalized));
+  return b.setOutput(b.reshape(*x, {outer, inner}));
 }
 
 /// ONNX Reshape's target: 0 copies the input's dimension (unless
@@ -870,6 +943,9 @@ static LogicalResult importConcat(NodeBinder &b) {
       return b.error() << "input " << i << " has rank " << part->shape.size()
                        << "; only 1-D integer tensors (shapes) are "
                           "concatenated";
+    int64_t size = result.values.size() + part->values.size();
+    if (failed(checkComputedCount(b, {size})))
+      return failure();
     llvm::append_range(result.values, part->values);
   }
   // Of 1-D tensors, axis 0 is the only (and default) axis.

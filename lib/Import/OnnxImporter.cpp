@@ -187,7 +187,7 @@ Importer::inputType(const onnx::ValueInfoProto &input) {
                          << " or omit it";
     shape.push_back(symbolic ? *options.batchSize : dim.dim_value());
   }
-  if (!elementCount(shape))
+  if (!isAddressable(shape))
     return fileError() << "input '" << input.name() << "' has the shape "
                        << formatInts(shape) << ", too large to address";
   return RankedTensorType::get(shape, builder.getF32Type());
@@ -376,7 +376,7 @@ FailureOr<OwningOpRef<ModuleOp>> Importer::run(const onnx::ModelProto &model) {
 }
 
 static FailureOr<OwningOpRef<ModuleOp>>
-importGuarded(MLIRContext *context, llvm::StringRef path,
+importGuarded(MLIRContext *context, llvm::StringRef bytes, llvm::StringRef path,
               const ImportOptions &options) {
   Location loc = FileLineColLoc::get(context, path, 0, 0);
   if (options.batchSize && *options.batchSize <= 0)
@@ -386,7 +386,7 @@ importGuarded(MLIRContext *context, llvm::StringRef path,
   // into the compiler.
   try {
     onnx::ModelProto model;
-    std::string error = readModel(path, model);
+    std::string error = readModel(path, bytes, model);
     if (!error.empty())
       return emitError(loc, error);
     return Importer(context, path, options).run(model);
@@ -402,8 +402,9 @@ importGuarded(MLIRContext *context, llvm::StringRef path,
 /// The import's errors reach the caller as exactly one diagnostic on one
 /// line, whatever the model's names contain (they are quoted in messages).
 FailureOr<OwningOpRef<ModuleOp>>
-mlir::blpa::importOnnxFile(MLIRContext *context, llvm::StringRef path,
-                           const ImportOptions &options) {
+mlir::blpa::importOnnxBuffer(MLIRContext *context, llvm::StringRef bytes,
+                             llvm::StringRef path,
+                             const ImportOptions &options) {
   context->loadDialect<BlpaDialect, func::FuncDialect>();
   std::optional<Location> errorLoc;
   std::string message;
@@ -418,7 +419,7 @@ mlir::blpa::importOnnxFile(MLIRContext *context, llvm::StringRef path,
       }
       return success();
     });
-    module = importGuarded(context, path, options);
+    module = importGuarded(context, bytes, path, options);
   }
   if (!errorLoc && succeeded(module))
     return module;
@@ -428,4 +429,14 @@ mlir::blpa::importOnnxFile(MLIRContext *context, llvm::StringRef path,
            << ": the import failed without a reason (an "
               "importer bug; please report it)";
   return emitError(*errorLoc, message);
+}
+
+FailureOr<OwningOpRef<ModuleOp>>
+mlir::blpa::importOnnxFile(MLIRContext *context, llvm::StringRef path,
+                           const ImportOptions &options) {
+  std::string error;
+  std::unique_ptr<llvm::MemoryBuffer> file = readModelFile(path, error);
+  if (!file)
+    return emitError(FileLineColLoc::get(context, path, 0, 0), oneLine(error));
+  return importOnnxBuffer(context, file->getBuffer(), path, options);
 }

@@ -38,6 +38,12 @@ std::optional<int64_t> onnximport::elementCount(ArrayRef<int64_t> dims) {
   return count;
 }
 
+bool onnximport::isAddressable(ArrayRef<int64_t> dims) {
+  std::optional<int64_t> count = elementCount(dims);
+  return count && *count <= std::numeric_limits<int64_t>::max() /
+                                static_cast<int64_t>(sizeof(float));
+}
+
 FailureOr<IntTensor>
 onnximport::readIntTensor(const onnx::TensorProto &tensor) {
   IntTensor result;

@@ -32,6 +32,15 @@ FailureOr<OwningOpRef<ModuleOp>> importOnnxFile(MLIRContext *context,
                                                 llvm::StringRef path,
                                                 const ImportOptions &options);
 
+/// As importOnnxFile, with `bytes` standing for the contents of the model
+/// file `path`, which is not opened: it names the model in messages and in
+/// `blpa.source`, says its format (`.onnxtext` or binary) and is where its
+/// external data is looked for. (The fuzzer imports from memory.)
+FailureOr<OwningOpRef<ModuleOp>> importOnnxBuffer(MLIRContext *context,
+                                                  llvm::StringRef bytes,
+                                                  llvm::StringRef path,
+                                                  const ImportOptions &options);
+
 /// One ONNX op the importer supports (default domain) and the model opsets
 /// in which it does.
 struct OnnxOpSupport {
@@ -52,6 +61,13 @@ std::vector<OnnxOpSupport> supportedOnnxOps();
 /// external ones too large to embed (over 2 GiB in all), keeping their
 /// references, with a warning. Errors as importOnnxFile's.
 FailureOr<std::string> readSerializedModel(MLIRContext *context,
+                                           llvm::StringRef path,
+                                           bool withWeights = true);
+
+/// As readSerializedModel, with `bytes` standing for the contents of the
+/// model file `path`, as in importOnnxBuffer.
+FailureOr<std::string> serializeOnnxBuffer(MLIRContext *context,
+                                           llvm::StringRef bytes,
                                            llvm::StringRef path,
                                            bool withWeights = true);
 

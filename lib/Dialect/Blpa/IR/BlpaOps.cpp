@@ -187,12 +187,17 @@ struct ConvGeometry {
 static std::optional<int64_t> convOutputDim(int64_t in, int64_t kernel,
                                             int64_t stride, int64_t padBegin,
                                             int64_t padEnd, int64_t dilation) {
-  std::optional<int64_t> span = llvm::checkedMulAdd(dilation, kernel - 1, 1L);
+  std::optional<int64_t> span =
+      llvm::checkedMulAdd(dilation, kernel - 1, int64_t(1));
   std::optional<int64_t> padded = llvm::checkedAdd(in, padBegin);
   if (padded)
     padded = llvm::checkedAdd(*padded, padEnd);
   if (!span || !padded)
     return std::nullopt;
+  // A kernel wider than the padded input has no window (not one: division
+  // truncates toward zero).
+  if (*padded < *span)
+    return 0;
   return (*padded - *span) / stride + 1;
 }
 
@@ -631,12 +636,17 @@ static std::optional<int64_t> poolOutputDim(int64_t in, int64_t kernel,
   if (!padded)
     return std::nullopt;
   int64_t span = *padded - kernel;
-  // ceil(span / stride) for a non-negative span, without overflow.
-  bool roundUp = ceilMode && span > 0 && span % stride != 0;
+  // A kernel wider than the padded input has no window (not one: division
+  // truncates toward zero).
+  if (span < 0)
+    return 0;
+  // ceil(span / stride), without overflow.
+  bool roundUp = ceilMode && span % stride != 0;
   int64_t out = span / stride + roundUp + 1;
   // As in PyTorch and ONNX, the last window must start inside the input or
-  // the leading padding; (out - 1) * stride <= span fits.
-  if (ceilMode && out > 1 && (out - 1) * stride >= in + padBegin)
+  // the leading padding (a start past int64 does not).
+  std::optional<int64_t> lastStart = llvm::checkedMul(out - 1, stride);
+  if (ceilMode && (!lastStart || *lastStart >= in + padBegin))
     --out;
   return out;
 }
