@@ -4,8 +4,6 @@
 #include "Error.h"
 #include "FileUtil.h"
 
-#include <sys/stat.h>
-
 #include <cmath>
 
 namespace blpa::driver {
@@ -13,11 +11,6 @@ namespace blpa::driver {
 namespace {
 
 constexpr int64_t channels = 3, imageBytes = 3 * 32 * 32;
-
-bool exists(const std::string &path) {
-  struct stat info;
-  return stat(path.c_str(), &info) == 0;
-}
 
 /// The two flavours: CIFAR-10 has one label byte per record and 10
 /// classes, CIFAR-100 a coarse and a fine label byte and 100 classes.
@@ -27,12 +20,12 @@ struct Flavour {
 };
 
 Flavour flavourOf(const std::string &dir, const std::string &split) {
-  if (exists(dir + "/train.bin") || exists(dir + "/test.bin"))
+  if (pathExists(dir + "/train.bin") || pathExists(dir + "/test.bin"))
     return {2, 100, {dir + "/" + split + ".bin"}};
   if (split == "test")
     return {1, 10, {dir + "/test_batch.bin"}};
   Flavour flavour{1, 10, {}};
-  for (int k = 1; exists(dir + "/data_batch_" + std::to_string(k) + ".bin");
+  for (int k = 1; pathExists(dir + "/data_batch_" + std::to_string(k) + ".bin");
        ++k)
     flavour.files.push_back(dir + "/data_batch_" + std::to_string(k) + ".bin");
   return flavour;
@@ -100,7 +93,8 @@ ImageSet loadFiles(const std::string &dir, const std::string &split,
 } // namespace
 
 bool isCifarDirectory(const std::string &dir) {
-  return exists(dir + "/data_batch_1.bin") || exists(dir + "/train.bin");
+  return pathExists(dir + "/data_batch_1.bin") ||
+         pathExists(dir + "/train.bin");
 }
 
 ImageSet loadCifar(const std::string &dir, const std::string &split,

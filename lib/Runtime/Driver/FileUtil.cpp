@@ -126,4 +126,9 @@ std::string sanitizeFileName(const std::string &name) {
   return result;
 }
 
+bool pathExists(const std::string &path) {
+  struct stat info;
+  return stat(path.c_str(), &info) == 0;
+}
+
 } // namespace blpa::driver

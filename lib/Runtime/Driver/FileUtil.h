@@ -53,6 +53,9 @@ void writeFileAtomically(const std::string &path, const void *data,
 /// The whole content of `path`; `flag` names the option it came from.
 std::string readWholeFile(const std::string &path, const std::string &flag);
 
+/// Whether anything exists at `path`.
+bool pathExists(const std::string &path);
+
 /// mkdir -p.
 void makeDirectories(const std::string &path, const std::string &flag);
 

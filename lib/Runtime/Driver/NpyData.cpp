@@ -2,18 +2,12 @@
 
 #include "NpyData.h"
 #include "Error.h"
+#include "FileUtil.h"
 #include "Npy.h"
-
-#include <sys/stat.h>
 
 namespace blpa::driver {
 
 namespace {
-
-bool exists(const std::string &path) {
-  struct stat info;
-  return stat(path.c_str(), &info) == 0;
-}
 
 /// The (samples, labels) paths of `split`, empty when the split is absent.
 std::pair<std::string, std::string> splitPaths(const std::string &data,
@@ -25,14 +19,15 @@ std::pair<std::string, std::string> splitPaths(const std::string &data,
                : std::make_pair(std::string(), std::string());
   std::string x = data + "/x_" + split + ".npy",
               y = data + "/y_" + split + ".npy";
-  return exists(x) ? std::make_pair(x, y)
-                   : std::make_pair(std::string(), std::string());
+  return pathExists(x) ? std::make_pair(x, y)
+                       : std::make_pair(std::string(), std::string());
 }
 
 } // namespace
 
 bool isNpyData(const std::string &data) {
-  return data.find(',') != std::string::npos || exists(data + "/x_train.npy");
+  return data.find(',') != std::string::npos ||
+         pathExists(data + "/x_train.npy");
 }
 
 ImageSet loadNpyData(const std::string &data, const std::string &split,

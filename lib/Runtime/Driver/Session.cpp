@@ -102,6 +102,15 @@ void *Session::bind(const void *host, void *device, uint64_t bytes) {
   return device;
 }
 
+std::vector<void *>
+Session::bindInputs(const std::vector<const float *> &inputs) {
+  std::vector<void *> pointers;
+  for (size_t i = 0; i < inputs.size(); ++i)
+    pointers.push_back(bind(inputs[i], hostMemory ? nullptr : inputBuffers[i],
+                            floatBytes(manifest.inputs[i].shape)));
+  return pointers;
+}
+
 void Session::loadParams(const OnnxModel &model) {
   if (hostMemory)
     return model.readParams(manifest.params, paramPointers);
@@ -133,11 +142,7 @@ float Session::trainStep(const std::vector<const float *> &inputs,
   if (!blpa_train_step)
     throw DriverError("this executable was compiled for inference only; "
                       "recompile with blpa-opt --train to train");
-  std::vector<void *> inputPointers;
-  for (size_t i = 0; i < inputs.size(); ++i)
-    inputPointers.push_back(bind(inputs[i],
-                                 hostMemory ? nullptr : inputBuffers[i],
-                                 floatBytes(manifest.inputs[i].shape)));
+  std::vector<void *> inputPointers = bindInputs(inputs);
   inputPointers.push_back(
       bind(labels, labelBuffer, manifest.labelCount * sizeof(int64_t)));
   float loss = 0;
@@ -162,11 +167,7 @@ void Session::forward(const std::vector<const float *> &inputs,
   if (!blpa_forward)
     throw DriverError("the executable defines no blpa_forward; rebuild it "
                       "with blpa-opt");
-  std::vector<void *> inputPointers, outputPointers;
-  for (size_t i = 0; i < inputs.size(); ++i)
-    inputPointers.push_back(bind(inputs[i],
-                                 hostMemory ? nullptr : inputBuffers[i],
-                                 floatBytes(manifest.inputs[i].shape)));
+  std::vector<void *> inputPointers = bindInputs(inputs), outputPointers;
   for (size_t i = 0; i < outputs.size(); ++i)
     outputPointers.push_back(hostMemory ? outputs[i] : outputBuffers[i]);
   StepCall call = {&context,

@@ -88,6 +88,8 @@ private:
   /// `host` itself when runtime memory is host memory, else `device`
   /// after uploading `bytes` of `host` into it.
   void *bind(const void *host, void *device, uint64_t bytes);
+  /// The pointers the step reads the data inputs through (bind of each).
+  std::vector<void *> bindInputs(const std::vector<const float *> &inputs);
   /// Runs `step` through blpa_runtime_run with every pointer it binds.
   void run(void (*step)(void *), void *closure,
            const std::vector<void *> &inputs,
