@@ -184,3 +184,95 @@ def test_augmentation_is_seeded_and_changes_the_batches(cifar_exe,
     proc = tool.run([cifar_exe, "--data", str(data), "--steps", 1, "--lr",
                      0.1, "--augment", "rotate"], check=False)
     assert_one_line(proc, "--augment: 'rotate' is not cropP")
+
+
+def losses_and_accuracy(exe, log, data, *flags):
+    records, stdout = tool.train(exe, log, "--data", str(data), "--steps", 5,
+                               "--lr", 0.01, *flags)
+    return ([r["loss"] for r in records if "loss" in r],
+            [r["test_accuracy"] for r in records if "test_accuracy" in r],
+            stdout)
+
+
+def test_byte_images_are_normalized_by_the_training_split(cifar_exe,
+                                                          tmp_path):
+    """CIFAR bytes train as NumPy arrays normalized by hand with the
+    training split's per-channel mean and std (of pixel / 255), the test
+    split with the training split's figures; the printed figures are
+    NumPy's."""
+    rng = fresh_rng()
+    data = tmp_path / "cifar"
+    write_cifar(data, ["data_batch_1.bin"], 32, rng=rng)
+    write_cifar(data, ["test_batch.bin"], 16, rng=rng)
+
+    def read(name):
+        raw = np.frombuffer((data / name).read_bytes(), np.uint8)
+        raw = raw.reshape(-1, 3073)
+        return (raw[:, 1:].reshape(-1, 3, 32, 32).astype(np.float32) / 255,
+                raw[:, 0].astype(np.int64))
+
+    x_train, y_train = read("data_batch_1.bin")
+    x_test, y_test = read("test_batch.bin")
+    mean = x_train.astype(np.float64).mean(axis=(0, 2, 3))
+    std = x_train.astype(np.float64).std(axis=(0, 2, 3))
+    by_hand = tmp_path / "npy"
+    by_hand.mkdir()
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        x = (x - mean[:, None, None].astype(np.float32)) / std[
+            :, None, None].astype(np.float32)
+        np.save(by_hand / ("x_%s.npy" % split), x.astype(np.float32))
+        np.save(by_hand / ("y_%s.npy" % split), y)
+    log = str(tmp_path / "n.jsonl")
+    losses, accuracy, stdout = losses_and_accuracy(cifar_exe, log, data)
+    expected_losses, expected_accuracy, _ = losses_and_accuracy(
+        cifar_exe, log, by_hand)
+    np.testing.assert_allclose(losses, expected_losses, rtol=1e-5)
+    assert accuracy == expected_accuracy
+    line = next(l for l in stdout.splitlines() if l.startswith("normalizing"))
+    assert "mean " + ",".join("%.4f" % m for m in mean) in line
+    assert "std " + ",".join("%.4f" % s for s in std) in line
+    assert "measured on the training split" in line
+    # `auto` is the default for bytes; `none` is pixel / 255 as it is.
+    assert losses_and_accuracy(cifar_exe, log, data, "--normalize",
+                               "auto")[0] == losses
+    assert losses_and_accuracy(cifar_exe, log, data, "--normalize",
+                               "none")[0] != losses
+
+
+def test_normalize_flag_on_numpy_arrays(cifar_exe, tmp_path):
+    """NumPy arrays are used as they are unless --normalize says otherwise;
+    given figures (one for all channels or one per channel) train as the
+    arrays normalized by hand do, bitwise."""
+    rng = fresh_rng()
+    raw, by_hand = tmp_path / "raw", tmp_path / "by_hand"
+    x, y = write_npy_split(raw, "train", 24, rng)
+    mean = np.float32([0.5, -0.25, 0.125])
+    std = np.float32([2.0, 0.5, 1.5])
+    by_hand.mkdir()
+    np.save(by_hand / "x_train.npy",
+            ((x - mean[:, None, None]) / std[:, None, None]).astype(
+                np.float32))
+    np.save(by_hand / "y_train.npy", y)
+    log = str(tmp_path / "n.jsonl")
+    given = losses_and_accuracy(cifar_exe, log, raw, "--normalize",
+                                "0.5,-0.25,0.125:2,0.5,1.5")[0]
+    assert given == losses_and_accuracy(cifar_exe, log, by_hand)[0]
+    as_is = losses_and_accuracy(cifar_exe, log, raw)
+    assert as_is[0] != given and "normalizing" not in as_is[2]
+    assert as_is[0] == losses_and_accuracy(cifar_exe, log, raw,
+                                           "--normalize", "none")[0]
+
+
+@pytest.mark.parametrize("value,message", [
+    ("0.5", "no ':' between the means and the standard deviations"),
+    ("0.5:0", "standard deviations must be positive"),
+    ("a:1", "'a' is not a number"),
+    ("0.1,0.2:1", "2 mean values for data with 3 channels"),
+])
+def test_bad_normalize_values_are_refused(cifar_exe, tmp_path, value,
+                                          message):
+    rng = fresh_rng()
+    write_npy_split(tmp_path / "d", "train", 16, rng)
+    proc = tool.run([cifar_exe, "--data", str(tmp_path / "d"), "--steps", 1,
+                     "--lr", 0.1, "--normalize", value], check=False)
+    assert_one_line(proc, message)

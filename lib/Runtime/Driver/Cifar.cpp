@@ -4,8 +4,6 @@
 #include "Error.h"
 #include "FileUtil.h"
 
-#include <cmath>
-
 namespace blpa::driver {
 
 namespace {
@@ -55,27 +53,6 @@ void appendRecords(const std::string &path, const Flavour &flavour,
   }
 }
 
-/// Sets the per-channel mean and standard deviation of `set`'s pixels
-/// (in [0, 1]).
-void measureChannels(ImageSet &set) {
-  int64_t plane = imageBytes / channels;
-  set.mean.assign(channels, 0);
-  set.stddev.assign(channels, 0);
-  for (int64_t c = 0; c < channels; ++c) {
-    double sum = 0, squares = 0;
-    for (int64_t i = 0; i < set.count; ++i)
-      for (int64_t p = 0; p < plane; ++p) {
-        double v = set.pixels[(i * channels + c) * plane + p] / 255.0;
-        sum += v;
-        squares += v * v;
-      }
-    double n = double(set.count * plane), mean = sum / n;
-    set.mean[c] = float(mean);
-    set.stddev[c] =
-        float(std::sqrt(std::max(squares / n - mean * mean, 1e-12)));
-  }
-}
-
 ImageSet loadFiles(const std::string &dir, const std::string &split,
                    const std::string &flag) {
   Flavour flavour = flavourOf(dir, split);
@@ -99,17 +76,7 @@ bool isCifarDirectory(const std::string &dir) {
 
 ImageSet loadCifar(const std::string &dir, const std::string &split,
                    const std::string &flag) {
-  ImageSet set = loadFiles(dir, split, flag);
-  if (split == "train") {
-    measureChannels(set);
-  } else {
-    // Normalized like the data the model trains on.
-    ImageSet train = loadFiles(dir, "train", flag);
-    measureChannels(train);
-    set.mean = train.mean;
-    set.stddev = train.stddev;
-  }
-  return set;
+  return loadFiles(dir, split, flag);
 }
 
 } // namespace blpa::driver

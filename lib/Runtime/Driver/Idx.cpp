@@ -81,15 +81,14 @@ std::vector<int64_t> parseIdxHeader(const std::string &file, int rank,
 } // namespace
 
 void ImageSet::normalizedImage(int64_t index, float *out) const {
-  if (values) {
-    std::copy_n(values + index * pixelsPerImage, pixelsPerImage, out);
+  for (int64_t i = 0; i < pixelsPerImage; ++i)
+    out[i] = rawValue(index, i);
+  if (mean.empty())
     return;
-  }
-  const uint8_t *image = pixels.data() + index * pixelsPerImage;
   int64_t plane = pixelsPerImage / channels;
   for (int64_t c = 0; c < channels; ++c)
     for (int64_t i = c * plane; i < (c + 1) * plane; ++i)
-      out[i] = (image[i] / 255.0f - mean[c]) / stddev[c];
+      out[i] = (out[i] - mean[c]) / stddev[c];
 }
 
 ImageSet loadImageSet(const std::string &dir, const std::string &split,

@@ -29,15 +29,21 @@ struct ImageSet {
   const float *values = nullptr;
   std::shared_ptr<const MappedNpy> mapping;
   std::vector<int64_t> labels;
-  /// Per-channel mean and standard deviation of pixel / 255 (Fashion-
-  /// MNIST's by default).
+  /// Channels per sample (the planes of a sample are one after the other).
   int64_t channels = 1;
-  std::vector<float> mean = {0.2860f}, stddev = {0.3530f};
+  /// Per-channel mean and standard deviation (of pixel / 255 for byte
+  /// images) to normalize with, one each per channel; empty: none.
+  std::vector<float> mean, stddev;
 
-  /// Writes sample `index` to `out[0 .. pixelsPerImage)`: byte images with
-  /// each channel normalised with its mean and standard deviation, float
-  /// samples as they are.
+  /// Writes sample `index` to `out[0 .. pixelsPerImage)`: byte images as
+  /// pixel / 255, each channel normalized with its mean and standard
+  /// deviation when the set has them.
   void normalizedImage(int64_t index, float *out) const;
+  /// The sample's value `i` before normalization (pixel / 255 for bytes).
+  float rawValue(int64_t index, int64_t i) const {
+    return values ? values[index * pixelsPerImage + i]
+                  : pixels[index * pixelsPerImage + i] / 255.0f;
+  }
 };
 
 /// Loads DIR/<split>-images-idx3-ubyte[.gz] and DIR/<split>-labels-idx1-

@@ -57,6 +57,8 @@ ImageSet loadNpyData(const std::string &data, const std::string &split,
                         "; labels are class indices from 0");
   set.count = x.shape[0];
   set.pixelsPerImage = set.count ? numElements(x.shape) / set.count : 0;
+  // [N, C, ...] has C channels; [N, F] one.
+  set.channels = x.shape.size() >= 3 ? x.shape[1] : 1;
   set.values = reinterpret_cast<const float *>(samples->data);
   set.mapping = std::move(samples);
   set.labels = std::move(labels);

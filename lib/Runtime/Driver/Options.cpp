@@ -3,6 +3,7 @@
 #include "Options.h"
 #include "Error.h"
 #include "Manifest.h"
+#include "Normalize.h"
 
 #include <algorithm>
 #include <cctype>
@@ -109,6 +110,14 @@ const FlagSpec flagSpecs[] = {
      "pixels (cropP) and a random horizontal flip (flip), seeded",
      [](Options &o, const std::string &, const std::string &v) {
        o.augment = v;
+     }},
+    {"--normalize", "auto|none|MEAN,...:STD,...", TrainOnData,
+     "normalize each channel as (value - mean) / std, value being pixel / "
+     "255 for byte images; auto measures the training split (the default "
+     "for byte images; NumPy arrays are used as they are by default)",
+     [](Options &o, const std::string &, const std::string &v) {
+       parseNormalization(v); // Refuse a bad value before loading data.
+       o.normalize = v;
      }},
     {"--eval-every", "K", TrainOnData,
      "also evaluate on the test split every K steps",

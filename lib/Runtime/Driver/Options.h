@@ -32,6 +32,8 @@ struct Options {
   std::string lrSchedule = "constant";
   /// --augment's list (empty: none).
   std::string augment;
+  /// --normalize's value (empty: the default).
+  std::string normalize;
   int64_t warmup = 0;
   /// Evaluate on the test split every K steps as well as at the end.
   std::optional<int64_t> evalEvery;

@@ -2,6 +2,7 @@
 
 #include "Training.h"
 #include "Augment.h"
+#include "Batches.h"
 #include "Checkpoint.h"
 #include "Cifar.h"
 #include "Error.h"
@@ -9,9 +10,9 @@
 #include "Idx.h"
 #include "Manifest.h"
 #include "Model.h"
+#include "Normalize.h"
 #include "NpyData.h"
 #include "Options.h"
-#include "Random.h"
 #include "Schedule.h"
 #include "Session.h"
 
@@ -23,7 +24,6 @@
 #include <csignal>
 #include <cstdio>
 #include <functional>
-#include <numeric>
 
 namespace blpa::driver {
 
@@ -66,121 +66,6 @@ std::string jsonNumber(double value, const char *format = "%.7g") {
   std::snprintf(text, sizeof(text), format, value);
   return text;
 }
-
-struct Batch {
-  std::vector<const float *> inputs;
-  const int64_t *labels = nullptr;
-};
-
-class BatchSource {
-public:
-  virtual ~BatchSource() = default;
-  virtual Batch next() = 0;
-  /// Moves past `count` batches as next() would, without making them (a
-  /// resumed run replays the order from the seed).
-  virtual void skip(int64_t count) = 0;
-};
-
-/// Epochs over a data set in a fresh shuffled order each, in full batches.
-class DatasetBatches : public BatchSource {
-public:
-  /// `imageShape` is one sample's [C, H, W] when augmenting.
-  DatasetBatches(const ImageSet &images, int64_t batchSize, uint64_t seed,
-                 Augmentation augmentation, Shape imageShape)
-      : images(images), batchSize(batchSize), seed(seed), random(seed),
-        order(images.count), augmentation(augmentation),
-        imageShape(std::move(imageShape)),
-        pixels(batchSize * images.pixelsPerImage), labels(batchSize) {
-    std::iota(order.begin(), order.end(), 0);
-    position = images.count; // Shuffle before the first batch.
-  }
-
-  void skip(int64_t count) override {
-    for (int64_t i = 0; i < count; ++i) {
-      startEpochIfDone();
-      position += batchSize;
-      served += batchSize;
-    }
-  }
-
-  Batch next() override {
-    startEpochIfDone();
-    for (int64_t i = 0; i < batchSize; ++i) {
-      int64_t index = order[position + i];
-      float *image = &pixels[i * images.pixelsPerImage];
-      images.normalizedImage(index, image);
-      if (augmentation.enabled())
-        augmentImage(augmentation, image, imageShape[0], imageShape[1],
-                     imageShape[2], seed, served + i, scratch);
-      labels[i] = images.labels[index];
-    }
-    position += batchSize;
-    served += batchSize;
-    return {{pixels.data()}, labels.data()};
-  }
-
-private:
-  void startEpochIfDone() {
-    if (position + batchSize > images.count) {
-      random.shuffle(order);
-      position = 0;
-    }
-  }
-
-  const ImageSet &images;
-  int64_t batchSize;
-  uint64_t seed;
-  Random random;
-  std::vector<int64_t> order;
-  int64_t position;
-  /// Samples handed out so far: the augmentation's draw counter.
-  uint64_t served = 0;
-  Augmentation augmentation;
-  Shape imageShape;
-  std::vector<float> pixels, scratch;
-  std::vector<int64_t> labels;
-};
-
-/// A few random batches, made up front and cycled, so that generating them
-/// does not count against the measured throughput.
-class SyntheticBatches : public BatchSource {
-public:
-  SyntheticBatches(const Manifest &manifest, int64_t batchCount,
-                   uint64_t seed) {
-    Random random(seed);
-    int64_t classes = manifest.classCount();
-    for (int64_t b = 0; b < batchCount; ++b) {
-      for (const TensorRecord &input : manifest.inputs) {
-        inputs.emplace_back(numElements(input.shape));
-        for (float &value : inputs.back())
-          value = random.normal();
-      }
-      labels.emplace_back(manifest.labelCount);
-      for (int64_t &label : labels.back())
-        label = random.below(classes);
-    }
-    inputsPerBatch = manifest.inputs.size();
-  }
-
-  void skip(int64_t count) override {
-    current = (current + count) % labels.size();
-  }
-
-  Batch next() override {
-    Batch batch;
-    for (size_t i = 0; i < inputsPerBatch; ++i)
-      batch.inputs.push_back(inputs[current * inputsPerBatch + i].data());
-    batch.labels = labels[current].data();
-    current = (current + 1) % labels.size();
-    return batch;
-  }
-
-private:
-  std::vector<std::vector<float>> inputs;
-  std::vector<std::vector<int64_t>> labels;
-  size_t inputsPerBatch = 0;
-  size_t current = 0;
-};
 
 /// Split "train" or "test" of the data set `--data` names: NumPy arrays,
 /// CIFAR binary files or (Fashion-)MNIST IDX files.
@@ -423,14 +308,18 @@ void runTraining(const Manifest &manifest, const Options &options,
   std::unique_ptr<BatchSource> source;
   ImageSet trainSet, testSet;
   if (options.synthetic) {
-    source = std::make_unique<SyntheticBatches>(
-        manifest, options.syntheticBatches, options.seed);
+    source =
+        makeSyntheticBatches(manifest, options.syntheticBatches, options.seed);
   } else {
     trainSet = loadSplit(options.dataDir, "train");
     testSet = loadSplit(options.dataDir, "test");
     checkDataFitsModel(manifest, trainSet, options.dataDir);
     if (testSet.count)
       checkDataFitsModel(manifest, testSet, options.dataDir);
+    std::string normalized = applyNormalization(
+        parseNormalization(options.normalize), trainSet, testSet);
+    if (!normalized.empty())
+      std::printf("%s\n", normalized.c_str());
     Augmentation augmentation = parseAugmentation(options.augment);
     Shape imageShape(manifest.inputs[0].shape.begin() + 1,
                      manifest.inputs[0].shape.end());
@@ -438,8 +327,9 @@ void runTraining(const Manifest &manifest, const Options &options,
       throw DriverError("--augment needs image inputs [N, C, H, W]; input '" +
                         manifest.inputs[0].name + "' is " +
                         formatShape(manifest.inputs[0].shape));
-    source = std::make_unique<DatasetBatches>(
-        trainSet, manifest.batchSize(), options.seed, augmentation, imageShape);
+    source = std::make_unique<PrefetchingBatches>(
+        makeDatasetBatches(trainSet, manifest.batchSize(), options.seed,
+                           augmentation, imageShape));
   }
   JsonlLog log(options.logPath);
   std::unique_ptr<Session> session =
