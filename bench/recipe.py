@@ -56,6 +56,9 @@ def parse_args():
     parser.add_argument("--threads", type=int, default=usable_cores())
     parser.add_argument("--modes", default=",".join(n for n, _ in MODES),
                         help="comma-separated subset of: %(default)s")
+    parser.add_argument("--replot", action="store_true",
+                        help="only redraw DIR/test-error.svg from "
+                        "DIR/curves.json")
     args = parser.parse_args()
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.modes = args.modes.split(",")
@@ -136,7 +139,10 @@ def svg_plot(curves, args):
     max_step = max(step for step, _ in points)
     low = min(error for _, error in points) * 100
     high = max(error for _, error in points) * 100
-    low, high = max(0.0, low - 1), high + 1
+    # The first evaluations' errors would squash the end, where the modes
+    # differ: the axis stops at 2.5x the worst final error (lines clipped).
+    final = max(curve[-1][1] for curve in series.values()) * 100
+    low, high = max(0.0, low - 1), min(high, 2.5 * final) + 1
 
     def x(step):
         return left + (width - left - right) * step / max_step
@@ -147,7 +153,10 @@ def svg_plot(curves, args):
 
     out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
            'font-family="sans-serif" font-size="12">' % (width, height),
-           '<rect width="100%" height="100%" fill="white"/>']
+           '<rect width="100%" height="100%" fill="white"/>',
+           '<clipPath id="plot"><rect x="%d" y="%d" width="%d" height="%d"/>'
+           '</clipPath>' % (left, top, width - left - right,
+                            height - top - bottom)]
     for i in range(6):
         value = low + (high - low) * i / 5
         ypos = top + (height - top - bottom) * (1 - i / 5)
@@ -169,7 +178,7 @@ def svg_plot(curves, args):
         colour = COLOURS[name]
         path = " ".join("%.1f,%.1f" % (x(s), y(e)) for s, e in curve)
         out.append('<polyline fill="none" stroke="%s" stroke-width="2" '
-                   'points="%s"/>' % (colour, path))
+                   'clip-path="url(#plot)" points="%s"/>' % (colour, path))
         ylegend = top + 10 + 18 * i
         out.append('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" '
                    'stroke-width="2"/>' % (width - right + 10, ylegend,
@@ -183,6 +192,14 @@ def svg_plot(curves, args):
 
 def main():
     args = parse_args()
+    if args.replot:
+        with open(os.path.join(args.out, "curves.json")) as f:
+            saved = json.load(f)
+        curves = {(key.rsplit("/seed", 1)[0], int(key.rsplit("/seed", 1)[1])):
+                  value for key, value in saved.items()}
+        with open(os.path.join(args.out, "test-error.svg"), "w") as f:
+            f.write(svg_plot(curves, args))
+        return
     os.makedirs(args.out, exist_ok=True)
     steps = args.steps or args.epochs * (TRAIN_IMAGES // args.batch)
     header = (
