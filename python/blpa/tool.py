@@ -134,3 +134,20 @@ def train(exe, log, *args, timeout=None):
 def losses(records):
     """The per-step losses of a training log, in step order."""
     return [r["loss"] for r in records if "loss" in r]
+
+
+def onnxruntime_run(model, inputs):
+    """Runs ONNX file `model` with onnxruntime (CPUExecutionProvider, default
+    session options, as a user would) on `inputs` (arrays, graph input
+    order); returns its outputs in graph order. onnxruntime is not a Debian
+    package: scripts/install-deps puts it in .venv/, whose python (Debian's,
+    with Debian's packages) scripts/test runs pytest with."""
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise ImportError("onnxruntime is missing: run with .venv/bin/python "
+                          "(scripts/install-deps makes it)") from e
+    session = onnxruntime.InferenceSession(
+        model, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    return session.run(None, dict(zip(names, inputs)))
