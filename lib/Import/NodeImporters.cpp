@@ -228,7 +228,8 @@ static LogicalResult importRelu(NodeBinder &b) {
 //===----------------------------------------------------------------------===//
 // Compile-time integer tensors beyond shapes: the chains exporters write for
 // F.pad's pads (ConstantOfShape, Cast, Slice, Transpose, Reshape, integer
-// arithmetic) are evaluated at import.
+// arithmetic) are evaluated at import; Slice and Transpose of float tensors
+// become blpa ops.
 //===----------------------------------------------------------------------===//
 
 static FailureOr<IntTensor> shapeOperand(NodeBinder &b, int index);
@@ -393,28 +394,53 @@ static bool isPermutation(ArrayRef<int64_t> perm, int64_t rank) {
   return true;
 }
 
-/// Transpose of a compile-time integer tensor.
+/// Transpose: of a compile-time integer tensor, evaluated; of a float tensor
+/// (an activation, or a parameter such as Linear's weight without bias), a
+/// blpa.transpose, or a reshape (a view) when only size-1 dimensions move.
 static LogicalResult importTranspose(NodeBinder &b) {
-  FailureOr<IntTensor> data = shapeOperand(b, 0);
-  if (failed(data))
-    return failure();
-  int64_t rank = data->shape.size();
+  bool folded = b.isIntInput(0);
+  IntTensor data;
+  SmallVector<int64_t> shape;
+  Value x;
+  if (folded) {
+    data = *b.intInput(0);
+    shape = data.shape;
+  } else {
+    FailureOr<Value> input = b.input(0);
+    if (failed(input))
+      return failure();
+    x = *input;
+    llvm::append_range(shape, getShape(x));
+  }
+  int64_t rank = shape.size();
   SmallVector<int64_t> reversed(llvm::reverse(llvm::seq<int64_t>(0, rank)));
   SmallVector<int64_t> perm = b.getInts("perm", reversed);
   if (!isPermutation(perm, rank))
     return b.error() << "attribute 'perm' = " << formatInts(perm)
                      << " is not a permutation of " << rank << " axes";
-  IntTensor result;
+  SmallVector<int64_t> outShape;
   for (int64_t p : perm)
-    result.shape.push_back(data->shape[p]);
-  SmallVector<int64_t> inStrides = stridesOf(data->shape),
+    outShape.push_back(shape[p]);
+  if (!folded) {
+    // The dimensions other than 1s keep their order: the data does not
+    // move.
+    SmallVector<int64_t> moved;
+    for (int64_t p : perm)
+      if (shape[p] != 1)
+        moved.push_back(p);
+    if (llvm::is_sorted(moved))
+      return b.setOutput(b.reshape(x, outShape));
+    return b.setOutput(b.create<TransposeOp>(x, perm));
+  }
+  IntTensor result{outShape, {}};
+  SmallVector<int64_t> inStrides = stridesOf(data.shape),
                        outStrides = stridesOf(result.shape);
   int64_t count = ShapedType::getNumElements(result.shape);
   for (int64_t i = 0; i < count; ++i) {
     int64_t offset = 0;
     for (int64_t d = 0; d < rank; ++d)
       offset += i / outStrides[d] % result.shape[d] * inStrides[perm[d]];
-    result.values.push_back(data->values[offset]);
+    result.values.push_back(data.values[offset]);
   }
   return b.setIntOutput(std::move(result));
 }
