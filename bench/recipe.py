@@ -14,6 +14,7 @@ training, mean over seeds, one line per mode) and every run's JSON log;
 prints the table. About an hour on 2 cores with the defaults."""
 
 import argparse
+import concurrent.futures
 import datetime
 import json
 import os
@@ -56,6 +57,14 @@ def parse_args():
     parser.add_argument("--threads", type=int, default=usable_cores())
     parser.add_argument("--modes", default=",".join(n for n, _ in MODES),
                         help="comma-separated subset of: %(default)s")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs at a time (each with --threads)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the executables in --out and the runs "
+                        "whose logs there are complete; train the rest")
+    parser.add_argument("--replot", action="store_true",
+                        help="only redraw DIR/test-error.svg from "
+                        "DIR/curves.json")
     args = parser.parse_args()
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.modes = args.modes.split(",")
@@ -65,6 +74,14 @@ def parse_args():
     if len(args.seeds) < 2:
         parser.error("the spread needs at least two seeds")
     return args
+
+
+def runs(args):
+    return [(name, seed) for seed in args.seeds for name in args.modes]
+
+
+def total_steps(args):
+    return args.steps or args.epochs * (TRAIN_IMAGES // args.batch)
 
 
 def compile_all(args):
@@ -95,9 +112,23 @@ def length(args):
     return ["--epochs", args.epochs]
 
 
+def finished_curve(log, steps):
+    """The curve in `log` when that run evaluated after its last step."""
+    if not os.path.exists(log):
+        return None
+    records = tool.read_log(log)
+    curve = [(r["after_step"], 1 - r["test_accuracy"]) for r in records
+             if "test_accuracy" in r]
+    return curve if curve and curve[-1][0] == steps else None
+
+
 def train(exe, seed, args):
     """[(step, test error)] of one run, the last after the final step."""
     log = exe + ".jsonl"
+    if args.reuse:
+        curve = finished_curve(log, total_steps(args))
+        if curve:
+            return curve
     records, _ = tool.train(
         exe, log, "--data", FASHION_MNIST, *length(args), "--lr",
         args.lr, "--lr-schedule", "cosine", "--warmup", args.warmup,
@@ -136,7 +167,10 @@ def svg_plot(curves, args):
     max_step = max(step for step, _ in points)
     low = min(error for _, error in points) * 100
     high = max(error for _, error in points) * 100
-    low, high = max(0.0, low - 1), high + 1
+    # The first evaluations' errors would squash the end, where the modes
+    # differ: the axis stops at 2.5x the worst final error (lines clipped).
+    final = max(curve[-1][1] for curve in series.values()) * 100
+    low, high = max(0.0, low - 1), min(high, 2.5 * final) + 1
 
     def x(step):
         return left + (width - left - right) * step / max_step
@@ -147,7 +181,10 @@ def svg_plot(curves, args):
 
     out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
            'font-family="sans-serif" font-size="12">' % (width, height),
-           '<rect width="100%" height="100%" fill="white"/>']
+           '<rect width="100%" height="100%" fill="white"/>',
+           '<clipPath id="plot"><rect x="%d" y="%d" width="%d" height="%d"/>'
+           '</clipPath>' % (left, top, width - left - right,
+                            height - top - bottom)]
     for i in range(6):
         value = low + (high - low) * i / 5
         ypos = top + (height - top - bottom) * (1 - i / 5)
@@ -169,7 +206,7 @@ def svg_plot(curves, args):
         colour = COLOURS[name]
         path = " ".join("%.1f,%.1f" % (x(s), y(e)) for s, e in curve)
         out.append('<polyline fill="none" stroke="%s" stroke-width="2" '
-                   'points="%s"/>' % (colour, path))
+                   'clip-path="url(#plot)" points="%s"/>' % (colour, path))
         ylegend = top + 10 + 18 * i
         out.append('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" '
                    'stroke-width="2"/>' % (width - right + 10, ylegend,
@@ -183,10 +220,18 @@ def svg_plot(curves, args):
 
 def main():
     args = parse_args()
+    if args.replot:
+        with open(os.path.join(args.out, "curves.json")) as f:
+            saved = json.load(f)
+        curves = {(key.rsplit("/seed", 1)[0], int(key.rsplit("/seed", 1)[1])):
+                  value for key, value in saved.items()}
+        with open(os.path.join(args.out, "test-error.svg"), "w") as f:
+            f.write(svg_plot(curves, args))
+        return
     os.makedirs(args.out, exist_ok=True)
-    steps = args.steps or args.epochs * (TRAIN_IMAGES // args.batch)
+    steps = total_steps(args)
     header = (
-        "%s, %s, %d threads. Pre-activation ResNet-%d (1x28x28 input), "
+        "%s, %s, %d thread(s) per run. Pre-activation ResNet-%d (1x28x28 input), "
         "batch %d, %.2f epochs (%d steps), SGD momentum 0.9, lr %g with a "
         "%d-step linear warm-up and cosine decay, weight decay %g, "
         "augmentation %s; per seed the same initial weights and data order "
@@ -195,12 +240,15 @@ def main():
             datetime.date.today(), cpu_name(), args.threads, args.depth,
             args.batch, steps * args.batch / TRAIN_IMAGES, steps, args.lr, args.warmup,
             args.weight_decay, args.augment))
-    executables = compile_all(args)
+    executables = ({key: os.path.join(args.out, "%s-seed%d" % (
+        slug(key[0]), key[1])) for key in runs(args)} if args.reuse
+        else compile_all(args))
     curves = {}
-    for seed in args.seeds:
-        for name in args.modes:
-            curves[(name, seed)] = train(executables[(name, seed)], seed,
-                                         args)
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        futures = {key: pool.submit(train, executables[key], key[1], args)
+                   for key in runs(args)}
+        for (name, seed), future in futures.items():
+            curves[(name, seed)] = future.result()
             print("%s seed %d: test error %.2f%%" % (
                 name, seed, curves[(name, seed)][-1][1] * 100), flush=True)
     with open(os.path.join(args.out, "curves.json"), "w") as f:

@@ -151,6 +151,8 @@ public:
   // Outputs. Every handler computes output 0; the node's other (optional)
   // outputs must then be unused by other nodes and not graph outputs.
   LogicalResult setOutput(FailureOr<Value> value);
+  /// Output i is values[i] (a node with several float outputs: Split).
+  LogicalResult setOutputs(ArrayRef<Value> values);
   LogicalResult setIntOutput(IntTensor value);
   /// A float Constant node's tensor: not IR, only readable by
   /// floatScalarInput.

@@ -284,6 +284,10 @@ knownAttributes() {
       {"mode", A::STRING},
       {"to", A::INT},
       {"perm", A::INTS},
+      {"keepdims", A::INT},
+      {"noop_with_empty_axes", A::INT},
+      {"split", A::INTS},
+      {"num_outputs", A::INT},
       {"starts", A::INTS},
       {"ends", A::INTS},
   };
@@ -313,8 +317,8 @@ LogicalResult NodeBinder::checkInts(llvm::StringRef attrName,
                                     int64_t min) {
   if (values.size() != size)
     return error() << "attribute '" << attrName << "' = " << formatInts(values)
-                   << " has " << values.size() << " entries; 2-D ops take "
-                   << size;
+                   << " has " << values.size() << " entries; expected " << size
+                   << " here";
   if (llvm::any_of(values, [&](int64_t v) { return v < min; }))
     return error() << "attribute '" << attrName << "' = " << formatInts(values)
                    << " is invalid; entries must be >= " << min;
@@ -346,6 +350,16 @@ LogicalResult NodeBinder::setOutput(FailureOr<Value> value) {
   if (nodeProto.output_size() < 1 || nodeProto.output(0).empty())
     return error() << "the node has no output";
   importer.values[nodeProto.output(0)] = *value;
+  return success();
+}
+
+LogicalResult NodeBinder::setOutputs(ArrayRef<Value> values) {
+  if (int64_t(values.size()) != nodeProto.output_size())
+    return error() << "the node has " << nodeProto.output_size()
+                   << " outputs; expected " << values.size();
+  for (auto [name, value] : llvm::zip(nodeProto.output(), values))
+    if (!name.empty())
+      importer.values[name] = value;
   return success();
 }
 

@@ -35,14 +35,13 @@ static std::optional<int64_t> kernelExtent(int64_t kernel, int64_t dilation) {
   return llvm::checkedMulAdd(dilation, kernel - 1, int64_t(1));
 }
 
-/// ONNX's auto_pad as explicit [top, left, bottom, right] pads. SAME_UPPER
+/// ONNX's auto_pad (other than NOTSET, the explicit `pads`) as explicit
+/// [top, left, bottom, right] pads of `inputShape` (NCHW). SAME_UPPER
 /// and SAME_LOWER pad so that the output size is ceil(input / stride), the
 /// odd pixel at the end (UPPER) or the start (LOWER).
 static FailureOr<SmallVector<int64_t>>
 resolvePads(NodeBinder &b, ArrayRef<int64_t> inputShape, const Window &w) {
   std::string autoPad = b.getString("auto_pad", "NOTSET");
-  if (autoPad == "NOTSET")
-    return b.getInts("pads", {0, 0, 0, 0});
   if (autoPad == "VALID")
     return SmallVector<int64_t>{0, 0, 0, 0};
   if (autoPad != "SAME_UPPER" && autoPad != "SAME_LOWER")
@@ -64,28 +63,84 @@ resolvePads(NodeBinder &b, ArrayRef<int64_t> inputShape, const Window &w) {
   return pads;
 }
 
-/// The window attributes of a 2-D convolution or pooling over `input`.
+/// The spatial rank (1 or 2) of an [N, C, L] or [N, C, H, W] input.
+static FailureOr<int64_t> spatialRank(NodeBinder &b, Value input) {
+  int64_t rank = getShape(input).size();
+  if (rank != 3 && rank != 4)
+    return b.error() << "the input has rank " << rank
+                     << "; only 1-D and 2-D (rank-3 NCL or rank-4 NCHW) "
+                        "inputs are supported";
+  return rank - 2;
+}
+
+/// A 1-D window's attribute `values` (one entry, or begin and end pads)
+/// as the 2-D window over [N, C, 1, L] that computes the same: the extra
+/// height has kernel, stride and dilation 1 and no padding.
+static SmallVector<int64_t> liftTo2D(ArrayRef<int64_t> values, int64_t fill) {
+  if (values.size() == 2)
+    return {fill, values[0], fill, values[1]};
+  return {fill, values[0]};
+}
+
+/// `shape` with a height of 1 inserted when it is 1-D ([N, C, L] to
+/// [N, C, 1, L]).
+static SmallVector<int64_t> liftShape(ArrayRef<int64_t> shape) {
+  SmallVector<int64_t> lifted(shape);
+  if (shape.size() == 3)
+    lifted.insert(lifted.begin() + 2, 1);
+  return lifted;
+}
+
+/// `x` as liftShape makes it: 1-D convolution and pooling run as 2-D ones.
+static Value liftInput(NodeBinder &b, Value x) {
+  return b.reshape(x, liftShape(getShape(x)));
+}
+
+/// A 2-D result back as the 1-D one when `original` was 1-D.
+static Value lowerResult(NodeBinder &b, Value result, Value original) {
+  ArrayRef<int64_t> shape = getShape(result);
+  if (getShape(original).size() != 3)
+    return result;
+  return b.reshape(result, {shape[0], shape[1], shape[3]});
+}
+
+/// The window attributes of a 1-D or 2-D convolution or pooling over
+/// `input`, as a 2-D window (see liftTo2D).
 static FailureOr<Window> readWindow(NodeBinder &b, Value input,
                                     ArrayRef<int64_t> kernel) {
-  ArrayRef<int64_t> shape = getShape(input);
-  if (shape.size() != 4)
-    return b.error() << "the input has rank " << shape.size()
-                     << "; only 2-D (rank-4 NCHW) inputs are supported";
-  Window w;
-  w.kernel.assign(kernel.begin(), kernel.end());
-  w.strides = b.getInts("strides", {1, 1});
-  w.dilations = b.getInts("dilations", {1, 1});
-  if (failed(b.checkInts("kernel_shape", w.kernel, 2, 1)) ||
-      failed(b.checkInts("strides", w.strides, 2, 1)) ||
-      failed(b.checkInts("dilations", w.dilations, 2, 1)))
+  FailureOr<int64_t> spatial = spatialRank(b, input);
+  if (failed(spatial))
     return failure();
+  Window w;
+  SmallVector<int64_t> ones(*spatial, 1), zeros(2 * *spatial, 0);
+  w.kernel.assign(kernel.begin(), kernel.end());
+  w.strides = b.getInts("strides", ones);
+  w.dilations = b.getInts("dilations", ones);
+  if (failed(b.checkInts("kernel_shape", w.kernel, *spatial, 1)) ||
+      failed(b.checkInts("strides", w.strides, *spatial, 1)) ||
+      failed(b.checkInts("dilations", w.dilations, *spatial, 1)))
+    return failure();
+  if (*spatial == 1) {
+    w.kernel = liftTo2D(w.kernel, 1);
+    w.strides = liftTo2D(w.strides, 1);
+    w.dilations = liftTo2D(w.dilations, 1);
+  }
   for (int i = 0; i < 2; ++i)
     if (!kernelExtent(w.kernel[i], w.dilations[i]))
       return b.error() << "kernel " << formatInts(w.kernel)
                        << " with dilations " << formatInts(w.dilations)
                        << " is too large";
-  FailureOr<SmallVector<int64_t>> pads = resolvePads(b, shape, w);
-  if (failed(pads) || failed(b.checkInts("pads", *pads, 4, 0)))
+  FailureOr<SmallVector<int64_t>> pads;
+  if (b.getString("auto_pad", "NOTSET") == "NOTSET") {
+    pads = b.getInts("pads", zeros);
+    if (failed(b.checkInts("pads", *pads, 2 * *spatial, 0)))
+      return failure();
+    if (*spatial == 1)
+      pads = liftTo2D(*pads, 0);
+  } else {
+    pads = resolvePads(b, liftShape(getShape(input)), w);
+  }
+  if (failed(pads))
     return failure();
   w.pads = std::move(*pads);
   return w;
@@ -110,12 +165,16 @@ static LogicalResult importConv(NodeBinder &b) {
   if (failed(x) || failed(w) || failed(bias))
     return failure();
   ArrayRef<int64_t> wShape = getShape(*w);
-  if (wShape.size() != 4)
+  if (wShape.size() != 3 && wShape.size() != 4)
     return b.error() << "the weight has rank " << wShape.size()
-                     << "; only 2-D convolutions (rank-4 weights) are "
-                        "supported";
-  SmallVector<int64_t> kernel = b.getInts("kernel_shape", wShape.take_back(2));
-  if (ArrayRef<int64_t>(kernel) != wShape.take_back(2))
+                     << "; only 1-D and 2-D convolutions (rank-3 and rank-4 "
+                        "weights) are supported";
+  if (getShape(*x).size() != wShape.size())
+    return b.error() << "the input has rank " << getShape(*x).size()
+                     << " but the weight has rank " << wShape.size()
+                     << "; they must match";
+  SmallVector<int64_t> kernel = b.getInts("kernel_shape", wShape.drop_front(2));
+  if (ArrayRef<int64_t>(kernel) != wShape.drop_front(2))
     return b.error() << "attribute 'kernel_shape' = " << formatInts(kernel)
                      << " does not match the weight's shape "
                      << formatInts(wShape);
@@ -126,8 +185,12 @@ static LogicalResult importConv(NodeBinder &b) {
   if (group < 1)
     return b.error() << "attribute 'group' = " << group
                      << " is invalid; it must be >= 1";
-  return b.setOutput(b.create<Conv2DOp>(
-      *x, *w, *bias, window->strides, window->pads, window->dilations, group));
+  FailureOr<Value> y = b.create<Conv2DOp>(liftInput(b, *x), liftInput(b, *w),
+                                          *bias, window->strides, window->pads,
+                                          window->dilations, group);
+  if (failed(y))
+    return failure();
+  return b.setOutput(lowerResult(b, *y, *x));
 }
 
 static LogicalResult importMaxPool(NodeBinder &b) {
@@ -140,8 +203,12 @@ static LogicalResult importMaxPool(NodeBinder &b) {
   FailureOr<Window> w = readPoolWindow(b, *x);
   if (failed(w))
     return failure();
-  return b.setOutput(b.create<MaxPoolOp>(*x, w->kernel, w->strides, w->pads,
-                                         b.getInt("ceil_mode", 0) != 0));
+  FailureOr<Value> y =
+      b.create<MaxPoolOp>(liftInput(b, *x), w->kernel, w->strides, w->pads,
+                          b.getInt("ceil_mode", 0) != 0);
+  if (failed(y))
+    return failure();
+  return b.setOutput(lowerResult(b, *y, *x));
 }
 
 static LogicalResult importAveragePool(NodeBinder &b) {
@@ -154,9 +221,12 @@ static LogicalResult importAveragePool(NodeBinder &b) {
   FailureOr<Window> w = readPoolWindow(b, *x);
   if (failed(w))
     return failure();
-  return b.setOutput(b.create<AvgPoolOp>(
-      *x, w->kernel, w->strides, w->pads, /*ceil_mode=*/false,
-      b.getInt("count_include_pad", 0) != 0));
+  FailureOr<Value> y = b.create<AvgPoolOp>(
+      liftInput(b, *x), w->kernel, w->strides, w->pads, /*ceil_mode=*/false,
+      b.getInt("count_include_pad", 0) != 0);
+  if (failed(y))
+    return failure();
+  return b.setOutput(lowerResult(b, *y, *x));
 }
 
 static LogicalResult importGlobalAveragePool(NodeBinder &b) {
@@ -164,6 +234,28 @@ static LogicalResult importGlobalAveragePool(NodeBinder &b) {
   if (failed(x))
     return failure();
   return b.setOutput(b.create<GlobalAvgPoolOp>(*x));
+}
+
+/// GlobalMaxPool of [N, C, D1, ...] as a max pooling of [N, C, 1, D1 * ...]
+/// over its whole width, reshaped to [N, C, 1, ...].
+static LogicalResult importGlobalMaxPool(NodeBinder &b) {
+  FailureOr<Value> x = b.input(0);
+  if (failed(x))
+    return failure();
+  ArrayRef<int64_t> shape = getShape(*x);
+  if (shape.size() < 3)
+    return b.error() << "the input has rank " << shape.size()
+                     << "; it must be [N, C, D1, ...]";
+  int64_t size = ShapedType::getNumElements(shape.drop_front(2));
+  FailureOr<Value> y = b.create<MaxPoolOp>(
+      b.reshape(*x, {shape[0], shape[1], 1, size}), ArrayRef<int64_t>{1, size},
+      ArrayRef<int64_t>{1, 1}, ArrayRef<int64_t>{0, 0, 0, 0}, false);
+  if (failed(y))
+    return failure();
+  SmallVector<int64_t> outShape(shape.size(), 1);
+  outShape[0] = shape[0];
+  outShape[1] = shape[1];
+  return b.setOutput(b.reshape(*y, outShape));
 }
 
 //===----------------------------------------------------------------------===//
@@ -908,33 +1000,220 @@ static LogicalResult importGather(NodeBinder &b) {
   return b.setIntOutput(std::move(result));
 }
 
-static LogicalResult importUnsqueeze(NodeBinder &b) {
-  FailureOr<IntTensor> data = shapeOperand(b, 0);
-  if (failed(data))
+/// The axes of Unsqueeze, Squeeze and ReduceMean: an attribute before
+/// `inputSinceOpset`, input 1 from it on; nullopt when not given.
+static FailureOr<std::optional<SmallVector<int64_t>>>
+readAxes(NodeBinder &b, int64_t inputSinceOpset) {
+  using Axes = std::optional<SmallVector<int64_t>>;
+  if (b.opset() < inputSinceOpset && b.hasInput(1))
+    return b.error() << "axes are an input only from opset " << inputSinceOpset
+                     << "; at opset " << b.opset()
+                     << " give the attribute 'axes'";
+  if (b.opset() < inputSinceOpset)
+    return b.hasAttr("axes") ? Axes(b.getInts("axes", {})) : Axes();
+  if (!b.hasInput(1))
+    return Axes();
+  FailureOr<IntTensor> axes = shapeOperand(b, 1);
+  if (failed(axes))
     return failure();
-  // Opset 13 moved `axes` from an attribute to an input.
-  SmallVector<int64_t> axes;
-  if (b.opset() >= 13) {
-    FailureOr<IntTensor> axesInput = shapeOperand(b, 1);
-    if (failed(axesInput))
-      return failure();
-    axes = axesInput->values;
-  } else {
-    axes = b.getInts("axes", {});
-  }
-  int64_t rank = data->shape.size() + axes.size();
+  return Axes(axes->values);
+}
+
+/// `axes` counted from 0 (negative ones from `rank`), sorted; refused when
+/// out of range or repeated.
+static FailureOr<SmallVector<int64_t>>
+normalizeAxes(NodeBinder &b, SmallVector<int64_t> axes, int64_t rank) {
+  SmallVector<int64_t> given = axes;
   for (int64_t &axis : axes) {
     if (axis < -rank || axis >= rank)
-      return b.error() << "axes " << formatInts(axes)
-                       << " are out of range for an output of rank " << rank;
+      return b.error() << "axes " << formatInts(given)
+                       << " are out of range for rank " << rank;
     axis = axis < 0 ? axis + rank : axis;
   }
   llvm::sort(axes);
-  IntTensor result{data->shape, data->values};
-  for (int64_t axis : axes)
-    result.shape.insert(
-        result.shape.begin() + std::min<int64_t>(axis, result.shape.size()), 1);
-  return b.setIntOutput(std::move(result));
+  if (std::adjacent_find(axes.begin(), axes.end()) != axes.end())
+    return b.error() << "axes " << formatInts(given) << " repeat an axis";
+  return axes;
+}
+
+/// The shape of input 0, a compile-time integer tensor or a float one.
+static FailureOr<SmallVector<int64_t>> dataShape(NodeBinder &b) {
+  if (b.isIntInput(0))
+    return b.intInput(0)->shape;
+  FailureOr<Value> x = b.input(0);
+  if (failed(x))
+    return failure();
+  return SmallVector<int64_t>(getShape(*x));
+}
+
+/// Output 0 is input 0 with another shape of as many elements: a folded
+/// integer tensor, or a view of a float one.
+static LogicalResult setReshapedOutput(NodeBinder &b, ArrayRef<int64_t> shape) {
+  if (b.isIntInput(0)) {
+    IntTensor data = *b.intInput(0);
+    data.shape.assign(shape.begin(), shape.end());
+    return b.setIntOutput(std::move(data));
+  }
+  return b.setOutput(b.reshape(*b.input(0), shape));
+}
+
+static LogicalResult importUnsqueeze(NodeBinder &b) {
+  FailureOr<SmallVector<int64_t>> shape = dataShape(b);
+  FailureOr<std::optional<SmallVector<int64_t>>> given = readAxes(b, 13);
+  if (failed(shape) || failed(given))
+    return failure();
+  if (!*given)
+    return b.error() << "no axes are given; Unsqueeze needs them";
+  int64_t rank = shape->size() + (*given)->size();
+  FailureOr<SmallVector<int64_t>> axes = normalizeAxes(b, **given, rank);
+  if (failed(axes))
+    return failure();
+  for (int64_t axis : *axes)
+    shape->insert(shape->begin() + axis, 1);
+  return setReshapedOutput(b, *shape);
+}
+
+/// Squeeze: the given axes (of size 1), or every axis of size 1.
+static LogicalResult importSqueeze(NodeBinder &b) {
+  FailureOr<SmallVector<int64_t>> shape = dataShape(b);
+  FailureOr<std::optional<SmallVector<int64_t>>> given = readAxes(b, 13);
+  if (failed(shape) || failed(given))
+    return failure();
+  int64_t rank = shape->size();
+  SmallVector<int64_t> axes;
+  if (*given) {
+    FailureOr<SmallVector<int64_t>> normalized =
+        normalizeAxes(b, **given, rank);
+    if (failed(normalized))
+      return failure();
+    axes = std::move(*normalized);
+  } else {
+    for (int64_t d = 0; d < rank; ++d)
+      if ((*shape)[d] == 1)
+        axes.push_back(d);
+  }
+  for (int64_t axis : llvm::reverse(axes)) {
+    if ((*shape)[axis] != 1)
+      return b.error() << "axis " << axis << " has size " << (*shape)[axis]
+                       << "; only axes of size 1 can be squeezed";
+    shape->erase(shape->begin() + axis);
+  }
+  return setReshapedOutput(b, *shape);
+}
+
+/// ReduceMean over trailing axes (the spatial mean of squeeze-and-
+/// excitation blocks and classifier heads; axes of size 1 may be anywhere):
+/// a global average pooling of the input viewed as [outer, 1, inner].
+static LogicalResult importReduceMean(NodeBinder &b) {
+  FailureOr<Value> x = b.input(0);
+  FailureOr<std::optional<SmallVector<int64_t>>> given = readAxes(b, 18);
+  if (failed(x) || failed(given))
+    return failure();
+  SmallVector<int64_t> shape(getShape(*x));
+  int64_t rank = shape.size();
+  bool noAxes = !*given || (*given)->empty();
+  if (noAxes && b.getInt("noop_with_empty_axes", 0) != 0)
+    return b.setOutput(*x);
+  FailureOr<SmallVector<int64_t>> axes =
+      noAxes ? FailureOr<SmallVector<int64_t>>(
+                   llvm::to_vector(llvm::seq<int64_t>(0, rank)))
+             : normalizeAxes(b, **given, rank);
+  if (failed(axes))
+    return failure();
+  bool keepDims = b.getInt("keepdims", 1) != 0;
+  SmallVector<int64_t> outShape;
+  for (int64_t d = 0; d < rank; ++d)
+    if (!llvm::is_contained(*axes, d) || keepDims)
+      outShape.push_back(llvm::is_contained(*axes, d) ? 1 : shape[d]);
+  // The first axis the mean runs over; every later one must be reduced or
+  // of size 1.
+  auto reduces = [&](int64_t d) { return llvm::is_contained(*axes, d); };
+  int64_t first = rank;
+  for (int64_t d = rank - 1; d >= 0 && (reduces(d) || shape[d] == 1); --d)
+    if (reduces(d) && shape[d] != 1)
+      first = d;
+  for (int64_t d : *axes)
+    if (d < first && shape[d] != 1)
+      return b.error() << "axes " << formatInts(**given)
+                       << " are not the trailing axes of an input of shape "
+                       << formatInts(shape)
+                       << "; only a mean over the last axes (e.g. [2, 3] of "
+                          "NCHW) is supported";
+  if (first == rank)
+    return b.setOutput(b.reshape(*x, outShape));
+  int64_t outer = ShapedType::getNumElements(ArrayRef(shape).take_front(first));
+  int64_t inner = ShapedType::getNumElements(ArrayRef(shape).drop_front(first));
+  FailureOr<Value> mean =
+      b.create<GlobalAvgPoolOp>(b.reshape(*x, {outer, 1, inner}));
+  if (failed(mean))
+    return failure();
+  return b.setOutput(b.reshape(*mean, outShape));
+}
+
+/// The sizes Split cuts `dim` into: `split` (an attribute before opset 13,
+/// input 1 from it on), else `num_outputs` (opset 18; the last part may be
+/// smaller), else equal parts, one per output.
+static FailureOr<SmallVector<int64_t>> splitSizes(NodeBinder &b, int64_t dim) {
+  int64_t outputs = b.node().output_size();
+  if (b.opset() < 13 && b.hasAttr("split"))
+    return b.getInts("split", {});
+  if (b.opset() >= 13 && b.hasInput(1)) {
+    FailureOr<IntTensor> split = shapeOperand(b, 1);
+    if (failed(split))
+      return failure();
+    return split->values;
+  }
+  int64_t parts = b.opset() >= 18 ? b.getInt("num_outputs", outputs) : outputs;
+  if (parts != outputs || parts < 1)
+    return b.error() << "attribute 'num_outputs' = " << parts << " but the "
+                     << "node has " << outputs << " outputs";
+  int64_t chunk = dim / parts + (dim % parts != 0);
+  if (b.opset() < 18 && dim % parts != 0)
+    return b.error() << "an axis of size " << dim << " does not split into "
+                     << parts << " equal parts; give 'split'";
+  SmallVector<int64_t> sizes;
+  for (int64_t start = 0; start < dim; start += chunk)
+    sizes.push_back(std::min(chunk, dim - start));
+  return sizes;
+}
+
+/// Split of a float tensor: one blpa.slice per output.
+static LogicalResult importSplit(NodeBinder &b) {
+  FailureOr<Value> x = b.input(0);
+  if (failed(x))
+    return failure();
+  ArrayRef<int64_t> shape = getShape(*x);
+  int64_t rank = shape.size(), axis = b.getInt("axis", 0);
+  int64_t normalized = axis < 0 ? axis + rank : axis;
+  if (normalized < 0 || normalized >= rank)
+    return b.error() << "attribute 'axis' = " << axis
+                     << " is out of range for an input of rank " << rank;
+  FailureOr<SmallVector<int64_t>> sizes = splitSizes(b, shape[normalized]);
+  if (failed(sizes))
+    return failure();
+  int64_t total = 0;
+  for (int64_t size : *sizes) {
+    if (size < 1 || size > shape[normalized] - total)
+      return b.error() << "split " << formatInts(*sizes) << " does not cut "
+                       << "an axis of size " << shape[normalized]
+                       << " into non-empty parts";
+    total += size;
+  }
+  if (total != shape[normalized] ||
+      int64_t(sizes->size()) != b.node().output_size())
+    return b.error() << "split " << formatInts(*sizes) << " does not cut an "
+                     << "axis of size " << shape[normalized] << " into the "
+                     << b.node().output_size() << " outputs";
+  SmallVector<Value> parts;
+  int64_t start = 0;
+  for (int64_t size : *sizes) {
+    FailureOr<Value> part = b.create<SliceOp>(*x, normalized, start, size);
+    if (failed(part))
+      return failure();
+    parts.push_back(*part);
+    start += size;
+  }
+  return b.setOutputs(parts);
 }
 
 /// Concat of float tensors (activations) along `axis`.
@@ -996,7 +1275,10 @@ static LogicalResult importConcat(NodeBinder &b) {
 /// (folding 1-D shapes along axis 0) does not model. Clip's bounds moved
 /// from attributes to inputs at opset 11 (both handled); Pad is imported in
 /// its opset-11 form (pads and the value as inputs; axes from 18);
-/// HardSwish appeared at opset 14.
+/// HardSwish appeared at opset 14. Squeeze's and Unsqueeze's axes became
+/// an input at opset 13, ReduceMean's at 18 (with noop_with_empty_axes);
+/// Split's sizes became an input at 13 and num_outputs appeared at 18
+/// (opset 1's Split, with sizes as an optional input too, is left out).
 const llvm::StringMap<NodeImporter> &onnximport::nodeHandlers() {
   static const llvm::StringMap<NodeImporter> table = {
       {"Add", {importBroadcast<AddOp>}},
@@ -1014,6 +1296,7 @@ const llvm::StringMap<NodeImporter> &onnximport::nodeHandlers() {
       {"Gather", {importGather}},
       {"Gemm", {importGemm}},
       {"GlobalAveragePool", {importGlobalAveragePool}},
+      {"GlobalMaxPool", {importGlobalMaxPool}},
       {"HardSigmoid", {importHardSigmoid}},
       {"HardSwish", {importHardSwish, /*minOpset=*/14}},
       {"Identity", {importIdentity}},
@@ -1021,11 +1304,14 @@ const llvm::StringMap<NodeImporter> &onnximport::nodeHandlers() {
       {"MaxPool", {importMaxPool}},
       {"Mul", {importBroadcast<MulOp>}},
       {"Pad", {importPad, /*minOpset=*/11}},
+      {"ReduceMean", {importReduceMean}},
       {"Relu", {importRelu}},
       {"Reshape", {importReshape}},
       {"Shape", {importShape}},
       {"Sigmoid", {importSigmoid}},
       {"Slice", {importSlice}},
+      {"Split", {importSplit, /*minOpset=*/2}},
+      {"Squeeze", {importSqueeze}},
       {"Sub", {importBroadcast<SubOp>}},
       {"Transpose", {importTranspose}},
       {"Unsqueeze", {importUnsqueeze}},

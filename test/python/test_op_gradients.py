@@ -103,8 +103,48 @@ class ShuffleTranspose(nn.Module):
         return self.fc(torch.flatten(h, 1))
 
 
+class SplitReduce(nn.Module):
+    """Split of activations (torch.split with sizes, chunk), ReduceMean over
+    the spatial axes with and without keepdims, Unsqueeze and Squeeze of
+    activations, and GlobalMaxPool."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(3, 5, 3, padding=1)
+        self.gate = nn.Linear(5, 5)
+        self.fc = nn.Linear(5 + 1 + 5, 10)
+
+    def forward(self, x):
+        a, b = torch.split(F.relu(self.conv1(x)), [3, 5], dim=1)
+        c, d = torch.chunk(self.conv2(a), 2, dim=2)
+        gate = torch.sigmoid(self.gate(d.mean((2, 3))))
+        h = b * gate.unsqueeze(-1).unsqueeze(-1) + c.mean((2, 3), keepdim=True)
+        pooled = F.adaptive_max_pool2d(h, 1).squeeze(3).squeeze(2)
+        return self.fc(torch.cat([pooled, a.mean((1, 2, 3)).unsqueeze(1),
+                                  h.mean((2, 3))], 1))
+
+
+class Conv1d(nn.Module):
+    """1-D convolutions (strided, padded, dilated, grouped) and 1-D max and
+    average pooling, run as 2-D ones over a height of 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv1d(3, 6, 5, stride=2, padding=2)
+        self.conv2 = nn.Conv1d(6, 6, 3, padding=2, dilation=2, groups=3)
+        self.fc = nn.Linear(6, 10)
+
+    def forward(self, x):
+        h = F.relu(self.conv1(torch.flatten(x, 2)))
+        h = F.max_pool1d(h, 3, stride=2, padding=1)
+        h = F.avg_pool1d(self.conv2(h), 2)
+        return self.fc(h.mean(2))
+
+
 MODELS = {"squeeze_excite": SqueezeExcite, "hard_activations": HardActivations,
-          "concat_pad": ConcatPad, "shuffle_transpose": ShuffleTranspose}
+          "concat_pad": ConcatPad, "split_reduce": SplitReduce,
+          "conv1d": Conv1d, "shuffle_transpose": ShuffleTranspose}
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
