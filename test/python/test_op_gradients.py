@@ -105,8 +105,8 @@ class ShuffleTranspose(nn.Module):
 
 class SplitReduce(nn.Module):
     """Split of activations (torch.split with sizes, chunk), ReduceMean over
-    the spatial axes with and without keepdims, Unsqueeze and Squeeze of
-    activations, and GlobalMaxPool."""
+    the spatial axes with and without keepdims and over the channels,
+    Unsqueeze and Squeeze of activations, and GlobalMaxPool."""
 
     def __init__(self):
         super().__init__()
@@ -120,6 +120,8 @@ class SplitReduce(nn.Module):
         c, d = torch.chunk(self.conv2(a), 2, dim=2)
         gate = torch.sigmoid(self.gate(d.mean((2, 3))))
         h = b * gate.unsqueeze(-1).unsqueeze(-1) + c.mean((2, 3), keepdim=True)
+        # A mean over the channels (spatial attention): axes not trailing.
+        h = h * torch.sigmoid(h.mean(1, keepdim=True))
         pooled = F.adaptive_max_pool2d(h, 1).squeeze(3).squeeze(2)
         return self.fc(torch.cat([pooled, a.mean((1, 2, 3)).unsqueeze(1),
                                   h.mean((2, 3))], 1))
