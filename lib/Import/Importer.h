@@ -279,8 +279,8 @@ private:
   llvm::StringSet<> trainable;
   /// Names read by some node or listed as graph outputs.
   llvm::StringSet<> consumed;
-  /// Identity outputs to their inputs, to find the initializer behind a
-  /// weight.
+  /// Identity and Transpose outputs to their inputs, to find the
+  /// initializer behind a weight.
   llvm::StringMap<std::string> aliases;
 };
 

@@ -320,7 +320,8 @@ static LogicalResult importRelu(NodeBinder &b) {
 //===----------------------------------------------------------------------===//
 // Compile-time integer tensors beyond shapes: the chains exporters write for
 // F.pad's pads (ConstantOfShape, Cast, Slice, Transpose, Reshape, integer
-// arithmetic) are evaluated at import.
+// arithmetic) are evaluated at import; Slice and Transpose of float tensors
+// become blpa ops.
 //===----------------------------------------------------------------------===//
 
 static FailureOr<IntTensor> shapeOperand(NodeBinder &b, int index);
@@ -485,28 +486,53 @@ static bool isPermutation(ArrayRef<int64_t> perm, int64_t rank) {
   return true;
 }
 
-/// Transpose of a compile-time integer tensor.
+/// Transpose: of a compile-time integer tensor, evaluated; of a float tensor
+/// (an activation, or a parameter such as Linear's weight without bias), a
+/// blpa.transpose, or a reshape (a view) when only size-1 dimensions move.
 static LogicalResult importTranspose(NodeBinder &b) {
-  FailureOr<IntTensor> data = shapeOperand(b, 0);
-  if (failed(data))
-    return failure();
-  int64_t rank = data->shape.size();
+  bool folded = b.isIntInput(0);
+  IntTensor data;
+  SmallVector<int64_t> shape;
+  Value x;
+  if (folded) {
+    data = *b.intInput(0);
+    shape = data.shape;
+  } else {
+    FailureOr<Value> input = b.input(0);
+    if (failed(input))
+      return failure();
+    x = *input;
+    llvm::append_range(shape, getShape(x));
+  }
+  int64_t rank = shape.size();
   SmallVector<int64_t> reversed(llvm::reverse(llvm::seq<int64_t>(0, rank)));
   SmallVector<int64_t> perm = b.getInts("perm", reversed);
   if (!isPermutation(perm, rank))
     return b.error() << "attribute 'perm' = " << formatInts(perm)
                      << " is not a permutation of " << rank << " axes";
-  IntTensor result;
+  SmallVector<int64_t> outShape;
   for (int64_t p : perm)
-    result.shape.push_back(data->shape[p]);
-  SmallVector<int64_t> inStrides = stridesOf(data->shape),
+    outShape.push_back(shape[p]);
+  if (!folded) {
+    // The dimensions other than 1s keep their order: the data does not
+    // move.
+    SmallVector<int64_t> moved;
+    for (int64_t p : perm)
+      if (shape[p] != 1)
+        moved.push_back(p);
+    if (llvm::is_sorted(moved))
+      return b.setOutput(b.reshape(x, outShape));
+    return b.setOutput(b.create<TransposeOp>(x, perm));
+  }
+  IntTensor result{outShape, {}};
+  SmallVector<int64_t> inStrides = stridesOf(data.shape),
                        outStrides = stridesOf(result.shape);
   int64_t count = ShapedType::getNumElements(result.shape);
   for (int64_t i = 0; i < count; ++i) {
     int64_t offset = 0;
     for (int64_t d = 0; d < rank; ++d)
       offset += i / outStrides[d] % result.shape[d] * inStrides[perm[d]];
-    result.values.push_back(data->values[offset]);
+    result.values.push_back(data.values[offset]);
   }
   return b.setIntOutput(std::move(result));
 }
@@ -1075,9 +1101,35 @@ static LogicalResult importSqueeze(NodeBinder &b) {
   return setReshapedOutput(b, *shape);
 }
 
-/// ReduceMean over trailing axes (the spatial mean of squeeze-and-
-/// excitation blocks and classifier heads; axes of size 1 may be anywhere):
-/// a global average pooling of the input viewed as [outer, 1, inner].
+/// `x` with the reduced `axes` (other than 1s) after every other axis of
+/// size above 1: `x` itself when they are, else a transpose that keeps the
+/// order of the kept axes and of the reduced ones.
+static FailureOr<Value> moveReducedAxesLast(NodeBinder &b, Value x,
+                                            ArrayRef<int64_t> axes) {
+  ArrayRef<int64_t> shape = getShape(x);
+  int64_t rank = shape.size();
+  auto reduces = [&](int64_t d) { return llvm::is_contained(axes, d); };
+  bool keptAfterReduced = false, reducedSeen = false;
+  for (int64_t d = 0; d < rank; ++d) {
+    if (shape[d] == 1)
+      continue;
+    keptAfterReduced |= reducedSeen && !reduces(d);
+    reducedSeen |= reduces(d);
+  }
+  if (!keptAfterReduced)
+    return x;
+  SmallVector<int64_t> perm;
+  for (bool reduced : {false, true})
+    for (int64_t d = 0; d < rank; ++d)
+      if (reduces(d) == reduced)
+        perm.push_back(d);
+  return b.create<TransposeOp>(x, perm);
+}
+
+/// ReduceMean (the spatial mean of squeeze-and-excitation blocks and
+/// classifier heads): a global average pooling of the input viewed as
+/// [outer, 1, inner], the reduced axes transposed to the end first when
+/// they are not there.
 static LogicalResult importReduceMean(NodeBinder &b) {
   FailureOr<Value> x = b.input(0);
   FailureOr<std::optional<SmallVector<int64_t>>> given = readAxes(b, 18);
@@ -1099,26 +1151,27 @@ static LogicalResult importReduceMean(NodeBinder &b) {
   for (int64_t d = 0; d < rank; ++d)
     if (!llvm::is_contained(*axes, d) || keepDims)
       outShape.push_back(llvm::is_contained(*axes, d) ? 1 : shape[d]);
-  // The first axis the mean runs over; every later one must be reduced or
-  // of size 1.
-  auto reduces = [&](int64_t d) { return llvm::is_contained(*axes, d); };
+  FailureOr<Value> input = moveReducedAxesLast(b, *x, *axes);
+  if (failed(input))
+    return failure();
+  shape.assign(getShape(*input).begin(), getShape(*input).end());
+  // The mean runs over the trailing axes from `first` (1s may be among
+  // them).
+  int64_t reduced = 0;
+  for (int64_t a : *axes)
+    reduced += getShape(*x)[a] != 1;
   int64_t first = rank;
-  for (int64_t d = rank - 1; d >= 0 && (reduces(d) || shape[d] == 1); --d)
-    if (reduces(d) && shape[d] != 1)
+  for (int64_t d = rank - 1, seen = 0; d >= 0 && seen < reduced; --d)
+    if (shape[d] != 1) {
       first = d;
-  for (int64_t d : *axes)
-    if (d < first && shape[d] != 1)
-      return b.error() << "axes " << formatInts(**given)
-                       << " are not the trailing axes of an input of shape "
-                       << formatInts(shape)
-                       << "; only a mean over the last axes (e.g. [2, 3] of "
-                          "NCHW) is supported";
+      ++seen;
+    }
   if (first == rank)
-    return b.setOutput(b.reshape(*x, outShape));
+    return b.setOutput(b.reshape(*input, outShape));
   int64_t outer = ShapedType::getNumElements(ArrayRef(shape).take_front(first));
   int64_t inner = ShapedType::getNumElements(ArrayRef(shape).drop_front(first));
   FailureOr<Value> mean =
-      b.create<GlobalAvgPoolOp>(b.reshape(*x, {outer, 1, inner}));
+      b.create<GlobalAvgPoolOp>(b.reshape(*input, {outer, 1, inner}));
   if (failed(mean))
     return failure();
   return b.setOutput(b.reshape(*mean, outShape));

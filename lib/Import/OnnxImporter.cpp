@@ -90,8 +90,9 @@ LogicalResult Importer::checkOpset(const onnx::ModelProto &model) {
   return success();
 }
 
-/// The name behind a chain of Identity nodes (exporters write shared
-/// weights as Identity of one initializer).
+/// The name behind a chain of Identity and Transpose nodes (exporters write
+/// shared weights as Identity of one initializer, and Linear without bias
+/// as MatMul by the Transpose of its weight).
 llvm::StringRef Importer::resolveAlias(llvm::StringRef name) {
   // Graphs are acyclic, so the chain ends; the bound guards malformed ones.
   for (size_t i = 0; i <= aliases.size(); ++i) {
@@ -128,8 +129,8 @@ void Importer::scanGraph(const onnx::GraphProto &graph) {
   for (const onnx::NodeProto &node : graph.node()) {
     for (const std::string &name : node.input())
       consumed.insert(name);
-    if (node.op_type() == "Identity" && node.input_size() == 1 &&
-        node.output_size() == 1)
+    if ((node.op_type() == "Identity" || node.op_type() == "Transpose") &&
+        node.input_size() == 1 && node.output_size() == 1)
       aliases[node.output(0)] = node.input(0);
     auto it = trainableInputs.find(node.op_type());
     if (it == trainableInputs.end())

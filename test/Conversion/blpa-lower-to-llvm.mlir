@@ -46,3 +46,22 @@ module {
     return %c : tensor<600000000xf32>
   }
 }
+
+// -----
+
+// A transpose is one blpa_transpose call: x, y, the rank, x's dimensions
+// and the permutation as constant int64 arrays.
+// CHECK-DAG: llvm.func @blpa_transpose(!llvm.ptr, !llvm.ptr, !llvm.ptr, i64, !llvm.ptr, !llvm.ptr)
+// CHECK-DAG: llvm.mlir.global internal constant @[[PERM:.*]](dense<[2, 0, 1]> : tensor<3xi64>)
+// CHECK-DAG: llvm.mlir.global internal constant @[[DIMS:.*]](dense<[2, 3, 4]> : tensor<3xi64>)
+// CHECK: llvm.func internal @blpa_forward_chunk0(
+// CHECK: %[[RANK:.*]] = llvm.mlir.constant(3 : i64) : i64
+// CHECK-NEXT: %[[D:.*]] = llvm.mlir.addressof @[[DIMS]] : !llvm.ptr
+// CHECK-NEXT: %[[P:.*]] = llvm.mlir.addressof @[[PERM]] : !llvm.ptr
+// CHECK-NEXT: llvm.call @blpa_transpose(%{{.*}}, %{{.*}}, %{{.*}}, %[[RANK]], %[[D]], %[[P]])
+module {
+  func.func @forward(%x: tensor<2x3x4xf32> {blpa.name = "x"}) -> (tensor<4x2x3xf32> {blpa.name = "y"}) {
+    %t = blpa.transpose %x {perm = array<i64: 2, 0, 1>} : (tensor<2x3x4xf32>) -> tensor<4x2x3xf32>
+    return %t : tensor<4x2x3xf32>
+  }
+}

@@ -79,6 +79,7 @@
   X(blpa_activation_grad)                                                      \
   X(blpa_copy_strided)                                                         \
   X(blpa_pad)                                                                  \
+  X(blpa_transpose)                                                            \
   X(blpa_dropout)                                                              \
   X(blpa_dropout_grad)                                                         \
   X(blpa_max_pool)                                                             \
@@ -1041,6 +1042,16 @@ void testPad(const char *name, Int64s inDims, Int64s begin, Int64s end) {
   });
 }
 
+void testTranspose(const char *name, Int64s inDims, Int64s perm) {
+  Case k(std::string("transpose/") + name);
+  int x = k.in(randomFloats(product(inDims)));
+  int y = k.out("y", size_t(product(inDims)));
+  k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+    rt.blpa_transpose(ctx, p.f(x), p.f(y), int64_t(inDims.size()),
+                      inDims.data(), perm.data());
+  });
+}
+
 /// The dropout masks' seed and step on both runtimes (the CUDA runtime
 /// stages them into its device hyper-parameters at every blpa_runtime_run).
 void setDropoutStep(uint64_t seed, uint64_t step) {
@@ -1710,6 +1721,12 @@ void testKernels() {
   testPad("nchw_spatial", {2, 3, 5, 7}, {0, 0, 1, 2}, {0, 0, 2, 0});
   testPad("crop", {2, 3, 9, 8}, {0, 0, -1, -2}, {0, 0, -3, 0});
   testPad("channels", {3, 4, 5}, {0, 2, 0}, {0, 1, 0});
+  testTranspose("matrix", {37, 53}, {1, 0});
+  testTranspose("channel_shuffle", {4, 3, 8, 7, 9}, {0, 2, 1, 3, 4});
+  testTranspose("nchw_to_nhwc", {8, 64, 28, 28}, {0, 2, 3, 1});
+  testTranspose("pixel_shuffle", {2, 3, 2, 2, 5, 6}, {0, 1, 4, 2, 5, 3});
+  testTranspose("reverse", {3, 17, 5, 40}, {3, 2, 1, 0});
+  testTranspose("reverse_tiled", {40, 3, 5, 33}, {3, 2, 1, 0});
   testReduceSumTo("nchw_to_c", {5, 7, 9, 11}, {1, 7, 1, 1}, 1.0);
   testReduceSumTo("rows_to_row", {37, 1100}, {1, 1100}, 0.5);
   testReduceSumTo("middle", {6, 5, 7}, {6, 1, 7}, 1.0);

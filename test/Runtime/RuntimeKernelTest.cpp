@@ -1907,6 +1907,58 @@ void testPads() {
   testPad("large_long_rows", {3, 40001}, {1, 2}, {0, 3}, 1.0);
 }
 
+/// blpa_transpose against its definition (bit for bit: a copy), and the
+/// transpose by the inverse permutation (the gradient) must give x back.
+void testTranspose(const char *name, std::vector<int64_t> in,
+                   std::vector<int64_t> perm) {
+  std::string base = std::string("transpose/") + name;
+  int64_t rank = in.size();
+  std::vector<int64_t> out(rank), inverse(rank);
+  for (int64_t d = 0; d < rank; ++d) {
+    out[d] = in[perm[d]];
+    inverse[perm[d]] = d;
+  }
+  Floats x = randomFloats(product(in)), want(x.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    std::vector<int64_t> index = unflatten(i, out), source(rank);
+    for (int64_t d = 0; d < rank; ++d)
+      source[perm[d]] = index[d];
+    int64_t at = 0;
+    for (int64_t d = 0; d < rank; ++d)
+      at = at * in[d] + source[d];
+    want[i] = x[at];
+  }
+  Floats y(want.size(), std::numeric_limits<float>::quiet_NaN());
+  blpa_transpose(&ctx, x.data(), y.data(), rank, in.data(), perm.data());
+  expectSameFloats(base, y, want);
+  Floats dx(x.size(), std::numeric_limits<float>::quiet_NaN());
+  blpa_transpose(&ctx, y.data(), dx.data(), rank, out.data(), inverse.data());
+  expectSameFloats(base + "/gradient_inverse", dx, x);
+}
+
+void testTransposes() {
+  testTranspose("rank1", {7}, {0});
+  testTranspose("identity", {3, 4, 5}, {0, 1, 2});
+  testTranspose("matrix", {37, 53}, {1, 0});
+  testTranspose("matrix_large", {300, 517}, {1, 0});
+  testTranspose("matrix_thin", {2, 40000}, {1, 0});
+  // Channel shuffle: whole rows of H*W move.
+  testTranspose("channel_shuffle", {4, 3, 8, 7, 9}, {0, 2, 1, 3, 4});
+  testTranspose("nchw_to_nhwc", {2, 5, 7, 9}, {0, 2, 3, 1});
+  testTranspose("nhwc_to_nchw", {2, 7, 9, 5}, {0, 3, 1, 2});
+  // PixelShuffle's [N, C, r, r, H, W] -> [N, C, H, r, W, r].
+  testTranspose("pixel_shuffle", {2, 3, 2, 2, 5, 6}, {0, 1, 4, 2, 5, 3});
+  testTranspose("reverse", {3, 4, 5, 6}, {3, 2, 1, 0});
+  testTranspose("size_one_dims", {1, 5, 1, 7}, {2, 3, 0, 1});
+  testTranspose("all_ones", {1, 1, 1}, {2, 0, 1});
+  testTranspose("long_rows", {3, 2, 20001}, {1, 0, 2});
+  testTranspose("small_tiles", {500, 3, 2}, {0, 2, 1});
+  testTranspose("large", {64, 96, 130}, {2, 0, 1});
+  testTranspose("rank9", {2, 1, 2, 3, 2, 1, 2, 2, 3},
+                {8, 7, 6, 5, 4, 3, 2, 1, 0});
+  testTranspose("empty", {3, 0, 4}, {2, 0, 1});
+}
+
 /// Runtime.h's mask (DropoutMask.h's hash): whether element i is kept.
 std::vector<bool> dropoutMaskRef(uint64_t seed, uint64_t step, int64_t stream,
                                  double ratio, size_t numel) {
@@ -2100,6 +2152,14 @@ void testBadLayerArguments() {
                 [&] { blpa_mul(&local, x, x, y, 2, out, bad, out); });
   expectFailure("pad/rank_0", "blpa runtime error: blpa_pad: rank 0",
                 [&] { blpa_pad(&local, x, y, 0, out, out, out, 0.0); });
+  expectFailure("transpose/rank_0",
+                "blpa runtime error: blpa_transpose: rank 0",
+                [&] { blpa_transpose(&local, x, y, 0, out, out); });
+  const int64_t repeated[2] = {1, 1};
+  expectFailure(
+      "transpose/not_a_permutation",
+      "blpa runtime error: blpa_transpose: perm is not a permutation of 0..1",
+      [&] { blpa_transpose(&local, x, y, 2, out, repeated); });
 }
 
 //===----------------------------------------------------------------------===//
@@ -2244,6 +2304,7 @@ int main(int argc, char **argv) {
   testActivations();
   testCopiesStrided();
   testPads();
+  testTransposes();
   testDropouts();
   testReduceSumTo("nchw_to_c", {5, 7, 9, 11}, {1, 7, 1, 1}, 1.0);
   testReduceSumTo("rows_to_row", {37, 1100}, {1, 1100}, 0.5);

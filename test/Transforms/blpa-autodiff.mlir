@@ -121,3 +121,33 @@ module {
     return %x : tensor<2x3x4xf32>
   }
 }
+
+// -----
+
+// A transpose's gradient is the transpose by the inverse permutation, for
+// an activation and for a weight (Linear without bias: MatMul by the
+// transposed weight).
+// CHECK-LABEL: func.func @train_step(
+// CHECK: %[[W:.*]] = blpa.param "fc.weight" trainable {blpa.phase = "forward"} : tensor<3x8xf32>
+// CHECK: %[[S:.*]] = blpa.transpose %{{.*}} {blpa.phase = "forward", perm = array<i64: 0, 2, 3, 1>} : (tensor<2x2x4x1xf32>) -> tensor<2x4x1x2xf32>
+// CHECK: %[[WT:.*]] = blpa.transpose %[[W]] {blpa.phase = "forward", perm = array<i64: 1, 0>} : (tensor<3x8xf32>) -> tensor<8x3xf32>
+// CHECK: %[[DL:.*]] = blpa.softmax_cross_entropy_grad
+// CHECK: %[[DF:.*]] = blpa.gemm %[[DL]], %[[WT]] {blpa.phase = "backward", trans_b = true}
+// CHECK: %[[DWT:.*]] = blpa.gemm %{{.*}}, %[[DL]] {blpa.phase = "backward", trans_a = true}
+// CHECK: %[[DW:.*]] = blpa.transpose %[[DWT]] {blpa.phase = "backward", perm = array<i64: 1, 0>} : (tensor<8x3xf32>) -> tensor<3x8xf32>
+// CHECK: %[[DS:.*]] = blpa.reshape %[[DF]]
+// CHECK: %[[DR:.*]] = blpa.transpose %[[DS]] {blpa.phase = "backward", perm = array<i64: 0, 3, 1, 2>} : (tensor<2x4x1x2xf32>) -> tensor<2x2x4x1xf32>
+// CHECK: blpa.sgd_update %[[W]], %[[DW]] {blpa.phase = "update"}
+module {
+  func.func @forward(%x: tensor<2x8xf32>) -> tensor<2x3xf32> {
+    %w = blpa.param "fc.weight" trainable : tensor<3x8xf32>
+    %k = blpa.param "k" trainable : tensor<8xf32>
+    %h = blpa.mul %x, %k : (tensor<2x8xf32>, tensor<8xf32>) -> tensor<2x8xf32>
+    %r = blpa.reshape %h : tensor<2x8xf32> -> tensor<2x2x4x1xf32>
+    %s = blpa.transpose %r {perm = array<i64: 0, 2, 3, 1>} : (tensor<2x2x4x1xf32>) -> tensor<2x4x1x2xf32>
+    %f = blpa.reshape %s : tensor<2x4x1x2xf32> -> tensor<2x8xf32>
+    %wt = blpa.transpose %w {perm = array<i64: 1, 0>} : (tensor<3x8xf32>) -> tensor<8x3xf32>
+    %l = blpa.gemm %f, %wt : (tensor<2x8xf32>, tensor<8x3xf32>) -> tensor<2x3xf32>
+    return %l : tensor<2x3xf32>
+  }
+}

@@ -213,3 +213,34 @@ module {
     return %l : tensor<2x3xf32>
   }
 }
+
+// -----
+
+// A transposed weight (Linear without bias) is a weight, not an activation:
+// it stays exact for the input gradient that reads it. A transpose keeps
+// the sign of its input, so a transposed ReLU output is `nonneg`.
+// CHECK-LABEL: func.func @train_step(
+// CHECK: %[[WT:.*]] = blpa.transpose %{{.*}} {blpa.phase = "forward", blpa.saved = "float32", perm = array<i64: 1, 0>} : (tensor<6x8xf32>) -> tensor<8x6xf32>
+// CHECK-NOT: blpa.quantize %[[WT]]
+// CHECK: %[[T:.*]] = blpa.transpose %{{.*}} {blpa.phase = "forward", perm = array<i64: 0, 2, 1>} : (tensor<2x3x2xf32>) -> tensor<2x2x3xf32>
+// CHECK-NEXT: blpa.quantize %[[T]] {bits = 4 : i64, blpa.phase = "forward", scheme = "nonneg"}
+// CHECK-NOT: blpa.quantize %[[WT]]
+// CHECK: blpa.gemm %{{.*}}, %[[WT]] {blpa.phase = "backward", trans_b = true}
+module {
+  func.func @forward(%x: tensor<2x8xf32> {blpa.name = "input"}) -> (tensor<2x3xf32> {blpa.name = "logits"}) {
+    %w = blpa.param "fc1.weight" trainable : tensor<6x8xf32>
+    %k = blpa.param "k" trainable : tensor<3xf32>
+    %fw = blpa.param "fc2.weight" trainable : tensor<3x6xf32>
+    %k0 = blpa.param "k0" trainable : tensor<8xf32>
+    %x0 = blpa.mul %x, %k0 : (tensor<2x8xf32>, tensor<8xf32>) -> tensor<2x8xf32> loc("scale0")
+    %wt = blpa.transpose %w {perm = array<i64: 1, 0>} : (tensor<6x8xf32>) -> tensor<8x6xf32> loc("wt")
+    %h = blpa.gemm %x0, %wt : (tensor<2x8xf32>, tensor<8x6xf32>) -> tensor<2x6xf32> loc("fc1")
+    %r = blpa.relu %h : (tensor<2x6xf32>) -> tensor<2x6xf32> loc("relu")
+    %r3 = blpa.reshape %r : tensor<2x6xf32> -> tensor<2x3x2xf32> loc("view")
+    %t = blpa.transpose %r3 {perm = array<i64: 0, 2, 1>} : (tensor<2x3x2xf32>) -> tensor<2x2x3xf32> loc("permute")
+    %m = blpa.mul %t, %k : (tensor<2x2x3xf32>, tensor<3xf32>) -> tensor<2x2x3xf32> loc("scale")
+    %f = blpa.reshape %m : tensor<2x2x3xf32> -> tensor<2x6xf32> loc("flatten")
+    %l = blpa.gemm %f, %fw {trans_b = true} : (tensor<2x6xf32>, tensor<3x6xf32>) -> tensor<2x3xf32> loc("fc2")
+    return %l : tensor<2x3xf32>
+  }
+}

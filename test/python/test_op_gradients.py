@@ -74,10 +74,39 @@ class ConcatPad(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(h, 1), 1))
 
 
+class ShuffleTranspose(nn.Module):
+    """Transposes: ShuffleNet's channel shuffle (Reshape, Transpose perm
+    [0, 2, 1, 3, 4], Reshape), PixelShuffle written as a rank-6 permute, a
+    permute to NHWC with a channel scale and a Linear over the channels, and
+    Linear without bias (MatMul by the Transpose of its weight, which must
+    get its gradient through the Transpose)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1, groups=2)
+        self.conv3 = nn.Conv2d(2, 4, 3, stride=2, padding=1)
+        self.scale = nn.Parameter(torch.rand(4) + 0.5)
+        self.mix = nn.Linear(4, 6, bias=False)
+        self.fc = nn.Linear(6, 10, bias=False)
+
+    def forward(self, x):
+        h = F.relu(self.bn(self.conv1(x)))
+        n, c, height, width = h.shape
+        h = h.view(n, 2, c // 2, height, width).transpose(1, 2)
+        h = self.conv2(h.reshape(n, c, height, width))
+        h = h.view(-1, 2, 2, 2, height, width).permute(0, 1, 4, 2, 5, 3)
+        h = F.relu(self.conv3(h.reshape(n, 2, 2 * height, 2 * width)))
+        h = self.mix(h.permute(0, 2, 3, 1) * self.scale)
+        h = F.adaptive_avg_pool2d(h.permute(0, 3, 1, 2), 1)
+        return self.fc(torch.flatten(h, 1))
+
+
 class SplitReduce(nn.Module):
     """Split of activations (torch.split with sizes, chunk), ReduceMean over
-    the spatial axes with and without keepdims, Unsqueeze and Squeeze of
-    activations, and GlobalMaxPool."""
+    the spatial axes with and without keepdims and over the channels,
+    Unsqueeze and Squeeze of activations, and GlobalMaxPool."""
 
     def __init__(self):
         super().__init__()
@@ -91,6 +120,8 @@ class SplitReduce(nn.Module):
         c, d = torch.chunk(self.conv2(a), 2, dim=2)
         gate = torch.sigmoid(self.gate(d.mean((2, 3))))
         h = b * gate.unsqueeze(-1).unsqueeze(-1) + c.mean((2, 3), keepdim=True)
+        # A mean over the channels (spatial attention): axes not trailing.
+        h = h * torch.sigmoid(h.mean(1, keepdim=True))
         pooled = F.adaptive_max_pool2d(h, 1).squeeze(3).squeeze(2)
         return self.fc(torch.cat([pooled, a.mean((1, 2, 3)).unsqueeze(1),
                                   h.mean((2, 3))], 1))
@@ -115,7 +146,7 @@ class Conv1d(nn.Module):
 
 MODELS = {"squeeze_excite": SqueezeExcite, "hard_activations": HardActivations,
           "concat_pad": ConcatPad, "split_reduce": SplitReduce,
-          "conv1d": Conv1d}
+          "conv1d": Conv1d, "shuffle_transpose": ShuffleTranspose}
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

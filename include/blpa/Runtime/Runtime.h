@@ -225,6 +225,16 @@ void blpa_pad(blpa_context *ctx, const float *x, float *y, int64_t rank,
               const int64_t *inDims, const int64_t *outDims,
               const int64_t *begin, double value);
 
+/// Permutes the dimensions of x (inDims, `rank` of them): y has dimension
+/// d of size inDims[perm[d]], and y at index (i_0, ..., i_{rank-1}) holds x
+/// at the index whose dimension perm[d] is i_d (ONNX Transpose). perm is a
+/// permutation of 0..rank-1; its inverse permutation transposes y back
+/// (the gradient). A copy, so results are exact. rank >= 1 (the CUDA
+/// runtime takes up to 8 dimensions after merging those that stay
+/// adjacent and dropping 1s).
+void blpa_transpose(blpa_context *ctx, const float *x, float *y, int64_t rank,
+                    const int64_t *inDims, const int64_t *perm);
+
 /// Max pooling (dilation 1). pads: top, left (bottom/right follow from OH/OW);
 /// padded positions never win.
 void blpa_max_pool(blpa_context *ctx, const float *x, float *y, int64_t n,

@@ -1,6 +1,8 @@
-//===- Layout.cu - Strided copies (concatenation) and padding -------------===//
+//===- Layout.cu - Strided copies, padding and transposition --------------===//
 
 #include "CudaRuntime.h"
+
+#include "../Common/TransposeShape.h"
 
 using namespace blpa::cuda;
 
@@ -29,6 +31,74 @@ __global__ void __launch_bounds__(blockThreads)
       stride *= shape.in[d];
     }
     y[i] = inside ? x[source] : value;
+  }
+}
+
+/// A transposition's merged dimensions (TransposeShape.h), passed by value:
+/// y's sizes and x's stride along each of y's dimensions.
+constexpr int maxTransposeRank = 8;
+struct TransposeShape {
+  int rank;
+  int64_t out[maxTransposeRank], from[maxTransposeRank];
+};
+
+/// One thread per output element, reading x where it is: for transpositions
+/// whose innermost dimension stays (each row is read and written
+/// contiguously) or where a tile would be mostly empty.
+__global__ void __launch_bounds__(blockThreads)
+    transposeKernel(const float *x, float *y, int64_t numel,
+                    TransposeShape shape) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < numel;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t rest = i, source = 0;
+    for (int d = shape.rank - 1; d >= 0; --d) {
+      source += rest % shape.out[d] * shape.from[d];
+      rest /= shape.out[d];
+    }
+    y[i] = x[source];
+  }
+}
+
+/// The 2-D transposition of y's innermost dimension (a, x's stride strideA)
+/// with x's innermost one (b, y's stride strideB) for every index of the
+/// other dimensions (outer: y's sizes and x's strides over the dimensions
+/// outside a and b, and y's own strides), through shared memory so that
+/// both x and y are accessed along rows: block-stride over 32x32 tiles.
+constexpr int tileSize = 32, tileRows = blockThreads / tileSize;
+struct TileShape {
+  int64_t lenA, lenB, strideA, strideB, tilesA, tilesB, tiles;
+  int outerRank;
+  int64_t outer[maxTransposeRank], from[maxTransposeRank], to[maxTransposeRank];
+};
+
+__global__ void __launch_bounds__(blockThreads)
+    transposeTilesKernel(const float *x, float *y, TileShape shape) {
+  __shared__ float tile[tileSize][tileSize + 1]; // +1: no bank conflicts
+  int lane = threadIdx.x % tileSize, row = threadIdx.x / tileSize;
+  for (int64_t t = blockIdx.x; t < shape.tiles; t += gridDim.x) {
+    int64_t b0 = t % shape.tilesB * tileSize;
+    int64_t a0 = t / shape.tilesB % shape.tilesA * tileSize;
+    int64_t rest = t / (shape.tilesA * shape.tilesB), src = 0, dst = 0;
+    for (int d = shape.outerRank - 1; d >= 0; --d) {
+      int64_t at = rest % shape.outer[d];
+      rest /= shape.outer[d];
+      src += at * shape.from[d];
+      dst += at * shape.to[d];
+    }
+    // Read x along b: tile[a - a0][b - b0].
+    for (int j = row; j < tileSize; j += tileRows) {
+      int64_t a = a0 + j, b = b0 + lane;
+      if (a < shape.lenA && b < shape.lenB)
+        tile[j][lane] = x[src + a * shape.strideA + b];
+    }
+    __syncthreads();
+    // Write y along a.
+    for (int j = row; j < tileSize; j += tileRows) {
+      int64_t a = a0 + lane, b = b0 + j;
+      if (a < shape.lenA && b < shape.lenB)
+        y[dst + b * shape.strideB + a] = tile[lane][j];
+    }
+    __syncthreads(); // before the next tile overwrites this one
   }
 }
 
@@ -85,6 +155,71 @@ void blpa_pad(blpa_context *ctx, const float *x, float *y, int64_t rank,
   padKernel<<<gridFor(numel), blockThreads, 0, runtimeOf(ctx).stream>>>(
       x, y, numel, shape, float(value));
   checkLaunch("blpa_pad");
+}
+
+void blpa_transpose(blpa_context *ctx, const float *x, float *y, int64_t rank,
+                    const int64_t *inDims, const int64_t *perm) {
+  if (rank < 1)
+    failf("blpa_transpose: rank %lld", (long long)rank);
+  if (!blpa::isTransposePermutation(rank, perm))
+    failf("blpa_transpose: perm is not a permutation of 0..%lld",
+          (long long)rank - 1);
+  int64_t numel = 1;
+  for (int64_t d = 0; d < rank; ++d)
+    numel *= inDims[d];
+  if (numel <= 0)
+    return;
+  blpa::MergedTranspose t = blpa::mergeTranspose(rank, inDims, perm);
+  int r = int(t.rank());
+  if (r > maxTransposeRank)
+    failf("blpa_transpose: %d dimensions after merging (up to %d supported)", r,
+          maxTransposeRank);
+  std::vector<int64_t> inStrides = t.inStrides();
+  TransposeShape shape{r, {}, {}};
+  for (int d = 0; d < r; ++d) {
+    shape.out[d] = t.outDim(d);
+    shape.from[d] = inStrides[t.perm[d]];
+  }
+  cudaStream_t stream = runtimeOf(ctx).stream;
+  // y's dimension q is x's innermost; a tile pays when both it and y's
+  // innermost dimension fill half a tile.
+  int q = 0;
+  while (t.perm[q] != r - 1)
+    ++q;
+  int64_t lenA = shape.out[r - 1], lenB = shape.out[q];
+  if (q == r - 1 || lenA < tileSize / 2 || lenB < tileSize / 2) {
+    transposeKernel<<<gridFor(numel), blockThreads, 0, stream>>>(x, y, numel,
+                                                                 shape);
+    checkLaunch("blpa_transpose");
+    return;
+  }
+  TileShape tiles{};
+  tiles.lenA = lenA;
+  tiles.lenB = lenB;
+  tiles.strideA = shape.from[r - 1];
+  tiles.tilesA = (lenA + tileSize - 1) / tileSize;
+  tiles.tilesB = (lenB + tileSize - 1) / tileSize;
+  int64_t stride = 1;
+  std::vector<int64_t> outStrides(r);
+  for (int d = r - 1; d >= 0; --d) {
+    outStrides[d] = stride;
+    stride *= shape.out[d];
+  }
+  tiles.strideB = outStrides[q];
+  int64_t outer = 1;
+  for (int d = 0; d + 1 < r; ++d) {
+    if (d == q)
+      continue;
+    tiles.outer[tiles.outerRank] = shape.out[d];
+    tiles.from[tiles.outerRank] = shape.from[d];
+    tiles.to[tiles.outerRank] = outStrides[d];
+    ++tiles.outerRank;
+    outer *= shape.out[d];
+  }
+  tiles.tiles = outer * tiles.tilesA * tiles.tilesB;
+  transposeTilesKernel<<<gridFor(tiles.tiles, 1), blockThreads, 0, stream>>>(
+      x, y, tiles);
+  checkLaunch("blpa_transpose");
 }
 
 } // extern "C"

@@ -201,3 +201,39 @@ func.func @apply_channels(%x: tensor<2x3x4x4xf32>, %s: tensor<3xf32>, %m: tensor
   %y = blpa.batch_norm_apply %x, %s, %s, %m, %s {relu} : (tensor<2x3x4x4xf32>, tensor<3xf32>, tensor<3xf32>, tensor<4xf32>, tensor<3xf32>) -> tensor<2x3x4x4xf32>
   return
 }
+
+// -----
+
+func.func @transpose_repeated_axis(%x: tensor<2x3x4xf32>) {
+  // expected-error @+2 {{transpose: perm [0, 2, 2] is not a permutation of 0..2}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %y = blpa.transpose %x {perm = array<i64: 0, 2, 2>} : (tensor<2x3x4xf32>) -> tensor<2x4x4xf32>
+  return
+}
+
+// -----
+
+func.func @transpose_axis_out_of_range(%x: tensor<2x3xf32>) {
+  // expected-error @+2 {{transpose: perm [2, 0] is not a permutation of 0..1}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %y = blpa.transpose %x {perm = array<i64: 2, 0>} : (tensor<2x3xf32>) -> tensor<3x2xf32>
+  return
+}
+
+// -----
+
+func.func @transpose_rank(%x: tensor<2x3xf32>) {
+  // expected-error @+2 {{transpose: 3 perm entries for rank 2}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %y = blpa.transpose %x {perm = array<i64: 1, 0, 2>} : (tensor<2x3xf32>) -> tensor<3x2xf32>
+  return
+}
+
+// -----
+
+func.func @transpose_result_type(%x: tensor<2x3x4xf32>) {
+  // expected-error @+2 {{inferred type(s) 'tensor<4x2x3xf32>' are incompatible with return type(s) of operation 'tensor<2x4x3xf32>'}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %y = blpa.transpose %x {perm = array<i64: 2, 0, 1>} : (tensor<2x3x4xf32>) -> tensor<2x4x3xf32>
+  return
+}

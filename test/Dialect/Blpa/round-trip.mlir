@@ -90,3 +90,13 @@ func.func @fused_batch_norm_relu(%x: tensor<2x3x5x5xf32>, %s: tensor<3xf32>, %t:
   %g:3 = blpa.batch_norm_relu_grad %dy, %x, %s, %t, %n#1, %n#2 : (tensor<2x3x5x5xf32>, tensor<2x3x5x5xf32>, tensor<3xf32>, tensor<3xf32>, tensor<3xf32>, tensor<3xf32>) -> (tensor<2x3x5x5xf32>, tensor<3xf32>, tensor<3xf32>)
   return %g#0 : tensor<2x3x5x5xf32>
 }
+
+// Channel shuffle's permutation, and NCHW to NHWC.
+// CHECK-LABEL: func.func @transpose
+func.func @transpose(%x: tensor<2x3x4x5x6xf32>, %y: tensor<2x3x4x5xf32>) -> tensor<2x4x5x3xf32> {
+  // CHECK: blpa.transpose %{{.*}} {perm = array<i64: 0, 2, 1, 3, 4>} : (tensor<2x3x4x5x6xf32>) -> tensor<2x4x3x5x6xf32>
+  %s = blpa.transpose %x {perm = array<i64: 0, 2, 1, 3, 4>} : (tensor<2x3x4x5x6xf32>) -> tensor<2x4x3x5x6xf32>
+  // CHECK: blpa.transpose %{{.*}} {perm = array<i64: 0, 2, 3, 1>} : (tensor<2x3x4x5xf32>) -> tensor<2x4x5x3xf32>
+  %t = blpa.transpose %y {perm = array<i64: 0, 2, 3, 1>} : (tensor<2x3x4x5xf32>) -> tensor<2x4x5x3xf32>
+  return %t : tensor<2x4x5x3xf32>
+}

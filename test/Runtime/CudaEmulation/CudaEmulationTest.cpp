@@ -66,6 +66,7 @@
   X(blpa_activation_grad)                                                      \
   X(blpa_copy_strided)                                                         \
   X(blpa_pad)                                                                  \
+  X(blpa_transpose)                                                            \
   X(blpa_dropout)                                                              \
   X(blpa_dropout_grad)                                                         \
   X(blpa_reduce_sum_to)                                                        \
@@ -833,7 +834,7 @@ void testElementwise() {
 }
 
 //===----------------------------------------------------------------------===//
-// Activations, strided copies, padding, dropout
+// Activations, strided copies, padding, transposition, dropout
 //===----------------------------------------------------------------------===//
 
 /// An activation and its gradient (from the CPU's output for sigmoid, else
@@ -991,6 +992,34 @@ void testPads() {
   testPad("rank5", {2, 3, 4, 5, 6}, {1, 0, -1, 2, -2}, {0, 1, -1, -1, 3}, 3.0);
   testPad("rank5_pad", {2, 1, 3, 2, 5}, {1, 2, 0, 1, 3}, {2, 0, 1, 1, 1}, -0.5);
   testPad("large", {4, 16, 33, 35}, {0, 0, 1, 1}, {0, 0, 1, 1}, 0.0);
+}
+
+void testTranspose(const char *name, Int64s inDims, Int64s perm) {
+  Case k(std::string("transpose/") + name);
+  int x = k.in(randomFloats(product(inDims)));
+  int y = k.out("y", size_t(product(inDims)));
+  k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+    rt.blpa_transpose(ctx, p.f(x), p.f(y), int64_t(inDims.size()),
+                      inDims.data(), perm.data());
+  });
+}
+
+/// Both kernels: the element-wise one (rows that stay, short dimensions)
+/// and the tiled one (partial tiles, several tiles, outer dimensions).
+void testTransposes() {
+  testTranspose("rank1", {7}, {0});
+  testTranspose("matrix", {37, 53}, {1, 0});
+  testTranspose("matrix_exact_tiles", {64, 96}, {1, 0});
+  testTranspose("matrix_thin", {2, 300}, {1, 0});
+  testTranspose("channel_shuffle", {4, 3, 8, 7, 9}, {0, 2, 1, 3, 4});
+  testTranspose("nchw_to_nhwc", {2, 20, 7, 9}, {0, 2, 3, 1});
+  testTranspose("nhwc_to_nchw", {2, 7, 9, 5}, {0, 3, 1, 2});
+  testTranspose("pixel_shuffle", {2, 3, 2, 2, 5, 6}, {0, 1, 4, 2, 5, 3});
+  testTranspose("reverse", {3, 17, 5, 40}, {3, 2, 1, 0});
+  testTranspose("reverse_tiled", {40, 3, 5, 33}, {3, 2, 1, 0});
+  testTranspose("size_one_dims", {1, 5, 1, 7}, {2, 3, 0, 1});
+  testTranspose("all_ones", {1, 1, 1}, {2, 0, 1});
+  testTranspose("empty", {3, 0, 4}, {2, 0, 1});
 }
 
 /// The mask's seed and step, on both contexts (the emulated runtime reads
@@ -1739,6 +1768,20 @@ void testRejections() {
   expectRejected("pad_rank_0", "blpa_pad", [&] {
     blpa_pad(ctx, x.data(), y.data(), 0, inDims, inDims, inDims, 0.0);
   });
+  expectRejected("transpose_rank_0", "blpa_transpose", [&] {
+    blpa_transpose(ctx, x.data(), y.data(), 0, inDims, inDims);
+  });
+  const int64_t repeated[2] = {0, 0};
+  expectRejected("transpose_not_a_permutation", "blpa_transpose", [&] {
+    blpa_transpose(ctx, x.data(), y.data(), 2, inDims, repeated);
+  });
+  // Ten dimensions that no merging reduces: more than the kernels take.
+  const int64_t tenDims[10] = {2, 2, 2, 2, 2, 2, 2, 2, 2, 2};
+  const int64_t reversed[10] = {9, 8, 7, 6, 5, 4, 3, 2, 1, 0};
+  std::vector<float> big(1024);
+  expectRejected("transpose_rank_10", "blpa_transpose", [&] {
+    blpa_transpose(ctx, big.data(), big.data(), 10, tenDims, reversed);
+  });
   for (double ratio : {1.0, -0.1, 1.5, std::nan("")}) {
     expectRejected(format("dropout_ratio_%g", ratio), "blpa_dropout",
                    [&] { blpa_dropout(ctx, x.data(), y.data(), 4, ratio, 0); });
@@ -1773,6 +1816,7 @@ int main(int argc, char **argv) {
   testActivations();
   testCopiesStrided();
   testPads();
+  testTransposes();
   testDropouts();
   testLoss();
   testPooling();

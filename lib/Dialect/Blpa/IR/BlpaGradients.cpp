@@ -200,6 +200,22 @@ LogicalResult PadOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
   return success();
 }
 
+// The gradient of a transpose is the gradient transposed back: by the
+// inverse permutation.
+LogicalResult
+TransposeOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
+                            SmallVectorImpl<Value> &operandGrads) {
+  Value dy = resultGrads[0];
+  if (!dy)
+    return noGradients(*this, operandGrads);
+  ArrayRef<int64_t> perm = getPerm();
+  SmallVector<int64_t> inverse(perm.size());
+  for (auto [d, p] : llvm::enumerate(perm))
+    inverse[p] = d;
+  operandGrads.assign({TransposeOp::create(b, getLoc(), dy, inverse)});
+  return success();
+}
+
 LogicalResult MaxPoolOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
                                         SmallVectorImpl<Value> &operandGrads) {
   if (!resultGrads[0])

@@ -1000,7 +1000,7 @@ void SgdUpdateOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
 
 bool ReluOp::isResultNonNegative(function_ref<bool(Value)>) { return true; }
 
-// Pooling and reshaping keep values, so they keep their sign.
+// Pooling, reshaping and transposing keep values, so they keep their sign.
 bool MaxPoolOp::isResultNonNegative(function_ref<bool(Value)> isNonNegative) {
   return isNonNegative(getInput());
 }
@@ -1012,6 +1012,9 @@ bool GlobalAvgPoolOp::isResultNonNegative(
   return isNonNegative(getInput());
 }
 bool ReshapeOp::isResultNonNegative(function_ref<bool(Value)> isNonNegative) {
+  return isNonNegative(getInput());
+}
+bool TransposeOp::isResultNonNegative(function_ref<bool(Value)> isNonNegative) {
   return isNonNegative(getInput());
 }
 
@@ -1503,7 +1506,7 @@ void DropoutGradOp::getInPlaceOperands(unsigned,
 }
 
 //===----------------------------------------------------------------------===//
-// Concatenation, slices and padding
+// Concatenation, slices, padding and transposition
 //===----------------------------------------------------------------------===//
 
 /// The product of `shape`'s dimensions in [from, to).
@@ -1637,6 +1640,40 @@ void PadOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   args.push_back(RuntimeArg::i64Array(getShape(getOutput())));
   args.push_back(RuntimeArg::i64Array(getPads().take_front(in.size())));
   args.push_back(RuntimeArg::f64(getValue().convertToFloat()));
+}
+
+LogicalResult TransposeOp::inferReturnTypes(MLIRContext *ctx,
+                                            std::optional<Location> loc,
+                                            Adaptor adaptor,
+                                            SmallVectorImpl<Type> &results) {
+  ArrayRef<int64_t> in = getShape(adaptor.getInput());
+  ArrayRef<int64_t> perm = adaptor.getPerm();
+  int64_t rank = in.size();
+  if (int64_t(perm.size()) != rank)
+    return emitOptionalError(loc, "transpose: ", perm.size(),
+                             " perm entries for rank ", rank);
+  SmallVector<bool> seen(rank, false);
+  SmallVector<int64_t> shape;
+  for (int64_t p : perm) {
+    if (p < 0 || p >= rank || seen[p])
+      return emitOptionalError(loc, "transpose: perm [", perm,
+                               "] is not a permutation of 0..", rank - 1);
+    seen[p] = true;
+    shape.push_back(in[p]);
+  }
+  results.push_back(f32Tensor(ctx, shape));
+  return success();
+}
+
+StringRef TransposeOp::getRuntimeFunction() { return "blpa_transpose"; }
+
+void TransposeOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  args.push_back(RuntimeArg::data(getInput()));
+  args.push_back(RuntimeArg::data(getOutput()));
+  ArrayRef<int64_t> in = getShape(getInput());
+  args.push_back(RuntimeArg::i64(in.size()));
+  args.push_back(RuntimeArg::i64Array(in));
+  args.push_back(RuntimeArg::i64Array(getPerm()));
 }
 
 #define GET_OP_CLASSES

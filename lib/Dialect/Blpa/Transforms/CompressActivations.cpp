@@ -137,10 +137,24 @@ static bool differentiatesLastLayer(Operation *op) {
   });
 }
 
+/// Whether `v` is computed from parameters alone (a transposed weight): a
+/// weight, which the method keeps exact, rather than an activation.
+static bool isComputedFromParams(Value v) {
+  Operation *op = v.getDefiningOp();
+  if (!op)
+    return false;
+  if (isa<ParamOp>(op))
+    return true;
+  return op->getNumOperands() != 0 &&
+         llvm::all_of(op->getOperands(), isComputedFromParams);
+}
+
 /// The quantize scheme for saved `v` read by `uses`, or none to keep it in
 /// float32.
 std::optional<StringRef>
 CompressActivationsPass::chooseScheme(Value v, ArrayRef<OpOperand *> uses) {
+  if (isComputedFromParams(v))
+    return std::nullopt;
   // Decoded values would move a window's maximum among near-ties.
   if (llvm::any_of(uses, [](OpOperand *use) {
         ActivationNeed need = getActivationNeed(*use);

@@ -261,6 +261,18 @@ def Blpa_PadOp : Blpa_ComputeOp<"pad", [Differentiable]> {
   let results = (outs Blpa_F32Tensor:$output);
 }
 
+def Blpa_TransposeOp : Blpa_ComputeOp<"transpose", [Differentiable,
+    NonNegativeRule]> {
+  let summary = "Permutes the dimensions (ONNX Transpose)";
+  let description = [{
+    Output dimension `d` is input dimension `perm[d]`, a permutation of
+    0..rank-1. The gradient is the transpose of the gradient by the inverse
+    permutation; nothing is saved for it.
+  }];
+  let arguments = (ins Blpa_F32Tensor:$input, DenseI64ArrayAttr:$perm);
+  let results = (outs Blpa_F32Tensor:$output);
+}
+
 defvar PoolAttrs = (ins DenseI64ArrayAttr:$kernel_shape,
     DenseI64ArrayAttr:$strides, DenseI64ArrayAttr:$pads,
     DefaultValuedAttr<BoolAttr, "false">:$ceil_mode);
