@@ -45,6 +45,12 @@ ZOO = {
     "googlenet": {"aux_logits": False, "init_weights": True},
     "mobilenet_v2": {},
     "efficientnet_b0": {"stochastic_depth_prob": 0.0},
+    # The families that needed Split, Transpose (channel shuffle), Concat
+    # of activations, ReduceMean and HardSwish.
+    "shufflenet_v2_x0_5": {},
+    "squeezenet1_1": {},
+    "mnasnet0_5": {},
+    "mobilenet_v3_small": {},
 }
 
 
