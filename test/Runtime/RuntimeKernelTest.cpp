@@ -2153,13 +2153,13 @@ void testBadLayerArguments() {
   expectFailure("pad/rank_0", "blpa runtime error: blpa_pad: rank 0",
                 [&] { blpa_pad(&local, x, y, 0, out, out, out, 0.0); });
   expectFailure("transpose/rank_0",
-                "blpa runtime error: blpa_transpose: rank 0",
+                "blpa runtime error: blpa_transpose: the rank is below 1",
                 [&] { blpa_transpose(&local, x, y, 0, out, out); });
   const int64_t repeated[2] = {1, 1};
-  expectFailure(
-      "transpose/not_a_permutation",
-      "blpa runtime error: blpa_transpose: perm is not a permutation of 0..1",
-      [&] { blpa_transpose(&local, x, y, 2, out, repeated); });
+  expectFailure("transpose/not_a_permutation",
+                "blpa runtime error: blpa_transpose: perm is not a permutation "
+                "of 0..rank-1",
+                [&] { blpa_transpose(&local, x, y, 2, out, repeated); });
 }
 
 //===----------------------------------------------------------------------===//

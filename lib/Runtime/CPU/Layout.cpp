@@ -66,14 +66,9 @@ void blpa_pad(blpa_context *, const float *x, float *y, int64_t rank,
 
 void blpa_transpose(blpa_context *, const float *x, float *y, int64_t rank,
                     const int64_t *inDims, const int64_t *perm) {
-  if (rank < 1)
-    failf("blpa_transpose: rank %lld", (long long)rank);
-  if (!blpa::isTransposePermutation(rank, perm))
-    failf("blpa_transpose: perm is not a permutation of 0..%lld",
-          (long long)rank - 1);
-  int64_t numel = 1;
-  for (int64_t d = 0; d < rank; ++d)
-    numel *= inDims[d];
+  if (const char *error = blpa::transposeArgumentError(rank, perm))
+    failf("blpa_transpose: %s", error);
+  int64_t numel = blpa::transposeElementCount(rank, inDims);
   if (numel <= 0)
     return;
   blpa::MergedTranspose t = blpa::mergeTranspose(rank, inDims, perm);

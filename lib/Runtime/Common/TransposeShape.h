@@ -31,6 +31,24 @@ inline bool isTransposePermutation(int64_t rank, const int64_t *perm) {
   return true;
 }
 
+/// What is wrong with blpa_transpose's rank and perm, or null when nothing
+/// is (each runtime reports it its own way).
+inline const char *transposeArgumentError(int64_t rank, const int64_t *perm) {
+  if (rank < 1)
+    return "the rank is below 1";
+  if (!isTransposePermutation(rank, perm))
+    return "perm is not a permutation of 0..rank-1";
+  return nullptr;
+}
+
+/// The element count of a tensor of `rank` dimensions `dims`.
+inline int64_t transposeElementCount(int64_t rank, const int64_t *dims) {
+  int64_t count = 1;
+  for (int64_t d = 0; d < rank; ++d)
+    count *= dims[d];
+  return count;
+}
+
 /// A transposition over merged dimensions: output dimension d is input
 /// dimension perm[d]; both tensors are row-major.
 struct MergedTranspose {
