@@ -124,8 +124,10 @@ def test_trains_20_steps_and_saves_a_valid_model(zoo_model, tmp_path, bits):
         exe = tool.compile(onnx_path, str(tmp_path / "exe4"), batch_size=4,
                            act_bits=bits)
     saved = str(tmp_path / "trained.onnx")
+    inference = str(tmp_path / "trained_inference.onnx")
     records, _ = tool.train(exe, str(tmp_path / "log.jsonl"), "--synthetic",
-                            "--steps", 20, "--lr", 0.01, "--save", saved)
+                            "--steps", 20, "--lr", 0.01, "--save", saved,
+                            "--save-inference", inference)
     losses = [r["loss"] for r in records if "loss" in r]
     assert len(losses) == 20 and all(np.isfinite(losses))
     onnx.checker.check_model(saved)
@@ -148,11 +150,15 @@ def test_trains_20_steps_and_saves_a_valid_model(zoo_model, tmp_path, bits):
     # net amplifies float32 rounding). The bars are 10x and 18x those, far
     # below what a wrong weight or statistic gives (the two modes' logits
     # alone differ by 0.2 to 2000 relative).
+    # --save-inference writes the same weights with the batch norms and
+    # dropouts in inference mode, as eval-mode torch.onnx would.
     rng = fresh_rng()
     x = rng.standard_normal((4, 3, 64, 64)).astype(np.float32)
-    inference = str(tmp_path / "trained_inference.onnx")
-    onnx.save(inference_mode(onnx.load(saved)), inference)
     onnx.checker.check_model(inference)
+    expected = inference_mode(onnx.load(saved)).graph
+    written = onnx.load(inference).graph
+    assert list(written.node) == list(expected.node)
+    assert list(written.initializer) == list(expected.initializer)
     for mode, path, bar in (("training", saved, 2e-4),
                             ("inference", inference, 5e-3)):
         infer = tool.compile(path, str(tmp_path / ("infer_" + mode)),
@@ -174,11 +180,14 @@ def initializers(path):
 
 def inference_mode(model):
     """`model` with each training-mode batch norm in inference mode (running
-    statistics, one output), as torch.onnx exports a model in eval mode."""
+    statistics, one output) and each dropout without its training_mode
+    input, as torch.onnx exports a model in eval mode."""
     for node in model.graph.node:
         if node.op_type == "BatchNormalization":
             for attr in node.attribute:
                 if attr.name == "training_mode":
                     attr.i = 0
             del node.output[1:]
+        if node.op_type == "Dropout":
+            del node.input[2:]
     return model

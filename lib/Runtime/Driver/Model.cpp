@@ -257,11 +257,45 @@ void OnnxModel::fillForSave(onnx::ModelProto &copy,
   }
 }
 
+namespace {
+
+/// Sets integer attribute `name` of `node` to `value` where it is present.
+void setIfPresent(onnx::NodeProto &node, const std::string &name,
+                  int64_t value) {
+  for (onnx::AttributeProto &attribute : *node.mutable_attribute())
+    if (attribute.name() == name)
+      attribute.set_i(value);
+}
+
+/// Puts the training-mode ops of `graph` in inference mode: a batch
+/// normalization loses its statistics outputs (before opset 14 they are
+/// what made it train) and training_mode (is_test before opset 7); a
+/// dropout loses its training_mode input (opset 12 on; is_test before 7).
+void switchToInference(onnx::GraphProto &graph) {
+  for (onnx::NodeProto &node : *graph.mutable_node()) {
+    if (node.op_type() == "BatchNormalization") {
+      setIfPresent(node, "training_mode", 0);
+      setIfPresent(node, "is_test", 1);
+      while (node.output_size() > 1)
+        node.mutable_output()->RemoveLast();
+    } else if (node.op_type() == "Dropout") {
+      setIfPresent(node, "is_test", 1);
+      while (node.input_size() > 2)
+        node.mutable_input()->RemoveLast();
+    }
+  }
+}
+
+} // namespace
+
 std::string OnnxModel::saveWithParams(const std::vector<ParamRecord> &params,
                                       const std::vector<float *> &buffers,
                                       const std::string &path,
-                                      bool externalData) const {
+                                      bool externalData,
+                                      bool forInference) const {
   onnx::ModelProto copy = model;
+  if (forInference)
+    switchToInference(*copy.mutable_graph());
   std::optional<AtomicFile> data;
   std::string dataPath;
   if (externalData || !fitsInline(copy, params)) {

@@ -63,9 +63,13 @@ public:
   /// beside it (at 4 KiB-aligned offsets), as ONNX external data; both
   /// files are written in full before either is renamed into place.
   /// Returns the data file's path, or "" when everything is inline.
+  /// With `forInference`, batch normalizations use their running
+  /// statistics and dropouts pass values through (as torch.onnx exports a
+  /// model in eval mode), for deployment rather than further training.
   std::string saveWithParams(const std::vector<ParamRecord> &params,
                              const std::vector<float *> &buffers,
-                             const std::string &path, bool externalData) const;
+                             const std::string &path, bool externalData,
+                             bool forInference = false) const;
 
 private:
   const onnx::TensorProto *findTensor(const std::string &name) const;

@@ -179,6 +179,12 @@ const FlagSpec flagSpecs[] = {
      [](Options &o, const std::string &, const std::string &v) {
        o.savePath = v;
      }},
+    {"--save-inference", "OUT.onnx", Training,
+     "after training, write the trained model for deployment: batch norms "
+     "use the running statistics, dropouts pass values through",
+     [](Options &o, const std::string &, const std::string &v) {
+       o.saveInferencePath = v;
+     }},
     {"--inputs", "A.npy [B.npy ...]", CheckStep | Forward,
      "one .npy per data input of the model, in graph order",
      [](Options &o, const std::string &, const std::string &v) {

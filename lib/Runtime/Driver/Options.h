@@ -49,6 +49,8 @@ struct Options {
   std::optional<int64_t> checkpointEvery;
   std::string resumePath;
   std::string savePath;
+  /// --save-inference: the trained model in inference mode.
+  std::string saveInferencePath;
   // Inputs and outputs of single steps.
   std::vector<std::string> inputPaths;
   std::string labelsPath;

@@ -279,7 +279,8 @@ void evaluate(Session &session, const Manifest &manifest,
 /// stored so) or when they do not fit in 2 GiB.
 void saveModel(const Session &session, const Manifest &manifest,
                const OnnxModel &embeddedModel, bool externalData,
-               const std::string &path) {
+               const std::string &path, const std::string &flag,
+               bool forInference) {
   std::vector<std::vector<float>> params = session.readParams();
   std::vector<float *> pointers;
   for (std::vector<float> &param : params)
@@ -287,11 +288,12 @@ void saveModel(const Session &session, const Manifest &manifest,
   std::string dataPath;
   try {
     dataPath = embeddedModel.saveWithParams(manifest.params, pointers, path,
-                                            externalData);
+                                            externalData, forInference);
   } catch (const DriverError &error) {
-    throw DriverError("--save " + path + ": " + error.what());
+    throw DriverError(flag + " " + path + ": " + error.what());
   }
-  std::printf("saved the trained model to %s%s\n", path.c_str(),
+  std::printf("saved the trained model%s to %s%s\n",
+              forInference ? " for inference" : "", path.c_str(),
               dataPath.empty() ? ""
                                : (" (weights in " + dataPath + ")").c_str());
 }
@@ -305,6 +307,8 @@ void runTraining(const Manifest &manifest, const Options &options,
                       "[N, classes]; this executable has no such output");
   if (!options.savePath.empty())
     checkWritableDestination(options.savePath, "--save");
+  if (!options.saveInferencePath.empty())
+    checkWritableDestination(options.saveInferencePath, "--save-inference");
   std::unique_ptr<BatchSource> source;
   ImageSet trainSet, testSet;
   if (options.synthetic) {
@@ -368,7 +372,12 @@ void runTraining(const Manifest &manifest, const Options &options,
     hooks.evaluateAt(steps);
   if (!options.savePath.empty())
     saveModel(*session, manifest, embeddedModel,
-              initialWeights.usesExternalData(), options.savePath);
+              initialWeights.usesExternalData(), options.savePath, "--save",
+              /*forInference=*/false);
+  if (!options.saveInferencePath.empty())
+    saveModel(*session, manifest, embeddedModel,
+              initialWeights.usesExternalData(), options.saveInferencePath,
+              "--save-inference", /*forInference=*/true);
 }
 
 } // namespace blpa::driver
