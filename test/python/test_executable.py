@@ -184,7 +184,8 @@ def test_sgd_with_momentum_and_weight_decay_matches_torch(build, tmp_path):
     saved = str(tmp_path / "trained.onnx")
     tool.train(exe, str(tmp_path / "log.jsonl"), "--data", tmp_path,
                "--steps", 3, "--lr", 0.1, "--momentum", 0.9,
-               "--weight-decay", 0.01, "--save", saved)
+               "--weight-decay", 0.01, "--normalize", "0.2860:0.3530",
+               "--save", saved)
 
     reference = copy.deepcopy(model).double().train()
     opt = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9,

@@ -207,7 +207,10 @@ LogicalResult FunctionLowering::mapResults(Operation *op) {
     auto it = sources.find(view.getViewSource());
     if (it == sources.end())
       return op->emitError("views a tensor without a planned location");
-    sources[view.getViewDest()] = it->second;
+    // A copy: inserting the view may grow the map and free what `it` points
+    // at.
+    PointerSource source = it->second;
+    sources[view.getViewDest()] = source;
     return success();
   }
   if (auto param = dyn_cast<ParamOp>(op)) {
