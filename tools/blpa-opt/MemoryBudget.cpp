@@ -88,11 +88,6 @@ FailureOr<int64_t> mlir::blpa::findLargestBatch(PlanTotalsFn planTotals,
   return lo;
 }
 
-/// "exact" or "--act-bits 4".
-static std::string describeBits(int bits) {
-  return bits ? llvm::formatv("--act-bits {0}", bits).str() : "exact";
-}
-
 /// "; at batch 32 these fit: --act-bits 4 (81.49 MiB), ..." for the bit
 /// widths other than `bits` whose plan fits at `batch`.
 static std::string describeFittingBits(PlanTotalsFn planTotals, int64_t batch,
