@@ -2,6 +2,14 @@
 side by side in one run, same model, batch and thread count.
 
     PYTHONPATH=python /usr/bin/python3 bench/cpu_step.py [--threads 2]
+        [--resnet164] [--max-isa avx2]
+
+--max-isa avx2 caps both sides at AVX2 on an AVX-512 machine, as a stand-in
+for an AVX2-only CPU: oneDNN (ours and PyTorch's) through ONEDNN_MAX_CPU_ISA,
+PyTorch's own kernels through ATEN_CPU_CAPABILITY and OpenBLAS through
+OPENBLAS_CORETYPE. blpa's own kernels are built for baseline x86-64 and do
+not depend on it. The script re-executes itself with that environment,
+because PyTorch reads it when it is imported.
 
 Prints a markdown table (paste it into docs/benchmarks.md with the date and
 machine it prints); writes nothing itself."""
@@ -17,8 +25,33 @@ import tempfile
 import time
 import warnings
 
-import torch
-import torch.nn.functional as F
+
+# The environment each --max-isa value sets; read before torch is imported.
+ISA_ENVIRONMENT = {
+    "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
+             "OPENBLAS_CORETYPE": "Haswell"},
+}
+
+
+def reexec_with_isa_cap():
+    """Restarts this script under --max-isa's environment unless it has it."""
+    if "--max-isa" not in sys.argv:
+        return
+    isa = sys.argv[sys.argv.index("--max-isa") + 1]
+    wanted = ISA_ENVIRONMENT.get(isa)
+    if wanted is None:
+        sys.exit("--max-isa: unknown ISA %r; known: %s"
+                 % (isa, ", ".join(ISA_ENVIRONMENT)))
+    if all(os.environ.get(k) == v for k, v in wanted.items()):
+        return
+    os.execve(sys.executable, [sys.executable] + sys.argv,
+              dict(os.environ, **wanted))
+
+
+reexec_with_isa_cap()
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
 from blpa import models, tool  # noqa: E402
@@ -66,6 +99,14 @@ def usable_cores():
         return os.cpu_count()
 
 
+def torch_capability():
+    """The vector ISA PyTorch's own kernels dispatch to, as it reports it."""
+    for line in torch.__config__.show().splitlines():
+        if "CPU capability usage:" in line:
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
 def cpu_name():
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
@@ -85,6 +126,8 @@ def main():
     parser.add_argument("--resnet164", action="store_true",
                         help="also time pre-act ResNet-164 at batch 32 "
                              "(about 2 s a step on 2 cores)")
+    parser.add_argument("--max-isa", choices=sorted(ISA_ENVIRONMENT),
+                        help="cap both sides at this instruction set")
     args = parser.parse_args()
     cases = [
         ("example CNN (Fashion-MNIST)", models.example_cnn, (64, 1, 28, 28)),
@@ -96,9 +139,11 @@ def main():
                       lambda: models.preact_resnet(depth=164),
                       (32, 3, 32, 32)))
     print("date: %s, machine: %s, %d cores, PyTorch %s, %d timed steps "
-          "after %d warm-up" % (datetime.date.today(), cpu_name(),
-                                usable_cores(), torch.__version__,
-                                args.steps, args.warmup))
+          "after %d warm-up, instruction set: %s (PyTorch uses %s)" % (
+              datetime.date.today(), cpu_name(), usable_cores(),
+              torch.__version__, args.steps, args.warmup,
+              ("capped at " + args.max_isa if args.max_isa
+               else "the machine's best"), torch_capability()))
     print()
     print("| model | batch | threads | blpa ms/step | PyTorch ms/step "
           "| ratio (blpa / PyTorch) |")
