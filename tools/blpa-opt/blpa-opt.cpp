@@ -118,6 +118,12 @@ static cl::opt<bool> recomputeRelu(
              "backward pass from the batch norm's input instead of keeping "
              "it (exact; default on; --recompute-relu=false keeps it)"),
     cl::init(true), cl::cat(compileCategory));
+static cl::opt<bool> scheduleForMemory(
+    "schedule-for-memory",
+    cl::desc("Order independent ops (branches, their gradients) so that "
+             "fewer bytes are live at once (default on)"),
+    cl::init(true), cl::cat(compileCategory));
+
 static cl::opt<bool> verifyMemoryPlan(
     "verify-memory-plan",
     cl::desc("Check the memory plan again against lifetimes derived afresh "
@@ -304,8 +310,13 @@ static void buildPlanningPipeline(PassManager &pm, ModuleOp module, int bits,
     BlpaFuseBatchNormReluOptions fuseOptions;
     fuseOptions.recompute = recomputeRelu;
     pm.addPass(createBlpaFuseBatchNormRelu(fuseOptions));
-    pm.addPass(createBlpaScheduleUpdates());
   }
+  // The updates first move as early as they can, so that the scheduler
+  // starts from (and must beat) that order.
+  if (trainMode)
+    pm.addPass(createBlpaScheduleUpdates());
+  if (scheduleForMemory)
+    pm.addPass(createBlpaScheduleForMemory());
   BlpaPlanMemoryOptions planOptions;
   // What differs between targets is planner options, not the pipeline.
   if (target == "cuda") {
