@@ -127,6 +127,15 @@ public:
   /// A float scalar known at compile time (an initializer or a Constant),
   /// e.g. Dropout's ratio.
   FailureOr<double> floatScalarInput(int index);
+  /// A float32 scalar operand that may be given at run time (Clip's bounds,
+  /// Pad's value): its number when known at compile time (an initializer
+  /// or a Constant), else the 1-element tensor (a graph input or a
+  /// computed value) the op reads when the step runs.
+  struct FloatScalar {
+    std::optional<double> constant;
+    Value runtime;
+  };
+  FailureOr<FloatScalar> floatScalarOperand(int index);
   /// Whether input `index` is a float Constant's tensor, and that tensor.
   bool isFloatConstantInput(int index) const;
   const onnx::TensorProto *floatConstantInput(int index) const;

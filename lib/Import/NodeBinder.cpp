@@ -193,6 +193,31 @@ FailureOr<double> NodeBinder::floatScalarInput(int index) {
   return value;
 }
 
+FailureOr<NodeBinder::FloatScalar> NodeBinder::floatScalarOperand(int index) {
+  const std::string &input = nodeProto.input(index);
+  const onnx::TensorProto *tensor = importer.floatConstants.lookup(input);
+  if (!tensor)
+    tensor = importer.initializers.lookup(input);
+  if (tensor || importer.intTensors.count(input)) {
+    FailureOr<double> value =
+        tensor ? readFloatScalar(*tensor) : FailureOr<double>(failure());
+    if (failed(value))
+      return error() << "input '" << input
+                     << "' must be a float32 scalar or 1-element tensor";
+    return FloatScalar{*value, nullptr};
+  }
+  FailureOr<Value> value = this->input(index);
+  if (failed(value))
+    return failure();
+  ArrayRef<int64_t> shape = getShape(*value);
+  if (ShapedType::getNumElements(shape) != 1)
+    return error() << "input '" << input << "' has the shape "
+                   << formatInts(shape)
+                   << "; a value given at run time must be a float32 scalar "
+                      "or 1-element tensor";
+  return FloatScalar{std::nullopt, *value};
+}
+
 //===----------------------------------------------------------------------===//
 // Attributes
 //===----------------------------------------------------------------------===//
@@ -294,20 +319,34 @@ knownAttributes() {
   return table;
 }
 
+/// The type of attribute `name` of op `opType`: knownAttributes' unless
+/// the op says otherwise (Pad's `value`, opsets 2-10, is a float where
+/// Constant's is a tensor); none for an unknown attribute.
+static std::optional<onnx::AttributeProto::AttributeType>
+attributeType(llvm::StringRef opType, llvm::StringRef name) {
+  if (opType == "Pad" && name == "value")
+    return onnx::AttributeProto::FLOAT;
+  auto it = knownAttributes().find(name);
+  if (it == knownAttributes().end())
+    return std::nullopt;
+  return it->second;
+}
+
 LogicalResult NodeBinder::checkAttributes() {
   for (const onnx::AttributeProto &attribute : nodeProto.attribute()) {
-    auto it = knownAttributes().find(attribute.name());
-    if (it == knownAttributes().end())
+    std::optional<onnx::AttributeProto::AttributeType> type =
+        attributeType(opType(), attribute.name());
+    if (!type)
       return error() << "attribute '" << attribute.name()
                      << "' is not supported";
     // UNDEFINED: producers older than IR version 2 did not set the type.
     if (attribute.type() != onnx::AttributeProto::UNDEFINED &&
-        attribute.type() != it->second)
+        attribute.type() != *type)
       return error() << "attribute '" << attribute.name() << "' has type "
                      << onnx::AttributeProto::AttributeType_Name(
                             attribute.type())
                      << "; expected "
-                     << onnx::AttributeProto::AttributeType_Name(it->second);
+                     << onnx::AttributeProto::AttributeType_Name(*type);
   }
   return success();
 }

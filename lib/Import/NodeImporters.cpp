@@ -682,10 +682,12 @@ static LogicalResult importHardSwish(NodeBinder &b) {
 }
 
 /// Clip's bounds: attributes before opset 11, optional scalar inputs
-/// after; an absent bound is unbounded.
+/// after, known at compile time (attributes of blpa.clip) or given at run
+/// time (its operands); an absent bound is unbounded.
 static LogicalResult importClip(NodeBinder &b) {
   double lo = -std::numeric_limits<float>::infinity();
   double hi = std::numeric_limits<float>::infinity();
+  Value runtime[2];
   if (b.opset() < 11) {
     lo = b.getFloat("min", lo);
     hi = b.getFloat("max", hi);
@@ -693,61 +695,103 @@ static LogicalResult importClip(NodeBinder &b) {
     for (auto [index, bound] : {std::pair<int, double *>{1, &lo}, {2, &hi}}) {
       if (!b.hasInput(index))
         continue;
-      FailureOr<double> value = b.floatScalarInput(index);
+      FailureOr<NodeBinder::FloatScalar> value = b.floatScalarOperand(index);
       if (failed(value))
         return failure();
-      *bound = *value;
+      if (value->constant)
+        *bound = *value->constant;
+      runtime[index - 1] = value->runtime;
     }
   }
   if (lo > hi)
     return b.error() << "min " << formatFloat(lo) << " is greater than max "
                      << formatFloat(hi);
+  FailureOr<Value> x = b.input(0);
+  if (failed(x))
+    return failure();
   Builder &builder = b.builder();
-  return importElementwise<ClipOp>(b, builder.getF32FloatAttr(lo),
-                                   builder.getF32FloatAttr(hi));
+  return b.setOutput(b.create<ClipOp>(*x, runtime[0], runtime[1],
+                                      builder.getF32FloatAttr(lo),
+                                      builder.getF32FloatAttr(hi)));
 }
 
-/// Pad (opset 11 on: pads, constant_value and, from 18, axes as inputs);
-/// constant mode only.
-static LogicalResult importPad(NodeBinder &b) {
-  std::string mode = b.getString("mode", "constant");
-  if (mode != "constant")
-    return b.error() << "mode '" << mode
-                     << "' is not supported; only 'constant' padding is";
-  FailureOr<Value> x = b.input(0);
-  FailureOr<IntTensor> pads = b.intInput(1);
-  if (failed(x) || failed(pads))
-    return failure();
-  int64_t rank = getShape(*x).size();
-  SmallVector<int64_t> full(2 * rank, 0);
+/// Pad's pads, per dimension of a rank-`rank` input (begins, then ends):
+/// the `pads` attribute before opset 11, then the pads input, over the
+/// axes input's dimensions from opset 18.
+static FailureOr<SmallVector<int64_t>> padsOf(NodeBinder &b, int64_t rank) {
+  SmallVector<int64_t> pads;
   SmallVector<int64_t> axes = llvm::to_vector(llvm::seq<int64_t>(0, rank));
-  if (b.hasInput(3)) {
+  if (b.opset() < 11) {
+    pads = b.getInts("pads", {});
+  } else {
+    FailureOr<IntTensor> given = b.intInput(1);
+    if (failed(given))
+      return failure();
+    pads = given->values;
+  }
+  if (b.opset() >= 11 && b.hasInput(3)) {
     FailureOr<IntTensor> given = b.intInput(3);
     if (failed(given))
       return failure();
     axes = given->values;
   }
-  if (pads->values.size() != 2 * axes.size())
-    return b.error() << "input 'pads' has " << pads->values.size()
-                     << " entries; expected " << 2 * axes.size();
+  if (pads.size() != 2 * axes.size())
+    return b.error() << "'pads' has " << pads.size() << " entries; expected "
+                     << 2 * axes.size();
+  SmallVector<int64_t> full(2 * rank, 0);
   for (auto [i, axis] : llvm::enumerate(axes)) {
     int64_t d = axis < 0 ? axis + rank : axis;
     if (d < 0 || d >= rank)
       return b.error() << "axis " << axis << " is out of range for rank "
                        << rank;
-    full[d] = pads->values[i];
-    full[rank + d] = pads->values[axes.size() + i];
+    full[d] = pads[i];
+    full[rank + d] = pads[axes.size() + i];
   }
-  double value = 0;
-  if (b.hasInput(2)) {
-    FailureOr<double> given = b.floatScalarInput(2);
+  return full;
+}
+
+/// Pad in constant mode (the value known at compile time or given at run
+/// time), reflect mode (pads under each dimension's size, as ONNX requires)
+/// or edge mode; from opset 2 (attributes) and 11 (inputs).
+static LogicalResult importPad(NodeBinder &b) {
+  std::string mode = b.getString("mode", "constant");
+  if (mode != "constant" && mode != "reflect" && mode != "edge")
+    return b.error() << "mode '" << mode
+                     << "' is not supported; supported: constant, reflect, "
+                        "edge";
+  FailureOr<Value> x = b.input(0);
+  if (failed(x))
+    return failure();
+  ArrayRef<int64_t> shape = getShape(*x);
+  int64_t rank = shape.size();
+  FailureOr<SmallVector<int64_t>> pads = padsOf(b, rank);
+  if (failed(pads))
+    return failure();
+  for (int64_t d = 0; d < rank && mode != "constant"; ++d) {
+    int64_t front = (*pads)[d], back = (*pads)[rank + d];
+    if (front < 0 || back < 0)
+      return b.error() << "negative pads (cropping) of axis " << d
+                       << " are supported in constant mode only";
+    if (mode == "reflect" && (front >= shape[d] || back >= shape[d]))
+      return b.error() << "reflect pads " << front << " and " << back
+                       << " of axis " << d << " must each be under its size "
+                       << shape[d]
+                       << " (ONNX's rule); use smaller pads or mode 'edge'";
+  }
+  double value = b.opset() < 11 ? b.getFloat("value", 0) : 0;
+  Value runtime;
+  // The value is ignored outside constant mode, as ONNX says.
+  if (b.opset() >= 11 && b.hasInput(2) && mode == "constant") {
+    FailureOr<NodeBinder::FloatScalar> given = b.floatScalarOperand(2);
     if (failed(given))
       return failure();
-    value = *given;
+    value = given->constant.value_or(0.0);
+    runtime = given->runtime;
   }
   Builder &builder = b.builder();
-  return b.setOutput(b.create<PadOp>(*x, builder.getDenseI64ArrayAttr(full),
-                                     builder.getF32FloatAttr(value)));
+  return b.setOutput(b.create<PadOp>(
+      *x, runtime, builder.getDenseI64ArrayAttr(*pads),
+      builder.getStringAttr(mode), builder.getF32FloatAttr(value)));
 }
 
 static LogicalResult importIdentity(NodeBinder &b) {
@@ -1300,8 +1344,8 @@ static LogicalResult importConcat(NodeBinder &b) {
 /// of Add and Gemm before opset 7 only restrict numpy broadcasting. Concat
 /// before opset 4 concatenated along axis 1 by default, which the handler
 /// (folding 1-D shapes along axis 0) does not model. Clip's bounds moved
-/// from attributes to inputs at opset 11 (both handled); Pad is imported in
-/// its opset-11 form (pads and the value as inputs; axes from 18);
+/// from attributes to inputs at opset 11 (both handled), as did Pad's pads
+/// and value (both handled; axes from 18, opset 1's `paddings` left out);
 /// HardSwish appeared at opset 14. Squeeze's and Unsqueeze's axes became
 /// an input at opset 13, ReduceMean's at 18 (with noop_with_empty_axes);
 /// Split's sizes became an input at 13 and num_outputs appeared at 18
@@ -1330,7 +1374,7 @@ const llvm::StringMap<NodeImporter> &onnximport::nodeHandlers() {
       {"MatMul", {importMatMul}},
       {"MaxPool", {importMaxPool}},
       {"Mul", {importBroadcast<MulOp>}},
-      {"Pad", {importPad, /*minOpset=*/11}},
+      {"Pad", {importPad, /*minOpset=*/2}},
       {"ReduceMean", {importReduceMean}},
       {"Relu", {importRelu}},
       {"Reshape", {importReshape}},

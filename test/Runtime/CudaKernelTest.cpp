@@ -79,6 +79,7 @@
   X(blpa_activation_grad)                                                      \
   X(blpa_copy_strided)                                                         \
   X(blpa_pad)                                                                  \
+  X(blpa_pad_grad)                                                             \
   X(blpa_transpose)                                                            \
   X(blpa_dropout)                                                              \
   X(blpa_dropout_grad)                                                         \
@@ -1038,7 +1039,32 @@ void testPad(const char *name, Int64s inDims, Int64s begin, Int64s end) {
   int y = k.out("y", size_t(product(outDims)));
   k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
     rt.blpa_pad(ctx, p.f(x), p.f(y), int64_t(inDims.size()), inDims.data(),
-                outDims.data(), begin.data(), 0.5);
+                outDims.data(), begin.data(), BLPA_PAD_CONSTANT, 0.5, nullptr);
+  });
+}
+
+/// Reflect and edge padding and their gradient.
+void testPadMode(const char *name, int64_t mode, Int64s inDims, Int64s begin,
+                 Int64s end) {
+  Int64s outDims = inDims;
+  for (size_t d = 0; d < inDims.size(); ++d)
+    outDims[d] += begin[d] + end[d];
+  std::string base =
+      std::string(mode == BLPA_PAD_REFLECT ? "pad_reflect/" : "pad_edge/") +
+      name;
+  Case k(base);
+  int x = k.in(randomFloats(product(inDims)));
+  int y = k.out("y", size_t(product(outDims)));
+  k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+    rt.blpa_pad(ctx, p.f(x), p.f(y), int64_t(inDims.size()), inDims.data(),
+                outDims.data(), begin.data(), mode, 0.0, nullptr);
+  });
+  Case g(base + "/grad");
+  int dy = g.in(randomFloats(product(outDims)));
+  int dx = g.out("dx", size_t(product(inDims)));
+  g.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+    rt.blpa_pad_grad(ctx, p.f(dy), p.f(dx), int64_t(inDims.size()),
+                     inDims.data(), outDims.data(), begin.data(), mode);
   });
 }
 
@@ -1721,6 +1747,10 @@ void testKernels() {
   testPad("nchw_spatial", {2, 3, 5, 7}, {0, 0, 1, 2}, {0, 0, 2, 0});
   testPad("crop", {2, 3, 9, 8}, {0, 0, -1, -2}, {0, 0, -3, 0});
   testPad("channels", {3, 4, 5}, {0, 2, 0}, {0, 1, 0});
+  for (int64_t mode : {BLPA_PAD_REFLECT, BLPA_PAD_EDGE}) {
+    testPadMode("rank2_asymmetric", mode, {5, 9}, {1, 4}, {3, 2});
+    testPadMode("nchw_spatial", mode, {2, 3, 5, 7}, {0, 0, 1, 2}, {0, 0, 2, 0});
+  }
   testTranspose("matrix", {37, 53}, {1, 0});
   testTranspose("channel_shuffle", {4, 3, 8, 7, 9}, {0, 2, 1, 3, 4});
   testTranspose("nchw_to_nhwc", {8, 64, 28, 28}, {0, 2, 3, 1});

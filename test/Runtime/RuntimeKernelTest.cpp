@@ -1876,8 +1876,14 @@ void testPad(const char *name, std::vector<int64_t> in,
   }
   Floats y(want.size(), std::numeric_limits<float>::quiet_NaN());
   blpa_pad(&ctx, x.data(), y.data(), rank, in.data(), out.data(), begin.data(),
-           value);
+           BLPA_PAD_CONSTANT, value, nullptr);
   expectSameFloats(base, y, want);
+  // The value given at run time wins over the static one.
+  const float runtimeValue = float(value);
+  Floats fromBuffer(want.size(), std::numeric_limits<float>::quiet_NaN());
+  blpa_pad(&ctx, x.data(), fromBuffer.data(), rank, in.data(), out.data(),
+           begin.data(), BLPA_PAD_CONSTANT, value + 1.0, &runtimeValue);
+  expectSameFloats(base + "/runtime_value", fromBuffer, want);
   if (!padding)
     return;
   std::vector<int64_t> back(rank);
@@ -1885,7 +1891,7 @@ void testPad(const char *name, std::vector<int64_t> in,
     back[d] = -begin[d];
   Floats dx(x.size(), std::numeric_limits<float>::quiet_NaN());
   blpa_pad(&ctx, y.data(), dx.data(), rank, out.data(), in.data(), back.data(),
-           0.0);
+           BLPA_PAD_CONSTANT, 0.0, nullptr);
   expectSameFloats(base + "/gradient_crop", dx, x);
 }
 
@@ -1905,6 +1911,107 @@ void testPads() {
   testPad("rank5_pad", {2, 1, 3, 2, 5}, {1, 2, 0, 1, 3}, {2, 0, 1, 1, 1}, -0.5);
   testPad("large", {4, 16, 33, 35}, {0, 0, 1, 1}, {0, 0, 1, 1}, 0.0);
   testPad("large_long_rows", {3, 40001}, {1, 2}, {0, 3}, 1.0);
+}
+
+/// The reference of a reflect or edge padding along one axis of size n:
+/// the position that y's position `at` (relative to x's first element)
+/// copies, found by walking back into x one step at a time as numpy's
+/// np.pad describes it (mirrored without repeating the edge, or the edge).
+int64_t padSourceRef(int64_t at, int64_t n, int64_t mode) {
+  if (mode == BLPA_PAD_EDGE)
+    return std::min(std::max<int64_t>(at, 0), n - 1);
+  while (at < 0 || at >= n)
+    at = at < 0 ? -at : 2 * (n - 1) - at;
+  return at;
+}
+
+/// blpa_pad in reflect or edge mode against its definition (bit for bit: a
+/// copy), and blpa_pad_grad against the scatter of dy into x's positions
+/// summed in double; both repeatable and thread-count independent.
+void testPadMode(const char *name, int64_t mode, std::vector<int64_t> in,
+                 std::vector<int64_t> begin, std::vector<int64_t> end) {
+  std::string base =
+      std::string(mode == BLPA_PAD_REFLECT ? "pad_reflect/" : "pad_edge/") +
+      name;
+  int64_t rank = in.size();
+  std::vector<int64_t> out = in;
+  for (int64_t d = 0; d < rank; ++d)
+    out[d] += begin[d] + end[d];
+  Floats x = randomFloats(product(in)), dy = randomFloats(product(out));
+  Floats want(product(out));
+  Doubles dxRef(x.size(), 0.0);
+  for (size_t i = 0; i < want.size(); ++i) {
+    std::vector<int64_t> index = unflatten(i, out);
+    int64_t source = 0;
+    for (int64_t d = 0; d < rank; ++d)
+      source = source * in[d] + padSourceRef(index[d] - begin[d], in[d], mode);
+    want[i] = x[source];
+    dxRef[source] += dy[i];
+  }
+  auto pad = [&](float *y) {
+    blpa_pad(&ctx, x.data(), y, rank, in.data(), out.data(), begin.data(), mode,
+             0.0, nullptr);
+  };
+  auto padGrad = [&](float *dx) {
+    blpa_pad_grad(&ctx, dy.data(), dx, rank, in.data(), out.data(),
+                  begin.data(), mode);
+  };
+  Floats y(want.size(), std::numeric_limits<float>::quiet_NaN());
+  pad(y.data());
+  expectSameFloats(base, y, want);
+  Floats dx(x.size(), std::numeric_limits<float>::quiet_NaN());
+  padGrad(dx.data());
+  expectClose(base + "/grad", dx, dxRef, 1e-6);
+  expectDeterministic(base + "/grad", dx.size(), padGrad);
+  expectThreadIndependent(base + "/grad", dx.size(), padGrad);
+}
+
+void testPadModes() {
+  for (int64_t mode : {BLPA_PAD_REFLECT, BLPA_PAD_EDGE}) {
+    testPadMode("rank1", mode, {7}, {3}, {2});
+    testPadMode("rank1_one_side", mode, {5}, {0}, {4});
+    testPadMode("rank2_asymmetric", mode, {5, 9}, {1, 4}, {3, 2});
+    testPadMode("rank4_spatial", mode, {2, 3, 5, 7}, {0, 0, 1, 2},
+                {0, 0, 2, 0});
+    testPadMode("rank4_all_axes", mode, {2, 3, 4, 5}, {1, 2, 3, 4},
+                {1, 0, 2, 1});
+    testPadMode("large", mode, {4, 16, 33, 35}, {0, 0, 3, 1}, {0, 0, 1, 3});
+  }
+  // Edge pads may exceed the size: every copy of the edge adds up.
+  testPadMode("pads_past_size", BLPA_PAD_EDGE, {2, 3}, {4, 1}, {3, 7});
+  testPadMode("size_one", BLPA_PAD_EDGE, {3, 1, 2}, {0, 2, 1}, {0, 3, 0});
+  // Reflect pads up to the size minus one.
+  testPadMode("largest_pads", BLPA_PAD_REFLECT, {4, 6}, {3, 5}, {3, 5});
+}
+
+/// blpa_activation_dynamic and its gradient read their parameters from
+/// buffers where given: the same bits as blpa_activation with them static.
+void testActivationDynamic() {
+  const size_t numel = 50001;
+  Floats x = randomFloats(numel, -8, 8), dy = randomFloats(numel);
+  const float lo = -1.25f, hi = 3.5f;
+  const float inf = std::numeric_limits<float>::infinity();
+  struct Bounds {
+    const char *name;
+    const float *loAt, *hiAt;
+    double staticLo, staticHi;
+  } cases[] = {{"both", &lo, &hi, -inf, inf},
+               {"min_only", &lo, nullptr, -inf, hi},
+               {"max_only", nullptr, &hi, lo, inf}};
+  for (const Bounds &b : cases) {
+    std::string base = std::string("activation_dynamic/clip_") + b.name;
+    Floats want(numel), got(numel), wantDx(numel), gotDx(numel);
+    blpa_activation(&ctx, x.data(), want.data(), numel, BLPA_ACT_CLIP, lo, hi);
+    blpa_activation_dynamic(&ctx, x.data(), got.data(), numel, BLPA_ACT_CLIP,
+                            b.staticLo, b.staticHi, b.loAt, b.hiAt);
+    expectSameFloats(base, got, want);
+    blpa_activation_grad(&ctx, dy.data(), x.data(), wantDx.data(), numel,
+                         BLPA_ACT_CLIP, lo, hi);
+    blpa_activation_grad_dynamic(&ctx, dy.data(), x.data(), gotDx.data(), numel,
+                                 BLPA_ACT_CLIP, b.staticLo, b.staticHi, b.loAt,
+                                 b.hiAt);
+    expectSameFloats(base + "/grad", gotDx, wantDx);
+  }
 }
 
 /// blpa_transpose against its definition (bit for bit: a copy), and the
@@ -2150,8 +2257,9 @@ void testBadLayerArguments() {
   expectFailure("mul/bad_broadcast",
                 "blpa_mul: dimension 0 of a is 3, expected 1 or 2",
                 [&] { blpa_mul(&local, x, x, y, 2, out, bad, out); });
-  expectFailure("pad/rank_0", "blpa runtime error: blpa_pad: rank 0",
-                [&] { blpa_pad(&local, x, y, 0, out, out, out, 0.0); });
+  expectFailure("pad/rank_0", "blpa runtime error: blpa_pad: rank 0", [&] {
+    blpa_pad(&local, x, y, 0, out, out, out, BLPA_PAD_CONSTANT, 0.0, nullptr);
+  });
   expectFailure("transpose/rank_0",
                 "blpa runtime error: blpa_transpose: the rank is below 1",
                 [&] { blpa_transpose(&local, x, y, 0, out, out); });
@@ -2304,6 +2412,8 @@ int main(int argc, char **argv) {
   testActivations();
   testCopiesStrided();
   testPads();
+  testPadModes();
+  testActivationDynamic();
   testTransposes();
   testDropouts();
   testReduceSumTo("nchw_to_c", {5, 7, 9, 11}, {1, 7, 1, 1}, 1.0);

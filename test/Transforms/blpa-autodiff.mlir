@@ -151,3 +151,47 @@ module {
     return %l : tensor<2x3xf32>
   }
 }
+
+// -----
+
+// Reflect and edge pads' gradients are blpa.pad_grad (the sums over every
+// copy), a constant pad's the crop; a Clip bound read at run time (here a
+// computed one) reaches the gradient as its operand and takes none itself.
+// CHECK-LABEL: func.func @train_step(
+// CHECK: %[[LO:.*]] = blpa.param "lo" {blpa.phase = "forward"} : tensor<1xf32>
+// CHECK: %[[H:.*]] = blpa.mul
+// CHECK: %[[C:.*]] = blpa.clip %[[H]] min %[[LO]] {blpa.phase = "forward", max = 6.000000e+00 : f32}
+// CHECK: %[[DP:.*]] = blpa.pad %{{.*}} {blpa.phase = "backward", pads = array<i64: 0, 0, 0, -1, 0, 0, 0, -1>}
+// CHECK: %[[DE:.*]] = blpa.pad_grad %[[DP]] {blpa.phase = "backward", mode = "edge", pads = array<i64: 0, 0, 0, 2, 0, 0, 1, 0>} : (tensor<2x1x2x8xf32>) -> tensor<2x1x1x6xf32>
+// CHECK: %[[DR:.*]] = blpa.pad_grad %[[DE]] {blpa.phase = "backward", mode = "reflect", pads = array<i64: 0, 0, 0, 1, 0, 0, 0, 2>} : (tensor<2x1x1x6xf32>) -> tensor<2x1x1x3xf32>
+// CHECK: %[[DC:.*]] = blpa.reshape %[[DR]]
+// CHECK-NEXT: blpa.activation_grad %[[DC]], %[[H]] alpha %[[LO]] {alpha = 0xFF800000 : f32, beta = 6.000000e+00 : f32, blpa.phase = "backward", kind = 3 : i64}
+// CHECK-NOT: blpa.sgd_update %[[LO]],
+module {
+  func.func @forward(%x: tensor<2x3xf32>) -> tensor<2x3xf32> {
+    %k = blpa.param "k" trainable : tensor<3xf32>
+    %lo = blpa.param "lo" : tensor<1xf32>
+    %h = blpa.mul %x, %k : (tensor<2x3xf32>, tensor<3xf32>) -> tensor<2x3xf32>
+    %c = blpa.clip %h min %lo {max = 6.0 : f32} : (tensor<2x3xf32>, tensor<1xf32>) -> tensor<2x3xf32>
+    %r0 = blpa.reshape %c : tensor<2x3xf32> -> tensor<2x1x1x3xf32>
+    %r = blpa.pad %r0 {mode = "reflect", pads = array<i64: 0, 0, 0, 1, 0, 0, 0, 2>} : (tensor<2x1x1x3xf32>) -> tensor<2x1x1x6xf32>
+    %e = blpa.pad %r {mode = "edge", pads = array<i64: 0, 0, 0, 2, 0, 0, 1, 0>} : (tensor<2x1x1x6xf32>) -> tensor<2x1x2x8xf32>
+    %p = blpa.pad %e {pads = array<i64: 0, 0, 0, 1, 0, 0, 0, 1>} : (tensor<2x1x2x8xf32>) -> tensor<2x1x2x10xf32>
+    %g = blpa.global_avg_pool %p : (tensor<2x1x2x10xf32>) -> tensor<2x1x1x1xf32>
+    %f = blpa.reshape %g : tensor<2x1x1x1xf32> -> tensor<2x1xf32>
+    %w = blpa.param "fc.weight" trainable : tensor<3x1xf32>
+    %l = blpa.gemm %f, %w {trans_b = true} : (tensor<2x1xf32>, tensor<3x1xf32>) -> tensor<2x3xf32>
+    return %l : tensor<2x3xf32>
+  }
+}
+
+// -----
+
+module {
+  func.func @forward(%x: tensor<2x3xf32>, %lo: tensor<f32> {blpa.name = "lo"}) -> tensor<2x3xf32> {
+    // expected-error @+1 {{graph input 'lo' is a parameter read at run time (a bound or a padding value), which a training executable cannot feed (it feeds graph inputs as batches of data); make it an initializer or a Constant, or compile with --infer}}
+    %c = blpa.clip %x min %lo : (tensor<2x3xf32>, tensor<f32>) -> tensor<2x3xf32>
+    return %c : tensor<2x3xf32>
+  }
+}
+

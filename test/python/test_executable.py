@@ -206,3 +206,64 @@ def test_sgd_with_momentum_and_weight_decay_matches_torch(build, tmp_path):
         ref = tensor.detach().numpy()
         got = trained[name]
         assert np.linalg.norm(got - ref) <= 1e-5 * np.linalg.norm(ref), name
+
+
+def runtime_bounds_model(path):
+    """Clip with min and max as graph inputs (a scalar and a 1-element
+    tensor), Clip with a constant min and a run-time max, and a constant
+    Pad whose value is a graph input (ONNX's test_clip / test_constant_pad
+    form)."""
+    from onnx import TensorProto, helper
+    float_input = lambda name, shape: helper.make_tensor_value_info(
+        name, TensorProto.FLOAT, shape)
+    nodes = [
+        helper.make_node("Clip", ["x", "lo", "hi"], ["c"]),
+        helper.make_node("Clip", ["x", "zero", "hi"], ["d"]),
+        helper.make_node("Pad", ["c", "pads", "value"], ["p"],
+                         mode="constant"),
+    ]
+    graph = helper.make_graph(
+        nodes, "runtime_bounds",
+        [float_input("x", [2, 3, 4, 5]), float_input("lo", []),
+         float_input("hi", [1]), float_input("value", [])],
+        [float_input("c", [2, 3, 4, 5]), float_input("d", [2, 3, 4, 5]),
+         float_input("p", [2, 3, 7, 6])],
+        [numpy_helper.from_array(np.array([0, 0, 2, 1, 0, 0, 1, 0],
+                                          dtype=np.int64), "pads"),
+         numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero")])
+    model = helper.make_model(graph,
+                              opset_imports=[helper.make_opsetid("", 13)])
+    onnx.save(model, path)
+
+
+def test_infer_reads_clip_bounds_and_pad_value_at_run_time(tmp_path):
+    """One executable, two sets of bounds and padding values fed as
+    --inputs: each run follows numpy."""
+    onnx_path = str(tmp_path / "bounds.onnx")
+    runtime_bounds_model(onnx_path)
+    exe = tool.compile(onnx_path, str(tmp_path / "bounds"), train=False)
+    rng = fresh_rng()
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    for k, (lo, hi, value) in enumerate([(-0.5, 0.75, 2.5),
+                                         (0.25, 1.5, -1.0)]):
+        lo_in = np.array(lo, dtype=np.float32)
+        hi_in = np.array([hi], dtype=np.float32)
+        value_in = np.array(value, dtype=np.float32)
+        c, d, p = tool.infer(exe, [x, lo_in, hi_in, value_in],
+                             str(tmp_path / ("dump%d" % k)))
+        want = np.clip(x, lo, hi)
+        assert np.array_equal(c, want)
+        assert np.array_equal(d, np.clip(x, 0.0, hi))
+        assert np.array_equal(p, np.pad(want, ((0, 0), (0, 0), (2, 1), (1, 0)),
+                                        constant_values=value))
+
+
+def test_train_refuses_bounds_given_at_run_time(tmp_path):
+    onnx_path = str(tmp_path / "bounds.onnx")
+    runtime_bounds_model(onnx_path)
+    with pytest.raises(tool.ToolError) as error:
+        tool.compile(onnx_path, str(tmp_path / "train"))
+    lines = error.value.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "graph input 'lo' is a parameter read at run time" in lines[0]
+    assert "--infer" in lines[0]

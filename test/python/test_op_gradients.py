@@ -144,9 +144,32 @@ class Conv1d(nn.Module):
         return self.fc(h.mean(2))
 
 
+class ReflectEdgePad(nn.Module):
+    """Pad in reflect and edge mode: nn.ReflectionPad2d, nn.ReplicationPad2d
+    (asymmetric) and an asymmetric F.pad(mode="reflect"), each before a
+    convolution; the gradients of conv1 and conv2 pass back through the
+    pads' gradients (the sums over every copy of an element)."""
+
+    def __init__(self):
+        super().__init__()
+        self.reflect = nn.ReflectionPad2d(2)
+        self.conv1 = nn.Conv2d(3, 6, 3)
+        self.replicate = nn.ReplicationPad2d((1, 3, 0, 2))
+        self.conv2 = nn.Conv2d(6, 6, 3)
+        self.conv3 = nn.Conv2d(6, 6, 3)
+        self.fc = nn.Linear(6, 10)
+
+    def forward(self, x):
+        h = F.relu(self.conv1(self.reflect(x)))
+        h = F.relu(self.conv2(self.replicate(h)))
+        h = self.conv3(F.pad(h, (3, 0, 1, 2), mode="reflect"))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(h, 1), 1))
+
+
 MODELS = {"squeeze_excite": SqueezeExcite, "hard_activations": HardActivations,
           "concat_pad": ConcatPad, "split_reduce": SplitReduce,
-          "conv1d": Conv1d, "shuffle_transpose": ShuffleTranspose}
+          "conv1d": Conv1d, "shuffle_transpose": ShuffleTranspose,
+          "reflect_edge_pad": ReflectEdgePad}
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -181,8 +181,8 @@ enum {
 };
 
 /// y = act(x) over `numel` elements; y may alias x.
-void blpa_activation(blpa_context *ctx, const float *x, float *y,
-                     int64_t numel, int64_t kind, double alpha, double beta);
+void blpa_activation(blpa_context *ctx, const float *x, float *y, int64_t numel,
+                     int64_t kind, double alpha, double beta);
 
 /// dx = dy * act'(x), PyTorch's backward of each: `saved` is the output y
 /// for SIGMOID (dx = dy * y * (1 - y)) and the input x otherwise;
@@ -193,12 +193,26 @@ void blpa_activation_grad(blpa_context *ctx, const float *dy,
                           const float *saved, float *dx, int64_t numel,
                           int64_t kind, double alpha, double beta);
 
+/// blpa_activation and blpa_activation_grad with parameters given at run
+/// time (Clip's bounds as graph inputs or computed tensors): alpha is
+/// *alphaAt when alphaAt is non-null, else `alpha`; beta likewise. The
+/// pointers are the runtime's memory (device memory for CUDA), read when
+/// the kernel runs.
+void blpa_activation_dynamic(blpa_context *ctx, const float *x, float *y,
+                             int64_t numel, int64_t kind, double alpha,
+                             double beta, const float *alphaAt,
+                             const float *betaAt);
+void blpa_activation_grad_dynamic(blpa_context *ctx, const float *dy,
+                                  const float *saved, float *dx, int64_t numel,
+                                  int64_t kind, double alpha, double beta,
+                                  const float *alphaAt, const float *betaAt);
+
 /// Training-mode dropout: y = x * float(1 / (1 - ratio)) (PyTorch's
-/// scaling) where the element is kept, else 0. Element i of the dropout with id `stream` is kept when its
-/// 32-bit hash of (ctx->seed, ctx->step, stream, i) reaches ratio * 2^32
-/// (lib/Runtime/Common/DropoutMask.h): counter-based, the same on every
-/// target, so the backward pass recomputes the mask instead of storing it.
-/// y may alias x.
+/// scaling) where the element is kept, else 0. Element i of the dropout with id
+/// `stream` is kept when its 32-bit hash of (ctx->seed, ctx->step, stream, i)
+/// reaches ratio * 2^32 (lib/Runtime/Common/DropoutMask.h): counter-based, the
+/// same on every target, so the backward pass recomputes the mask instead of
+/// storing it. y may alias x.
 void blpa_dropout(blpa_context *ctx, const float *x, float *y, int64_t numel,
                   double ratio, int64_t stream);
 
@@ -214,16 +228,36 @@ void blpa_dropout_grad(blpa_context *ctx, const float *dy, float *dx,
 /// output this way, and its gradient reads them back.
 void blpa_copy_strided(blpa_context *ctx, const float *src, float *dst,
                        int64_t rows, int64_t rowElems, int64_t srcStride,
-                       int64_t dstStride, int64_t srcOffset,
-                       int64_t dstOffset);
+                       int64_t dstStride, int64_t srcOffset, int64_t dstOffset);
 
-/// Constant padding or cropping: y (outDims) at index i holds x at
-/// i - begin[d] per dimension d when that is inside x (inDims), else
-/// `value`. Negative begins crop (the gradient of a padding is the
-/// padding of its gradient with -begin, value 0).
+/// Padding modes of blpa_pad (ONNX Pad's `mode`).
+enum {
+  BLPA_PAD_CONSTANT = 0,
+  BLPA_PAD_REFLECT = 1,
+  BLPA_PAD_EDGE = 2,
+};
+
+/// Padding or cropping: y (outDims) at index i holds x at i - begin[d] per
+/// dimension d when that is inside x (inDims); outside, in mode
+///  * CONSTANT: the value, *valueAt when valueAt is non-null (a run-time
+///    input), else `value`. Negative begins crop (the gradient of a
+///    constant padding is the padding of its gradient with -begin, value 0).
+///  * REFLECT: x at the position mirrored about the first or last element
+///    (i - begin = -1 reads 1); needs 0 <= pad < inDims[d] on both sides.
+///  * EDGE: x at the nearest edge element; needs pads >= 0.
+/// Ranks above 8 are supported in constant mode on the CPU only.
 void blpa_pad(blpa_context *ctx, const float *x, float *y, int64_t rank,
               const int64_t *inDims, const int64_t *outDims,
-              const int64_t *begin, double value);
+              const int64_t *begin, int64_t mode, double value,
+              const float *valueAt);
+
+/// The gradient of blpa_pad (same dims, begin and mode; rank <= 8): dx at
+/// each element of x is the sum of dy over every element of y that copies
+/// it, added in y's row-major order (deterministic on both runtimes: one
+/// thread gathers each element of dx).
+void blpa_pad_grad(blpa_context *ctx, const float *dy, float *dx, int64_t rank,
+                   const int64_t *inDims, const int64_t *outDims,
+                   const int64_t *begin, int64_t mode);
 
 /// Permutes the dimensions of x (inDims, `rank` of them): y has dimension
 /// d of size inDims[perm[d]], and y at index (i_0, ..., i_{rank-1}) holds x

@@ -38,4 +38,23 @@ void blpa_activation_grad(blpa_context *, const float *dy, const float *saved,
     failf("blpa_activation_grad: unknown kind %lld", (long long)kind);
 }
 
+// The parameters are read once, before the loop.
+void blpa_activation_dynamic(blpa_context *ctx, const float *x, float *y,
+                             int64_t numel, int64_t kind, double alpha,
+                             double beta, const float *alphaAt,
+                             const float *betaAt) {
+  ActivationParams p =
+      loadActivationParams({float(alpha), float(beta)}, alphaAt, betaAt);
+  blpa_activation(ctx, x, y, numel, kind, p.alpha, p.beta);
+}
+
+void blpa_activation_grad_dynamic(blpa_context *ctx, const float *dy,
+                                  const float *saved, float *dx, int64_t numel,
+                                  int64_t kind, double alpha, double beta,
+                                  const float *alphaAt, const float *betaAt) {
+  ActivationParams p =
+      loadActivationParams({float(alpha), float(beta)}, alphaAt, betaAt);
+  blpa_activation_grad(ctx, dy, saved, dx, numel, kind, p.alpha, p.beta);
+}
+
 } // extern "C"

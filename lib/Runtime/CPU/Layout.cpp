@@ -2,6 +2,7 @@
 
 #include "CpuRuntime.h"
 
+#include "../Common/PadIndex.h"
 #include "../Common/TransposeShape.h"
 
 #include <algorithm>
@@ -28,12 +29,44 @@ void blpa_copy_strided(blpa_context *, const float *src, float *dst,
   });
 }
 
+/// Reflect or edge padding: each output row is one input row (found per
+/// dimension by padSource) with its ends mirrored or repeated.
+static void padBorders(const float *x, float *y, int64_t rank,
+                       const int64_t *inDims, const int64_t *outDims,
+                       const int64_t *begin, int64_t mode) {
+  int64_t inner = outDims[rank - 1], n = inDims[rank - 1], rows = 1;
+  for (int64_t d = 0; d + 1 < rank; ++d)
+    rows *= outDims[d];
+  int64_t lastBegin = begin[rank - 1];
+  parallelFor(rows, [&](int64_t row) {
+    int64_t inRow = 0, rest = row;
+    for (int64_t d = rank - 2, stride = 1; d >= 0; --d) {
+      inRow += blpa::padSource(rest % outDims[d] - begin[d], inDims[d], mode) *
+               stride;
+      rest /= outDims[d];
+      stride *= inDims[d];
+    }
+    const float *in = x + inRow * n;
+    float *out = y + row * inner;
+    for (int64_t j = 0; j < lastBegin; ++j)
+      out[j] = in[blpa::padSource(j - lastBegin, n, mode)];
+    std::copy(in, in + n, out + lastBegin);
+    for (int64_t j = lastBegin + n; j < inner; ++j)
+      out[j] = in[blpa::padSource(j - lastBegin, n, mode)];
+  });
+}
+
 void blpa_pad(blpa_context *, const float *x, float *y, int64_t rank,
               const int64_t *inDims, const int64_t *outDims,
-              const int64_t *begin, double value) {
+              const int64_t *begin, int64_t mode, double value,
+              const float *valueAt) {
   if (rank < 1)
     failf("blpa_pad: rank %lld", (long long)rank);
-  float fill = float(value);
+  if (mode == BLPA_PAD_REFLECT || mode == BLPA_PAD_EDGE)
+    return padBorders(x, y, rank, inDims, outDims, begin, mode);
+  if (mode != BLPA_PAD_CONSTANT)
+    failf("blpa_pad: unknown mode %lld", (long long)mode);
+  float fill = valueAt ? *valueAt : float(value);
   int64_t inner = outDims[rank - 1], rows = 1;
   for (int64_t d = 0; d + 1 < rank; ++d)
     rows *= outDims[d];
@@ -61,6 +94,23 @@ void blpa_pad(blpa_context *, const float *x, float *y, int64_t rank,
     std::copy(x + inRow * inDims[rank - 1] + from - lastBegin,
               x + inRow * inDims[rank - 1] + to - lastBegin, out + from);
     std::fill(out + to, out + inner, fill);
+  });
+}
+
+void blpa_pad_grad(blpa_context *, const float *dy, float *dx, int64_t rank,
+                   const int64_t *inDims, const int64_t *outDims,
+                   const int64_t *begin, int64_t mode) {
+  if (rank < 1 || rank > blpa::maxPadRank)
+    failf("blpa_pad_grad: rank %lld (1 to %d supported)", (long long)rank,
+          blpa::maxPadRank);
+  if (mode < BLPA_PAD_CONSTANT || mode > BLPA_PAD_EDGE)
+    failf("blpa_pad_grad: unknown mode %lld", (long long)mode);
+  int64_t numel = 1;
+  for (int64_t d = 0; d < rank; ++d)
+    numel *= inDims[d];
+  parallelBlocks(numel, [&](int64_t first, int64_t last) {
+    for (int64_t i = first; i < last; ++i)
+      dx[i] = blpa::padGradAt(dy, i, int(rank), inDims, outDims, begin, mode);
   });
 }
 

@@ -148,22 +148,53 @@ struct DivOp {
   __device__ float operator()(float a, float b) const { return a / b; }
 };
 
-// Element-wise activations: the formulas the CPU runtime uses too.
-template <int Kind> struct ActivationOp {
-  static constexpr int inputs = 1;
+// Element-wise activations: the formulas the CPU runtime uses too. Dynamic:
+// the parameters are read from device memory where alphaAt / betaAt are
+// non-null (blpa_activation_dynamic), when the kernel runs, so that a
+// replayed graph sees the current inputs.
+struct DynamicParams {
   ActivationParams params;
-  __device__ float operator()(float x, float) const {
-    return activationValue<Kind>(x, params);
+  const float *alphaAt = nullptr, *betaAt = nullptr;
+  template <bool Dynamic> __device__ ActivationParams load() const {
+    if constexpr (Dynamic)
+      return loadActivationParams(params, alphaAt, betaAt);
+    return params;
   }
 };
 
-template <int Kind> struct ActivationGradOp {
-  static constexpr int inputs = 2;
-  ActivationParams params;
-  __device__ float operator()(float dy, float saved) const {
-    return activationGrad<Kind>(dy, saved, params);
+template <int Kind, bool Dynamic> struct ActivationOp {
+  static constexpr int inputs = 1;
+  DynamicParams params;
+  __device__ float operator()(float x, float) const {
+    return activationValue<Kind>(x, params.load<Dynamic>());
   }
 };
+
+template <int Kind, bool Dynamic> struct ActivationGradOp {
+  static constexpr int inputs = 2;
+  DynamicParams params;
+  __device__ float operator()(float dy, float saved) const {
+    return activationGrad<Kind>(dy, saved, params.load<Dynamic>());
+  }
+};
+
+/// blpa_activation(_dynamic) and their gradients: `Op` is ActivationOp or
+/// ActivationGradOp; `b` is null for a forward.
+template <template <int, bool> class Op>
+void launchActivation(blpa_context *ctx, const char *kernel, const float *a,
+                      const float *b, float *y, int64_t numel, int64_t kind,
+                      DynamicParams params) {
+  bool dynamic = params.alphaAt || params.betaAt;
+  bool known = withActivationKind(kind, [&](auto k) {
+    constexpr int Kind = decltype(k)::value;
+    if (dynamic)
+      launchMap(ctx, kernel, {a, b, y, numel}, Op<Kind, true>{params});
+    else
+      launchMap(ctx, kernel, {a, b, y, numel}, Op<Kind, false>{params});
+  });
+  if (!known)
+    failf("%s: unknown kind %lld", kernel, (long long)kind);
+}
 
 //===----------------------------------------------------------------------===//
 // Merged runs on the device
@@ -642,27 +673,34 @@ void blpa_div(blpa_context *ctx, const float *a, const float *b, float *y,
 
 void blpa_activation(blpa_context *ctx, const float *x, float *y, int64_t numel,
                      int64_t kind, double alpha, double beta) {
-  ActivationParams p{float(alpha), float(beta)};
-  bool known = withActivationKind(kind, [&](auto k) {
-    constexpr int Kind = decltype(k)::value;
-    launchMap(ctx, "blpa_activation", {x, nullptr, y, numel},
-              ActivationOp<Kind>{p});
-  });
-  if (!known)
-    failf("blpa_activation: unknown kind %lld", (long long)kind);
+  launchActivation<ActivationOp>(ctx, "blpa_activation", x, nullptr, y, numel,
+                                 kind, {{float(alpha), float(beta)}});
 }
 
 void blpa_activation_grad(blpa_context *ctx, const float *dy,
                           const float *saved, float *dx, int64_t numel,
                           int64_t kind, double alpha, double beta) {
-  ActivationParams p{float(alpha), float(beta)};
-  bool known = withActivationKind(kind, [&](auto k) {
-    constexpr int Kind = decltype(k)::value;
-    launchMap(ctx, "blpa_activation_grad", {dy, saved, dx, numel},
-              ActivationGradOp<Kind>{p});
-  });
-  if (!known)
-    failf("blpa_activation_grad: unknown kind %lld", (long long)kind);
+  launchActivation<ActivationGradOp>(ctx, "blpa_activation_grad", dy, saved, dx,
+                                     numel, kind,
+                                     {{float(alpha), float(beta)}});
+}
+
+void blpa_activation_dynamic(blpa_context *ctx, const float *x, float *y,
+                             int64_t numel, int64_t kind, double alpha,
+                             double beta, const float *alphaAt,
+                             const float *betaAt) {
+  launchActivation<ActivationOp>(
+      ctx, "blpa_activation_dynamic", x, nullptr, y, numel, kind,
+      {{float(alpha), float(beta)}, alphaAt, betaAt});
+}
+
+void blpa_activation_grad_dynamic(blpa_context *ctx, const float *dy,
+                                  const float *saved, float *dx, int64_t numel,
+                                  int64_t kind, double alpha, double beta,
+                                  const float *alphaAt, const float *betaAt) {
+  launchActivation<ActivationGradOp>(
+      ctx, "blpa_activation_grad_dynamic", dy, saved, dx, numel, kind,
+      {{float(alpha), float(beta)}, alphaAt, betaAt});
 }
 
 void blpa_reduce_sum_to(blpa_context *ctx, const float *x, float *y,

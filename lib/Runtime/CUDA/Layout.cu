@@ -2,36 +2,74 @@
 
 #include "CudaRuntime.h"
 
+#include "../Common/PadIndex.h"
 #include "../Common/TransposeShape.h"
 
+using namespace blpa;
 using namespace blpa::cuda;
 
 namespace {
 
 /// Dimensions of a padding, passed by value (ONNX tensors have few).
-constexpr int maxPadRank = 8;
 struct PadShape {
   int rank;
   int64_t in[maxPadRank], out[maxPadRank], begin[maxPadRank];
 };
 
-/// One thread per output element: the input element it copies, or `value`.
+/// One thread per output element: the input element it copies
+/// (PadIndex.h), or the value, *valueAt when given (read when the kernel
+/// runs, so that a replayed graph sees the current input).
 __global__ void __launch_bounds__(blockThreads)
     padKernel(const float *x, float *y, int64_t numel, PadShape shape,
-              float value) {
+              int64_t mode, float value, const float *valueAt) {
+  if (valueAt)
+    value = *valueAt;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < numel;
        i += int64_t(gridDim.x) * blockDim.x) {
     int64_t rest = i, source = 0, stride = 1;
     bool inside = true;
     for (int d = shape.rank - 1; d >= 0; --d) {
-      int64_t at = rest % shape.out[d] - shape.begin[d];
+      int64_t at =
+          padSource(rest % shape.out[d] - shape.begin[d], shape.in[d], mode);
       rest /= shape.out[d];
-      inside = inside && at >= 0 && at < shape.in[d];
+      inside = inside && at >= 0;
       source += at * stride;
       stride *= shape.in[d];
     }
     y[i] = inside ? x[source] : value;
   }
+}
+
+/// One thread per element of dx, gathering the elements of dy that copy it
+/// in the CPU's order: deterministic, no atomics.
+__global__ void __launch_bounds__(blockThreads)
+    padGradKernel(const float *dy, float *dx, int64_t numel, PadShape shape,
+                  int64_t mode) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < numel;
+       i += int64_t(gridDim.x) * blockDim.x)
+    dx[i] =
+        padGradAt(dy, i, shape.rank, shape.in, shape.out, shape.begin, mode);
+}
+
+/// The shape of a blpa_pad or blpa_pad_grad call, and its element count
+/// over `dims` (outDims or inDims).
+PadShape padShapeOf(const char *kernel, int64_t rank, const int64_t *inDims,
+                    const int64_t *outDims, const int64_t *begin, int64_t mode,
+                    int64_t &numel, const int64_t *dims) {
+  if (rank < 1 || rank > maxPadRank)
+    failf("%s: rank %lld (1 to %d supported)", kernel, (long long)rank,
+          maxPadRank);
+  if (mode < BLPA_PAD_CONSTANT || mode > BLPA_PAD_EDGE)
+    failf("%s: unknown mode %lld", kernel, (long long)mode);
+  PadShape shape{int(rank), {}, {}, {}};
+  numel = 1;
+  for (int64_t d = 0; d < rank; ++d) {
+    shape.in[d] = inDims[d];
+    shape.out[d] = outDims[d];
+    shape.begin[d] = begin[d];
+    numel *= dims[d];
+  }
+  return shape;
 }
 
 /// A transposition's merged dimensions (TransposeShape.h), passed by value:
@@ -138,23 +176,29 @@ void blpa_copy_strided(blpa_context *ctx, const float *src, float *dst,
 
 void blpa_pad(blpa_context *ctx, const float *x, float *y, int64_t rank,
               const int64_t *inDims, const int64_t *outDims,
-              const int64_t *begin, double value) {
-  if (rank < 1 || rank > maxPadRank)
-    failf("blpa_pad: rank %lld (1 to %d supported)", (long long)rank,
-          maxPadRank);
-  PadShape shape{int(rank), {}, {}, {}};
-  int64_t numel = 1;
-  for (int64_t d = 0; d < rank; ++d) {
-    shape.in[d] = inDims[d];
-    shape.out[d] = outDims[d];
-    shape.begin[d] = begin[d];
-    numel *= outDims[d];
-  }
+              const int64_t *begin, int64_t mode, double value,
+              const float *valueAt) {
+  int64_t numel = 0;
+  PadShape shape = padShapeOf("blpa_pad", rank, inDims, outDims, begin, mode,
+                              numel, outDims);
   if (numel == 0)
     return;
   padKernel<<<gridFor(numel), blockThreads, 0, runtimeOf(ctx).stream>>>(
-      x, y, numel, shape, float(value));
+      x, y, numel, shape, mode, float(value), valueAt);
   checkLaunch("blpa_pad");
+}
+
+void blpa_pad_grad(blpa_context *ctx, const float *dy, float *dx, int64_t rank,
+                   const int64_t *inDims, const int64_t *outDims,
+                   const int64_t *begin, int64_t mode) {
+  int64_t numel = 0;
+  PadShape shape = padShapeOf("blpa_pad_grad", rank, inDims, outDims, begin,
+                              mode, numel, inDims);
+  if (numel == 0)
+    return;
+  padGradKernel<<<gridFor(numel), blockThreads, 0, runtimeOf(ctx).stream>>>(
+      dy, dx, numel, shape, mode);
+  checkLaunch("blpa_pad_grad");
 }
 
 void blpa_transpose(blpa_context *ctx, const float *x, float *y, int64_t rank,

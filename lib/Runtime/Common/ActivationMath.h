@@ -31,6 +31,14 @@ struct ActivationParams {
   float alpha, beta;
 };
 
+/// The parameters given at run time where alphaAt or betaAt is non-null
+/// (blpa_activation_dynamic), else the static ones.
+BLPA_HOST_DEVICE inline ActivationParams
+loadActivationParams(ActivationParams p, const float *alphaAt,
+                     const float *betaAt) {
+  return {alphaAt ? *alphaAt : p.alpha, betaAt ? *betaAt : p.beta};
+}
+
 template <int Kind>
 BLPA_HOST_DEVICE inline float activationValue(float x, ActivationParams p) {
   if (Kind == BLPA_ACT_SIGMOID)

@@ -237,3 +237,64 @@ func.func @transpose_result_type(%x: tensor<2x3x4xf32>) {
   %y = blpa.transpose %x {perm = array<i64: 2, 0, 1>} : (tensor<2x3x4xf32>) -> tensor<2x4x3xf32>
   return
 }
+
+// -----
+
+func.func @pad_reflect_too_large(%x: tensor<2x3xf32>) {
+  // expected-error @+2 {{pad: reflect pads 3 and 0 of dimension 1 must be under its size 3}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %y = blpa.pad %x {mode = "reflect", pads = array<i64: 0, 3, 0, 0>} : (tensor<2x3xf32>) -> tensor<2x6xf32>
+  return
+}
+
+// -----
+
+func.func @pad_edge_negative(%x: tensor<2x3xf32>) {
+  // expected-error @+2 {{pad: edge pads of dimension 0 are negative}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %y = blpa.pad %x {mode = "edge", pads = array<i64: -1, 0, 0, 0>} : (tensor<2x3xf32>) -> tensor<1x3xf32>
+  return
+}
+
+// -----
+
+func.func @pad_unknown_mode(%x: tensor<2x3xf32>) {
+  // expected-error @+2 {{pad: unknown mode 'wrap'; expected constant, reflect or edge}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %y = blpa.pad %x {mode = "wrap", pads = array<i64: 0, 1, 0, 0>} : (tensor<2x3xf32>) -> tensor<2x4xf32>
+  return
+}
+
+// -----
+
+func.func @pad_runtime_value_reflect(%x: tensor<2x3xf32>, %v: tensor<f32>) {
+  // expected-error @+2 {{pad: a run-time value in reflect mode}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %y = blpa.pad %x, %v {mode = "reflect", pads = array<i64: 0, 1, 0, 0>} : (tensor<2x3xf32>, tensor<f32>) -> tensor<2x4xf32>
+  return
+}
+
+// -----
+
+func.func @pad_grad_no_input(%dy: tensor<2x3xf32>) {
+  // expected-error @+2 {{pad_grad: dimension 1 of size 0 would become 3}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %dx = blpa.pad_grad %dy {mode = "edge", pads = array<i64: 0, 1, 0, 2>} : (tensor<2x3xf32>) -> tensor<2x0xf32>
+  return
+}
+
+// -----
+
+func.func @clip_bound_twice(%x: tensor<2x3xf32>, %lo: tensor<f32>) {
+  // expected-error @+1 {{'blpa.clip' op has both a run-time min and min 0}}
+  %y = blpa.clip %x min %lo {min = 0.0 : f32} : (tensor<2x3xf32>, tensor<f32>) -> tensor<2x3xf32>
+  return
+}
+
+// -----
+
+func.func @clip_bound_vector(%x: tensor<2x3xf32>, %hi: tensor<2xf32>) {
+  // expected-error @+1 {{'blpa.clip' op runtime_max must have one element; it has type 'tensor<2xf32>'}}
+  %y = blpa.clip %x max %hi : (tensor<2x3xf32>, tensor<2xf32>) -> tensor<2x3xf32>
+  return
+}

@@ -64,8 +64,11 @@
   X(blpa_div)                                                                  \
   X(blpa_activation)                                                           \
   X(blpa_activation_grad)                                                      \
+  X(blpa_activation_dynamic)                                                   \
+  X(blpa_activation_grad_dynamic)                                              \
   X(blpa_copy_strided)                                                         \
   X(blpa_pad)                                                                  \
+  X(blpa_pad_grad)                                                             \
   X(blpa_transpose)                                                            \
   X(blpa_dropout)                                                              \
   X(blpa_dropout_grad)                                                         \
@@ -874,6 +877,34 @@ void testActivation(const char *name, int64_t kind, double alpha, double beta,
   }
 }
 
+/// Clip with bounds read from buffers (a run-time input): one, the other or
+/// both, the rest static.
+void testActivationDynamic(const char *name, bool loAt, bool hiAt) {
+  const size_t numel = 10007;
+  const float lo = -1.5f, hi = 2.25f, inf = INFINITY;
+  Floats x = randomFloats(numel, -8, 8), dy = randomFloats(numel);
+  std::string base = std::string("activation_dynamic/clip_") + name;
+  Case k(base);
+  int xIn = k.in(x), loIn = k.in(Floats{lo}), hiIn = k.in(Floats{hi});
+  int y = k.out("y", numel);
+  k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+    rt.blpa_activation_dynamic(ctx, p.f(xIn), p.f(y), int64_t(numel),
+                               BLPA_ACT_CLIP, loAt ? -inf : lo, hiAt ? inf : hi,
+                               loAt ? p.f(loIn) : nullptr,
+                               hiAt ? p.f(hiIn) : nullptr);
+  });
+  Case g(base + "/grad");
+  int dyIn = g.in(dy), savedIn = g.in(x), loG = g.in(Floats{lo}),
+      hiG = g.in(Floats{hi});
+  int dx = g.out("dx", numel);
+  g.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+    rt.blpa_activation_grad_dynamic(
+        ctx, p.f(dyIn), p.f(savedIn), p.f(dx), int64_t(numel), BLPA_ACT_CLIP,
+        loAt ? -inf : lo, hiAt ? inf : hi, loAt ? p.f(loG) : nullptr,
+        hiAt ? p.f(hiG) : nullptr);
+  });
+}
+
 void testActivations() {
   const float inf = std::numeric_limits<float>::infinity();
   const float nan = std::numeric_limits<float>::quiet_NaN();
@@ -918,6 +949,9 @@ void testActivations() {
       for (bool misaligned : {false, true})
         testActivation(c.name, c.kind, c.alpha, c.beta, c.specials, numel,
                        misaligned);
+  testActivationDynamic("both", true, true);
+  testActivationDynamic("min_only", true, false);
+  testActivationDynamic("max_only", false, true);
 }
 
 /// The elements a strided copy reaches: offset + (rows - 1) * stride +
@@ -975,7 +1009,44 @@ void testPad(const char *name, Int64s inDims, Int64s begin, Int64s end,
   int y = k.out("y", size_t(product(outDims)));
   k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
     rt.blpa_pad(ctx, p.f(x), p.f(y), int64_t(inDims.size()), inDims.data(),
-                outDims.data(), begin.data(), value);
+                outDims.data(), begin.data(), BLPA_PAD_CONSTANT, value,
+                nullptr);
+  });
+  // The value read from a buffer (a run-time input) instead.
+  Case r(std::string("pad/") + name + "/runtime_value");
+  int xr = r.in(randomFloats(product(inDims)));
+  int valueAt = r.in(Floats{float(value)});
+  int yr = r.out("y", size_t(product(outDims)));
+  r.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+    rt.blpa_pad(ctx, p.f(xr), p.f(yr), int64_t(inDims.size()), inDims.data(),
+                outDims.data(), begin.data(), BLPA_PAD_CONSTANT, 0.0,
+                p.f(valueAt));
+  });
+}
+
+/// Reflect and edge padding and their gradient (one thread gathers each
+/// element of dx in the CPU's order: bit for bit).
+void testPadMode(const char *name, int64_t mode, Int64s inDims, Int64s begin,
+                 Int64s end) {
+  Int64s outDims = inDims;
+  for (size_t d = 0; d < inDims.size(); ++d)
+    outDims[d] += begin[d] + end[d];
+  std::string base =
+      std::string(mode == BLPA_PAD_REFLECT ? "pad_reflect/" : "pad_edge/") +
+      name;
+  Case k(base);
+  int x = k.in(randomFloats(product(inDims)));
+  int y = k.out("y", size_t(product(outDims)));
+  k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+    rt.blpa_pad(ctx, p.f(x), p.f(y), int64_t(inDims.size()), inDims.data(),
+                outDims.data(), begin.data(), mode, 0.0, nullptr);
+  });
+  Case g(base + "/grad");
+  int dy = g.in(randomFloats(product(outDims)));
+  int dx = g.out("dx", size_t(product(inDims)));
+  g.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+    rt.blpa_pad_grad(ctx, p.f(dy), p.f(dx), int64_t(inDims.size()),
+                     inDims.data(), outDims.data(), begin.data(), mode);
   });
 }
 
@@ -992,6 +1063,17 @@ void testPads() {
   testPad("rank5", {2, 3, 4, 5, 6}, {1, 0, -1, 2, -2}, {0, 1, -1, -1, 3}, 3.0);
   testPad("rank5_pad", {2, 1, 3, 2, 5}, {1, 2, 0, 1, 3}, {2, 0, 1, 1, 1}, -0.5);
   testPad("large", {4, 16, 33, 35}, {0, 0, 1, 1}, {0, 0, 1, 1}, 0.0);
+  for (int64_t mode : {BLPA_PAD_REFLECT, BLPA_PAD_EDGE}) {
+    testPadMode("rank1", mode, {7}, {3}, {2});
+    testPadMode("rank2_asymmetric", mode, {5, 9}, {1, 4}, {3, 2});
+    testPadMode("rank4_spatial", mode, {2, 3, 5, 7}, {0, 0, 1, 2},
+                {0, 0, 2, 0});
+    testPadMode("rank4_all_axes", mode, {2, 3, 4, 5}, {1, 2, 3, 4},
+                {1, 0, 2, 1});
+  }
+  testPadMode("pads_past_size", BLPA_PAD_EDGE, {2, 3}, {4, 1}, {3, 7});
+  testPadMode("size_one", BLPA_PAD_EDGE, {3, 1, 2}, {0, 2, 1}, {0, 3, 0});
+  testPadMode("largest_pads", BLPA_PAD_REFLECT, {4, 6}, {3, 5}, {3, 5});
 }
 
 void testTranspose(const char *name, Int64s inDims, Int64s perm) {
@@ -1766,7 +1848,16 @@ void testRejections() {
     blpa_activation_grad(ctx, x.data(), x.data(), y.data(), 4, -1, 0, 0);
   });
   expectRejected("pad_rank_0", "blpa_pad", [&] {
-    blpa_pad(ctx, x.data(), y.data(), 0, inDims, inDims, inDims, 0.0);
+    blpa_pad(ctx, x.data(), y.data(), 0, inDims, inDims, inDims,
+             BLPA_PAD_CONSTANT, 0.0, nullptr);
+  });
+  expectRejected("pad_unknown_mode", "blpa_pad", [&] {
+    blpa_pad(ctx, x.data(), y.data(), 1, inDims, inDims, inDims, 7, 0.0,
+             nullptr);
+  });
+  expectRejected("pad_grad_rank_0", "blpa_pad_grad", [&] {
+    blpa_pad_grad(ctx, x.data(), y.data(), 0, inDims, inDims, inDims,
+                  BLPA_PAD_EDGE);
   });
   expectRejected("transpose_rank_0", "blpa_transpose", [&] {
     blpa_transpose(ctx, x.data(), y.data(), 0, inDims, inDims);

@@ -140,8 +140,11 @@ mlir::blpa::buildActivationGradient(Operation *op, const Activation &act,
     return noGradients(op, operandGrads);
   Value saved = act.gradFromOutput ? op->getResult(0) : op->getOperand(0);
   operandGrads.assign({ActivationGradOp::create(
-      b, op->getLoc(), resultGrads[0], saved, b.getI64IntegerAttr(act.kind),
-      b.getF32FloatAttr(act.alpha), b.getF32FloatAttr(act.beta))});
+      b, op->getLoc(), resultGrads[0], saved, act.runtimeAlpha, act.runtimeBeta,
+      b.getI64IntegerAttr(act.kind), b.getF32FloatAttr(act.alpha),
+      b.getF32FloatAttr(act.beta))});
+  // Run-time parameters (Clip's bounds) take no gradient.
+  operandGrads.resize(op->getNumOperands());
   return success();
 }
 
@@ -153,6 +156,14 @@ LogicalResult DropoutOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
   operandGrads.assign({DropoutGradOp::create(b, getLoc(), resultGrads[0],
                                              getRatioAttr(), getStreamAttr())});
   return success();
+}
+
+/// `x` padded (negative pads: cropped) with zeros.
+static Value padWithZeros(OpBuilder &b, Location loc, Value x,
+                          ArrayRef<int64_t> pads) {
+  return PadOp::create(b, loc, x, /*runtime_value=*/Value(),
+                       b.getDenseI64ArrayAttr(pads),
+                       b.getStringAttr("constant"), b.getF32FloatAttr(0));
 }
 
 // Each input's gradient is its columns of the output's gradient.
@@ -182,21 +193,29 @@ LogicalResult SliceOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
   SmallVector<int64_t> pads(2 * rank, 0);
   pads[axis] = getStart();
   pads[rank + axis] = in[axis] - getStart() - getSize();
-  operandGrads.assign({PadOp::create(
-      b, getLoc(), dy, b.getDenseI64ArrayAttr(pads), b.getF32FloatAttr(0))});
+  operandGrads.assign({padWithZeros(b, getLoc(), dy, pads)});
   return success();
 }
 
+// Constant padding's gradient is the gradient cropped (the negated pads);
+// reflect and edge ones add up the copies of each element (pad_grad). A
+// run-time value takes no gradient.
 LogicalResult PadOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
                                     SmallVectorImpl<Value> &operandGrads) {
   Value dy = resultGrads[0];
   if (!dy)
     return noGradients(*this, operandGrads);
-  SmallVector<int64_t> negated;
-  for (int64_t pad : getPads())
-    negated.push_back(-pad);
-  operandGrads.assign({PadOp::create(
-      b, getLoc(), dy, b.getDenseI64ArrayAttr(negated), b.getF32FloatAttr(0))});
+  Value dx;
+  if (getMode() == "constant") {
+    SmallVector<int64_t> negated;
+    for (int64_t pad : getPads())
+      negated.push_back(-pad);
+    dx = padWithZeros(b, getLoc(), dy, negated);
+  } else {
+    dx = PadGradOp::create(b, getLoc(), dy, getPadsAttr(), getModeAttr());
+  }
+  operandGrads.assign({dx});
+  operandGrads.resize(getNumOperands());
   return success();
 }
 

@@ -16,6 +16,7 @@
 #include "llvm/Support/CheckedArithmetic.h"
 
 #include <array>
+#include <limits>
 
 using namespace mlir;
 using namespace mlir::blpa;
@@ -1365,15 +1366,30 @@ void MaxPoolGradArgmaxOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
 // Activations (Blpa_ActivationOp)
 //===----------------------------------------------------------------------===//
 
+/// The kind and parameters of blpa_activation(_grad), and of the _dynamic
+/// forms the run-time parameters' pointers (null for a static one).
+static void appendActivationParams(const Activation &act,
+                                   SmallVectorImpl<RuntimeArg> &args) {
+  args.push_back(RuntimeArg::i64(act.kind));
+  args.push_back(RuntimeArg::f64(act.alpha));
+  args.push_back(RuntimeArg::f64(act.beta));
+  if (!act.isDynamic())
+    return;
+  args.push_back(RuntimeArg::data(act.runtimeAlpha));
+  args.push_back(RuntimeArg::data(act.runtimeBeta));
+}
+
 static void appendActivationArgs(Value input, Value output,
                                  const Activation &act,
                                  SmallVectorImpl<RuntimeArg> &args) {
   args.push_back(RuntimeArg::data(input));
   args.push_back(RuntimeArg::data(output));
   args.push_back(RuntimeArg::i64(ShapedType::getNumElements(getShape(input))));
-  args.push_back(RuntimeArg::i64(act.kind));
-  args.push_back(RuntimeArg::f64(act.alpha));
-  args.push_back(RuntimeArg::f64(act.beta));
+  appendActivationParams(act, args);
+}
+
+StringRef mlir::blpa::activationRuntimeFunction(const Activation &act) {
+  return act.isDynamic() ? "blpa_activation_dynamic" : "blpa_activation";
 }
 
 /// Whether the activation's values are all >= 0, so that its saved codes
@@ -1384,7 +1400,7 @@ static bool isActivationNonNegative(const Activation &act) {
   case BLPA_ACT_HARD_SIGMOID:
     return true;
   case BLPA_ACT_CLIP:
-    return act.alpha >= 0;
+    return act.alpha >= 0 && !act.runtimeAlpha;
   default:
     return false;
   }
@@ -1402,15 +1418,40 @@ Activation HardSigmoidOp::getActivation() {
 Activation HardSwishOp::getActivation() { return {BLPA_ACT_HARD_SWISH}; }
 
 Activation ClipOp::getActivation() {
-  return {BLPA_ACT_CLIP, getMin().convertToFloat(), getMax().convertToFloat()};
+  Activation act{BLPA_ACT_CLIP, getMin().convertToFloat(),
+                 getMax().convertToFloat()};
+  act.runtimeAlpha = getRuntimeMin();
+  act.runtimeBeta = getRuntimeMax();
+  return act;
+}
+
+/// A parameter read at run time: one float32 element.
+static LogicalResult verifyRunTimeScalar(Operation *op, Value scalar,
+                                         StringRef name) {
+  if (!scalar || ShapedType::getNumElements(getShape(scalar)) == 1)
+    return success();
+  return op->emitOpError(name)
+         << " must have one element; it has type " << scalar.getType();
 }
 
 LogicalResult ClipOp::verify() {
-  if (getMin().convertToFloat() > getMax().convertToFloat())
-    return emitOpError("min ")
-           << getMin().convertToFloat() << " is greater than max "
-           << getMax().convertToFloat();
-  return success();
+  float lo = getMin().convertToFloat(), hi = getMax().convertToFloat();
+  if (lo > hi)
+    return emitOpError("min ") << lo << " is greater than max " << hi;
+  // A run-time bound replaces its attribute, which must not say otherwise.
+  if (getRuntimeMin() && lo != -std::numeric_limits<float>::infinity())
+    return emitOpError("has both a run-time min and min ") << lo;
+  if (getRuntimeMax() && hi != std::numeric_limits<float>::infinity())
+    return emitOpError("has both a run-time max and max ") << hi;
+  if (failed(verifyRunTimeScalar(*this, getRuntimeMin(), "runtime_min")))
+    return failure();
+  return verifyRunTimeScalar(*this, getRuntimeMax(), "runtime_max");
+}
+
+void ClipOp::getRunTimeScalars(SmallVectorImpl<Value> &scalars) {
+  for (Value bound : {getRuntimeMin(), getRuntimeMax()})
+    if (bound)
+      scalars.push_back(bound);
 }
 
 LogicalResult
@@ -1420,12 +1461,28 @@ ActivationGradOp::inferReturnTypes(MLIRContext *, std::optional<Location> loc,
   if (adaptor.getGrad().getType() != adaptor.getSaved().getType())
     return emitOptionalError(loc, "activation_grad: grad and saved types "
                                   "differ");
+  for (Value param : {adaptor.getRuntimeAlpha(), adaptor.getRuntimeBeta()})
+    if (param && ShapedType::getNumElements(getShape(param)) != 1)
+      return emitOptionalError(loc,
+                               "activation_grad: a run-time parameter "
+                               "has type ",
+                               param.getType(), "; expected one element");
   results.push_back(adaptor.getGrad().getType());
   return success();
 }
 
+/// The activation whose gradient this is, as the runtime executes it.
+static Activation activationOf(ActivationGradOp op) {
+  Activation act{op.getKind(), op.getAlpha().convertToFloat(),
+                 op.getBeta().convertToFloat()};
+  act.runtimeAlpha = op.getRuntimeAlpha();
+  act.runtimeBeta = op.getRuntimeBeta();
+  return act;
+}
+
 StringRef ActivationGradOp::getRuntimeFunction() {
-  return "blpa_activation_grad";
+  return activationOf(*this).isDynamic() ? "blpa_activation_grad_dynamic"
+                                         : "blpa_activation_grad";
 }
 
 void ActivationGradOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
@@ -1433,9 +1490,7 @@ void ActivationGradOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
     args.push_back(RuntimeArg::data(v));
   args.push_back(
       RuntimeArg::i64(ShapedType::getNumElements(getShape(getGrad()))));
-  args.push_back(RuntimeArg::i64(getKind()));
-  args.push_back(RuntimeArg::f64(getAlpha().convertToFloat()));
-  args.push_back(RuntimeArg::f64(getBeta().convertToFloat()));
+  appendActivationParams(activationOf(*this), args);
 }
 
 // Each element of dx reads dy and saved at its own position only.
@@ -1604,28 +1659,70 @@ void SliceOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
                      getSize(), args);
 }
 
+/// Runtime.h's BLPA_PAD_* for a pad mode, none for an unknown one.
+static std::optional<int64_t> padModeCode(StringRef mode) {
+  return llvm::StringSwitch<std::optional<int64_t>>(mode)
+      .Case("constant", BLPA_PAD_CONSTANT)
+      .Case("reflect", BLPA_PAD_REFLECT)
+      .Case("edge", BLPA_PAD_EDGE)
+      .Default(std::nullopt);
+}
+
+/// The shape `in` padded by `pads` in `mode`; the rule shared by blpa.pad
+/// and (inverted) blpa.pad_grad. Reflect pads must stay under the
+/// dimension's size (ONNX), reflect and edge ones be >= 0.
+static FailureOr<SmallVector<int64_t>>
+paddedShape(std::optional<Location> loc, StringRef opName, ArrayRef<int64_t> in,
+            ArrayRef<int64_t> pads, StringRef mode) {
+  std::optional<int64_t> code = padModeCode(mode);
+  if (!code)
+    return emitOptionalError(loc, opName, ": unknown mode '", mode,
+                             "'; expected constant, reflect or edge");
+  int64_t rank = in.size();
+  if (int64_t(pads.size()) != 2 * rank)
+    return emitOptionalError(loc, opName, ": ", pads.size(), " pads for rank ",
+                             rank, "; expected ", 2 * rank);
+  SmallVector<int64_t> shape(in);
+  for (int64_t d = 0; d < rank; ++d) {
+    int64_t front = pads[d], back = pads[rank + d];
+    if (*code != BLPA_PAD_CONSTANT && (front < 0 || back < 0))
+      return emitOptionalError(loc, opName, ": ", mode, " pads of dimension ",
+                               d, " are negative");
+    if (*code == BLPA_PAD_REFLECT && (front >= in[d] || back >= in[d]))
+      return emitOptionalError(loc, opName, ": reflect pads ", front, " and ",
+                               back, " of dimension ", d,
+                               " must be under its size ", in[d]);
+    std::optional<int64_t> size = llvm::checkedAdd(in[d], front);
+    if (size)
+      size = llvm::checkedAdd(*size, back);
+    if (!size)
+      return emitOptionalError(loc, opName, ": dimension ", d,
+                               " overflows int64");
+    if (*size < 1 || (*code == BLPA_PAD_EDGE && in[d] < 1))
+      return emitOptionalError(loc, opName, ": dimension ", d, " of size ",
+                               in[d], " would become ", *size);
+    shape[d] = *size;
+  }
+  return shape;
+}
+
 LogicalResult PadOp::inferReturnTypes(MLIRContext *ctx,
                                       std::optional<Location> loc,
                                       Adaptor adaptor,
                                       SmallVectorImpl<Type> &results) {
-  SmallVector<int64_t> shape(getShape(adaptor.getInput()));
-  ArrayRef<int64_t> pads = adaptor.getPads();
-  int64_t rank = shape.size();
-  if (int64_t(pads.size()) != 2 * rank)
-    return emitOptionalError(loc, "pad: ", pads.size(), " pads for rank ", rank,
-                             "; expected ", 2 * rank);
-  for (int64_t d = 0; d < rank; ++d) {
-    std::optional<int64_t> size = llvm::checkedAdd(shape[d], pads[d]);
-    if (size)
-      size = llvm::checkedAdd(*size, pads[rank + d]);
-    if (!size)
-      return emitOptionalError(loc, "pad: dimension ", d, " overflows int64");
-    if (*size < 1)
-      return emitOptionalError(loc, "pad: dimension ", d, " would have size ",
-                               *size);
-    shape[d] = *size;
-  }
-  results.push_back(f32Tensor(ctx, shape));
+  FailureOr<SmallVector<int64_t>> shape =
+      paddedShape(loc, "pad", getShape(adaptor.getInput()), adaptor.getPads(),
+                  adaptor.getMode());
+  if (failed(shape))
+    return failure();
+  Value value = adaptor.getRuntimeValue();
+  if (value && adaptor.getMode() != "constant")
+    return emitOptionalError(loc, "pad: a run-time value in ",
+                             adaptor.getMode(), " mode");
+  if (value && ShapedType::getNumElements(getShape(value)) != 1)
+    return emitOptionalError(loc, "pad: the run-time value has type ",
+                             value.getType(), "; expected one element");
+  results.push_back(f32Tensor(ctx, *shape));
   return success();
 }
 
@@ -1639,7 +1736,53 @@ void PadOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   args.push_back(RuntimeArg::i64Array(in));
   args.push_back(RuntimeArg::i64Array(getShape(getOutput())));
   args.push_back(RuntimeArg::i64Array(getPads().take_front(in.size())));
+  args.push_back(RuntimeArg::i64(*padModeCode(getMode())));
   args.push_back(RuntimeArg::f64(getValue().convertToFloat()));
+  args.push_back(RuntimeArg::data(getRuntimeValue()));
+}
+
+void PadOp::getRunTimeScalars(SmallVectorImpl<Value> &scalars) {
+  if (Value value = getRuntimeValue())
+    scalars.push_back(value);
+}
+
+// The pad's input shape: the gradient's without the pads.
+LogicalResult PadGradOp::inferReturnTypes(MLIRContext *ctx,
+                                          std::optional<Location> loc,
+                                          Adaptor adaptor,
+                                          SmallVectorImpl<Type> &results) {
+  ArrayRef<int64_t> out = getShape(adaptor.getGrad());
+  ArrayRef<int64_t> pads = adaptor.getPads();
+  int64_t rank = out.size();
+  if (int64_t(pads.size()) != 2 * rank)
+    return emitOptionalError(loc, "pad_grad: ", pads.size(), " pads for rank ",
+                             rank);
+  SmallVector<int64_t> in(out);
+  for (int64_t d = 0; d < rank; ++d)
+    in[d] -= pads[d] + pads[rank + d];
+  // The pad this is the gradient of must be valid.
+  FailureOr<SmallVector<int64_t>> padded =
+      paddedShape(loc, "pad_grad", in, pads, adaptor.getMode());
+  if (failed(padded))
+    return failure();
+  if (ArrayRef<int64_t>(*padded) != out)
+    return emitOptionalError(loc, "pad_grad: no input pads to ",
+                             adaptor.getGrad().getType());
+  results.push_back(f32Tensor(ctx, in));
+  return success();
+}
+
+StringRef PadGradOp::getRuntimeFunction() { return "blpa_pad_grad"; }
+
+void PadGradOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  args.push_back(RuntimeArg::data(getGrad()));
+  args.push_back(RuntimeArg::data(getInputGrad()));
+  ArrayRef<int64_t> in = getShape(getInputGrad());
+  args.push_back(RuntimeArg::i64(in.size()));
+  args.push_back(RuntimeArg::i64Array(in));
+  args.push_back(RuntimeArg::i64Array(getShape(getGrad())));
+  args.push_back(RuntimeArg::i64Array(getPads().take_front(in.size())));
+  args.push_back(RuntimeArg::i64(*padModeCode(getMode())));
 }
 
 LogicalResult TransposeOp::inferReturnTypes(MLIRContext *ctx,

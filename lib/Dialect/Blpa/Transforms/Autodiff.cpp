@@ -75,7 +75,35 @@ private:
 
 } // namespace
 
+/// A training executable feeds every graph input batch by batch as data,
+/// so none may be a parameter an op reads at run time (Clip's bounds given
+/// as inputs): the training loop has nothing to feed it.
+static LogicalResult checkNoRunTimeScalarInputs(func::FuncOp forward) {
+  WalkResult result = forward.walk([&](RunTimeScalarOpInterface op) {
+    SmallVector<Value> scalars;
+    op.getRunTimeScalars(scalars);
+    for (Value scalar : scalars) {
+      auto arg = dyn_cast<BlockArgument>(scalar);
+      if (!arg)
+        continue;
+      auto name =
+          forward.getArgAttrOfType<StringAttr>(arg.getArgNumber(), "blpa.name");
+      op->emitError("graph input '")
+          << (name ? name.getValue() : "?")
+          << "' is a parameter read at run time (a bound or a padding "
+             "value), which a training executable cannot feed (it feeds "
+             "graph inputs as batches of data); make it an initializer or "
+             "a Constant, or compile with --infer";
+      return WalkResult::interrupt();
+    }
+    return WalkResult::advance();
+  });
+  return failure(result.wasInterrupted());
+}
+
 FailureOr<func::FuncOp> AutodiffPass::createTrainStep(func::FuncOp forward) {
+  if (failed(checkNoRunTimeScalarInputs(forward)))
+    return failure();
   auto returnOp = cast<func::ReturnOp>(forward.getBody().front().back());
   if (returnOp.getNumOperands() == 0)
     return forward.emitError("@forward returns nothing to compute a loss on");

@@ -49,6 +49,11 @@ struct Activation {
   float alpha = 0, beta = 0;
   /// Whether the gradient reads the output (sigmoid) rather than the input.
   bool gradFromOutput = false;
+  /// 1-element tensors read when the step runs in place of alpha and beta
+  /// (Clip's bounds given as inputs); null when static.
+  Value runtimeAlpha = nullptr, runtimeBeta = nullptr;
+
+  bool isDynamic() const { return runtimeAlpha || runtimeBeta; }
 };
 
 /// How a backward op uses a saved forward value (SavedActivationOpInterface).

@@ -63,6 +63,21 @@ def Blpa_RuntimeCallOpInterface : OpInterface<"RuntimeCallOpInterface"> {
   ];
 }
 
+def Blpa_RunTimeScalarOpInterface : OpInterface<"RunTimeScalarOpInterface"> {
+  let description = [{
+    An op that reads parameters (Clip's bounds, Pad's value) from 1-element
+    tensors when the step runs rather than from its attributes. A training
+    executable feeds its graph inputs as batches of data, so autodiff
+    refuses a graph input read this way.
+  }];
+  let cppNamespace = "::mlir::blpa";
+  let methods = [
+    InterfaceMethod<"Appends the operands read as run-time scalars.",
+      "void", "getRunTimeScalars",
+      (ins "::llvm::SmallVectorImpl<::mlir::Value> &":$scalars)>,
+  ];
+}
+
 def Blpa_SavedActivationOpInterface : OpInterface<"SavedActivationOpInterface"> {
   let description = [{
     What an op knows about the activations a training step keeps for its

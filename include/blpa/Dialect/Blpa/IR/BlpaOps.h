@@ -79,6 +79,10 @@ LogicalResult buildActivationGradient(Operation *op, const Activation &act,
                                       OpBuilder &b, ValueRange resultGrads,
                                       SmallVectorImpl<Value> &operandGrads);
 
+/// The runtime function of an activation: blpa_activation, or
+/// blpa_activation_dynamic when a parameter is given at run time.
+llvm::StringRef activationRuntimeFunction(const Activation &act);
+
 } // namespace blpa
 } // namespace mlir
 

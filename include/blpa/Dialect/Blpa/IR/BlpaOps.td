@@ -29,6 +29,8 @@ defvar NonNegativeRule = DeclareOpInterfaceMethods<
 // A forward op that encodes what its own gradient reads.
 defvar SelfEncodingRule = DeclareOpInterfaceMethods<
     Blpa_SavedActivationOpInterface, ["encodeSavedActivations"]>;
+// An op reading parameters from tensors when the step runs.
+defvar RunTimeScalars = DeclareOpInterfaceMethods<Blpa_RunTimeScalarOpInterface>;
 // An op whose kernel may write its result over a dying operand.
 defvar InPlace = DeclareOpInterfaceMethods<Blpa_InPlaceOpInterface>;
 // A backward op that needs less than the values of a saved operand.
@@ -174,7 +176,7 @@ class Blpa_ActivationOp<string mnemonic, dag attrs, list<Trait> traits = []>
       return ::mlir::success();
     }
     ::llvm::StringRef $cppClass::getRuntimeFunction() {
-      return "blpa_activation";
+      return activationRuntimeFunction(getActivation());
     }
     void $cppClass::getRuntimeArgs(
         ::llvm::SmallVectorImpl<::mlir::blpa::RuntimeArg> &args) {
@@ -207,8 +209,23 @@ def Blpa_HardSigmoidOp : Blpa_ActivationOp<"hard_sigmoid",
 def Blpa_HardSwishOp : Blpa_ActivationOp<"hard_swish", (ins)> {
   let summary = "x * max(0, min(1, x / 6 + 1/2))";
 }
-def Blpa_ClipOp : Blpa_ActivationOp<"clip", (ins F32Attr:$min, F32Attr:$max)> {
+def Blpa_ClipOp : Blpa_ActivationOp<"clip",
+    (ins Optional<Blpa_F32Tensor>:$runtime_min,
+         Optional<Blpa_F32Tensor>:$runtime_max,
+         DefaultValuedAttr<F32Attr, "-INFINITY">:$min,
+         DefaultValuedAttr<F32Attr, "INFINITY">:$max),
+    [AttrSizedOperandSegments, RunTimeScalars]> {
   let summary = "min(max(x, min), max) (ReLU6 with 0 and 6)";
+  let description = [{
+    A bound given as `runtime_min` / `runtime_max` (a 1-element tensor: a
+    graph input or a computed value, ONNX Clip's bound inputs) is read when
+    the step runs and replaces the attribute, which then keeps its default
+    (unbounded). Its gradient reaches x only.
+  }];
+  let assemblyFormat = [{
+    $input (`min` $runtime_min^)? (`max` $runtime_max^)? attr-dict `:`
+    functional-type(operands, results)
+  }];
   let hasVerifier = 1;
 }
 
@@ -249,16 +266,35 @@ def Blpa_SliceOp : Blpa_ComputeOp<"slice", [Differentiable]> {
   let results = (outs Blpa_F32Tensor:$output);
 }
 
-def Blpa_PadOp : Blpa_ComputeOp<"pad", [Differentiable]> {
-  let summary = "Constant padding (negative pads crop)";
+def Blpa_PadOp : Blpa_ComputeOp<"pad", [Differentiable, RunTimeScalars]> {
+  let summary = "Constant, reflect or edge padding (ONNX Pad)";
   let description = [{
     `pads` holds the begin pads of every dimension, then the end pads (as
-    ONNX Pad). The gradient is the padding of the gradient by the negated
-    pads with value 0.
+    ONNX Pad). `mode` "constant" writes `value` (or the 1-element
+    `runtime_value`, read when the step runs) and crops where pads are
+    negative; its gradient is the padding of the gradient by the negated
+    pads with value 0. "reflect" mirrors about the edge elements (pads
+    under the dimension's size), "edge" repeats them (pads >= 0); their
+    gradient is blpa.pad_grad. Nothing is saved for either.
   }];
-  let arguments = (ins Blpa_F32Tensor:$input, DenseI64ArrayAttr:$pads,
+  let arguments = (ins Blpa_F32Tensor:$input,
+                   Optional<Blpa_F32Tensor>:$runtime_value,
+                   DenseI64ArrayAttr:$pads,
+                   DefaultValuedAttr<StrAttr, "\"constant\"">:$mode,
                    DefaultValuedAttr<F32Attr, "0.0f">:$value);
   let results = (outs Blpa_F32Tensor:$output);
+}
+
+def Blpa_PadGradOp : Blpa_ComputeOp<"pad_grad"> {
+  let summary = "Gradient of a reflect or edge blpa.pad";
+  let description = [{
+    For each element of the padded op's input, the sum of `grad` over the
+    elements of its output that copy it (`pads` and `mode` as the pad's;
+    the result has the pad's input shape).
+  }];
+  let arguments = (ins Blpa_F32Tensor:$grad, DenseI64ArrayAttr:$pads,
+                   StrAttr:$mode);
+  let results = (outs Blpa_F32Tensor:$input_grad);
 }
 
 def Blpa_TransposeOp : Blpa_ComputeOp<"transpose", [Differentiable,
@@ -391,15 +427,23 @@ def Blpa_DropoutGradOp : Blpa_ComputeOp<"dropout_grad", [InPlace]> {
   let results = (outs Blpa_F32Tensor:$input_grad);
 }
 
-def Blpa_ActivationGradOp : Blpa_ComputeOp<"activation_grad", [InPlace]> {
+def Blpa_ActivationGradOp : Blpa_ComputeOp<"activation_grad", [InPlace,
+    AttrSizedOperandSegments]> {
   let summary = "Gradient of an element-wise activation of `kind`";
   let description = [{
     `saved` is the activation's output for sigmoid and its input for the
-    other kinds (blpa_activation_grad in Runtime.h).
+    other kinds (blpa_activation_grad in Runtime.h); `runtime_alpha` /
+    `runtime_beta` replace the parameters as in the activation.
   }];
   let arguments = (ins Blpa_F32Tensor:$grad, Blpa_F32Tensor:$saved,
+                   Optional<Blpa_F32Tensor>:$runtime_alpha,
+                   Optional<Blpa_F32Tensor>:$runtime_beta,
                    I64Attr:$kind, F32Attr:$alpha, F32Attr:$beta);
   let results = (outs Blpa_F32Tensor:$input_grad);
+  let assemblyFormat = [{
+    $grad `,` $saved (`alpha` $runtime_alpha^)? (`beta` $runtime_beta^)?
+    attr-dict `:` functional-type(operands, results)
+  }];
 }
 
 def Blpa_MaxPoolGradOp : Blpa_ComputeOp<"max_pool_grad", [ActivationNeedRule]> {
