@@ -681,6 +681,36 @@ static LogicalResult importHardSwish(NodeBinder &b) {
   return importElementwise<HardSwishOp>(b);
 }
 
+/// Softmax and LogSoftmax. From opset 13 they normalize along `axis`
+/// (default -1). Before, the input is coerced to 2-D at `axis` (default 1)
+/// and normalized over the flattened trailing block: the same op along
+/// axis 1 of that [outer, inner] view, reshaped back.
+template <typename OpTy> static LogicalResult importSoftmax(NodeBinder &b) {
+  FailureOr<Value> x = b.input(0);
+  if (failed(x))
+    return failure();
+  ArrayRef<int64_t> shape = getShape(*x);
+  int64_t rank = shape.size();
+  if (rank == 0)
+    return b.error() << "the input is a scalar; only inputs of rank >= 1 "
+                        "have an axis to normalize over";
+  bool coerced = b.opset() < 13;
+  int64_t axis = b.getInt("axis", coerced ? 1 : -1);
+  int64_t normalized = axis < 0 ? axis + rank : axis;
+  if (normalized < 0 || normalized >= rank)
+    return b.error() << "attribute 'axis' = " << axis
+                     << " is out of range for an input of rank " << rank
+                     << "; expected " << -rank << " to " << rank - 1;
+  if (!coerced)
+    return b.setOutput(b.create<OpTy>(*x, normalized));
+  int64_t outer = ShapedType::getNumElements(shape.take_front(normalized));
+  int64_t inner = ShapedType::getNumElements(shape.drop_front(normalized));
+  FailureOr<Value> y = b.create<OpTy>(b.reshape(*x, {outer, inner}), 1);
+  if (failed(y))
+    return failure();
+  return b.setOutput(b.reshape(*y, shape));
+}
+
 /// Clip's bounds: attributes before opset 11, optional scalar inputs
 /// after, known at compile time (attributes of blpa.clip) or given at run
 /// time (its operands); an absent bound is unbounded.
@@ -1350,6 +1380,8 @@ static LogicalResult importConcat(NodeBinder &b) {
 /// an input at opset 13, ReduceMean's at 18 (with noop_with_empty_axes);
 /// Split's sizes became an input at 13 and num_outputs appeared at 18
 /// (opset 1's Split, with sizes as an optional input too, is left out).
+/// Softmax and LogSoftmax normalize along one axis from opset 13 and over
+/// the flattened block from `axis` before (both handled).
 const llvm::StringMap<NodeImporter> &onnximport::nodeHandlers() {
   static const llvm::StringMap<NodeImporter> table = {
       {"Add", {importBroadcast<AddOp>}},
@@ -1371,6 +1403,7 @@ const llvm::StringMap<NodeImporter> &onnximport::nodeHandlers() {
       {"HardSigmoid", {importHardSigmoid}},
       {"HardSwish", {importHardSwish, /*minOpset=*/14}},
       {"Identity", {importIdentity}},
+      {"LogSoftmax", {importSoftmax<LogSoftmaxOp>}},
       {"MatMul", {importMatMul}},
       {"MaxPool", {importMaxPool}},
       {"Mul", {importBroadcast<MulOp>}},
@@ -1381,6 +1414,7 @@ const llvm::StringMap<NodeImporter> &onnximport::nodeHandlers() {
       {"Shape", {importShape}},
       {"Sigmoid", {importSigmoid}},
       {"Slice", {importSlice}},
+      {"Softmax", {importSoftmax<SoftmaxOp>}},
       {"Split", {importSplit, /*minOpset=*/2}},
       {"Squeeze", {importSqueeze}},
       {"Sub", {importBroadcast<SubOp>}},

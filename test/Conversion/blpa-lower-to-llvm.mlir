@@ -65,3 +65,28 @@ module {
     return %t : tensor<4x2x3xf32>
   }
 }
+
+// -----
+
+// Softmax along axis 1 of [2, 3, 4] is blpa_softmax over the [outer 2,
+// length 3, inner 4] view; log-softmax along axis 2 over [6, 4, 1].
+// CHECK-DAG: llvm.func @blpa_softmax(!llvm.ptr, !llvm.ptr, !llvm.ptr, i64, i64, i64)
+// CHECK-DAG: llvm.func @blpa_log_softmax(!llvm.ptr, !llvm.ptr, !llvm.ptr, i64, i64, i64)
+// CHECK: llvm.func internal @blpa_forward_chunk0(
+// CHECK: %[[O:.*]] = llvm.mlir.constant(2 : i64) : i64
+// CHECK-NEXT: %[[L:.*]] = llvm.mlir.constant(3 : i64) : i64
+// CHECK-NEXT: %[[I:.*]] = llvm.mlir.constant(4 : i64) : i64
+// CHECK-NEXT: llvm.call @blpa_softmax(%{{.*}}, %{{.*}}, %{{.*}}, %[[O]], %[[L]], %[[I]])
+// CHECK: %[[O2:.*]] = llvm.mlir.constant(6 : i64) : i64
+// CHECK-NEXT: %[[L2:.*]] = llvm.mlir.constant(4 : i64) : i64
+// CHECK-NEXT: %[[I2:.*]] = llvm.mlir.constant(1 : i64) : i64
+// CHECK-NEXT: llvm.call @blpa_log_softmax(%{{.*}}, %{{.*}}, %{{.*}}, %[[O2]], %[[L2]], %[[I2]])
+module {
+  func.func @forward(%x: tensor<2x3x4xf32> {blpa.name = "x"}) -> (tensor<2x3x4xf32> {blpa.name = "y"}) {
+    %k = blpa.fill 2.0 : tensor<2x3x4xf32>
+    %h = blpa.mul %x, %k : (tensor<2x3x4xf32>, tensor<2x3x4xf32>) -> tensor<2x3x4xf32>
+    %s = blpa.softmax %h {axis = 1 : i64} : (tensor<2x3x4xf32>) -> tensor<2x3x4xf32>
+    %l = blpa.log_softmax %s {axis = 2 : i64} : (tensor<2x3x4xf32>) -> tensor<2x3x4xf32>
+    return %l : tensor<2x3x4xf32>
+  }
+}

@@ -102,6 +102,10 @@
   X(blpa_avg_pool_grad)                                                        \
   X(blpa_global_avg_pool_grad)                                                 \
   X(blpa_softmax_cross_entropy_grad)                                           \
+  X(blpa_softmax)                                                              \
+  X(blpa_log_softmax)                                                          \
+  X(blpa_softmax_grad)                                                         \
+  X(blpa_log_softmax_grad)                                                     \
   X(blpa_sgd_update)                                                           \
   X(blpa_batch_norm_train_encode)                                              \
   X(blpa_batch_norm_relu_train_encode)                                         \
@@ -1424,6 +1428,35 @@ void testSoftmaxCrossEntropy(int64_t n, int64_t classes, float spread) {
   });
 }
 
+/// Softmax and log-softmax along the middle axis of [outer, length, inner]
+/// and their gradients (from outputs in the forward's range), out of place
+/// and in place.
+void testSoftmax(const char *name, int64_t outer, int64_t length, int64_t inner,
+                 float spread) {
+  size_t numel = size_t(outer * length * inner);
+  Floats x = randomFloats(numel, -spread, spread), dy = randomFloats(numel);
+  for (bool log : {false, true}) {
+    auto forward = log ? &Api::blpa_log_softmax : &Api::blpa_softmax;
+    auto backward = log ? &Api::blpa_log_softmax_grad : &Api::blpa_softmax_grad;
+    std::string base = std::string(log ? "log_softmax/" : "softmax/") + name;
+    Floats y = log ? randomFloats(numel, -8, 0) : randomFloats(numel, 0, 1);
+    for (bool inPlace : {false, true}) {
+      std::string suffix = inPlace ? "/in_place" : "";
+      Case f(base + "/forward" + suffix);
+      auto [fx, fy] = f.operandAndResult(x, inPlace, "y");
+      f.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+        (rt.*forward)(ctx, p.f(fx), p.f(fy), outer, length, inner);
+      });
+      Case g(base + "/grad" + suffix);
+      int gy = g.in(y);
+      auto [gdy, gdx] = g.operandAndResult(dy, inPlace, "dx");
+      g.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+        (rt.*backward)(ctx, p.f(gdy), p.f(gy), p.f(gdx), outer, length, inner);
+      });
+    }
+  }
+}
+
 //===----------------------------------------------------------------------===//
 // Activation codes
 //===----------------------------------------------------------------------===//
@@ -1800,6 +1833,11 @@ void testKernels() {
   testSoftmaxCrossEntropy(64, 1000, 5.0f);
   testSoftmaxCrossEntropy(1, 2, 1.0f);
   testSoftmaxCrossEntropy(33, 10, 30.0f);
+  testSoftmax("last_axis_9x11", 9, 11, 1, 50.0f);
+  testSoftmax("classifier_256x1000", 256, 1000, 1, 10.0f);
+  testSoftmax("channels_8x64x784", 8, 64, 28 * 28, 5.0f);
+  testSoftmax("first_axis_6x35", 1, 6, 35, 5.0f);
+  testSoftmax("coerced_4x75", 4, 3 * 5 * 5, 1, 5.0f);
 
   for (const BnShape &s : codeShapes) {
     for (int bits : {2, 4, 8}) {

@@ -648,6 +648,66 @@ void testSoftmaxCrossEntropy(int64_t n, int64_t classes, float spread) {
   expectClose(base + "/grad", dlogits, dlogitsRef);
 }
 
+/// Softmax, or log-softmax when `log`, along the middle axis of x viewed as
+/// [outer, length, inner], and its gradient from the kernel's own output,
+/// against references in double; in place (y over x, dx over dy) the same
+/// bits.
+void testSoftmax(const char *name, int64_t outer, int64_t length, int64_t inner,
+                 float spread, bool log) {
+  std::string base = std::string(log ? "log_softmax/" : "softmax/") + name;
+  size_t numel = size_t(outer * length * inner);
+  // A wide spread overflows a naive exp.
+  Floats x = randomFloats(numel, -spread, spread), dy = randomFloats(numel);
+  auto forward = log ? blpa_log_softmax : blpa_softmax;
+  auto backward = log ? blpa_log_softmax_grad : blpa_softmax_grad;
+  Floats y(numel), dx(numel);
+  forward(&ctx, x.data(), y.data(), outer, length, inner);
+  backward(&ctx, dy.data(), y.data(), dx.data(), outer, length, inner);
+  Doubles yRef(numel), dxRef(numel);
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t i = 0; i < inner; ++i) {
+      auto at = [&](int64_t j) { return size_t((o * length + j) * inner + i); };
+      double max = -INFINITY, sum = 0, gradSum = 0;
+      for (int64_t j = 0; j < length; ++j)
+        max = std::max(max, double(x[at(j)]));
+      for (int64_t j = 0; j < length; ++j)
+        sum += std::exp(double(x[at(j)]) - max);
+      for (int64_t j = 0; j < length; ++j) {
+        double shifted = double(x[at(j)]) - max;
+        yRef[at(j)] = log ? shifted - std::log(sum) : std::exp(shifted) / sum;
+        gradSum += log ? double(dy[at(j)]) : double(dy[at(j)]) * y[at(j)];
+      }
+      for (int64_t j = 0; j < length; ++j)
+        dxRef[at(j)] = log ? dy[at(j)] - std::exp(double(y[at(j)])) * gradSum
+                           : y[at(j)] * (dy[at(j)] - gradSum);
+    }
+  expectClose(base + "/forward", y, yRef);
+  expectClose(base + "/grad", dx, dxRef);
+  Floats yInPlace = x, dxInPlace = dy;
+  forward(&ctx, yInPlace.data(), yInPlace.data(), outer, length, inner);
+  backward(&ctx, dxInPlace.data(), y.data(), dxInPlace.data(), outer, length,
+           inner);
+  report(base + "/in_place", sameBits(yInPlace, y) && sameBits(dxInPlace, dx),
+         "in place differs from out of place");
+}
+
+/// Axes of every kind: a classifier's last axis, the channels of NCHW, the
+/// first axis, the block opset < 13 flattens from axis 1 of [4, 3, 5, 5],
+/// long rows, more inner positions than one parallel block, a single
+/// element per row (softmax 1, log-softmax 0), and no rows.
+void testSoftmaxes() {
+  for (bool log : {false, true}) {
+    testSoftmax("last_axis_9x11", 9, 11, 1, 50.0f, log);
+    testSoftmax("channels_3x5x42", 3, 5, 7 * 6, 5.0f, log);
+    testSoftmax("first_axis_6x35", 1, 6, 35, 5.0f, log);
+    testSoftmax("coerced_4x75", 4, 3 * 5 * 5, 1, 5.0f, log);
+    testSoftmax("long_rows_2x1000", 2, 1000, 1, 20.0f, log);
+    testSoftmax("inner_blocks_2x3x130", 2, 3, 130, 5.0f, log);
+    testSoftmax("length_1", 5, 1, 3, 5.0f, log);
+    testSoftmax("empty", 0, 4, 3, 1.0f, log);
+  }
+}
+
 /// Runs `body` in a child process and expects it to exit with status 1
 /// after printing `expected` on stderr.
 void expectFailure(const std::string &name, const std::string &expected,
@@ -2268,6 +2328,13 @@ void testBadLayerArguments() {
                 "blpa runtime error: blpa_transpose: perm is not a permutation "
                 "of 0..rank-1",
                 [&] { blpa_transpose(&local, x, y, 2, out, repeated); });
+  expectFailure("softmax/negative_shape",
+                "blpa runtime error: blpa_softmax: negative shape [2, -1, 2]",
+                [&] { blpa_softmax(&local, x, y, 2, -1, 2); });
+  expectFailure("log_softmax_grad/negative_shape",
+                "blpa runtime error: blpa_log_softmax_grad: negative shape "
+                "[-2, 1, 2]",
+                [&] { blpa_log_softmax_grad(&local, x, x, y, -2, 1, 2); });
 }
 
 //===----------------------------------------------------------------------===//
@@ -2441,6 +2508,7 @@ int main(int argc, char **argv) {
   testGemm(64, 100, 300, false, true, 1.0, 1.0, 1, 100);
   testSoftmaxCrossEntropy(9, 11, 50.0f);
   testSoftmaxCrossEntropy(64, 1000, 5.0f);
+  testSoftmaxes();
 
   testCodeLayout();
   testBnCodes("4d", 3, 3, 7 * 5);

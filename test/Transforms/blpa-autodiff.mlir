@@ -195,3 +195,43 @@ module {
   }
 }
 
+// -----
+
+// The gradients of softmax and log-softmax read their outputs, not their
+// inputs. A LogSoftmax output is trained without a warning (the loss is
+// then NLL); a Softmax output warns, in the next case.
+// CHECK-LABEL: func.func @train_step(
+// CHECK: %[[S:.*]] = blpa.softmax %[[H:.*]] {axis = 1 : i64, blpa.phase = "forward"} : (tensor<2x3x4xf32>) -> tensor<2x3x4xf32>
+// CHECK: %[[M:.*]] = blpa.mul %[[H]], %[[S]]
+// CHECK: %[[L:.*]] = blpa.log_softmax %{{.*}} {axis = 1 : i64, blpa.phase = "forward"} : (tensor<2x12xf32>) -> tensor<2x12xf32>
+// CHECK: %[[DL:.*]] = blpa.softmax_cross_entropy_grad %[[L]]
+// CHECK: %[[DF:.*]] = blpa.log_softmax_grad %[[DL]], %[[L]] {axis = 1 : i64, blpa.phase = "backward"}
+// CHECK: blpa.softmax_grad %{{.*}}, %[[S]] {axis = 1 : i64, blpa.phase = "backward"}
+module {
+  func.func @forward(%x: tensor<2x3x4xf32>) -> tensor<2x12xf32> {
+    %k = blpa.param "k" trainable : tensor<4xf32>
+    %h = blpa.mul %x, %k : (tensor<2x3x4xf32>, tensor<4xf32>) -> tensor<2x3x4xf32>
+    %s = blpa.softmax %h {axis = 1 : i64} : (tensor<2x3x4xf32>) -> tensor<2x3x4xf32>
+    %m = blpa.mul %h, %s : (tensor<2x3x4xf32>, tensor<2x3x4xf32>) -> tensor<2x3x4xf32>
+    %f = blpa.reshape %m : tensor<2x3x4xf32> -> tensor<2x12xf32>
+    %l = blpa.log_softmax %f {axis = 1 : i64} : (tensor<2x12xf32>) -> tensor<2x12xf32>
+    return %l : tensor<2x12xf32>
+  }
+}
+
+// -----
+
+// A Softmax output (seen through a reshape) would go through softmax twice.
+// CHECK-LABEL: func.func @train_step(
+// CHECK: blpa.softmax_grad
+module {
+  func.func @forward(%x: tensor<2x3xf32>) -> tensor<2x3xf32> {
+    %k = blpa.param "k" trainable : tensor<3xf32>
+    %h = blpa.mul %x, %k : (tensor<2x3xf32>, tensor<3xf32>) -> tensor<2x3xf32>
+    %r = blpa.reshape %h : tensor<2x3xf32> -> tensor<6x1xf32>
+    // expected-warning @+1 {{the first output is a Softmax's, and the training loss (softmax cross-entropy) applies softmax again; export the logits (the Softmax's input) or a LogSoftmax as the first output}}
+    %s = blpa.softmax %r {axis = 0 : i64} : (tensor<6x1xf32>) -> tensor<6x1xf32>
+    %y = blpa.reshape %s : tensor<6x1xf32> -> tensor<2x3xf32>
+    return %y : tensor<2x3xf32>
+  }
+}

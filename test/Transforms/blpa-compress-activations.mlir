@@ -244,3 +244,36 @@ module {
     return %l : tensor<2x3xf32>
   }
 }
+
+// -----
+
+// Softmax and log-softmax outputs stay float32 (their gradients need them
+// exact), for every reader: the softmax gradient and the Mul of the
+// attention weighting `h * softmax(h)` read the same exact tensor; the
+// softmax's input, which only the Mul's gradient reads, is quantized.
+// CHECK-LABEL: func.func @train_step(
+// CHECK: %[[H:.*]] = blpa.mul %{{.*}} {blpa.phase = "forward"}
+// CHECK-NEXT: %[[CODES:.*]], %[[PARAMS:.*]] = blpa.quantize %[[H]] {bits = 4 : i64, blpa.phase = "forward", scheme = "affine"}
+// CHECK-NEXT: %[[S:.*]] = blpa.softmax %[[H]] {axis = 1 : i64, blpa.phase = "forward", blpa.saved = "float32"}
+// CHECK-NEXT: %[[A:.*]] = blpa.mul %[[H]], %[[S]] {blpa.phase = "forward"}
+// CHECK-NEXT: %[[L:.*]] = blpa.log_softmax %[[A]] {axis = 2 : i64, blpa.phase = "forward", blpa.saved = "float32"}
+// CHECK-NOT: blpa.quantize
+// CHECK: %[[DL:.*]] = blpa.log_softmax_grad %{{.*}}, %[[L]] {axis = 2 : i64, blpa.phase = "backward"}
+// CHECK-NEXT: blpa.mul %[[DL]], %[[S]] {blpa.phase = "backward"}
+// CHECK-NEXT: %[[HD:.*]] = blpa.dequantize %[[CODES]], %[[PARAMS]]
+// CHECK-NEXT: %[[DS:.*]] = blpa.mul %[[DL]], %[[HD]] {blpa.phase = "backward"}
+// CHECK-NEXT: blpa.softmax_grad %[[DS]], %[[S]] {axis = 1 : i64, blpa.phase = "backward"}
+module {
+  func.func @forward(%x: tensor<2x4x3x3xf32> {blpa.name = "input"}) -> (tensor<2x3xf32> {blpa.name = "logits"}) {
+    %k = blpa.param "k" trainable : tensor<4x1x1xf32>
+    %fw = blpa.param "fc.weight" trainable : tensor<3x36xf32>
+    %h = blpa.mul %x, %k : (tensor<2x4x3x3xf32>, tensor<4x1x1xf32>) -> tensor<2x4x3x3xf32> loc("scale")
+    %s = blpa.softmax %h {axis = 1 : i64} : (tensor<2x4x3x3xf32>) -> tensor<2x4x3x3xf32> loc("attention")
+    %a = blpa.mul %h, %s : (tensor<2x4x3x3xf32>, tensor<2x4x3x3xf32>) -> tensor<2x4x3x3xf32> loc("weighting")
+    %l = blpa.log_softmax %a {axis = 2 : i64} : (tensor<2x4x3x3xf32>) -> tensor<2x4x3x3xf32> loc("log_softmax")
+    %m = blpa.mul %l, %k : (tensor<2x4x3x3xf32>, tensor<4x1x1xf32>) -> tensor<2x4x3x3xf32> loc("scale2")
+    %f = blpa.reshape %m : tensor<2x4x3x3xf32> -> tensor<2x36xf32> loc("flatten")
+    %y = blpa.gemm %f, %fw {trans_b = true} : (tensor<2x36xf32>, tensor<3x36xf32>) -> tensor<2x3xf32> loc("fc")
+    return %y : tensor<2x3xf32>
+  }
+}

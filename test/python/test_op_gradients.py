@@ -166,18 +166,33 @@ class ReflectEdgePad(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(h, 1), 1))
 
 
+class SoftmaxHeads(nn.Module):
+    """Softmax over the channels as an attention weighting (x * softmax(x,
+    dim=1)), whose output two gradients read, and log_softmax along the
+    height (an axis that is not the last) before the classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.conv2 = nn.Conv2d(6, 6, 3, padding=1)
+        self.fc = nn.Linear(6, 10)
+
+    def forward(self, x):
+        h = self.conv1(x)
+        h = h * torch.softmax(h, dim=1)
+        h = F.log_softmax(self.conv2(F.relu(h)), dim=2)
+        return self.fc(h.mean((2, 3)))
+
+
 MODELS = {"squeeze_excite": SqueezeExcite, "hard_activations": HardActivations,
           "concat_pad": ConcatPad, "split_reduce": SplitReduce,
           "conv1d": Conv1d, "shuffle_transpose": ShuffleTranspose,
-          "reflect_edge_pad": ReflectEdgePad}
+          "reflect_edge_pad": ReflectEdgePad, "softmax_heads": SoftmaxHeads}
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_op_family_matches_pytorch_float64(name, tmp_path):
-    torch.manual_seed(fresh_rng().integers(1 << 31))
-    model = MODELS[name]()
+def check_against_pytorch(model, name, tmp_path, opset=15):
     onnx_path = str(tmp_path / (name + ".onnx"))
-    models.export(model, onnx_path, (1, 3, 12, 12))
+    models.export(model, onnx_path, (1, 3, 12, 12), opset=opset)
     exe = tool.compile(onnx_path, str(tmp_path / name), batch_size=3)
     rng = fresh_rng()
     x = rng.standard_normal((3, 3, 12, 12)).astype(np.float32)
@@ -185,6 +200,65 @@ def test_op_family_matches_pytorch_float64(name, tmp_path):
     loss, grads = tool.check_step(exe, x, y, str(tmp_path / "dump"))
     ref_loss, ref_grads = torch_reference(copy.deepcopy(model), x, y)
     assert_gradients_match(loss, grads, ref_loss, ref_grads)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_op_family_matches_pytorch_float64(name, tmp_path):
+    torch.manual_seed(fresh_rng().integers(1 << 31))
+    check_against_pytorch(MODELS[name](), name, tmp_path)
+
+
+# PyTorch warns that opset 11 cannot export dropout and batch norms in
+# training mode; these models have none.
+OPSET11_WARNING = "ignore:You are exporting the model in training mode"
+
+
+@pytest.mark.filterwarnings(OPSET11_WARNING)
+def test_softmax_opset11_matches_pytorch_float64(tmp_path):
+    """Opset 11's Softmax and LogSoftmax (over the block flattened from
+    their axis; PyTorch exports a softmax over another axis as Transpose,
+    Softmax over the last axis, Transpose)."""
+    torch.manual_seed(fresh_rng().integers(1 << 31))
+    check_against_pytorch(SoftmaxHeads(), "softmax_opset11", tmp_path,
+                          opset=11)
+
+
+class LogSoftmaxClassifier(nn.Module):
+    """A classifier whose output is log-probabilities, as trained with
+    F.nll_loss."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.fc = nn.Linear(4 * 6 * 6, 10)
+
+    def forward(self, x):
+        h = F.relu(self.conv(x))
+        return F.log_softmax(self.fc(torch.flatten(h, 1)), dim=1)
+
+
+@pytest.mark.filterwarnings(OPSET11_WARNING)
+@pytest.mark.parametrize("opset", [11, 15])
+def test_log_softmax_output_trains_as_nll_loss(opset, tmp_path):
+    """The training loss, softmax cross-entropy of the first output, is on a
+    LogSoftmax output the NLL loss of it (log_softmax is idempotent): loss
+    and gradients of --check-step match F.nll_loss in float64."""
+    torch.manual_seed(fresh_rng().integers(1 << 31))
+    model = LogSoftmaxClassifier()
+    onnx_path = str(tmp_path / "log_softmax.onnx")
+    models.export(model, onnx_path, (1, 3, 12, 12), opset=opset)
+    exe = tool.compile(onnx_path, str(tmp_path / "exe"), batch_size=4)
+    rng = fresh_rng()
+    x = rng.standard_normal((4, 3, 12, 12)).astype(np.float32)
+    y = rng.integers(0, 10, size=4).astype(np.int64)
+    loss, grads = tool.check_step(exe, x, y, str(tmp_path / "dump"))
+    reference = copy.deepcopy(model).double().train()
+    ref = F.nll_loss(reference(torch.from_numpy(x).double()),
+                     torch.from_numpy(y))
+    ref.backward()
+    assert_gradients_match(loss, grads, ref.item(),
+                           {n: p.grad.numpy()
+                            for n, p in reference.named_parameters()})
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

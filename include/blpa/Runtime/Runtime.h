@@ -303,6 +303,29 @@ void blpa_softmax_cross_entropy(blpa_context *ctx, const float *logits,
                                 const int64_t *labels, float *loss, int64_t n,
                                 int64_t classes);
 
+/// Softmax along the middle axis of x viewed as [outer, length, inner]
+/// (row-major; ONNX Softmax along `axis` has outer the product of the
+/// dimensions before it, inner of those after): y[o, j, i] = exp(x[o, j, i]
+/// - m) / sum_k exp(x[o, k, i] - m), m the maximum over j, the sum in double
+/// (lib/Runtime/Common/SoftmaxMath.h). y may alias x.
+void blpa_softmax(blpa_context *ctx, const float *x, float *y, int64_t outer,
+                  int64_t length, int64_t inner);
+
+/// Log-softmax over the same view: y = x - m - log(sum_k exp(x_k - m)).
+void blpa_log_softmax(blpa_context *ctx, const float *x, float *y,
+                      int64_t outer, int64_t length, int64_t inner);
+
+/// The softmax gradient from its output y: dx = y * (dy - sum_k dy_k y_k)
+/// along the axis. dx may alias dy or y.
+void blpa_softmax_grad(blpa_context *ctx, const float *dy, const float *y,
+                       float *dx, int64_t outer, int64_t length, int64_t inner);
+
+/// The log-softmax gradient from its output y: dx = dy - exp(y) * sum_k dy_k
+/// along the axis. dx may alias dy or y.
+void blpa_log_softmax_grad(blpa_context *ctx, const float *dy, const float *y,
+                           float *dx, int64_t outer, int64_t length,
+                           int64_t inner);
+
 /// y[i] = value for i < numel (seeds the loss adjoint with 1).
 void blpa_fill(blpa_context *ctx, float *y, int64_t numel, double value);
 

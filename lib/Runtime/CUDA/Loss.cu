@@ -1,19 +1,29 @@
-//===- Loss.cu - Softmax cross-entropy and its gradient ------------------===//
+//===- Loss.cu - Softmax, log-softmax and the cross-entropy loss ---------===//
 //
-// One warp per row (sample): the row maximum, then log(sum(exp(row - max)))
-// accumulated in double, both reduced over the warp with a fixed butterfly,
-// as the CPU runtime's numerically stable log-sum-exp. The loss writes each
-// row's loss to scratch and a one-block kernel adds them in a fixed order,
-// so the batch mean is deterministic. Labels live in device memory: one out
-// of [0, classes) raises deviceLabelOutOfRange (reported after the step) and
-// the row contributes 0, so the loss stays finite.
+// One warp per row (sample) for the loss: the row maximum, then
+// log(sum(exp(row - max))) accumulated in double, both reduced over the warp
+// with a fixed butterfly, as the CPU runtime's numerically stable
+// log-sum-exp. The loss writes each row's loss to scratch and a one-block
+// kernel adds them in a fixed order, so the batch mean is deterministic.
+// Labels live in device memory: one out of [0, classes) raises
+// deviceLabelOutOfRange (reported after the step) and the row contributes
+// 0, so the loss stays finite.
+//
+// Softmax and log-softmax (formulas in lib/Runtime/Common/SoftmaxMath.h,
+// shared with the CPU) normalize the rows of an [outer, length, inner]
+// view: contiguous rows (inner 1, a classifier's) one warp per row as the
+// loss; strided rows one thread per row, so that neighbouring threads read
+// neighbouring elements, each summing its row in axis order as the CPU does.
 //
 //===----------------------------------------------------------------------===//
 
 #include "CudaRuntime.h"
 
+#include "../Common/SoftmaxMath.h"
+
 #include <cstdint>
 
+using namespace blpa;
 using namespace blpa::cuda;
 
 namespace {
@@ -53,7 +63,7 @@ __device__ LogSumExp rowLogSumExp(const float *row, int64_t classes, int lane) {
   max = warpMax(max);
   double sum = 0;
   for (int64_t j = lane; j < classes; j += warpLanes)
-    sum += double(expf(row[j] - max));
+    sum += softmaxExpTerm(row[j], max);
   return {max, log(warpSum(sum))};
 }
 
@@ -130,10 +140,129 @@ __global__ void __launch_bounds__(blockThreads)
     if (!checkLabel(label, classes, errorFlag, lane))
       label = -1;
     for (int64_t j = lane; j < classes; j += warpLanes) {
-      double p = exp(double(row[j] - lse.max) - lse.logSum);
+      double p = exp(logSoftmaxOf(row[j], lse.max, lse.logSum));
       out[j] = float(scale * (p - (j == label ? 1.0 : 0.0)));
     }
   });
+}
+
+/// Softmax (log-softmax when Log) of contiguous rows, one warp per row.
+/// Every lane has read its elements before the warp's sums, so y may alias
+/// x.
+template <bool Log>
+__global__ void __launch_bounds__(blockThreads)
+    softmaxRowsKernel(const float *x, float *y, int64_t rows, int64_t length) {
+  forEachRowByWarp(rows, [&](int64_t i, int lane) {
+    const float *row = x + i * length;
+    float *out = y + i * length;
+    LogSumExp lse = rowLogSumExp(row, length, lane);
+    for (int64_t j = lane; j < length; j += warpLanes)
+      out[j] = softmaxValue<Log>(row[j], lse.max, lse.logSum);
+  });
+}
+
+template <bool Log>
+__global__ void __launch_bounds__(blockThreads)
+    softmaxGradRowsKernel(const float *dy, const float *y, float *dx,
+                          int64_t rows, int64_t length) {
+  forEachRowByWarp(rows, [&](int64_t i, int lane) {
+    const float *g = dy + i * length, *out = y + i * length;
+    double sum = 0;
+    for (int64_t j = lane; j < length; j += warpLanes)
+      sum += softmaxGradTerm<Log>(g[j], out[j]);
+    sum = warpSum(sum);
+    float *in = dx + i * length;
+    for (int64_t j = lane; j < length; j += warpLanes)
+      in[j] = softmaxGradValue<Log>(g[j], out[j], sum);
+  });
+}
+
+/// Calls body(base) for every row of the [outer, length, inner] view, one
+/// thread per row: element j of the row is at base + j * inner.
+template <typename Body>
+__device__ void forEachStridedRow(int64_t outer, int64_t length, int64_t inner,
+                                  Body &&body) {
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+       t < outer * inner; t += int64_t(gridDim.x) * blockDim.x)
+    body(t / inner * length * inner + t % inner);
+}
+
+template <bool Log>
+__global__ void __launch_bounds__(blockThreads)
+    softmaxStridedKernel(const float *x, float *y, int64_t outer,
+                         int64_t length, int64_t inner) {
+  forEachStridedRow(outer, length, inner, [&](int64_t base) {
+    const float *in = x + base;
+    float max = in[0];
+    for (int64_t j = 1; j < length; ++j)
+      max = fmaxf(max, in[j * inner]);
+    double sum = 0;
+    for (int64_t j = 0; j < length; ++j)
+      sum += softmaxExpTerm(in[j * inner], max);
+    double logSum = log(sum);
+    float *out = y + base;
+    for (int64_t j = 0; j < length; ++j)
+      out[j * inner] = softmaxValue<Log>(in[j * inner], max, logSum);
+  });
+}
+
+template <bool Log>
+__global__ void __launch_bounds__(blockThreads)
+    softmaxGradStridedKernel(const float *dy, const float *y, float *dx,
+                             int64_t outer, int64_t length, int64_t inner) {
+  forEachStridedRow(outer, length, inner, [&](int64_t base) {
+    const float *g = dy + base, *out = y + base;
+    double sum = 0;
+    for (int64_t j = 0; j < length; ++j)
+      sum += softmaxGradTerm<Log>(g[j * inner], out[j * inner]);
+    float *in = dx + base;
+    for (int64_t j = 0; j < length; ++j)
+      in[j * inner] = softmaxGradValue<Log>(g[j * inner], out[j * inner], sum);
+  });
+}
+
+/// False when there is nothing to normalize; fails on a negative shape.
+bool checkSoftmaxShape(const char *kernel, int64_t outer, int64_t length,
+                       int64_t inner) {
+  if (outer < 0 || length < 0 || inner < 0)
+    failf("%s: negative shape [%lld, %lld, %lld]", kernel, (long long)outer,
+          (long long)length, (long long)inner);
+  return outer > 0 && length > 0 && inner > 0;
+}
+
+template <bool Log>
+void softmaxForward(blpa_context *ctx, const char *kernel, const float *x,
+                    float *y, int64_t outer, int64_t length, int64_t inner) {
+  if (!checkSoftmaxShape(kernel, outer, length, inner))
+    return;
+  cudaStream_t stream = runtimeOf(ctx).stream;
+  if (inner == 1)
+    softmaxRowsKernel<Log>
+        <<<gridFor(outer * warpLanes), blockThreads, 0, stream>>>(x, y, outer,
+                                                                  length);
+  else
+    softmaxStridedKernel<Log>
+        <<<gridFor(outer * inner), blockThreads, 0, stream>>>(x, y, outer,
+                                                              length, inner);
+  checkLaunch(kernel);
+}
+
+template <bool Log>
+void softmaxBackward(blpa_context *ctx, const char *kernel, const float *dy,
+                     const float *y, float *dx, int64_t outer, int64_t length,
+                     int64_t inner) {
+  if (!checkSoftmaxShape(kernel, outer, length, inner))
+    return;
+  cudaStream_t stream = runtimeOf(ctx).stream;
+  if (inner == 1)
+    softmaxGradRowsKernel<Log>
+        <<<gridFor(outer * warpLanes), blockThreads, 0, stream>>>(
+            dy, y, dx, outer, length);
+  else
+    softmaxGradStridedKernel<Log>
+        <<<gridFor(outer * inner), blockThreads, 0, stream>>>(dy, y, dx, outer,
+                                                              length, inner);
+  checkLaunch(kernel);
 }
 
 void checkClasses(const char *kernel, int64_t n, int64_t classes) {
@@ -173,6 +302,30 @@ void blpa_softmax_cross_entropy_grad(blpa_context *ctx, const float *logits,
   lossGradKernel<<<gridFor(n * warpLanes), blockThreads, 0, rt.stream>>>(
       logits, labels, dloss, dlogits, n, classes, rt.errorFlag);
   checkLaunch("blpa_softmax_cross_entropy_grad");
+}
+
+void blpa_softmax(blpa_context *ctx, const float *x, float *y, int64_t outer,
+                  int64_t length, int64_t inner) {
+  softmaxForward<false>(ctx, "blpa_softmax", x, y, outer, length, inner);
+}
+
+void blpa_log_softmax(blpa_context *ctx, const float *x, float *y,
+                      int64_t outer, int64_t length, int64_t inner) {
+  softmaxForward<true>(ctx, "blpa_log_softmax", x, y, outer, length, inner);
+}
+
+void blpa_softmax_grad(blpa_context *ctx, const float *dy, const float *y,
+                       float *dx, int64_t outer, int64_t length,
+                       int64_t inner) {
+  softmaxBackward<false>(ctx, "blpa_softmax_grad", dy, y, dx, outer, length,
+                         inner);
+}
+
+void blpa_log_softmax_grad(blpa_context *ctx, const float *dy, const float *y,
+                           float *dx, int64_t outer, int64_t length,
+                           int64_t inner) {
+  softmaxBackward<true>(ctx, "blpa_log_softmax_grad", dy, y, dx, outer, length,
+                        inner);
 }
 
 } // extern "C"

@@ -298,3 +298,39 @@ func.func @clip_bound_vector(%x: tensor<2x3xf32>, %hi: tensor<2xf32>) {
   %y = blpa.clip %x max %hi : (tensor<2x3xf32>, tensor<2xf32>) -> tensor<2x3xf32>
   return
 }
+
+// -----
+
+func.func @softmax_axis_out_of_range(%x: tensor<2x3xf32>) {
+  // expected-error @+2 {{softmax: axis 2 is not a dimension of a rank-2 tensor}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %y = blpa.softmax %x {axis = 2 : i64} : (tensor<2x3xf32>) -> tensor<2x3xf32>
+  return
+}
+
+// -----
+
+func.func @log_softmax_negative_axis(%x: tensor<2x3xf32>) {
+  // expected-error @+2 {{log_softmax: axis -1 is not a dimension of a rank-2 tensor}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %y = blpa.log_softmax %x {axis = -1 : i64} : (tensor<2x3xf32>) -> tensor<2x3xf32>
+  return
+}
+
+// -----
+
+func.func @softmax_grad_types(%g: tensor<2x3xf32>, %y: tensor<3x2xf32>) {
+  // expected-error @+2 {{softmax_grad: grad and output types differ}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %dx = blpa.softmax_grad %g, %y {axis = 1 : i64} : (tensor<2x3xf32>, tensor<3x2xf32>) -> tensor<2x3xf32>
+  return
+}
+
+// -----
+
+func.func @log_softmax_grad_axis(%g: tensor<2x3xf32>, %y: tensor<2x3xf32>) {
+  // expected-error @+2 {{log_softmax_grad: axis 5 is not a dimension of a rank-2 tensor}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %dx = blpa.log_softmax_grad %g, %y {axis = 5 : i64} : (tensor<2x3xf32>, tensor<2x3xf32>) -> tensor<2x3xf32>
+  return
+}

@@ -100,3 +100,18 @@ func.func @transpose(%x: tensor<2x3x4x5x6xf32>, %y: tensor<2x3x4x5xf32>) -> tens
   %t = blpa.transpose %y {perm = array<i64: 0, 2, 3, 1>} : (tensor<2x3x4x5xf32>) -> tensor<2x4x5x3xf32>
   return %t : tensor<2x4x5x3xf32>
 }
+
+// Softmax over the channels, log-softmax over the last axis, and their
+// gradients from the output.
+// CHECK-LABEL: func.func @softmax
+func.func @softmax(%x: tensor<2x3x4xf32>, %g: tensor<2x3x4xf32>) -> tensor<2x3x4xf32> {
+  // CHECK: %[[S:.*]] = blpa.softmax %{{.*}} {axis = 1 : i64} : (tensor<2x3x4xf32>) -> tensor<2x3x4xf32>
+  %s = blpa.softmax %x {axis = 1 : i64} : (tensor<2x3x4xf32>) -> tensor<2x3x4xf32>
+  // CHECK: %[[L:.*]] = blpa.log_softmax %[[S]] {axis = 2 : i64} : (tensor<2x3x4xf32>) -> tensor<2x3x4xf32>
+  %l = blpa.log_softmax %s {axis = 2 : i64} : (tensor<2x3x4xf32>) -> tensor<2x3x4xf32>
+  // CHECK: %[[DL:.*]] = blpa.log_softmax_grad %{{.*}}, %[[L]] {axis = 2 : i64} : (tensor<2x3x4xf32>, tensor<2x3x4xf32>) -> tensor<2x3x4xf32>
+  %dl = blpa.log_softmax_grad %g, %l {axis = 2 : i64} : (tensor<2x3x4xf32>, tensor<2x3x4xf32>) -> tensor<2x3x4xf32>
+  // CHECK: blpa.softmax_grad %[[DL]], %[[S]] {axis = 1 : i64} : (tensor<2x3x4xf32>, tensor<2x3x4xf32>) -> tensor<2x3x4xf32>
+  %ds = blpa.softmax_grad %dl, %s {axis = 1 : i64} : (tensor<2x3x4xf32>, tensor<2x3x4xf32>) -> tensor<2x3x4xf32>
+  return %ds : tensor<2x3x4xf32>
+}

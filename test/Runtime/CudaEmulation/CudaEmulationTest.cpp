@@ -77,6 +77,10 @@
   X(blpa_update_running_stats)                                                 \
   X(blpa_softmax_cross_entropy)                                                \
   X(blpa_softmax_cross_entropy_grad)                                           \
+  X(blpa_softmax)                                                              \
+  X(blpa_log_softmax)                                                          \
+  X(blpa_softmax_grad)                                                         \
+  X(blpa_log_softmax_grad)                                                     \
   X(blpa_max_pool)                                                             \
   X(blpa_max_pool_grad)                                                        \
   X(blpa_max_pool_argmax)                                                      \
@@ -1258,7 +1262,48 @@ void testBadLabel(int64_t bad) {
            "not finite");
 }
 
+/// Softmax and log-softmax along the middle axis of [outer, length, inner]
+/// and their gradients, out of place and in place: contiguous rows (one
+/// warp per row, summed in another order than the CPU's) within sumUlps,
+/// strided rows (one thread per row, the CPU's order) too.
+void testSoftmax(const char *name, int64_t outer, int64_t length, int64_t inner,
+                 float spread) {
+  size_t numel = size_t(outer * length * inner);
+  // A wide spread overflows a naive exp.
+  Floats x = randomFloats(numel, -spread, spread), dy = randomFloats(numel);
+  for (bool log : {false, true}) {
+    auto forward = log ? &Api::blpa_log_softmax : &Api::blpa_softmax;
+    auto backward = log ? &Api::blpa_log_softmax_grad : &Api::blpa_softmax_grad;
+    std::string base = std::string(log ? "log_softmax/" : "softmax/") + name;
+    // The gradient reads an output of the forward kernel.
+    Floats y(numel);
+    (cpuApi.*forward)(&cpuCtx, x.data(), y.data(), outer, length, inner);
+    for (bool inPlace : {false, true}) {
+      std::string suffix = inPlace ? "/in_place" : "";
+      Case f(base + "/forward" + suffix);
+      auto [fx, fy] = f.operandAndResult(x, inPlace, "y", sumUlps);
+      f.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+        (rt.*forward)(ctx, p.f(fx), p.f(fy), outer, length, inner);
+      });
+      Case g(base + "/grad" + suffix);
+      int gy = g.in(y);
+      auto [gdy, gdx] = g.operandAndResult(dy, inPlace, "dx", sumUlps);
+      g.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+        (rt.*backward)(ctx, p.f(gdy), p.f(gy), p.f(gdx), outer, length, inner);
+      });
+    }
+  }
+}
+
 void testLoss() {
+  testSoftmax("last_axis_9x11", 9, 11, 1, 50.0f);
+  testSoftmax("last_axis_300x3", 300, 3, 1, 5.0f);
+  testSoftmax("long_rows_3x1000", 3, 1000, 1, 20.0f);
+  testSoftmax("channels_3x5x42", 3, 5, 7 * 6, 5.0f);
+  testSoftmax("first_axis_6x35", 1, 6, 35, 5.0f);
+  testSoftmax("coerced_4x75", 4, 3 * 5 * 5, 1, 5.0f);
+  testSoftmax("length_1", 5, 1, 3, 5.0f);
+  testSoftmax("empty", 0, 4, 3, 1.0f);
   testSoftmaxCrossEntropy(9, 11, 50.0f);
   testSoftmaxCrossEntropy(33, 10, 30.0f);
   testSoftmaxCrossEntropy(1, 2, 1.0f);
@@ -1833,6 +1878,12 @@ void testRejections() {
   expectRejected("loss_no_classes", "blpa_softmax_cross_entropy", [&] {
     blpa_softmax_cross_entropy(ctx, x.data(), labels.data(), y.data(), 4, 0);
   });
+  expectRejected("softmax_negative_shape", "blpa_softmax",
+                 [&] { blpa_softmax(ctx, x.data(), y.data(), 2, -1, 2); });
+  expectRejected(
+      "log_softmax_grad_negative_shape", "blpa_log_softmax_grad", [&] {
+        blpa_log_softmax_grad(ctx, x.data(), x.data(), y.data(), -2, 1, 2);
+      });
   expectRejected("mul_bad_broadcast", "blpa_mul", [&] {
     blpa_mul(ctx, x.data(), x.data(), y.data(), 2, inDims, inDims, outDims);
   });

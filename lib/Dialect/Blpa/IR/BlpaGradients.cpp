@@ -148,6 +148,32 @@ mlir::blpa::buildActivationGradient(Operation *op, const Activation &act,
   return success();
 }
 
+// Both gradients read the forward op's output y, not its input: softmax
+// dx = y * (dy - sum(dy * y)), log-softmax dx = dy - exp(y) * sum(dy).
+template <typename GradOpTy, typename OpTy>
+static LogicalResult
+buildSoftmaxGradient(OpTy op, OpBuilder &b, ValueRange resultGrads,
+                     SmallVectorImpl<Value> &operandGrads) {
+  if (!resultGrads[0])
+    return noGradients(op, operandGrads);
+  operandGrads.assign({GradOpTy::create(b, op.getLoc(), resultGrads[0],
+                                        op.getOutput(), op.getAxisAttr())});
+  return success();
+}
+
+LogicalResult SoftmaxOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
+                                        SmallVectorImpl<Value> &operandGrads) {
+  return buildSoftmaxGradient<SoftmaxGradOp>(*this, b, resultGrads,
+                                             operandGrads);
+}
+
+LogicalResult
+LogSoftmaxOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
+                             SmallVectorImpl<Value> &operandGrads) {
+  return buildSoftmaxGradient<LogSoftmaxGradOp>(*this, b, resultGrads,
+                                                operandGrads);
+}
+
 // The mask is recomputed from the same seed, step and stream.
 LogicalResult DropoutOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
                                         SmallVectorImpl<Value> &operandGrads) {

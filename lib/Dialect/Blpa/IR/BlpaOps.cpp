@@ -1500,6 +1500,42 @@ void ActivationGradOp::getInPlaceOperands(unsigned,
 }
 
 //===----------------------------------------------------------------------===//
+// Softmax and log-softmax (Blpa_SoftmaxFamilyOp, Blpa_SoftmaxGradFamilyOp)
+//===----------------------------------------------------------------------===//
+
+/// The result type of `op` along `axis` of `x`: x's, when the axis is one
+/// of x's dimensions and `other` (a gradient's saved output), when given,
+/// has x's type.
+static LogicalResult inferSoftmaxType(std::optional<Location> loc, StringRef op,
+                                      Value x, Value other, int64_t axis,
+                                      SmallVectorImpl<Type> &results) {
+  int64_t rank = getShape(x).size();
+  if (axis < 0 || axis >= rank)
+    return emitOptionalError(loc, op, ": axis ", axis,
+                             " is not a dimension of a rank-", rank, " tensor");
+  if (other && other.getType() != x.getType())
+    return emitOptionalError(loc, op, ": grad and output types differ");
+  results.push_back(x.getType());
+  return success();
+}
+
+/// The data pointers `data`, then the [outer, length, inner] view of the
+/// first one around `axis`.
+static void appendSoftmaxArgs(ArrayRef<Value> data, int64_t axis,
+                              SmallVectorImpl<RuntimeArg> &args) {
+  appendData(args, data);
+  ArrayRef<int64_t> shape = getShape(data.front());
+  args.push_back(
+      RuntimeArg::i64(ShapedType::getNumElements(shape.take_front(axis))));
+  args.push_back(RuntimeArg::i64(shape[axis]));
+  args.push_back(
+      RuntimeArg::i64(ShapedType::getNumElements(shape.drop_front(axis + 1))));
+}
+
+// Probabilities.
+bool SoftmaxOp::isResultNonNegative(function_ref<bool(Value)>) { return true; }
+
+//===----------------------------------------------------------------------===//
 // Dropout
 //===----------------------------------------------------------------------===//
 

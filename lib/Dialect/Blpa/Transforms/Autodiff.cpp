@@ -49,6 +49,20 @@ void trainInferenceBatchNorms(func::FuncOp func) {
   }
 }
 
+/// The loss is softmax cross-entropy on the first output. On a LogSoftmax
+/// output that is the NLL loss a PyTorch user means (log-softmax is
+/// idempotent); on a Softmax output it would apply softmax twice, so say so
+/// (the ONNX node) and what to do.
+void warnIfSoftmaxOutput(Value logits) {
+  while (auto reshape = logits.getDefiningOp<ReshapeOp>())
+    logits = reshape.getInput();
+  if (auto softmax = logits.getDefiningOp<SoftmaxOp>())
+    softmax.emitWarning(
+        "the first output is a Softmax's, and the training loss (softmax "
+        "cross-entropy) applies softmax again; export the logits (the "
+        "Softmax's input) or a LogSoftmax as the first output");
+}
+
 /// Adjoints of the values of one function, summed over their uses.
 class AdjointMap {
 public:
@@ -229,6 +243,7 @@ void AutodiffPass::runOnOperation() {
   if (failed(step))
     return signalPassFailure();
   trainInferenceBatchNorms(*step);
+  warnIfSoftmaxOutput(forward.getBody().front().getTerminator()->getOperand(0));
 
   Block &body = step->getBody().front();
   auto returnOp = cast<func::ReturnOp>(body.getTerminator());

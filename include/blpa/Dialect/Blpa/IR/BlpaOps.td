@@ -229,6 +229,45 @@ def Blpa_ClipOp : Blpa_ActivationOp<"clip",
   let hasVerifier = 1;
 }
 
+// Softmax and log-softmax along `axis` (ONNX Softmax and LogSoftmax from
+// opset 13, torch.softmax; the importer runs the opset < 13 form, over the
+// flattened trailing block, as axis 1 of a 2-D view). Executed by
+// blpa_<mnemonic> over the input viewed as [outer, length, inner] around
+// the axis; the gradient (blpa.<mnemonic>_grad) reads the output, not the
+// input. Shape rule, verifier, runtime call and in-place rule are shared
+// (BlpaOps.cpp).
+class Blpa_SoftmaxFamilyOp<string mnemonic, string summaryText,
+                           list<Trait> traits = []>
+    : Blpa_ComputeOp<mnemonic, !listconcat(traits, [Differentiable, InPlace])> {
+  let summary = summaryText;
+  let arguments = (ins Blpa_F32Tensor:$input, I64Attr:$axis);
+  let results = (outs Blpa_F32Tensor:$output);
+  let extraClassDefinition = [{
+    ::llvm::LogicalResult $cppClass::inferReturnTypes(
+        ::mlir::MLIRContext *, std::optional<::mlir::Location> loc,
+        Adaptor adaptor, ::llvm::SmallVectorImpl<::mlir::Type> &results) {
+      return inferSoftmaxType(loc, "}] # mnemonic # [{", adaptor.getInput(),
+                              ::mlir::Value(), adaptor.getAxis(), results);
+    }
+    ::llvm::StringRef $cppClass::getRuntimeFunction() {
+      return "blpa_}] # mnemonic # [{";
+    }
+    void $cppClass::getRuntimeArgs(
+        ::llvm::SmallVectorImpl<::mlir::blpa::RuntimeArg> &args) {
+      appendSoftmaxArgs({getInput(), getOutput()}, getAxis(), args);
+    }
+    void $cppClass::getInPlaceOperands(unsigned,
+        ::llvm::SmallVectorImpl<unsigned> &operands) {
+      operands.push_back(0);
+    }
+  }];
+}
+
+def Blpa_SoftmaxOp : Blpa_SoftmaxFamilyOp<"softmax",
+    "exp(x - max) / sum(exp(x - max)) along axis", [NonNegativeRule]>;
+def Blpa_LogSoftmaxOp : Blpa_SoftmaxFamilyOp<"log_softmax",
+    "x - max - log(sum(exp(x - max))) along axis">;
+
 def Blpa_DropoutOp : Blpa_ComputeOp<"dropout", [Differentiable, InPlace]> {
   let summary = "Training-mode dropout: kept elements scaled by 1/(1-ratio)";
   let description = [{
@@ -445,6 +484,50 @@ def Blpa_ActivationGradOp : Blpa_ComputeOp<"activation_grad", [InPlace,
     attr-dict `:` functional-type(operands, results)
   }];
 }
+
+// Gradients of blpa.softmax and blpa.log_softmax along `axis`, from the
+// forward op's output, which they need exact (getActivationNeed): y near 0
+// or 1, and exp(y) of a log-probability, lose most of their relative
+// precision in a few bits.
+class Blpa_SoftmaxGradFamilyOp<string mnemonic, string summaryText>
+    : Blpa_ComputeOp<mnemonic, [ActivationNeedRule, InPlace]> {
+  let summary = summaryText;
+  let arguments = (ins Blpa_F32Tensor:$grad, Blpa_F32Tensor:$output,
+                   I64Attr:$axis);
+  let results = (outs Blpa_F32Tensor:$input_grad);
+  let extraClassDefinition = [{
+    ::llvm::LogicalResult $cppClass::inferReturnTypes(
+        ::mlir::MLIRContext *, std::optional<::mlir::Location> loc,
+        Adaptor adaptor, ::llvm::SmallVectorImpl<::mlir::Type> &results) {
+      return inferSoftmaxType(loc, "}] # mnemonic # [{", adaptor.getGrad(),
+                              adaptor.getOutput(), adaptor.getAxis(), results);
+    }
+    ::llvm::StringRef $cppClass::getRuntimeFunction() {
+      return "blpa_}] # mnemonic # [{";
+    }
+    void $cppClass::getRuntimeArgs(
+        ::llvm::SmallVectorImpl<::mlir::blpa::RuntimeArg> &args) {
+      appendSoftmaxArgs({getGrad(), getOutput(), getInputGrad()}, getAxis(),
+                        args);
+    }
+    // The kernel sums each row before writing it, element by element.
+    void $cppClass::getInPlaceOperands(unsigned,
+        ::llvm::SmallVectorImpl<unsigned> &operands) {
+      operands.append({0, 1});
+    }
+    ::mlir::blpa::ActivationNeed $cppClass::getActivationNeed(
+        unsigned operandIndex) {
+      return operandIndex == getOutputMutable().getOperandNumber()
+                 ? ::mlir::blpa::ActivationNeed::Exact
+                 : ::mlir::blpa::ActivationNeed::Values;
+    }
+  }];
+}
+
+def Blpa_SoftmaxGradOp : Blpa_SoftmaxGradFamilyOp<"softmax_grad",
+    "output * (grad - sum(grad * output)) along axis">;
+def Blpa_LogSoftmaxGradOp : Blpa_SoftmaxGradFamilyOp<"log_softmax_grad",
+    "grad - exp(output) * sum(grad) along axis">;
 
 def Blpa_MaxPoolGradOp : Blpa_ComputeOp<"max_pool_grad", [ActivationNeedRule]> {
   let summary = "Routes each gradient to its window's first maximum";
