@@ -315,6 +315,7 @@ knownAttributes() {
       {"num_outputs", A::INT},
       {"starts", A::INTS},
       {"ends", A::INTS},
+      {"blocksize", A::INT},
   };
   return table;
 }

@@ -605,6 +605,77 @@ static FailureOr<SmallVector<SliceAxis>> sliceAxes(NodeBinder &b,
   return result;
 }
 
+/// Moves data between channels and space blocks as ONNX's reference does:
+/// reshape `x` to `blocked`, transpose by `perm`, reshape to `outShape`
+/// (views around one blpa.transpose, whose gradient is the inverse
+/// transpose).
+static LogicalResult importBlockShuffle(NodeBinder &b, Value x,
+                                        ArrayRef<int64_t> blocked,
+                                        ArrayRef<int64_t> perm,
+                                        ArrayRef<int64_t> outShape) {
+  FailureOr<Value> moved =
+      b.create<TransposeOp>(b.reshape(x, blocked), SmallVector<int64_t>(perm));
+  if (failed(moved))
+    return failure();
+  return b.setOutput(b.reshape(*moved, outShape));
+}
+
+/// The NCHW input of DepthToSpace or SpaceToDepth and its `blocksize`,
+/// checked against the dimensions it must divide (`divided`: C for
+/// DepthToSpace, H and W for SpaceToDepth).
+static FailureOr<std::pair<Value, int64_t>>
+getBlockShuffleInput(NodeBinder &b, bool depthToSpace) {
+  FailureOr<Value> x = b.input(0);
+  if (failed(x))
+    return failure();
+  ArrayRef<int64_t> shape = getShape(*x);
+  if (shape.size() != 4)
+    return b.error() << "the input has rank " << shape.size()
+                     << "; only NCHW (rank-4) inputs are supported";
+  int64_t block = b.getInt("blocksize", 0);
+  if (block < 1)
+    return b.error() << "attribute 'blocksize' = " << block
+                     << " must be positive";
+  bool divides = depthToSpace ? shape[1] % (block * block) == 0
+                              : shape[2] % block == 0 && shape[3] % block == 0;
+  if (!divides)
+    return b.error() << "blocksize " << block << " does not divide "
+                     << (depthToSpace ? "the channels" : "the height and width")
+                     << " of " << formatInts(shape);
+  return std::make_pair(*x, block);
+}
+
+/// DepthToSpace (nn.PixelShuffle exports it in CRD mode).
+static LogicalResult importDepthToSpace(NodeBinder &b) {
+  auto input = getBlockShuffleInput(b, /*depthToSpace=*/true);
+  if (failed(input))
+    return failure();
+  auto [x, k] = *input;
+  ArrayRef<int64_t> s = getShape(x);
+  int64_t n = s[0], c = s[1] / (k * k), h = s[2], w = s[3];
+  std::string mode = b.getString("mode", "DCR");
+  SmallVector<int64_t> out = {n, c, h * k, w * k};
+  if (mode == "DCR")
+    return importBlockShuffle(b, x, {n, k, k, c, h, w}, {0, 3, 4, 1, 5, 2},
+                              out);
+  if (mode == "CRD")
+    return importBlockShuffle(b, x, {n, c, k, k, h, w}, {0, 1, 4, 2, 5, 3},
+                              out);
+  return b.error() << "attribute 'mode' = '" << mode
+                   << "' is not supported; use DCR or CRD";
+}
+
+static LogicalResult importSpaceToDepth(NodeBinder &b) {
+  auto input = getBlockShuffleInput(b, /*depthToSpace=*/false);
+  if (failed(input))
+    return failure();
+  auto [x, k] = *input;
+  ArrayRef<int64_t> s = getShape(x);
+  int64_t n = s[0], c = s[1], h = s[2] / k, w = s[3] / k;
+  return importBlockShuffle(b, x, {n, c, h, k, w, k}, {0, 3, 5, 1, 2, 4},
+                            {n, c * k * k, h, w});
+}
+
 /// Slice: of a compile-time integer tensor, evaluated; of a float tensor,
 /// a blpa.slice when it takes a contiguous range (step 1) of one axis.
 static LogicalResult importSlice(NodeBinder &b) {
@@ -640,7 +711,11 @@ static LogicalResult importSlice(NodeBinder &b) {
   for (auto [d, axis] : llvm::enumerate(*axes)) {
     if (axis.first == 0 && axis.count == shape[d] && axis.step == 1)
       continue;
-    if (sliced || axis.step != 1 || axis.count == 0)
+    if (axis.count == 0)
+      return b.error() << "the slice of axis " << d
+                       << " is empty; tensors with no elements are not "
+                          "supported";
+    if (sliced || axis.step != 1)
       return b.error() << "only a contiguous range (step 1) of one axis of a "
                           "float tensor can be sliced";
     sliced = d;
@@ -1393,6 +1468,7 @@ const llvm::StringMap<NodeImporter> &onnximport::nodeHandlers() {
       {"Cast", {importCast}},
       {"ConstantOfShape", {importConstantOfShape, /*minOpset=*/9}},
       {"Conv", {importConv}},
+      {"DepthToSpace", {importDepthToSpace}},
       {"Div", {importBroadcast<DivOp>}},
       {"Dropout", {importDropout}},
       {"Flatten", {importFlatten}},
@@ -1415,6 +1491,7 @@ const llvm::StringMap<NodeImporter> &onnximport::nodeHandlers() {
       {"Sigmoid", {importSigmoid}},
       {"Slice", {importSlice}},
       {"Softmax", {importSoftmax<SoftmaxOp>}},
+      {"SpaceToDepth", {importSpaceToDepth}},
       {"Split", {importSplit, /*minOpset=*/2}},
       {"Squeeze", {importSqueeze}},
       {"Sub", {importBroadcast<SubOp>}},

@@ -48,20 +48,22 @@ PASS, FAIL, UNSUPPORTED, CRASH = "pass", "fail", "unsupported", "crash"
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
 # The ops of the CNNs issue 7 names (torchvision's classification families
-# exported for training): the report's second figure counts the tests made
-# only of these ops whose data (graph inputs other than folded int64 ones,
-# and outputs) is float32, the one data type blpa trains. Shape, Gather,
-# Cast, Constant and ConstantOfShape are left out: in those models they only
-# compute shapes, which are folded at compile time, while their node tests
-# are about integer, double, half and string data.
+# exported for training, plus PixelShuffle's DepthToSpace and its inverse):
+# the report's second figure counts the tests that use at least one of
+# these, otherwise only SHAPE_OPS, and whose data (graph inputs other than
+# folded int64 ones, and outputs) is float32, the one data type blpa trains.
+# In those models SHAPE_OPS only compute shapes, folded at compile time,
+# while their own node tests are about integer, double, half and string
+# data.
 CNN_OPS = frozenset((
     "Add", "AveragePool", "BatchNormalization", "Clip", "Concat", "Conv",
-    "Div", "Dropout", "Flatten", "Gemm", "GlobalAveragePool",
+    "DepthToSpace", "Div", "Dropout", "Flatten", "Gemm", "GlobalAveragePool",
     "GlobalMaxPool", "HardSigmoid", "HardSwish", "Identity", "LogSoftmax",
     "MatMul", "MaxPool", "Mul", "Pad", "ReduceMean", "Relu", "Reshape",
-    "Sigmoid", "Slice", "Softmax", "Split", "Squeeze", "Sub", "Transpose",
-    "Unsqueeze"))
-
+    "Sigmoid", "Slice", "Softmax", "SpaceToDepth", "Split", "Squeeze", "Sub",
+    "Transpose", "Unsqueeze"))
+SHAPE_OPS = frozenset(("Cast", "Constant", "ConstantOfShape", "Gather",
+                       "Shape"))
 
 @dataclasses.dataclass(frozen=True)
 class Case:
@@ -130,9 +132,11 @@ def unsupported_ops(model, ops):
 
 
 def is_cnn_float32(model):
-    """Whether every node is one of CNN_OPS and every graph input (but
-    int64 ones, which become initializers) and output is float32."""
-    if any(node.op_type not in CNN_OPS for node in model.graph.node):
+    """Whether the model uses CNN_OPS and otherwise only SHAPE_OPS, and
+    every graph input (but int64 ones, which become initializers) and
+    output is float32."""
+    ops = {node.op_type for node in model.graph.node}
+    if not ops & CNN_OPS or not ops <= CNN_OPS | SHAPE_OPS:
         return False
     initialized = {init.name for init in model.graph.initializer}
     float32 = onnx.TensorProto.FLOAT
@@ -449,14 +453,15 @@ def render(results, ops):
         "",
         paragraph(
             "CNN-op tests on float32 data passing: %d of %d (%.1f%%). These "
-            "are the supported-op tests made only of the ops of the CNN "
-            "families blpa targets (%s) whose graph inputs and outputs are "
-            "float32, the data type blpa trains in; Shape, Gather, Cast, "
-            "Constant and ConstantOfShape only compute shapes in those "
-            "models (folded at compile time), while their node tests are "
-            "about other data types." % (
+            "are the supported-op tests that use the ops of the CNN "
+            "families blpa targets (%s) and otherwise only %s, and whose "
+            "graph inputs and outputs are float32, the data type blpa "
+            "trains in. In those models %s only compute shapes (folded at "
+            "compile time), while their own node tests are about other "
+            "data types." % (
                 cnn_passed, len(cnn), percent(cnn_passed, len(cnn)),
-                ", ".join(sorted(CNN_OPS)))),
+                ", ".join(sorted(CNN_OPS)), ", ".join(sorted(SHAPE_OPS)),
+                ", ".join(sorted(SHAPE_OPS)))),
         "",
         "## Supported ops",
         "",

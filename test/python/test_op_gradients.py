@@ -166,6 +166,25 @@ class ReflectEdgePad(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(h, 1), 1))
 
 
+class PixelShuffles(nn.Module):
+    """nn.PixelShuffle (exported as DepthToSpace, CRD mode) and
+    nn.PixelUnshuffle, around convolutions, as in sub-pixel super-resolution
+    networks; the convolutions' gradients pass back through both."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.up = nn.PixelShuffle(2)
+        self.conv2 = nn.Conv2d(2, 3, 3, padding=1)
+        self.down = nn.PixelUnshuffle(3)
+        self.fc = nn.Linear(27, 10)
+
+    def forward(self, x):
+        h = self.up(F.relu(self.conv1(x)))
+        h = self.down(torch.sigmoid(self.conv2(h)))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(h, 1), 1))
+
+
 class SoftmaxHeads(nn.Module):
     """Softmax over the channels as an attention weighting (x * softmax(x,
     dim=1)), whose output two gradients read, and log_softmax along the
@@ -187,7 +206,8 @@ class SoftmaxHeads(nn.Module):
 MODELS = {"squeeze_excite": SqueezeExcite, "hard_activations": HardActivations,
           "concat_pad": ConcatPad, "split_reduce": SplitReduce,
           "conv1d": Conv1d, "shuffle_transpose": ShuffleTranspose,
-          "reflect_edge_pad": ReflectEdgePad, "softmax_heads": SoftmaxHeads}
+          "reflect_edge_pad": ReflectEdgePad, "softmax_heads": SoftmaxHeads,
+          "pixel_shuffles": PixelShuffles}
 
 
 def check_against_pytorch(model, name, tmp_path, opset=15):
