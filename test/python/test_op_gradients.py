@@ -144,9 +144,58 @@ class Conv1d(nn.Module):
         return self.fc(h.mean(2))
 
 
+class Conv3d(nn.Module):
+    """3-D convolutions (strided, padded, dilated, grouped, without bias),
+    BatchNorm3d, 3-D max pooling and average pooling with ceil_mode (a
+    window past the end padding), over the input viewed as
+    [N, C, 4, H / 2, W / 2]."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv3d(3, 8, 3, stride=(1, 1, 2), padding=1)
+        self.bn = nn.BatchNorm3d(8)
+        self.conv2 = nn.Conv3d(8, 8, (2, 3, 3), padding=(1, 2, 2),
+                               dilation=(1, 2, 2), groups=4, bias=False)
+        self.conv3 = nn.Conv3d(8, 6, 1)
+        self.fc = nn.Linear(6, 10)
+
+    def forward(self, x):
+        n, c, height, width = x.shape
+        h = x.reshape(n, c, 4, height // 2, width // 2)
+        h = F.relu(self.bn(self.conv1(h)))
+        h = F.max_pool3d(h, 2, stride=(1, 2, 2), ceil_mode=True)
+        h = F.avg_pool3d(self.conv2(h), (3, 3, 2), stride=2, padding=1,
+                         ceil_mode=True)
+        h = F.relu(self.conv3(h))
+        return self.fc(torch.flatten(F.adaptive_avg_pool3d(h, 1), 1))
+
+
+class PoolVariants(nn.Module):
+    """Dilated max pooling (with and without ceil_mode) and average pooling
+    with ceil_mode, excluding and including the padding in the divisor
+    (windows running past the end padding are clipped to it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        h = F.relu(self.conv1(x))
+        h = F.max_pool2d(h, 3, stride=1, padding=1, dilation=2)
+        a = F.avg_pool2d(h, 3, stride=2, padding=1, ceil_mode=True,
+                         count_include_pad=False)
+        b = F.avg_pool2d(self.conv2(h), 3, stride=2, padding=1,
+                         ceil_mode=True, count_include_pad=True)
+        h = F.max_pool2d(a + b, 2, stride=2, dilation=2, ceil_mode=True)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(h, 1), 1))
+
+
 MODELS = {"squeeze_excite": SqueezeExcite, "hard_activations": HardActivations,
           "concat_pad": ConcatPad, "split_reduce": SplitReduce,
-          "conv1d": Conv1d, "shuffle_transpose": ShuffleTranspose}
+          "conv1d": Conv1d, "shuffle_transpose": ShuffleTranspose,
+          "conv3d": Conv3d, "pool_variants": PoolVariants}
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
