@@ -237,6 +237,55 @@ def test_op_family_trains_at_4_bits(name, tmp_path):
         assert np.all(np.isfinite(grads4[key]))
 
 
+def fold_pads_into_average_pools(path):
+    """PyTorch exports an average pooling with padding and
+    count_include_pad=True as a Pad, then an AveragePool without pads;
+    rewrites each such pair as one AveragePool with the pads and
+    count_include_pad=1, the form other exporters write."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(path)
+    nodes = list(model.graph.node)
+    constants = {n.output[0]: numpy_helper.to_array(n.attribute[0].t)
+                 for n in nodes if n.op_type == "Constant"}
+    folded = 0
+    for pad in [n for n in nodes if n.op_type == "Pad"]:
+        pool = next(n for n in nodes if pad.output[0] in n.input)
+        assert pool.op_type == "AveragePool"
+        pads = [int(v) for v in constants[pad.input[1]]]
+        rank = len(pads) // 2
+        assert pads[:2] == [0, 0] and pads[rank:rank + 2] == [0, 0]
+        pool.input[0] = pad.input[0]
+        for attr in pool.attribute:
+            if attr.name == "pads":
+                attr.ints[:] = pads[2:rank] + pads[rank + 2:]
+        pool.attribute.append(onnx.helper.make_attribute(
+            "count_include_pad", 1))
+        model.graph.node.remove(pad)
+        folded += 1
+    onnx.save(model, path)
+    return folded
+
+
+def test_average_pool_ceil_mode_count_include_pad(tmp_path):
+    """AveragePool with pads, ceil_mode and count_include_pad=1 in one node:
+    a window running past the end padding divides by its taps inside the
+    padded extent, as PyTorch does."""
+    torch.manual_seed(fresh_rng().integers(1 << 31))
+    model = PoolVariants()
+    onnx_path = str(tmp_path / "pool.onnx")
+    models.export(model, onnx_path, (1, 3, 12, 12))
+    assert fold_pads_into_average_pools(onnx_path) == 1
+    exe = tool.compile(onnx_path, str(tmp_path / "pool"), batch_size=3)
+    rng = fresh_rng()
+    x = rng.standard_normal((3, 3, 12, 12)).astype(np.float32)
+    y = rng.integers(0, 10, size=3).astype(np.int64)
+    loss, grads = tool.check_step(exe, x, y, str(tmp_path / "dump"))
+    ref_loss, ref_grads = torch_reference(copy.deepcopy(model), x, y)
+    assert_gradients_match(loss, grads, ref_loss, ref_grads)
+
+
 def mix64(z):
     """lib/Runtime/Common/DropoutMask.h's mix64, in numpy uint64."""
     with np.errstate(over="ignore"):

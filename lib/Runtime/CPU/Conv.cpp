@@ -5,6 +5,8 @@
 // through format_tag::any plus reorders beat oneDNN's plain-layout (im2col +
 // gemm) implementations by 2-3x even for small shapes, so they are always
 // used. oneDNN's convolutions are deterministic for a fixed thread count.
+// 2-D and 3-D convolutions are the same code over 4-D or 5-D descriptors
+// (NCHW/OIHW or NCDHW/OIDHW buffers).
 //
 //===----------------------------------------------------------------------===//
 

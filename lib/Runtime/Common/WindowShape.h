@@ -71,9 +71,14 @@ template <typename T> struct PoolAxis {
   /// The tap of window o at input position i, or -1 when i is not one.
   BLPA_HOST_DEVICE T tapAt(T o, T i) const {
     T offset = i - origin(o);
-    if (offset < 0 || offset % dilation != 0)
+    if (offset < 0)
       return -1;
-    offset /= dilation;
+    // Integer division is slow on GPUs; most windows are dense.
+    if (dilation != 1) {
+      if (offset % dilation != 0)
+        return -1;
+      offset /= dilation;
+    }
     return offset < kernel ? offset : T(-1);
   }
 
