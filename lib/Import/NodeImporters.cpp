@@ -36,20 +36,22 @@ static std::optional<int64_t> kernelExtent(int64_t kernel, int64_t dilation) {
 }
 
 /// ONNX's auto_pad (other than NOTSET, the explicit `pads`) as explicit
-/// [top, left, bottom, right] pads of `inputShape` (NCHW). SAME_UPPER
-/// and SAME_LOWER pad so that the output size is ceil(input / stride), the
-/// odd pixel at the end (UPPER) or the start (LOWER).
+/// pads (all begins, then all ends) of `inputShape` ([N, C, spatial...]).
+/// SAME_UPPER and SAME_LOWER pad so that the output size is
+/// ceil(input / stride), the odd element at the end (UPPER) or the start
+/// (LOWER).
 static FailureOr<SmallVector<int64_t>>
 resolvePads(NodeBinder &b, ArrayRef<int64_t> inputShape, const Window &w) {
+  size_t spatial = w.kernel.size();
   std::string autoPad = b.getString("auto_pad", "NOTSET");
   if (autoPad == "VALID")
-    return SmallVector<int64_t>{0, 0, 0, 0};
+    return SmallVector<int64_t>(2 * spatial, 0);
   if (autoPad != "SAME_UPPER" && autoPad != "SAME_LOWER")
     return b.error() << "attribute 'auto_pad' = '" << autoPad
                      << "' is not supported; use NOTSET, VALID, SAME_UPPER "
                         "or SAME_LOWER";
-  SmallVector<int64_t> pads(4);
-  for (int i = 0; i < 2; ++i) {
+  SmallVector<int64_t> pads(2 * spatial);
+  for (size_t i = 0; i < spatial; ++i) {
     // Written so that no step overflows, whatever the attributes: the last
     // window starts at (out - 1) * stride, before `in`.
     int64_t in = inputShape[2 + i], stride = w.strides[i];
@@ -58,18 +60,19 @@ resolvePads(NodeBinder &b, ArrayRef<int64_t> inputShape, const Window &w) {
     int64_t total = std::max<int64_t>(0, span - (in - (out - 1) * stride));
     int64_t small = total / 2, large = total - small;
     pads[i] = autoPad == "SAME_UPPER" ? small : large;
-    pads[i + 2] = autoPad == "SAME_UPPER" ? large : small;
+    pads[i + spatial] = autoPad == "SAME_UPPER" ? large : small;
   }
   return pads;
 }
 
-/// The spatial rank (1 or 2) of an [N, C, L] or [N, C, H, W] input.
+/// The spatial rank (1, 2 or 3) of an [N, C, L], [N, C, H, W] or
+/// [N, C, D, H, W] input.
 static FailureOr<int64_t> spatialRank(NodeBinder &b, Value input) {
   int64_t rank = getShape(input).size();
-  if (rank != 3 && rank != 4)
+  if (rank < 3 || rank > 5)
     return b.error() << "the input has rank " << rank
-                     << "; only 1-D and 2-D (rank-3 NCL or rank-4 NCHW) "
-                        "inputs are supported";
+                     << "; only 1-D, 2-D and 3-D (rank-3 NCL, rank-4 NCHW or "
+                        "rank-5 NCDHW) inputs are supported";
   return rank - 2;
 }
 
@@ -104,8 +107,8 @@ static Value lowerResult(NodeBinder &b, Value result, Value original) {
   return b.reshape(result, {shape[0], shape[1], shape[3]});
 }
 
-/// The window attributes of a 1-D or 2-D convolution or pooling over
-/// `input`, as a 2-D window (see liftTo2D).
+/// The window attributes of a 1-D, 2-D or 3-D convolution or pooling over
+/// `input`; a 1-D window as the 2-D one liftTo2D makes.
 static FailureOr<Window> readWindow(NodeBinder &b, Value input,
                                     ArrayRef<int64_t> kernel) {
   FailureOr<int64_t> spatial = spatialRank(b, input);
@@ -125,8 +128,8 @@ static FailureOr<Window> readWindow(NodeBinder &b, Value input,
     w.strides = liftTo2D(w.strides, 1);
     w.dilations = liftTo2D(w.dilations, 1);
   }
-  for (int i = 0; i < 2; ++i)
-    if (!kernelExtent(w.kernel[i], w.dilations[i]))
+  for (auto [k, d] : llvm::zip(w.kernel, w.dilations))
+    if (!kernelExtent(k, d))
       return b.error() << "kernel " << formatInts(w.kernel)
                        << " with dilations " << formatInts(w.dilations)
                        << " is too large";
@@ -146,18 +149,11 @@ static FailureOr<Window> readWindow(NodeBinder &b, Value input,
   return w;
 }
 
-/// A pooling window: kernel_shape is required, dilations must be 1.
+/// A pooling window: kernel_shape is required.
 static FailureOr<Window> readPoolWindow(NodeBinder &b, Value input) {
   if (!b.hasAttr("kernel_shape"))
     return b.error() << "attribute 'kernel_shape' is missing; it is required";
-  FailureOr<Window> w = readWindow(b, input, b.getInts("kernel_shape", {}));
-  if (failed(w))
-    return failure();
-  if (llvm::any_of(w->dilations, [](int64_t d) { return d != 1; }))
-    return b.error() << "attribute 'dilations' = " << formatInts(w->dilations)
-                     << " is not supported; pooling supports dilations 1 "
-                        "only";
-  return w;
+  return readWindow(b, input, b.getInts("kernel_shape", {}));
 }
 
 static LogicalResult importConv(NodeBinder &b) {
@@ -165,10 +161,10 @@ static LogicalResult importConv(NodeBinder &b) {
   if (failed(x) || failed(w) || failed(bias))
     return failure();
   ArrayRef<int64_t> wShape = getShape(*w);
-  if (wShape.size() != 3 && wShape.size() != 4)
+  if (wShape.size() < 3 || wShape.size() > 5)
     return b.error() << "the weight has rank " << wShape.size()
-                     << "; only 1-D and 2-D convolutions (rank-3 and rank-4 "
-                        "weights) are supported";
+                     << "; only 1-D, 2-D and 3-D convolutions (rank-3, rank-4 "
+                        "and rank-5 weights) are supported";
   if (getShape(*x).size() != wShape.size())
     return b.error() << "the input has rank " << getShape(*x).size()
                      << " but the weight has rank " << wShape.size()
@@ -185,9 +181,9 @@ static LogicalResult importConv(NodeBinder &b) {
   if (group < 1)
     return b.error() << "attribute 'group' = " << group
                      << " is invalid; it must be >= 1";
-  FailureOr<Value> y = b.create<Conv2DOp>(liftInput(b, *x), liftInput(b, *w),
-                                          *bias, window->strides, window->pads,
-                                          window->dilations, group);
+  FailureOr<Value> y =
+      b.create<ConvOp>(liftInput(b, *x), liftInput(b, *w), *bias,
+                       window->strides, window->pads, window->dilations, group);
   if (failed(y))
     return failure();
   return b.setOutput(lowerResult(b, *y, *x));
@@ -205,25 +201,31 @@ static LogicalResult importMaxPool(NodeBinder &b) {
     return failure();
   FailureOr<Value> y =
       b.create<MaxPoolOp>(liftInput(b, *x), w->kernel, w->strides, w->pads,
-                          b.getInt("ceil_mode", 0) != 0);
+                          b.getInt("ceil_mode", 0) != 0, w->dilations);
   if (failed(y))
     return failure();
   return b.setOutput(lowerResult(b, *y, *x));
 }
 
+/// With ceil_mode, a window running past the end padding is clipped: the
+/// divisor is its taps inside the input (count_include_pad 0) or inside the
+/// padded extent (1), as ONNX's reference and PyTorch compute.
 static LogicalResult importAveragePool(NodeBinder &b) {
   FailureOr<Value> x = b.input(0);
   if (failed(x))
     return failure();
-  if (int64_t ceilMode = b.getInt("ceil_mode", 0))
-    return b.error() << "attribute 'ceil_mode' = " << ceilMode
-                     << " is not supported for AveragePool; use 0";
   FailureOr<Window> w = readPoolWindow(b, *x);
   if (failed(w))
     return failure();
-  FailureOr<Value> y = b.create<AvgPoolOp>(
-      liftInput(b, *x), w->kernel, w->strides, w->pads, /*ceil_mode=*/false,
-      b.getInt("count_include_pad", 0) != 0);
+  if (llvm::any_of(w->dilations, [](int64_t d) { return d != 1; }))
+    return b.error() << "attribute 'dilations' = "
+                     << formatInts(b.getInts("dilations", {}))
+                     << " is not supported; AveragePool supports dilations "
+                        "1 only";
+  FailureOr<Value> y =
+      b.create<AvgPoolOp>(liftInput(b, *x), w->kernel, w->strides, w->pads,
+                          b.getInt("ceil_mode", 0) != 0, w->dilations,
+                          b.getInt("count_include_pad", 0) != 0);
   if (failed(y))
     return failure();
   return b.setOutput(lowerResult(b, *y, *x));
@@ -249,7 +251,8 @@ static LogicalResult importGlobalMaxPool(NodeBinder &b) {
   int64_t size = ShapedType::getNumElements(shape.drop_front(2));
   FailureOr<Value> y = b.create<MaxPoolOp>(
       b.reshape(*x, {shape[0], shape[1], 1, size}), ArrayRef<int64_t>{1, size},
-      ArrayRef<int64_t>{1, 1}, ArrayRef<int64_t>{0, 0, 0, 0}, false);
+      ArrayRef<int64_t>{1, 1}, ArrayRef<int64_t>{0, 0, 0, 0}, false,
+      ArrayRef<int64_t>{1, 1});
   if (failed(y))
     return failure();
   SmallVector<int64_t> outShape(shape.size(), 1);

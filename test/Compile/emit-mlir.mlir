@@ -15,7 +15,7 @@
 // planning and lowering to runtime calls.
 // CHECK: llvm.mlir.global external constant @blpa_manifest("blpa-manifest 1\0Amode train\0Atarget cpu\0Aarena {{[0-9]+}}\0A
 // CHECK-SAME: input 4 2 1 4 4 x\0Aoutput 2 2 3 logits\0Alabels 2\0Aparam 0 trainable 4 2 1 3 3 conv.weight\0Aparam 1 trainable 1 2 bn.weight\0Aparam 2 trainable 1 2 bn.bias\0Aparam 3 state 1 2 bn.running_mean\0A
-// CHECK-DAG: llvm.func @blpa_conv2d(!llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64)
+// CHECK-DAG: llvm.func @blpa_conv(!llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, i64, i64, i64, i64, i64, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr)
 // CHECK-DAG: llvm.func @blpa_sgd_update(!llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, i64)
 // CHECK-LABEL: llvm.func @blpa_forward(
 // CHECK: llvm.call @blpa_batch_norm_infer(
@@ -59,7 +59,7 @@ module {
     %m = blpa.param "bn.running_mean" : tensor<2xf32>
     %v = blpa.param "bn.running_var" : tensor<2xf32>
     %fw = blpa.param "fc.weight" trainable : tensor<3x8xf32>
-    %c = blpa.conv2d %x, %w {strides = array<i64: 2, 2>, pads = array<i64: 1, 1, 1, 1>} : (tensor<2x1x4x4xf32>, tensor<2x1x3x3xf32>) -> tensor<2x2x2x2xf32>
+    %c = blpa.conv %x, %w {strides = array<i64: 2, 2>, pads = array<i64: 1, 1, 1, 1>} : (tensor<2x1x4x4xf32>, tensor<2x1x3x3xf32>) -> tensor<2x2x2x2xf32>
     %n:3 = blpa.batch_norm %c, %s, %t, %m, %v {epsilon = 1.0e-5 : f64, momentum = 0.9 : f64} : (tensor<2x2x2x2xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xf32>) -> (tensor<2x2x2x2xf32>, tensor<2xf32>, tensor<2xf32>)
     %r = blpa.relu %n#0 : (tensor<2x2x2x2xf32>) -> tensor<2x2x2x2xf32>
     %f = blpa.reshape %r : tensor<2x2x2x2xf32> -> tensor<2x8xf32>

@@ -33,6 +33,8 @@
 
 #include "blpa/Runtime/Runtime.h"
 
+#include "WindowCase.h"
+
 #include <cuda_runtime.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -66,7 +68,7 @@
   X(blpa_runtime_run)                                                          \
   X(blpa_runtime_last_step_seconds)                                            \
   X(blpa_runtime_fail)                                                         \
-  X(blpa_conv2d)                                                               \
+  X(blpa_conv)                                                                 \
   X(blpa_batch_norm_train)                                                     \
   X(blpa_batch_norm_infer)                                                     \
   X(blpa_update_running_stats)                                                 \
@@ -90,8 +92,8 @@
   X(blpa_softmax_cross_entropy)                                                \
   X(blpa_fill)                                                                 \
   X(blpa_copy)                                                                 \
-  X(blpa_conv2d_grad_input)                                                    \
-  X(blpa_conv2d_grad_weight)                                                   \
+  X(blpa_conv_grad_input)                                                      \
+  X(blpa_conv_grad_weight)                                                     \
   X(blpa_batch_norm_grad)                                                      \
   X(blpa_batch_norm_relu_train)                                                \
   X(blpa_batch_norm_relu_grad)                                                 \
@@ -126,11 +128,12 @@ BLPA_RUNTIME_FUNCTIONS(BLPA_DECLARE_CPU_REFERENCE)
 
 namespace {
 
+using blpa_test::WindowGeometry;
 using Bytes = std::vector<uint8_t>;
 using Floats = std::vector<float>;
 using Int64s = std::vector<int64_t>;
 
-/// One runtime's functions, called as `api.blpa_conv2d(...)`.
+/// One runtime's functions, called as `api.blpa_conv(...)`.
 struct Api {
 #define BLPA_API_MEMBER(name) decltype(&::name) name;
   BLPA_RUNTIME_FUNCTIONS(BLPA_API_MEMBER)
@@ -705,54 +708,121 @@ void testRuntime() {
 
 struct ConvCase {
   const char *name;
-  int64_t n, c, h, w, k, r, s, strideH, strideW, padTop, padLeft, padBottom,
-      padRight, dilationH, dilationW, group;
+  int64_t n, c, k, group;
+  WindowGeometry win;
 
-  int64_t oh() const {
-    return (h + padTop + padBottom - ((r - 1) * dilationH + 1)) / strideH + 1;
-  }
-  int64_t ow() const {
-    return (w + padLeft + padRight - ((s - 1) * dilationW + 1)) / strideW + 1;
-  }
-  size_t xSize() const { return n * c * h * w; }
-  size_t wSize() const { return k * (c / group) * r * s; }
-  size_t ySize() const { return n * k * oh() * ow(); }
+  size_t xSize() const { return n * c * win.inSize(); }
+  size_t wSize() const { return k * (c / group) * win.kernelSize(); }
+  size_t ySize() const { return n * k * win.outSize(); }
 
   void forward(const Api &rt, blpa_context *ctx, const float *x,
                const float *wt, const float *b, float *y) const {
-    rt.blpa_conv2d(ctx, x, wt, b, y, n, c, h, w, k, r, s, oh(), ow(), strideH,
-                   strideW, padTop, padLeft, padBottom, padRight, dilationH,
-                   dilationW, group);
+    rt.blpa_conv(ctx, x, wt, b, y, n, c, k, group, WINDOW_ARGS(win));
   }
-  /// blpa_conv2d_grad_input or blpa_conv2d_grad_weight: same signature.
-  void backward(decltype(&blpa_conv2d_grad_input) kernel, blpa_context *ctx,
+  /// blpa_conv_grad_input or blpa_conv_grad_weight: same signature.
+  void backward(decltype(&blpa_conv_grad_input) kernel, blpa_context *ctx,
                 const float *dy, const float *other, float *out) const {
-    kernel(ctx, dy, other, out, n, c, h, w, k, r, s, oh(), ow(), strideH,
-           strideW, padTop, padLeft, padBottom, padRight, dilationH, dilationW,
-           group);
+    kernel(ctx, dy, other, out, n, c, k, group, WINDOW_ARGS(win));
   }
 };
 
 const ConvCase convCases[] = {
-    {"rgb_3x3_pad1", 2, 3, 7, 9, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
-    {"stride2_asympad_group2_dil", 3, 6, 11, 13, 10, 3, 2, 2, 2, 0, 1, 1, 2, 2,
-     1, 2},
-    {"depthwise", 2, 8, 9, 7, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 8},
-    {"depthwise_stride2_odd", 3, 13, 15, 11, 13, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1,
-     13},
-    {"group3_odd", 2, 9, 10, 9, 15, 3, 3, 2, 2, 1, 1, 0, 0, 1, 1, 3},
-    {"pointwise_stride2", 4, 24, 9, 9, 40, 1, 1, 2, 2, 0, 0, 0, 0, 1, 1, 1},
-    {"pointwise_odd", 3, 7, 5, 5, 13, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1},
-    {"blocked_32x48", 4, 32, 14, 14, 48, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
-    {"stride2_5x5_dil2", 2, 16, 15, 12, 16, 5, 5, 2, 1, 3, 2, 2, 3, 2, 2, 1},
-    {"stem_7x7_stride2_odd", 2, 3, 33, 31, 16, 7, 7, 2, 2, 3, 3, 3, 3, 1, 1, 1},
-    {"resnet_64", 8, 64, 28, 28, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+    {"rgb_3x3_pad1",
+     2,
+     3,
+     5,
+     1,
+     {{7, 9}, {3, 3}, {1, 1}, {1, 1, 1, 1}, {1, 1}}},
+    {"stride2_asympad_group2_dil",
+     3,
+     6,
+     10,
+     2,
+     {{11, 13}, {3, 2}, {2, 2}, {0, 1, 1, 2}, {2, 1}}},
+    {"depthwise", 2, 8, 8, 8, {{9, 7}, {3, 3}, {1, 1}, {1, 1, 1, 1}, {1, 1}}},
+    {"depthwise_stride2_odd",
+     3,
+     13,
+     13,
+     13,
+     {{15, 11}, {3, 3}, {2, 2}, {1, 1, 1, 1}, {1, 1}}},
+    {"group3_odd",
+     2,
+     9,
+     15,
+     3,
+     {{10, 9}, {3, 3}, {2, 2}, {1, 1, 0, 0}, {1, 1}}},
+    {"pointwise_stride2",
+     4,
+     24,
+     40,
+     1,
+     {{9, 9}, {1, 1}, {2, 2}, {0, 0, 0, 0}, {1, 1}}},
+    {"pointwise_odd",
+     3,
+     7,
+     13,
+     1,
+     {{5, 5}, {1, 1}, {1, 1}, {0, 0, 0, 0}, {1, 1}}},
+    {"blocked_32x48",
+     4,
+     32,
+     48,
+     1,
+     {{14, 14}, {3, 3}, {1, 1}, {1, 1, 1, 1}, {1, 1}}},
+    {"stride2_5x5_dil2",
+     2,
+     16,
+     16,
+     1,
+     {{15, 12}, {5, 5}, {2, 1}, {3, 2, 2, 3}, {2, 2}}},
+    {"stem_7x7_stride2_odd",
+     2,
+     3,
+     16,
+     1,
+     {{33, 31}, {7, 7}, {2, 2}, {3, 3, 3, 3}, {1, 1}}},
+    {"resnet_64",
+     8,
+     64,
+     64,
+     1,
+     {{28, 28}, {3, 3}, {1, 1}, {1, 1, 1, 1}, {1, 1}}},
+    {"3d_3x3x3_pad1",
+     2,
+     3,
+     4,
+     1,
+     {{5, 6, 7}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1, 1, 1, 1}, {1, 1, 1}}},
+    {"3d_stride2_asympad_group2_dil",
+     2,
+     4,
+     6,
+     2,
+     {{7, 6, 9}, {2, 3, 2}, {2, 1, 2}, {1, 0, 1, 0, 2, 1}, {2, 1, 1}}},
+    {"3d_depthwise_dil2",
+     2,
+     4,
+     4,
+     4,
+     {{6, 7, 8}, {3, 3, 3}, {1, 2, 1}, {2, 2, 2, 2, 2, 2}, {2, 2, 2}}},
+    {"3d_c3d_16",
+     2,
+     16,
+     32,
+     1,
+     {{8, 16, 16}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1, 1, 1, 1}, {1, 1, 1}}},
 };
 
+/// "conv2d/NAME/" or "conv3d/NAME/".
+std::string convPrefix(const ConvCase &cc) {
+  return "conv" + std::to_string(cc.win.rank()) + "d/" + cc.name + "/";
+}
+
 void testConvGrad(const ConvCase &cc, const std::string &name,
-                  decltype(&Api::blpa_conv2d_grad_input) kernel,
-                  const Floats &dy, const Floats &other, size_t outSize) {
-  Case k("conv2d/" + std::string(cc.name) + "/" + name);
+                  decltype(&Api::blpa_conv_grad_input) kernel, const Floats &dy,
+                  const Floats &other, size_t outSize) {
+  Case k(convPrefix(cc) + name);
   int dyIn = k.in(dy), otherIn = k.in(other), out = k.out("out", outSize);
   k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
     cc.backward(rt.*kernel, ctx, p.f(dyIn), p.f(otherIn), p.f(out));
@@ -763,8 +833,7 @@ void testConv(const ConvCase &cc) {
   Floats x = randomFloats(cc.xSize()), wt = randomFloats(cc.wSize()),
          b = randomFloats(cc.k), dy = randomFloats(cc.ySize());
   for (bool withBias : {false, true}) {
-    Case k("conv2d/" + std::string(cc.name) +
-           (withBias ? "/forward_bias" : "/forward"));
+    Case k(convPrefix(cc) + (withBias ? "forward_bias" : "forward"));
     int xIn = k.in(x), wIn = k.in(wt), bIn = k.in(b),
         y = k.out("y", cc.ySize());
     k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
@@ -772,9 +841,9 @@ void testConv(const ConvCase &cc) {
                  p.f(y));
     });
   }
-  testConvGrad(cc, "grad_input", &Api::blpa_conv2d_grad_input, dy, wt,
+  testConvGrad(cc, "grad_input", &Api::blpa_conv_grad_input, dy, wt,
                cc.xSize());
-  testConvGrad(cc, "grad_weight", &Api::blpa_conv2d_grad_weight, dy, x,
+  testConvGrad(cc, "grad_weight", &Api::blpa_conv_grad_weight, dy, x,
                cc.wSize());
 }
 
@@ -1253,37 +1322,61 @@ void testSgd(size_t numel, const Hyper &h) {
 
 struct PoolCase {
   const char *name;
-  int64_t n, c, h, w, kernelH, kernelW, strideH, strideW, padTop, padLeft,
-      padBottom, padRight;
+  int64_t n, c;
+  WindowGeometry win;
 
-  int64_t oh() const {
-    return (h + padTop + padBottom - kernelH) / strideH + 1;
-  }
-  int64_t ow() const {
-    return (w + padLeft + padRight - kernelW) / strideW + 1;
-  }
-  size_t xSize() const { return n * c * h * w; }
-  size_t ySize() const { return n * c * oh() * ow(); }
+  size_t xSize() const { return n * c * win.inSize(); }
+  size_t ySize() const { return n * c * win.outSize(); }
 };
 
 /// Valid for average pooling too (no window entirely in the padding).
 const PoolCase poolCases[] = {
-    {"3x3_s2_pad1", 2, 3, 9, 11, 3, 3, 2, 2, 1, 1, 1, 1},
-    {"2x2_s2", 3, 2, 8, 10, 2, 2, 2, 2, 0, 0, 0, 0},
-    {"3x2_s1_asympad", 2, 5, 7, 6, 3, 2, 1, 2, 2, 1, 0, 1},
-    {"2x2_s2_ceil_odd_plane", 2, 3, 9, 5, 2, 2, 2, 2, 0, 0, 1, 1},
-    {"1x2_s1", 3, 4, 5, 7, 1, 2, 1, 1, 0, 0, 0, 0},
-    {"1x1_s2", 2, 3, 7, 5, 1, 1, 2, 2, 0, 0, 0, 0},
-    {"4x4_s3_pad", 2, 2, 10, 11, 4, 4, 3, 3, 1, 2, 2, 1},
-    {"5x5_s2_pad2", 2, 3, 11, 9, 5, 5, 2, 2, 2, 2, 2, 2},
-    {"3x3_s2_pad1_large", 8, 8, 35, 35, 3, 3, 2, 2, 1, 1, 1, 1},
-    {"2x2_s2_ceil_large", 8, 9, 29, 33, 2, 2, 2, 2, 0, 0, 1, 1},
-    {"3x3_s2_pad1_resnet", 16, 32, 28, 28, 3, 3, 2, 2, 1, 1, 1, 1},
+    {"3x3_s2_pad1", 2, 3, {{9, 11}, {3, 3}, {2, 2}, {1, 1, 1, 1}}},
+    {"2x2_s2", 3, 2, {{8, 10}, {2, 2}, {2, 2}, {0, 0, 0, 0}}},
+    {"3x2_s1_asympad", 2, 5, {{7, 6}, {3, 2}, {1, 2}, {2, 1, 0, 1}}},
+    {"2x2_s2_ceil_odd_plane", 2, 3, {{9, 5}, {2, 2}, {2, 2}, {0, 0, 1, 1}}},
+    {"1x2_s1", 3, 4, {{5, 7}, {1, 2}, {1, 1}, {0, 0, 0, 0}}},
+    {"1x1_s2", 2, 3, {{7, 5}, {1, 1}, {2, 2}, {0, 0, 0, 0}}},
+    {"4x4_s3_pad", 2, 2, {{10, 11}, {4, 4}, {3, 3}, {1, 2, 2, 1}}},
+    {"5x5_s2_pad2", 2, 3, {{11, 9}, {5, 5}, {2, 2}, {2, 2, 2, 2}}},
+    {"3x3_s2_pad1_large", 8, 8, {{35, 35}, {3, 3}, {2, 2}, {1, 1, 1, 1}}},
+    {"2x2_s2_ceil_large", 8, 9, {{29, 33}, {2, 2}, {2, 2}, {0, 0, 1, 1}}},
+    {"3x3_s2_pad1_resnet", 16, 32, {{28, 28}, {3, 3}, {2, 2}, {1, 1, 1, 1}}},
+    {"3d_3x3x3_s2_pad1",
+     2,
+     3,
+     {{7, 8, 9}, {3, 3, 3}, {2, 2, 2}, {1, 1, 1, 1, 1, 1}}},
+    {"3d_2x3x2_asympad",
+     2,
+     2,
+     {{5, 7, 6}, {2, 3, 2}, {1, 2, 2}, {1, 1, 0, 0, 1, 1}}},
+    {"3x3_s2_ceil", 2, 3, {{8, 10}, {3, 3}, {2, 2}, {0, 0, 0, 0}, {}, true}},
+    {"3x3_s2_pad1_ceil",
+     2,
+     2,
+     {{8, 7}, {3, 3}, {2, 2}, {1, 1, 1, 1}, {}, true}},
+    {"3d_3x3x3_s2_pad1_ceil",
+     2,
+     2,
+     {{6, 8, 5}, {3, 3, 3}, {2, 2, 2}, {1, 1, 1, 1, 1, 1}, {}, true}},
+    {"3d_2x2x2_s2_c3d",
+     8,
+     16,
+     {{8, 28, 28}, {2, 2, 2}, {2, 2, 2}, {0, 0, 0, 0, 0, 0}}},
 };
 
-/// Max pooling only: windows entirely in the padding.
+/// Max pooling only: windows entirely in the padding; dilated windows.
 const PoolCase maxOnlyPoolCases[] = {
-    {"window_all_padding", 1, 3, 4, 4, 2, 2, 2, 2, 0, 0, 2, 2},
+    {"window_all_padding", 1, 3, {{4, 4}, {2, 2}, {2, 2}, {0, 0, 2, 2}}},
+    {"3x3_s1_dil2", 2, 3, {{9, 10}, {3, 3}, {1, 1}, {2, 2, 2, 2}, {2, 2}}},
+    {"2x2_s2_pad1_dil2x3_ceil",
+     2,
+     2,
+     {{8, 9}, {2, 2}, {2, 2}, {1, 1, 1, 1}, {2, 3}, true}},
+    {"3d_3x3x3_s2_dil2_ceil",
+     2,
+     2,
+     {{9, 8, 7}, {3, 3, 3}, {2, 2, 2}, {2, 2, 2, 2, 2, 2}, {2, 2, 2}, true}},
 };
 
 /// The smallest code width of Runtime.h that holds every window position.
@@ -1306,9 +1399,7 @@ void testMaxPoolArgmax(const std::string &base, const PoolCase &pc, int bits,
       codes = k.codes("codes", pc.ySize(), bits, 0);
   Results r = k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
     rt.blpa_max_pool_argmax(ctx, p.f(xIn), p.f(y), p.u8(codes), pc.n, pc.c,
-                            pc.h, pc.w, pc.oh(), pc.ow(), pc.kernelH,
-                            pc.kernelW, pc.strideH, pc.strideW, pc.padTop,
-                            pc.padLeft, bits);
+                            WINDOW_ARGS(pc.win), bits);
   });
   expectSameBits(name + "/matches_max_pool", r.gpuBytes("y"), fwd.gpuBytes("y"),
                  "y differs from the CUDA blpa_max_pool's");
@@ -1318,9 +1409,7 @@ void testMaxPoolArgmax(const std::string &base, const PoolCase &pc, int bits,
       dx = g.out("dx", pc.xSize());
   Results gr = g.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
     rt.blpa_max_pool_grad_argmax(ctx, p.f(dyIn), p.u8(codesIn), p.f(dx), pc.n,
-                                 pc.c, pc.h, pc.w, pc.oh(), pc.ow(), pc.kernelH,
-                                 pc.kernelW, pc.strideH, pc.strideW, pc.padTop,
-                                 pc.padLeft, bits);
+                                 pc.c, WINDOW_ARGS(pc.win), bits);
   });
   expectSameBits(g.name + "/matches_max_pool_grad", gr.gpuBytes("dx"),
                  grad.gpuBytes("dx"),
@@ -1337,19 +1426,16 @@ void testMaxPool(const PoolCase &pc, bool ties) {
   Case k(base + "/forward");
   int xIn = k.in(x), y = k.out("y", pc.ySize(), 0);
   Results fwd = k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
-    rt.blpa_max_pool(ctx, p.f(xIn), p.f(y), pc.n, pc.c, pc.h, pc.w, pc.oh(),
-                     pc.ow(), pc.kernelH, pc.kernelW, pc.strideH, pc.strideW,
-                     pc.padTop, pc.padLeft);
+    rt.blpa_max_pool(ctx, p.f(xIn), p.f(y), pc.n, pc.c, WINDOW_ARGS(pc.win));
   });
   Case g(base + "/grad");
   int dyIn = g.in(dy), xGradIn = g.in(x), dx = g.out("dx", pc.xSize());
   Results grad = g.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
     rt.blpa_max_pool_grad(ctx, p.f(dyIn), p.f(xGradIn), p.f(dx), pc.n, pc.c,
-                          pc.h, pc.w, pc.oh(), pc.ow(), pc.kernelH, pc.kernelW,
-                          pc.strideH, pc.strideW, pc.padTop, pc.padLeft);
+                          WINDOW_ARGS(pc.win));
   });
   // The narrowest width that fits the window, and the widest.
-  int minBits = argmaxBits(pc.kernelH * pc.kernelW);
+  int minBits = argmaxBits(pc.win.kernelSize());
   testMaxPoolArgmax(base, pc, minBits, x, dy, fwd, grad);
   if (minBits != 8)
     testMaxPoolArgmax(base, pc, 8, x, dy, fwd, grad);
@@ -1361,16 +1447,14 @@ void testAvgPool(const PoolCase &pc, int64_t countIncludePad) {
   Case k(base + "/forward");
   int x = k.in(randomFloats(pc.xSize())), y = k.out("y", pc.ySize());
   k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
-    rt.blpa_avg_pool(ctx, p.f(x), p.f(y), pc.n, pc.c, pc.h, pc.w, pc.oh(),
-                     pc.ow(), pc.kernelH, pc.kernelW, pc.strideH, pc.strideW,
-                     pc.padTop, pc.padLeft, countIncludePad);
+    rt.blpa_avg_pool(ctx, p.f(x), p.f(y), pc.n, pc.c, WINDOW_ARGS(pc.win),
+                     countIncludePad);
   });
   Case g(base + "/grad");
   int dy = g.in(randomFloats(pc.ySize())), dx = g.out("dx", pc.xSize());
   g.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
-    rt.blpa_avg_pool_grad(ctx, p.f(dy), p.f(dx), pc.n, pc.c, pc.h, pc.w,
-                          pc.oh(), pc.ow(), pc.kernelH, pc.kernelW, pc.strideH,
-                          pc.strideW, pc.padTop, pc.padLeft, countIncludePad);
+    rt.blpa_avg_pool_grad(ctx, p.f(dy), p.f(dx), pc.n, pc.c,
+                          WINDOW_ARGS(pc.win), countIncludePad);
   });
 }
 

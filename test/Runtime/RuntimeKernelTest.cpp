@@ -21,6 +21,8 @@
 
 #include "blpa/Runtime/Runtime.h"
 
+#include "WindowCase.h"
+
 // The dropout mask Runtime.h defines.
 #include "../../lib/Runtime/Common/DropoutMask.h"
 
@@ -41,6 +43,7 @@
 
 namespace {
 
+using blpa_test::WindowGeometry;
 using Floats = std::vector<float>;
 using Doubles = std::vector<double>;
 
@@ -125,72 +128,110 @@ blpa_context ctx;
 
 struct ConvCase {
   const char *name;
-  int64_t n, c, h, w, k, r, s, strideH, strideW, padTop, padLeft, padBottom,
-      padRight, dilationH, dilationW, group;
+  int64_t n, c, k, group;
+  WindowGeometry win;
 
-  int64_t oh() const {
-    return (h + padTop + padBottom - ((r - 1) * dilationH + 1)) / strideH + 1;
-  }
-  int64_t ow() const {
-    return (w + padLeft + padRight - ((s - 1) * dilationW + 1)) / strideW + 1;
-  }
-  size_t xSize() const { return n * c * h * w; }
-  size_t wSize() const { return k * (c / group) * r * s; }
-  size_t ySize() const { return n * k * oh() * ow(); }
+  size_t xSize() const { return n * c * win.inSize(); }
+  size_t wSize() const { return k * (c / group) * win.kernelSize(); }
+  size_t ySize() const { return n * k * win.outSize(); }
 
   /// Calls tap(xIndex, wIndex, yIndex) for every product x * w that
   /// contributes to y, straight from the definition of convolution.
   void
   forEachTap(const std::function<void(size_t, size_t, size_t)> &tap) const {
-    int64_t cg = c / group, kg = k / group;
+    int64_t cg = c / group, kg = k / group, inPlane = win.inSize(),
+            outPlane = win.outSize(), taps = win.kernelSize();
+    struct PlaneTap {
+      int64_t out, in, tap;
+    };
+    std::vector<PlaneTap> planeTaps;
+    win.forEachTap([&](int64_t o, int64_t i, int64_t t, bool) {
+      if (i >= 0)
+        planeTaps.push_back({o, i, t});
+    });
     for (int64_t b = 0; b < n; ++b)
       for (int64_t ko = 0; ko < k; ++ko)
-        for (int64_t oy = 0; oy < oh(); ++oy)
-          for (int64_t ox = 0; ox < ow(); ++ox)
-            for (int64_t ci = 0; ci < cg; ++ci)
-              for (int64_t ry = 0; ry < r; ++ry)
-                for (int64_t sx = 0; sx < s; ++sx) {
-                  int64_t iy = oy * strideH - padTop + ry * dilationH;
-                  int64_t ix = ox * strideW - padLeft + sx * dilationW;
-                  if (iy < 0 || iy >= h || ix < 0 || ix >= w)
-                    continue;
-                  int64_t ch = ko / kg * cg + ci;
-                  tap(((b * c + ch) * h + iy) * w + ix,
-                      ((ko * cg + ci) * r + ry) * s + sx,
-                      ((b * k + ko) * oh() + oy) * ow() + ox);
-                }
+        for (int64_t ci = 0; ci < cg; ++ci) {
+          int64_t ch = ko / kg * cg + ci;
+          for (const PlaneTap &pt : planeTaps)
+            tap((b * c + ch) * inPlane + pt.in, (ko * cg + ci) * taps + pt.tap,
+                (b * k + ko) * outPlane + pt.out);
+        }
   }
 
   void forward(const float *x, const float *wt, const float *b,
                float *y) const {
-    blpa_conv2d(&ctx, x, wt, b, y, n, c, h, w, k, r, s, oh(), ow(), strideH,
-                strideW, padTop, padLeft, padBottom, padRight, dilationH,
-                dilationW, group);
+    blpa_conv(&ctx, x, wt, b, y, n, c, k, group, WINDOW_ARGS(win));
   }
   void gradInput(const float *dy, const float *wt, float *dx) const {
-    blpa_conv2d_grad_input(&ctx, dy, wt, dx, n, c, h, w, k, r, s, oh(), ow(),
-                           strideH, strideW, padTop, padLeft, padBottom,
-                           padRight, dilationH, dilationW, group);
+    blpa_conv_grad_input(&ctx, dy, wt, dx, n, c, k, group, WINDOW_ARGS(win));
   }
   void gradWeight(const float *dy, const float *x, float *dw) const {
-    blpa_conv2d_grad_weight(&ctx, dy, x, dw, n, c, h, w, k, r, s, oh(), ow(),
-                            strideH, strideW, padTop, padLeft, padBottom,
-                            padRight, dilationH, dilationW, group);
+    blpa_conv_grad_weight(&ctx, dy, x, dw, n, c, k, group, WINDOW_ARGS(win));
   }
 };
 
 const ConvCase convCases[] = {
-    {"rgb_3x3_pad1", 2, 3, 7, 9, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
-    {"stride2_asympad_group2_dil", 3, 6, 11, 13, 10, 3, 2, 2, 2, 0, 1, 1, 2, 2,
-     1, 2},
-    {"depthwise", 2, 8, 9, 7, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 8},
-    {"pointwise_stride2", 4, 24, 9, 9, 40, 1, 1, 2, 2, 0, 0, 0, 0, 1, 1, 1},
-    {"blocked_32x48", 4, 32, 14, 14, 48, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
-    {"stride2_5x5_dil2", 2, 16, 15, 12, 16, 5, 5, 2, 1, 3, 2, 2, 3, 2, 2, 1},
+    {"rgb_3x3_pad1",
+     2,
+     3,
+     5,
+     1,
+     {{7, 9}, {3, 3}, {1, 1}, {1, 1, 1, 1}, {1, 1}}},
+    {"stride2_asympad_group2_dil",
+     3,
+     6,
+     10,
+     2,
+     {{11, 13}, {3, 2}, {2, 2}, {0, 1, 1, 2}, {2, 1}}},
+    {"depthwise", 2, 8, 8, 8, {{9, 7}, {3, 3}, {1, 1}, {1, 1, 1, 1}, {1, 1}}},
+    {"pointwise_stride2",
+     4,
+     24,
+     40,
+     1,
+     {{9, 9}, {1, 1}, {2, 2}, {0, 0, 0, 0}, {1, 1}}},
+    {"blocked_32x48",
+     4,
+     32,
+     48,
+     1,
+     {{14, 14}, {3, 3}, {1, 1}, {1, 1, 1, 1}, {1, 1}}},
+    {"stride2_5x5_dil2",
+     2,
+     16,
+     16,
+     1,
+     {{15, 12}, {5, 5}, {2, 1}, {3, 2, 2, 3}, {2, 2}}},
+    {"3d_3x3x3_pad1",
+     2,
+     3,
+     4,
+     1,
+     {{5, 6, 7}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1, 1, 1, 1}, {1, 1, 1}}},
+    {"3d_stride2_asympad_group2_dil",
+     2,
+     4,
+     6,
+     2,
+     {{7, 6, 9}, {2, 3, 2}, {2, 1, 2}, {1, 0, 1, 0, 2, 1}, {2, 1, 1}}},
+    {"3d_depthwise_dil2",
+     2,
+     4,
+     4,
+     4,
+     {{6, 7, 8}, {3, 3, 3}, {1, 2, 1}, {2, 2, 2, 2, 2, 2}, {2, 2, 2}}},
+    {"3d_pointwise_stride2",
+     3,
+     8,
+     16,
+     1,
+     {{5, 9, 7}, {1, 1, 1}, {2, 2, 2}, {0, 0, 0, 0, 0, 0}, {1, 1, 1}}},
 };
 
 void testConv(const ConvCase &cc) {
-  std::string base = std::string("conv2d/") + cc.name;
+  std::string base =
+      std::string(cc.win.rank() == 3 ? "conv3d/" : "conv2d/") + cc.name;
   Floats x = randomFloats(cc.xSize()), wt = randomFloats(cc.wSize()),
          b = randomFloats(cc.k), dy = randomFloats(cc.ySize());
 
@@ -201,7 +242,7 @@ void testConv(const ConvCase &cc) {
   });
   cc.forward(x.data(), wt.data(), nullptr, y.data());
   expectClose(base + "/forward", y, yRef);
-  int64_t plane = cc.oh() * cc.ow();
+  int64_t plane = cc.win.outSize();
   for (size_t i = 0; i < yRef.size(); ++i)
     yRef[i] += b[i / plane % cc.k];
   cc.forward(x.data(), wt.data(), b.data(), y.data());
@@ -485,39 +526,69 @@ void testSgd() {
 
 struct PoolCase {
   const char *name;
-  int64_t n, c, h, w, kernelH, kernelW, strideH, strideW, padTop, padLeft,
-      padBottom, padRight;
+  int64_t n, c;
+  WindowGeometry win;
 
-  int64_t oh() const {
-    return (h + padTop + padBottom - kernelH) / strideH + 1;
-  }
-  int64_t ow() const {
-    return (w + padLeft + padRight - kernelW) / strideW + 1;
-  }
-  size_t xSize() const { return n * c * h * w; }
-  size_t ySize() const { return n * c * oh() * ow(); }
+  size_t xSize() const { return n * c * win.inSize(); }
+  size_t ySize() const { return n * c * win.outSize(); }
 
-  /// Calls visit(yIndex, xIndex or -1 for a padded position) for every
-  /// window position, in row-major order within each window.
-  void forEachTap(const std::function<void(size_t, int64_t)> &visit) const {
+  /// Calls visit(yIndex, xIndex or -1 outside the input, tap, whether the
+  /// tap is inside the padded extent) for every window tap, in row-major
+  /// order within each window.
+  void forEachTap(
+      const std::function<void(size_t, int64_t, int64_t, bool)> &visit) const {
+    int64_t inPlane = win.inSize(), outPlane = win.outSize();
     for (int64_t p = 0; p < n * c; ++p)
-      for (int64_t oy = 0; oy < oh(); ++oy)
-        for (int64_t ox = 0; ox < ow(); ++ox)
-          for (int64_t ky = 0; ky < kernelH; ++ky)
-            for (int64_t kx = 0; kx < kernelW; ++kx) {
-              int64_t iy = oy * strideH - padTop + ky;
-              int64_t ix = ox * strideW - padLeft + kx;
-              bool inside = iy >= 0 && iy < h && ix >= 0 && ix < w;
-              visit((p * oh() + oy) * ow() + ox,
-                    inside ? (p * h + iy) * w + ix : -1);
-            }
+      win.forEachTap([&](int64_t o, int64_t i, int64_t tap, bool inPadded) {
+        visit(p * outPlane + o, i < 0 ? -1 : p * inPlane + i, tap, inPadded);
+      });
   }
 };
 
 const PoolCase poolCases[] = {
-    {"3x3_s2_pad1", 2, 3, 9, 11, 3, 3, 2, 2, 1, 1, 1, 1},
-    {"2x2_s2", 3, 2, 8, 10, 2, 2, 2, 2, 0, 0, 0, 0},
-    {"3x2_s1_asympad", 2, 5, 7, 6, 3, 2, 1, 2, 2, 1, 0, 1},
+    {"3x3_s2_pad1", 2, 3, {{9, 11}, {3, 3}, {2, 2}, {1, 1, 1, 1}}},
+    {"2x2_s2", 3, 2, {{8, 10}, {2, 2}, {2, 2}, {0, 0, 0, 0}}},
+    {"3x2_s1_asympad", 2, 5, {{7, 6}, {3, 2}, {1, 2}, {2, 1, 0, 1}}},
+    {"3d_3x3x3_s2_pad1",
+     2,
+     3,
+     {{7, 8, 9}, {3, 3, 3}, {2, 2, 2}, {1, 1, 1, 1, 1, 1}}},
+    {"3d_2x3x2_asympad",
+     2,
+     2,
+     {{5, 7, 6}, {2, 3, 2}, {1, 2, 2}, {1, 1, 0, 0, 1, 1}}},
+    {"3x3_s2_ceil", 2, 3, {{8, 10}, {3, 3}, {2, 2}, {0, 0, 0, 0}, {}, true}},
+    {"3x3_s2_pad1_ceil",
+     2,
+     2,
+     {{8, 7}, {3, 3}, {2, 2}, {1, 1, 1, 1}, {}, true}},
+    {"1x3_s2_ceil", 3, 2, {{1, 10}, {1, 3}, {1, 2}, {0, 1, 0, 1}, {}, true}},
+    {"3d_2x2x2_s2_ceil",
+     1,
+     3,
+     {{5, 5, 4}, {2, 2, 2}, {2, 2, 2}, {0, 0, 0, 0, 0, 0}, {}, true}},
+    {"3d_3x3x3_s2_pad1_ceil",
+     2,
+     2,
+     {{6, 8, 5}, {3, 3, 3}, {2, 2, 2}, {1, 1, 1, 1, 1, 1}, {}, true}},
+};
+
+/// Max pooling only: dilated windows.
+const PoolCase dilatedPoolCases[] = {
+    {"3x3_s1_dil2", 2, 3, {{9, 10}, {3, 3}, {1, 1}, {2, 2, 2, 2}, {2, 2}}},
+    {"2x2_s2_pad1_dil2x3_ceil",
+     2,
+     2,
+     {{8, 9}, {2, 2}, {2, 2}, {1, 1, 1, 1}, {2, 3}, true}},
+    {"1x3_s2_dil2", 2, 3, {{1, 11}, {1, 3}, {1, 2}, {0, 2, 0, 1}, {1, 2}}},
+    {"3d_2x2x2_dil",
+     1,
+     2,
+     {{6, 5, 7}, {2, 2, 2}, {1, 2, 1}, {0, 1, 1, 0, 1, 1}, {2, 1, 3}}},
+    {"3d_3x3x3_s2_dil2_ceil",
+     2,
+     2,
+     {{9, 8, 7}, {3, 3, 3}, {2, 2, 2}, {2, 2, 2, 2, 2, 2}, {2, 2, 2}, true}},
 };
 
 void testMaxPool(const PoolCase &pc) {
@@ -526,7 +597,7 @@ void testMaxPool(const PoolCase &pc) {
   // padding were treated as a value.
   Floats x = randomInts(pc.xSize(), -4, -1), dy = randomFloats(pc.ySize());
   std::vector<int64_t> argmax(pc.ySize(), -1);
-  pc.forEachTap([&](size_t yi, int64_t xi) {
+  pc.forEachTap([&](size_t yi, int64_t xi, int64_t, bool) {
     if (xi >= 0 && (argmax[yi] < 0 || x[xi] > x[argmax[yi]]))
       argmax[yi] = xi;
   });
@@ -536,13 +607,10 @@ void testMaxPool(const PoolCase &pc) {
     dxRef[argmax[i]] += dy[i];
   }
   Floats y(pc.ySize()), dx(pc.xSize(), 42.0f);
-  blpa_max_pool(&ctx, x.data(), y.data(), pc.n, pc.c, pc.h, pc.w, pc.oh(),
-                pc.ow(), pc.kernelH, pc.kernelW, pc.strideH, pc.strideW,
-                pc.padTop, pc.padLeft);
+  blpa_max_pool(&ctx, x.data(), y.data(), pc.n, pc.c, WINDOW_ARGS(pc.win));
   expectClose(base + "/forward", y, yRef, 0);
-  blpa_max_pool_grad(&ctx, dy.data(), x.data(), dx.data(), pc.n, pc.c, pc.h,
-                     pc.w, pc.oh(), pc.ow(), pc.kernelH, pc.kernelW, pc.strideH,
-                     pc.strideW, pc.padTop, pc.padLeft);
+  blpa_max_pool_grad(&ctx, dy.data(), x.data(), dx.data(), pc.n, pc.c,
+                     WINDOW_ARGS(pc.win));
   expectClose(base + "/grad", dx, dxRef, 1e-6);
 }
 
@@ -551,26 +619,26 @@ void testAvgPool(const PoolCase &pc, int64_t countIncludePad) {
                      (countIncludePad ? "/include_pad" : "/exclude_pad");
   Floats x = randomFloats(pc.xSize()), dy = randomFloats(pc.ySize());
   Doubles count(pc.ySize(), 0.0), yRef(pc.ySize(), 0.0), dxRef(pc.xSize(), 0.0);
-  pc.forEachTap([&](size_t yi, int64_t xi) {
-    if (countIncludePad || xi >= 0)
+  // count_include_pad counts the taps inside the padded extent (a ceil_mode
+  // window running past it is clipped), else those inside the input.
+  pc.forEachTap([&](size_t yi, int64_t xi, int64_t, bool inPadded) {
+    if (countIncludePad ? inPadded : xi >= 0)
       count[yi] += 1;
     if (xi >= 0)
       yRef[yi] += x[xi];
   });
   for (size_t i = 0; i < yRef.size(); ++i)
     yRef[i] /= count[i];
-  pc.forEachTap([&](size_t yi, int64_t xi) {
+  pc.forEachTap([&](size_t yi, int64_t xi, int64_t, bool) {
     if (xi >= 0)
       dxRef[xi] += dy[yi] / count[yi];
   });
   Floats y(pc.ySize()), dx(pc.xSize(), 42.0f);
-  blpa_avg_pool(&ctx, x.data(), y.data(), pc.n, pc.c, pc.h, pc.w, pc.oh(),
-                pc.ow(), pc.kernelH, pc.kernelW, pc.strideH, pc.strideW,
-                pc.padTop, pc.padLeft, countIncludePad);
+  blpa_avg_pool(&ctx, x.data(), y.data(), pc.n, pc.c, WINDOW_ARGS(pc.win),
+                countIncludePad);
   expectClose(base + "/forward", y, yRef);
-  blpa_avg_pool_grad(&ctx, dy.data(), dx.data(), pc.n, pc.c, pc.h, pc.w,
-                     pc.oh(), pc.ow(), pc.kernelH, pc.kernelW, pc.strideH,
-                     pc.strideW, pc.padTop, pc.padLeft, countIncludePad);
+  blpa_avg_pool_grad(&ctx, dy.data(), dx.data(), pc.n, pc.c,
+                     WINDOW_ARGS(pc.win), countIncludePad);
   expectClose(base + "/grad", dx, dxRef);
 }
 
@@ -1283,57 +1351,57 @@ int argmaxBits(int64_t positions) {
 }
 
 const PoolCase argmaxCases[] = {
-    {"3x3_s2_pad1", 2, 3, 9, 11, 3, 3, 2, 2, 1, 1, 1, 1},
-    {"2x2_s2", 3, 2, 8, 10, 2, 2, 2, 2, 0, 0, 0, 0},
-    {"3x2_s1_asympad", 2, 5, 7, 6, 3, 2, 1, 2, 2, 1, 0, 1},
-    {"2x2_s2_ceil_odd_plane", 2, 3, 9, 5, 2, 2, 2, 2, 0, 0, 1, 1},
-    {"1x2_s1_1bit", 3, 4, 5, 7, 1, 2, 1, 1, 0, 0, 0, 0},
-    {"1x1_s2", 2, 3, 7, 5, 1, 1, 2, 2, 0, 0, 0, 0},
-    {"4x4_s3_pad", 2, 2, 10, 11, 4, 4, 3, 3, 1, 2, 2, 1},
-    {"5x5_s2_pad2_8bit", 2, 3, 11, 9, 5, 5, 2, 2, 2, 2, 2, 2},
-    {"window_all_padding", 1, 3, 4, 4, 2, 2, 2, 2, 0, 0, 2, 2},
-    {"3x3_s2_pad1_large", 8, 8, 35, 35, 3, 3, 2, 2, 1, 1, 1, 1},
-    {"2x2_s2_ceil_large", 8, 9, 29, 33, 2, 2, 2, 2, 0, 0, 1, 1},
+    {"3x3_s2_pad1", 2, 3, {{9, 11}, {3, 3}, {2, 2}, {1, 1, 1, 1}}},
+    {"2x2_s2", 3, 2, {{8, 10}, {2, 2}, {2, 2}, {0, 0, 0, 0}}},
+    {"3x2_s1_asympad", 2, 5, {{7, 6}, {3, 2}, {1, 2}, {2, 1, 0, 1}}},
+    {"2x2_s2_ceil_odd_plane", 2, 3, {{9, 5}, {2, 2}, {2, 2}, {0, 0, 1, 1}}},
+    {"1x2_s1_1bit", 3, 4, {{5, 7}, {1, 2}, {1, 1}, {0, 0, 0, 0}}},
+    {"1x1_s2", 2, 3, {{7, 5}, {1, 1}, {2, 2}, {0, 0, 0, 0}}},
+    {"4x4_s3_pad", 2, 2, {{10, 11}, {4, 4}, {3, 3}, {1, 2, 2, 1}}},
+    {"5x5_s2_pad2_8bit", 2, 3, {{11, 9}, {5, 5}, {2, 2}, {2, 2, 2, 2}}},
+    {"window_all_padding", 1, 3, {{4, 4}, {2, 2}, {2, 2}, {0, 0, 2, 2}}},
+    {"3x3_s2_pad1_large", 8, 8, {{35, 35}, {3, 3}, {2, 2}, {1, 1, 1, 1}}},
+    {"2x2_s2_ceil_large", 8, 9, {{29, 33}, {2, 2}, {2, 2}, {0, 0, 1, 1}}},
+    {"3d_2x2x2_s2_4bit",
+     2,
+     3,
+     {{5, 6, 7}, {2, 2, 2}, {2, 2, 2}, {0, 0, 0, 1, 1, 1}}},
+    {"3d_3x3x3_s2_pad1_8bit",
+     2,
+     2,
+     {{6, 7, 5}, {3, 3, 3}, {2, 2, 2}, {1, 1, 1, 1, 1, 1}}},
 };
 
 void testMaxPoolArgmax(const PoolCase &pc, bool ties) {
   std::string base = std::string("max_pool_argmax/") + pc.name +
                      (ties ? "/ties" : "/distinct");
-  int bits = argmaxBits(pc.kernelH * pc.kernelW);
+  int bits = argmaxBits(pc.win.kernelSize());
   Floats x = ties ? randomInts(pc.xSize(), -3, -1) : randomFloats(pc.xSize()),
          dy = randomFloats(pc.ySize());
   Floats y(pc.ySize()), yRef(pc.ySize()), dx(pc.xSize(), 42.0f),
       dxRef(pc.xSize(), 7.0f);
   Bytes codes = codeBuffer(pc.ySize(), bits);
-  blpa_max_pool(&ctx, x.data(), yRef.data(), pc.n, pc.c, pc.h, pc.w, pc.oh(),
-                pc.ow(), pc.kernelH, pc.kernelW, pc.strideH, pc.strideW,
-                pc.padTop, pc.padLeft);
-  blpa_max_pool_argmax(&ctx, x.data(), y.data(), codes.data(), pc.n, pc.c, pc.h,
-                       pc.w, pc.oh(), pc.ow(), pc.kernelH, pc.kernelW,
-                       pc.strideH, pc.strideW, pc.padTop, pc.padLeft, bits);
+  blpa_max_pool(&ctx, x.data(), yRef.data(), pc.n, pc.c, WINDOW_ARGS(pc.win));
+  blpa_max_pool_argmax(&ctx, x.data(), y.data(), codes.data(), pc.n, pc.c,
+                       WINDOW_ARGS(pc.win), bits);
   report(base + "/forward", sameBits(y, yRef), "y differs from blpa_max_pool");
 
   // The first maximum's index in the window's row-major tap order; 0 for a
   // window entirely in the padding.
-  Codes q = checkPacked(base, codes, pc.ySize(), bits), want(pc.ySize(), 0),
-        tap(pc.ySize(), 0);
+  Codes q = checkPacked(base, codes, pc.ySize(), bits), want(pc.ySize(), 0);
   std::vector<int64_t> best(pc.ySize(), -1);
-  pc.forEachTap([&](size_t yi, int64_t xi) {
-    int at = tap[yi]++;
+  pc.forEachTap([&](size_t yi, int64_t xi, int64_t tap, bool) {
     if (xi >= 0 && (best[yi] < 0 || x[xi] > x[best[yi]])) {
       best[yi] = xi;
-      want[yi] = at;
+      want[yi] = tap;
     }
   });
   expectCodes(base + "/codes", q, want, std::vector<bool>(pc.ySize()));
 
-  blpa_max_pool_grad(&ctx, dy.data(), x.data(), dxRef.data(), pc.n, pc.c, pc.h,
-                     pc.w, pc.oh(), pc.ow(), pc.kernelH, pc.kernelW, pc.strideH,
-                     pc.strideW, pc.padTop, pc.padLeft);
+  blpa_max_pool_grad(&ctx, dy.data(), x.data(), dxRef.data(), pc.n, pc.c,
+                     WINDOW_ARGS(pc.win));
   blpa_max_pool_grad_argmax(&ctx, dy.data(), codes.data(), dx.data(), pc.n,
-                            pc.c, pc.h, pc.w, pc.oh(), pc.ow(), pc.kernelH,
-                            pc.kernelW, pc.strideH, pc.strideW, pc.padTop,
-                            pc.padLeft, bits);
+                            pc.c, WINDOW_ARGS(pc.win), bits);
   report(base + "/grad", sameBits(dx, dxRef),
          "dx differs from blpa_max_pool_grad");
 }
@@ -1358,8 +1426,9 @@ void testBadCodeWidths() {
       [&] { blpa_dequantize(nullptr, codes, params, y, 1, 1, 2, 4, 7); });
   expectFailure("max_pool_argmax/3x3_in_2bit",
                 "blpa_max_pool_argmax: unsupported code width 2", [&] {
-                  blpa_max_pool_argmax(nullptr, x, y, codes, 1, 1, 1, 2, 1, 1,
-                                       3, 3, 1, 1, 1, 1, 2);
+                  WindowGeometry win{{1, 2}, {3, 3}, {1, 1}, {1, 1, 1, 1}};
+                  blpa_max_pool_argmax(nullptr, x, y, codes, 1, 1,
+                                       WINDOW_ARGS(win), 2);
                 });
 }
 
@@ -1440,21 +1509,21 @@ void testCodeDeterminism() {
                     bits, BLPA_SCHEME_AFFINE);
   });
 
-  PoolCase pc = {"det", n, c, 27, 29, 3, 3, 2, 2, 1, 1, 1, 1};
+  PoolCase pc = {"det", n, c, {{27, 29}, {3, 3}, {2, 2}, {1, 1, 1, 1}}};
   size_t poolBytes = packedSize(pc.ySize(), bits);
   Bytes codes(poolBytes);
-  repeatable(
-      "max_pool_argmax", pc.ySize() + floatsFor(poolBytes), [&](float *o) {
-        blpa_max_pool_argmax(&ctx, bn.x.data(), o,
-                             codeRegion(o, pc.ySize(), poolBytes), n, c, 27, 29,
-                             pc.oh(), pc.ow(), 3, 3, 2, 2, 1, 1, bits);
-      });
+  repeatable("max_pool_argmax", pc.ySize() + floatsFor(poolBytes),
+             [&](float *o) {
+               blpa_max_pool_argmax(&ctx, bn.x.data(), o,
+                                    codeRegion(o, pc.ySize(), poolBytes), n, c,
+                                    WINDOW_ARGS(pc.win), bits);
+             });
   Floats y(pc.ySize());
-  blpa_max_pool_argmax(&ctx, bn.x.data(), y.data(), codes.data(), n, c, 27, 29,
-                       pc.oh(), pc.ow(), 3, 3, 2, 2, 1, 1, bits);
+  blpa_max_pool_argmax(&ctx, bn.x.data(), y.data(), codes.data(), n, c,
+                       WINDOW_ARGS(pc.win), bits);
   repeatable("max_pool_grad_argmax", numel, [&](float *dx) {
-    blpa_max_pool_grad_argmax(&ctx, dy.data(), codes.data(), dx, n, c, 27, 29,
-                              pc.oh(), pc.ow(), 3, 3, 2, 2, 1, 1, bits);
+    blpa_max_pool_grad_argmax(&ctx, dy.data(), codes.data(), dx, n, c,
+                              WINDOW_ARGS(pc.win), bits);
   });
 }
 
@@ -1523,16 +1592,17 @@ void testInPlace() {
 }
 
 void testDeterminism() {
-  ConvCase cc = {"det", 16, 32, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+  ConvCase cc = {"det", 16, 32,
+                 32,    1,  {{28, 28}, {3, 3}, {1, 1}, {1, 1, 1, 1}, {1, 1}}};
   Floats x = randomFloats(cc.xSize()), wt = randomFloats(cc.wSize()),
          b = randomFloats(cc.k), dy = randomFloats(cc.ySize());
-  expectDeterministic("conv2d", cc.ySize(), [&](float *y) {
+  expectDeterministic("conv", cc.ySize(), [&](float *y) {
     cc.forward(x.data(), wt.data(), b.data(), y);
   });
-  expectDeterministic("conv2d_grad_input", cc.xSize(), [&](float *dx) {
+  expectDeterministic("conv_grad_input", cc.xSize(), [&](float *dx) {
     cc.gradInput(dy.data(), wt.data(), dx);
   });
-  expectDeterministic("conv2d_grad_weight", cc.wSize(), [&](float *dw) {
+  expectDeterministic("conv_grad_weight", cc.wSize(), [&](float *dw) {
     cc.gradWeight(dy.data(), x.data(), dw);
   });
 
@@ -1569,14 +1639,13 @@ void testDeterminism() {
   expectDeterministic("reduce_sum_to", c, [&](float *o) {
     blpa_reduce_sum_to(&ctx, x.data(), o, 4, in.data(), out.data(), 1.0);
   });
-  PoolCase pc = {"det", n, c, 28, 28, 3, 3, 2, 2, 1, 1, 1, 1};
+  PoolCase pc = {"det", n, c, {{28, 28}, {3, 3}, {2, 2}, {1, 1, 1, 1}}};
   expectDeterministic("max_pool_grad", cc.xSize(), [&](float *dx) {
-    blpa_max_pool_grad(&ctx, dy.data(), x.data(), dx, n, c, 28, 28, pc.oh(),
-                       pc.ow(), 3, 3, 2, 2, 1, 1);
+    blpa_max_pool_grad(&ctx, dy.data(), x.data(), dx, n, c,
+                       WINDOW_ARGS(pc.win));
   });
   expectDeterministic("avg_pool_grad", cc.xSize(), [&](float *dx) {
-    blpa_avg_pool_grad(&ctx, dy.data(), dx, n, c, 28, 28, pc.oh(), pc.ow(), 3,
-                       3, 2, 2, 1, 1, 0);
+    blpa_avg_pool_grad(&ctx, dy.data(), dx, n, c, WINDOW_ARGS(pc.win), 0);
   });
 }
 
@@ -2358,7 +2427,7 @@ double averageMs(const std::function<void()> &step) {
 /// The code kernels next to the exact kernels they replace or extend, on the
 /// benchmark convolution's activation shape.
 void benchCodes(const ConvCase &cc) {
-  const int64_t n = cc.n, c = cc.c, spatial = cc.h * cc.w, bits = 4;
+  const int64_t n = cc.n, c = cc.c, spatial = cc.win.inSize(), bits = 4;
   size_t numel = n * c * spatial;
   Floats x = randomNormals(numel, 0.5f, 1.0f), dy = randomFloats(numel),
          scale = randomFloats(c, 0.5f, 2.0f), bias = randomFloats(c), y(numel),
@@ -2409,29 +2478,27 @@ void benchCodes(const ConvCase &cc) {
          blpa_dequantize(&ctx, codes.data(), params.data(), y.data(), n, c,
                          spatial, bits, BLPA_SCHEME_NONNEG);
        }));
-  PoolCase pc = {"bench", n, c, cc.h, cc.w, 3, 3, 2, 2, 1, 1, 1, 1};
+  PoolCase pc = {"bench", n, c, {cc.win.in, {3, 3}, {2, 2}, {1, 1, 1, 1}}};
   line("max_pool / argmax", averageMs([&] {
-         blpa_max_pool(&ctx, x.data(), y.data(), n, c, cc.h, cc.w, pc.oh(),
-                       pc.ow(), 3, 3, 2, 2, 1, 1);
+         blpa_max_pool(&ctx, x.data(), y.data(), n, c, WINDOW_ARGS(pc.win));
        }),
        averageMs([&] {
          blpa_max_pool_argmax(&ctx, x.data(), y.data(), codes.data(), n, c,
-                              cc.h, cc.w, pc.oh(), pc.ow(), 3, 3, 2, 2, 1, 1,
-                              bits);
+                              WINDOW_ARGS(pc.win), bits);
        }));
   line("max_pool_grad / argmax", averageMs([&] {
-         blpa_max_pool_grad(&ctx, dy.data(), x.data(), dx.data(), n, c, cc.h,
-                            cc.w, pc.oh(), pc.ow(), 3, 3, 2, 2, 1, 1);
+         blpa_max_pool_grad(&ctx, dy.data(), x.data(), dx.data(), n, c,
+                            WINDOW_ARGS(pc.win));
        }),
        averageMs([&] {
          blpa_max_pool_grad_argmax(&ctx, dy.data(), codes.data(), dx.data(), n,
-                                   c, cc.h, cc.w, pc.oh(), pc.ow(), 3, 3, 2, 2,
-                                   1, 1, bits);
+                                   c, WINDOW_ARGS(pc.win), bits);
        }));
 }
 
 void bench() {
-  ConvCase cc = {"bench", 64, 32, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+  ConvCase cc = {"bench", 64, 32,
+                 32,      1,  {{28, 28}, {3, 3}, {1, 1}, {1, 1, 1, 1}, {1, 1}}};
   Floats x = randomFloats(cc.xSize()), wt = randomFloats(cc.wSize()),
          b = randomFloats(cc.k), dy = randomFloats(cc.ySize()), y(cc.ySize()),
          dx(cc.xSize()), dw(cc.wSize());
@@ -2493,6 +2560,10 @@ int main(int argc, char **argv) {
   testFill();
   testSgd();
 
+  for (const PoolCase &pc : dilatedPoolCases) {
+    testMaxPool(pc);
+    testMaxPoolArgmax(pc, true);
+  }
   for (const PoolCase &pc : poolCases) {
     testMaxPool(pc);
     testAvgPool(pc, 0);

@@ -13,7 +13,7 @@
 // CHECK-DAG: %[[RM:.*]] = blpa.param "bn.running_mean" {
 // CHECK-DAG: %[[RV:.*]] = blpa.param "bn.running_var" {
 // CHECK-DAG: %[[FW:.*]] = blpa.param "fc.weight" trainable
-// CHECK: %[[C:.*]] = blpa.conv2d %[[X]], %[[W]], %[[B]] {blpa.phase = "forward"
+// CHECK: %[[C:.*]] = blpa.conv %[[X]], %[[W]], %[[B]] {blpa.phase = "forward"
 // CHECK: %[[N:.*]], %[[MEAN:.*]], %[[ISTD:.*]] = blpa.batch_norm %[[C]], %[[S]], %[[T]], %[[RM]], %[[RV]] {blpa.phase = "forward"
 // CHECK: %[[R:.*]] = blpa.relu %[[N]] {blpa.phase = "forward"}
 // CHECK: %[[F:.*]] = blpa.reshape %[[R]]
@@ -26,9 +26,9 @@
 // CHECK: %[[DR:.*]] = blpa.reshape %[[DF]] {blpa.phase = "backward"} : tensor<2x8xf32> -> tensor<2x2x2x2xf32>
 // CHECK: %[[DN:.*]] = blpa.relu_grad %[[DR]], %[[R]] {blpa.phase = "backward"}
 // CHECK: %[[DC:.*]], %[[DS:.*]], %[[DT:.*]] = blpa.batch_norm_grad %[[DN]], %[[C]], %[[S]], %[[MEAN]], %[[ISTD]] {blpa.phase = "backward"}
-// CHECK: %[[DW:.*]] = blpa.conv2d_grad_weight %[[DC]], %[[X]] {blpa.phase = "backward", pads = array<i64: 1, 1, 1, 1>, strides = array<i64: 2, 2>, weight_shape = array<i64: 2, 1, 3, 3>}
-// The network input takes no gradient: no conv2d_grad_input survives.
-// CHECK-NOT: blpa.conv2d_grad_input
+// CHECK: %[[DW:.*]] = blpa.conv_grad_weight %[[DC]], %[[X]] {blpa.phase = "backward", pads = array<i64: 1, 1, 1, 1>, strides = array<i64: 2, 2>, weight_shape = array<i64: 2, 1, 3, 3>}
+// The network input takes no gradient: no conv_grad_input survives.
+// CHECK-NOT: blpa.conv_grad_input
 // CHECK: %[[DB4:.*]] = blpa.reduce_to_shape %[[DC]] {blpa.phase = "backward"} : tensor<2x2x2x2xf32> -> tensor<1x2x1x1xf32>
 // CHECK: %[[DB:.*]] = blpa.reshape %[[DB4]] {blpa.phase = "backward"} : tensor<1x2x1x1xf32> -> tensor<2xf32>
 // CHECK: blpa.sgd_update %[[W]], %[[DW]] {blpa.phase = "update"}
@@ -47,7 +47,7 @@ module {
     %m = blpa.param "bn.running_mean" : tensor<2xf32>
     %v = blpa.param "bn.running_var" : tensor<2xf32>
     %fw = blpa.param "fc.weight" trainable : tensor<3x8xf32>
-    %c = blpa.conv2d %x, %w, %b {strides = array<i64: 2, 2>, pads = array<i64: 1, 1, 1, 1>} : (tensor<2x1x4x4xf32>, tensor<2x1x3x3xf32>, tensor<2xf32>) -> tensor<2x2x2x2xf32>
+    %c = blpa.conv %x, %w, %b {strides = array<i64: 2, 2>, pads = array<i64: 1, 1, 1, 1>} : (tensor<2x1x4x4xf32>, tensor<2x1x3x3xf32>, tensor<2xf32>) -> tensor<2x2x2x2xf32>
     %n:3 = blpa.batch_norm %c, %s, %t, %m, %v {epsilon = 1.0e-5 : f64, momentum = 0.9 : f64} : (tensor<2x2x2x2xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xf32>) -> (tensor<2x2x2x2xf32>, tensor<2xf32>, tensor<2xf32>)
     %r = blpa.relu %n#0 : (tensor<2x2x2x2xf32>) -> tensor<2x2x2x2xf32>
     %f = blpa.reshape %r : tensor<2x2x2x2xf32> -> tensor<2x8xf32>

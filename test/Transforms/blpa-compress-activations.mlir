@@ -10,7 +10,7 @@
 // CHECK-LABEL: func.func @train_step(
 // CHECK-SAME: %[[X:[^:]*]]: tensor<2x8x4x4xf32>
 // CHECK-NOT: blpa.batch_norm {{.*}}phase
-// CHECK: %[[C0:.*]] = blpa.conv2d %[[X]]
+// CHECK: %[[C0:.*]] = blpa.conv %[[X]]
 // CHECK: %{{.*}}, %{{.*}}, %[[IS1:.*]], %[[K1:.*]] = blpa.batch_norm_encode %[[C0]], %[[S1:[^,]*]], %[[T1:[^,]*]], {{.*}}bits = 4 : i64, blpa.phase = "forward"{{.*}}!blpa.packed<2x8x4x4xi4, bn_relu>)
 // CHECK-NOT: blpa.quantize
 // CHECK: %{{.*}}, %{{.*}}, %[[IS2:.*]], %[[K2:.*]] = blpa.batch_norm_encode {{.*}}!blpa.packed<2x4x4x4xi4, bn_relu>)
@@ -27,15 +27,15 @@
 // CHECK-NEXT: %[[DR3:.*]] = blpa.relu_grad %{{.*}}, %[[Z3]]
 // CHECK-NEXT: %[[DSUM:.*]], %{{.*}}, %{{.*}} = blpa.batch_norm_grad_decode %[[DR3]], %[[K3]], %{{.*}}, %{{.*}}, %[[IS3]] {blpa.phase = "backward"}
 // CHECK: %[[Z1:.*]] = blpa.batch_norm_decode %[[K1]], %[[S1]], %[[T1]] {blpa.phase = "backward", relu} : (!blpa.packed<2x8x4x4xi4, bn_relu>, tensor<8xf32>, tensor<8xf32>) -> tensor<2x8x4x4xf32>
-// CHECK-NEXT: blpa.conv2d_grad_weight %[[DSUM]], %[[Z1]] {{.*}}weight_shape = array<i64: 16, 8, 1, 1>
+// CHECK-NEXT: blpa.conv_grad_weight %[[DSUM]], %[[Z1]] {{.*}}weight_shape = array<i64: 16, 8, 1, 1>
 // CHECK: %[[Z2:.*]] = blpa.batch_norm_decode %[[K2]], {{.*}} relu}
-// CHECK-NEXT: blpa.conv2d_grad_weight %[[DSUM]], %[[Z2]]
+// CHECK-NEXT: blpa.conv_grad_weight %[[DSUM]], %[[Z2]]
 // CHECK-NEXT: %[[DR2:.*]] = blpa.relu_grad %{{.*}}, %[[Z2]]
 // CHECK-NEXT: blpa.batch_norm_grad_decode %[[DR2]], %[[K2]], %{{.*}}, %{{.*}}, %[[IS2]]
-// CHECK: blpa.conv2d_grad_weight %{{.*}}, %[[Z1]] {{.*}}weight_shape = array<i64: 4, 8, 1, 1>
+// CHECK: blpa.conv_grad_weight %{{.*}}, %[[Z1]] {{.*}}weight_shape = array<i64: 4, 8, 1, 1>
 // CHECK: %[[DR1:.*]] = blpa.relu_grad %{{.*}}, %[[Z1]]
 // CHECK-NEXT: blpa.batch_norm_grad_decode %[[DR1]], %[[K1]], %[[S1]], %[[T1]], %[[IS1]]
-// CHECK-NEXT: blpa.conv2d_grad_weight %{{.*}}, %[[X]]
+// CHECK-NEXT: blpa.conv_grad_weight %{{.*}}, %[[X]]
 // CHECK-NOT: blpa.batch_norm_grad {{.*}}phase
 // CHECK-NOT: blpa.quantize
 // CHECK: return
@@ -59,14 +59,14 @@ module {
     %m3 = blpa.param "bn3.running_mean" : tensor<16xf32>
     %v3 = blpa.param "bn3.running_var" : tensor<16xf32>
     %fw = blpa.param "fc.weight" trainable : tensor<3x16xf32>
-    %c0 = blpa.conv2d %x, %w0 {strides = array<i64: 1, 1>, pads = array<i64: 1, 1, 1, 1>} : (tensor<2x8x4x4xf32>, tensor<8x8x3x3xf32>) -> tensor<2x8x4x4xf32> loc("stem")
+    %c0 = blpa.conv %x, %w0 {strides = array<i64: 1, 1>, pads = array<i64: 1, 1, 1, 1>} : (tensor<2x8x4x4xf32>, tensor<8x8x3x3xf32>) -> tensor<2x8x4x4xf32> loc("stem")
     %n1:3 = blpa.batch_norm %c0, %s1, %t1, %m1, %v1 {epsilon = 1.0e-5 : f64, momentum = 0.9 : f64} : (tensor<2x8x4x4xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>) -> (tensor<2x8x4x4xf32>, tensor<8xf32>, tensor<8xf32>) loc("bn1")
     %r1 = blpa.relu %n1#0 : (tensor<2x8x4x4xf32>) -> tensor<2x8x4x4xf32> loc("relu1")
-    %c1 = blpa.conv2d %r1, %w1 {strides = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>} : (tensor<2x8x4x4xf32>, tensor<4x8x1x1xf32>) -> tensor<2x4x4x4xf32> loc("conv1")
+    %c1 = blpa.conv %r1, %w1 {strides = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>} : (tensor<2x8x4x4xf32>, tensor<4x8x1x1xf32>) -> tensor<2x4x4x4xf32> loc("conv1")
     %n2:3 = blpa.batch_norm %c1, %s2, %t2, %m2, %v2 {epsilon = 1.0e-5 : f64, momentum = 0.9 : f64} : (tensor<2x4x4x4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<2x4x4x4xf32>, tensor<4xf32>, tensor<4xf32>) loc("bn2")
     %r2 = blpa.relu %n2#0 : (tensor<2x4x4x4xf32>) -> tensor<2x4x4x4xf32> loc("relu2")
-    %c2 = blpa.conv2d %r2, %w2 {strides = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>} : (tensor<2x4x4x4xf32>, tensor<16x4x1x1xf32>) -> tensor<2x16x4x4xf32> loc("conv2")
-    %sc = blpa.conv2d %r1, %ws {strides = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>} : (tensor<2x8x4x4xf32>, tensor<16x8x1x1xf32>) -> tensor<2x16x4x4xf32> loc("shortcut")
+    %c2 = blpa.conv %r2, %w2 {strides = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>} : (tensor<2x4x4x4xf32>, tensor<16x4x1x1xf32>) -> tensor<2x16x4x4xf32> loc("conv2")
+    %sc = blpa.conv %r1, %ws {strides = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>} : (tensor<2x8x4x4xf32>, tensor<16x8x1x1xf32>) -> tensor<2x16x4x4xf32> loc("shortcut")
     %sum = blpa.add %c2, %sc : (tensor<2x16x4x4xf32>, tensor<2x16x4x4xf32>) -> tensor<2x16x4x4xf32> loc("join")
     %n3:3 = blpa.batch_norm %sum, %s3, %t3, %m3, %v3 {epsilon = 1.0e-5 : f64, momentum = 0.9 : f64} : (tensor<2x16x4x4xf32>, tensor<16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<16xf32>) -> (tensor<2x16x4x4xf32>, tensor<16xf32>, tensor<16xf32>) loc("bn3")
     %r3 = blpa.relu %n3#0 : (tensor<2x16x4x4xf32>) -> tensor<2x16x4x4xf32> loc("relu3")
@@ -92,9 +92,9 @@ module {
 // CHECK-NEXT: %[[SUM:.*]] = blpa.add %[[N1]], %[[R0]]
 // CHECK-NEXT: %[[R1:.*]] = blpa.relu %[[SUM]]
 // CHECK-NEXT: %[[RK:.*]], %[[RP:.*]] = blpa.quantize %[[R1]] {bits = 4 : i64, blpa.phase = "forward", scheme = "nonneg"} : (tensor<2x4x6x6xf32>) -> (!blpa.packed<2x4x6x6xi4, nonneg>, tensor<2x4xf32>)
-// CHECK-NEXT: blpa.conv2d %[[R1]]
+// CHECK-NEXT: blpa.conv %[[R1]]
 // CHECK: %[[RD:.*]] = blpa.dequantize %[[RK]], %[[RP]] {blpa.phase = "backward"}
-// CHECK-NEXT: blpa.conv2d_grad_weight %{{.*}}, %[[RD]]
+// CHECK-NEXT: blpa.conv_grad_weight %{{.*}}, %[[RD]]
 // CHECK-NEXT: %[[DS:.*]] = blpa.relu_grad %{{.*}}, %[[RD]]
 // CHECK-NEXT: blpa.batch_norm_grad_decode %[[DS]], %[[K1]]
 // CHECK: %[[Z0:.*]] = blpa.batch_norm_decode %[[K0]], {{.*}} relu}
@@ -115,14 +115,14 @@ module {
     %v1 = blpa.param "bn1.running_var" : tensor<4xf32>
     %w2 = blpa.param "conv2.weight" trainable : tensor<4x4x3x3xf32>
     %fw = blpa.param "fc.weight" trainable : tensor<3x36xf32>
-    %c0 = blpa.conv2d %x, %w0 {strides = array<i64: 1, 1>, pads = array<i64: 1, 1, 1, 1>} : (tensor<2x4x6x6xf32>, tensor<4x4x3x3xf32>) -> tensor<2x4x6x6xf32> loc("conv0")
+    %c0 = blpa.conv %x, %w0 {strides = array<i64: 1, 1>, pads = array<i64: 1, 1, 1, 1>} : (tensor<2x4x6x6xf32>, tensor<4x4x3x3xf32>) -> tensor<2x4x6x6xf32> loc("conv0")
     %n0:3 = blpa.batch_norm %c0, %s0, %t0, %m0, %v0 {epsilon = 1.0e-5 : f64, momentum = 0.9 : f64} : (tensor<2x4x6x6xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<2x4x6x6xf32>, tensor<4xf32>, tensor<4xf32>) loc("bn0")
     %r0 = blpa.relu %n0#0 : (tensor<2x4x6x6xf32>) -> tensor<2x4x6x6xf32> loc("relu0")
-    %c1 = blpa.conv2d %r0, %w1 {strides = array<i64: 1, 1>, pads = array<i64: 1, 1, 1, 1>} : (tensor<2x4x6x6xf32>, tensor<4x4x3x3xf32>) -> tensor<2x4x6x6xf32> loc("conv1")
+    %c1 = blpa.conv %r0, %w1 {strides = array<i64: 1, 1>, pads = array<i64: 1, 1, 1, 1>} : (tensor<2x4x6x6xf32>, tensor<4x4x3x3xf32>) -> tensor<2x4x6x6xf32> loc("conv1")
     %n1:3 = blpa.batch_norm %c1, %s1, %t1, %m1, %v1 {epsilon = 1.0e-5 : f64, momentum = 0.9 : f64} : (tensor<2x4x6x6xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<2x4x6x6xf32>, tensor<4xf32>, tensor<4xf32>) loc("bn1")
     %sum = blpa.add %n1#0, %r0 : (tensor<2x4x6x6xf32>, tensor<2x4x6x6xf32>) -> tensor<2x4x6x6xf32> loc("join")
     %r1 = blpa.relu %sum : (tensor<2x4x6x6xf32>) -> tensor<2x4x6x6xf32> loc("relu1")
-    %c2 = blpa.conv2d %r1, %w2 {strides = array<i64: 2, 2>, pads = array<i64: 1, 1, 1, 1>} : (tensor<2x4x6x6xf32>, tensor<4x4x3x3xf32>) -> tensor<2x4x3x3xf32> loc("conv2")
+    %c2 = blpa.conv %r1, %w2 {strides = array<i64: 2, 2>, pads = array<i64: 1, 1, 1, 1>} : (tensor<2x4x6x6xf32>, tensor<4x4x3x3xf32>) -> tensor<2x4x3x3xf32> loc("conv2")
     %f = blpa.reshape %c2 : tensor<2x4x3x3xf32> -> tensor<2x36xf32> loc("flatten")
     %l = blpa.gemm %f, %fw {trans_b = true} : (tensor<2x36xf32>, tensor<3x36xf32>) -> tensor<2x3xf32> loc("fc")
     return %l : tensor<2x3xf32>
@@ -149,7 +149,7 @@ module {
   func.func @forward(%x: tensor<2x2x7x7xf32> {blpa.name = "input"}) -> (tensor<2x3xf32> {blpa.name = "logits"}) {
     %w0 = blpa.param "conv0.weight" trainable : tensor<2x2x3x3xf32>
     %fw = blpa.param "fc.weight" trainable : tensor<3x18xf32>
-    %c0 = blpa.conv2d %x, %w0 {strides = array<i64: 1, 1>, pads = array<i64: 1, 1, 1, 1>} : (tensor<2x2x7x7xf32>, tensor<2x2x3x3xf32>) -> tensor<2x2x7x7xf32> loc("conv0")
+    %c0 = blpa.conv %x, %w0 {strides = array<i64: 1, 1>, pads = array<i64: 1, 1, 1, 1>} : (tensor<2x2x7x7xf32>, tensor<2x2x3x3xf32>) -> tensor<2x2x7x7xf32> loc("conv0")
     %r0 = blpa.relu %c0 : (tensor<2x2x7x7xf32>) -> tensor<2x2x7x7xf32> loc("relu0")
     %p = blpa.max_pool %r0 {kernel_shape = array<i64: 3, 3>, strides = array<i64: 2, 2>, pads = array<i64: 1, 1, 1, 1>} : (tensor<2x2x7x7xf32>) -> tensor<2x2x4x4xf32> loc("pool")
     %q = blpa.max_pool %p {kernel_shape = array<i64: 2, 2>, strides = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>} : (tensor<2x2x4x4xf32>) -> tensor<2x2x3x3xf32> loc("pool2")
@@ -172,7 +172,7 @@ module {
   func.func @forward(%x: tensor<2x2x7x7xf32> {blpa.name = "input"}) -> (tensor<2x3xf32> {blpa.name = "logits"}) {
     %w0 = blpa.param "conv0.weight" trainable : tensor<2x2x3x3xf32>
     %fw = blpa.param "fc.weight" trainable : tensor<3x2xf32>
-    %c0 = blpa.conv2d %x, %w0 {strides = array<i64: 1, 1>, pads = array<i64: 1, 1, 1, 1>} : (tensor<2x2x7x7xf32>, tensor<2x2x3x3xf32>) -> tensor<2x2x7x7xf32> loc("conv0")
+    %c0 = blpa.conv %x, %w0 {strides = array<i64: 1, 1>, pads = array<i64: 1, 1, 1, 1>} : (tensor<2x2x7x7xf32>, tensor<2x2x3x3xf32>) -> tensor<2x2x7x7xf32> loc("conv0")
     %r0 = blpa.relu %c0 : (tensor<2x2x7x7xf32>) -> tensor<2x2x7x7xf32> loc("relu0")
     %p = blpa.max_pool %r0 {kernel_shape = array<i64: 17, 17>, strides = array<i64: 1, 1>, pads = array<i64: 5, 5, 5, 5>} : (tensor<2x2x7x7xf32>) -> tensor<2x2x1x1xf32> loc("pool")
     %f = blpa.reshape %p : tensor<2x2x1x1xf32> -> tensor<2x2xf32> loc("flatten")
@@ -204,7 +204,7 @@ module {
     %m0 = blpa.param "bn0.running_mean" : tensor<2xf32>
     %v0 = blpa.param "bn0.running_var" : tensor<2xf32>
     %fw = blpa.param "fc.weight" trainable : tensor<3x18xf32>
-    %c0 = blpa.conv2d %x, %w0 {strides = array<i64: 1, 1>, pads = array<i64: 1, 1, 1, 1>} : (tensor<2x2x6x6xf32>, tensor<2x2x3x3xf32>) -> tensor<2x2x6x6xf32> loc("conv0")
+    %c0 = blpa.conv %x, %w0 {strides = array<i64: 1, 1>, pads = array<i64: 1, 1, 1, 1>} : (tensor<2x2x6x6xf32>, tensor<2x2x3x3xf32>) -> tensor<2x2x6x6xf32> loc("conv0")
     %n0:3 = blpa.batch_norm %c0, %s0, %t0, %m0, %v0 {epsilon = 1.0e-5 : f64, momentum = 0.9 : f64} : (tensor<2x2x6x6xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xf32>) -> (tensor<2x2x6x6xf32>, tensor<2xf32>, tensor<2xf32>) loc("bn0")
     %r0 = blpa.relu %n0#0 : (tensor<2x2x6x6xf32>) -> tensor<2x2x6x6xf32> loc("relu0")
     %p = blpa.max_pool %r0 {kernel_shape = array<i64: 2, 2>, strides = array<i64: 2, 2>, pads = array<i64: 0, 0, 0, 0>} : (tensor<2x2x6x6xf32>) -> tensor<2x2x3x3xf32> loc("pool")

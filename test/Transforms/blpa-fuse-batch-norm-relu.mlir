@@ -17,8 +17,8 @@
 // BITS: blpa.max_pool_grad_argmax
 // BITS-NEXT: %[[D:.*]], %{{.*}}, %{{.*}} = blpa.batch_norm_grad_decode %{{.*}}, %[[K2]], {{.*}} {blpa.phase = "backward", relu}
 // BITS: %[[Z1:.*]] = blpa.batch_norm_decode {{.*}} relu}
-// BITS-NEXT: blpa.conv2d_grad_weight %[[D]], %[[Z1]]
-// BITS: blpa.conv2d_grad_weight %[[D]], %[[Z1]]
+// BITS-NEXT: blpa.conv_grad_weight %[[D]], %[[Z1]]
+// BITS: blpa.conv_grad_weight %[[D]], %[[Z1]]
 // BITS: blpa.batch_norm_grad_decode {{.*}} {blpa.phase = "backward", relu}
 // BITS-NOT: blpa.relu_grad
 // BITS-NOT: blpa.batch_norm_decode
@@ -35,10 +35,10 @@
 // CHECK-LABEL: func.func @train_step(
 // CHECK-SAME: %[[X:[^:]*]]: tensor<2x8x4x4xf32>
 // CHECK-NOT: blpa.relu
-// CHECK: %[[C0:.*]] = blpa.conv2d %[[X]]
+// CHECK: %[[C0:.*]] = blpa.conv %[[X]]
 // CHECK-NEXT: %[[R1:.*]], %[[M1:.*]], %[[IS1:.*]] = blpa.batch_norm_relu %[[C0]], %[[S1:[^,]*]], %[[T1:[^,]*]], {{.*}}blpa.phase = "forward"
-// CHECK-NEXT: %[[C1:.*]] = blpa.conv2d %[[R1]]
-// CHECK-NEXT: %[[SC:.*]] = blpa.conv2d %[[R1]]
+// CHECK-NEXT: %[[C1:.*]] = blpa.conv %[[R1]]
+// CHECK-NEXT: %[[SC:.*]] = blpa.conv %[[R1]]
 // CHECK-NEXT: %[[SUM:.*]] = blpa.add %[[C1]], %[[SC]]
 // CHECK-NEXT: %[[R2:.*]], %[[M2:.*]], %[[IS2:.*]] = blpa.batch_norm_relu %[[SUM]], %[[S2:[^,]*]], %[[T2:[^,]*]],
 // CHECK-NOT: blpa.relu
@@ -46,8 +46,8 @@
 // CHECK-NEXT: blpa.max_pool_grad %{{.*}}, %[[A2]]
 // CHECK-NEXT: %[[DSUM:.*]], %{{.*}}, %{{.*}} = blpa.batch_norm_relu_grad %{{.*}}, %[[SUM]], %[[S2]], %[[T2]], %[[M2]], %[[IS2]] {blpa.phase = "backward"}
 // CHECK: %[[A1:.*]] = blpa.batch_norm_apply %[[C0]], %[[S1]], %[[T1]], %[[M1]], %[[IS1]] {blpa.phase = "backward", relu}
-// CHECK-NEXT: blpa.conv2d_grad_weight %[[DSUM]], %[[A1]]
-// CHECK: blpa.conv2d_grad_weight %[[DSUM]], %[[A1]]
+// CHECK-NEXT: blpa.conv_grad_weight %[[DSUM]], %[[A1]]
+// CHECK: blpa.conv_grad_weight %[[DSUM]], %[[A1]]
 // CHECK-NEXT: blpa.add
 // CHECK-NEXT: blpa.batch_norm_relu_grad %{{.*}}, %[[C0]], %[[S1]], %[[T1]], %[[M1]], %[[IS1]]
 // CHECK-NOT: blpa.relu_grad
@@ -60,8 +60,8 @@
 // KEEP: %[[R1:.*]], %{{.*}}, %{{.*}} = blpa.batch_norm_relu
 // KEEP-NOT: blpa.batch_norm_apply
 // KEEP: blpa.batch_norm_relu_grad
-// KEEP: blpa.conv2d_grad_weight %{{.*}}, %[[R1]]
-// KEEP: blpa.conv2d_grad_weight %{{.*}}, %[[R1]]
+// KEEP: blpa.conv_grad_weight %{{.*}}, %[[R1]]
+// KEEP: blpa.conv_grad_weight %{{.*}}, %[[R1]]
 // KEEP: blpa.batch_norm_relu_grad
 // KEEP-NOT: blpa.batch_norm_apply
 
@@ -79,11 +79,11 @@ module {
     %m2 = blpa.param "bn2.running_mean" : tensor<16xf32>
     %v2 = blpa.param "bn2.running_var" : tensor<16xf32>
     %fw = blpa.param "fc.weight" trainable : tensor<3x16xf32>
-    %c0 = blpa.conv2d %x, %w0 {strides = array<i64: 1, 1>, pads = array<i64: 1, 1, 1, 1>} : (tensor<2x8x4x4xf32>, tensor<8x8x3x3xf32>) -> tensor<2x8x4x4xf32>
+    %c0 = blpa.conv %x, %w0 {strides = array<i64: 1, 1>, pads = array<i64: 1, 1, 1, 1>} : (tensor<2x8x4x4xf32>, tensor<8x8x3x3xf32>) -> tensor<2x8x4x4xf32>
     %n1:3 = blpa.batch_norm %c0, %s1, %t1, %m1, %v1 {epsilon = 1.0e-5 : f64, momentum = 0.9 : f64} : (tensor<2x8x4x4xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>) -> (tensor<2x8x4x4xf32>, tensor<8xf32>, tensor<8xf32>)
     %r1 = blpa.relu %n1#0 : (tensor<2x8x4x4xf32>) -> tensor<2x8x4x4xf32>
-    %c1 = blpa.conv2d %r1, %w1 {strides = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>} : (tensor<2x8x4x4xf32>, tensor<16x8x1x1xf32>) -> tensor<2x16x4x4xf32>
-    %sc = blpa.conv2d %r1, %ws {strides = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>} : (tensor<2x8x4x4xf32>, tensor<16x8x1x1xf32>) -> tensor<2x16x4x4xf32>
+    %c1 = blpa.conv %r1, %w1 {strides = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>} : (tensor<2x8x4x4xf32>, tensor<16x8x1x1xf32>) -> tensor<2x16x4x4xf32>
+    %sc = blpa.conv %r1, %ws {strides = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>} : (tensor<2x8x4x4xf32>, tensor<16x8x1x1xf32>) -> tensor<2x16x4x4xf32>
     %sum = blpa.add %c1, %sc : (tensor<2x16x4x4xf32>, tensor<2x16x4x4xf32>) -> tensor<2x16x4x4xf32>
     %n2:3 = blpa.batch_norm %sum, %s2, %t2, %m2, %v2 {epsilon = 1.0e-5 : f64, momentum = 0.9 : f64} : (tensor<2x16x4x4xf32>, tensor<16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<16xf32>) -> (tensor<2x16x4x4xf32>, tensor<16xf32>, tensor<16xf32>)
     %r2 = blpa.relu %n2#0 : (tensor<2x16x4x4xf32>) -> tensor<2x16x4x4xf32>

@@ -203,11 +203,60 @@ class SoftmaxHeads(nn.Module):
         return self.fc(h.mean((2, 3)))
 
 
+class Conv3d(nn.Module):
+    """3-D convolutions (strided, padded, dilated, grouped, without bias),
+    BatchNorm3d, 3-D max pooling and average pooling with ceil_mode (a
+    window past the end padding), over the input viewed as
+    [N, C, 4, H / 2, W / 2]."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv3d(3, 8, 3, stride=(1, 1, 2), padding=1)
+        self.bn = nn.BatchNorm3d(8)
+        self.conv2 = nn.Conv3d(8, 8, (2, 3, 3), padding=(1, 2, 2),
+                               dilation=(1, 2, 2), groups=4, bias=False)
+        self.conv3 = nn.Conv3d(8, 6, 1)
+        self.fc = nn.Linear(6, 10)
+
+    def forward(self, x):
+        n, c, height, width = x.shape
+        h = x.reshape(n, c, 4, height // 2, width // 2)
+        h = F.relu(self.bn(self.conv1(h)))
+        h = F.max_pool3d(h, 2, stride=(1, 2, 2), ceil_mode=True)
+        h = F.avg_pool3d(self.conv2(h), (3, 3, 2), stride=2, padding=1,
+                         ceil_mode=True)
+        h = F.relu(self.conv3(h))
+        return self.fc(torch.flatten(F.adaptive_avg_pool3d(h, 1), 1))
+
+
+class PoolVariants(nn.Module):
+    """Dilated max pooling (with and without ceil_mode) and average pooling
+    with ceil_mode, excluding and including the padding in the divisor
+    (windows running past the end padding are clipped to it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        h = F.relu(self.conv1(x))
+        h = F.max_pool2d(h, 3, stride=1, padding=1, dilation=2)
+        a = F.avg_pool2d(h, 3, stride=2, padding=1, ceil_mode=True,
+                         count_include_pad=False)
+        b = F.avg_pool2d(self.conv2(h), 3, stride=2, padding=1,
+                         ceil_mode=True, count_include_pad=True)
+        h = F.max_pool2d(a + b, 2, stride=2, dilation=2, ceil_mode=True)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(h, 1), 1))
+
+
 MODELS = {"squeeze_excite": SqueezeExcite, "hard_activations": HardActivations,
           "concat_pad": ConcatPad, "split_reduce": SplitReduce,
           "conv1d": Conv1d, "shuffle_transpose": ShuffleTranspose,
           "reflect_edge_pad": ReflectEdgePad, "softmax_heads": SoftmaxHeads,
-          "pixel_shuffles": PixelShuffles}
+          "pixel_shuffles": PixelShuffles, "conv3d": Conv3d,
+          "pool_variants": PoolVariants}
 
 
 def check_against_pytorch(model, name, tmp_path, opset=15):
@@ -303,6 +352,55 @@ def test_op_family_trains_at_4_bits(name, tmp_path):
     assert abs(loss4 - loss0) <= 1e-6 * abs(loss0)  # the forward stays exact
     for key in grads0:
         assert np.all(np.isfinite(grads4[key]))
+
+
+def fold_pads_into_average_pools(path):
+    """PyTorch exports an average pooling with padding and
+    count_include_pad=True as a Pad, then an AveragePool without pads;
+    rewrites each such pair as one AveragePool with the pads and
+    count_include_pad=1, the form other exporters write."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(path)
+    nodes = list(model.graph.node)
+    constants = {n.output[0]: numpy_helper.to_array(n.attribute[0].t)
+                 for n in nodes if n.op_type == "Constant"}
+    folded = 0
+    for pad in [n for n in nodes if n.op_type == "Pad"]:
+        pool = next(n for n in nodes if pad.output[0] in n.input)
+        assert pool.op_type == "AveragePool"
+        pads = [int(v) for v in constants[pad.input[1]]]
+        rank = len(pads) // 2
+        assert pads[:2] == [0, 0] and pads[rank:rank + 2] == [0, 0]
+        pool.input[0] = pad.input[0]
+        for attr in pool.attribute:
+            if attr.name == "pads":
+                attr.ints[:] = pads[2:rank] + pads[rank + 2:]
+        pool.attribute.append(onnx.helper.make_attribute(
+            "count_include_pad", 1))
+        model.graph.node.remove(pad)
+        folded += 1
+    onnx.save(model, path)
+    return folded
+
+
+def test_average_pool_ceil_mode_count_include_pad(tmp_path):
+    """AveragePool with pads, ceil_mode and count_include_pad=1 in one node:
+    a window running past the end padding divides by its taps inside the
+    padded extent, as PyTorch does."""
+    torch.manual_seed(fresh_rng().integers(1 << 31))
+    model = PoolVariants()
+    onnx_path = str(tmp_path / "pool.onnx")
+    models.export(model, onnx_path, (1, 3, 12, 12))
+    assert fold_pads_into_average_pools(onnx_path) == 1
+    exe = tool.compile(onnx_path, str(tmp_path / "pool"), batch_size=3)
+    rng = fresh_rng()
+    x = rng.standard_normal((3, 3, 12, 12)).astype(np.float32)
+    y = rng.integers(0, 10, size=3).astype(np.int64)
+    loss, grads = tool.check_step(exe, x, y, str(tmp_path / "dump"))
+    ref_loss, ref_grads = torch_reference(copy.deepcopy(model), x, y)
+    assert_gradients_match(loss, grads, ref_loss, ref_grads)
 
 
 def mix64(z):

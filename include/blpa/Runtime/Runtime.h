@@ -112,14 +112,21 @@ double blpa_runtime_last_step_seconds(blpa_context *ctx);
 // Forward kernels
 //===----------------------------------------------------------------------===//
 
-/// y[N,K,OH,OW] = conv(x[N,C,H,W], w[K,C/group,R,S]) + b[K] (b may be NULL).
-/// pads: top, left, bottom, right.
-void blpa_conv2d(blpa_context *ctx, const float *x, const float *w,
-                 const float *b, float *y, int64_t n, int64_t c, int64_t h,
-                 int64_t w_, int64_t k, int64_t r, int64_t s, int64_t oh,
-                 int64_t ow, int64_t strideH, int64_t strideW, int64_t padTop,
-                 int64_t padLeft, int64_t padBottom, int64_t padRight,
-                 int64_t dilationH, int64_t dilationW, int64_t group);
+/// Windowed kernels (convolution, pooling) over `rank` spatial dimensions
+/// (depth, height, width; the dimensions after N and C) describe their
+/// window with constant int64 arrays of `rank` entries, outermost spatial
+/// dimension first: `in` (x's spatial dimensions), `out` (y's), `kernel`,
+/// `strides`, `dilations` (1 = dense), and `pads` of 2 * rank entries, all
+/// begins then all ends (as ONNX).
+
+/// y[N,K,out...] = conv(x[N,C,in...], w[K,C/group,kernel...]) + b[K] (b may
+/// be NULL); rank 2 or 3.
+void blpa_conv(blpa_context *ctx, const float *x, const float *w,
+               const float *b, float *y, int64_t n, int64_t c, int64_t k,
+               int64_t group, int64_t rank, const int64_t *in,
+               const int64_t *out, const int64_t *kernel,
+               const int64_t *strides, const int64_t *pads,
+               const int64_t *dilations);
 
 /// Training-mode batch norm over (N, spatial) per channel with biased
 /// variance: mean[C], invStd[C] = 1/sqrt(var + eps), y = scale*xhat + bias.
@@ -269,20 +276,24 @@ void blpa_pad_grad(blpa_context *ctx, const float *dy, float *dx, int64_t rank,
 void blpa_transpose(blpa_context *ctx, const float *x, float *y, int64_t rank,
                     const int64_t *inDims, const int64_t *perm);
 
-/// Max pooling (dilation 1). pads: top, left (bottom/right follow from OH/OW);
-/// padded positions never win.
+/// Max pooling of x[N,C,in...] into y[N,C,out...] (window arrays as for
+/// blpa_conv; rank 1 to 3). Padded positions never win; a window entirely
+/// in the padding (possible with ceil_mode) gives -inf.
 void blpa_max_pool(blpa_context *ctx, const float *x, float *y, int64_t n,
-                   int64_t c, int64_t h, int64_t w, int64_t oh, int64_t ow,
-                   int64_t kernelH, int64_t kernelW, int64_t strideH,
-                   int64_t strideW, int64_t padTop, int64_t padLeft);
+                   int64_t c, int64_t rank, const int64_t *in,
+                   const int64_t *out, const int64_t *kernel,
+                   const int64_t *strides, const int64_t *pads,
+                   const int64_t *dilations);
 
-/// Average pooling. countIncludePad != 0: divide by kernelH*kernelW; else by
-/// the number of non-padded positions in the window.
+/// Average pooling. countIncludePad != 0: divide by the window's taps
+/// inside the padded extent [-pad begin, in + pad end) (a ceil_mode window
+/// hanging past it is clipped, as PyTorch does); else by its taps inside
+/// the input.
 void blpa_avg_pool(blpa_context *ctx, const float *x, float *y, int64_t n,
-                   int64_t c, int64_t h, int64_t w, int64_t oh, int64_t ow,
-                   int64_t kernelH, int64_t kernelW, int64_t strideH,
-                   int64_t strideW, int64_t padTop, int64_t padLeft,
-                   int64_t countIncludePad);
+                   int64_t c, int64_t rank, const int64_t *in,
+                   const int64_t *out, const int64_t *kernel,
+                   const int64_t *strides, const int64_t *pads,
+                   const int64_t *dilations, int64_t countIncludePad);
 
 /// y[N,C] = mean over the `spatial` trailing elements of x[N,C,...].
 void blpa_global_avg_pool(blpa_context *ctx, const float *x, float *y,
@@ -336,26 +347,23 @@ void blpa_copy(blpa_context *ctx, void *dst, const void *src, int64_t bytes);
 // Backward kernels
 //===----------------------------------------------------------------------===//
 
-/// dx[N,C,H,W] from dy[N,K,OH,OW] and w; same static arguments as
-/// blpa_conv2d.
-void blpa_conv2d_grad_input(blpa_context *ctx, const float *dy, const float *w,
-                            float *dx, int64_t n, int64_t c, int64_t h,
-                            int64_t w_, int64_t k, int64_t r, int64_t s,
-                            int64_t oh, int64_t ow, int64_t strideH,
-                            int64_t strideW, int64_t padTop, int64_t padLeft,
-                            int64_t padBottom, int64_t padRight,
-                            int64_t dilationH, int64_t dilationW,
-                            int64_t group);
+/// dx[N,C,in...] from dy[N,K,out...] and w; same static arguments as
+/// blpa_conv.
+void blpa_conv_grad_input(blpa_context *ctx, const float *dy, const float *w,
+                          float *dx, int64_t n, int64_t c, int64_t k,
+                          int64_t group, int64_t rank, const int64_t *in,
+                          const int64_t *out, const int64_t *kernel,
+                          const int64_t *strides, const int64_t *pads,
+                          const int64_t *dilations);
 
-/// dw[K,C/group,R,S] from dy and x; same static arguments as blpa_conv2d.
-void blpa_conv2d_grad_weight(blpa_context *ctx, const float *dy, const float *x,
-                             float *dw, int64_t n, int64_t c, int64_t h,
-                             int64_t w_, int64_t k, int64_t r, int64_t s,
-                             int64_t oh, int64_t ow, int64_t strideH,
-                             int64_t strideW, int64_t padTop, int64_t padLeft,
-                             int64_t padBottom, int64_t padRight,
-                             int64_t dilationH, int64_t dilationW,
-                             int64_t group);
+/// dw[K,C/group,kernel...] from dy and x; same static arguments as
+/// blpa_conv.
+void blpa_conv_grad_weight(blpa_context *ctx, const float *dy, const float *x,
+                           float *dw, int64_t n, int64_t c, int64_t k,
+                           int64_t group, int64_t rank, const int64_t *in,
+                           const int64_t *out, const int64_t *kernel,
+                           const int64_t *strides, const int64_t *pads,
+                           const int64_t *dilations);
 
 /// Training-mode batch norm backward (exact):
 ///   xhat = (x - mean) * invStd
@@ -404,16 +412,16 @@ void blpa_reduce_sum_to(blpa_context *ctx, const float *x, float *y,
 /// Routes dy to the first maximum (row-major order within the window) of
 /// each window of x; same static arguments as blpa_max_pool.
 void blpa_max_pool_grad(blpa_context *ctx, const float *dy, const float *x,
-                        float *dx, int64_t n, int64_t c, int64_t h, int64_t w,
-                        int64_t oh, int64_t ow, int64_t kernelH,
-                        int64_t kernelW, int64_t strideH, int64_t strideW,
-                        int64_t padTop, int64_t padLeft);
+                        float *dx, int64_t n, int64_t c, int64_t rank,
+                        const int64_t *in, const int64_t *out,
+                        const int64_t *kernel, const int64_t *strides,
+                        const int64_t *pads, const int64_t *dilations);
 
 void blpa_avg_pool_grad(blpa_context *ctx, const float *dy, float *dx,
-                        int64_t n, int64_t c, int64_t h, int64_t w, int64_t oh,
-                        int64_t ow, int64_t kernelH, int64_t kernelW,
-                        int64_t strideH, int64_t strideW, int64_t padTop,
-                        int64_t padLeft, int64_t countIncludePad);
+                        int64_t n, int64_t c, int64_t rank, const int64_t *in,
+                        const int64_t *out, const int64_t *kernel,
+                        const int64_t *strides, const int64_t *pads,
+                        const int64_t *dilations, int64_t countIncludePad);
 
 void blpa_global_avg_pool_grad(blpa_context *ctx, const float *dy, float *dx,
                                int64_t n, int64_t c, int64_t spatial);
@@ -560,24 +568,25 @@ void blpa_dequantize(blpa_context *ctx, const uint8_t *codes,
                      const float *params, float *y, int64_t n, int64_t c,
                      int64_t spatial, int64_t bits, int64_t scheme);
 
-/// blpa_max_pool that also writes, for every output element ([n, c, oh, ow]
-/// row-major), the position ky * kernelW + kx of the window's winner in the
-/// unclipped kernel window (0 for a window entirely in the padding), as a
-/// `bits`-bit code with 2^bits >= kernelH * kernelW.
+/// blpa_max_pool that also writes, for every output element ([n, c, out...]
+/// row-major), the row-major position of the window's winner among the
+/// kernel's taps (kd * kernelH + kh) * kernelW + kw (0 for a window entirely
+/// in the padding), as a `bits`-bit code with 2^bits >= the kernel's taps.
 void blpa_max_pool_argmax(blpa_context *ctx, const float *x, float *y,
-                          uint8_t *codes, int64_t n, int64_t c, int64_t h,
-                          int64_t w, int64_t oh, int64_t ow, int64_t kernelH,
-                          int64_t kernelW, int64_t strideH, int64_t strideW,
-                          int64_t padTop, int64_t padLeft, int64_t bits);
+                          uint8_t *codes, int64_t n, int64_t c, int64_t rank,
+                          const int64_t *in, const int64_t *out,
+                          const int64_t *kernel, const int64_t *strides,
+                          const int64_t *pads, const int64_t *dilations,
+                          int64_t bits);
 
 /// blpa_max_pool_grad from the codes of blpa_max_pool_argmax instead of x;
 /// dx is bitwise the same.
 void blpa_max_pool_grad_argmax(blpa_context *ctx, const float *dy,
                                const uint8_t *codes, float *dx, int64_t n,
-                               int64_t c, int64_t h, int64_t w, int64_t oh,
-                               int64_t ow, int64_t kernelH, int64_t kernelW,
-                               int64_t strideH, int64_t strideW, int64_t padTop,
-                               int64_t padLeft, int64_t bits);
+                               int64_t c, int64_t rank, const int64_t *in,
+                               const int64_t *out, const int64_t *kernel,
+                               const int64_t *strides, const int64_t *pads,
+                               const int64_t *dilations, int64_t bits);
 
 #ifdef __cplusplus
 }

@@ -5,10 +5,14 @@
 // through format_tag::any plus reorders beat oneDNN's plain-layout (im2col +
 // gemm) implementations by 2-3x even for small shapes, so they are always
 // used. oneDNN's convolutions are deterministic for a fixed thread count.
+// 2-D and 3-D convolutions are the same code over 4-D or 5-D descriptors
+// (NCHW/OIHW or NCDHW/OIDHW buffers).
 //
 //===----------------------------------------------------------------------===//
 
 #include "ConvPlan.h"
+
+#include "../Common/WindowShape.h"
 
 #include <unordered_map>
 
@@ -18,10 +22,10 @@ using tag = dnnl::memory::format_tag;
 
 namespace {
 
-/// The static arguments every conv kernel of the ABI takes, in ABI order.
+/// The static arguments every conv kernel of the ABI takes.
 struct ConvShape {
-  int64_t n, c, h, w, k, r, s, oh, ow, strideH, strideW, padTop, padLeft,
-      padBottom, padRight, dilationH, dilationW, group;
+  int64_t n, c, k, group;
+  blpa::WindowShape window;
 };
 
 enum class ConvKind : int64_t {
@@ -34,30 +38,42 @@ enum class ConvKind : int64_t {
 /// Everything oneDNN's convolution descriptors need, derived once.
 struct ConvGeometry {
   memory::dims src, weights, bias, dst, strides, dilates, padL, padR;
-  tag weightsTag;
+  tag dataTag, weightsTag;
 };
 
 ConvGeometry convGeometry(const ConvShape &s) {
+  const blpa::WindowShape &win = s.window;
   if (s.group < 1 || s.c % s.group || s.k % s.group)
     failf("conv: channels (%lld in, %lld out) not divisible by group %lld",
           (long long)s.c, (long long)s.k, (long long)s.group);
+  if (win.rank != 2 && win.rank != 3)
+    failf("conv: %lld spatial dimensions; only 2 and 3 are supported",
+          (long long)win.rank);
+  bool is3D = win.rank == 3;
   ConvGeometry g;
-  g.src = {s.n, s.c, s.h, s.w};
-  g.dst = {s.n, s.k, s.oh, s.ow};
+  g.src = {s.n, s.c};
+  g.dst = {s.n, s.k};
   g.bias = {s.k};
-  // The ABI's [K, C/group, R, S] weights are goihw with K split as g x K/g.
+  // The ABI's [K, C/group, kernel...] weights are goi(d)hw with K split as
+  // g x K/g.
   if (s.group == 1) {
-    g.weights = {s.k, s.c, s.r, s.s};
-    g.weightsTag = tag::oihw;
+    g.weights = {s.k, s.c};
+    g.weightsTag = is3D ? tag::oidhw : tag::oihw;
   } else {
-    g.weights = {s.group, s.k / s.group, s.c / s.group, s.r, s.s};
-    g.weightsTag = tag::goihw;
+    g.weights = {s.group, s.k / s.group, s.c / s.group};
+    g.weightsTag = is3D ? tag::goidhw : tag::goihw;
   }
-  g.strides = {s.strideH, s.strideW};
-  // oneDNN counts dilation from 0 (0 = dense), ONNX from 1.
-  g.dilates = {s.dilationH - 1, s.dilationW - 1};
-  g.padL = {s.padTop, s.padLeft};
-  g.padR = {s.padBottom, s.padRight};
+  g.dataTag = is3D ? tag::ncdhw : tag::nchw;
+  for (int64_t i = 0; i < win.rank; ++i) {
+    g.src.push_back(win.in[i]);
+    g.dst.push_back(win.out[i]);
+    g.weights.push_back(win.kernel[i]);
+    g.strides.push_back(win.stride[i]);
+    // oneDNN counts dilation from 0 (0 = dense), ONNX from 1.
+    g.dilates.push_back(win.dilation[i] - 1);
+    g.padL.push_back(win.padBegin[i]);
+    g.padR.push_back(win.padEnd[i]);
+  }
   return g;
 }
 
@@ -96,7 +112,7 @@ typename Primitive::primitive_desc backwardDesc(const dnnl::engine &engine,
 std::unique_ptr<ConvPlan> makePlan(const dnnl::engine &engine, ConvKind kind,
                                    const ConvShape &shape) {
   ConvGeometry g = convGeometry(shape);
-  memory::desc src = md(g.src, tag::nchw), dst = md(g.dst, tag::nchw),
+  memory::desc src = md(g.src, g.dataTag), dst = md(g.dst, g.dataTag),
                weights = md(g.weights, g.weightsTag);
   auto plan = std::make_unique<ConvPlan>();
   auto finish = [&](const auto &pd) {
@@ -139,11 +155,11 @@ std::unique_ptr<ConvPlan> makePlan(const dnnl::engine &engine, ConvKind kind,
 }
 
 ConvPlan &planFor(CpuRuntime &rt, ConvKind kind, const ConvShape &s) {
-  std::vector<int64_t> key = {
-      int64_t(kind), s.n,         s.c,         s.h,       s.w,
-      s.k,           s.r,         s.s,         s.oh,      s.ow,
-      s.strideH,     s.strideW,   s.padTop,    s.padLeft, s.padBottom,
-      s.padRight,    s.dilationH, s.dilationW, s.group};
+  const blpa::WindowShape &win = s.window;
+  std::vector<int64_t> key = {int64_t(kind), s.n, s.c, s.k, s.group, win.rank};
+  for (const int64_t *values : {win.in, win.out, win.kernel, win.stride,
+                                win.padBegin, win.padEnd, win.dilation})
+    key.insert(key.end(), values, values + win.rank);
   std::unique_ptr<ConvPlan> &plan = rt.convPlans[key];
   if (!plan)
     plan = makePlan(rt.engine, kind, s);
@@ -157,6 +173,19 @@ void runConv(const char *name, blpa_context *ctx, ConvKind kind,
     CpuRuntime &rt = runtimeOf(ctx);
     planFor(rt, kind, shape).run(rt, data);
   });
+}
+
+/// The ConvShape of the ABI's static arguments.
+ConvShape convShape(const char *name, int64_t n, int64_t c, int64_t k,
+                    int64_t group, int64_t rank, const int64_t *in,
+                    const int64_t *out, const int64_t *kernel,
+                    const int64_t *strides, const int64_t *pads,
+                    const int64_t *dilations) {
+  ConvShape shape{n, c, k, group, {}};
+  if (!shape.window.read(rank, in, out, kernel, strides, pads, dilations))
+    failf("%s: invalid window (%lld spatial dimensions)", name,
+          (long long)rank);
+  return shape;
 }
 
 } // namespace
@@ -206,48 +235,44 @@ void ConvPlan::run(CpuRuntime &rt, std::initializer_list<const void *> data) {
 
 extern "C" {
 
-void blpa_conv2d(blpa_context *ctx, const float *x, const float *w,
-                 const float *b, float *y, int64_t n, int64_t c, int64_t h,
-                 int64_t w_, int64_t k, int64_t r, int64_t s, int64_t oh,
-                 int64_t ow, int64_t strideH, int64_t strideW, int64_t padTop,
-                 int64_t padLeft, int64_t padBottom, int64_t padRight,
-                 int64_t dilationH, int64_t dilationW, int64_t group) {
-  ConvShape shape{n,       c,         h,        w_,        k,         r,
-                  s,       oh,        ow,       strideH,   strideW,   padTop,
-                  padLeft, padBottom, padRight, dilationH, dilationW, group};
+void blpa_conv(blpa_context *ctx, const float *x, const float *w,
+               const float *b, float *y, int64_t n, int64_t c, int64_t k,
+               int64_t group, int64_t rank, const int64_t *in,
+               const int64_t *out, const int64_t *kernel,
+               const int64_t *strides, const int64_t *pads,
+               const int64_t *dilations) {
+  const char *name = "blpa_conv";
+  ConvShape shape = convShape(name, n, c, k, group, rank, in, out, kernel,
+                              strides, pads, dilations);
   if (b)
-    runConv("blpa_conv2d", ctx, ConvKind::forwardBias, shape, {x, w, b, y});
+    runConv(name, ctx, ConvKind::forwardBias, shape, {x, w, b, y});
   else
-    runConv("blpa_conv2d", ctx, ConvKind::forward, shape, {x, w, y});
+    runConv(name, ctx, ConvKind::forward, shape, {x, w, y});
 }
 
-void blpa_conv2d_grad_input(blpa_context *ctx, const float *dy, const float *w,
-                            float *dx, int64_t n, int64_t c, int64_t h,
-                            int64_t w_, int64_t k, int64_t r, int64_t s,
-                            int64_t oh, int64_t ow, int64_t strideH,
-                            int64_t strideW, int64_t padTop, int64_t padLeft,
-                            int64_t padBottom, int64_t padRight,
-                            int64_t dilationH, int64_t dilationW,
-                            int64_t group) {
-  ConvShape shape{n,       c,         h,        w_,        k,         r,
-                  s,       oh,        ow,       strideH,   strideW,   padTop,
-                  padLeft, padBottom, padRight, dilationH, dilationW, group};
-  runConv("blpa_conv2d_grad_input", ctx, ConvKind::backwardData, shape,
+void blpa_conv_grad_input(blpa_context *ctx, const float *dy, const float *w,
+                          float *dx, int64_t n, int64_t c, int64_t k,
+                          int64_t group, int64_t rank, const int64_t *in,
+                          const int64_t *out, const int64_t *kernel,
+                          const int64_t *strides, const int64_t *pads,
+                          const int64_t *dilations) {
+  const char *name = "blpa_conv_grad_input";
+  runConv(name, ctx, ConvKind::backwardData,
+          convShape(name, n, c, k, group, rank, in, out, kernel, strides, pads,
+                    dilations),
           {dy, w, dx});
 }
 
-void blpa_conv2d_grad_weight(blpa_context *ctx, const float *dy, const float *x,
-                             float *dw, int64_t n, int64_t c, int64_t h,
-                             int64_t w_, int64_t k, int64_t r, int64_t s,
-                             int64_t oh, int64_t ow, int64_t strideH,
-                             int64_t strideW, int64_t padTop, int64_t padLeft,
-                             int64_t padBottom, int64_t padRight,
-                             int64_t dilationH, int64_t dilationW,
-                             int64_t group) {
-  ConvShape shape{n,       c,         h,        w_,        k,         r,
-                  s,       oh,        ow,       strideH,   strideW,   padTop,
-                  padLeft, padBottom, padRight, dilationH, dilationW, group};
-  runConv("blpa_conv2d_grad_weight", ctx, ConvKind::backwardWeights, shape,
+void blpa_conv_grad_weight(blpa_context *ctx, const float *dy, const float *x,
+                           float *dw, int64_t n, int64_t c, int64_t k,
+                           int64_t group, int64_t rank, const int64_t *in,
+                           const int64_t *out, const int64_t *kernel,
+                           const int64_t *strides, const int64_t *pads,
+                           const int64_t *dilations) {
+  const char *name = "blpa_conv_grad_weight";
+  runConv(name, ctx, ConvKind::backwardWeights,
+          convShape(name, n, c, k, group, rank, in, out, kernel, strides, pads,
+                    dilations),
           {x, dy, dw});
 }
 

@@ -3,8 +3,8 @@
 // A ConvPlan is one oneDNN convolution primitive (forward, backward-data or
 // backward-weights) created with format_tag::any, so oneDNN picks its fast
 // blocked layouts, plus the reorders between those layouts and the plain
-// NCHW/OIHW buffers of the C ABI. Reordered operands and the primitive's
-// scratchpad live in the runtime's shared ScratchPool.
+// NCHW/OIHW (NCDHW/OIDHW) buffers of the C ABI. Reordered operands and the
+// primitive's scratchpad live in the runtime's shared ScratchPool.
 //
 //===----------------------------------------------------------------------===//
 

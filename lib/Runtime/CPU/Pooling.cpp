@@ -1,12 +1,14 @@
 //===- Pooling.cpp - Max, average and global average pooling -------------===//
 //
-// All windowed kernels walk the same clipped windows (PoolGeometry::
-// window) and run one (n, c) plane per parallel index. The gradients scatter
-// into their plane sequentially, so overlapping windows accumulate in a
-// fixed order. blpa_max_pool_argmax instead runs blocks of output elements,
-// so that its packed codes split between threads on byte boundaries, and
-// blpa_max_pool_grad_argmax replays blpa_max_pool_grad's scatter with the
-// winners read from the codes.
+// All windowed kernels walk the same windows (PoolGeometry::window: the
+// taps of each output inside the input, over depth, height and width, from
+// WindowShape.h's per-axis arithmetic; 1-D and 2-D poolings have trivial
+// leading axes) and run one (n, c) plane per parallel index. The gradients
+// scatter into their plane sequentially, so overlapping windows accumulate
+// in a fixed order. blpa_max_pool_argmax instead runs blocks of output
+// elements, so that its packed codes split between threads on byte
+// boundaries, and blpa_max_pool_grad_argmax replays blpa_max_pool_grad's
+// scatter with the winners read from the codes.
 //
 //===----------------------------------------------------------------------===//
 
@@ -14,39 +16,108 @@
 #include "LaneSum.h"
 #include "Packing.h"
 
+#include "../Common/WindowShape.h"
+
 #include <algorithm>
 #include <limits>
 
 using namespace blpa::cpu;
+using blpa::PoolAxis;
 
 namespace {
 
-/// A pooling window clipped to the input: rows [h0, h1), columns [w0, w1).
+/// The taps of one output's window that fall inside the input: taps
+/// [first[a], end[a]) along axis a (depth, height, width), starting at input
+/// position origin[a] and dilation[a] apart.
 struct Window {
-  int64_t h0, h1, w0, w1;
-  int64_t size() const { return (h1 - h0) * (w1 - w0); }
-  /// True for a window that lies entirely in the padding (or past the input).
-  bool empty() const { return h0 >= h1 || w0 >= w1; }
+  int64_t origin[3], first[3], end[3];
+  int64_t size() const {
+    int64_t taps = 1;
+    for (int a = 0; a < 3; ++a)
+      taps *= std::max<int64_t>(end[a] - first[a], 0);
+    return taps;
+  }
+  /// True for a window that lies entirely in the padding.
+  bool empty() const { return size() == 0; }
 };
 
 struct PoolGeometry {
-  int64_t planes, h, w, oh, ow, kernelH, kernelW, strideH, strideW, padTop,
-      padLeft;
+  int64_t planes;
+  PoolAxis<int64_t> axes[3]; // depth, height, width
 
-  /// Top-left corner of the unclipped window (oy, ox), in input rows and
-  /// columns; may lie in the padding.
-  int64_t originY(int64_t oy) const { return oy * strideH - padTop; }
-  int64_t originX(int64_t ox) const { return ox * strideW - padLeft; }
-
-  Window window(int64_t oy, int64_t ox) const {
-    int64_t y0 = originY(oy), x0 = originX(ox);
-    // Padded positions are outside [0, h) x [0, w) and are simply skipped.
-    return {std::max<int64_t>(y0, 0), std::min(y0 + kernelH, h),
-            std::max<int64_t>(x0, 0), std::min(x0 + kernelW, w)};
+  PoolGeometry(const char *kernel, int64_t n, int64_t c, int64_t rank,
+               const int64_t *in, const int64_t *out, const int64_t *kernelDims,
+               const int64_t *strides, const int64_t *pads,
+               const int64_t *dilations)
+      : planes(n * c) {
+    blpa::WindowShape shape;
+    if (!shape.read(rank, in, out, kernelDims, strides, pads, dilations))
+      failf("%s: invalid window (%lld spatial dimensions)", kernel,
+            (long long)rank);
+    for (int a = 0; a < 3; ++a)
+      axes[a] = shape.poolAxis(a);
   }
 
-  /// Calls start(plane), then body(plane, oy, ox, window) for every output
-  /// position of the plane in order; planes are split over threads.
+  int64_t inPlane() const { return axes[0].in * axes[1].in * axes[2].in; }
+  int64_t outPlane() const { return axes[0].out * axes[1].out * axes[2].out; }
+  int64_t kernelTaps() const {
+    return axes[0].kernel * axes[1].kernel * axes[2].kernel;
+  }
+
+  /// The window of output `o` (its index within the plane).
+  Window window(int64_t o) const {
+    int64_t at[3] = {o / (axes[1].out * axes[2].out),
+                     o / axes[2].out % axes[1].out, o % axes[2].out};
+    Window win;
+    for (int a = 0; a < 3; ++a) {
+      win.origin[a] = axes[a].origin(at[a]);
+      win.first[a] = axes[a].firstTap(at[a]);
+      win.end[a] = axes[a].endTap(at[a]);
+    }
+    return win;
+  }
+
+  /// tap(index, offset) for every tap of `win` inside the input, in
+  /// row-major tap order: its index (kd * kernelH + kh) * kernelW + kw among
+  /// the kernel's taps and its offset in the input plane.
+  template <typename Tap> void forEachTap(const Window &win, Tap &&tap) const {
+    const PoolAxis<int64_t> &d = axes[0], &h = axes[1], &w = axes[2];
+    for (int64_t kd = win.first[0]; kd < win.end[0]; ++kd) {
+      int64_t z = win.origin[0] + kd * d.dilation;
+      for (int64_t kh = win.first[1]; kh < win.end[1]; ++kh) {
+        int64_t y = win.origin[1] + kh * h.dilation;
+        int64_t row = (z * h.in + y) * w.in + win.origin[2];
+        int64_t index = (kd * h.kernel + kh) * w.kernel;
+        for (int64_t kw = win.first[2]; kw < win.end[2]; ++kw)
+          tap(index + kw, row + kw * w.dilation);
+      }
+    }
+  }
+
+  /// The plane offset of tap `index` of `win` (which may lie in the
+  /// padding only when the window is empty; callers skip those).
+  int64_t tapOffset(const Window &win, int64_t index) const {
+    const PoolAxis<int64_t> &d = axes[0], &h = axes[1], &w = axes[2];
+    int64_t kw = index % w.kernel, kh = index / w.kernel % h.kernel,
+            kd = index / (w.kernel * h.kernel);
+    int64_t z = win.origin[0] + kd * d.dilation;
+    int64_t y = win.origin[1] + kh * h.dilation;
+    return (z * h.in + y) * w.in + win.origin[2] + kw * w.dilation;
+  }
+
+  /// Taps of window `o` inside the padded extent (count_include_pad's
+  /// divisor; a ceil_mode window hanging past the end pad is clipped).
+  int64_t paddedTaps(int64_t o) const {
+    int64_t at[3] = {o / (axes[1].out * axes[2].out),
+                     o / axes[2].out % axes[1].out, o % axes[2].out};
+    int64_t taps = 1;
+    for (int a = 0; a < 3; ++a)
+      taps *= axes[a].paddedTaps(at[a]);
+    return taps;
+  }
+
+  /// Calls start(plane), then body(plane, o, window) for every output
+  /// position o of the plane in order; planes are split over threads.
   template <typename Start, typename Body>
   void forEachWindow(Start &&start, Body &&body) const {
     parallelFor(planes, [&](int64_t p) {
@@ -55,17 +126,12 @@ struct PoolGeometry {
     });
   }
 
-  /// body(p, oy, ox, window) for the output positions [from, to) (row-major
+  /// body(p, o, window) for the output positions [from, to) (row-major
   /// within the plane) of plane p, in order.
   template <typename Body>
   void forWindows(int64_t p, int64_t from, int64_t to, Body &&body) const {
-    for (int64_t oy = from / ow, ox = from % ow; from < to; ++from) {
-      body(p, oy, ox, window(oy, ox));
-      if (++ox == ow) {
-        ox = 0;
-        ++oy;
-      }
-    }
+    for (int64_t o = from; o < to; ++o)
+      body(p, o, window(o));
   }
 
   /// A forEachWindow start that zeroes the plane of the input gradient the
@@ -75,77 +141,57 @@ struct PoolGeometry {
       std::fill(grad + p * inPlane(), grad + (p + 1) * inPlane(), 0.0f);
     };
   }
-
-  int64_t inPlane() const { return h * w; }
-  int64_t outPlane() const { return oh * ow; }
 };
 
-/// A window's winning input position, row y and column x in the plane; y is
-/// -1 for a window that lies entirely in the padding.
+/// A window's winning tap: its index among the kernel's taps and its
+/// offset in the plane; offset is -1 for a window that lies entirely in the
+/// padding.
 struct Winner {
-  int64_t y, x;
-  bool none() const { return y < 0; }
+  int64_t index, offset;
+  bool none() const { return offset < 0; }
 };
 
-/// The window's first maximum in row-major order.
-Winner firstMax(const float *plane, int64_t width, const Window &win) {
-  Winner best{-1, 0};
+/// The window's first maximum in row-major tap order.
+Winner firstMax(const PoolGeometry &g, const float *plane, const Window &win) {
+  Winner best{0, -1};
   float bestValue = 0;
-  for (int64_t y = win.h0; y < win.h1; ++y)
-    for (int64_t x = win.w0; x < win.w1; ++x) {
-      float v = plane[y * width + x];
-      if (best.none() || v > bestValue) {
-        best = {y, x};
-        bestValue = v;
-      }
+  g.forEachTap(win, [&](int64_t index, int64_t offset) {
+    float v = plane[offset];
+    if (best.none() || v > bestValue) {
+      best = {index, offset};
+      bestValue = v;
     }
+  });
   return best;
 }
 
-/// Writes the max-pool output of window (oy, ox) of plane p (-inf for an
+/// Writes the max-pool output of window o of plane p (-inf for an
 /// all-padding window) and returns its winner.
 Winner maxPoolWindow(const PoolGeometry &g, const float *x, float *y, int64_t p,
-                     int64_t oy, int64_t ox, const Window &win) {
+                     int64_t o, const Window &win) {
   const float *plane = x + p * g.inPlane();
-  Winner at = firstMax(plane, g.w, win);
-  y[p * g.outPlane() + oy * g.ow + ox] =
-      at.none() ? -std::numeric_limits<float>::infinity()
-                : plane[at.y * g.w + at.x];
+  Winner at = firstMax(g, plane, win);
+  y[p * g.outPlane() + o] =
+      at.none() ? -std::numeric_limits<float>::infinity() : plane[at.offset];
   return at;
 }
 
-/// The argmax code of window (oy, ox): its winner's index ky * kernelW + kx
-/// in the unclipped window. An all-padding window gets 0; its gradient is
-/// skipped by geometry, not by code.
-uint8_t argmaxCode(const PoolGeometry &g, int64_t oy, int64_t ox, Winner at) {
-  if (at.none())
-    return 0;
-  return uint8_t((at.y - g.originY(oy)) * g.kernelW + at.x - g.originX(ox));
-}
-
-/// The plane offset that argmaxCode encoded as `code`.
-int64_t argmaxOffset(const PoolGeometry &g, int64_t oy, int64_t ox,
-                     uint8_t code) {
-  return (g.originY(oy) + code / g.kernelW) * g.w + g.originX(ox) +
-         code % g.kernelW;
-}
-
-/// Code widths that can hold every position of the pooling window.
+/// Code widths that can hold every tap of the pooling window.
 unsigned argmaxCodeBits(const char *kernel, const PoolGeometry &g) {
-  int64_t positions = g.kernelH * g.kernelW;
+  int64_t positions = g.kernelTaps();
   unsigned allowed = 0;
   for (int bits : {1, 2, 4, 8})
     if (positions <= int64_t(1) << bits)
       allowed |= 1u << bits;
   if (!allowed)
-    failf("%s: a %lldx%lld window does not fit 8-bit argmax codes", kernel,
-          (long long)g.kernelH, (long long)g.kernelW);
+    failf("%s: a window of %lld taps does not fit 8-bit argmax codes", kernel,
+          (long long)positions);
   return allowed;
 }
 
-float avgDivisor(const PoolGeometry &g, const Window &win,
+float avgDivisor(const PoolGeometry &g, int64_t o, const Window &win,
                  int64_t countIncludePad) {
-  return float(countIncludePad ? g.kernelH * g.kernelW : win.size());
+  return float(countIncludePad ? g.paddedTaps(o) : win.size());
 }
 
 void noPlaneStart(int64_t) {}
@@ -155,118 +201,107 @@ void noPlaneStart(int64_t) {}
 extern "C" {
 
 void blpa_max_pool(blpa_context *, const float *x, float *y, int64_t n,
-                   int64_t c, int64_t h, int64_t w, int64_t oh, int64_t ow,
-                   int64_t kernelH, int64_t kernelW, int64_t strideH,
-                   int64_t strideW, int64_t padTop, int64_t padLeft) {
-  PoolGeometry g{n * c,   h,       w,       oh,     ow,     kernelH,
-                 kernelW, strideH, strideW, padTop, padLeft};
-  g.forEachWindow(noPlaneStart,
-                  [&](int64_t p, int64_t oy, int64_t ox, const Window &win) {
-                    maxPoolWindow(g, x, y, p, oy, ox, win);
-                  });
+                   int64_t c, int64_t rank, const int64_t *in,
+                   const int64_t *out, const int64_t *kernel,
+                   const int64_t *strides, const int64_t *pads,
+                   const int64_t *dilations) {
+  PoolGeometry g("blpa_max_pool", n, c, rank, in, out, kernel, strides, pads,
+                 dilations);
+  g.forEachWindow(noPlaneStart, [&](int64_t p, int64_t o, const Window &win) {
+    maxPoolWindow(g, x, y, p, o, win);
+  });
 }
 
 void blpa_max_pool_grad(blpa_context *, const float *dy, const float *x,
-                        float *dx, int64_t n, int64_t c, int64_t h, int64_t w,
-                        int64_t oh, int64_t ow, int64_t kernelH,
-                        int64_t kernelW, int64_t strideH, int64_t strideW,
-                        int64_t padTop, int64_t padLeft) {
-  PoolGeometry g{n * c,   h,       w,       oh,     ow,     kernelH,
-                 kernelW, strideH, strideW, padTop, padLeft};
-  g.forEachWindow(g.clearing(dx),
-                  [&](int64_t p, int64_t oy, int64_t ox, const Window &win) {
-                    Winner at = firstMax(x + p * g.inPlane(), w, win);
-                    if (!at.none())
-                      dx[p * g.inPlane() + at.y * w + at.x] +=
-                          dy[p * g.outPlane() + oy * ow + ox];
-                  });
+                        float *dx, int64_t n, int64_t c, int64_t rank,
+                        const int64_t *in, const int64_t *out,
+                        const int64_t *kernel, const int64_t *strides,
+                        const int64_t *pads, const int64_t *dilations) {
+  PoolGeometry g("blpa_max_pool_grad", n, c, rank, in, out, kernel, strides,
+                 pads, dilations);
+  g.forEachWindow(g.clearing(dx), [&](int64_t p, int64_t o, const Window &win) {
+    Winner at = firstMax(g, x + p * g.inPlane(), win);
+    if (!at.none())
+      dx[p * g.inPlane() + at.offset] += dy[p * g.outPlane() + o];
+  });
 }
 
 void blpa_max_pool_argmax(blpa_context *, const float *x, float *y,
-                          uint8_t *codes, int64_t n, int64_t c, int64_t h,
-                          int64_t w, int64_t oh, int64_t ow, int64_t kernelH,
-                          int64_t kernelW, int64_t strideH, int64_t strideW,
-                          int64_t padTop, int64_t padLeft, int64_t bits) {
-  const char *kernel = "blpa_max_pool_argmax";
-  PoolGeometry g{n * c,   h,       w,       oh,     ow,     kernelH,
-                 kernelW, strideH, strideW, padTop, padLeft};
-  withCodeBits(kernel, bits, argmaxCodeBits(kernel, g), [&](auto width) {
+                          uint8_t *codes, int64_t n, int64_t c, int64_t rank,
+                          const int64_t *in, const int64_t *out,
+                          const int64_t *kernel, const int64_t *strides,
+                          const int64_t *pads, const int64_t *dilations,
+                          int64_t bits) {
+  const char *name = "blpa_max_pool_argmax";
+  PoolGeometry g(name, n, c, rank, in, out, kernel, strides, pads, dilations);
+  withCodeBits(name, bits, argmaxCodeBits(name, g), [&](auto width) {
     constexpr int Bits = decltype(width)::value;
     // Blocks of output elements rather than planes: a plane's codes need not
-    // start on a byte boundary, a block's always do.
-    encodeSlices<Bits>(
-        g.planes * g.outPlane(), g.outPlane(), codes,
-        [&](int64_t p, int64_t b, int64_t e, uint8_t *q) {
-          int64_t first = p * g.outPlane();
-          g.forWindows(p, b - first, e - first,
-                       [&](int64_t, int64_t oy, int64_t ox, const Window &win) {
-                         Winner at = maxPoolWindow(g, x, y, p, oy, ox, win);
-                         q[first + oy * ow + ox - b] =
-                             argmaxCode(g, oy, ox, at);
+    // start on a byte boundary, a block's always do. An all-padding window
+    // gets code 0; its gradient is skipped by geometry, not by code.
+    encodeSlices<Bits>(g.planes * g.outPlane(), g.outPlane(), codes,
+                       [&](int64_t p, int64_t b, int64_t e, uint8_t *q) {
+                         int64_t first = p * g.outPlane();
+                         g.forWindows(
+                             p, b - first, e - first,
+                             [&](int64_t, int64_t o, const Window &win) {
+                               Winner at = maxPoolWindow(g, x, y, p, o, win);
+                               q[first + o - b] = uint8_t(at.index);
+                             });
                        });
-        });
   });
 }
 
 void blpa_max_pool_grad_argmax(blpa_context *, const float *dy,
                                const uint8_t *codes, float *dx, int64_t n,
-                               int64_t c, int64_t h, int64_t w, int64_t oh,
-                               int64_t ow, int64_t kernelH, int64_t kernelW,
-                               int64_t strideH, int64_t strideW, int64_t padTop,
-                               int64_t padLeft, int64_t bits) {
-  const char *kernel = "blpa_max_pool_grad_argmax";
-  PoolGeometry g{n * c,   h,       w,       oh,     ow,     kernelH,
-                 kernelW, strideH, strideW, padTop, padLeft};
-  withCodeBits(kernel, bits, argmaxCodeBits(kernel, g), [&](auto width) {
+                               int64_t c, int64_t rank, const int64_t *in,
+                               const int64_t *out, const int64_t *kernel,
+                               const int64_t *strides, const int64_t *pads,
+                               const int64_t *dilations, int64_t bits) {
+  const char *name = "blpa_max_pool_grad_argmax";
+  PoolGeometry g(name, n, c, rank, in, out, kernel, strides, pads, dilations);
+  withCodeBits(name, bits, argmaxCodeBits(name, g), [&](auto width) {
     constexpr int Bits = decltype(width)::value;
     // The same windows in the same order as blpa_max_pool_grad, so the
     // accumulation into dx is bitwise the same.
-    g.forEachWindow(g.clearing(dx), [&](int64_t p, int64_t oy, int64_t ox,
+    g.forEachWindow(g.clearing(dx), [&](int64_t p, int64_t o,
                                         const Window &win) {
       if (win.empty())
         return;
-      int64_t out = p * g.outPlane() + oy * ow + ox;
-      int64_t at = argmaxOffset(g, oy, ox, codeAt<Bits>(codes, out));
-      dx[p * g.inPlane() + at] += dy[out];
+      int64_t at = p * g.outPlane() + o;
+      dx[p * g.inPlane() + g.tapOffset(win, codeAt<Bits>(codes, at))] += dy[at];
     });
   });
 }
 
 void blpa_avg_pool(blpa_context *, const float *x, float *y, int64_t n,
-                   int64_t c, int64_t h, int64_t w, int64_t oh, int64_t ow,
-                   int64_t kernelH, int64_t kernelW, int64_t strideH,
-                   int64_t strideW, int64_t padTop, int64_t padLeft,
-                   int64_t countIncludePad) {
-  PoolGeometry g{n * c,   h,       w,       oh,     ow,     kernelH,
-                 kernelW, strideH, strideW, padTop, padLeft};
-  g.forEachWindow(noPlaneStart,
-                  [&](int64_t p, int64_t oy, int64_t ox, const Window &win) {
-                    const float *plane = x + p * g.inPlane();
-                    float sum = 0;
-                    for (int64_t yy = win.h0; yy < win.h1; ++yy)
-                      for (int64_t xx = win.w0; xx < win.w1; ++xx)
-                        sum += plane[yy * w + xx];
-                    y[p * g.outPlane() + oy * ow + ox] =
-                        sum / avgDivisor(g, win, countIncludePad);
-                  });
+                   int64_t c, int64_t rank, const int64_t *in,
+                   const int64_t *out, const int64_t *kernel,
+                   const int64_t *strides, const int64_t *pads,
+                   const int64_t *dilations, int64_t countIncludePad) {
+  PoolGeometry g("blpa_avg_pool", n, c, rank, in, out, kernel, strides, pads,
+                 dilations);
+  g.forEachWindow(noPlaneStart, [&](int64_t p, int64_t o, const Window &win) {
+    const float *plane = x + p * g.inPlane();
+    float sum = 0;
+    g.forEachTap(win, [&](int64_t, int64_t offset) { sum += plane[offset]; });
+    y[p * g.outPlane() + o] = sum / avgDivisor(g, o, win, countIncludePad);
+  });
 }
 
 void blpa_avg_pool_grad(blpa_context *, const float *dy, float *dx, int64_t n,
-                        int64_t c, int64_t h, int64_t w, int64_t oh, int64_t ow,
-                        int64_t kernelH, int64_t kernelW, int64_t strideH,
-                        int64_t strideW, int64_t padTop, int64_t padLeft,
-                        int64_t countIncludePad) {
-  PoolGeometry g{n * c,   h,       w,       oh,     ow,     kernelH,
-                 kernelW, strideH, strideW, padTop, padLeft};
-  g.forEachWindow(g.clearing(dx),
-                  [&](int64_t p, int64_t oy, int64_t ox, const Window &win) {
-                    float *plane = dx + p * g.inPlane();
-                    float share = dy[p * g.outPlane() + oy * ow + ox] /
-                                  avgDivisor(g, win, countIncludePad);
-                    for (int64_t yy = win.h0; yy < win.h1; ++yy)
-                      for (int64_t xx = win.w0; xx < win.w1; ++xx)
-                        plane[yy * w + xx] += share;
-                  });
+                        int64_t c, int64_t rank, const int64_t *in,
+                        const int64_t *out, const int64_t *kernel,
+                        const int64_t *strides, const int64_t *pads,
+                        const int64_t *dilations, int64_t countIncludePad) {
+  PoolGeometry g("blpa_avg_pool_grad", n, c, rank, in, out, kernel, strides,
+                 pads, dilations);
+  g.forEachWindow(g.clearing(dx), [&](int64_t p, int64_t o, const Window &win) {
+    float *plane = dx + p * g.inPlane();
+    float share =
+        dy[p * g.outPlane() + o] / avgDivisor(g, o, win, countIncludePad);
+    g.forEachTap(win, [&](int64_t, int64_t offset) { plane[offset] += share; });
+  });
 }
 
 void blpa_global_avg_pool(blpa_context *, const float *x, float *y, int64_t n,

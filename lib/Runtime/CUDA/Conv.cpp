@@ -10,19 +10,22 @@
 // rounding, so the descriptors ask for FMA math (no TF32) and only
 // deterministic algorithms are accepted.
 //
-// cuDNN pads both sides of an axis equally. For the asymmetric pads some
-// exporters produce for 'SAME', the convolution runs with the smaller pad of
-// each axis on a copy of x that carries the excess as explicit zero rows and
-// columns; backward-data computes the gradient of that copy and extracts its
-// interior. Both give exactly the asymmetric convolution.
+// 2-D and 3-D convolutions use the same N-d descriptors (4-D and 5-D
+// tensors). cuDNN pads both sides of an axis equally. For the asymmetric
+// pads some exporters produce for 'SAME', the convolution runs with the
+// smaller pad of each axis on a copy of x that carries the excess as
+// explicit zero planes, rows and columns; backward-data computes the
+// gradient of that copy and extracts its interior. Both give exactly the
+// asymmetric convolution.
 //
 //===----------------------------------------------------------------------===//
 
 #include "CudaRuntime.h"
 
+#include "../Common/WindowShape.h"
+
 #include <algorithm>
 #include <climits>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
@@ -40,33 +43,36 @@ constexpr int64_t convPlanTag = 0x636f6e76;
 
 const float one = 1.0f, zero = 0.0f;
 
-/// The static arguments every conv kernel of the ABI takes, in ABI order.
+/// The static arguments every conv kernel of the ABI takes.
 struct ConvShape {
-  int64_t n, c, h, w, k, r, s, oh, ow, strideH, strideW, padTop, padLeft,
-      padBottom, padRight, dilationH, dilationW, group;
+  int64_t n, c, k, group;
+  blpa::WindowShape window;
 };
 
 enum class Direction : int64_t { forward, backwardData, backwardFilter };
 
+/// "[a, b, ...]" of the window's `values`.
+std::string formatDims(const blpa::WindowShape &win, const int64_t *values) {
+  std::string text = "[";
+  for (int64_t i = 0; i < win.rank; ++i)
+    text += (i ? ", " : "") + std::to_string(values[i]);
+  return text + "]";
+}
+
 std::string describe(const ConvShape &s) {
-  char text[384];
-  auto ll = [](int64_t v) { return (long long)v; };
-  std::snprintf(
-      text, sizeof(text),
-      "x [%lld, %lld, %lld, %lld], w [%lld, %lld, %lld, %lld], y [%lld, "
-      "%lld, %lld, %lld], strides %lldx%lld, pads (top %lld, left %lld, "
-      "bottom %lld, right %lld), dilations %lldx%lld, group %lld",
-      ll(s.n), ll(s.c), ll(s.h), ll(s.w), ll(s.k),
-      ll(s.group > 0 ? s.c / s.group : s.c), ll(s.r), ll(s.s), ll(s.n), ll(s.k),
-      ll(s.oh), ll(s.ow), ll(s.strideH), ll(s.strideW), ll(s.padTop),
-      ll(s.padLeft), ll(s.padBottom), ll(s.padRight), ll(s.dilationH),
-      ll(s.dilationW), ll(s.group));
-  return text;
+  const blpa::WindowShape &win = s.window;
+  return "n " + std::to_string(s.n) + ", c " + std::to_string(s.c) + ", k " +
+         std::to_string(s.k) + ", group " + std::to_string(s.group) + ", in " +
+         formatDims(win, win.in) + ", out " + formatDims(win, win.out) +
+         ", kernel " + formatDims(win, win.kernel) + ", strides " +
+         formatDims(win, win.stride) + ", pads " +
+         formatDims(win, win.padBegin) + " + " + formatDims(win, win.padEnd) +
+         ", dilations " + formatDims(win, win.dilation);
 }
 
 /// True when the product of `dims` (each >= 0) is at most INT_MAX: cuDNN's
 /// legacy descriptors take int dimensions and strides.
-bool fitsInt(std::initializer_list<int64_t> dims) {
+bool fitsInt(const std::vector<int64_t> &dims) {
   int64_t product = 1;
   for (int64_t d : dims) {
     if (d > INT_MAX || (d > 0 && product > INT_MAX / d))
@@ -76,30 +82,53 @@ bool fitsInt(std::initializer_list<int64_t> dims) {
   return true;
 }
 
-/// Rows (or columns) of the explicit padding copy: the part of the pads
-/// beyond the symmetric one cuDNN applies.
-int64_t paddedExtent(int64_t size, int64_t before, int64_t after) {
-  return size + before + after - 2 * std::min(before, after);
+/// Planes, rows or columns of the explicit padding copy along spatial axis
+/// i: the part of the pads beyond the symmetric one cuDNN applies.
+int64_t paddedExtent(const blpa::WindowShape &win, int64_t i) {
+  return win.in[i] + win.padBegin[i] + win.padEnd[i] -
+         2 * std::min(win.padBegin[i], win.padEnd[i]);
+}
+
+/// [n, channels, spatial...] of a tensor of the convolution.
+std::vector<int64_t> tensorDims(int64_t n, int64_t channels,
+                                const blpa::WindowShape &win,
+                                const int64_t *spatial) {
+  std::vector<int64_t> dims = {n, channels};
+  dims.insert(dims.end(), spatial, spatial + win.rank);
+  return dims;
+}
+
+/// x's dims as the convolution sees it (the padded copy's when padded).
+std::vector<int64_t> paddedInputDims(const ConvShape &s) {
+  std::vector<int64_t> dims = {s.n, s.c};
+  for (int64_t i = 0; i < s.window.rank; ++i)
+    dims.push_back(paddedExtent(s.window, i));
+  return dims;
 }
 
 void validate(const char *name, const ConvShape &s) {
+  const blpa::WindowShape &win = s.window;
   if (s.group < 1 || s.c % s.group || s.k % s.group)
     failf("%s: channels (%lld in, %lld out) not divisible by group %lld", name,
           (long long)s.c, (long long)s.k, (long long)s.group);
-  bool positive = s.n >= 0 && s.c > 0 && s.h > 0 && s.w > 0 && s.k > 0 &&
-                  s.r > 0 && s.s > 0 && s.oh > 0 && s.ow > 0 && s.strideH > 0 &&
-                  s.strideW > 0 && s.dilationH > 0 && s.dilationW > 0;
-  bool padsValid = s.padTop >= 0 && s.padLeft >= 0 && s.padBottom >= 0 &&
-                   s.padRight >= 0 && s.padTop <= INT_MAX / 2 &&
-                   s.padLeft <= INT_MAX / 2 && s.padBottom <= INT_MAX / 2 &&
-                   s.padRight <= INT_MAX / 2;
-  if (!positive || !padsValid)
+  if (win.rank != 2 && win.rank != 3)
+    failf("%s: %lld spatial dimensions; only 2 and 3 are supported", name,
+          (long long)win.rank);
+  bool positive = s.n >= 0 && s.c > 0 && s.k > 0;
+  int64_t largest = 0;
+  for (int64_t i = 0; i < win.rank; ++i) {
+    positive = positive && win.in[i] > 0 && win.out[i] > 0;
+    if (win.padBegin[i] > INT_MAX / 2 || win.padEnd[i] > INT_MAX / 2)
+      positive = false;
+    largest = std::max({largest, win.stride[i], win.dilation[i]});
+  }
+  if (!positive)
     failf("%s: degenerate convolution %s", name, describe(s).c_str());
-  int64_t hp = paddedExtent(s.h, s.padTop, s.padBottom);
-  int64_t wp = paddedExtent(s.w, s.padLeft, s.padRight);
-  if (!fitsInt({s.n, s.c, hp, wp}) || !fitsInt({s.n, s.k, s.oh, s.ow}) ||
-      !fitsInt({s.k, s.c / s.group, s.r, s.s}) ||
-      std::max({s.strideH, s.strideW, s.dilationH, s.dilationW}) > INT_MAX)
+  std::vector<int64_t> weight = {s.k, s.c / s.group};
+  weight.insert(weight.end(), win.kernel, win.kernel + win.rank);
+  if (!fitsInt(paddedInputDims(s)) ||
+      !fitsInt(tensorDims(s.n, s.k, win, win.out)) || !fitsInt(weight) ||
+      largest > INT_MAX)
     failf("%s: a tensor has more than 2^31-1 elements (or a stride or "
           "dilation exceeds it), beyond cuDNN's convolution descriptors: %s",
           name, describe(s).c_str());
@@ -131,11 +160,11 @@ using ConvDesc =
 
 /// One direction of one convolution shape.
 struct ConvPlan {
-  /// x as the convolution sees it: the caller's [n, c, h, w], or the padded
-  /// copy [n, c, hp, wp] when the pads are asymmetric.
+  /// x as the convolution sees it: the caller's [n, c, spatial...], or the
+  /// padded copy when the pads are asymmetric.
   TensorDesc x;
-  /// With asymmetric pads: the caller's packed x and the [n, c, h, w] view
-  /// of it inside the padded copy (the copy's strides, from interiorOffset).
+  /// With asymmetric pads: the caller's packed x and the view of it inside
+  /// the padded copy (the copy's strides, from interiorOffset).
   TensorDesc userX, interiorX;
   TensorDesc y, bias;
   FilterDesc w;
@@ -150,71 +179,101 @@ struct ConvPlan {
   size_t workspaceBytes = 0;
 };
 
-void setTensor(cudnnTensorDescriptor_t desc, int64_t n, int64_t c, int64_t h,
-               int64_t w, const char *name) {
-  check(cudnnSetTensor4dDescriptor(desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
-                                   int(n), int(c), int(h), int(w)),
+/// Row-major strides of `dims`.
+std::vector<int> packedStrides(const std::vector<int> &dims) {
+  std::vector<int> strides(dims.size(), 1);
+  for (size_t i = dims.size() - 1; i > 0; --i)
+    strides[i - 1] = strides[i] * dims[i];
+  return strides;
+}
+
+std::vector<int> toInt(const std::vector<int64_t> &values) {
+  return std::vector<int>(values.begin(), values.end());
+}
+
+/// A float tensor of `dims` with `strides` (packed when empty).
+void setTensor(cudnnTensorDescriptor_t desc, const std::vector<int64_t> &dims,
+               const char *name, std::vector<int> strides = {}) {
+  std::vector<int> sizes = toInt(dims);
+  if (strides.empty())
+    strides = packedStrides(sizes);
+  check(cudnnSetTensorNdDescriptor(desc, CUDNN_DATA_FLOAT, int(sizes.size()),
+                                   sizes.data(), strides.data()),
         name);
 }
 
-/// Describes the padded copy and the caller's x inside it.
-void setPaddedInput(ConvPlan &plan, const ConvShape &s, int64_t hp, int64_t wp,
-                    const char *name) {
-  int64_t extraTop = s.padTop - std::min(s.padTop, s.padBottom);
-  int64_t extraLeft = s.padLeft - std::min(s.padLeft, s.padRight);
+/// Describes the padded copy's interior, where the caller's x goes.
+void setPaddedInput(ConvPlan &plan, const ConvShape &s,
+                    const std::vector<int64_t> &paddedDims, const char *name) {
+  const blpa::WindowShape &win = s.window;
+  std::vector<int> copyStrides = packedStrides(toInt(paddedDims));
   plan.padded = true;
-  plan.paddedElements = s.n * s.c * hp * wp;
-  plan.interiorOffset = extraTop * wp + extraLeft;
-  setTensor(plan.userX, s.n, s.c, s.h, s.w, name);
-  check(cudnnSetTensor4dDescriptorEx(
-            plan.interiorX, CUDNN_DATA_FLOAT, int(s.n), int(s.c), int(s.h),
-            int(s.w), int(s.c * hp * wp), int(hp * wp), int(wp), 1),
-        name);
+  plan.paddedElements = 1;
+  for (int64_t d : paddedDims)
+    plan.paddedElements *= d;
+  plan.interiorOffset = 0;
+  for (int64_t i = 0; i < win.rank; ++i) {
+    int64_t extra = win.padBegin[i] - std::min(win.padBegin[i], win.padEnd[i]);
+    plan.interiorOffset += extra * copyStrides[size_t(2 + i)];
+  }
+  std::vector<int64_t> userDims = tensorDims(s.n, s.c, win, win.in);
+  setTensor(plan.userX, userDims, name);
+  setTensor(plan.interiorX, userDims, name, copyStrides);
 }
 
 std::shared_ptr<ConvPlan> makePlan(const char *name, const ConvShape &s) {
   validate(name, s);
+  const blpa::WindowShape &win = s.window;
   auto plan = std::make_shared<ConvPlan>();
-  int64_t hp = paddedExtent(s.h, s.padTop, s.padBottom);
-  int64_t wp = paddedExtent(s.w, s.padLeft, s.padRight);
-  setTensor(plan->x, s.n, s.c, hp, wp, name);
-  if (hp != s.h || wp != s.w)
-    setPaddedInput(*plan, s, hp, wp, name);
-  setTensor(plan->y, s.n, s.k, s.oh, s.ow, name);
-  setTensor(plan->bias, 1, s.k, 1, 1, name);
-  // The ABI's [K, C/group, R, S] weights are exactly cuDNN's grouped KCRS.
-  check(cudnnSetFilter4dDescriptor(plan->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW,
-                                   int(s.k), int(s.c / s.group), int(s.r),
-                                   int(s.s)),
+  std::vector<int64_t> xDims = paddedInputDims(s);
+  setTensor(plan->x, xDims, name);
+  if (xDims != tensorDims(s.n, s.c, win, win.in))
+    setPaddedInput(*plan, s, xDims, name);
+  std::vector<int64_t> yDims = tensorDims(s.n, s.k, win, win.out);
+  setTensor(plan->y, yDims, name);
+  std::vector<int64_t> biasDims(yDims.size(), 1);
+  biasDims[1] = s.k;
+  setTensor(plan->bias, biasDims, name);
+  // The ABI's [K, C/group, kernel...] weights are exactly cuDNN's grouped
+  // KC(D)RS.
+  std::vector<int> filter = {int(s.k), int(s.c / s.group)};
+  std::vector<int> pads, strides, dilations;
+  for (int64_t i = 0; i < win.rank; ++i) {
+    filter.push_back(int(win.kernel[i]));
+    pads.push_back(int(std::min(win.padBegin[i], win.padEnd[i])));
+    strides.push_back(int(win.stride[i]));
+    dilations.push_back(int(win.dilation[i]));
+  }
+  check(cudnnSetFilterNdDescriptor(plan->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW,
+                                   int(filter.size()), filter.data()),
         name);
-  check(cudnnSetConvolution2dDescriptor(
-            plan->conv, int(std::min(s.padTop, s.padBottom)),
-            int(std::min(s.padLeft, s.padRight)), int(s.strideH),
-            int(s.strideW), int(s.dilationH), int(s.dilationW),
-            CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
+  check(cudnnSetConvolutionNdDescriptor(
+            plan->conv, int(win.rank), pads.data(), strides.data(),
+            dilations.data(), CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
         name);
   check(cudnnSetConvolutionGroupCount(plan->conv, int(s.group)), name);
   // CUDNN_DEFAULT_MATH permits TF32 tensor cores on sm_80+; FMA math
   // keeps full float32 products.
   check(cudnnSetConvolutionMathType(plan->conv, CUDNN_FMA_MATH), name);
-  int on = 0, ok = 0, ooh = 0, oow = 0;
-  check(cudnnGetConvolution2dForwardOutputDim(plan->conv, plan->x, plan->w, &on,
-                                              &ok, &ooh, &oow),
+  std::vector<int> outDims(yDims.size());
+  check(cudnnGetConvolutionNdForwardOutputDim(
+            plan->conv, plan->x, plan->w, int(outDims.size()), outDims.data()),
         name);
-  if (on != s.n || ok != s.k || ooh != s.oh || oow != s.ow)
-    failf("%s: output size [%d, %d, %d, %d] of the convolution does not "
-          "match the given one: %s",
-          name, on, ok, ooh, oow, describe(s).c_str());
+  if (outDims != toInt(yDims))
+    failf("%s: the convolution's output size does not match the given one: "
+          "%s",
+          name, describe(s).c_str());
   return plan;
 }
 
 ConvPlan &planFor(CudaRuntime &rt, const char *name, Direction direction,
                   const ConvShape &s) {
+  const blpa::WindowShape &win = s.window;
   std::vector<int64_t> key = {
-      convPlanTag, int64_t(direction), s.n, s.c, s.h, s.w, s.k, s.r, s.s, s.oh,
-      s.ow};
-  key.insert(key.end(), {s.strideH, s.strideW, s.padTop, s.padLeft, s.padBottom,
-                         s.padRight, s.dilationH, s.dilationW, s.group});
+      convPlanTag, int64_t(direction), s.n, s.c, s.k, s.group, win.rank};
+  for (const int64_t *values : {win.in, win.out, win.kernel, win.stride,
+                                win.padBegin, win.padEnd, win.dilation})
+    key.insert(key.end(), values, values + win.rank);
   std::shared_ptr<void> &entry = rt.plans[key];
   if (!entry)
     entry = makePlan(name, s);
@@ -399,20 +458,32 @@ void runPlan(CudaRuntime &rt, ConvPlan &plan, const ConvTensors &t,
   check(Ops::run(rt.cudnn, plan, t, rt.workspace), name);
 }
 
+/// The ConvShape of the ABI's static arguments.
+ConvShape convShape(const char *name, int64_t n, int64_t c, int64_t k,
+                    int64_t group, int64_t rank, const int64_t *in,
+                    const int64_t *out, const int64_t *kernel,
+                    const int64_t *strides, const int64_t *pads,
+                    const int64_t *dilations) {
+  ConvShape shape{n, c, k, group, {}};
+  if (!shape.window.read(rank, in, out, kernel, strides, pads, dilations))
+    failf("%s: invalid window (%lld spatial dimensions)", name,
+          (long long)rank);
+  return shape;
+}
+
 } // namespace
 
 extern "C" {
 
-void blpa_conv2d(blpa_context *ctx, const float *x, const float *w,
-                 const float *b, float *y, int64_t n, int64_t c, int64_t h,
-                 int64_t w_, int64_t k, int64_t r, int64_t s, int64_t oh,
-                 int64_t ow, int64_t strideH, int64_t strideW, int64_t padTop,
-                 int64_t padLeft, int64_t padBottom, int64_t padRight,
-                 int64_t dilationH, int64_t dilationW, int64_t group) {
-  const char *name = "blpa_conv2d";
-  ConvShape shape{n,       c,         h,        w_,        k,         r,
-                  s,       oh,        ow,       strideH,   strideW,   padTop,
-                  padLeft, padBottom, padRight, dilationH, dilationW, group};
+void blpa_conv(blpa_context *ctx, const float *x, const float *w,
+               const float *b, float *y, int64_t n, int64_t c, int64_t k,
+               int64_t group, int64_t rank, const int64_t *in,
+               const int64_t *out, const int64_t *kernel,
+               const int64_t *strides, const int64_t *pads,
+               const int64_t *dilations) {
+  const char *name = "blpa_conv";
+  ConvShape shape = convShape(name, n, c, k, group, rank, in, out, kernel,
+                              strides, pads, dilations);
   if (n == 0)
     return; // y is empty
   CudaRuntime &rt = runtimeOf(ctx);
@@ -423,23 +494,20 @@ void blpa_conv2d(blpa_context *ctx, const float *x, const float *w,
     check(cudnnAddTensor(rt.cudnn, &one, plan.bias, b, &one, plan.y, y), name);
 }
 
-void blpa_conv2d_grad_input(blpa_context *ctx, const float *dy, const float *w,
-                            float *dx, int64_t n, int64_t c, int64_t h,
-                            int64_t w_, int64_t k, int64_t r, int64_t s,
-                            int64_t oh, int64_t ow, int64_t strideH,
-                            int64_t strideW, int64_t padTop, int64_t padLeft,
-                            int64_t padBottom, int64_t padRight,
-                            int64_t dilationH, int64_t dilationW,
-                            int64_t group) {
-  const char *name = "blpa_conv2d_grad_input";
-  ConvShape shape{n,       c,         h,        w_,        k,         r,
-                  s,       oh,        ow,       strideH,   strideW,   padTop,
-                  padLeft, padBottom, padRight, dilationH, dilationW, group};
+void blpa_conv_grad_input(blpa_context *ctx, const float *dy, const float *w,
+                          float *dx, int64_t n, int64_t c, int64_t k,
+                          int64_t group, int64_t rank, const int64_t *in,
+                          const int64_t *out, const int64_t *kernel,
+                          const int64_t *strides, const int64_t *pads,
+                          const int64_t *dilations) {
+  const char *name = "blpa_conv_grad_input";
+  ConvShape shape = convShape(name, n, c, k, group, rank, in, out, kernel,
+                              strides, pads, dilations);
   if (n == 0)
     return; // dx is empty
   CudaRuntime &rt = runtimeOf(ctx);
   // plan.x is the true input shape (or its padded copy), so cuDNN knows the
-  // rows and columns a strided forward skipped and gives them zero gradient.
+  // positions a strided forward skipped and gives them zero gradient.
   ConvPlan &plan = planFor(rt, name, Direction::backwardData, shape);
   float *target = dx;
   if (plan.padded)
@@ -454,23 +522,22 @@ void blpa_conv2d_grad_input(blpa_context *ctx, const float *dy, const float *w,
           name);
 }
 
-void blpa_conv2d_grad_weight(blpa_context *ctx, const float *dy, const float *x,
-                             float *dw, int64_t n, int64_t c, int64_t h,
-                             int64_t w_, int64_t k, int64_t r, int64_t s,
-                             int64_t oh, int64_t ow, int64_t strideH,
-                             int64_t strideW, int64_t padTop, int64_t padLeft,
-                             int64_t padBottom, int64_t padRight,
-                             int64_t dilationH, int64_t dilationW,
-                             int64_t group) {
-  const char *name = "blpa_conv2d_grad_weight";
-  ConvShape shape{n,       c,         h,        w_,        k,         r,
-                  s,       oh,        ow,       strideH,   strideW,   padTop,
-                  padLeft, padBottom, padRight, dilationH, dilationW, group};
+void blpa_conv_grad_weight(blpa_context *ctx, const float *dy, const float *x,
+                           float *dw, int64_t n, int64_t c, int64_t k,
+                           int64_t group, int64_t rank, const int64_t *in,
+                           const int64_t *out, const int64_t *kernel,
+                           const int64_t *strides, const int64_t *pads,
+                           const int64_t *dilations) {
+  const char *name = "blpa_conv_grad_weight";
+  ConvShape shape = convShape(name, n, c, k, group, rank, in, out, kernel,
+                              strides, pads, dilations);
   CudaRuntime &rt = runtimeOf(ctx);
   if (n == 0) {
     // An empty batch contributes nothing: dw is zero.
     validate(name, shape);
-    size_t bytes = size_t(k * (c / group) * r * s) * sizeof(float);
+    size_t bytes = size_t(k * (c / group)) * sizeof(float);
+    for (int64_t i = 0; i < rank; ++i)
+      bytes *= size_t(kernel[i]);
     check(cudaMemsetAsync(dw, 0, bytes, rt.stream), name);
     return;
   }

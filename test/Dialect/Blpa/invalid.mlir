@@ -1,9 +1,9 @@
 // RUN: blpa-opt %s -split-input-file -verify-diagnostics
 
 func.func @conv_channels(%x: tensor<2x3x8x8xf32>, %w: tensor<4x2x3x3xf32>) {
-  // expected-error @+2 {{conv2d channel mismatch: input has 3 channels, weight expects 2 per group with group = 1}}
+  // expected-error @+2 {{conv channel mismatch: input has 3 channels, weight expects 2 per group with group = 1}}
   // expected-error @+1 {{failed to infer returned types}}
-  %y = blpa.conv2d %x, %w {strides = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>} : (tensor<2x3x8x8xf32>, tensor<4x2x3x3xf32>) -> tensor<2x4x6x6xf32>
+  %y = blpa.conv %x, %w {strides = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>} : (tensor<2x3x8x8xf32>, tensor<4x2x3x3xf32>) -> tensor<2x4x6x6xf32>
   return
 }
 
@@ -12,7 +12,7 @@ func.func @conv_channels(%x: tensor<2x3x8x8xf32>, %w: tensor<4x2x3x3xf32>) {
 func.func @conv_result_type(%x: tensor<2x3x8x8xf32>, %w: tensor<4x3x3x3xf32>) {
   // expected-error @+2 {{inferred type(s) 'tensor<2x4x6x6xf32>' are incompatible with return type(s) of operation 'tensor<2x4x8x8xf32>'}}
   // expected-error @+1 {{failed to infer returned types}}
-  %y = blpa.conv2d %x, %w {strides = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>} : (tensor<2x3x8x8xf32>, tensor<4x3x3x3xf32>) -> tensor<2x4x8x8xf32>
+  %y = blpa.conv %x, %w {strides = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>} : (tensor<2x3x8x8xf32>, tensor<4x3x3x3xf32>) -> tensor<2x4x8x8xf32>
   return
 }
 
@@ -21,7 +21,16 @@ func.func @conv_result_type(%x: tensor<2x3x8x8xf32>, %w: tensor<4x3x3x3xf32>) {
 func.func @conv_pads(%x: tensor<2x3x8x8xf32>, %w: tensor<4x3x3x3xf32>) {
   // expected-error @+2 {{'pads' must have 4 entries, got 2}}
   // expected-error @+1 {{failed to infer returned types}}
-  %y = blpa.conv2d %x, %w {strides = array<i64: 1, 1>, pads = array<i64: 1, 1>} : (tensor<2x3x8x8xf32>, tensor<4x3x3x3xf32>) -> tensor<2x4x8x8xf32>
+  %y = blpa.conv %x, %w {strides = array<i64: 1, 1>, pads = array<i64: 1, 1>} : (tensor<2x3x8x8xf32>, tensor<4x3x3x3xf32>) -> tensor<2x4x8x8xf32>
+  return
+}
+
+// -----
+
+func.func @conv_rank_mismatch(%x: tensor<2x3x4x8x8xf32>, %w: tensor<4x3x3x3xf32>) {
+  // expected-error @+2 {{conv expects rank-4 (NCHW, KCRS) or rank-5 (NCDHW, KCTRS) input and weight}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %y = blpa.conv %x, %w {strides = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>} : (tensor<2x3x4x8x8xf32>, tensor<4x3x3x3xf32>) -> tensor<2x4x4x6x6xf32>
   return
 }
 
@@ -88,9 +97,28 @@ func.func @bn_channels(%x: tensor<2x4x3x3xf32>, %s: tensor<3xf32>) {
 
 // -----
 
-func.func @avg_pool_ceil(%x: tensor<1x1x5x5xf32>) {
-  // expected-error @+1 {{ceil_mode is not supported for average pooling}}
-  %y = blpa.avg_pool %x {kernel_shape = array<i64: 2, 2>, strides = array<i64: 2, 2>, pads = array<i64: 0, 0, 0, 0>, ceil_mode = true} : (tensor<1x1x5x5xf32>) -> tensor<1x1x3x3xf32>
+func.func @avg_pool_dilations(%x: tensor<1x1x5x5xf32>) {
+  // expected-error @+1 {{dilations must be 1 for average pooling}}
+  %y = blpa.avg_pool %x {kernel_shape = array<i64: 2, 2>, strides = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>, dilations = array<i64: 2, 1>} : (tensor<1x1x5x5xf32>) -> tensor<1x1x3x4xf32>
+  return
+}
+
+// -----
+
+func.func @max_pool_rank6(%x: tensor<1x1x2x2x2x2xf32>) {
+  // expected-error @+2 {{pooling expects a rank-4 (NCHW) or rank-5 (NCDHW) input}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %y = blpa.max_pool %x {kernel_shape = array<i64: 2, 2, 2, 2>, strides = array<i64: 1, 1, 1, 1>, pads = array<i64: 0, 0, 0, 0, 0, 0, 0, 0>} : (tensor<1x1x2x2x2x2xf32>) -> tensor<1x1x1x1x1x1xf32>
+  return
+}
+
+// -----
+
+func.func @max_pool_3d_default_dilations(%x: tensor<1x1x4x4x4xf32>) {
+  // The default dilations are a 2-D pooling's: a 3-D one must give its own.
+  // expected-error @+2 {{'dilations' must have 3 entries, got 2}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %y = blpa.max_pool %x {kernel_shape = array<i64: 2, 2, 2>, strides = array<i64: 1, 1, 1>, pads = array<i64: 0, 0, 0, 0, 0, 0>} : (tensor<1x1x4x4x4xf32>) -> tensor<1x1x3x3x3xf32>
   return
 }
 

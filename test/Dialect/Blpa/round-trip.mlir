@@ -10,8 +10,8 @@ func.func @conv_bn_relu(%x: tensor<2x3x8x8xf32>) -> tensor<2x4x4x4xf32> {
   // CHECK: blpa.param "bn.mean" : tensor<4xf32>
   %m = blpa.param "bn.mean" : tensor<4xf32>
   %v = blpa.param "bn.var" : tensor<4xf32>
-  // CHECK: blpa.conv2d %{{.*}} {pads = array<i64: 1, 1, 1, 1>, strides = array<i64: 2, 2>} : (tensor<2x3x8x8xf32>, tensor<4x3x3x3xf32>, tensor<4xf32>) -> tensor<2x4x4x4xf32>
-  %y = blpa.conv2d %x, %w, %b {strides = array<i64: 2, 2>, pads = array<i64: 1, 1, 1, 1>} : (tensor<2x3x8x8xf32>, tensor<4x3x3x3xf32>, tensor<4xf32>) -> tensor<2x4x4x4xf32>
+  // CHECK: blpa.conv %{{.*}} {pads = array<i64: 1, 1, 1, 1>, strides = array<i64: 2, 2>} : (tensor<2x3x8x8xf32>, tensor<4x3x3x3xf32>, tensor<4xf32>) -> tensor<2x4x4x4xf32>
+  %y = blpa.conv %x, %w, %b {strides = array<i64: 2, 2>, pads = array<i64: 1, 1, 1, 1>} : (tensor<2x3x8x8xf32>, tensor<4x3x3x3xf32>, tensor<4xf32>) -> tensor<2x4x4x4xf32>
   // CHECK: blpa.batch_norm {{.*}} -> (tensor<2x4x4x4xf32>, tensor<4xf32>, tensor<4xf32>)
   %n:3 = blpa.batch_norm %y, %s, %c, %m, %v {epsilon = 1.0e-05 : f64, momentum = 0.9 : f64} : (tensor<2x4x4x4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<2x4x4x4xf32>, tensor<4xf32>, tensor<4xf32>)
   // CHECK: blpa.relu

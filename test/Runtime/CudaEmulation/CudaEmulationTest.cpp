@@ -37,6 +37,8 @@
 
 #include "blpa/Runtime/Runtime.h"
 
+#include "../WindowCase.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -114,6 +116,7 @@ BLPA_DECLARE_CPU_REFERENCE(blpa_runtime_shutdown)
 
 namespace {
 
+using blpa_test::WindowGeometry;
 using Bytes = std::vector<uint8_t>;
 using Floats = std::vector<float>;
 using Int64s = std::vector<int64_t>;
@@ -1321,38 +1324,69 @@ void testLoss() {
 
 struct PoolCase {
   const char *name;
-  int64_t n, c, h, w, kernelH, kernelW, strideH, strideW, padTop, padLeft,
-      padBottom, padRight;
+  int64_t n, c;
+  WindowGeometry win;
 
-  int64_t oh() const {
-    return (h + padTop + padBottom - kernelH) / strideH + 1;
-  }
-  int64_t ow() const {
-    return (w + padLeft + padRight - kernelW) / strideW + 1;
-  }
-  size_t xSize() const { return n * c * h * w; }
-  size_t ySize() const { return n * c * oh() * ow(); }
+  size_t xSize() const { return n * c * win.inSize(); }
+  size_t ySize() const { return n * c * win.outSize(); }
 };
 
 /// Valid for average pooling too (no window entirely in the padding).
 const PoolCase poolCases[] = {
-    {"3x3_s2_pad1", 2, 3, 9, 11, 3, 3, 2, 2, 1, 1, 1, 1},
-    {"2x2_s2", 3, 2, 8, 10, 2, 2, 2, 2, 0, 0, 0, 0},
-    {"3x2_s1_asympad", 2, 5, 7, 6, 3, 2, 1, 2, 2, 1, 0, 1},
-    {"2x2_s2_ceil_odd_plane", 2, 3, 9, 5, 2, 2, 2, 2, 0, 0, 1, 1},
-    {"1x2_s1", 3, 4, 5, 7, 1, 2, 1, 1, 0, 0, 0, 0},
-    {"1x1_s2", 2, 3, 7, 5, 1, 1, 2, 2, 0, 0, 0, 0},
-    {"4x4_s3_pad", 2, 2, 10, 11, 4, 4, 3, 3, 1, 2, 2, 1},
-    {"5x5_s2_pad2", 2, 3, 11, 9, 5, 5, 2, 2, 2, 2, 2, 2},
-    {"3x3_s2_pad1_large", 8, 8, 35, 35, 3, 3, 2, 2, 1, 1, 1, 1},
-    {"2x2_s2_ceil_large", 8, 9, 29, 33, 2, 2, 2, 2, 0, 0, 1, 1},
-    {"3x3_s2_pad1_resnet", 8, 32, 28, 28, 3, 3, 2, 2, 1, 1, 1, 1},
+    {"3x3_s2_pad1", 2, 3, {{9, 11}, {3, 3}, {2, 2}, {1, 1, 1, 1}}},
+    {"2x2_s2", 3, 2, {{8, 10}, {2, 2}, {2, 2}, {0, 0, 0, 0}}},
+    {"3x2_s1_asympad", 2, 5, {{7, 6}, {3, 2}, {1, 2}, {2, 1, 0, 1}}},
+    {"2x2_s2_ceil_odd_plane", 2, 3, {{9, 5}, {2, 2}, {2, 2}, {0, 0, 1, 1}}},
+    {"1x2_s1", 3, 4, {{5, 7}, {1, 2}, {1, 1}, {0, 0, 0, 0}}},
+    {"1x1_s2", 2, 3, {{7, 5}, {1, 1}, {2, 2}, {0, 0, 0, 0}}},
+    {"4x4_s3_pad", 2, 2, {{10, 11}, {4, 4}, {3, 3}, {1, 2, 2, 1}}},
+    {"5x5_s2_pad2", 2, 3, {{11, 9}, {5, 5}, {2, 2}, {2, 2, 2, 2}}},
+    {"3x3_s2_pad1_large", 8, 8, {{35, 35}, {3, 3}, {2, 2}, {1, 1, 1, 1}}},
+    {"2x2_s2_ceil_large", 8, 9, {{29, 33}, {2, 2}, {2, 2}, {0, 0, 1, 1}}},
+    {"3x3_s2_pad1_resnet", 8, 32, {{28, 28}, {3, 3}, {2, 2}, {1, 1, 1, 1}}},
+    {"3d_3x3x3_s2_pad1",
+     2,
+     3,
+     {{7, 8, 9}, {3, 3, 3}, {2, 2, 2}, {1, 1, 1, 1, 1, 1}}},
+    {"3d_2x3x2_asympad",
+     2,
+     2,
+     {{5, 7, 6}, {2, 3, 2}, {1, 2, 2}, {1, 1, 0, 0, 1, 1}}},
+    {"3x3_s2_ceil", 2, 3, {{8, 10}, {3, 3}, {2, 2}, {0, 0, 0, 0}, {}, true}},
+    {"3x3_s2_pad1_ceil",
+     2,
+     2,
+     {{8, 7}, {3, 3}, {2, 2}, {1, 1, 1, 1}, {}, true}},
+    {"1x3_s2_ceil", 3, 2, {{1, 10}, {1, 3}, {1, 2}, {0, 1, 0, 1}, {}, true}},
+    {"3d_2x2x2_s2_ceil",
+     1,
+     3,
+     {{5, 5, 4}, {2, 2, 2}, {2, 2, 2}, {0, 0, 0, 0, 0, 0}, {}, true}},
+    {"3d_3x3x3_s2_pad1_ceil",
+     2,
+     2,
+     {{6, 8, 5}, {3, 3, 3}, {2, 2, 2}, {1, 1, 1, 1, 1, 1}, {}, true}},
 };
 
-/// Max pooling only: windows entirely in the padding; no planes at all.
+/// Max pooling only: windows entirely in the padding; no planes at all;
+/// dilated windows.
 const PoolCase maxOnlyPoolCases[] = {
-    {"window_all_padding", 1, 3, 4, 4, 2, 2, 2, 2, 0, 0, 2, 2},
-    {"empty_batch", 0, 3, 5, 5, 2, 2, 2, 2, 0, 0, 0, 0},
+    {"window_all_padding", 1, 3, {{4, 4}, {2, 2}, {2, 2}, {0, 0, 2, 2}}},
+    {"empty_batch", 0, 3, {{5, 5}, {2, 2}, {2, 2}, {0, 0, 0, 0}}},
+    {"3x3_s1_dil2", 2, 3, {{9, 10}, {3, 3}, {1, 1}, {2, 2, 2, 2}, {2, 2}}},
+    {"2x2_s2_pad1_dil2x3_ceil",
+     2,
+     2,
+     {{8, 9}, {2, 2}, {2, 2}, {1, 1, 1, 1}, {2, 3}, true}},
+    {"1x3_s2_dil2", 2, 3, {{1, 11}, {1, 3}, {1, 2}, {0, 2, 0, 1}, {1, 2}}},
+    {"3d_2x2x2_dil",
+     1,
+     2,
+     {{6, 5, 7}, {2, 2, 2}, {1, 2, 1}, {0, 1, 1, 0, 1, 1}, {2, 1, 3}}},
+    {"3d_3x3x3_s2_dil2_ceil",
+     2,
+     2,
+     {{9, 8, 7}, {3, 3, 3}, {2, 2, 2}, {2, 2, 2, 2, 2, 2}, {2, 2, 2}, true}},
 };
 
 /// The smallest code width of Runtime.h that numbers every window position.
@@ -1364,9 +1398,7 @@ int argmaxBits(int64_t positions) {
 }
 
 /// The pooling arguments after the data pointers.
-#define POOL_ARGS(pc)                                                          \
-  pc.n, pc.c, pc.h, pc.w, pc.oh(), pc.ow(), pc.kernelH, pc.kernelW,            \
-      pc.strideH, pc.strideW, pc.padTop, pc.padLeft
+#define POOL_ARGS(pc) pc.n, pc.c, WINDOW_ARGS(pc.win)
 
 /// blpa_max_pool_argmax at `bits` against the CPU, its y against the
 /// emulated blpa_max_pool's, and blpa_max_pool_grad_argmax against the
@@ -1424,7 +1456,7 @@ void testMaxPool(const PoolCase &pc, PoolData data) {
     rt.blpa_max_pool_grad(ctx, p.f(dyIn), p.f(xGradIn), p.f(dx), POOL_ARGS(pc));
   });
   // Every width that fits the window.
-  for (int bits = argmaxBits(pc.kernelH * pc.kernelW); bits <= 8; bits *= 2)
+  for (int bits = argmaxBits(pc.win.kernelSize()); bits <= 8; bits *= 2)
     testMaxPoolArgmax(base, pc, bits, x, dy, fwd, grad);
 }
 
@@ -1862,11 +1894,13 @@ void testRejections() {
                           y.data(), 0, 2, 4, bnEps);
   });
   expectRejected("argmax_window_too_wide", "blpa_max_pool_argmax", [&] {
-    blpa_max_pool_argmax(ctx, x.data(), y.data(), codes.data(), 1, 1, 8, 8, 3,
-                         3, 3, 3, 2, 2, 0, 0, 2);
+    WindowGeometry win{{8, 8}, {3, 3}, {2, 2}, {0, 0, 0, 0}};
+    blpa_max_pool_argmax(ctx, x.data(), y.data(), codes.data(), 1, 1,
+                         WINDOW_ARGS(win), 2);
   });
   expectRejected("pool_negative_pad", "blpa_max_pool", [&] {
-    blpa_max_pool(ctx, x.data(), y.data(), 1, 1, 8, 8, 4, 4, 2, 2, 2, 2, -1, 0);
+    WindowGeometry win{{8, 8}, {2, 2}, {2, 2}, {-1, 0, 0, 0}};
+    blpa_max_pool(ctx, x.data(), y.data(), 1, 1, WINDOW_ARGS(win));
   });
   int64_t inDims[2] = {4, 8}, outDims[2] = {2, 1};
   expectRejected("reduce_bad_output", "blpa_reduce_sum_to", [&] {

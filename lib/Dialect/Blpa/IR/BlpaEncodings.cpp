@@ -85,7 +85,8 @@ bool MaxPoolOp::encodeSavedActivations(const ActivationEncoding &encoding) {
         use->getOperandNumber() == grad.getInputMutable().getOperandNumber() &&
         grad.getKernelShape() == getKernelShape() &&
         grad.getStrides() == getStrides() && grad.getPads() == getPads() &&
-        grad.getCeilMode() == getCeilMode())
+        grad.getCeilMode() == getCeilMode() &&
+        grad.getDilations() == getDilations())
       grads.push_back(grad);
   }
   if (grads.empty())
@@ -93,15 +94,17 @@ bool MaxPoolOp::encodeSavedActivations(const ActivationEncoding &encoding) {
 
   OpBuilder b(*this);
   auto pool = MaxPoolArgmaxOp::create(b, getLoc(), getInput(), getKernelShape(),
-                                      getStrides(), getPads(), getCeilMode());
+                                      getStrides(), getPads(), getCeilMode(),
+                                      getDilations());
   replaceKeepingPhase(*this, pool);
   for (MaxPoolGradOp grad : grads) {
     b.setInsertionPoint(grad);
-    replaceKeepingPhase(
-        grad, MaxPoolGradArgmaxOp::create(
-                  b, grad.getLoc(), grad.getGrad(), pool.getCodes(),
-                  grad.getKernelShape(), grad.getStrides(), grad.getPads(),
-                  grad.getCeilMode(), getShape(grad.getInput())));
+    replaceKeepingPhase(grad,
+                        MaxPoolGradArgmaxOp::create(
+                            b, grad.getLoc(), grad.getGrad(), pool.getCodes(),
+                            grad.getKernelShape(), grad.getStrides(),
+                            grad.getPads(), grad.getCeilMode(),
+                            grad.getDilations(), getShape(grad.getInput())));
   }
   return true;
 }

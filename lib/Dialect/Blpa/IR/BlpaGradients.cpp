@@ -28,23 +28,25 @@ static LogicalResult noGradients(Operation *op,
   return success();
 }
 
-LogicalResult Conv2DOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
-                                       SmallVectorImpl<Value> &operandGrads) {
+LogicalResult ConvOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
+                                     SmallVectorImpl<Value> &operandGrads) {
   Value dy = resultGrads[0];
   if (!dy)
     return noGradients(*this, operandGrads);
   Location loc = getLoc();
-  Value dx = Conv2DGradInputOp::create(b, loc, dy, getWeight(), getStrides(),
-                                       getPads(), getDilations(), getGroup(),
-                                       getShape(getInput()));
-  Value dw = Conv2DGradWeightOp::create(b, loc, dy, getInput(), getStrides(),
-                                        getPads(), getDilations(), getGroup(),
-                                        getShape(getWeight()));
+  Value dx =
+      ConvGradInputOp::create(b, loc, dy, getWeight(), getStrides(), getPads(),
+                              getDilations(), getGroup(), getShape(getInput()));
+  Value dw = ConvGradWeightOp::create(b, loc, dy, getInput(), getStrides(),
+                                      getPads(), getDilations(), getGroup(),
+                                      getShape(getWeight()));
   operandGrads.assign({dx, dw, Value()});
   if (Value bias = getBias()) {
-    // Sum over N, OH, OW keeping rank 4, then view as the bias' [K].
-    int64_t k = getShape(dy)[1];
-    auto summed = RankedTensorType::get({1, k, 1, 1}, b.getF32Type());
+    // Sum over N and the spatial dimensions keeping the rank, then view as
+    // the bias' [K].
+    SmallVector<int64_t> summedShape(getShape(dy).size(), 1);
+    summedShape[1] = getShape(dy)[1];
+    auto summed = RankedTensorType::get(summedShape, b.getF32Type());
     Value db = reduceToType(b, loc, dy, summed);
     operandGrads[2] = ReshapeOp::create(b, loc, bias.getType(), db);
   }
@@ -267,7 +269,7 @@ LogicalResult MaxPoolOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
     return noGradients(*this, operandGrads);
   operandGrads.assign({MaxPoolGradOp::create(
       b, getLoc(), resultGrads[0], getInput(), getKernelShape(), getStrides(),
-      getPads(), getCeilMode())});
+      getPads(), getCeilMode(), getDilations())});
   return success();
 }
 
@@ -277,7 +279,8 @@ LogicalResult AvgPoolOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
     return noGradients(*this, operandGrads);
   operandGrads.assign({AvgPoolGradOp::create(
       b, getLoc(), resultGrads[0], getKernelShape(), getStrides(), getPads(),
-      getCeilMode(), getCountIncludePad(), getShape(getInput()))});
+      getCeilMode(), getDilations(), getCountIncludePad(),
+      getShape(getInput()))});
   return success();
 }
 

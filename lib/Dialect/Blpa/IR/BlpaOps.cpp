@@ -155,28 +155,36 @@ static LogicalResult checkChannelVector(std::optional<Location> loc,
 // Convolution
 //===----------------------------------------------------------------------===//
 
+/// The window arrays of Runtime.h's convolution and pooling kernels:
+/// `rank` spatial dimensions, then in, out, kernel, strides, pads (begins,
+/// then ends) and dilations, one array each.
+static void appendWindowArgs(ArrayRef<int64_t> input, ArrayRef<int64_t> output,
+                             ArrayRef<int64_t> kernel,
+                             ArrayRef<int64_t> strides, ArrayRef<int64_t> pads,
+                             ArrayRef<int64_t> dilations,
+                             SmallVectorImpl<RuntimeArg> &args) {
+  args.push_back(RuntimeArg::i64(kernel.size()));
+  for (ArrayRef<int64_t> list : {input.drop_front(2), output.drop_front(2),
+                                 kernel, strides, pads, dilations})
+    args.push_back(RuntimeArg::i64Array(list));
+}
+
 namespace {
-/// The static description of a 2-D convolution shared by conv2d and its two
-/// gradient ops, which all lower to runtime calls with the same arguments.
+/// The static description of a 2-D or 3-D convolution shared by conv and its
+/// two gradient ops, which all lower to runtime calls with the same
+/// arguments.
 struct ConvGeometry {
-  SmallVector<int64_t, 4> input;  // N, C, H, W
-  SmallVector<int64_t, 4> weight; // K, C/group, R, S
-  SmallVector<int64_t, 4> output; // N, K, OH, OW
+  SmallVector<int64_t, 5> input;  // N, C, spatial...
+  SmallVector<int64_t, 5> weight; // K, C/group, kernel...
+  SmallVector<int64_t, 5> output; // N, K, spatial...
   ArrayRef<int64_t> strides, pads, dilations;
   int64_t group;
 
   void appendRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) const {
-    for (int64_t v : input)
+    for (int64_t v : {input[0], input[1], weight[0], group})
       args.push_back(RuntimeArg::i64(v));
-    args.push_back(RuntimeArg::i64(weight[0]));
-    args.push_back(RuntimeArg::i64(weight[2]));
-    args.push_back(RuntimeArg::i64(weight[3]));
-    args.push_back(RuntimeArg::i64(output[2]));
-    args.push_back(RuntimeArg::i64(output[3]));
-    for (ArrayRef<int64_t> list : {strides, pads, dilations})
-      for (int64_t v : list)
-        args.push_back(RuntimeArg::i64(v));
-    args.push_back(RuntimeArg::i64(group));
+    appendWindowArgs(input, output, ArrayRef<int64_t>(weight).drop_front(2),
+                     strides, pads, dilations, args);
   }
 };
 } // namespace
@@ -209,19 +217,20 @@ buildConvGeometry(std::optional<Location> loc, ArrayRef<int64_t> input,
                   ArrayRef<int64_t> weight, ArrayRef<int64_t> strides,
                   ArrayRef<int64_t> pads, ArrayRef<int64_t> dilations,
                   int64_t group, ConvGeometry &geom) {
-  if (input.size() != 4 || weight.size() != 4)
-    return emitOptionalError(loc, "conv2d expects rank-4 input and weight "
-                                  "(NCHW, KCRS)");
-  if (failed(checkArray(loc, "strides", strides, 2)) ||
-      failed(checkArray(loc, "pads", pads, 4, /*allowZero=*/true)) ||
-      failed(checkArray(loc, "dilations", dilations, 2)))
+  if ((input.size() != 4 && input.size() != 5) || weight.size() != input.size())
+    return emitOptionalError(loc, "conv expects rank-4 (NCHW, KCRS) or rank-5 "
+                                  "(NCDHW, KCTRS) input and weight");
+  size_t spatial = input.size() - 2;
+  if (failed(checkArray(loc, "strides", strides, spatial)) ||
+      failed(checkArray(loc, "pads", pads, 2 * spatial, /*allowZero=*/true)) ||
+      failed(checkArray(loc, "dilations", dilations, spatial)))
     return failure();
-  if (weight[2] < 1 || weight[3] < 1)
-    return emitOptionalError(loc, "conv2d kernel must not be empty");
+  if (llvm::any_of(weight.drop_front(2), [](int64_t k) { return k < 1; }))
+    return emitOptionalError(loc, "conv kernel must not be empty");
   if (group < 1 || input[1] % group != 0 || weight[0] % group != 0 ||
       weight[1] != input[1] / group)
-    return emitOptionalError(loc, "conv2d channel mismatch: input has ",
-                             input[1], " channels, weight expects ", weight[1],
+    return emitOptionalError(loc, "conv channel mismatch: input has ", input[1],
+                             " channels, weight expects ", weight[1],
                              " per group with group = ", group);
   geom.input.assign(input.begin(), input.end());
   geom.weight.assign(weight.begin(), weight.end());
@@ -229,22 +238,24 @@ buildConvGeometry(std::optional<Location> loc, ArrayRef<int64_t> input,
   geom.pads = pads;
   geom.dilations = dilations;
   geom.group = group;
-  std::optional<int64_t> oh = convOutputDim(input[2], weight[2], strides[0],
-                                            pads[0], pads[2], dilations[0]);
-  std::optional<int64_t> ow = convOutputDim(input[3], weight[3], strides[1],
-                                            pads[1], pads[3], dilations[1]);
-  if (!oh || !ow)
-    return emitOptionalError(loc, "conv2d window arithmetic overflows int64");
-  if (*oh < 1 || *ow < 1)
-    return emitOptionalError(loc, "conv2d kernel larger than padded input");
-  geom.output = {input[0], weight[0], *oh, *ow};
+  geom.output = {input[0], weight[0]};
+  for (size_t i = 0; i < spatial; ++i) {
+    std::optional<int64_t> size =
+        convOutputDim(input[2 + i], weight[2 + i], strides[i], pads[i],
+                      pads[spatial + i], dilations[i]);
+    if (!size)
+      return emitOptionalError(loc, "conv window arithmetic overflows int64");
+    if (*size < 1)
+      return emitOptionalError(loc, "conv kernel larger than padded input");
+    geom.output.push_back(*size);
+  }
   return success();
 }
 
-LogicalResult Conv2DOp::inferReturnTypes(MLIRContext *ctx,
-                                         std::optional<Location> loc,
-                                         Adaptor adaptor,
-                                         SmallVectorImpl<Type> &results) {
+LogicalResult ConvOp::inferReturnTypes(MLIRContext *ctx,
+                                       std::optional<Location> loc,
+                                       Adaptor adaptor,
+                                       SmallVectorImpl<Type> &results) {
   ConvGeometry geom;
   if (failed(buildConvGeometry(
           loc, getShape(adaptor.getInput()), getShape(adaptor.getWeight()),
@@ -252,7 +263,7 @@ LogicalResult Conv2DOp::inferReturnTypes(MLIRContext *ctx,
           adaptor.getGroup(), geom)))
     return failure();
   if (Value bias = adaptor.getBias())
-    if (failed(checkChannelVector(loc, "conv2d bias", bias, geom.weight[0])))
+    if (failed(checkChannelVector(loc, "conv bias", bias, geom.weight[0])))
       return failure();
   results.push_back(f32Tensor(ctx, geom.output));
   return success();
@@ -268,9 +279,9 @@ static ConvGeometry getGeometry(OpTy op, ArrayRef<int64_t> input,
   return geom;
 }
 
-StringRef Conv2DOp::getRuntimeFunction() { return "blpa_conv2d"; }
+StringRef ConvOp::getRuntimeFunction() { return "blpa_conv"; }
 
-void Conv2DOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+void ConvOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   args.push_back(RuntimeArg::data(getInput()));
   args.push_back(RuntimeArg::data(getWeight()));
   args.push_back(RuntimeArg::data(getBias()));
@@ -300,19 +311,20 @@ inferConvGradType(MLIRContext *ctx, std::optional<Location> loc,
   return success();
 }
 
-LogicalResult Conv2DGradInputOp::inferReturnTypes(
-    MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
-    SmallVectorImpl<Type> &results) {
+LogicalResult
+ConvGradInputOp::inferReturnTypes(MLIRContext *ctx, std::optional<Location> loc,
+                                  Adaptor adaptor,
+                                  SmallVectorImpl<Type> &results) {
   return inferConvGradType(ctx, loc, adaptor, adaptor.getInputShape(),
                            getShape(adaptor.getWeight()),
                            adaptor.getInputShape(), results);
 }
 
-StringRef Conv2DGradInputOp::getRuntimeFunction() {
-  return "blpa_conv2d_grad_input";
+StringRef ConvGradInputOp::getRuntimeFunction() {
+  return "blpa_conv_grad_input";
 }
 
-void Conv2DGradInputOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+void ConvGradInputOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   args.push_back(RuntimeArg::data(getGrad()));
   args.push_back(RuntimeArg::data(getWeight()));
   args.push_back(RuntimeArg::data(getInputGrad()));
@@ -320,19 +332,20 @@ void Conv2DGradInputOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
       .appendRuntimeArgs(args);
 }
 
-LogicalResult Conv2DGradWeightOp::inferReturnTypes(
-    MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
-    SmallVectorImpl<Type> &results) {
+LogicalResult
+ConvGradWeightOp::inferReturnTypes(MLIRContext *ctx,
+                                   std::optional<Location> loc, Adaptor adaptor,
+                                   SmallVectorImpl<Type> &results) {
   return inferConvGradType(ctx, loc, adaptor, getShape(adaptor.getInput()),
                            adaptor.getWeightShape(), adaptor.getWeightShape(),
                            results);
 }
 
-StringRef Conv2DGradWeightOp::getRuntimeFunction() {
-  return "blpa_conv2d_grad_weight";
+StringRef ConvGradWeightOp::getRuntimeFunction() {
+  return "blpa_conv_grad_weight";
 }
 
-void Conv2DGradWeightOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+void ConvGradWeightOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   args.push_back(RuntimeArg::data(getGrad()));
   args.push_back(RuntimeArg::data(getInput()));
   args.push_back(RuntimeArg::data(getWeightGrad()));
@@ -652,45 +665,55 @@ static std::optional<int64_t> poolOutputDim(int64_t in, int64_t kernel,
   return out;
 }
 
-/// The output shape of a 2-D pooling of `input` ([N, C, H, W]).
+/// The output shape of a 2-D or 3-D pooling of `input` ([N, C, H, W] or
+/// [N, C, D, H, W]).
 static FailureOr<SmallVector<int64_t>>
 inferPoolShape(std::optional<Location> loc, ArrayRef<int64_t> input,
                ArrayRef<int64_t> kernel, ArrayRef<int64_t> strides,
-               ArrayRef<int64_t> pads, bool ceilMode) {
-  if (input.size() != 4)
-    return emitOptionalError(loc, "pooling expects a rank-4 (NCHW) input");
-  if (failed(checkArray(loc, "kernel_shape", kernel, 2)) ||
-      failed(checkArray(loc, "strides", strides, 2)) ||
-      failed(checkArray(loc, "pads", pads, 4, /*allowZero=*/true)))
+               ArrayRef<int64_t> pads, ArrayRef<int64_t> dilations,
+               bool ceilMode) {
+  if (input.size() != 4 && input.size() != 5)
+    return emitOptionalError(loc, "pooling expects a rank-4 (NCHW) or rank-5 "
+                                  "(NCDHW) input");
+  size_t spatial = input.size() - 2;
+  if (failed(checkArray(loc, "kernel_shape", kernel, spatial)) ||
+      failed(checkArray(loc, "strides", strides, spatial)) ||
+      failed(checkArray(loc, "pads", pads, 2 * spatial, /*allowZero=*/true)) ||
+      failed(checkArray(loc, "dilations", dilations, spatial)))
     return failure();
-  if (pads[0] >= kernel[0] || pads[1] >= kernel[1] || pads[2] >= kernel[0] ||
-      pads[3] >= kernel[1])
-    return emitOptionalError(loc, "pooling pads must be smaller than the "
-                                  "kernel");
-  std::optional<int64_t> oh = poolOutputDim(input[2], kernel[0], strides[0],
-                                            pads[0], pads[2], ceilMode);
-  std::optional<int64_t> ow = poolOutputDim(input[3], kernel[1], strides[1],
-                                            pads[1], pads[3], ceilMode);
-  if (!oh || !ow)
-    return emitOptionalError(loc, "pooling window arithmetic overflows int64");
-  if (*oh < 1 || *ow < 1)
-    return emitOptionalError(loc, "pooling window larger than padded input");
-  return SmallVector<int64_t>{input[0], input[1], *oh, *ow};
+  SmallVector<int64_t> shape(input.take_front(2));
+  for (size_t i = 0; i < spatial; ++i) {
+    std::optional<int64_t> extent =
+        llvm::checkedMulAdd(dilations[i], kernel[i] - 1, int64_t(1));
+    if (!extent)
+      return emitOptionalError(loc, "pooling window arithmetic overflows "
+                                    "int64");
+    if (pads[i] >= *extent || pads[spatial + i] >= *extent)
+      return emitOptionalError(loc, "pooling pads must be smaller than the "
+                                    "kernel's extent");
+    std::optional<int64_t> size =
+        poolOutputDim(input[2 + i], *extent, strides[i], pads[i],
+                      pads[spatial + i], ceilMode);
+    if (!size)
+      return emitOptionalError(loc, "pooling window arithmetic overflows "
+                                    "int64");
+    if (*size < 1)
+      return emitOptionalError(loc, "pooling window larger than padded input");
+    shape.push_back(*size);
+  }
+  return shape;
 }
 
-/// Shape and window arguments shared by the pooling kernels: N, C, H, W, OH,
-/// OW, kernel, strides, top and left padding.
+/// Shape and window arguments shared by the pooling kernels: N, C, then the
+/// window arrays (appendWindowArgs).
 template <typename OpTy>
 static void appendPoolArgs(OpTy op, ArrayRef<int64_t> input,
                            ArrayRef<int64_t> output,
                            SmallVectorImpl<RuntimeArg> &args) {
-  SmallVector<int64_t> values(input.begin(), input.end());
-  values.append({output[2], output[3]});
-  llvm::append_range(values, op.getKernelShape());
-  llvm::append_range(values, op.getStrides());
-  values.append({op.getPads()[0], op.getPads()[1]});
-  for (int64_t v : values)
-    args.push_back(RuntimeArg::i64(v));
+  args.push_back(RuntimeArg::i64(input[0]));
+  args.push_back(RuntimeArg::i64(input[1]));
+  appendWindowArgs(input, output, op.getKernelShape(), op.getStrides(),
+                   op.getPads(), op.getDilations(), args);
 }
 
 /// The result type of a pooling op or its gradient. Without `grad`: the
@@ -701,9 +724,9 @@ static LogicalResult inferPoolType(MLIRContext *ctx,
                                    std::optional<Location> loc, Adaptor adaptor,
                                    ArrayRef<int64_t> input, Value grad,
                                    SmallVectorImpl<Type> &results) {
-  auto shape =
-      inferPoolShape(loc, input, adaptor.getKernelShape(), adaptor.getStrides(),
-                     adaptor.getPads(), adaptor.getCeilMode());
+  auto shape = inferPoolShape(loc, input, adaptor.getKernelShape(),
+                              adaptor.getStrides(), adaptor.getPads(),
+                              adaptor.getDilations(), adaptor.getCeilMode());
   if (failed(shape))
     return failure();
   if (!grad) {
@@ -758,10 +781,10 @@ LogicalResult AvgPoolOp::inferReturnTypes(MLIRContext *ctx,
 }
 
 LogicalResult AvgPoolOp::verify() {
-  // With ceil_mode a window can hang over the end of the input beyond the
-  // padding; ONNX and PyTorch disagree on its divisor.
-  if (getCeilMode())
-    return emitOpError("ceil_mode is not supported for average pooling");
+  // Neither ONNX's reference nor PyTorch defines count_include_pad's divisor
+  // for dilated windows the same way; none is needed yet.
+  if (llvm::any_of(getDilations(), [](int64_t d) { return d != 1; }))
+    return emitOpError("dilations must be 1 for average pooling");
   return success();
 }
 

@@ -70,16 +70,20 @@ def Blpa_ParamOp : Blpa_Op<"param", [Pure]> {
 // Forward ops
 //===----------------------------------------------------------------------===//
 
-// Attributes shared by convolutions and their gradients.
+// Attributes shared by convolutions and their gradients: one entry per
+// spatial dimension (pads: all begins, then all ends, as ONNX); the
+// default dilations are those of a 2-D convolution.
 defvar ConvAttrs = (ins DenseI64ArrayAttr:$strides, DenseI64ArrayAttr:$pads,
     DefaultValuedAttr<DenseI64ArrayAttr, "{1, 1}">:$dilations,
     DefaultValuedAttr<I64Attr, "1">:$group);
 
-def Blpa_Conv2DOp : Blpa_ComputeOp<"conv2d", [Differentiable]> {
-  let summary = "2-D convolution with optional bias";
+def Blpa_ConvOp : Blpa_ComputeOp<"conv", [Differentiable]> {
+  let summary = "2-D or 3-D convolution with optional bias";
   let description = [{
-    `output[N,K,OH,OW] = conv(input[N,C,H,W], weight[K,C/group,R,S]) + bias[K]`.
-    `pads` is [top, left, bottom, right] as in ONNX.
+    `output[N,K,OD,OH,OW] = conv(input[N,C,D,H,W], weight[K,C/group,T,R,S])
+    + bias[K]`, or the same without the depth (rank-4 NCHW operands). `pads`
+    is [front, top, left, back, bottom, right] ([top, left, bottom, right]
+    in 2-D) as in ONNX.
   }];
   let arguments = !con((ins Blpa_F32Tensor:$input, Blpa_F32Tensor:$weight,
                             Optional<Blpa_F32Tensor>:$bias), ConvAttrs);
@@ -348,21 +352,37 @@ def Blpa_TransposeOp : Blpa_ComputeOp<"transpose", [Differentiable,
   let results = (outs Blpa_F32Tensor:$output);
 }
 
+// Attributes shared by poolings and their gradients: one entry per spatial
+// dimension (1-D poolings run as 2-D ones over a height of 1, so 2 or 3;
+// pads: all begins, then all ends); the default dilations are those of a
+// 2-D pooling.
 defvar PoolAttrs = (ins DenseI64ArrayAttr:$kernel_shape,
     DenseI64ArrayAttr:$strides, DenseI64ArrayAttr:$pads,
-    DefaultValuedAttr<BoolAttr, "false">:$ceil_mode);
+    DefaultValuedAttr<BoolAttr, "false">:$ceil_mode,
+    DefaultValuedAttr<DenseI64ArrayAttr, "{1, 1}">:$dilations);
 
 def Blpa_MaxPoolOp : Blpa_ComputeOp<"max_pool", [Differentiable,
     DeclareOpInterfaceMethods<Blpa_SavedActivationOpInterface,
         ["isResultNonNegative", "encodeSavedActivations"]>]> {
-  let summary = "2-D max pooling (pads [top, left, bottom, right])";
+  let summary = "2-D or 3-D max pooling (NCHW or NCDHW)";
+  let description = [{
+    Each output is the first maximum, in row-major order, of its window's
+    taps inside the input (taps `dilations` apart; padding never wins).
+    With `ceil_mode` the last window may run past the end padding.
+  }];
   let arguments = !con((ins Blpa_F32Tensor:$input), PoolAttrs);
   let results = (outs Blpa_F32Tensor:$output);
 }
 
 def Blpa_AvgPoolOp : Blpa_ComputeOp<"avg_pool", [Differentiable,
     NonNegativeRule]> {
-  let summary = "2-D average pooling (pads [top, left, bottom, right])";
+  let summary = "2-D or 3-D average pooling (NCHW or NCDHW)";
+  let description = [{
+    The mean of each window's taps inside the input, or with
+    `count_include_pad` their sum divided by the window's taps inside the
+    padded extent: a `ceil_mode` window running past the end padding is
+    clipped to it (as PyTorch does). Dilations must be 1.
+  }];
   let arguments = !con((ins Blpa_F32Tensor:$input), PoolAttrs,
       (ins DefaultValuedAttr<BoolAttr, "false">:$count_include_pad));
   let results = (outs Blpa_F32Tensor:$output);
@@ -418,15 +438,15 @@ def Blpa_FillOp : Blpa_Op<"fill", [Pure, RuntimeCall, Differentiable]> {
 // Gradient ops (built by the gradient rules)
 //===----------------------------------------------------------------------===//
 
-def Blpa_Conv2DGradInputOp : Blpa_ComputeOp<"conv2d_grad_input"> {
-  let summary = "Gradient of conv2d with respect to its input";
+def Blpa_ConvGradInputOp : Blpa_ComputeOp<"conv_grad_input"> {
+  let summary = "Gradient of conv with respect to its input";
   let arguments = !con((ins Blpa_F32Tensor:$grad, Blpa_F32Tensor:$weight), ConvAttrs,
                        (ins DenseI64ArrayAttr:$input_shape));
   let results = (outs Blpa_F32Tensor:$input_grad);
 }
 
-def Blpa_Conv2DGradWeightOp : Blpa_ComputeOp<"conv2d_grad_weight"> {
-  let summary = "Gradient of conv2d with respect to its weight";
+def Blpa_ConvGradWeightOp : Blpa_ComputeOp<"conv_grad_weight"> {
+  let summary = "Gradient of conv with respect to its weight";
   let arguments = !con((ins Blpa_F32Tensor:$grad, Blpa_F32Tensor:$input), ConvAttrs,
                        (ins DenseI64ArrayAttr:$weight_shape));
   let results = (outs Blpa_F32Tensor:$weight_grad);
