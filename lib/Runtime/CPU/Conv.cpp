@@ -22,11 +22,7 @@ using tag = dnnl::memory::format_tag;
 
 namespace {
 
-/// The static arguments every conv kernel of the ABI takes.
-struct ConvShape {
-  int64_t n, c, k, group;
-  blpa::WindowShape window;
-};
+using blpa::ConvShape;
 
 enum class ConvKind : int64_t {
   forward,
@@ -181,8 +177,9 @@ ConvShape convShape(const char *name, int64_t n, int64_t c, int64_t k,
                     const int64_t *out, const int64_t *kernel,
                     const int64_t *strides, const int64_t *pads,
                     const int64_t *dilations) {
-  ConvShape shape{n, c, k, group, {}};
-  if (!shape.window.read(rank, in, out, kernel, strides, pads, dilations))
+  ConvShape shape;
+  if (!shape.read(n, c, k, group, rank, in, out, kernel, strides, pads,
+                  dilations))
     failf("%s: invalid window (%lld spatial dimensions)", name,
           (long long)rank);
   return shape;

@@ -145,6 +145,25 @@ private:
   }
 };
 
+/// The static arguments every convolution kernel of the ABI takes.
+struct ConvShape {
+  int64_t n, c, k, group;
+  WindowShape window;
+
+  /// Reads the ABI's arguments; false when the window is invalid
+  /// (WindowShape::read).
+  bool read(int64_t batch, int64_t channels, int64_t filters, int64_t groups,
+            int64_t rank, const int64_t *in, const int64_t *out,
+            const int64_t *kernel, const int64_t *strides, const int64_t *pads,
+            const int64_t *dilations) {
+    n = batch;
+    c = channels;
+    k = filters;
+    group = groups;
+    return window.read(rank, in, out, kernel, strides, pads, dilations);
+  }
+};
+
 } // namespace blpa
 
 #endif // BLPA_RUNTIME_COMMON_WINDOWSHAPE_H
