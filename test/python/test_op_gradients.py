@@ -238,12 +238,36 @@ class SpatialAttention(nn.Module):
         return self.fc(torch.cat([h.mean((2, 3)), gram.mean(2)], 1))
 
 
+class MatMulBroadcasts(nn.Module):
+    """MatMul's numpy forms with parameter operands: a batch of matrices
+    times a vector, a vector times a batch, and batch dimensions that both
+    broadcast ([N, 1, 4] against [2, 1]: activation and weight both made
+    [N, 2, 4] explicitly)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.u = nn.Parameter(torch.randn(6))
+        self.w = nn.Parameter(torch.randn(6))
+        self.t = nn.Parameter(torch.randn(2, 1, 6, 6) * 0.3)
+        self.fc = nn.Linear(4 + 4 + 8, 10)
+
+    def forward(self, x):
+        h = F.adaptive_avg_pool2d(F.relu(self.conv(x)), 6)
+        a = torch.matmul(h, self.u)
+        b = torch.matmul(self.w, h)
+        c = torch.matmul(h.unsqueeze(1), self.t)
+        return self.fc(torch.cat([a.mean(2), b.mean(2),
+                                  c.mean((3, 4)).flatten(1)], 1))
+
+
 MODELS = {"squeeze_excite": SqueezeExcite, "hard_activations": HardActivations,
           "concat_pad": ConcatPad, "split_reduce": SplitReduce,
           "conv1d": Conv1d, "shuffle_transpose": ShuffleTranspose,
           "reflect_edge_pad": ReflectEdgePad, "softmax_heads": SoftmaxHeads,
           "pixel_shuffles": PixelShuffles,
-          "spatial_attention": SpatialAttention}
+          "spatial_attention": SpatialAttention,
+          "matmul_broadcasts": MatMulBroadcasts}
 
 
 def check_against_pytorch(model, name, tmp_path, opset=15):
