@@ -982,6 +982,31 @@ static FailureOr<Value> batchOperand(NodeBinder &b, Value x,
   return b.reshape(*broadcast, {ShapedType::getNumElements(batch), rows, cols});
 }
 
+/// The product of `a` and `m`, of shapes `aShape` and `mShape` ([..., M, K]
+/// and [..., K, N], vectors already given their matrix shapes) whose batch
+/// dimensions broadcast to `batch`: one gemm of a's rows when m is one
+/// matrix, else one batch_matmul. The result has the gemm's or the batch
+/// product's shape; the caller reshapes it.
+static FailureOr<Value> buildMatMul(NodeBinder &b, Value a,
+                                    ArrayRef<int64_t> aShape, Value m,
+                                    ArrayRef<int64_t> mShape,
+                                    ArrayRef<int64_t> batch) {
+  int64_t k = aShape.back(), cols = mShape.back();
+  if (ShapedType::getNumElements(mShape.drop_back(2)) == 1) {
+    // Named in order: argument evaluation order is unspecified.
+    int64_t rows = ShapedType::getNumElements(aShape.drop_back());
+    Value a2 = b.reshape(a, {rows, k});
+    Value m2 = b.reshape(m, {k, cols});
+    return b.create<GemmOp>(a2, m2, Value(), false, false, llvm::APFloat(1.0),
+                            llvm::APFloat(1.0));
+  }
+  FailureOr<Value> a3 = batchOperand(b, a, aShape, batch);
+  FailureOr<Value> m3 = batchOperand(b, m, mShape, batch);
+  if (failed(a3) || failed(m3))
+    return failure();
+  return b.create<BatchMatMulOp>(*a3, *m3, false, false);
+}
+
 /// MatMul as numpy's matmul: [..., M, K] x [..., K, N] with the batch
 /// dimensions broadcast; a 1-D first operand is a row [1, K], a 1-D second
 /// one a column [K, 1], and that added dimension is left out of the result.
@@ -1027,19 +1052,7 @@ static LogicalResult importMatMul(NodeBinder &b) {
   if (!isAddressable(outShape))
     return b.error() << "the result shape " << formatInts(outShape)
                      << " is too large to address";
-  FailureOr<Value> product;
-  if (ShapedType::getNumElements(mBatch) == 1) {
-    int64_t flatRows = ShapedType::getNumElements(ArrayRef(aShape).drop_back());
-    Value a2 = b.reshape(*a, {flatRows, k});
-    product = b.create<GemmOp>(a2, b.reshape(*m, {k, cols}), Value(), false,
-                               false, llvm::APFloat(1.0), llvm::APFloat(1.0));
-  } else {
-    FailureOr<Value> a3 = batchOperand(b, *a, aShape, *batch);
-    FailureOr<Value> m3 = batchOperand(b, *m, mShape, *batch);
-    if (failed(a3) || failed(m3))
-      return failure();
-    product = b.create<BatchMatMulOp>(*a3, *m3, false, false);
-  }
+  FailureOr<Value> product = buildMatMul(b, *a, aShape, *m, mShape, *batch);
   if (failed(product))
     return failure();
   return b.setOutput(b.reshape(*product, outShape));
