@@ -388,20 +388,13 @@ static FailureOr<int64_t> foldIntOp(NodeBinder &b, int64_t x, int64_t y) {
 /// Add, Sub, Mul or Div of two integer tensors, with broadcasting.
 static LogicalResult foldIntArithmetic(NodeBinder &b) {
   IntTensor lhs = *b.intInput(0), rhs = *b.intInput(1);
-  size_t rank = std::max(lhs.shape.size(), rhs.shape.size());
+  FailureOr<SmallVector<int64_t>> shape = broadcastShapes(lhs.shape, rhs.shape);
+  if (failed(shape))
+    return b.error() << "integer operands of shapes " << formatInts(lhs.shape)
+                     << " and " << formatInts(rhs.shape) << " do not broadcast";
+  size_t rank = shape->size();
   IntTensor result;
-  for (size_t d = 0; d < rank; ++d) {
-    auto dim = [&](const IntTensor &t) {
-      size_t skip = rank - t.shape.size();
-      return d < skip ? int64_t(1) : t.shape[d - skip];
-    };
-    int64_t x = dim(lhs), y = dim(rhs);
-    if (x != y && x != 1 && y != 1)
-      return b.error() << "integer operands of shapes " << formatInts(lhs.shape)
-                       << " and " << formatInts(rhs.shape)
-                       << " do not broadcast";
-    result.shape.push_back(x == 1 ? y : x);
-  }
+  result.shape.assign(shape->begin(), shape->end());
   if (failed(checkComputedCount(b, result.shape)))
     return failure();
   SmallVector<int64_t> strides = stridesOf(result.shape);
@@ -954,25 +947,118 @@ static LogicalResult importGemm(NodeBinder &b) {
                                       llvm::APFloat(b.getFloat("beta", 1.0))));
 }
 
+/// `x` broadcast (numpy's rule) to `shape`, of the same rank: x plus zeros
+/// whose shape has only the dimensions broadcasting adds, so that only the
+/// sum is full-sized. Its gradient is the sum back over those dimensions.
+static FailureOr<Value> broadcastTo(NodeBinder &b, Value x,
+                                    ArrayRef<int64_t> shape) {
+  ArrayRef<int64_t> own = getShape(x);
+  if (own == shape)
+    return x;
+  SmallVector<int64_t> added;
+  for (auto [have, want] : llvm::zip_equal(own, shape))
+    added.push_back(have == want ? 1 : want);
+  auto type = RankedTensorType::get(added, b.builder().getF32Type());
+  Value zeros = FillOp::create(b.builder(), b.loc(), type,
+                               b.builder().getF64FloatAttr(0.0));
+  return b.create<AddOp>(x, zeros);
+}
+
+/// Operand `x`, of shape `shape` ([..., R, C]; a vector already given its
+/// matrix shape), as batch_matmul's [B, R, C] for the product's batch
+/// dimensions `batch`: [1, R, C] when its own batch dimensions are all 1
+/// (one matrix serves every product, without copies), else its matrices
+/// broadcast to `batch` explicitly.
+static FailureOr<Value> batchOperand(NodeBinder &b, Value x,
+                                     ArrayRef<int64_t> shape,
+                                     ArrayRef<int64_t> batch) {
+  int64_t rows = shape[shape.size() - 2], cols = shape.back();
+  if (ShapedType::getNumElements(shape.drop_back(2)) == 1)
+    return b.reshape(x, {1, rows, cols});
+  SmallVector<int64_t> aligned(batch.size() + 2 - shape.size(), 1);
+  aligned.append(shape.begin(), shape.end());
+  SmallVector<int64_t> full(batch);
+  full.append({rows, cols});
+  FailureOr<Value> broadcast = broadcastTo(b, b.reshape(x, aligned), full);
+  if (failed(broadcast))
+    return failure();
+  return b.reshape(*broadcast, {ShapedType::getNumElements(batch), rows, cols});
+}
+
+/// The product of `a` and `m`, of shapes `aShape` and `mShape` ([..., M, K]
+/// and [..., K, N], vectors already given their matrix shapes) whose batch
+/// dimensions broadcast to `batch`: one gemm of a's rows when m is one
+/// matrix, else one batch_matmul. The result has the gemm's or the batch
+/// product's shape; the caller reshapes it.
+static FailureOr<Value> buildMatMul(NodeBinder &b, Value a,
+                                    ArrayRef<int64_t> aShape, Value m,
+                                    ArrayRef<int64_t> mShape,
+                                    ArrayRef<int64_t> batch) {
+  int64_t k = aShape.back(), cols = mShape.back();
+  if (ShapedType::getNumElements(mShape.drop_back(2)) == 1) {
+    // Named in order: argument evaluation order is unspecified.
+    int64_t rows = ShapedType::getNumElements(aShape.drop_back());
+    Value a2 = b.reshape(a, {rows, k});
+    Value m2 = b.reshape(m, {k, cols});
+    return b.create<GemmOp>(a2, m2, Value(), false, false, llvm::APFloat(1.0),
+                            llvm::APFloat(1.0));
+  }
+  FailureOr<Value> a3 = batchOperand(b, a, aShape, batch);
+  FailureOr<Value> m3 = batchOperand(b, m, mShape, batch);
+  if (failed(a3) || failed(m3))
+    return failure();
+  return b.create<BatchMatMulOp>(*a3, *m3, false, false);
+}
+
+/// MatMul as numpy's matmul: [..., M, K] x [..., K, N] with the batch
+/// dimensions broadcast; a 1-D first operand is a row [1, K], a 1-D second
+/// one a column [K, 1], and that added dimension is left out of the result.
+/// When the second operand is one matrix, the first one's batch folds into
+/// M: one gemm between reshapes. Otherwise one batch_matmul.
 static LogicalResult importMatMul(NodeBinder &b) {
   FailureOr<Value> a = b.input(0), m = b.input(1);
   if (failed(a) || failed(m))
     return failure();
-  ArrayRef<int64_t> aShape = getShape(*a), mShape = getShape(*m);
-  if (aShape.size() < 2 || mShape.size() != 2)
+  SmallVector<int64_t> aShape(getShape(*a)), mShape(getShape(*m));
+  if (aShape.empty() || mShape.empty())
     return b.error() << "operands of shapes " << formatInts(aShape) << " and "
                      << formatInts(mShape)
-                     << "; only [..., M, K] x [K, N] products are supported";
-  // Leading dimensions of `a` fold into M: one gemm, then the shape back.
-  int64_t rows = ShapedType::getNumElements(aShape.drop_back());
-  Value a2 = b.reshape(*a, {rows, aShape.back()});
-  FailureOr<Value> product2 = b.create<GemmOp>(
-      a2, *m, Value(), false, false, llvm::APFloat(1.0), llvm::APFloat(1.0));
-  if (failed(product2))
+                     << "; MatMul multiplies tensors of rank 1 or more";
+  bool aIsVector = aShape.size() == 1, mIsVector = mShape.size() == 1;
+  if (aIsVector)
+    aShape.insert(aShape.begin(), 1);
+  if (mIsVector)
+    mShape.push_back(1);
+  int64_t rows = aShape[aShape.size() - 2], k = aShape.back();
+  int64_t cols = mShape.back();
+  if (mShape[mShape.size() - 2] != k)
+    return b.error() << "operands of shapes " << formatInts(getShape(*a))
+                     << " and " << formatInts(getShape(*m))
+                     << ": the inner dimensions differ (" << k << " vs "
+                     << mShape[mShape.size() - 2]
+                     << "); MatMul takes [..., M, K] x [..., K, N]";
+  ArrayRef<int64_t> aBatch = ArrayRef(aShape).drop_back(2);
+  ArrayRef<int64_t> mBatch = ArrayRef(mShape).drop_back(2);
+  FailureOr<SmallVector<int64_t>> batch = broadcastShapes(aBatch, mBatch);
+  if (failed(batch))
+    return b.error() << "operands of shapes " << formatInts(getShape(*a))
+                     << " and " << formatInts(getShape(*m))
+                     << ": the batch dimensions " << formatInts(aBatch)
+                     << " and " << formatInts(mBatch)
+                     << " do not broadcast; each pair must be equal or "
+                        "include a 1 (numpy's matmul)";
+  SmallVector<int64_t> outShape(*batch);
+  if (!aIsVector)
+    outShape.push_back(rows);
+  if (!mIsVector)
+    outShape.push_back(cols);
+  if (!isAddressable(outShape))
+    return b.error() << "the result shape " << formatInts(outShape)
+                     << " is too large to address";
+  FailureOr<Value> product = buildMatMul(b, *a, aShape, *m, mShape, *batch);
+  if (failed(product))
     return failure();
-  SmallVector<int64_t> outShape(aShape.drop_back());
-  outShape.push_back(mShape[1]);
-  return b.setOutput(b.reshape(*product2, outShape));
+  return b.setOutput(b.reshape(*product, outShape));
 }
 
 //===----------------------------------------------------------------------===//

@@ -90,3 +90,26 @@ module {
     return %l : tensor<2x3x4xf32>
   }
 }
+
+// -----
+
+// A batched product with the weight broadcast over the batch: batch 2,
+// M 3, N 5, K 4, trans_a 0, trans_b 1, a's batch 2, b's batch 1.
+// CHECK: llvm.func @blpa_batch_matmul(!llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, i64, i64, i64, i64, i64, i64, i64, i64)
+// CHECK: llvm.func internal @blpa_forward_chunk0(
+// CHECK: %[[B:.*]] = llvm.mlir.constant(2 : i64) : i64
+// CHECK-NEXT: %[[M:.*]] = llvm.mlir.constant(3 : i64) : i64
+// CHECK-NEXT: %[[N:.*]] = llvm.mlir.constant(5 : i64) : i64
+// CHECK-NEXT: %[[K:.*]] = llvm.mlir.constant(4 : i64) : i64
+// CHECK-NEXT: %[[TA:.*]] = llvm.mlir.constant(0 : i64) : i64
+// CHECK-NEXT: %[[TB:.*]] = llvm.mlir.constant(1 : i64) : i64
+// CHECK-NEXT: %[[AB:.*]] = llvm.mlir.constant(2 : i64) : i64
+// CHECK-NEXT: %[[BB:.*]] = llvm.mlir.constant(1 : i64) : i64
+// CHECK-NEXT: llvm.call @blpa_batch_matmul(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[B]], %[[M]], %[[N]], %[[K]], %[[TA]], %[[TB]], %[[AB]], %[[BB]])
+module {
+  func.func @forward(%x: tensor<2x3x4xf32> {blpa.name = "x"}) -> (tensor<2x3x5xf32> {blpa.name = "y"}) {
+    %w = blpa.param "w" trainable : tensor<1x5x4xf32>
+    %y = blpa.batch_matmul %x, %w {trans_b = true} : (tensor<2x3x4xf32>, tensor<1x5x4xf32>) -> tensor<2x3x5xf32>
+    return %y : tensor<2x3x5xf32>
+  }
+}

@@ -89,6 +89,7 @@
   X(blpa_avg_pool)                                                             \
   X(blpa_global_avg_pool)                                                      \
   X(blpa_gemm)                                                                 \
+  X(blpa_batch_matmul)                                                         \
   X(blpa_softmax_cross_entropy)                                                \
   X(blpa_fill)                                                                 \
   X(blpa_copy)                                                                 \
@@ -1491,6 +1492,20 @@ void testGemm(int64_t m, int64_t n, int64_t k, bool transA, bool transB,
   });
 }
 
+/// aBatch and bBatch (1 or batch) say which operand is broadcast.
+void testBatchMatMul(int64_t batch, int64_t m, int64_t n, int64_t k,
+                     bool transA, bool transB, int64_t aBatch, int64_t bBatch) {
+  Case g(format("batch_matmul/%lldx%lldx%lldx%lld_t%d%d_a%lld_b%lld",
+                (long long)batch, (long long)m, (long long)n, (long long)k,
+                transA, transB, (long long)aBatch, (long long)bBatch));
+  int a = g.in(randomFloats(aBatch * m * k)),
+      b = g.in(randomFloats(bBatch * k * n)), y = g.out("y", batch * m * n);
+  g.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+    rt.blpa_batch_matmul(ctx, p.f(a), p.f(b), p.f(y), batch, m, n, k, transA,
+                         transB, aBatch, bBatch);
+  });
+}
+
 void testSoftmaxCrossEntropy(int64_t n, int64_t classes, float spread) {
   std::string base = "softmax_cross_entropy/" + std::to_string(n) + "x" +
                      std::to_string(classes);
@@ -1913,6 +1928,12 @@ void testKernels() {
   testGemm(1, 10, 512, false, true, 1.0, 1.0, 1, 10);
   testGemm(128, 256, 512, false, false, 1.0, 1.0, 128, 256);
   testGemm(512, 384, 128, true, false, 1.0, 0.0, 0, 0);
+  testBatchMatMul(3, 17, 13, 29, false, false, 3, 3);
+  testBatchMatMul(3, 17, 13, 29, true, true, 3, 3);
+  testBatchMatMul(5, 7, 9, 11, false, true, 1, 5);
+  testBatchMatMul(5, 7, 9, 11, true, false, 5, 1);
+  testBatchMatMul(32, 64, 64, 16, false, true, 32, 32);
+  testBatchMatMul(2, 3, 4, 0, false, false, 2, 2);
   testSoftmaxCrossEntropy(9, 11, 50.0f);
   testSoftmaxCrossEntropy(64, 1000, 5.0f);
   testSoftmaxCrossEntropy(1, 2, 1.0f);

@@ -686,6 +686,52 @@ void testGemm(int64_t m, int64_t n, int64_t k, bool transA, bool transB,
   expectClose(name, y, yRef);
 }
 
+/// blpa_batch_matmul against a double reference; aBatch and bBatch (1 or
+/// batch) say which operand is broadcast over the batch.
+void testBatchMatMul(int64_t batch, int64_t m, int64_t n, int64_t k,
+                     bool transA, bool transB, int64_t aBatch, int64_t bBatch) {
+  char name[128];
+  std::snprintf(name, sizeof(name),
+                "batch_matmul/%lldx%lldx%lldx%lld_t%d%d_a%lld_b%lld",
+                (long long)batch, (long long)m, (long long)n, (long long)k,
+                transA, transB, (long long)aBatch, (long long)bBatch);
+  Floats a = randomFloats(aBatch * m * k), b = randomFloats(bBatch * k * n);
+  Floats y(batch * m * n, std::numeric_limits<float>::quiet_NaN());
+  Doubles yRef(batch * m * n);
+  for (int64_t p = 0; p < batch; ++p) {
+    const float *ap = a.data() + (aBatch == 1 ? 0 : p * m * k);
+    const float *bp = b.data() + (bBatch == 1 ? 0 : p * k * n);
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        double acc = 0;
+        for (int64_t l = 0; l < k; ++l)
+          acc += double(transA ? ap[l * m + i] : ap[i * k + l]) *
+                 (transB ? bp[j * k + l] : bp[l * n + j]);
+        yRef[(p * m + i) * n + j] = acc;
+      }
+  }
+  blpa_batch_matmul(&ctx, a.data(), b.data(), y.data(), batch, m, n, k, transA,
+                    transB, aBatch, bBatch);
+  expectClose(name, y, yRef);
+}
+
+void testBatchMatMuls() {
+  testBatchMatMul(3, 17, 13, 29, false, false, 3, 3);
+  testBatchMatMul(3, 17, 13, 29, true, false, 3, 3);
+  testBatchMatMul(3, 17, 13, 29, false, true, 3, 3);
+  testBatchMatMul(3, 17, 13, 29, true, true, 3, 3);
+  testBatchMatMul(5, 7, 9, 11, false, false, 1, 5);
+  testBatchMatMul(5, 7, 9, 11, true, true, 5, 1);
+  testBatchMatMul(4, 16, 16, 8, false, true, 1, 1);
+  // More matrices than threads: one sgemm per thread.
+  testBatchMatMul(37, 5, 6, 64, true, false, 37, 37);
+  testBatchMatMul(1, 64, 100, 300, false, true, 1, 1);
+  testBatchMatMul(6, 1, 1, 50, false, false, 6, 1);
+  // Empty sums are zeros; empty batches write nothing.
+  testBatchMatMul(2, 3, 4, 0, false, false, 2, 2);
+  testBatchMatMul(0, 3, 4, 5, false, false, 0, 1);
+}
+
 void testSoftmaxCrossEntropy(int64_t n, int64_t classes, float spread) {
   std::string base = "softmax_cross_entropy/" + std::to_string(n) + "x" +
                      std::to_string(classes);
@@ -1634,6 +1680,15 @@ void testDeterminism() {
     blpa_gemm(&ctx, a.data(), a.data(), nullptr, out, k, k, m, 1, 0, 1.0, 0.0,
               0, 0);
   });
+  // Over the batch on the threads, and one multithreaded sgemm at a time.
+  expectDeterministic("batch_matmul", 64 * 16 * 16, [&](float *out) {
+    blpa_batch_matmul(&ctx, a.data(), bm.data(), out, 64, 16, 16, 64, 0, 1, 64,
+                      64);
+  });
+  expectDeterministic("batch_matmul_1", 2 * m * gn, [&](float *out) {
+    blpa_batch_matmul(&ctx, a.data(), bm.data(), out, 2, m, gn, k / 2, 0, 0, 1,
+                      2);
+  });
 
   std::vector<int64_t> in = {n, c, 28, 28}, out = {1, c, 1, 1};
   expectDeterministic("reduce_sum_to", c, [&](float *o) {
@@ -2397,6 +2452,11 @@ void testBadLayerArguments() {
                 "blpa runtime error: blpa_transpose: perm is not a permutation "
                 "of 0..rank-1",
                 [&] { blpa_transpose(&local, x, y, 2, out, repeated); });
+  expectFailure(
+      "batch_matmul/bad_batch",
+      "blpa runtime error: blpa_batch_matmul: an operand's batch is "
+      "neither 1 nor the output's",
+      [&] { blpa_batch_matmul(&local, x, x, y, 2, 1, 1, 1, 0, 0, 2, 3); });
   expectFailure("softmax/negative_shape",
                 "blpa runtime error: blpa_softmax: negative shape [2, -1, 2]",
                 [&] { blpa_softmax(&local, x, y, 2, -1, 2); });
@@ -2577,6 +2637,7 @@ int main(int argc, char **argv) {
   testGemm(17, 13, 29, true, true, -1.5, 0.5, 17, 13);
   testGemm(17, 13, 29, false, true, 1.0, 1.0, 1, 1);
   testGemm(64, 100, 300, false, true, 1.0, 1.0, 1, 100);
+  testBatchMatMuls();
   testSoftmaxCrossEntropy(9, 11, 50.0f);
   testSoftmaxCrossEntropy(64, 1000, 5.0f);
   testSoftmaxes();

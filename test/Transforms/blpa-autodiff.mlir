@@ -235,3 +235,34 @@ module {
     return %y : tensor<2x3xf32>
   }
 }
+
+// -----
+
+// Batched products take gemm's rule matrix by matrix: dA = dY B^T and
+// dB = A^T dY, transposed for a transposed operand; the gradient of a
+// weight broadcast over the batch (a batch of 1) is summed over it.
+// CHECK-LABEL: func.func @train_step(
+// CHECK-SAME: %[[X:[^:]*]]: tensor<2x4x3xf32>
+// CHECK: %[[W:.*]] = blpa.param "w" trainable
+// CHECK: %[[P:.*]] = blpa.batch_matmul %[[W]], %[[X]] {blpa.phase = "forward"} : (tensor<1x2x4xf32>, tensor<2x4x3xf32>) -> tensor<2x2x3xf32>
+// CHECK: %[[Q:.*]] = blpa.batch_matmul %[[P]], %[[P]] {blpa.phase = "forward", trans_a = true} : (tensor<2x2x3xf32>, tensor<2x2x3xf32>) -> tensor<2x3x3xf32>
+// CHECK: %[[DR:.*]] = blpa.reshape %{{.*}} {blpa.phase = "backward"} : tensor<2x6xf32> -> tensor<2x2x3xf32>
+// CHECK: %[[DP1:.*]] = blpa.batch_matmul %[[DR]], %[[Q]] {blpa.phase = "backward", trans_b = true} : (tensor<2x2x3xf32>, tensor<2x3x3xf32>) -> tensor<2x2x3xf32>
+// CHECK: %[[DQ:.*]] = blpa.batch_matmul %[[P]], %[[DR]] {blpa.phase = "backward", trans_a = true} : (tensor<2x2x3xf32>, tensor<2x2x3xf32>) -> tensor<2x3x3xf32>
+// CHECK: %[[DP2:.*]] = blpa.batch_matmul %[[P]], %[[DQ]] {blpa.phase = "backward", trans_b = true}
+// CHECK: %[[DP3:.*]] = blpa.batch_matmul %[[P]], %[[DQ]] {blpa.phase = "backward"}
+// CHECK: %[[S1:.*]] = blpa.add %[[DP1]], %[[DP2]]
+// CHECK: %[[DP:.*]] = blpa.add %[[S1]], %[[DP3]]
+// CHECK: %[[DWB:.*]] = blpa.batch_matmul %[[DP]], %[[X]] {blpa.phase = "backward", trans_b = true} : (tensor<2x2x3xf32>, tensor<2x4x3xf32>) -> tensor<2x2x4xf32>
+// CHECK: %[[DW:.*]] = blpa.reduce_to_shape %[[DWB]] {blpa.phase = "backward"} : tensor<2x2x4xf32> -> tensor<1x2x4xf32>
+// CHECK: blpa.sgd_update %[[W]], %[[DW]]
+module {
+  func.func @forward(%x: tensor<2x4x3xf32>) -> tensor<2x6xf32> {
+    %w = blpa.param "w" trainable : tensor<1x2x4xf32>
+    %p = blpa.batch_matmul %w, %x : (tensor<1x2x4xf32>, tensor<2x4x3xf32>) -> tensor<2x2x3xf32>
+    %q = blpa.batch_matmul %p, %p {trans_a = true} : (tensor<2x2x3xf32>, tensor<2x2x3xf32>) -> tensor<2x3x3xf32>
+    %r = blpa.batch_matmul %p, %q : (tensor<2x2x3xf32>, tensor<2x3x3xf32>) -> tensor<2x2x3xf32>
+    %f = blpa.reshape %r : tensor<2x2x3xf32> -> tensor<2x6xf32>
+    return %f : tensor<2x6xf32>
+  }
+}

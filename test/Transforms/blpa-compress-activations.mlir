@@ -277,3 +277,31 @@ module {
     return %y : tensor<2x3xf32>
   }
 }
+
+// -----
+
+// Batched products save their operands' values, as gemm does: an attention
+// block's projection goes through the generic quantizer, the softmax
+// output it multiplies stays float32 (its gradient needs it exactly), and
+// the backward products read the decoded projection.
+// CHECK-LABEL: func.func @train_step(
+// CHECK: %[[P:.*]] = blpa.batch_matmul %{{.*}}, %{{.*}} {blpa.phase = "forward"} : (tensor<1x4x4xf32>, tensor<2x4x3xf32>) -> tensor<2x4x3xf32>
+// CHECK-NEXT: %[[CODES:.*]], %[[PARAMS:.*]] = blpa.quantize %[[P]] {bits = 4 : i64, blpa.phase = "forward", scheme = "affine"}
+// CHECK: %[[S:.*]] = blpa.softmax %{{.*}} {axis = 2 : i64, blpa.phase = "forward", blpa.saved = "float32"}
+// CHECK: blpa.batch_matmul %{{.*}}, %[[S]] {blpa.phase = "backward"}
+// CHECK: %[[D:.*]] = blpa.dequantize %[[CODES]], %[[PARAMS]] {blpa.phase = "backward"}
+// CHECK-NEXT: blpa.batch_matmul %{{.*}}, %[[D]] {blpa.phase = "backward", trans_a = true}
+// CHECK: blpa.softmax_grad %{{.*}}, %[[S]]
+// CHECK-NEXT: blpa.batch_matmul %[[D]], %{{.*}} {blpa.phase = "backward", trans_b = true}
+// CHECK-NEXT: blpa.batch_matmul %[[D]], %{{.*}} {blpa.phase = "backward"}
+module {
+  func.func @forward(%x: tensor<2x4x3xf32>) -> tensor<2x12xf32> {
+    %w = blpa.param "w" trainable : tensor<1x4x4xf32>
+    %p = blpa.batch_matmul %w, %x : (tensor<1x4x4xf32>, tensor<2x4x3xf32>) -> tensor<2x4x3xf32>
+    %q = blpa.batch_matmul %p, %p {trans_a = true} : (tensor<2x4x3xf32>, tensor<2x4x3xf32>) -> tensor<2x3x3xf32>
+    %s = blpa.softmax %q {axis = 2 : i64} : (tensor<2x3x3xf32>) -> tensor<2x3x3xf32>
+    %r = blpa.batch_matmul %p, %s {trans_b = true} : (tensor<2x4x3xf32>, tensor<2x3x3xf32>) -> tensor<2x4x3xf32>
+    %f = blpa.reshape %r : tensor<2x4x3xf32> -> tensor<2x12xf32>
+    return %f : tensor<2x12xf32>
+  }
+}

@@ -251,12 +251,72 @@ class PoolVariants(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(h, 1), 1))
 
 
+class SpatialAttention(nn.Module):
+    """Self-attention over a CNN's spatial positions (batched MatMul of
+    activations): q, k, v from 1x1 convolutions, softmax(q^T k / 2) over the
+    keys, v x attn^T; then a weight mixing the channels (a rank-2 parameter
+    against a batch: one matrix the product broadcasts) and per-head
+    weights [2, 4, 4] against [N, 2, 4, HW] (a batch that broadcasts only
+    partly, made explicit); and torch.bmm of activations for a channel
+    Gram matrix. Parameters' gradients are summed over the batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.q = nn.Conv2d(8, 4, 1)
+        self.k = nn.Conv2d(8, 4, 1)
+        self.v = nn.Conv2d(8, 8, 1)
+        self.mix = nn.Parameter(torch.randn(8, 8) * 0.3)
+        self.heads = nn.Parameter(torch.randn(2, 4, 4) * 0.5)
+        self.fc = nn.Linear(8 + 8, 10)
+
+    def forward(self, x):
+        h = F.relu(self.bn(self.conv(x)))
+        n, c, height, width = h.shape
+        q = self.q(h).flatten(2)
+        k = self.k(h).flatten(2)
+        v = self.v(h).flatten(2)
+        attn = torch.softmax(torch.matmul(q.transpose(1, 2), k) / 2, dim=-1)
+        out = torch.matmul(self.mix, torch.matmul(v, attn.transpose(1, 2)))
+        out = torch.matmul(self.heads, out.view(n, 2, 4, height * width))
+        h = h + out.reshape(n, c, height, width)
+        flat = h.flatten(2)
+        gram = torch.bmm(flat, flat.transpose(1, 2)) / (height * width)
+        return self.fc(torch.cat([h.mean((2, 3)), gram.mean(2)], 1))
+
+
+class MatMulBroadcasts(nn.Module):
+    """MatMul's numpy forms with parameter operands: a batch of matrices
+    times a vector, a vector times a batch, and batch dimensions that both
+    broadcast ([N, 1, 4] against [2, 1]: activation and weight both made
+    [N, 2, 4] explicitly)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.u = nn.Parameter(torch.randn(6))
+        self.w = nn.Parameter(torch.randn(6))
+        self.t = nn.Parameter(torch.randn(2, 1, 6, 6) * 0.3)
+        self.fc = nn.Linear(4 + 4 + 8, 10)
+
+    def forward(self, x):
+        h = F.adaptive_avg_pool2d(F.relu(self.conv(x)), 6)
+        a = torch.matmul(h, self.u)
+        b = torch.matmul(self.w, h)
+        c = torch.matmul(h.unsqueeze(1), self.t)
+        return self.fc(torch.cat([a.mean(2), b.mean(2),
+                                  c.mean((3, 4)).flatten(1)], 1))
+
+
 MODELS = {"squeeze_excite": SqueezeExcite, "hard_activations": HardActivations,
           "concat_pad": ConcatPad, "split_reduce": SplitReduce,
           "conv1d": Conv1d, "shuffle_transpose": ShuffleTranspose,
           "reflect_edge_pad": ReflectEdgePad, "softmax_heads": SoftmaxHeads,
           "pixel_shuffles": PixelShuffles, "conv3d": Conv3d,
-          "pool_variants": PoolVariants}
+          "pool_variants": PoolVariants,
+          "spatial_attention": SpatialAttention,
+          "matmul_broadcasts": MatMulBroadcasts}
 
 
 def check_against_pytorch(model, name, tmp_path, opset=15):

@@ -307,6 +307,15 @@ void blpa_gemm(blpa_context *ctx, const float *a, const float *b,
                int64_t transA, int64_t transB, double alpha, double beta,
                int64_t cRows, int64_t cCols);
 
+/// y[i] = op(a[i]) * op(b[i]) for i < batch: y is [batch, M, N], op(a[i])
+/// [M, K] (a[i] is [K, M] when transA), op(b[i]) [K, N] (b[i] is [N, K]
+/// when transB). aBatch and bBatch, each 1 or batch, are the operands'
+/// numbers of matrices; a single matrix serves every i (broadcasting).
+void blpa_batch_matmul(blpa_context *ctx, const float *a, const float *b,
+                       float *y, int64_t batch, int64_t m, int64_t n, int64_t k,
+                       int64_t transA, int64_t transB, int64_t aBatch,
+                       int64_t bBatch);
+
 /// loss[0] = mean over the batch of -log softmax(logits[i])[labels[i]],
 /// logits [N, classes]. Labels outside [0, classes) are a runtime error
 /// reported through blpa_runtime_fail.

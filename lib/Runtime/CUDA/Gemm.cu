@@ -8,9 +8,14 @@
 // (no TF32) and cuBLAS's Sgemm is bitwise repeatable for a fixed shape,
 // device and workspace.
 //
+// blpa_batch_matmul is one cublasSgemmStridedBatched_64 the same way; an
+// operand broadcast over the batch (one matrix) has stride 0.
+//
 //===----------------------------------------------------------------------===//
 
 #include "CudaRuntime.h"
+
+#include "../Common/BatchMatMulShape.h"
 
 using namespace blpa::cuda;
 
@@ -67,4 +72,37 @@ extern "C" void blpa_gemm(blpa_context *ctx, const float *a, const float *b,
                        transA ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alphaF, b,
                        ldb, a, lda, &betaF, y, n),
         "blpa_gemm");
+}
+
+extern "C" void blpa_batch_matmul(blpa_context *ctx, const float *a,
+                                  const float *b, float *y, int64_t batch,
+                                  int64_t m, int64_t n, int64_t k,
+                                  int64_t transA, int64_t transB,
+                                  int64_t aBatch, int64_t bBatch) {
+  CudaRuntime &rt = runtimeOf(ctx);
+  if (const char *error =
+          blpa::batchMatMulArgumentError(batch, m, n, k, aBatch, bBatch))
+    failf("blpa_batch_matmul: %s (batch=%lld aBatch=%lld bBatch=%lld "
+          "m=%lld n=%lld k=%lld)",
+          error, (long long)batch, (long long)aBatch, (long long)bBatch,
+          (long long)m, (long long)n, (long long)k);
+  if (batch == 0 || m == 0 || n == 0)
+    return;
+  if (k == 0) {
+    // Empty sums: every product is zero.
+    check(
+        cudaMemsetAsync(y, 0, size_t(batch * m * n) * sizeof(float), rt.stream),
+        "blpa_batch_matmul");
+    return;
+  }
+  float alpha = 1.0f, beta = 0.0f;
+  int64_t lda = transA ? m : k;
+  int64_t ldb = transB ? k : n;
+  // As blpa_gemm: y[i]^T = op(b[i])^T * op(a[i])^T, column-major.
+  check(cublasSgemmStridedBatched_64(
+            rt.cublas, transB ? CUBLAS_OP_T : CUBLAS_OP_N,
+            transA ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b, ldb,
+            blpa::batchMatrixStride(bBatch, k * n), a, lda,
+            blpa::batchMatrixStride(aBatch, m * k), &beta, y, n, m * n, batch),
+        "blpa_batch_matmul");
 }

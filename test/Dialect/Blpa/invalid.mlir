@@ -362,3 +362,30 @@ func.func @log_softmax_grad_axis(%g: tensor<2x3xf32>, %y: tensor<2x3xf32>) {
   %dx = blpa.log_softmax_grad %g, %y {axis = 5 : i64} : (tensor<2x3xf32>, tensor<2x3xf32>) -> tensor<2x3xf32>
   return
 }
+
+// -----
+
+func.func @batch_matmul_batches(%a: tensor<2x3x4xf32>, %b: tensor<3x4x5xf32>) {
+  // expected-error @+2 {{batch_matmul batches differ: 2 vs 3}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %y = blpa.batch_matmul %a, %b : (tensor<2x3x4xf32>, tensor<3x4x5xf32>) -> tensor<2x3x5xf32>
+  return
+}
+
+// -----
+
+func.func @batch_matmul_inner(%a: tensor<2x3x4xf32>, %b: tensor<1x4x5xf32>) {
+  // expected-error @+2 {{batch_matmul inner dimensions differ: 3 vs 4}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %y = blpa.batch_matmul %a, %b {trans_a = true} : (tensor<2x3x4xf32>, tensor<1x4x5xf32>) -> tensor<2x4x5xf32>
+  return
+}
+
+// -----
+
+func.func @batch_matmul_rank(%a: tensor<3x4xf32>, %b: tensor<1x4x5xf32>) {
+  // expected-error @+2 {{batch_matmul operand a must have rank 3, got 'tensor<3x4xf32>'}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %y = blpa.batch_matmul %a, %b : (tensor<3x4xf32>, tensor<1x4x5xf32>) -> tensor<1x3x5xf32>
+  return
+}

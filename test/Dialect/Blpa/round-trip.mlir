@@ -115,3 +115,15 @@ func.func @softmax(%x: tensor<2x3x4xf32>, %g: tensor<2x3x4xf32>) -> tensor<2x3x4
   %ds = blpa.softmax_grad %dl, %s {axis = 1 : i64} : (tensor<2x3x4xf32>, tensor<2x3x4xf32>) -> tensor<2x3x4xf32>
   return %ds : tensor<2x3x4xf32>
 }
+
+// Batched products: equal batches, and a batch of 1 broadcast, transposed.
+// CHECK-LABEL: func.func @batch_matmul
+func.func @batch_matmul(%a: tensor<2x3x4xf32>, %b: tensor<2x4x5xf32>, %c: tensor<1x4x5xf32>) -> tensor<2x5x3xf32> {
+  // CHECK: %[[P:.*]] = blpa.batch_matmul %{{.*}}, %{{.*}} : (tensor<2x3x4xf32>, tensor<2x4x5xf32>) -> tensor<2x3x5xf32>
+  %p = blpa.batch_matmul %a, %b : (tensor<2x3x4xf32>, tensor<2x4x5xf32>) -> tensor<2x3x5xf32>
+  // CHECK: %[[Q:.*]] = blpa.batch_matmul %[[P]], %{{.*}} {trans_b = true} : (tensor<2x3x5xf32>, tensor<1x4x5xf32>) -> tensor<2x3x4xf32>
+  %q = blpa.batch_matmul %p, %c {trans_b = true} : (tensor<2x3x5xf32>, tensor<1x4x5xf32>) -> tensor<2x3x4xf32>
+  // CHECK: blpa.batch_matmul %{{.*}}, %[[Q]] {trans_a = true, trans_b = true} : (tensor<1x4x5xf32>, tensor<2x3x4xf32>) -> tensor<2x5x3xf32>
+  %r = blpa.batch_matmul %c, %q {trans_a = true, trans_b = true} : (tensor<1x4x5xf32>, tensor<2x3x4xf32>) -> tensor<2x5x3xf32>
+  return %r : tensor<2x5x3xf32>
+}

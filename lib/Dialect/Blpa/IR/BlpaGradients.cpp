@@ -303,11 +303,19 @@ LogicalResult ReshapeOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
   return success();
 }
 
-/// alpha * op(x) * op(y) as a gemm without bias.
-static Value buildProduct(OpBuilder &b, Location loc, Value x, bool transX,
-                          Value y, bool transY, double alpha) {
-  return GemmOp::create(b, loc, x, y, /*c=*/Value(), transX, transY,
-                        llvm::APFloat(alpha), llvm::APFloat(1.0));
+/// Builds op(x) * op(y) (scaled as the caller's product is).
+using ProductBuilder =
+    llvm::function_ref<Value(Value x, bool transX, Value y, bool transY)>;
+
+/// The adjoints of Y = op(A) op(B) given dY: d op(A) = dY op(B)^T and
+/// d op(B) = op(A)^T dY; a transposed operand takes the transposed adjoint.
+/// Shared by gemm and batch_matmul, which differ only in `product`.
+static std::pair<Value, Value> buildProductGradients(Value a, bool ta, Value b,
+                                                     bool tb, Value dy,
+                                                     ProductBuilder product) {
+  Value da = ta ? product(b, tb, dy, true) : product(dy, false, b, !tb);
+  Value db = tb ? product(dy, true, a, ta) : product(a, !ta, dy, false);
+  return {da, db};
 }
 
 LogicalResult GemmOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
@@ -316,18 +324,37 @@ LogicalResult GemmOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
   if (!dy)
     return noGradients(*this, operandGrads);
   Location loc = getLoc();
-  double alpha = getAlpha().convertToDouble();
-  bool ta = getTransA(), tb = getTransB();
-  // Y = alpha op(A) op(B): d op(A) = alpha dY op(B)^T, d op(B) = alpha
-  // op(A)^T dY; a transposed operand takes the transposed adjoint.
-  Value da = ta ? buildProduct(b, loc, getB(), tb, dy, true, alpha)
-                : buildProduct(b, loc, dy, false, getB(), !tb, alpha);
-  Value db = tb ? buildProduct(b, loc, dy, true, getA(), ta, alpha)
-                : buildProduct(b, loc, getA(), !ta, dy, false, alpha);
+  llvm::APFloat alpha = getAlpha();
+  // alpha * op(x) * op(y) as a gemm without bias.
+  auto product = [&](Value x, bool transX, Value y, bool transY) -> Value {
+    return GemmOp::create(b, loc, x, y, /*c=*/Value(), transX, transY, alpha,
+                          llvm::APFloat(1.0));
+  };
+  auto [da, db] = buildProductGradients(getA(), getTransA(), getB(),
+                                        getTransB(), dy, product);
   Value dc;
   if (Value c = getC())
     dc = reduceToType(b, loc, dy, c.getType(), getBeta().convertToDouble());
   operandGrads.assign({da, db, dc});
+  return success();
+}
+
+LogicalResult
+BatchMatMulOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
+                              SmallVectorImpl<Value> &operandGrads) {
+  Value dy = resultGrads[0];
+  if (!dy)
+    return noGradients(*this, operandGrads);
+  Location loc = getLoc();
+  auto product = [&](Value x, bool transX, Value y, bool transY) -> Value {
+    return BatchMatMulOp::create(b, loc, x, y, transX, transY);
+  };
+  auto [da, db] = buildProductGradients(getA(), getTransA(), getB(),
+                                        getTransB(), dy, product);
+  // The adjoint of an operand broadcast over the batch (a batch of 1) is
+  // the sum of its per-matrix adjoints.
+  operandGrads.assign({reduceToType(b, loc, da, getA().getType()),
+                       reduceToType(b, loc, db, getB().getType())});
   return success();
 }
 

@@ -571,9 +571,8 @@ static SmallVector<int64_t> alignToRank(ArrayRef<int64_t> shape, size_t rank) {
   return result;
 }
 
-/// Numpy broadcasting of two shapes; failure if incompatible.
-static FailureOr<SmallVector<int64_t>> broadcastShapes(ArrayRef<int64_t> a,
-                                                       ArrayRef<int64_t> b) {
+FailureOr<SmallVector<int64_t>>
+mlir::blpa::broadcastShapes(ArrayRef<int64_t> a, ArrayRef<int64_t> b) {
   size_t rank = std::max(a.size(), b.size());
   SmallVector<int64_t> lhs = alignToRank(a, rank), rhs = alignToRank(b, rank);
   SmallVector<int64_t> result;
@@ -888,7 +887,7 @@ LogicalResult ReshapeOp::verify() {
 Value ReshapeOp::getViewSource() { return getInput(); }
 
 //===----------------------------------------------------------------------===//
-// Gemm and loss
+// Gemm, batched matrix products and loss
 //===----------------------------------------------------------------------===//
 
 LogicalResult GemmOp::inferReturnTypes(MLIRContext *ctx,
@@ -933,6 +932,42 @@ void GemmOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   args.push_back(RuntimeArg::f64(getBeta().convertToDouble()));
   args.push_back(RuntimeArg::i64(c[0]));
   args.push_back(RuntimeArg::i64(c[1]));
+}
+
+LogicalResult BatchMatMulOp::inferReturnTypes(MLIRContext *ctx,
+                                              std::optional<Location> loc,
+                                              Adaptor adaptor,
+                                              SmallVectorImpl<Type> &results) {
+  if (failed(checkRank(loc, "batch_matmul operand a", adaptor.getA(), 3)) ||
+      failed(checkRank(loc, "batch_matmul operand b", adaptor.getB(), 3)))
+    return failure();
+  ArrayRef<int64_t> a = getShape(adaptor.getA()), b = getShape(adaptor.getB());
+  // A batch of 1 broadcasts; any other pair must agree.
+  if (a[0] != b[0] && a[0] != 1 && b[0] != 1)
+    return emitOptionalError(loc, "batch_matmul batches differ: ", a[0], " vs ",
+                             b[0]);
+  int64_t m = adaptor.getTransA() ? a[2] : a[1];
+  int64_t k = adaptor.getTransA() ? a[1] : a[2];
+  int64_t kb = adaptor.getTransB() ? b[2] : b[1];
+  int64_t n = adaptor.getTransB() ? b[1] : b[2];
+  if (k != kb)
+    return emitOptionalError(loc, "batch_matmul inner dimensions differ: ", k,
+                             " vs ", kb);
+  results.push_back(f32Tensor(ctx, {a[0] == 1 ? b[0] : a[0], m, n}));
+  return success();
+}
+
+StringRef BatchMatMulOp::getRuntimeFunction() { return "blpa_batch_matmul"; }
+
+void BatchMatMulOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  for (Value v : {getA(), getB(), getOutput()})
+    args.push_back(RuntimeArg::data(v));
+  ArrayRef<int64_t> out = getShape(getOutput());
+  int64_t k = getShape(getA())[getTransA() ? 1 : 2];
+  for (int64_t v :
+       {out[0], out[1], out[2], k, int64_t(getTransA()), int64_t(getTransB()),
+        getShape(getA())[0], getShape(getB())[0]})
+    args.push_back(RuntimeArg::i64(v));
 }
 
 /// Logits [N, classes] and labels [N].

@@ -72,6 +72,11 @@ std::optional<unsigned> getArgmaxCodeBits(ArrayRef<int64_t> kernelShape);
 /// The static shape of a tensor value.
 ArrayRef<int64_t> getShape(Value value);
 
+/// Numpy broadcasting of two shapes (right-aligned; each pair of dimensions
+/// equal or one of them 1); failure if they do not broadcast.
+FailureOr<SmallVector<int64_t>> broadcastShapes(ArrayRef<int64_t> a,
+                                                ArrayRef<int64_t> b);
+
 /// The gradient rule of every element-wise activation op: one
 /// blpa.activation_grad reading the op's input, or its output when `act`
 /// says so.

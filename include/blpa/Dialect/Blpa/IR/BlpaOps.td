@@ -415,6 +415,21 @@ def Blpa_GemmOp : Blpa_ComputeOp<"gemm", [Differentiable]> {
   let results = (outs Blpa_F32Tensor:$output);
 }
 
+def Blpa_BatchMatMulOp : Blpa_ComputeOp<"batch_matmul", [Differentiable]> {
+  let summary = "op(a[i]) * op(b[i]) for each i of a batch; a batch of 1 broadcasts";
+  let description = [{
+    `output[B, M, N]`: matrix i is `op(a[i]) * op(b[i])`, op(a) `[M, K]`
+    (a stores `[K, M]` when `trans_a`), op(b) `[K, N]` (b stores `[N, K]`
+    when `trans_b`). Each operand's batch is B or 1; a batch of 1 is the
+    same matrix for every i (numpy's broadcasting of matmul, which the
+    importer reduces to this form).
+  }];
+  let arguments = (ins Blpa_F32Tensor:$a, Blpa_F32Tensor:$b,
+      DefaultValuedAttr<BoolAttr, "false">:$trans_a,
+      DefaultValuedAttr<BoolAttr, "false">:$trans_b);
+  let results = (outs Blpa_F32Tensor:$output);
+}
+
 def Blpa_SoftmaxCrossEntropyOp
     : Blpa_ComputeOp<"softmax_cross_entropy", [Differentiable]> {
   let summary = "Mean over the batch of -log softmax(logits)[label]";
