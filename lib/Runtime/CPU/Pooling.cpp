@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <vector>
 
 using namespace blpa::cpu;
 using blpa::PoolAxis;
@@ -41,9 +42,18 @@ struct Window {
   bool empty() const { return size() == 0; }
 };
 
+/// A window's taps along one axis: [first, end) from position origin.
+struct AxisSpan {
+  int64_t origin, first, end;
+};
+
 struct PoolGeometry {
   int64_t planes;
   PoolAxis<int64_t> axes[3]; // depth, height, width
+  /// The span of each output position along each axis, computed once: the
+  /// per-window arithmetic (divisions) would otherwise dominate small
+  /// windows.
+  std::vector<AxisSpan> spans[3];
 
   PoolGeometry(const char *kernel, int64_t n, int64_t c, int64_t rank,
                const int64_t *in, const int64_t *out, const int64_t *kernelDims,
@@ -54,8 +64,12 @@ struct PoolGeometry {
     if (!shape.read(rank, in, out, kernelDims, strides, pads, dilations))
       failf("%s: invalid window (%lld spatial dimensions)", kernel,
             (long long)rank);
-    for (int a = 0; a < 3; ++a)
+    for (int a = 0; a < 3; ++a) {
       axes[a] = shape.poolAxis(a);
+      for (int64_t i = 0; i < axes[a].out; ++i)
+        spans[a].push_back(
+            {axes[a].origin(i), axes[a].firstTap(i), axes[a].endTap(i)});
+    }
   }
 
   int64_t inPlane() const { return axes[0].in * axes[1].in * axes[2].in; }
@@ -64,15 +78,14 @@ struct PoolGeometry {
     return axes[0].kernel * axes[1].kernel * axes[2].kernel;
   }
 
-  /// The window of output `o` (its index within the plane).
-  Window window(int64_t o) const {
-    int64_t at[3] = {o / (axes[1].out * axes[2].out),
-                     o / axes[2].out % axes[1].out, o % axes[2].out};
+  /// The window of the output at position `at` (depth, height, width).
+  Window window(const int64_t at[3]) const {
     Window win;
     for (int a = 0; a < 3; ++a) {
-      win.origin[a] = axes[a].origin(at[a]);
-      win.first[a] = axes[a].firstTap(at[a]);
-      win.end[a] = axes[a].endTap(at[a]);
+      const AxisSpan &span = spans[a][at[a]];
+      win.origin[a] = span.origin;
+      win.first[a] = span.first;
+      win.end[a] = span.end;
     }
     return win;
   }
@@ -130,8 +143,20 @@ struct PoolGeometry {
   /// within the plane) of plane p, in order.
   template <typename Body>
   void forWindows(int64_t p, int64_t from, int64_t to, Body &&body) const {
-    for (int64_t o = from; o < to; ++o)
-      body(p, o, window(o));
+    if (from >= to)
+      return;
+    int64_t at[3] = {from / (axes[1].out * axes[2].out),
+                     from / axes[2].out % axes[1].out, from % axes[2].out};
+    for (int64_t o = from; o < to; ++o) {
+      body(p, o, window(at));
+      if (++at[2] < axes[2].out)
+        continue;
+      at[2] = 0;
+      if (++at[1] < axes[1].out)
+        continue;
+      at[1] = 0;
+      ++at[0];
+    }
   }
 
   /// A forEachWindow start that zeroes the plane of the input gradient the
