@@ -1531,8 +1531,8 @@ ActivationGradOp::inferReturnTypes(MLIRContext *, std::optional<Location> loc,
 
 /// The activation whose gradient this is, as the runtime executes it.
 static Activation activationOf(ActivationGradOp op) {
-  Activation act{op.getKind(), op.getAlpha().convertToFloat(),
-                 op.getBeta().convertToFloat()};
+  Activation act{static_cast<int64_t>(op.getKind()),
+                 op.getAlpha().convertToFloat(), op.getBeta().convertToFloat()};
   act.runtimeAlpha = op.getRuntimeAlpha();
   act.runtimeBeta = op.getRuntimeBeta();
   return act;
