@@ -129,6 +129,8 @@ BLPA_RUNTIME_FUNCTIONS(BLPA_DECLARE_CPU_REFERENCE)
 
 namespace {
 
+using blpa_test::convGeometries;
+using blpa_test::ConvGeometry;
 using blpa_test::WindowGeometry;
 using Bytes = std::vector<uint8_t>;
 using Floats = std::vector<float>;
@@ -707,14 +709,8 @@ void testRuntime() {
 // Convolution
 //===----------------------------------------------------------------------===//
 
-struct ConvCase {
-  const char *name;
-  int64_t n, c, k, group;
-  WindowGeometry win;
-
-  size_t xSize() const { return n * c * win.inSize(); }
-  size_t wSize() const { return k * (c / group) * win.kernelSize(); }
-  size_t ySize() const { return n * k * win.outSize(); }
+/// A shared case (WindowCase.h) with its calls through the API table.
+struct ConvCase : ConvGeometry {
 
   void forward(const Api &rt, blpa_context *ctx, const float *x,
                const float *wt, const float *b, float *y) const {
@@ -725,94 +721,6 @@ struct ConvCase {
                 const float *dy, const float *other, float *out) const {
     kernel(ctx, dy, other, out, n, c, k, group, WINDOW_ARGS(win));
   }
-};
-
-const ConvCase convCases[] = {
-    {"rgb_3x3_pad1",
-     2,
-     3,
-     5,
-     1,
-     {{7, 9}, {3, 3}, {1, 1}, {1, 1, 1, 1}, {1, 1}}},
-    {"stride2_asympad_group2_dil",
-     3,
-     6,
-     10,
-     2,
-     {{11, 13}, {3, 2}, {2, 2}, {0, 1, 1, 2}, {2, 1}}},
-    {"depthwise", 2, 8, 8, 8, {{9, 7}, {3, 3}, {1, 1}, {1, 1, 1, 1}, {1, 1}}},
-    {"depthwise_stride2_odd",
-     3,
-     13,
-     13,
-     13,
-     {{15, 11}, {3, 3}, {2, 2}, {1, 1, 1, 1}, {1, 1}}},
-    {"group3_odd",
-     2,
-     9,
-     15,
-     3,
-     {{10, 9}, {3, 3}, {2, 2}, {1, 1, 0, 0}, {1, 1}}},
-    {"pointwise_stride2",
-     4,
-     24,
-     40,
-     1,
-     {{9, 9}, {1, 1}, {2, 2}, {0, 0, 0, 0}, {1, 1}}},
-    {"pointwise_odd",
-     3,
-     7,
-     13,
-     1,
-     {{5, 5}, {1, 1}, {1, 1}, {0, 0, 0, 0}, {1, 1}}},
-    {"blocked_32x48",
-     4,
-     32,
-     48,
-     1,
-     {{14, 14}, {3, 3}, {1, 1}, {1, 1, 1, 1}, {1, 1}}},
-    {"stride2_5x5_dil2",
-     2,
-     16,
-     16,
-     1,
-     {{15, 12}, {5, 5}, {2, 1}, {3, 2, 2, 3}, {2, 2}}},
-    {"stem_7x7_stride2_odd",
-     2,
-     3,
-     16,
-     1,
-     {{33, 31}, {7, 7}, {2, 2}, {3, 3, 3, 3}, {1, 1}}},
-    {"resnet_64",
-     8,
-     64,
-     64,
-     1,
-     {{28, 28}, {3, 3}, {1, 1}, {1, 1, 1, 1}, {1, 1}}},
-    {"3d_3x3x3_pad1",
-     2,
-     3,
-     4,
-     1,
-     {{5, 6, 7}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1, 1, 1, 1}, {1, 1, 1}}},
-    {"3d_stride2_asympad_group2_dil",
-     2,
-     4,
-     6,
-     2,
-     {{7, 6, 9}, {2, 3, 2}, {2, 1, 2}, {1, 0, 1, 0, 2, 1}, {2, 1, 1}}},
-    {"3d_depthwise_dil2",
-     2,
-     4,
-     4,
-     4,
-     {{6, 7, 8}, {3, 3, 3}, {1, 2, 1}, {2, 2, 2, 2, 2, 2}, {2, 2, 2}}},
-    {"3d_c3d_16",
-     2,
-     16,
-     32,
-     1,
-     {{8, 16, 16}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1, 1, 1, 1}, {1, 1, 1}}},
 };
 
 /// "conv2d/NAME/" or "conv3d/NAME/".
@@ -1321,64 +1229,18 @@ void testSgd(size_t numel, const Hyper &h) {
 // Pooling
 //===----------------------------------------------------------------------===//
 
-struct PoolCase {
-  const char *name;
-  int64_t n, c;
-  WindowGeometry win;
+using PoolCase = blpa_test::PoolGeometry;
 
-  size_t xSize() const { return n * c * win.inSize(); }
-  size_t ySize() const { return n * c * win.outSize(); }
-};
-
-/// Valid for average pooling too (no window entirely in the padding).
-const PoolCase poolCases[] = {
-    {"3x3_s2_pad1", 2, 3, {{9, 11}, {3, 3}, {2, 2}, {1, 1, 1, 1}}},
-    {"2x2_s2", 3, 2, {{8, 10}, {2, 2}, {2, 2}, {0, 0, 0, 0}}},
-    {"3x2_s1_asympad", 2, 5, {{7, 6}, {3, 2}, {1, 2}, {2, 1, 0, 1}}},
-    {"2x2_s2_ceil_odd_plane", 2, 3, {{9, 5}, {2, 2}, {2, 2}, {0, 0, 1, 1}}},
-    {"1x2_s1", 3, 4, {{5, 7}, {1, 2}, {1, 1}, {0, 0, 0, 0}}},
-    {"1x1_s2", 2, 3, {{7, 5}, {1, 1}, {2, 2}, {0, 0, 0, 0}}},
-    {"4x4_s3_pad", 2, 2, {{10, 11}, {4, 4}, {3, 3}, {1, 2, 2, 1}}},
-    {"5x5_s2_pad2", 2, 3, {{11, 9}, {5, 5}, {2, 2}, {2, 2, 2, 2}}},
-    {"3x3_s2_pad1_large", 8, 8, {{35, 35}, {3, 3}, {2, 2}, {1, 1, 1, 1}}},
-    {"2x2_s2_ceil_large", 8, 9, {{29, 33}, {2, 2}, {2, 2}, {0, 0, 1, 1}}},
-    {"3x3_s2_pad1_resnet", 16, 32, {{28, 28}, {3, 3}, {2, 2}, {1, 1, 1, 1}}},
-    {"3d_3x3x3_s2_pad1",
-     2,
-     3,
-     {{7, 8, 9}, {3, 3, 3}, {2, 2, 2}, {1, 1, 1, 1, 1, 1}}},
-    {"3d_2x3x2_asympad",
-     2,
-     2,
-     {{5, 7, 6}, {2, 3, 2}, {1, 2, 2}, {1, 1, 0, 0, 1, 1}}},
-    {"3x3_s2_ceil", 2, 3, {{8, 10}, {3, 3}, {2, 2}, {0, 0, 0, 0}, {}, true}},
-    {"3x3_s2_pad1_ceil",
-     2,
-     2,
-     {{8, 7}, {3, 3}, {2, 2}, {1, 1, 1, 1}, {}, true}},
-    {"3d_3x3x3_s2_pad1_ceil",
-     2,
-     2,
-     {{6, 8, 5}, {3, 3, 3}, {2, 2, 2}, {1, 1, 1, 1, 1, 1}, {}, true}},
-    {"3d_2x2x2_s2_c3d",
-     8,
-     16,
-     {{8, 28, 28}, {2, 2, 2}, {2, 2, 2}, {0, 0, 0, 0, 0, 0}}},
-};
-
-/// Max pooling only: windows entirely in the padding; dilated windows.
-const PoolCase maxOnlyPoolCases[] = {
-    {"window_all_padding", 1, 3, {{4, 4}, {2, 2}, {2, 2}, {0, 0, 2, 2}}},
-    {"3x3_s1_dil2", 2, 3, {{9, 10}, {3, 3}, {1, 1}, {2, 2, 2, 2}, {2, 2}}},
-    {"2x2_s2_pad1_dil2x3_ceil",
-     2,
-     2,
-     {{8, 9}, {2, 2}, {2, 2}, {1, 1, 1, 1}, {2, 3}, true}},
-    {"3d_3x3x3_s2_dil2_ceil",
-     2,
-     2,
-     {{9, 8, 7}, {3, 3, 3}, {2, 2, 2}, {2, 2, 2, 2, 2, 2}, {2, 2, 2}, true}},
-};
+/// Max pooling only: a window entirely in the padding, no planes at all,
+/// and dilated windows.
+std::vector<PoolCase> maxOnlyPoolCases() {
+  std::vector<PoolCase> cases = {
+      blpa_test::allPaddingPool,
+      {"empty_batch", 0, 3, {{5, 5}, {2, 2}, {2, 2}, {0, 0, 0, 0}}}};
+  for (const PoolCase &pc : blpa_test::dilatedPoolGeometries())
+    cases.push_back(pc);
+  return cases;
+}
 
 /// The smallest code width of Runtime.h that holds every window position.
 int argmaxBits(int64_t positions) {
@@ -1846,8 +1708,8 @@ void testBadLabels(const char *self) {
 //===----------------------------------------------------------------------===//
 
 void testKernels() {
-  for (const ConvCase &cc : convCases)
-    testConv(cc);
+  for (const ConvGeometry &geometry : convGeometries())
+    testConv(ConvCase{geometry});
 
   for (const BnShape &s : bnShapes)
     testBatchNorm(s);
@@ -1907,13 +1769,13 @@ void testKernels() {
     testSgd(numel, {0.1f, 0.9f, 5e-4f, 1});
   }
 
-  for (const PoolCase &pc : poolCases) {
+  for (const PoolCase &pc : blpa_test::poolGeometries()) {
     for (bool ties : {false, true})
       testMaxPool(pc, ties);
     for (int64_t includePad : {0, 1})
       testAvgPool(pc, includePad);
   }
-  for (const PoolCase &pc : maxOnlyPoolCases)
+  for (const PoolCase &pc : maxOnlyPoolCases())
     testMaxPool(pc, false);
   testGlobalAvgPool(5, 7, 13 * 11);
   testGlobalAvgPool(32, 512, 7 * 7);

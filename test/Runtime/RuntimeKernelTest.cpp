@@ -43,6 +43,8 @@
 
 namespace {
 
+using blpa_test::convGeometries;
+using blpa_test::ConvGeometry;
 using blpa_test::WindowGeometry;
 using Floats = std::vector<float>;
 using Doubles = std::vector<double>;
@@ -126,14 +128,8 @@ blpa_context ctx;
 // Convolution
 //===----------------------------------------------------------------------===//
 
-struct ConvCase {
-  const char *name;
-  int64_t n, c, k, group;
-  WindowGeometry win;
-
-  size_t xSize() const { return n * c * win.inSize(); }
-  size_t wSize() const { return k * (c / group) * win.kernelSize(); }
-  size_t ySize() const { return n * k * win.outSize(); }
+/// A shared case (WindowCase.h) with its naive reference and its calls.
+struct ConvCase : ConvGeometry {
 
   /// Calls tap(xIndex, wIndex, yIndex) for every product x * w that
   /// contributes to y, straight from the definition of convolution.
@@ -169,64 +165,6 @@ struct ConvCase {
   void gradWeight(const float *dy, const float *x, float *dw) const {
     blpa_conv_grad_weight(&ctx, dy, x, dw, n, c, k, group, WINDOW_ARGS(win));
   }
-};
-
-const ConvCase convCases[] = {
-    {"rgb_3x3_pad1",
-     2,
-     3,
-     5,
-     1,
-     {{7, 9}, {3, 3}, {1, 1}, {1, 1, 1, 1}, {1, 1}}},
-    {"stride2_asympad_group2_dil",
-     3,
-     6,
-     10,
-     2,
-     {{11, 13}, {3, 2}, {2, 2}, {0, 1, 1, 2}, {2, 1}}},
-    {"depthwise", 2, 8, 8, 8, {{9, 7}, {3, 3}, {1, 1}, {1, 1, 1, 1}, {1, 1}}},
-    {"pointwise_stride2",
-     4,
-     24,
-     40,
-     1,
-     {{9, 9}, {1, 1}, {2, 2}, {0, 0, 0, 0}, {1, 1}}},
-    {"blocked_32x48",
-     4,
-     32,
-     48,
-     1,
-     {{14, 14}, {3, 3}, {1, 1}, {1, 1, 1, 1}, {1, 1}}},
-    {"stride2_5x5_dil2",
-     2,
-     16,
-     16,
-     1,
-     {{15, 12}, {5, 5}, {2, 1}, {3, 2, 2, 3}, {2, 2}}},
-    {"3d_3x3x3_pad1",
-     2,
-     3,
-     4,
-     1,
-     {{5, 6, 7}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1, 1, 1, 1}, {1, 1, 1}}},
-    {"3d_stride2_asympad_group2_dil",
-     2,
-     4,
-     6,
-     2,
-     {{7, 6, 9}, {2, 3, 2}, {2, 1, 2}, {1, 0, 1, 0, 2, 1}, {2, 1, 1}}},
-    {"3d_depthwise_dil2",
-     2,
-     4,
-     4,
-     4,
-     {{6, 7, 8}, {3, 3, 3}, {1, 2, 1}, {2, 2, 2, 2, 2, 2}, {2, 2, 2}}},
-    {"3d_pointwise_stride2",
-     3,
-     8,
-     16,
-     1,
-     {{5, 9, 7}, {1, 1, 1}, {2, 2, 2}, {0, 0, 0, 0, 0, 0}, {1, 1, 1}}},
 };
 
 void testConv(const ConvCase &cc) {
@@ -524,13 +462,8 @@ void testSgd() {
 // Pooling
 //===----------------------------------------------------------------------===//
 
-struct PoolCase {
-  const char *name;
-  int64_t n, c;
-  WindowGeometry win;
-
-  size_t xSize() const { return n * c * win.inSize(); }
-  size_t ySize() const { return n * c * win.outSize(); }
+/// A shared case (WindowCase.h) with its naive reference.
+struct PoolCase : blpa_test::PoolGeometry {
 
   /// Calls visit(yIndex, xIndex or -1 outside the input, tap, whether the
   /// tap is inside the padded extent) for every window tap, in row-major
@@ -543,52 +476,6 @@ struct PoolCase {
         visit(p * outPlane + o, i < 0 ? -1 : p * inPlane + i, tap, inPadded);
       });
   }
-};
-
-const PoolCase poolCases[] = {
-    {"3x3_s2_pad1", 2, 3, {{9, 11}, {3, 3}, {2, 2}, {1, 1, 1, 1}}},
-    {"2x2_s2", 3, 2, {{8, 10}, {2, 2}, {2, 2}, {0, 0, 0, 0}}},
-    {"3x2_s1_asympad", 2, 5, {{7, 6}, {3, 2}, {1, 2}, {2, 1, 0, 1}}},
-    {"3d_3x3x3_s2_pad1",
-     2,
-     3,
-     {{7, 8, 9}, {3, 3, 3}, {2, 2, 2}, {1, 1, 1, 1, 1, 1}}},
-    {"3d_2x3x2_asympad",
-     2,
-     2,
-     {{5, 7, 6}, {2, 3, 2}, {1, 2, 2}, {1, 1, 0, 0, 1, 1}}},
-    {"3x3_s2_ceil", 2, 3, {{8, 10}, {3, 3}, {2, 2}, {0, 0, 0, 0}, {}, true}},
-    {"3x3_s2_pad1_ceil",
-     2,
-     2,
-     {{8, 7}, {3, 3}, {2, 2}, {1, 1, 1, 1}, {}, true}},
-    {"1x3_s2_ceil", 3, 2, {{1, 10}, {1, 3}, {1, 2}, {0, 1, 0, 1}, {}, true}},
-    {"3d_2x2x2_s2_ceil",
-     1,
-     3,
-     {{5, 5, 4}, {2, 2, 2}, {2, 2, 2}, {0, 0, 0, 0, 0, 0}, {}, true}},
-    {"3d_3x3x3_s2_pad1_ceil",
-     2,
-     2,
-     {{6, 8, 5}, {3, 3, 3}, {2, 2, 2}, {1, 1, 1, 1, 1, 1}, {}, true}},
-};
-
-/// Max pooling only: dilated windows.
-const PoolCase dilatedPoolCases[] = {
-    {"3x3_s1_dil2", 2, 3, {{9, 10}, {3, 3}, {1, 1}, {2, 2, 2, 2}, {2, 2}}},
-    {"2x2_s2_pad1_dil2x3_ceil",
-     2,
-     2,
-     {{8, 9}, {2, 2}, {2, 2}, {1, 1, 1, 1}, {2, 3}, true}},
-    {"1x3_s2_dil2", 2, 3, {{1, 11}, {1, 3}, {1, 2}, {0, 2, 0, 1}, {1, 2}}},
-    {"3d_2x2x2_dil",
-     1,
-     2,
-     {{6, 5, 7}, {2, 2, 2}, {1, 2, 1}, {0, 1, 1, 0, 1, 1}, {2, 1, 3}}},
-    {"3d_3x3x3_s2_dil2_ceil",
-     2,
-     2,
-     {{9, 8, 7}, {3, 3, 3}, {2, 2, 2}, {2, 2, 2, 2, 2, 2}, {2, 2, 2}, true}},
 };
 
 void testMaxPool(const PoolCase &pc) {
@@ -1396,28 +1283,6 @@ int argmaxBits(int64_t positions) {
   return 0;
 }
 
-const PoolCase argmaxCases[] = {
-    {"3x3_s2_pad1", 2, 3, {{9, 11}, {3, 3}, {2, 2}, {1, 1, 1, 1}}},
-    {"2x2_s2", 3, 2, {{8, 10}, {2, 2}, {2, 2}, {0, 0, 0, 0}}},
-    {"3x2_s1_asympad", 2, 5, {{7, 6}, {3, 2}, {1, 2}, {2, 1, 0, 1}}},
-    {"2x2_s2_ceil_odd_plane", 2, 3, {{9, 5}, {2, 2}, {2, 2}, {0, 0, 1, 1}}},
-    {"1x2_s1_1bit", 3, 4, {{5, 7}, {1, 2}, {1, 1}, {0, 0, 0, 0}}},
-    {"1x1_s2", 2, 3, {{7, 5}, {1, 1}, {2, 2}, {0, 0, 0, 0}}},
-    {"4x4_s3_pad", 2, 2, {{10, 11}, {4, 4}, {3, 3}, {1, 2, 2, 1}}},
-    {"5x5_s2_pad2_8bit", 2, 3, {{11, 9}, {5, 5}, {2, 2}, {2, 2, 2, 2}}},
-    {"window_all_padding", 1, 3, {{4, 4}, {2, 2}, {2, 2}, {0, 0, 2, 2}}},
-    {"3x3_s2_pad1_large", 8, 8, {{35, 35}, {3, 3}, {2, 2}, {1, 1, 1, 1}}},
-    {"2x2_s2_ceil_large", 8, 9, {{29, 33}, {2, 2}, {2, 2}, {0, 0, 1, 1}}},
-    {"3d_2x2x2_s2_4bit",
-     2,
-     3,
-     {{5, 6, 7}, {2, 2, 2}, {2, 2, 2}, {0, 0, 0, 1, 1, 1}}},
-    {"3d_3x3x3_s2_pad1_8bit",
-     2,
-     2,
-     {{6, 7, 5}, {3, 3, 3}, {2, 2, 2}, {1, 1, 1, 1, 1, 1}}},
-};
-
 void testMaxPoolArgmax(const PoolCase &pc, bool ties) {
   std::string base = std::string("max_pool_argmax/") + pc.name +
                      (ties ? "/ties" : "/distinct");
@@ -1638,8 +1503,7 @@ void testInPlace() {
 }
 
 void testDeterminism() {
-  ConvCase cc = {"det", 16, 32,
-                 32,    1,  {{28, 28}, {3, 3}, {1, 1}, {1, 1, 1, 1}, {1, 1}}};
+  ConvCase cc{{"det", 16, 32, 32, 1, {{28, 28}, {3, 3}, {1, 1}, {1, 1, 1, 1}}}};
   Floats x = randomFloats(cc.xSize()), wt = randomFloats(cc.wSize()),
          b = randomFloats(cc.k), dy = randomFloats(cc.ySize());
   expectDeterministic("conv", cc.ySize(), [&](float *y) {
@@ -2557,8 +2421,8 @@ void benchCodes(const ConvCase &cc) {
 }
 
 void bench() {
-  ConvCase cc = {"bench", 64, 32,
-                 32,      1,  {{28, 28}, {3, 3}, {1, 1}, {1, 1, 1, 1}, {1, 1}}};
+  ConvCase cc{
+      {"bench", 64, 32, 32, 1, {{28, 28}, {3, 3}, {1, 1}, {1, 1, 1, 1}}}};
   Floats x = randomFloats(cc.xSize()), wt = randomFloats(cc.wSize()),
          b = randomFloats(cc.k), dy = randomFloats(cc.ySize()), y(cc.ySize()),
          dx(cc.xSize()), dw(cc.wSize());
@@ -2592,8 +2456,8 @@ int main(int argc, char **argv) {
     return 0;
   }
 
-  for (const ConvCase &cc : convCases)
-    testConv(cc);
+  for (const ConvGeometry &geometry : convGeometries())
+    testConv(ConvCase{geometry});
 
   testBatchNorm("4d", 5, 7, 13 * 11);
   testBatchNorm("2d", 33, 6, 1);
@@ -2620,11 +2484,14 @@ int main(int argc, char **argv) {
   testFill();
   testSgd();
 
-  for (const PoolCase &pc : dilatedPoolCases) {
+  for (const blpa_test::PoolGeometry &geometry :
+       blpa_test::dilatedPoolGeometries()) {
+    PoolCase pc{geometry};
     testMaxPool(pc);
     testMaxPoolArgmax(pc, true);
   }
-  for (const PoolCase &pc : poolCases) {
+  for (const blpa_test::PoolGeometry &geometry : blpa_test::poolGeometries()) {
+    PoolCase pc{geometry};
     testMaxPool(pc);
     testAvgPool(pc, 0);
     testAvgPool(pc, 1);
@@ -2656,6 +2523,9 @@ int main(int argc, char **argv) {
   }
   testQuantize("4d", 3, 3, 7 * 5, BLPA_SCHEME_MASK, 1);
   testQuantize("large_odd_planes", 4, 5, 43 * 41, BLPA_SCHEME_MASK, 1);
+  std::vector<PoolCase> argmaxCases = {PoolCase{blpa_test::allPaddingPool}};
+  for (const blpa_test::PoolGeometry &geometry : blpa_test::poolGeometries())
+    argmaxCases.push_back(PoolCase{geometry});
   for (const PoolCase &pc : argmaxCases) {
     testMaxPoolArgmax(pc, false);
     testMaxPoolArgmax(pc, true);

@@ -1322,72 +1322,18 @@ void testLoss() {
 // Pooling
 //===----------------------------------------------------------------------===//
 
-struct PoolCase {
-  const char *name;
-  int64_t n, c;
-  WindowGeometry win;
+using PoolCase = blpa_test::PoolGeometry;
 
-  size_t xSize() const { return n * c * win.inSize(); }
-  size_t ySize() const { return n * c * win.outSize(); }
-};
-
-/// Valid for average pooling too (no window entirely in the padding).
-const PoolCase poolCases[] = {
-    {"3x3_s2_pad1", 2, 3, {{9, 11}, {3, 3}, {2, 2}, {1, 1, 1, 1}}},
-    {"2x2_s2", 3, 2, {{8, 10}, {2, 2}, {2, 2}, {0, 0, 0, 0}}},
-    {"3x2_s1_asympad", 2, 5, {{7, 6}, {3, 2}, {1, 2}, {2, 1, 0, 1}}},
-    {"2x2_s2_ceil_odd_plane", 2, 3, {{9, 5}, {2, 2}, {2, 2}, {0, 0, 1, 1}}},
-    {"1x2_s1", 3, 4, {{5, 7}, {1, 2}, {1, 1}, {0, 0, 0, 0}}},
-    {"1x1_s2", 2, 3, {{7, 5}, {1, 1}, {2, 2}, {0, 0, 0, 0}}},
-    {"4x4_s3_pad", 2, 2, {{10, 11}, {4, 4}, {3, 3}, {1, 2, 2, 1}}},
-    {"5x5_s2_pad2", 2, 3, {{11, 9}, {5, 5}, {2, 2}, {2, 2, 2, 2}}},
-    {"3x3_s2_pad1_large", 8, 8, {{35, 35}, {3, 3}, {2, 2}, {1, 1, 1, 1}}},
-    {"2x2_s2_ceil_large", 8, 9, {{29, 33}, {2, 2}, {2, 2}, {0, 0, 1, 1}}},
-    {"3x3_s2_pad1_resnet", 8, 32, {{28, 28}, {3, 3}, {2, 2}, {1, 1, 1, 1}}},
-    {"3d_3x3x3_s2_pad1",
-     2,
-     3,
-     {{7, 8, 9}, {3, 3, 3}, {2, 2, 2}, {1, 1, 1, 1, 1, 1}}},
-    {"3d_2x3x2_asympad",
-     2,
-     2,
-     {{5, 7, 6}, {2, 3, 2}, {1, 2, 2}, {1, 1, 0, 0, 1, 1}}},
-    {"3x3_s2_ceil", 2, 3, {{8, 10}, {3, 3}, {2, 2}, {0, 0, 0, 0}, {}, true}},
-    {"3x3_s2_pad1_ceil",
-     2,
-     2,
-     {{8, 7}, {3, 3}, {2, 2}, {1, 1, 1, 1}, {}, true}},
-    {"1x3_s2_ceil", 3, 2, {{1, 10}, {1, 3}, {1, 2}, {0, 1, 0, 1}, {}, true}},
-    {"3d_2x2x2_s2_ceil",
-     1,
-     3,
-     {{5, 5, 4}, {2, 2, 2}, {2, 2, 2}, {0, 0, 0, 0, 0, 0}, {}, true}},
-    {"3d_3x3x3_s2_pad1_ceil",
-     2,
-     2,
-     {{6, 8, 5}, {3, 3, 3}, {2, 2, 2}, {1, 1, 1, 1, 1, 1}, {}, true}},
-};
-
-/// Max pooling only: windows entirely in the padding; no planes at all;
-/// dilated windows.
-const PoolCase maxOnlyPoolCases[] = {
-    {"window_all_padding", 1, 3, {{4, 4}, {2, 2}, {2, 2}, {0, 0, 2, 2}}},
-    {"empty_batch", 0, 3, {{5, 5}, {2, 2}, {2, 2}, {0, 0, 0, 0}}},
-    {"3x3_s1_dil2", 2, 3, {{9, 10}, {3, 3}, {1, 1}, {2, 2, 2, 2}, {2, 2}}},
-    {"2x2_s2_pad1_dil2x3_ceil",
-     2,
-     2,
-     {{8, 9}, {2, 2}, {2, 2}, {1, 1, 1, 1}, {2, 3}, true}},
-    {"1x3_s2_dil2", 2, 3, {{1, 11}, {1, 3}, {1, 2}, {0, 2, 0, 1}, {1, 2}}},
-    {"3d_2x2x2_dil",
-     1,
-     2,
-     {{6, 5, 7}, {2, 2, 2}, {1, 2, 1}, {0, 1, 1, 0, 1, 1}, {2, 1, 3}}},
-    {"3d_3x3x3_s2_dil2_ceil",
-     2,
-     2,
-     {{9, 8, 7}, {3, 3, 3}, {2, 2, 2}, {2, 2, 2, 2, 2, 2}, {2, 2, 2}, true}},
-};
+/// Max pooling only: a window entirely in the padding, no planes at all,
+/// and dilated windows.
+std::vector<PoolCase> maxOnlyPoolCases() {
+  std::vector<PoolCase> cases = {
+      blpa_test::allPaddingPool,
+      {"empty_batch", 0, 3, {{5, 5}, {2, 2}, {2, 2}, {0, 0, 0, 0}}}};
+  for (const PoolCase &pc : blpa_test::dilatedPoolGeometries())
+    cases.push_back(pc);
+  return cases;
+}
 
 /// The smallest code width of Runtime.h that numbers every window position.
 int argmaxBits(int64_t positions) {
@@ -1494,14 +1440,14 @@ void testGlobalAvgPool(int64_t n, int64_t c, int64_t spatial) {
 #undef POOL_ARGS
 
 void testPooling() {
-  for (const PoolCase &pc : poolCases) {
+  for (const PoolCase &pc : blpa_test::poolGeometries()) {
     for (PoolData data :
          {PoolData::distinct, PoolData::ties, PoolData::specials})
       testMaxPool(pc, data);
     for (int64_t includePad : {0, 1})
       testAvgPool(pc, includePad);
   }
-  for (const PoolCase &pc : maxOnlyPoolCases)
+  for (const PoolCase &pc : maxOnlyPoolCases())
     testMaxPool(pc, PoolData::distinct);
   testGlobalAvgPool(5, 7, 13 * 11);
   testGlobalAvgPool(3, 5, 1);
