@@ -163,7 +163,8 @@ int64_t RunScheduler::growth(Operation *op) const {
     if (getBufferRoot(result) == result && !result.use_empty())
       bytes += getTensorBytes(result.getType());
   for (Value root : readBuffers(op))
-    if (readersLeft.lookup(root).size() == 1 && !outlivesRun.contains(root))
+    if (readersLeft.find(root)->second.size() == 1 &&
+        !outlivesRun.contains(root))
       bytes -= getTensorBytes(root.getType());
   return bytes;
 }

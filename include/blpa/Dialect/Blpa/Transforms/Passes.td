@@ -134,16 +134,19 @@ def BlpaFuseBatchNormRelu : Pass<"blpa-fuse-batch-norm-relu", "ModuleOp"> {
 def BlpaScheduleForMemory : Pass<"blpa-schedule-for-memory", "ModuleOp"> {
   let summary = "Orders independent ops so that fewer bytes are live at once";
   let description = [{
-    Reorders each run of side-effect-free ops of every function by greedy
-    list scheduling: of the ops whose operands are computed, the one that
-    adds the fewest live bytes (bytes of the buffers it creates less those
-    it reads for the last time) runs next; forward ops before backward
+    Reorders the ops of every function by greedy list scheduling: of the
+    ops whose operands are computed, the one that adds the fewest live
+    bytes (bytes of the buffers it creates less those it reads for the
+    last time) runs next, or, in a second try, the ones that free bytes
+    first and the rest in the original order; forward ops before backward
     ones; ties keep the original order. This orders independent branches
     (inception towers, dense-block inputs, residual sides and their
-    gradients) by what they cost. A function keeps the new order only if
-    its live-bytes lower bound (what `--blpa-plan-memory` places against)
-    drops. Ops with side effects stay in place; run it before
-    `--blpa-schedule-updates`, while the updates still trail the step.
+    gradients) by what they cost. An update (update phase) moves too, but
+    only after every other reader of the parameter it writes; any other op
+    with side effects stays in place. A function keeps the try with the
+    lowest live-bytes bound (what `--blpa-plan-memory` places against),
+    or its original order when neither lowers it. blpa-opt runs it after
+    `--blpa-schedule-updates`.
     Results do not change: only independent ops move.
   }];
   let statistics = [
