@@ -18,11 +18,7 @@
 
 #include <type_traits>
 
-#ifdef __CUDACC__
-#define BLPA_HOST_DEVICE __host__ __device__
-#else
-#define BLPA_HOST_DEVICE
-#endif
+#include "HostDevice.h"
 
 namespace blpa {
 

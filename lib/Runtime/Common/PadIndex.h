@@ -15,11 +15,7 @@
 
 #include <stdint.h>
 
-#ifdef __CUDACC__
-#define BLPA_HOST_DEVICE __host__ __device__
-#else
-#define BLPA_HOST_DEVICE
-#endif
+#include "HostDevice.h"
 
 namespace blpa {
 

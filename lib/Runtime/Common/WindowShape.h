@@ -17,13 +17,7 @@
 
 #include <stdint.h>
 
-#ifndef BLPA_HOST_DEVICE
-#ifdef __CUDACC__
-#define BLPA_HOST_DEVICE __host__ __device__
-#else
-#define BLPA_HOST_DEVICE
-#endif
-#endif
+#include "HostDevice.h"
 
 namespace blpa {
 
