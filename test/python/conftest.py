@@ -22,6 +22,12 @@ os.environ["BLPA_VERIFY_MEMORY_PLAN"] = "1"
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "randomized: draws fresh random data; run 20x by scripts/test-randomized")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def blpa_opt_exists():
     """Every test needs the compiler; its absence is a failure, not a
