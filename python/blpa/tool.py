@@ -65,12 +65,9 @@ def run(cmd, check=True, timeout=None):
 def compile(model, out, train=True, batch_size=None, act_bits=None,
             memory_report=None, target=None, emit=None, extra=()):
     """Compiles ONNX `model` into `out` with blpa-opt (training executable
-    unless `train` is false); returns `out`. With BLPA_VERIFY_MEMORY_PLAN=1
-    in the environment (the test suites set it) the memory plan is checked
-    a second time (--verify-memory-plan)."""
+    unless `train` is false); returns `out`. blpa-opt checks every memory
+    plan it makes a second time (--blpa-verify-memory-plan)."""
     cmd = [blpa_opt_path(), model, "--train" if train else "--infer"]
-    if os.environ.get("BLPA_VERIFY_MEMORY_PLAN") == "1":
-        cmd.append("--verify-memory-plan")
     for flag, value in (("--batch-size", batch_size),
                         ("--act-bits", act_bits),
                         ("--memory-report", memory_report),

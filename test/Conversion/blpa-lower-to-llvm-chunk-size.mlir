@@ -1,7 +1,7 @@
-// RUN: blpa-opt %s -split-input-file --blpa-plan-memory --blpa-lower-to-llvm=chunk-size=3 | FileCheck %s
-// RUN: blpa-opt %s -split-input-file --blpa-plan-memory --blpa-lower-to-llvm=chunk-size=0 | FileCheck %s --check-prefix=WHOLE
-// RUN: blpa-opt %s -split-input-file --blpa-plan-memory --blpa-lower-to-llvm | FileCheck %s --check-prefix=DEFAULT
-// RUN: blpa-opt %s -split-input-file --blpa-autodiff --blpa-plan-memory --blpa-lower-to-llvm=chunk-size=2 | %python %S/Inputs/check_chunks.py 2 | FileCheck %s --check-prefix=TRAIN
+// RUN: blpa-opt %s -split-input-file --blpa-plan-memory --blpa-verify-memory-plan --blpa-lower-to-llvm=chunk-size=3 | FileCheck %s
+// RUN: blpa-opt %s -split-input-file --blpa-plan-memory --blpa-verify-memory-plan --blpa-lower-to-llvm=chunk-size=0 | FileCheck %s --check-prefix=WHOLE
+// RUN: blpa-opt %s -split-input-file --blpa-plan-memory --blpa-verify-memory-plan --blpa-lower-to-llvm | FileCheck %s --check-prefix=DEFAULT
+// RUN: blpa-opt %s -split-input-file --blpa-autodiff --blpa-plan-memory --blpa-verify-memory-plan --blpa-lower-to-llvm=chunk-size=2 | %python %S/Inputs/check_chunks.py 2 | FileCheck %s --check-prefix=TRAIN
 
 // Four calls (gemm, two ReLUs, the output copy) in chunks of at most 3: the
 // entry point only calls its chunks, in order, with its own arguments; the

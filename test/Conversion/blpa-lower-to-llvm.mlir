@@ -1,4 +1,4 @@
-// RUN: blpa-opt %s -split-input-file --blpa-plan-memory --blpa-lower-to-llvm --verify-diagnostics | FileCheck %s
+// RUN: blpa-opt %s -split-input-file --blpa-plan-memory --blpa-verify-memory-plan --blpa-lower-to-llvm --verify-diagnostics | FileCheck %s
 
 // Each op becomes one runtime call with data pointers (arena offsets,
 // parameter slots, caller buffers) and static shape arguments. The ReLU

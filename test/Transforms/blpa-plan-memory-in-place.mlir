@@ -1,4 +1,4 @@
-// RUN: blpa-opt %s -split-input-file --blpa-plan-memory | FileCheck %s
+// RUN: blpa-opt %s -split-input-file --blpa-plan-memory --blpa-verify-memory-plan | FileCheck %s
 
 // A chain of element-wise ops: each result is written over its dying
 // operand, so one 64-byte buffer serves them all.

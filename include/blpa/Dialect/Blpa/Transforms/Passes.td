@@ -214,7 +214,7 @@ def BlpaPlanMemory : Pass<"blpa-plan-memory", "ModuleOp"> {
 }
 
 def BlpaVerifyMemoryPlan : Pass<"blpa-verify-memory-plan", "ModuleOp"> {
-  let summary = "Checks a placed arena against lifetimes derived afresh (test aid)";
+  let summary = "Checks a placed arena against lifetimes derived afresh";
   let description = [{
     After --blpa-plan-memory: re-derives each buffer's lifetime from the
     IR with mlir::Liveness (views extend their source) and checks the
@@ -222,8 +222,8 @@ def BlpaVerifyMemoryPlan : Pass<"blpa-verify-memory-plan", "ModuleOp"> {
     two buffers live at the same op sharing a byte, unless an op with
     InPlaceOpInterface writes its result over an operand that dies there
     (the operand dead after it). Shares no code with the planner. blpa-opt
-    runs it with --verify-memory-plan; the test suites turn that on for
-    every model they compile.
+    runs it after planning in every --train and --infer compile
+    (--no-verify-memory-plan, for measuring its cost, skips it).
   }];
 }
 
