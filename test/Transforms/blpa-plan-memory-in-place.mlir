@@ -1,4 +1,14 @@
 // RUN: blpa-opt %s -split-input-file --blpa-plan-memory --blpa-verify-memory-plan | FileCheck %s
+// RUN: blpa-opt %s -split-input-file --blpa-plan-memory --blpa-verify-memory-plan --mlir-print-op-generic | %python %S/../Inputs/replan.py | FileCheck %s --check-prefix=REPLAN
+
+// tensor<16xf32> is 64 bytes (one alignment unit), tensor<4x16xf32> 256,
+// tensor<2x4x2x2xf32> 128. replan.py re-derives each plan from the printed
+// IR (it takes the in-place hand-overs from the recorded offsets; the
+// verifier checks they are allowed).
+// REPLAN: @chain: arena 64, lower bound 64, saved 0
+// REPLAN: @join: arena 128, lower bound 128, saved 0
+// REPLAN: @not_in_place: arena 512, lower bound 512, saved 0
+// REPLAN: @accumulate: arena 384, lower bound 384, saved 0
 
 // A chain of element-wise ops: each result is written over its dying
 // operand, so one 64-byte buffer serves them all.
@@ -37,7 +47,8 @@ func.func @join(%x: tensor<16xf32>) -> tensor<16xf32> {
 
 // Not in place: a broadcast operand (smaller than the result), an operand
 // read again later, a function argument (outside the arena), and an op
-// whose kernel reads neighbouring elements (pooling).
+// whose kernel reads neighbouring elements (pooling). %s (256 B) lives to
+// the return; %b (64 B) and then %p (256 B) sit above it: 512.
 // CHECK-LABEL: func.func @not_in_place
 // CHECK-SAME: blpa.arena_size = 512 : i64
 func.func @not_in_place(%x: tensor<4x16xf32>, %k: tensor<16xf32>) -> tensor<4x16xf32> {
@@ -56,7 +67,8 @@ func.func @not_in_place(%x: tensor<4x16xf32>, %k: tensor<16xf32>) -> tensor<4x16
 
 // Fan-out gradients accumulate into one buffer: each sum goes over its
 // first dying operand, and the batch-norm gradient writes its input
-// gradient over the incoming gradient.
+// gradient over the incoming gradient. The three 128-byte gradients are
+// live together at the first add (384 bytes).
 // CHECK-LABEL: func.func @accumulate
 func.func @accumulate(%x: tensor<2x4x2x2xf32>, %s: tensor<4xf32>) -> tensor<2x4x2x2xf32> {
   // CHECK-NEXT: blpa.relu {{.*}}blpa.offsets = array<i64: [[G:[0-9]+]]>
