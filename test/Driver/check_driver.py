@@ -3,7 +3,11 @@
 the C++ self-test: --check-step gradients of the fake linear model computed
 with numpy, and a --save output that onnx.checker accepts.
 
-usage: check_driver.py BUILD_DIR   (the build directory of test/Driver)
+The inputs are fresh random data each run (the seed is printed; give
+BLPA_SEED to repeat one).
+
+usage: check_driver.py TRAIN_EXE MODEL   (blpa-driver-fake-linear-train and
+                                          the fake_linear.onnx it embeds)
 """
 import os
 import subprocess
@@ -21,12 +25,13 @@ def initializers(path):
 
 
 def main():
-    build = sys.argv[1]
-    exe = os.path.join(build, "blpa-driver-fake-linear-train")
-    model_path = os.path.join(build, "fake_linear.onnx")
+    exe, model_path = sys.argv[1], sys.argv[2]
     failures = 0
+    seed = int(os.environ.get("BLPA_SEED") or
+               np.random.SeedSequence().entropy % 2**32)
+    print("seed %d" % seed)
     with tempfile.TemporaryDirectory() as tmp:
-        rng = np.random.default_rng(0)
+        rng = np.random.default_rng(seed)
         x = rng.standard_normal((64, 784)).astype(np.float32)
         y = rng.integers(0, 10, size=64).astype(np.int64)
         np.save(f"{tmp}/x.npy", x.astype(np.float64))  # exercises '<f8'
