@@ -73,20 +73,16 @@ def split_top(text):
 
 
 def type_bytes(type_text):
-    """Bytes of a ranked tensor or !blpa.packed type."""
-    packed = re.match(r"!blpa\.packed<((?:\d+x)*)i(\d+),", type_text)
-    if packed:
-        numel = 1
-        for d in packed.group(1).split("x")[:-1]:
-            numel *= int(d)
-        return (numel * int(packed.group(2)) + 7) // 8
-    tensor = re.match(r"tensor<((?:\d+x)*)(f|i|si|ui)(\d+)>", type_text)
-    if not tensor:
+    """Bytes of a ranked tensor or !blpa.packed type: numel times the
+    element's bits, packed codes rounded up to whole bytes."""
+    match = (re.match(r"!blpa\.packed<((?:\d+x)*)i(\d+),", type_text) or
+             re.match(r"tensor<((?:\d+x)*)(?:f|i|si|ui)(\d+)>", type_text))
+    if not match:
         fail("cannot size type " + type_text)
     numel = 1
-    for d in tensor.group(1).split("x")[:-1]:
+    for d in match.group(1).split("x")[:-1]:
         numel *= int(d)
-    return numel * int(tensor.group(3)) // 8
+    return (numel * int(match.group(2)) + 7) // 8
 
 
 def result_types(rest):
