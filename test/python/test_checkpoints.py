@@ -19,7 +19,8 @@ import pytest
 from onnx import numpy_helper
 
 from blpa import models, tool
-from test_data_formats import assert_one_line, write_cifar
+from conftest import fresh_rng
+from test_data_formats import assert_one_line, write_cifar, write_npy_split
 
 STEPS_PER_EPOCH = 6  # 24 training images in batches of 4
 
@@ -290,3 +291,25 @@ def test_checkpoint_of_another_kind_or_later_step_is_refused(setup,
     proc = tool.run([exe] + args(data, 3, "--resume", str(path)), check=False)
     assert_one_line(proc, "parameter '%s' has no momentum but is trainable"
                     % name)
+
+
+@pytest.mark.randomized
+def test_logged_losses_read_back_as_the_float32_losses(workdir, tmp_path):
+    """With --lr 0 and batches of one sample, each step's loss is that of
+    one sample under the initial weights, which --check-step writes as a
+    float32 array: an epoch's logged losses, read back as float32, are
+    exactly those arrays (%.7g would print most of them too short)."""
+    model = models.residual_cnn(seed=7, in_channels=3, image_size=32)
+    onnx_path = str(workdir / "one_sample_cnn.onnx")
+    models.export(model, onnx_path, (1, 3, 32, 32))
+    exe = tool.compile(onnx_path, str(workdir / "one_sample_cnn"),
+                       batch_size=1)
+    x, y = write_npy_split(tmp_path / "npy", "train", 8, fresh_rng())
+    records, _ = tool.train(exe, str(tmp_path / "log.jsonl"), "--data",
+                            str(tmp_path / "npy"), "--steps", 8, "--lr", 0)
+    logged = sorted(np.float32(loss) for loss in tool.losses(records))
+    checked = sorted(
+        tool.check_step(exe, x[i:i + 1], y[i:i + 1],
+                        str(tmp_path / str(i)))[0].reshape(()).item()
+        for i in range(8))
+    assert logged == [np.float32(loss) for loss in checked]
