@@ -54,10 +54,13 @@ def epoch_after(done):
 
 
 def losses(log):
-    """{step: loss} of a --log file, each loss as the float32 it printed."""
+    """{step: loss} of a --log file, each loss as the float32 it printed
+    (a line still being written, without its newline, is left out)."""
     with open(log) as f:
         return {r["step"]: np.float32(r["loss"])
-                for r in map(json.loads, f) if "loss" in r}
+                for r in (json.loads(line) for line in f
+                          if line.endswith("\n"))
+                if "loss" in r}
 
 
 CheckpointFile = collections.namedtuple(
