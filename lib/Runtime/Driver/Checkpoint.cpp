@@ -94,6 +94,11 @@ Checkpoint loadCheckpoint(const std::string &path, const Manifest &manifest) {
       in.fail("parameter '" + name + "' does not match this executable's '" +
               param.name + "' " + formatShape(param.shape));
     bool hasMomentum = in.get<uint8_t>() != 0;
+    if (hasMomentum != param.trainable)
+      in.fail("parameter '" + name + "' " +
+              (hasMomentum ? "has a momentum but is state"
+                           : "has no momentum but is trainable") +
+              " in this executable");
     checkpoint.params.push_back(in.floats(count));
     checkpoint.momenta.push_back(hasMomentum ? in.floats(count)
                                              : std::vector<float>());

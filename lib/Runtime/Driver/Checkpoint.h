@@ -5,11 +5,12 @@
 // rest follows from them: the schedule's rate is a function of the step,
 // the data order is replayed from the seed (DatasetBatches::skip), and the
 // dropout masks are a hash of (seed, step). So a resumed run continues
-// with bitwise the losses of one that was never interrupted.
+// with bitwise the losses and state of one that was never interrupted.
 //
 // Layout: "BLPACKPT", u32 version 1, u64 step, u64 seed, u32 tensor count,
 // then per tensor: u32 name length, name, u64 element count, u8 has
-// momentum, the float32 values, the float32 momentum (little-endian).
+// momentum (1 exactly for trainable parameters), the float32 values, the
+// float32 momentum (little-endian). test_checkpoints.py reads it too.
 //
 //===----------------------------------------------------------------------===//
 

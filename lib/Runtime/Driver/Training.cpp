@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -58,13 +59,29 @@ private:
   FILE *file = nullptr;
 };
 
-/// A JSON number (JSON has no NaN or infinity; those become null).
-std::string jsonNumber(double value, const char *format = "%.7g") {
+/// A measurement as a JSON number in `format` (JSON has no NaN or
+/// infinity; those become null).
+std::string jsonNumber(double value, const char *format) {
   if (!std::isfinite(value))
     return "null";
   char text[64];
   std::snprintf(text, sizeof(text), format, value);
   return text;
+}
+
+/// A float32 the run computed (a loss, the rate the kernels use) as a JSON
+/// number that reads back as exactly that float32: 9 significant digits
+/// suffice, and lie so close to the value that reading them as a double
+/// first (Python's json, then numpy.float32) cannot round to a neighbour.
+std::string jsonNumber(float value) { return jsonNumber(value, "%.9g"); }
+
+/// A double (an accuracy) as the shortest JSON number that reads back as
+/// exactly that double.
+std::string jsonNumber(double value) {
+  if (!std::isfinite(value))
+    return "null";
+  char text[32];
+  return std::string(text, std::to_chars(text, text + sizeof(text), value).ptr);
 }
 
 /// Split "train" or "test" of the data set `--data` names: NumPy arrays,
@@ -79,9 +96,9 @@ ImageSet loadSplit(const std::string &data, const std::string &split) {
 
 /// With --resume, restores the checkpoint's parameters, momenta and step
 /// and moves the data past the batches already trained on; returns the
-/// number of steps done.
+/// number of steps done, at most `lastStep`.
 int64_t resumeFrom(const Options &options, const Manifest &manifest,
-                   Session &session, BatchSource &source) {
+                   int64_t lastStep, Session &session, BatchSource &source) {
   if (options.resumePath.empty())
     return 0;
   Checkpoint checkpoint = loadCheckpoint(options.resumePath, manifest);
@@ -91,6 +108,11 @@ int64_t resumeFrom(const Options &options, const Manifest &manifest,
                       "--seed " +
                       std::to_string(checkpoint.seed) +
                       "; resume with the same seed");
+  if (checkpoint.step > uint64_t(lastStep))
+    throw DriverError("--resume " + options.resumePath + " is after step " +
+                      std::to_string(checkpoint.step) + ", past this run's " +
+                      "last step " + std::to_string(lastStep) +
+                      " (--steps counts from the start of training)");
   for (size_t i = 0; i < manifest.params.size(); ++i)
     session.restore(i, checkpoint.params[i], checkpoint.momenta[i]);
   session.setStep(checkpoint.step);
@@ -210,7 +232,7 @@ void trainSteps(Session &session, BatchSource &source, const Manifest &manifest,
     double seconds = secondsSince(start);
     double imagesPerSecond = manifest.batchSize() / seconds;
     log.write("{\"step\": " + std::to_string(step) + ", \"loss\": " +
-              jsonNumber(loss) + ", \"lr\": " + jsonNumber(lr, "%.9g") +
+              jsonNumber(loss) + ", \"lr\": " + jsonNumber(float(lr)) +
               ", \"images_per_s\": " + jsonNumber(imagesPerSecond, "%.1f") +
               ", \"step_ms\": " +
               jsonNumber(session.lastStepSeconds() * 1e3, "%.3f") + "}");
@@ -361,12 +383,14 @@ void runTraining(const Manifest &manifest, const Options &options,
       saveCheckpoint(options.checkpointPath, *session, manifest, step,
                      options.seed);
     };
-  int64_t firstStep = resumeFrom(options, manifest, *session, *source);
+  int64_t firstStep = resumeFrom(options, manifest, steps, *session, *source);
   std::signal(SIGINT, requestInterrupt);
   trainSteps(*session, *source, manifest, firstStep, steps, schedule, hooks,
              log);
   std::signal(SIGINT, SIG_DFL);
-  if (hooks.checkpointAt && steps > firstStep)
+  // Also when a resume had no steps left: the checkpoint written is then
+  // what was restored, byte for byte.
+  if (hooks.checkpointAt)
     hooks.checkpointAt(steps);
   if (!options.synthetic)
     hooks.evaluateAt(steps);
