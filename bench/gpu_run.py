@@ -13,7 +13,8 @@ with the table, the verdict and the first failure lines.
 
 Each check's judge is a function of the step's output, tested on the build
 machine (test/python/test_gpu_check.py): a kernel test that says
-`skipped`, a loss that is NaN or differs from its reference, a replayed
+`skipped`, a loss or gradient that is NaN or differs from the CPU
+target's (run there on the same weights and data), a replayed
 step that differs bitwise from the same step run kernel by kernel, and
 sanitizer errors are failures; a sanitizer that refuses to run is "not
 available".
@@ -28,6 +29,7 @@ import re
 import shlex
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -105,14 +107,16 @@ def judge_kernel_test(text, outcome):
     return OK, "%d passed, 0 failed" % passed
 
 
-def judge_parity(reference, got, rtol=PARITY_RTOL):
-    """A CUDA --check-step's sketch against the CPU's: the loss and every
-    gradient within rtol (NaN anywhere fails)."""
-    worst, where = tools.compare(reference, got)
+def judge_parity(cpu_dump, cuda_dump, rtol=PARITY_RTOL):
+    """A CUDA --check-step against the CPU target's on the same weights and
+    data: the loss and every gradient within rtol (a NaN fails)."""
+    worst, where = tools.compare_dumps(cpu_dump, cuda_dump)
+    loss, _ = tools.load_dump(cuda_dump)
+    cpu_loss, _ = tools.load_dump(cpu_dump)
     detail = ("loss %.9g (CPU %.9g); worst relative error %.2e at %s "
-              "(bar %.0e)" % (got["loss"], reference["loss"], worst, where,
-                              rtol))
-    return (OK if worst <= rtol else FAILED), detail
+              "(bar %.0e)" % (loss, cpu_loss, worst, where, rtol))
+    return (OK if worst <= rtol else FAILED), detail, dict(
+        worst_error="%.2e" % worst)
 
 
 LOSS = re.compile(r'"loss": ([^,}\s]+)')
@@ -162,7 +166,7 @@ def judge_training(log_text, steps, outcome):
         return FAILED, why, None
     times = [json.loads(l)["step_ms"] for l in log_text.splitlines()
              if l.startswith('{"step"')][BENCH_SKIP:]
-    ms = sorted(times)[len(times) // 2] if times else float("nan")
+    ms = statistics.median(times) if times else float("nan")
     return OK, "last loss %s" % losses[-1], ms
 
 
@@ -288,16 +292,18 @@ class Run:
             f.write(line + "\n")
         print(line, flush=True)
 
-    def execute(self, log_name, argv, limit, minimum=10):
+    def execute(self, log_name, argv, limit, minimum=10, rehearse=False,
+                env=None):
         """Runs argv, its output in logs/LOG_NAME, for at most `limit`
         seconds and never past the deadline (the whole process group is
         killed). None when fewer than `minimum` seconds are left: the step
-        is not started. A dry run writes the command line instead."""
+        is not started. A dry run writes the command line instead, unless
+        the command can run here too (`rehearse`)."""
         budget = min(limit, self.left())
         if budget < minimum:
             return None
         log = os.path.join(self.logs, log_name)
-        if self.dry:
+        if self.dry and not rehearse:
             with open(log, "w") as f:
                 f.write("dry run: would run for at most %.0f s: %s\n"
                         % (budget, shlex.join(argv)))
@@ -307,7 +313,7 @@ class Run:
             try:
                 process = subprocess.Popen(
                     argv, stdout=f, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, env=self.env,
+                    stdin=subprocess.DEVNULL, env=env or self.env,
                     start_new_session=True)
             except OSError as e:
                 f.write(("cannot run %s: %s\n" % (argv[0], e)).encode())
@@ -325,7 +331,8 @@ class Run:
         self.rows.append(dict(check=check, status=status, detail=detail,
                               log=os.path.basename(log) if log else None,
                               **figures))
-        self.say("%-34s %-14s %s" % (check, status, detail))
+        self.say("[%3.0f s] %-30s %-14s %s" % (self.elapsed(), check, status,
+                                               detail))
         if status in FAILING:
             self.failure_lines.append("%s: %s" % (check, detail))
             if log and os.path.exists(log):
@@ -472,23 +479,31 @@ class GpuCheck(Run):
              for k in ("structure.onnx", "sha256")] +
             ["data/%s.%s.npy" % (n, k) for n in PARITY_MODELS
              for k in "xy"] +
-            ["reference/%s-%d.json" % (n, b) for n in PARITY_MODELS
+            ["bin/%s-%d.cpu" % (n, b) for n in PARITY_MODELS
              for b in (0, 4)]) if not os.path.exists(self.path(p))]
         if missing:
             raise CheckError("missing " + ", ".join(missing[:5]) +
                              " (rebuild with scripts/gpu-bundle)")
-        problems = []
-        for exe in ["blpa-cuda-kernel-test"] + exes:
-            problems += self.check_executable(exe, exe != "blpa-cuda-kernel-test")
+        # The CPU executables find Debian's libraries the kernel test
+        # carries (oneDNN, OpenMP, protobuf) there; nothing else does.
+        self.cpu_env = dict(self.env, LD_LIBRARY_PATH=":".join(
+            [self.path("bin", "blpa-cuda-libs")] + dirs))
+        problems = self.check_executable("blpa-cuda-kernel-test", False,
+                                         self.env)
+        for exe in exes:
+            problems += self.check_executable(exe, True, self.env)
+            if not exe.startswith("preact164"):
+                problems += self.check_executable(exe + ".cpu", True,
+                                                  self.cpu_env)
         if problems:
             raise CheckError("; ".join(problems[:4]))
         self.row("bundle", OK, "%d executables: libraries resolve (%s), "
-                 "--help lists %s" % (len(exes) + 1, ":".join(dirs) or "-",
+                 "--help lists %s" % (len(exes) + 5, ":".join(dirs) or "-",
                                       " ".join(USED_FLAGS)))
 
-    def check_executable(self, name, trains):
+    def check_executable(self, name, trains, env):
         exe = self.path("bin", name)
-        ldd = subprocess.run(["ldd", exe], env=self.env, capture_output=True,
+        ldd = subprocess.run(["ldd", exe], env=env, capture_output=True,
                              text=True, timeout=30)
         unresolved = [l.split()[0] for l in ldd.stdout.splitlines()
                       if "not found" in l]
@@ -496,7 +511,7 @@ class GpuCheck(Run):
             return ["%s: %s not found" % (name, " ".join(unresolved))]
         if not trains:
             return []
-        help_text = subprocess.run([exe, "--help"], env=self.env,
+        help_text = subprocess.run([exe, "--help"], env=env,
                                    capture_output=True, text=True, timeout=30)
         absent = [f for f in USED_FLAGS if f not in help_text.stdout]
         if help_text.returncode or absent:
@@ -557,26 +572,34 @@ class GpuCheck(Run):
                   lambda o: judge_kernel_test(o.text(), o) + ({},))
 
     def parity(self, name, bits):
-        """One --check-step of the CUDA executable on the bundle's data
-        against the CPU target's sketch of the same step."""
+        """One --check-step of the CUDA executable against the CPU
+        executable's on the same machine, weights and data (the CPU half
+        runs in a dry run too)."""
         tag = "%s-%d" % (name, bits)
-        dump = os.path.join(self.tmp, "dumps", tag)
+        dumps = [os.path.join(self.tmp, "dumps", tag + side)
+                 for side in (".cpu", ".cuda")]
+        argv = ["--check-step", "--weights", self.weights(name),
+                "--inputs", self.path("data", name + ".x.npy"),
+                "--labels", self.path("data", name + ".y.npy"), "--dump"]
+        cpu = self.execute("parity-%s.cpu.log" % tag, [self.path(
+            "bin", tag + ".cpu")] + argv + [dumps[0]], 90, rehearse=True,
+            env=self.cpu_env)
+        check = "parity %s %d-bit" % (name, bits)
+        if cpu is not None and cpu.failure():
+            return self.row(check, FAILED, "the CPU reference: " +
+                            cpu.failure(), cpu.log)
+        if cpu is not None and self.dry:
+            return self.row(check, DRY, "the CPU reference ran (loss %.9g); "
+                            "would run %s" % (tools.load_dump(dumps[0])[0],
+                                              tag), cpu.log)
 
         def judge(outcome):
             if outcome.failure():
                 return FAILED, outcome.failure(), {}
-            got = tools.sketch(dump)
-            with open(os.path.join(self.logs, "sketch-%s.json" % tag), "w") as f:
-                json.dump(got, f)
-            return judge_parity(json.load(open(self.path(
-                "reference", tag + ".json"))), got)
+            return judge_parity(*dumps)
 
-        self.step("parity %s %d-bit" % (name, bits), "parity-%s.log" % tag,
-                  [self.path("bin", tag), "--check-step",
-                   "--weights", self.weights(name),
-                   "--inputs", self.path("data", name + ".x.npy"),
-                   "--labels", self.path("data", name + ".y.npy"),
-                   "--dump", dump], 90, judge)
+        self.step(check, "parity-%s.log" % tag,
+                  [self.path("bin", tag)] + argv + [dumps[1]], 90, judge)
 
     def replay(self, bits):
         """REPLAY_STEPS training steps of ResNet-20 replayed from a CUDA
