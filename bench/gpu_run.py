@@ -290,7 +290,10 @@ class Run:
     def say(self, line=""):
         with open(os.path.join(self.out, "summary.txt"), "a") as f:
             f.write(line + "\n")
-        print(line, flush=True)
+        try:
+            print(line, flush=True)
+        except BrokenPipeError:   # the reader went away; OUT has it all
+            pass
 
     def execute(self, log_name, argv, limit, minimum=10, rehearse=False,
                 env=None):
