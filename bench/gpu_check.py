@@ -132,6 +132,21 @@ def compare_dumps(reference_dir, got_dir):
     return worst, where
 
 
+def timed_steps(step, warmup, steps, start_peak):
+    """Calls step() -> (milliseconds, loss) warmup + steps times and
+    start_peak() once between the warm-up and the first timed step.
+    Returns the timed steps' milliseconds and every step's loss."""
+    times, losses = [], []
+    for i in range(warmup + steps):
+        if i == warmup:
+            start_peak()
+        ms, loss = step()
+        losses.append(loss)
+        if i >= warmup:
+            times.append(ms)
+    return times, losses
+
+
 def torch_bench(depth, batch, size, steps, warmup):
     """PyTorch eager on the GPU: median step time by CUDA events and the
     peak allocated memory of the timed steps, SGD with momentum, TF32 off
@@ -148,11 +163,8 @@ def torch_bench(depth, batch, size, steps, warmup):
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.randn(batch, 3, size, size, device="cuda")
     y = torch.randint(0, 10, (batch,), device="cuda")
-    times, losses = [], []
-    for step in range(warmup + steps):
-        if step == warmup:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
+
+    def step():
         start = torch.cuda.Event(enable_timing=True)
         end = torch.cuda.Event(enable_timing=True)
         start.record()
@@ -162,9 +174,13 @@ def torch_bench(depth, batch, size, steps, warmup):
         opt.step()
         end.record()
         torch.cuda.synchronize()
-        losses.append(loss.item())
-        if step >= warmup:
-            times.append(start.elapsed_time(end))
+        return start.elapsed_time(end), loss.item()
+
+    def start_peak():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+    times, losses = timed_steps(step, warmup, steps, start_peak)
     return {"step_ms": statistics.median(times),
             "peak_bytes": torch.cuda.max_memory_allocated(),
             "losses": losses, "steps": steps, "warmup": warmup,

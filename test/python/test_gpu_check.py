@@ -205,6 +205,21 @@ def test_sanitizer_errors_fail_and_a_refusal_is_not_available(tmp_path):
         "step", "error: out of memory"), rc=1)[0] == FAILED
 
 
+def test_pytorch_peak_counts_only_the_timed_steps():
+    """The peak is reset after the warm-up (whose cuDNN algorithm search
+    allocates workspaces), before the first timed step."""
+    calls = []
+
+    def step():
+        calls.append("step")
+        return 10.0 * len(calls), 2.0
+
+    times, losses = gpu_check.timed_steps(step, 3, 4,
+                                          lambda: calls.append("peak"))
+    assert calls == ["step"] * 3 + ["peak"] + ["step"] * 4
+    assert times == [50.0, 60.0, 70.0, 80.0] and len(losses) == 7
+
+
 def test_largest_batch_is_the_ladders_last_that_fits():
     plans = {"128": 100, "256": 200, "512": 400}
     assert gpu_run.largest_fitting_batch(plans, 250) == (256, 320)
