@@ -339,7 +339,8 @@ class Run:
         if status in FAILING:
             self.failure_lines.append("%s: %s" % (check, detail))
             if log and os.path.exists(log):
-                self.failure_lines += ["  " + l for l in error_lines(log)]
+                self.failure_lines += ["  " + l for l in error_lines(log)
+                                       if l.strip() not in detail]
         self.write_out()
 
     def write_out(self):
@@ -438,7 +439,7 @@ class GpuCheck(Run):
         self.say("gpu-check%s: deadline %.0f s, temporary files in %s" % (
             " --dry-run" if self.dry else "", self.deadline_s, self.tmp))
         self.attempt("bundle", self.open_bundle, bundle)
-        if not self.rows or self.rows[-1]["status"] != OK:
+        if not hasattr(self, "cpu_env"):   # not unpacked: nothing can run
             return self.finish()
         self.attempt("GPU", self.gpu)
         self.attempt("weights", self.fill_weights)
@@ -460,10 +461,11 @@ class GpuCheck(Run):
         """Unpacks the bundle (gzip) and checks it: its files, that every
         executable's libraries resolve with what it carries plus the
         nvidia/ packages' (the CUDA toolkit's in a dry run), and that every
-        training executable's --help lists the flags this run uses."""
-        if os.path.isdir(bundle):
-            self.bundle = bundle
-        else:
+        training executable's --help lists the flags this run uses. What
+        is wrong is reported and the run goes on: each step that needs it
+        fails on its own, the others still count."""
+        self.bundle = bundle
+        if not os.path.isdir(bundle):
             with tarfile.open(bundle, "r:gz") as tar:
                 extra = ({"filter": "fully_trusted"}
                          if hasattr(tarfile, "data_filter") else {})
@@ -473,43 +475,50 @@ class GpuCheck(Run):
                                          if self.dry else [])
         self.env["LD_LIBRARY_PATH"] = ":".join(
             dirs + [p for p in [os.environ.get("LD_LIBRARY_PATH")] if p])
-        self.plans = json.load(open(self.path("plans.json")))
-        exes = ["%s-%d" % (n, b) for n in PARITY_MODELS for b in (0, 4)]
-        exes += ["preact164-0"] + ["preact164-4-b%s" % b for b in self.plans]
-        missing = [p for p in (
-            ["bin/blpa-cuda-kernel-test"] + ["bin/" + e for e in exes] +
-            ["models/%s.%s" % (n, k) for n in PARITY_MODELS + ("preact164",)
-             for k in ("structure.onnx", "sha256")] +
-            ["data/%s.%s.npy" % (n, k) for n in PARITY_MODELS
-             for k in "xy"] +
-            ["bin/%s-%d.cpu" % (n, b) for n in PARITY_MODELS
-             for b in (0, 4)]) if not os.path.exists(self.path(p))]
-        if missing:
-            raise CheckError("missing " + ", ".join(missing[:5]) +
-                             " (rebuild with scripts/gpu-bundle)")
         # The CPU executables find Debian's libraries the kernel test
         # carries (oneDNN, OpenMP, protobuf) there; nothing else does.
         self.cpu_env = dict(self.env, LD_LIBRARY_PATH=":".join(
             [self.path("bin", "blpa-cuda-libs")] + dirs))
+        plans = self.path("plans.json")
+        self.plans = json.load(open(plans)) if os.path.exists(plans) else {}
+        missing = [p for p in self.bundle_files()
+                   if not os.path.exists(self.path(p))]
+        if missing:
+            return self.row("bundle", FAILED, "missing " + ", ".join(
+                missing[:5]) + " (rebuild with scripts/gpu-bundle)")
         problems = self.check_executable("blpa-cuda-kernel-test", False,
                                          self.env)
-        for exe in exes:
-            problems += self.check_executable(exe, True, self.env)
-            if not exe.startswith("preact164"):
-                problems += self.check_executable(exe + ".cpu", True,
-                                                  self.cpu_env)
+        for exe in self.bundle_files():
+            if exe.startswith("bin/") and exe != "bin/blpa-cuda-kernel-test":
+                problems += self.check_executable(
+                    exe[4:], True,
+                    self.cpu_env if exe.endswith(".cpu") else self.env)
         if problems:
-            raise CheckError("; ".join(problems[:4]))
+            return self.row("bundle", FAILED, "; ".join(problems[:4]))
         self.row("bundle", OK, "%d executables: libraries resolve (%s), "
-                 "--help lists %s" % (len(exes) + 5, ":".join(dirs) or "-",
-                                      " ".join(USED_FLAGS)))
+                 "--help lists %s" % (
+                     sum(f.startswith("bin/") for f in self.bundle_files()),
+                     ":".join(dirs) or "-", " ".join(USED_FLAGS)))
+
+    def bundle_files(self):
+        """What the run needs from the bundle, executables first."""
+        exes = ["%s-%d" % (n, b) for n in PARITY_MODELS for b in (0, 4)]
+        exes += [e + ".cpu" for e in exes] + ["preact164-0"]
+        exes += ["preact164-4-b%s" % b for b in self.plans]
+        return (["bin/blpa-cuda-kernel-test"] + ["bin/" + e for e in exes] +
+                ["plans.json"] +
+                ["models/%s.%s" % (n, k) for n in PARITY_MODELS +
+                 ("preact164",) for k in ("structure.onnx", "sha256")] +
+                ["data/%s.%s.npy" % (n, k) for n in PARITY_MODELS
+                 for k in "xy"])
 
     def check_executable(self, name, trains, env):
         exe = self.path("bin", name)
         ldd = subprocess.run(["ldd", exe], env=env, capture_output=True,
-                             text=True, timeout=30)
+                             text=True, timeout=30) if shutil.which(
+                                 "ldd") else None
         unresolved = [l.split()[0] for l in ldd.stdout.splitlines()
-                      if "not found" in l]
+                      if "not found" in l] if ldd else []
         if unresolved:
             return ["%s: %s not found" % (name, " ".join(unresolved))]
         if not trains:
@@ -554,13 +563,15 @@ class GpuCheck(Run):
             self.weight_files[name] = out
         return self.weight_files[name]
 
-    def step(self, check, log, argv, limit, judge, minimum=10):
-        """Runs one command and adds its row: not run when the deadline is
+    def step(self, check, log, argv, limit, judge, minimum=10,
+             late=NOT_RUN):
+        """Runs one command and adds its row: `late` when the deadline is
         near, the command line in a dry run, else judge(outcome) ->
         (status, detail, figures)."""
         outcome = self.execute(log, argv, limit, minimum)
         if outcome is None:
-            self.row(check, NOT_RUN, "%.0f s left" % max(0, self.left()))
+            self.row(check, late, "not started: %.0f s left" %
+                     max(0, self.left()))
         elif self.dry:
             self.row(check, DRY, "would run " + " ".join(
                 os.path.basename(a) for a in argv[:3]), outcome.log)
@@ -621,7 +632,8 @@ class GpuCheck(Run):
                  "--weights", self.weights("preact20"), "--log", log,
                  "--save", saved] + extra, 60)
             if outcome is None:
-                return self.row(check, NOT_RUN, "%.0f s left" % self.left())
+                return self.row(check, NOT_RUN, "not started: %.0f s left"
+                                % max(0, self.left()))
             if self.dry:
                 return self.row(check, DRY, "would run preact20-%d twice"
                                 % bits, outcome.log)
@@ -721,7 +733,8 @@ class GpuCheck(Run):
             "--synthetic", "--steps", "3", "--lr", "0.01",
             "--weights", self.weights("preact20"),
             "--log", os.path.join(self.logs, "sanitizer.jsonl")], 240,
-            lambda o: judge_sanitizer(o.text(), o) + ({},), minimum=30)
+            lambda o: judge_sanitizer(o.text(), o) + ({},), minimum=30,
+            late=INCOMPLETE)
 
 
 def main():
