@@ -325,7 +325,10 @@ class Run:
                 return Outcome(process.wait(timeout=budget), False,
                                time.monotonic() - start, log)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:   # it ended meanwhile
+                    pass
                 process.wait()
                 return Outcome(None, True, time.monotonic() - start, log)
 
@@ -348,7 +351,14 @@ class Run:
                      elapsed_s=round(self.elapsed(), 1), rows=self.rows)
         self.replace("table.json", json.dumps(table, indent=1).encode())
         self.replace("table.md", markdown(self.rows, self.verdict).encode())
-        self.replace("logs.tar.gz", archive(self.logs))
+        # Logs that compress badly are cut shorter until the archive is
+        # well under what comes back.
+        cap = LOG_CAP
+        logs = archive(self.logs, cap)
+        while len(logs) > MAX_FILE_BYTES // 2 and cap > 4096:
+            cap //= 4
+            logs = archive(self.logs, cap)
+        self.replace("logs.tar.gz", logs)
 
     def replace(self, name, data):
         part = os.path.join(self.out, name + ".part")

@@ -243,12 +243,13 @@ def test_a_step_is_cut_at_the_deadline_and_its_processes_killed(tmp_path):
     assert run.finish() == 1   # no row at all is no pass
 
 
-def test_out_holds_only_its_files_rewritten_per_row(tmp_path, capsys):
+def test_out_holds_only_its_files_rewritten_per_row(tmp_path, capsys,
+                                                    monkeypatch):
     out = tmp_path / "out"
     run = gpu_run.Run(str(out))
     big = os.path.join(run.logs, "kernel-test.log")
     with open(big, "w") as f:
-        f.write("PASS x\n" * (3 << 20 >> 3) + "FAIL conv 3x3: 0.5 off\n")
+        f.write("PASS x\n" * 160000 + "FAIL conv 3x3: 0.5 off\n")
     run.row("kernel test", FAILED, "1 passed, 1 failed", big)
     table = json.load(open(out / "table.json"))
     assert table["verdict"] == "running" and len(table["rows"]) == 1
@@ -260,6 +261,14 @@ def test_out_holds_only_its_files_rewritten_per_row(tmp_path, capsys):
         body = tar.extractfile("logs/kernel-test.log").read()
     assert len(body) <= gpu_run.LOG_CAP + 100 and body.endswith(
         b"FAIL conv 3x3: 0.5 off\n")
+    # Logs that do not compress are cut until the archive is well under
+    # what comes back (here 1 MiB instead of 16, to be quick).
+    monkeypatch.setattr(gpu_run, "MAX_FILE_BYTES", 1 << 20)
+    for i in range(2):
+        with open(os.path.join(run.logs, "noise%d.log" % i), "wb") as f:
+            f.write(os.urandom(gpu_run.LOG_CAP))
+    run.write_out()
+    assert os.path.getsize(out / "logs.tar.gz") <= 1 << 19
     assert run.finish() == 1
     printed = capsys.readouterr().out
     assert "gpu-check: FAIL: 1 FAILED, 1 ok, 1 not run (deadline), " \
