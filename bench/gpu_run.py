@@ -720,7 +720,9 @@ class GpuCheck(Run):
         outcome = self.train(check + " %d" % batch, "preact164-4-b%d" % batch,
                              10, torch_result, limit=150)
         allocated = outcome and device_bytes(outcome.text())
-        if allocated and allocated > limit:
+        if not allocated or outcome.failure():
+            return   # the training row says why
+        if allocated > limit:
             self.row(check, FAILED, "batch %d allocated %d bytes, over "
                      "PyTorch's peak %d" % (batch, allocated, limit))
         else:
