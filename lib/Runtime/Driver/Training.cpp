@@ -231,6 +231,8 @@ void trainSteps(Session &session, BatchSource &source, const Manifest &manifest,
     float loss = session.trainStep(batch.inputs, batch.labels);
     double seconds = secondsSince(start);
     double imagesPerSecond = manifest.batchSize() / seconds;
+    // A float32 loss in 9 significant digits reads back bit for bit, so
+    // two runs' logs can be compared exactly (scripts/gpu-check does).
     log.write("{\"step\": " + std::to_string(step) + ", \"loss\": " +
               jsonNumber(loss) + ", \"lr\": " + jsonNumber(float(lr)) +
               ", \"images_per_s\": " + jsonNumber(imagesPerSecond, "%.1f") +
