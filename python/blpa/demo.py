@@ -142,6 +142,9 @@ def main(argv=None):
         print(loss_line(name, run))
     print()
     print("\n".join(table(exact, compressed, bits)))
+    print("(step times: one process each, so a busy machine moves their "
+          "ratio by 10-20%%; the median leaves out the first %d steps)"
+          % WARMUP_STEPS)
     return 0 if all(run.loss_ratio < LOSS_BAR for _, run in runs) else 1
 
 
