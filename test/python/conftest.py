@@ -80,6 +80,18 @@ def assert_gradients_match(loss, grads, ref_loss, ref_grads, rtol=1e-4):
             assert diff <= 1e-3 * total, (name, diff / total)
 
 
+def gradient_error(grad, ref, total):
+    """||grad - ref|| over ||ref||, or over the norm `total` of all the
+    reference's gradients when ref is ~0 (a conv bias before a batch
+    norm); and the cosine of the two (1 for such a ~0 gradient)."""
+    grad, ref = grad.astype(np.float64).ravel(), ref.ravel()
+    diff = np.linalg.norm(grad - ref)
+    norm = np.linalg.norm(ref)
+    if norm <= 1e-6 * total:
+        return diff / total, 1.0
+    return diff / norm, float(grad @ ref / (np.linalg.norm(grad) * norm))
+
+
 @pytest.fixture(scope="session")
 def residual_cnn_exe(workdir):
     """The gradient-check model exported in training mode with a symbolic

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import fresh_rng
+from conftest import fresh_rng, gradient_error
 from blpa import models, test_models, tool
 from reference import codes, reference_step
 
@@ -20,10 +20,15 @@ NETS = {
     "preact11": {},
     "preact11_odd_channels": {"widths": ((6, 13), (11, 21), (15, 27))},
 }
-# An independent implementation of the method gives about 0.999 / 0.996 /
-# 0.96 at 8 / 4 / 2 bits on this net. 8 and 4 bits are the acceptance
-# bounds; 2 bits only has to stay far from random (cosine 0).
-MIN_COSINE = {8: 0.998, 4: 0.99, 2: 0.9}
+# The float64 reference (test/python/reference) gives, over 20 batches, a
+# cosine with the exact gradient of 0.99958 / 0.99710 / 0.96224 at worst at
+# 8 / 4 / 2 bits on preact11 and 0.99776 / 0.99288 / 0.93865 on the odd
+# channel counts (medians 0.99978 / 0.99822 / 0.97585 and 0.99895 /
+# 0.99555 / 0.95191); blpa agrees with the reference per tensor
+# (test_gradients_match_float64_reference_of_the_method). The bars leave
+# about twice the worst 1 - cosine; 2 bits only has to stay far from
+# random (cosine 0).
+MIN_COSINE = {8: 0.995, 4: 0.985, 2: 0.9}
 
 
 @pytest.fixture(scope="module", params=sorted(NETS))
@@ -51,6 +56,7 @@ def cosine(a, b):
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
+@pytest.mark.randomized
 def test_forward_exact_and_gradients_close(compiled, tmp_path):
     name, exes, _, _ = compiled
     rng = fresh_rng()
@@ -79,6 +85,7 @@ def test_forward_exact_and_gradients_close(compiled, tmp_path):
                                    rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.randomized
 def test_compressed_step_is_bitwise_deterministic(compiled, tmp_path):
     """Encoding and decoding are deterministic: the same 4-bit step twice
     gives the same loss and gradients, bit for bit."""
@@ -93,6 +100,7 @@ def test_compressed_step_is_bitwise_deterministic(compiled, tmp_path):
                for name in runs[0][1])
 
 
+@pytest.mark.randomized
 def test_naive_baseline_quantizes_the_forward_pass(compiled, tmp_path):
     """--act-quant-naive (the paper's comparison) changes the forward pass
     itself, so its loss differs from the exact one."""
@@ -162,6 +170,7 @@ def test_resnet164_peak_at_4_bits(resnet164, tmp_path):
 MIN_COSINE_RESNET164 = {8: 0.99, 4: 0.97, 2: 0.7}
 
 
+@pytest.mark.randomized
 def test_resnet164_gradients_close(resnet164, tmp_path):
     """Approximation errors add up over 164 layers: the similarity is
     printed for each width, and the forward pass is still exact."""
@@ -238,18 +247,6 @@ def compiled_trained_like(request, tmp_path_factory):
                                batch_size=BATCH, act_bits=bits)
             for bits in (8, 4, 2)}
     return request.param, model, exes
-
-
-def gradient_error(grad, ref, total):
-    """||grad - ref|| over ||ref||, or over the norm `total` of all the
-    reference's gradients when ref is ~0 (a conv bias before a batch
-    norm); and the cosine of the two (1 for such a ~0 gradient)."""
-    grad, ref = grad.astype(np.float64).ravel(), ref.ravel()
-    diff = np.linalg.norm(grad - ref)
-    norm = np.linalg.norm(ref)
-    if norm <= 1e-6 * total:
-        return diff / total, 1.0
-    return diff / norm, cosine(grad, ref)
 
 
 # Bars of blpa against the reference, per gradient tensor. blpa bins y in
