@@ -289,7 +289,8 @@ def test_gradients_match_float64_reference_of_the_method(
         blpa_off = approximation = 0.0
         for key, want in ref.items():
             got = grads[tool.dump_name(key)]
-            error, similarity = gradient_error(got, want, total)
+            # No gradient of these nets is under 1e-6 of the whole.
+            error, similarity = gradient_error(got, want, total, 1e-6)
             print("%s %d-bit %-26s error %.2e cosine %.8f" %
                   (name, bits, key, error, similarity))
             assert error <= MAX_REFERENCE_ERROR[bits], (bits, key, error)

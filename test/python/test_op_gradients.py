@@ -398,26 +398,30 @@ def test_log_softmax_output_trains_as_nll_loss(opset, tmp_path):
 # legitimately compresses nothing. matmul_broadcasts keeps only the 1-bit
 # mask of its ReLU, so its gradients are the exact ones.
 #
-# Per family: the largest ||g4 - g0|| / ||g0|| of one parameter's 4-bit
-# gradient g4 against the exact one g0 (same weights, seed 3, and batch)
-# and the smallest cosine of the two, measured over 20 batches; then the
-# bars: 2.5 times the error, 6 times 1 - cosine (1 - cosine grows as the
-# error squared). A 4-bit affine code's step is 1/15 of a channel's whole
-# range; a tensor ~0 in the exact step (a bias before a batch norm) is
-# compared with the norm of all the gradients.
+# Per family: the largest error ||g4 - g0|| / max(||g0||, 0.01 * total) of
+# one parameter's 4-bit gradient g4 against the exact one g0 (same
+# weights, seed 3, and batch; total: the norm of all of g0) and the
+# smallest cosine of the two over the parameters above the floor, measured
+# over 80 batches; then the bars: 2.5 times the error, 6 times 1 - cosine
+# (1 - cosine grows as the error squared). Without the floor the errors
+# have a long tail: a parameter whose exact gradient is 0.3% of the whole
+# (squeeze_excite's conv weight on one batch) had an error of 0.40 for an
+# absolute error of 0.0014 of the whole. A 4-bit affine code's step is
+# 1/15 of a channel's whole range.
+FAMILY_FLOOR = 0.01
 FAMILY_4BIT = {  # measured error, measured cosine, error bar, cosine bar
     "concat_pad": (0.0961, 0.995903, 0.24, 0.975),
-    "conv1d": (0.0946, 0.995574, 0.24, 0.973),
+    "conv1d": (0.174, 0.987692, 0.43, 0.926),
     "conv3d": (0.215, 0.980167, 0.54, 0.881),
-    "hard_activations": (0.264, 0.976297, 0.66, 0.857),
+    "hard_activations": (0.296, 0.959044, 0.74, 0.754),
     "pixel_shuffles": (0.0402, 0.999243, 0.1, 0.995),
-    "pool_variants": (0.0146, 0.999894, 0.036, 0.999),
-    "reflect_edge_pad": (0.112, 0.993756, 0.28, 0.962),
-    "shuffle_transpose": (0.0545, 0.998516, 0.14, 0.991),
+    "pool_variants": (0.0198, 0.999805, 0.05, 0.998),
+    "reflect_edge_pad": (0.192, 0.981545, 0.48, 0.889),
+    "shuffle_transpose": (0.0602, 0.998193, 0.15, 0.989),
     "softmax_heads": (0.0376, 0.999308, 0.094, 0.995),
-    "spatial_attention": (0.089, 0.996353, 0.22, 0.978),
-    "split_reduce": (0.0452, 0.999317, 0.11, 0.995),
-    "squeeze_excite": (0.0944, 0.995538, 0.24, 0.973),
+    "spatial_attention": (0.174, 0.995352, 0.43, 0.972),
+    "split_reduce": (0.0567, 0.998930, 0.14, 0.993),
+    "squeeze_excite": (0.14, 0.992094, 0.35, 0.952),
     "matmul_broadcasts": (0.0, 1.0, 1e-6, 0.999999),  # mask only
 }
 
@@ -458,8 +462,8 @@ def test_op_family_trains_at_4_bits(name, tmp_path):
     total = np.sqrt(sum(np.sum(g.astype(np.float64) ** 2)
                         for g in grads0.values()))
     for key, exact in grads0.items():
-        error, similarity = gradient_error(grads4[key],
-                                           exact.astype(np.float64), total)
+        error, similarity = gradient_error(
+            grads4[key], exact.astype(np.float64), total, FAMILY_FLOOR)
         print("%s %-16s error %.3e cosine %.6f" %
               (name, key, error, similarity))
         assert error <= max_error, (key, error)
