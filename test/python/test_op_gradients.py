@@ -402,7 +402,7 @@ def test_log_softmax_output_trains_as_nll_loss(opset, tmp_path):
 # one parameter's 4-bit gradient g4 against the exact one g0 (same
 # weights, seed 3, and batch; total: the norm of all of g0) and the
 # smallest cosine of the two over the parameters above the floor, measured
-# over 80 batches; then the bars: 2.5 times the error, 6 times 1 - cosine
+# over 100 batches; then the bars: 2.5 times the error, 6 times 1 - cosine
 # (1 - cosine grows as the error squared). Without the floor the errors
 # have a long tail: a parameter whose exact gradient is 0.3% of the whole
 # (squeeze_excite's conv weight on one batch) had an error of 0.40 for an
@@ -410,12 +410,12 @@ def test_log_softmax_output_trains_as_nll_loss(opset, tmp_path):
 # 1/15 of a channel's whole range.
 FAMILY_FLOOR = 0.01
 FAMILY_4BIT = {  # measured error, measured cosine, error bar, cosine bar
-    "concat_pad": (0.0961, 0.995903, 0.24, 0.975),
+    "concat_pad": (0.11, 0.994157, 0.27, 0.964),
     "conv1d": (0.174, 0.987692, 0.43, 0.926),
     "conv3d": (0.215, 0.980167, 0.54, 0.881),
     "hard_activations": (0.296, 0.959044, 0.74, 0.754),
-    "pixel_shuffles": (0.0402, 0.999243, 0.1, 0.995),
-    "pool_variants": (0.0198, 0.999805, 0.05, 0.998),
+    "pixel_shuffles": (0.0609, 0.999243, 0.15, 0.995),
+    "pool_variants": (0.0207, 0.999791, 0.052, 0.998),
     "reflect_edge_pad": (0.192, 0.981545, 0.48, 0.889),
     "shuffle_transpose": (0.0602, 0.998193, 0.15, 0.989),
     "softmax_heads": (0.0376, 0.999308, 0.094, 0.995),
