@@ -216,6 +216,29 @@ module {
 
 // -----
 
+// A max pooling of a ReLU output is non-negative also once it keeps its
+// argmax codes: the conv weight gradient reading the pooled tensor gets
+// `nonneg` codes (zero exact), not `affine` ones.
+// CHECK-LABEL: func.func @train_step(
+// CHECK: %[[P:.*]], %{{.*}} = blpa.max_pool_argmax
+// CHECK-NEXT: blpa.quantize %[[P]] {bits = 4 : i64, blpa.phase = "forward", scheme = "nonneg"}
+module {
+  func.func @forward(%x: tensor<2x2x6x6xf32> {blpa.name = "input"}) -> (tensor<2x3xf32> {blpa.name = "logits"}) {
+    %w0 = blpa.param "conv0.weight" trainable : tensor<2x2x3x3xf32>
+    %w1 = blpa.param "conv1.weight" trainable : tensor<2x2x3x3xf32>
+    %fw = blpa.param "fc.weight" trainable : tensor<3x18xf32>
+    %c0 = blpa.conv %x, %w0 {strides = array<i64: 1, 1>, pads = array<i64: 1, 1, 1, 1>} : (tensor<2x2x6x6xf32>, tensor<2x2x3x3xf32>) -> tensor<2x2x6x6xf32> loc("conv0")
+    %r0 = blpa.relu %c0 : (tensor<2x2x6x6xf32>) -> tensor<2x2x6x6xf32> loc("relu0")
+    %p = blpa.max_pool %r0 {kernel_shape = array<i64: 2, 2>, strides = array<i64: 2, 2>, pads = array<i64: 0, 0, 0, 0>} : (tensor<2x2x6x6xf32>) -> tensor<2x2x3x3xf32> loc("pool")
+    %c1 = blpa.conv %p, %w1 {strides = array<i64: 1, 1>, pads = array<i64: 1, 1, 1, 1>} : (tensor<2x2x3x3xf32>, tensor<2x2x3x3xf32>) -> tensor<2x2x3x3xf32> loc("conv1")
+    %f = blpa.reshape %c1 : tensor<2x2x3x3xf32> -> tensor<2x18xf32> loc("flatten")
+    %l = blpa.gemm %f, %fw {trans_b = true} : (tensor<2x18xf32>, tensor<3x18xf32>) -> tensor<2x3xf32> loc("fc")
+    return %l : tensor<2x3xf32>
+  }
+}
+
+// -----
+
 // A transposed weight (Linear without bias) is a weight, not an activation:
 // it stays exact for the input gradient that reads it. A transpose keeps
 // the sign of its input, so a transposed ReLU output is `nonneg`.

@@ -76,6 +76,20 @@ def assert_gradients_match(loss, grads, ref_loss, ref_grads, rtol=1e-4):
             assert diff <= 1e-3 * total, (name, diff / total)
 
 
+def gradient_error(grad, ref, total, floor):
+    """||grad - ref|| over ||ref||, or over floor * total when ref is
+    smaller than that (total: the norm of all the reference's gradients;
+    a gradient near 0, such as a conv bias before a batch norm, or one a
+    tiny share of the whole, has no meaningful relative error); and the
+    cosine of the two (1 for such a small gradient)."""
+    grad, ref = grad.astype(np.float64).ravel(), ref.ravel()
+    diff = np.linalg.norm(grad - ref)
+    norm = np.linalg.norm(ref)
+    if norm <= floor * total:
+        return diff / (floor * total), 1.0
+    return diff / norm, float(grad @ ref / (np.linalg.norm(grad) * norm))
+
+
 @pytest.fixture(scope="session")
 def residual_cnn_exe(workdir):
     """The gradient-check model exported in training mode with a symbolic

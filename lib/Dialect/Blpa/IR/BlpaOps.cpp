@@ -1063,6 +1063,12 @@ bool ReluOp::isResultNonNegative(function_ref<bool(Value)>) { return true; }
 bool MaxPoolOp::isResultNonNegative(function_ref<bool(Value)> isNonNegative) {
   return isNonNegative(getInput());
 }
+// Also once the pooling keeps its argmax codes, which happens before the
+// generic quantizer chooses a scheme for the pooled output.
+bool MaxPoolArgmaxOp::isResultNonNegative(
+    function_ref<bool(Value)> isNonNegative) {
+  return isNonNegative(getInput());
+}
 bool AvgPoolOp::isResultNonNegative(function_ref<bool(Value)> isNonNegative) {
   return isNonNegative(getInput());
 }

@@ -700,7 +700,9 @@ def Blpa_DequantizeOp : Blpa_ComputeOp<"dequantize"> {
   let results = (outs Blpa_F32Tensor:$output);
 }
 
-def Blpa_MaxPoolArgmaxOp : Blpa_ComputeOp<"max_pool_argmax"> {
+def Blpa_MaxPoolArgmaxOp : Blpa_ComputeOp<"max_pool_argmax", [
+    DeclareOpInterfaceMethods<Blpa_SavedActivationOpInterface,
+        ["isResultNonNegative"]>]> {
   let summary = "Max pooling that also records each window's maximum";
   let description = [{
     `blpa.max_pool` and `argmax` codes: per output element, the position of
