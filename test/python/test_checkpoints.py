@@ -12,6 +12,9 @@ import pytest
 from blpa import models, tool
 from test_data_formats import write_cifar
 
+# The module's data set is drawn by fresh_rng() (write_cifar).
+pytestmark = pytest.mark.randomized
+
 
 @pytest.fixture(scope="module")
 def setup(workdir):

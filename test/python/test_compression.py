@@ -48,6 +48,7 @@ def cosine(a, b):
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
+@pytest.mark.randomized
 def test_forward_exact_and_gradients_close(compiled, tmp_path):
     name, exes, _, _ = compiled
     rng = fresh_rng()
@@ -76,6 +77,7 @@ def test_forward_exact_and_gradients_close(compiled, tmp_path):
                                    rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.randomized
 def test_compressed_step_is_bitwise_deterministic(compiled, tmp_path):
     """Encoding and decoding are deterministic: the same 4-bit step twice
     gives the same loss and gradients, bit for bit."""
@@ -90,6 +92,7 @@ def test_compressed_step_is_bitwise_deterministic(compiled, tmp_path):
                for name in runs[0][1])
 
 
+@pytest.mark.randomized
 def test_naive_baseline_quantizes_the_forward_pass(compiled, tmp_path):
     """--act-quant-naive (the paper's comparison) changes the forward pass
     itself, so its loss differs from the exact one."""
@@ -159,6 +162,7 @@ def test_resnet164_peak_at_4_bits(resnet164, tmp_path):
 MIN_COSINE_RESNET164 = {8: 0.99, 4: 0.97, 2: 0.7}
 
 
+@pytest.mark.randomized
 def test_resnet164_gradients_close(resnet164, tmp_path):
     """Approximation errors add up over 164 layers: the similarity is
     printed for each width, and the forward pass is still exact."""

@@ -15,6 +15,7 @@ from conftest import FASHION_MNIST, fresh_rng
 from blpa import models, tool
 
 
+@pytest.mark.randomized
 def test_check_step_is_bitwise_deterministic(residual_cnn_exe, tmp_path):
     exe, _ = residual_cnn_exe
     rng = fresh_rng()
@@ -39,6 +40,7 @@ def test_synthetic_training_is_reproducible(residual_cnn_exe, tmp_path):
     assert runs[0][0] != runs[0][-1]
 
 
+@pytest.mark.randomized
 def test_infer_matches_pytorch_eval(tmp_path):
     model = models.example_cnn(seed=5)
     rng = fresh_rng()
@@ -87,6 +89,7 @@ def test_trains_example_cnn_on_fashion_mnist(example_cnn_exe, tmp_path):
     assert "test accuracy:" in stdout
 
 
+@pytest.mark.randomized
 def test_save_writes_the_trained_weights(example_cnn_exe, tmp_path):
     exe, onnx_path, _ = example_cnn_exe
     saved = str(tmp_path / "trained.onnx")
@@ -161,6 +164,7 @@ def linear_classifier():
     return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
 
 
+@pytest.mark.randomized
 @pytest.mark.parametrize("build", [
     linear_classifier,
     lambda: models.residual_cnn(seed=2, in_channels=1, image_size=28)],
@@ -236,6 +240,7 @@ def runtime_bounds_model(path):
     onnx.save(model, path)
 
 
+@pytest.mark.randomized
 def test_infer_reads_clip_bounds_and_pad_value_at_run_time(tmp_path):
     """One executable, two sets of bounds and padding values fed as
     --inputs: each run follows numpy."""

@@ -6,12 +6,16 @@ import json
 
 import numpy as np
 import onnx
+import pytest
 import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import (assert_gradients_match, fresh_rng, torch_reference)
 from blpa import models, tool
+
+# Every test draws its batch (and some their weights) with fresh_rng().
+pytestmark = pytest.mark.randomized
 
 
 def random_batch(rng, shape, classes=10):

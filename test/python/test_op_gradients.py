@@ -13,6 +13,9 @@ import torch.nn.functional as F
 from conftest import assert_gradients_match, fresh_rng, torch_reference
 from blpa import models, tool
 
+# Every test draws its batch, most their weights too, with fresh_rng().
+pytestmark = pytest.mark.randomized
+
 
 class SqueezeExcite(nn.Module):
     """SiLU exported as Sigmoid * Mul, and a squeeze-and-excitation gate

@@ -42,6 +42,9 @@ import torchvision
 from conftest import fresh_rng
 from blpa import models, tool
 
+# Both tests draw their batch with fresh_rng().
+pytestmark = pytest.mark.randomized
+
 ZOO = {
     "resnet18": {},
     "resnet50": {},
