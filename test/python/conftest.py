@@ -28,6 +28,24 @@ def pytest_configure(config):
         "randomized: draws fresh random data; run 20x by scripts/test-randomized")
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--draws", type=int, default=1, metavar="N",
+        help="run each randomized test N times in this session (fresh draws "
+             "each time; fixtures, e.g. compiled executables, are shared, so "
+             "draws made inside a module fixture are made once)")
+
+
+def pytest_generate_tests(metafunc):
+    """With --draws N, a randomized test is parametrized N times over a
+    `draw` index (test ids end in [draw3] etc.), as pytest-repeat does."""
+    draws = metafunc.config.getoption("draws")
+    if draws > 1 and metafunc.definition.get_closest_marker("randomized"):
+        metafunc.fixturenames.append("_draw")
+        metafunc.parametrize("_draw", range(draws),
+                             ids=lambda k: "draw%d" % k)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def blpa_opt_exists():
     """Every test needs the compiler; its absence is a failure, not a
@@ -42,10 +60,19 @@ def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("blpa")
 
 
+# BLPA_TEST_SEEDS="S1 S2 ..." replays a failure: the seeds its fresh_rng()
+# calls printed, given to the same calls in the same order.
+_REPLAYED_SEEDS = [int(s) for s in os.environ.get(
+    "BLPA_TEST_SEEDS", "").replace(",", " ").split()]
+
+
 def fresh_rng():
     """A generator seeded from the OS, its seed printed so that a failure
-    can be reproduced."""
-    seed = int.from_bytes(os.urandom(4), "little")
+    can be reproduced (the next of BLPA_TEST_SEEDS when that is set)."""
+    if _REPLAYED_SEEDS:
+        seed = _REPLAYED_SEEDS.pop(0)
+    else:
+        seed = int.from_bytes(os.urandom(4), "little")
     print("numpy seed:", seed)
     return np.random.default_rng(seed)
 
