@@ -1,7 +1,7 @@
 """The torchvision CNNs a user tries first (issue 7), at 64x64 and batch 4,
 exported in training mode: one --check-step against PyTorch autograd, then
-20 training steps exact and at 4 bits, and --save, whose model onnxruntime
-runs as our --infer executable does.
+20 training steps exact and at 4 bits, and --save, whose model our --infer
+executable runs as onnxruntime and PyTorch do.
 
 Deep nets at batch 4 are ill-conditioned and float32 itself strays from
 float64, so a parameter's gradient passes when its error against float64
@@ -126,7 +126,7 @@ def test_gradients_as_accurate_as_pytorch_float32(zoo_model, tmp_path):
 
 @pytest.mark.parametrize("bits", [0, 4])
 def test_trains_20_steps_and_saves_a_valid_model(zoo_model, tmp_path, bits):
-    name, _, onnx_path, exe = zoo_model
+    _, model, onnx_path, exe = zoo_model
     if bits:
         exe = tool.compile(onnx_path, str(tmp_path / "exe4"), batch_size=4,
                            act_bits=bits)
@@ -145,18 +145,6 @@ def test_trains_20_steps_and_saves_a_valid_model(zoo_model, tmp_path, bits):
     unchanged = [n for n in initial if np.array_equal(initial[n], trained[n])]
     assert not unchanged, unchanged
 
-    # onnxruntime runs the saved model on a fresh batch, as saved (batch
-    # norms in training mode: normalized with the batch's statistics, which
-    # onnxruntime's CPU kernel computes) and in inference mode (the saved
-    # running statistics), and agrees with our executable compiled from the
-    # same file with --infer. Relative error of the logits, measured over
-    # 8 to 48 batches per model, exact and 4-bit: in training mode at most
-    # 5e-6, 1.7e-5 on efficientnet_b0; in inference mode at most 1e-6, but
-    # 2.8e-4 on efficientnet_b0, whose logits there are ~4e4 (running
-    # statistics of 20 steps at batch 4 do not fit the fresh batch, and the
-    # net amplifies float32 rounding). The bars are 10x and 18x those, far
-    # below what a wrong weight or statistic gives (the two modes' logits
-    # alone differ by 0.2 to 2000 relative).
     # --save-inference writes the same weights with the batch norms and
     # dropouts in inference mode, as eval-mode torch.onnx would.
     rng = fresh_rng()
@@ -166,17 +154,64 @@ def test_trains_20_steps_and_saves_a_valid_model(zoo_model, tmp_path, bits):
     written = onnx.load(inference).graph
     assert list(written.node) == list(expected.node)
     assert list(written.initializer) == list(expected.initializer)
-    for mode, path, bar in (("training", saved, 2e-4),
-                            ("inference", inference, 5e-3)):
+
+    # Our executable compiled from each file with --infer runs it on a fresh
+    # batch, as saved (batch norms in training mode: the batch's
+    # statistics) and in inference mode (the saved running statistics), and
+    # so do onnxruntime, with and without its graph optimizations, and
+    # PyTorch in float32, the torchvision model given the file's weights;
+    # all are compared with that model in float64. How far float32 strays
+    # depends on the draw: after 20 steps at batch 4 the running variances
+    # of efficientnet_b0's deeper batch norms are up to 1e8 below the
+    # variance that reaches them in inference mode, its logits grow to
+    # ~1e5, and every float32 evaluation is off by up to 7e-2 (4-bit
+    # training; 1e-5 on most draws). A ratio to one other implementation
+    # has a heavy tail (onnxruntime's error reached 24x that of the other
+    # two), so the bar is 5x the largest of the three on this draw, or
+    # 1e-4: measured over 40 draws of 4-bit efficientnet_b0 in inference
+    # mode, our error was at most 1.7x the largest (4.5e-2); wrong weights
+    # or statistics are off by 0.2 to 2000 (the two modes' logits).
+    for mode, path in (("training", saved), ("inference", inference)):
         infer = tool.compile(path, str(tmp_path / ("infer_" + mode)),
                              train=False, batch_size=4)
         ours = tool.infer(infer, [x], str(tmp_path / mode))[0]
-        theirs = tool.onnxruntime_run(path, [x])[0]
-        assert theirs.shape == ours.shape == (4, 10)
-        ours = ours.astype(np.float64)
-        error = np.linalg.norm(theirs - ours) / np.linalg.norm(ours)
-        print("%s mode: onnxruntime's logits within %.2e" % (mode, error))
-        assert error <= bar, (mode, error)
+        exact = run_with_weights_of(path, model, x, mode, torch.float64)
+        others = {
+            "onnxruntime": tool.onnxruntime_run(path, [x])[0],
+            "onnxruntime unoptimized": tool.onnxruntime_run(
+                path, [x], optimize=False)[0],
+            "PyTorch float32": run_with_weights_of(path, model, x, mode,
+                                                   torch.float32)}
+        assert ours.shape == exact.shape == (4, 10)
+        spread = {k: relative_error(v, exact) for k, v in others.items()}
+        error = relative_error(ours, exact)
+        print("%s mode: logits within %.2e of float64; float32 spread %s" %
+              (mode, error, ", ".join("%s %.2e" % kv for kv in
+                                      spread.items())))
+        assert error <= max(5 * max(spread.values()), 1e-4), (
+            mode, error, spread)
+
+
+def run_with_weights_of(path, model, x, mode, dtype):
+    """The logits of torch `model` given ONNX file `path`'s initializers
+    (the export named them after its state_dict: every one must be an
+    entry, and every entry but the batch counters must be there), in
+    `mode` ("training": batch statistics) and `dtype`, on x."""
+    model = copy.deepcopy(model)
+    missing, unexpected = model.load_state_dict(
+        {n: torch.from_numpy(a.copy()) for n, a in initializers(path).items()},
+        strict=False)
+    assert not unexpected and all(
+        n.endswith("num_batches_tracked") for n in missing), (missing,
+                                                              unexpected)
+    model = model.to(dtype).train(mode == "training")
+    with torch.no_grad():
+        return model(torch.from_numpy(x).to(dtype)).double().numpy()
+
+
+def relative_error(value, exact):
+    return np.linalg.norm(value.astype(np.float64) - exact) / np.linalg.norm(
+        exact)
 
 
 def initializers(path):
