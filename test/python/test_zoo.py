@@ -167,10 +167,12 @@ def test_trains_20_steps_and_saves_a_valid_model(zoo_model, tmp_path, bits):
     # ~1e5, and every float32 evaluation is off by up to 7e-2 (4-bit
     # training; 1e-5 on most draws). A ratio to one other implementation
     # has a heavy tail (onnxruntime's error reached 24x that of the other
-    # two), so the bar is 5x the largest of the three on this draw, or
-    # 1e-4: measured over 40 draws of 4-bit efficientnet_b0 in inference
-    # mode, our error was at most 1.7x the largest (4.5e-2); wrong weights
-    # or statistics are off by 0.2 to 2000 (the two modes' logits).
+    # two), so the bar is 10x the largest of the three on this draw, or
+    # 1e-4. Measured on efficientnet_b0: over 40 draws after 4-bit training
+    # in inference mode, our error at most 1.7x the largest (4.5e-2); over
+    # 20 draws after exact training in training mode, 1.9x (1.3e-5), and
+    # 4.5x (2.3e-5) on one other draw. Wrong weights or statistics are off
+    # by 0.2 to 2000 (the two modes' logits).
     for mode, path in (("training", saved), ("inference", inference)):
         infer = tool.compile(path, str(tmp_path / ("infer_" + mode)),
                              train=False, batch_size=4)
@@ -188,7 +190,7 @@ def test_trains_20_steps_and_saves_a_valid_model(zoo_model, tmp_path, bits):
         print("%s mode: logits within %.2e of float64; float32 spread %s" %
               (mode, error, ", ".join("%s %.2e" % kv for kv in
                                       spread.items())))
-        assert error <= max(5 * max(spread.values()), 1e-4), (
+        assert error <= max(10 * max(spread.values()), 1e-4), (
             mode, error, spread)
 
 
