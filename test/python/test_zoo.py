@@ -207,12 +207,15 @@ def with_weights_of(path, model):
     export named them after its state_dict: every one must be an entry, and
     every entry but the batch counters must be there)."""
     model = copy.deepcopy(model)
-    missing, unexpected = model.load_state_dict(
-        {n: torch.from_numpy(a.copy()) for n, a in initializers(path).items()},
-        strict=False)
-    assert not unexpected and all(
-        n.endswith("num_batches_tracked") for n in missing), (missing,
-                                                              unexpected)
+    # The model's own state_dict keeps its version metadata, which some
+    # models' loading reads (mnasnet).
+    state = model.state_dict()
+    weights = initializers(path)
+    assert weights.keys() <= state.keys(), weights.keys() - state.keys()
+    assert all(n.endswith("num_batches_tracked")
+               for n in state.keys() - weights.keys())
+    state.update((n, torch.from_numpy(a.copy())) for n, a in weights.items())
+    model.load_state_dict(state)
     return model
 
 
