@@ -133,18 +133,24 @@ def losses(records):
     return [r["loss"] for r in records if "loss" in r]
 
 
-def onnxruntime_run(model, inputs):
+def onnxruntime_run(model, inputs, optimize=True):
     """Runs ONNX file `model` with onnxruntime (CPUExecutionProvider, default
-    session options, as a user would) on `inputs` (arrays, graph input
-    order); returns its outputs in graph order. onnxruntime is not a Debian
-    package: scripts/install-deps puts it in .venv/, whose python (Debian's,
-    with Debian's packages) scripts/test runs pytest with."""
+    session options, as a user would; with `optimize` false, without graph
+    optimizations: each node as written, no fused or re-laid-out kernels) on
+    `inputs` (arrays, graph input order); returns its outputs in graph
+    order. onnxruntime is not a Debian package: scripts/install-deps puts it
+    in .venv/, whose python (Debian's, with Debian's packages) scripts/test
+    runs pytest with."""
     try:
         import onnxruntime
     except ImportError as e:
         raise ImportError("onnxruntime is missing: run with .venv/bin/python "
                           "(scripts/install-deps makes it)") from e
+    options = onnxruntime.SessionOptions()
+    if not optimize:
+        options.graph_optimization_level = (
+            onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL)
     session = onnxruntime.InferenceSession(
-        model, providers=["CPUExecutionProvider"])
+        model, options, providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
     return session.run(None, dict(zip(names, inputs)))

@@ -24,6 +24,9 @@ from test_data_formats import assert_one_line, write_cifar, write_npy_split
 
 STEPS_PER_EPOCH = 6  # 24 training images in batches of 4
 
+# The module's data set is drawn by fresh_rng() (write_cifar).
+pytestmark = pytest.mark.randomized
+
 
 @pytest.fixture(scope="module")
 def setup(workdir):

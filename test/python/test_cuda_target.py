@@ -125,6 +125,7 @@ def test_cuda_executable_without_a_gpu_says_so(cuda_exe, tmp_path):
     assert len(lines) == 1 and "no CUDA GPU is usable here" in lines[0]
 
 
+@pytest.mark.randomized
 def test_embed_weights_false_takes_weights_at_run_time(residual_cnn_exe,
                                                        workdir, tmp_path):
     exe, _ = residual_cnn_exe

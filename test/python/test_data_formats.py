@@ -9,6 +9,9 @@ import torch
 from conftest import fresh_rng
 from blpa import models, tool
 
+# Every test writes data drawn by fresh_rng() (write_cifar, write_npy_split).
+pytestmark = pytest.mark.randomized
+
 
 def write_cifar(directory, files, records, fine_labels=False, rng=None,
                 classes=10):

@@ -11,10 +11,11 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from conftest import FASHION_MNIST, fresh_rng
+from conftest import FASHION_MNIST, draw_clear_of_ties, fresh_rng
 from blpa import models, tool
 
 
+@pytest.mark.randomized
 def test_check_step_is_bitwise_deterministic(residual_cnn_exe, tmp_path):
     exe, _ = residual_cnn_exe
     rng = fresh_rng()
@@ -39,6 +40,7 @@ def test_synthetic_training_is_reproducible(residual_cnn_exe, tmp_path):
     assert runs[0][0] != runs[0][-1]
 
 
+@pytest.mark.randomized
 def test_infer_matches_pytorch_eval(tmp_path):
     model = models.example_cnn(seed=5)
     rng = fresh_rng()
@@ -87,6 +89,7 @@ def test_trains_example_cnn_on_fashion_mnist(example_cnn_exe, tmp_path):
     assert "test accuracy:" in stdout
 
 
+@pytest.mark.randomized
 def test_save_writes_the_trained_weights(example_cnn_exe, tmp_path):
     exe, onnx_path, _ = example_cnn_exe
     saved = str(tmp_path / "trained.onnx")
@@ -161,6 +164,7 @@ def linear_classifier():
     return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
 
 
+@pytest.mark.randomized
 @pytest.mark.parametrize("build", [
     linear_classifier,
     lambda: models.residual_cnn(seed=2, in_channels=1, image_size=28)],
@@ -171,13 +175,32 @@ def test_sgd_with_momentum_and_weight_decay_matches_torch(build, tmp_path):
     order), compared with torch.optim.SGD on the same model in float64: the
     parameters, and (with batch norms) the running statistics, which must
     follow PyTorch's update (momentum 0.1, unbiased variance)."""
-    rng = fresh_rng()
     batch = 8
-    images = rng.integers(0, 256, size=(batch, 28, 28))
-    labels = rng.integers(0, 10, size=batch)
+    model = build()
+
+    def reference_steps(data):
+        """torch.optim.SGD's three steps in float64 on (images, labels)."""
+        images, labels = data
+        reference = copy.deepcopy(model).double().train()
+        opt = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9,
+                              weight_decay=0.01)
+        x = torch.from_numpy((images / 255.0 - 0.2860) / 0.3530)
+        x = x.reshape(batch, 1, 28, 28)
+        with torch.enable_grad():
+            for _ in range(3):
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(
+                    reference(x), torch.from_numpy(labels)).backward()
+                opt.step()
+        return reference
+
+    # Every step's forward pass clear of ReLU and max-pool ties.
+    images, labels = draw_clear_of_ties(
+        fresh_rng(), lambda rng: (rng.integers(0, 256, size=(batch, 28, 28)),
+                                  rng.integers(0, 10, size=batch)),
+        reference_steps)
     write_idx(str(tmp_path), "train", images, labels)
     write_idx(str(tmp_path), "t10k", images, labels)
-    model = build()
     onnx_path = str(tmp_path / "model.onnx")
     models.export(model, onnx_path, (1, 1, 28, 28))
     exe = tool.compile(onnx_path, str(tmp_path / "exe"), batch_size=batch)
@@ -187,16 +210,7 @@ def test_sgd_with_momentum_and_weight_decay_matches_torch(build, tmp_path):
                "--weight-decay", 0.01, "--normalize", "0.2860:0.3530",
                "--save", saved)
 
-    reference = copy.deepcopy(model).double().train()
-    opt = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9,
-                          weight_decay=0.01)
-    x = torch.from_numpy((images / 255.0 - 0.2860) / 0.3530)
-    x = x.reshape(batch, 1, 28, 28)
-    for _ in range(3):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(
-            reference(x), torch.from_numpy(labels)).backward()
-        opt.step()
+    reference = reference_steps((images, labels))
     trained = {t.name: numpy_helper.to_array(t)
                for t in onnx.load(saved).graph.initializer}
     expected = dict(reference.named_parameters())
@@ -236,6 +250,7 @@ def runtime_bounds_model(path):
     onnx.save(model, path)
 
 
+@pytest.mark.randomized
 def test_infer_reads_clip_bounds_and_pad_value_at_run_time(tmp_path):
     """One executable, two sets of bounds and padding values fed as
     --inputs: each run follows numpy."""

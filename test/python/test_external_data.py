@@ -118,6 +118,7 @@ def test_weights_refuse_data_outside_the_model_directory(both_layouts,
                           "resolves to", "outside the model's directory")
 
 
+@pytest.mark.randomized
 def test_weights_over_2gib_are_not_embedded(tmp_path):
     """A 2 GiB weight (a sparse file: no disk used) cannot be embedded: the
     compiler says so, the executable asks for --weights and runs with

@@ -6,23 +6,23 @@ import json
 
 import numpy as np
 import onnx
+import pytest
 import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import (assert_gradients_match, fresh_rng, torch_reference)
+from conftest import (assert_gradients_match, batch_clear_of_ties,
+                      draw_clear_of_ties, fresh_rng, random_batch,
+                      torch_reference)
 from blpa import models, tool
 
-
-def random_batch(rng, shape, classes=10):
-    x = rng.standard_normal(shape).astype(np.float32)
-    y = rng.integers(0, classes, size=shape[0]).astype(np.int64)
-    return x, y
+# Every test draws its batch (and some their weights) with fresh_rng().
+pytestmark = pytest.mark.randomized
 
 
 def test_residual_cnn_matches_pytorch_float64(residual_cnn_exe, tmp_path):
     exe, model = residual_cnn_exe
-    x, y = random_batch(fresh_rng(), (4, 3, 16, 16))
+    x, y = batch_clear_of_ties(fresh_rng(), model, (4, 3, 16, 16))
     loss, grads = tool.check_step(exe, x, y, str(tmp_path))
     ref_loss, ref_grads = torch_reference(copy.deepcopy(model), x, y)
     assert_gradients_match(loss, grads, ref_loss, ref_grads)
@@ -32,7 +32,7 @@ def test_explicit_act_bits_0_is_exact(residual_cnn_exe, workdir, tmp_path):
     _, model = residual_cnn_exe
     exe = tool.compile(str(workdir / "residual_cnn.onnx"),
                        str(tmp_path / "exact"), batch_size=4, act_bits=0)
-    x, y = random_batch(fresh_rng(), (4, 3, 16, 16))
+    x, y = batch_clear_of_ties(fresh_rng(), model, (4, 3, 16, 16))
     loss, grads = tool.check_step(exe, x, y, str(tmp_path / "dump"))
     ref_loss, ref_grads = torch_reference(copy.deepcopy(model), x, y)
     assert_gradients_match(loss, grads, ref_loss, ref_grads)
@@ -55,7 +55,7 @@ def test_inference_mode_batch_norm_is_trained_in_training_mode(
     proc = tool.run([tool.blpa_opt_path(), tmp_path / "eval_bn.onnx",
                      "--train", "--batch-size", 4, "-o", tmp_path / "exe"])
     assert "trained in training mode" in proc.stderr
-    x, y = random_batch(fresh_rng(), (4, 3, 16, 16))
+    x, y = batch_clear_of_ties(fresh_rng(), model, (4, 3, 16, 16))
     loss, grads = tool.check_step(str(tmp_path / "exe"), x, y,
                                   str(tmp_path / "dump"))
     ref_loss, ref_grads = torch_reference(copy.deepcopy(model), x, y)
@@ -98,15 +98,20 @@ def test_onnx_helper_model_matches_pytorch(tmp_path):
     weights = helper_model(rng, str(tmp_path / "m.onnx"))
     exe = tool.compile(str(tmp_path / "m.onnx"), str(tmp_path / "exe"),
                        batch_size=3)
-    x, y = random_batch(rng, (3, 2, 6, 6), classes=5)
-    loss, grads = tool.check_step(exe, x, y, str(tmp_path / "dump"))
-
     params = {n: torch.tensor(a, requires_grad=True)
               for n, a in weights.items()}
-    c = F.conv2d(F.pad(torch.from_numpy(x).double(), (0, 1, 1, 0)),
-                 params["w"], params["b"], stride=2)
-    logits = 0.7 * torch.flatten(F.relu(c), 1) @ params["fw"].T + params["fb"]
-    ref = F.cross_entropy(logits, torch.from_numpy(y))
+
+    def forward(x):
+        c = F.conv2d(F.pad(torch.from_numpy(x).double(), (0, 1, 1, 0)),
+                     params["w"], params["b"], stride=2)
+        return 0.7 * torch.flatten(F.relu(c), 1) @ params["fw"].T + params[
+            "fb"]
+
+    x, y = draw_clear_of_ties(
+        rng, lambda rng: random_batch(rng, (3, 2, 6, 6), classes=5),
+        lambda xy: forward(xy[0]))
+    loss, grads = tool.check_step(exe, x, y, str(tmp_path / "dump"))
+    ref = F.cross_entropy(forward(x), torch.from_numpy(y))
     ref.backward()
     assert_gradients_match(loss, grads, ref.item(),
                            {n: p.grad.numpy() for n, p in params.items()})
@@ -163,25 +168,31 @@ def test_every_gradient_rule_matches_pytorch(tmp_path):
     onnx.save(model, str(tmp_path / "m.onnx"))
     exe = tool.compile(str(tmp_path / "m.onnx"), str(tmp_path / "exe"),
                        batch_size=3)
-    x, y = random_batch(rng, (3, 4, 9, 10), classes=3)
-    loss, grads = tool.check_step(exe, x, y, str(tmp_path / "dump"))
-
     p = {n: torch.tensor(a.astype(np.float64), requires_grad=True)
          for n, a in arrays.items() if n not in ("m", "v")}
-    xt = torch.from_numpy(x).double()
-    c = F.conv2d(F.pad(xt, (1, 1, 2, 2)), p["w"], groups=2, dilation=(2, 1))
-    b = F.batch_norm(c, torch.zeros(6, dtype=torch.float64),
-                     torch.ones(6, dtype=torch.float64), p["s"], p["t"],
-                     training=True, eps=1e-5)
-    a1 = F.avg_pool2d(F.pad(b, (0, 2, 1, 1)), 3, 1) / F.avg_pool2d(
-        F.pad(torch.ones_like(b), (0, 2, 1, 1)), 3, 1)
-    a2 = F.avg_pool2d(F.pad(a1, (1, 0, 1, 0)), 2, 2)
-    pooled = F.max_pool2d(a2, 2, 2, ceil_mode=True)
-    g = pooled.mean(dim=(2, 3))
-    h = g @ p["mw"] + p["mb"]
-    rf = pooled.reshape(3, -1, 2).flatten(1)
-    gg = 0.5 * rf @ p["gw"] + 0.7 * p["gc"]
-    logits = h @ gg.T
+
+    def forward(x):
+        xt = torch.from_numpy(x).double()
+        c = F.conv2d(F.pad(xt, (1, 1, 2, 2)), p["w"], groups=2,
+                     dilation=(2, 1))
+        b = F.batch_norm(c, torch.zeros(6, dtype=torch.float64),
+                         torch.ones(6, dtype=torch.float64), p["s"], p["t"],
+                         training=True, eps=1e-5)
+        a1 = F.avg_pool2d(F.pad(b, (0, 2, 1, 1)), 3, 1) / F.avg_pool2d(
+            F.pad(torch.ones_like(b), (0, 2, 1, 1)), 3, 1)
+        a2 = F.avg_pool2d(F.pad(a1, (1, 0, 1, 0)), 2, 2)
+        pooled = F.max_pool2d(a2, 2, 2, ceil_mode=True)
+        g = pooled.mean(dim=(2, 3))
+        h = g @ p["mw"] + p["mb"]
+        rf = pooled.reshape(3, -1, 2).flatten(1)
+        gg = 0.5 * rf @ p["gw"] + 0.7 * p["gc"]
+        return h @ gg.T
+
+    x, y = draw_clear_of_ties(
+        rng, lambda rng: random_batch(rng, (3, 4, 9, 10), classes=3),
+        lambda xy: forward(xy[0]))
+    loss, grads = tool.check_step(exe, x, y, str(tmp_path / "dump"))
+    logits = forward(x)
     ref = F.cross_entropy(logits, torch.from_numpy(y))
     ref.backward()
     assert_gradients_match(loss, grads, ref.item(),
@@ -197,7 +208,7 @@ def test_preact_resnet_matches_pytorch_float64(tmp_path):
     onnx_path = str(tmp_path / "preact.onnx")
     models.export(model, onnx_path)
     exe = tool.compile(onnx_path, str(tmp_path / "exe"), batch_size=4)
-    x, y = random_batch(fresh_rng(), (4, 3, 8, 8))
+    x, y = batch_clear_of_ties(fresh_rng(), model, (4, 3, 8, 8))
     loss, grads = tool.check_step(exe, x, y, str(tmp_path / "dump"))
     ref_loss, ref_grads = torch_reference(copy.deepcopy(model), x, y)
     assert_gradients_match(loss, grads, ref_loss, ref_grads)

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from blpa import models, tool
@@ -44,6 +45,7 @@ def test_timeline_svg_renders_in_chromium(tmp_path):
             name, covered)
 
 
+@pytest.mark.randomized
 def test_scheduling_for_memory_lowers_the_peak_and_changes_no_result(
         tmp_path):
     """--schedule-for-memory (on by default) reorders independent ops: on

@@ -11,9 +11,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from conftest import (assert_gradients_match, fresh_rng, gradient_error,
+from conftest import (assert_gradients_match, batch_clear_of_ties,
+                      draw_clear_of_ties, fresh_rng, gradient_error,
+                      random_batch,
                       torch_reference)
 from blpa import models, tool
+
+# Every test draws its batch, most their weights too, with fresh_rng().
+pytestmark = pytest.mark.randomized
 
 
 class SqueezeExcite(nn.Module):
@@ -325,9 +330,7 @@ def check_against_pytorch(model, name, tmp_path, opset=15):
     onnx_path = str(tmp_path / (name + ".onnx"))
     models.export(model, onnx_path, (1, 3, 12, 12), opset=opset)
     exe = tool.compile(onnx_path, str(tmp_path / name), batch_size=3)
-    rng = fresh_rng()
-    x = rng.standard_normal((3, 3, 12, 12)).astype(np.float32)
-    y = rng.integers(0, 10, size=3).astype(np.int64)
+    x, y = batch_clear_of_ties(fresh_rng(), model, (3, 3, 12, 12))
     loss, grads = tool.check_step(exe, x, y, str(tmp_path / "dump"))
     ref_loss, ref_grads = torch_reference(copy.deepcopy(model), x, y)
     assert_gradients_match(loss, grads, ref_loss, ref_grads)
@@ -380,9 +383,7 @@ def test_log_softmax_output_trains_as_nll_loss(opset, tmp_path):
     onnx_path = str(tmp_path / "log_softmax.onnx")
     models.export(model, onnx_path, (1, 3, 12, 12), opset=opset)
     exe = tool.compile(onnx_path, str(tmp_path / "exe"), batch_size=4)
-    rng = fresh_rng()
-    x = rng.standard_normal((4, 3, 12, 12)).astype(np.float32)
-    y = rng.integers(0, 10, size=4).astype(np.int64)
+    x, y = batch_clear_of_ties(fresh_rng(), model, (4, 3, 12, 12))
     loss, grads = tool.check_step(exe, x, y, str(tmp_path / "dump"))
     reference = copy.deepcopy(model).double().train()
     ref = F.nll_loss(reference(torch.from_numpy(x).double()),
@@ -511,9 +512,7 @@ def test_average_pool_ceil_mode_count_include_pad(tmp_path):
     models.export(model, onnx_path, (1, 3, 12, 12))
     assert fold_pads_into_average_pools(onnx_path) == 1
     exe = tool.compile(onnx_path, str(tmp_path / "pool"), batch_size=3)
-    rng = fresh_rng()
-    x = rng.standard_normal((3, 3, 12, 12)).astype(np.float32)
-    y = rng.integers(0, 10, size=3).astype(np.int64)
+    x, y = batch_clear_of_ties(fresh_rng(), model, (3, 3, 12, 12))
     loss, grads = tool.check_step(exe, x, y, str(tmp_path / "dump"))
     ref_loss, ref_grads = torch_reference(copy.deepcopy(model), x, y)
     assert_gradients_match(loss, grads, ref_loss, ref_grads)
@@ -563,16 +562,15 @@ def test_dropout_masks_are_seeded_and_recomputed_exactly(tmp_path):
     nodes = onnx.load(onnx_path).graph.node
     stream = next(i for i, n in enumerate(nodes) if n.op_type == "Dropout")
     exe = tool.compile(onnx_path, str(tmp_path / "exe"), batch_size=4)
-    rng = fresh_rng()
-    x = rng.standard_normal((4, 3, 6, 6)).astype(np.float32)
-    y = rng.integers(0, 10, size=4).astype(np.int64)
-    loss, grads = tool.check_step(exe, x, y, str(tmp_path / "dump"))
-
     mask = dropout_mask(0, 0, stream, 4 * 4 * 6 * 6, 0.3)
     assert 0.2 < 1 - mask.mean() < 0.4
     reference = copy.deepcopy(model).double().train()
-    logits = reference(torch.from_numpy(x).double(),
-                       torch.from_numpy(mask.reshape(4, 4, 6, 6)).double())
+    mask = torch.from_numpy(mask.reshape(4, 4, 6, 6)).double()
+    x, y = draw_clear_of_ties(
+        fresh_rng(), lambda rng: random_batch(rng, (4, 3, 6, 6)),
+        lambda xy: reference(torch.from_numpy(xy[0]).double(), mask))
+    loss, grads = tool.check_step(exe, x, y, str(tmp_path / "dump"))
+    logits = reference(torch.from_numpy(x).double(), mask)
     ref = F.cross_entropy(logits, torch.from_numpy(y))
     ref.backward()
     assert_gradients_match(loss, grads, ref.item(),

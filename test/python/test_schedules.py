@@ -57,6 +57,7 @@ def test_bad_schedule_flags_are_refused(small_exe, tmp_path, flags,
     assert_one_line(proc, message)
 
 
+@pytest.mark.randomized
 def test_evaluates_every_k_steps_and_at_the_end(small_exe, tmp_path):
     data = tmp_path / "c10"
     write_cifar(data, ["data_batch_1.bin"], 24)

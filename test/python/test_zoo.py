@@ -1,7 +1,7 @@
 """The torchvision CNNs a user tries first (issue 7), at 64x64 and batch 4,
 exported in training mode: one --check-step against PyTorch autograd, then
-20 training steps exact and at 4 bits, and --save, whose model onnxruntime
-runs as our --infer executable does.
+20 training steps exact and at 4 bits, and --save, whose model our --infer
+executable runs as onnxruntime and PyTorch do.
 
 Deep nets at batch 4 are ill-conditioned and float32 itself strays from
 float64, so a parameter's gradient passes when its error against float64
@@ -41,6 +41,9 @@ import torchvision
 
 from conftest import fresh_rng
 from blpa import models, tool
+
+# Both tests draw their batch with fresh_rng().
+pytestmark = pytest.mark.randomized
 
 ZOO = {
     "resnet18": {},
@@ -123,7 +126,7 @@ def test_gradients_as_accurate_as_pytorch_float32(zoo_model, tmp_path):
 
 @pytest.mark.parametrize("bits", [0, 4])
 def test_trains_20_steps_and_saves_a_valid_model(zoo_model, tmp_path, bits):
-    name, _, onnx_path, exe = zoo_model
+    _, model, onnx_path, exe = zoo_model
     if bits:
         exe = tool.compile(onnx_path, str(tmp_path / "exe4"), batch_size=4,
                            act_bits=bits)
@@ -142,18 +145,6 @@ def test_trains_20_steps_and_saves_a_valid_model(zoo_model, tmp_path, bits):
     unchanged = [n for n in initial if np.array_equal(initial[n], trained[n])]
     assert not unchanged, unchanged
 
-    # onnxruntime runs the saved model on a fresh batch, as saved (batch
-    # norms in training mode: normalized with the batch's statistics, which
-    # onnxruntime's CPU kernel computes) and in inference mode (the saved
-    # running statistics), and agrees with our executable compiled from the
-    # same file with --infer. Relative error of the logits, measured over
-    # 8 to 48 batches per model, exact and 4-bit: in training mode at most
-    # 5e-6, 1.7e-5 on efficientnet_b0; in inference mode at most 1e-6, but
-    # 2.8e-4 on efficientnet_b0, whose logits there are ~4e4 (running
-    # statistics of 20 steps at batch 4 do not fit the fresh batch, and the
-    # net amplifies float32 rounding). The bars are 10x and 18x those, far
-    # below what a wrong weight or statistic gives (the two modes' logits
-    # alone differ by 0.2 to 2000 relative).
     # --save-inference writes the same weights with the batch norms and
     # dropouts in inference mode, as eval-mode torch.onnx would.
     rng = fresh_rng()
@@ -163,17 +154,101 @@ def test_trains_20_steps_and_saves_a_valid_model(zoo_model, tmp_path, bits):
     written = onnx.load(inference).graph
     assert list(written.node) == list(expected.node)
     assert list(written.initializer) == list(expected.initializer)
-    for mode, path, bar in (("training", saved, 2e-4),
-                            ("inference", inference, 5e-3)):
+
+    # In inference mode the file is ill-conditioned: after 20 steps at batch
+    # 4 the running variances of efficientnet_b0's deeper batch norms are
+    # up to 1e8 below the variance that reaches them, its logits grow to
+    # ~1e5, and every float32 evaluation (ours, onnxruntime with and
+    # without graph optimizations, PyTorch) strays from float64 by 1e-5 on
+    # most draws and up to 7e-2 on some, ours up to 12x the largest of the
+    # other three (its old bar of 5e-3 failed at 1.44e-2 on an AVX2
+    # machine). There onnxruntime and our executable only have to run it.
+    as_saved = tool.compile(inference, str(tmp_path / "as_saved"),
+                            train=False, batch_size=4)
+    for run in (tool.onnxruntime_run(inference, [x])[0],
+                tool.infer(as_saved, [x], str(tmp_path / "as_saved_out"))[0]):
+        assert run.shape == (4, 10) and np.all(np.isfinite(run))
+    # The numbers are compared where the net is well conditioned: the file
+    # as saved (batch norms in training mode: the batch's statistics), and
+    # the inference file with the running statistics set to this batch's
+    # (logits ~1e2). Our executable compiled from each with --infer,
+    # onnxruntime with and without its graph optimizations and PyTorch
+    # float32 (the torchvision model given the file's weights) are compared
+    # with that model in float64: ours within 10x the largest float32 error
+    # of the other three, or 1e-4. Measured on efficientnet_b0, 15 to 20
+    # draws per mode and width: ours at most 2.3e-5, once 4.5x the largest
+    # other, otherwise at most 2.6x. Wrong weights or statistics are off by
+    # 0.2 to 2000 (the two modes' logits).
+    calibrated = str(tmp_path / "calibrated.onnx")
+    with_batch_statistics(inference, model, x, calibrated)
+    for mode, path in (("training", saved), ("inference", calibrated)):
         infer = tool.compile(path, str(tmp_path / ("infer_" + mode)),
                              train=False, batch_size=4)
         ours = tool.infer(infer, [x], str(tmp_path / mode))[0]
-        theirs = tool.onnxruntime_run(path, [x])[0]
-        assert theirs.shape == ours.shape == (4, 10)
-        ours = ours.astype(np.float64)
-        error = np.linalg.norm(theirs - ours) / np.linalg.norm(ours)
-        print("%s mode: onnxruntime's logits within %.2e" % (mode, error))
-        assert error <= bar, (mode, error)
+        exact = run_with_weights_of(path, model, x, mode, torch.float64)
+        others = {
+            "onnxruntime": tool.onnxruntime_run(path, [x])[0],
+            "onnxruntime unoptimized": tool.onnxruntime_run(
+                path, [x], optimize=False)[0],
+            "PyTorch float32": run_with_weights_of(path, model, x, mode,
+                                                   torch.float32)}
+        assert ours.shape == exact.shape == (4, 10)
+        spread = {k: relative_error(v, exact) for k, v in others.items()}
+        error = relative_error(ours, exact)
+        print("%s mode: logits within %.2e of float64; float32 spread %s" %
+              (mode, error, ", ".join("%s %.2e" % kv for kv in
+                                      spread.items())))
+        assert error <= max(10 * max(spread.values()), 1e-4), (
+            mode, error, spread)
+
+
+def with_weights_of(path, model):
+    """A copy of torch `model` given ONNX file `path`'s initializers (the
+    export named them after its state_dict: every one must be an entry, and
+    every entry but the batch counters must be there)."""
+    model = copy.deepcopy(model)
+    # The model's own state_dict keeps its version metadata, which some
+    # models' loading reads (mnasnet).
+    state = model.state_dict()
+    weights = initializers(path)
+    assert weights.keys() <= state.keys(), weights.keys() - state.keys()
+    assert all(n.endswith("num_batches_tracked")
+               for n in state.keys() - weights.keys())
+    state.update((n, torch.from_numpy(a.copy())) for n, a in weights.items())
+    model.load_state_dict(state)
+    return model
+
+
+def run_with_weights_of(path, model, x, mode, dtype):
+    """The logits of `model` with `path`'s weights on x, in `mode`
+    ("training": batch statistics) and `dtype`."""
+    model = with_weights_of(path, model).to(dtype).train(mode == "training")
+    with torch.no_grad():
+        return model(torch.from_numpy(x).to(dtype)).double().numpy()
+
+
+def with_batch_statistics(path, model, x, out):
+    """Writes ONNX file `path` to `out` with each batch norm's running
+    statistics replaced by x's batch statistics (PyTorch float64,
+    momentum 1: the mean and the unbiased variance)."""
+    model = with_weights_of(path, model).double().train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = 1.0
+    with torch.no_grad():
+        model(torch.from_numpy(x).double())
+    buffers = dict(model.named_buffers())
+    proto = onnx.load(path)
+    for tensor in proto.graph.initializer:
+        if tensor.name.endswith(("running_mean", "running_var")):
+            tensor.CopyFrom(numpy_helper.from_array(
+                buffers[tensor.name].float().numpy(), tensor.name))
+    onnx.save(proto, out)
+
+
+def relative_error(value, exact):
+    return np.linalg.norm(value.astype(np.float64) - exact) / np.linalg.norm(
+        exact)
 
 
 def initializers(path):
