@@ -139,6 +139,8 @@ def test_activation_masks_exact_at_4_bits(name, tmp_path):
     np.testing.assert_allclose(got[outside], want[outside], rtol=1e-6, atol=0)
     inside = clear & (np.abs(z) < 3) & (np.abs(z + 1.5) > 0.5)
     np.testing.assert_array_equal(got[inside] == 0, want[inside] == 0)
+    # The slope's error over the whole gradient: 0.053 to 0.060 over 21
+    # seeds (norm of the difference over the exact gradient's norm).
     error = np.linalg.norm(got - want) / np.linalg.norm(want)
     print("hardswish 4-bit: relative gradient error %.4f" % error)
-    assert error < 0.25
+    assert error < 0.12
