@@ -2488,12 +2488,11 @@ void testActivationRegion(const ActivationCase &a) {
                          a.beta, nullptr, nullptr, bits);
   Codes codes = checkPacked(base, buf, numel, bits);
   expectCodes(base + "/codes", codes, want, std::vector<bool>(numel, false));
-  expectThreadIndependent(
-      base, floatsFor(buf.size()), [&](float *out) {
-        blpa_activation_region(&ctx, x.data(), codeRegion(out, 0, buf.size()),
-                               numel, a.kind, a.alpha, a.beta, nullptr,
-                               nullptr, bits);
-      });
+  expectThreadIndependent(base, floatsFor(buf.size()), [&](float *out) {
+    blpa_activation_region(&ctx, x.data(), codeRegion(out, 0, buf.size()),
+                           numel, a.kind, a.alpha, a.beta, nullptr, nullptr,
+                           bits);
+  });
 
   // With the exact input as its values, the exact gradient bit for bit.
   const float *exactValues = readsValues ? x.data() : nullptr;
@@ -2545,8 +2544,8 @@ void testActivationRegionDynamic() {
   Bytes want = codeBuffer(numel, 1), got = codeBuffer(numel, 1);
   blpa_activation_region(&ctx, x.data(), want.data(), numel, BLPA_ACT_CLIP, lo,
                          hi, nullptr, nullptr, 1);
-  blpa_activation_region(&ctx, x.data(), got.data(), numel, BLPA_ACT_CLIP,
-                         -inf, inf, &lo, &hi, 1);
+  blpa_activation_region(&ctx, x.data(), got.data(), numel, BLPA_ACT_CLIP, -inf,
+                         inf, &lo, &hi, 1);
   report("activation_region/clip_dynamic", got == want,
          "codes differ from those of the static bounds");
 }
@@ -2567,9 +2566,8 @@ void testBadActivationRegions() {
                 "blpa_activation_region: activation kind 0 has no region "
                 "codes",
                 [&] {
-                  blpa_activation_region(nullptr, x, codes, 2,
-                                         BLPA_ACT_SIGMOID, 0, 0, nullptr,
-                                         nullptr, 1);
+                  blpa_activation_region(nullptr, x, codes, 2, BLPA_ACT_SIGMOID,
+                                         0, 0, nullptr, nullptr, 1);
                 });
   expectFailure("activation_region/hard_swish_bits_1",
                 "blpa_activation_region: unsupported code width 1", [&] {
@@ -2579,14 +2577,14 @@ void testBadActivationRegions() {
                 });
   expectFailure("activation_grad_region/clip_bits_2",
                 "blpa_activation_grad_region: unsupported code width 2", [&] {
-                  blpa_activation_grad_region(nullptr, x, codes, nullptr, dx,
-                                              2, BLPA_ACT_CLIP, 0, 6, 2);
+                  blpa_activation_grad_region(nullptr, x, codes, nullptr, dx, 2,
+                                              BLPA_ACT_CLIP, 0, 6, 2);
                 });
   expectFailure("activation_grad_region/hard_swish_without_values",
                 "blpa_activation_grad_region: hard swish reads the values",
                 [&] {
-                  blpa_activation_grad_region(nullptr, x, codes, nullptr, dx,
-                                              2, BLPA_ACT_HARD_SWISH, 0, 0, 2);
+                  blpa_activation_grad_region(nullptr, x, codes, nullptr, dx, 2,
+                                              BLPA_ACT_HARD_SWISH, 0, 0, 2);
                 });
 }
 

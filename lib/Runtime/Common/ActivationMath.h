@@ -77,9 +77,8 @@ BLPA_HOST_DEVICE inline uint32_t activationRegion(float x, ActivationParams p) {
 /// Kind; `v` is its input, or an approximation of it (only HARD_SWISH's
 /// middle piece reads it, clamped to the piece, where it must be).
 template <int Kind>
-BLPA_HOST_DEVICE inline float activationGradInRegion(float dy, uint32_t region,
-                                                     float v,
-                                                     ActivationParams p) {
+BLPA_HOST_DEVICE inline float
+activationGradInRegion(float dy, uint32_t region, float v, ActivationParams p) {
   if (Kind == BLPA_ACT_HARD_SIGMOID)
     return region ? dy * p.alpha : 0.0f;
   if (Kind == BLPA_ACT_HARD_SWISH) {

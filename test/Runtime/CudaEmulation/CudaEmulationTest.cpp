@@ -985,8 +985,8 @@ void testActivationRegion(const ActivationCase &a, size_t numel,
   std::string base = format("activation_region/%s/%zu%s", a.name, numel,
                             misaligned ? "/misaligned" : "");
   Floats x = withValues(randomFloats(numel, -8, 8), a.specials),
-         dy = randomFloats(numel), v = x, moved = randomFloats(numel, -0.5f,
-                                                               0.5f);
+         dy = randomFloats(numel), v = x,
+         moved = randomFloats(numel, -0.5f, 0.5f);
   for (size_t i = 0; i < numel; ++i)
     v[i] += moved[i];
   Case k(base);
@@ -1034,21 +1034,19 @@ void testActivationRegionRejections() {
   Bytes codes(64);
   blpa_context *ctx = &emuCtx;
   expectRejected("activation_region_sigmoid", "blpa_activation_region", [&] {
-    blpa_activation_region(ctx, x.data(), codes.data(), 64, BLPA_ACT_SIGMOID,
-                           0, 0, nullptr, nullptr, 1);
+    blpa_activation_region(ctx, x.data(), codes.data(), 64, BLPA_ACT_SIGMOID, 0,
+                           0, nullptr, nullptr, 1);
   });
-  expectRejected("activation_region_hard_swish_1bit", "blpa_activation_region",
-                 [&] {
-                   blpa_activation_region(ctx, x.data(), codes.data(), 64,
-                                          BLPA_ACT_HARD_SWISH, 0, 0, nullptr,
-                                          nullptr, 1);
-                 });
-  expectRejected("activation_grad_region_clip_2bit",
-                 "blpa_activation_grad_region", [&] {
-                   blpa_activation_grad_region(ctx, x.data(), codes.data(),
-                                               nullptr, y.data(), 64,
-                                               BLPA_ACT_CLIP, 0, 6, 2);
-                 });
+  expectRejected(
+      "activation_region_hard_swish_1bit", "blpa_activation_region", [&] {
+        blpa_activation_region(ctx, x.data(), codes.data(), 64,
+                               BLPA_ACT_HARD_SWISH, 0, 0, nullptr, nullptr, 1);
+      });
+  expectRejected(
+      "activation_grad_region_clip_2bit", "blpa_activation_grad_region", [&] {
+        blpa_activation_grad_region(ctx, x.data(), codes.data(), nullptr,
+                                    y.data(), 64, BLPA_ACT_CLIP, 0, 6, 2);
+      });
   expectRejected("activation_grad_region_hard_swish_no_values",
                  "blpa_activation_grad_region", [&] {
                    blpa_activation_grad_region(ctx, x.data(), codes.data(),

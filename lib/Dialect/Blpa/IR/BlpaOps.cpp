@@ -1514,6 +1514,17 @@ void ClipOp::getRunTimeScalars(SmallVectorImpl<Value> &scalars) {
       scalars.push_back(bound);
 }
 
+/// The run-time parameters of an activation (null when static) have one
+/// element each.
+static LogicalResult checkRunTimeParams(std::optional<Location> loc,
+                                        StringRef op, ArrayRef<Value> params) {
+  for (Value param : params)
+    if (param && ShapedType::getNumElements(getShape(param)) != 1)
+      return emitOptionalError(loc, op, ": a run-time parameter has type ",
+                               param.getType(), "; expected one element");
+  return success();
+}
+
 LogicalResult
 ActivationGradOp::inferReturnTypes(MLIRContext *, std::optional<Location> loc,
                                    Adaptor adaptor,
@@ -1521,12 +1532,10 @@ ActivationGradOp::inferReturnTypes(MLIRContext *, std::optional<Location> loc,
   if (adaptor.getGrad().getType() != adaptor.getSaved().getType())
     return emitOptionalError(loc, "activation_grad: grad and saved types "
                                   "differ");
-  for (Value param : {adaptor.getRuntimeAlpha(), adaptor.getRuntimeBeta()})
-    if (param && ShapedType::getNumElements(getShape(param)) != 1)
-      return emitOptionalError(loc,
-                               "activation_grad: a run-time parameter "
-                               "has type ",
-                               param.getType(), "; expected one element");
+  if (failed(checkRunTimeParams(
+          loc, "activation_grad",
+          {adaptor.getRuntimeAlpha(), adaptor.getRuntimeBeta()})))
+    return failure();
   results.push_back(adaptor.getGrad().getType());
   return success();
 }
@@ -1624,10 +1633,10 @@ bool ActivationGradOp::encodeRegion(unsigned operandIndex) {
   setPhase(encode, Phase::Forward);
   b.setInsertionPoint(*this);
   Value values = regions->readsValues ? saved : Value();
-  replaceKeepingPhase(*this, ActivationGradRegionOp::create(
-                                 b, getLoc(), getGrad(), encode.getCodes(),
-                                 values, getKindAttr(), getAlphaAttr(),
-                                 getBetaAttr()));
+  replaceKeepingPhase(*this,
+                      ActivationGradRegionOp::create(
+                          b, getLoc(), getGrad(), encode.getCodes(), values,
+                          getKindAttr(), getAlphaAttr(), getBetaAttr()));
   return true;
 }
 
@@ -1647,13 +1656,12 @@ static FailureOr<PackedType> regionCodesType(MLIRContext *ctx,
 LogicalResult ActivationRegionOp::inferReturnTypes(
     MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
     SmallVectorImpl<Type> &results) {
-  for (Value param : {adaptor.getRuntimeAlpha(), adaptor.getRuntimeBeta()})
-    if (param && ShapedType::getNumElements(getShape(param)) != 1)
-      return emitOptionalError(loc, "activation_region: a run-time parameter "
-                                    "has type ",
-                               param.getType(), "; expected one element");
-  FailureOr<PackedType> codes = regionCodesType(
-      ctx, loc, adaptor.getKind(), getShape(adaptor.getInput()));
+  if (failed(checkRunTimeParams(
+          loc, "activation_region",
+          {adaptor.getRuntimeAlpha(), adaptor.getRuntimeBeta()})))
+    return failure();
+  FailureOr<PackedType> codes = regionCodesType(ctx, loc, adaptor.getKind(),
+                                                getShape(adaptor.getInput()));
   if (failed(codes))
     return failure();
   results.push_back(*codes);

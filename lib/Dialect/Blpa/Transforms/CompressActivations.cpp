@@ -156,8 +156,9 @@ void CompressActivationsPass::encodeRegions(func::FuncOp step) {
     for (Value v : producer->getResults())
       for (OpOperand *use : getBackwardUses(v))
         if (getActivationNeed(*use) == ActivationNeed::Region)
-          readers.emplace_back(cast<SavedActivationOpInterface>(use->getOwner()),
-                               use->getOperandNumber());
+          readers.emplace_back(
+              cast<SavedActivationOpInterface>(use->getOwner()),
+              use->getOperandNumber());
   for (auto [reader, operandIndex] : readers)
     if (reader.encodeRegion(operandIndex))
       ++numRegions;
