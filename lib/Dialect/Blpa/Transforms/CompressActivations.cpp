@@ -2,7 +2,7 @@
 //
 // The method of Chakrabarti & Moseley (docs/design.md, "Activation
 // compression"): the forward pass stays exact, and every tensor the backward
-// pass reads is kept in between only as compact codes. Three rewrites, in
+// pass reads is kept in between only as compact codes. The rewrites, in
 // order, each leaving fewer saved tensors to the next:
 //  0. backward ops that need the exact piece of a piecewise activation
 //     (ActivationNeed::Region) read region codes computed in the forward
