@@ -118,7 +118,9 @@
   X(blpa_quantize)                                                             \
   X(blpa_dequantize)                                                           \
   X(blpa_max_pool_argmax)                                                      \
-  X(blpa_max_pool_grad_argmax)
+  X(blpa_max_pool_grad_argmax)                                                 \
+  X(blpa_activation_region)                                                    \
+  X(blpa_activation_grad_region)
 
 // The CPU runtime's functions under the names the build gave them.
 extern "C" {
@@ -987,6 +989,45 @@ void testActivation(const char *name, int64_t kind, double alpha, double beta) {
   });
 }
 
+//===----------------------------------------------------------------------===//
+// Region codes of piecewise activations (blpa_activation_region and
+// blpa_activation_grad_region), kept in this one block to move with the
+// activation tests.
+//===----------------------------------------------------------------------===//
+
+/// The region codes, exactly the CPU's, and the gradient from the CPU's
+/// codes with values moved by up to half a 4-bit bin, as decoded ones are.
+void testActivationRegion(const char *name, int64_t kind, double alpha,
+                          double beta) {
+  const size_t numel = 10007;
+  const int bits = kind == BLPA_ACT_HARD_SWISH ? 2 : 1;
+  Floats x = randomFloats(numel, -8, 8), dy = randomFloats(numel), v = x,
+         moved = randomFloats(numel, -0.5f, 0.5f);
+  for (size_t i = 0; i < numel; ++i)
+    v[i] += moved[i];
+  Case encode(std::string("activation_region/") + name);
+  int xIn = encode.in(x), codes = encode.codes("codes", numel, bits, 0);
+  Results r = encode.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+    rt.blpa_activation_region(ctx, p.f(xIn), p.u8(codes), int64_t(numel), kind,
+                              alpha, beta, nullptr, nullptr, bits);
+  });
+  Case grad(std::string("activation_grad_region/") + name);
+  int dyIn = grad.in(dy), codesIn = grad.in(r.cpuBytes("codes")),
+      valuesIn = grad.in(v), dx = grad.out("dx", numel);
+  grad.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+    rt.blpa_activation_grad_region(
+        ctx, p.f(dyIn), p.u8(codesIn),
+        kind == BLPA_ACT_HARD_SWISH ? p.f(valuesIn) : nullptr, p.f(dx),
+        int64_t(numel), kind, alpha, beta, bits);
+  });
+}
+
+void testActivationRegions() {
+  testActivationRegion("hard_sigmoid", BLPA_ACT_HARD_SIGMOID, 0.2, 0.5);
+  testActivationRegion("hard_swish", BLPA_ACT_HARD_SWISH, 0, 0);
+  testActivationRegion("clip", BLPA_ACT_CLIP, 0, 6);
+}
+
 /// The elements a strided copy reaches: offset + (rows - 1) * stride +
 /// rowElems.
 size_t stridedExtent(int64_t rows, int64_t rowElems, int64_t stride,
@@ -1731,6 +1772,7 @@ void testKernels() {
   testActivation("hard_sigmoid", BLPA_ACT_HARD_SIGMOID, 0.2, 0.5);
   testActivation("hard_swish", BLPA_ACT_HARD_SWISH, 0, 0);
   testActivation("clip", BLPA_ACT_CLIP, 0, 6);
+  testActivationRegions();
   testCopyStrided(6, 35, 35, 91, 0, 14);
   testCopyStrided(1, 100003, 100003, 100003, 0, 0);
   testCopyStrided(4, 7, 21, 7, 5, 0);

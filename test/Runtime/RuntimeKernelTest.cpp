@@ -1808,7 +1808,8 @@ void testActivation(const ActivationCase &a) {
          "differs from the out-of-place result");
 }
 
-void testActivations() {
+/// Every activation kind, with values on and next to its bounds.
+std::vector<ActivationCase> activationCases() {
   const float inf = std::numeric_limits<float>::infinity();
   const float nan = std::numeric_limits<float>::quiet_NaN();
   auto around = [](Floats bounds) {
@@ -1828,7 +1829,7 @@ void testActivations() {
   Floats clip = around({-1.5f, 2.25f});
   for (float v : {nan, inf, -inf})
     clip.push_back(v);
-  const ActivationCase cases[] = {
+  return {
       {"sigmoid",
        BLPA_ACT_SIGMOID,
        0,
@@ -1847,7 +1848,10 @@ void testActivations() {
       {"clip", BLPA_ACT_CLIP, -1.5, 2.25, true, clip},
       {"clip_point", BLPA_ACT_CLIP, 1, 1, true, {1.0f, nan, 0.5f, 2.0f}},
   };
-  for (const ActivationCase &a : cases)
+}
+
+void testActivations() {
+  for (const ActivationCase &a : activationCases())
     testActivation(a);
 }
 
@@ -2438,6 +2442,152 @@ void bench() {
   benchCodes(cc);
 }
 
+//===----------------------------------------------------------------------===//
+// Region codes of piecewise activations (blpa_activation_region and
+// blpa_activation_grad_region), kept in this one block to move with the
+// activation tests.
+//===----------------------------------------------------------------------===//
+
+int regionBits(int64_t kind) { return kind == BLPA_ACT_HARD_SWISH ? 2 : 1; }
+
+/// The piece of x, from Runtime.h's definition.
+int regionRef(const ActivationCase &a, float x) {
+  switch (a.kind) {
+  case BLPA_ACT_HARD_SIGMOID: {
+    double t = floatAffine(a.alpha, a.beta, x);
+    return t > 0 && t < 1;
+  }
+  case BLPA_ACT_HARD_SWISH:
+    return x < -3 ? 0 : x <= 3 ? 1 : 2;
+  default:
+    return x > a.alpha && x < a.beta;
+  }
+}
+
+/// dx from dy, the piece and v (any approximation of x), from Runtime.h.
+double regionGradRef(const ActivationCase &a, double dy, int region, double v) {
+  if (a.kind == BLPA_ACT_HARD_SIGMOID)
+    return region ? dy * double(float(a.alpha)) : 0.0;
+  if (a.kind != BLPA_ACT_HARD_SWISH || region != 1)
+    return region ? dy : 0.0;
+  return dy * (std::min(std::max(v, -3.0), 3.0) / 3 + 0.5);
+}
+
+void testActivationRegion(const ActivationCase &a) {
+  std::string base = std::string("activation_region/") + a.name;
+  const size_t numel = 50001; // several parallel blocks, odd tail
+  const int bits = regionBits(a.kind);
+  const bool readsValues = a.kind == BLPA_ACT_HARD_SWISH;
+  Floats x = withValues(randomFloats(numel, -8, 8), a.specials),
+         dy = randomFloats(numel);
+  Codes want(numel);
+  for (size_t i = 0; i < numel; ++i)
+    want[i] = regionRef(a, x[i]);
+  Bytes buf = codeBuffer(numel, bits);
+  blpa_activation_region(&ctx, x.data(), buf.data(), numel, a.kind, a.alpha,
+                         a.beta, nullptr, nullptr, bits);
+  Codes codes = checkPacked(base, buf, numel, bits);
+  expectCodes(base + "/codes", codes, want, std::vector<bool>(numel, false));
+  expectThreadIndependent(base, floatsFor(buf.size()), [&](float *out) {
+    blpa_activation_region(&ctx, x.data(), codeRegion(out, 0, buf.size()),
+                           numel, a.kind, a.alpha, a.beta, nullptr, nullptr,
+                           bits);
+  });
+
+  // With the exact input as its values, the exact gradient bit for bit.
+  const float *exactValues = readsValues ? x.data() : nullptr;
+  Floats exact(numel), dx(numel, std::numeric_limits<float>::quiet_NaN());
+  blpa_activation_grad(&ctx, dy.data(), x.data(), exact.data(), numel, a.kind,
+                       a.alpha, a.beta);
+  blpa_activation_grad_region(&ctx, dy.data(), buf.data(), exactValues,
+                              dx.data(), numel, a.kind, a.alpha, a.beta, bits);
+  expectSameFloats(base + "/grad_of_exact_values", dx, exact);
+
+  // Values off by up to half a 4-bit bin of [-8, 8], as decoded ones are:
+  // the pieces still come from the codes, only the slope moves.
+  Floats v = x, moved = randomFloats(numel, -0.5f, 0.5f);
+  for (size_t i = 0; i < numel; ++i)
+    v[i] += moved[i];
+  Doubles ref(numel);
+  for (size_t i = 0; i < numel; ++i)
+    ref[i] = regionGradRef(a, dy[i], want[i], v[i]);
+  const float *values = readsValues ? v.data() : nullptr;
+  blpa_activation_grad_region(&ctx, dy.data(), buf.data(), values, dx.data(),
+                              numel, a.kind, a.alpha, a.beta, bits);
+  if (readsValues)
+    expectClose(base + "/grad_of_approximate_values", dx, ref, 1e-6);
+  else
+    expectSameFloats(base + "/grad_of_approximate_values", dx, floatsOf(ref));
+
+  // In place: dx over dy, and over the values.
+  Floats over = dy;
+  blpa_activation_grad_region(&ctx, over.data(), buf.data(), values,
+                              over.data(), numel, a.kind, a.alpha, a.beta,
+                              bits);
+  report(base + "/in_place", sameBits(over, dx),
+         "differs from the out-of-place result");
+  if (readsValues) {
+    over = v;
+    blpa_activation_grad_region(&ctx, dy.data(), buf.data(), over.data(),
+                                over.data(), numel, a.kind, a.alpha, a.beta,
+                                bits);
+    report(base + "/in_place_values", sameBits(over, dx),
+           "differs from the out-of-place result");
+  }
+}
+
+/// Clip's bounds read from memory give the codes of the static bounds.
+void testActivationRegionDynamic() {
+  const size_t numel = 50001;
+  const float lo = -1.25f, hi = 3.5f, inf = INFINITY;
+  Floats x = withValues(randomFloats(numel, -8, 8), {lo, hi});
+  Bytes want = codeBuffer(numel, 1), got = codeBuffer(numel, 1);
+  blpa_activation_region(&ctx, x.data(), want.data(), numel, BLPA_ACT_CLIP, lo,
+                         hi, nullptr, nullptr, 1);
+  blpa_activation_region(&ctx, x.data(), got.data(), numel, BLPA_ACT_CLIP, -inf,
+                         inf, &lo, &hi, 1);
+  report("activation_region/clip_dynamic", got == want,
+         "codes differ from those of the static bounds");
+}
+
+void testActivationRegions() {
+  for (const ActivationCase &a : activationCases())
+    if (a.kind != BLPA_ACT_SIGMOID)
+      testActivationRegion(a);
+  testActivationRegionDynamic();
+}
+
+/// Kinds without pieces, wrong widths and hard swish without its values
+/// are refused.
+void testBadActivationRegions() {
+  float x[2] = {1, 2}, dx[2];
+  uint8_t codes[4] = {};
+  expectFailure("activation_region/sigmoid",
+                "blpa_activation_region: activation kind 0 has no region "
+                "codes",
+                [&] {
+                  blpa_activation_region(nullptr, x, codes, 2, BLPA_ACT_SIGMOID,
+                                         0, 0, nullptr, nullptr, 1);
+                });
+  expectFailure("activation_region/hard_swish_bits_1",
+                "blpa_activation_region: unsupported code width 1", [&] {
+                  blpa_activation_region(nullptr, x, codes, 2,
+                                         BLPA_ACT_HARD_SWISH, 0, 0, nullptr,
+                                         nullptr, 1);
+                });
+  expectFailure("activation_grad_region/clip_bits_2",
+                "blpa_activation_grad_region: unsupported code width 2", [&] {
+                  blpa_activation_grad_region(nullptr, x, codes, nullptr, dx, 2,
+                                              BLPA_ACT_CLIP, 0, 6, 2);
+                });
+  expectFailure("activation_grad_region/hard_swish_without_values",
+                "blpa_activation_grad_region: hard swish reads the values",
+                [&] {
+                  blpa_activation_grad_region(nullptr, x, codes, nullptr, dx, 2,
+                                              BLPA_ACT_HARD_SWISH, 0, 0, 2);
+                });
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -2446,6 +2596,7 @@ int main(int argc, char **argv) {
     testBadLabels();
     testBadCodeWidths();
     testBadLayerArguments();
+    testBadActivationRegions();
   }
 
   ctx = blpa_context{};
@@ -2472,6 +2623,7 @@ int main(int argc, char **argv) {
   testPads();
   testPadModes();
   testActivationDynamic();
+  testActivationRegions();
   testTransposes();
   testDropouts();
   testReduceSumTo("nchw_to_c", {5, 7, 9, 11}, {1, 7, 1, 1}, 1.0);

@@ -306,15 +306,17 @@ module {
 // Batched products save their operands' values, as gemm does: an attention
 // block's projection goes through the generic quantizer, the softmax
 // output it multiplies stays float32 (its gradient needs it exactly), and
-// the backward products read the decoded projection.
+// the backward products of the inner layers read the decoded projection.
+// The last product makes the logits (through a reshape): its own gradient
+// reads the projection exact, as the last layer's input.
 // CHECK-LABEL: func.func @train_step(
-// CHECK: %[[P:.*]] = blpa.batch_matmul %{{.*}}, %{{.*}} {blpa.phase = "forward"} : (tensor<1x4x4xf32>, tensor<2x4x3xf32>) -> tensor<2x4x3xf32>
+// CHECK: %[[P:.*]] = blpa.batch_matmul %{{.*}}, %{{.*}} {blpa.phase = "forward", blpa.saved = "float32"} : (tensor<1x4x4xf32>, tensor<2x4x3xf32>) -> tensor<2x4x3xf32>
 // CHECK-NEXT: %[[CODES:.*]], %[[PARAMS:.*]] = blpa.quantize %[[P]] {bits = 4 : i64, blpa.phase = "forward", scheme = "affine"}
 // CHECK: %[[S:.*]] = blpa.softmax %{{.*}} {axis = 2 : i64, blpa.phase = "forward", blpa.saved = "float32"}
 // CHECK: blpa.batch_matmul %{{.*}}, %[[S]] {blpa.phase = "backward"}
-// CHECK: %[[D:.*]] = blpa.dequantize %[[CODES]], %[[PARAMS]] {blpa.phase = "backward"}
-// CHECK-NEXT: blpa.batch_matmul %{{.*}}, %[[D]] {blpa.phase = "backward", trans_a = true}
+// CHECK-NEXT: blpa.batch_matmul %{{.*}}, %[[P]] {blpa.phase = "backward", trans_a = true}
 // CHECK: blpa.softmax_grad %{{.*}}, %[[S]]
+// CHECK-NEXT: %[[D:.*]] = blpa.dequantize %[[CODES]], %[[PARAMS]] {blpa.phase = "backward"}
 // CHECK-NEXT: blpa.batch_matmul %[[D]], %{{.*}} {blpa.phase = "backward", trans_b = true}
 // CHECK-NEXT: blpa.batch_matmul %[[D]], %{{.*}} {blpa.phase = "backward"}
 module {

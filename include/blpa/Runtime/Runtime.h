@@ -577,6 +577,30 @@ void blpa_dequantize(blpa_context *ctx, const uint8_t *codes,
                      const float *params, float *y, int64_t n, int64_t c,
                      int64_t spatial, int64_t bits, int64_t scheme);
 
+/// The region codes of a piecewise activation (BLPA_ACT_CLIP,
+/// BLPA_ACT_HARD_SIGMOID, BLPA_ACT_HARD_SWISH; parameters as in
+/// blpa_activation_dynamic: alphaAt / betaAt NULL for static ones): for
+/// each element of x, the piece blpa_activation_grad would put it in, so
+/// that a gradient read from the codes masks exactly as the exact one.
+/// CLIP and HARD_SIGMOID: bits 1, code 1 where the gradient passes (lo < x
+/// < hi; 0 < alpha * x + beta < 1). HARD_SWISH: bits 2, code 0 for x < -3,
+/// 1 for -3 <= x <= 3, 2 otherwise (NaN included, as the exact gradient).
+void blpa_activation_region(blpa_context *ctx, const float *x, uint8_t *codes,
+                            int64_t numel, int64_t kind, double alpha,
+                            double beta, const float *alphaAt,
+                            const float *betaAt, int64_t bits);
+
+/// blpa_activation_grad with each element's piece read from
+/// blpa_activation_region's codes: CLIP dx = q ? dy : 0; HARD_SIGMOID
+/// dx = q ? dy * alpha : 0; HARD_SWISH dx = 0, dy * (v / 3 + 1/2) or dy
+/// for q = 0, 1, 2, where v is values[i] (an approximation of x, NULL for
+/// the other kinds) clamped to [-3, 3]. With v = x, bitwise
+/// blpa_activation_grad's dx. dx may alias dy or values.
+void blpa_activation_grad_region(blpa_context *ctx, const float *dy,
+                                 const uint8_t *codes, const float *values,
+                                 float *dx, int64_t numel, int64_t kind,
+                                 double alpha, double beta, int64_t bits);
+
 /// blpa_max_pool that also writes, for every output element ([n, c, out...]
 /// row-major), the row-major position of the window's winner among the
 /// kernel's taps (kd * kernelH + kh) * kernelW + kw (0 for a window entirely

@@ -6,12 +6,18 @@
 // combined per channel (Packing.cuh); min and max are exact, so the result
 // does not depend on the partition. The codes are then written in one
 // element pass, the code math being Packing.cuh's copies of the CPU's.
+// Also the region codes of piecewise activations (blpa_activation_region)
+// and the gradient read from them, element passes over the formulas of
+// lib/Runtime/Common/ActivationMath.h that the CPU runtime uses too.
 //
 //===----------------------------------------------------------------------===//
 
 #include "CudaRuntime.h"
 #include "Packing.cuh"
 
+#include "../Common/ActivationMath.h"
+
+using namespace blpa;
 using namespace blpa::cuda;
 
 namespace {
@@ -108,9 +114,85 @@ void withScheme(const char *kernel, int64_t scheme, Values &&f, Mask &&g) {
   failf("%s: unknown quantization scheme %lld", kernel, (long long)scheme);
 }
 
+/// Each element's region code; bounds given at run time are read from
+/// device memory by the kernel, so that a replayed graph sees the current
+/// ones.
+template <int Kind> struct RegionCodeBody {
+  const float *x;
+  ActivationParams params;
+  const float *alphaAt, *betaAt;
+
+  __device__ uint32_t operator()(int64_t i, int64_t) const {
+    return activationRegion<Kind>(
+        x[i], loadActivationParams(params, alphaAt, betaAt));
+  }
+};
+
+template <int Kind, int Bits> struct RegionGradBody {
+  const float *dy;
+  const uint8_t *packed;
+  const float *values;
+  float *dx;
+  ActivationParams params;
+
+  __device__ uint32_t operator()(int64_t i, int64_t) const {
+    float v = Kind == BLPA_ACT_HARD_SWISH ? values[i] : 0.0f;
+    dx[i] = activationGradInRegion<Kind>(dy[i], codeAt<Bits>(packed, i), v,
+                                         params);
+    return 0;
+  }
+};
+
+/// Calls f(kind constant, width constant) for a piecewise activation kind
+/// and the width of its region codes; fails for any other kind or width.
+template <typename F>
+void withRegionKind(const char *kernel, int64_t kind, int64_t bits, F &&f) {
+  if (!activationRegionBits(kind))
+    failf("%s: activation kind %lld has no region codes", kernel,
+          (long long)kind);
+  withActivationKind(kind, [&](auto k) {
+    constexpr int Kind = decltype(k)::value;
+    constexpr unsigned allowed = 1u << activationRegionBits(Kind);
+    if constexpr (activationRegionBits(Kind) != 0)
+      withCodeBits<allowed>(kernel, bits, [&](auto width) { f(k, width); });
+  });
+}
+
 } // namespace
 
 extern "C" {
+
+void blpa_activation_region(blpa_context *ctx, const float *x, uint8_t *codes,
+                            int64_t numel, int64_t kind, double alpha,
+                            double beta, const float *alphaAt,
+                            const float *betaAt, int64_t bits) {
+  const char *kernel = "blpa_activation_region";
+  CudaRuntime &rt = runtimeOf(ctx);
+  ActivationParams p{float(alpha), float(beta)};
+  withRegionKind(kernel, kind, bits, [&](auto k, auto width) {
+    constexpr int Kind = decltype(k)::value;
+    launchElementPass<decltype(width)::value>(
+        rt, kernel, 1, 1, numel, RegionCodeBody<Kind>{x, p, alphaAt, betaAt},
+        codes);
+  });
+}
+
+void blpa_activation_grad_region(blpa_context *ctx, const float *dy,
+                                 const uint8_t *codes, const float *values,
+                                 float *dx, int64_t numel, int64_t kind,
+                                 double alpha, double beta, int64_t bits) {
+  const char *kernel = "blpa_activation_grad_region";
+  if (kind == BLPA_ACT_HARD_SWISH && !values)
+    failf("%s: hard swish reads the values of its middle piece", kernel);
+  CudaRuntime &rt = runtimeOf(ctx);
+  ActivationParams p{float(alpha), float(beta)};
+  withRegionKind(kernel, kind, bits, [&](auto k, auto width) {
+    constexpr int Kind = decltype(k)::value;
+    constexpr int Bits = decltype(width)::value;
+    launchElementPass<0>(rt, kernel, 1, 1, numel,
+                         RegionGradBody<Kind, Bits>{dy, codes, values, dx, p});
+  });
+}
 
 void blpa_quantize(blpa_context *ctx, const float *x, uint8_t *codes,
                    float *params, int64_t n, int64_t c, int64_t spatial,

@@ -48,21 +48,58 @@ BLPA_HOST_DEVICE inline float activationValue(float x, ActivationParams p) {
   return low > p.beta ? p.beta : low;
 }
 
-/// dx for dy, given `saved` (the output for SIGMOID, else the input).
+/// Bits of the region codes of a piecewise activation (blpa_activation_
+/// region): 1 for CLIP and HARD_SIGMOID, 2 for HARD_SWISH, 0 for a kind
+/// without pieces (SIGMOID) or an unknown one.
+BLPA_HOST_DEVICE constexpr int activationRegionBits(int64_t kind) {
+  return kind == BLPA_ACT_CLIP || kind == BLPA_ACT_HARD_SIGMOID ? 1
+         : kind == BLPA_ACT_HARD_SWISH                          ? 2
+                                                                : 0;
+}
+
+/// The piece of the piecewise activation Kind that input x is in, as its
+/// gradient decides it: CLIP and HARD_SIGMOID 1 where the gradient passes,
+/// else 0; HARD_SWISH 0 below -3, 1 in [-3, 3], else 2 (NaN included).
+/// PyTorch's conventions at the thresholds (hardtanh, relu6, hardsigmoid
+/// pass nothing on them; hardswish's middle piece is closed).
+template <int Kind>
+BLPA_HOST_DEVICE inline uint32_t activationRegion(float x, ActivationParams p) {
+  if (Kind == BLPA_ACT_HARD_SIGMOID) {
+    float t = p.alpha * x + p.beta;
+    return t > 0.0f && t < 1.0f;
+  }
+  if (Kind == BLPA_ACT_HARD_SWISH)
+    return x < -3.0f ? 0u : x <= 3.0f ? 1u : 2u;
+  return x > p.alpha && x < p.beta;
+}
+
+/// dx for dy of an element in piece `region` of the piecewise activation
+/// Kind; `v` is its input, or an approximation of it (only HARD_SWISH's
+/// middle piece reads it, clamped to the piece, where it must be).
+template <int Kind>
+BLPA_HOST_DEVICE inline float
+activationGradInRegion(float dy, uint32_t region, float v, ActivationParams p) {
+  if (Kind == BLPA_ACT_HARD_SIGMOID)
+    return region ? dy * p.alpha : 0.0f;
+  if (Kind == BLPA_ACT_HARD_SWISH) {
+    if (region != 1)
+      return region ? dy : 0.0f;
+    float inside = fminf(fmaxf(v, -3.0f), 3.0f);
+    return dy * (inside / 3.0f + 0.5f);
+  }
+  return region ? dy : 0.0f;
+}
+
+/// dx for dy, given `saved` (the output for SIGMOID, else the input). The
+/// piecewise kinds decide the piece as blpa_activation_region does, so a
+/// gradient read from region codes masks exactly as this one.
 template <int Kind>
 BLPA_HOST_DEVICE inline float activationGrad(float dy, float saved,
                                              ActivationParams p) {
   if (Kind == BLPA_ACT_SIGMOID)
     return dy * (saved * (1.0f - saved));
-  if (Kind == BLPA_ACT_HARD_SIGMOID) {
-    float t = p.alpha * saved + p.beta;
-    return t > 0.0f && t < 1.0f ? dy * p.alpha : 0.0f;
-  }
-  if (Kind == BLPA_ACT_HARD_SWISH)
-    return saved < -3.0f   ? 0.0f
-           : saved <= 3.0f ? dy * (saved / 3.0f + 0.5f)
-                           : dy;
-  return saved > p.alpha && saved < p.beta ? dy : 0.0f;
+  return activationGradInRegion<Kind>(dy, activationRegion<Kind>(saved, p),
+                                      saved, p);
 }
 
 /// Calls f(std::integral_constant<int, kind>()) so that the kind is a

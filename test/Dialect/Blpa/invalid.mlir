@@ -162,8 +162,42 @@ func.func @wide_mask(%c: !blpa.packed<4xi4, mask>) {
 
 // -----
 
-// expected-error @+1 {{unknown packed scheme 'log'; expected bn_relu, affine, nonneg, mask or argmax}}
+// expected-error @+1 {{unknown packed scheme 'log'; expected bn_relu, affine, nonneg, mask, argmax or region}}
 func.func @unknown_scheme(%c: !blpa.packed<4xi4, log>) {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{region codes have 1 or 2 bits}}
+func.func @wide_region(%c: !blpa.packed<4xi4, region>) {
+  return
+}
+
+// -----
+
+func.func @region_of_sigmoid(%x: tensor<4x4xf32>) {
+  // expected-error @+2 {{activation kind 0 has no region codes}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %k = blpa.activation_region %x {kind = 0 : i64, alpha = 0.0 : f32, beta = 0.0 : f32} : (tensor<4x4xf32>) -> !blpa.packed<4x4xi1, region>
+  return
+}
+
+// -----
+
+func.func @region_width(%g: tensor<4x4xf32>, %k: !blpa.packed<4x4xi1, region>) {
+  // expected-error @+2 {{activation_grad_region: expected codes '!blpa.packed<4x4xi2, region>', got '!blpa.packed<4x4xi1, region>'}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %dx = blpa.activation_grad_region %g, %k {kind = 2 : i64, alpha = 0.0 : f32, beta = 0.0 : f32} : (tensor<4x4xf32>, !blpa.packed<4x4xi1, region>) -> tensor<4x4xf32>
+  return
+}
+
+// -----
+
+func.func @region_values(%g: tensor<4x4xf32>, %k: !blpa.packed<4x4xi2, region>) {
+  // expected-error @+2 {{activation_grad_region: values of the grad's type are read by hard swish only}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %dx = blpa.activation_grad_region %g, %k {kind = 2 : i64, alpha = 0.0 : f32, beta = 0.0 : f32} : (tensor<4x4xf32>, !blpa.packed<4x4xi2, region>) -> tensor<4x4xf32>
   return
 }
 

@@ -76,7 +76,16 @@ func.func @codes(%x: tensor<2x3x5x5xf32>, %s: tensor<3xf32>, %t: tensor<3xf32>, 
   %p:2 = blpa.max_pool_argmax %x {kernel_shape = array<i64: 3, 3>, strides = array<i64: 2, 2>, pads = array<i64: 1, 1, 1, 1>} : (tensor<2x3x5x5xf32>) -> (tensor<2x3x3x3xf32>, !blpa.packed<2x3x3x3xi4, argmax>)
   // CHECK: blpa.max_pool_grad_argmax {{.*}} -> tensor<2x3x5x5xf32>
   %pg = blpa.max_pool_grad_argmax %p#0, %p#1 {kernel_shape = array<i64: 3, 3>, strides = array<i64: 2, 2>, pads = array<i64: 1, 1, 1, 1>, input_shape = array<i64: 2, 3, 5, 5>} : (tensor<2x3x3x3xf32>, !blpa.packed<2x3x3x3xi4, argmax>) -> tensor<2x3x5x5xf32>
-  return %pg : tensor<2x3x5x5xf32>
+  // CHECK: %[[HS:.*]] = blpa.activation_region %{{.*}} {alpha = 0.000000e+00 : f32, beta = 0.000000e+00 : f32, kind = 2 : i64} : (tensor<2x3x5x5xf32>) -> !blpa.packed<2x3x5x5xi2, region>
+  %hs = blpa.activation_region %x {kind = 2 : i64, alpha = 0.0 : f32, beta = 0.0 : f32} : (tensor<2x3x5x5xf32>) -> !blpa.packed<2x3x5x5xi2, region>
+  // CHECK: blpa.activation_grad_region %{{.*}}, %[[HS]], %{{.*}} {{.*}} : (tensor<2x3x5x5xf32>, !blpa.packed<2x3x5x5xi2, region>, tensor<2x3x5x5xf32>) -> tensor<2x3x5x5xf32>
+  %hg = blpa.activation_grad_region %pg, %hs, %d {kind = 2 : i64, alpha = 0.0 : f32, beta = 0.0 : f32} : (tensor<2x3x5x5xf32>, !blpa.packed<2x3x5x5xi2, region>, tensor<2x3x5x5xf32>) -> tensor<2x3x5x5xf32>
+  // CHECK: blpa.activation_region %{{.*}} alpha %{{.*}} {{.*}} : (tensor<2x3x5x5xf32>, tensor<1xf32>) -> !blpa.packed<2x3x5x5xi1, region>
+  %lo = blpa.param "lo" : tensor<1xf32>
+  %cr = blpa.activation_region %x alpha %lo {kind = 3 : i64, alpha = 0xFF800000 : f32, beta = 6.0 : f32} : (tensor<2x3x5x5xf32>, tensor<1xf32>) -> !blpa.packed<2x3x5x5xi1, region>
+  // CHECK: blpa.activation_grad_region %{{.*}}, %{{.*}} {{.*}} : (tensor<2x3x5x5xf32>, !blpa.packed<2x3x5x5xi1, region>) -> tensor<2x3x5x5xf32>
+  %cg = blpa.activation_grad_region %hg, %cr {kind = 3 : i64, alpha = 0xFF800000 : f32, beta = 6.0 : f32} : (tensor<2x3x5x5xf32>, !blpa.packed<2x3x5x5xi1, region>) -> tensor<2x3x5x5xf32>
+  return %cg : tensor<2x3x5x5xf32>
 }
 
 // Batch norm fused with its ReLU (--blpa-fuse-batch-norm-relu).

@@ -103,7 +103,9 @@
   X(blpa_batch_norm_relu_grad_decode)                                          \
   X(blpa_bn_decode)                                                            \
   X(blpa_quantize)                                                             \
-  X(blpa_dequantize)
+  X(blpa_dequantize)                                                           \
+  X(blpa_activation_region)                                                    \
+  X(blpa_activation_grad_region)
 
 // The CPU runtime's functions under the names the build gave them.
 extern "C" {
@@ -912,7 +914,16 @@ void testActivationDynamic(const char *name, bool loAt, bool hiAt) {
   });
 }
 
-void testActivations() {
+/// One activation kind with its parameters and values on and next to the
+/// bounds of its branches.
+struct ActivationCase {
+  const char *name;
+  int64_t kind;
+  double alpha, beta;
+  Floats specials;
+};
+
+std::vector<ActivationCase> activationCases() {
   const float inf = std::numeric_limits<float>::infinity();
   const float nan = std::numeric_limits<float>::quiet_NaN();
   auto around = [](Floats bounds) {
@@ -932,12 +943,7 @@ void testActivations() {
   Floats clip = around({-1.5f, 2.25f});
   for (float v : {nan, inf, -inf})
     clip.push_back(v);
-  const struct {
-    const char *name;
-    int64_t kind;
-    double alpha, beta;
-    Floats specials;
-  } cases[] = {
+  return {
       {"sigmoid",
        BLPA_ACT_SIGMOID,
        0,
@@ -951,7 +957,10 @@ void testActivations() {
       {"clip_relu6", BLPA_ACT_CLIP, 0, 6, relu6},
       {"clip", BLPA_ACT_CLIP, -1.5, 2.25, clip},
   };
-  for (const auto &c : cases)
+}
+
+void testActivations() {
+  for (const ActivationCase &c : activationCases())
     for (size_t numel : {size_t(1), size_t(7), size_t(10007)})
       for (bool misaligned : {false, true})
         testActivation(c.name, c.kind, c.alpha, c.beta, c.specials, numel,
@@ -959,6 +968,103 @@ void testActivations() {
   testActivationDynamic("both", true, true);
   testActivationDynamic("min_only", true, false);
   testActivationDynamic("max_only", false, true);
+}
+
+//===----------------------------------------------------------------------===//
+// Region codes of piecewise activations (blpa_activation_region and
+// blpa_activation_grad_region), kept in this one block to move with the
+// activation tests.
+//===----------------------------------------------------------------------===//
+
+/// The codes, then the gradient from them (out of place and in place over
+/// dy) with values moved by up to half a 4-bit bin, as decoded ones are.
+void testActivationRegion(const ActivationCase &a, size_t numel,
+                          bool misaligned) {
+  const int bits = a.kind == BLPA_ACT_HARD_SWISH ? 2 : 1;
+  const bool readsValues = a.kind == BLPA_ACT_HARD_SWISH;
+  std::string base = format("activation_region/%s/%zu%s", a.name, numel,
+                            misaligned ? "/misaligned" : "");
+  Floats x = withValues(randomFloats(numel, -8, 8), a.specials),
+         dy = randomFloats(numel), v = x,
+         moved = randomFloats(numel, -0.5f, 0.5f);
+  for (size_t i = 0; i < numel; ++i)
+    v[i] += moved[i];
+  Case k(base);
+  int xIn = k.in(x, misaligned);
+  int codes = k.codes("codes", numel, bits);
+  Results r = k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+    rt.blpa_activation_region(ctx, p.f(xIn), p.u8(codes), int64_t(numel),
+                              a.kind, a.alpha, a.beta, nullptr, nullptr, bits);
+  });
+  if (!r.ok)
+    return;
+  for (bool inPlace : {false, true}) {
+    Case g(base + "/grad" + (inPlace ? "/in_place" : ""));
+    auto [dyIn, dx] = g.operandAndResult(dy, inPlace, "dx");
+    int codesIn = g.in(r.cpuBytes("codes"));
+    int valuesIn = g.in(v, misaligned);
+    g.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+      rt.blpa_activation_grad_region(
+          ctx, p.f(dyIn), p.u8(codesIn), readsValues ? p.f(valuesIn) : nullptr,
+          p.f(dx), int64_t(numel), a.kind, a.alpha, a.beta, bits);
+    });
+  }
+}
+
+/// Clip's bounds read from device memory, one, the other or both.
+void testActivationRegionDynamic(const char *name, bool loAt, bool hiAt) {
+  const size_t numel = 10007;
+  const float lo = -1.5f, hi = 2.25f, inf = INFINITY;
+  Floats x = withValues(randomFloats(numel, -8, 8), {lo, hi});
+  Case k(std::string("activation_region_dynamic/clip_") + name);
+  int xIn = k.in(x), loIn = k.in(Floats{lo}), hiIn = k.in(Floats{hi});
+  int codes = k.codes("codes", numel, 1);
+  k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+    rt.blpa_activation_region(ctx, p.f(xIn), p.u8(codes), int64_t(numel),
+                              BLPA_ACT_CLIP, loAt ? -inf : lo, hiAt ? inf : hi,
+                              loAt ? p.f(loIn) : nullptr,
+                              hiAt ? p.f(hiIn) : nullptr, 1);
+  });
+}
+
+/// What the CPU runtime refuses (kinds without pieces, the wrong width,
+/// hard swish without values), the emulated kernels refuse.
+void testActivationRegionRejections() {
+  Floats x(64), y(64);
+  Bytes codes(64);
+  blpa_context *ctx = &emuCtx;
+  expectRejected("activation_region_sigmoid", "blpa_activation_region", [&] {
+    blpa_activation_region(ctx, x.data(), codes.data(), 64, BLPA_ACT_SIGMOID, 0,
+                           0, nullptr, nullptr, 1);
+  });
+  expectRejected(
+      "activation_region_hard_swish_1bit", "blpa_activation_region", [&] {
+        blpa_activation_region(ctx, x.data(), codes.data(), 64,
+                               BLPA_ACT_HARD_SWISH, 0, 0, nullptr, nullptr, 1);
+      });
+  expectRejected(
+      "activation_grad_region_clip_2bit", "blpa_activation_grad_region", [&] {
+        blpa_activation_grad_region(ctx, x.data(), codes.data(), nullptr,
+                                    y.data(), 64, BLPA_ACT_CLIP, 0, 6, 2);
+      });
+  expectRejected("activation_grad_region_hard_swish_no_values",
+                 "blpa_activation_grad_region", [&] {
+                   blpa_activation_grad_region(ctx, x.data(), codes.data(),
+                                               nullptr, y.data(), 64,
+                                               BLPA_ACT_HARD_SWISH, 0, 0, 2);
+                 });
+}
+
+void testActivationRegions() {
+  testActivationRegionRejections();
+  for (const ActivationCase &c : activationCases())
+    if (c.kind != BLPA_ACT_SIGMOID)
+      for (size_t numel : {size_t(1), size_t(7), size_t(10007)})
+        for (bool misaligned : {false, true})
+          testActivationRegion(c, numel, misaligned);
+  testActivationRegionDynamic("both", true, true);
+  testActivationRegionDynamic("min_only", true, false);
+  testActivationRegionDynamic("max_only", false, true);
 }
 
 /// The elements a strided copy reaches: offset + (rows - 1) * stride +
@@ -1936,6 +2042,7 @@ int main(int argc, char **argv) {
     report("emulator/" + name, error.empty(), error);
   testElementwise();
   testActivations();
+  testActivationRegions();
   testCopiesStrided();
   testPads();
   testTransposes();

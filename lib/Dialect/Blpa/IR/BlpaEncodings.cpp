@@ -34,11 +34,15 @@ static SmallVector<OpOperand *> decodableUses(ArrayRef<OpOperand *> uses) {
 bool BatchNormOp::encodeSavedActivations(const ActivationEncoding &encoding) {
   if (!isInPhase(*this, Phase::Forward))
     return false;
-  // The gradient ops of this batch norm read its input and its mean.
+  // The gradient ops of this batch norm read its input and its mean; those
+  // that must read the exact input (the last layer's) are left as they are.
   SmallVector<BatchNormGradOp> grads;
-  for (Operation *user : getMean().getUsers())
-    if (auto grad = dyn_cast<BatchNormGradOp>(user))
+  for (OpOperand *use : encoding.getBackwardUses(getInput())) {
+    auto grad = dyn_cast<BatchNormGradOp>(use->getOwner());
+    if (grad && grad.getMean() == getMean() &&
+        use->getOperandNumber() == grad.getInputMutable().getOperandNumber())
       grads.push_back(grad);
+  }
   if (grads.empty())
     return false;
 

@@ -1129,11 +1129,13 @@ static std::string packedCodeError(unsigned bits, StringRef scheme) {
     return bits == 1 ? "" : "mask codes have 1 bit";
   if (scheme == "argmax")
     return "";
+  if (scheme == "region")
+    return bits <= 2 ? "" : "region codes have 1 or 2 bits";
   if (llvm::is_contained({"bn_relu", "affine", "nonneg"}, scheme))
     return bits != 1 ? ""
                      : ("'" + scheme + "' codes have 2, 4 or 8 bits").str();
   return ("unknown packed scheme '" + scheme +
-          "'; expected bn_relu, affine, nonneg, mask or argmax")
+          "'; expected bn_relu, affine, nonneg, mask, argmax or region")
       .str();
 }
 
@@ -1518,6 +1520,17 @@ void ClipOp::getRunTimeScalars(SmallVectorImpl<Value> &scalars) {
       scalars.push_back(bound);
 }
 
+/// The run-time parameters of an activation (null when static) have one
+/// element each.
+static LogicalResult checkRunTimeParams(std::optional<Location> loc,
+                                        StringRef op, ArrayRef<Value> params) {
+  for (Value param : params)
+    if (param && ShapedType::getNumElements(getShape(param)) != 1)
+      return emitOptionalError(loc, op, ": a run-time parameter has type ",
+                               param.getType(), "; expected one element");
+  return success();
+}
+
 LogicalResult
 ActivationGradOp::inferReturnTypes(MLIRContext *, std::optional<Location> loc,
                                    Adaptor adaptor,
@@ -1525,12 +1538,10 @@ ActivationGradOp::inferReturnTypes(MLIRContext *, std::optional<Location> loc,
   if (adaptor.getGrad().getType() != adaptor.getSaved().getType())
     return emitOptionalError(loc, "activation_grad: grad and saved types "
                                   "differ");
-  for (Value param : {adaptor.getRuntimeAlpha(), adaptor.getRuntimeBeta()})
-    if (param && ShapedType::getNumElements(getShape(param)) != 1)
-      return emitOptionalError(loc,
-                               "activation_grad: a run-time parameter "
-                               "has type ",
-                               param.getType(), "; expected one element");
+  if (failed(checkRunTimeParams(
+          loc, "activation_grad",
+          {adaptor.getRuntimeAlpha(), adaptor.getRuntimeBeta()})))
+    return failure();
   results.push_back(adaptor.getGrad().getType());
   return success();
 }
@@ -1561,6 +1572,165 @@ void ActivationGradOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
 void ActivationGradOp::getInPlaceOperands(unsigned,
                                           SmallVectorImpl<unsigned> &operands) {
   operands.append({0, 1});
+}
+
+//===----------------------------------------------------------------------===//
+// Exact pieces of piecewise activations (ActivationNeed::Region)
+//===----------------------------------------------------------------------===//
+
+namespace {
+/// How the gradient of a piecewise activation reads its pieces.
+struct ActivationRegions {
+  /// Bits of a region code (Runtime.h's blpa_activation_region).
+  unsigned bits;
+  /// Whether the slope inside a piece depends on the input (hard swish).
+  bool readsValues;
+};
+} // namespace
+
+/// The pieces of the activation `kind`'s gradient, or none for a smooth
+/// one (sigmoid).
+static std::optional<ActivationRegions> getActivationRegions(int64_t kind) {
+  switch (kind) {
+  case BLPA_ACT_CLIP:
+  case BLPA_ACT_HARD_SIGMOID:
+    return ActivationRegions{1, false};
+  case BLPA_ACT_HARD_SWISH:
+    return ActivationRegions{2, true};
+  default:
+    return std::nullopt;
+  }
+}
+
+ActivationNeed ActivationGradOp::getActivationNeed(unsigned operandIndex) {
+  return operandIndex == getSavedMutable().getOperandNumber() &&
+                 getActivationRegions(getKind())
+             ? ActivationNeed::Region
+             : ActivationNeed::Values;
+}
+
+/// Where an op reading `values` can go in their block: after the last of
+/// their definitions.
+static OpBuilder builderAfterDefinitions(ArrayRef<Value> values) {
+  Block *block = Value(values.front()).getParentBlock();
+  Operation *last = nullptr;
+  for (Value v : values) {
+    Operation *def = v ? v.getDefiningOp() : nullptr;
+    if (def && (!last || last->isBeforeInBlock(def)))
+      last = def;
+  }
+  if (!last)
+    return OpBuilder::atBlockBegin(block);
+  return OpBuilder(block, std::next(last->getIterator()));
+}
+
+bool ActivationGradOp::encodeRegion(unsigned operandIndex) {
+  std::optional<ActivationRegions> regions = getActivationRegions(getKind());
+  if (!regions || operandIndex != getSavedMutable().getOperandNumber())
+    return false;
+  // The encoder runs in the forward pass on the exact input, as soon as it
+  // and any run-time bound exist.
+  Value saved = getSaved();
+  OpBuilder b =
+      builderAfterDefinitions({saved, getRuntimeAlpha(), getRuntimeBeta()});
+  auto encode = ActivationRegionOp::create(
+      b, getLoc(), saved, getRuntimeAlpha(), getRuntimeBeta(), getKindAttr(),
+      getAlphaAttr(), getBetaAttr());
+  setPhase(encode, Phase::Forward);
+  b.setInsertionPoint(*this);
+  Value values = regions->readsValues ? saved : Value();
+  replaceKeepingPhase(*this,
+                      ActivationGradRegionOp::create(
+                          b, getLoc(), getGrad(), encode.getCodes(), values,
+                          getKindAttr(), getAlphaAttr(), getBetaAttr()));
+  return true;
+}
+
+/// The region codes of the activation `kind` for a tensor of `shape`, or
+/// an error at `loc` for a kind without pieces.
+static FailureOr<PackedType> regionCodesType(MLIRContext *ctx,
+                                             std::optional<Location> loc,
+                                             int64_t kind,
+                                             ArrayRef<int64_t> shape) {
+  std::optional<ActivationRegions> regions = getActivationRegions(kind);
+  if (!regions)
+    return emitOptionalError(loc, "activation kind ", kind,
+                             " has no region codes");
+  return PackedType::get(ctx, shape, regions->bits, "region");
+}
+
+LogicalResult ActivationRegionOp::inferReturnTypes(
+    MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
+    SmallVectorImpl<Type> &results) {
+  if (failed(checkRunTimeParams(
+          loc, "activation_region",
+          {adaptor.getRuntimeAlpha(), adaptor.getRuntimeBeta()})))
+    return failure();
+  FailureOr<PackedType> codes = regionCodesType(ctx, loc, adaptor.getKind(),
+                                                getShape(adaptor.getInput()));
+  if (failed(codes))
+    return failure();
+  results.push_back(*codes);
+  return success();
+}
+
+StringRef ActivationRegionOp::getRuntimeFunction() {
+  return "blpa_activation_region";
+}
+
+// Run-time bounds are passed as pointers, null when static.
+void ActivationRegionOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  appendData(args, {getInput(), getCodes()});
+  args.push_back(
+      RuntimeArg::i64(ShapedType::getNumElements(getShape(getInput()))));
+  args.push_back(RuntimeArg::i64(getKind()));
+  args.push_back(RuntimeArg::f64(getAlpha().convertToFloat()));
+  args.push_back(RuntimeArg::f64(getBeta().convertToFloat()));
+  appendData(args, {getRuntimeAlpha(), getRuntimeBeta()});
+  args.push_back(RuntimeArg::i64(getCodes().getType().getBits()));
+}
+
+LogicalResult ActivationGradRegionOp::inferReturnTypes(
+    MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
+    SmallVectorImpl<Type> &results) {
+  Type gradType = adaptor.getGrad().getType();
+  FailureOr<PackedType> codes =
+      regionCodesType(ctx, loc, adaptor.getKind(), getShape(adaptor.getGrad()));
+  if (failed(codes))
+    return failure();
+  if (adaptor.getCodes().getType() != *codes)
+    return emitOptionalError(loc, "activation_grad_region: expected codes ",
+                             *codes, ", got ", adaptor.getCodes().getType());
+  Value values = adaptor.getValues();
+  if (bool(values) != getActivationRegions(adaptor.getKind())->readsValues ||
+      (values && values.getType() != gradType))
+    return emitOptionalError(loc, "activation_grad_region: values of the "
+                                  "grad's type are read by hard swish only");
+  results.push_back(gradType);
+  return success();
+}
+
+StringRef ActivationGradRegionOp::getRuntimeFunction() {
+  return "blpa_activation_grad_region";
+}
+
+void ActivationGradRegionOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  appendData(args, {getGrad(), getCodes(), getValues(), getInputGrad()});
+  args.push_back(
+      RuntimeArg::i64(ShapedType::getNumElements(getShape(getGrad()))));
+  args.push_back(RuntimeArg::i64(getKind()));
+  args.push_back(RuntimeArg::f64(getAlpha().convertToFloat()));
+  args.push_back(RuntimeArg::f64(getBeta().convertToFloat()));
+  args.push_back(RuntimeArg::i64(getCodes().getType().getBits()));
+}
+
+// Each element of dx reads dy, its code and its value at its own position
+// only.
+void ActivationGradRegionOp::getInPlaceOperands(
+    unsigned, SmallVectorImpl<unsigned> &operands) {
+  operands.push_back(getGradMutable().getOperandNumber());
+  if (getValues())
+    operands.push_back(getValuesMutable()[0].getOperandNumber());
 }
 
 //===----------------------------------------------------------------------===//

@@ -2,8 +2,11 @@
 //
 // The method of Chakrabarti & Moseley (docs/design.md, "Activation
 // compression"): the forward pass stays exact, and every tensor the backward
-// pass reads is kept in between only as compact codes. Three rewrites, in
+// pass reads is kept in between only as compact codes. The rewrites, in
 // order, each leaving fewer saved tensors to the next:
+//  0. backward ops that need the exact piece of a piecewise activation
+//     (ActivationNeed::Region) read region codes computed in the forward
+//     pass instead (SavedActivationOpInterface::encodeRegion);
 //  1. forward ops that know a better encoding of what their gradient reads
 //     apply it themselves (SavedActivationOpInterface::
 //     encodeSavedActivations: batch norms keep the method's bn_relu codes,
@@ -11,6 +14,8 @@
 //  2. every remaining saved tensor is quantized, masked or kept in float32.
 // What a backward op needs of a saved operand, and whether a forward result
 // is non-negative, also comes from each op's SavedActivationOpInterface.
+// Every step sees a saved value's uses through getBackwardUses, which keeps
+// the last layer's input and the per-node float32 policies exact.
 //
 //===----------------------------------------------------------------------===//
 
@@ -46,6 +51,7 @@ private:
   LogicalResult parsePolicies();
   Policy getPolicy(Operation *op);
   SmallVector<OpOperand *> getBackwardUses(Value v);
+  void encodeRegions(func::FuncOp step);
   void encodeByOps(func::FuncOp step);
   std::optional<StringRef> chooseScheme(Value v, ArrayRef<OpOperand *> uses);
   void compressRemaining(func::FuncOp step);
@@ -88,8 +94,37 @@ Policy CompressActivationsPass::getPolicy(Operation *op) {
   return it->getValue();
 }
 
+/// The forward ops of `step` whose results may be saved activations, as a
+/// list taken before the rewrites insert encoders and decoders: not the
+/// parameters (persistent) nor the encoders already there.
+static SmallVector<Operation *> getForwardProducers(func::FuncOp step) {
+  SmallVector<Operation *> producers;
+  for (Operation &op : step.getBody().front())
+    if (isInPhase(&op, Phase::Forward) && !isa<ParamOp, QuantizeOp>(op))
+      producers.push_back(&op);
+  return producers;
+}
+
+/// Whether `v` is the loss's gradient of the logits, or a view of it.
+static bool isLogitsGradient(Value v) {
+  Operation *def = v.getDefiningOp();
+  if (auto reshape = dyn_cast_or_null<ReshapeOp>(def))
+    return isLogitsGradient(reshape.getInput());
+  return isa_and_nonnull<SoftmaxCrossEntropyGradOp>(def);
+}
+
+/// Whether `op` reads the loss's gradient of the logits: it differentiates
+/// the last layer, whose input the method keeps exact, as the reference
+/// does (it is small, and the classifier's weight gradient is made of it
+/// alone).
+static bool differentiatesLastLayer(Operation *op) {
+  return llvm::any_of(op->getOperands(), isLogitsGradient);
+}
+
 /// The uses of `v` by backward-phase ops that may read an approximation of
-/// it: the gradients of nodes whose policy is float32 keep reading `v`.
+/// it: the gradients of the last layer and of nodes whose policy is float32
+/// keep reading `v`. Every encoder finds its uses here, so these rules hold
+/// whatever encodes `v`.
 SmallVector<OpOperand *> CompressActivationsPass::getBackwardUses(Value v) {
   SmallVector<OpOperand *> uses;
   bool keptExact = false;
@@ -97,18 +132,36 @@ SmallVector<OpOperand *> CompressActivationsPass::getBackwardUses(Value v) {
     Operation *owner = use.getOwner();
     if (!isInPhase(owner, Phase::Backward))
       continue;
-    if (getPolicy(owner) == Policy::Float32)
+    if (getPolicy(owner) == Policy::Float32 || differentiatesLastLayer(owner))
       keptExact = true;
     else
       uses.push_back(&use);
   }
   Operation *producer = v.getDefiningOp();
-  if (keptExact && producer) {
+  if (keptExact && producer && !producer->hasAttr(kSavedPolicyAttrName)) {
     ++numKeptFloat;
     producer->setAttr(kSavedPolicyAttrName,
                       StringAttr::get(producer->getContext(), "float32"));
   }
   return uses;
+}
+
+/// Lets each backward op that needs the exact piece of a piecewise
+/// activation in a saved value read region codes of it instead. It runs
+/// first, so that the values such an op still reads are left to the
+/// encoders that follow like any other saved value.
+void CompressActivationsPass::encodeRegions(func::FuncOp step) {
+  SmallVector<std::pair<SavedActivationOpInterface, unsigned>> readers;
+  for (Operation *producer : getForwardProducers(step))
+    for (Value v : producer->getResults())
+      for (OpOperand *use : getBackwardUses(v))
+        if (getActivationNeed(*use) == ActivationNeed::Region)
+          readers.emplace_back(
+              cast<SavedActivationOpInterface>(use->getOwner()),
+              use->getOperandNumber());
+  for (auto [reader, operandIndex] : readers)
+    if (reader.encodeRegion(operandIndex))
+      ++numRegions;
 }
 
 /// Lets each forward op that knows how to encode what its gradient reads
@@ -125,16 +178,6 @@ void CompressActivationsPass::encodeByOps(func::FuncOp step) {
   for (SavedActivationOpInterface op : ops)
     if (op.encodeSavedActivations(encoding))
       ++numSelfEncoded;
-}
-
-/// Whether `op` reads the loss's gradient of the logits: it differentiates
-/// the last layer, whose input the method keeps exact, as the reference
-/// does (it is small, and the classifier's weight gradient is made of it
-/// alone).
-static bool differentiatesLastLayer(Operation *op) {
-  return llvm::any_of(op->getOperands(), [](Value v) {
-    return v.getDefiningOp<SoftmaxCrossEntropyGradOp>() != nullptr;
-  });
 }
 
 /// Whether `v` is computed from parameters alone (a transposed weight): a
@@ -155,12 +198,14 @@ std::optional<StringRef>
 CompressActivationsPass::chooseScheme(Value v, ArrayRef<OpOperand *> uses) {
   if (isComputedFromParams(v))
     return std::nullopt;
-  // Decoded values would move a window's maximum among near-ties.
-  if (llvm::any_of(uses, [](OpOperand *use) {
+  // Decoded values would move a window's maximum among near-ties, or an
+  // element across an activation's threshold (a piece no op encoded; the
+  // naive baseline decides pieces on decoded values on purpose).
+  if (llvm::any_of(uses, [&](OpOperand *use) {
         ActivationNeed need = getActivationNeed(*use);
         return need == ActivationNeed::WindowArgmax ||
                need == ActivationNeed::Exact ||
-               differentiatesLastLayer(use->getOwner());
+               (need == ActivationNeed::Region && !naive);
       }))
     return std::nullopt;
   auto type = cast<ShapedType>(v.getType());
@@ -194,17 +239,6 @@ static void decodeForBackward(QuantizeOp quantize, ArrayRef<OpOperand *> uses) {
     return DequantizeOp::create(b, loc, quantize.getCodes(),
                                 quantize.getParams());
   });
-}
-
-/// The forward ops of `step` whose results may be saved activations, as a
-/// list taken before the rewrites insert encoders and decoders: not the
-/// parameters (persistent) nor the encoders already there.
-static SmallVector<Operation *> getForwardProducers(func::FuncOp step) {
-  SmallVector<Operation *> producers;
-  for (Operation &op : step.getBody().front())
-    if (isInPhase(&op, Phase::Forward) && !isa<ParamOp, QuantizeOp>(op))
-      producers.push_back(&op);
-  return producers;
 }
 
 void CompressActivationsPass::compressRemaining(func::FuncOp step) {
@@ -279,6 +313,7 @@ void CompressActivationsPass::runOnOperation() {
   if (naive) {
     quantizeForward(step);
   } else {
+    encodeRegions(step);
     encodeByOps(step);
     compressRemaining(step);
   }

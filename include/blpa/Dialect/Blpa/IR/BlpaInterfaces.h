@@ -64,6 +64,11 @@ enum class ActivationNeed {
   Sign,
   /// Only where each max-pooling window's first maximum is.
   WindowArgmax,
+  /// Exactly which piece of a piecewise activation each element is in (the
+  /// gradient's mask: Clip's, HardSigmoid's, HardSwish's), plus the values
+  /// where the slope inside a piece depends on them; decoded values would
+  /// move elements near a threshold into the wrong piece.
+  Region,
   /// The exact values: an approximation would distort the gradient too much
   /// for the memory it saves (the loss's logits).
   Exact,

@@ -82,11 +82,13 @@ def Blpa_SavedActivationOpInterface : OpInterface<"SavedActivationOpInterface"> 
   let description = [{
     What an op knows about the activations a training step keeps for its
     backward pass, used by --blpa-compress-activations: how much of a saved
-    operand a backward op really needs (its values, only their sign, or only
-    where each pooling window's maximum is), how a forward op encodes what
-    its own gradient reads, and whether a forward op's result is never
-    negative (then zero is encoded exactly). Ops without the interface need
-    the values, encode nothing themselves and may produce anything.
+    operand a backward op really needs (its values, only their sign, only
+    where each pooling window's maximum is, or the exact piece of a
+    piecewise activation), how a forward op encodes what its own gradient
+    reads, how a backward op keeps its pieces exact, and whether a forward
+    op's result is never negative (then zero is encoded exactly). Ops
+    without the interface need the values, encode nothing themselves and
+    may produce anything.
   }];
   let cppNamespace = "::mlir::blpa";
   let methods = [
@@ -103,6 +105,16 @@ def Blpa_SavedActivationOpInterface : OpInterface<"SavedActivationOpInterface"> 
       }],
       "bool", "encodeSavedActivations",
       (ins "const ::mlir::blpa::ActivationEncoding &":$encoding), [{}],
+      [{ return false; }]>,
+    InterfaceMethod<[{
+        Rewrites this backward op, which needs the exact region of its
+        operand `operandIndex` (getActivationNeed returns Region), to read
+        region codes that a forward-phase encoder, built right after the
+        operand's producer, computes from the exact operand. The values the
+        op still needs (an approximation will do) it reads from the operand,
+        an ordinary saved activation then. Returns whether it did.
+      }],
+      "bool", "encodeRegion", (ins "unsigned":$operandIndex), [{}],
       [{ return false; }]>,
     InterfaceMethod<[{
         Whether every element of the op's results is >= 0, given a predicate

@@ -36,6 +36,9 @@ defvar InPlace = DeclareOpInterfaceMethods<Blpa_InPlaceOpInterface>;
 // A backward op that needs less than the values of a saved operand.
 defvar ActivationNeedRule = DeclareOpInterfaceMethods<
     Blpa_SavedActivationOpInterface, ["getActivationNeed"]>;
+// A backward op that needs the exact piece of a piecewise activation.
+defvar RegionRule = DeclareOpInterfaceMethods<
+    Blpa_SavedActivationOpInterface, ["getActivationNeed", "encodeRegion"]>;
 
 def Blpa_PackedTensor : Type<CPred<"::llvm::isa<::mlir::blpa::PackedType>($_self)">,
     "packed activation codes", "::mlir::blpa::PackedType">;
@@ -502,12 +505,15 @@ def Blpa_DropoutGradOp : Blpa_ComputeOp<"dropout_grad", [InPlace]> {
 }
 
 def Blpa_ActivationGradOp : Blpa_ComputeOp<"activation_grad", [InPlace,
-    AttrSizedOperandSegments]> {
+    AttrSizedOperandSegments, RegionRule]> {
   let summary = "Gradient of an element-wise activation of `kind`";
   let description = [{
     `saved` is the activation's output for sigmoid and its input for the
     other kinds (blpa_activation_grad in Runtime.h); `runtime_alpha` /
-    `runtime_beta` replace the parameters as in the activation.
+    `runtime_beta` replace the parameters as in the activation. For the
+    piecewise kinds (clip, hard sigmoid, hard swish) it needs the exact
+    piece of `saved` (ActivationNeed::Region): compression turns it into
+    `blpa.activation_grad_region`.
   }];
   let arguments = (ins Blpa_F32Tensor:$grad, Blpa_F32Tensor:$saved,
                    Optional<Blpa_F32Tensor>:$runtime_alpha,
@@ -698,6 +704,45 @@ def Blpa_DequantizeOp : Blpa_ComputeOp<"dequantize"> {
   let summary = "Decodes blpa.quantize codes (a mask decodes to 1.0 / 0.0)";
   let arguments = (ins Blpa_PackedTensor:$codes, Optional<Blpa_F32Tensor>:$params);
   let results = (outs Blpa_F32Tensor:$output);
+}
+
+def Blpa_ActivationRegionOp : Blpa_ComputeOp<"activation_region",
+    [AttrSizedOperandSegments]> {
+  let summary = "Which piece of a piecewise activation each element is in";
+  let description = [{
+    The `region` codes of `input` for the activation `kind` with parameters
+    `alpha`, `beta` (or `runtime_alpha`, `runtime_beta`), as
+    blpa.activation_grad has them: 1 bit for clip and hard sigmoid (1 where
+    the gradient passes), 2 bits for hard swish (0 below -3, 1 in [-3, 3],
+    2 above). Each code is the exact gradient's own decision on the exact
+    input, so a gradient read from the codes masks exactly as it does.
+  }];
+  let arguments = (ins Blpa_F32Tensor:$input,
+                   Optional<Blpa_F32Tensor>:$runtime_alpha,
+                   Optional<Blpa_F32Tensor>:$runtime_beta,
+                   I64Attr:$kind, F32Attr:$alpha, F32Attr:$beta);
+  let results = (outs Blpa_PackedTensor:$codes);
+  let assemblyFormat = [{
+    $input (`alpha` $runtime_alpha^)? (`beta` $runtime_beta^)?
+    attr-dict `:` functional-type(operands, results)
+  }];
+}
+
+def Blpa_ActivationGradRegionOp : Blpa_ComputeOp<"activation_grad_region",
+    [InPlace]> {
+  let summary = "Gradient of a piecewise activation from its region codes";
+  let description = [{
+    `blpa.activation_grad` with the piece of each element read from
+    `blpa.activation_region` codes: clip passes `grad` in region 1, hard
+    sigmoid `alpha * grad`; hard swish gives 0 in region 0, `grad` in
+    region 2 and `grad * (v / 3 + 1/2)` in region 1, where `values` (an
+    approximation of the input will do; present for hard swish only) is
+    clamped to [-3, 3], the piece the input is known to be in.
+  }];
+  let arguments = (ins Blpa_F32Tensor:$grad, Blpa_PackedTensor:$codes,
+                   Optional<Blpa_F32Tensor>:$values,
+                   I64Attr:$kind, F32Attr:$alpha, F32Attr:$beta);
+  let results = (outs Blpa_F32Tensor:$input_grad);
 }
 
 def Blpa_MaxPoolArgmaxOp : Blpa_ComputeOp<"max_pool_argmax", [

@@ -43,6 +43,11 @@ def BlpaCompressActivations : Pass<"blpa-compress-activations", "ModuleOp"> {
     is kept until the backward pass in compact form, while the forward pass
     stays exact:
 
+    * first, the gradient of a piecewise activation (clip, hard sigmoid,
+      hard swish) reads exact region codes of its input
+      (`blpa.activation_region`, 1 or 2 bits, computed in the forward pass),
+      so its mask is exact; hard swish's slope inside [-3, 3] still reads
+      the input's values, saved like any other tensor;
     * a training batch norm whose gradient is taken becomes
       `blpa.batch_norm_encode`, writing the method's `bn_relu` codes of its
       output; its gradient (`blpa.batch_norm_grad_decode`), the gradient of
@@ -54,9 +59,13 @@ def BlpaCompressActivations : Pass<"blpa-compress-activations", "ModuleOp"> {
     * every other saved tensor gets a policy: float32 (graph inputs, which
       live outside the arena, and tensors of fewer than `min-elements`
       elements), a 1-bit mask when its backward readers need only its sign
-      (a ReLU gradient), or `blpa.quantize` with per-channel ranges (`nonneg`
-      when the op's SavedActivationOpInterface says it is never negative, so
-      zero stays exact; else `affine`).
+      (a ReLU gradient), or `blpa.quantize` with per-channel ranges
+      (`nonneg` when the op's SavedActivationOpInterface says it is never
+      negative, so zero stays exact; else `affine`).
+
+    Whatever produced it, the input of the last layer (read by the gradient
+    of the op that reads the logits' gradient) stays float32 for that
+    reader, as in the reference library: no encoder sees that use.
 
     Encoders are placed right after the producer, decoders right before the
     first backward reader, so the full-precision tensor dies in the forward
@@ -87,6 +96,8 @@ def BlpaCompressActivations : Pass<"blpa-compress-activations", "ModuleOp"> {
               "codes, argmax)">,
     Statistic<"numQuantized", "quantized", "Tensors quantized per channel">,
     Statistic<"numMasks", "masks", "Tensors kept as 1-bit masks">,
+    Statistic<"numRegions", "regions",
+              "Activation gradients reading exact region codes">,
     Statistic<"numKeptFloat", "kept-float32", "Saved tensors kept in float32">,
   ];
 }
