@@ -142,7 +142,9 @@ constexpr double bnEps = 1e-5;
 //===----------------------------------------------------------------------===//
 
 inline int passed = 0, failed = 0;
-inline bool verbose = false;
+/// verbose: PASS lines too; quiet: checks counted, not printed (cases
+/// listed, not run).
+inline bool verbose = false, quiet = false;
 
 std::string format(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 inline std::string format(const char *fmt, ...) {
@@ -158,10 +160,14 @@ inline void report(const std::string &name, bool ok,
                    const std::string &detail) {
   if (ok) {
     ++passed;
+    if (quiet)
+      return;
     if (verbose)
       std::printf("PASS %s\n", name.c_str());
   } else {
     ++failed;
+    if (quiet)
+      return;
     std::printf("FAIL %s: %s\n", name.c_str(), detail.c_str());
   }
   std::fflush(stdout);
