@@ -248,15 +248,20 @@ inline void testElementwise() {
 //===----------------------------------------------------------------------===//
 
 /// An activation of Runtime.h with the values next to its branch bounds.
+/// `exact`: the kernel's float operations round the exact result once
+/// (clip's bounds are floats, hard_sigmoid's affine map is evaluated in
+/// float), so a double reference rounded once matches bit for bit.
 struct ActivationCase {
   const char *name;
   int64_t kind;
   double alpha, beta;
+  bool exact;
   Floats specials;
 };
 
-/// Every activation kind (two hard-sigmoid slopes, clip with bounds or as
-/// ReLU6), with `specials` on and next to the bounds of its branches.
+/// Every activation kind (two hard-sigmoid slopes, ONNX's defaults among
+/// them; clip with bounds, as ReLU6 and to a point), with `specials` on
+/// and next to the bounds of its branches.
 inline std::vector<ActivationCase> activationCases() {
   const float inf = std::numeric_limits<float>::infinity();
   const float nan = std::numeric_limits<float>::quiet_NaN();
@@ -282,14 +287,16 @@ inline std::vector<ActivationCase> activationCases() {
        BLPA_ACT_SIGMOID,
        0,
        0,
-       {0.0f, -0.0f, 20.0f, 100.0f, -20.0f, -100.0f, nan}},
-      {"hard_sigmoid_pow2", BLPA_ACT_HARD_SIGMOID, 0.25, 0.5,
+       false,
+       {0.0f, -0.0f, 20.0f, 100.0f, -20.0f, -100.0f, 8.0f, -8.0f, nan}},
+      {"hard_sigmoid_pow2", BLPA_ACT_HARD_SIGMOID, 0.25, 0.5, true,
        around({-2.0f, 2.0f, 0.0f})},
-      {"hard_sigmoid", BLPA_ACT_HARD_SIGMOID, 0.2, 0.5,
+      {"hard_sigmoid", BLPA_ACT_HARD_SIGMOID, 0.2, 0.5, true,
        around({-2.5f, 2.5f, 0.0f})},
-      {"hard_swish", BLPA_ACT_HARD_SWISH, 0, 0, swish},
-      {"clip_relu6", BLPA_ACT_CLIP, 0, 6, relu6},
-      {"clip", BLPA_ACT_CLIP, -1.5, 2.25, clip},
+      {"hard_swish", BLPA_ACT_HARD_SWISH, 0, 0, false, swish},
+      {"clip_relu6", BLPA_ACT_CLIP, 0, 6, true, relu6},
+      {"clip", BLPA_ACT_CLIP, -1.5, 2.25, true, clip},
+      {"clip_point", BLPA_ACT_CLIP, 1, 1, true, {1.0f, nan, 0.5f, 2.0f}},
   };
 }
 
@@ -887,8 +894,8 @@ inline BnData bnCodeData(const BnShape &s) {
   return d;
 }
 
-/// y of a training forward (checked by checkNormalization), mean and
-/// inv_std.
+/// y of a training forward (within floatTol of the reference's, and
+/// checked by checkNormalization), mean and inv_std.
 inline void addTrainOutputs(Case &k, const BnData &d, int &y, int &mean,
                             int &invStd) {
   y = k.out("y", d.numel(), Tol{-1, floatTol});
@@ -1205,7 +1212,8 @@ inline void testConvGrad(const ConvGeometry &cc, const std::string &name,
                          ConvGradKernel Api::*kernel, const Floats &dy,
                          const Floats &other, size_t outSize) {
   Case k(convPrefix(cc) + name);
-  int dyIn = k.in(dy), otherIn = k.in(other), out = k.out("out", outSize);
+  int dyIn = k.in(dy), otherIn = k.in(other),
+      out = k.out("out", outSize, libraryTol);
   k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
     (rt.*kernel)(ctx, p.f(dyIn), p.f(otherIn), p.f(out), cc.n, cc.c, cc.k,
                  cc.group, WINDOW_ARGS(cc.win));
@@ -1218,7 +1226,7 @@ inline void testConv(const ConvGeometry &cc) {
   for (bool withBias : {false, true}) {
     Case k(convPrefix(cc) + (withBias ? "forward_bias" : "forward"));
     int xIn = k.in(x), wIn = k.in(wt), bIn = k.in(b),
-        y = k.out("y", cc.ySize());
+        y = k.out("y", cc.ySize(), libraryTol);
     k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
       rt.blpa_conv(ctx, p.f(xIn), p.f(wIn), withBias ? p.f(bIn) : nullptr,
                    p.f(y), cc.n, cc.c, cc.k, cc.group, WINDOW_ARGS(cc.win));
@@ -1237,7 +1245,7 @@ inline void testGemm(int64_t m, int64_t n, int64_t k, bool transA, bool transB,
                 (long long)cCols));
   int a = g.in(randomFloats(m * k)), b = g.in(randomFloats(k * n)),
       c = g.in(randomFloats(std::max<int64_t>(cRows * cCols, 1))),
-      y = g.out("y", m * n);
+      y = g.out("y", m * n, libraryTol);
   g.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
     rt.blpa_gemm(ctx, p.f(a), p.f(b), cRows ? p.f(c) : nullptr, p.f(y), m, n, k,
                  transA, transB, alpha, beta, cRows, cCols);
@@ -1252,7 +1260,8 @@ inline void testBatchMatMul(int64_t batch, int64_t m, int64_t n, int64_t k,
                 (long long)batch, (long long)m, (long long)n, (long long)k,
                 transA, transB, (long long)aBatch, (long long)bBatch));
   int a = g.in(randomFloats(aBatch * m * k)),
-      b = g.in(randomFloats(bBatch * k * n)), y = g.out("y", batch * m * n);
+      b = g.in(randomFloats(bBatch * k * n)),
+      y = g.out("y", batch * m * n, libraryTol);
   g.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
     rt.blpa_batch_matmul(ctx, p.f(a), p.f(b), p.f(y), batch, m, n, k, transA,
                          transB, aBatch, bBatch);

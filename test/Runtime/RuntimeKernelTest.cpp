@@ -21,7 +21,7 @@
 
 #include "blpa/Runtime/Runtime.h"
 
-#include "WindowCase.h"
+#include "KernelCases.h"
 
 // The dropout mask Runtime.h defines.
 #include "../../lib/Runtime/Common/DropoutMask.h"
@@ -43,31 +43,34 @@
 
 namespace {
 
+using blpa_test::ActivationCase;
+using blpa_test::awayFromZero;
+using blpa_test::Bytes;
 using blpa_test::convGeometries;
 using blpa_test::ConvGeometry;
+using blpa_test::Floats;
+using blpa_test::packedSize;
+using blpa_test::product;
+using blpa_test::randomFloats;
+using blpa_test::randomInts;
+using blpa_test::randomNormals;
+using blpa_test::report;
+using blpa_test::rng;
+using blpa_test::withValues;
 using blpa_test::WindowGeometry;
-using Floats = std::vector<float>;
 using Doubles = std::vector<double>;
 
-int passed = 0, failed = 0;
-
-void report(const std::string &name, bool ok, const std::string &detail) {
-  if (ok) {
-    ++passed;
-    std::printf("PASS %s\n", name.c_str());
-  } else {
-    ++failed;
-    std::printf("FAIL %s: %s\n", name.c_str(), detail.c_str());
-  }
-  std::fflush(stdout);
-}
-
-/// ||got - want|| / ||want|| must not exceed tol (absolute when want is 0).
+/// ||got - want|| / ||want|| must not exceed tol (absolute when want is 0);
+/// NaN only where the reference is NaN.
 void expectClose(const std::string &name, const float *got, const Doubles &want,
                  double tol = 1e-5) {
   double diff = 0, norm = 0;
   bool finite = true;
   for (size_t i = 0; i < want.size(); ++i) {
+    if (std::isnan(want[i])) {
+      finite &= std::isnan(got[i]);
+      continue;
+    }
     finite &= std::isfinite(got[i]);
     diff += (got[i] - want[i]) * (got[i] - want[i]);
     norm += want[i] * want[i];
@@ -94,32 +97,6 @@ bool sameBits(const Floats &a, const Floats &b) {
 
 void expectBitwise(const std::string &name, const Floats &a, const Floats &b) {
   report(name, sameBits(a, b), "two runs on the same input differ");
-}
-
-std::mt19937_64 rng(20240611);
-
-Floats randomFloats(size_t n, float lo = -1, float hi = 1) {
-  std::uniform_real_distribution<float> dist(lo, hi);
-  Floats v(n);
-  for (float &x : v)
-    x = dist(rng);
-  return v;
-}
-
-/// Small integers, so that pooling windows contain ties.
-Floats randomInts(size_t n, int lo, int hi) {
-  std::uniform_int_distribution<int> dist(lo, hi);
-  Floats v(n);
-  for (float &x : v)
-    x = float(dist(rng));
-  return v;
-}
-
-int64_t product(const std::vector<int64_t> &dims) {
-  int64_t p = 1;
-  for (int64_t d : dims)
-    p *= d;
-  return p;
 }
 
 blpa_context ctx;
@@ -767,18 +744,7 @@ void testBadLabels() {
 // Activation codes
 //===----------------------------------------------------------------------===//
 
-using Bytes = std::vector<uint8_t>;
 using Codes = std::vector<int>;
-
-Floats randomNormals(size_t n, float mean, float stddev) {
-  std::normal_distribution<float> dist(mean, stddev);
-  Floats v(n);
-  for (float &x : v)
-    x = dist(rng);
-  return v;
-}
-
-size_t packedSize(size_t numel, int bits) { return (numel * bits + 7) / 8; }
 
 /// The packed layout of Runtime.h, written out from its definition.
 Bytes packRef(const Codes &codes, int bits) {
@@ -797,7 +763,7 @@ Codes unpackRef(const uint8_t *packed, size_t numel, int bits) {
 
 /// Room for numel codes, filled with junk the kernel must overwrite, then
 /// guard bytes it must not touch.
-constexpr size_t guardBytes = 16;
+using blpa_test::guardBytes;
 constexpr uint8_t junk = 0xA5;
 
 Bytes codeBuffer(size_t numel, int bits) {
@@ -1594,22 +1560,6 @@ void expectSameFloats(const std::string &name, const Floats &got,
   report(name, differ == 0, detail);
 }
 
-/// v's magnitudes moved to [0.5, 2], signs kept: divisors, and values that
-/// a dropout never turns into 0 by itself.
-Floats awayFromZero(Floats v) {
-  for (float &x : v)
-    x = std::copysign(0.5f + 1.5f * std::fabs(x), x);
-  return v;
-}
-
-/// v with `specials` written over it every 97 elements, in turn, so that
-/// every parallel block sees some of them.
-Floats withValues(Floats v, const Floats &specials) {
-  for (size_t i = 0; i < v.size(); i += 97)
-    v[i] = specials[i / 97 % specials.size()];
-  return v;
-}
-
 using BroadcastKernel = decltype(&blpa_add);
 
 struct BinaryOp {
@@ -1688,18 +1638,6 @@ void testBroadcasts() {
     for (const Shape &s : shapes)
       testBroadcast(op, s.name, s.out, s.a, s.b);
 }
-
-/// One activation kind with its parameters; `exact`: the reference rounds
-/// the result of the kernel's float operations once (clip's bounds are
-/// floats, hard_sigmoid's affine map is evaluated in float), so every
-/// element must match bit for bit.
-struct ActivationCase {
-  const char *name;
-  int64_t kind;
-  double alpha, beta;
-  bool exact;
-  Floats specials; // values on and next to each branch's bounds
-};
 
 /// alpha * x + beta in float arithmetic (float parameters, each operation
 /// rounded), as a float32 kernel evaluates it: where the exact value lies
@@ -1809,45 +1747,7 @@ void testActivation(const ActivationCase &a) {
 }
 
 void testActivations() {
-  const float inf = std::numeric_limits<float>::infinity();
-  const float nan = std::numeric_limits<float>::quiet_NaN();
-  auto around = [](Floats bounds) {
-    Floats v;
-    for (float b : bounds) {
-      v.push_back(b);
-      v.push_back(std::nextafter(b, -1e30f));
-      v.push_back(std::nextafter(b, 1e30f));
-    }
-    return v;
-  };
-  Floats swish = around({-3.0f, 3.0f, 0.0f});
-  swish.push_back(-0.0f);
-  Floats relu6 = around({0.0f, 6.0f});
-  for (float v : {nan, inf, -inf, -0.0f})
-    relu6.push_back(v);
-  Floats clip = around({-1.5f, 2.25f});
-  for (float v : {nan, inf, -inf})
-    clip.push_back(v);
-  const ActivationCase cases[] = {
-      {"sigmoid",
-       BLPA_ACT_SIGMOID,
-       0,
-       0,
-       false,
-       {0.0f, -0.0f, 20.0f, 100.0f, -20.0f, -100.0f, 8.0f, -8.0f}},
-      // The reference evaluates alpha * x + beta in float (floatAffine), so
-      // that values next to the bounds take the kernel's branch.
-      {"hard_sigmoid_pow2", BLPA_ACT_HARD_SIGMOID, 0.25, 0.5, true,
-       around({-2.0f, 2.0f, 0.0f})},
-      // ONNX's defaults.
-      {"hard_sigmoid", BLPA_ACT_HARD_SIGMOID, 0.2, 0.5, true,
-       around({-2.5f, 2.5f, 0.0f})},
-      {"hard_swish", BLPA_ACT_HARD_SWISH, 0, 0, false, swish},
-      {"clip_relu6", BLPA_ACT_CLIP, 0, 6, true, relu6},
-      {"clip", BLPA_ACT_CLIP, -1.5, 2.25, true, clip},
-      {"clip_point", BLPA_ACT_CLIP, 1, 1, true, {1.0f, nan, 0.5f, 2.0f}},
-  };
-  for (const ActivationCase &a : cases)
+  for (const ActivationCase &a : blpa_test::activationCases())
     testActivation(a);
 }
 
@@ -2331,6 +2231,67 @@ void testBadLayerArguments() {
 }
 
 //===----------------------------------------------------------------------===//
+// The shared cases
+//===----------------------------------------------------------------------===//
+
+/// KernelCases.h on the CPU runtime: each call with more threads than
+/// cores against the same call with one thread (the CPU runtime's results
+/// do not depend on the thread count), in guarded host memory (nothing
+/// written outside the outputs, every output element written: they start
+/// as NaN), and a second run to the same bits.
+class ThreadsBackend : public blpa_test::Backend {
+public:
+  using Api = blpa_test::Api;
+  using Case = blpa_test::Case;
+  using HostMemory = blpa_test::HostMemory;
+  using Kernel = blpa_test::Kernel;
+  using Results = blpa_test::Results;
+
+  const Api &api() const override { return cpuApi; }
+  const Api &refApi() const override { return cpuApi; }
+  blpa_context *refContext() override { return &ctx; }
+  std::vector<blpa_context *> contexts() override { return {&ctx}; }
+  bool exactArithmetic() const override { return true; }
+
+  Results run(const Case &c, const Kernel &kernel) override {
+    Results r;
+    r.names = c.names();
+    r.ref = outputsWith(c, kernel, 1);
+    int many = std::max(defaultThreads, 2) + 1;
+    HostMemory first(c.buffers);
+    call(kernel, first, many);
+    r.got = first.outputs();
+    std::string stray = first.strayWrites();
+    report(c.name + "/memory", stray.empty(), stray);
+    report(c.name + "/repeat", outputsWith(c, kernel, many) == r.got,
+           "a second run gives other bits");
+    return r;
+  }
+
+  int defaultThreads = 1;
+
+private:
+  static const Api cpuApi;
+
+  void call(const Kernel &kernel, const HostMemory &memory, int threads) {
+    omp_set_num_threads(threads);
+    kernel(cpuApi, &ctx, memory.ptrs);
+    omp_set_num_threads(defaultThreads);
+  }
+  std::vector<Bytes> outputsWith(const Case &c, const Kernel &kernel,
+                                 int threads) {
+    HostMemory memory(c.buffers);
+    call(kernel, memory, threads);
+    return memory.outputs();
+  }
+};
+
+#define BLPA_CPU_ENTRY(name) &::name,
+const blpa_test::Api ThreadsBackend::cpuApi = {
+    BLPA_KERNELS(BLPA_CPU_ENTRY)};
+#undef BLPA_CPU_ENTRY
+
+//===----------------------------------------------------------------------===//
 // Benchmark
 //===----------------------------------------------------------------------===//
 
@@ -2441,6 +2402,8 @@ void bench() {
 } // namespace
 
 int main(int argc, char **argv) {
+  // One line per check, as before the shared cases.
+  blpa_test::verbose = true;
   // Forks first, before any thread exists.
   if (argc == 1) {
     testBadLabels();
@@ -2535,7 +2498,12 @@ int main(int argc, char **argv) {
   testDeterminism();
   testCodeDeterminism();
 
+  ThreadsBackend threads;
+  threads.defaultThreads = omp_get_max_threads();
+  blpa_test::backend = &threads;
+  blpa_test::runKernelCases();
+
   blpa_runtime_shutdown(&ctx);
-  std::printf("%d passed, %d failed\n", passed, failed);
-  return failed == 0 ? 0 : 1;
+  std::printf("%d passed, %d failed\n", blpa_test::passed, blpa_test::failed);
+  return blpa_test::failed == 0 ? 0 : 1;
 }
