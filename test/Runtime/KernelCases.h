@@ -120,6 +120,35 @@ inline void testAdd(const char *name, Int64s outDims, Int64s aDims,
   testBroadcast("div", &Api::blpa_div, name, outDims, aDims, bDims, misaligned);
 }
 
+/// A reduction to a broadcastable shape: blpa_reduce_sum_to's operands.
+struct ReduceShape {
+  const char *name;
+  Int64s in, out;
+  double scale;
+};
+
+/// Channels of NCHW (blocks, groups of channels), rows, the middle, outer
+/// and inner dimensions, alternating ones, nothing, empty sums, large ones.
+inline const std::vector<ReduceShape> reduceShapes = {
+    {"nchw_to_c", {5, 7, 9, 11}, {1, 7, 1, 1}, 1.0},
+    {"nchw_to_c_group8", {3, 5, 4, 5}, {1, 5, 1, 1}, 1.0},
+    {"nchw_to_c_group32", {5, 7, 9, 11}, {1, 7, 1, 1}, 0.5},
+    {"nchw_to_c_block", {4, 3, 40, 41}, {1, 3, 1, 1}, 1.0},
+    {"all", {3, 5, 7}, {1, 1, 1}, 1.0},
+    {"all_chunked", {3, 5, 1999}, {1, 1, 1}, 1.0},
+    {"planes_to_n", {4, 6, 7, 7}, {4, 6, 1, 1}, 1.0 / 49},
+    {"rows_to_row", {37, 1100}, {1, 1100}, 0.5},
+    {"rows_to_row_chunked", {300, 9}, {1, 9}, 1.0},
+    {"middle", {6, 5, 7}, {6, 1, 7}, 1.0},
+    {"outer_and_inner", {4, 3, 5, 2}, {1, 3, 1, 2}, -2.0},
+    {"alternating_rank5", {2, 3, 4, 5, 6}, {2, 1, 4, 1, 6}, 1.0},
+    {"none", {3, 5}, {3, 5}, 3.0},
+    {"empty_sum", {3, 0, 4}, {3, 1, 1}, 1.0},
+    {"empty_rows", {0, 4}, {1, 4}, 1.0},
+    {"large_to_c", {32, 64, 28, 28}, {1, 64, 1, 1}, 1.0},
+    {"large_all", {257, 1031}, {1, 1}, 1.0},
+};
+
 inline void testReduceSumTo(const char *name, Int64s inDims, Int64s outDims,
                             double scale) {
   Case k(std::string("reduce_sum_to/") + name);
@@ -217,23 +246,8 @@ inline void testElementwise() {
   testAdd("rank5", {2, 3, 1, 4, 5}, {2, 1, 1, 4, 1}, {1, 3, 1, 1, 5});
   testAdd("empty", {3, 0, 2}, {3, 0, 2}, {1, 1, 2});
 
-  testReduceSumTo("nchw_to_c", {5, 7, 9, 11}, {1, 7, 1, 1}, 1.0);
-  testReduceSumTo("nchw_to_c_group8", {3, 5, 4, 5}, {1, 5, 1, 1}, 1.0);
-  testReduceSumTo("nchw_to_c_group32", {5, 7, 9, 11}, {1, 7, 1, 1}, 0.5);
-  testReduceSumTo("nchw_to_c_block", {4, 3, 40, 41}, {1, 3, 1, 1}, 1.0);
-  testReduceSumTo("all", {3, 5, 7}, {1, 1, 1}, 1.0);
-  testReduceSumTo("all_chunked", {3, 5, 1999}, {1, 1, 1}, 1.0);
-  testReduceSumTo("planes_to_n", {4, 6, 7, 7}, {4, 6, 1, 1}, 1.0 / 49);
-  testReduceSumTo("rows_to_row", {37, 1100}, {1, 1100}, 0.5);
-  testReduceSumTo("rows_to_row_chunked", {300, 9}, {1, 9}, 1.0);
-  testReduceSumTo("middle", {6, 5, 7}, {6, 1, 7}, 1.0);
-  testReduceSumTo("outer_and_inner", {4, 3, 5, 2}, {1, 3, 1, 2}, -2.0);
-  testReduceSumTo("alternating_rank5", {2, 3, 4, 5, 6}, {2, 1, 4, 1, 6}, 1.0);
-  testReduceSumTo("none", {3, 5}, {3, 5}, 3.0);
-  testReduceSumTo("empty_sum", {3, 0, 4}, {3, 1, 1}, 1.0);
-  testReduceSumTo("empty_rows", {0, 4}, {1, 4}, 1.0);
-  testReduceSumTo("large_to_c", {32, 64, 28, 28}, {1, 64, 1, 1}, 1.0);
-  testReduceSumTo("large_all", {257, 1031}, {1, 1}, 1.0);
+  for (const ReduceShape &r : reduceShapes)
+    testReduceSumTo(r.name, r.in, r.out, r.scale);
 
   testSgdUpdates();
   for (int32_t skip : {0, 1}) {
@@ -371,6 +385,31 @@ inline void testActivations() {
   testActivationDynamic("max_only", false, true);
 }
 
+/// Rows of a strided copy: how many, their length, the strides and offsets
+/// in elements.
+struct CopyStridedShape {
+  const char *name;
+  int64_t rows, rowElems, srcStride, dstStride, srcOffset, dstOffset;
+};
+
+/// Concatenation and slice columns, contiguous rows, single elements, long
+/// rows, many rows, nothing to copy; and a concatenation or slice along
+/// axis 0 of a tensor over 2 GiB: one row whose stride is the whole
+/// tensor, past the largest pitch a 2-D copy takes (2^31 - 1 bytes).
+inline const std::vector<CopyStridedShape> copyStridedShapes = {
+    {"concat_columns", 6, 35, 35, 91, 0, 14},
+    {"slice_columns", 4, 7, 21, 7, 5, 0},
+    {"contiguous_rows", 9, 13, 13, 13, 0, 0},
+    {"single_elements", 37, 1, 3, 5, 2, 4},
+    {"long_single_row", 1, 100003, 100003, 100003, 0, 0},
+    {"long_rows_offsets", 3, 40000, 50001, 40003, 3, 1},
+    {"many_rows", 1001, 17, 33, 19, 16, 2},
+    {"no_rows", 0, 5, 5, 5, 0, 0},
+    {"empty_rows", 5, 0, 3, 3, 1, 1},
+    {"one_row_huge_src_stride", 1, 1000, (int64_t(1) << 29) + 7, 1000, 3, 0},
+    {"one_row_huge_dst_stride", 1, 777, 777, int64_t(1) << 30, 0, 5},
+};
+
 /// The elements a strided copy reaches: offset + (rows - 1) * stride +
 /// rowElems (1 when it reaches none).
 inline size_t stridedExtent(int64_t rows, int64_t rowElems, int64_t stride,
@@ -399,22 +438,9 @@ inline void testCopyStrided(const char *name, int64_t rows, int64_t rowElems,
 }
 
 inline void testCopiesStrided() {
-  testCopyStrided("concat_columns", 6, 35, 35, 91, 0, 14);
-  testCopyStrided("slice_columns", 4, 7, 21, 7, 5, 0);
-  testCopyStrided("contiguous_rows", 9, 13, 13, 13, 0, 0);
-  testCopyStrided("single_elements", 37, 1, 3, 5, 2, 4);
-  testCopyStrided("long_single_row", 1, 100003, 100003, 100003, 0, 0);
-  testCopyStrided("long_rows_offsets", 3, 40000, 50001, 40003, 3, 1);
-  testCopyStrided("many_rows", 1001, 17, 33, 19, 16, 2);
-  testCopyStrided("no_rows", 0, 5, 5, 5, 0, 0);
-  testCopyStrided("empty_rows", 5, 0, 3, 3, 1, 1);
-  // A concatenation or slice along axis 0 of a tensor over 2 GiB: one row
-  // whose stride is the whole tensor, past the largest pitch a 2-D copy
-  // takes (2^31 - 1 bytes).
-  testCopyStrided("one_row_huge_src_stride", 1, 1000, (int64_t(1) << 29) + 7,
-                  1000, 3, 0);
-  testCopyStrided("one_row_huge_dst_stride", 1, 777, 777, int64_t(1) << 30, 0,
-                  5);
+  for (const CopyStridedShape &c : copyStridedShapes)
+    testCopyStrided(c.name, c.rows, c.rowElems, c.srcStride, c.dstStride,
+                    c.srcOffset, c.dstOffset);
 }
 
 inline Int64s paddedDims(const Int64s &inDims, const Int64s &begin,
@@ -424,6 +450,33 @@ inline Int64s paddedDims(const Int64s &inDims, const Int64s &begin,
     outDims[d] += begin[d] + end[d];
   return outDims;
 }
+
+/// A constant padding: the input's dimensions, the pads before and after
+/// each (negative: a crop) and the value.
+struct PadShape {
+  const char *name;
+  Int64s in, begin, end;
+  double value;
+};
+
+/// Every rank, crops, crops and pads of one axis, windows that miss the
+/// input in the last or a leading dimension, large and long-row ones.
+inline const std::vector<PadShape> padShapes = {
+    {"rank1", {7}, {3}, {2}, 0.5},
+    {"rank1_crop", {11}, {-4}, {-2}, 0.5},
+    {"rank1_crop_and_pad", {6}, {-3}, {5}, -2.0},
+    {"rank2", {5, 9}, {1, -2}, {-1, 3}, -1.25},
+    {"rank3_channels", {3, 4, 5}, {0, 2, 0}, {0, 1, 0}, 0.0},
+    {"rank3_channels_value", {3, 4, 5}, {0, 2, 0}, {0, 1, 0}, 0.5},
+    {"rank4_spatial", {2, 3, 5, 7}, {0, 0, 1, 2}, {0, 0, 2, 0}, 0.5},
+    {"rank4_crop", {2, 3, 9, 8}, {0, 0, -1, -2}, {0, 0, -3, 0}, 0.5},
+    {"rank4_last_outside", {2, 3, 4, 8}, {0, 1, 0, -9}, {0, 0, 0, 2}, 7.0},
+    {"rank3_leading_outside", {2, 3, 4}, {5, 0, 0}, {-4, 0, 0}, 3.0},
+    {"rank5", {2, 3, 4, 5, 6}, {1, 0, -1, 2, -2}, {0, 1, -1, -1, 3}, 3.0},
+    {"rank5_pad", {2, 1, 3, 2, 5}, {1, 2, 0, 1, 3}, {2, 0, 1, 1, 1}, -0.5},
+    {"large", {4, 16, 33, 35}, {0, 0, 1, 1}, {0, 0, 1, 1}, 0.0},
+    {"large_long_rows", {3, 40001}, {1, 2}, {0, 3}, 1.0},
+};
 
 /// Constant padding (and cropping), the value an argument or read from a
 /// buffer (a run-time input).
@@ -442,6 +495,36 @@ inline void testPad(const char *name, Int64s inDims, Int64s begin, Int64s end,
                   runtimeValue ? p.f(valueAt) : nullptr);
     });
   }
+}
+
+/// A reflect or edge padding: the mode, the input's dimensions and the
+/// (non-negative) pads before and after each.
+struct PadModeShape {
+  const char *name;
+  int64_t mode;
+  Int64s in, begin, end;
+};
+
+/// Both modes on every rank, one side only, all axes, a large one; edge
+/// pads past the size (every copy of the edge adds up in the gradient) and
+/// of size-one axes; reflect pads up to the size minus one.
+inline std::vector<PadModeShape> padModeShapes() {
+  std::vector<PadModeShape> shapes;
+  for (int64_t mode : {BLPA_PAD_REFLECT, BLPA_PAD_EDGE}) {
+    shapes.push_back({"rank1", mode, {7}, {3}, {2}});
+    shapes.push_back({"rank1_one_side", mode, {5}, {0}, {4}});
+    shapes.push_back({"rank2_asymmetric", mode, {5, 9}, {1, 4}, {3, 2}});
+    shapes.push_back(
+        {"rank4_spatial", mode, {2, 3, 5, 7}, {0, 0, 1, 2}, {0, 0, 2, 0}});
+    shapes.push_back(
+        {"rank4_all_axes", mode, {2, 3, 4, 5}, {1, 2, 3, 4}, {1, 0, 2, 1}});
+    shapes.push_back(
+        {"large", mode, {4, 16, 33, 35}, {0, 0, 3, 1}, {0, 0, 1, 3}});
+  }
+  shapes.push_back({"pads_past_size", BLPA_PAD_EDGE, {2, 3}, {4, 1}, {3, 7}});
+  shapes.push_back({"size_one", BLPA_PAD_EDGE, {3, 1, 2}, {0, 2, 1}, {0, 3, 0}});
+  shapes.push_back({"largest_pads", BLPA_PAD_REFLECT, {4, 6}, {3, 5}, {3, 5}});
+  return shapes;
 }
 
 /// Reflect and edge padding and their gradient (one thread gathers each
@@ -469,31 +552,48 @@ inline void testPadMode(const char *name, int64_t mode, Int64s inDims,
 }
 
 inline void testPads() {
-  testPad("rank1", {7}, {3}, {2}, 0.5);
-  testPad("rank1_crop", {11}, {-4}, {-2}, 0.5);
-  testPad("rank1_crop_and_pad", {6}, {-3}, {5}, -2.0);
-  testPad("rank2", {5, 9}, {1, -2}, {-1, 3}, -1.25);
-  testPad("rank3_channels", {3, 4, 5}, {0, 2, 0}, {0, 1, 0}, 0.0);
-  testPad("rank3_channels_value", {3, 4, 5}, {0, 2, 0}, {0, 1, 0}, 0.5);
-  testPad("rank4_spatial", {2, 3, 5, 7}, {0, 0, 1, 2}, {0, 0, 2, 0}, 0.5);
-  testPad("rank4_crop", {2, 3, 9, 8}, {0, 0, -1, -2}, {0, 0, -3, 0}, 0.5);
-  testPad("rank4_last_outside", {2, 3, 4, 8}, {0, 1, 0, -9}, {0, 0, 0, 2}, 7.0);
-  testPad("rank3_leading_outside", {2, 3, 4}, {5, 0, 0}, {-4, 0, 0}, 3.0);
-  testPad("rank5", {2, 3, 4, 5, 6}, {1, 0, -1, 2, -2}, {0, 1, -1, -1, 3}, 3.0);
-  testPad("rank5_pad", {2, 1, 3, 2, 5}, {1, 2, 0, 1, 3}, {2, 0, 1, 1, 1}, -0.5);
-  testPad("large", {4, 16, 33, 35}, {0, 0, 1, 1}, {0, 0, 1, 1}, 0.0);
-  for (int64_t mode : {BLPA_PAD_REFLECT, BLPA_PAD_EDGE}) {
-    testPadMode("rank1", mode, {7}, {3}, {2});
-    testPadMode("rank2_asymmetric", mode, {5, 9}, {1, 4}, {3, 2});
-    testPadMode("rank4_spatial", mode, {2, 3, 5, 7}, {0, 0, 1, 2},
-                {0, 0, 2, 0});
-    testPadMode("rank4_all_axes", mode, {2, 3, 4, 5}, {1, 2, 3, 4},
-                {1, 0, 2, 1});
-  }
-  testPadMode("pads_past_size", BLPA_PAD_EDGE, {2, 3}, {4, 1}, {3, 7});
-  testPadMode("size_one", BLPA_PAD_EDGE, {3, 1, 2}, {0, 2, 1}, {0, 3, 0});
-  testPadMode("largest_pads", BLPA_PAD_REFLECT, {4, 6}, {3, 5}, {3, 5});
+  for (const PadShape &c : padShapes)
+    testPad(c.name, c.in, c.begin, c.end, c.value);
+  for (const PadModeShape &c : padModeShapes())
+    testPadMode(c.name, c.mode, c.in, c.begin, c.end);
 }
+
+/// A transposition: the input's dimensions and the permutation.
+struct TransposeShape {
+  const char *name;
+  Int64s in, perm;
+};
+
+/// For both CUDA kernels, the element-wise one (rows that stay, short
+/// dimensions) and the tiled one (partial tiles, several tiles, outer
+/// dimensions): the identity, matrices, a channel shuffle (whole rows of
+/// H*W move), layouts, PixelShuffle's [N, C, r, r, H, W] -> [N, C, H, r, W,
+/// r], reversals, size-one dimensions, rank 9, nothing.
+inline const std::vector<TransposeShape> transposeShapes = {
+    {"rank1", {7}, {0}},
+    {"identity", {3, 4, 5}, {0, 1, 2}},
+    {"matrix", {37, 53}, {1, 0}},
+    {"matrix_exact_tiles", {64, 96}, {1, 0}},
+    {"matrix_large", {300, 517}, {1, 0}},
+    {"matrix_thin", {2, 300}, {1, 0}},
+    {"matrix_thin_long", {2, 40000}, {1, 0}},
+    {"channel_shuffle", {4, 3, 8, 7, 9}, {0, 2, 1, 3, 4}},
+    {"nchw_to_nhwc", {2, 20, 7, 9}, {0, 2, 3, 1}},
+    {"nchw_to_nhwc_c5", {2, 5, 7, 9}, {0, 2, 3, 1}},
+    {"nchw_to_nhwc_large", {8, 64, 28, 28}, {0, 2, 3, 1}},
+    {"nhwc_to_nchw", {2, 7, 9, 5}, {0, 3, 1, 2}},
+    {"pixel_shuffle", {2, 3, 2, 2, 5, 6}, {0, 1, 4, 2, 5, 3}},
+    {"reverse", {3, 17, 5, 40}, {3, 2, 1, 0}},
+    {"reverse_small", {3, 4, 5, 6}, {3, 2, 1, 0}},
+    {"reverse_tiled", {40, 3, 5, 33}, {3, 2, 1, 0}},
+    {"size_one_dims", {1, 5, 1, 7}, {2, 3, 0, 1}},
+    {"all_ones", {1, 1, 1}, {2, 0, 1}},
+    {"long_rows", {3, 2, 20001}, {1, 0, 2}},
+    {"small_tiles", {500, 3, 2}, {0, 2, 1}},
+    {"large", {64, 96, 130}, {2, 0, 1}},
+    {"rank9", {2, 1, 2, 3, 2, 1, 2, 2, 3}, {8, 7, 6, 5, 4, 3, 2, 1, 0}},
+    {"empty", {3, 0, 4}, {2, 0, 1}},
+};
 
 inline void testTranspose(const char *name, Int64s inDims, Int64s perm) {
   Case k(std::string("transpose/") + name);
@@ -505,24 +605,9 @@ inline void testTranspose(const char *name, Int64s inDims, Int64s perm) {
   });
 }
 
-/// Both CUDA kernels: the element-wise one (rows that stay, short
-/// dimensions) and the tiled one (partial tiles, several tiles, outer
-/// dimensions).
 inline void testTransposes() {
-  testTranspose("rank1", {7}, {0});
-  testTranspose("matrix", {37, 53}, {1, 0});
-  testTranspose("matrix_exact_tiles", {64, 96}, {1, 0});
-  testTranspose("matrix_thin", {2, 300}, {1, 0});
-  testTranspose("channel_shuffle", {4, 3, 8, 7, 9}, {0, 2, 1, 3, 4});
-  testTranspose("nchw_to_nhwc", {2, 20, 7, 9}, {0, 2, 3, 1});
-  testTranspose("nchw_to_nhwc_large", {8, 64, 28, 28}, {0, 2, 3, 1});
-  testTranspose("nhwc_to_nchw", {2, 7, 9, 5}, {0, 3, 1, 2});
-  testTranspose("pixel_shuffle", {2, 3, 2, 2, 5, 6}, {0, 1, 4, 2, 5, 3});
-  testTranspose("reverse", {3, 17, 5, 40}, {3, 2, 1, 0});
-  testTranspose("reverse_tiled", {40, 3, 5, 33}, {3, 2, 1, 0});
-  testTranspose("size_one_dims", {1, 5, 1, 7}, {2, 3, 0, 1});
-  testTranspose("all_ones", {1, 1, 1}, {2, 0, 1});
-  testTranspose("empty", {3, 0, 4}, {2, 0, 1});
+  for (const TransposeShape &t : transposeShapes)
+    testTranspose(t.name, t.in, t.perm);
 }
 
 /// 1 where y kept the element (inputs are away from 0), else 0.
@@ -1123,13 +1208,15 @@ inline void testBnCodes(const BnShape &s, int bits) {
 }
 
 /// Test data per scheme: AFFINE gets a constant channel and one far from 0,
-/// NONNEG (ReLU outputs, many exact zeros) an all-zero channel; every
-/// scheme a channel with NaNs, which ranges skip and which encode as 0.
-inline Floats quantizeInput(const BnShape &s, int64_t scheme) {
+/// NONNEG (ReLU outputs, many exact zeros) an all-zero channel; with
+/// `nans`, every scheme a channel with NaNs, which ranges skip and which
+/// encode as 0.
+inline Floats quantizeInput(const BnShape &s, int64_t scheme,
+                            bool nans = true) {
   Floats x = randomFloats(s.n * s.c * s.spatial, -2.0f, 3.0f);
   for (size_t i = 0; i < x.size(); ++i) {
     int64_t ch = int64_t(i) / s.spatial % s.c;
-    if (ch == 3 && i % 5 == 0)
+    if (nans && ch == 3 && i % 5 == 0)
       x[i] = std::numeric_limits<float>::quiet_NaN();
     if (scheme == BLPA_SCHEME_AFFINE && ch == 1)
       x[i] = 0.75f;
@@ -1238,6 +1325,29 @@ inline void testConv(const ConvGeometry &cc) {
                cc.wSize());
 }
 
+/// A gemm's sizes, transpositions, scales and the shape of its C operand
+/// (0 x 0: none; a row or a column: broadcast).
+struct GemmShape {
+  int64_t m, n, k;
+  bool transA, transB;
+  double alpha, beta;
+  int64_t cRows, cCols;
+};
+
+/// Every transposition, C absent, broadcast and full, a classifier's
+/// shapes, large ones.
+inline const std::vector<GemmShape> gemmShapes = {
+    {17, 13, 29, false, false, 1.0, 0.0, 0, 0},
+    {17, 13, 29, true, false, 0.5, 1.0, 1, 13},
+    {17, 13, 29, false, true, 1.0, 2.0, 17, 1},
+    {17, 13, 29, true, true, -1.5, 0.5, 17, 13},
+    {17, 13, 29, false, true, 1.0, 1.0, 1, 1},
+    {64, 100, 300, false, true, 1.0, 1.0, 1, 100},
+    {1, 10, 512, false, true, 1.0, 1.0, 1, 10},
+    {128, 256, 512, false, false, 1.0, 1.0, 128, 256},
+    {512, 384, 128, true, false, 1.0, 0.0, 0, 0},
+};
+
 inline void testGemm(int64_t m, int64_t n, int64_t k, bool transA, bool transB,
                      double alpha, double beta, int64_t cRows, int64_t cCols) {
   Case g(format("gemm/%lldx%lldx%lld_t%d%d_c%lldx%lld", (long long)m,
@@ -1284,15 +1394,9 @@ inline void testLibraryKernels() {
     return;
   for (const ConvGeometry &cc : convGeometries())
     testConv(cc);
-  testGemm(17, 13, 29, false, false, 1.0, 0.0, 0, 0);
-  testGemm(17, 13, 29, true, false, 0.5, 1.0, 1, 13);
-  testGemm(17, 13, 29, false, true, 1.0, 2.0, 17, 1);
-  testGemm(17, 13, 29, true, true, -1.5, 0.5, 17, 13);
-  testGemm(17, 13, 29, false, true, 1.0, 1.0, 1, 1);
-  testGemm(64, 100, 300, false, true, 1.0, 1.0, 1, 100);
-  testGemm(1, 10, 512, false, true, 1.0, 1.0, 1, 10);
-  testGemm(128, 256, 512, false, false, 1.0, 1.0, 128, 256);
-  testGemm(512, 384, 128, true, false, 1.0, 0.0, 0, 0);
+  for (const GemmShape &g : gemmShapes)
+    testGemm(g.m, g.n, g.k, g.transA, g.transB, g.alpha, g.beta, g.cRows,
+             g.cCols);
   testBatchMatMul(3, 17, 13, 29, false, false, 3, 3);
   testBatchMatMul(3, 17, 13, 29, true, true, 3, 3);
   testBatchMatMul(5, 7, 9, 11, false, true, 1, 5);

@@ -1161,23 +1161,6 @@ int quantizeRef(float x, double lo, double step, int64_t scheme, int bits,
   }
 }
 
-/// Test data per scheme: AFFINE gets a constant channel and one far from 0,
-/// NONNEG (ReLU outputs, many exact zeros) an all-zero channel.
-Floats quantizeInput(int64_t n, int64_t c, int64_t spatial, int64_t scheme) {
-  Floats x = randomFloats(n * c * spatial, -2.0f, 3.0f);
-  for (size_t i = 0; i < x.size(); ++i) {
-    int64_t ch = int64_t(i) / spatial % c;
-    if (scheme == BLPA_SCHEME_AFFINE && ch == 1)
-      x[i] = 0.75f;
-    if (scheme == BLPA_SCHEME_AFFINE && ch == 2)
-      x[i] += 1000.0f;
-    if (scheme == BLPA_SCHEME_NONNEG)
-      x[i] = ch == 1 ? 0.0f : std::max(x[i], 0.0f);
-    if (scheme == BLPA_SCHEME_MASK && i % 7 == 0)
-      x[i] = 0.0f;
-  }
-  return x;
-}
 
 void testQuantize(const char *shape, int64_t n, int64_t c, int64_t spatial,
                   int64_t scheme, int bits) {
@@ -1187,7 +1170,9 @@ void testQuantize(const char *shape, int64_t n, int64_t c, int64_t spatial,
   size_t numel = n * c * spatial;
   auto channelOf = [&](size_t i) { return int64_t(i) / spatial % c; };
   bool mask = scheme == BLPA_SCHEME_MASK;
-  Floats x = quantizeInput(n, c, spatial, scheme), params(2 * c), y(numel);
+  Floats x = blpa_test::quantizeInput({"", n, c, spatial}, scheme,
+                                       /*nans=*/false),
+         params(2 * c), y(numel);
   float *p = mask ? nullptr : params.data();
   Bytes codes = codeBuffer(numel, bits);
   blpa_quantize(&ctx, x.data(), codes.data(), p, n, c, spatial, bits, scheme);
@@ -1780,21 +1765,9 @@ void testCopyStrided(const char *name, int64_t rows, int64_t rowElems,
 }
 
 void testCopiesStrided() {
-  testCopyStrided("concat_columns", 6, 35, 35, 91, 0, 14);
-  testCopyStrided("slice_columns", 4, 7, 21, 7, 5, 0);
-  testCopyStrided("contiguous_rows", 9, 13, 13, 13, 0, 0);
-  testCopyStrided("single_elements", 37, 1, 3, 5, 2, 4);
-  testCopyStrided("long_single_row", 1, 100003, 100003, 100003, 0, 0);
-  testCopyStrided("long_rows_offsets", 3, 40000, 50001, 40003, 3, 1);
-  testCopyStrided("many_rows", 1001, 17, 33, 19, 16, 2);
-  testCopyStrided("no_rows", 0, 5, 5, 5, 0, 0);
-  testCopyStrided("empty_rows", 5, 0, 3, 3, 1, 1);
-  // An axis-0 concatenation or slice of a tensor over 2 GiB: one row whose
-  // stride is the whole tensor.
-  testCopyStrided("one_row_huge_src_stride", 1, 1000, (int64_t(1) << 29) + 7,
-                  1000, 3, 0);
-  testCopyStrided("one_row_huge_dst_stride", 1, 777, 777, int64_t(1) << 30, 0,
-                  5);
+  for (const blpa_test::CopyStridedShape &c : blpa_test::copyStridedShapes)
+    testCopyStrided(c.name, c.rows, c.rowElems, c.srcStride, c.dstStride,
+                    c.srcOffset, c.dstOffset);
 }
 
 /// blpa_pad against its definition (bit for bit: a copy or the value). A
@@ -1844,21 +1817,8 @@ void testPad(const char *name, std::vector<int64_t> in,
 }
 
 void testPads() {
-  testPad("rank1", {7}, {3}, {2}, 0.5);
-  testPad("rank1_crop", {11}, {-4}, {-2}, 0.5);
-  testPad("rank1_crop_and_pad", {6}, {-3}, {5}, -2.0);
-  testPad("rank2", {5, 9}, {1, -2}, {-1, 3}, -1.25);
-  testPad("rank3_channels", {3, 4, 5}, {0, 2, 0}, {0, 1, 0}, 0.0);
-  testPad("rank4_spatial", {2, 3, 5, 7}, {0, 0, 1, 2}, {0, 0, 2, 0}, 0.5);
-  testPad("rank4_crop", {2, 3, 9, 8}, {0, 0, -1, -2}, {0, 0, -3, 0}, 0.5);
-  // The last dimension's window misses x: every row is the value.
-  testPad("rank4_last_outside", {2, 3, 4, 8}, {0, 1, 0, -9}, {0, 0, 0, 2}, 7.0);
-  // The window lies past x in a leading dimension.
-  testPad("rank3_leading_outside", {2, 3, 4}, {5, 0, 0}, {-4, 0, 0}, 3.0);
-  testPad("rank5", {2, 3, 4, 5, 6}, {1, 0, -1, 2, -2}, {0, 1, -1, -1, 3}, 3.0);
-  testPad("rank5_pad", {2, 1, 3, 2, 5}, {1, 2, 0, 1, 3}, {2, 0, 1, 1, 1}, -0.5);
-  testPad("large", {4, 16, 33, 35}, {0, 0, 1, 1}, {0, 0, 1, 1}, 0.0);
-  testPad("large_long_rows", {3, 40001}, {1, 2}, {0, 3}, 1.0);
+  for (const blpa_test::PadShape &c : blpa_test::padShapes)
+    testPad(c.name, c.in, c.begin, c.end, c.value);
 }
 
 /// The reference of a reflect or edge padding along one axis of size n:
@@ -1915,21 +1875,8 @@ void testPadMode(const char *name, int64_t mode, std::vector<int64_t> in,
 }
 
 void testPadModes() {
-  for (int64_t mode : {BLPA_PAD_REFLECT, BLPA_PAD_EDGE}) {
-    testPadMode("rank1", mode, {7}, {3}, {2});
-    testPadMode("rank1_one_side", mode, {5}, {0}, {4});
-    testPadMode("rank2_asymmetric", mode, {5, 9}, {1, 4}, {3, 2});
-    testPadMode("rank4_spatial", mode, {2, 3, 5, 7}, {0, 0, 1, 2},
-                {0, 0, 2, 0});
-    testPadMode("rank4_all_axes", mode, {2, 3, 4, 5}, {1, 2, 3, 4},
-                {1, 0, 2, 1});
-    testPadMode("large", mode, {4, 16, 33, 35}, {0, 0, 3, 1}, {0, 0, 1, 3});
-  }
-  // Edge pads may exceed the size: every copy of the edge adds up.
-  testPadMode("pads_past_size", BLPA_PAD_EDGE, {2, 3}, {4, 1}, {3, 7});
-  testPadMode("size_one", BLPA_PAD_EDGE, {3, 1, 2}, {0, 2, 1}, {0, 3, 0});
-  // Reflect pads up to the size minus one.
-  testPadMode("largest_pads", BLPA_PAD_REFLECT, {4, 6}, {3, 5}, {3, 5});
+  for (const blpa_test::PadModeShape &c : blpa_test::padModeShapes())
+    testPadMode(c.name, c.mode, c.in, c.begin, c.end);
 }
 
 /// blpa_activation_dynamic and its gradient read their parameters from
@@ -1992,26 +1939,8 @@ void testTranspose(const char *name, std::vector<int64_t> in,
 }
 
 void testTransposes() {
-  testTranspose("rank1", {7}, {0});
-  testTranspose("identity", {3, 4, 5}, {0, 1, 2});
-  testTranspose("matrix", {37, 53}, {1, 0});
-  testTranspose("matrix_large", {300, 517}, {1, 0});
-  testTranspose("matrix_thin", {2, 40000}, {1, 0});
-  // Channel shuffle: whole rows of H*W move.
-  testTranspose("channel_shuffle", {4, 3, 8, 7, 9}, {0, 2, 1, 3, 4});
-  testTranspose("nchw_to_nhwc", {2, 5, 7, 9}, {0, 2, 3, 1});
-  testTranspose("nhwc_to_nchw", {2, 7, 9, 5}, {0, 3, 1, 2});
-  // PixelShuffle's [N, C, r, r, H, W] -> [N, C, H, r, W, r].
-  testTranspose("pixel_shuffle", {2, 3, 2, 2, 5, 6}, {0, 1, 4, 2, 5, 3});
-  testTranspose("reverse", {3, 4, 5, 6}, {3, 2, 1, 0});
-  testTranspose("size_one_dims", {1, 5, 1, 7}, {2, 3, 0, 1});
-  testTranspose("all_ones", {1, 1, 1}, {2, 0, 1});
-  testTranspose("long_rows", {3, 2, 20001}, {1, 0, 2});
-  testTranspose("small_tiles", {500, 3, 2}, {0, 2, 1});
-  testTranspose("large", {64, 96, 130}, {2, 0, 1});
-  testTranspose("rank9", {2, 1, 2, 3, 2, 1, 2, 2, 3},
-                {8, 7, 6, 5, 4, 3, 2, 1, 0});
-  testTranspose("empty", {3, 0, 4}, {2, 0, 1});
+  for (const blpa_test::TransposeShape &t : blpa_test::transposeShapes)
+    testTranspose(t.name, t.in, t.perm);
 }
 
 /// Runtime.h's mask (DropoutMask.h's hash): whether element i is kept.
@@ -2437,12 +2366,8 @@ int main(int argc, char **argv) {
   testActivationDynamic();
   testTransposes();
   testDropouts();
-  testReduceSumTo("nchw_to_c", {5, 7, 9, 11}, {1, 7, 1, 1}, 1.0);
-  testReduceSumTo("rows_to_row", {37, 1100}, {1, 1100}, 0.5);
-  testReduceSumTo("middle", {6, 5, 7}, {6, 1, 7}, 1.0);
-  testReduceSumTo("outer_and_inner", {4, 3, 5, 2}, {1, 3, 1, 2}, -2.0);
-  testReduceSumTo("all", {3, 5, 7}, {1, 1, 1}, 1.0);
-  testReduceSumTo("none", {3, 5}, {3, 5}, 3.0);
+  for (const blpa_test::ReduceShape &r : blpa_test::reduceShapes)
+    testReduceSumTo(r.name, r.in, r.out, r.scale);
   testCopy();
   testFill();
   testSgd();
@@ -2461,12 +2386,9 @@ int main(int argc, char **argv) {
   }
   testGlobalAvgPool();
 
-  testGemm(17, 13, 29, false, false, 1.0, 0.0, 0, 0);
-  testGemm(17, 13, 29, true, false, 0.5, 1.0, 1, 13);
-  testGemm(17, 13, 29, false, true, 1.0, 2.0, 17, 1);
-  testGemm(17, 13, 29, true, true, -1.5, 0.5, 17, 13);
-  testGemm(17, 13, 29, false, true, 1.0, 1.0, 1, 1);
-  testGemm(64, 100, 300, false, true, 1.0, 1.0, 1, 100);
+  for (const blpa_test::GemmShape &g : blpa_test::gemmShapes)
+    testGemm(g.m, g.n, g.k, g.transA, g.transB, g.alpha, g.beta, g.cRows,
+             g.cCols);
   testBatchMatMuls();
   testSoftmaxCrossEntropy(9, 11, 50.0f);
   testSoftmaxCrossEntropy(64, 1000, 5.0f);
