@@ -18,7 +18,8 @@
 // reference magnitude where it does not (a GPU).
 //
 // Output: one `FAIL name: detail` line per failing check (`PASS name` too
-// when `verbose`), then the caller prints `N passed, M failed`.
+// when `verbose`), then the caller prints `N passed, M failed`. The data
+// are seeded (BLPA_KERNEL_TEST_SEED overrides the seed).
 //
 //===----------------------------------------------------------------------===//
 
@@ -167,7 +168,14 @@ inline void report(const std::string &name, bool ok,
 // Data
 //===----------------------------------------------------------------------===//
 
-inline std::mt19937 rng(20240611);
+/// The data's seed: fixed, so that a failure repeats; BLPA_KERNEL_TEST_SEED
+/// draws other data (to measure the bars over many draws).
+inline unsigned dataSeed() {
+  const char *seed = std::getenv("BLPA_KERNEL_TEST_SEED");
+  return seed && *seed ? unsigned(std::strtoul(seed, nullptr, 10)) : 20240611u;
+}
+
+inline std::mt19937 rng(dataSeed());
 
 inline Floats randomFloats(size_t n, float lo = -1, float hi = 1) {
   std::uniform_real_distribution<float> dist(lo, hi);
@@ -510,6 +518,8 @@ public:
   /// (outputs compared in Tol::ulps, codes exactly bar Buffer::slack)
   /// rather than its own (Tol::rel, Buffer::fraction).
   virtual bool exactArithmetic() const = 0;
+  /// Whether it also sums in the reference's order (sums bit for bit).
+  virtual bool sameOrder() const { return false; }
   /// Runs `kernel` on both runtimes from `c`'s buffers, reports the
   /// backend's own checks and returns both runtimes' outputs.
   virtual Results run(const Case &c, const Kernel &kernel) = 0;
@@ -626,7 +636,7 @@ public:
                             const Floats &want, const Tol &tol) {
     if (!backend->exactArithmetic() || tol.ulps < 0)
       return compareRelative(name, got, want, tol.rel, tol.signs);
-    compareUlps(name, got, want, tol.ulps);
+    compareUlps(name, got, want, backend->sameOrder() ? 0 : tol.ulps);
   }
 
   /// Output names in buffer order (empty for inputs).

@@ -10,9 +10,14 @@
 // operation per element (broadcasting arithmetic, copies, padding, clip,
 // dropout), its reference rounds the exact result once and the two must
 // match bit for bit; dropout masks are checked against the hash of
-// lib/Runtime/Common/DropoutMask.h and for their statistics.
+// lib/Runtime/Common/DropoutMask.h and for their statistics. The shape
+// tables of KernelCases.h serve these references too; then every case of
+// KernelCases.h runs with more threads than cores against one thread
+// (ThreadsBackend: bit for bit bar sums and libraries, in guarded memory,
+// repeated), as the CUDA emulation and CUDA kernel tests run them against
+// this runtime.
 //
-// Output: one `PASS name` or `FAIL name: detail` line per case, then
+// Output: one `PASS name` or `FAIL name: detail` line per check, then
 // `N passed, M failed`. Exit status 0 iff nothing failed. `--bench` instead
 // times a [64,32,28,28] x [32,32,3,3] convolution forward and backward, and
 // the activation-code kernels next to the exact kernels they replace.
@@ -2165,7 +2170,8 @@ void testBadLayerArguments() {
 
 /// KernelCases.h on the CPU runtime: each call with more threads than
 /// cores against the same call with one thread (the CPU runtime's results
-/// do not depend on the thread count), in guarded host memory (nothing
+/// do not depend on the thread count: bit for bit, but for oneDNN's and
+/// sgemm's), in guarded host memory (nothing
 /// written outside the outputs, every output element written: they start
 /// as NaN), and a second run to the same bits.
 class ThreadsBackend : public blpa_test::Backend {
@@ -2181,6 +2187,8 @@ public:
   blpa_context *refContext() override { return &ctx; }
   std::vector<blpa_context *> contexts() override { return {&ctx}; }
   bool exactArithmetic() const override { return true; }
+  /// Every reduced value is accumulated by one thread in a fixed order.
+  bool sameOrder() const override { return true; }
 
   Results run(const Case &c, const Kernel &kernel) override {
     Results r;
