@@ -1362,7 +1362,36 @@ inline void testGemm(int64_t m, int64_t n, int64_t k, bool transA, bool transB,
   });
 }
 
-/// aBatch and bBatch (1 or batch) say which operand is broadcast.
+/// A batched matmul: [batch, m, k] x [batch, k, n], aBatch and bBatch (1
+/// or batch) saying which operand is broadcast.
+struct BatchMatMulShape {
+  int64_t batch, m, n, k;
+  bool transA, transB;
+  int64_t aBatch, bBatch;
+};
+
+/// Every transposition, either operand broadcast or both, more matrices
+/// than threads (one sgemm per thread), a classifier's sizes, 1 x 1
+/// results, attention-sized ones; empty sums (zeros) and an empty batch
+/// (nothing written).
+inline const std::vector<BatchMatMulShape> batchMatMulShapes = {
+    {3, 17, 13, 29, false, false, 3, 3},
+    {3, 17, 13, 29, true, false, 3, 3},
+    {3, 17, 13, 29, false, true, 3, 3},
+    {3, 17, 13, 29, true, true, 3, 3},
+    {5, 7, 9, 11, false, false, 1, 5},
+    {5, 7, 9, 11, false, true, 1, 5},
+    {5, 7, 9, 11, true, false, 5, 1},
+    {5, 7, 9, 11, true, true, 5, 1},
+    {4, 16, 16, 8, false, true, 1, 1},
+    {37, 5, 6, 64, true, false, 37, 37},
+    {1, 64, 100, 300, false, true, 1, 1},
+    {6, 1, 1, 50, false, false, 6, 1},
+    {32, 64, 64, 16, false, true, 32, 32},
+    {2, 3, 4, 0, false, false, 2, 2},
+    {0, 3, 4, 5, false, false, 0, 1},
+};
+
 inline void testBatchMatMul(int64_t batch, int64_t m, int64_t n, int64_t k,
                             bool transA, bool transB, int64_t aBatch,
                             int64_t bBatch) {
@@ -1397,12 +1426,9 @@ inline void testLibraryKernels() {
   for (const GemmShape &g : gemmShapes)
     testGemm(g.m, g.n, g.k, g.transA, g.transB, g.alpha, g.beta, g.cRows,
              g.cCols);
-  testBatchMatMul(3, 17, 13, 29, false, false, 3, 3);
-  testBatchMatMul(3, 17, 13, 29, true, true, 3, 3);
-  testBatchMatMul(5, 7, 9, 11, false, true, 1, 5);
-  testBatchMatMul(5, 7, 9, 11, true, false, 5, 1);
-  testBatchMatMul(32, 64, 64, 16, false, true, 32, 32);
-  testBatchMatMul(2, 3, 4, 0, false, false, 2, 2);
+  for (const BatchMatMulShape &b : batchMatMulShapes)
+    testBatchMatMul(b.batch, b.m, b.n, b.k, b.transA, b.transB, b.aBatch,
+                    b.bBatch);
   for (size_t bytes : {size_t(1), size_t(4003), (size_t(1) << 20) + 1})
     testCopy(bytes);
 }

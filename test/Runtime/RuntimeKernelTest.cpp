@@ -585,20 +585,9 @@ void testBatchMatMul(int64_t batch, int64_t m, int64_t n, int64_t k,
 }
 
 void testBatchMatMuls() {
-  testBatchMatMul(3, 17, 13, 29, false, false, 3, 3);
-  testBatchMatMul(3, 17, 13, 29, true, false, 3, 3);
-  testBatchMatMul(3, 17, 13, 29, false, true, 3, 3);
-  testBatchMatMul(3, 17, 13, 29, true, true, 3, 3);
-  testBatchMatMul(5, 7, 9, 11, false, false, 1, 5);
-  testBatchMatMul(5, 7, 9, 11, true, true, 5, 1);
-  testBatchMatMul(4, 16, 16, 8, false, true, 1, 1);
-  // More matrices than threads: one sgemm per thread.
-  testBatchMatMul(37, 5, 6, 64, true, false, 37, 37);
-  testBatchMatMul(1, 64, 100, 300, false, true, 1, 1);
-  testBatchMatMul(6, 1, 1, 50, false, false, 6, 1);
-  // Empty sums are zeros; empty batches write nothing.
-  testBatchMatMul(2, 3, 4, 0, false, false, 2, 2);
-  testBatchMatMul(0, 3, 4, 5, false, false, 0, 1);
+  for (const blpa_test::BatchMatMulShape &b : blpa_test::batchMatMulShapes)
+    testBatchMatMul(b.batch, b.m, b.n, b.k, b.transA, b.transB, b.aBatch,
+                    b.bBatch);
 }
 
 void testSoftmaxCrossEntropy(int64_t n, int64_t classes, float spread) {
