@@ -305,14 +305,16 @@ void testRuntime() {
   const size_t bytes = (size_t(1) << 20) + 3;
   void *p = cudaRuntime.blpa_runtime_alloc(&gpuSide.ctx, int64_t(bytes));
   Bytes got(bytes, codeJunk);
-  cudaRuntime.blpa_runtime_download(&gpuSide.ctx, got.data(), p, int64_t(bytes));
+  cudaRuntime.blpa_runtime_download(&gpuSide.ctx, got.data(), p,
+                                    int64_t(bytes));
   report("runtime/alloc_zeroed",
          std::all_of(got.begin(), got.end(), [](uint8_t b) { return b == 0; }),
          "blpa_runtime_alloc memory is not zero-filled");
   Bytes data = bytesOf(randomFloats(bytes / 4 + 1));
   data.resize(bytes);
   cudaRuntime.blpa_runtime_upload(&gpuSide.ctx, p, data.data(), int64_t(bytes));
-  cudaRuntime.blpa_runtime_download(&gpuSide.ctx, got.data(), p, int64_t(bytes));
+  cudaRuntime.blpa_runtime_download(&gpuSide.ctx, got.data(), p,
+                                    int64_t(bytes));
   report("runtime/upload_download", got == data,
          "downloaded bytes differ from the uploaded ones");
   cudaRuntime.blpa_runtime_release(&gpuSide.ctx, p);
@@ -332,8 +334,8 @@ void testDropoutReplay() {
   const double ratio = 0.3;
   Case k("dropout_replay");
   int x = k.in(awayFromZero(randomFloats(numel))),
-      dy = k.in(awayFromZero(randomFloats(numel))), y = k.out("y", numel, exactTol),
-      dx = k.out("dx", numel, exactTol);
+      dy = k.in(awayFromZero(randomFloats(numel))),
+      y = k.out("y", numel, exactTol), dx = k.out("dx", numel, exactTol);
   Kernel step = [&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
     rt.blpa_dropout(ctx, p.f(x), p.f(y), numel, ratio, stream);
     rt.blpa_dropout_grad(ctx, p.f(dy), p.f(dx), numel, ratio, stream);

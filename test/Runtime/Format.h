@@ -1,4 +1,4 @@
-//===- Format.h - printf into a std::string for the kernel tests -*- C++ -*-===//
+//===- Format.h - printf into a std::string for test messages -*- C++ -*-===//
 //
 // Shared by the kernel test harness (KernelHarness.h) and the CUDA
 // emulation (CudaEmulation/Emulator.cpp), whose messages name values.

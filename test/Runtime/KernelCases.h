@@ -1,16 +1,18 @@
 //===- KernelCases.h - The kernel cases every runtime backend runs -------===//
 //
 // One list of kernel cases, run by blpa-runtime-kernel-test (the CPU
-// runtime against itself at one thread), blpa-cuda-emulation-test (the CUDA
-// kernels on emulated threads against the CPU runtime) and
-// blpa-cuda-kernel-test (the CUDA runtime on a GPU against the CPU runtime)
-// through KernelHarness.h: awkward shapes (odd sizes, packed codes that
-// straddle (n, c) slices and warp tails, every code width, misaligned
-// pointers, in-place calls, ties, windows in the padding, activations'
-// branch bounds, dropout masks at several seeds, steps and streams).
+// runtime at more threads than cores against itself at one thread),
+// blpa-cuda-emulation-test (the CUDA kernels on emulated threads against
+// the CPU runtime) and blpa-cuda-kernel-test (the CUDA runtime on a GPU
+// against the CPU runtime) through KernelHarness.h: awkward shapes (odd sizes,
+// packed codes that straddle (n, c) slices and warp tails, every code width,
+// misaligned pointers, in-place calls, ties, windows in the padding,
+// activations' branch bounds, dropout masks at several seeds, steps and
+// streams).
 //
 // Adding a kernel's cases: write a function here that builds a Case per
-// call, names its buffers and runs the call through the Api table, e.g.
+// call, names its buffers and runs the call through the Api table; for a
+// hypothetical blpa_scale:
 //
 //   void testScale(size_t numel) {
 //     Case k("scale/" + std::to_string(numel));
@@ -21,16 +23,19 @@
 //     });
 //   }
 //
-// with the output's Tol saying how far it may be from the reference (the
-// default: bit for bit where the backend does the reference's float
-// operations, within floatTol on a GPU; sumTol for sums in another
-// order), and call it from the family's function at the end of this file.
-// A kernel the CUDA runtime leaves to a library goes in
-// BLPA_LIBRARY_KERNELS and its family starts with `if (!has(...)) return;`
-// (the emulation has no cuDNN or cuBLAS); every other kernel goes in
-// BLPA_DEVICE_KERNELS. Checks that need more than one call (a recompute
-// bit for bit the forward, a gradient's mask the forward's) compare the
-// calls' Results with expectSameBits.
+// The output's Tol says how far it may be from the reference: the default
+// is bit for bit where the backend does the reference's float operations
+// and within floatTol on a GPU; sumTol for sums in another order,
+// exactTol where Runtime.h promises equal bits, libraryTol for cuDNN,
+// cuBLAS and oneDNN. Call the function from its family's (runKernelCases
+// at the end of this file calls every family), and add the kernel to
+// BLPA_DEVICE_KERNELS in KernelHarness.h, or to BLPA_LIBRARY_KERNELS if the
+// CUDA runtime leaves it to a library (the emulation has none of those:
+// start the family with `if (!has(&Api::blpa_x)) return;`). Shapes that a
+// naive reference in RuntimeKernelTest.cpp also walks go in a table here
+// (copyStridedShapes, padShapes, ...). Checks that need more than one
+// call (a recompute bit for bit the forward, a gradient's mask the
+// forward's) compare the calls' Results with expectSameBits.
 //
 //===----------------------------------------------------------------------===//
 
@@ -96,14 +101,14 @@ inline void testBroadcast(const char *op, BroadcastKernel Api::*kernel,
       continue;
     Case k(std::string(op) + "/" + name + (misaligned ? "/misaligned" : "") +
            suffixes[over]);
-    int aIn = over == 1 ? k.inOut("y", a, exactTol, misaligned)
-                        : k.in(a, misaligned);
-    int bIn = over == 2 ? k.inOut("y", b, exactTol, misaligned)
-                        : k.in(b, misaligned);
-    int y = over == 1   ? aIn
-            : over == 2 ? bIn
-                        : k.out("y", size_t(product(outDims)), exactTol,
-                                misaligned);
+    int aIn =
+        over == 1 ? k.inOut("y", a, exactTol, misaligned) : k.in(a, misaligned);
+    int bIn =
+        over == 2 ? k.inOut("y", b, exactTol, misaligned) : k.in(b, misaligned);
+    int y = over == 1 ? aIn
+            : over == 2
+                ? bIn
+                : k.out("y", size_t(product(outDims)), exactTol, misaligned);
     k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
       (rt.*kernel)(ctx, p.f(aIn), p.f(bIn), p.f(y), int64_t(outDims.size()),
                    outDims.data(), aDims.data(), bDims.data());
@@ -329,8 +334,8 @@ inline void testActivation(const ActivationCase &a, size_t numel,
            (inPlace ? "/in_place" : ""));
     auto [xIn, y] = k.operandAndResult(x, inPlace, "y", {}, misaligned);
     Results r = k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
-      rt.blpa_activation(ctx, p.f(xIn), p.f(y), int64_t(numel), a.kind,
-                         a.alpha, a.beta);
+      rt.blpa_activation(ctx, p.f(xIn), p.f(y), int64_t(numel), a.kind, a.alpha,
+                         a.beta);
     });
     if (a.kind == BLPA_ACT_SIGMOID)
       saved = r.refFloats("y");
@@ -522,7 +527,8 @@ inline std::vector<PadModeShape> padModeShapes() {
         {"large", mode, {4, 16, 33, 35}, {0, 0, 3, 1}, {0, 0, 1, 3}});
   }
   shapes.push_back({"pads_past_size", BLPA_PAD_EDGE, {2, 3}, {4, 1}, {3, 7}});
-  shapes.push_back({"size_one", BLPA_PAD_EDGE, {3, 1, 2}, {0, 2, 1}, {0, 3, 0}});
+  shapes.push_back(
+      {"size_one", BLPA_PAD_EDGE, {3, 1, 2}, {0, 2, 1}, {0, 3, 0}});
   shapes.push_back({"largest_pads", BLPA_PAD_REFLECT, {4, 6}, {3, 5}, {3, 5}});
   return shapes;
 }
@@ -650,7 +656,8 @@ inline void testDropout(double ratio, size_t numel, uint64_t seed,
     expectSameBits(k.name + "/bits", forward.bytes("y"), forward.refBytes("y"),
                    "differs from the reference's bits");
     expectSameBits(g.name + "/bits", backward.bytes("dx"),
-                   backward.refBytes("dx"), "differs from the reference's bits");
+                   backward.refBytes("dx"),
+                   "differs from the reference's bits");
     expectSameBits(g.name + "/mask", keptOf(backward.floats("dx")),
                    keptOf(forward.floats("y")),
                    "blpa_dropout_grad drops other elements than blpa_dropout");
@@ -1129,14 +1136,14 @@ inline Results bnEncode(const std::string &name, const BnData &d, int bits,
       invStd;
   addTrainOutputs(k, d, y, mean, invStd);
   int mId = mean, sId = invStd;
-  int codes = k.codes(
-      "codes", d.numel(), bits, codeSlack, [&d, mId, sId](const Results &r,
-                                                          size_t i) {
-        int64_t ch = d.channelOf(i);
-        Floats m = floatsOf(r.got[mId]), rm = floatsOf(r.ref[mId]),
-               s = floatsOf(r.got[sId]), rs = floatsOf(r.ref[sId]);
-        return !sameFloat(m[ch], rm[ch]) || !sameFloat(s[ch], rs[ch]);
-      });
+  int codes =
+      k.codes("codes", d.numel(), bits, codeSlack,
+              [&d, mId, sId](const Results &r, size_t i) {
+                int64_t ch = d.channelOf(i);
+                Floats m = floatsOf(r.got[mId]), rm = floatsOf(r.ref[mId]),
+                       s = floatsOf(r.got[sId]), rs = floatsOf(r.ref[sId]);
+                return !sameFloat(m[ch], rm[ch]) || !sameFloat(s[ch], rs[ch]);
+              });
   Results r = k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
     auto kernel = withRelu ? rt.blpa_batch_norm_relu_train_encode
                            : rt.blpa_batch_norm_train_encode;
@@ -1192,12 +1199,12 @@ inline void testBnCodes(const BnShape &s, int bits) {
                    bnOutputs(train, train.floats("y")),
                    "y, mean or inv_std differ from blpa_batch_norm_train's");
   if (enc.ok && reluEnc.ok)
-    expectSameBits(base + "/relu_encode/matches_encode",
-                   concat({bnOutputs(reluEnc, reluEnc.floats("y")),
-                           reluEnc.bytes("codes")}),
-                   concat({bnOutputs(enc, relu(enc.floats("y"))),
-                           enc.bytes("codes")}),
-                   "differs from blpa_batch_norm_train_encode and a ReLU");
+    expectSameBits(
+        base + "/relu_encode/matches_encode",
+        concat(
+            {bnOutputs(reluEnc, reluEnc.floats("y")), reluEnc.bytes("codes")}),
+        concat({bnOutputs(enc, relu(enc.floats("y"))), enc.bytes("codes")}),
+        "differs from blpa_batch_norm_train_encode and a ReLU");
   if (!enc.ok)
     return;
   testBnDecode(base, d, enc.refBytes("codes"), bits);
@@ -1375,20 +1382,13 @@ struct BatchMatMulShape {
 /// results, attention-sized ones; empty sums (zeros) and an empty batch
 /// (nothing written).
 inline const std::vector<BatchMatMulShape> batchMatMulShapes = {
-    {3, 17, 13, 29, false, false, 3, 3},
-    {3, 17, 13, 29, true, false, 3, 3},
-    {3, 17, 13, 29, false, true, 3, 3},
-    {3, 17, 13, 29, true, true, 3, 3},
-    {5, 7, 9, 11, false, false, 1, 5},
-    {5, 7, 9, 11, false, true, 1, 5},
-    {5, 7, 9, 11, true, false, 5, 1},
-    {5, 7, 9, 11, true, true, 5, 1},
-    {4, 16, 16, 8, false, true, 1, 1},
-    {37, 5, 6, 64, true, false, 37, 37},
-    {1, 64, 100, 300, false, true, 1, 1},
-    {6, 1, 1, 50, false, false, 6, 1},
-    {32, 64, 64, 16, false, true, 32, 32},
-    {2, 3, 4, 0, false, false, 2, 2},
+    {3, 17, 13, 29, false, false, 3, 3},   {3, 17, 13, 29, true, false, 3, 3},
+    {3, 17, 13, 29, false, true, 3, 3},    {3, 17, 13, 29, true, true, 3, 3},
+    {5, 7, 9, 11, false, false, 1, 5},     {5, 7, 9, 11, false, true, 1, 5},
+    {5, 7, 9, 11, true, false, 5, 1},      {5, 7, 9, 11, true, true, 5, 1},
+    {4, 16, 16, 8, false, true, 1, 1},     {37, 5, 6, 64, true, false, 37, 37},
+    {1, 64, 100, 300, false, true, 1, 1},  {6, 1, 1, 50, false, false, 6, 1},
+    {32, 64, 64, 16, false, true, 32, 32}, {2, 3, 4, 0, false, false, 2, 2},
     {0, 3, 4, 5, false, false, 0, 1},
 };
 

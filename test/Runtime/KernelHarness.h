@@ -364,7 +364,8 @@ inline void compareRelative(const std::string &name, const Floats &got,
   for (size_t i = 0; i < want.size(); ++i) {
     signErrors += signs && (got[i] > 0) != (want[i] > 0);
     if (!std::isfinite(got[i]) || !std::isfinite(want[i])) {
-      bool same = got[i] == want[i] || (std::isnan(got[i]) && std::isnan(want[i]));
+      bool same =
+          got[i] == want[i] || (std::isnan(got[i]) && std::isnan(want[i]));
       if (!same && nonFinite++ == 0)
         at = i;
       continue;
@@ -377,11 +378,12 @@ inline void compareRelative(const std::string &name, const Floats &got,
   }
   bool ok = nonFinite == 0 && signErrors == 0 && worst <= rel * scale;
   std::string detail =
-      want.empty() ? "" : format("max error %.3g at [%zu] (got %.9g, reference "
-                                 "%.9g) exceeds %.1g of max |reference| %.4g "
-                                 "(%zu elements)",
-                                 worst, at, got[at], want[at], rel, scale,
-                                 want.size());
+      want.empty()
+          ? ""
+          : format("max error %.3g at [%zu] (got %.9g, reference "
+                   "%.9g) exceeds %.1g of max |reference| %.4g "
+                   "(%zu elements)",
+                   worst, at, got[at], want[at], rel, scale, want.size());
   if (nonFinite)
     detail = format("%zu elements differ in non-finite values, first at [%zu] "
                     "(got %g, reference %g)",
@@ -460,10 +462,10 @@ struct Buffer {
   std::string name; // of an output
   Bytes initial;
   Kind kind = input;
-  Tol tol;               // floats
-  int bits = 0;          // codes
-  size_t numel = 0;      // codes
-  double fraction = 0;   // codes: codeSlack-style, where arithmetic differs
+  Tol tol;             // floats
+  int bits = 0;        // codes
+  size_t numel = 0;    // codes
+  double fraction = 0; // codes: codeSlack-style, where arithmetic differs
   /// codes: where the exact comparison allows one off (from both results).
   std::function<bool(const Results &, size_t)> slack;
   /// Where the backend can, 4 bytes past a 64-byte boundary: off the
@@ -487,9 +489,7 @@ struct Results {
   Floats refFloats(const std::string &name) const {
     return floatsOf(refBytes(name));
   }
-  Floats floats(const std::string &name) const {
-    return floatsOf(bytes(name));
-  }
+  Floats floats(const std::string &name) const { return floatsOf(bytes(name)); }
   size_t indexOf(const std::string &name) const {
     size_t i = std::find(names.begin(), names.end(), name) - names.begin();
     if (i == names.size()) {

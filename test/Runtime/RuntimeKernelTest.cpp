@@ -61,8 +61,8 @@ using blpa_test::randomInts;
 using blpa_test::randomNormals;
 using blpa_test::report;
 using blpa_test::rng;
-using blpa_test::withValues;
 using blpa_test::WindowGeometry;
+using blpa_test::withValues;
 using Doubles = std::vector<double>;
 
 /// ||got - want|| / ||want|| must not exceed tol (absolute when want is 0);
@@ -1155,7 +1155,6 @@ int quantizeRef(float x, double lo, double step, int64_t scheme, int bits,
   }
 }
 
-
 void testQuantize(const char *shape, int64_t n, int64_t c, int64_t spatial,
                   int64_t scheme, int bits) {
   const char *schemes[] = {"affine", "nonneg", "mask"};
@@ -1165,7 +1164,7 @@ void testQuantize(const char *shape, int64_t n, int64_t c, int64_t spatial,
   auto channelOf = [&](size_t i) { return int64_t(i) / spatial % c; };
   bool mask = scheme == BLPA_SCHEME_MASK;
   Floats x = blpa_test::quantizeInput({"", n, c, spatial}, scheme,
-                                       /*nans=*/false),
+                                      /*nans=*/false),
          params(2 * c), y(numel);
   float *p = mask ? nullptr : params.data();
   Bytes codes = codeBuffer(numel, bits);
@@ -2213,8 +2212,7 @@ private:
 };
 
 #define BLPA_CPU_ENTRY(name) &::name,
-const blpa_test::Api ThreadsBackend::cpuApi = {
-    BLPA_KERNELS(BLPA_CPU_ENTRY)};
+const blpa_test::Api ThreadsBackend::cpuApi = {BLPA_KERNELS(BLPA_CPU_ENTRY)};
 #undef BLPA_CPU_ENTRY
 
 //===----------------------------------------------------------------------===//

@@ -113,8 +113,7 @@ public:
   blpa_context cpuCtx{}, emuCtx{};
 
 private:
-  EmulatedRun emulate(const Case &c, const Kernel &kernel,
-                      emu::Order order) {
+  EmulatedRun emulate(const Case &c, const Kernel &kernel, emu::Order order) {
     HostMemory memory(c.buffers);
     EmulatedRun run;
     emu::setOrder(order);
@@ -179,8 +178,7 @@ void testBadLabel(int64_t bad) {
                                        p.f(dloss), p.f(dlogits), n, classes);
   });
   if (gr.ok)
-    report(base + "/grad_finite", finite(gr.floats("dlogits")),
-           "not finite");
+    report(base + "/grad_finite", finite(gr.floats("dlogits")), "not finite");
 }
 
 /// Arguments the CPU runtime rejects through blpa_runtime_fail (which
