@@ -10,9 +10,14 @@
 // operation per element (broadcasting arithmetic, copies, padding, clip,
 // dropout), its reference rounds the exact result once and the two must
 // match bit for bit; dropout masks are checked against the hash of
-// lib/Runtime/Common/DropoutMask.h and for their statistics.
+// lib/Runtime/Common/DropoutMask.h and for their statistics. The shape
+// tables of KernelCases.h serve these references too; then every case of
+// KernelCases.h runs with more threads than cores against one thread
+// (ThreadsBackend: bit for bit bar sums and libraries, in guarded memory,
+// repeated), as the CUDA emulation and CUDA kernel tests run them against
+// this runtime.
 //
-// Output: one `PASS name` or `FAIL name: detail` line per case, then
+// Output: one `PASS name` or `FAIL name: detail` line per check, then
 // `N passed, M failed`. Exit status 0 iff nothing failed. `--bench` instead
 // times a [64,32,28,28] x [32,32,3,3] convolution forward and backward, and
 // the activation-code kernels next to the exact kernels they replace.
@@ -21,7 +26,7 @@
 
 #include "blpa/Runtime/Runtime.h"
 
-#include "WindowCase.h"
+#include "KernelCases.h"
 
 // The dropout mask Runtime.h defines.
 #include "../../lib/Runtime/Common/DropoutMask.h"
@@ -43,31 +48,34 @@
 
 namespace {
 
+using blpa_test::ActivationCase;
+using blpa_test::awayFromZero;
+using blpa_test::Bytes;
 using blpa_test::convGeometries;
 using blpa_test::ConvGeometry;
+using blpa_test::Floats;
+using blpa_test::packedSize;
+using blpa_test::product;
+using blpa_test::randomFloats;
+using blpa_test::randomInts;
+using blpa_test::randomNormals;
+using blpa_test::report;
+using blpa_test::rng;
 using blpa_test::WindowGeometry;
-using Floats = std::vector<float>;
+using blpa_test::withValues;
 using Doubles = std::vector<double>;
 
-int passed = 0, failed = 0;
-
-void report(const std::string &name, bool ok, const std::string &detail) {
-  if (ok) {
-    ++passed;
-    std::printf("PASS %s\n", name.c_str());
-  } else {
-    ++failed;
-    std::printf("FAIL %s: %s\n", name.c_str(), detail.c_str());
-  }
-  std::fflush(stdout);
-}
-
-/// ||got - want|| / ||want|| must not exceed tol (absolute when want is 0).
+/// ||got - want|| / ||want|| must not exceed tol (absolute when want is 0);
+/// NaN only where the reference is NaN.
 void expectClose(const std::string &name, const float *got, const Doubles &want,
                  double tol = 1e-5) {
   double diff = 0, norm = 0;
   bool finite = true;
   for (size_t i = 0; i < want.size(); ++i) {
+    if (std::isnan(want[i])) {
+      finite &= std::isnan(got[i]);
+      continue;
+    }
     finite &= std::isfinite(got[i]);
     diff += (got[i] - want[i]) * (got[i] - want[i]);
     norm += want[i] * want[i];
@@ -94,32 +102,6 @@ bool sameBits(const Floats &a, const Floats &b) {
 
 void expectBitwise(const std::string &name, const Floats &a, const Floats &b) {
   report(name, sameBits(a, b), "two runs on the same input differ");
-}
-
-std::mt19937_64 rng(20240611);
-
-Floats randomFloats(size_t n, float lo = -1, float hi = 1) {
-  std::uniform_real_distribution<float> dist(lo, hi);
-  Floats v(n);
-  for (float &x : v)
-    x = dist(rng);
-  return v;
-}
-
-/// Small integers, so that pooling windows contain ties.
-Floats randomInts(size_t n, int lo, int hi) {
-  std::uniform_int_distribution<int> dist(lo, hi);
-  Floats v(n);
-  for (float &x : v)
-    x = float(dist(rng));
-  return v;
-}
-
-int64_t product(const std::vector<int64_t> &dims) {
-  int64_t p = 1;
-  for (int64_t d : dims)
-    p *= d;
-  return p;
 }
 
 blpa_context ctx;
@@ -603,20 +585,9 @@ void testBatchMatMul(int64_t batch, int64_t m, int64_t n, int64_t k,
 }
 
 void testBatchMatMuls() {
-  testBatchMatMul(3, 17, 13, 29, false, false, 3, 3);
-  testBatchMatMul(3, 17, 13, 29, true, false, 3, 3);
-  testBatchMatMul(3, 17, 13, 29, false, true, 3, 3);
-  testBatchMatMul(3, 17, 13, 29, true, true, 3, 3);
-  testBatchMatMul(5, 7, 9, 11, false, false, 1, 5);
-  testBatchMatMul(5, 7, 9, 11, true, true, 5, 1);
-  testBatchMatMul(4, 16, 16, 8, false, true, 1, 1);
-  // More matrices than threads: one sgemm per thread.
-  testBatchMatMul(37, 5, 6, 64, true, false, 37, 37);
-  testBatchMatMul(1, 64, 100, 300, false, true, 1, 1);
-  testBatchMatMul(6, 1, 1, 50, false, false, 6, 1);
-  // Empty sums are zeros; empty batches write nothing.
-  testBatchMatMul(2, 3, 4, 0, false, false, 2, 2);
-  testBatchMatMul(0, 3, 4, 5, false, false, 0, 1);
+  for (const blpa_test::BatchMatMulShape &b : blpa_test::batchMatMulShapes)
+    testBatchMatMul(b.batch, b.m, b.n, b.k, b.transA, b.transB, b.aBatch,
+                    b.bBatch);
 }
 
 void testSoftmaxCrossEntropy(int64_t n, int64_t classes, float spread) {
@@ -767,18 +738,7 @@ void testBadLabels() {
 // Activation codes
 //===----------------------------------------------------------------------===//
 
-using Bytes = std::vector<uint8_t>;
 using Codes = std::vector<int>;
-
-Floats randomNormals(size_t n, float mean, float stddev) {
-  std::normal_distribution<float> dist(mean, stddev);
-  Floats v(n);
-  for (float &x : v)
-    x = dist(rng);
-  return v;
-}
-
-size_t packedSize(size_t numel, int bits) { return (numel * bits + 7) / 8; }
 
 /// The packed layout of Runtime.h, written out from its definition.
 Bytes packRef(const Codes &codes, int bits) {
@@ -797,7 +757,7 @@ Codes unpackRef(const uint8_t *packed, size_t numel, int bits) {
 
 /// Room for numel codes, filled with junk the kernel must overwrite, then
 /// guard bytes it must not touch.
-constexpr size_t guardBytes = 16;
+using blpa_test::guardBytes;
 constexpr uint8_t junk = 0xA5;
 
 Bytes codeBuffer(size_t numel, int bits) {
@@ -1195,24 +1155,6 @@ int quantizeRef(float x, double lo, double step, int64_t scheme, int bits,
   }
 }
 
-/// Test data per scheme: AFFINE gets a constant channel and one far from 0,
-/// NONNEG (ReLU outputs, many exact zeros) an all-zero channel.
-Floats quantizeInput(int64_t n, int64_t c, int64_t spatial, int64_t scheme) {
-  Floats x = randomFloats(n * c * spatial, -2.0f, 3.0f);
-  for (size_t i = 0; i < x.size(); ++i) {
-    int64_t ch = int64_t(i) / spatial % c;
-    if (scheme == BLPA_SCHEME_AFFINE && ch == 1)
-      x[i] = 0.75f;
-    if (scheme == BLPA_SCHEME_AFFINE && ch == 2)
-      x[i] += 1000.0f;
-    if (scheme == BLPA_SCHEME_NONNEG)
-      x[i] = ch == 1 ? 0.0f : std::max(x[i], 0.0f);
-    if (scheme == BLPA_SCHEME_MASK && i % 7 == 0)
-      x[i] = 0.0f;
-  }
-  return x;
-}
-
 void testQuantize(const char *shape, int64_t n, int64_t c, int64_t spatial,
                   int64_t scheme, int bits) {
   const char *schemes[] = {"affine", "nonneg", "mask"};
@@ -1221,7 +1163,9 @@ void testQuantize(const char *shape, int64_t n, int64_t c, int64_t spatial,
   size_t numel = n * c * spatial;
   auto channelOf = [&](size_t i) { return int64_t(i) / spatial % c; };
   bool mask = scheme == BLPA_SCHEME_MASK;
-  Floats x = quantizeInput(n, c, spatial, scheme), params(2 * c), y(numel);
+  Floats x = blpa_test::quantizeInput({"", n, c, spatial}, scheme,
+                                      /*nans=*/false),
+         params(2 * c), y(numel);
   float *p = mask ? nullptr : params.data();
   Bytes codes = codeBuffer(numel, bits);
   blpa_quantize(&ctx, x.data(), codes.data(), p, n, c, spatial, bits, scheme);
@@ -1594,22 +1538,6 @@ void expectSameFloats(const std::string &name, const Floats &got,
   report(name, differ == 0, detail);
 }
 
-/// v's magnitudes moved to [0.5, 2], signs kept: divisors, and values that
-/// a dropout never turns into 0 by itself.
-Floats awayFromZero(Floats v) {
-  for (float &x : v)
-    x = std::copysign(0.5f + 1.5f * std::fabs(x), x);
-  return v;
-}
-
-/// v with `specials` written over it every 97 elements, in turn, so that
-/// every parallel block sees some of them.
-Floats withValues(Floats v, const Floats &specials) {
-  for (size_t i = 0; i < v.size(); i += 97)
-    v[i] = specials[i / 97 % specials.size()];
-  return v;
-}
-
 using BroadcastKernel = decltype(&blpa_add);
 
 struct BinaryOp {
@@ -1688,18 +1616,6 @@ void testBroadcasts() {
     for (const Shape &s : shapes)
       testBroadcast(op, s.name, s.out, s.a, s.b);
 }
-
-/// One activation kind with its parameters; `exact`: the reference rounds
-/// the result of the kernel's float operations once (clip's bounds are
-/// floats, hard_sigmoid's affine map is evaluated in float), so every
-/// element must match bit for bit.
-struct ActivationCase {
-  const char *name;
-  int64_t kind;
-  double alpha, beta;
-  bool exact;
-  Floats specials; // values on and next to each branch's bounds
-};
 
 /// alpha * x + beta in float arithmetic (float parameters, each operation
 /// rounded), as a float32 kernel evaluates it: where the exact value lies
@@ -1808,50 +1724,8 @@ void testActivation(const ActivationCase &a) {
          "differs from the out-of-place result");
 }
 
-/// Every activation kind, with values on and next to its bounds.
-std::vector<ActivationCase> activationCases() {
-  const float inf = std::numeric_limits<float>::infinity();
-  const float nan = std::numeric_limits<float>::quiet_NaN();
-  auto around = [](Floats bounds) {
-    Floats v;
-    for (float b : bounds) {
-      v.push_back(b);
-      v.push_back(std::nextafter(b, -1e30f));
-      v.push_back(std::nextafter(b, 1e30f));
-    }
-    return v;
-  };
-  Floats swish = around({-3.0f, 3.0f, 0.0f});
-  swish.push_back(-0.0f);
-  Floats relu6 = around({0.0f, 6.0f});
-  for (float v : {nan, inf, -inf, -0.0f})
-    relu6.push_back(v);
-  Floats clip = around({-1.5f, 2.25f});
-  for (float v : {nan, inf, -inf})
-    clip.push_back(v);
-  return {
-      {"sigmoid",
-       BLPA_ACT_SIGMOID,
-       0,
-       0,
-       false,
-       {0.0f, -0.0f, 20.0f, 100.0f, -20.0f, -100.0f, 8.0f, -8.0f}},
-      // The reference evaluates alpha * x + beta in float (floatAffine), so
-      // that values next to the bounds take the kernel's branch.
-      {"hard_sigmoid_pow2", BLPA_ACT_HARD_SIGMOID, 0.25, 0.5, true,
-       around({-2.0f, 2.0f, 0.0f})},
-      // ONNX's defaults.
-      {"hard_sigmoid", BLPA_ACT_HARD_SIGMOID, 0.2, 0.5, true,
-       around({-2.5f, 2.5f, 0.0f})},
-      {"hard_swish", BLPA_ACT_HARD_SWISH, 0, 0, false, swish},
-      {"clip_relu6", BLPA_ACT_CLIP, 0, 6, true, relu6},
-      {"clip", BLPA_ACT_CLIP, -1.5, 2.25, true, clip},
-      {"clip_point", BLPA_ACT_CLIP, 1, 1, true, {1.0f, nan, 0.5f, 2.0f}},
-  };
-}
-
 void testActivations() {
-  for (const ActivationCase &a : activationCases())
+  for (const ActivationCase &a : blpa_test::activationCases())
     testActivation(a);
 }
 
@@ -1884,21 +1758,9 @@ void testCopyStrided(const char *name, int64_t rows, int64_t rowElems,
 }
 
 void testCopiesStrided() {
-  testCopyStrided("concat_columns", 6, 35, 35, 91, 0, 14);
-  testCopyStrided("slice_columns", 4, 7, 21, 7, 5, 0);
-  testCopyStrided("contiguous_rows", 9, 13, 13, 13, 0, 0);
-  testCopyStrided("single_elements", 37, 1, 3, 5, 2, 4);
-  testCopyStrided("long_single_row", 1, 100003, 100003, 100003, 0, 0);
-  testCopyStrided("long_rows_offsets", 3, 40000, 50001, 40003, 3, 1);
-  testCopyStrided("many_rows", 1001, 17, 33, 19, 16, 2);
-  testCopyStrided("no_rows", 0, 5, 5, 5, 0, 0);
-  testCopyStrided("empty_rows", 5, 0, 3, 3, 1, 1);
-  // An axis-0 concatenation or slice of a tensor over 2 GiB: one row whose
-  // stride is the whole tensor.
-  testCopyStrided("one_row_huge_src_stride", 1, 1000, (int64_t(1) << 29) + 7,
-                  1000, 3, 0);
-  testCopyStrided("one_row_huge_dst_stride", 1, 777, 777, int64_t(1) << 30, 0,
-                  5);
+  for (const blpa_test::CopyStridedShape &c : blpa_test::copyStridedShapes)
+    testCopyStrided(c.name, c.rows, c.rowElems, c.srcStride, c.dstStride,
+                    c.srcOffset, c.dstOffset);
 }
 
 /// blpa_pad against its definition (bit for bit: a copy or the value). A
@@ -1948,21 +1810,8 @@ void testPad(const char *name, std::vector<int64_t> in,
 }
 
 void testPads() {
-  testPad("rank1", {7}, {3}, {2}, 0.5);
-  testPad("rank1_crop", {11}, {-4}, {-2}, 0.5);
-  testPad("rank1_crop_and_pad", {6}, {-3}, {5}, -2.0);
-  testPad("rank2", {5, 9}, {1, -2}, {-1, 3}, -1.25);
-  testPad("rank3_channels", {3, 4, 5}, {0, 2, 0}, {0, 1, 0}, 0.0);
-  testPad("rank4_spatial", {2, 3, 5, 7}, {0, 0, 1, 2}, {0, 0, 2, 0}, 0.5);
-  testPad("rank4_crop", {2, 3, 9, 8}, {0, 0, -1, -2}, {0, 0, -3, 0}, 0.5);
-  // The last dimension's window misses x: every row is the value.
-  testPad("rank4_last_outside", {2, 3, 4, 8}, {0, 1, 0, -9}, {0, 0, 0, 2}, 7.0);
-  // The window lies past x in a leading dimension.
-  testPad("rank3_leading_outside", {2, 3, 4}, {5, 0, 0}, {-4, 0, 0}, 3.0);
-  testPad("rank5", {2, 3, 4, 5, 6}, {1, 0, -1, 2, -2}, {0, 1, -1, -1, 3}, 3.0);
-  testPad("rank5_pad", {2, 1, 3, 2, 5}, {1, 2, 0, 1, 3}, {2, 0, 1, 1, 1}, -0.5);
-  testPad("large", {4, 16, 33, 35}, {0, 0, 1, 1}, {0, 0, 1, 1}, 0.0);
-  testPad("large_long_rows", {3, 40001}, {1, 2}, {0, 3}, 1.0);
+  for (const blpa_test::PadShape &c : blpa_test::padShapes)
+    testPad(c.name, c.in, c.begin, c.end, c.value);
 }
 
 /// The reference of a reflect or edge padding along one axis of size n:
@@ -2019,21 +1868,8 @@ void testPadMode(const char *name, int64_t mode, std::vector<int64_t> in,
 }
 
 void testPadModes() {
-  for (int64_t mode : {BLPA_PAD_REFLECT, BLPA_PAD_EDGE}) {
-    testPadMode("rank1", mode, {7}, {3}, {2});
-    testPadMode("rank1_one_side", mode, {5}, {0}, {4});
-    testPadMode("rank2_asymmetric", mode, {5, 9}, {1, 4}, {3, 2});
-    testPadMode("rank4_spatial", mode, {2, 3, 5, 7}, {0, 0, 1, 2},
-                {0, 0, 2, 0});
-    testPadMode("rank4_all_axes", mode, {2, 3, 4, 5}, {1, 2, 3, 4},
-                {1, 0, 2, 1});
-    testPadMode("large", mode, {4, 16, 33, 35}, {0, 0, 3, 1}, {0, 0, 1, 3});
-  }
-  // Edge pads may exceed the size: every copy of the edge adds up.
-  testPadMode("pads_past_size", BLPA_PAD_EDGE, {2, 3}, {4, 1}, {3, 7});
-  testPadMode("size_one", BLPA_PAD_EDGE, {3, 1, 2}, {0, 2, 1}, {0, 3, 0});
-  // Reflect pads up to the size minus one.
-  testPadMode("largest_pads", BLPA_PAD_REFLECT, {4, 6}, {3, 5}, {3, 5});
+  for (const blpa_test::PadModeShape &c : blpa_test::padModeShapes())
+    testPadMode(c.name, c.mode, c.in, c.begin, c.end);
 }
 
 /// blpa_activation_dynamic and its gradient read their parameters from
@@ -2096,26 +1932,8 @@ void testTranspose(const char *name, std::vector<int64_t> in,
 }
 
 void testTransposes() {
-  testTranspose("rank1", {7}, {0});
-  testTranspose("identity", {3, 4, 5}, {0, 1, 2});
-  testTranspose("matrix", {37, 53}, {1, 0});
-  testTranspose("matrix_large", {300, 517}, {1, 0});
-  testTranspose("matrix_thin", {2, 40000}, {1, 0});
-  // Channel shuffle: whole rows of H*W move.
-  testTranspose("channel_shuffle", {4, 3, 8, 7, 9}, {0, 2, 1, 3, 4});
-  testTranspose("nchw_to_nhwc", {2, 5, 7, 9}, {0, 2, 3, 1});
-  testTranspose("nhwc_to_nchw", {2, 7, 9, 5}, {0, 3, 1, 2});
-  // PixelShuffle's [N, C, r, r, H, W] -> [N, C, H, r, W, r].
-  testTranspose("pixel_shuffle", {2, 3, 2, 2, 5, 6}, {0, 1, 4, 2, 5, 3});
-  testTranspose("reverse", {3, 4, 5, 6}, {3, 2, 1, 0});
-  testTranspose("size_one_dims", {1, 5, 1, 7}, {2, 3, 0, 1});
-  testTranspose("all_ones", {1, 1, 1}, {2, 0, 1});
-  testTranspose("long_rows", {3, 2, 20001}, {1, 0, 2});
-  testTranspose("small_tiles", {500, 3, 2}, {0, 2, 1});
-  testTranspose("large", {64, 96, 130}, {2, 0, 1});
-  testTranspose("rank9", {2, 1, 2, 3, 2, 1, 2, 2, 3},
-                {8, 7, 6, 5, 4, 3, 2, 1, 0});
-  testTranspose("empty", {3, 0, 4}, {2, 0, 1});
+  for (const blpa_test::TransposeShape &t : blpa_test::transposeShapes)
+    testTranspose(t.name, t.in, t.perm);
 }
 
 /// Runtime.h's mask (DropoutMask.h's hash): whether element i is kept.
@@ -2335,6 +2153,69 @@ void testBadLayerArguments() {
 }
 
 //===----------------------------------------------------------------------===//
+// The shared cases
+//===----------------------------------------------------------------------===//
+
+/// KernelCases.h on the CPU runtime: each call with more threads than
+/// cores against the same call with one thread (the CPU runtime's results
+/// do not depend on the thread count: bit for bit, but for oneDNN's and
+/// sgemm's), in guarded host memory (nothing
+/// written outside the outputs, every output element written: they start
+/// as NaN), and a second run to the same bits.
+class ThreadsBackend : public blpa_test::Backend {
+public:
+  using Api = blpa_test::Api;
+  using Case = blpa_test::Case;
+  using HostMemory = blpa_test::HostMemory;
+  using Kernel = blpa_test::Kernel;
+  using Results = blpa_test::Results;
+
+  const Api &api() const override { return cpuApi; }
+  const Api &refApi() const override { return cpuApi; }
+  blpa_context *refContext() override { return &ctx; }
+  std::vector<blpa_context *> contexts() override { return {&ctx}; }
+  bool exactArithmetic() const override { return true; }
+  /// Every reduced value is accumulated by one thread in a fixed order.
+  bool sameOrder() const override { return true; }
+
+  Results run(const Case &c, const Kernel &kernel) override {
+    Results r;
+    r.names = c.names();
+    r.ref = outputsWith(c, kernel, 1);
+    int many = std::max(defaultThreads, 2) + 1;
+    HostMemory first(c.buffers);
+    call(kernel, first, many);
+    r.got = first.outputs();
+    std::string stray = first.strayWrites();
+    report(c.name + "/memory", stray.empty(), stray);
+    report(c.name + "/repeat", outputsWith(c, kernel, many) == r.got,
+           "a second run gives other bits");
+    return r;
+  }
+
+  int defaultThreads = 1;
+
+private:
+  static const Api cpuApi;
+
+  void call(const Kernel &kernel, const HostMemory &memory, int threads) {
+    omp_set_num_threads(threads);
+    kernel(cpuApi, &ctx, memory.ptrs);
+    omp_set_num_threads(defaultThreads);
+  }
+  std::vector<Bytes> outputsWith(const Case &c, const Kernel &kernel,
+                                 int threads) {
+    HostMemory memory(c.buffers);
+    call(kernel, memory, threads);
+    return memory.outputs();
+  }
+};
+
+#define BLPA_CPU_ENTRY(name) &::name,
+const blpa_test::Api ThreadsBackend::cpuApi = {BLPA_KERNELS(BLPA_CPU_ENTRY)};
+#undef BLPA_CPU_ENTRY
+
+//===----------------------------------------------------------------------===//
 // Benchmark
 //===----------------------------------------------------------------------===//
 
@@ -2551,7 +2432,7 @@ void testActivationRegionDynamic() {
 }
 
 void testActivationRegions() {
-  for (const ActivationCase &a : activationCases())
+  for (const ActivationCase &a : blpa_test::activationCases())
     if (a.kind != BLPA_ACT_SIGMOID)
       testActivationRegion(a);
   testActivationRegionDynamic();
@@ -2591,6 +2472,8 @@ void testBadActivationRegions() {
 } // namespace
 
 int main(int argc, char **argv) {
+  // One line per check, as before the shared cases.
+  blpa_test::verbose = true;
   // Forks first, before any thread exists.
   if (argc == 1) {
     testBadLabels();
@@ -2626,12 +2509,8 @@ int main(int argc, char **argv) {
   testActivationRegions();
   testTransposes();
   testDropouts();
-  testReduceSumTo("nchw_to_c", {5, 7, 9, 11}, {1, 7, 1, 1}, 1.0);
-  testReduceSumTo("rows_to_row", {37, 1100}, {1, 1100}, 0.5);
-  testReduceSumTo("middle", {6, 5, 7}, {6, 1, 7}, 1.0);
-  testReduceSumTo("outer_and_inner", {4, 3, 5, 2}, {1, 3, 1, 2}, -2.0);
-  testReduceSumTo("all", {3, 5, 7}, {1, 1, 1}, 1.0);
-  testReduceSumTo("none", {3, 5}, {3, 5}, 3.0);
+  for (const blpa_test::ReduceShape &r : blpa_test::reduceShapes)
+    testReduceSumTo(r.name, r.in, r.out, r.scale);
   testCopy();
   testFill();
   testSgd();
@@ -2650,12 +2529,9 @@ int main(int argc, char **argv) {
   }
   testGlobalAvgPool();
 
-  testGemm(17, 13, 29, false, false, 1.0, 0.0, 0, 0);
-  testGemm(17, 13, 29, true, false, 0.5, 1.0, 1, 13);
-  testGemm(17, 13, 29, false, true, 1.0, 2.0, 17, 1);
-  testGemm(17, 13, 29, true, true, -1.5, 0.5, 17, 13);
-  testGemm(17, 13, 29, false, true, 1.0, 1.0, 1, 1);
-  testGemm(64, 100, 300, false, true, 1.0, 1.0, 1, 100);
+  for (const blpa_test::GemmShape &g : blpa_test::gemmShapes)
+    testGemm(g.m, g.n, g.k, g.transA, g.transB, g.alpha, g.beta, g.cRows,
+             g.cCols);
   testBatchMatMuls();
   testSoftmaxCrossEntropy(9, 11, 50.0f);
   testSoftmaxCrossEntropy(64, 1000, 5.0f);
@@ -2687,7 +2563,12 @@ int main(int argc, char **argv) {
   testDeterminism();
   testCodeDeterminism();
 
+  ThreadsBackend threads;
+  threads.defaultThreads = omp_get_max_threads();
+  blpa_test::backend = &threads;
+  blpa_test::runKernelCases();
+
   blpa_runtime_shutdown(&ctx);
-  std::printf("%d passed, %d failed\n", passed, failed);
-  return failed == 0 ? 0 : 1;
+  std::printf("%d passed, %d failed\n", blpa_test::passed, blpa_test::failed);
+  return blpa_test::failed == 0 ? 0 : 1;
 }

@@ -23,6 +23,8 @@
 
 #include "CudaRuntime.h"
 
+#include "../Format.h"
+
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -74,15 +76,7 @@ asm(".pushsection .text\n"
 namespace emu {
 namespace {
 
-std::string format(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-std::string format(const char *fmt, ...) {
-  char buffer[512];
-  va_list args;
-  va_start(args, fmt);
-  std::vsnprintf(buffer, sizeof(buffer), fmt, args);
-  va_end(args);
-  return buffer;
-}
+using blpa_test::format;
 
 /// A fiber's stack with an inaccessible guard page below it, so that an
 /// overflow faults rather than corrupting another thread's frames.
