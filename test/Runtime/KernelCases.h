@@ -390,6 +390,125 @@ inline void testActivations() {
   testActivationDynamic("max_only", false, true);
 }
 
+/// The width of a piecewise activation's region codes (Runtime.h).
+inline int regionBits(int64_t kind) {
+  return kind == BLPA_ACT_HARD_SWISH ? 2 : 1;
+}
+
+/// blpa_activation_grad_region from the reference's `codes`: dx out of
+/// place, over dy and (hard swish, which reads them) over the values, each
+/// the out-of-place bits as Runtime.h lets dx alias either.
+inline void testActivationGradRegion(const ActivationCase &a,
+                                     const std::string &base,
+                                     const Bytes &codes, const Floats &dy,
+                                     const Floats &values, bool misaligned) {
+  const bool readsValues = a.kind == BLPA_ACT_HARD_SWISH;
+  enum Over { nothing, overDy, overValues };
+  const char *suffixes[] = {"", "/in_place", "/in_place_values"};
+  Bytes outOfPlace;
+  for (Over over : {nothing, overDy, overValues}) {
+    if (over == overValues && !readsValues)
+      continue;
+    Case g(base + "/grad" + suffixes[over]);
+    int dyIn, dx, valuesIn;
+    if (over == overValues) {
+      dyIn = g.in(dy, misaligned);
+      dx = valuesIn = g.inOut("dx", values, {}, misaligned);
+    } else {
+      std::tie(dyIn, dx) =
+          g.operandAndResult(dy, over == overDy, "dx", {}, misaligned);
+      valuesIn = g.in(values, misaligned);
+    }
+    int codesIn = g.in(codes);
+    Results r = g.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+      rt.blpa_activation_grad_region(ctx, p.f(dyIn), p.u8(codesIn),
+                                     readsValues ? p.f(valuesIn) : nullptr,
+                                     p.f(dx), int64_t(dy.size()), a.kind,
+                                     a.alpha, a.beta, regionBits(a.kind));
+    });
+    if (!r.ok)
+      return;
+    if (over == nothing)
+      outOfPlace = r.bytes("dx");
+    else
+      expectSameBits(g.name + "/as_out_of_place", r.bytes("dx"), outOfPlace,
+                     "differs from the out-of-place dx");
+  }
+}
+
+/// A piecewise activation's region codes (blpa_activation_region) on
+/// values spread over every piece with the case's specials, then the
+/// gradient from them with values moved by up to half a 4-bit bin of
+/// [-8, 8], as decoded ones are.
+inline void testActivationRegion(const ActivationCase &a, size_t numel,
+                                 bool misaligned) {
+  const int bits = regionBits(a.kind);
+  std::string base = format("activation_region/%s/%zu%s", a.name, numel,
+                            misaligned ? "/misaligned" : "");
+  Floats x = withValues(randomFloats(numel, -8, 8), a.specials),
+         dy = randomFloats(numel), v = x,
+         moved = randomFloats(numel, -0.5f, 0.5f);
+  for (size_t i = 0; i < numel; ++i)
+    v[i] += moved[i];
+  Case k(base);
+  int xIn = k.in(x, misaligned);
+  int codes = k.codes("codes", numel, bits);
+  Results r = k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+    rt.blpa_activation_region(ctx, p.f(xIn), p.u8(codes), int64_t(numel),
+                              a.kind, a.alpha, a.beta, nullptr, nullptr, bits);
+  });
+  testActivationGradRegion(a, base, r.refBytes("codes"), dy, v, misaligned);
+}
+
+/// Clip's bounds read from buffers, one, the other or both: the codes of
+/// the same bounds given statically (`staticCodes`, this backend's).
+inline void testActivationRegionDynamic(const char *name, bool loAt, bool hiAt,
+                                        const Floats &x, float lo, float hi,
+                                        const Bytes &staticCodes) {
+  const float inf = INFINITY;
+  Case k(std::string("activation_region_dynamic/clip_") + name);
+  int xIn = k.in(x), loIn = k.in(Floats{lo}), hiIn = k.in(Floats{hi});
+  int codes = k.codes("codes", x.size(), 1);
+  Results r = k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+    rt.blpa_activation_region(ctx, p.f(xIn), p.u8(codes), int64_t(x.size()),
+                              BLPA_ACT_CLIP, loAt ? -inf : lo, hiAt ? inf : hi,
+                              loAt ? p.f(loIn) : nullptr,
+                              hiAt ? p.f(hiIn) : nullptr, 1);
+  });
+  if (r.ok)
+    expectSameBits(k.name + "/as_static", r.bytes("codes"), staticCodes,
+                   "codes differ from those of the static bounds");
+}
+
+/// Every piecewise kind at the activations' sizes, and at 50001 elements
+/// (several of the CPU runtime's parallel blocks, an odd tail).
+inline void testActivationRegions() {
+  for (const ActivationCase &a : activationCases()) {
+    if (a.kind == BLPA_ACT_SIGMOID)
+      continue;
+    for (size_t numel : {size_t(1), size_t(7), size_t(10007)})
+      for (bool misaligned : {false, true})
+        testActivationRegion(a, numel, misaligned);
+    testActivationRegion(a, 50001, false);
+  }
+  const size_t numel = 10007;
+  const float lo = -1.25f, hi = 3.5f;
+  Floats x = withValues(randomFloats(numel, -8, 8), {lo, hi});
+  Case k("activation_region_dynamic/clip_static");
+  int xIn = k.in(x), codes = k.codes("codes", numel, 1);
+  Results r = k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+    rt.blpa_activation_region(ctx, p.f(xIn), p.u8(codes), int64_t(numel),
+                              BLPA_ACT_CLIP, lo, hi, nullptr, nullptr, 1);
+  });
+  if (!r.ok)
+    return;
+  testActivationRegionDynamic("both", true, true, x, lo, hi, r.bytes("codes"));
+  testActivationRegionDynamic("min_only", true, false, x, lo, hi,
+                              r.bytes("codes"));
+  testActivationRegionDynamic("max_only", false, true, x, lo, hi,
+                              r.bytes("codes"));
+}
+
 /// Rows of a strided copy: how many, their length, the strides and offsets
 /// in elements.
 struct CopyStridedShape {
@@ -1443,6 +1562,7 @@ inline void runKernelCases() {
   testLibraryKernels();
   testElementwise();
   testActivations();
+  testActivationRegions();
   testCopiesStrided();
   testPads();
   testTransposes();

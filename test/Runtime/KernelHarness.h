@@ -58,6 +58,8 @@
   X(blpa_activation_grad)                                                      \
   X(blpa_activation_dynamic)                                                   \
   X(blpa_activation_grad_dynamic)                                              \
+  X(blpa_activation_region)                                                    \
+  X(blpa_activation_grad_region)                                               \
   X(blpa_copy_strided)                                                         \
   X(blpa_pad)                                                                  \
   X(blpa_pad_grad)                                                             \

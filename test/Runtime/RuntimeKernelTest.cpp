@@ -2325,11 +2325,11 @@ void bench() {
 
 //===----------------------------------------------------------------------===//
 // Region codes of piecewise activations (blpa_activation_region and
-// blpa_activation_grad_region), kept in this one block to move with the
-// activation tests.
+// blpa_activation_grad_region) against naive references; KernelCases.h
+// checks thread counts, in-place calls and bounds read from memory.
 //===----------------------------------------------------------------------===//
 
-int regionBits(int64_t kind) { return kind == BLPA_ACT_HARD_SWISH ? 2 : 1; }
+using blpa_test::regionBits;
 
 /// The piece of x, from Runtime.h's definition.
 int regionRef(const ActivationCase &a, float x) {
@@ -2369,11 +2369,6 @@ void testActivationRegion(const ActivationCase &a) {
                          a.beta, nullptr, nullptr, bits);
   Codes codes = checkPacked(base, buf, numel, bits);
   expectCodes(base + "/codes", codes, want, std::vector<bool>(numel, false));
-  expectThreadIndependent(base, floatsFor(buf.size()), [&](float *out) {
-    blpa_activation_region(&ctx, x.data(), codeRegion(out, 0, buf.size()),
-                           numel, a.kind, a.alpha, a.beta, nullptr, nullptr,
-                           bits);
-  });
 
   // With the exact input as its values, the exact gradient bit for bit.
   const float *exactValues = readsValues ? x.data() : nullptr;
@@ -2399,43 +2394,12 @@ void testActivationRegion(const ActivationCase &a) {
     expectClose(base + "/grad_of_approximate_values", dx, ref, 1e-6);
   else
     expectSameFloats(base + "/grad_of_approximate_values", dx, floatsOf(ref));
-
-  // In place: dx over dy, and over the values.
-  Floats over = dy;
-  blpa_activation_grad_region(&ctx, over.data(), buf.data(), values,
-                              over.data(), numel, a.kind, a.alpha, a.beta,
-                              bits);
-  report(base + "/in_place", sameBits(over, dx),
-         "differs from the out-of-place result");
-  if (readsValues) {
-    over = v;
-    blpa_activation_grad_region(&ctx, dy.data(), buf.data(), over.data(),
-                                over.data(), numel, a.kind, a.alpha, a.beta,
-                                bits);
-    report(base + "/in_place_values", sameBits(over, dx),
-           "differs from the out-of-place result");
-  }
-}
-
-/// Clip's bounds read from memory give the codes of the static bounds.
-void testActivationRegionDynamic() {
-  const size_t numel = 50001;
-  const float lo = -1.25f, hi = 3.5f, inf = INFINITY;
-  Floats x = withValues(randomFloats(numel, -8, 8), {lo, hi});
-  Bytes want = codeBuffer(numel, 1), got = codeBuffer(numel, 1);
-  blpa_activation_region(&ctx, x.data(), want.data(), numel, BLPA_ACT_CLIP, lo,
-                         hi, nullptr, nullptr, 1);
-  blpa_activation_region(&ctx, x.data(), got.data(), numel, BLPA_ACT_CLIP, -inf,
-                         inf, &lo, &hi, 1);
-  report("activation_region/clip_dynamic", got == want,
-         "codes differ from those of the static bounds");
 }
 
 void testActivationRegions() {
   for (const ActivationCase &a : blpa_test::activationCases())
     if (a.kind != BLPA_ACT_SIGMOID)
       testActivationRegion(a);
-  testActivationRegionDynamic();
 }
 
 /// Kinds without pieces, wrong widths and hard swish without its values

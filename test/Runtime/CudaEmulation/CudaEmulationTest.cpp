@@ -283,6 +283,35 @@ void testRejections() {
   }
 }
 
+/// The region codes' arguments the CPU runtime rejects (kinds without
+/// pieces, the wrong width, hard swish without its values), as
+/// testRejections.
+void testActivationRegionRejections() {
+  Floats x(64), y(64);
+  Bytes codes(64);
+  blpa_context *ctx = &emulation.emuCtx;
+  expectRejected("activation_region_sigmoid", "blpa_activation_region", [&] {
+    blpa_activation_region(ctx, x.data(), codes.data(), 64, BLPA_ACT_SIGMOID, 0,
+                           0, nullptr, nullptr, 1);
+  });
+  expectRejected(
+      "activation_region_hard_swish_1bit", "blpa_activation_region", [&] {
+        blpa_activation_region(ctx, x.data(), codes.data(), 64,
+                               BLPA_ACT_HARD_SWISH, 0, 0, nullptr, nullptr, 1);
+      });
+  expectRejected(
+      "activation_grad_region_clip_2bit", "blpa_activation_grad_region", [&] {
+        blpa_activation_grad_region(ctx, x.data(), codes.data(), nullptr,
+                                    y.data(), 64, BLPA_ACT_CLIP, 0, 6, 2);
+      });
+  expectRejected("activation_grad_region_hard_swish_no_values",
+                 "blpa_activation_grad_region", [&] {
+                   blpa_activation_grad_region(ctx, x.data(), codes.data(),
+                                               nullptr, y.data(), 64,
+                                               BLPA_ACT_HARD_SWISH, 0, 0, 2);
+                 });
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -308,6 +337,7 @@ int main(int argc, char **argv) {
   testBadLabel(7);
   testBadLabel(-1);
   testRejections();
+  testActivationRegionRejections();
 
   emu::shutdownContext(&emulation.emuCtx);
   cpuref_blpa_runtime_shutdown(&emulation.cpuCtx);
