@@ -31,7 +31,7 @@ static LogicalResult verifyAttributeKind(Operation *op, NamedAttribute attr) {
   bool ok = false;
   if (name == "blpa.source")
     ok = isa<StringAttr>(attr.getValue());
-  else if (name == kSavedPolicyAttrName)
+  else if (name == kSavedPolicyAttrName || name == kActChoiceAttrName)
     ok = isa<StringAttr>(attr.getValue());
   else if (name == "blpa.offsets")
     ok = isa<DenseI64ArrayAttr>(attr.getValue());

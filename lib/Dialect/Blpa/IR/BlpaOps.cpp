@@ -61,6 +61,10 @@ bool mlir::blpa::isInPhase(Operation *op, Phase phase) {
 
 void mlir::blpa::replaceKeepingPhase(Operation *from, Operation *to) {
   to->setAttr(kPhaseAttrName, from->getAttr(kPhaseAttrName));
+  // The encoder of a forward op still stands for the op's choice of what
+  // its remaining saved results keep (a max pooling's output).
+  if (Attribute choice = from->getAttr(kActChoiceAttrName))
+    to->setAttr(kActChoiceAttrName, choice);
   for (auto [oldResult, newResult] :
        llvm::zip(from->getResults(), to->getResults()))
     oldResult.replaceAllUsesWith(newResult);

@@ -12,6 +12,9 @@
 //     encodeSavedActivations: batch norms keep the method's bn_relu codes,
 //     max poolings their argmax);
 //  2. every remaining saved tensor is quantized, masked or kept in float32.
+// How many bits each forward op's saved results get is its own choice
+// (blpa.act_choice: float32, 8, 4, 2 or recompute), else the pass's `bits`;
+// with bits=0 only ops with a choice are touched.
 // What a backward op needs of a saved operand, and whether a forward result
 // is non-negative, also comes from each op's SavedActivationOpInterface.
 // Every step sees a saved value's uses through getBackwardUses, which keeps
@@ -41,6 +44,19 @@ namespace {
 /// What the user asked for the saved results of one ONNX node.
 enum class Policy { Auto, Float32, Quantize };
 
+/// The width at which the backward pass keeps a forward op's saved results:
+/// its blpa.act_choice when it has one, else the pass's default; 0 keeps
+/// them exact.
+struct SavedWidth {
+  int64_t bits = 0;
+  /// Chosen for this op rather than by default: a bit width then codes
+  /// tensors under min-elements too, and float32 (or recompute, for values
+  /// the recompute pass left read) keeps every backward reader exact.
+  bool pinned = false;
+
+  bool keepsExact() const { return pinned && bits == 0; }
+};
+
 struct CompressActivationsPass
     : public blpa::impl::BlpaCompressActivationsBase<CompressActivationsPass> {
   using BlpaCompressActivationsBase::BlpaCompressActivationsBase;
@@ -49,14 +65,18 @@ struct CompressActivationsPass
 
 private:
   LogicalResult parsePolicies();
+  LogicalResult checkChoices(func::FuncOp step);
   Policy getPolicy(Operation *op);
+  SavedWidth getWidth(Operation *producer);
   SmallVector<OpOperand *> getBackwardUses(Value v);
   void encodeRegions(func::FuncOp step);
   void encodeByOps(func::FuncOp step);
-  std::optional<StringRef> chooseScheme(Value v, ArrayRef<OpOperand *> uses);
+  std::optional<StringRef> chooseScheme(Value v, ArrayRef<OpOperand *> uses,
+                                        bool pinned);
   void compressRemaining(func::FuncOp step);
   void quantizeForward(func::FuncOp step);
-  QuantizeOp buildQuantize(Operation *producer, Value v, StringRef scheme);
+  QuantizeOp buildQuantize(Operation *producer, Value v, StringRef scheme,
+                           int64_t width);
 
   llvm::StringMap<Policy> policies;
   llvm::StringSet<> policiesUsed;
@@ -76,9 +96,38 @@ LogicalResult CompressActivationsPass::parsePolicies() {
     if (node.empty() || !parsed)
       return getOperation().emitError("policy '")
              << entry << "' must be NODE=float32|quantize|auto";
+    if (*parsed == Policy::Quantize && bits == 0)
+      return getOperation().emitError("policy '")
+             << entry << "' needs a width: give bits=8|4|2, or set "
+             << kActChoiceAttrName << " on the producer";
     policies[node] = *parsed;
   }
   return success();
+}
+
+/// Every blpa.act_choice in `step` names a choice this pass knows.
+LogicalResult CompressActivationsPass::checkChoices(func::FuncOp step) {
+  for (Operation &op : step.getBody().front()) {
+    auto choice = op.getAttrOfType<StringAttr>(kActChoiceAttrName);
+    if (choice && !llvm::is_contained({"float32", "8", "4", "2", "recompute"},
+                                      choice.getValue()))
+      return op.emitError(kActChoiceAttrName)
+             << " must be float32, 8, 4, 2 or recompute, got '"
+             << choice.getValue() << "'";
+  }
+  return success();
+}
+
+/// The width of `producer`'s saved results: its blpa.act_choice (float32
+/// and recompute keep them exact), else the pass's default.
+SavedWidth CompressActivationsPass::getWidth(Operation *producer) {
+  auto choice = producer->getAttrOfType<StringAttr>(kActChoiceAttrName);
+  if (!choice)
+    return {bits, /*pinned=*/false};
+  int64_t width = 0;
+  if (choice.getValue().getAsInteger(10, width))
+    width = 0;
+  return {width, /*pinned=*/true};
 }
 
 /// The policy of the ONNX node `op` comes from (gradient ops carry the
@@ -122,22 +171,24 @@ static bool differentiatesLastLayer(Operation *op) {
 }
 
 /// The uses of `v` by backward-phase ops that may read an approximation of
-/// it: the gradients of the last layer and of nodes whose policy is float32
-/// keep reading `v`. Every encoder finds its uses here, so these rules hold
-/// whatever encodes `v`.
+/// it: none when its producer's choice is float32; the gradients of the
+/// last layer and of nodes whose policy is float32 keep reading `v`. Every
+/// encoder finds its uses here, so these rules hold whatever encodes `v`.
 SmallVector<OpOperand *> CompressActivationsPass::getBackwardUses(Value v) {
   SmallVector<OpOperand *> uses;
+  Operation *producer = v.getDefiningOp();
   bool keptExact = false;
+  bool pinnedExact = producer && getWidth(producer).keepsExact();
   for (OpOperand &use : v.getUses()) {
     Operation *owner = use.getOwner();
     if (!isInPhase(owner, Phase::Backward))
       continue;
-    if (getPolicy(owner) == Policy::Float32 || differentiatesLastLayer(owner))
+    if (pinnedExact || getPolicy(owner) == Policy::Float32 ||
+        differentiatesLastLayer(owner))
       keptExact = true;
     else
       uses.push_back(&use);
   }
-  Operation *producer = v.getDefiningOp();
   if (keptExact && producer && !producer->hasAttr(kSavedPolicyAttrName)) {
     ++numKeptFloat;
     producer->setAttr(kSavedPolicyAttrName,
@@ -147,18 +198,22 @@ SmallVector<OpOperand *> CompressActivationsPass::getBackwardUses(Value v) {
 }
 
 /// Lets each backward op that needs the exact piece of a piecewise
-/// activation in a saved value read region codes of it instead. It runs
-/// first, so that the values such an op still reads are left to the
-/// encoders that follow like any other saved value.
+/// activation in a saved value read region codes of it instead (a value
+/// with a width: region codes are exact at any). It runs first, so that the
+/// values such an op still reads are left to the encoders that follow like
+/// any other saved value.
 void CompressActivationsPass::encodeRegions(func::FuncOp step) {
   SmallVector<std::pair<SavedActivationOpInterface, unsigned>> readers;
-  for (Operation *producer : getForwardProducers(step))
+  for (Operation *producer : getForwardProducers(step)) {
+    if (getWidth(producer).bits == 0)
+      continue;
     for (Value v : producer->getResults())
       for (OpOperand *use : getBackwardUses(v))
         if (getActivationNeed(*use) == ActivationNeed::Region)
           readers.emplace_back(
               cast<SavedActivationOpInterface>(use->getOwner()),
               use->getOperandNumber());
+  }
   for (auto [reader, operandIndex] : readers)
     if (reader.encodeRegion(operandIndex))
       ++numRegions;
@@ -167,16 +222,18 @@ void CompressActivationsPass::encodeRegions(func::FuncOp step) {
 /// Lets each forward op that knows how to encode what its gradient reads
 /// (SavedActivationOpInterface), in block order: a batch norm before the
 /// max pooling of its ReLU, which then takes the pooling gradient over.
+/// Each op encodes at its own width; one whose width is 0 (float32, or no
+/// choice under bits=0) encodes nothing.
 void CompressActivationsPass::encodeByOps(func::FuncOp step) {
-  SmallVector<SavedActivationOpInterface> ops;
+  SmallVector<std::pair<SavedActivationOpInterface, int64_t>> ops;
   for (Operation &op : step.getBody().front())
     if (auto encoder = dyn_cast<SavedActivationOpInterface>(op))
       if (isInPhase(&op, Phase::Forward) && getPolicy(&op) == Policy::Auto)
-        ops.push_back(encoder);
+        if (int64_t width = getWidth(&op).bits)
+          ops.emplace_back(encoder, width);
   auto backwardUses = [&](Value v) { return getBackwardUses(v); };
-  ActivationEncoding encoding{bits, backwardUses};
-  for (SavedActivationOpInterface op : ops)
-    if (op.encodeSavedActivations(encoding))
+  for (auto [op, width] : ops)
+    if (op.encodeSavedActivations(ActivationEncoding{width, backwardUses}))
       ++numSelfEncoded;
 }
 
@@ -193,9 +250,11 @@ static bool isComputedFromParams(Value v) {
 }
 
 /// The quantize scheme for saved `v` read by `uses`, or none to keep it in
-/// float32.
+/// float32. A `pinned` width (the producer's own choice) codes `v` however
+/// small.
 std::optional<StringRef>
-CompressActivationsPass::chooseScheme(Value v, ArrayRef<OpOperand *> uses) {
+CompressActivationsPass::chooseScheme(Value v, ArrayRef<OpOperand *> uses,
+                                      bool pinned) {
   if (isComputedFromParams(v))
     return std::nullopt;
   // Decoded values would move a window's maximum among near-ties, or an
@@ -209,9 +268,9 @@ CompressActivationsPass::chooseScheme(Value v, ArrayRef<OpOperand *> uses) {
       }))
     return std::nullopt;
   auto type = cast<ShapedType>(v.getType());
-  bool forced = llvm::any_of(uses, [&](OpOperand *use) {
-    return getPolicy(use->getOwner()) == Policy::Quantize;
-  });
+  bool forced = pinned || llvm::any_of(uses, [&](OpOperand *use) {
+                  return getPolicy(use->getOwner()) == Policy::Quantize;
+                });
   if (!forced && type.getNumElements() < minElements)
     return std::nullopt;
   if (llvm::all_of(uses, [](OpOperand *use) {
@@ -222,13 +281,14 @@ CompressActivationsPass::chooseScheme(Value v, ArrayRef<OpOperand *> uses) {
 }
 
 /// Builds the quantize op of `v` right after its producer, in the forward
-/// phase.
+/// phase: `width`-bit codes, or 1 bit for a mask.
 QuantizeOp CompressActivationsPass::buildQuantize(Operation *producer, Value v,
-                                                  StringRef scheme) {
+                                                  StringRef scheme,
+                                                  int64_t width) {
   OpBuilder b(producer->getContext());
   b.setInsertionPointAfter(producer);
   auto quantize = QuantizeOp::create(b, producer->getLoc(), v,
-                                     scheme == "mask" ? 1 : bits, scheme);
+                                     scheme == "mask" ? 1 : width, scheme);
   setPhase(quantize, Phase::Forward);
   return quantize;
 }
@@ -241,20 +301,23 @@ static void decodeForBackward(QuantizeOp quantize, ArrayRef<OpOperand *> uses) {
   });
 }
 
+/// The generic policy for every saved tensor left; a producer whose width
+/// is 0 keeps its results as they are.
 void CompressActivationsPass::compressRemaining(func::FuncOp step) {
   for (Operation *op : getForwardProducers(step)) {
+    SavedWidth width = getWidth(op);
     bool keptFloat = false;
     for (Value v : op->getResults()) {
       SmallVector<OpOperand *> uses = getBackwardUses(v);
-      if (uses.empty() || isa<PackedType>(v.getType()))
+      if (uses.empty() || isa<PackedType>(v.getType()) || width.bits == 0)
         continue;
-      std::optional<StringRef> scheme = chooseScheme(v, uses);
+      std::optional<StringRef> scheme = chooseScheme(v, uses, width.pinned);
       if (!scheme) {
         keptFloat = true;
         ++numKeptFloat;
         continue;
       }
-      decodeForBackward(buildQuantize(op, v, *scheme), uses);
+      decodeForBackward(buildQuantize(op, v, *scheme, width.bits), uses);
       ++(*scheme == "mask" ? numMasks : numQuantized);
     }
     // Per-channel statistics beside codes are not worth a mark.
@@ -268,16 +331,19 @@ void CompressActivationsPass::compressRemaining(func::FuncOp step) {
 
 void CompressActivationsPass::quantizeForward(func::FuncOp step) {
   for (Operation *op : getForwardProducers(step)) {
+    SavedWidth width = getWidth(op);
+    if (width.bits == 0)
+      continue;
     for (Value v : op->getResults()) {
       SmallVector<OpOperand *> uses = getBackwardUses(v);
       std::optional<StringRef> scheme;
       if (!uses.empty())
-        scheme = chooseScheme(v, uses);
+        scheme = chooseScheme(v, uses, width.pinned);
       if (!scheme)
         continue;
       // The naive baseline quantizes values, never only their sign.
-      QuantizeOp quantize =
-          buildQuantize(op, v, isKnownNonNegative(v) ? "nonneg" : "affine");
+      QuantizeOp quantize = buildQuantize(
+          op, v, isKnownNonNegative(v) ? "nonneg" : "affine", width.bits);
       // The forward pass goes on with the approximation...
       OpBuilder b(quantize->getBlock(), std::next(quantize->getIterator()));
       auto decoded = DequantizeOp::create(b, op->getLoc(), quantize.getCodes(),
@@ -296,8 +362,9 @@ void CompressActivationsPass::quantizeForward(func::FuncOp step) {
 
 void CompressActivationsPass::runOnOperation() {
   ModuleOp module = getOperation();
-  if (!llvm::is_contained({2, 4, 8}, bits)) {
-    module.emitError("bits must be 8, 4 or 2, got ") << bits.getValue();
+  if (!llvm::is_contained({0, 2, 4, 8}, bits)) {
+    module.emitError("bits must be 8, 4, 2 or 0 (only ops with a ")
+        << kActChoiceAttrName << "), got " << bits.getValue();
     return signalPassFailure();
   }
   policies.clear();
@@ -310,6 +377,8 @@ void CompressActivationsPass::runOnOperation() {
                      "--blpa-autodiff first");
     return signalPassFailure();
   }
+  if (failed(checkChoices(step)))
+    return signalPassFailure();
   if (naive) {
     quantizeForward(step);
   } else {

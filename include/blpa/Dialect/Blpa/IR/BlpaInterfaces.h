@@ -76,8 +76,10 @@ enum class ActivationNeed {
 
 /// What --blpa-compress-activations hands to a forward op that encodes its
 /// own saved activations (SavedActivationOpInterface::encodeSavedActivations).
+/// The pass builds one per op: each op encodes at the width chosen for it.
 struct ActivationEncoding {
-  /// Bits per code of value codes: 8, 4 or 2.
+  /// Bits per code of this op's value codes: 8, 4 or 2 (its
+  /// `blpa.act_choice`, or the pass's default width).
   int64_t bits;
   /// The backward-phase uses of a value that may read an approximation of
   /// it (the user's per-node policies applied).

@@ -36,7 +36,8 @@ void setPhase(Operation *op, Phase phase);
 bool isInPhase(Operation *op, Phase phase);
 
 /// Replaces each result of `from` with the result of `to` at the same
-/// position and erases `from`; `to` takes its phase.
+/// position and erases `from`; `to` takes its phase (and its
+/// blpa.act_choice).
 void replaceKeepingPhase(Operation *from, Operation *to);
 
 /// Points `uses` (in one block) at the value `build` creates right before
@@ -57,6 +58,10 @@ bool isKnownNonNegative(Value v);
 /// in float32 on purpose (too small to matter, or asked for per op), so that
 /// the decision is visible in the IR.
 constexpr llvm::StringLiteral kSavedPolicyAttrName = "blpa.saved";
+/// What the backward pass keeps of a forward op's saved results (issue 17):
+/// "float32", "8", "4", "2" or "recompute"; --blpa-compress-activations
+/// reads it (docs/design.md, "Activation compression").
+constexpr llvm::StringLiteral kActChoiceAttrName = "blpa.act_choice";
 /// The op's phase; ops without the attribute (inference programs) are
 /// forward.
 Phase getPhase(Operation *op);

@@ -70,7 +70,16 @@ def BlpaCompressActivations : Pass<"blpa-compress-activations", "ModuleOp"> {
     Encoders are placed right after the producer, decoders right before the
     first backward reader, so the full-precision tensor dies in the forward
     phase and the planner reuses its bytes. Ops whose saved results stay in
-    float32 are marked `blpa.saved = "float32"`. `policy=NODE=float32`
+    float32 are marked `blpa.saved = "float32"`.
+
+    Each forward op may choose for its own saved results
+    (`blpa.act_choice`): "8", "4" or "2" (codes of that width, coding
+    tensors under `min-elements` too; the batch norm's own choice for its
+    `bn_relu` codes; exact masks, argmax and region codes whatever the
+    width), "float32" (every backward reader reads the exact tensor) or
+    "recompute" (nothing left to do after --blpa-recompute; a value still
+    read stays exact). Ops without one get `bits`; with `bits=0` they are
+    left as they are. `policy=NODE=float32`
     keeps the saved results of the op from ONNX node NODE exact,
     `policy=NODE=quantize` forces the generic quantizer on them.
 
@@ -81,7 +90,8 @@ def BlpaCompressActivations : Pass<"blpa-compress-activations", "ModuleOp"> {
   let dependentDialects = ["::mlir::blpa::BlpaDialect"];
   let options = [
     Option<"bits", "bits", "int64_t", "4",
-           "Bits per code of compressed activations: 8, 4 or 2">,
+           "Default bits per code of saved activations: 8, 4 or 2; 0 codes "
+           "only ops that carry a blpa.act_choice">,
     Option<"naive", "naive", "bool", "false",
            "Quantize inside the forward pass (the paper's naive baseline)">,
     Option<"minElements", "min-elements", "int64_t", "4096",
