@@ -1,6 +1,8 @@
 // RUN: blpa-opt %s --blpa-autodiff --blpa-compress-activations="bits=0" | FileCheck %s --check-prefixes=CHECK,ZERO
 // RUN: blpa-opt %s --blpa-autodiff --blpa-compress-activations="bits=4 min-elements=1" | FileCheck %s --check-prefixes=CHECK,FOUR
 // RUN: blpa-opt %s --blpa-autodiff --blpa-compress-activations="bits=0" --blpa-fuse-batch-norm-relu --blpa-schedule-updates --blpa-plan-memory --blpa-verify-memory-plan --blpa-lower-to-llvm | FileCheck %s --check-prefix=LOWER
+// RUN: blpa-opt %s --blpa-autodiff --blpa-compress-activations="bits=0" --blpa-fuse-batch-norm-relu --blpa-schedule-updates --blpa-plan-memory="print=1" --blpa-verify-memory-plan -o /dev/null | FileCheck %s --check-prefix=TABLE
+// RUN: blpa-opt %s --blpa-autodiff --blpa-compress-activations="bits=0" --blpa-fuse-batch-norm-relu --blpa-schedule-updates --blpa-plan-memory --blpa-verify-memory-plan --mlir-print-op-generic | %python %S/../Inputs/replan.py | FileCheck %s --check-prefix=REPLAN
 
 // Per-op widths (blpa.act_choice), over the default of the pass (bits=0:
 // only ops with a choice are coded; bits=4: every other op too). Every
@@ -13,6 +15,7 @@
 //   quantizer at 2 bits.
 // - relu1 "4": its gradient and conv2's weight gradient read 4-bit nonneg
 //   codes.
+// - conv2 "recompute": nothing reads it in the backward phase; nothing to do.
 // - relu2, no choice: kept as it is with bits=0; a 1-bit mask with bits=4
 //   (only its gradient reads it once the pooling keeps its argmax).
 // - pool "2": the argmax codes are exact at any width (2 bits number a 2x2
@@ -28,7 +31,7 @@
 // CHECK: %[[N1:.*]], %[[M1:.*]], %[[I1:.*]] = blpa.batch_norm %[[C1]], {{.*}}blpa.saved = "float32"
 // CHECK: %[[R1:.*]] = blpa.relu %[[N1]]
 // CHECK-NEXT: %[[Q2:.*]], %[[P2:.*]] = blpa.quantize %[[R1]] {bits = 4 : i64, blpa.phase = "forward", scheme = "nonneg"} : (tensor<2x8x8x8xf32>) -> (!blpa.packed<2x8x8x8xi4, nonneg>, tensor<2x8xf32>)
-// CHECK: %[[C2:.*]] = blpa.conv %[[R1]]
+// CHECK: %[[C2:.*]] = blpa.conv %[[R1]], %{{.*}} {blpa.act_choice = "recompute"
 // CHECK-NEXT: %[[R2:.*]] = blpa.relu %[[C2]] {blpa.phase = "forward"}
 // ZERO-NOT: blpa.quantize %[[R2]]
 // FOUR-NEXT: %[[Q3:.*]] = blpa.quantize %[[R2]] {bits = 1 : i64, blpa.phase = "forward", scheme = "mask"} {{.*}}!blpa.packed<2x8x8x8xi1, mask>
@@ -61,6 +64,30 @@
 // LOWER: llvm.call @blpa_max_pool_argmax(
 // LOWER: llvm.call @blpa_quantize(
 
+// The memory table lists what is kept of each saved tensor, largest first,
+// bytes from the shapes (1024 elements of 2x8x8x8, 256 of 2x8x4x4):
+// relu2 exact 4096; bn0's 8-bit codes 1024 + inv_std 8 x 4; relu3 exact
+// 1024; relu1's 4-bit codes 512 + ranges 2x8 x 4 (relu1 runs inside bn1's
+// kernel after fusion, so the entry names bn1); conv1's 2-bit codes 256 + 64;
+// the pool's 2-bit codes 64 + 64; its argmax 64; bn1's mean and inv_std 32
+// each; the logits 24. conv2 is marked recompute and keeps nothing. In all
+// 7352 bytes, what replan.py derives as saved from the IR alone.
+// TABLE: saved tensors (11, largest first):
+// TABLE-NEXT: size choice shape op node
+// TABLE-NEXT: 4.00 KiB float32 2x8x8x8 blpa.relu relu2
+// TABLE-NEXT: 1.03 KiB 8 2x8x8x8 blpa.batch_norm_encode bn0
+// TABLE-NEXT: 1.00 KiB float32 2x8x4x4 blpa.relu relu3
+// TABLE-NEXT: 576 bytes 4 2x8x8x8 blpa.batch_norm_relu bn1
+// TABLE-NEXT: 320 bytes 2 2x8x8x8 blpa.conv conv1
+// TABLE-NEXT: 128 bytes 2 2x8x4x4 blpa.max_pool_argmax pool
+// TABLE-NEXT: 64 bytes argmax 2x8x4x4 blpa.max_pool_argmax pool
+// TABLE-NEXT: 32 bytes float32 8 blpa.batch_norm_relu bn1
+// TABLE-NEXT: 32 bytes float32 8 blpa.batch_norm_relu bn1
+// TABLE-NEXT: 24 bytes float32 2x3 blpa.gemm fc
+// TABLE-NEXT: 0 bytes recompute 2x8x8x8 blpa.conv conv2
+// TABLE-NEXT: 7.18 KiB in all
+// REPLAN: @train_step: arena {{[0-9]+}}, lower bound {{[0-9]+}}, saved 7352,
+
 module {
   func.func @forward(%x: tensor<2x4x8x8xf32> {blpa.name = "input"}) -> (tensor<2x3xf32> {blpa.name = "logits"}) {
     %w0 = blpa.param "conv0.weight" trainable : tensor<8x4x3x3xf32>
@@ -82,7 +109,7 @@ module {
     %c1 = blpa.conv %r0, %w1 {strides = array<i64: 1, 1>, pads = array<i64: 1, 1, 1, 1>, blpa.act_choice = "2"} : (tensor<2x8x8x8xf32>, tensor<8x8x3x3xf32>) -> tensor<2x8x8x8xf32> loc("conv1")
     %n1:3 = blpa.batch_norm %c1, %s1, %t1, %m1, %v1 {epsilon = 1.0e-5 : f64, momentum = 0.9 : f64, blpa.act_choice = "float32"} : (tensor<2x8x8x8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>) -> (tensor<2x8x8x8xf32>, tensor<8xf32>, tensor<8xf32>) loc("bn1")
     %r1 = blpa.relu %n1#0 {blpa.act_choice = "4"} : (tensor<2x8x8x8xf32>) -> tensor<2x8x8x8xf32> loc("relu1")
-    %c2 = blpa.conv %r1, %w2 {strides = array<i64: 1, 1>, pads = array<i64: 1, 1, 1, 1>} : (tensor<2x8x8x8xf32>, tensor<8x8x3x3xf32>) -> tensor<2x8x8x8xf32> loc("conv2")
+    %c2 = blpa.conv %r1, %w2 {strides = array<i64: 1, 1>, pads = array<i64: 1, 1, 1, 1>, blpa.act_choice = "recompute"} : (tensor<2x8x8x8xf32>, tensor<8x8x3x3xf32>) -> tensor<2x8x8x8xf32> loc("conv2")
     %r2 = blpa.relu %c2 : (tensor<2x8x8x8xf32>) -> tensor<2x8x8x8xf32> loc("relu2")
     %p = blpa.max_pool %r2 {kernel_shape = array<i64: 2, 2>, strides = array<i64: 2, 2>, pads = array<i64: 0, 0, 0, 0>, blpa.act_choice = "2"} : (tensor<2x8x8x8xf32>) -> tensor<2x8x4x4xf32> loc("pool")
     %c3 = blpa.conv %p, %w3 {strides = array<i64: 1, 1>, pads = array<i64: 1, 1, 1, 1>} : (tensor<2x8x4x4xf32>, tensor<8x8x3x3xf32>) -> tensor<2x8x4x4xf32> loc("conv3")

@@ -3,6 +3,8 @@
 #include "blpa/Dialect/Blpa/Transforms/MemoryReport.h"
 #include "blpa/Dialect/Blpa/IR/BlpaOps.h"
 
+#include "mlir/Interfaces/ViewLikeInterface.h"
+#include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FormatVariadic.h"
 
 using namespace mlir;
@@ -135,6 +137,108 @@ static SmallVector<const Buffer *> getLargestBuffers(const MemoryPlan &plan,
   return order;
 }
 
+/// Whether the backward phase reads `v`, directly or through views (as
+/// analyzeBuffers decides that a buffer is a saved activation).
+static bool isReadInBackward(Value v) {
+  for (Operation *user : v.getUsers()) {
+    if (user->hasAttr(kPhaseAttrName) && getPhase(user) == Phase::Backward)
+      return true;
+    if (auto view = dyn_cast<ViewLikeOpInterface>(user))
+      if (view.getViewSource() == v && isReadInBackward(view->getResult(0)))
+        return true;
+  }
+  return false;
+}
+
+/// The report's name of what `type` keeps of a tensor.
+static std::string describeChoice(Type type) {
+  auto packed = dyn_cast<PackedType>(type);
+  if (!packed)
+    return "float32";
+  StringRef scheme = packed.getScheme();
+  if (llvm::is_contained({"mask", "argmax", "region"}, scheme))
+    return scheme.str();
+  return std::to_string(packed.getBits());
+}
+
+/// Whether `result` holds a few floats per channel (batch statistics,
+/// quantization ranges), as the plan's saved_per_channel_bytes counts them.
+static bool isPerChannel(OpResult result) {
+  if (isa<PackedType>(result.getType()))
+    return false;
+  return cast<ShapedType>(result.getType()).getRank() <= 1 ||
+         isa<QuantizeOp>(result.getOwner());
+}
+
+/// The entries of `op`'s saved results: one per tensor or codes, the
+/// per-channel floats of an op that also keeps codes counted in its first
+/// codes' entry (they decode them), other per-channel results on their own.
+static void addSavedResults(Operation &op, const MemoryPlan &plan,
+                            SmallVector<SavedTensor> &tensors) {
+  std::optional<size_t> codesEntry;
+  SmallVector<Value> perChannel;
+  for (OpResult result : op.getResults()) {
+    auto buffer = plan.bufferOf.find(result);
+    if (buffer == plan.bufferOf.end() || !isReadInBackward(result))
+      continue;
+    if (isPerChannel(result)) {
+      perChannel.push_back(result);
+      continue;
+    }
+    auto shaped = cast<ShapedType>(result.getType());
+    auto packed = dyn_cast<PackedType>(result.getType());
+    Operation *source = &op;
+    if (auto quantize = dyn_cast<QuantizeOp>(op))
+      if (Operation *def = quantize.getInput().getDefiningOp())
+        source = def;
+    if (packed && !codesEntry)
+      codesEntry = tensors.size();
+    tensors.push_back({&op, source,
+                       SmallVector<int64_t>(packed ? packed.getShape()
+                                                   : shaped.getShape()),
+                       describeChoice(result.getType()),
+                       plan.buffers[buffer->second].bytes});
+  }
+  for (Value result : perChannel) {
+    int64_t bytes = plan.buffers[plan.bufferOf.at(result)].bytes;
+    if (codesEntry) {
+      tensors[*codesEntry].bytes += bytes;
+      continue;
+    }
+    tensors.push_back({&op, &op, SmallVector<int64_t>(getShape(result)),
+                       "float32", bytes});
+  }
+}
+
+SmallVector<SavedTensor> mlir::blpa::getSavedTensors(func::FuncOp func,
+                                                     const MemoryPlan &plan) {
+  SmallVector<SavedTensor> tensors;
+  for (Operation &op : func.getBody().front()) {
+    size_t before = tensors.size();
+    if (getPhase(&op) == Phase::Forward && !isa<ViewLikeOpInterface>(op))
+      addSavedResults(op, plan, tensors);
+    auto choice = op.getAttrOfType<StringAttr>(kActChoiceAttrName);
+    if (tensors.size() == before && choice &&
+        choice.getValue() == "recompute" && op.getNumResults() != 0)
+      tensors.push_back({&op, &op,
+                         SmallVector<int64_t>(getShape(op.getResult(0))),
+                         "recompute", 0});
+  }
+  return tensors;
+}
+
+/// The report's entry of `tensor`.
+static llvm::json::Object toJson(const SavedTensor &tensor) {
+  llvm::json::Object entry{{"node", getNodeName(tensor.source)},
+                           {"op", tensor.source->getName().getStringRef()},
+                           {"shape", llvm::json::Array(tensor.shape)},
+                           {"choice", tensor.choice},
+                           {"bytes", tensor.bytes}};
+  if (tensor.keptBy != tensor.source)
+    entry["encoder"] = tensor.keptBy->getName().getStringRef();
+  return entry;
+}
+
 void mlir::blpa::addBreakdownToReport(llvm::json::Object &report,
                                       func::FuncOp func, const MemoryPlan &plan,
                                       const MemoryTimeline &timeline) {
@@ -163,6 +267,10 @@ void mlir::blpa::addBreakdownToReport(llvm::json::Object &report,
         {"last_op", buffer->end}});
   }
   report["largest_buffers"] = std::move(largest);
+  llvm::json::Array saved;
+  for (const SavedTensor &tensor : getSavedTensors(func, plan))
+    saved.push_back(toJson(tensor));
+  report["saved_tensors"] = std::move(saved);
 }
 
 static int64_t totalAt(const MemoryTimeline &timeline, int64_t op) {
@@ -170,6 +278,49 @@ static int64_t totalAt(const MemoryTimeline &timeline, int64_t op) {
   for (int64_t bytes : timeline.liveBytes[op])
     total += bytes;
   return total;
+}
+
+/// The largest buffers with their placement and live range.
+static void printLargestBuffers(llvm::raw_ostream &os, const MemoryPlan &plan) {
+  os << "largest buffers:\n"
+     << llvm::formatv("  {0,12} {1,12} {2,13}  {3,-32} {4}\n", "size", "offset",
+                      "live ops", "op", "node");
+  for (const Buffer *buffer : getLargestBuffers(plan, 10)) {
+    Operation *def = buffer->root.getDefiningOp();
+    os << llvm::formatv("  {0,12} {1,12} {2,6}..{3,-6}  {4,-32} {5}\n",
+                        formatSize(buffer->bytes), buffer->offset,
+                        buffer->start, buffer->end,
+                        def->getName().getStringRef(), getNodeName(def));
+  }
+}
+
+/// What is kept of each saved tensor, largest first, the first
+/// kMaxSavedRows of them and the total of all.
+static void printSavedTensors(llvm::raw_ostream &os,
+                              SmallVector<SavedTensor> tensors) {
+  constexpr size_t kMaxSavedRows = 20;
+  if (tensors.empty())
+    return;
+  llvm::stable_sort(tensors, [](const SavedTensor &a, const SavedTensor &b) {
+    return a.bytes > b.bytes;
+  });
+  int64_t total = 0;
+  for (const SavedTensor &tensor : tensors)
+    total += tensor.bytes;
+  os << "saved tensors (" << tensors.size() << ", largest first):\n"
+     << llvm::formatv("  {0,12} {1,-9} {2,-20} {3,-32} {4}\n", "size",
+                      "choice", "shape", "op", "node");
+  for (const SavedTensor &tensor : ArrayRef(tensors).take_front(kMaxSavedRows))
+    os << llvm::formatv(
+        "  {0,12} {1,-9} {2,-20} {3,-32} {4}\n", formatSize(tensor.bytes),
+        tensor.choice,
+        llvm::join(llvm::map_range(tensor.shape,
+                                   [](int64_t d) { return std::to_string(d); }),
+                   "x"),
+        tensor.source->getName().getStringRef(), getNodeName(tensor.source));
+  if (tensors.size() > kMaxSavedRows)
+    os << "  ... " << tensors.size() - kMaxSavedRows << " more\n";
+  os << llvm::formatv("  {0,12} in all\n", formatSize(total));
 }
 
 void mlir::blpa::printMemoryTable(llvm::raw_ostream &os, func::FuncOp func,
@@ -203,17 +354,10 @@ void mlir::blpa::printMemoryTable(llvm::raw_ostream &os, func::FuncOp func,
   for (BufferCategory c : kCategories)
     row(describeCategory(c),
         timeline.liveBytes[timeline.peakOp][static_cast<unsigned>(c)]);
-  os << "largest buffers:\n"
-     << llvm::formatv("  {0,12} {1,12} {2,13}  {3,-32} {4}\n", "size", "offset",
-                      "live ops", "op", "node");
-  for (const Buffer *buffer : getLargestBuffers(plan, 10)) {
-    Operation *def = buffer->root.getDefiningOp();
-    os << llvm::formatv("  {0,12} {1,12} {2,6}..{3,-6}  {4,-32} {5}\n",
-                        formatSize(buffer->bytes), buffer->offset,
-                        buffer->start, buffer->end,
-                        def->getName().getStringRef(), getNodeName(def));
-  }
+  printLargestBuffers(os, plan);
+  printSavedTensors(os, getSavedTensors(func, plan));
 }
+
 
 /// `text` with XML's special characters escaped.
 static std::string xmlEscape(StringRef text) {

@@ -2,8 +2,9 @@
 //
 // What --blpa-plan-memory tells a user about a plan beyond its totals: live
 // bytes over the schedule by category (the --memory-timeline SVG), what is
-// live at the peak, and the largest buffers with their op, ONNX node and
-// live range (the JSON report and the --print-memory table).
+// live at the peak, the largest buffers with their op, ONNX node and live
+// range, and what is kept of each saved tensor (the JSON report and the
+// --print-memory table).
 //
 //===----------------------------------------------------------------------===//
 
@@ -57,7 +58,35 @@ std::string formatSize(int64_t bytes);
 /// The ONNX node an op came from (its NameLoc), or "".
 std::string getNodeName(Operation *op);
 
-/// The report's "at_peak", "peak_op" and "largest_buffers" entries.
+/// One tensor that the backward phase of a planned function reads from its
+/// forward phase, as the plan keeps it: after --blpa-compress-activations,
+/// so codes stand for the tensor they encode. A later stage (the solver's
+/// predicted cost) adds its own fields to the report's entries.
+struct SavedTensor {
+  /// The op whose result is kept (an encoder, for codes), or the op the
+  /// recompute pass re-runs.
+  Operation *keptBy = nullptr;
+  /// The op of the tensor the entry stands for: the quantized value's
+  /// producer for generic codes, else `keptBy`.
+  Operation *source = nullptr;
+  /// Shape of the tensor it stands for.
+  SmallVector<int64_t> shape;
+  /// "float32", "8", "4", "2" (value codes of that width), "mask",
+  /// "argmax", "region" (exact codes), or "recompute" (a forward op marked
+  /// blpa.act_choice = "recompute" that the backward phase no longer reads).
+  std::string choice;
+  /// Bytes kept for the backward pass: the tensor, or its codes plus the
+  /// op's per-channel floats (quantization ranges, inv_std) that decode
+  /// them; 0 for recompute. Over all entries: saved_activation_bytes.
+  int64_t bytes = 0;
+};
+
+/// The saved tensors of `func` in schedule order.
+SmallVector<SavedTensor> getSavedTensors(func::FuncOp func,
+                                         const MemoryPlan &plan);
+
+/// The report's "at_peak", "peak_op", "largest_buffers" and
+/// "saved_tensors" entries.
 void addBreakdownToReport(llvm::json::Object &report, func::FuncOp func,
                           const MemoryPlan &plan,
                           const MemoryTimeline &timeline);
