@@ -65,7 +65,6 @@ struct CompressActivationsPass
 
 private:
   LogicalResult parsePolicies();
-  LogicalResult checkChoices(func::FuncOp step);
   Policy getPolicy(Operation *op);
   SavedWidth getWidth(Operation *producer);
   SmallVector<OpOperand *> getBackwardUses(Value v);
@@ -105,21 +104,9 @@ LogicalResult CompressActivationsPass::parsePolicies() {
   return success();
 }
 
-/// Every blpa.act_choice in `step` names a choice this pass knows.
-LogicalResult CompressActivationsPass::checkChoices(func::FuncOp step) {
-  for (Operation &op : step.getBody().front()) {
-    auto choice = op.getAttrOfType<StringAttr>(kActChoiceAttrName);
-    if (choice && !llvm::is_contained({"float32", "8", "4", "2", "recompute"},
-                                      choice.getValue()))
-      return op.emitError(kActChoiceAttrName)
-             << " must be float32, 8, 4, 2 or recompute, got '"
-             << choice.getValue() << "'";
-  }
-  return success();
-}
-
 /// The width of `producer`'s saved results: its blpa.act_choice (float32
-/// and recompute keep them exact), else the pass's default.
+/// and recompute keep them exact; the dialect verified the value), else the
+/// pass's default.
 SavedWidth CompressActivationsPass::getWidth(Operation *producer) {
   auto choice = producer->getAttrOfType<StringAttr>(kActChoiceAttrName);
   if (!choice)
@@ -377,8 +364,6 @@ void CompressActivationsPass::runOnOperation() {
                      "--blpa-autodiff first");
     return signalPassFailure();
   }
-  if (failed(checkChoices(step)))
-    return signalPassFailure();
   if (naive) {
     quantizeForward(step);
   } else {
