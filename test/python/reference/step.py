@@ -35,13 +35,22 @@ class _Recorder(TorchFunctionMode):
     """Records, during the forward pass, what blpa keeps of each tensor:
     `approx[key]` is the tensor to give the backward pass instead (the
     batch-norm decodes), `exact` the keys kept exact, `nonneg` the keys known
-    non-negative; `constant` holds the storages of the parameters and the
+    non-negative, `width[key]` the bits of a tensor's codes (0: exact) and
+    `pinned` the keys whose width was chosen for their producer (coded
+    however small); `constant` holds the storages of the parameters and the
     input, whose views (a transposed weight) stay exact too. Tensors are
-    held so that their addresses stay unique."""
+    held so that their addresses stay unique.
 
-    def __init__(self, bits):
+    `widths` maps (function name, call index) -- ("relu", 1) is the second
+    F.relu of the forward pass -- to the width its output gets, as
+    blpa.act_choice gives a producer its own; other calls get `bits`."""
+
+    def __init__(self, bits, widths=None):
         super().__init__()
         self.bits = bits
+        self.widths = widths or {}
+        self.calls = {}
+        self.width, self.pinned = {}, set()
         self.approx, self.exact, self.nonneg = {}, set(), set()
         self.constant = set()
         self.held = []
@@ -55,7 +64,13 @@ class _Recorder(TorchFunctionMode):
                 not isinstance(args[0], torch.Tensor):
             return out
         self.held += [args[0], out]
-        if func is F.batch_norm:
+        name = getattr(func, "__name__", "")
+        call = (name, self.calls.get(name, 0))
+        self.calls[name] = call[1] + 1
+        self.width[_key(out)] = self.widths.get(call, self.bits)
+        if call in self.widths:
+            self.pinned.add(_key(out))
+        if func is F.batch_norm and self.width[_key(out)]:
             self._batch_norm(out, *args, **kwargs)
         elif func is F.linear:
             self.last_linear = (_key(args[0]), out)
@@ -76,7 +91,7 @@ class _Recorder(TorchFunctionMode):
         mean = x.detach().mean(dims).reshape(shape)
         s = torch.sqrt(x.detach().var(dims, unbiased=False).reshape(shape) +
                        eps)
-        bn = codes.BatchNormCodes(y, weight, bias, self.bits)
+        bn = codes.BatchNormCodes(y, weight, bias, self.width[_key(y)])
         self.bn_outputs[_key(y)] = bn
         self.approx[_key(y)] = bn.y()
         # Torch's backward normalizes its saved input with its saved mean
@@ -84,39 +99,43 @@ class _Recorder(TorchFunctionMode):
         self.approx[_key(x)] = mean + bn.xhat() * s
 
 
-def _replacement(recorder, t, bits):
+def _replacement(recorder, t):
     """What the backward pass reads in place of saved tensor t."""
     key = _key(t)
     if key in recorder.approx:
         return recorder.approx[key].reshape(t.shape)
     if key in recorder.exact or _storage(t) in recorder.constant:
         return t
-    # Indices (max pooling's, the labels) and small tensors stay exact.
-    if not t.is_floating_point() or t.numel() < MIN_ELEMENTS:
+    # Indices (max pooling's, the labels), tensors without a width and small
+    # tensors whose width is the default stay exact.
+    bits = recorder.width.get(key, recorder.bits)
+    if not t.is_floating_point() or not bits or (
+            t.numel() < MIN_ELEMENTS and key not in recorder.pinned):
         return t
     if key in recorder.nonneg:
         return codes.nonneg(t.detach(), bits)
     return codes.affine(t.detach(), bits)
 
 
-def reference_step(model, x, y, bits):
+def reference_step(model, x, y, bits, widths=None):
     """(loss, {parameter name: gradient}) of one step of a float64 copy of
     `model` in training mode on batch x (numpy) with labels y, mean softmax
     cross-entropy, saved activations as blpa keeps them at `bits` (8, 4 or
-    2; 0 for exact)."""
+    2; 0 for exact), except the outputs of the calls `widths` names
+    ({(function name, call index): width}, as _Recorder)."""
     net = copy.deepcopy(model).double().train()
     net.zero_grad()
     inputs = torch.from_numpy(x).double()
-    if not bits:
+    if not bits and not widths:
         loss = F.cross_entropy(net(inputs), torch.from_numpy(y))
     else:
-        recorder = _Recorder(bits)
+        recorder = _Recorder(bits, widths)
         recorder.constant = {_storage(t) for t in
                              list(net.parameters()) + list(net.buffers()) +
                              [inputs]}
 
         def unpack(t):
-            return _replacement(recorder, t, bits)
+            return _replacement(recorder, t)
 
         with torch.autograd.graph.saved_tensors_hooks(lambda t: t, unpack):
             with recorder:

@@ -1,0 +1,125 @@
+"""Per-tensor bit widths: --act-policy NODE=8|4|2 at --act-bits 0 codes the
+pinned nodes' saved tensors at their own widths and keeps every other one
+exact (docs/design.md, "Activation compression"). The gradients are those of
+the float64 reference of the method given the same width per tensor, and
+the memory report's saved_tensors say what each tensor keeps, in bytes the
+shapes give."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import fresh_rng, gradient_error
+from blpa import models, test_models, tool
+from reference import reference_step
+
+BATCH, WIDTH, SIZE = 8, 16, 16  # mixed_cnn's input [BATCH, 3, SIZE, SIZE]
+
+# One width of each kind on MixedCNN (test_models.py): the first batch
+# norm's codes at 8 bits, the max pooling's output at 2 (its argmax is
+# exact), the ReLU that conv3's weight gradient reads at 4, conv3's output
+# at 2 (conv3's pin also names its input, the ReLU's output, which keeps
+# the more exact 4). The second batch norm, the last ReLU and the
+# classifier's input stay exact.
+PINS = {"/bn1/BatchNormalization": "8", "/MaxPool": "2", "/Relu_1": "4",
+        "/conv3/Conv": "2"}
+# The same widths for the reference, by (function, call index) in forward.
+REFERENCE_WIDTHS = {("batch_norm", 0): 8, ("max_pool2d", 0): 2,
+                    ("relu", 1): 4, ("conv2d", 2): 2}
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """MixedCNN with randomized batch norms (weights from a fresh seed),
+    compiled with the pins, and its memory report."""
+    workdir = tmp_path_factory.mktemp("mixed_bits")
+    seed = int(fresh_rng().integers(1 << 31))
+    model = test_models.mixed_cnn(seed=seed, image_size=SIZE)
+    onnx_path = models.export(model, str(workdir / "model.onnx"))
+    report = str(workdir / "memory.json")
+    pins = []
+    for node, choice in PINS.items():
+        pins += ["--act-policy", "%s=%s" % (node, choice)]
+    exe = tool.compile(onnx_path, str(workdir / "exe"), batch_size=BATCH,
+                       act_bits=0, memory_report=report, extra=pins)
+    with open(report) as f:
+        return model, exe, json.load(f)
+
+
+# Bars per gradient tensor of blpa against the reference at the same
+# widths (as test_compression.py's, where a code flip at a bin edge from
+# float32 against float64 binning moves a weight gradient by one element's
+# share). Measured over 20 draws (weights and batch): see the report of the
+# commit that set them.
+MAX_REFERENCE_ERROR = 2e-2
+MIN_REFERENCE_COSINE = 0.9998
+MAX_OFF_OVER_APPROXIMATION = 0.15
+
+
+@pytest.mark.randomized
+def test_gradients_match_float64_reference_per_tensor_widths(compiled,
+                                                             tmp_path):
+    """Every parameter's gradient is the reference's with the same width per
+    tensor (loss within 1e-5: the forward pass is exact), and the
+    approximation is real: the reference's distance from the exact gradient
+    is far larger than blpa's from the reference."""
+    model, exe, _ = compiled
+    rng = fresh_rng()
+    x = rng.standard_normal((BATCH, 3, SIZE, SIZE)).astype(np.float32)
+    y = rng.integers(0, 10, size=BATCH).astype(np.int64)
+    loss, grads = tool.check_step(exe, x, y, str(tmp_path / "step"))
+    ref_loss, ref = reference_step(model, x, y, 0, REFERENCE_WIDTHS)
+    _, exact = reference_step(model, x, y, 0)
+    assert abs(float(loss) - ref_loss) <= 1e-5 * ref_loss
+    assert set(grads) == {tool.dump_name(k) for k in ref}
+    total = np.sqrt(sum(np.sum(g ** 2) for g in ref.values()))
+    blpa_off = approximation = 0.0
+    for key, want in ref.items():
+        got = grads[tool.dump_name(key)]
+        error, similarity = gradient_error(got, want, total, 1e-6)
+        print("mixed %-26s error %.2e cosine %.8f" % (key, error, similarity))
+        assert error <= MAX_REFERENCE_ERROR, (key, error)
+        assert similarity >= MIN_REFERENCE_COSINE, (key, similarity)
+        blpa_off += np.sum((got.astype(np.float64) - want) ** 2)
+        approximation += np.sum((want - exact[key]) ** 2)
+    ratio = np.sqrt(blpa_off / approximation)
+    print("mixed: |blpa - reference| / |reference - exact| = %.2e" % ratio)
+    assert ratio <= MAX_OFF_OVER_APPROXIMATION, ratio
+
+
+def packed_bytes(numel, bits):
+    return -(-numel * bits // 8)
+
+
+def test_report_lists_each_saved_tensor_with_its_bytes(compiled):
+    """saved_tensors: the pinned tensors' codes at their widths, with the
+    floats that decode them (inv_std: one per channel; a quantized tensor's
+    (lo, step) per sample and channel), in bytes from the shapes; every
+    other entry float32 at 4 bytes per element; in all the plan's saved
+    activation bytes."""
+    _, _, report = compiled
+    full = BATCH * WIDTH * SIZE * SIZE  # conv1 and bn1
+    half = full // 4                    # after the 2x2 pooling
+    ranges = 2 * WIDTH * 4
+    expected = {
+        ("/bn1/BatchNormalization", "8"): packed_bytes(full, 8) + 4 * WIDTH,
+        ("/MaxPool", "argmax"): packed_bytes(half, 2),
+        ("/MaxPool", "2"): packed_bytes(half, 2) + ranges,
+        ("/Relu_1", "4"): packed_bytes(half, 4) + ranges,
+        ("/conv3/Conv", "2"): packed_bytes(half, 2) + ranges,
+    }
+    coded = {}
+    for entry in report["saved_tensors"]:
+        print(entry)
+        if entry["choice"] == "float32":
+            assert entry["bytes"] == 4 * int(np.prod(entry["shape"])), entry
+        else:
+            coded[(entry["node"], entry["choice"])] = entry["bytes"]
+    assert coded == expected
+    assert sum(e["bytes"] for e in report["saved_tensors"]) == \
+        report["saved_activation_bytes"]
+    # The exact tensors include the second batch norm's input and output.
+    float32_nodes = {e["node"] for e in report["saved_tensors"]
+                     if e["choice"] == "float32"}
+    assert {"/conv4/Conv", "/bn2/BatchNormalization"} <= float32_nodes
