@@ -47,13 +47,25 @@ def compiled(tmp_path_factory):
         return model, exe, json.load(f)
 
 
-# Bars per gradient tensor of blpa against the reference at the same
-# widths (as test_compression.py's, where a code flip at a bin edge from
-# float32 against float64 binning moves a weight gradient by one element's
-# share). Measured over 20 draws (weights and batch): see the report of the
-# commit that set them.
-MAX_REFERENCE_ERROR = 2e-2
-MIN_REFERENCE_COSINE = 0.9998
+# Which width each gradient depends on. Data gradients are exact down to
+# bn1's backward (every mask and argmax above it is exact, bn2 keeps its
+# input), so biases, bn2, conv5 and fc are exact; bn1's weight and conv1's
+# weight read bn1's 8-bit codes, conv3's weight the 4-bit ReLU codes,
+# conv2's and conv4's weights 2-bit codes.
+GRADIENT_WIDTH = {"conv1.weight": 8, "bn1.weight": 8, "conv3.weight": 4,
+                  "conv2.weight": 2, "conv4.weight": 2}
+# Bars per width. Over 20 draws (weights and batch) every gradient was
+# within 2.7e-6 of the reference (the exact ones within 1.5e-6), cosines
+# 1 - 1e-8: no code flipped. A flip (float32 against float64 binning at a
+# bin edge) moves a weight gradient by one element's share; the coded bars
+# are test_compression.py's, measured with flips over 40 steps of these
+# codes at each width (largest 1.1e-3 / 5.0e-3 / 1.3e-2 at 8 / 4 / 2 bits,
+# the 2-bit one on this net's conv2 weight). The exact bar is 40x the worst
+# float32 rounding seen; any code there would be off by 1e-3 or more (bn1
+# at 4 bits instead of 8: 3.4e-2 on conv1's weight; the pooled output at
+# 4 bits instead of 2: 0.16 on conv2's).
+MAX_REFERENCE_ERROR = {0: 1e-4, 8: 5e-3, 4: 2e-2, 2: 5e-2}
+MIN_REFERENCE_COSINE = {0: 0.9999999, 8: 0.99999, 4: 0.9998, 2: 0.999}
 MAX_OFF_OVER_APPROXIMATION = 0.15
 
 
@@ -61,7 +73,8 @@ MAX_OFF_OVER_APPROXIMATION = 0.15
 def test_gradients_match_float64_reference_per_tensor_widths(compiled,
                                                              tmp_path):
     """Every parameter's gradient is the reference's with the same width per
-    tensor (loss within 1e-5: the forward pass is exact), and the
+    tensor, at a bar for the width it depends on (exact where it reads no
+    code); the loss within 1e-5 (the forward pass is exact); and the
     approximation is real: the reference's distance from the exact gradient
     is far larger than blpa's from the reference."""
     model, exe, _ = compiled
@@ -78,9 +91,10 @@ def test_gradients_match_float64_reference_per_tensor_widths(compiled,
     for key, want in ref.items():
         got = grads[tool.dump_name(key)]
         error, similarity = gradient_error(got, want, total, 1e-6)
+        width = GRADIENT_WIDTH.get(key, 0)
         print("mixed %-26s error %.2e cosine %.8f" % (key, error, similarity))
-        assert error <= MAX_REFERENCE_ERROR, (key, error)
-        assert similarity >= MIN_REFERENCE_COSINE, (key, similarity)
+        assert error <= MAX_REFERENCE_ERROR[width], (key, error)
+        assert similarity >= MIN_REFERENCE_COSINE[width], (key, similarity)
         blpa_off += np.sum((got.astype(np.float64) - want) ** 2)
         approximation += np.sum((want - exact[key]) ** 2)
     ratio = np.sqrt(blpa_off / approximation)
