@@ -250,6 +250,32 @@ def gradient_error(grad, ref, total, floor):
     return diff / norm, float(grad @ ref / (np.linalg.norm(grad) * norm))
 
 
+def compare_with_reference(label, grads, ref, exact, max_error, min_cosine):
+    """Checks blpa's gradients (`grads`, by dump name) against the float64
+    reference's (`ref`, by parameter name) one tensor at a time, at the
+    bars max_error(key) and min_cosine(key) on gradient_error's figures
+    (printed), and returns how far blpa is from the reference against how
+    far the reference is from the exact gradients (`exact`) over all of
+    them: |blpa - reference| / |reference - exact|."""
+    assert set(grads) == {tool.dump_name(k) for k in ref}
+    total = np.sqrt(sum(np.sum(g ** 2) for g in ref.values()))
+    blpa_off = approximation = 0.0
+    for key, want in ref.items():
+        got = grads[tool.dump_name(key)]
+        # No gradient of the nets compared is under 1e-6 of the whole.
+        error, similarity = gradient_error(got, want, total, 1e-6)
+        print("%s %-26s error %.2e cosine %.8f" %
+              (label, key, error, similarity))
+        assert error <= max_error(key), (label, key, error)
+        assert similarity >= min_cosine(key), (label, key, similarity)
+        blpa_off += np.sum((got.astype(np.float64) - want) ** 2)
+        approximation += np.sum((want - exact[key]) ** 2)
+    ratio = np.sqrt(blpa_off / approximation)
+    print("%s: |blpa - reference| / |reference - exact| = %.2e" %
+          (label, ratio))
+    return ratio
+
+
 @pytest.fixture(scope="session")
 def residual_cnn_exe(workdir):
     """The gradient-check model exported in training mode with a symbolic

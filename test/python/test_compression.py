@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import fresh_rng, gradient_error
+from conftest import compare_with_reference, fresh_rng
 from blpa import models, test_models, tool
 from reference import codes, reference_step
 
@@ -285,22 +285,10 @@ def test_gradients_match_float64_reference_of_the_method(
                                       str(tmp_path / str(bits)))
         ref_loss, ref = reference_step(model, x, y, bits)
         assert abs(float(loss) - ref_loss) <= 1e-5 * ref_loss
-        assert set(grads) == {tool.dump_name(k) for k in ref}
-        total = np.sqrt(sum(np.sum(g ** 2) for g in ref.values()))
-        blpa_off = approximation = 0.0
-        for key, want in ref.items():
-            got = grads[tool.dump_name(key)]
-            # No gradient of these nets is under 1e-6 of the whole.
-            error, similarity = gradient_error(got, want, total, 1e-6)
-            print("%s %d-bit %-26s error %.2e cosine %.8f" %
-                  (name, bits, key, error, similarity))
-            assert error <= MAX_REFERENCE_ERROR[bits], (bits, key, error)
-            assert similarity >= MIN_REFERENCE_COSINE[bits], (bits, key)
-            blpa_off += np.sum((got.astype(np.float64) - want) ** 2)
-            approximation += np.sum((want - exact[key]) ** 2)
-        ratio = np.sqrt(blpa_off / approximation)
-        print("%s %d-bit: |blpa - reference| / |reference - exact| = %.2e" %
-              (name, bits, ratio))
+        ratio = compare_with_reference(
+            "%s %d-bit" % (name, bits), grads, ref, exact,
+            lambda key: MAX_REFERENCE_ERROR[bits],
+            lambda key: MIN_REFERENCE_COSINE[bits])
         assert ratio <= MAX_OFF_OVER_APPROXIMATION, (bits, ratio)
 
 

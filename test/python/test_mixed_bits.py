@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import fresh_rng, gradient_error
+from conftest import compare_with_reference, fresh_rng
 from blpa import models, test_models, tool
 from reference import reference_step
 
@@ -85,20 +85,14 @@ def test_gradients_match_float64_reference_per_tensor_widths(compiled,
     ref_loss, ref = reference_step(model, x, y, 0, REFERENCE_WIDTHS)
     _, exact = reference_step(model, x, y, 0)
     assert abs(float(loss) - ref_loss) <= 1e-5 * ref_loss
-    assert set(grads) == {tool.dump_name(k) for k in ref}
-    total = np.sqrt(sum(np.sum(g ** 2) for g in ref.values()))
-    blpa_off = approximation = 0.0
-    for key, want in ref.items():
-        got = grads[tool.dump_name(key)]
-        error, similarity = gradient_error(got, want, total, 1e-6)
-        width = GRADIENT_WIDTH.get(key, 0)
-        print("mixed %-26s error %.2e cosine %.8f" % (key, error, similarity))
-        assert error <= MAX_REFERENCE_ERROR[width], (key, error)
-        assert similarity >= MIN_REFERENCE_COSINE[width], (key, similarity)
-        blpa_off += np.sum((got.astype(np.float64) - want) ** 2)
-        approximation += np.sum((want - exact[key]) ** 2)
-    ratio = np.sqrt(blpa_off / approximation)
-    print("mixed: |blpa - reference| / |reference - exact| = %.2e" % ratio)
+
+    def width(key):
+        return GRADIENT_WIDTH.get(key, 0)
+
+    ratio = compare_with_reference(
+        "mixed", grads, ref, exact,
+        lambda key: MAX_REFERENCE_ERROR[width(key)],
+        lambda key: MIN_REFERENCE_COSINE[width(key)])
     assert ratio <= MAX_OFF_OVER_APPROXIMATION, ratio
 
 
