@@ -43,6 +43,13 @@ which the nonneg codes keep exactly, so the gradients are the same. Max
 pooling keeps its argmax in both (torch saves the indices); pooling
 backwards read only the shape of their saved input.
 
+Per-tensor widths (blpa.act_choice, blpa-opt --act-policy NODE=8|4|2):
+reference_step's `widths` gives the output of one call of the forward
+pass, named (function name, call index) -- ("relu", 1) is the second
+F.relu --, its own width, which it keeps however small (0: exact); a batch
+norm's width is that of its codes; every other tensor takes `bits` (0:
+exact, as blpa leaves the ops without a choice at --act-bits 0).
+
 Scope: models whose forward is built from Conv, BatchNorm (training mode,
 non-inplace), F.relu, pooling, residual adds, flatten and Linear, with the
 network's input as the only input.
