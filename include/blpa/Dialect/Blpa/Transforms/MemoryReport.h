@@ -81,7 +81,8 @@ struct SavedTensor {
   int64_t bytes = 0;
 };
 
-/// The saved tensors of `func` in schedule order.
+/// The saved tensors of `func` in schedule order: the order of the report's
+/// "saved_tensors", so a later stage can add its fields by index.
 SmallVector<SavedTensor> getSavedTensors(func::FuncOp func,
                                          const MemoryPlan &plan);
 
