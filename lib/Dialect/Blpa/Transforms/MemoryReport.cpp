@@ -161,6 +161,13 @@ static std::string describeChoice(Type type) {
   return std::to_string(packed.getBits());
 }
 
+/// The shape of the tensor that a value of `type` keeps, or codes stand for.
+static SmallVector<int64_t> getStoodForShape(Type type) {
+  if (auto packed = dyn_cast<PackedType>(type))
+    return SmallVector<int64_t>(packed.getShape());
+  return SmallVector<int64_t>(cast<ShapedType>(type).getShape());
+}
+
 /// Whether `result` holds a few floats per channel (batch statistics,
 /// quantization ranges), as the plan's saved_per_channel_bytes counts them.
 static bool isPerChannel(OpResult result) {
@@ -185,17 +192,14 @@ static void addSavedResults(Operation &op, const MemoryPlan &plan,
       perChannel.push_back(result);
       continue;
     }
-    auto shaped = cast<ShapedType>(result.getType());
-    auto packed = dyn_cast<PackedType>(result.getType());
+    bool packed = isa<PackedType>(result.getType());
     Operation *source = &op;
     if (auto quantize = dyn_cast<QuantizeOp>(op))
       if (Operation *def = quantize.getInput().getDefiningOp())
         source = def;
     if (packed && !codesEntry)
       codesEntry = tensors.size();
-    tensors.push_back({&op, source,
-                       SmallVector<int64_t>(packed ? packed.getShape()
-                                                   : shaped.getShape()),
+    tensors.push_back({&op, source, getStoodForShape(result.getType()),
                        describeChoice(result.getType()),
                        plan.buffers[buffer->second].bytes});
   }
@@ -205,8 +209,8 @@ static void addSavedResults(Operation &op, const MemoryPlan &plan,
       tensors[*codesEntry].bytes += bytes;
       continue;
     }
-    tensors.push_back({&op, &op, SmallVector<int64_t>(getShape(result)),
-                       "float32", bytes});
+    tensors.push_back(
+        {&op, &op, getStoodForShape(result.getType()), "float32", bytes});
   }
 }
 
@@ -220,9 +224,8 @@ SmallVector<SavedTensor> mlir::blpa::getSavedTensors(func::FuncOp func,
     auto choice = op.getAttrOfType<StringAttr>(kActChoiceAttrName);
     if (tensors.size() == before && choice &&
         choice.getValue() == "recompute" && op.getNumResults() != 0)
-      tensors.push_back({&op, &op,
-                         SmallVector<int64_t>(getShape(op.getResult(0))),
-                         "recompute", 0});
+      tensors.push_back(
+          {&op, &op, getStoodForShape(op.getResultTypes()[0]), "recompute", 0});
   }
   return tensors;
 }
@@ -308,8 +311,8 @@ static void printSavedTensors(llvm::raw_ostream &os,
   for (const SavedTensor &tensor : tensors)
     total += tensor.bytes;
   os << "saved tensors (" << tensors.size() << ", largest first):\n"
-     << llvm::formatv("  {0,12} {1,-9} {2,-20} {3,-32} {4}\n", "size",
-                      "choice", "shape", "op", "node");
+     << llvm::formatv("  {0,12} {1,-9} {2,-20} {3,-32} {4}\n", "size", "choice",
+                      "shape", "op", "node");
   for (const SavedTensor &tensor : ArrayRef(tensors).take_front(kMaxSavedRows))
     os << llvm::formatv(
         "  {0,12} {1,-9} {2,-20} {3,-32} {4}\n", formatSize(tensor.bytes),
@@ -357,7 +360,6 @@ void mlir::blpa::printMemoryTable(llvm::raw_ostream &os, func::FuncOp func,
   printLargestBuffers(os, plan);
   printSavedTensors(os, getSavedTensors(func, plan));
 }
-
 
 /// `text` with XML's special characters escaped.
 static std::string xmlEscape(StringRef text) {
