@@ -33,6 +33,11 @@ static LogicalResult verifyAttributeKind(Operation *op, NamedAttribute attr) {
     ok = isa<StringAttr>(attr.getValue());
   else if (name == kSavedPolicyAttrName)
     ok = isa<StringAttr>(attr.getValue());
+  else if (name == "blpa.act_choice") {
+    auto choice = dyn_cast<StringAttr>(attr.getValue());
+    ok = choice && llvm::is_contained({"float32", "8", "4", "2", "recompute"},
+                                      choice.getValue());
+  }
   else if (name == "blpa.offsets")
     ok = isa<DenseI64ArrayAttr>(attr.getValue());
   else if (llvm::is_contained({"blpa.arena_size", "blpa.lower_bound_bytes",
