@@ -88,7 +88,8 @@ struct RecomputePass : public blpa::impl::BlpaRecomputeBase<RecomputePass> {
              << ") is not in the forward phase of @train_step: only forward "
                 "ops can be recomputed; remove its blpa.act_choice";
     if (isa<RecomputeOpInterface>(op) ||
-        (isa<BlpaDialect>(op->getDialect()) && isMemoryEffectFree(op)))
+        (isa_and_nonnull<BlpaDialect>(op->getDialect()) &&
+         isMemoryEffectFree(op)))
       return success();
     return op->emitError("node '")
            << node << "' (" << op->getName()
