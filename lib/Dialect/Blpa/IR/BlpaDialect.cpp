@@ -33,10 +33,13 @@ static LogicalResult verifyAttributeKind(Operation *op, NamedAttribute attr) {
     ok = isa<StringAttr>(attr.getValue());
   else if (name == kSavedPolicyAttrName)
     ok = isa<StringAttr>(attr.getValue());
-  else if (name == "blpa.act_choice") {
+  else if (name == kActChoiceAttrName) {
     auto choice = dyn_cast<StringAttr>(attr.getValue());
-    ok = choice && llvm::is_contained({"float32", "8", "4", "2", "recompute"},
-                                      choice.getValue());
+    if (!choice || !isActivationChoice(choice.getValue()))
+      return op->emitError("'")
+             << name << "' must be \"float32\", \"8\", \"4\", \"2\" or "
+             << "\"recompute\"";
+    ok = true;
   }
   else if (name == "blpa.offsets")
     ok = isa<DenseI64ArrayAttr>(attr.getValue());

@@ -29,10 +29,6 @@ using namespace mlir::blpa;
 
 namespace {
 
-/// What the backward pass keeps of an op's saved results (issue 17's
-/// contract, set by --blpa-assign-activation-choices or by hand).
-constexpr StringLiteral kActChoiceAttrName = "blpa.act_choice";
-
 bool isMarkedForRecompute(Operation *op) {
   auto choice = op->getAttrOfType<StringAttr>(kActChoiceAttrName);
   return choice && choice.getValue() == "recompute";
