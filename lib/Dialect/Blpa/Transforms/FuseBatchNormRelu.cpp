@@ -4,7 +4,8 @@
 // batch_norm_grad(relu_grad(dy, r), x) becomes batch_norm_relu_grad, and the
 // backward readers of r read batch_norm_apply {relu}(x) instead of a kept r.
 // With compressed activations, the ReLU gradient of a decoded output goes
-// into batch_norm_grad_decode {relu}.
+// into batch_norm_grad_decode {relu}. A pair that --blpa-recompute copied
+// into the backward pass (relu(batch_norm_apply(x))) is fused the same way.
 //
 //===----------------------------------------------------------------------===//
 
@@ -26,12 +27,13 @@ using namespace mlir::blpa;
 
 namespace {
 
-/// The forward ReLU that is the only reader of `output`, if any.
-ReluOp getOnlyRelu(Value output) {
+/// The ReLU of `phase` (forward by default) that is the only reader of
+/// `output`, if any.
+ReluOp getOnlyRelu(Value output, Phase phase = Phase::Forward) {
   if (!output.hasOneUse())
     return nullptr;
   auto relu = dyn_cast<ReluOp>(*output.getUsers().begin());
-  return relu && isInPhase(relu, Phase::Forward) ? relu : nullptr;
+  return relu && isInPhase(relu, phase) ? relu : nullptr;
 }
 
 /// The backward uses of `v`.
@@ -82,8 +84,14 @@ struct FuseBatchNormReluPass
     ReluOp relu = getOnlyRelu(encode.getOutput());
     if (encode.getRelu() || !relu)
       return;
-    encode.setRelu(true);
-    relu.getOutput().replaceAllUsesWith(encode.getOutput());
+    absorbRelu(encode, relu);
+  }
+
+  /// `op` (with a `relu` attribute) applies `relu`, the only reader of its
+  /// output, itself.
+  template <typename OpTy> void absorbRelu(OpTy op, ReluOp relu) {
+    op.setRelu(true);
+    relu.getOutput().replaceAllUsesWith(op.getOutput());
     relu.erase();
     ++numFused;
   }
@@ -138,16 +146,10 @@ struct FuseBatchNormReluPass
   /// A backward ReLU that is the only reader of a batch_norm_apply (a
   /// recomputed BN-ReLU pair) runs in the apply's kernel.
   void fuseRecomputedRelu(BatchNormApplyOp apply) {
-    if (apply.getRelu() || !isInPhase(apply, Phase::Backward) ||
-        !apply.getOutput().hasOneUse())
+    ReluOp relu = getOnlyRelu(apply.getOutput(), Phase::Backward);
+    if (apply.getRelu() || !relu)
       return;
-    auto relu = dyn_cast<ReluOp>(*apply.getOutput().getUsers().begin());
-    if (!relu || !isInPhase(relu, Phase::Backward))
-      return;
-    apply.setRelu(true);
-    relu.getOutput().replaceAllUsesWith(apply.getOutput());
-    relu.erase();
-    ++numFused;
+    absorbRelu(apply, relu);
   }
 
   /// batch_norm_grad(relu_grad(dy, batch_norm_apply {relu}(x, ...)), x, ...)

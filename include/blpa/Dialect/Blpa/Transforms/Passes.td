@@ -187,6 +187,11 @@ def BlpaFuseBatchNormRelu : Pass<"blpa-fuse-batch-norm-relu", "ModuleOp"> {
     `blpa.batch_norm_decode {relu}` of the same codes becomes
     `blpa.batch_norm_grad_decode {relu}`, which masks the gradient from the
     codes in the same pass.
+
+    A pair --blpa-recompute copied into the backward pass is fused too: the
+    ReLU copy of a `blpa.batch_norm_apply` becomes its `relu` attribute, and
+    the batch-norm gradient of that ReLU's gradient becomes
+    `blpa.batch_norm_relu_grad`.
   }];
   let dependentDialects = ["::mlir::blpa::BlpaDialect"];
   let options = [
