@@ -97,26 +97,26 @@ struct RecomputePass : public blpa::impl::BlpaRecomputeBase<RecomputePass> {
 
   void recompute(Operation *op) {
     SmallVector<OpOperand *> uses = getBackwardUses(op);
-    if (uses.empty())
-      return;
-    ++numRecomputed;
-    if (!copyPerReader) {
-      recomputeFor(op, uses);
-      return;
-    }
-    for (auto begin = uses.begin(); begin != uses.end();) {
+    bool copied = false;
+    if (!copyPerReader && !uses.empty())
+      copied = recomputeFor(op, uses);
+    for (auto begin = uses.begin(); copyPerReader && begin != uses.end();) {
       auto end = std::find_if(begin, uses.end(), [&](OpOperand *use) {
         return use->getOwner() != (*begin)->getOwner();
       });
-      recomputeFor(op, ArrayRef<OpOperand *>(begin, end));
+      copied |= recomputeFor(op, ArrayRef<OpOperand *>(begin, end));
       begin = end;
     }
+    if (copied)
+      ++numRecomputed;
   }
 
   /// Builds a recomputation of `op` for `uses` (in block order) and points
   /// them at it; the new ops end up right before the first use that reads
   /// a recomputed value (not one that reads a result kept as it is).
-  void recomputeFor(Operation *op, ArrayRef<OpOperand *> uses) {
+  /// Returns whether any use reads it (a pass over IR already recomputed
+  /// finds only kept results still read: the copy is dropped).
+  bool recomputeFor(Operation *op, ArrayRef<OpOperand *> uses) {
     OpBuilder builder(uses.front()->getOwner());
     InsertedOps inserted;
     builder.setListener(&inserted);
@@ -145,11 +145,12 @@ struct RecomputePass : public blpa::impl::BlpaRecomputeBase<RecomputePass> {
     if (!firstReader) {
       for (Operation *copy : llvm::reverse(inserted.ops))
         copy->erase();
-      return;
+      return false;
     }
     for (Operation *copy : inserted.ops)
       copy->moveBefore(firstReader);
     numCopies += inserted.ops.size();
+    return true;
   }
 };
 
