@@ -157,8 +157,9 @@ struct FuseBatchNormReluPass
   /// the mask from x itself.
   void fuseRecomputedGradient(BatchNormGradOp grad) {
     auto reluGrad = grad.getGrad().getDefiningOp<ReluGradOp>();
-    auto apply = reluGrad ? reluGrad.getOutput().getDefiningOp<BatchNormApplyOp>()
-                          : nullptr;
+    auto apply = reluGrad
+                     ? reluGrad.getOutput().getDefiningOp<BatchNormApplyOp>()
+                     : nullptr;
     if (!apply || !apply.getRelu() || apply.getScale() != grad.getScale() ||
         apply.getMean() != grad.getMean() ||
         apply.getInvStd() != grad.getInvStd())

@@ -50,8 +50,7 @@ SmallVector<OpOperand *> getBackwardUses(Operation *op) {
 /// Collects the ops a recomputation builds.
 struct InsertedOps : public OpBuilder::Listener {
   SmallVector<Operation *> ops;
-  void notifyOperationInserted(Operation *op,
-                               OpBuilder::InsertPoint) override {
+  void notifyOperationInserted(Operation *op, OpBuilder::InsertPoint) override {
     ops.push_back(op);
   }
 };
