@@ -340,6 +340,11 @@ static void buildPlanningPipeline(PassManager &pm, ModuleOp module, int bits,
     options.policy.assign(choicePins.begin(), choicePins.end());
     pm.addPass(createBlpaAssignActivationChoices(options));
   }
+  // Recomputation first: the copies' operands are then saved tensors that
+  // compression sees like any other. Without a recompute choice it does
+  // nothing.
+  if (trainMode)
+    pm.addPass(createBlpaRecompute());
   if (trainMode && (bits != 0 || llvm::any_of(choicePins, isBitWidthPin))) {
     BlpaCompressActivationsOptions options;
     options.bits = bits;

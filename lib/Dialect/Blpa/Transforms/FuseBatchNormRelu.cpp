@@ -4,7 +4,8 @@
 // batch_norm_grad(relu_grad(dy, r), x) becomes batch_norm_relu_grad, and the
 // backward readers of r read batch_norm_apply {relu}(x) instead of a kept r.
 // With compressed activations, the ReLU gradient of a decoded output goes
-// into batch_norm_grad_decode {relu}.
+// into batch_norm_grad_decode {relu}. A pair that --blpa-recompute copied
+// into the backward pass (relu(batch_norm_apply(x))) is fused the same way.
 //
 //===----------------------------------------------------------------------===//
 
@@ -26,12 +27,13 @@ using namespace mlir::blpa;
 
 namespace {
 
-/// The forward ReLU that is the only reader of `output`, if any.
-ReluOp getOnlyRelu(Value output) {
+/// The ReLU of `phase` (forward by default) that is the only reader of
+/// `output`, if any.
+ReluOp getOnlyRelu(Value output, Phase phase = Phase::Forward) {
   if (!output.hasOneUse())
     return nullptr;
   auto relu = dyn_cast<ReluOp>(*output.getUsers().begin());
-  return relu && isInPhase(relu, Phase::Forward) ? relu : nullptr;
+  return relu && isInPhase(relu, phase) ? relu : nullptr;
 }
 
 /// The backward uses of `v`.
@@ -59,6 +61,14 @@ struct FuseBatchNormReluPass
     });
     for (BatchNormOp bn : batchNorms)
       fuse(bn, getOnlyRelu(bn.getOutput()));
+    // Recomputed by --blpa-recompute: relu(batch_norm_apply(x)) in the
+    // backward phase, read by a ReLU gradient and a weight gradient.
+    // Collected first: fusing erases the ReLU after each apply.
+    SmallVector<BatchNormApplyOp> applies;
+    step.walk([&](BatchNormApplyOp apply) { applies.push_back(apply); });
+    for (BatchNormApplyOp apply : applies)
+      fuseRecomputedRelu(apply);
+    step.walk([&](BatchNormGradOp grad) { fuseRecomputedGradient(grad); });
     step.walk([&](BatchNormGradDecodeOp grad) { fuseDecodedGradient(grad); });
     // Collected first: fusing erases the ReLU after each encode.
     SmallVector<BatchNormEncodeOp> encodes;
@@ -74,8 +84,14 @@ struct FuseBatchNormReluPass
     ReluOp relu = getOnlyRelu(encode.getOutput());
     if (encode.getRelu() || !relu)
       return;
-    encode.setRelu(true);
-    relu.getOutput().replaceAllUsesWith(encode.getOutput());
+    absorbRelu(encode, relu);
+  }
+
+  /// `op` (with a `relu` attribute) applies `relu`, the only reader of its
+  /// output, itself.
+  template <typename OpTy> void absorbRelu(OpTy op, ReluOp relu) {
+    op.setRelu(true);
+    relu.getOutput().replaceAllUsesWith(op.getOutput());
     relu.erase();
     ++numFused;
   }
@@ -121,24 +137,52 @@ struct FuseBatchNormReluPass
         grads.push_back(grad);
     bool inputKept = false;
     for (BatchNormGradOp grad : grads)
-      inputKept |= fuseGradient(fused, grad);
+      inputKept |= fuseGradient(grad, fused.getOutput(), fused.getInput(),
+                                fused.getBias());
     if (recompute && inputKept)
       recomputeForBackward(fused);
   }
 
-  /// batch_norm_grad(relu_grad(dy, fused output), ...) becomes
-  /// batch_norm_relu_grad(dy, ...). Returns whether it did, and so keeps the
-  /// batch norm's input for the backward pass.
-  bool fuseGradient(BatchNormReluOp fused, BatchNormGradOp grad) {
+  /// A backward ReLU that is the only reader of a batch_norm_apply (a
+  /// recomputed BN-ReLU pair) runs in the apply's kernel.
+  void fuseRecomputedRelu(BatchNormApplyOp apply) {
+    ReluOp relu = getOnlyRelu(apply.getOutput(), Phase::Backward);
+    if (apply.getRelu() || !relu)
+      return;
+    absorbRelu(apply, relu);
+  }
+
+  /// batch_norm_grad(relu_grad(dy, batch_norm_apply {relu}(x, ...)), x, ...)
+  /// of the same statistics becomes batch_norm_relu_grad, which recomputes
+  /// the mask from x itself.
+  void fuseRecomputedGradient(BatchNormGradOp grad) {
     auto reluGrad = grad.getGrad().getDefiningOp<ReluGradOp>();
-    if (!reluGrad || reluGrad.getOutput() != fused.getOutput() ||
-        !reluGrad.getInputGrad().hasOneUse() ||
-        grad.getInput() != fused.getInput())
+    auto apply = reluGrad
+                     ? reluGrad.getOutput().getDefiningOp<BatchNormApplyOp>()
+                     : nullptr;
+    if (!apply || !apply.getRelu() || apply.getScale() != grad.getScale() ||
+        apply.getMean() != grad.getMean() ||
+        apply.getInvStd() != grad.getInvStd())
+      return;
+    if (fuseGradient(grad, apply.getOutput(), apply.getInput(),
+                     apply.getBias()) &&
+        apply->use_empty())
+      apply.erase();
+  }
+
+  /// batch_norm_grad(relu_grad(dy, `reluOutput`), `input`, ...) becomes
+  /// batch_norm_relu_grad(dy, input, ..., `bias`). Returns whether it did,
+  /// and so keeps the batch norm's input for the backward pass.
+  bool fuseGradient(BatchNormGradOp grad, Value reluOutput, Value input,
+                    Value bias) {
+    auto reluGrad = grad.getGrad().getDefiningOp<ReluGradOp>();
+    if (!reluGrad || reluGrad.getOutput() != reluOutput ||
+        !reluGrad.getInputGrad().hasOneUse() || grad.getInput() != input)
       return false;
     OpBuilder b(grad);
     auto fusedGrad = BatchNormReluGradOp::create(
         b, grad.getLoc(), reluGrad.getGrad(), grad.getInput(), grad.getScale(),
-        fused.getBias(), grad.getMean(), grad.getInvStd());
+        bias, grad.getMean(), grad.getInvStd());
     replaceKeepingPhase(grad, fusedGrad);
     reluGrad.erase();
     ++numGradsFused;

@@ -218,9 +218,10 @@ SmallVector<SavedTensor> mlir::blpa::getSavedTensors(func::FuncOp func,
                                                      const MemoryPlan &plan) {
   SmallVector<SavedTensor> tensors;
   for (Operation &op : func.getBody().front()) {
+    if (getPhase(&op) != Phase::Forward || isa<ViewLikeOpInterface>(op))
+      continue;
     size_t before = tensors.size();
-    if (getPhase(&op) == Phase::Forward && !isa<ViewLikeOpInterface>(op))
-      addSavedResults(op, plan, tensors);
+    addSavedResults(op, plan, tensors);
     auto choice = op.getAttrOfType<StringAttr>(kActChoiceAttrName);
     if (tensors.size() == before && choice &&
         choice.getValue() == "recompute" && op.getNumResults() != 0)

@@ -86,6 +86,12 @@ struct ActivationEncoding {
   llvm::function_ref<SmallVector<OpOperand *>(Value)> getBackwardUses;
 };
 
+/// The default recomputation of an op without side effects
+/// (RecomputeOpInterface): a copy of `op` with `operands`, built at the
+/// builder's insertion point; appends the copy's results.
+void recomputeByCopy(Operation *op, OpBuilder &builder, ValueRange operands,
+                     SmallVectorImpl<Value> &results);
+
 } // namespace blpa
 } // namespace mlir
 

@@ -148,4 +148,32 @@ def Blpa_InPlaceOpInterface : OpInterface<"InPlaceOpInterface"> {
   ];
 }
 
+def Blpa_RecomputeOpInterface : OpInterface<"RecomputeOpInterface"> {
+  let description = [{
+    How --blpa-recompute re-runs a forward op in the backward pass when its
+    activation choice is "recompute". Ops without the interface are
+    recomputed by a plain copy (`recomputeByCopy`: the same op with the same
+    attributes and location) when they have no side effects, and refused
+    otherwise. An op implements it when it knows a cheaper or more faithful
+    way (a training batch norm: `blpa.batch_norm_apply` with the forward's
+    own statistics), or that nothing needs recomputing (a parameter).
+  }];
+  let cppNamespace = "::mlir::blpa";
+  let methods = [
+    InterfaceMethod<[{
+        Builds, at the builder's insertion point, ops that compute this op's
+        results again from `operands` (one per operand: the values the
+        backward pass reads in place of the forward ones), and appends one
+        value per result for the backward pass to read. A result the op
+        does not recompute (a batch norm's statistics) is appended as
+        itself: it stays a saved activation. The pass gives every new op
+        the backward phase.
+      }],
+      "void", "buildRecompute",
+      (ins "::mlir::OpBuilder &":$builder, "::mlir::ValueRange":$operands,
+           "::llvm::SmallVectorImpl<::mlir::Value> &":$results), [{}],
+      [{ ::mlir::blpa::recomputeByCopy($_op, builder, operands, results); }]>,
+  ];
+}
+
 #endif // BLPA_DIALECT_BLPA_IR_BLPAINTERFACES_TD

@@ -33,6 +33,9 @@ defvar SelfEncodingRule = DeclareOpInterfaceMethods<
 defvar RunTimeScalars = DeclareOpInterfaceMethods<Blpa_RunTimeScalarOpInterface>;
 // An op whose kernel may write its result over a dying operand.
 defvar InPlace = DeclareOpInterfaceMethods<Blpa_InPlaceOpInterface>;
+// A forward op recomputed otherwise than by a plain copy (--blpa-recompute).
+defvar RecomputeRule = DeclareOpInterfaceMethods<Blpa_RecomputeOpInterface,
+    ["buildRecompute"]>;
 // A backward op that needs less than the values of a saved operand.
 defvar ActivationNeedRule = DeclareOpInterfaceMethods<
     Blpa_SavedActivationOpInterface, ["getActivationNeed"]>;
@@ -56,7 +59,7 @@ class Blpa_ComputeOp<string mnemonic, list<Trait> traits = []>
 // Parameters
 //===----------------------------------------------------------------------===//
 
-def Blpa_ParamOp : Blpa_Op<"param", [Pure]> {
+def Blpa_ParamOp : Blpa_Op<"param", [Pure, RecomputeRule]> {
   let summary = "A named parameter or state tensor (an ONNX initializer)";
   let description = [{
     The current value of the persistent tensor named `name`. `trainable`
@@ -94,7 +97,7 @@ def Blpa_ConvOp : Blpa_ComputeOp<"conv", [Differentiable]> {
 }
 
 def Blpa_BatchNormOp : Blpa_ComputeOp<"batch_norm", [Differentiable,
-    SelfEncodingRule]> {
+    SelfEncodingRule, RecomputeRule]> {
   let summary = "Training-mode batch normalization";
   let description = [{
     Normalizes over all dimensions but the channel (dim 1) with the batch's
@@ -275,7 +278,10 @@ def Blpa_SoftmaxOp : Blpa_SoftmaxFamilyOp<"softmax",
 def Blpa_LogSoftmaxOp : Blpa_SoftmaxFamilyOp<"log_softmax",
     "x - max - log(sum(exp(x - max))) along axis">;
 
-def Blpa_DropoutOp : Blpa_ComputeOp<"dropout", [Differentiable, InPlace]> {
+// A plain copy replays the mask: it hashes (seed, step, stream, element),
+// and the step number changes only after the whole step.
+def Blpa_DropoutOp : Blpa_ComputeOp<"dropout", [Differentiable, InPlace,
+    Blpa_RecomputeOpInterface]> {
   let summary = "Training-mode dropout: kept elements scaled by 1/(1-ratio)";
   let description = [{
     The mask is a counter-based hash of the executable's seed, the step,

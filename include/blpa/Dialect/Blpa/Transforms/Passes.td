@@ -62,6 +62,40 @@ def BlpaAssignActivationChoices
   ];
 }
 
+def BlpaRecompute : Pass<"blpa-recompute", "ModuleOp"> {
+  let summary = "Recomputes in the backward pass what a forward op would save";
+  let description = [{
+    In `@train_step` (after --blpa-autodiff, before
+    --blpa-compress-activations), every forward op whose activation choice
+    `blpa.act_choice` is "recompute" and whose results the backward phase
+    reads is run again in the backward phase, right before the first
+    backward op that reads them; every backward use reads the copy, so the
+    forward results are no longer kept. How an op is recomputed is its
+    RecomputeOpInterface (a plain copy by default; a training batch norm as
+    `blpa.batch_norm_apply` with its own saved statistics; a parameter is
+    read directly). A copy reads the copy of an operand whose producer is
+    recomputed too (a recomputed segment, each copy before its readers) and
+    any other forward value directly: that value is then a saved activation
+    with its own choice (kept, or K-bit codes that the compress pass adds).
+    An op with side effects, or outside the blpa dialect, is refused.
+
+    One copy serves every backward reader (it lives from the first to the
+    last); with `copy-per-reader`, each backward reader gets its own copy,
+    built right before it (shorter lifetimes, more compute).
+  }];
+  let dependentDialects = ["::mlir::blpa::BlpaDialect"];
+  let options = [
+    Option<"copyPerReader", "copy-per-reader", "bool", "false",
+           "A copy before each backward reader rather than one shared by "
+           "all of them">,
+  ];
+  let statistics = [
+    Statistic<"numRecomputed", "recomputed",
+              "Forward ops recomputed in the backward pass">,
+    Statistic<"numCopies", "copies", "Copies built in the backward pass">,
+  ];
+}
+
 def BlpaCompressActivations : Pass<"blpa-compress-activations", "ModuleOp"> {
   let summary = "Keeps only K-bit codes of the activations the backward pass reads";
   let description = [{
@@ -163,6 +197,11 @@ def BlpaFuseBatchNormRelu : Pass<"blpa-fuse-batch-norm-relu", "ModuleOp"> {
     `blpa.batch_norm_decode {relu}` of the same codes becomes
     `blpa.batch_norm_grad_decode {relu}`, which masks the gradient from the
     codes in the same pass.
+
+    A pair --blpa-recompute copied into the backward pass is fused too: the
+    ReLU copy of a `blpa.batch_norm_apply` becomes its `relu` attribute, and
+    the batch-norm gradient of that ReLU's gradient becomes
+    `blpa.batch_norm_relu_grad`.
   }];
   let dependentDialects = ["::mlir::blpa::BlpaDialect"];
   let options = [

@@ -1,0 +1,156 @@
+//===- Recompute.cpp - Recompute saved activations in the backward pass ---===//
+//
+// --blpa-recompute: a forward op whose activation choice is "recompute" keeps
+// nothing for the backward pass; a copy of it (RecomputeOpInterface) runs in
+// the backward phase right before the first op that reads its results, and
+// every backward use reads the copy. Copies read the copies of recomputed
+// producers (a segment) and any other forward value directly (a checkpoint,
+// saved with its own choice).
+//
+//===----------------------------------------------------------------------===//
+
+#include "blpa/Dialect/Blpa/IR/BlpaOps.h"
+#include "blpa/Dialect/Blpa/Transforms/MemoryReport.h"
+#include "blpa/Dialect/Blpa/Transforms/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
+
+namespace mlir {
+namespace blpa {
+#define GEN_PASS_DEF_BLPARECOMPUTE
+#include "blpa/Dialect/Blpa/Transforms/Passes.h.inc"
+} // namespace blpa
+} // namespace mlir
+
+using namespace mlir;
+using namespace mlir::blpa;
+
+namespace {
+
+bool isMarkedForRecompute(Operation *op) {
+  auto choice = op->getAttrOfType<StringAttr>(kActChoiceAttrName);
+  return choice && choice.getValue() == "recompute";
+}
+
+/// The backward uses of any result of `op`, in block order of their owners.
+SmallVector<OpOperand *> getBackwardUses(Operation *op) {
+  SmallVector<OpOperand *> uses;
+  for (OpOperand &use : op->getUses())
+    if (isInPhase(use.getOwner(), Phase::Backward))
+      uses.push_back(&use);
+  llvm::stable_sort(uses, [](OpOperand *a, OpOperand *b) {
+    return a->getOwner() != b->getOwner() &&
+           a->getOwner()->isBeforeInBlock(b->getOwner());
+  });
+  return uses;
+}
+
+/// Collects the ops a recomputation builds.
+struct InsertedOps : public OpBuilder::Listener {
+  SmallVector<Operation *> ops;
+  void notifyOperationInserted(Operation *op, OpBuilder::InsertPoint) override {
+    ops.push_back(op);
+  }
+};
+
+struct RecomputePass : public blpa::impl::BlpaRecomputeBase<RecomputePass> {
+  using blpa::impl::BlpaRecomputeBase<RecomputePass>::BlpaRecomputeBase;
+
+  void runOnOperation() override {
+    auto step = getOperation().lookupSymbol<func::FuncOp>("train_step");
+    if (!step)
+      return;
+    SmallVector<Operation *> marked;
+    for (Operation &op : step.getBody().front())
+      if (isMarkedForRecompute(&op))
+        marked.push_back(&op);
+    if (llvm::any_of(marked, [](Operation *op) { return failed(check(op)); }))
+      return signalPassFailure();
+    // Consumers first: a producer's backward uses then include its
+    // consumers' copies, so its own copy goes before them and they read it.
+    for (Operation *op : llvm::reverse(marked))
+      recompute(op);
+  }
+
+  /// One line at the op when it cannot be recomputed.
+  static LogicalResult check(Operation *op) {
+    std::string node = getNodeName(op);
+    if (!isInPhase(op, Phase::Forward))
+      return op->emitError("node '")
+             << node << "' (" << op->getName()
+             << ") is not in the forward phase of @train_step: only forward "
+                "ops can be recomputed; remove its blpa.act_choice";
+    if (isa<RecomputeOpInterface>(op) ||
+        (isa_and_nonnull<BlpaDialect>(op->getDialect()) &&
+         isMemoryEffectFree(op)))
+      return success();
+    return op->emitError("node '")
+           << node << "' (" << op->getName()
+           << ") cannot be recomputed: running it again could change state "
+              "or give other values; keep its saved results instead "
+              "(--act-policy "
+           << node << "=float32, or 8, 4, 2)";
+  }
+
+  void recompute(Operation *op) {
+    SmallVector<OpOperand *> uses = getBackwardUses(op);
+    bool copied = false;
+    if (!copyPerReader && !uses.empty())
+      copied = recomputeFor(op, uses);
+    for (auto begin = uses.begin(); copyPerReader && begin != uses.end();) {
+      auto end = std::find_if(begin, uses.end(), [&](OpOperand *use) {
+        return use->getOwner() != (*begin)->getOwner();
+      });
+      copied |= recomputeFor(op, ArrayRef<OpOperand *>(begin, end));
+      begin = end;
+    }
+    if (copied)
+      ++numRecomputed;
+  }
+
+  /// Builds a recomputation of `op` for `uses` (in block order) and points
+  /// them at it; the new ops end up right before the first use that reads
+  /// a recomputed value (not one that reads a result kept as it is).
+  /// Returns whether any use reads it (a pass over IR already recomputed
+  /// finds only kept results still read: the copy is dropped).
+  bool recomputeFor(Operation *op, ArrayRef<OpOperand *> uses) {
+    OpBuilder builder(uses.front()->getOwner());
+    InsertedOps inserted;
+    builder.setListener(&inserted);
+    SmallVector<Value> replacements;
+    if (auto recomputable = dyn_cast<RecomputeOpInterface>(op))
+      recomputable.buildRecompute(builder, op->getOperands(), replacements);
+    else
+      recomputeByCopy(op, builder, op->getOperands(), replacements);
+
+    Operation *firstReader = nullptr;
+    for (OpOperand *use : uses) {
+      Value replacement =
+          replacements[cast<OpResult>(use->get()).getResultNumber()];
+      if (replacement == use->get())
+        continue;
+      use->set(replacement);
+      if (!firstReader)
+        firstReader = use->getOwner();
+    }
+    for (Operation *copy : inserted.ops) {
+      setPhase(copy, Phase::Backward);
+      copy->removeAttr(kActChoiceAttrName);
+    }
+    // Nothing recomputed is read here (only kept results, such as a batch
+    // norm's statistics): the copy would be dead.
+    if (!firstReader) {
+      for (Operation *copy : llvm::reverse(inserted.ops))
+        copy->erase();
+      return false;
+    }
+    for (Operation *copy : inserted.ops)
+      copy->moveBefore(firstReader);
+    numCopies += inserted.ops.size();
+    return true;
+  }
+};
+
+} // namespace
