@@ -326,15 +326,8 @@ static void buildPlanningPipeline(PassManager &pm, ModuleOp module, int bits,
   // The user's pins become each saved tensor's blpa.act_choice; the passes
   // after it apply the choices. `quantize` is the compression pass's own.
   SmallVector<std::string> choicePins, compressPins;
-  for (const std::string &entry : actPolicy) {
-    if (!isQuantizePin(entry))
-      choicePins.push_back(entry);
-    // Until --blpa-compress-activations reads blpa.act_choice, it keeps a
-    // node's float32 pin from its own option too.
-    auto [node, choice] = StringRef(entry).rsplit('=');
-    if (node != "*" && (choice == "quantize" || choice == "float32"))
-      compressPins.push_back(entry);
-  }
+  for (const std::string &entry : actPolicy)
+    (isQuantizePin(entry) ? compressPins : choicePins).push_back(entry);
   if (trainMode && !choicePins.empty()) {
     BlpaAssignActivationChoicesOptions options;
     options.policy.assign(choicePins.begin(), choicePins.end());
