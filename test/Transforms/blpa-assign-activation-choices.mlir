@@ -1,30 +1,30 @@
 // RUN: blpa-opt %s --blpa-autodiff --blpa-assign-activation-choices="policy=conv1=recompute,relu1=4" | FileCheck %s --check-prefix=NAMED
-// RUN: blpa-opt %s --blpa-autodiff --blpa-assign-activation-choices="policy=*=2,bn0=float32,relu1=auto,bn1=8,conv1=4" | FileCheck %s --check-prefix=STAR
+// RUN: blpa-opt %s --blpa-autodiff --blpa-assign-activation-choices="policy=*=2,conv0=4,bn0=float32,relu1=auto,bn1=8,conv1=4" | FileCheck %s --check-prefix=STAR
 // RUN: blpa-opt %s --blpa-autodiff --blpa-assign-activation-choices | FileCheck %s --check-prefix=NONE
 // RUN: not blpa-opt %s --blpa-autodiff --blpa-assign-activation-choices="policy=convX=2" 2>&1 | FileCheck %s --check-prefix=UNKNOWN
 // RUN: not blpa-opt %s --blpa-autodiff --blpa-assign-activation-choices="policy=conv1=3" 2>&1 | FileCheck %s --check-prefix=BAD
 
-// A pin on NODE concerns the saved results of NODE's op and the saved
-// tensors NODE's gradient reads. conv1=recompute: conv1's output (read by
-// bn1's gradient) and its input relu0 (read by conv1's weight gradient).
+// A pin on NODE concerns the saved results of NODE's op: conv1=recompute
+// recomputes conv1's output (read by bn1's gradient), not relu0, the input
+// conv1's gradient reads.
 // NAMED-LABEL: func.func @train_step(
 // NAMED: blpa.conv %arg0, {{.*}}{blpa.phase = "forward"
 // NAMED: blpa.batch_norm {{.*}}{blpa.phase = "forward"
-// NAMED: blpa.relu {{.*}}{blpa.act_choice = "recompute", blpa.phase = "forward"}
+// NAMED: blpa.relu {{.*}}{blpa.phase = "forward"}
 // NAMED: blpa.conv {{.*}}{blpa.act_choice = "recompute", blpa.phase = "forward"
 // NAMED: blpa.batch_norm {{.*}}{blpa.phase = "forward"
 // NAMED: blpa.relu {{.*}}{blpa.act_choice = "4", blpa.phase = "forward"}
 // NAMED-NOT: blpa.act_choice
 
 // `*` covers every saved tensor a named pin does not; a named `auto`
-// undoes it (relu1) but gives way to any other pin; of several named pins
-// the most exact wins (conv1's output is named by conv1=4 and by bn1=8,
-// whose gradient reads it; relu0's by conv1=4 alone).
+// undoes it (relu1); a float32 pin also keeps exact what the node's
+// gradient reads, and of several pins on one tensor the most exact wins
+// (conv0's output: conv0=4, and bn0=float32 through bn0's gradient).
 // STAR-LABEL: func.func @train_step(
 // STAR: blpa.conv %arg0, {{.*}}{blpa.act_choice = "float32", blpa.phase = "forward"
 // STAR: blpa.batch_norm {{.*}}{blpa.act_choice = "float32", blpa.phase = "forward"
-// STAR: blpa.relu {{.*}}{blpa.act_choice = "4", blpa.phase = "forward"}
-// STAR: blpa.conv {{.*}}{blpa.act_choice = "8", blpa.phase = "forward"
+// STAR: blpa.relu {{.*}}{blpa.act_choice = "2", blpa.phase = "forward"}
+// STAR: blpa.conv {{.*}}{blpa.act_choice = "4", blpa.phase = "forward"
 // STAR: blpa.batch_norm {{.*}}{blpa.act_choice = "8", blpa.phase = "forward"
 // STAR: blpa.relu {{.*}}{blpa.phase = "forward"}
 // STAR: blpa.conv {{.*}}{blpa.phase = "forward"

@@ -36,7 +36,8 @@ struct AssignActivationChoicesPass
 private:
   LogicalResult parsePins();
   std::optional<StringRef> chooseFor(Operation *producer);
-  void collectPinnedNodes(Operation *op, SmallVectorImpl<StringRef> &nodes);
+  void collectPinnedNodes(Operation *op, SmallVectorImpl<StringRef> &nodes,
+                          bool asReader);
 
   /// NODE -> CHOICE, "auto" included (it undoes `*` for NODE).
   llvm::StringMap<std::string> pins;
@@ -57,30 +58,39 @@ LogicalResult AssignActivationChoicesPass::parsePins() {
   return success();
 }
 
-/// Appends the ONNX node of `op` (its NameLoc) when a pin names it.
+/// Appends the ONNX node of `op` (its NameLoc) when a pin names it; for a
+/// reader (`asReader`), only a float32 pin.
 void AssignActivationChoicesPass::collectPinnedNodes(
-    Operation *op, SmallVectorImpl<StringRef> &nodes) {
+    Operation *op, SmallVectorImpl<StringRef> &nodes, bool asReader) {
   auto name = dyn_cast<NameLoc>(op->getLoc());
-  if (!name || !pins.contains(name.getName().getValue()))
+  if (!name)
     return;
-  nodes.push_back(name.getName().getValue());
+  auto pin = pins.find(name.getName().getValue());
+  if (pin == pins.end())
+    return;
+  // A reader's pin is still used (no typo), but only float32 reaches
+  // back: `conv=recompute` recomputes the convolution's output, not the
+  // input its gradient reads, which another block's op produced.
+  pinsUsed.insert(pin->getKey());
+  if (!asReader || pin->getValue() == "float32")
+    nodes.push_back(pin->getKey());
 }
 
 /// The pinned choice for the saved results of `producer`: the most exact
-/// named pin among its own node and the nodes of its backward readers (a
-/// gradient op carries the location of the node it differentiates), else
-/// `*`; none for "auto" or no pin.
+/// named pin among its own node and, for float32, the nodes of its
+/// backward readers (a gradient op carries the location of the node it
+/// differentiates: "keep exact what NODE's gradient reads"), else `*`;
+/// none for "auto" or no pin.
 std::optional<StringRef>
 AssignActivationChoicesPass::chooseFor(Operation *producer) {
   SmallVector<StringRef> nodes;
-  collectPinnedNodes(producer, nodes);
+  collectPinnedNodes(producer, nodes, /*asReader=*/false);
   for (Value result : producer->getResults())
     for (Operation *reader : result.getUsers())
       if (isInPhase(reader, Phase::Backward))
-        collectPinnedNodes(reader, nodes);
+        collectPinnedNodes(reader, nodes, /*asReader=*/true);
   std::optional<StringRef> best;
   for (StringRef node : nodes) {
-    pinsUsed.insert(node);
     StringRef choice = pins.find(node)->getValue();
     if (!best || getExactnessRank(choice) > getExactnessRank(*best))
       best = choice;

@@ -45,8 +45,9 @@ def BlpaAssignActivationChoices
     --blpa-compress-activations then apply. CHOICE is `float32`, `8`, `4`,
     `2`, `recompute`, or `auto` (no pin: the pipeline's default or the
     memory-budget solver decides). A pin on NODE concerns the saved results
-    of the op from ONNX node NODE and the saved tensors NODE's gradient
-    reads (its inputs); `*` concerns every saved tensor. A tensor named by
+    of the op from ONNX node NODE; a float32 pin also the saved tensors
+    NODE's gradient reads (its inputs: "keep NODE's gradient exact"); `*`
+    concerns every saved tensor. A tensor named by
     several pins takes the most exact of them (float32 or recompute, then
     8, 4, 2 bits); a pin naming the tensor outranks `*`. A pin naming a
     node that saves nothing and reads nothing saved is an error: most
