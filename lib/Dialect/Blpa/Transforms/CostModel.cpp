@@ -228,14 +228,25 @@ llvm::Error CostModel::checkModule(ModuleOp module) const {
 }
 
 /// The backward-phase uses of `v` that decode values from its codes (not
-/// only a sign, an argmax or a region, which codes keep exactly).
+/// only a sign, an argmax or a region, which codes keep exactly). A batch
+/// norm's gradient reading its input is left out: the batch norm's own codes
+/// serve it (see gradientError).
 static unsigned countValueReaders(Value v) {
   unsigned count = 0;
   for (OpOperand &use : v.getUses())
     if (isInPhase(use.getOwner(), Phase::Backward) &&
+        !isa<BatchNormGradOp>(use.getOwner()) &&
         getActivationNeed(use) == ActivationNeed::Values)
       ++count;
   return count;
+}
+
+/// Whether the gradient of `bn` reads its input: then the method's codes of
+/// the batch norm replace that input in the backward pass.
+static bool isEncodable(BatchNormOp bn) {
+  return llvm::any_of(bn.getInput().getUsers(), [](Operation *user) {
+    return isa<BatchNormGradOp>(user) && isInPhase(user, Phase::Backward);
+  });
 }
 
 /// Elements per channel (dimension 1) of a tensor.
@@ -253,10 +264,24 @@ double CostModel::gradientError(Value saved, int bits) const {
     return 0;
   double levels = std::ldexp(1.0, bits) - 1;
   Operation *producer = saved.getDefiningOp();
-  if (isa_and_present<BatchNormOp>(producer)) {
-    // The method's codes: bins of w = 6 / 2^K over x-hat (unit variance),
-    // noise w^2 / 12 = 3 / 4^K; read by the batch norm's own gradient
-    // (x-hat~) and by every reader of the output or of its ReLU.
+  // Parameters are no activations; a batch norm's statistics stay exact (the
+  // method keeps them), and a ReLU of a batch norm is decoded from the batch
+  // norm's codes, whose figure counts the ReLU's readers.
+  if (isa_and_present<ParamOp>(producer) ||
+      (isa_and_present<BatchNormOp>(producer) &&
+       cast<OpResult>(saved).getResultNumber() != 0))
+    return 0;
+  if (isa_and_present<ReluOp>(producer) &&
+      isa_and_present<BatchNormOp>(producer->getOperand(0).getDefiningOp()))
+    return 0;
+  if (auto bn = dyn_cast_if_present<BatchNormOp>(producer)) {
+    // The method's codes of the output (the figure of the batch norm, even
+    // when only its gradient reads them): bins of w = 6 / 2^K over x-hat
+    // (unit variance), noise w^2 / 12 = 3 / 4^K; read by the batch norm's
+    // own gradient (x-hat~) and by every reader of the output or of its
+    // ReLU.
+    if (!isEncodable(bn))
+      return 0;
     unsigned readers = 1 + countValueReaders(saved);
     for (Operation *user : saved.getUsers())
       if (isa<ReluOp>(user))

@@ -45,12 +45,15 @@ static void printFunction(llvm::raw_ostream &os, func::FuncOp fn,
                         cost.bytes, model.seconds(&op));
     if (!isInPhase(&op, Phase::Forward))
       continue;
+    // A batch norm's codes have a figure even when only its gradient reads
+    // them (through its input).
     for (OpResult result : op.getResults())
-      if (isSaved(result))
+      if (isSaved(result) || model.gradientError(result, 2) > 0)
         os << llvm::formatv(
-            "saved @{0} #{1} {2} result={3} error8={4:e} error4={5:e} "
-            "error2={6:e}\n",
-            name, index, op.getName(), result.getResultNumber(),
+            "saved @{0} #{1} {2} node={3} result={4} error8={5:e} "
+            "error4={6:e} error2={7:e}\n",
+            name, index, op.getName(), getNodeName(&op),
+            result.getResultNumber(),
             model.gradientError(result, 8), model.gradientError(result, 4),
             model.gradientError(result, 2));
   }

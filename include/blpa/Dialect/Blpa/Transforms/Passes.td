@@ -246,7 +246,7 @@ def BlpaPrintOpCosts : Pass<"blpa-print-op-costs", "ModuleOp"> {
     `cost @FN #I OP node=NODE calls=C flops=F bytes=B seconds=S` (the
     CostOpInterface figures of one execution and the cost model's time),
     then, for each forward-phase result that backward ops read, `saved @FN
-    #I OP result=R error8=E error4=E error2=E` (CostModel::gradientError),
+    #I OP node=NODE result=R error8=E error4=E error2=E` (CostModel::gradientError),
     and last `total @FN seconds=S`. With `profile=FILE`, times come from
     the cost model calibrated by that profile (checked against the
     module's model and batch size first). Changes nothing.
