@@ -277,16 +277,21 @@ double CostModel::gradientError(Value saved, int bits) const {
   if (auto bn = dyn_cast_if_present<BatchNormOp>(producer)) {
     // The method's codes of the output (the figure of the batch norm, even
     // when only its gradient reads them): bins of w = 6 / 2^K over x-hat
-    // (unit variance), noise w^2 / 12 = 3 / 4^K; read by the batch norm's
-    // own gradient (x-hat~) and by every reader of the output or of its
-    // ReLU.
+    // (unit variance), rounding noise w^2 / 12 = 3 / 4^K, plus what the
+    // range of 3 deviations either side clips off whatever K is:
+    // E[(|x| - 3)^2; |x| > 3] = 2 ((1 + 9) Q(3) - 3 phi(3)) = 4.07e-4 for
+    // a normal x. Read by the batch norm's own gradient (x-hat~) and by
+    // every reader of the output or of its ReLU.
     if (!isEncodable(bn))
       return 0;
+    const double a = 3, tail = 0.5 * std::erfc(a / std::sqrt(2.0));
+    const double density = std::exp(-a * a / 2) / std::sqrt(2 * M_PI);
+    double clipped = 2 * ((1 + a * a) * tail - a * density);
     unsigned readers = 1 + countValueReaders(saved);
     for (Operation *user : saved.getUsers())
       if (isa<ReluOp>(user))
         readers += countValueReaders(user->getResult(0));
-    return readers * 3.0 / std::ldexp(1.0, 2 * bits);
+    return readers * (3.0 / std::ldexp(1.0, 2 * bits) + clipped);
   }
   unsigned readers = countValueReaders(saved);
   if (readers == 0)
