@@ -4,6 +4,8 @@
 // RUN: blpa-opt %s --train --act-bits 4 --emit mlir -o - | FileCheck %s --check-prefix=BITS
 // RUN: not blpa-opt %s --train --act-bits 3 -o %t.exe 2>&1 | FileCheck %s --check-prefix=BADBITS
 // RUN: not blpa-opt %s --train --act-quant-naive -o %t.exe 2>&1 | FileCheck %s --check-prefix=NAIVE
+// RUN: not blpa-opt %s --train --act-policy conv=quantize -o %t.exe 2>&1 | FileCheck %s --check-prefix=PINQ
+// RUN: not blpa-opt %s --infer --act-policy conv=4 -o %t.exe 2>&1 | FileCheck %s --check-prefix=PININFER
 // RUN: not blpa-opt %s --infer --act-bits 4 -o %t.exe 2>&1 | FileCheck %s --check-prefix=INFER
 // RUN: not blpa-opt %s --train --target tpu -o %t.exe 2>&1 | FileCheck %s --check-prefix=TARGET
 // RUN: not blpa-opt %s --train --infer -o %t.exe 2>&1 | FileCheck %s --check-prefix=MODE
@@ -57,7 +59,9 @@
 // BITS: llvm.call @blpa_batch_norm_relu_train_encode(
 // BITS: llvm.call @blpa_batch_norm_relu_grad_decode(
 // BADBITS: error: --act-bits must be 0, 8, 4 or 2
-// NAIVE: error: --act-quant-naive and --act-policy need --act-bits 8, 4 or 2
+// NAIVE: error: --act-quant-naive needs --act-bits 8, 4 or 2
+// PINQ: error: --act-policy NODE=quantize needs --act-bits 8, 4 or 2 (the width of the generic quantizer)
+// PININFER: error: --act-policy applies to --train only
 // INFER: error: --act-bits applies to --train only (inference keeps no activations for a backward pass)
 // TARGET: error: --target must be cpu or cuda
 // MODE: error: pass exactly one of --train and --infer

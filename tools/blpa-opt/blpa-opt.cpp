@@ -87,9 +87,15 @@ static cl::opt<bool> actQuantNaive(
     cl::init(false), cl::cat(compileCategory));
 static cl::list<std::string> actPolicy(
     "act-policy",
-    cl::desc("Per-node override of what is kept for the gradient of ONNX "
-             "node NODE: float32 (exact), quantize or auto; repeatable"),
-    cl::value_desc("NODE=float32|quantize|auto"), cl::cat(compileCategory));
+    cl::desc("Pins what the backward pass keeps of the saved tensors of "
+             "ONNX node NODE (its outputs, and the inputs its gradient "
+             "reads): float32 (exact), 8, 4 or 2 (K-bit codes), recompute "
+             "(run again in the backward pass), quantize (the generic "
+             "quantizer even when small) or auto (no pin); NODE * pins "
+             "every node; of several pins on one tensor the most exact "
+             "wins; repeatable"),
+    cl::value_desc("NODE=float32|8|4|2|recompute|quantize|auto"),
+    cl::cat(compileCategory));
 static cl::opt<std::string> target(
     "target",
     cl::desc("Code generation target: cpu, or cuda (cuDNN, cuBLAS and our "
@@ -180,6 +186,19 @@ static LogicalResult readCostModel(ModuleOp module) {
     return emitError(module.getLoc()) << llvm::toString(std::move(error));
   costModel = std::move(*model);
   return success();
+}
+
+/// Whether an --act-policy entry forces the generic quantizer (a pin of
+/// --blpa-compress-activations itself, not a choice of
+/// --blpa-assign-activation-choices).
+static bool isQuantizePin(StringRef entry) {
+  return entry.rsplit('=').second == "quantize";
+}
+
+/// Whether an --act-policy entry pins a bit width, so that the compression
+/// pass must run even at --act-bits 0.
+static bool isBitWidthPin(StringRef entry) {
+  return llvm::is_contained({"8", "4", "2"}, entry.rsplit('=').second);
 }
 
 static bool isOnnxFile(StringRef path) {
@@ -291,9 +310,13 @@ static LogicalResult checkCompileOptions(MLIRContext &context,
     return emitError(loc, "pass exactly one of --train and --infer");
   if (actBits != 0 && actBits != 2 && actBits != 4 && actBits != 8)
     return emitError(loc, "--act-bits must be 0, 8, 4 or 2");
-  if (actBits == 0 && (actQuantNaive || !actPolicy.empty()))
-    return emitError(loc, "--act-quant-naive and --act-policy need "
-                          "--act-bits 8, 4 or 2");
+  if (actBits == 0 && actQuantNaive)
+    return emitError(loc, "--act-quant-naive needs --act-bits 8, 4 or 2");
+  if (actBits == 0 && llvm::any_of(actPolicy, isQuantizePin))
+    return emitError(loc, "--act-policy NODE=quantize needs --act-bits 8, 4 "
+                          "or 2 (the width of the generic quantizer)");
+  if (!actPolicy.empty() && inferMode)
+    return emitError(loc, "--act-policy applies to --train only");
   if (actBits != 0 && inferMode)
     return emitError(loc, "--act-bits applies to --train only (inference "
                           "keeps no activations for a backward pass)");
@@ -326,11 +349,28 @@ static void buildPlanningPipeline(PassManager &pm, ModuleOp module, int bits,
     pm.addPass(createBlpaAutodiff());
   if (trainMode)
     pm.addPass(createBlpaInferenceBatchNorm());
-  if (trainMode && bits != 0) {
+  // The user's pins become each saved tensor's blpa.act_choice; the passes
+  // after it apply the choices. `quantize` is the compression pass's own.
+  SmallVector<std::string> choicePins, compressPins;
+  for (const std::string &entry : actPolicy) {
+    if (!isQuantizePin(entry))
+      choicePins.push_back(entry);
+    // Until --blpa-compress-activations reads blpa.act_choice, it keeps a
+    // node's float32 pin from its own option too.
+    auto [node, choice] = StringRef(entry).rsplit('=');
+    if (node != "*" && (choice == "quantize" || choice == "float32"))
+      compressPins.push_back(entry);
+  }
+  if (trainMode && !choicePins.empty()) {
+    BlpaAssignActivationChoicesOptions options;
+    options.policy.assign(choicePins.begin(), choicePins.end());
+    pm.addPass(createBlpaAssignActivationChoices(options));
+  }
+  if (trainMode && (bits != 0 || llvm::any_of(choicePins, isBitWidthPin))) {
     BlpaCompressActivationsOptions options;
     options.bits = bits;
     options.naive = actQuantNaive;
-    options.policy.assign(actPolicy.begin(), actPolicy.end());
+    options.policy.assign(compressPins.begin(), compressPins.end());
     pm.addPass(createBlpaCompressActivations(options));
   }
   if (trainMode) {

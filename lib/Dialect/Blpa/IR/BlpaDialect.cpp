@@ -34,6 +34,14 @@ static LogicalResult verifyAttributeKind(Operation *op, NamedAttribute attr) {
     ok = isa<StringAttr>(attr.getValue());
   else if (name == kSavedPolicyAttrName)
     ok = isa<StringAttr>(attr.getValue());
+  else if (name == kActChoiceAttrName) {
+    auto choice = dyn_cast<StringAttr>(attr.getValue());
+    if (!choice || !isActivationChoice(choice.getValue()))
+      return op->emitError("'")
+             << name << "' must be \"float32\", \"8\", \"4\", \"2\" or "
+             << "\"recompute\"";
+    ok = true;
+  }
   else if (name == "blpa.offsets")
     ok = isa<DenseI64ArrayAttr>(attr.getValue());
   else if (llvm::is_contained({"blpa.arena_size", "blpa.lower_bound_bytes",

@@ -59,6 +59,19 @@ bool mlir::blpa::isInPhase(Operation *op, Phase phase) {
   return op->hasAttr(kPhaseAttrName) && getPhase(op) == phase;
 }
 
+int mlir::blpa::getExactnessRank(StringRef choice) {
+  return llvm::StringSwitch<int>(choice)
+      .Cases({"float32", "recompute"}, 4)
+      .Case("8", 3)
+      .Case("4", 2)
+      .Case("2", 1)
+      .Default(0);
+}
+
+bool mlir::blpa::isActivationChoice(StringRef choice) {
+  return getExactnessRank(choice) != 0;
+}
+
 void mlir::blpa::replaceKeepingPhase(Operation *from, Operation *to) {
   to->setAttr(kPhaseAttrName, from->getAttr(kPhaseAttrName));
   for (auto [oldResult, newResult] :

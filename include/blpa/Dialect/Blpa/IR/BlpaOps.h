@@ -57,6 +57,20 @@ bool isKnownNonNegative(Value v);
 /// in float32 on purpose (too small to matter, or asked for per op), so that
 /// the decision is visible in the IR.
 constexpr llvm::StringLiteral kSavedPolicyAttrName = "blpa.saved";
+/// What the backward pass keeps of the saved results of a forward op of a
+/// training step, chosen per op by --blpa-assign-activation-choices (from
+/// the user's pins) or by the memory-budget solver: "float32", "8", "4",
+/// "2" (K-bit codes) or "recompute". Without it, the pipeline's default.
+constexpr llvm::StringLiteral kActChoiceAttrName = "blpa.act_choice";
+
+/// Whether `choice` is a value of `blpa.act_choice`.
+bool isActivationChoice(llvm::StringRef choice);
+
+/// Orders choices by how exactly the backward pass sees the tensor:
+/// float32 and recompute (exact from exact inputs) above 8, 4 and 2 bits.
+/// Where several pins name one tensor, the highest rank wins.
+int getExactnessRank(llvm::StringRef choice);
+
 /// The op's phase; ops without the attribute (inference programs) are
 /// forward.
 Phase getPhase(Operation *op);

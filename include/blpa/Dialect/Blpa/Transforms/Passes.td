@@ -35,6 +35,33 @@ def BlpaInferenceBatchNorm : Pass<"blpa-inference-batch-norm", "ModuleOp"> {
   }];
 }
 
+def BlpaAssignActivationChoices
+    : Pass<"blpa-assign-activation-choices", "ModuleOp"> {
+  let summary = "Records the user's per-node choices for saved activations";
+  let description = [{
+    Turns `policy=NODE=CHOICE` pins (blpa-opt `--act-policy`) into the
+    `blpa.act_choice` attribute on the forward ops of `@train_step` whose
+    saved results they concern, which --blpa-recompute and
+    --blpa-compress-activations then apply. CHOICE is `float32`, `8`, `4`,
+    `2`, `recompute`, or `auto` (no pin: the pipeline's default or the
+    memory-budget solver decides). A pin on NODE concerns the saved results
+    of the op from ONNX node NODE and the saved tensors NODE's gradient
+    reads (its inputs); `*` concerns every saved tensor. A tensor named by
+    several pins takes the most exact of them (float32 or recompute, then
+    8, 4, 2 bits); a pin naming the tensor outranks `*`. A pin naming a
+    node that saves nothing and reads nothing saved is an error: most
+    likely a typo.
+  }];
+  let options = [
+    ListOption<"policy", "policy", "std::string",
+               "Per-node pin NODE=float32|8|4|2|recompute|auto (ONNX node "
+               "name, or * for every node)">,
+  ];
+  let statistics = [
+    Statistic<"numPinned", "pinned", "Forward ops given a blpa.act_choice">,
+  ];
+}
+
 def BlpaCompressActivations : Pass<"blpa-compress-activations", "ModuleOp"> {
   let summary = "Keeps only K-bit codes of the activations the backward pass reads";
   let description = [{
