@@ -139,12 +139,6 @@ double CostModel::seconds(func::FuncOp fn) const {
   return total;
 }
 
-static double median(SmallVectorImpl<double> &values) {
-  llvm::sort(values);
-  size_t n = values.size();
-  return n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
-}
-
 /// One line naming the profile and what is wrong with it.
 static llvm::Error profileError(StringRef path, const Twine &what) {
   return llvm::createStringError("--profile " + path + ": " + what);
@@ -175,8 +169,9 @@ llvm::Expected<CostModel> CostModel::fromProfile(StringRef path) {
   model.batchSize = *batch;
   // Ops of one key (a node's repeated gradient ops) share their mean.
   llvm::StringMap<std::pair<double, int>> sums;
-  llvm::StringMap<SmallVector<double>> ratios;
-  SmallVector<double> allRatios;
+  // Measured and roofline seconds summed per op kind, and over all ops.
+  llvm::StringMap<std::pair<double, double>> kinds;
+  std::pair<double, double> all;
   for (const llvm::json::Value &entry : *ops) {
     const llvm::json::Object *op = entry.getAsObject();
     std::optional<StringRef> name = op ? op->getString("op") : std::nullopt;
@@ -195,18 +190,22 @@ llvm::Expected<CostModel> CostModel::fromProfile(StringRef path) {
     sum.first += *mean;
     ++sum.second;
     double estimate = model.roofline(*flops, *bytes, double(*calls));
-    if (estimate > 0 && *mean > 0) {
-      ratios[*name].push_back(*mean / estimate);
-      allRatios.push_back(*mean / estimate);
+    for (auto *sum : {&kinds[*name], &all}) {
+      sum->first += *mean;
+      sum->second += estimate;
     }
   }
   for (auto &entry : sums)
     model.measured[entry.getKey()] =
         entry.getValue().first / entry.getValue().second;
-  for (auto &entry : ratios)
-    model.kindFactor[entry.getKey()] = median(entry.getValue());
-  if (!allRatios.empty())
-    model.defaultFactor = median(allRatios);
+  // The ratio of the sums: scaled by it, a kind's profiled ops sum to
+  // their measured total, under whatever load the profile ran.
+  for (auto &entry : kinds)
+    if (entry.getValue().second > 0)
+      model.kindFactor[entry.getKey()] =
+          entry.getValue().first / entry.getValue().second;
+  if (all.second > 0)
+    model.defaultFactor = all.first / all.second;
   return model;
 }
 

@@ -87,7 +87,8 @@ private:
 
   /// Mean measured seconds by "op|node|shapes".
   llvm::StringMap<double> measured;
-  /// measured / roofline, the median for each op name, and over all ops.
+  /// Measured over roofline seconds, summed over the profiled ops of each
+  /// op name, and over all of them.
   llvm::StringMap<double> kindFactor;
   double defaultFactor = 1;
   /// What the profile was taken of.
