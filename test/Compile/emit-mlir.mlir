@@ -16,12 +16,26 @@
 // The whole pipeline from the forward function: autodiff, evaluation mode,
 // planning and lowering to runtime calls.
 // CHECK: llvm.mlir.global external constant @blpa_manifest("blpa-manifest 1\0Amode train\0Atarget cpu\0Aarena {{[0-9]+}}\0A
-// CHECK-SAME: input 4 2 1 4 4 x\0Aoutput 2 2 3 logits\0Alabels 2\0Aparam 0 trainable 4 2 1 3 3 conv.weight\0Aparam 1 trainable 1 2 bn.weight\0Aparam 2 trainable 1 2 bn.bias\0Aparam 3 state 1 2 bn.running_mean\0A
+// CHECK-SAME: input 4 2 1 4 4 x\0Aoutput 2 2 3 logits\0Alabels 2\0Amodel {{[0-9a-f]+}}\0A
+// Each op of the training step, as its profiling hooks number it: the conv
+// makes 1 call of 2 x 16 outputs x 9 taps = 288 flops and (32 + 18 + 16) x 4
+// bytes; no ONNX node (this module was not imported).
+// CHECK-SAME: op 0 1 288 264 blpa.conv 2x1x4x4,2x1x3x3->2x2x2x2\0A
+// CHECK-SAME: param 0 trainable 4 2 1 3 3 conv.weight\0Aparam 1 trainable 1 2 bn.weight\0Aparam 2 trainable 1 2 bn.bias\0Aparam 3 state 1 2 bn.running_mean\0A
 // CHECK-DAG: llvm.func @blpa_conv(!llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, i64, i64, i64, i64, i64, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr)
 // CHECK-DAG: llvm.func @blpa_sgd_update(!llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, i64)
 // CHECK-LABEL: llvm.func @blpa_forward(
 // CHECK: llvm.call @blpa_batch_norm_infer(
 // CHECK-LABEL: llvm.func @blpa_train_step(
+// Profiling hooks around each op of the step (only there), numbered as the
+// manifest's op records.
+// CHECK: %[[B0:.*]] = llvm.mlir.constant(0 : i64) : i64
+// CHECK-NEXT: llvm.call @blpa_profile_begin(%{{.*}}, %[[B0]]) : (!llvm.ptr, i64) -> ()
+// CHECK: llvm.call @blpa_conv(
+// CHECK-NEXT: %[[E0:.*]] = llvm.mlir.constant(0 : i64) : i64
+// CHECK-NEXT: llvm.call @blpa_profile_end(%{{.*}}, %[[E0]]) : (!llvm.ptr, i64) -> ()
+// CHECK-NEXT: %[[B1:.*]] = llvm.mlir.constant(1 : i64) : i64
+// CHECK-NEXT: llvm.call @blpa_profile_begin(%{{.*}}, %[[B1]]) : (!llvm.ptr, i64) -> ()
 // The running statistics are updated as soon as the batch is normalized,
 // each parameter as soon as its gradient is known (--blpa-schedule-updates).
 // CHECK: llvm.call @blpa_batch_norm_relu_train(

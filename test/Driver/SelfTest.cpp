@@ -243,6 +243,14 @@ void testHelpAndFlagErrors() {
   expectError(trainExe,
               {"--synthetic", "--steps", "1", "--lr", "1", "--labels", "y"},
               "--labels has no effect with --synthetic");
+  // The fake model's manifest names no ops: nothing to profile.
+  expectError(trainExe,
+              {"--synthetic", "--steps", "2", "--lr", "1", "--profile",
+               "p.json"},
+              "--profile needs an executable whose manifest names the "
+              "step's ops");
+  expectError(trainExe, {"--check-step", "--profile", "p.json"},
+              "--profile has no effect with --check-step");
   expectError(trainExe, {"--inputs", "x.npy", "--dump", "d"}, "nothing to do");
   expectError(trainExe, {"--check-step", "--inputs", "x.npy", "--dump", "d"},
               "--check-step needs --labels");

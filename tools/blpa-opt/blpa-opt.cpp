@@ -11,6 +11,7 @@
 
 #include "blpa/Conversion/Passes.h"
 #include "blpa/Dialect/Blpa/IR/BlpaDialect.h"
+#include "blpa/Dialect/Blpa/Transforms/CostModel.h"
 #include "blpa/Dialect/Blpa/Transforms/MemoryPlan.h"
 #include "blpa/Dialect/Blpa/Transforms/Passes.h"
 #include "blpa/Import/OnnxImporter.h"
@@ -155,12 +156,37 @@ static cl::opt<EmitKind> emitKind(
                           "a linked executable (default)")),
     cl::init(EmitKind::Executable), cl::cat(compileCategory));
 
+static cl::opt<std::string> profileOption(
+    "profile",
+    cl::desc("Op times a training executable of this model and batch size "
+             "measured (its --profile): calibrates the cost model"),
+    cl::value_desc("FILE.json"), cl::init(""), cl::cat(compileCategory));
+
 /// --batch-size and --memory-limit, read by checkCompileOptions.
 static std::optional<int64_t> batchSize;
 static bool batchSizeMax = false;
 static std::optional<int64_t> memoryLimit;
 /// --cuda-workspace in bytes; 0 for the CPU target.
 static int64_t workspaceBytes = 0;
+
+/// The cost model of this compile (analytical, or calibrated by --profile),
+/// for the plan's choices; set by readCostModel.
+static std::optional<CostModel> costModel;
+
+/// Reads --profile, if given, and checks that it describes `module`'s model
+/// at its batch size.
+static LogicalResult readCostModel(ModuleOp module) {
+  if (profileOption.empty()) {
+    costModel.emplace();
+    return success();
+  }
+  llvm::Expected<CostModel> model = CostModel::fromProfile(profileOption);
+  llvm::Error error = model ? model->checkModule(module) : model.takeError();
+  if (error)
+    return emitError(module.getLoc()) << llvm::toString(std::move(error));
+  costModel = std::move(*model);
+  return success();
+}
 
 /// Whether an --act-policy entry forces the generic quantizer (a pin of
 /// --blpa-compress-activations itself, not a choice of
@@ -500,6 +526,8 @@ static LogicalResult compile(MLIRContext &context, StringRef inputPath,
     return failure();
   if (inferMode && module->lookupSymbol("train_step"))
     return module->emitError("--infer needs a module without @train_step");
+  if (failed(readCostModel(*module)))
+    return failure();
   DefaultTimingManager timing;
   applyDefaultTimingManagerCLOptions(timing);
   TimingScope timingScope = timing.getRootScope();

@@ -32,6 +32,18 @@
 extern "C" {
 #endif
 
+/// Per-op times of a training step, kept while the driver runs with
+/// --profile (docs/design.md, "Cost model"): blpa_profile_end adds the time
+/// since the matching blpa_profile_begin to seconds[op]. The driver owns it
+/// and reads and clears `seconds` after each step.
+typedef struct blpa_profile {
+  /// Entries of `seconds`: the manifest's `op` records.
+  int64_t num_ops;
+  double *seconds;
+  /// Set by blpa_profile_begin (seconds of a monotonic clock).
+  double started;
+} blpa_profile;
+
 /// Per-process runtime state. The driver owns it; generated code only passes
 /// the pointer through to the kernels.
 typedef struct blpa_context {
@@ -52,6 +64,9 @@ typedef struct blpa_context {
   /// Read by blpa_dropout at every step, like lr.
   uint64_t seed;
   uint64_t step;
+  /// Non-null while profiling (--profile): the op timings hooks fill.
+  /// Profiling turns replay off (a replayed step runs no host code).
+  blpa_profile *profile;
   /// Opaque runtime-private state (kernel caches, scratch space).
   void *impl;
 } blpa_context;
@@ -102,6 +117,15 @@ void blpa_runtime_set_workspace(blpa_context *ctx, void *pointer,
 void blpa_runtime_run(blpa_context *ctx, void (*step)(void *closure),
                       void *closure, const void *const *bindings,
                       int64_t numBindings);
+
+/// Profiling hooks: the generated step calls blpa_profile_begin(ctx, i)
+/// before op i's runtime calls and blpa_profile_end(ctx, i) after them, i
+/// the op's manifest `op` index. Without ctx->profile they return at once
+/// (a load and a branch); with it they read a monotonic clock, the CUDA
+/// runtime after synchronizing its stream so that the op's kernels are
+/// inside the interval.
+void blpa_profile_begin(blpa_context *ctx, int64_t op);
+void blpa_profile_end(blpa_context *ctx, int64_t op);
 
 /// How long the last blpa_runtime_run's step took to execute, in seconds:
 /// CUDA events around it on the stream (the GPU's time), host time on the

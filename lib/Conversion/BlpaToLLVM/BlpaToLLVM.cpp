@@ -131,6 +131,7 @@ private:
   FailureOr<Value> lowerArg(Operation *op, const RuntimeArg &arg);
   void beginCall();
   void startChunk();
+  void profileHook(Location loc, StringRef hook);
   LogicalResult lowerCall(RuntimeCallOpInterface op);
   LogicalResult lowerReturn(func::ReturnOp op);
 
@@ -145,6 +146,7 @@ private:
   LLVM::LLVMFuncOp chunk; // the function receiving calls (entry if unsplit)
   unsigned numChunks = 0;
   unsigned callsInChunk = 0;
+  int64_t numProfiledOps = 0; // ops of the training step lowered so far
   DenseMap<Value, PointerSource> sources;
   DenseMap<Value, Value> pointers; // materialized in the current chunk
 };
@@ -287,9 +289,21 @@ void FunctionLowering::startChunk() {
   pointers.clear();
 }
 
+/// blpa_profile_begin or _end(ctx, op index) around an op of the training
+/// step (see Runtime.h); the manifest's `op` records number the same ops.
+void FunctionLowering::profileHook(Location loc, StringRef hook) {
+  Value args[] = {abiArg(AbiArg::Context), i64(numProfiledOps)};
+  SmallVector<Type> types(ValueRange(args).getTypes());
+  LLVM::CallOp::create(builder, loc, moduleLowering.getOrDeclare(hook, types),
+                       args);
+}
+
 LogicalResult FunctionLowering::lowerCall(RuntimeCallOpInterface op) {
+  bool profiled = isTrainStep();
   for (unsigned index = 0, e = op.getNumRuntimeCalls(); index < e; ++index) {
     beginCall();
+    if (profiled && index == 0)
+      profileHook(op->getLoc(), "blpa_profile_begin");
     SmallVector<RuntimeArg> runtimeArgs;
     StringRef function = op.getRuntimeCall(index, runtimeArgs);
     SmallVector<Value> args{abiArg(AbiArg::Context)};
@@ -305,6 +319,10 @@ LogicalResult FunctionLowering::lowerCall(RuntimeCallOpInterface op) {
       return op->emitError("inconsistent signature for runtime function ")
              << function;
     LLVM::CallOp::create(builder, op->getLoc(), callee, args);
+  }
+  if (profiled) {
+    profileHook(op->getLoc(), "blpa_profile_end");
+    ++numProfiledOps;
   }
   return success();
 }

@@ -3,7 +3,10 @@
 #include "Manifest.h"
 
 #include "blpa/Dialect/Blpa/IR/BlpaOps.h"
+#include "blpa/Dialect/Blpa/Transforms/CostModel.h"
+#include "blpa/Dialect/Blpa/Transforms/MemoryReport.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/raw_ostream.h"
 
 using namespace mlir;
@@ -65,6 +68,24 @@ static void printInterface(llvm::raw_ostream &os, func::FuncOp func,
   }
 }
 
+/// `op index calls flops bytes name shapes node` for each op of the
+/// training step that makes runtime calls, numbered as the lowering numbers
+/// its profiling hooks: what a profile needs to name and judge each op.
+static void printProfiledOps(llvm::raw_ostream &os, func::FuncOp step) {
+  int64_t index = 0;
+  for (Operation &op : step.getBody().front()) {
+    auto call = dyn_cast<RuntimeCallOpInterface>(op);
+    if (!call)
+      continue;
+    OpCost cost = getOpCost(&op);
+    std::string node = getNodeName(&op);
+    os << llvm::formatv("op {0} {1} {2:F0} {3:F0} {4} {5}{6}{7}\n", index++,
+                        call.getNumRuntimeCalls(), cost.flops, cost.bytes,
+                        op.getName(), getShapeSignature(&op),
+                        node.empty() ? "" : " ", node);
+  }
+}
+
 std::string mlir::blpa::buildManifest(ModuleOp module, const ParamTable &params,
                                       const ManifestTotals &totals) {
   std::string text;
@@ -84,6 +105,10 @@ std::string mlir::blpa::buildManifest(ModuleOp module, const ParamTable &params,
   if (step) {
     auto labels = cast<ShapedType>(step.getArgumentTypes().back());
     os << "labels " << labels.getDimSize(0) << '\n';
+  }
+  if (step) {
+    os << "model " << getModelFingerprint(module) << '\n';
+    printProfiledOps(os, step);
   }
   for (auto [index, entry] : llvm::enumerate(params.entries)) {
     os << "param " << index << ' '

@@ -2,6 +2,7 @@
 
 #include "CpuRuntime.h"
 #include "ConvPlan.h"
+#include "../Common/Profile.h"
 
 #include <omp.h>
 
@@ -119,6 +120,17 @@ void blpa_runtime_run(blpa_context *ctx, void (*step)(void *), void *closure,
 
 double blpa_runtime_last_step_seconds(blpa_context *ctx) {
   return runtimeOf(ctx).lastStepSeconds;
+}
+
+// Kernels return when their work is done: the host clock times them.
+void blpa_profile_begin(blpa_context *ctx, int64_t) {
+  if (ctx->profile)
+    blpa::profileBegin(ctx->profile);
+}
+
+void blpa_profile_end(blpa_context *ctx, int64_t op) {
+  if (ctx->profile)
+    blpa::profileEnd(ctx->profile, op);
 }
 
 void blpa_copy(blpa_context *, void *dst, const void *src, int64_t bytes) {

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "CudaRuntime.h"
+#include "../Common/Profile.h"
 
 #include <cstdarg>
 #include <cstdio>
@@ -271,13 +272,31 @@ void blpa_runtime_run(blpa_context *ctx, void (*step)(void *), void *closure,
                         cudaMemcpyHostToDevice, rt.stream),
         "hyper-parameters");
   check(cudaEventRecord(rt.stepStart, rt.stream), "cudaEventRecord");
-  if (ctx->replay_steps)
+  // A replayed graph runs no host code: the profiling hooks need the calls.
+  if (ctx->replay_steps && !ctx->profile)
     runRecorded(rt, step, closure,
                 std::vector<const void *>(bindings, bindings + numBindings));
   else
     step(closure);
   check(cudaEventRecord(rt.stepEnd, rt.stream), "cudaEventRecord");
   checkDeviceErrors(rt);
+}
+
+// The op's kernels run asynchronously on the stream: wait for them (and
+// for everything before the op, at the start) so that the host clock
+// measures the op alone.
+void blpa_profile_begin(blpa_context *ctx, int64_t) {
+  if (!ctx->profile)
+    return;
+  check(cudaStreamSynchronize(runtimeOf(ctx).stream), "blpa_profile_begin");
+  blpa::profileBegin(ctx->profile);
+}
+
+void blpa_profile_end(blpa_context *ctx, int64_t op) {
+  if (!ctx->profile)
+    return;
+  check(cudaStreamSynchronize(runtimeOf(ctx).stream), "blpa_profile_end");
+  blpa::profileEnd(ctx->profile, op);
 }
 
 double blpa_runtime_last_step_seconds(blpa_context *ctx) {

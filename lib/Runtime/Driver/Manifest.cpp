@@ -78,6 +78,9 @@ public:
     return result;
   }
 
+  /// rest(), or "" at the end of the line.
+  std::string optionalRest() { return pos < line.size() ? rest() : ""; }
+
   void expectEnd() {
     if (pos < line.size())
       fail("unexpected trailing text '" + line.substr(pos) + "'");
@@ -110,6 +113,19 @@ void parseParam(LineReader &reader, std::vector<ParamRecord> &params) {
   if (!params[index].name.empty())
     reader.fail("param index " + std::to_string(index) + " appears twice");
   params[index] = param;
+}
+
+void parseOp(LineReader &reader, std::vector<OpRecord> &ops) {
+  if (reader.integer(0) != static_cast<int64_t>(ops.size()))
+    reader.fail("op records must be numbered 0, 1, ... in order");
+  OpRecord op;
+  op.calls = reader.integer(1);
+  op.flops = reader.integer(0);
+  op.bytes = reader.integer(0);
+  op.name = reader.word();
+  op.shapes = reader.word();
+  op.node = reader.optionalRest();
+  ops.push_back(op);
 }
 
 void validate(const Manifest &manifest) {
@@ -179,6 +195,11 @@ Manifest parseManifest(const std::string &text) {
           .push_back(tensor);
     } else if (keyword == "param") {
       parseParam(reader, manifest.params);
+    } else if (keyword == "model") {
+      manifest.modelFingerprint = reader.word();
+      reader.expectEnd();
+    } else if (keyword == "op") {
+      parseOp(reader, manifest.ops);
     }
     // Other records are informational additions of later compilers; the
     // version number guards incompatible changes.

@@ -35,6 +35,19 @@ struct ParamRecord {
   bool trainable = false;
 };
 
+/// An op of the training step, numbered as its profiling hooks number it:
+/// what --profile writes about it (docs/design.md, "Cost model").
+struct OpRecord {
+  /// Runtime calls per execution; operations and bytes of one execution
+  /// (CostOpInterface).
+  int64_t calls = 0;
+  int64_t flops = 0;
+  int64_t bytes = 0;
+  /// The op ("blpa.conv"), its operand and result shapes, its ONNX node
+  /// ("" for ops without one).
+  std::string name, shapes, node;
+};
+
 struct Manifest {
   bool training = false;
   uint64_t arenaBytes = 0;
@@ -50,6 +63,10 @@ struct Manifest {
   std::vector<TensorRecord> outputs;
   /// Indexed by the manifest's parameter index.
   std::vector<ParamRecord> params;
+  /// The model's identity (CostModel's fingerprint), for profiles.
+  std::string modelFingerprint;
+  /// The training step's ops, by hook index.
+  std::vector<OpRecord> ops;
 
   /// The batch size: the first dimension of the first data input.
   int64_t batchSize() const;

@@ -164,6 +164,12 @@ const FlagSpec flagSpecs[] = {
      [](Options &o, const std::string &, const std::string &v) {
        o.logPath = v;
      }},
+    {"--profile", "FILE.json", Training,
+     "time every op of the training step and write the times (from the "
+     "second step on) to FILE, for blpa-opt --profile",
+     [](Options &o, const std::string &, const std::string &v) {
+       o.profilePath = v;
+     }},
     {"--eval-batches", "B", TrainOnData,
      "evaluate on only B test batches (default all; 0 skips the evaluation)",
      [](Options &o, const std::string &f, const std::string &v) {

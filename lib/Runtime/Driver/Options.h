@@ -43,6 +43,8 @@ struct Options {
   std::optional<int64_t> evalBatches;
   int64_t syntheticBatches = 1;
   std::string logPath;
+  /// --profile: where per-op times of the training step go.
+  std::string profilePath;
   /// Checkpoints: where, every how many steps (and at the end and on
   /// SIGINT), and the one to continue from.
   std::string checkpointPath;

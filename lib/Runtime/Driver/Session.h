@@ -81,6 +81,8 @@ public:
   void restore(size_t index, const std::vector<float> &values,
                const std::vector<float> &momentum);
   void setStep(uint64_t step) { context.step = step; }
+  /// Where the step's profiling hooks record op times (null: nowhere).
+  void setProfile(blpa_profile *profile) { context.profile = profile; }
 
 private:
   /// Runtime memory, released with the session.

@@ -13,6 +13,7 @@
 #include "Normalize.h"
 #include "NpyData.h"
 #include "Options.h"
+#include "Profile.h"
 #include "Schedule.h"
 #include "Session.h"
 
@@ -211,6 +212,8 @@ struct LoopHooks {
   std::function<void(int64_t)> evaluateAt;
   /// Null when no --checkpoint was given.
   std::function<void(int64_t)> checkpointAt;
+  /// With --profile: folds in the step's op times.
+  StepProfiler *profiler = nullptr;
 };
 
 /// Runs steps firstStep + 1 to `steps` at the schedule's rates, printing
@@ -230,6 +233,8 @@ void trainSteps(Session &session, BatchSource &source, const Manifest &manifest,
     session.setLearningRate(lr);
     float loss = session.trainStep(batch.inputs, batch.labels);
     double seconds = secondsSince(start);
+    if (hooks.profiler)
+      hooks.profiler->endStep(session.lastStepSeconds());
     double imagesPerSecond = manifest.batchSize() / seconds;
     // A float32 loss in 9 significant digits reads back bit for bit, so
     // two runs' logs can be compared exactly (scripts/gpu-check does).
@@ -385,11 +390,19 @@ void runTraining(const Manifest &manifest, const Options &options,
       saveCheckpoint(options.checkpointPath, *session, manifest, step,
                      options.seed);
     };
+  std::unique_ptr<StepProfiler> profiler;
+  if (!options.profilePath.empty()) {
+    profiler = std::make_unique<StepProfiler>(manifest, options.profilePath);
+    session->setProfile(profiler->hookTarget());
+    hooks.profiler = profiler.get();
+  }
   int64_t firstStep = resumeFrom(options, manifest, steps, *session, *source);
   std::signal(SIGINT, requestInterrupt);
   trainSteps(*session, *source, manifest, firstStep, steps, schedule, hooks,
              log);
   std::signal(SIGINT, SIG_DFL);
+  if (profiler)
+    profiler->write(options.threads.value_or(manifest.defaultThreads));
   // Also when a resume had no steps left: the checkpoint written is then
   // what was restored, byte for byte.
   if (hooks.checkpointAt)

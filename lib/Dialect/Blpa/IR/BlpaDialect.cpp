@@ -23,6 +23,7 @@ void BlpaDialect::initialize() {
 #define GET_OP_LIST
 #include "blpa/Dialect/Blpa/IR/BlpaOps.cpp.inc"
       >();
+  registerCostModels(*getContext());
 }
 
 /// The discardable attributes the pipeline records, and their kinds.

@@ -92,6 +92,22 @@ struct ActivationEncoding {
 void recomputeByCopy(Operation *op, OpBuilder &builder, ValueRange operands,
                      SmallVectorImpl<Value> &results);
 
+/// The work of one execution of an op (CostOpInterface): floating-point
+/// operations and bytes read plus written.
+struct OpCost {
+  double flops = 0;
+  double bytes = 0;
+};
+
+/// The work of one execution of `op`: its CostOpInterface, or, without one,
+/// that of an element-wise op (one operation per element of its largest
+/// tensor, each operand read and each result written once).
+OpCost getOpCost(Operation *op);
+
+/// Attaches CostOpInterface to the ops that override the element-wise cost
+/// (lib/Dialect/Blpa/IR/BlpaCosts.cpp); the dialect does it when loaded.
+void registerCostModels(MLIRContext &context);
+
 } // namespace blpa
 } // namespace mlir
 

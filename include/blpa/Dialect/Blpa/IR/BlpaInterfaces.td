@@ -176,4 +176,23 @@ def Blpa_RecomputeOpInterface : OpInterface<"RecomputeOpInterface"> {
   ];
 }
 
+def Blpa_CostOpInterface : OpInterface<"CostOpInterface"> {
+  let description = [{
+    The work one execution of an op does, for the cost model
+    (include/blpa/Dialect/Blpa/Transforms/CostModel.h): floating-point
+    operations and bytes moved between memory and the cores. Ops without the
+    interface are element-wise in cost (one operation per element of their
+    largest tensor, every operand read and every result written once:
+    getOpCost); ops whose work is not proportional to their tensors' size
+    (convolutions, matrix products, poolings) or that pass over an operand
+    more than once (batch norms, quantizers) implement it, as external models
+    in lib/Dialect/Blpa/IR/BlpaCosts.cpp.
+  }];
+  let cppNamespace = "::mlir::blpa";
+  let methods = [
+    InterfaceMethod<"The floating-point operations and bytes of one execution.",
+      "::mlir::blpa::OpCost", "getCost">,
+  ];
+}
+
 #endif // BLPA_DIALECT_BLPA_IR_BLPAINTERFACES_TD

@@ -315,4 +315,23 @@ def BlpaVerifyMemoryPlan : Pass<"blpa-verify-memory-plan", "ModuleOp"> {
   }];
 }
 
+def BlpaPrintOpCosts : Pass<"blpa-print-op-costs", "ModuleOp"> {
+  let summary = "Prints the cost model's figures for every op (a test aid)";
+  let description = [{
+    Prints `model fingerprint=HEX batch=N` (what a profile must match),
+    then, for each op of each function, in order, to stdout one line
+    `cost @FN #I OP node=NODE calls=C flops=F bytes=B seconds=S` (the
+    CostOpInterface figures of one execution and the cost model's time),
+    then, for each forward-phase result that backward ops read, `saved @FN
+    #I OP node=NODE result=R error8=E error4=E error2=E` (CostModel::gradientError),
+    and last `total @FN seconds=S`. With `profile=FILE`, times come from
+    the cost model calibrated by that profile (checked against the
+    module's model and batch size first). Changes nothing.
+  }];
+  let options = [
+    Option<"profile", "profile", "std::string", "\"\"",
+           "A profile written by a training executable's --profile">,
+  ];
+}
+
 #endif // BLPA_DIALECT_BLPA_TRANSFORMS_PASSES_TD

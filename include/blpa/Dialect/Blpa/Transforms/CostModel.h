@@ -1,0 +1,103 @@
+//===- CostModel.h - Predicted time and gradient error of a plan -*- C++ -*-===//
+//
+// What a plan of @train_step costs besides its bytes: the time of each op
+// (CostOpInterface's operations and bytes through a roofline, or the time a
+// profile of this model measured on this machine) and, for each saved tensor
+// kept as K-bit codes, a proxy of the error it adds to the gradients.
+// docs/design.md ("Cost model") gives the constants, the profile format, the
+// fit and how the proxy was checked.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef BLPA_DIALECT_BLPA_TRANSFORMS_COSTMODEL_H
+#define BLPA_DIALECT_BLPA_TRANSFORMS_COSTMODEL_H
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "llvm/ADT/StringMap.h"
+#include "llvm/Support/Error.h"
+
+#include <string>
+
+namespace mlir {
+namespace blpa {
+
+/// The operand and result shapes of `op`, "32x16x8x8,16x16x3x3->32x16x8x8"
+/// (packed codes: "p4:32x16x8x8"): with the op name and the node, what
+/// identifies an op of a step across compiles of one model.
+std::string getShapeSignature(Operation *op);
+
+/// The identity of the model a module was compiled from, as 16 hex digits:
+/// a hash of its parameters' names and shapes and of its data inputs' shapes
+/// past the batch dimension. Independent of the plan and of the batch size.
+std::string getModelFingerprint(ModuleOp module);
+
+/// The batch size of the module's step (its first input's first
+/// dimension), or 0 without one.
+int64_t getModelBatchSize(ModuleOp module);
+
+/// Predicts the step time of planned functions and the gradient error of
+/// K-bit codes. Cheap: an op's time is a few arithmetic operations, or a
+/// hash lookup when calibrated from a profile.
+class CostModel {
+public:
+  /// The analytical model, with nominal constants of the 2-core AMD EPYC
+  /// build machines (docs/design.md says where they come from).
+  CostModel();
+
+  /// The model calibrated by a profile written by a training executable's
+  /// `--profile FILE`. Fails (one line naming the file) on an unreadable
+  /// file or one that is not such a profile.
+  static llvm::Expected<CostModel> fromProfile(llvm::StringRef path);
+
+  /// Succeeds when the profile this model was read from describes `module`'s
+  /// model at its batch size (always, for the analytical model).
+  llvm::Error checkModule(ModuleOp module) const;
+
+  /// Seconds of one execution of `op`: the profile's mean time of an op of
+  /// the same name, node and shapes; otherwise the roofline estimate scaled
+  /// by the profile's factor for the op's kind. Ops that make no runtime
+  /// call (views, parameters) cost 0.
+  double seconds(Operation *op) const;
+  /// The sum over the ops of `fn`'s body.
+  double seconds(func::FuncOp fn) const;
+  /// The roofline estimate: max(flops / flopRate, bytes / bandwidth) plus
+  /// callSeconds per runtime call.
+  double analyticalSeconds(Operation *op) const;
+
+  /// The error that keeping `saved` (a forward-phase value of @train_step
+  /// that backward ops read, before compression) as `bits`-bit codes adds
+  /// to the gradients: the quantization noise variance relative to the
+  /// tensor's own mean square, summed over the backward readers that use
+  /// the decoded values. 0 for 32 (float32) and for what codes keep exactly
+  /// (a ReLU mask, argmax codes, activation regions). docs/design.md gives
+  /// the formula for each kind of code.
+  double gradientError(Value saved, int bits) const;
+
+  bool isCalibrated() const { return !profilePath.empty(); }
+
+  /// Nominal constants of the analytical model.
+  double flopRate = 50e9;   // floating-point operations per second
+  double bandwidth = 10e9;  // bytes per second
+  double callSeconds = 2e-6; // per runtime call (dispatch, OpenMP fork)
+
+private:
+  double roofline(double flops, double bytes, double calls) const;
+  double scaledEstimate(Operation *op) const;
+
+  /// Mean measured seconds by "op|node|shapes".
+  llvm::StringMap<double> measured;
+  /// Measured over roofline seconds, summed over the profiled ops of each
+  /// op name, and over all of them.
+  llvm::StringMap<double> kindFactor;
+  double defaultFactor = 1;
+  /// What the profile was taken of.
+  std::string profilePath;
+  std::string fingerprint;
+  int64_t batchSize = 0;
+};
+
+} // namespace blpa
+} // namespace mlir
+
+#endif // BLPA_DIALECT_BLPA_TRANSFORMS_COSTMODEL_H

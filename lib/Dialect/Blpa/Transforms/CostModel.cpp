@@ -1,0 +1,307 @@
+//===- CostModel.cpp - Predicted time and gradient error of a plan --------===//
+//
+// A roofline over CostOpInterface's figures, optionally calibrated by a
+// profile that a training executable wrote with --profile, and the
+// gradient-error proxy of K-bit codes. docs/design.md ("Cost model").
+//
+//===----------------------------------------------------------------------===//
+
+#include "blpa/Dialect/Blpa/Transforms/CostModel.h"
+
+#include "blpa/Dialect/Blpa/IR/BlpaOps.h"
+#include "blpa/Dialect/Blpa/Transforms/MemoryReport.h"
+
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <cmath>
+#include <set>
+
+using namespace mlir;
+using namespace mlir::blpa;
+
+static void printDims(llvm::raw_ostream &os, ArrayRef<int64_t> dims) {
+  llvm::interleave(dims, os, "x");
+}
+
+static void printShape(llvm::raw_ostream &os, Type type) {
+  if (auto packed = dyn_cast<PackedType>(type)) {
+    os << 'p' << packed.getBits() << ':';
+    printDims(os, packed.getShape());
+  } else if (auto shaped = dyn_cast<ShapedType>(type)) {
+    printDims(os, shaped.getShape());
+  }
+}
+
+std::string mlir::blpa::getShapeSignature(Operation *op) {
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  llvm::interleave(
+      op->getOperandTypes(), os, [&](Type t) { printShape(os, t); }, ",");
+  os << "->";
+  llvm::interleave(
+      op->getResultTypes(), os, [&](Type t) { printShape(os, t); }, ",");
+  return text;
+}
+
+/// The key of an op in a profile: op name, node and shapes.
+static std::string profileKey(StringRef opName, StringRef node,
+                              StringRef shapes) {
+  return (opName + "|" + node + "|" + shapes).str();
+}
+
+/// The function whose first arguments are the model's data inputs.
+static func::FuncOp getInputFunction(ModuleOp module) {
+  if (auto forward = module.lookupSymbol<func::FuncOp>("forward"))
+    return forward;
+  return module.lookupSymbol<func::FuncOp>("train_step");
+}
+
+std::string mlir::blpa::getModelFingerprint(ModuleOp module) {
+  // Sorted, so that neither scheduling nor the plan changes it.
+  std::set<std::string> parts;
+  module.walk([&](ParamOp param) {
+    std::string part;
+    llvm::raw_string_ostream os(part);
+    os << "param " << param.getName() << ' ';
+    printDims(os, getShape(param.getResult()));
+    parts.insert(part);
+  });
+  if (func::FuncOp fn = getInputFunction(module))
+    for (auto [i, type] : llvm::enumerate(fn.getArgumentTypes())) {
+      auto shaped = dyn_cast<ShapedType>(type);
+      if (!shaped || !shaped.getElementType().isF32() || shaped.getRank() < 1)
+        continue;
+      std::string part;
+      llvm::raw_string_ostream os(part);
+      os << "input " << i << ' ';
+      printDims(os, shaped.getShape().drop_front());
+      parts.insert(part);
+    }
+  // FNV-1a: stable across processes and builds, unlike llvm::hash_value.
+  uint64_t hash = 14695981039346656037ull;
+  for (const std::string &part : parts)
+    for (char c : part + "\n")
+      hash = (hash ^ uint8_t(c)) * 1099511628211ull;
+  return llvm::formatv("{0:x-16}", hash).str();
+}
+
+int64_t mlir::blpa::getModelBatchSize(ModuleOp module) {
+  func::FuncOp fn = getInputFunction(module);
+  if (!fn || fn.getNumArguments() == 0)
+    return 0;
+  auto shaped = dyn_cast<ShapedType>(fn.getArgumentTypes()[0]);
+  return shaped && shaped.hasRank() && shaped.getRank() > 0
+             ? shaped.getDimSize(0)
+             : 0;
+}
+
+CostModel::CostModel() = default;
+
+double CostModel::roofline(double flops, double bytes, double calls) const {
+  return calls * callSeconds + std::max(flops / flopRate, bytes / bandwidth);
+}
+
+static unsigned numRuntimeCalls(Operation *op) {
+  auto call = dyn_cast<RuntimeCallOpInterface>(op);
+  return call ? call.getNumRuntimeCalls() : 0;
+}
+
+double CostModel::analyticalSeconds(Operation *op) const {
+  unsigned calls = numRuntimeCalls(op);
+  if (calls == 0)
+    return 0;
+  OpCost cost = getOpCost(op);
+  return roofline(cost.flops, cost.bytes, calls);
+}
+
+double CostModel::scaledEstimate(Operation *op) const {
+  auto it = kindFactor.find(op->getName().getStringRef());
+  double factor = it == kindFactor.end() ? defaultFactor : it->second;
+  return factor * analyticalSeconds(op);
+}
+
+double CostModel::seconds(Operation *op) const {
+  if (measured.empty() || numRuntimeCalls(op) == 0)
+    return scaledEstimate(op);
+  auto it = measured.find(profileKey(op->getName().getStringRef(),
+                                     getNodeName(op), getShapeSignature(op)));
+  return it != measured.end() ? it->second : scaledEstimate(op);
+}
+
+double CostModel::seconds(func::FuncOp fn) const {
+  double total = 0;
+  for (Operation &op : fn.getBody().front())
+    total += seconds(&op);
+  return total;
+}
+
+/// One line naming the profile and what is wrong with it.
+static llvm::Error profileError(StringRef path, const Twine &what) {
+  return llvm::createStringError("--profile " + path + ": " + what);
+}
+
+llvm::Expected<CostModel> CostModel::fromProfile(StringRef path) {
+  auto buffer = llvm::MemoryBuffer::getFile(path);
+  if (!buffer)
+    return profileError(path, "cannot read: " + buffer.getError().message());
+  llvm::Expected<llvm::json::Value> json =
+      llvm::json::parse((*buffer)->getBuffer());
+  if (!json)
+    return profileError(path, "not JSON: " + llvm::toString(json.takeError()));
+  const llvm::json::Object *root = json->getAsObject();
+  const llvm::json::Array *ops = root ? root->getArray("ops") : nullptr;
+  std::optional<StringRef> format =
+      root ? root->getString("format") : std::nullopt;
+  std::optional<StringRef> fingerprint =
+      root ? root->getString("model") : std::nullopt;
+  std::optional<int64_t> batch =
+      root ? root->getInteger("batch_size") : std::nullopt;
+  if (!ops || format != "blpa-profile 1" || !fingerprint || !batch)
+    return profileError(path, "not a profile written by a blpa executable's "
+                              "--profile (format \"blpa-profile 1\")");
+  CostModel model;
+  model.profilePath = path.str();
+  model.fingerprint = fingerprint->str();
+  model.batchSize = *batch;
+  // Ops of one key (a node's repeated gradient ops) share their mean.
+  llvm::StringMap<std::pair<double, int>> sums;
+  // Measured and roofline seconds summed per op kind, and over all ops.
+  llvm::StringMap<std::pair<double, double>> kinds;
+  std::pair<double, double> all;
+  for (const llvm::json::Value &entry : *ops) {
+    const llvm::json::Object *op = entry.getAsObject();
+    std::optional<StringRef> name = op ? op->getString("op") : std::nullopt;
+    std::optional<StringRef> node = op ? op->getString("node") : std::nullopt;
+    std::optional<StringRef> shapes =
+        op ? op->getString("shapes") : std::nullopt;
+    std::optional<double> mean =
+        op ? op->getNumber("mean_seconds") : std::nullopt;
+    std::optional<double> flops = op ? op->getNumber("flops") : std::nullopt;
+    std::optional<double> bytes = op ? op->getNumber("bytes") : std::nullopt;
+    std::optional<int64_t> calls = op ? op->getInteger("calls") : std::nullopt;
+    if (!name || !node || !shapes || !mean || !flops || !bytes || !calls)
+      return profileError(path, "an entry of \"ops\" lacks op, node, shapes, "
+                                "calls, mean_seconds, flops or bytes");
+    auto &sum = sums[profileKey(*name, *node, *shapes)];
+    sum.first += *mean;
+    ++sum.second;
+    double estimate = model.roofline(*flops, *bytes, double(*calls));
+    for (auto *sum : {&kinds[*name], &all}) {
+      sum->first += *mean;
+      sum->second += estimate;
+    }
+  }
+  for (auto &entry : sums)
+    model.measured[entry.getKey()] =
+        entry.getValue().first / entry.getValue().second;
+  // The ratio of the sums: scaled by it, a kind's profiled ops sum to
+  // their measured total, under whatever load the profile ran.
+  for (auto &entry : kinds)
+    if (entry.getValue().second > 0)
+      model.kindFactor[entry.getKey()] =
+          entry.getValue().first / entry.getValue().second;
+  if (all.second > 0)
+    model.defaultFactor = all.first / all.second;
+  return model;
+}
+
+llvm::Error CostModel::checkModule(ModuleOp module) const {
+  if (!isCalibrated())
+    return llvm::Error::success();
+  int64_t batch = getModelBatchSize(module);
+  if (batch != batchSize)
+    return profileError(profilePath,
+                        "was measured at batch size " + Twine(batchSize) +
+                            ", not this compile's " + Twine(batch) +
+                            "; profile the executable of this batch size");
+  if (getModelFingerprint(module) != fingerprint)
+    return profileError(profilePath,
+                        "is a profile of another model (fingerprint " +
+                            fingerprint + ", this model's " +
+                            getModelFingerprint(module) +
+                            "); profile an executable of this model");
+  return llvm::Error::success();
+}
+
+/// The backward-phase uses of `v` that decode values from its codes (not
+/// only a sign, an argmax or a region, which codes keep exactly). A batch
+/// norm's gradient reading its input is left out: the batch norm's own codes
+/// serve it (see gradientError).
+static unsigned countValueReaders(Value v) {
+  unsigned count = 0;
+  for (OpOperand &use : v.getUses())
+    if (isInPhase(use.getOwner(), Phase::Backward) &&
+        !isa<BatchNormGradOp>(use.getOwner()) &&
+        getActivationNeed(use) == ActivationNeed::Values)
+      ++count;
+  return count;
+}
+
+/// Whether the gradient of `bn` reads its input: then the method's codes of
+/// the batch norm replace that input in the backward pass.
+static bool isEncodable(BatchNormOp bn) {
+  return llvm::any_of(bn.getInput().getUsers(), [](Operation *user) {
+    return isa<BatchNormGradOp>(user) && isInPhase(user, Phase::Backward);
+  });
+}
+
+/// Elements per channel (dimension 1) of a tensor.
+static double elementsPerChannel(Value v) {
+  ArrayRef<int64_t> shape = getShape(v);
+  double n = 1;
+  for (auto [i, d] : llvm::enumerate(shape))
+    if (i != 1 || shape.size() < 2)
+      n *= double(d);
+  return n;
+}
+
+double CostModel::gradientError(Value saved, int bits) const {
+  if (bits <= 0 || bits >= 32 || !isa<RankedTensorType>(saved.getType()))
+    return 0;
+  double levels = std::ldexp(1.0, bits) - 1;
+  Operation *producer = saved.getDefiningOp();
+  // Parameters are no activations; a batch norm's statistics stay exact (the
+  // method keeps them), and a ReLU of a batch norm is decoded from the batch
+  // norm's codes, whose figure counts the ReLU's readers.
+  if (isa_and_present<ParamOp>(producer) ||
+      (isa_and_present<BatchNormOp>(producer) &&
+       cast<OpResult>(saved).getResultNumber() != 0))
+    return 0;
+  if (isa_and_present<ReluOp>(producer) &&
+      isa_and_present<BatchNormOp>(producer->getOperand(0).getDefiningOp()))
+    return 0;
+  if (auto bn = dyn_cast_if_present<BatchNormOp>(producer)) {
+    // The method's codes of the output (the figure of the batch norm, even
+    // when only its gradient reads them): bins of w = 6 / 2^K over x-hat
+    // (unit variance), rounding noise w^2 / 12 = 3 / 4^K, plus what the
+    // range of 3 deviations either side clips off whatever K is:
+    // E[(|x| - 3)^2; |x| > 3] = 2 ((1 + 9) Q(3) - 3 phi(3)) = 4.07e-4 for
+    // a normal x. Read by the batch norm's own gradient (x-hat~) and by
+    // every reader of the output or of its ReLU.
+    if (!isEncodable(bn))
+      return 0;
+    const double a = 3, tail = 0.5 * std::erfc(a / std::sqrt(2.0));
+    const double density = std::exp(-a * a / 2) / std::sqrt(2 * M_PI);
+    double clipped = 2 * ((1 + a * a) * tail - a * density);
+    unsigned readers = 1 + countValueReaders(saved);
+    for (Operation *user : saved.getUsers())
+      if (isa<ReluOp>(user))
+        readers += countValueReaders(user->getResult(0));
+    return readers * (3.0 / std::ldexp(1.0, 2 * bits) + clipped);
+  }
+  unsigned readers = countValueReaders(saved);
+  if (readers == 0)
+    return 0;
+  // The generic quantizer over each channel's range. For n roughly
+  // Gaussian values of deviation s the range is about 2 s sqrt(2 ln n), so
+  // the noise (range / levels)^2 / 12 is (2 ln n / 3) s^2 / levels^2
+  // (affine). Non-negative values (a ReLU's) span about s sqrt(2 ln n),
+  // zero is exact and their mean square is s^2 / 2: (ln n / 6) / levels^2.
+  double logN = std::log(std::max(2.0, elementsPerChannel(saved)));
+  double relative = isKnownNonNegative(saved) ? logN / 6 : 2 * logN / 3;
+  return readers * relative / (levels * levels);
+}
