@@ -58,7 +58,7 @@
 // BITS-LABEL: llvm.func @blpa_train_step(
 // BITS: llvm.call @blpa_batch_norm_relu_train_encode(
 // BITS: llvm.call @blpa_batch_norm_relu_grad_decode(
-// BADBITS: error: --act-bits must be 0, 8, 4 or 2
+// BADBITS: error: --act-bits must be 0, 8, 4, 2 or auto
 // NAIVE: error: --act-quant-naive needs --act-bits 8, 4 or 2
 // PINQ: error: --act-policy NODE=quantize needs --act-bits 8, 4 or 2 (the width of the generic quantizer)
 // PININFER: error: --act-policy applies to --train only

@@ -17,6 +17,8 @@
 #include "blpa/Import/OnnxImporter.h"
 #include "blpa/Target/Executable.h"
 
+#include "BudgetSolver.h"
+#include "CandidatePlans.h"
 #include "MemoryBudget.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -30,9 +32,11 @@
 #include "mlir/Support/Timing.h"
 #include "mlir/Tools/mlir-opt/MlirOptMain.h"
 #include "mlir/Transforms/Passes.h"
+#include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FileUtilities.h"
+#include "llvm/Support/Format.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/MemoryBuffer.h"
@@ -40,6 +44,7 @@
 #include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/ToolOutputFile.h"
 
+#include <chrono>
 #include <map>
 
 using namespace mlir;
@@ -74,12 +79,26 @@ static cl::opt<std::string> memoryLimitOption(
              "(arena, parameters and optimizer state, batch buffers), "
              "saying what would fit; SIZE is bytes or e.g. 512MiB, 2GB"),
     cl::value_desc("SIZE"), cl::init(""), cl::cat(compileCategory));
-static cl::opt<int> actBits(
+static cl::opt<std::string> actBitsOption(
     "act-bits",
     cl::desc("Bits per saved activation for the backward pass: 0 keeps them "
              "exact; 8, 4 or 2 keep only K-bit codes (the forward pass stays "
-             "exact)"),
-    cl::value_desc("0|8|4|2"), cl::init(0), cl::cat(compileCategory));
+             "exact); auto (the default with --memory-limit) chooses float32, "
+             "codes or recompute per node: the fastest predicted plan that "
+             "fits the limit"),
+    cl::value_desc("0|8|4|2|auto"), cl::init(""), cl::cat(compileCategory));
+static cl::opt<int> minActBits(
+    "min-act-bits",
+    cl::desc("With --act-bits auto: the narrowest codes the plan may use "
+             "(8, 4 or 2; default 4)"),
+    cl::value_desc("8|4|2"), cl::init(4), cl::cat(compileCategory));
+static cl::opt<std::string> preferOption(
+    "prefer",
+    cl::desc("With --act-bits auto: speed (default: the least predicted "
+             "step time) or exactness (recompute and 8 bits before any "
+             "tensor goes below 8 bits)"),
+    cl::value_desc("speed|exactness"), cl::init("speed"),
+    cl::cat(compileCategory));
 static cl::opt<bool> actQuantNaive(
     "act-quant-naive",
     cl::desc("With --act-bits: quantize inside the forward pass instead (the "
@@ -161,6 +180,10 @@ static cl::opt<std::string> profileOption(
     cl::desc("Op times a training executable of this model and batch size "
              "measured (its --profile): calibrates the cost model"),
     cl::value_desc("FILE.json"), cl::init(""), cl::cat(compileCategory));
+
+/// --act-bits as a number (0 when auto), and whether it is auto.
+static int actBits = 0;
+static bool actBitsAuto = false;
 
 /// --batch-size and --memory-limit, read by checkCompileOptions.
 static std::optional<int64_t> batchSize;
@@ -302,14 +325,34 @@ static LogicalResult readBatchAndLimit(Location loc) {
   return success();
 }
 
+/// Reads --act-bits: a width, or auto (the default for training under
+/// --memory-limit), with --min-act-bits and --prefer.
+static LogicalResult readActBits(Location loc) {
+  StringRef option = actBitsOption;
+  if (option.empty())
+    option = memoryLimit && trainMode ? "auto" : "0";
+  actBitsAuto = option == "auto";
+  if (!actBitsAuto && (option.getAsInteger(10, actBits) ||
+                       !llvm::is_contained({0, 2, 4, 8}, actBits)))
+    return emitError(loc, "--act-bits must be 0, 8, 4, 2 or auto");
+  if (actBitsAuto && (!memoryLimit || !trainMode))
+    return emitError(loc, "--act-bits auto needs --train and --memory-limit "
+                          "SIZE (the budget it plans to)");
+  if (!llvm::is_contained({2, 4, 8}, minActBits.getValue()))
+    return emitError(loc, "--min-act-bits must be 8, 4 or 2");
+  if (preferOption != "speed" && preferOption != "exactness")
+    return emitError(loc, "--prefer must be speed or exactness");
+  return success();
+}
+
 static LogicalResult checkCompileOptions(MLIRContext &context,
                                          StringRef inputPath,
                                          StringRef outputPath) {
   Location loc = UnknownLoc::get(&context);
   if (trainMode == inferMode)
     return emitError(loc, "pass exactly one of --train and --infer");
-  if (actBits != 0 && actBits != 2 && actBits != 4 && actBits != 8)
-    return emitError(loc, "--act-bits must be 0, 8, 4 or 2");
+  if (failed(readBatchAndLimit(loc)) || failed(readActBits(loc)))
+    return failure();
   if (actBits == 0 && actQuantNaive)
     return emitError(loc, "--act-quant-naive needs --act-bits 8, 4 or 2");
   if (actBits == 0 && llvm::any_of(actPolicy, isQuantizePin))
@@ -329,42 +372,50 @@ static LogicalResult checkCompileOptions(MLIRContext &context,
              << llvm::toString(bytes.takeError());
     workspaceBytes = *bytes;
   }
-  if (failed(readBatchAndLimit(loc)))
-    return failure();
   if (batchSizeMax && !isOnnxFile(inputPath))
     return emitError(loc, "--batch-size max needs an ONNX model (.onnx or "
                           ".onnxtext) whose batch dimension is symbolic");
   return checkOutputPath(loc, outputPath);
 }
 
-/// The passes up to the memory plan the module still needs, judged from
-/// what it already has, so that `.mlir` files saved at any stage compile
-/// too.
-static void buildPlanningPipeline(PassManager &pm, ModuleOp module, int bits,
-                                  bool withReports) {
-  bool hasFuncs = !module.getOps<func::FuncOp>().empty();
-  if (!hasFuncs)
-    return;
+/// The passes up to the choices of what is saved: autodiff (when the module
+/// has no training step yet), evaluation mode and the user's pins.
+static void buildFrontPipeline(PassManager &pm, ModuleOp module) {
   if (trainMode && !module.lookupSymbol("train_step"))
     pm.addPass(createBlpaAutodiff());
   if (trainMode)
     pm.addPass(createBlpaInferenceBatchNorm());
   // The user's pins become each saved tensor's blpa.act_choice; the passes
   // after it apply the choices. `quantize` is the compression pass's own.
-  SmallVector<std::string> choicePins, compressPins;
+  SmallVector<std::string> choicePins;
   for (const std::string &entry : actPolicy)
-    (isQuantizePin(entry) ? compressPins : choicePins).push_back(entry);
+    if (!isQuantizePin(entry))
+      choicePins.push_back(entry);
   if (trainMode && !choicePins.empty()) {
     BlpaAssignActivationChoicesOptions options;
     options.policy.assign(choicePins.begin(), choicePins.end());
     pm.addPass(createBlpaAssignActivationChoices(options));
+  }
+}
+
+/// The passes from the choices to the checked memory plan. Compression
+/// runs at --act-bits 8|4|2, for pinned widths, and for the budget
+/// solver's plans (`withChoices`), whose choices are on the ops.
+static void buildTailPipeline(PassManager &pm, int bits, bool withChoices,
+                              bool withReports) {
+  SmallVector<std::string> compressPins;
+  bool pinsWidths = false;
+  for (const std::string &entry : actPolicy) {
+    if (isQuantizePin(entry))
+      compressPins.push_back(entry);
+    pinsWidths |= isBitWidthPin(entry);
   }
   // Recomputation first: the copies' operands are then saved tensors that
   // compression sees like any other. Without a recompute choice it does
   // nothing.
   if (trainMode)
     pm.addPass(createBlpaRecompute());
-  if (trainMode && (bits != 0 || llvm::any_of(choicePins, isBitWidthPin))) {
+  if (trainMode && (bits != 0 || pinsWidths || withChoices)) {
     BlpaCompressActivationsOptions options;
     options.bits = bits;
     options.naive = actQuantNaive;
@@ -399,6 +450,17 @@ static void buildPlanningPipeline(PassManager &pm, ModuleOp module, int bits,
   // planner.
   if (!noVerifyMemoryPlan)
     pm.addPass(createBlpaVerifyMemoryPlan());
+}
+
+/// The passes up to the memory plan the module still needs, judged from
+/// what it already has, so that `.mlir` files saved at any stage compile
+/// too.
+static void buildPlanningPipeline(PassManager &pm, ModuleOp module, int bits,
+                                  bool withReports) {
+  if (module.getOps<func::FuncOp>().empty())
+    return;
+  buildFrontPipeline(pm, module);
+  buildTailPipeline(pm, bits, /*withChoices=*/false, withReports);
 }
 
 /// The plan's totals for the model at `batch` and `bits`, from a trial
@@ -440,8 +502,14 @@ private:
 };
 
 /// --batch-size max: the largest batch whose plan fits --memory-limit.
+/// The uniform width --batch-size max plans with: --act-bits, or with auto
+/// the narrowest allowed (the budget solver then plans that batch, and its
+/// uniform plan at that width is one of its candidates, so it fits).
+static int getUniformBits() { return actBitsAuto ? minActBits : actBits; }
+
 static LogicalResult chooseLargestBatch(MLIRContext &context,
                                         StringRef inputPath) {
+  int actBits = getUniformBits();
   TrialPlans totals(context, inputPath);
   FailureOr<int64_t> best = findLargestBatch(totals, actBits, *memoryLimit);
   Location loc = UnknownLoc::get(&context);
@@ -460,6 +528,81 @@ static LogicalResult chooseLargestBatch(MLIRContext &context,
   llvm::errs() << "note: --batch-size max: " << *best << " (the plan needs "
                << formatSize(totals(*best, actBits)->total())
                << " of --memory-limit " << formatSize(*memoryLimit) << ")\n";
+  return success();
+}
+
+/// "40 float32, 12 at 8 bits, 3 recomputed" for the solver's choices of
+/// `nodes`.
+static std::string describeChoices(ArrayRef<std::string> nodes,
+                                   const NodeChoices &choices) {
+  std::map<std::string, int> counts;
+  for (const std::string &node : nodes) {
+    auto it = choices.find(node);
+    ++counts[it == choices.end() ? "float32" : it->second];
+  }
+  SmallVector<std::string> parts;
+  for (StringRef choice : {"float32", "8", "4", "2", "recompute"}) {
+    int count = counts[choice.str()];
+    if (count == 0)
+      continue;
+    std::string part = std::to_string(count);
+    if (choice == "float32" || choice == "recompute")
+      part += choice == "float32" ? " float32" : " recomputed";
+    else
+      part += " at " + choice.str() + " bits";
+    parts.push_back(part);
+  }
+  return llvm::join(parts, ", ");
+}
+
+/// --act-bits auto: runs the front of the pipeline on `module`, finds the
+/// fastest predicted plan that fits --memory-limit, and leaves its choices
+/// on the module's ops for the rest of the pipeline.
+static LogicalResult solveForLimit(MLIRContext &context, ModuleOp module) {
+  PassManager frontPm(&context);
+  buildFrontPipeline(frontPm, module);
+  if (failed(frontPm.run(module)))
+    return failure();
+  auto buildTail = [](PassManager &pm) {
+    buildTailPipeline(pm, /*bits=*/0, /*withChoices=*/true,
+                      /*withReports=*/false);
+  };
+  CandidatePlanner planner(module, *costModel, buildTail);
+  SmallVector<std::string> nodes = planner.getDecidedNodes();
+  BudgetOptions options;
+  options.limit = *memoryLimit;
+  options.minBits = minActBits;
+  options.preferExactness = preferOption == "exactness";
+  auto start = std::chrono::steady_clock::now();
+  FailureOr<BudgetSolution> solution = solveBudget(nodes, planner, options);
+  double elapsed = std::chrono::duration<double>(
+                       std::chrono::steady_clock::now() - start)
+                       .count();
+  if (failed(solution))
+    return module.emitError("--act-bits auto: the model could not be "
+                            "planned; give --act-bits 0, 8, 4 or 2");
+  const MemoryTotals &plan = solution->figures.totals;
+  if (!solution->fits)
+    return module.emitError(llvm::formatv(
+        "--memory-limit {0}: no plan fits; the smallest of {1} plans found "
+        "needs {2} (arena {3}: {4}); raise the limit{5} or lower the batch "
+        "size",
+        formatSize(*memoryLimit), solution->evaluations,
+        formatSize(plan.total()), formatSize(plan.arena),
+        describeChoices(nodes, solution->choices),
+        minActBits > 2 ? ", allow --min-act-bits 2" : ""));
+  CandidatePlanner::applyChoices(module, solution->choices);
+  llvm::errs() << llvm::formatv(
+      "note: --memory-limit {0}: plan total {1} (arena {2}), predicted step "
+      "{3} ms, {4:f2}x the unconstrained plan ({5}); {6}; {7} plans in "
+      "{8:f1} s\n",
+      formatSize(*memoryLimit), formatSize(plan.total()),
+      formatSize(plan.arena),
+      llvm::format("%.3g", solution->figures.seconds * 1e3),
+      solution->figures.seconds / solution->unconstrained.seconds,
+      formatSize(solution->unconstrained.totals.total()),
+      describeChoices(nodes, solution->choices), solution->evaluations,
+      elapsed);
   return success();
 }
 
@@ -537,7 +680,14 @@ static LogicalResult compile(MLIRContext &context, StringRef inputPath,
       return failure();
     pm->enableTiming(timingScope);
   }
-  buildPlanningPipeline(planning, *module, actBits, /*withReports=*/true);
+  if (actBitsAuto) {
+    if (failed(solveForLimit(context, *module)))
+      return failure();
+    buildTailPipeline(planning, /*bits=*/0, /*withChoices=*/true,
+                      /*withReports=*/true);
+  } else {
+    buildPlanningPipeline(planning, *module, actBits, /*withReports=*/true);
+  }
   if (!module->getOps<func::FuncOp>().empty()) {
     BlpaLowerToLLVMOptions lowerOptions;
     lowerOptions.target = target;

@@ -1,0 +1,86 @@
+//===- BudgetSolver.h - Keep, codes or recompute under a byte budget -*- C++ -*-===//
+//
+// `--act-bits auto` under `--memory-limit`: for each ONNX node whose op
+// saves tensors for the backward pass, choose float32, 8-, 4- or 2-bit codes
+// or recompute, so that the planned total fits the limit at the least
+// predicted step time. The search is independent of MLIR: it sees the
+// model only through an evaluator that compiles a candidate (the pipeline
+// from the choices to the memory plan) and returns the planner's own totals
+// and the cost model's time, per node as well as in all. Whatever it
+// returns was planned, so its promise is the planner's peak, not an
+// estimate. docs/design.md ("The budget solver") describes the search.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef BLPA_TOOLS_BLPA_OPT_BUDGETSOLVER_H
+#define BLPA_TOOLS_BLPA_OPT_BUDGETSOLVER_H
+
+#include "blpa/Dialect/Blpa/Transforms/MemoryPlan.h"
+
+#include "llvm/ADT/STLFunctionalExtras.h"
+#include "llvm/ADT/SmallVector.h"
+#include "llvm/ADT/StringMap.h"
+
+#include <string>
+
+namespace mlir {
+namespace blpa {
+
+/// A choice per decided node (absent: float32).
+using NodeChoices = llvm::StringMap<std::string>;
+
+/// What the evaluator reports of one candidate.
+struct CandidateFigures {
+  MemoryTotals totals;
+  /// Predicted seconds of one training step.
+  double seconds = 0;
+  /// Predicted seconds of the ops of each node (a gradient, an encoder,
+  /// a decoder or a recomputed copy counts for the node it carries).
+  llvm::StringMap<double> secondsByNode;
+  /// Bytes kept for the backward pass of the saved tensors of each node.
+  llvm::StringMap<int64_t> keptBytesByNode;
+};
+
+/// Compiles the model with `choices` up to the memory plan; failure when
+/// it cannot be compiled so.
+using EvaluateCandidateFn =
+    llvm::function_ref<FailureOr<CandidateFigures>(const NodeChoices &)>;
+
+struct BudgetOptions {
+  int64_t limit = 0;
+  /// The narrowest codes allowed: 8, 4 or 2.
+  int minBits = 4;
+  /// Try recomputation before any tensor goes below 8 bits.
+  bool preferExactness = false;
+  bool allowRecompute = true;
+  /// Plans the search may compile after its first ones (the time bound).
+  int maxEvaluations = 40;
+};
+
+struct BudgetSolution {
+  /// The nodes' choices (float32 ones omitted).
+  NodeChoices choices;
+  CandidateFigures figures;
+  /// The plan with every node float32 (the unconstrained one).
+  CandidateFigures unconstrained;
+  /// The smallest plan found when nothing fits.
+  bool fits = false;
+  int evaluations = 0;
+};
+
+/// The plan of least predicted time among those the search compiled whose
+/// total fits `options.limit`; with `fits` false, the smallest it found.
+/// `nodes` are the nodes the solver decides (the user's pins excluded).
+FailureOr<BudgetSolution> solveBudget(llvm::ArrayRef<std::string> nodes,
+                                      EvaluateCandidateFn evaluate,
+                                      const BudgetOptions &options);
+
+/// The choices solveBudget tries, most exact first, for a floor of
+/// `minBits`.
+llvm::SmallVector<std::string> getCandidateChoices(int minBits,
+                                                   bool allowRecompute);
+
+} // namespace blpa
+} // namespace mlir
+
+#endif // BLPA_TOOLS_BLPA_OPT_BUDGETSOLVER_H
