@@ -18,12 +18,9 @@ using namespace mlir::blpa;
 static SmallVector<Operation *> getDecidedOps(func::FuncOp step) {
   SmallVector<Operation *> ops;
   for (Operation &op : step.getBody().front()) {
-    if (!isInPhase(&op, Phase::Forward) || isa<ParamOp>(op) ||
-        op.hasAttr(kActChoiceAttrName) || getNodeName(&op).empty())
-      continue;
-    if (llvm::any_of(op.getUsers(), [](Operation *user) {
-          return isInPhase(user, Phase::Backward);
-        }))
+    if (isInPhase(&op, Phase::Forward) && !isa<ParamOp>(op) &&
+        !op.hasAttr(kActChoiceAttrName) && !getNodeName(&op).empty() &&
+        hasBackwardReaders(&op))
       ops.push_back(&op);
   }
   return ops;

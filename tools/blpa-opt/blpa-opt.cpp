@@ -106,8 +106,8 @@ static cl::opt<bool> actQuantNaive(
     cl::init(false), cl::cat(compileCategory));
 static cl::list<std::string> actPolicy(
     "act-policy",
-    cl::desc("Pins what the backward pass keeps of the saved tensors of "
-             "ONNX node NODE (its outputs, and the inputs its gradient "
+    cl::desc("Pins what the backward pass keeps of the saved outputs of "
+             "ONNX node NODE (float32 also of the inputs its gradient "
              "reads): float32 (exact), 8, 4 or 2 (K-bit codes), recompute "
              "(run again in the backward pass), quantize (the generic "
              "quantizer even when small) or auto (no pin); NODE * pins "
@@ -501,12 +501,12 @@ private:
   std::map<std::pair<int64_t, int>, FailureOr<MemoryTotals>> plans;
 };
 
-/// --batch-size max: the largest batch whose plan fits --memory-limit.
 /// The uniform width --batch-size max plans with: --act-bits, or with auto
 /// the narrowest allowed (the budget solver then plans that batch, and its
 /// uniform plan at that width is one of its candidates, so it fits).
 static int getUniformBits() { return actBitsAuto ? minActBits : actBits; }
 
+/// --batch-size max: the largest batch whose plan fits --memory-limit.
 static LogicalResult chooseLargestBatch(MLIRContext &context,
                                         StringRef inputPath) {
   int actBits = getUniformBits();
@@ -545,12 +545,10 @@ static std::string describeChoices(ArrayRef<std::string> nodes,
     int count = counts[choice.str()];
     if (count == 0)
       continue;
-    std::string part = std::to_string(count);
-    if (choice == "float32" || choice == "recompute")
-      part += choice == "float32" ? " float32" : " recomputed";
-    else
-      part += " at " + choice.str() + " bits";
-    parts.push_back(part);
+    std::string what = choice == "float32"     ? "float32"
+                       : choice == "recompute" ? "recomputed"
+                                               : "at " + choice.str() + " bits";
+    parts.push_back(std::to_string(count) + " " + what);
   }
   return llvm::join(parts, ", ");
 }

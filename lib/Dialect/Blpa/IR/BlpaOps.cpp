@@ -59,6 +59,12 @@ bool mlir::blpa::isInPhase(Operation *op, Phase phase) {
   return op->hasAttr(kPhaseAttrName) && getPhase(op) == phase;
 }
 
+bool mlir::blpa::hasBackwardReaders(Operation *op) {
+  return llvm::any_of(op->getUsers(), [](Operation *user) {
+    return isInPhase(user, Phase::Backward);
+  });
+}
+
 int mlir::blpa::getExactnessRank(StringRef choice) {
   return llvm::StringSwitch<int>(choice)
       .Cases({"float32", "recompute"}, 4)

@@ -106,13 +106,6 @@ AssignActivationChoicesPass::chooseFor(Operation *producer) {
   return best;
 }
 
-/// Whether the backward phase reads a result of `op`.
-static bool hasSavedResults(Operation *op) {
-  return llvm::any_of(op->getUsers(), [](Operation *user) {
-    return isInPhase(user, Phase::Backward);
-  });
-}
-
 void AssignActivationChoicesPass::runOnOperation() {
   ModuleOp module = getOperation();
   pins.clear();
@@ -127,7 +120,7 @@ void AssignActivationChoicesPass::runOnOperation() {
   }
   for (Operation &op : step.getBody().front()) {
     if (!isInPhase(&op, Phase::Forward) || isa<ParamOp>(op) ||
-        !hasSavedResults(&op))
+        !hasBackwardReaders(&op))
       continue;
     if (std::optional<StringRef> choice = chooseFor(&op)) {
       op.setAttr(kActChoiceAttrName, StringAttr::get(&getContext(), *choice));

@@ -35,6 +35,10 @@ void setPhase(Operation *op, Phase phase);
 /// carry none).
 bool isInPhase(Operation *op, Phase phase);
 
+/// Whether a backward-phase op reads a result of `op`: a forward op whose
+/// results are saved activations.
+bool hasBackwardReaders(Operation *op);
+
 /// Replaces each result of `from` with the result of `to` at the same
 /// position and erases `from`; `to` takes its phase (and its
 /// blpa.act_choice).
