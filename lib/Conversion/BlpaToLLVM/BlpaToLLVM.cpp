@@ -129,7 +129,7 @@ private:
   FailureOr<Value> pointerOf(Operation *op, Value tensor);
   LogicalResult mapResults(Operation *op);
   FailureOr<Value> lowerArg(Operation *op, const RuntimeArg &arg);
-  void beginCall();
+  void beginCalls(unsigned count);
   void startChunk();
   void profileHook(Location loc, StringRef hook);
   LogicalResult lowerCall(RuntimeCallOpInterface op);
@@ -262,11 +262,15 @@ FailureOr<Value> FunctionLowering::lowerArg(Operation *op,
   llvm_unreachable("unknown runtime argument kind");
 }
 
-/// Opens a new chunk when the current one is full (or none is open yet).
-void FunctionLowering::beginCall() {
-  if (chunkSize != 0 && (numChunks == 0 || callsInChunk == chunkSize))
+/// Makes room for `count` calls that belong together (one op's runtime calls
+/// and its profiling hooks): opens a new chunk when they would not fit in the
+/// current one (or none is open yet). An op with more calls than a chunk
+/// holds gets a chunk of its own.
+void FunctionLowering::beginCalls(unsigned count) {
+  if (chunkSize != 0 &&
+      (numChunks == 0 || (callsInChunk != 0 && callsInChunk + count > chunkSize)))
     startChunk();
-  ++callsInChunk;
+  callsInChunk += count;
 }
 
 /// Ends the current chunk and starts the next one: an internal function
@@ -300,10 +304,11 @@ void FunctionLowering::profileHook(Location loc, StringRef hook) {
 
 LogicalResult FunctionLowering::lowerCall(RuntimeCallOpInterface op) {
   bool profiled = isTrainStep();
-  for (unsigned index = 0, e = op.getNumRuntimeCalls(); index < e; ++index) {
-    beginCall();
-    if (profiled && index == 0)
-      profileHook(op->getLoc(), "blpa_profile_begin");
+  unsigned numCalls = op.getNumRuntimeCalls();
+  beginCalls(numCalls + (profiled ? 2 : 0));
+  if (profiled)
+    profileHook(op->getLoc(), "blpa_profile_begin");
+  for (unsigned index = 0; index < numCalls; ++index) {
     SmallVector<RuntimeArg> runtimeArgs;
     StringRef function = op.getRuntimeCall(index, runtimeArgs);
     SmallVector<Value> args{abiArg(AbiArg::Context)};
@@ -330,7 +335,7 @@ LogicalResult FunctionLowering::lowerCall(RuntimeCallOpInterface op) {
 /// Copies each returned tensor into the caller's output buffer.
 LogicalResult FunctionLowering::lowerReturn(func::ReturnOp op) {
   for (auto [index, value] : llvm::enumerate(op.getOperands())) {
-    beginCall();
+    beginCalls(1);
     Value dst = loadSlot(abiArg(AbiArg::Outputs), index);
     FailureOr<Value> src = pointerOf(op, value);
     if (failed(src))
