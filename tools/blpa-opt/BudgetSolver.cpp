@@ -92,6 +92,7 @@ private:
   Score score(const NodeChoices &choices,
               const CandidateFigures &figures) const;
   bool isBetter(const Score &a, const Score &b) const;
+  int64_t getTimeStep(double seconds) const;
   void consider(const NodeChoices &choices, const CandidateFigures &figures);
   LogicalResult rankMoves();
   NodeChoices getBlockPlan(StringRef width, size_t stride) const;
@@ -175,13 +176,19 @@ Score Search::score(const NodeChoices &choices,
 /// other", so that the search's answer does not depend on the order it
 /// meets plans in), then by approximation, then by time.
 bool Search::isBetter(const Score &a, const Score &b) const {
-  double step = kTimeTolerance * best.unconstrained.seconds;
   auto key = [&](const Score &score) {
-    return std::make_tuple(score.precisionGroup,
-                           int64_t(std::floor(score.seconds / step)),
+    return std::make_tuple(score.precisionGroup, getTimeStep(score.seconds),
                            score.approximation, score.seconds);
   };
   return key(a) < key(b);
+}
+
+/// 0 for charged times from the unconstrained step's up to the tolerance
+/// above it, then 1, 2, ... (charged times are never below it).
+int64_t Search::getTimeStep(double seconds) const {
+  double exact = best.unconstrained.seconds;
+  return int64_t(std::floor(std::max(seconds - exact, 0.0) /
+                            (kTimeTolerance * exact)));
 }
 
 /// Keeps the best fitting candidate, and the smallest of all.
@@ -203,6 +210,7 @@ void Search::consider(const NodeChoices &choices,
   best.figures = figures;
   best.choices = choices;
   best.chargedSeconds = candidate.seconds;
+  best.timeStep = getTimeStep(candidate.seconds);
   best.approximation = candidate.approximation;
 }
 
@@ -426,16 +434,16 @@ void Search::improveBest() {
   }
 }
 
-/// Combinations the ranked search may score (it sorts them all).
-constexpr double kMaxRankedPlans = 1 << 18;
-/// Plans it may compile before it gives up on reaching a fitting one.
-constexpr int kMaxRankedCompiles = 4096;
+/// Combinations the ranked search takes on: it may compile them all where
+/// only the last fit (a few seconds for models this small: 5 nodes with 5
+/// choices, 7 with 4, 9 with 3).
+constexpr double kMaxRankedPlans = 1 << 15;
 
 /// Small models: every combination of choices, ranked by its predicted
 /// score (the seconds each node's choice adds in the uniform plans and its
 /// approximation: choices of different nodes add up), compiled best first
-/// until one fits, which is then the best of all as far as the choices'
-/// costs add up. Failure where there are too many combinations.
+/// until no later one can rank better. Failure where there are too many
+/// combinations.
 LogicalResult Search::searchRanked() {
   SmallVector<std::string> choices{"float32"};
   for (const std::string &choice :
@@ -468,10 +476,8 @@ LogicalResult Search::searchRanked() {
   // no longer fuse), so a compiled plan ranks at best as predicted: once
   // the next prediction ranks below the best fitting plan compiled, no
   // later plan can beat it.
-  int compiles = 0;
   for (const auto &entry : ranked) {
-    if (compiles++ == kMaxRankedCompiles ||
-        (best.fits && !isBetter(entry.first, bestScore)))
+    if (best.fits && !isBetter(entry.first, bestScore))
       break;
     (void)compile(decode(entry.second));
   }

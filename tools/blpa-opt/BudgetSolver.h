@@ -75,8 +75,10 @@ struct BudgetSolution {
   /// The predicted step time the search ranked it by: each node charged
   /// what its choice adds over float32, never credited a predicted saving.
   double chargedSeconds = 0;
-  /// Over the nodes: 0 for float32 and recompute, 1, 2, 3 for 8, 4, 2 bits
-  /// (among plans equally fast within 2%, the least wins).
+  /// Its rank: the charged time in steps of 2% of the unconstrained step
+  /// above it, then the approximation (over the nodes: 0 for float32 and
+  /// recompute, 1, 2, 3 for 8, 4, 2 bits), least first.
+  int64_t timeStep = 0;
   int approximation = 0;
   /// The plan with every node float32 (the unconstrained one).
   CandidateFigures unconstrained;

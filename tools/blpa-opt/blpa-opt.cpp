@@ -635,10 +635,10 @@ static LogicalResult solveForLimit(MLIRContext &context, ModuleOp module) {
   if (printBudgetSearch)
     llvm::errs() << llvm::formatv(
         "budget answer: total {0} bytes, charged step {1} s, exact step {2} "
-        "s, approximation {3}\n",
+        "s, time step {3}, approximation {4}\n",
         plan.total(), llvm::format("%.9g", solution->chargedSeconds),
         llvm::format("%.9g", solution->unconstrained.seconds),
-        solution->approximation);
+        solution->timeStep, solution->approximation);
   CandidatePlanner::applyChoices(module, solution->choices);
   llvm::errs() << llvm::formatv(
       "note: --memory-limit {0}: plan total {1} (arena {2}), predicted step "
