@@ -11,7 +11,7 @@
 // CHECK-NEXT: blpa.conv %[[R]]
 // CHECK-NOT: blpa.relu
 // CHECK: %[[DC1:.*]] = blpa.conv_grad_input
-// CHECK-NEXT: %[[A:.*]] = blpa.batch_norm_apply %[[C0]], %[[S]], %[[T]], %[[M]], %[[IS]] {blpa.phase = "backward", relu}
+// CHECK-NEXT: %[[A:.*]] = blpa.batch_norm_apply %[[C0]], %[[S]], %[[T]], %[[M]], %[[IS]] {blpa.phase = "backward", blpa.recomputes = array<i64: 1, 0>, relu}
 // CHECK-NEXT: blpa.conv_grad_weight %{{.*}}, %[[A]]
 // CHECK-NEXT: blpa.batch_norm_relu_grad %[[DC1]], %[[C0]], %[[S]], %[[T]], %[[M]], %[[IS]] {blpa.phase = "backward"}
 // CHECK-NOT: blpa.relu

@@ -42,10 +42,10 @@
 // CHECK-NEXT: %[[SUM:.*]] = blpa.add %[[C1]], %[[SC]]
 // CHECK-NEXT: %[[R2:.*]], %[[M2:.*]], %[[IS2:.*]] = blpa.batch_norm_relu %[[SUM]], %[[S2:[^,]*]], %[[T2:[^,]*]],
 // CHECK-NOT: blpa.relu
-// CHECK: %[[A2:.*]] = blpa.batch_norm_apply %[[SUM]], %[[S2]], %[[T2]], %[[M2]], %[[IS2]] {blpa.phase = "backward", relu}
+// CHECK: %[[A2:.*]] = blpa.batch_norm_apply %[[SUM]], %[[S2]], %[[T2]], %[[M2]], %[[IS2]] {blpa.phase = "backward", blpa.recomputes = array<i64>, relu}
 // CHECK-NEXT: blpa.max_pool_grad %{{.*}}, %[[A2]]
 // CHECK-NEXT: %[[DSUM:.*]], %{{.*}}, %{{.*}} = blpa.batch_norm_relu_grad %{{.*}}, %[[SUM]], %[[S2]], %[[T2]], %[[M2]], %[[IS2]] {blpa.phase = "backward"}
-// CHECK: %[[A1:.*]] = blpa.batch_norm_apply %[[C0]], %[[S1]], %[[T1]], %[[M1]], %[[IS1]] {blpa.phase = "backward", relu}
+// CHECK: %[[A1:.*]] = blpa.batch_norm_apply %[[C0]], %[[S1]], %[[T1]], %[[M1]], %[[IS1]] {blpa.phase = "backward", blpa.recomputes = array<i64>, relu}
 // CHECK-NEXT: blpa.conv_grad_weight %[[DSUM]], %[[A1]]
 // CHECK: blpa.conv_grad_weight %[[DSUM]], %[[A1]]
 // CHECK-NEXT: blpa.add

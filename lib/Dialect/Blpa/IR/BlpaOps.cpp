@@ -78,12 +78,35 @@ bool mlir::blpa::isActivationChoice(StringRef choice) {
   return getExactnessRank(choice) != 0;
 }
 
+void mlir::blpa::mergeActivationChoice(Operation *op, Operation *other) {
+  auto theirs = other->getAttrOfType<StringAttr>(kActChoiceAttrName);
+  if (!theirs)
+    return;
+  auto ours = op->getAttrOfType<StringAttr>(kActChoiceAttrName);
+  if (!ours ||
+      getExactnessRank(theirs.getValue()) > getExactnessRank(ours.getValue()))
+    op->setAttr(kActChoiceAttrName, theirs);
+}
+
+void mlir::blpa::mergeRecomputes(Operation *op, Operation *other) {
+  auto theirs = other->getAttrOfType<DenseI64ArrayAttr>(kRecomputesAttrName);
+  if (!theirs)
+    return;
+  SmallVector<int64_t> ids;
+  if (auto ours = op->getAttrOfType<DenseI64ArrayAttr>(kRecomputesAttrName))
+    llvm::append_range(ids, ours.asArrayRef());
+  llvm::append_range(ids, theirs.asArrayRef());
+  op->setAttr(kRecomputesAttrName,
+              DenseI64ArrayAttr::get(op->getContext(), ids));
+}
+
 void mlir::blpa::replaceKeepingPhase(Operation *from, Operation *to) {
   to->setAttr(kPhaseAttrName, from->getAttr(kPhaseAttrName));
   // The encoder of a forward op still stands for the op's choice of what
   // its remaining saved results keep (a max pooling's output).
-  if (Attribute choice = from->getAttr(kActChoiceAttrName))
-    to->setAttr(kActChoiceAttrName, choice);
+  for (StringRef name : {kActChoiceAttrName, kRecomputeIdAttrName})
+    if (Attribute attr = from->getAttr(name))
+      to->setAttr(name, attr);
   for (auto [oldResult, newResult] :
        llvm::zip(from->getResults(), to->getResults()))
     oldResult.replaceAllUsesWith(newResult);

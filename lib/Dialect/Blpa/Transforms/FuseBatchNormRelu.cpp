@@ -91,6 +91,7 @@ struct FuseBatchNormReluPass
   /// output, itself.
   template <typename OpTy> void absorbRelu(OpTy op, ReluOp relu) {
     op.setRelu(true);
+    mergeRecomputes(op, relu);
     relu.getOutput().replaceAllUsesWith(op.getOutput());
     relu.erase();
     ++numFused;
@@ -196,9 +197,13 @@ struct FuseBatchNormReluPass
     if (uses.empty())
       return;
     decodeBeforeFirstUse(uses, [&](OpBuilder &b, Location loc) {
-      return BatchNormApplyOp::create(
+      auto apply = BatchNormApplyOp::create(
           b, loc, fused.getInput(), fused.getScale(), fused.getBias(),
           fused.getMean(), fused.getInvStd(), /*relu=*/true);
+      // A recomputation, though not one a choice asked for.
+      apply->setAttr(kRecomputesAttrName,
+                     b.getDenseI64ArrayAttr(ArrayRef<int64_t>{}));
+      return apply;
     });
     ++numRecomputed;
   }

@@ -281,6 +281,12 @@ def BlpaPlanMemory : Pass<"blpa-plan-memory", "ModuleOp"> {
     Targets differ only in options: the CUDA target asks for 256-byte
     alignment and a `workspace-bytes` region (recorded as
     `blpa.workspace_bytes`) that cuDNN's algorithms are chosen to fit.
+
+    The report and the table also give the cost model's predictions
+    (CostModel::predictCosts): the step's time and, per saved tensor, the
+    time its choice adds (its encoders and decoders, or its recomputed
+    copies) and the gradient-error proxy of its codes; analytical, or
+    calibrated by `profile`.
   }];
   let options = [
     Option<"alignment", "alignment", "int64_t", "64",
@@ -298,6 +304,9 @@ def BlpaPlanMemory : Pass<"blpa-plan-memory", "ModuleOp"> {
     Option<"timelineFile", "timeline", "std::string", "\"\"",
            "Write live bytes over the schedule by category as an SVG to "
            "this file">,
+    Option<"profile", "profile", "std::string", "\"\"",
+           "A profile written by a training executable's --profile: "
+           "calibrates the report's predicted times">,
   ];
 }
 
