@@ -283,3 +283,38 @@ def test_report_predicts_what_each_choice_adds(tmp_path):
     assert added > 0
     assert plain["predicted_step_seconds"] + added == pytest.approx(
         pinned["predicted_step_seconds"], rel=1e-9)
+
+
+def band_heights(svg, title):
+    """The heights (pixels) of the timeline band `title` at each drawn op:
+    its polygon runs along the band's top, then back along its bottom."""
+    match = re.search(r'<polygon fill="[^"]*" points="([^"]*)"><title>%s'
+                      r'</title>' % re.escape(title), svg)
+    assert match, "no band " + title
+    ys = [float(p.split(",")[1]) for p in match.group(1).split()]
+    half = len(ys) // 2
+    return [abs(a - b) for a, b in zip(ys[:half], reversed(ys[half:]))]
+
+
+def test_timeline_shows_recomputed_values_in_their_own_band(tmp_path):
+    """--memory-timeline draws recomputed values (results of
+    --blpa-recompute's copies) in their own band: with every node
+    recomputed it has live bytes, without recomputation none (the batch
+    norms' ReLU is kept, --recompute-relu=false, so that no fused
+    recomputation shows either). The legend names the saved codes'
+    band."""
+    model = test_models.mixed_cnn(seed=0, image_size=16)
+    onnx_path = models.export(model, str(tmp_path / "model.onnx"))
+    svgs = {}
+    for name, pins in (("recompute", ["--act-policy", "*=recompute"]),
+                       ("kept", [])):
+        path = tmp_path / (name + ".svg")
+        tool.compile(onnx_path, os.devnull, batch_size=COST_BATCH,
+                     act_bits=0, emit="mlir",
+                     extra=pins + ["--recompute-relu=false",
+                                   "--memory-timeline", str(path)])
+        svgs[name] = path.read_text()
+    assert max(band_heights(svgs["recompute"], "recomputed activations")) > 1
+    assert max(band_heights(svgs["kept"], "recomputed activations")) == 0
+    assert max(band_heights(svgs["kept"], "saved activations, float32")) > 1
+    assert ">saved codes (K-bit)</text>" in svgs["kept"]

@@ -13,7 +13,7 @@ using namespace mlir::blpa;
 static constexpr BufferCategory kCategories[] = {
     BufferCategory::SavedCodes, BufferCategory::SavedFloat,
     BufferCategory::Activations, BufferCategory::Decoded,
-    BufferCategory::Gradients};
+    BufferCategory::Recomputed, BufferCategory::Gradients};
 
 BufferCategory mlir::blpa::getBufferCategory(const Buffer &buffer) {
   if (buffer.savedActivation)
@@ -22,7 +22,9 @@ BufferCategory mlir::blpa::getBufferCategory(const Buffer &buffer) {
   Operation *def = buffer.root.getDefiningOp();
   if (getPhase(def) != Phase::Backward)
     return BufferCategory::Activations;
-  if (isa<BatchNormDecodeOp, DequantizeOp, BatchNormApplyOp>(def))
+  if (def->hasAttr(kRecomputesAttrName))
+    return BufferCategory::Recomputed;
+  if (isDecoder(def))
     return BufferCategory::Decoded;
   return BufferCategory::Gradients;
 }
@@ -37,6 +39,8 @@ StringRef mlir::blpa::stringifyBufferCategory(BufferCategory category) {
     return "activations";
   case BufferCategory::Decoded:
     return "decoded";
+  case BufferCategory::Recomputed:
+    return "recomputed";
   case BufferCategory::Gradients:
     return "gradients";
   }
@@ -47,13 +51,15 @@ StringRef mlir::blpa::stringifyBufferCategory(BufferCategory category) {
 static StringRef describeCategory(BufferCategory category) {
   switch (category) {
   case BufferCategory::SavedCodes:
-    return "saved activations, packed codes";
+    return "saved codes (K-bit)";
   case BufferCategory::SavedFloat:
     return "saved activations, float32";
   case BufferCategory::Activations:
     return "other activations";
   case BufferCategory::Decoded:
-    return "decoded / recomputed activations";
+    return "decoded activations";
+  case BufferCategory::Recomputed:
+    return "recomputed activations";
   case BufferCategory::Gradients:
     return "gradients";
   }
@@ -512,7 +518,8 @@ static SmallVector<int64_t> sampleOps(const MemoryTimeline &timeline,
 static void writeBands(llvm::raw_ostream &os, const MemoryTimeline &timeline,
                        const Plot &plot) {
   static const char *colors[] = {"#2b8cbe", "#7bccc4", "#fdae6b", "#bcbddc",
-                                 "#e34a33"};
+                                 "#31a354", "#e34a33"};
+  static_assert(std::size(colors) == kNumBufferCategories);
   SmallVector<int64_t> ops = sampleOps(timeline, Plot::width);
   SmallVector<int64_t> below(ops.size(), 0);
   for (BufferCategory c : kCategories) {

@@ -30,15 +30,20 @@ enum class BufferCategory {
   SavedFloat,
   /// Forward values that die in the forward pass.
   Activations,
-  /// Decoded or recomputed activations in the backward pass.
+  /// Activations decoded from codes in the backward pass (isDecoder).
   Decoded,
+  /// Forward values computed again in the backward pass: results of ops
+  /// with blpa.recomputes (--blpa-recompute's copies, the ReLU outputs
+  /// --blpa-fuse-batch-norm-relu recomputes).
+  Recomputed,
   /// Gradients and other backward values.
   Gradients,
 };
-constexpr unsigned kNumBufferCategories = 5;
+constexpr unsigned kNumBufferCategories = 6;
 
 BufferCategory getBufferCategory(const Buffer &buffer);
-/// "saved_codes", "saved_float32", "activations", "decoded", "gradients".
+/// "saved_codes", "saved_float32", "activations", "decoded", "recomputed",
+/// "gradients".
 llvm::StringRef stringifyBufferCategory(BufferCategory category);
 
 /// Live bytes per category at every op of the planned function.
