@@ -274,6 +274,17 @@ def test_report_predicts_what_each_choice_adds(tmp_path):
             assert entry["gradient_error"] == pytest.approx(
                 errors[(entry["node"], 0, entry["choice"])], rel=1e-6), entry
 
+    # With every node recomputed, the batch norms' copies absorb their
+    # ReLUs' copies (--blpa-fuse-batch-norm-relu) and the fused forward ops
+    # stand for both: every copy's time is in some entry, none twice.
+    everything, ir = compile_with_report(onnx_path, tmp_path / "recompute",
+                                         {"*": "recompute"})
+    seconds, _ = printed_op_seconds(ir)
+    copies = [i for i, op in enumerate(step_ops(ir)) if op["recomputes"]]
+    assert sum(e["predicted_seconds"] for e in everything["saved_tensors"]
+               if e["choice"] == "recompute") == pytest.approx(
+        sum(seconds[i] for i in copies), rel=1e-6)
+
     # Without bn1's codes every difference from the float32 plan is an op
     # some entry accounts for.
     pins = dict(COST_PINS, **{"/bn1/BatchNormalization": "float32"})

@@ -95,9 +95,35 @@ void mlir::blpa::mergeRecomputes(Operation *op, Operation *other) {
   SmallVector<int64_t> ids;
   if (auto ours = op->getAttrOfType<DenseI64ArrayAttr>(kRecomputesAttrName))
     llvm::append_range(ids, ours.asArrayRef());
-  llvm::append_range(ids, theirs.asArrayRef());
+  for (int64_t id : theirs.asArrayRef())
+    if (!llvm::is_contained(ids, id))
+      ids.push_back(id);
   op->setAttr(kRecomputesAttrName,
               DenseI64ArrayAttr::get(op->getContext(), ids));
+}
+
+void mlir::blpa::mergeRecomputeId(Operation *op, Operation *other) {
+  auto theirs = other->getAttrOfType<IntegerAttr>(kRecomputeIdAttrName);
+  if (!theirs)
+    return;
+  auto ours = op->getAttrOfType<IntegerAttr>(kRecomputeIdAttrName);
+  if (!ours) {
+    op->setAttr(kRecomputeIdAttrName, theirs);
+    return;
+  }
+  for (Operation &copy : *op->getBlock()) {
+    auto ids = copy.getAttrOfType<DenseI64ArrayAttr>(kRecomputesAttrName);
+    if (!ids || !llvm::is_contained(ids.asArrayRef(), theirs.getInt()))
+      continue;
+    SmallVector<int64_t> renamed;
+    for (int64_t id : ids.asArrayRef()) {
+      int64_t now = id == theirs.getInt() ? ours.getInt() : id;
+      if (!llvm::is_contained(renamed, now))
+        renamed.push_back(now);
+    }
+    copy.setAttr(kRecomputesAttrName,
+                 DenseI64ArrayAttr::get(op->getContext(), renamed));
+  }
 }
 
 void mlir::blpa::replaceKeepingPhase(Operation *from, Operation *to) {

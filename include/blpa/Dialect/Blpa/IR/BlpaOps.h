@@ -86,6 +86,10 @@ void mergeActivationChoice(Operation *op, Operation *other);
 /// Adds the blpa.recomputes ids of `other` to those of `op` (an op that
 /// now recomputes what `other` did too).
 void mergeRecomputes(Operation *op, Operation *other);
+/// Makes `op` (a forward op that takes over `other`'s work) stand for
+/// `other`'s blpa.recompute_id too: `op` takes it, or, when `op` has one
+/// already, the ops recomputing `other` name `op`'s instead.
+void mergeRecomputeId(Operation *op, Operation *other);
 
 /// Whether `choice` is a value of `blpa.act_choice`.
 bool isActivationChoice(llvm::StringRef choice);
