@@ -199,8 +199,7 @@ static std::optional<CostModel> costModel;
 /// Reads --profile, if given, and checks that it describes `module`'s model
 /// at its batch size.
 static LogicalResult readCostModel(ModuleOp module) {
-  llvm::Expected<CostModel> model =
-      CostModel::forModule(module, profileOption);
+  llvm::Expected<CostModel> model = CostModel::forModule(module, profileOption);
   if (!model)
     return emitError(module.getLoc()) << llvm::toString(model.takeError());
   costModel = std::move(*model);

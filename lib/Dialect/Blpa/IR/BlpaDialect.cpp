@@ -41,8 +41,7 @@ static LogicalResult verifyAttributeKind(Operation *op, NamedAttribute attr) {
              << name << "' must be \"float32\", \"8\", \"4\", \"2\" or "
              << "\"recompute\"";
     ok = true;
-  }
-  else if (name == "blpa.offsets" || name == kRecomputesAttrName)
+  } else if (name == "blpa.offsets" || name == kRecomputesAttrName)
     ok = isa<DenseI64ArrayAttr>(attr.getValue());
   else if (name == kRecomputeIdAttrName)
     ok = isa<IntegerAttr>(attr.getValue());

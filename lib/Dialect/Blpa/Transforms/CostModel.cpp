@@ -325,8 +325,8 @@ double CostModel::gradientError(Value saved, int bits) const {
   unsigned readers = countValueReaders(saved);
   if (readers == 0)
     return 0;
-  return readers * quantizerError(getShape(saved), isKnownNonNegative(saved),
-                                  bits);
+  return readers *
+         quantizerError(getShape(saved), isKnownNonNegative(saved), bits);
 }
 
 double CostModel::gradientErrorOfCodes(Value codes) const {
@@ -355,8 +355,7 @@ double CostModel::gradientErrorOfCodes(Value codes) const {
   int bits = packed.getBits();
   if (bnRelu)
     return readers * batchNormCodesError(bits);
-  return readers *
-         quantizerError(packed.getShape(), scheme == "nonneg", bits);
+  return readers * quantizerError(packed.getShape(), scheme == "nonneg", bits);
 }
 
 PredictedCosts CostModel::predictCosts(func::FuncOp fn,

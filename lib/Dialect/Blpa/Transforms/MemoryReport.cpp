@@ -11,9 +11,9 @@ using namespace mlir;
 using namespace mlir::blpa;
 
 static constexpr BufferCategory kCategories[] = {
-    BufferCategory::SavedCodes, BufferCategory::SavedFloat,
+    BufferCategory::SavedCodes,  BufferCategory::SavedFloat,
     BufferCategory::Activations, BufferCategory::Decoded,
-    BufferCategory::Recomputed, BufferCategory::Gradients};
+    BufferCategory::Recomputed,  BufferCategory::Gradients};
 
 BufferCategory mlir::blpa::getBufferCategory(const Buffer &buffer) {
   if (buffer.savedActivation)
@@ -230,8 +230,8 @@ SmallVector<SavedTensor> mlir::blpa::getSavedTensors(func::FuncOp func,
     // What is recomputed is the op's output; results the copies read
     // instead (a batch norm's statistics) are entries of their own.
     auto choice = op.getAttrOfType<StringAttr>(kActChoiceAttrName);
-    if (choice && choice.getValue() == "recompute" &&
-        op.getNumResults() != 0 && !isReadInBackward(op.getResult(0)))
+    if (choice && choice.getValue() == "recompute" && op.getNumResults() != 0 &&
+        !isReadInBackward(op.getResult(0)))
       tensors.push_back({&op, Value(), &op,
                          getStoodForShape(op.getResultTypes()[0]), "recompute",
                          0});
@@ -517,8 +517,8 @@ static SmallVector<int64_t> sampleOps(const MemoryTimeline &timeline,
 /// One stacked band per category, bottom to top in kCategories order.
 static void writeBands(llvm::raw_ostream &os, const MemoryTimeline &timeline,
                        const Plot &plot) {
-  static const char *colors[] = {"#2b8cbe", "#7bccc4", "#fdae6b", "#bcbddc",
-                                 "#31a354", "#e34a33"};
+  static const char *colors[] = {"#2b8cbe", "#7bccc4", "#fdae6b",
+                                 "#bcbddc", "#31a354", "#e34a33"};
   static_assert(std::size(colors) == kNumBufferCategories);
   SmallVector<int64_t> ops = sampleOps(timeline, Plot::width);
   SmallVector<int64_t> below(ops.size(), 0);
