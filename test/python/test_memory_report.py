@@ -99,7 +99,7 @@ COST_BATCH = 8
 
 
 def compile_with_report(onnx_path, folder, pins,
-                        before="blpa-lower-to-llvm"):
+                        before="blpa-lower-to-llvm", extra=()):
     """blpa-opt's memory report of the model with `pins`, and its
     @train_step before pass `before` in generic form (by default the planned
     step, which the report describes)."""
@@ -111,6 +111,7 @@ def compile_with_report(onnx_path, folder, pins,
            "--mlir-print-op-generic", "--mlir-print-debuginfo"]
     for node, choice in pins.items():
         cmd += ["--act-policy", "%s=%s" % (node, choice)]
+    cmd += list(extra)
     ir = folder / "step.mlir"
     ir.write_text(tool.run(cmd).stderr)
     return json.loads(report.read_text()), str(ir)
@@ -169,10 +170,13 @@ def step_ops(ir):
     return ops
 
 
-def printed_op_seconds(ir):
-    """--blpa-print-op-costs of `ir`: {op index: seconds} of @train_step,
-    and its total."""
-    out = tool.run([tool.blpa_opt_path(), ir, "--blpa-print-op-costs", "-o",
+def printed_op_seconds(ir, profile=None):
+    """--blpa-print-op-costs of `ir` (calibrated by `profile`): {op index:
+    seconds} of @train_step, and its total."""
+    option = "--blpa-print-op-costs"
+    if profile:
+        option += "=profile=" + profile
+    out = tool.run([tool.blpa_opt_path(), ir, option, "-o",
                     os.devnull]).stdout
     seconds = {int(i): float(s) for i, s in re.findall(
         r"^cost @train_step #(\d+) .* seconds=(\S+)$", out, re.M)}
@@ -329,3 +333,31 @@ def test_timeline_shows_recomputed_values_in_their_own_band(tmp_path):
     assert max(band_heights(svgs["kept"], "recomputed activations")) == 0
     assert max(band_heights(svgs["kept"], "saved activations, float32")) > 1
     assert ">saved codes (K-bit)</text>" in svgs["kept"]
+
+
+def test_report_predictions_follow_the_profile(tmp_path):
+    """With --profile, the report's times are the calibrated model's: each
+    entry's predicted_seconds and the step's are what --blpa-print-op-costs
+    with the same profile gives for the attributed ops, and they differ
+    from the analytical figures."""
+    model = test_models.mixed_cnn(seed=0, image_size=16)
+    onnx_path = models.export(model, str(tmp_path / "model.onnx"))
+    exe = tool.compile(onnx_path, str(tmp_path / "exe"),
+                       batch_size=COST_BATCH)
+    profile = str(tmp_path / "profile.json")
+    tool.run([exe, "--synthetic", "--steps", 3, "--lr", 0.01,
+              "--profile", profile])
+    report, ir = compile_with_report(onnx_path, tmp_path / "calibrated",
+                                     COST_PINS, extra=["--profile", profile])
+    analytical, _ = compile_with_report(onnx_path, tmp_path / "analytical",
+                                        COST_PINS)
+    seconds, total = printed_op_seconds(ir, profile)
+    assert report["predicted_step_seconds"] == pytest.approx(total, rel=1e-6)
+    assert report["predicted_step_seconds"] != pytest.approx(
+        analytical["predicted_step_seconds"], rel=1e-3)
+    expected = added_seconds_by_tensor(step_ops(ir), seconds)
+    for entry in report["saved_tensors"]:
+        if entry["choice"] != "float32":
+            assert entry["predicted_seconds"] == pytest.approx(
+                expected[(entry["choice"], repr(entry["shape"]))], rel=1e-6,
+                abs=1e-15), entry
