@@ -79,6 +79,9 @@ def BlpaRecompute : Pass<"blpa-recompute", "ModuleOp"> {
     any other forward value directly: that value is then a saved activation
     with its own choice (kept, or K-bit codes that the compress pass adds).
     An op with side effects, or outside the blpa dialect, is refused.
+    The recomputed op gets `blpa.recompute_id = N` and each op of its copy
+    `blpa.recomputes = array<i64: N>`, so that the memory report can tell
+    which copy's time each choice adds.
 
     One copy serves every backward reader (it lives from the first to the
     last); with `copy-per-reader`, each backward reader gets its own copy,
