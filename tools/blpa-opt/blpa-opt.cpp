@@ -212,14 +212,9 @@ static std::optional<CostModel> costModel;
 /// Reads --profile, if given, and checks that it describes `module`'s model
 /// at its batch size.
 static LogicalResult readCostModel(ModuleOp module) {
-  if (profileOption.empty()) {
-    costModel.emplace();
-    return success();
-  }
-  llvm::Expected<CostModel> model = CostModel::fromProfile(profileOption);
-  llvm::Error error = model ? model->checkModule(module) : model.takeError();
-  if (error)
-    return emitError(module.getLoc()) << llvm::toString(std::move(error));
+  llvm::Expected<CostModel> model = CostModel::forModule(module, profileOption);
+  if (!model)
+    return emitError(module.getLoc()) << llvm::toString(model.takeError());
   costModel = std::move(*model);
   return success();
 }
@@ -458,6 +453,8 @@ static void buildTailPipeline(PassManager &pm, int bits, bool withChoices,
     planOptions.reportFile = memoryReport;
     planOptions.print = printMemory;
     planOptions.timelineFile = memoryTimeline;
+    // The report's predicted times use the model the solver used.
+    planOptions.profile = profileOption;
   }
   pm.addPass(createBlpaPlanMemory(planOptions));
   // A wrong plan would silently corrupt training, so every plan is checked
