@@ -99,6 +99,11 @@ static cl::opt<std::string> preferOption(
              "tensor goes below 8 bits)"),
     cl::value_desc("speed|exactness"), cl::init("speed"),
     cl::cat(compileCategory));
+static cl::opt<bool> noBudgetRecompute(
+    "no-budget-recompute",
+    cl::desc("With --act-bits auto: choose only between float32 and codes, "
+             "never recomputation"),
+    cl::init(false), cl::cat(compileCategory));
 static cl::opt<bool> printBudgetSearch(
     "print-budget-search",
     cl::desc("With --act-bits auto: print each plan the budget solver "
@@ -586,8 +591,11 @@ static LogicalResult solveForLimit(MLIRContext &context, ModuleOp module) {
   options.minBits = minActBits;
   options.preferExactness = preferOption == "exactness";
   options.exhaustive = budgetSearch == "exhaustive";
+  options.allowRecompute = !noBudgetRecompute;
   if (options.exhaustive &&
-      std::pow(double(getCandidateChoices(minActBits, true).size() + 1),
+      std::pow(double(getCandidateChoices(minActBits, options.allowRecompute)
+                          .size() +
+                      1),
                double(nodes.size())) > double(options.maxExhaustivePlans))
     return module.emitError(llvm::formatv(
         "--budget-search exhaustive: {0} nodes to decide is more than {1} "
