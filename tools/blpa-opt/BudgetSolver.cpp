@@ -155,6 +155,8 @@ FailureOr<CandidateFigures> Search::compile(const NodeChoices &choices) {
   return it->second;
 }
 
+static int getApproximation(const NodeChoices &choices);
+
 Score Search::score(const NodeChoices &choices,
                     const CandidateFigures &figures) const {
   Score result;
@@ -167,9 +169,27 @@ Score Search::score(const NodeChoices &choices,
   for (const auto &entry : figures.secondsByNode)
     result.seconds += std::max(
         0.0, entry.second - exact.secondsByNode.lookup(entry.first()));
-  for (const auto &entry : choices)
-    result.approximation += getApproximation(entry.second);
+  result.approximation = getApproximation(choices);
   return result;
+}
+
+/// Sum of getApproximation over a plan's nodes, where a recomputed node
+/// counts one step worse than the plan's narrowest codes: it may be
+/// recomputed from a coded checkpoint, and then a recomputed ReLU's mask
+/// flips wherever the decoded input lies within a step of zero (a small
+/// pre-activation ResNet: 1 - cos 0.0040 at uniform 8 bits, 0.095 with
+/// every block recomputed from 8-bit checkpoints; docs/design.md).
+static int getApproximation(const NodeChoices &choices) {
+  int narrowest = 0, recomputed = 0, sum = 0;
+  for (const auto &entry : choices) {
+    if (entry.second == "recompute") {
+      ++recomputed;
+      continue;
+    }
+    narrowest = std::max(narrowest, getApproximation(entry.second));
+    sum += getApproximation(entry.second);
+  }
+  return sum + recomputed * (narrowest == 0 ? 0 : narrowest + 1);
 }
 
 /// `a` ranks before `b`: by precision group, then by charged time in steps

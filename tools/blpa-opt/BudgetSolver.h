@@ -76,8 +76,9 @@ struct BudgetSolution {
   /// what its choice adds over float32, never credited a predicted saving.
   double chargedSeconds = 0;
   /// Its rank: the charged time in steps of 2% of the unconstrained step
-  /// above it, then the approximation (over the nodes: 0 for float32 and
-  /// recompute, 1, 2, 3 for 8, 4, 2 bits), least first.
+  /// above it, then the approximation (over the nodes: 0 for float32, 1,
+  /// 2, 3 for 8, 4, 2 bits, and for recompute one more than the plan's
+  /// narrowest codes, 0 without codes), least first.
   int64_t timeStep = 0;
   int approximation = 0;
   /// The plan with every node float32 (the unconstrained one).
