@@ -15,19 +15,22 @@ few steps, a smoke run of a few minutes):
   node of the block before its residual Add; the Add and what follows it in
   the block keep the uniform width: the block's output is the checkpoint
   the next recomputed block starts from). For each: the planned total (the
-  memory report's `total_bytes`), the peak RSS, median and fastest step of
-  one training process, and the whole-gradient cosine of `--check-step`
+  memory report's `total_bytes`), the peak RSS and step time of one
+  training process, and the whole-gradient cosine of `--check-step`
   against the exact plan's on one fixed batch (`--seed`).
 - **Budgets**: `--budgets` limits evenly spaced from the smallest feasible
   plan to the exact plan's total. The smallest is what `blpa-opt --act-bits
   auto --min-act-bits 2 --memory-limit 1` names when it refuses (rounded up
   to its printed precision, 0.01 of the unit). Per budget, our executable
-  (`--memory-limit B --min-act-bits 2`) and the fastest frontier
-  configuration whose planned total fits B (by its fastest step, which
-  load on a shared machine disturbs least) train alternately, `--rounds`
-  processes each; each process's figure is its median step after
-  `--warmup` dropped steps, each side's the median of its processes, its
-  spread (max - min) / median of its processes.
+  (`--memory-limit B --min-act-bits 2`, with `--profile` of the exact
+  plan's training run unless `--no-calibrate`) and the fastest frontier
+  configuration whose planned total fits B train alternately, `--rounds`
+  processes each.
+- **Step time**: a process's figure is its fastest step after `--warmup`
+  dropped steps (`--step-statistic median`: its median; on a shared
+  machine other load stretches some steps many times over, never shortens
+  one), a side's the median of its processes', its spread (max - min) /
+  median of them.
 - **Checks**, printed per budget, never asserted: the planned total is at
   most B; our RSS less our planned total is at most the executable's fixed
   overhead, measured once per model as the largest RSS less planned total
@@ -110,6 +113,14 @@ def recompute_pins(blocks, k):
     return pins
 
 
+def ordinal(k):
+    """'' for 1, else '2nd ', '4th ', '32nd ' ..."""
+    if k == 1:
+        return ""
+    suffix = {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
+    return "%d%s " % (k, "th" if k % 100 in (11, 12, 13) else suffix)
+
+
 def frontier_configs(blocks):
     """(label, bits, blpa-opt flags) of every uniform configuration."""
     ks = [None] + [1 << i for i in range(len(blocks).bit_length())
@@ -120,11 +131,10 @@ def frontier_configs(blocks):
             label = "exact" if bits == 0 else "%d-bit" % bits
             flags = ["--act-bits", bits]
             if k is not None:
-                label += ", every block" if k == 1 else ", every %dth block" % k
+                label += ", every %sblock" % ordinal(k)
                 flags += [a for pin in recompute_pins(blocks, k)
                           for a in ("--act-policy", pin)]
-            configs.append((label.replace("every 2th", "every 2nd"), bits,
-                            flags))
+            configs.append((label, bits, flags))
     return configs
 
 
@@ -143,8 +153,8 @@ def compile_plan(onnx_path, exe, batch, flags):
 
 def train_once(exe, args, workdir):
     """One training process (synthetic data) under memory_child.py maxrss:
-    (peak RSS in bytes, median and fastest step ms after the warm-up
-    steps)."""
+    (peak RSS in bytes, the --step-statistic of its step times in ms after
+    the warm-up steps)."""
     log = os.path.join(workdir, "log.jsonl")
     if os.path.exists(log):
         os.remove(log)
@@ -153,7 +163,9 @@ def train_once(exe, args, workdir):
          0.01, "--momentum", 0.9, "--threads", args.threads, "--log", log],
         workdir)
     ms = [r["step_ms"] for r in tool.read_log(log) if "step" in r]
-    return peak, statistics.median(ms[args.warmup:]), min(ms[args.warmup:])
+    timed = ms[args.warmup:]
+    return peak, (min(timed) if args.step_statistic == "fastest" else
+                  statistics.median(timed))
 
 
 def whole_cosine(grads, reference):
@@ -180,8 +192,15 @@ class Model:
         self.x = rng.standard_normal(
             (case.batch, 3, case.size, case.size)).astype(np.float32)
         self.y = rng.integers(0, 10, case.batch).astype(np.int64)
-        self.exact_grads = self.gradients(self.plan("exact", ["--act-bits",
-                                                              0]))
+        exact = self.plan("exact", ["--act-bits", 0])
+        self.exact_grads = self.gradients(exact)
+        self.solver_flags = ["--min-act-bits", 2]
+        if args.calibrate:
+            profile = os.path.join(workdir, "profile.json")
+            tool.run([exact["exe"], "--synthetic", "--steps",
+                      args.warmup + args.steps, "--lr", 0.01, "--threads",
+                      args.threads, "--profile", profile])
+            self.solver_flags += ["--profile", profile]
 
     def plan(self, name, flags):
         """Compiles plan `name`: {exe, report, stderr, planned}."""
@@ -225,7 +244,7 @@ def frontier_point(model, name, flags):
     """A frontier configuration's plan, with one training run's peak RSS
     and step time and its cosine."""
     plan = model.plan(name, flags)
-    plan["rss"], plan["ms"], plan["fastest"] = model.train(plan)
+    plan["rss"], plan["ms"] = model.train(plan)
     plan["cos"] = model.cosine(plan)
     return plan
 
@@ -247,8 +266,8 @@ def smallest_feasible(model):
     floor), in bytes, rounded up to the precision blpa-opt prints."""
     proc = tool.run([tool.blpa_opt_path(), model.onnx, "--train",
                      "--batch-size", model.case.batch, "--act-bits", "auto",
-                     "--min-act-bits", 2, "--memory-limit", 1, "--emit",
-                     "mlir", "-o", os.devnull], check=False)
+                     "--memory-limit", 1] + model.solver_flags
+                    + ["--emit", "mlir", "-o", os.devnull], check=False)
     found = SMALLEST.search(proc.stderr)
     if proc.returncode == 0 or not found:
         raise Failed("blpa-opt --memory-limit 1 did not name its smallest "
@@ -267,18 +286,18 @@ def budgets(low, high, count):
 
 def alternate(model, plans):
     """Trains the plans in turn, --rounds times: per plan, its runs' peak
-    RSS (bytes) and median step ms."""
+    RSS (bytes) and step figures (ms)."""
     runs = [([], []) for _ in plans]
     for _ in range(model.args.rounds):
         for plan, (rss, ms) in zip(plans, runs):
-            peak, median, _ = model.train(plan)
+            peak, step = model.train(plan)
             rss.append(peak)
-            ms.append(median)
+            ms.append(step)
     return runs
 
 
 def timing(ms):
-    """(median, spread = (max - min) / median) of per-process medians."""
+    """(median, spread = (max - min) / median) of per-process figures."""
     median = statistics.median(ms)
     return median, (max(ms) - min(ms)) / median
 
@@ -295,11 +314,11 @@ def compare_at(model, index, budget, frontier, overhead):
     """One budget: our plan and the fastest fitting frontier configuration,
     timed alternately; the figures and the four checks."""
     ours = model.plan("budget%d" % index,
-                      ["--memory-limit", budget, "--min-act-bits", 2])
+                      ["--memory-limit", budget] + model.solver_flags)
     ours["cos"] = model.cosine(ours)
     fitting = [p for _, p in frontier
                if isinstance(p, dict) and p["planned"] <= budget]
-    theirs = min(fitting, key=lambda p: p["fastest"]) if fitting else None
+    theirs = min(fitting, key=lambda p: p["ms"]) if fitting else None
     runs = alternate(model, [ours] + ([theirs] if theirs else []))
     row = {"budget": budget, "ours": ours, "theirs": theirs,
            "excess": max(runs[0][0]) - ours["planned"],
@@ -332,17 +351,15 @@ def verdict(checks, name):
 
 def frontier_table(frontier):
     lines = ["| configuration | planned MiB | peak RSS MiB "
-             "| RSS - planned MiB | ms/step | fastest step ms "
-             "| 1 - cosine |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| RSS - planned MiB | ms/step | 1 - cosine |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for label, p in frontier:
         if isinstance(p, str):
-            lines.append("| %s | %s | | | | | |" % (label, p))
+            lines.append("| %s | %s | | | | |" % (label, p))
             continue
-        lines.append("| %s | %s | %s | %s | %.1f | %.1f | %s |" % (
+        lines.append("| %s | %s | %s | %s | %.1f | %s |" % (
             label, mib(p["planned"]), mib(p["rss"]),
-            mib(p["rss"] - p["planned"]), p["ms"], p["fastest"],
-            one_minus(p["cos"])))
+            mib(p["rss"] - p["planned"]), p["ms"], one_minus(p["cos"])))
     return lines
 
 
@@ -582,8 +599,7 @@ def model_report(case, frontier, overhead, low, rows, svg_path):
         "smallest %s MiB)." % (mib(overhead[0]), overhead[2],
                                mib(overhead[1])),
         smallest_line(low, frontier), "",
-        "Uniform frontier (one training process each; the budgets pick "
-        "the fitting configuration of the fastest step):", ""] + \
+        "Uniform frontier (one training process each):", ""] + \
         frontier_table(frontier) + [
         "", "Budgets (ours and the fastest fitting uniform configuration "
         "trained alternately):", ""] + budget_table(rows) + [
@@ -595,12 +611,14 @@ def print_header(args):
     command = shlex.join([sys.executable] + sys.argv)
     if os.environ.get("PYTHONPATH"):
         command = "PYTHONPATH=%s %s" % (os.environ["PYTHONPATH"], command)
-    print("date: %s, machine: %s, %d cores, %d threads; per process %d "
-          "timed steps after %d dropped, synthetic data; %d alternate "
-          "processes per side per budget; gradients on one fixed batch "
-          "(seed %d); MiB = 2^20 bytes" % (
+    print("date: %s, machine: %s, %d cores, %d threads; ms/step: a "
+          "process's %s step of %d after %d dropped, synthetic data; %d "
+          "alternate processes per side per budget; solver %s; gradients "
+          "on one fixed batch (seed %d); MiB = 2^20 bytes" % (
               datetime.date.today(), cpu_name(), usable_cores(),
-              args.threads, args.steps, args.warmup, args.rounds,
+              args.threads, args.step_statistic, args.steps, args.warmup,
+              args.rounds, "calibrated by the exact plan's --profile"
+              if args.calibrate else "uncalibrated (analytical costs)",
               args.seed))
     print("command: %s" % command)
     print()
@@ -627,6 +645,13 @@ def parse_args():
                         help="alternate processes per side per budget "
                              "(default 3)")
     parser.add_argument("--threads", type=int, default=usable_cores())
+    parser.add_argument("--step-statistic", choices=("fastest", "median"),
+                        default="fastest",
+                        help="a process's figure: its fastest step (least "
+                             "disturbed by other load) or its median")
+    parser.add_argument("--calibrate", action=argparse.BooleanOptionalAction,
+                        default=True,
+                        help="give the solver the exact plan's --profile")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the fixed batch the cosines use")
     parser.add_argument("--svg-dir", default=os.path.join(BENCH, "..",
