@@ -52,7 +52,6 @@ import json
 import math
 import os
 import re
-import shlex
 import statistics
 import sys
 import tempfile
@@ -66,7 +65,8 @@ sys.path.insert(0, BENCH)
 sys.path.insert(0, os.path.join(BENCH, "..", "python"))
 from blpa import models, tool  # noqa: E402
 from cpu_step import cpu_name, usable_cores  # noqa: E402
-from memory import Failed, attempt, error_line, run_measured  # noqa: E402
+from memory import (Failed, attempt, command_line, error_line,  # noqa: E402
+                    run_measured)
 import memory_child  # noqa: E402
 
 MiB = float(1 << 20)
@@ -179,6 +179,14 @@ def whole_cosine(grads, reference):
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
+def solver_flags(args, profile):
+    """blpa-opt's flags for the solver besides --memory-limit."""
+    flags = ["--min-act-bits", 2]
+    if args.prefer:
+        flags += ["--prefer", args.prefer]
+    return flags + (["--profile", profile] if profile else [])
+
+
 class Model:
     """One model's exported graph, its fixed batch and the exact plan's
     gradients on it; compiles and measures plans in `workdir`."""
@@ -194,13 +202,13 @@ class Model:
         self.y = rng.integers(0, 10, case.batch).astype(np.int64)
         exact = self.plan("exact", ["--act-bits", 0])
         self.exact_grads = self.gradients(exact)
-        self.solver_flags = ["--min-act-bits", 2]
+        profile = None
         if args.calibrate:
             profile = os.path.join(workdir, "profile.json")
             tool.run([exact["exe"], "--synthetic", "--steps",
                       args.warmup + args.steps, "--lr", 0.01, "--threads",
                       args.threads, "--profile", profile])
-            self.solver_flags += ["--profile", profile]
+        self.solver_flags = solver_flags(args, profile)
 
     def plan(self, name, flags):
         """Compiles plan `name`: {exe, report, stderr, planned}."""
@@ -232,11 +240,11 @@ def measure_frontier(model):
     points = []
     blocks = residual_blocks(model.onnx)
     for i, (label, bits, flags) in enumerate(frontier_configs(blocks)):
-        progress("  frontier: %s" % label)
         point = attempt(frontier_point, model, "frontier%d" % i, flags)
         if isinstance(point, dict):
             point.update(label=label, bits=bits)
         points.append((label, point))
+        progress(frontier_row(label, point))
     return points
 
 
@@ -349,24 +357,27 @@ def verdict(checks, name):
     return "PASS" if checks[name] else "FAIL"
 
 
+def frontier_row(label, p):
+    if isinstance(p, str):
+        return "| %s | %s | | | | |" % (label, p)
+    return "| %s | %s | %s | %s | %.1f | %s |" % (
+        label, mib(p["planned"]), mib(p["rss"]), mib(p["rss"] - p["planned"]),
+        p["ms"], one_minus(p["cos"]))
+
+
 def frontier_table(frontier):
-    lines = ["| configuration | planned MiB | peak RSS MiB "
-             "| RSS - planned MiB | ms/step | 1 - cosine |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    for label, p in frontier:
-        if isinstance(p, str):
-            lines.append("| %s | %s | | | | |" % (label, p))
-            continue
-        lines.append("| %s | %s | %s | %s | %.1f | %s |" % (
-            label, mib(p["planned"]), mib(p["rss"]),
-            mib(p["rss"] - p["planned"]), p["ms"], one_minus(p["cos"])))
-    return lines
+    return ["| configuration | planned MiB | peak RSS MiB "
+            "| RSS - planned MiB | ms/step | 1 - cosine |",
+            "| --- | --- | --- | --- | --- | --- |"] + [
+                frontier_row(label, p) for label, p in frontier]
 
 
 CHECKS = ("plan", "rss", "time", "cosine")
 
 
-def budget_row(row):
+def budget_row(budget, row):
+    if isinstance(row, str):
+        return "| %s | %s |%s" % (mib(budget), row, " |" * 14)
     ours, theirs = row["ours"], row["theirs"]
     choices, plans, seconds = solver_summary(ours["stderr"])
     cells = [mib(row["budget"]), mib(ours["planned"]), choices,
@@ -393,12 +404,7 @@ def budget_table(rows):
              "| its 1 - cosine | time ours / uniform | planned <= budget "
              "| RSS - planned <= overhead | time | cosine |",
              "| " + " | ".join(["---"] * 16) + " |"]
-    for budget, row in rows:
-        if isinstance(row, str):
-            lines.append("| %s | %s |%s" % (mib(budget), row, " |" * 14))
-        else:
-            lines.append(budget_row(row))
-    return lines
+    return lines + [budget_row(budget, row) for budget, row in rows]
 
 
 def check_summary(rows):
@@ -417,7 +423,11 @@ def check_summary(rows):
 # The plot: frontier points coloured by width, filled without recompute.
 COLOURS = {0: "#333333", 8: "#1f77b4", 4: "#2ca02c", 2: "#d62728"}
 OURS_COLOUR = "#ff7f0e"
-WIDTH, PANEL_HEIGHT, LEFT, RIGHT, TOP, GAP = 760, 240, 70, 190, 40, 50
+WIDTH, PANEL_HEIGHT, LEFT, RIGHT, TOP, GAP = 780, 240, 70, 210, 40, 50
+LINES = {"ours": ('stroke="%s" stroke-width="2"' % OURS_COLOUR,
+                  "ours (--memory-limit)"),
+         "paired": ('stroke="#777" stroke-width="1.5" stroke-dasharray="5,4"',
+                    "fastest uniform that fits")}
 
 
 def nice_ticks(low, high, count=5):
@@ -466,12 +476,17 @@ class Panel:
                    '"rotate(-90 16 %d)">%s</text>' % (middle, middle, label))
         return out
 
-    def series(self, ours, frontier):
-        """Ours as a line with dots over (budget, value); the frontier's
-        (planned, value, bits, recomputed) as points."""
-        out = ['<polyline fill="none" stroke="%s" stroke-width="2" '
-               'points="%s"/>' % (OURS_COLOUR, " ".join(
-                   "%.1f,%.1f" % (self.x(b), self.y(v)) for b, v in ours))]
+    def line(self, points, style):
+        """A polyline over (budget, value) in one of LINES' styles."""
+        return ['<polyline fill="none" %s points="%s"/>' % (
+            LINES[style][0], " ".join("%.1f,%.1f" % (self.x(b), self.y(v))
+                                      for b, v in points))]
+
+    def series(self, ours, paired, frontier):
+        """Ours as a line with dots over (budget, value), the uniform
+        configuration timed with it at each budget dashed, and the
+        frontier's (planned, value, bits, recomputed) as points."""
+        out = self.line(paired, "paired") + self.line(ours, "ours")
         out += ['<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>'
                 % (self.x(b), self.y(v), OURS_COLOUR) for b, v in ours]
         for planned, value, bits, recomputed in frontier:
@@ -485,15 +500,17 @@ class Panel:
 def legend(top):
     """The legend right of the first panel."""
     x = WIDTH - RIGHT + 15
-    out = ['<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" '
-           'stroke-width="2"/>' % (x, top + 10, x + 20, top + 10, OURS_COLOUR),
-           '<text x="%d" y="%d">ours (--memory-limit)</text>'
-           % (x + 25, top + 14)]
+    out = []
+    for i, (style, text) in enumerate(LINES.values()):
+        ypos = top + 10 + 18 * i
+        out.append('<line x1="%d" y1="%d" x2="%d" y2="%d" %s/>'
+                   % (x, ypos, x + 20, ypos, style))
+        out.append('<text x="%d" y="%d">%s</text>' % (x + 25, ypos + 4, text))
     entries = [(COLOURS[b], COLOURS[b], "uniform exact" if b == 0 else
                 "uniform %d-bit" % b) for b in BITS]
     entries.append(("#333333", "white", "blocks recomputed"))
     for i, (stroke, fill, text) in enumerate(entries):
-        ypos = top + 32 + 18 * i
+        ypos = top + 50 + 18 * i
         out.append('<circle cx="%d" cy="%d" r="4" stroke="%s" fill="%s"/>'
                    % (x + 10, ypos, stroke, fill))
         out.append('<text x="%d" y="%d">%s</text>' % (x + 25, ypos + 4, text))
@@ -509,7 +526,8 @@ def svg_plot(title, rows, frontier):
     xs = [b for b, _ in ran] + [p["planned"] / MiB for p in points]
     pad = 0.04 * (max(xs) - min(xs) or 1)
     xrange_ = (min(xs) - pad, max(xs) + pad)
-    ms = [r["ours_ms"][0] for _, r in ran] + [p["ms"] for p in points]
+    ms = [r["ours_ms"][0] for _, r in ran] + [p["ms"] for p in points] + [
+        r["theirs_ms"][0] for _, r in ran if r["theirs"]]
     time = Panel(TOP, xrange_, (0, 1.1 * max(ms)), False)
     errors = [1 - r["ours"]["cos"] for _, r in ran] + [
         1 - p["cos"] for p in points]
@@ -529,12 +547,15 @@ def svg_plot(title, rows, frontier):
                       lambda v: "exact" if v == floor else "1e%d"
                       % round(math.log10(v)))
     recomputed = ["every" in p["label"] for p in points]
+    paired = [(b, r) for b, r in ran if r["theirs"]]
     out += time.series(
         [(b, r["ours_ms"][0]) for b, r in ran],
+        [(b, r["theirs_ms"][0]) for b, r in paired],
         [(p["planned"] / MiB, p["ms"], p["bits"], rec)
          for p, rec in zip(points, recomputed)])
     out += error.series(
         [(b, max(floor, 1 - r["ours"]["cos"])) for b, r in ran],
+        [(b, max(floor, 1 - r["theirs"]["cos"])) for b, r in paired],
         [(p["planned"] / MiB, max(floor, 1 - p["cos"]), p["bits"], rec)
          for p, rec in zip(points, recomputed)])
     out += legend(TOP)
@@ -559,12 +580,14 @@ def bench_model(key, args):
         low = attempt(smallest_feasible, model)
         if isinstance(low, str):
             return ["%s: %s" % (case.name, low)]
+        progress("fixed overhead %s MiB; smallest feasible plan %s MiB" % (
+            mib(overhead[0]), mib(low)))
         rows = []
         for i, budget in enumerate(budgets(low, exact["planned"],
                                            args.budgets)):
-            progress("  budget %s MiB" % mib(budget))
             rows.append((budget, attempt(compare_at, model, i, budget,
                                          frontier, overhead[0])))
+            progress(budget_row(*rows[-1]))
     path = os.path.join(args.svg_dir, "budget-%s.svg" % key)
     with open(path, "w") as f:
         f.write(svg_plot("%s, %dx%d, batch %d" % (
@@ -608,19 +631,16 @@ def model_report(case, frontier, overhead, low, rows, svg_path):
 
 
 def print_header(args):
-    command = shlex.join([sys.executable] + sys.argv)
-    if os.environ.get("PYTHONPATH"):
-        command = "PYTHONPATH=%s %s" % (os.environ["PYTHONPATH"], command)
     print("date: %s, machine: %s, %d cores, %d threads; ms/step: a "
           "process's %s step of %d after %d dropped, synthetic data; %d "
-          "alternate processes per side per budget; solver %s; gradients "
+          "alternate processes per side per budget; solver: %s; gradients "
           "on one fixed batch (seed %d); MiB = 2^20 bytes" % (
               datetime.date.today(), cpu_name(), usable_cores(),
               args.threads, args.step_statistic, args.steps, args.warmup,
-              args.rounds, "calibrated by the exact plan's --profile"
-              if args.calibrate else "uncalibrated (analytical costs)",
+              args.rounds, " ".join(map(str, solver_flags(
+                  args, "EXACT-PLAN.json" if args.calibrate else None))),
               args.seed))
-    print("command: %s" % command)
+    print("command: %s" % command_line())
     print()
 
 
@@ -649,6 +669,8 @@ def parse_args():
                         default="fastest",
                         help="a process's figure: its fastest step (least "
                              "disturbed by other load) or its median")
+    parser.add_argument("--prefer", choices=("speed", "exactness"),
+                        help="passed to the solver (default: its own)")
     parser.add_argument("--calibrate", action=argparse.BooleanOptionalAction,
                         default=True,
                         help="give the solver the exact plan's --profile")

@@ -121,17 +121,20 @@ def plan(planned, ms, cos, bits=4, label="4-bit"):
 
 
 def test_svg_plot_draws_every_point_inside_its_panel():
-    """Well-formed SVG; ours twice (time, cosine), every frontier point
-    twice, an exact cosine on the panel's floor, all inside the frame."""
+    """Well-formed SVG; ours twice (time, cosine), the uniform plan timed
+    with it where there is one, every frontier point twice, an exact
+    cosine on the panel's floor, all inside the frame."""
     mib = budget.MiB
     frontier = [("exact", plan(40 * mib, 100.0, 1.0, 0, "exact")),
                 ("2-bit", plan(10 * mib, 120.0, 0.98, 2, "2-bit")),
                 ("4-bit, every block", plan(12 * mib, 150.0, 0.9, 4,
                                             "4-bit, every block")),
                 ("8-bit", "blpa-opt: failed")]
-    rows = [(b * mib, {"ours": plan(b * mib, ms, cos), "ours_ms": (ms, 0.1)})
+    rows = [(b * mib, {"ours": plan(b * mib, ms, cos), "ours_ms": (ms, 0.1),
+                       "theirs": None})
             for b, ms, cos in ((11, 110.0, 0.99), (25, 105.0, 0.999),
                                (40, 100.0, 1.0))]
+    rows[1][1].update(theirs=frontier[1][1], theirs_ms=(300.0, 0.2))
     rows.append((30 * mib, "blpa-opt: no plan fits"))
     svg = budget.svg_plot("test", rows, frontier)
     dom = xml.dom.minidom.parseString(svg)
@@ -139,7 +142,11 @@ def test_svg_plot_draws_every_point_inside_its_panel():
                for c in dom.getElementsByTagName("circle")]
     plotted = [c for c in circles if c[0] < budget.WIDTH - budget.RIGHT]
     assert len(plotted) == 2 * 3 + 2 * 3
-    for cx, cy in plotted:
+    lines = [[tuple(map(float, xy.split(","))) for xy in
+              line.getAttribute("points").split()]
+             for line in dom.getElementsByTagName("polyline")]
+    assert sorted(map(len, lines)) == [1, 1, 3, 3]  # paired, ours; 2 panels
+    for cx, cy in plotted + [xy for line in lines for xy in line]:
         assert budget.LEFT <= cx <= budget.WIDTH - budget.RIGHT
         in_time = budget.TOP <= cy <= budget.TOP + budget.PANEL_HEIGHT
         error_top = budget.TOP + budget.PANEL_HEIGHT + budget.GAP
