@@ -570,20 +570,19 @@ def svg_plot(title, rows, frontier):
     return "\n".join(out) + "\n"
 
 
-def bench_model(key, args):
-    """Measures one model; returns the lines to print."""
-    case = CASES[key]
+def bench_model(case, key, args):
+    """Measures one model; returns the lines to print. Without the exact
+    plan's figures or the smallest feasible plan nothing can be compared:
+    Failed."""
     progress("%s, batch %d:" % (case.name, case.batch))
     with tempfile.TemporaryDirectory() as workdir:
         model = Model(case, args, workdir)
         frontier = measure_frontier(model)
         exact = frontier[0][1]
         if isinstance(exact, str):
-            return ["%s: the exact plan failed: %s" % (case.name, exact)]
+            raise Failed("the exact plan failed: " + exact)
         overhead = fixed_overhead(model, exact, frontier)
-        low = attempt(smallest_feasible, model)
-        if isinstance(low, str):
-            return ["%s: %s" % (case.name, low)]
+        low = smallest_feasible(model)
         progress("fixed overhead %s MiB; smallest feasible plan %s MiB" % (
             mib(overhead[0]), mib(low)))
         rows = []
@@ -703,7 +702,11 @@ def main():
     args = parse_args()
     print_header(args)
     for key in args.models:
-        print("\n".join(bench_model(key, args)), flush=True)
+        case = CASES[key]
+        lines = attempt(bench_model, case, key, args)
+        if isinstance(lines, str):
+            lines = ["### %s" % case.name, "", lines, ""]
+        print("\n".join(lines), flush=True)
 
 
 if __name__ == "__main__":
