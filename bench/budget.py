@@ -26,7 +26,8 @@ few steps, a smoke run of a few minutes):
   plan's training run unless `--no-calibrate`) and the fastest frontier
   configuration whose planned total fits B train alternately, `--rounds`
   processes each.
-- **Step time**: a process's figure is its fastest step after `--warmup`
+- **Step time**: every run uses `--threads` kernel threads (1 by
+  default). A process's figure is its fastest step after `--warmup`
   dropped steps (`--step-statistic median`: its median; on a shared
   machine other load stretches some steps many times over, never shortens
   one), a side's the median of its processes', its spread (max - min) /
@@ -222,7 +223,8 @@ class Model:
     def gradients(self, plan):
         """--check-step's gradients of the plan on the fixed batch."""
         dump = os.path.join(self.workdir, plan["name"] + "-step")
-        return tool.check_step(plan["exe"], self.x, self.y, dump)[1]
+        return tool.check_step(plan["exe"], self.x, self.y, dump,
+                               self.args.threads)[1]
 
     def cosine(self, plan):
         """The plan's whole-gradient cosine against the exact plan's."""
@@ -667,7 +669,13 @@ def parse_args():
     parser.add_argument("--rounds", type=int,
                         help="alternate processes per side per budget "
                              "(default 3)")
-    parser.add_argument("--threads", type=int, default=usable_cores())
+    parser.add_argument("--threads", type=int, default=1,
+                        help="kernel threads of every run (default 1: on a "
+                             "shared machine, threads waiting at OpenMP "
+                             "barriers spin against other processes; "
+                             "ResNet-164's step took 17-34 s at 2 threads "
+                             "against 2.0 s at 1 under a load of 7 on 2 "
+                             "cores)")
     parser.add_argument("--step-statistic", choices=("fastest", "median"),
                         default="fastest",
                         help="a process's figure: its fastest step (least "
