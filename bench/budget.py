@@ -636,7 +636,7 @@ def model_report(case, frontier, overhead, low, rows, svg_path):
 
 
 def print_header(args):
-    print("date: %s, machine: %s, %d cores, %d threads; ms/step: a "
+    print("date: %s, machine: %s, %d cores, kernel threads %d; ms/step: a "
           "process's %s step of %d after %d dropped, synthetic data; %d "
           "alternate processes per side per budget; solver: %s; gradients "
           "on one fixed batch (seed %d); MiB = 2^20 bytes" % (
