@@ -13,8 +13,14 @@
 
 #include "blpa/Dialect/Blpa/IR/BlpaOps.h"
 
+#include "llvm/ADT/StringSet.h"
+
 #include <algorithm>
+#include <cmath>
+#include <optional>
+#include <tuple>
 #include <limits>
+#include <map>
 
 using namespace mlir;
 using namespace mlir::blpa;
@@ -36,13 +42,17 @@ static int getPrecisionGroup(StringRef choice) {
   return choice == "4" ? 1 : choice == "2" ? 2 : 0;
 }
 
-/// The group of a plan's narrowest choice.
-static int getPrecisionGroup(const NodeChoices &choices) {
-  int group = 0;
-  for (const auto &entry : choices)
-    group = std::max(group, getPrecisionGroup(entry.second));
-  return group;
+/// How far a choice is from the exact tensor: 0 for float32 and recompute,
+/// then 1, 2, 3 for 8, 4 and 2 bits.
+static int getApproximation(StringRef choice) {
+  return choice == "8" ? 1 : choice == "4" ? 2 : choice == "2" ? 3 : 0;
 }
+
+/// Charged times are compared in steps of this fraction of the
+/// unconstrained step, and within a step the more exact plan wins: the cost
+/// model does not predict finer than this (docs/design.md, "Cost model"),
+/// and a user would not trade exactness for a smaller gain.
+constexpr double kTimeTolerance = 0.02;
 
 namespace {
 
@@ -56,27 +66,57 @@ struct Move {
   int precisionGroup;
 };
 
+/// What ranks the plans that fit.
+struct Score {
+  /// With --prefer exactness, the group of the narrowest codes; else 0.
+  int precisionGroup = 0;
+  /// Predicted step time, each node charged what its choice adds and never
+  /// credited what the cost model predicts it saves: keeping a tensor
+  /// float32 does the least work, so such a prediction is the model's
+  /// error, and compressing for it would cost accuracy for nothing.
+  double seconds = 0;
+  /// Sum of getApproximation over the nodes.
+  int approximation = 0;
+};
+
 class Search {
 public:
-  Search(ArrayRef<std::string> nodes, EvaluateCandidateFn evaluate,
-         const BudgetOptions &options)
-      : nodes(nodes), evaluate(evaluate), options(options) {}
+  Search(ArrayRef<std::string> nodes, const RecomputeBlocks &blocks,
+         EvaluateCandidateFn evaluate, const BudgetOptions &options)
+      : nodes(nodes), blocks(blocks), evaluate(evaluate), options(options) {}
 
   FailureOr<BudgetSolution> run();
 
 private:
   FailureOr<CandidateFigures> compile(const NodeChoices &choices);
+  Score score(const NodeChoices &choices,
+              const CandidateFigures &figures) const;
+  bool isBetter(const Score &a, const Score &b) const;
+  int64_t getTimeStep(double seconds) const;
   void consider(const NodeChoices &choices, const CandidateFigures &figures);
   LogicalResult rankMoves();
+  NodeChoices getBlockPlan(StringRef width, size_t stride) const;
+  void tryBlockPlans();
   NodeChoices applyPrefix(size_t length) const;
   void bisectPrefix();
   void undoMoves();
+  LogicalResult searchAll();
+  LogicalResult searchRanked();
+  BudgetSolution finish();
+  SmallVector<SmallVector<std::string>> getImprovementUnits() const;
+  void improveBest();
 
   ArrayRef<std::string> nodes;
+  /// Each plan compiled, by its choices (see getKey).
+  std::map<std::string, FailureOr<CandidateFigures>> compiled;
+  /// Per candidate choice and node: the seconds that choice adds to the
+  /// node's ops in the uniform plan, never below 0 (Score::seconds).
+  llvm::StringMap<llvm::StringMap<double>> addedSeconds;
+  const RecomputeBlocks &blocks;
   EvaluateCandidateFn evaluate;
   const BudgetOptions &options;
   BudgetSolution best;
-  int bestGroup = 0;
+  Score bestScore;
   /// The smallest plan seen, for the answer when nothing fits.
   bool hasSmallest = false;
   NodeChoices smallestChoices;
@@ -88,15 +128,70 @@ private:
 
 } // namespace
 
-FailureOr<CandidateFigures> Search::compile(const NodeChoices &choices) {
-  ++best.evaluations;
-  FailureOr<CandidateFigures> figures = evaluate(choices);
-  if (succeeded(figures))
-    consider(choices, *figures);
-  return figures;
+/// "choice;choice;..." in the order of the nodes.
+static std::string getKey(ArrayRef<std::string> nodes,
+                          const NodeChoices &choices) {
+  std::string key;
+  for (const std::string &node : nodes) {
+    auto it = choices.find(node);
+    key += it == choices.end() ? "float32" : it->second;
+    key += ';';
+  }
+  return key;
 }
 
-/// Keeps the fastest fitting candidate, and the smallest of all.
+/// Compiles each plan once: the phases meet some plans again (a block plan
+/// equal to a uniform one, a hill-climbing step back).
+FailureOr<CandidateFigures> Search::compile(const NodeChoices &choices) {
+  auto [it, inserted] = compiled.try_emplace(getKey(nodes, choices),
+                                             failure());
+  if (!inserted)
+    return it->second;
+  ++best.evaluations;
+  it->second = evaluate(choices);
+  if (succeeded(it->second))
+    consider(choices, *it->second);
+  return it->second;
+}
+
+Score Search::score(const NodeChoices &choices,
+                    const CandidateFigures &figures) const {
+  Score result;
+  if (options.preferExactness)
+    for (const auto &entry : choices)
+      result.precisionGroup = std::max(result.precisionGroup,
+                                       getPrecisionGroup(entry.second));
+  const CandidateFigures &exact = best.unconstrained;
+  result.seconds = exact.seconds;
+  for (const auto &entry : figures.secondsByNode)
+    result.seconds += std::max(
+        0.0, entry.second - exact.secondsByNode.lookup(entry.first()));
+  for (const auto &entry : choices)
+    result.approximation += getApproximation(entry.second);
+  return result;
+}
+
+/// `a` ranks before `b`: by precision group, then by charged time in steps
+/// of the tolerance (a total order, unlike "within the tolerance of each
+/// other", so that the search's answer does not depend on the order it
+/// meets plans in), then by approximation, then by time.
+bool Search::isBetter(const Score &a, const Score &b) const {
+  auto key = [&](const Score &score) {
+    return std::make_tuple(score.precisionGroup, getTimeStep(score.seconds),
+                           score.approximation, score.seconds);
+  };
+  return key(a) < key(b);
+}
+
+/// 0 for charged times from the unconstrained step's up to the tolerance
+/// above it, then 1, 2, ... (charged times are never below it).
+int64_t Search::getTimeStep(double seconds) const {
+  double exact = best.unconstrained.seconds;
+  return int64_t(std::floor(std::max(seconds - exact, 0.0) /
+                            (kTimeTolerance * exact)));
+}
+
+/// Keeps the best fitting candidate, and the smallest of all.
 void Search::consider(const NodeChoices &choices,
                       const CandidateFigures &figures) {
   int64_t total = figures.totals.total();
@@ -107,15 +202,16 @@ void Search::consider(const NodeChoices &choices,
   }
   if (total > options.limit)
     return;
-  // With --prefer exactness a plan is better first by its narrowest codes.
-  int group = options.preferExactness ? getPrecisionGroup(choices) : 0;
-  if (!best.fits || group < bestGroup ||
-      (group == bestGroup && figures.seconds < best.figures.seconds)) {
-    bestGroup = group;
-    best.fits = true;
-    best.figures = figures;
-    best.choices = choices;
-  }
+  Score candidate = score(choices, figures);
+  if (best.fits && !isBetter(candidate, bestScore))
+    return;
+  bestScore = candidate;
+  best.fits = true;
+  best.figures = figures;
+  best.choices = choices;
+  best.chargedSeconds = candidate.seconds;
+  best.timeStep = getTimeStep(candidate.seconds);
+  best.approximation = candidate.approximation;
 }
 
 /// Plans every node at each candidate choice, and ranks the moves by bytes
@@ -131,13 +227,22 @@ LogicalResult Search::rankMoves() {
     if (failed(figures))
       return failure();
     int group = getPrecisionGroup(choice);
+    // A move the cost model predicts free is charged a little per step of
+    // approximation, so that where they save alike 8 bits come before 4
+    // and 4 before 2.
+    double approximationSeconds = kTimeTolerance *
+                                  best.unconstrained.seconds /
+                                  std::max<size_t>(nodes.size(), 1);
     for (const std::string &node : nodes) {
       int64_t saved = best.unconstrained.keptBytesByNode.lookup(node) -
                       figures->keptBytesByNode.lookup(node);
       double added = figures->secondsByNode.lookup(node) -
                      best.unconstrained.secondsByNode.lookup(node);
+      addedSeconds[choice][node] = std::max(added, 0.0);
+      double charged = std::max(added, 0.0) +
+                       approximationSeconds * getApproximation(choice) + 1e-12;
       if (saved > 0)
-        moves.push_back({node, choice, saved, std::max(added, 1e-9), group});
+        moves.push_back({node, choice, saved, charged, group});
     }
   }
   bool byPrecision = options.preferExactness;
@@ -149,6 +254,51 @@ LogicalResult Search::rankMoves() {
                             b.savedBytes / b.addedSeconds;
                    });
   return success();
+}
+
+/// Every node at `width`, the nodes inside every `stride`-th block
+/// recomputed.
+NodeChoices Search::getBlockPlan(StringRef width, size_t stride) const {
+  NodeChoices choices;
+  if (width != "float32")
+    for (const std::string &node : nodes)
+      choices[node] = width.str();
+  for (size_t i = 0; i < blocks.size(); i += stride)
+    for (const std::string &node : blocks[i])
+      choices[node] = "recompute";
+  return choices;
+}
+
+/// The structured plans of checkpointing by hand: for each width (float32
+/// and the codes allowed), recomputing every k-th block, k = 1, 2, 4, ...;
+/// per width, the largest k whose plan fits (the fewest recomputed), by
+/// bisection, as fewer blocks recomputed keep more. They seed the answer:
+/// the greedy's per-node estimates miss that a block's recomputed values
+/// are live together in the backward pass.
+void Search::tryBlockPlans() {
+  if (!options.allowRecompute || blocks.empty())
+    return;
+  SmallVector<size_t> strides;
+  for (size_t stride = 1; stride <= blocks.size(); stride *= 2)
+    strides.push_back(stride);
+  SmallVector<std::string> widths{"float32"};
+  for (const std::string &choice :
+       getCandidateChoices(options.minBits, /*allowRecompute=*/false))
+    widths.push_back(choice);
+  for (const std::string &width : widths) {
+    auto fits = [&](size_t i) {
+      FailureOr<CandidateFigures> figures =
+          compile(getBlockPlan(width, strides[i]));
+      return succeeded(figures) && figures->totals.total() <= options.limit;
+    };
+    if (best.evaluations >= options.maxEvaluations || !fits(0))
+      continue;
+    size_t lo = 0, hi = strides.size();
+    while (hi - lo > 1 && best.evaluations < options.maxEvaluations) {
+      size_t mid = lo + (hi - lo) / 2;
+      (fits(mid) ? lo : hi) = mid;
+    }
+  }
 }
 
 /// The choices after the first `length` moves: each node at the move of
@@ -198,7 +348,7 @@ void Search::bisectPrefix() {
 }
 
 /// Undoes the prefix's moves, least efficient first, where the plan still
-/// fits without them and gets faster (the ranking is an estimate: a move
+/// fits without them and ranks no worse (the ranking is an estimate: a move
 /// may not have been needed, or a cheaper one later may do).
 void Search::undoMoves() {
   NodeChoices current = applyPrefix(fittingPrefix);
@@ -213,23 +363,181 @@ void Search::undoMoves() {
     trial.erase(move.node);
     FailureOr<CandidateFigures> figures = compile(trial);
     if (succeeded(figures) && figures->totals.total() <= options.limit &&
-        figures->seconds <= best.figures.seconds)
+        !isBetter(bestScore, score(trial, *figures)))
       current = std::move(trial);
   }
 }
 
+/// One step more exact: 2 -> 4 -> 8 -> float32, recompute -> float32.
+static std::optional<std::string> getMoreExact(StringRef choice) {
+  if (choice == "2")
+    return std::string("4");
+  if (choice == "4")
+    return std::string("8");
+  return std::nullopt; // 8 and recompute become float32
+}
+
+/// What the improvement raises together: each node where the search can
+/// afford a plan per node, else each block of nodes (and the nodes outside
+/// blocks one by one), as a block's nodes share their recomputed values.
+SmallVector<SmallVector<std::string>> Search::getImprovementUnits() const {
+  SmallVector<SmallVector<std::string>> units;
+  if (2 * nodes.size() <= size_t(options.maxEvaluations) || blocks.empty()) {
+    for (const std::string &node : nodes)
+      units.push_back({node});
+    return units;
+  }
+  llvm::StringSet<> inBlocks;
+  for (const SmallVector<std::string> &block : blocks) {
+    units.push_back(block);
+    for (const std::string &node : block)
+      inBlocks.insert(node);
+  }
+  for (const std::string &node : nodes)
+    if (!inBlocks.contains(node))
+      units.push_back({node});
+  return units;
+}
+
+/// Hill climbing from the best plan: each unit in turn made one step more
+/// exact, kept where the plan still fits and ranks better; passes repeat
+/// while one improves, within the evaluation bound. The greedy phases
+/// overshoot (a uniform plan codes every node alike), and this takes back
+/// what the budget did not need.
+void Search::improveBest() {
+  if (!best.fits)
+    return;
+  SmallVector<SmallVector<std::string>> units = getImprovementUnits();
+  for (bool improved = true; improved;) {
+    improved = false;
+    for (const SmallVector<std::string> &unit : units) {
+      if (best.evaluations >= options.maxEvaluations)
+        return;
+      NodeChoices trial = best.choices;
+      bool changed = false;
+      for (const std::string &node : unit) {
+        auto it = trial.find(node);
+        if (it == trial.end())
+          continue;
+        changed = true;
+        if (std::optional<std::string> raised = getMoreExact(it->second))
+          it->second = *raised;
+        else
+          trial.erase(it);
+      }
+      if (!changed)
+        continue;
+      NodeChoices before = best.choices;
+      (void)compile(trial);
+      improved |= best.choices != before;
+    }
+  }
+}
+
+/// Combinations the ranked search takes on: it may compile them all where
+/// only the last fit (a few seconds for models this small: 5 nodes with 5
+/// choices, 7 with 4, 9 with 3).
+constexpr double kMaxRankedPlans = 1 << 15;
+
+/// Small models: every combination of choices, ranked by its predicted
+/// score (the seconds each node's choice adds in the uniform plans and its
+/// approximation: choices of different nodes add up), compiled best first
+/// until no later one can rank better. Failure where there are too many
+/// combinations.
+LogicalResult Search::searchRanked() {
+  SmallVector<std::string> choices{"float32"};
+  for (const std::string &choice :
+       getCandidateChoices(options.minBits, options.allowRecompute))
+    choices.push_back(choice);
+  double count = std::pow(double(choices.size()), double(nodes.size()));
+  if (count > kMaxRankedPlans)
+    return failure();
+  auto decode = [&](uint32_t index) {
+    NodeChoices plan;
+    for (const std::string &node : nodes) {
+      if (index % choices.size() != 0)
+        plan[node] = choices[index % choices.size()];
+      index /= choices.size();
+    }
+    return plan;
+  };
+  SmallVector<std::pair<Score, uint32_t>> ranked;
+  for (uint32_t index = 0; index < uint32_t(count); ++index) {
+    NodeChoices plan = decode(index);
+    Score predicted = score(plan, best.unconstrained);
+    for (const auto &entry : plan)
+      predicted.seconds += addedSeconds[entry.second].lookup(entry.first());
+    ranked.push_back({predicted, index});
+  }
+  llvm::stable_sort(ranked, [&](const auto &a, const auto &b) {
+    return isBetter(a.first, b.first);
+  });
+  // Mixing choices only adds costs (a batch norm coded and its ReLU not
+  // no longer fuse), so a compiled plan ranks at best as predicted: once
+  // the next prediction ranks below the best fitting plan compiled, no
+  // later plan can beat it.
+  for (const auto &entry : ranked) {
+    if (best.fits && !isBetter(entry.first, bestScore))
+      break;
+    (void)compile(decode(entry.second));
+  }
+  return success();
+}
+
+/// Every combination of float32 and the candidate choices over the nodes,
+/// in odometer order; ranked as the search ranks its plans.
+LogicalResult Search::searchAll() {
+  SmallVector<std::string> choices{"float32"};
+  for (const std::string &choice :
+       getCandidateChoices(options.minBits, options.allowRecompute))
+    choices.push_back(choice);
+  double plans = std::pow(double(choices.size()), double(nodes.size()));
+  if (plans > double(options.maxExhaustivePlans))
+    return failure();
+  SmallVector<size_t> digits(nodes.size(), 0);
+  while (true) {
+    NodeChoices plan;
+    for (auto [node, digit] : llvm::zip(nodes, digits))
+      if (digit != 0)
+        plan[node] = choices[digit];
+    (void)compile(plan);
+    size_t i = 0;
+    for (; i < digits.size() && ++digits[i] == choices.size(); ++i)
+      digits[i] = 0;
+    if (i == digits.size())
+      return success();
+  }
+}
+
 FailureOr<BudgetSolution> Search::run() {
-  FailureOr<CandidateFigures> unconstrained = compile({});
+  ++best.evaluations;
+  FailureOr<CandidateFigures> unconstrained = evaluate({});
   if (failed(unconstrained))
     return failure();
   best.unconstrained = *unconstrained;
-  if (best.fits)
-    return best;
-  if (failed(rankMoves()))
-    return failure();
-  bisectPrefix();
-  if (fittingPrefix != 0)
-    undoMoves();
+  compiled.try_emplace(getKey(nodes, {}), unconstrained);
+  consider({}, *unconstrained);
+  if (options.exhaustive) {
+    if (failed(searchAll()))
+      return failure();
+  } else {
+    if (best.fits)
+      return best;
+    if (failed(rankMoves()))
+      return failure();
+    if (succeeded(searchRanked()))
+      return finish();
+    tryBlockPlans();
+    bisectPrefix();
+    if (fittingPrefix != 0)
+      undoMoves();
+    improveBest();
+  }
+  return finish();
+}
+
+/// The answer: the best fitting plan, else the smallest found.
+BudgetSolution Search::finish() {
   if (!best.fits) {
     best.choices = smallestChoices;
     best.figures = smallest;
@@ -239,7 +547,8 @@ FailureOr<BudgetSolution> Search::run() {
 
 FailureOr<BudgetSolution>
 mlir::blpa::solveBudget(ArrayRef<std::string> nodes,
+                        const RecomputeBlocks &blocks,
                         EvaluateCandidateFn evaluate,
                         const BudgetOptions &options) {
-  return Search(nodes, evaluate, options).run();
+  return Search(nodes, blocks, evaluate, options).run();
 }

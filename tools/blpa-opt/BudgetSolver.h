@@ -29,6 +29,13 @@ namespace blpa {
 /// A choice per decided node (absent: float32).
 using NodeChoices = llvm::StringMap<std::string>;
 
+/// The forward pass in blocks: per block, the nodes inside it, which can be
+/// recomputed from the block's checkpoint (the output of the block before,
+/// kept at whatever that node's choice is). The structured plans the search
+/// starts from recompute every k-th block, as hand-written checkpointing
+/// does.
+using RecomputeBlocks = llvm::SmallVector<llvm::SmallVector<std::string>>;
+
 /// What the evaluator reports of one candidate.
 struct CandidateFigures {
   MemoryTotals totals;
@@ -54,13 +61,25 @@ struct BudgetOptions {
   bool preferExactness = false;
   bool allowRecompute = true;
   /// Plans the search may compile after its first ones (the time bound).
-  int maxEvaluations = 40;
+  int maxEvaluations = 64;
+  /// Compile every combination of choices instead (for checking the search
+  /// on small models); refused above maxExhaustivePlans.
+  bool exhaustive = false;
+  int64_t maxExhaustivePlans = 100000;
 };
 
 struct BudgetSolution {
   /// The nodes' choices (float32 ones omitted).
   NodeChoices choices;
   CandidateFigures figures;
+  /// The predicted step time the search ranked it by: each node charged
+  /// what its choice adds over float32, never credited a predicted saving.
+  double chargedSeconds = 0;
+  /// Its rank: the charged time in steps of 2% of the unconstrained step
+  /// above it, then the approximation (over the nodes: 0 for float32 and
+  /// recompute, 1, 2, 3 for 8, 4, 2 bits), least first.
+  int64_t timeStep = 0;
+  int approximation = 0;
   /// The plan with every node float32 (the unconstrained one).
   CandidateFigures unconstrained;
   /// The smallest plan found when nothing fits.
@@ -70,8 +89,12 @@ struct BudgetSolution {
 
 /// The plan of least predicted time among those the search compiled whose
 /// total fits `options.limit`; with `fits` false, the smallest it found.
-/// `nodes` are the nodes the solver decides (the user's pins excluded).
+/// Failure when a plan the search needs cannot be compiled, or an
+/// exhaustive search would compile more than its bound.
+/// `nodes` are the nodes the solver decides (the user's pins excluded);
+/// `blocks` group them for the structured plans.
 FailureOr<BudgetSolution> solveBudget(llvm::ArrayRef<std::string> nodes,
+                                      const RecomputeBlocks &blocks,
                                       EvaluateCandidateFn evaluate,
                                       const BudgetOptions &options);
 

@@ -7,6 +7,7 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Diagnostics.h"
+#include "llvm/ADT/SmallPtrSet.h"
 #include "llvm/ADT/StringSet.h"
 
 using namespace mlir;
@@ -41,6 +42,68 @@ SmallVector<std::string> CandidatePlanner::getDecidedNodes() const {
   return nodes;
 }
 
+/// The forward ops of `step` but parameters, in block order.
+static SmallVector<Operation *> getForwardOps(func::FuncOp step) {
+  SmallVector<Operation *> ops;
+  for (Operation &op : step.getBody().front())
+    if (isInPhase(&op, Phase::Forward) && !isa<ParamOp>(op))
+      ops.push_back(&op);
+  return ops;
+}
+
+/// For each of `ops`: the index of the last of `ops` that reads its
+/// results, and how many of `ops` read them.
+static void getForwardReaders(ArrayRef<Operation *> ops,
+                              SmallVectorImpl<size_t> &lastReader,
+                              SmallVectorImpl<unsigned> &numReaders) {
+  DenseMap<Operation *, size_t> index;
+  for (auto [i, op] : llvm::enumerate(ops))
+    index[op] = i;
+  lastReader.assign(ops.size(), 0);
+  numReaders.assign(ops.size(), 0);
+  for (auto [i, op] : llvm::enumerate(ops)) {
+    lastReader[i] = i;
+    llvm::SmallPtrSet<Operation *, 4> readers;
+    for (Operation *user : op->getUsers()) {
+      auto it = index.find(user);
+      if (it == index.end() || !readers.insert(user).second)
+        continue;
+      lastReader[i] = std::max(lastReader[i], it->second);
+      ++numReaders[i];
+    }
+  }
+}
+
+RecomputeBlocks CandidatePlanner::getBlocks() const {
+  func::FuncOp step = getStep(front);
+  SmallVector<Operation *> ops = getForwardOps(step);
+  SmallVector<size_t> lastReader;
+  SmallVector<unsigned> numReaders;
+  getForwardReaders(ops, lastReader, numReaders);
+  llvm::SmallPtrSet<Operation *, 16> decided;
+  for (Operation *op : getDecidedOps(step))
+    decided.insert(op);
+  RecomputeBlocks blocks(1);
+  size_t reach = 0; // the last read of anything before op i
+  for (auto [i, op] : llvm::enumerate(ops)) {
+    bool isCut = reach <= i;
+    reach = std::max(reach, lastReader[i]);
+    if (isCut && numReaders[i] > 1) {
+      // The checkpoint: the block's output, not recomputed with it.
+      if (!blocks.back().empty())
+        blocks.emplace_back();
+      continue;
+    }
+    std::string node = getNodeName(op);
+    SmallVector<std::string> &block = blocks.back();
+    if (decided.contains(op) && llvm::find(block, node) == block.end())
+      block.push_back(node);
+  }
+  if (blocks.back().empty())
+    blocks.pop_back();
+  return blocks;
+}
+
 void CandidatePlanner::applyChoices(ModuleOp module,
                                     const NodeChoices &choices) {
   for (Operation *op : getDecidedOps(getStep(module))) {
@@ -61,6 +124,9 @@ CandidatePlanner::operator()(const NodeChoices &choices) {
     ScopedDiagnosticHandler quiet(front.getContext(),
                                   [](Diagnostic &) { return success(); });
     PassManager pm(front.getContext());
+    // The IR verifier after every pass is a tenth of a candidate's time;
+    // the chosen plan's final compile runs it.
+    pm.enableVerifier(false);
     buildTail(pm);
     if (failed(pm.run(*module)))
       return failure();

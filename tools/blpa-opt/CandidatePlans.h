@@ -33,6 +33,14 @@ public:
   /// decides already, in block order.
   SmallVector<std::string> getDecidedNodes() const;
 
+  /// The forward pass cut into blocks, each given by its decided nodes but
+  /// the one of its checkpoint (see BudgetSolver.h, RecomputeBlocks). A
+  /// block ends at an op whose results are the only values of the forward
+  /// pass so far that later forward ops still read (a cut of the dataflow
+  /// graph) and that several later ops read (a residual fan-out: in a chain
+  /// every op is a cut, and the chain's ops would be blocks of one).
+  RecomputeBlocks getBlocks() const;
+
   /// Compiles a copy of the front module with `choices` (float32 for the
   /// decided nodes it omits).
   FailureOr<CandidateFigures> operator()(const NodeChoices &choices);

@@ -99,6 +99,19 @@ static cl::opt<std::string> preferOption(
              "tensor goes below 8 bits)"),
     cl::value_desc("speed|exactness"), cl::init("speed"),
     cl::cat(compileCategory));
+static cl::opt<bool> printBudgetSearch(
+    "print-budget-search",
+    cl::desc("With --act-bits auto: print each plan the budget solver "
+             "compiles (its choices, planned total, predicted step time)"),
+    cl::init(false), cl::cat(compileCategory));
+static cl::opt<std::string> budgetSearch(
+    "budget-search",
+    cl::desc("With --act-bits auto: greedy (default: structured plans, then "
+             "moves ranked by bytes saved per second added) or exhaustive "
+             "(every combination of choices, at most 100000 plans: for "
+             "checking the greedy search on small models)"),
+    cl::value_desc("greedy|exhaustive"), cl::init("greedy"),
+    cl::cat(compileCategory));
 static cl::opt<bool> actQuantNaive(
     "act-quant-naive",
     cl::desc("With --act-bits: quantize inside the forward pass instead (the "
@@ -342,6 +355,8 @@ static LogicalResult readActBits(Location loc) {
     return emitError(loc, "--min-act-bits must be 8, 4 or 2");
   if (preferOption != "speed" && preferOption != "exactness")
     return emitError(loc, "--prefer must be speed or exactness");
+  if (budgetSearch != "greedy" && budgetSearch != "exhaustive")
+    return emitError(loc, "--budget-search must be greedy or exhaustive");
   return success();
 }
 
@@ -402,7 +417,7 @@ static void buildFrontPipeline(PassManager &pm, ModuleOp module) {
 /// runs at --act-bits 8|4|2, for pinned widths, and for the budget
 /// solver's plans (`withChoices`), whose choices are on the ops.
 static void buildTailPipeline(PassManager &pm, int bits, bool withChoices,
-                              bool withReports) {
+                              bool withReports, bool verify = true) {
   SmallVector<std::string> compressPins;
   bool pinsWidths = false;
   for (const std::string &entry : actPolicy) {
@@ -448,7 +463,7 @@ static void buildTailPipeline(PassManager &pm, int bits, bool withChoices,
   // A wrong plan would silently corrupt training, so every plan is checked
   // against lifetimes derived afresh by code that shares nothing with the
   // planner.
-  if (!noVerifyMemoryPlan)
+  if (verify && !noVerifyMemoryPlan)
     pm.addPass(createBlpaVerifyMemoryPlan());
 }
 
@@ -562,8 +577,10 @@ static LogicalResult solveForLimit(MLIRContext &context, ModuleOp module) {
   if (failed(frontPm.run(module)))
     return failure();
   auto buildTail = [](PassManager &pm) {
+    // The solver's candidates are not run: only the chosen plan, compiled
+    // again after the search, is, and that compile verifies it.
     buildTailPipeline(pm, /*bits=*/0, /*withChoices=*/true,
-                      /*withReports=*/false);
+                      /*withReports=*/false, /*verify=*/false);
   };
   CandidatePlanner planner(module, *costModel, buildTail);
   SmallVector<std::string> nodes = planner.getDecidedNodes();
@@ -571,8 +588,34 @@ static LogicalResult solveForLimit(MLIRContext &context, ModuleOp module) {
   options.limit = *memoryLimit;
   options.minBits = minActBits;
   options.preferExactness = preferOption == "exactness";
+  options.exhaustive = budgetSearch == "exhaustive";
+  if (options.exhaustive &&
+      std::pow(double(getCandidateChoices(minActBits, true).size() + 1),
+               double(nodes.size())) > double(options.maxExhaustivePlans))
+    return module.emitError(llvm::formatv(
+        "--budget-search exhaustive: {0} nodes to decide is more than {1} "
+        "plans; use the default search (greedy) or pin nodes with "
+        "--act-policy",
+        nodes.size(), options.maxExhaustivePlans));
   auto start = std::chrono::steady_clock::now();
-  FailureOr<BudgetSolution> solution = solveBudget(nodes, planner, options);
+  int traced = 0;
+  auto evaluate = [&](const NodeChoices &choices)
+      -> FailureOr<CandidateFigures> {
+    FailureOr<CandidateFigures> figures = planner(choices);
+    if (printBudgetSearch)
+      llvm::errs() << llvm::formatv(
+          "budget plan {0}: {1}; {2}\n", ++traced,
+          succeeded(figures)
+              ? llvm::formatv("total {0} bytes, predicted step {1} ms",
+                              figures->totals.total(),
+                              llvm::format("%.4g", figures->seconds * 1e3))
+                    .str()
+              : std::string("not compiled"),
+          describeChoices(nodes, choices));
+    return figures;
+  };
+  FailureOr<BudgetSolution> solution =
+      solveBudget(nodes, planner.getBlocks(), evaluate, options);
   double elapsed = std::chrono::duration<double>(
                        std::chrono::steady_clock::now() - start)
                        .count();
@@ -589,6 +632,13 @@ static LogicalResult solveForLimit(MLIRContext &context, ModuleOp module) {
         formatSize(plan.total()), formatSize(plan.arena),
         describeChoices(nodes, solution->choices),
         minActBits > 2 ? ", allow --min-act-bits 2" : ""));
+  if (printBudgetSearch)
+    llvm::errs() << llvm::formatv(
+        "budget answer: total {0} bytes, charged step {1} s, exact step {2} "
+        "s, time step {3}, approximation {4}\n",
+        plan.total(), llvm::format("%.9g", solution->chargedSeconds),
+        llvm::format("%.9g", solution->unconstrained.seconds),
+        solution->timeStep, solution->approximation);
   CandidatePlanner::applyChoices(module, solution->choices);
   llvm::errs() << llvm::formatv(
       "note: --memory-limit {0}: plan total {1} (arena {2}), predicted step "
@@ -596,8 +646,8 @@ static LogicalResult solveForLimit(MLIRContext &context, ModuleOp module) {
       "{8:f1} s\n",
       formatSize(*memoryLimit), formatSize(plan.total()),
       formatSize(plan.arena),
-      llvm::format("%.3g", solution->figures.seconds * 1e3),
-      solution->figures.seconds / solution->unconstrained.seconds,
+      llvm::format("%.3g", solution->chargedSeconds * 1e3),
+      solution->chargedSeconds / solution->unconstrained.seconds,
       formatSize(solution->unconstrained.totals.total()),
       describeChoices(nodes, solution->choices), solution->evaluations,
       elapsed);

@@ -8,6 +8,8 @@
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringSet.h"
 
+#include <map>
+
 using namespace mlir;
 using namespace mlir::blpa;
 
@@ -106,14 +108,22 @@ MemoryPlan mlir::blpa::analyzeBuffers(func::FuncOp func, bool inPlace) {
     }
   }
 
-  SmallVector<int64_t> liveBytes(block.getOperations().size(), 0);
+  // Live bytes per op as a running sum of what starts and ends there: saved
+  // tensors live across most of the step, so adding each buffer's bytes op
+  // by op would be quadratic in the model's depth.
+  SmallVector<int64_t> liveChange(block.getOperations().size() + 1, 0);
   for (const Buffer &buffer : plan.buffers) {
-    for (int64_t i = buffer.start; i <= buffer.end; ++i)
-      liveBytes[i] += buffer.bytes;
+    liveChange[buffer.start] += buffer.bytes;
+    liveChange[buffer.end + 1] -= buffer.bytes;
     if (buffer.savedActivation)
       addSavedBytes(plan, buffer);
   }
-  plan.lowerBoundBytes = liveBytes.empty() ? 0 : *llvm::max_element(liveBytes);
+  int64_t live = 0;
+  plan.lowerBoundBytes = 0;
+  for (int64_t change : ArrayRef(liveChange).drop_back()) {
+    live += change;
+    plan.lowerBoundBytes = std::max(plan.lowerBoundBytes, live);
+  }
   return plan;
 }
 
@@ -175,16 +185,43 @@ LogicalResult mlir::blpa::verifyPlacement(func::FuncOp func,
              << buffer.offset << " (" << buffer.bytes
              << " bytes) is misaligned, in the workspace or outside the "
                 "arena";
-  for (auto [i, a] : llvm::enumerate(plan.buffers))
-    for (const Buffer &b : ArrayRef<Buffer>(plan.buffers).drop_front(i + 1)) {
-      bool liveTogether = a.start <= b.end && b.start <= a.end;
-      bool overlap =
-          a.offset < b.offset + b.bytes && b.offset < a.offset + a.bytes;
-      if (liveTogether && overlap)
-        return func.emitError("memory plan: buffers at offsets ")
-               << a.offset << " and " << b.offset
-               << " overlap while both are live";
+  // A sweep over the schedule: buffers in order of their first op, the live
+  // ones by offset. Live ones never overlap (else the sweep stopped), so a
+  // new buffer can only overlap its neighbours in offset order.
+  SmallVector<const Buffer *> byStart;
+  for (const Buffer &buffer : plan.buffers)
+    if (buffer.bytes > 0)
+      byStart.push_back(&buffer);
+  llvm::stable_sort(byStart, [](const Buffer *a, const Buffer *b) {
+    return a->start < b->start;
+  });
+  std::multimap<int64_t, const Buffer *> liveByOffset;
+  auto overlap = [&](const Buffer *a, const Buffer *b) -> LogicalResult {
+    if (b->end < a->start || a->offset >= b->offset + b->bytes ||
+        b->offset >= a->offset + a->bytes)
+      return success();
+    return func.emitError("memory plan: buffers at offsets ")
+           << a->offset << " and " << b->offset
+           << " overlap while both are live";
+  };
+  for (const Buffer *buffer : byStart) {
+    auto next = liveByOffset.lower_bound(buffer->offset);
+    // Neighbours that died before this buffer starts are dropped as met.
+    while (next != liveByOffset.end() && next->second->end < buffer->start)
+      next = liveByOffset.erase(next);
+    if (next != liveByOffset.end() && failed(overlap(buffer, next->second)))
+      return failure();
+    while (next != liveByOffset.begin()) {
+      auto previous = std::prev(next);
+      if (previous->second->end >= buffer->start) {
+        if (failed(overlap(buffer, previous->second)))
+          return failure();
+        break;
+      }
+      liveByOffset.erase(previous);
     }
+    liveByOffset.emplace(buffer->offset, buffer);
+  }
   return success();
 }
 
