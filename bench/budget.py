@@ -173,13 +173,14 @@ def train_once(exe, args, workdir):
 
 def whole_cosine(grads, reference):
     """Cosine between all gradients of a --check-step dump, concatenated,
-    and the reference dump's (float64)."""
+    and the reference dump's (float64; at most 1, which rounding of equal
+    vectors' norms can pass by 2e-16)."""
     if grads.keys() != reference.keys():
         raise Failed("the gradient dump names other parameters")
     a = np.concatenate([grads[k].ravel() for k in sorted(reference)])
     b = np.concatenate([reference[k].ravel() for k in sorted(reference)])
     a, b = a.astype(np.float64), b.astype(np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+    return min(1.0, float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))))
 
 
 def solver_flags(args, profile):
