@@ -149,9 +149,9 @@ struct ConvCase : ConvGeometry {
   }
 };
 
-void testConv(const ConvCase &cc) {
-  std::string base =
-      std::string(cc.win.rank() == 3 ? "conv3d/" : "conv2d/") + cc.name;
+void testConv(const ConvCase &cc, const std::string &suffix = "") {
+  std::string base = std::string(cc.win.rank() == 3 ? "conv3d/" : "conv2d/") +
+                     cc.name + suffix;
   Floats x = randomFloats(cc.xSize()), wt = randomFloats(cc.wSize()),
          b = randomFloats(cc.k), dy = randomFloats(cc.ySize());
 
@@ -2456,6 +2456,16 @@ int main(int argc, char **argv) {
 
   for (const ConvGeometry &geometry : convGeometries())
     testConv(ConvCase{geometry});
+  // Again with each sample a chunk of its own (CpuRuntime::convChunkBytes):
+  // a large batch runs so, and backward-weights then sums the chunks.
+  blpa_runtime_shutdown(&ctx);
+  setenv("BLPA_CPU_CONV_CHUNK_BYTES", "1", 1);
+  blpa_runtime_init(&ctx);
+  for (const ConvGeometry &geometry : convGeometries())
+    testConv(ConvCase{geometry}, "/chunked");
+  blpa_runtime_shutdown(&ctx);
+  unsetenv("BLPA_CPU_CONV_CHUNK_BYTES");
+  blpa_runtime_init(&ctx);
 
   testBatchNorm("4d", 5, 7, 13 * 11);
   testBatchNorm("2d", 33, 6, 1);

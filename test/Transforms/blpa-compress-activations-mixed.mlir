@@ -71,20 +71,23 @@
 // kernel after fusion, so the entry names bn1); conv1's 2-bit codes 256 + 64;
 // the pool's 2-bit codes 64 + 64; its argmax 64; bn1's mean and inv_std 32
 // each; the logits 24. conv2 is marked recompute and keeps nothing. In all
-// 7352 bytes, what replan.py derives as saved from the IR alone.
+// 7352 bytes, what replan.py derives as saved from the IR alone. Exact
+// entries add no time; conv2 adds none either (the recompute pass did not
+// run here, so no copy names it); value codes add their decoders' time
+// (test_memory_report.py checks the figures against --blpa-print-op-costs).
 // TABLE: saved tensors (11, largest first):
-// TABLE-NEXT: size choice shape op node
-// TABLE-NEXT: 4.00 KiB float32 2x8x8x8 blpa.relu relu2
-// TABLE-NEXT: 1.03 KiB 8 2x8x8x8 blpa.batch_norm_encode bn0
-// TABLE-NEXT: 1.00 KiB float32 2x8x4x4 blpa.relu relu3
-// TABLE-NEXT: 576 bytes 4 2x8x8x8 blpa.batch_norm_relu bn1
-// TABLE-NEXT: 320 bytes 2 2x8x8x8 blpa.conv conv1
-// TABLE-NEXT: 128 bytes 2 2x8x4x4 blpa.max_pool_argmax pool
-// TABLE-NEXT: 64 bytes argmax 2x8x4x4 blpa.max_pool_argmax pool
-// TABLE-NEXT: 32 bytes float32 8 blpa.batch_norm_relu bn1
-// TABLE-NEXT: 32 bytes float32 8 blpa.batch_norm_relu bn1
-// TABLE-NEXT: 24 bytes float32 2x3 blpa.gemm fc
-// TABLE-NEXT: 0 bytes recompute 2x8x8x8 blpa.conv conv2
+// TABLE-NEXT: size choice adds grad error shape op node
+// TABLE-NEXT: 4.00 KiB float32 0 0 2x8x8x8 blpa.relu relu2
+// TABLE-NEXT: 1.03 KiB 8 {{[0-9.]+ us}} {{[0-9.e-]+}} 2x8x8x8 blpa.batch_norm_encode bn0
+// TABLE-NEXT: 1.00 KiB float32 0 0 2x8x4x4 blpa.relu relu3
+// TABLE-NEXT: 576 bytes 4 {{[0-9.]+ us}} {{[0-9.e-]+}} 2x8x8x8 blpa.batch_norm_relu bn1
+// TABLE-NEXT: 320 bytes 2 {{[0-9.]+ us}} {{[0-9.e-]+}} 2x8x8x8 blpa.conv conv1
+// TABLE-NEXT: 128 bytes 2 {{[0-9.]+ us}} {{[0-9.e-]+}} 2x8x4x4 blpa.max_pool_argmax pool
+// TABLE-NEXT: 64 bytes argmax 0 0 2x8x4x4 blpa.max_pool_argmax pool
+// TABLE-NEXT: 32 bytes float32 0 0 8 blpa.batch_norm_relu bn1
+// TABLE-NEXT: 32 bytes float32 0 0 8 blpa.batch_norm_relu bn1
+// TABLE-NEXT: 24 bytes float32 0 0 2x3 blpa.gemm fc
+// TABLE-NEXT: 0 bytes recompute 0 0 2x8x8x8 blpa.conv conv2
 // TABLE-NEXT: 7.18 KiB in all
 // REPLAN: @train_step: arena {{[0-9]+}}, lower bound {{[0-9]+}}, saved 7352,
 

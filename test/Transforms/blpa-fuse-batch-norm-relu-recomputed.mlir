@@ -4,14 +4,16 @@
 // inside the batch_norm_apply copy (`relu`), and the batch-norm gradient of
 // the ReLU gradient of that copy becomes batch_norm_relu_grad, masking the
 // gradient from the kept input as in the forward-fused case. The apply stays
-// for the weight gradient; the forward pair is fused as usual.
+// for the weight gradient; the forward pair is fused as usual, and the fused
+// op stands for both recomputed ops: it keeps the batch norm's recompute id
+// (1), and the copies that named the ReLU's (0) name it instead.
 // CHECK-LABEL: func.func @train_step(
 // CHECK: %[[C0:.*]] = blpa.conv
-// CHECK-NEXT: %[[R:.*]], %[[M:.*]], %[[IS:.*]] = blpa.batch_norm_relu %[[C0]], %[[S:[^,]*]], %[[T:[^,]*]],
+// CHECK-NEXT: %[[R:.*]], %[[M:.*]], %[[IS:.*]] = blpa.batch_norm_relu %[[C0]], %[[S:[^,]*]], %[[T:[^,]*]], {{.*}} {blpa.act_choice = "recompute", blpa.phase = "forward", blpa.recompute_id = 1 : i64,
 // CHECK-NEXT: blpa.conv %[[R]]
 // CHECK-NOT: blpa.relu
 // CHECK: %[[DC1:.*]] = blpa.conv_grad_input
-// CHECK-NEXT: %[[A:.*]] = blpa.batch_norm_apply %[[C0]], %[[S]], %[[T]], %[[M]], %[[IS]] {blpa.phase = "backward", relu}
+// CHECK-NEXT: %[[A:.*]] = blpa.batch_norm_apply %[[C0]], %[[S]], %[[T]], %[[M]], %[[IS]] {blpa.phase = "backward", blpa.recomputes = array<i64: 1>, relu}
 // CHECK-NEXT: blpa.conv_grad_weight %{{.*}}, %[[A]]
 // CHECK-NEXT: blpa.batch_norm_relu_grad %[[DC1]], %[[C0]], %[[S]], %[[T]], %[[M]], %[[IS]] {blpa.phase = "backward"}
 // CHECK-NOT: blpa.relu

@@ -42,10 +42,10 @@
 // CHECK-NEXT: %[[SUM:.*]] = blpa.add %[[C1]], %[[SC]]
 // CHECK-NEXT: %[[R2:.*]], %[[M2:.*]], %[[IS2:.*]] = blpa.batch_norm_relu %[[SUM]], %[[S2:[^,]*]], %[[T2:[^,]*]],
 // CHECK-NOT: blpa.relu
-// CHECK: %[[A2:.*]] = blpa.batch_norm_apply %[[SUM]], %[[S2]], %[[T2]], %[[M2]], %[[IS2]] {blpa.phase = "backward", relu}
+// CHECK: %[[A2:.*]] = blpa.batch_norm_apply %[[SUM]], %[[S2]], %[[T2]], %[[M2]], %[[IS2]] {blpa.phase = "backward", blpa.recomputes = array<i64>, relu}
 // CHECK-NEXT: blpa.max_pool_grad %{{.*}}, %[[A2]]
 // CHECK-NEXT: %[[DSUM:.*]], %{{.*}}, %{{.*}} = blpa.batch_norm_relu_grad %{{.*}}, %[[SUM]], %[[S2]], %[[T2]], %[[M2]], %[[IS2]] {blpa.phase = "backward"}
-// CHECK: %[[A1:.*]] = blpa.batch_norm_apply %[[C0]], %[[S1]], %[[T1]], %[[M1]], %[[IS1]] {blpa.phase = "backward", relu}
+// CHECK: %[[A1:.*]] = blpa.batch_norm_apply %[[C0]], %[[S1]], %[[T1]], %[[M1]], %[[IS1]] {blpa.phase = "backward", blpa.recomputes = array<i64>, relu}
 // CHECK-NEXT: blpa.conv_grad_weight %[[DSUM]], %[[A1]]
 // CHECK: blpa.conv_grad_weight %[[DSUM]], %[[A1]]
 // CHECK-NEXT: blpa.add
@@ -119,5 +119,35 @@ module {
     %sum = blpa.add %r, %n#0 : (tensor<4x6xf32>, tensor<4x6xf32>) -> tensor<4x6xf32>
     %out = blpa.relu %sum : (tensor<4x6xf32>) -> tensor<4x6xf32>
     return %out : tensor<4x6xf32>
+  }
+}
+
+// -----
+
+// The fused op keeps what was asked of both ops it replaces: the more exact
+// blpa.act_choice of the two (float32 and recompute, then 8, 4, 2 bits; a
+// tie keeps the batch norm's), as --blpa-assign-activation-choices resolves
+// pins. bn1 asks 4 bits, relu1 8: 8. bn2 asks nothing, relu2 float32:
+// float32. bn3 asks recompute, relu3 2 bits: recompute.
+// CHECK-LABEL: func.func @train_step(
+// CHECK: blpa.batch_norm_relu {{.*}}{blpa.act_choice = "8", blpa.phase = "forward"
+// CHECK: blpa.batch_norm_relu {{.*}}{blpa.act_choice = "float32", blpa.phase = "forward"
+// CHECK: blpa.batch_norm_relu {{.*}}{blpa.act_choice = "recompute", blpa.phase = "forward"
+// CHECK-NOT: = blpa.relu {{.*}}"forward"
+// CHECK: return
+
+module {
+  func.func @forward(%x: tensor<4x6xf32> {blpa.name = "input"}) -> (tensor<4x6xf32> {blpa.name = "logits"}) {
+    %s = blpa.param "bn.weight" trainable : tensor<6xf32>
+    %t = blpa.param "bn.bias" trainable : tensor<6xf32>
+    %m = blpa.param "bn.running_mean" : tensor<6xf32>
+    %v = blpa.param "bn.running_var" : tensor<6xf32>
+    %n1:3 = blpa.batch_norm %x, %s, %t, %m, %v {epsilon = 1.0e-5 : f64, momentum = 0.9 : f64, blpa.act_choice = "4"} : (tensor<4x6xf32>, tensor<6xf32>, tensor<6xf32>, tensor<6xf32>, tensor<6xf32>) -> (tensor<4x6xf32>, tensor<6xf32>, tensor<6xf32>) loc("bn1")
+    %r1 = blpa.relu %n1#0 {blpa.act_choice = "8"} : (tensor<4x6xf32>) -> tensor<4x6xf32> loc("relu1")
+    %n2:3 = blpa.batch_norm %r1, %s, %t, %m, %v {epsilon = 1.0e-5 : f64, momentum = 0.9 : f64} : (tensor<4x6xf32>, tensor<6xf32>, tensor<6xf32>, tensor<6xf32>, tensor<6xf32>) -> (tensor<4x6xf32>, tensor<6xf32>, tensor<6xf32>) loc("bn2")
+    %r2 = blpa.relu %n2#0 {blpa.act_choice = "float32"} : (tensor<4x6xf32>) -> tensor<4x6xf32> loc("relu2")
+    %n3:3 = blpa.batch_norm %r2, %s, %t, %m, %v {epsilon = 1.0e-5 : f64, momentum = 0.9 : f64, blpa.act_choice = "recompute"} : (tensor<4x6xf32>, tensor<6xf32>, tensor<6xf32>, tensor<6xf32>, tensor<6xf32>) -> (tensor<4x6xf32>, tensor<6xf32>, tensor<6xf32>) loc("bn3")
+    %r3 = blpa.relu %n3#0 {blpa.act_choice = "2"} : (tensor<4x6xf32>) -> tensor<4x6xf32> loc("relu3")
+    return %r3 : tensor<4x6xf32>
   }
 }

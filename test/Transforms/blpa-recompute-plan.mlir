@@ -21,10 +21,10 @@
 // CHECK-LABEL: func.func @train_step(
 // CHECK-SAME: blpa.arena_size = 256 : i64, blpa.lower_bound_bytes = 256 : i64, blpa.saved_activation_bytes = 128 : i64
 // CHECK-NEXT: %[[A:.*]] = blpa.relu %arg0 {blpa.offsets = array<i64: 0>, blpa.phase = "forward"}
-// CHECK-NEXT: %[[B:.*]] = blpa.relu %[[A]] {{{.*}}blpa.offsets = array<i64: 64>, blpa.phase = "forward"}
+// CHECK-NEXT: %[[B:.*]] = blpa.relu %[[A]] {{{.*}}blpa.offsets = array<i64: 64>, blpa.phase = "forward", blpa.recompute_id = 0 : i64}
 // CHECK-NEXT: %[[C:.*]] = blpa.relu %[[B]] {blpa.offsets = array<i64: 128>, blpa.phase = "forward"}
 // CHECK-NEXT: %[[G1:.*]] = blpa.relu_grad %[[C]], %[[C]] {blpa.offsets = array<i64: 64>, blpa.phase = "backward"}
-// CHECK-NEXT: %[[B2:.*]] = blpa.relu %[[A]] {blpa.offsets = array<i64: 128>, blpa.phase = "backward"}
+// CHECK-NEXT: %[[B2:.*]] = blpa.relu %[[A]] {blpa.offsets = array<i64: 128>, blpa.phase = "backward", blpa.recomputes = array<i64: 0>}
 // CHECK-NEXT: %[[G0:.*]] = blpa.relu_grad %[[G1]], %[[B2]] {blpa.offsets = array<i64: 192>, blpa.phase = "backward"}
 // CHECK-NEXT: blpa.relu_grad %[[G0]], %[[A]] {blpa.offsets = array<i64: 64>, blpa.phase = "backward"}
 func.func @train_step(%x: tensor<16xf32>) -> tensor<16xf32> {

@@ -10,13 +10,13 @@
 // CHECK-LABEL: func.func @train_step(
 // CHECK-SAME: %[[X:[^:]*]]: tensor<2x8xf32>
 // CHECK: %[[H:.*]] = blpa.gemm %[[X]]
-// CHECK-NEXT: %[[R:.*]] = blpa.relu %[[H]] {blpa.act_choice = "recompute", blpa.phase = "forward"}
-// CHECK-NEXT: %[[D:.*]] = blpa.dropout %[[R]] {blpa.act_choice = "recompute", blpa.phase = "forward", ratio = 5.000000e-01 : f32, stream = 2 : i64}
+// CHECK-NEXT: %[[R:.*]] = blpa.relu %[[H]] {blpa.act_choice = "recompute", blpa.phase = "forward", blpa.recompute_id = 1 : i64}
+// CHECK-NEXT: %[[D:.*]] = blpa.dropout %[[R]] {blpa.act_choice = "recompute", blpa.phase = "forward", blpa.recompute_id = 0 : i64, ratio = 5.000000e-01 : f32, stream = 2 : i64}
 // CHECK-NEXT: %[[L:.*]] = blpa.gemm %[[D]]
 // CHECK: %[[G:.*]] = blpa.softmax_cross_entropy_grad %[[L]]
 // CHECK-NEXT: %[[DD:.*]] = blpa.gemm %[[G]], %{{[^ ]*}} {blpa.phase = "backward"}
-// CHECK-NEXT: %[[R2:.*]] = blpa.relu %[[H]] {blpa.phase = "backward"}
-// CHECK-NEXT: %[[D2:.*]] = blpa.dropout %[[R2]] {blpa.phase = "backward", ratio = 5.000000e-01 : f32, stream = 2 : i64}
+// CHECK-NEXT: %[[R2:.*]] = blpa.relu %[[H]] {blpa.phase = "backward", blpa.recomputes = array<i64: 1>}
+// CHECK-NEXT: %[[D2:.*]] = blpa.dropout %[[R2]] {blpa.phase = "backward", blpa.recomputes = array<i64: 0>, ratio = 5.000000e-01 : f32, stream = 2 : i64}
 // CHECK-NEXT: blpa.gemm %[[G]], %[[D2]] {blpa.phase = "backward", trans_a = true}
 // CHECK-NEXT: %[[DR:.*]] = blpa.dropout_grad %[[DD]]
 // CHECK-NEXT: blpa.relu_grad %[[DR]], %[[R2]] {blpa.phase = "backward"}
@@ -27,11 +27,11 @@
 // before it; the first is read by the dropout copy only.
 // PER-LABEL: func.func @train_step(
 // PER: %[[H:.*]] = blpa.gemm
-// PER: %[[R2:.*]] = blpa.relu %[[H]] {blpa.phase = "backward"}
+// PER: %[[R2:.*]] = blpa.relu %[[H]] {blpa.phase = "backward", blpa.recomputes = array<i64: 1>}
 // PER-NEXT: %[[D2:.*]] = blpa.dropout %[[R2]] {blpa.phase = "backward"
 // PER-NEXT: blpa.gemm %{{.*}}, %[[D2]] {blpa.phase = "backward", trans_a = true}
 // PER-NEXT: %[[DR:.*]] = blpa.dropout_grad
-// PER-NEXT: %[[R3:.*]] = blpa.relu %[[H]] {blpa.phase = "backward"}
+// PER-NEXT: %[[R3:.*]] = blpa.relu %[[H]] {blpa.phase = "backward", blpa.recomputes = array<i64: 1>}
 // PER-NEXT: blpa.relu_grad %[[DR]], %[[R3]] {blpa.phase = "backward"}
 module {
   func.func @forward(%x: tensor<2x8xf32> {blpa.name = "input"}) -> (tensor<2x3xf32> {blpa.name = "logits"}) {
@@ -54,14 +54,14 @@ module {
 // computes (its gradient needs only the input shape): no copy.
 // CHECK-LABEL: func.func @train_step(
 // CHECK: %[[C0:.*]] = blpa.conv
-// CHECK-NEXT: %[[Y:.*]], %[[M:.*]], %[[IS:.*]] = blpa.batch_norm %[[C0]], %[[S:[^,]*]], %[[T:[^,]*]], {{.*}}blpa.act_choice = "recompute", blpa.phase = "forward"
-// CHECK-NEXT: %[[R:.*]] = blpa.relu %[[Y]] {blpa.act_choice = "recompute", blpa.phase = "forward"}
+// CHECK-NEXT: %[[Y:.*]], %[[M:.*]], %[[IS:.*]] = blpa.batch_norm %[[C0]], %[[S:[^,]*]], %[[T:[^,]*]], {{.*}}blpa.act_choice = "recompute", blpa.phase = "forward", blpa.recompute_id = 1 : i64
+// CHECK-NEXT: %[[R:.*]] = blpa.relu %[[Y]] {blpa.act_choice = "recompute", blpa.phase = "forward", blpa.recompute_id = 0 : i64}
 // CHECK-NEXT: blpa.conv %[[R]]
 // CHECK-NEXT: blpa.global_avg_pool {{.*}}blpa.act_choice = "recompute", blpa.phase = "forward"
 // CHECK-NOT: blpa.global_avg_pool {{.*}}backward
 // CHECK: %[[DC1:.*]] = blpa.conv_grad_input
-// CHECK-NEXT: %[[Y2:.*]] = blpa.batch_norm_apply %[[C0]], %[[S]], %[[T]], %[[M]], %[[IS]] {blpa.phase = "backward"}
-// CHECK-NEXT: %[[R2:.*]] = blpa.relu %[[Y2]] {blpa.phase = "backward"}
+// CHECK-NEXT: %[[Y2:.*]] = blpa.batch_norm_apply %[[C0]], %[[S]], %[[T]], %[[M]], %[[IS]] {blpa.phase = "backward", blpa.recomputes = array<i64: 1>}
+// CHECK-NEXT: %[[R2:.*]] = blpa.relu %[[Y2]] {blpa.phase = "backward", blpa.recomputes = array<i64: 0>}
 // CHECK-NEXT: blpa.conv_grad_weight %{{.*}}, %[[R2]]
 // CHECK-NEXT: %[[DY:.*]] = blpa.relu_grad %[[DC1]], %[[R2]]
 // CHECK-NEXT: blpa.batch_norm_grad %[[DY]], %[[C0]], %[[S]], %[[M]], %[[IS]]

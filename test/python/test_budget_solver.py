@@ -77,10 +77,11 @@ def random_network(rng, path, blocks):
     onnx.save(model, path)
 
 
-def solve(model, limit, search, min_bits):
+def solve(model, limit, search, min_bits, recompute):
     """The solver's stderr with --print-budget-search."""
     cmd = [tool.blpa_opt_path(), model, "--train", "--batch-size", "8",
            "--memory-limit", str(limit), "--min-act-bits", str(min_bits),
+           "--no-budget-recompute=%d" % (not recompute),
            "--budget-search", search, "--print-budget-search",
            "--emit", "mlir", "-o", "/dev/null"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -95,25 +96,27 @@ def answer(stderr):
     return int(match.group(1)), (int(match.group(2)), int(match.group(3)))
 
 
-# One block with codes down to 4 bits (4 choices per node), two blocks with
-# 8 bits only (3 choices): at most a few thousand plans to search through.
-@pytest.mark.parametrize("blocks,min_bits", [(1, 4), (2, 8)])
+# One block with codes down to 4 bits and recompute (4 choices per node),
+# two blocks with 8 bits and recompute (3 choices), three blocks (12 saved
+# tensors at float32) with float32 or 8 bits: at most 2^13 plans to search.
+@pytest.mark.parametrize("blocks,min_bits,recompute",
+                         [(1, 4, True), (2, 8, True), (3, 8, False)])
 def test_default_search_matches_exhaustive_search(tmp_path, blocks,
-                                                  min_bits):
+                                                  min_bits, recompute):
     rng = fresh_rng()
     model = str(tmp_path / "net.onnx")
     random_network(rng, model, blocks)
     # Every plan's total, from one exhaustive search that nothing fits.
-    code, stderr = solve(model, 1, "exhaustive", min_bits)
+    code, stderr = solve(model, 1, "exhaustive", min_bits, recompute)
     assert code != 0 and "no plan fits" in stderr, stderr[-2000:]
     totals = sorted({int(m.group(1)) for m in
                      map(PLAN.match, stderr.splitlines()) if m})
     assert len(totals) > 1
     for fraction in (0.0, 0.5, 0.9):
         limit = totals[int(fraction * (len(totals) - 1))]
-        code, best = solve(model, limit, "exhaustive", min_bits)
+        code, best = solve(model, limit, "exhaustive", min_bits, recompute)
         assert code == 0, best[-2000:]
-        code, greedy = solve(model, limit, "greedy", min_bits)
+        code, greedy = solve(model, limit, "greedy", min_bits, recompute)
         assert code == 0, greedy[-2000:]
         total, rank = answer(greedy)
         assert total <= limit

@@ -135,8 +135,8 @@ def test_report_lists_each_saved_tensor_with_its_bytes(compiled):
 
 def test_report_lists_a_recomputed_tensor_with_no_bytes(tmp_path):
     """A node pinned to recompute keeps nothing: its entry says recompute
-    with 0 bytes, and what its copy reads is an entry of its own (conv2's
-    output, exact at --act-bits 0)."""
+    with 0 bytes (and predicts its copy's time), and what its copy reads is
+    an entry of its own (conv2's output, exact at --act-bits 0)."""
     model = test_models.mixed_cnn(seed=0, image_size=SIZE)
     onnx_path = models.export(model, str(tmp_path / "model.onnx"))
     report_path = str(tmp_path / "memory.json")
@@ -146,9 +146,12 @@ def test_report_lists_a_recomputed_tensor_with_no_bytes(tmp_path):
     with open(report_path) as f:
         entries = json.load(f)["saved_tensors"]
     relu = [e for e in entries if e["node"] == "/Relu_1"]
+    assert len(relu) == 1 and relu[0]["predicted_seconds"] > 0
+    del relu[0]["predicted_seconds"]
     assert relu == [{"node": "/Relu_1", "op": "blpa.relu",
                      "shape": [BATCH, WIDTH, SIZE // 2, SIZE // 2],
-                     "choice": "recompute", "bytes": 0}]
+                     "choice": "recompute", "bytes": 0,
+                     "gradient_error": 0}]
     checkpoint = [e for e in entries if e["node"] == "/conv2/Conv"]
     assert [(e["choice"], e["bytes"]) for e in checkpoint] == \
         [("float32", 4 * BATCH * WIDTH * (SIZE // 2) ** 2)]

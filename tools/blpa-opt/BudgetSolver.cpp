@@ -102,6 +102,7 @@ private:
   void undoMoves();
   LogicalResult searchAll();
   LogicalResult searchRanked();
+  SmallVector<std::string> getAllChoices() const;
   BudgetSolution finish();
   SmallVector<SmallVector<std::string>> getImprovementUnits() const;
   void improveBest();
@@ -434,6 +435,14 @@ void Search::improveBest() {
   }
 }
 
+/// float32, then the candidate choices: a node's choice as a digit.
+SmallVector<std::string> Search::getAllChoices() const {
+  SmallVector<std::string> choices{"float32"};
+  llvm::append_range(choices, getCandidateChoices(options.minBits,
+                                                  options.allowRecompute));
+  return choices;
+}
+
 /// Combinations the ranked search takes on: it may compile them all where
 /// only the last fit (a few seconds for models this small: 5 nodes with 5
 /// choices, 7 with 4, 9 with 3).
@@ -445,10 +454,7 @@ constexpr double kMaxRankedPlans = 1 << 15;
 /// until no later one can rank better. Failure where there are too many
 /// combinations.
 LogicalResult Search::searchRanked() {
-  SmallVector<std::string> choices{"float32"};
-  for (const std::string &choice :
-       getCandidateChoices(options.minBits, options.allowRecompute))
-    choices.push_back(choice);
+  SmallVector<std::string> choices = getAllChoices();
   double count = std::pow(double(choices.size()), double(nodes.size()));
   if (count > kMaxRankedPlans)
     return failure();
@@ -487,10 +493,7 @@ LogicalResult Search::searchRanked() {
 /// Every combination of float32 and the candidate choices over the nodes,
 /// in odometer order; ranked as the search ranks its plans.
 LogicalResult Search::searchAll() {
-  SmallVector<std::string> choices{"float32"};
-  for (const std::string &choice :
-       getCandidateChoices(options.minBits, options.allowRecompute))
-    choices.push_back(choice);
+  SmallVector<std::string> choices = getAllChoices();
   double plans = std::pow(double(choices.size()), double(nodes.size()));
   if (plans > double(options.maxExhaustivePlans))
     return failure();

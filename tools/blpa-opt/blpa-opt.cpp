@@ -99,6 +99,11 @@ static cl::opt<std::string> preferOption(
              "tensor goes below 8 bits)"),
     cl::value_desc("speed|exactness"), cl::init("speed"),
     cl::cat(compileCategory));
+static cl::opt<bool> noBudgetRecompute(
+    "no-budget-recompute",
+    cl::desc("With --act-bits auto: choose only between float32 and codes, "
+             "never recomputation"),
+    cl::init(false), cl::cat(compileCategory));
 static cl::opt<bool> printBudgetSearch(
     "print-budget-search",
     cl::desc("With --act-bits auto: print each plan the budget solver "
@@ -212,14 +217,9 @@ static std::optional<CostModel> costModel;
 /// Reads --profile, if given, and checks that it describes `module`'s model
 /// at its batch size.
 static LogicalResult readCostModel(ModuleOp module) {
-  if (profileOption.empty()) {
-    costModel.emplace();
-    return success();
-  }
-  llvm::Expected<CostModel> model = CostModel::fromProfile(profileOption);
-  llvm::Error error = model ? model->checkModule(module) : model.takeError();
-  if (error)
-    return emitError(module.getLoc()) << llvm::toString(std::move(error));
+  llvm::Expected<CostModel> model = CostModel::forModule(module, profileOption);
+  if (!model)
+    return emitError(module.getLoc()) << llvm::toString(model.takeError());
   costModel = std::move(*model);
   return success();
 }
@@ -458,6 +458,8 @@ static void buildTailPipeline(PassManager &pm, int bits, bool withChoices,
     planOptions.reportFile = memoryReport;
     planOptions.print = printMemory;
     planOptions.timelineFile = memoryTimeline;
+    // The report's predicted times use the model the solver used.
+    planOptions.profile = profileOption;
   }
   pm.addPass(createBlpaPlanMemory(planOptions));
   // A wrong plan would silently corrupt training, so every plan is checked
@@ -589,8 +591,11 @@ static LogicalResult solveForLimit(MLIRContext &context, ModuleOp module) {
   options.minBits = minActBits;
   options.preferExactness = preferOption == "exactness";
   options.exhaustive = budgetSearch == "exhaustive";
+  options.allowRecompute = !noBudgetRecompute;
   if (options.exhaustive &&
-      std::pow(double(getCandidateChoices(minActBits, true).size() + 1),
+      std::pow(double(getCandidateChoices(minActBits, options.allowRecompute)
+                          .size() +
+                      1),
                double(nodes.size())) > double(options.maxExhaustivePlans))
     return module.emitError(llvm::formatv(
         "--budget-search exhaustive: {0} nodes to decide is more than {1} "

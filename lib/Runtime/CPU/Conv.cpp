@@ -5,6 +5,8 @@
 // through format_tag::any plus reorders beat oneDNN's plain-layout (im2col +
 // gemm) implementations by 2-3x even for small shapes, so they are always
 // used. oneDNN's convolutions are deterministic for a fixed thread count.
+// Large batches run in chunks (runConv), so that the blocked copies, which
+// live outside the planned arena, stay a fixed size.
 // 2-D and 3-D convolutions are the same code over 4-D or 5-D descriptors
 // (NCHW/OIHW or NCDHW/OIDHW buffers).
 //
@@ -162,12 +164,65 @@ ConvPlan &planFor(CpuRuntime &rt, ConvKind kind, const ConvShape &s) {
   return *plan;
 }
 
-/// Shared body of the three entry points.
+/// The operands of `kind` (in the entry point's order) that have a batch
+/// dimension, with their floats per sample.
+std::vector<std::pair<size_t, int64_t>> batchedOperands(ConvKind kind,
+                                                        const ConvShape &s,
+                                                        size_t numOperands) {
+  int64_t in = s.c * s.window.inSize(), out = s.k * s.window.outSize();
+  switch (kind) {
+  case ConvKind::forward:
+  case ConvKind::forwardBias: // x, w, [b,] y
+    return {{0, in}, {numOperands - 1, out}};
+  case ConvKind::backwardData: // dy, w, dx
+    return {{0, out}, {2, in}};
+  case ConvKind::backwardWeights: // x, dy, dw
+    return {{0, in}, {1, out}};
+  }
+  return {};
+}
+
+/// Shared body of the three entry points: the plan run over the batch in
+/// chunks of at most rt.convChunkBytes (CpuRuntime.h). Backward-weights
+/// sums the chunks' weight gradients in chunk order, so the result does
+/// not depend on the thread count.
 void runConv(const char *name, blpa_context *ctx, ConvKind kind,
              const ConvShape &shape, std::initializer_list<const void *> data) {
   guarded(name, [&] {
     CpuRuntime &rt = runtimeOf(ctx);
-    planFor(rt, kind, shape).run(rt, data);
+    std::vector<const void *> operands(data);
+    auto batched = batchedOperands(kind, shape, operands.size());
+    int64_t sampleBytes = 4 * std::max(batched[0].second, batched[1].second);
+    int64_t chunk = std::clamp<int64_t>(
+        rt.convChunkBytes / std::max<int64_t>(sampleBytes, 1), 1,
+        std::max<int64_t>(shape.n, 1));
+    float *weightGrad = kind == ConvKind::backwardWeights
+                            ? static_cast<float *>(const_cast<void *>(
+                                  operands[2]))
+                            : nullptr;
+    int64_t weightFloats = shape.k * (shape.c / shape.group) *
+                           shape.window.kernelSize();
+    for (int64_t first = 0; first == 0 || first < shape.n; first += chunk) {
+      ConvShape part = shape;
+      part.n = std::min(chunk, shape.n - first);
+      std::vector<const void *> partOperands = operands;
+      for (auto [index, floats] : batched)
+        partOperands[index] =
+            static_cast<const float *>(operands[index]) + first * floats;
+      // Chunks after the first compute into scratch and add.
+      float *partial = nullptr;
+      if (weightGrad && first != 0) {
+        partial = static_cast<float *>(
+            rt.scratch.get(kWeightGradSlot, 4 * weightFloats));
+        partOperands[2] = partial;
+      }
+      planFor(rt, kind, part).run(rt, partOperands);
+      if (partial)
+        parallelBlocks(weightFloats, [&](int64_t begin, int64_t end) {
+          for (int64_t i = begin; i < end; ++i)
+            weightGrad[i] += partial[i];
+        });
+    }
   });
 }
 
@@ -197,7 +252,7 @@ void ConvPlan::addPort(const dnnl::engine &engine, int arg,
   ports.push_back(std::move(port));
 }
 
-void ConvPlan::run(CpuRuntime &rt, std::initializer_list<const void *> data) {
+void ConvPlan::run(CpuRuntime &rt, const std::vector<const void *> &data) {
   const dnnl::engine &engine = rt.engine;
   std::unordered_map<int, memory> args;
   struct PendingOutput {

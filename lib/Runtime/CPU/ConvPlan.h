@@ -13,10 +13,14 @@
 
 #include "CpuRuntime.h"
 
-#include <initializer_list>
+#include <vector>
 
 namespace blpa {
 namespace cpu {
+
+/// The ScratchPool slot a chunked backward-weights convolution sums its
+/// chunks' gradients from; ConvPlan::run uses the slots below it.
+constexpr unsigned kWeightGradSlot = 8;
 
 struct ConvPlan {
   /// One operand of the primitive as the caller sees it.
@@ -33,7 +37,7 @@ struct ConvPlan {
                bool isOutput);
 
   /// Runs the primitive on caller buffers given in port order.
-  void run(CpuRuntime &rt, std::initializer_list<const void *> data);
+  void run(CpuRuntime &rt, const std::vector<const void *> &data);
 
   dnnl::primitive primitive;
   dnnl::memory::desc scratchpad;

@@ -6,6 +6,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdarg>
 #include <cstdio>
@@ -45,7 +46,10 @@ void *ScratchPool::get(unsigned slot, size_t bytes) {
   return buf.data.get();
 }
 
-CpuRuntime::CpuRuntime() : engine(dnnl::engine::kind::cpu, 0), stream(engine) {}
+CpuRuntime::CpuRuntime() : engine(dnnl::engine::kind::cpu, 0), stream(engine) {
+  if (const char *bytes = std::getenv("BLPA_CPU_CONV_CHUNK_BYTES"))
+    convChunkBytes = std::max<int64_t>(1, std::atoll(bytes));
+}
 
 // Defined here, where ConvPlan is complete.
 CpuRuntime::~CpuRuntime() = default;

@@ -56,6 +56,12 @@ struct CpuRuntime {
   dnnl::engine engine;
   dnnl::stream stream;
   ScratchPool scratch;
+  /// Convolutions run over the batch in chunks whose larger operand holds
+  /// at most this many bytes (at least one sample): the blocked copies and
+  /// scratchpad live outside the planned arena, so they must not grow with
+  /// the batch. $BLPA_CPU_CONV_CHUNK_BYTES overrides it (tests chunk small
+  /// shapes with it).
+  int64_t convChunkBytes = int64_t(32) << 20;
   /// Convolution plans keyed by (direction, shape, attributes).
   std::map<std::vector<int64_t>, std::unique_ptr<ConvPlan>> convPlans;
   /// What blpa_runtime_last_step_seconds reports.

@@ -41,9 +41,10 @@ static LogicalResult verifyAttributeKind(Operation *op, NamedAttribute attr) {
              << name << "' must be \"float32\", \"8\", \"4\", \"2\" or "
              << "\"recompute\"";
     ok = true;
-  }
-  else if (name == "blpa.offsets")
+  } else if (name == "blpa.offsets" || name == kRecomputesAttrName)
     ok = isa<DenseI64ArrayAttr>(attr.getValue());
+  else if (name == kRecomputeIdAttrName)
+    ok = isa<IntegerAttr>(attr.getValue());
   else if (llvm::is_contained({"blpa.arena_size", "blpa.lower_bound_bytes",
                                "blpa.saved_activation_bytes",
                                "blpa.workspace_bytes"},

@@ -78,12 +78,61 @@ bool mlir::blpa::isActivationChoice(StringRef choice) {
   return getExactnessRank(choice) != 0;
 }
 
+void mlir::blpa::mergeActivationChoice(Operation *op, Operation *other) {
+  auto theirs = other->getAttrOfType<StringAttr>(kActChoiceAttrName);
+  if (!theirs)
+    return;
+  auto ours = op->getAttrOfType<StringAttr>(kActChoiceAttrName);
+  if (!ours ||
+      getExactnessRank(theirs.getValue()) > getExactnessRank(ours.getValue()))
+    op->setAttr(kActChoiceAttrName, theirs);
+}
+
+void mlir::blpa::mergeRecomputes(Operation *op, Operation *other) {
+  auto theirs = other->getAttrOfType<DenseI64ArrayAttr>(kRecomputesAttrName);
+  if (!theirs)
+    return;
+  SmallVector<int64_t> ids;
+  if (auto ours = op->getAttrOfType<DenseI64ArrayAttr>(kRecomputesAttrName))
+    llvm::append_range(ids, ours.asArrayRef());
+  for (int64_t id : theirs.asArrayRef())
+    if (!llvm::is_contained(ids, id))
+      ids.push_back(id);
+  op->setAttr(kRecomputesAttrName,
+              DenseI64ArrayAttr::get(op->getContext(), ids));
+}
+
+void mlir::blpa::mergeRecomputeId(Operation *op, Operation *other) {
+  auto theirs = other->getAttrOfType<IntegerAttr>(kRecomputeIdAttrName);
+  if (!theirs)
+    return;
+  auto ours = op->getAttrOfType<IntegerAttr>(kRecomputeIdAttrName);
+  if (!ours) {
+    op->setAttr(kRecomputeIdAttrName, theirs);
+    return;
+  }
+  for (Operation &copy : *op->getBlock()) {
+    auto ids = copy.getAttrOfType<DenseI64ArrayAttr>(kRecomputesAttrName);
+    if (!ids || !llvm::is_contained(ids.asArrayRef(), theirs.getInt()))
+      continue;
+    SmallVector<int64_t> renamed;
+    for (int64_t id : ids.asArrayRef()) {
+      int64_t now = id == theirs.getInt() ? ours.getInt() : id;
+      if (!llvm::is_contained(renamed, now))
+        renamed.push_back(now);
+    }
+    copy.setAttr(kRecomputesAttrName,
+                 DenseI64ArrayAttr::get(op->getContext(), renamed));
+  }
+}
+
 void mlir::blpa::replaceKeepingPhase(Operation *from, Operation *to) {
   to->setAttr(kPhaseAttrName, from->getAttr(kPhaseAttrName));
   // The encoder of a forward op still stands for the op's choice of what
   // its remaining saved results keep (a max pooling's output).
-  if (Attribute choice = from->getAttr(kActChoiceAttrName))
-    to->setAttr(kActChoiceAttrName, choice);
+  for (StringRef name : {kActChoiceAttrName, kRecomputeIdAttrName})
+    if (Attribute attr = from->getAttr(name))
+      to->setAttr(name, attr);
   for (auto [oldResult, newResult] :
        llvm::zip(from->getResults(), to->getResults()))
     oldResult.replaceAllUsesWith(newResult);

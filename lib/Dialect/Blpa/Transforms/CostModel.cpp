@@ -227,6 +227,18 @@ llvm::Error CostModel::checkModule(ModuleOp module) const {
   return llvm::Error::success();
 }
 
+llvm::Expected<CostModel> CostModel::forModule(ModuleOp module,
+                                               StringRef profile) {
+  if (profile.empty())
+    return CostModel();
+  llvm::Expected<CostModel> model = fromProfile(profile);
+  if (!model)
+    return model.takeError();
+  if (llvm::Error error = model->checkModule(module))
+    return std::move(error);
+  return model;
+}
+
 /// The backward-phase uses of `v` that decode values from its codes (not
 /// only a sign, an argmax or a region, which codes keep exactly). A batch
 /// norm's gradient reading its input is left out: the batch norm's own codes
@@ -249,9 +261,8 @@ static bool isEncodable(BatchNormOp bn) {
   });
 }
 
-/// Elements per channel (dimension 1) of a tensor.
-static double elementsPerChannel(Value v) {
-  ArrayRef<int64_t> shape = getShape(v);
+/// Elements per channel (dimension 1) of a tensor of `shape`.
+static double elementsPerChannel(ArrayRef<int64_t> shape) {
   double n = 1;
   for (auto [i, d] : llvm::enumerate(shape))
     if (i != 1 || shape.size() < 2)
@@ -259,10 +270,35 @@ static double elementsPerChannel(Value v) {
   return n;
 }
 
+/// The proxy of one reader of the method's batch-norm codes: bins of w =
+/// 6 / 2^K over x-hat (unit variance), rounding noise w^2 / 12 = 3 / 4^K,
+/// plus what the range of 3 deviations either side clips off whatever K is:
+/// E[(|x| - 3)^2; |x| > 3] = 2 ((1 + 9) Q(3) - 3 phi(3)) = 4.07e-4 for a
+/// normal x.
+static double batchNormCodesError(int bits) {
+  const double a = 3, tail = 0.5 * std::erfc(a / std::sqrt(2.0));
+  const double density = std::exp(-a * a / 2) / std::sqrt(2 * M_PI);
+  double clipped = 2 * ((1 + a * a) * tail - a * density);
+  return 3.0 / std::ldexp(1.0, 2 * bits) + clipped;
+}
+
+/// The proxy of one reader of the generic quantizer's codes of a tensor of
+/// `shape`. For n roughly Gaussian values of deviation s per channel the
+/// range is about 2 s sqrt(2 ln n), so the noise (range / levels)^2 / 12 is
+/// (2 ln n / 3) s^2 / levels^2 (affine). Non-negative values (a ReLU's) span
+/// about s sqrt(2 ln n), zero is exact and their mean square is s^2 / 2:
+/// (ln n / 6) / levels^2.
+static double quantizerError(ArrayRef<int64_t> shape, bool nonNegative,
+                             int bits) {
+  double levels = std::ldexp(1.0, bits) - 1;
+  double logN = std::log(std::max(2.0, elementsPerChannel(shape)));
+  double relative = nonNegative ? logN / 6 : 2 * logN / 3;
+  return relative / (levels * levels);
+}
+
 double CostModel::gradientError(Value saved, int bits) const {
   if (bits <= 0 || bits >= 32 || !isa<RankedTensorType>(saved.getType()))
     return 0;
-  double levels = std::ldexp(1.0, bits) - 1;
   Operation *producer = saved.getDefiningOp();
   // Parameters are no activations; a batch norm's statistics stay exact (the
   // method keeps them), and a ReLU of a batch norm is decoded from the batch
@@ -276,32 +312,63 @@ double CostModel::gradientError(Value saved, int bits) const {
     return 0;
   if (auto bn = dyn_cast_if_present<BatchNormOp>(producer)) {
     // The method's codes of the output (the figure of the batch norm, even
-    // when only its gradient reads them): bins of w = 6 / 2^K over x-hat
-    // (unit variance), rounding noise w^2 / 12 = 3 / 4^K, plus what the
-    // range of 3 deviations either side clips off whatever K is:
-    // E[(|x| - 3)^2; |x| > 3] = 2 ((1 + 9) Q(3) - 3 phi(3)) = 4.07e-4 for
-    // a normal x. Read by the batch norm's own gradient (x-hat~) and by
-    // every reader of the output or of its ReLU.
+    // when only its gradient reads them), read by the batch norm's own
+    // gradient (x-hat~) and by every reader of the output or of its ReLU.
     if (!isEncodable(bn))
       return 0;
-    const double a = 3, tail = 0.5 * std::erfc(a / std::sqrt(2.0));
-    const double density = std::exp(-a * a / 2) / std::sqrt(2 * M_PI);
-    double clipped = 2 * ((1 + a * a) * tail - a * density);
     unsigned readers = 1 + countValueReaders(saved);
     for (Operation *user : saved.getUsers())
       if (isa<ReluOp>(user))
         readers += countValueReaders(user->getResult(0));
-    return readers * (3.0 / std::ldexp(1.0, 2 * bits) + clipped);
+    return readers * batchNormCodesError(bits);
   }
   unsigned readers = countValueReaders(saved);
   if (readers == 0)
     return 0;
-  // The generic quantizer over each channel's range. For n roughly
-  // Gaussian values of deviation s the range is about 2 s sqrt(2 ln n), so
-  // the noise (range / levels)^2 / 12 is (2 ln n / 3) s^2 / levels^2
-  // (affine). Non-negative values (a ReLU's) span about s sqrt(2 ln n),
-  // zero is exact and their mean square is s^2 / 2: (ln n / 6) / levels^2.
-  double logN = std::log(std::max(2.0, elementsPerChannel(saved)));
-  double relative = isKnownNonNegative(saved) ? logN / 6 : 2 * logN / 3;
-  return readers * relative / (levels * levels);
+  return readers *
+         quantizerError(getShape(saved), isKnownNonNegative(saved), bits);
+}
+
+double CostModel::gradientErrorOfCodes(Value codes) const {
+  auto packed = dyn_cast<PackedType>(codes.getType());
+  if (!packed)
+    return 0;
+  StringRef scheme = packed.getScheme();
+  bool bnRelu = scheme == "bn_relu";
+  if (!bnRelu && scheme != "affine" && scheme != "nonneg")
+    return 0; // exact codes: a mask, an argmax, a region
+  // The readers gradientError counts before compression, now reading the
+  // codes: a decoder stands for the readers of what it decodes (of the
+  // output, or of its ReLU), any other op (a batch norm's gradient) for
+  // itself.
+  unsigned readers = 0;
+  for (Operation *user : codes.getUsers()) {
+    if (!isInPhase(user, Phase::Backward))
+      continue;
+    if (!isDecoder(user)) {
+      ++readers;
+      continue;
+    }
+    for (Value decoded : user->getResults())
+      readers += countValueReaders(decoded);
+  }
+  int bits = packed.getBits();
+  if (bnRelu)
+    return readers * batchNormCodesError(bits);
+  return readers * quantizerError(packed.getShape(), scheme == "nonneg", bits);
+}
+
+PredictedCosts CostModel::predictCosts(func::FuncOp fn,
+                                       ArrayRef<SavedTensor> tensors) const {
+  PredictedCosts costs;
+  costs.stepSeconds = seconds(fn);
+  for (const SavedTensor &tensor : tensors) {
+    ChoiceCost cost;
+    for (ChoiceOp added : getChoiceOps(tensor))
+      cost.seconds += added.share * seconds(added.op);
+    if (tensor.kept)
+      cost.gradientError = gradientErrorOfCodes(tensor.kept);
+    costs.tensors.push_back(cost);
+  }
+  return costs;
 }

@@ -77,6 +77,16 @@ struct FuseBatchNormReluPass
       fuseEncode(encode);
   }
 
+  /// `op`, which now does `relu`'s work too, keeps what was asked of the
+  /// ReLU: the more exact activation choice of the two (what the report's
+  /// saved tensors and the solver's bytes per node read), its recompute id
+  /// and, for a copy, the ops it recomputes.
+  static void takeOver(Operation *op, ReluOp relu) {
+    mergeActivationChoice(op, relu);
+    mergeRecomputeId(op, relu);
+    mergeRecomputes(op, relu);
+  }
+
   /// With compressed activations: the forward ReLU that is the only reader
   /// of a batch_norm_encode's output runs in its kernel (the codes are the
   /// batch norm's either way).
@@ -91,6 +101,7 @@ struct FuseBatchNormReluPass
   /// output, itself.
   template <typename OpTy> void absorbRelu(OpTy op, ReluOp relu) {
     op.setRelu(true);
+    takeOver(op, relu);
     relu.getOutput().replaceAllUsesWith(op.getOutput());
     relu.erase();
     ++numFused;
@@ -124,9 +135,10 @@ struct FuseBatchNormReluPass
         bn.getMomentumAttr());
     if (Attribute saved = bn->getAttr(kSavedPolicyAttrName))
       fused->setAttr(kSavedPolicyAttrName, saved);
+    replaceKeepingPhase(bn, fused);
+    takeOver(fused, relu);
     relu.getOutput().replaceAllUsesWith(fused.getOutput());
     relu.erase();
-    replaceKeepingPhase(bn, fused);
     ++numFused;
 
     // The gradients of this batch norm read its mean (as in
@@ -196,9 +208,13 @@ struct FuseBatchNormReluPass
     if (uses.empty())
       return;
     decodeBeforeFirstUse(uses, [&](OpBuilder &b, Location loc) {
-      return BatchNormApplyOp::create(
+      auto apply = BatchNormApplyOp::create(
           b, loc, fused.getInput(), fused.getScale(), fused.getBias(),
           fused.getMean(), fused.getInvStd(), /*relu=*/true);
+      // A recomputation, though not one a choice asked for.
+      apply->setAttr(kRecomputesAttrName,
+                     b.getDenseI64ArrayAttr(ArrayRef<int64_t>{}));
+      return apply;
     });
     ++numRecomputed;
   }

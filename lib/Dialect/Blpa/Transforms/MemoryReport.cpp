@@ -11,9 +11,9 @@ using namespace mlir;
 using namespace mlir::blpa;
 
 static constexpr BufferCategory kCategories[] = {
-    BufferCategory::SavedCodes, BufferCategory::SavedFloat,
+    BufferCategory::SavedCodes,  BufferCategory::SavedFloat,
     BufferCategory::Activations, BufferCategory::Decoded,
-    BufferCategory::Gradients};
+    BufferCategory::Recomputed,  BufferCategory::Gradients};
 
 BufferCategory mlir::blpa::getBufferCategory(const Buffer &buffer) {
   if (buffer.savedActivation)
@@ -22,7 +22,9 @@ BufferCategory mlir::blpa::getBufferCategory(const Buffer &buffer) {
   Operation *def = buffer.root.getDefiningOp();
   if (getPhase(def) != Phase::Backward)
     return BufferCategory::Activations;
-  if (isa<BatchNormDecodeOp, DequantizeOp, BatchNormApplyOp>(def))
+  if (def->hasAttr(kRecomputesAttrName))
+    return BufferCategory::Recomputed;
+  if (isDecoder(def))
     return BufferCategory::Decoded;
   return BufferCategory::Gradients;
 }
@@ -37,6 +39,8 @@ StringRef mlir::blpa::stringifyBufferCategory(BufferCategory category) {
     return "activations";
   case BufferCategory::Decoded:
     return "decoded";
+  case BufferCategory::Recomputed:
+    return "recomputed";
   case BufferCategory::Gradients:
     return "gradients";
   }
@@ -47,13 +51,15 @@ StringRef mlir::blpa::stringifyBufferCategory(BufferCategory category) {
 static StringRef describeCategory(BufferCategory category) {
   switch (category) {
   case BufferCategory::SavedCodes:
-    return "saved activations, packed codes";
+    return "saved codes (K-bit)";
   case BufferCategory::SavedFloat:
     return "saved activations, float32";
   case BufferCategory::Activations:
     return "other activations";
   case BufferCategory::Decoded:
-    return "decoded / recomputed activations";
+    return "decoded activations";
+  case BufferCategory::Recomputed:
+    return "recomputed activations";
   case BufferCategory::Gradients:
     return "gradients";
   }
@@ -199,7 +205,7 @@ static void addSavedResults(Operation &op, const MemoryPlan &plan,
         source = def;
     if (packed && !codesEntry)
       codesEntry = tensors.size();
-    tensors.push_back({&op, source, getStoodForShape(result.getType()),
+    tensors.push_back({&op, result, source, getStoodForShape(result.getType()),
                        describeChoice(result.getType()),
                        plan.buffers[buffer->second].bytes});
   }
@@ -209,8 +215,8 @@ static void addSavedResults(Operation &op, const MemoryPlan &plan,
       tensors[*codesEntry].bytes += bytes;
       continue;
     }
-    tensors.push_back(
-        {&op, &op, getStoodForShape(result.getType()), "float32", bytes});
+    tensors.push_back({&op, result, &op, getStoodForShape(result.getType()),
+                       "float32", bytes});
   }
 }
 
@@ -220,19 +226,72 @@ SmallVector<SavedTensor> mlir::blpa::getSavedTensors(func::FuncOp func,
   for (Operation &op : func.getBody().front()) {
     if (getPhase(&op) != Phase::Forward || isa<ViewLikeOpInterface>(op))
       continue;
-    size_t before = tensors.size();
     addSavedResults(op, plan, tensors);
+    // What is recomputed is the op's output; results the copies read
+    // instead (a batch norm's statistics) are entries of their own.
     auto choice = op.getAttrOfType<StringAttr>(kActChoiceAttrName);
-    if (tensors.size() == before && choice &&
-        choice.getValue() == "recompute" && op.getNumResults() != 0)
-      tensors.push_back(
-          {&op, &op, getStoodForShape(op.getResultTypes()[0]), "recompute", 0});
+    if (choice && choice.getValue() == "recompute" && op.getNumResults() != 0 &&
+        !isReadInBackward(op.getResult(0)))
+      tensors.push_back({&op, Value(), &op,
+                         getStoodForShape(op.getResultTypes()[0]), "recompute",
+                         0});
   }
   return tensors;
 }
 
-/// The report's entry of `tensor`.
-static llvm::json::Object toJson(const SavedTensor &tensor) {
+bool mlir::blpa::isDecoder(Operation *op) {
+  if (!isInPhase(op, Phase::Backward) ||
+      llvm::none_of(op->getOperandTypes(), llvm::IsaPred<PackedType>))
+    return false;
+  return llvm::none_of(op->getOperands(), [](Value operand) {
+    Operation *def = operand.getDefiningOp();
+    return def && isInPhase(def, Phase::Backward);
+  });
+}
+
+/// Whether `op` exists only to encode: a forward op none of whose results
+/// the forward phase reads.
+static bool isEncoderOnly(Operation *op) {
+  return llvm::none_of(op->getUsers(), [](Operation *user) {
+    return !isInPhase(user, Phase::Backward);
+  });
+}
+
+/// The backward ops that recompute the op of blpa.recompute_id `id`, with
+/// their shares.
+static void addCopies(func::FuncOp func, int64_t id,
+                      SmallVector<ChoiceOp> &ops) {
+  for (Operation &op : func.getBody().front()) {
+    auto ids = op.getAttrOfType<DenseI64ArrayAttr>(kRecomputesAttrName);
+    if (ids && llvm::is_contained(ids.asArrayRef(), id))
+      ops.push_back({&op, 1.0 / ids.size()});
+  }
+}
+
+SmallVector<ChoiceOp> mlir::blpa::getChoiceOps(const SavedTensor &tensor) {
+  SmallVector<ChoiceOp> ops;
+  if (tensor.choice == "recompute") {
+    auto func = tensor.keptBy->getParentOfType<func::FuncOp>();
+    if (auto id =
+            tensor.keptBy->getAttrOfType<IntegerAttr>(kRecomputeIdAttrName))
+      addCopies(func, id.getInt(), ops);
+    return ops;
+  }
+  if (!tensor.kept || !isa<PackedType>(tensor.kept.getType()))
+    return ops;
+  if (isEncoderOnly(tensor.keptBy))
+    ops.push_back({tensor.keptBy, 1.0});
+  for (Operation *user : tensor.kept.getUsers())
+    if (isDecoder(user) && llvm::none_of(ops, [&](const ChoiceOp &added) {
+          return added.op == user;
+        }))
+      ops.push_back({user, 1.0});
+  return ops;
+}
+
+/// The report's entry of `tensor`, with its cost when there is one.
+static llvm::json::Object toJson(const SavedTensor &tensor,
+                                 const ChoiceCost *cost) {
   llvm::json::Object entry{{"node", getNodeName(tensor.source)},
                            {"op", tensor.source->getName().getStringRef()},
                            {"shape", llvm::json::Array(tensor.shape)},
@@ -240,12 +299,23 @@ static llvm::json::Object toJson(const SavedTensor &tensor) {
                            {"bytes", tensor.bytes}};
   if (tensor.keptBy != tensor.source)
     entry["encoder"] = tensor.keptBy->getName().getStringRef();
+  if (cost) {
+    entry["predicted_seconds"] = cost->seconds;
+    entry["gradient_error"] = cost->gradientError;
+  }
   return entry;
+}
+
+/// The cost of saved tensor `index`, if there are costs.
+static const ChoiceCost *getCost(const PredictedCosts *costs, size_t index) {
+  return costs && index < costs->tensors.size() ? &costs->tensors[index]
+                                                : nullptr;
 }
 
 void mlir::blpa::addBreakdownToReport(llvm::json::Object &report,
                                       func::FuncOp func, const MemoryPlan &plan,
-                                      const MemoryTimeline &timeline) {
+                                      const MemoryTimeline &timeline,
+                                      const PredictedCosts *costs) {
   if (timeline.liveBytes.empty())
     return;
   llvm::json::Object atPeak;
@@ -272,9 +342,11 @@ void mlir::blpa::addBreakdownToReport(llvm::json::Object &report,
   }
   report["largest_buffers"] = std::move(largest);
   llvm::json::Array saved;
-  for (const SavedTensor &tensor : getSavedTensors(func, plan))
-    saved.push_back(toJson(tensor));
+  for (auto [i, tensor] : llvm::enumerate(getSavedTensors(func, plan)))
+    saved.push_back(toJson(tensor, getCost(costs, i)));
   report["saved_tensors"] = std::move(saved);
+  if (costs)
+    report["predicted_step_seconds"] = costs->stepSeconds;
 }
 
 static int64_t totalAt(const MemoryTimeline &timeline, int64_t op) {
@@ -298,30 +370,52 @@ static void printLargestBuffers(llvm::raw_ostream &os, const MemoryPlan &plan) {
   }
 }
 
+/// "0", "12.3 us": a duration for the table.
+static std::string formatSeconds(double seconds) {
+  if (seconds == 0)
+    return "0";
+  if (seconds < 1e-3)
+    return llvm::formatv("{0:F1} us", seconds * 1e6).str();
+  if (seconds < 1)
+    return llvm::formatv("{0:F2} ms", seconds * 1e3).str();
+  return llvm::formatv("{0:F2} s", seconds).str();
+}
+
 /// What is kept of each saved tensor, largest first, the first
-/// kMaxSavedRows of them and the total of all.
+/// kMaxSavedRows of them and the total of all; with `costs`, the time each
+/// choice adds and its gradient error.
 static void printSavedTensors(llvm::raw_ostream &os,
-                              SmallVector<SavedTensor> tensors) {
+                              ArrayRef<SavedTensor> tensors,
+                              const PredictedCosts *costs) {
   constexpr size_t kMaxSavedRows = 20;
   if (tensors.empty())
     return;
-  llvm::stable_sort(tensors, [](const SavedTensor &a, const SavedTensor &b) {
-    return a.bytes > b.bytes;
+  auto order = llvm::to_vector(llvm::seq<size_t>(0, tensors.size()));
+  llvm::stable_sort(order, [&](size_t a, size_t b) {
+    return tensors[a].bytes > tensors[b].bytes;
   });
   int64_t total = 0;
   for (const SavedTensor &tensor : tensors)
     total += tensor.bytes;
   os << "saved tensors (" << tensors.size() << ", largest first):\n"
-     << llvm::formatv("  {0,12} {1,-9} {2,-20} {3,-32} {4}\n", "size", "choice",
-                      "shape", "op", "node");
-  for (const SavedTensor &tensor : ArrayRef(tensors).take_front(kMaxSavedRows))
+     << llvm::formatv("  {0,12} {1,-9} ", "size", "choice");
+  if (costs)
+    os << llvm::formatv("{0,10} {1,10} ", "adds", "grad error");
+  os << llvm::formatv("{0,-20} {1,-32} {2}\n", "shape", "op", "node");
+  for (size_t i : ArrayRef(order).take_front(kMaxSavedRows)) {
+    const SavedTensor &tensor = tensors[i];
+    os << llvm::formatv("  {0,12} {1,-9} ", formatSize(tensor.bytes),
+                        tensor.choice);
+    if (const ChoiceCost *cost = getCost(costs, i))
+      os << llvm::formatv("{0,10} {1,10} ", formatSeconds(cost->seconds),
+                          llvm::format("%.3g", cost->gradientError));
     os << llvm::formatv(
-        "  {0,12} {1,-9} {2,-20} {3,-32} {4}\n", formatSize(tensor.bytes),
-        tensor.choice,
+        "{0,-20} {1,-32} {2}\n",
         llvm::join(llvm::map_range(tensor.shape,
                                    [](int64_t d) { return std::to_string(d); }),
                    "x"),
         tensor.source->getName().getStringRef(), getNodeName(tensor.source));
+  }
   if (tensors.size() > kMaxSavedRows)
     os << "  ... " << tensors.size() - kMaxSavedRows << " more\n";
   os << llvm::formatv("  {0,12} in all\n", formatSize(total));
@@ -330,7 +424,8 @@ static void printSavedTensors(llvm::raw_ostream &os,
 void mlir::blpa::printMemoryTable(llvm::raw_ostream &os, func::FuncOp func,
                                   const MemoryPlan &plan,
                                   const MemoryTotals &totals,
-                                  const MemoryTimeline &timeline) {
+                                  const MemoryTimeline &timeline,
+                                  const PredictedCosts *costs) {
   auto row = [&](StringRef what, int64_t bytes) {
     os << llvm::formatv("  {0,-36} {1,12}\n", what, formatSize(bytes));
   };
@@ -349,6 +444,9 @@ void mlir::blpa::printMemoryTable(llvm::raw_ostream &os, func::FuncOp func,
   row("optimizer state (momentum)", totals.optimizerState);
   row("running statistics", totals.state);
   row("batch buffers", totals.batch);
+  if (costs)
+    os << llvm::formatv("  {0,-36} {1,12}\n", "predicted step time",
+                        formatSeconds(costs->stepSeconds));
   if (timeline.liveBytes.empty())
     return;
   Operation *peakOp = getOpAt(func, timeline.peakOp);
@@ -359,7 +457,7 @@ void mlir::blpa::printMemoryTable(llvm::raw_ostream &os, func::FuncOp func,
     row(describeCategory(c),
         timeline.liveBytes[timeline.peakOp][static_cast<unsigned>(c)]);
   printLargestBuffers(os, plan);
-  printSavedTensors(os, getSavedTensors(func, plan));
+  printSavedTensors(os, getSavedTensors(func, plan), costs);
 }
 
 /// `text` with XML's special characters escaped.
@@ -419,8 +517,9 @@ static SmallVector<int64_t> sampleOps(const MemoryTimeline &timeline,
 /// One stacked band per category, bottom to top in kCategories order.
 static void writeBands(llvm::raw_ostream &os, const MemoryTimeline &timeline,
                        const Plot &plot) {
-  static const char *colors[] = {"#2b8cbe", "#7bccc4", "#fdae6b", "#bcbddc",
-                                 "#e34a33"};
+  static const char *colors[] = {"#2b8cbe", "#7bccc4", "#fdae6b",
+                                 "#bcbddc", "#31a354", "#e34a33"};
+  static_assert(std::size(colors) == kNumBufferCategories);
   SmallVector<int64_t> ops = sampleOps(timeline, Plot::width);
   SmallVector<int64_t> below(ops.size(), 0);
   for (BufferCategory c : kCategories) {

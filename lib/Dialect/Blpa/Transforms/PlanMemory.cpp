@@ -1,5 +1,6 @@
 //===- PlanMemory.cpp - Arena placement of transient tensors --------------===//
 
+#include "blpa/Dialect/Blpa/Transforms/CostModel.h"
 #include "blpa/Dialect/Blpa/Transforms/MemoryPlan.h"
 #include "blpa/Dialect/Blpa/Transforms/MemoryReport.h"
 #include "blpa/Dialect/Blpa/Transforms/Passes.h"
@@ -98,19 +99,33 @@ struct PlanMemoryPass : public blpa::impl::BlpaPlanMemoryBase<PlanMemoryPass> {
     }
     if (!reported)
       return;
+    if (!print && timelineFile.empty() && reportFile.empty())
+      return;
     MemoryTimeline timeline = computeTimeline(reportedFunc, *reported);
+    FailureOr<PredictedCosts> costs = predict(module, reportedFunc, *reported);
+    if (failed(costs))
+      return signalPassFailure();
     if (print)
       printMemoryTable(llvm::outs(), reportedFunc, *reported,
-                       getMemoryTotals(module), timeline);
+                       getMemoryTotals(module), timeline, &*costs);
     if (!timelineFile.empty() &&
         failed(writeAtomically(module, timelineFile, [&](raw_ostream &os) {
           writeTimelineSvg(os, reportedFunc, timeline);
         })))
       return signalPassFailure();
     if (!reportFile.empty() &&
-        failed(writeReport(module, reportedFunc, *reported, timeline,
+        failed(writeReport(module, reportedFunc, *reported, timeline, *costs,
                            std::move(functions))))
       return signalPassFailure();
+  }
+
+  /// The cost model's predictions for the saved tensors of `func`.
+  FailureOr<PredictedCosts> predict(ModuleOp module, func::FuncOp func,
+                                    const MemoryPlan &plan) {
+    llvm::Expected<CostModel> model = CostModel::forModule(module, profile);
+    if (!model)
+      return module.emitError(llvm::toString(model.takeError()));
+    return model->predictCosts(func, getSavedTensors(func, plan));
   }
 
   /// Writes `path` through a temporary renamed on success, so that a
@@ -129,9 +144,10 @@ struct PlanMemoryPass : public blpa::impl::BlpaPlanMemoryBase<PlanMemoryPass> {
   LogicalResult writeReport(ModuleOp module, func::FuncOp func,
                             const MemoryPlan &plan,
                             const MemoryTimeline &timeline,
+                            const PredictedCosts &costs,
                             llvm::json::Object functions) {
     llvm::json::Object report = planToJson(plan);
-    addBreakdownToReport(report, func, plan, timeline);
+    addBreakdownToReport(report, func, plan, timeline, &costs);
     MemoryTotals totals = getMemoryTotals(module);
     report["arena_bytes"] = totals.arena;
     report["persistent_bytes"] = totals.persistent();

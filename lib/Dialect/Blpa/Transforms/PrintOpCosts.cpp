@@ -66,21 +66,15 @@ struct PrintOpCostsPass
   using BlpaPrintOpCostsBase::BlpaPrintOpCostsBase;
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    CostModel model;
-    if (!profile.empty()) {
-      llvm::Expected<CostModel> calibrated = CostModel::fromProfile(profile);
-      llvm::Error error = calibrated ? calibrated->checkModule(module)
-                                     : calibrated.takeError();
-      if (error) {
-        emitError(module.getLoc(), llvm::toString(std::move(error)));
-        return signalPassFailure();
-      }
-      model = std::move(*calibrated);
+    llvm::Expected<CostModel> model = CostModel::forModule(module, profile);
+    if (!model) {
+      emitError(module.getLoc(), llvm::toString(model.takeError()));
+      return signalPassFailure();
     }
     llvm::outs() << "model fingerprint=" << getModelFingerprint(module)
                  << " batch=" << getModelBatchSize(module) << "\n";
     for (func::FuncOp fn : module.getOps<func::FuncOp>())
-      printFunction(llvm::outs(), fn, model);
+      printFunction(llvm::outs(), fn, *model);
     markAllAnalysesPreserved();
   }
 };

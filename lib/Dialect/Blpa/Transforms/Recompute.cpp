@@ -68,6 +68,11 @@ struct RecomputePass : public blpa::impl::BlpaRecomputeBase<RecomputePass> {
         marked.push_back(&op);
     if (llvm::any_of(marked, [](Operation *op) { return failed(check(op)); }))
       return signalPassFailure();
+    // Ids go on from those of an earlier run over the same step.
+    nextId = 0;
+    for (Operation &op : step.getBody().front())
+      if (auto id = op.getAttrOfType<IntegerAttr>(kRecomputeIdAttrName))
+        nextId = std::max(nextId, id.getInt() + 1);
     // Consumers first: a producer's backward uses then include its
     // consumers' copies, so its own copy goes before them and they read it.
     for (Operation *op : llvm::reverse(marked))
@@ -138,6 +143,7 @@ struct RecomputePass : public blpa::impl::BlpaRecomputeBase<RecomputePass> {
     for (Operation *copy : inserted.ops) {
       setPhase(copy, Phase::Backward);
       copy->removeAttr(kActChoiceAttrName);
+      copy->removeAttr(kRecomputeIdAttrName);
     }
     // Nothing recomputed is read here (only kept results, such as a batch
     // norm's statistics): the copy would be dead.
@@ -146,11 +152,23 @@ struct RecomputePass : public blpa::impl::BlpaRecomputeBase<RecomputePass> {
         copy->erase();
       return false;
     }
-    for (Operation *copy : inserted.ops)
+    // The report attributes each copy's time to the op it recomputes.
+    auto id = op->getAttrOfType<IntegerAttr>(kRecomputeIdAttrName);
+    if (!id) {
+      id = IntegerAttr::get(IntegerType::get(op->getContext(), 64), nextId++);
+      op->setAttr(kRecomputeIdAttrName, id);
+    }
+    auto recomputes = DenseI64ArrayAttr::get(op->getContext(), {id.getInt()});
+    for (Operation *copy : inserted.ops) {
+      copy->setAttr(kRecomputesAttrName, recomputes);
       copy->moveBefore(firstReader);
+    }
     numCopies += inserted.ops.size();
     return true;
   }
+
+  /// The blpa.recompute_id the next recomputed op gets.
+  int64_t nextId = 0;
 };
 
 } // namespace

@@ -41,7 +41,7 @@ bool hasBackwardReaders(Operation *op);
 
 /// Replaces each result of `from` with the result of `to` at the same
 /// position and erases `from`; `to` takes its phase (and its
-/// blpa.act_choice).
+/// blpa.act_choice and blpa.recompute_id).
 void replaceKeepingPhase(Operation *from, Operation *to);
 
 /// Points `uses` (in one block) at the value `build` creates right before
@@ -67,6 +67,29 @@ constexpr llvm::StringLiteral kSavedPolicyAttrName = "blpa.saved";
 /// the user's pins) or by the memory-budget solver: "float32", "8", "4",
 /// "2" (K-bit codes) or "recompute". Without it, the pipeline's default.
 constexpr llvm::StringLiteral kActChoiceAttrName = "blpa.act_choice";
+
+/// Set by --blpa-recompute on a forward op it recomputes: a number that
+/// identifies the op within its function, so that the ops recomputing it can
+/// name it (kRecomputesAttrName).
+constexpr llvm::StringLiteral kRecomputeIdAttrName = "blpa.recompute_id";
+/// On a backward op that computes forward values again: the
+/// blpa.recompute_id of each forward op whose results it recomputes (a
+/// --blpa-recompute copy: its op; a fused copy: every op fused into it),
+/// or none for a recomputation that no choice asked for (the ReLU output
+/// --blpa-fuse-batch-norm-relu recomputes).
+constexpr llvm::StringLiteral kRecomputesAttrName = "blpa.recomputes";
+
+/// Gives `op` the blpa.act_choice of `other` when that is more exact
+/// (getExactnessRank; a tie keeps `op`'s), as the pins of one tensor are
+/// resolved: an op that takes over another's work keeps what both asked.
+void mergeActivationChoice(Operation *op, Operation *other);
+/// Adds the blpa.recomputes ids of `other` to those of `op` (an op that
+/// now recomputes what `other` did too).
+void mergeRecomputes(Operation *op, Operation *other);
+/// Makes `op` (a forward op that takes over `other`'s work) stand for
+/// `other`'s blpa.recompute_id too: `op` takes it, or, when `op` has one
+/// already, the ops recomputing `other` name `op`'s instead.
+void mergeRecomputeId(Operation *op, Operation *other);
 
 /// Whether `choice` is a value of `blpa.act_choice`.
 bool isActivationChoice(llvm::StringRef choice);

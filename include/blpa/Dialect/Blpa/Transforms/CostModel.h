@@ -12,6 +12,8 @@
 #ifndef BLPA_DIALECT_BLPA_TRANSFORMS_COSTMODEL_H
 #define BLPA_DIALECT_BLPA_TRANSFORMS_COSTMODEL_H
 
+#include "blpa/Dialect/Blpa/Transforms/MemoryReport.h"
+
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/ADT/StringMap.h"
@@ -54,6 +56,11 @@ public:
   /// model at its batch size (always, for the analytical model).
   llvm::Error checkModule(ModuleOp module) const;
 
+  /// The analytical model for an empty `profile`, else fromProfile checked
+  /// against `module` (checkModule).
+  static llvm::Expected<CostModel> forModule(ModuleOp module,
+                                             llvm::StringRef profile);
+
   /// Seconds of one execution of `op`: the profile's mean time of an op of
   /// the same name, node and shapes; otherwise the roofline estimate scaled
   /// by the profile's factor for the op's kind. Ops that make no runtime
@@ -73,6 +80,17 @@ public:
   /// (a ReLU mask, argmax codes, activation regions). docs/design.md gives
   /// the formula for each kind of code.
   double gradientError(Value saved, int bits) const;
+  /// The same proxy for `codes` of a compressed step (kept by a planned
+  /// one): the backward readers gradientError counts are then the decoders'
+  /// readers (and the batch norm's gradient, which reads the codes itself).
+  /// 0 for exact codes (mask, argmax, region).
+  double gradientErrorOfCodes(Value codes) const;
+
+  /// What each of `tensors` (getSavedTensors of the planned `fn`) costs:
+  /// the seconds of its getChoiceOps, each by its share, and the
+  /// gradientErrorOfCodes of what it keeps; and `fn`'s whole step.
+  PredictedCosts predictCosts(func::FuncOp fn,
+                              ArrayRef<SavedTensor> tensors) const;
 
   bool isCalibrated() const { return !profilePath.empty(); }
 

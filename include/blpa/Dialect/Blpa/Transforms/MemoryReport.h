@@ -30,15 +30,20 @@ enum class BufferCategory {
   SavedFloat,
   /// Forward values that die in the forward pass.
   Activations,
-  /// Decoded or recomputed activations in the backward pass.
+  /// Activations decoded from codes in the backward pass (isDecoder).
   Decoded,
+  /// Forward values computed again in the backward pass: results of ops
+  /// with blpa.recomputes (--blpa-recompute's copies, the ReLU outputs
+  /// --blpa-fuse-batch-norm-relu recomputes).
+  Recomputed,
   /// Gradients and other backward values.
   Gradients,
 };
-constexpr unsigned kNumBufferCategories = 5;
+constexpr unsigned kNumBufferCategories = 6;
 
 BufferCategory getBufferCategory(const Buffer &buffer);
-/// "saved_codes", "saved_float32", "activations", "decoded", "gradients".
+/// "saved_codes", "saved_float32", "activations", "decoded", "recomputed",
+/// "gradients".
 llvm::StringRef stringifyBufferCategory(BufferCategory category);
 
 /// Live bytes per category at every op of the planned function.
@@ -60,12 +65,14 @@ std::string getNodeName(Operation *op);
 
 /// One tensor that the backward phase of a planned function reads from its
 /// forward phase, as the plan keeps it: after --blpa-compress-activations,
-/// so codes stand for the tensor they encode. A later stage (the solver's
-/// predicted cost) adds its own fields to the report's entries.
+/// so codes stand for the tensor they encode. The cost model adds what each
+/// choice costs (PredictedCosts, CostModel::predictCosts).
 struct SavedTensor {
   /// The op whose result is kept (an encoder, for codes), or the op the
   /// recompute pass re-runs.
   Operation *keptBy = nullptr;
+  /// The result kept (codes, for codes); null for recompute.
+  Value kept;
   /// The op of the tensor the entry stands for: the quantized value's
   /// producer for generic codes, else `keptBy`.
   Operation *source = nullptr;
@@ -86,16 +93,60 @@ struct SavedTensor {
 SmallVector<SavedTensor> getSavedTensors(func::FuncOp func,
                                          const MemoryPlan &plan);
 
+/// Whether `op` decodes codes: a backward op that reads packed codes and
+/// nothing computed in the backward phase (no gradient), so that it only
+/// turns what the forward phase kept back into values.
+bool isDecoder(Operation *op);
+
+/// An op of the planned step that a saved tensor's choice adds, and the
+/// share of its time that the tensor accounts for.
+struct ChoiceOp {
+  Operation *op;
+  double share;
+};
+
+/// The ops that `tensor`'s choice adds to the step over keeping it float32,
+/// as the IR says: for codes, the encoder when it is an op of its own (a
+/// forward op whose results only the backward phase reads, such as
+/// blpa.quantize; an op that encodes in its own kernel, such as
+/// blpa.batch_norm_encode, is not one) and every decoder of the codes
+/// (isDecoder); for recompute, the backward ops whose blpa.recomputes names
+/// the op's blpa.recompute_id, a fused copy of n ops counting 1/n for each.
+/// None for float32.
+SmallVector<ChoiceOp> getChoiceOps(const SavedTensor &tensor);
+
+/// What a saved tensor's choice costs.
+struct ChoiceCost {
+  /// Predicted seconds of the ops of getChoiceOps, each by its share.
+  double seconds = 0;
+  /// The gradient-error proxy of value codes (0 for float32, recompute and
+  /// exact codes).
+  double gradientError = 0;
+};
+
+/// What each saved tensor's choice costs, from the cost model
+/// (CostModel::predictCosts), for the report and the table.
+struct PredictedCosts {
+  /// Predicted seconds of one execution of the whole function.
+  double stepSeconds = 0;
+  /// By index of getSavedTensors.
+  SmallVector<ChoiceCost> tensors;
+};
+
 /// The report's "at_peak", "peak_op", "largest_buffers" and
-/// "saved_tensors" entries.
+/// "saved_tensors" entries; with `costs`, "predicted_step_seconds" and each
+/// entry's "predicted_seconds" and "gradient_error".
 void addBreakdownToReport(llvm::json::Object &report, func::FuncOp func,
                           const MemoryPlan &plan,
-                          const MemoryTimeline &timeline);
+                          const MemoryTimeline &timeline,
+                          const PredictedCosts *costs = nullptr);
 
-/// The --print-memory table.
+/// The --print-memory table (with `costs`, the predicted step time and each
+/// saved tensor's added time and gradient error).
 void printMemoryTable(llvm::raw_ostream &os, func::FuncOp func,
                       const MemoryPlan &plan, const MemoryTotals &totals,
-                      const MemoryTimeline &timeline);
+                      const MemoryTimeline &timeline,
+                      const PredictedCosts *costs = nullptr);
 
 /// A self-contained SVG of live bytes over the schedule, stacked by
 /// category, with the forward/backward boundary and the peak marked.

@@ -79,6 +79,9 @@ def BlpaRecompute : Pass<"blpa-recompute", "ModuleOp"> {
     any other forward value directly: that value is then a saved activation
     with its own choice (kept, or K-bit codes that the compress pass adds).
     An op with side effects, or outside the blpa dialect, is refused.
+    The recomputed op gets `blpa.recompute_id = N` and each op of its copy
+    `blpa.recomputes = array<i64: N>`, so that the memory report can tell
+    which copy's time each choice adds.
 
     One copy serves every backward reader (it lives from the first to the
     last); with `copy-per-reader`, each backward reader gets its own copy,
@@ -281,6 +284,12 @@ def BlpaPlanMemory : Pass<"blpa-plan-memory", "ModuleOp"> {
     Targets differ only in options: the CUDA target asks for 256-byte
     alignment and a `workspace-bytes` region (recorded as
     `blpa.workspace_bytes`) that cuDNN's algorithms are chosen to fit.
+
+    The report and the table also give the cost model's predictions
+    (CostModel::predictCosts): the step's time and, per saved tensor, the
+    time its choice adds (its encoders and decoders, or its recomputed
+    copies) and the gradient-error proxy of its codes; analytical, or
+    calibrated by `profile`.
   }];
   let options = [
     Option<"alignment", "alignment", "int64_t", "64",
@@ -298,6 +307,9 @@ def BlpaPlanMemory : Pass<"blpa-plan-memory", "ModuleOp"> {
     Option<"timelineFile", "timeline", "std::string", "\"\"",
            "Write live bytes over the schedule by category as an SVG to "
            "this file">,
+    Option<"profile", "profile", "std::string", "\"\"",
+           "A profile written by a training executable's --profile: "
+           "calibrates the report's predicted times">,
   ];
 }
 
