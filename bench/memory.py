@@ -213,15 +213,20 @@ def baseline_row(name, bits, ours, theirs):
     return "| %s | %d | %s |" % (name, bits, " | ".join(cells))
 
 
-def print_header(args):
+def command_line():
+    """This run's command line, with PYTHONPATH when set, for a header."""
     command = shlex.join([sys.executable] + sys.argv)
     if os.environ.get("PYTHONPATH"):
         command = "PYTHONPATH=%s %s" % (os.environ["PYTHONPATH"], command)
+    return command
+
+
+def print_header(args):
     print("date: %s, machine: %s, %d cores, %d threads, %d training steps "
           "per measurement, synthetic data, PyTorch %s; MB = 10^6 bytes"
           % (datetime.date.today(), cpu_name(), usable_cores(), args.threads,
              args.steps, torch.__version__))
-    print("command: %s" % command)
+    print("command: %s" % command_line())
     print()
 
 

@@ -85,16 +85,18 @@ def load_grads(dump_dir):
             for f in sorted(os.listdir(grads_dir)) if f.endswith(".npy")}
 
 
-def check_step(exe, x, y, dump_dir):
-    """One step from the executable's initial weights without an update;
+def check_step(exe, x, y, dump_dir, threads=None):
+    """One step from the executable's initial weights without an update
+    (with `threads` kernel threads, else the executable's default);
     returns (loss array, {dump_name(initializer): grad})."""
     os.makedirs(dump_dir, exist_ok=True)
     xpath = os.path.join(dump_dir, "x.npy")
     ypath = os.path.join(dump_dir, "y.npy")
     np.save(xpath, x)
     np.save(ypath, y)
-    run([exe, "--check-step", "--inputs", xpath, "--labels", ypath,
-         "--dump", dump_dir])
+    cmd = [exe, "--check-step", "--inputs", xpath, "--labels", ypath,
+           "--dump", dump_dir]
+    run(cmd + ([] if threads is None else ["--threads", threads]))
     return np.load(os.path.join(dump_dir, "loss.npy")), load_grads(dump_dir)
 
 
