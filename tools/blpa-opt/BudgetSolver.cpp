@@ -102,7 +102,6 @@ private:
   void undoMoves();
   LogicalResult searchAll();
   LogicalResult searchRanked();
-  SmallVector<std::string> getAllChoices() const;
   BudgetSolution finish();
   SmallVector<SmallVector<std::string>> getImprovementUnits() const;
   void improveBest();
@@ -456,11 +455,15 @@ void Search::improveBest() {
 }
 
 /// float32, then the candidate choices: a node's choice as a digit.
-SmallVector<std::string> Search::getAllChoices() const {
+static SmallVector<std::string> getAllChoices(const BudgetOptions &options) {
   SmallVector<std::string> choices{"float32"};
   llvm::append_range(choices, getCandidateChoices(options.minBits,
                                                   options.allowRecompute));
   return choices;
+}
+
+double mlir::blpa::countPlans(size_t numNodes, const BudgetOptions &options) {
+  return std::pow(double(getAllChoices(options).size()), double(numNodes));
 }
 
 /// Combinations the ranked search takes on: it may compile them all where
@@ -474,8 +477,8 @@ constexpr double kMaxRankedPlans = 1 << 15;
 /// until no later one can rank better. Failure where there are too many
 /// combinations.
 LogicalResult Search::searchRanked() {
-  SmallVector<std::string> choices = getAllChoices();
-  double count = std::pow(double(choices.size()), double(nodes.size()));
+  SmallVector<std::string> choices = getAllChoices(options);
+  double count = countPlans(nodes.size(), options);
   if (count > kMaxRankedPlans)
     return failure();
   auto decode = [&](uint32_t index) {
@@ -513,9 +516,8 @@ LogicalResult Search::searchRanked() {
 /// Every combination of float32 and the candidate choices over the nodes,
 /// in odometer order; ranked as the search ranks its plans.
 LogicalResult Search::searchAll() {
-  SmallVector<std::string> choices = getAllChoices();
-  double plans = std::pow(double(choices.size()), double(nodes.size()));
-  if (plans > double(options.maxExhaustivePlans))
+  SmallVector<std::string> choices = getAllChoices(options);
+  if (countPlans(nodes.size(), options) > double(options.maxExhaustivePlans))
     return failure();
   SmallVector<size_t> digits(nodes.size(), 0);
   while (true) {

@@ -99,6 +99,10 @@ FailureOr<BudgetSolution> solveBudget(llvm::ArrayRef<std::string> nodes,
                                       EvaluateCandidateFn evaluate,
                                       const BudgetOptions &options);
 
+/// How many plans there are of `numNodes` nodes, each float32 or one of the
+/// choices `options` allows (what an exhaustive search compiles).
+double countPlans(size_t numNodes, const BudgetOptions &options);
+
 /// The choices solveBudget tries, most exact first, for a floor of
 /// `minBits`.
 llvm::SmallVector<std::string> getCandidateChoices(int minBits,

@@ -593,10 +593,7 @@ static LogicalResult solveForLimit(MLIRContext &context, ModuleOp module) {
   options.exhaustive = budgetSearch == "exhaustive";
   options.allowRecompute = !noBudgetRecompute;
   if (options.exhaustive &&
-      std::pow(double(getCandidateChoices(minActBits, options.allowRecompute)
-                          .size() +
-                      1),
-               double(nodes.size())) > double(options.maxExhaustivePlans))
+      countPlans(nodes.size(), options) > double(options.maxExhaustivePlans))
     return module.emitError(llvm::formatv(
         "--budget-search exhaustive: {0} nodes to decide is more than {1} "
         "plans; use the default search (greedy) or pin nodes with "
