@@ -13,17 +13,24 @@
 using namespace mlir;
 using namespace mlir::blpa;
 
+/// The forward ops of `step` but parameters, in block order.
+static SmallVector<Operation *> getForwardOps(func::FuncOp step) {
+  SmallVector<Operation *> ops;
+  for (Operation &op : step.getBody().front())
+    if (isInPhase(&op, Phase::Forward) && !isa<ParamOp>(op))
+      ops.push_back(&op);
+  return ops;
+}
+
 /// The forward ops of `step` a choice may be given: their results are read
 /// by the backward pass and the user pinned none of them. A pin is on the
 /// op from the front pipeline on, so it is told apart from a decision.
 static SmallVector<Operation *> getDecidedOps(func::FuncOp step) {
   SmallVector<Operation *> ops;
-  for (Operation &op : step.getBody().front()) {
-    if (isInPhase(&op, Phase::Forward) && !isa<ParamOp>(op) &&
-        !op.hasAttr(kActChoiceAttrName) && !getNodeName(&op).empty() &&
-        hasBackwardReaders(&op))
-      ops.push_back(&op);
-  }
+  for (Operation *op : getForwardOps(step))
+    if (!op->hasAttr(kActChoiceAttrName) && !getNodeName(op).empty() &&
+        hasBackwardReaders(op))
+      ops.push_back(op);
   return ops;
 }
 
@@ -40,15 +47,6 @@ SmallVector<std::string> CandidatePlanner::getDecidedNodes() const {
       nodes.push_back(node);
   }
   return nodes;
-}
-
-/// The forward ops of `step` but parameters, in block order.
-static SmallVector<Operation *> getForwardOps(func::FuncOp step) {
-  SmallVector<Operation *> ops;
-  for (Operation &op : step.getBody().front())
-    if (isInPhase(&op, Phase::Forward) && !isa<ParamOp>(op))
-      ops.push_back(&op);
-  return ops;
 }
 
 /// For each of `ops`: the index of the last of `ops` that reads its
