@@ -21,8 +21,8 @@
 // CHECK: %[[LOSS:.*]] = blpa.softmax_cross_entropy %[[L]], %[[Y]] {blpa.phase = "forward"}
 // CHECK: %[[ONE:.*]] = blpa.fill 1.000000e+00 {blpa.phase = "backward"}
 // CHECK: %[[DL:.*]] = blpa.softmax_cross_entropy_grad %[[L]], %[[Y]], %[[ONE]] {blpa.phase = "backward"}
-// CHECK: %[[DF:.*]] = blpa.gemm %[[DL]], %[[FW]] {blpa.phase = "backward"}
 // CHECK: %[[DFW:.*]] = blpa.gemm %[[DL]], %[[F]] {blpa.phase = "backward", trans_a = true}
+// CHECK: %[[DF:.*]] = blpa.gemm %[[DL]], %[[FW]] {blpa.phase = "backward"}
 // CHECK: %[[DR:.*]] = blpa.reshape %[[DF]] {blpa.phase = "backward"} : tensor<2x8xf32> -> tensor<2x2x2x2xf32>
 // CHECK: %[[DN:.*]] = blpa.relu_grad %[[DR]], %[[R]] {blpa.phase = "backward"}
 // CHECK: %[[DC:.*]], %[[DS:.*]], %[[DT:.*]] = blpa.batch_norm_grad %[[DN]], %[[C]], %[[S]], %[[MEAN]], %[[ISTD]] {blpa.phase = "backward"}
@@ -132,8 +132,8 @@ module {
 // CHECK: %[[S:.*]] = blpa.transpose %{{.*}} {blpa.phase = "forward", perm = array<i64: 0, 2, 3, 1>} : (tensor<2x2x4x1xf32>) -> tensor<2x4x1x2xf32>
 // CHECK: %[[WT:.*]] = blpa.transpose %[[W]] {blpa.phase = "forward", perm = array<i64: 1, 0>} : (tensor<3x8xf32>) -> tensor<8x3xf32>
 // CHECK: %[[DL:.*]] = blpa.softmax_cross_entropy_grad
-// CHECK: %[[DF:.*]] = blpa.gemm %[[DL]], %[[WT]] {blpa.phase = "backward", trans_b = true}
 // CHECK: %[[DWT:.*]] = blpa.gemm %{{.*}}, %[[DL]] {blpa.phase = "backward", trans_a = true}
+// CHECK: %[[DF:.*]] = blpa.gemm %[[DL]], %[[WT]] {blpa.phase = "backward", trans_b = true}
 // CHECK: %[[DW:.*]] = blpa.transpose %[[DWT]] {blpa.phase = "backward", perm = array<i64: 1, 0>} : (tensor<8x3xf32>) -> tensor<3x8xf32>
 // CHECK: %[[DS:.*]] = blpa.reshape %[[DF]]
 // CHECK: %[[DR:.*]] = blpa.transpose %[[DS]] {blpa.phase = "backward", perm = array<i64: 0, 3, 1, 2>} : (tensor<2x4x1x2xf32>) -> tensor<2x2x4x1xf32>
@@ -247,10 +247,10 @@ module {
 // CHECK: %[[P:.*]] = blpa.batch_matmul %[[W]], %[[X]] {blpa.phase = "forward"} : (tensor<1x2x4xf32>, tensor<2x4x3xf32>) -> tensor<2x2x3xf32>
 // CHECK: %[[Q:.*]] = blpa.batch_matmul %[[P]], %[[P]] {blpa.phase = "forward", trans_a = true} : (tensor<2x2x3xf32>, tensor<2x2x3xf32>) -> tensor<2x3x3xf32>
 // CHECK: %[[DR:.*]] = blpa.reshape %{{.*}} {blpa.phase = "backward"} : tensor<2x6xf32> -> tensor<2x2x3xf32>
-// CHECK: %[[DP1:.*]] = blpa.batch_matmul %[[DR]], %[[Q]] {blpa.phase = "backward", trans_b = true} : (tensor<2x2x3xf32>, tensor<2x3x3xf32>) -> tensor<2x2x3xf32>
 // CHECK: %[[DQ:.*]] = blpa.batch_matmul %[[P]], %[[DR]] {blpa.phase = "backward", trans_a = true} : (tensor<2x2x3xf32>, tensor<2x2x3xf32>) -> tensor<2x3x3xf32>
-// CHECK: %[[DP2:.*]] = blpa.batch_matmul %[[P]], %[[DQ]] {blpa.phase = "backward", trans_b = true}
+// CHECK: %[[DP1:.*]] = blpa.batch_matmul %[[DR]], %[[Q]] {blpa.phase = "backward", trans_b = true} : (tensor<2x2x3xf32>, tensor<2x3x3xf32>) -> tensor<2x2x3xf32>
 // CHECK: %[[DP3:.*]] = blpa.batch_matmul %[[P]], %[[DQ]] {blpa.phase = "backward"}
+// CHECK: %[[DP2:.*]] = blpa.batch_matmul %[[P]], %[[DQ]] {blpa.phase = "backward", trans_b = true}
 // CHECK: %[[S1:.*]] = blpa.add %[[DP1]], %[[DP2]]
 // CHECK: %[[DP:.*]] = blpa.add %[[S1]], %[[DP3]]
 // CHECK: %[[DWB:.*]] = blpa.batch_matmul %[[DP]], %[[X]] {blpa.phase = "backward", trans_b = true} : (tensor<2x2x3xf32>, tensor<2x4x3xf32>) -> tensor<2x2x4xf32>

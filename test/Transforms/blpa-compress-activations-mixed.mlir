@@ -50,6 +50,7 @@
 // FOUR-NEXT: blpa.relu_grad %{{.*}}, %[[D3]]
 // CHECK: %[[D2:.*]] = blpa.dequantize %[[Q2]], %[[P2]] {blpa.phase = "backward"}
 // CHECK-NEXT: blpa.conv_grad_weight %{{.*}}, %[[D2]]
+// CHECK-NEXT: blpa.conv_grad_input
 // CHECK-NEXT: blpa.relu_grad %{{.*}}, %[[D2]]
 // CHECK: %[[D1:.*]] = blpa.dequantize %[[Q1]], %[[P1]] {blpa.phase = "backward"}
 // CHECK-NEXT: blpa.batch_norm_grad %{{.*}}, %[[D1]], %{{.*}}, %[[M1]], %[[I1]]

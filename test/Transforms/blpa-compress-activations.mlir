@@ -30,6 +30,7 @@
 // CHECK-NEXT: blpa.conv_grad_weight %[[DSUM]], %[[Z1]] {{.*}}weight_shape = array<i64: 16, 8, 1, 1>
 // CHECK: %[[Z2:.*]] = blpa.batch_norm_decode %[[K2]], {{.*}} relu}
 // CHECK-NEXT: blpa.conv_grad_weight %[[DSUM]], %[[Z2]]
+// CHECK-NEXT: blpa.conv_grad_input
 // CHECK-NEXT: %[[DR2:.*]] = blpa.relu_grad %{{.*}}, %[[Z2]]
 // CHECK-NEXT: blpa.batch_norm_grad_decode %[[DR2]], %[[K2]], %{{.*}}, %{{.*}}, %[[IS2]]
 // CHECK: blpa.conv_grad_weight %{{.*}}, %[[Z1]] {{.*}}weight_shape = array<i64: 4, 8, 1, 1>
@@ -95,6 +96,7 @@ module {
 // CHECK-NEXT: blpa.conv %[[R1]]
 // CHECK: %[[RD:.*]] = blpa.dequantize %[[RK]], %[[RP]] {blpa.phase = "backward"}
 // CHECK-NEXT: blpa.conv_grad_weight %{{.*}}, %[[RD]]
+// CHECK-NEXT: blpa.conv_grad_input
 // CHECK-NEXT: %[[DS:.*]] = blpa.relu_grad %{{.*}}, %[[RD]]
 // CHECK-NEXT: blpa.batch_norm_grad_decode %[[DS]], %[[K1]]
 // CHECK: %[[Z0:.*]] = blpa.batch_norm_decode %[[K0]], {{.*}} relu}
@@ -313,12 +315,12 @@ module {
 // CHECK: %[[P:.*]] = blpa.batch_matmul %{{.*}}, %{{.*}} {blpa.phase = "forward", blpa.saved = "float32"} : (tensor<1x4x4xf32>, tensor<2x4x3xf32>) -> tensor<2x4x3xf32>
 // CHECK-NEXT: %[[CODES:.*]], %[[PARAMS:.*]] = blpa.quantize %[[P]] {bits = 4 : i64, blpa.phase = "forward", scheme = "affine"}
 // CHECK: %[[S:.*]] = blpa.softmax %{{.*}} {axis = 2 : i64, blpa.phase = "forward", blpa.saved = "float32"}
-// CHECK: blpa.batch_matmul %{{.*}}, %[[S]] {blpa.phase = "backward"}
-// CHECK-NEXT: blpa.batch_matmul %{{.*}}, %[[P]] {blpa.phase = "backward", trans_a = true}
+// CHECK: blpa.batch_matmul %{{.*}}, %[[P]] {blpa.phase = "backward", trans_a = true}
+// CHECK-NEXT: blpa.batch_matmul %{{.*}}, %[[S]] {blpa.phase = "backward"}
 // CHECK: blpa.softmax_grad %{{.*}}, %[[S]]
 // CHECK-NEXT: %[[D:.*]] = blpa.dequantize %[[CODES]], %[[PARAMS]] {blpa.phase = "backward"}
-// CHECK-NEXT: blpa.batch_matmul %[[D]], %{{.*}} {blpa.phase = "backward", trans_b = true}
 // CHECK-NEXT: blpa.batch_matmul %[[D]], %{{.*}} {blpa.phase = "backward"}
+// CHECK-NEXT: blpa.batch_matmul %[[D]], %{{.*}} {blpa.phase = "backward", trans_b = true}
 module {
   func.func @forward(%x: tensor<2x4x3xf32>) -> tensor<2x12xf32> {
     %w = blpa.param "w" trainable : tensor<1x4x4xf32>

@@ -12,9 +12,9 @@
 // CHECK-NEXT: %[[R:.*]], %[[M:.*]], %[[IS:.*]] = blpa.batch_norm_relu %[[C0]], %[[S:[^,]*]], %[[T:[^,]*]], {{.*}} {blpa.act_choice = "recompute", blpa.phase = "forward", blpa.recompute_id = 1 : i64,
 // CHECK-NEXT: blpa.conv %[[R]]
 // CHECK-NOT: blpa.relu
-// CHECK: %[[DC1:.*]] = blpa.conv_grad_input
-// CHECK-NEXT: %[[A:.*]] = blpa.batch_norm_apply %[[C0]], %[[S]], %[[T]], %[[M]], %[[IS]] {blpa.phase = "backward", blpa.recomputes = array<i64: 1>, relu}
+// CHECK: %[[A:.*]] = blpa.batch_norm_apply %[[C0]], %[[S]], %[[T]], %[[M]], %[[IS]] {blpa.phase = "backward", blpa.recomputes = array<i64: 1>, relu}
 // CHECK-NEXT: blpa.conv_grad_weight %{{.*}}, %[[A]]
+// CHECK-NEXT: %[[DC1:.*]] = blpa.conv_grad_input
 // CHECK-NEXT: blpa.batch_norm_relu_grad %[[DC1]], %[[C0]], %[[S]], %[[T]], %[[M]], %[[IS]] {blpa.phase = "backward"}
 // CHECK-NOT: blpa.relu
 // CHECK-NOT: blpa.batch_norm_grad

@@ -48,6 +48,7 @@
 // CHECK: %[[A1:.*]] = blpa.batch_norm_apply %[[C0]], %[[S1]], %[[T1]], %[[M1]], %[[IS1]] {blpa.phase = "backward", blpa.recomputes = array<i64>, relu}
 // CHECK-NEXT: blpa.conv_grad_weight %[[DSUM]], %[[A1]]
 // CHECK: blpa.conv_grad_weight %[[DSUM]], %[[A1]]
+// CHECK-NEXT: blpa.conv_grad_input
 // CHECK-NEXT: blpa.add
 // CHECK-NEXT: blpa.batch_norm_relu_grad %{{.*}}, %[[C0]], %[[S1]], %[[T1]], %[[M1]], %[[IS1]]
 // CHECK-NOT: blpa.relu_grad

@@ -63,15 +63,15 @@
 // F32-NEXT: blpa.softmax_cross_entropy {{.*}}{blpa.offsets = array<i64: 1984>, blpa.phase = "forward"}
 // F32-NEXT: blpa.fill {{.*}}{blpa.offsets = array<i64: 384>, blpa.phase = "backward"}
 // F32-NEXT: blpa.softmax_cross_entropy_grad {{.*}}{blpa.offsets = array<i64: 320>, blpa.phase = "backward"}
-// F32-NEXT: blpa.gemm {{.*}}{blpa.offsets = array<i64: 1280>, blpa.phase = "backward"}
 // F32-NEXT: blpa.gemm {{.*}}{blpa.offsets = array<i64: 1792>, blpa.phase = "backward", trans_a = true}
+// F32-NEXT: blpa.gemm {{.*}}{blpa.offsets = array<i64: 1280>, blpa.phase = "backward"}
 // F32-NEXT: blpa.relu_grad {{.*}}{blpa.offsets = array<i64: 1280>, blpa.phase = "backward"}
-// F32-NEXT: blpa.gemm {{.*}}{blpa.offsets = array<i64: 1536>, blpa.phase = "backward"}
 // F32-NEXT: blpa.gemm {{.*}}{blpa.offsets = array<i64: 0>, blpa.phase = "backward", trans_a = true}
+// F32-NEXT: blpa.gemm {{.*}}{blpa.offsets = array<i64: 1536>, blpa.phase = "backward"}
 // F32-NEXT: blpa.relu_grad {{.*}}{blpa.offsets = array<i64: 1536>, blpa.phase = "backward"}
 // F32-NEXT: blpa.gemm {{.*}}{blpa.offsets = array<i64: 1024>, blpa.phase = "backward", trans_a = true}
 // F32-REPLAN: @train_step: arena 2048, lower bound 1988, saved 560, buffers 11, peak op 15
-// F32-REPLAN-NEXT: buffer 1024 bytes at 0, ops 15..19
+// F32-REPLAN-NEXT: buffer 1024 bytes at 0, ops 14..19
 // F32-REPLAN-NEXT: buffer 512 bytes at 1024, ops 17..18
 // F32-REPLAN-NEXT: buffer 256 bytes at 1024, ops 3..16
 
@@ -86,16 +86,16 @@
 // B8-NEXT: blpa.softmax_cross_entropy {{.*}}{blpa.offsets = array<i64: 1984>, blpa.phase = "forward"}
 // B8-NEXT: blpa.fill {{.*}}{blpa.offsets = array<i64: 128>, blpa.phase = "backward"}
 // B8-NEXT: blpa.softmax_cross_entropy_grad {{.*}}{blpa.offsets = array<i64: 64>, blpa.phase = "backward"}
-// B8-NEXT: blpa.gemm {{.*}}{blpa.offsets = array<i64: 1024>, blpa.phase = "backward"}
 // B8-NEXT: blpa.gemm {{.*}}{blpa.offsets = array<i64: 1792>, blpa.phase = "backward", trans_a = true}
+// B8-NEXT: blpa.gemm {{.*}}{blpa.offsets = array<i64: 1024>, blpa.phase = "backward"}
 // B8-NEXT: blpa.relu_grad {{.*}}{blpa.offsets = array<i64: 1024>, blpa.phase = "backward"}
-// B8-NEXT: blpa.gemm {{.*}}{blpa.offsets = array<i64: 1536>, blpa.phase = "backward"}
 // B8-NEXT: %[[DB8:.*]] = blpa.dequantize %[[CB8]], %[[PB8]] {{.*}}{blpa.offsets = array<i64: 1280>, blpa.phase = "backward"}
 // B8-NEXT: blpa.gemm %{{.*}}, %[[DB8]] {{.*}}{blpa.offsets = array<i64: 0>, blpa.phase = "backward", trans_a = true}
+// B8-NEXT: blpa.gemm {{.*}}{blpa.offsets = array<i64: 1536>, blpa.phase = "backward"}
 // B8-NEXT: blpa.relu_grad {{.*}}{blpa.offsets = array<i64: 1536>, blpa.phase = "backward"}
 // B8-NEXT: blpa.gemm {{.*}}{blpa.offsets = array<i64: 1024>, blpa.phase = "backward", trans_a = true}
 // B8-REPLAN: @train_step: arena 2048, lower bound 1988, saved 496, buffers 14, peak op 17
-// B8-REPLAN-NEXT: buffer 1024 bytes at 0, ops 17..21
+// B8-REPLAN-NEXT: buffer 1024 bytes at 0, ops 16..21
 // B8-REPLAN-NEXT: buffer 512 bytes at 1024, ops 19..20
 // B8-REPLAN-NEXT: buffer 256 bytes at 0, ops 3..6
 
@@ -110,16 +110,16 @@
 // B4-NEXT: blpa.softmax_cross_entropy {{.*}}{blpa.offsets = array<i64: 1984>, blpa.phase = "forward"}
 // B4-NEXT: blpa.fill {{.*}}{blpa.offsets = array<i64: 128>, blpa.phase = "backward"}
 // B4-NEXT: blpa.softmax_cross_entropy_grad {{.*}}{blpa.offsets = array<i64: 64>, blpa.phase = "backward"}
-// B4-NEXT: blpa.gemm {{.*}}{blpa.offsets = array<i64: 1024>, blpa.phase = "backward"}
 // B4-NEXT: blpa.gemm {{.*}}{blpa.offsets = array<i64: 1792>, blpa.phase = "backward", trans_a = true}
+// B4-NEXT: blpa.gemm {{.*}}{blpa.offsets = array<i64: 1024>, blpa.phase = "backward"}
 // B4-NEXT: blpa.relu_grad {{.*}}{blpa.offsets = array<i64: 1024>, blpa.phase = "backward"}
-// B4-NEXT: blpa.gemm {{.*}}{blpa.offsets = array<i64: 1536>, blpa.phase = "backward"}
 // B4-NEXT: %[[DB4:.*]] = blpa.dequantize %[[CB4]], %[[PB4]] {{.*}}{blpa.offsets = array<i64: 1280>, blpa.phase = "backward"}
 // B4-NEXT: blpa.gemm %{{.*}}, %[[DB4]] {{.*}}{blpa.offsets = array<i64: 0>, blpa.phase = "backward", trans_a = true}
+// B4-NEXT: blpa.gemm {{.*}}{blpa.offsets = array<i64: 1536>, blpa.phase = "backward"}
 // B4-NEXT: blpa.relu_grad {{.*}}{blpa.offsets = array<i64: 1536>, blpa.phase = "backward"}
 // B4-NEXT: blpa.gemm {{.*}}{blpa.offsets = array<i64: 1024>, blpa.phase = "backward", trans_a = true}
 // B4-REPLAN: @train_step: arena 2048, lower bound 1988, saved 464, buffers 14, peak op 17
-// B4-REPLAN-NEXT: buffer 1024 bytes at 0, ops 17..21
+// B4-REPLAN-NEXT: buffer 1024 bytes at 0, ops 16..21
 // B4-REPLAN-NEXT: buffer 512 bytes at 1024, ops 19..20
 // B4-REPLAN-NEXT: buffer 256 bytes at 0, ops 3..6
 
@@ -134,16 +134,16 @@
 // B2-NEXT: blpa.softmax_cross_entropy {{.*}}{blpa.offsets = array<i64: 1984>, blpa.phase = "forward"}
 // B2-NEXT: blpa.fill {{.*}}{blpa.offsets = array<i64: 128>, blpa.phase = "backward"}
 // B2-NEXT: blpa.softmax_cross_entropy_grad {{.*}}{blpa.offsets = array<i64: 64>, blpa.phase = "backward"}
-// B2-NEXT: blpa.gemm {{.*}}{blpa.offsets = array<i64: 1024>, blpa.phase = "backward"}
 // B2-NEXT: blpa.gemm {{.*}}{blpa.offsets = array<i64: 1792>, blpa.phase = "backward", trans_a = true}
+// B2-NEXT: blpa.gemm {{.*}}{blpa.offsets = array<i64: 1024>, blpa.phase = "backward"}
 // B2-NEXT: blpa.relu_grad {{.*}}{blpa.offsets = array<i64: 1024>, blpa.phase = "backward"}
-// B2-NEXT: blpa.gemm {{.*}}{blpa.offsets = array<i64: 1536>, blpa.phase = "backward"}
 // B2-NEXT: %[[DB2:.*]] = blpa.dequantize %[[CB2]], %[[PB2]] {{.*}}{blpa.offsets = array<i64: 1280>, blpa.phase = "backward"}
 // B2-NEXT: blpa.gemm %{{.*}}, %[[DB2]] {{.*}}{blpa.offsets = array<i64: 0>, blpa.phase = "backward", trans_a = true}
+// B2-NEXT: blpa.gemm {{.*}}{blpa.offsets = array<i64: 1536>, blpa.phase = "backward"}
 // B2-NEXT: blpa.relu_grad {{.*}}{blpa.offsets = array<i64: 1536>, blpa.phase = "backward"}
 // B2-NEXT: blpa.gemm {{.*}}{blpa.offsets = array<i64: 1024>, blpa.phase = "backward", trans_a = true}
 // B2-REPLAN: @train_step: arena 2048, lower bound 1988, saved 448, buffers 14, peak op 17
-// B2-REPLAN-NEXT: buffer 1024 bytes at 0, ops 17..21
+// B2-REPLAN-NEXT: buffer 1024 bytes at 0, ops 16..21
 // B2-REPLAN-NEXT: buffer 512 bytes at 1024, ops 19..20
 // B2-REPLAN-NEXT: buffer 256 bytes at 0, ops 3..6
 
@@ -157,16 +157,16 @@
 // RE-NEXT: blpa.softmax_cross_entropy {{.*}}{blpa.offsets = array<i64: 1984>, blpa.phase = "forward"}
 // RE-NEXT: blpa.fill {{.*}}{blpa.offsets = array<i64: 128>, blpa.phase = "backward"}
 // RE-NEXT: blpa.softmax_cross_entropy_grad {{.*}}{blpa.offsets = array<i64: 64>, blpa.phase = "backward"}
-// RE-NEXT: blpa.gemm {{.*}}{blpa.offsets = array<i64: 1280>, blpa.phase = "backward"}
 // RE-NEXT: blpa.gemm {{.*}}{blpa.offsets = array<i64: 1792>, blpa.phase = "backward", trans_a = true}
+// RE-NEXT: blpa.gemm {{.*}}{blpa.offsets = array<i64: 1280>, blpa.phase = "backward"}
 // RE-NEXT: blpa.relu_grad {{.*}}{blpa.offsets = array<i64: 1280>, blpa.phase = "backward"}
-// RE-NEXT: blpa.gemm {{.*}}{blpa.offsets = array<i64: 1536>, blpa.phase = "backward"}
 // RE-NEXT: %[[R1C:.*]] = blpa.relu %[[H1]] {blpa.offsets = array<i64: 1024>, blpa.phase = "backward", blpa.recomputes = array<i64: 0>}
 // RE-NEXT: blpa.gemm %{{.*}}, %[[R1C]] {{.*}}{blpa.offsets = array<i64: 0>, blpa.phase = "backward", trans_a = true}
+// RE-NEXT: blpa.gemm {{.*}}{blpa.offsets = array<i64: 1536>, blpa.phase = "backward"}
 // RE-NEXT: blpa.relu_grad {{.*}}{blpa.offsets = array<i64: 1536>, blpa.phase = "backward"}
 // RE-NEXT: blpa.gemm {{.*}}{blpa.offsets = array<i64: 1024>, blpa.phase = "backward", trans_a = true}
 // RE-REPLAN: @train_step: arena 2048, lower bound 1988, saved 560, buffers 12, peak op 16
-// RE-REPLAN-NEXT: buffer 1024 bytes at 0, ops 16..20
+// RE-REPLAN-NEXT: buffer 1024 bytes at 0, ops 15..20
 // RE-REPLAN-NEXT: buffer 512 bytes at 1024, ops 18..19
 // RE-REPLAN-NEXT: buffer 256 bytes at 1024, ops 3..17
 

@@ -14,10 +14,10 @@
 // CHECK-NEXT: %[[D:.*]] = blpa.dropout %[[R]] {blpa.act_choice = "recompute", blpa.phase = "forward", blpa.recompute_id = 0 : i64, ratio = 5.000000e-01 : f32, stream = 2 : i64}
 // CHECK-NEXT: %[[L:.*]] = blpa.gemm %[[D]]
 // CHECK: %[[G:.*]] = blpa.softmax_cross_entropy_grad %[[L]]
-// CHECK-NEXT: %[[DD:.*]] = blpa.gemm %[[G]], %{{[^ ]*}} {blpa.phase = "backward"}
 // CHECK-NEXT: %[[R2:.*]] = blpa.relu %[[H]] {blpa.phase = "backward", blpa.recomputes = array<i64: 1>}
 // CHECK-NEXT: %[[D2:.*]] = blpa.dropout %[[R2]] {blpa.phase = "backward", blpa.recomputes = array<i64: 0>, ratio = 5.000000e-01 : f32, stream = 2 : i64}
 // CHECK-NEXT: blpa.gemm %[[G]], %[[D2]] {blpa.phase = "backward", trans_a = true}
+// CHECK-NEXT: %[[DD:.*]] = blpa.gemm %[[G]], %{{[^ ]*}} {blpa.phase = "backward"}
 // CHECK-NEXT: %[[DR:.*]] = blpa.dropout_grad %[[DD]]
 // CHECK-NEXT: blpa.relu_grad %[[DR]], %[[R2]] {blpa.phase = "backward"}
 // CHECK-NOT: blpa.relu {{.*}}backward
@@ -30,6 +30,7 @@
 // PER: %[[R2:.*]] = blpa.relu %[[H]] {blpa.phase = "backward", blpa.recomputes = array<i64: 1>}
 // PER-NEXT: %[[D2:.*]] = blpa.dropout %[[R2]] {blpa.phase = "backward"
 // PER-NEXT: blpa.gemm %{{.*}}, %[[D2]] {blpa.phase = "backward", trans_a = true}
+// PER-NEXT: blpa.gemm {{.*}} {blpa.phase = "backward"}
 // PER-NEXT: %[[DR:.*]] = blpa.dropout_grad
 // PER-NEXT: %[[R3:.*]] = blpa.relu %[[H]] {blpa.phase = "backward", blpa.recomputes = array<i64: 1>}
 // PER-NEXT: blpa.relu_grad %[[DR]], %[[R3]] {blpa.phase = "backward"}
@@ -59,10 +60,10 @@ module {
 // CHECK-NEXT: blpa.conv %[[R]]
 // CHECK-NEXT: blpa.global_avg_pool {{.*}}blpa.act_choice = "recompute", blpa.phase = "forward"
 // CHECK-NOT: blpa.global_avg_pool {{.*}}backward
-// CHECK: %[[DC1:.*]] = blpa.conv_grad_input
-// CHECK-NEXT: %[[Y2:.*]] = blpa.batch_norm_apply %[[C0]], %[[S]], %[[T]], %[[M]], %[[IS]] {blpa.phase = "backward", blpa.recomputes = array<i64: 1>}
+// CHECK: %[[Y2:.*]] = blpa.batch_norm_apply %[[C0]], %[[S]], %[[T]], %[[M]], %[[IS]] {blpa.phase = "backward", blpa.recomputes = array<i64: 1>}
 // CHECK-NEXT: %[[R2:.*]] = blpa.relu %[[Y2]] {blpa.phase = "backward", blpa.recomputes = array<i64: 0>}
 // CHECK-NEXT: blpa.conv_grad_weight %{{.*}}, %[[R2]]
+// CHECK-NEXT: %[[DC1:.*]] = blpa.conv_grad_input
 // CHECK-NEXT: %[[DY:.*]] = blpa.relu_grad %[[DC1]], %[[R2]]
 // CHECK-NEXT: blpa.batch_norm_grad %[[DY]], %[[C0]], %[[S]], %[[M]], %[[IS]]
 // CHECK-NOT: blpa.global_avg_pool {{.*}}backward

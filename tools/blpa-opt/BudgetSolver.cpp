@@ -95,7 +95,6 @@ private:
   int64_t getTimeStep(double seconds) const;
   void consider(const NodeChoices &choices, const CandidateFigures &figures);
   LogicalResult rankMoves();
-  NodeChoices getBlockPlan(StringRef width, size_t stride) const;
   void tryBlockPlans();
   NodeChoices applyPrefix(size_t length) const;
   void bisectPrefix();
@@ -276,17 +275,41 @@ LogicalResult Search::rankMoves() {
   return success();
 }
 
-/// Every node at `width`, the nodes inside every `stride`-th block
-/// recomputed.
-NodeChoices Search::getBlockPlan(StringRef width, size_t stride) const {
+NodeChoices mlir::blpa::getBlockPlan(ArrayRef<std::string> nodes,
+                                     const RecomputeBlocks &blocks,
+                                     StringRef width, size_t stride) {
   NodeChoices choices;
   if (width != "float32")
     for (const std::string &node : nodes)
       choices[node] = width.str();
-  for (size_t i = 0; i < blocks.size(); i += stride)
+  for (size_t i = 0; stride != 0 && i < blocks.size(); i += stride)
     for (const std::string &node : blocks[i])
       choices[node] = "recompute";
   return choices;
+}
+
+/// The recomputation strides of the structured plans: 1, 2, 4, ... up to
+/// the number of blocks.
+static SmallVector<size_t> getBlockStrides(const RecomputeBlocks &blocks) {
+  SmallVector<size_t> strides;
+  for (size_t stride = 1; stride <= blocks.size(); stride *= 2)
+    strides.push_back(stride);
+  return strides;
+}
+
+SmallVector<NodeChoices>
+mlir::blpa::getSmallestPlanCandidates(ArrayRef<std::string> nodes,
+                                      const RecomputeBlocks &blocks,
+                                      const BudgetOptions &options) {
+  std::string narrowest = std::to_string(options.minBits);
+  SmallVector<NodeChoices> plans{getBlockPlan(nodes, blocks, "float32", 0)};
+  for (const std::string &width :
+       getCandidateChoices(options.minBits, /*allowRecompute=*/false))
+    plans.push_back(getBlockPlan(nodes, blocks, width, 0));
+  if (options.allowRecompute)
+    for (size_t stride : getBlockStrides(blocks))
+      plans.push_back(getBlockPlan(nodes, blocks, narrowest, stride));
+  return plans;
 }
 
 /// The structured plans of checkpointing by hand: for each width (float32
@@ -298,9 +321,7 @@ NodeChoices Search::getBlockPlan(StringRef width, size_t stride) const {
 void Search::tryBlockPlans() {
   if (!options.allowRecompute || blocks.empty())
     return;
-  SmallVector<size_t> strides;
-  for (size_t stride = 1; stride <= blocks.size(); stride *= 2)
-    strides.push_back(stride);
+  SmallVector<size_t> strides = getBlockStrides(blocks);
   SmallVector<std::string> widths{"float32"};
   for (const std::string &choice :
        getCandidateChoices(options.minBits, /*allowRecompute=*/false))
@@ -308,7 +329,7 @@ void Search::tryBlockPlans() {
   for (const std::string &width : widths) {
     auto fits = [&](size_t i) {
       FailureOr<CandidateFigures> figures =
-          compile(getBlockPlan(width, strides[i]));
+          compile(getBlockPlan(nodes, blocks, width, strides[i]));
       return succeeded(figures) && figures->totals.total() <= options.limit;
     };
     if (best.evaluations >= options.maxEvaluations || !fits(0))
@@ -548,6 +569,8 @@ FailureOr<BudgetSolution> Search::run() {
   } else {
     if (best.fits)
       return best;
+    for (const NodeChoices &seed : options.seeds)
+      (void)compile(seed);
     if (failed(rankMoves()))
       return failure();
     if (succeeded(searchRanked()))

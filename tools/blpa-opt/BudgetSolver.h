@@ -66,6 +66,10 @@ struct BudgetOptions {
   /// on small models); refused above maxExhaustivePlans.
   bool exhaustive = false;
   int64_t maxExhaustivePlans = 100000;
+  /// Plans compiled right after the unconstrained one, whatever the
+  /// search's phases would try: --batch-size max passes the plan it chose
+  /// the batch by, so that the search finds a plan that fits.
+  llvm::SmallVector<NodeChoices> seeds;
 };
 
 struct BudgetSolution {
@@ -102,6 +106,24 @@ FailureOr<BudgetSolution> solveBudget(llvm::ArrayRef<std::string> nodes,
 /// How many plans there are of `numNodes` nodes, each float32 or one of the
 /// choices `options` allows (what an exhaustive search compiles).
 double countPlans(size_t numNodes, const BudgetOptions &options);
+
+/// Every node at `width` (float32, 8, 4 or 2), the nodes inside every
+/// `stride`-th block recomputed (none with stride 0).
+NodeChoices getBlockPlan(llvm::ArrayRef<std::string> nodes,
+                         const RecomputeBlocks &blocks, llvm::StringRef width,
+                         size_t stride);
+
+/// The plans likeliest to be the smallest: every node float32 or at one
+/// width of codes allowed, and (where recomputation is allowed) the
+/// narrowest codes with every k-th block recomputed, k = 1, 2, 4, ...
+/// Which is smallest depends on the model and the batch: codes add their
+/// scales and decoded copies, which on a small layer outweigh what they
+/// save; recomputation saves activations, which grow with the batch, and
+/// costs the recomputed values that live in the backward pass.
+llvm::SmallVector<NodeChoices>
+getSmallestPlanCandidates(llvm::ArrayRef<std::string> nodes,
+                          const RecomputeBlocks &blocks,
+                          const BudgetOptions &options);
 
 /// The choices solveBudget tries, most exact first, for a floor of
 /// `minBits`.

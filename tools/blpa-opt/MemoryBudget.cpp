@@ -41,6 +41,18 @@ llvm::Expected<int64_t> mlir::blpa::parseMemorySize(StringRef text) {
   return static_cast<int64_t>(std::floor(value * scale));
 }
 
+FailureOr<int64_t> mlir::blpa::predictLargestBatch(PlanTotalsFn planTotals,
+                                                   int bits, int64_t limit) {
+  FailureOr<MemoryTotals> one = planTotals(1, bits), two = planTotals(2, bits);
+  if (failed(one) || failed(two))
+    return failure();
+  if (one->total() > limit)
+    return 0;
+  int64_t slope = two->total() - one->total();
+  int64_t guess = slope > 0 ? 1 + (limit - one->total()) / slope : kMaxBatch;
+  return std::clamp<int64_t>(guess, 1, kMaxBatch);
+}
+
 FailureOr<int64_t> mlir::blpa::findLargestBatch(PlanTotalsFn planTotals,
                                                 int bits, int64_t limit) {
   bool failedPlan = false;
@@ -49,19 +61,14 @@ FailureOr<int64_t> mlir::blpa::findLargestBatch(PlanTotalsFn planTotals,
     failedPlan |= failed(totals);
     return succeeded(totals) && totals->total() <= limit;
   };
-  FailureOr<MemoryTotals> one = planTotals(1, bits), two = planTotals(2, bits);
-  if (failed(one) || failed(two))
-    return failure();
-  if (one->total() > limit)
-    return 0;
-  // The prediction of an affine total; then `lo` always fits and `hi`
-  // never does: gallop from the prediction, then bisect.
-  int64_t slope = two->total() - one->total();
-  int64_t guess = slope > 0 ? 1 + (limit - one->total()) / slope : kMaxBatch;
-  guess = std::clamp<int64_t>(guess, 1, kMaxBatch);
+  FailureOr<int64_t> guess = predictLargestBatch(planTotals, bits, limit);
+  if (failed(guess) || *guess == 0)
+    return guess;
+  // From the prediction, `lo` always fits and `hi` never does: gallop
+  // from it, then bisect.
   int64_t lo = 1, hi = kMaxBatch + 1;
-  if (fits(guess)) {
-    lo = guess;
+  if (fits(*guess)) {
+    lo = *guess;
     for (int64_t step = 1; lo + step < hi; step *= 2) {
       if (!fits(lo + step)) {
         hi = lo + step;
@@ -70,7 +77,7 @@ FailureOr<int64_t> mlir::blpa::findLargestBatch(PlanTotalsFn planTotals,
       lo += step;
     }
   } else {
-    hi = guess;
+    hi = *guess;
     for (int64_t step = 1; hi - step > lo; step *= 2) {
       if (fits(hi - step)) {
         lo = hi - step;

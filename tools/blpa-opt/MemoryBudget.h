@@ -33,6 +33,13 @@ llvm::Expected<int64_t> parseMemorySize(llvm::StringRef text);
 using PlanTotalsFn =
     llvm::function_ref<FailureOr<MemoryTotals>(int64_t batch, int bits)>;
 
+/// The largest batch that fits in `limit` bytes at `bits` as the plans at
+/// batch 1 and 2 predict it (the total is affine in the batch size but for
+/// alignment): 0 when batch 1 does not fit, failure when the model cannot
+/// be planned.
+FailureOr<int64_t> predictLargestBatch(PlanTotalsFn planTotals, int bits,
+                                       int64_t limit);
+
 /// The largest batch whose plan fits in `limit` bytes at `bits`: 0 when
 /// not even batch 1 fits, failure when the model cannot be planned.
 FailureOr<int64_t> findLargestBatch(PlanTotalsFn planTotals, int bits,

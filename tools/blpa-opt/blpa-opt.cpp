@@ -518,32 +518,136 @@ private:
   std::map<std::pair<int64_t, int>, FailureOr<MemoryTotals>> plans;
 };
 
-/// The uniform width --batch-size max plans with: --act-bits, or with auto
-/// the narrowest allowed (the budget solver then plans that batch, and its
-/// uniform plan at that width is one of its candidates, so it fits).
-static int getUniformBits() { return actBitsAuto ? minActBits : actBits; }
+/// The budget solver's options from the command line.
+static BudgetOptions getBudgetOptions() {
+  BudgetOptions options;
+  options.limit = memoryLimit.value_or(0);
+  options.minBits = minActBits;
+  options.preferExactness = preferOption == "exactness";
+  options.exhaustive = budgetSearch == "exhaustive";
+  options.allowRecompute = !noBudgetRecompute;
+  return options;
+}
 
-/// --batch-size max: the largest batch whose plan fits --memory-limit.
+/// The plan --batch-size max chose the batch by, with --act-bits auto: the
+/// solver's first plan after the unconstrained one, so that it finds one
+/// that fits.
+static std::optional<NodeChoices> batchPlan;
+
+/// The model at `batch` after the front of the pipeline; null when it
+/// cannot be compiled so (quietly: a batch the model cannot take is not an
+/// error for the user).
+static OwningOpRef<ModuleOp> loadFront(MLIRContext &context,
+                                       StringRef inputPath, int64_t batch) {
+  ScopedDiagnosticHandler quiet(&context,
+                                [](Diagnostic &) { return success(); });
+  OwningOpRef<ModuleOp> module = loadModule(context, inputPath, batch);
+  if (!module)
+    return nullptr;
+  PassManager pm(&context);
+  buildFrontPipeline(pm, *module);
+  if (failed(pm.run(*module)))
+    return nullptr;
+  return module;
+}
+
+/// planTotals with the budget solver's `choices` given to the decided ops.
+static FailureOr<MemoryTotals> planTotals(MLIRContext &context,
+                                          StringRef inputPath, int64_t batch,
+                                          const NodeChoices &choices) {
+  OwningOpRef<ModuleOp> module = loadFront(context, inputPath, batch);
+  if (!module)
+    return failure();
+  ScopedDiagnosticHandler quiet(&context,
+                                [](Diagnostic &) { return success(); });
+  CandidatePlanner::applyChoices(*module, choices);
+  PassManager pm(&context);
+  buildTailPipeline(pm, /*bits=*/0, /*withChoices=*/true,
+                    /*withReports=*/false, /*verify=*/false);
+  if (failed(pm.run(*module)))
+    return failure();
+  return getMemoryTotals(*module);
+}
+
+/// The largest batch at which one of the plans likeliest to be the
+/// smallest (getSmallestPlanCandidates) fits, and that plan; the uniform
+/// plan at the narrowest width when none fits at batch 1.
+static FailureOr<std::pair<int64_t, NodeChoices>>
+findLargestSolvedBatch(MLIRContext &context, StringRef inputPath) {
+  OwningOpRef<ModuleOp> front = loadFront(context, inputPath, 1);
+  if (!front)
+    return failure();
+  // Only the nodes and blocks are asked for, which need no costs.
+  CostModel noCosts;
+  CandidatePlanner planner(*front, noCosts, [](PassManager &) {});
+  BudgetOptions options = getBudgetOptions();
+  std::optional<std::pair<int64_t, NodeChoices>> best;
+  for (const NodeChoices &plan : getSmallestPlanCandidates(
+           planner.getDecidedNodes(), planner.getBlocks(), options)) {
+    std::map<int64_t, FailureOr<MemoryTotals>> totals;
+    auto planAt = [&](int64_t batch, int) {
+      auto [it, inserted] = totals.try_emplace(batch, failure());
+      if (inserted)
+        it->second = planTotals(context, inputPath, batch, plan);
+      return it->second;
+    };
+    // Searched only where its prediction comes near the best so far: the
+    // total is affine in the batch but for alignment.
+    FailureOr<int64_t> predicted =
+        predictLargestBatch(planAt, 0, options.limit);
+    if (failed(predicted))
+      return failure();
+    if (best && *predicted < best->first - best->first / 16)
+      continue;
+    FailureOr<int64_t> batch = findLargestBatch(planAt, 0, options.limit);
+    if (failed(batch))
+      return failure();
+    if (!best || *batch > best->first)
+      best = {*batch, plan};
+  }
+  return *best;
+}
+
+/// --batch-size max: the largest batch whose plan fits --memory-limit: at
+/// --act-bits, or with auto the largest at which the solver has a plan.
 static LogicalResult chooseLargestBatch(MLIRContext &context,
                                         StringRef inputPath) {
-  int actBits = getUniformBits();
+  int bits = actBitsAuto ? minActBits : actBits;
   TrialPlans totals(context, inputPath);
-  FailureOr<int64_t> best = findLargestBatch(totals, actBits, *memoryLimit);
+  FailureOr<int64_t> best = findLargestBatch(totals, bits, *memoryLimit);
   Location loc = UnknownLoc::get(&context);
   if (failed(best))
     return emitError(loc, "--batch-size max: the model could not be planned "
                           "at batch sizes 1 and 2; give --batch-size N");
   if (*best == 0) {
-    FailureOr<MemoryTotals> one = totals(1, actBits);
+    FailureOr<MemoryTotals> one = totals(1, bits);
     return emitError(loc, "--batch-size max: not even batch 1 fits: " +
-                              explainOverLimit(totals, *one, 1, actBits,
+                              explainOverLimit(totals, *one, 1, bits,
                                                *memoryLimit,
                                                /*batchCanChange=*/false,
                                                /*bitsCanChange=*/trainMode));
   }
   batchSize = *best;
+  if (actBitsAuto) {
+    FailureOr<std::pair<int64_t, NodeChoices>> solved =
+        findLargestSolvedBatch(context, inputPath);
+    if (failed(solved))
+      return emitError(loc, "--batch-size max: the budget solver's plans "
+                            "could not be compiled; give --act-bits 8, 4 or "
+                            "2");
+    if (solved->first > *best) {
+      batchSize = solved->first;
+      batchPlan = solved->second;
+    }
+    llvm::errs() << llvm::formatv(
+        "note: --batch-size max: {0} ({1}x the {2} of uniform {3}-bit codes "
+        "at --memory-limit {4})\n",
+        *batchSize, llvm::format("%.2f", double(*batchSize) / *best), *best,
+        bits, formatSize(*memoryLimit));
+    return success();
+  }
   llvm::errs() << "note: --batch-size max: " << *best << " (the plan needs "
-               << formatSize(totals(*best, actBits)->total())
+               << formatSize(totals(*best, bits)->total())
                << " of --memory-limit " << formatSize(*memoryLimit) << ")\n";
   return success();
 }
@@ -586,12 +690,9 @@ static LogicalResult solveForLimit(MLIRContext &context, ModuleOp module) {
   };
   CandidatePlanner planner(module, *costModel, buildTail);
   SmallVector<std::string> nodes = planner.getDecidedNodes();
-  BudgetOptions options;
-  options.limit = *memoryLimit;
-  options.minBits = minActBits;
-  options.preferExactness = preferOption == "exactness";
-  options.exhaustive = budgetSearch == "exhaustive";
-  options.allowRecompute = !noBudgetRecompute;
+  BudgetOptions options = getBudgetOptions();
+  if (batchPlan)
+    options.seeds.push_back(*batchPlan);
   if (options.exhaustive &&
       countPlans(nodes.size(), options) > double(options.maxExhaustivePlans))
     return module.emitError(llvm::formatv(

@@ -79,6 +79,8 @@ private:
 
   llvm::StringMap<Policy> policies;
   llvm::StringSet<> policiesUsed;
+  /// getParamValues of @train_step before the generic quantizer runs.
+  DenseSet<Value> paramValues;
 };
 
 } // namespace
@@ -224,16 +226,22 @@ void CompressActivationsPass::encodeByOps(func::FuncOp step) {
       ++numSelfEncoded;
 }
 
-/// Whether `v` is computed from parameters alone (a transposed weight): a
-/// weight, which the method keeps exact, rather than an activation.
-static bool isComputedFromParams(Value v) {
-  Operation *op = v.getDefiningOp();
-  if (!op)
-    return false;
-  if (isa<ParamOp>(op))
-    return true;
-  return op->getNumOperands() != 0 &&
-         llvm::all_of(op->getOperands(), isComputedFromParams);
+/// The values of `step` computed from parameters alone (transposed
+/// weights): weights, which the method keeps exact, rather than
+/// activations. One sweep in op order, as asking per saved tensor would
+/// walk back through the whole network from each.
+static DenseSet<Value> getParamValues(func::FuncOp step) {
+  DenseSet<Value> values;
+  for (Operation &op : step.getBody().front()) {
+    bool fromParams =
+        isa<ParamOp>(op) ||
+        (op.getNumOperands() != 0 &&
+         llvm::all_of(op.getOperands(),
+                      [&](Value operand) { return values.contains(operand); }));
+    if (fromParams)
+      values.insert(op.getResults().begin(), op.getResults().end());
+  }
+  return values;
 }
 
 /// The quantize scheme for saved `v` read by `uses`, or none to keep it in
@@ -242,7 +250,7 @@ static bool isComputedFromParams(Value v) {
 std::optional<StringRef>
 CompressActivationsPass::chooseScheme(Value v, ArrayRef<OpOperand *> uses,
                                       bool pinned) {
-  if (isComputedFromParams(v))
+  if (paramValues.contains(v))
     return std::nullopt;
   // Decoded values would move a window's maximum among near-ties, or an
   // element across an activation's threshold (a piece no op encoded; the
@@ -365,10 +373,12 @@ void CompressActivationsPass::runOnOperation() {
     return signalPassFailure();
   }
   if (naive) {
+    paramValues = getParamValues(step);
     quantizeForward(step);
   } else {
     encodeRegions(step);
     encodeByOps(step);
+    paramValues = getParamValues(step);
     compressRemaining(step);
   }
   // A policy naming no node is most likely a typo: say so.
