@@ -103,6 +103,11 @@ private:
   LogicalResult searchRanked();
   BudgetSolution finish();
   SmallVector<SmallVector<std::string>> getImprovementUnits() const;
+  NodeChoices raiseUnits(const NodeChoices &base,
+                         ArrayRef<SmallVector<std::string>> units) const;
+  int64_t getRaiseBytes(const NodeChoices &base,
+                        ArrayRef<std::string> unit) const;
+  void raiseCheapestUnits();
   void improveBest();
 
   ArrayRef<std::string> nodes;
@@ -111,6 +116,9 @@ private:
   /// Per candidate choice and node: the seconds that choice adds to the
   /// node's ops in the uniform plan, never below 0 (Score::seconds).
   llvm::StringMap<llvm::StringMap<double>> addedSeconds;
+  /// Per candidate choice and node: the bytes the node keeps in the uniform
+  /// plan of that choice (float32's are the unconstrained plan's).
+  llvm::StringMap<llvm::StringMap<int64_t>> keptBytes;
   const RecomputeBlocks &blocks;
   EvaluateCandidateFn evaluate;
   const BudgetOptions &options;
@@ -258,6 +266,7 @@ LogicalResult Search::rankMoves() {
       double added = figures->secondsByNode.lookup(node) -
                      best.unconstrained.secondsByNode.lookup(node);
       addedSeconds[choice][node] = std::max(added, 0.0);
+      keptBytes[choice][node] = figures->keptBytesByNode.lookup(node);
       double charged = std::max(added, 0.0) +
                        approximationSeconds * getApproximation(choice) + 1e-12;
       if (saved > 0)
@@ -440,6 +449,91 @@ SmallVector<SmallVector<std::string>> Search::getImprovementUnits() const {
   return units;
 }
 
+/// `base` with each node of `units` one step more exact.
+NodeChoices Search::raiseUnits(const NodeChoices &base,
+                               ArrayRef<SmallVector<std::string>> units) const {
+  NodeChoices raised = base;
+  for (const SmallVector<std::string> &unit : units)
+    for (const std::string &node : unit) {
+      auto it = raised.find(node);
+      if (it == raised.end())
+        continue;
+      if (std::optional<std::string> moreExact = getMoreExact(it->second))
+        it->second = *moreExact;
+      else
+        raised.erase(it);
+    }
+  return raised;
+}
+
+/// The bytes raising `unit` one step adds to `base`, as the uniform plans
+/// estimate them (0 for a unit with nothing to raise).
+int64_t Search::getRaiseBytes(const NodeChoices &base,
+                              ArrayRef<std::string> unit) const {
+  int64_t bytes = 0;
+  NodeChoices raised = raiseUnits(base, {SmallVector<std::string>(unit)});
+  auto kept = [&](const NodeChoices &plan, const std::string &node) {
+    auto it = plan.find(node);
+    if (it == plan.end())
+      return best.unconstrained.keptBytesByNode.lookup(node);
+    return keptBytes.lookup(it->second).lookup(node);
+  };
+  for (const std::string &node : unit)
+    bytes += kept(raised, node) - kept(base, node);
+  return bytes;
+}
+
+/// Raises many units at once where the budget leaves room: the units that
+/// have something to raise, those the uniform plans estimate to add the
+/// fewest bytes first; the longest prefix of them raised one step whose
+/// plan fits, by galloping and bisection (as in bisectPrefix, bytes grow
+/// with the prefix); repeated from the new best while a round raises any.
+/// Hill climbing one unit at a time would spend a plan per block where a
+/// generous budget has room for most of them.
+void Search::raiseCheapestUnits() {
+  SmallVector<SmallVector<std::string>> units = getImprovementUnits();
+  while (best.fits && best.evaluations < options.maxEvaluations) {
+    NodeChoices base = best.choices;
+    SmallVector<std::pair<int64_t, size_t>> order;
+    for (auto [i, unit] : llvm::enumerate(units))
+      if (llvm::any_of(unit, [&](const std::string &node) {
+            return base.contains(node);
+          }))
+        order.push_back({getRaiseBytes(base, unit), i});
+    if (order.empty())
+      return;
+    llvm::stable_sort(order, llvm::less_first());
+    SmallVector<SmallVector<std::string>> sorted;
+    for (auto [bytes, i] : order)
+      sorted.push_back(units[i]);
+    auto fits = [&](size_t length) {
+      FailureOr<CandidateFigures> figures =
+          compile(raiseUnits(base, ArrayRef(sorted).take_front(length)));
+      return succeeded(figures) && figures->totals.total() <= options.limit;
+    };
+    // `lo` fits (0: the best plan itself); `hi` does not (0: none failed).
+    size_t lo = 0, hi = 0;
+    for (size_t length = 1;; length = std::min(2 * length, sorted.size())) {
+      if (best.evaluations >= options.maxEvaluations)
+        return;
+      if (!fits(length)) {
+        hi = length;
+        break;
+      }
+      lo = length;
+      if (length == sorted.size())
+        break;
+    }
+    while (hi != 0 && hi - lo > 1 &&
+           best.evaluations < options.maxEvaluations) {
+      size_t mid = lo + (hi - lo) / 2;
+      (fits(mid) ? lo : hi) = mid;
+    }
+    if (best.choices == base)
+      return;
+  }
+}
+
 /// Hill climbing from the best plan: each unit in turn made one step more
 /// exact, kept where the plan still fits and ranks better; passes repeat
 /// while one improves, within the evaluation bound. The greedy phases
@@ -577,6 +671,7 @@ FailureOr<BudgetSolution> Search::run() {
       return finish();
     tryBlockPlans();
     bisectPrefix();
+    raiseCheapestUnits();
     if (fittingPrefix != 0)
       undoMoves();
     improveBest();
