@@ -428,8 +428,12 @@ static std::optional<std::string> getMoreExact(StringRef choice) {
 }
 
 /// What the improvement raises together: each node where the search can
-/// afford a plan per node, else each block of nodes (and the nodes outside
-/// blocks one by one), as a block's nodes share their recomputed values.
+/// afford a plan per node, else each block of nodes with the nodes before
+/// it outside any block (its checkpoint, the previous block's output), as
+/// a block's nodes share their recomputed values and its first ops fuse
+/// only where their input is kept as they are (a coded checkpoint under a
+/// float32 block splits its batch norm from its ReLU: 2.3 ms more per
+/// block of ResNet-164 at batch 32, which no plan would then take).
 SmallVector<SmallVector<std::string>> Search::getImprovementUnits() const {
   SmallVector<SmallVector<std::string>> units;
   if (2 * nodes.size() <= size_t(options.maxEvaluations) || blocks.empty()) {
@@ -437,15 +441,28 @@ SmallVector<SmallVector<std::string>> Search::getImprovementUnits() const {
       units.push_back({node});
     return units;
   }
-  llvm::StringSet<> inBlocks;
-  for (const SmallVector<std::string> &block : blocks) {
-    units.push_back(block);
+  llvm::StringMap<size_t> blockOf;
+  for (auto [i, block] : llvm::enumerate(blocks))
     for (const std::string &node : block)
-      inBlocks.insert(node);
+      blockOf[node] = i;
+  // `nodes` are in block order: each block's unit takes the nodes outside
+  // blocks met since the previous block's nodes.
+  SmallVector<std::string> pending;
+  DenseMap<size_t, size_t> unitOfBlock;
+  for (const std::string &node : nodes) {
+    auto it = blockOf.find(node);
+    if (it == blockOf.end()) {
+      pending.push_back(node);
+      continue;
+    }
+    auto [unit, inserted] = unitOfBlock.try_emplace(it->second, units.size());
+    if (inserted)
+      units.emplace_back(std::move(pending));
+    pending.clear();
+    units[unit->second].push_back(node);
   }
-  for (const std::string &node : nodes)
-    if (!inBlocks.contains(node))
-      units.push_back({node});
+  for (const std::string &node : pending)
+    units.push_back({node});
   return units;
 }
 
