@@ -36,6 +36,21 @@ SmallVector<std::string> mlir::blpa::getCandidateChoices(int minBits,
   return choices;
 }
 
+/// float32, then the candidate choices: a node's choice as a digit of the
+/// exhaustive and ranked searches; without recompute, the widths of the
+/// uniform and structured plans.
+static SmallVector<std::string> getAllChoices(int minBits,
+                                              bool allowRecompute) {
+  SmallVector<std::string> choices{"float32"};
+  llvm::append_range(choices, getCandidateChoices(minBits, allowRecompute));
+  return choices;
+}
+
+/// All the choices `options` allows, float32 first.
+static SmallVector<std::string> getAllChoices(const BudgetOptions &options) {
+  return getAllChoices(options.minBits, options.allowRecompute);
+}
+
 /// 0 for recompute and 8 bits, which keep the gradient exact or nearly,
 /// then one per halving of the width.
 static int getPrecisionGroup(StringRef choice) {
@@ -106,7 +121,7 @@ private:
   NodeChoices raiseUnits(const NodeChoices &base,
                          ArrayRef<SmallVector<std::string>> units) const;
   int64_t getRaiseBytes(const NodeChoices &base,
-                        ArrayRef<std::string> unit) const;
+                        const SmallVector<std::string> &unit) const;
   void raiseCheapestUnits();
   void improveBest();
 
@@ -311,9 +326,9 @@ mlir::blpa::getSmallestPlanCandidates(ArrayRef<std::string> nodes,
                                       const RecomputeBlocks &blocks,
                                       const BudgetOptions &options) {
   std::string narrowest = std::to_string(options.minBits);
-  SmallVector<NodeChoices> plans{getBlockPlan(nodes, blocks, "float32", 0)};
+  SmallVector<NodeChoices> plans;
   for (const std::string &width :
-       getCandidateChoices(options.minBits, /*allowRecompute=*/false))
+       getAllChoices(options.minBits, /*allowRecompute=*/false))
     plans.push_back(getBlockPlan(nodes, blocks, width, 0));
   if (options.allowRecompute)
     for (size_t stride : getBlockStrides(blocks))
@@ -331,11 +346,8 @@ void Search::tryBlockPlans() {
   if (!options.allowRecompute || blocks.empty())
     return;
   SmallVector<size_t> strides = getBlockStrides(blocks);
-  SmallVector<std::string> widths{"float32"};
-  for (const std::string &choice :
-       getCandidateChoices(options.minBits, /*allowRecompute=*/false))
-    widths.push_back(choice);
-  for (const std::string &width : widths) {
+  for (const std::string &width :
+       getAllChoices(options.minBits, /*allowRecompute=*/false)) {
     auto fits = [&](size_t i) {
       FailureOr<CandidateFigures> figures =
           compile(getBlockPlan(nodes, blocks, width, strides[i]));
@@ -492,9 +504,10 @@ NodeChoices Search::raiseUnits(const NodeChoices &base,
 /// The bytes raising `unit` one step adds to `base`, as the uniform plans
 /// estimate them (0 for a unit with nothing to raise).
 int64_t Search::getRaiseBytes(const NodeChoices &base,
-                              ArrayRef<std::string> unit) const {
+                              const SmallVector<std::string> &unit) const {
   int64_t bytes = 0;
-  NodeChoices raised = raiseUnits(base, {SmallVector<std::string>(unit)});
+  NodeChoices raised =
+      raiseUnits(base, ArrayRef<SmallVector<std::string>>(unit));
   auto kept = [&](const NodeChoices &plan, const std::string &node) {
     auto it = plan.find(node);
     if (it == plan.end())
@@ -579,19 +592,9 @@ void Search::improveBest() {
       if (best.evaluations >= options.maxEvaluations ||
           idle >= kMaxIdleClimbs)
         return;
-      NodeChoices trial = best.choices;
-      bool changed = false;
-      for (const std::string &node : unit) {
-        auto it = trial.find(node);
-        if (it == trial.end())
-          continue;
-        changed = true;
-        if (std::optional<std::string> raised = getMoreExact(it->second))
-          it->second = *raised;
-        else
-          trial.erase(it);
-      }
-      if (!changed)
+      NodeChoices trial =
+          raiseUnits(best.choices, ArrayRef<SmallVector<std::string>>(unit));
+      if (trial == best.choices)
         continue;
       NodeChoices before = best.choices;
       (void)compile(trial);
@@ -600,14 +603,6 @@ void Search::improveBest() {
       idle = better ? 0 : idle + 1;
     }
   }
-}
-
-/// float32, then the candidate choices: a node's choice as a digit.
-static SmallVector<std::string> getAllChoices(const BudgetOptions &options) {
-  SmallVector<std::string> choices{"float32"};
-  llvm::append_range(choices, getCandidateChoices(options.minBits,
-                                                  options.allowRecompute));
-  return choices;
 }
 
 double mlir::blpa::countPlans(size_t numNodes, const BudgetOptions &options) {

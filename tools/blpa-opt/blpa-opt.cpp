@@ -570,8 +570,8 @@ static FailureOr<MemoryTotals> planTotals(MLIRContext &context,
 }
 
 /// The largest batch at which one of the plans likeliest to be the
-/// smallest (getSmallestPlanCandidates) fits, and that plan; the uniform
-/// plan at the narrowest width when none fits at batch 1.
+/// smallest (getSmallestPlanCandidates) fits, and that plan (batch 0 when
+/// none fits at batch 1).
 static FailureOr<std::pair<int64_t, NodeChoices>>
 findLargestSolvedBatch(MLIRContext &context, StringRef inputPath) {
   OwningOpRef<ModuleOp> front = loadFront(context, inputPath, 1);
