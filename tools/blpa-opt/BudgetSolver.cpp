@@ -17,10 +17,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <optional>
 #include <tuple>
-#include <limits>
-#include <map>
 
 using namespace mlir;
 using namespace mlir::blpa;
@@ -106,6 +105,7 @@ private:
   FailureOr<CandidateFigures> compile(const NodeChoices &choices);
   Score score(const NodeChoices &choices,
               const CandidateFigures &figures) const;
+  Score predictScore(const NodeChoices &choices) const;
   bool isBetter(const Score &a, const Score &b) const;
   int64_t getTimeStep(double seconds) const;
   void consider(const NodeChoices &choices, const CandidateFigures &figures);
@@ -122,7 +122,12 @@ private:
                          ArrayRef<SmallVector<std::string>> units) const;
   int64_t getRaiseBytes(const NodeChoices &base,
                         const SmallVector<std::string> &unit) const;
+  int64_t getKeptBytes(const NodeChoices &choices,
+                       const std::string &node) const;
+  bool cannotFit(const NodeChoices &from, const CandidateFigures &figures,
+                 const NodeChoices &choices) const;
   void raiseCheapestUnits();
+  bool recomputeCoded();
   void improveBest();
 
   ArrayRef<std::string> nodes;
@@ -176,7 +181,8 @@ FailureOr<CandidateFigures> Search::compile(const NodeChoices &choices) {
   return it->second;
 }
 
-static int getApproximation(const NodeChoices &choices);
+static int getApproximation(const NodeChoices &choices,
+                            const llvm::StringSet<> &approximateRecomputes);
 
 Score Search::score(const NodeChoices &choices,
                     const CandidateFigures &figures) const {
@@ -190,21 +196,24 @@ Score Search::score(const NodeChoices &choices,
   for (const auto &entry : figures.secondsByNode)
     result.seconds += std::max(
         0.0, entry.second - exact.secondsByNode.lookup(entry.first()));
-  result.approximation = getApproximation(choices);
+  result.approximation =
+      getApproximation(choices, figures.approximateRecomputes);
   return result;
 }
 
-/// Sum of getApproximation over a plan's nodes, where a recomputed node
-/// counts one step worse than the plan's narrowest codes: it may be
-/// recomputed from a coded checkpoint, and then a recomputed ReLU's mask
-/// flips wherever the decoded input lies within a step of zero (a small
-/// pre-activation ResNet: 1 - cos 0.0040 at uniform 8 bits, 0.095 with
-/// every block recomputed from 8-bit checkpoints; docs/design.md).
-static int getApproximation(const NodeChoices &choices) {
+/// Sum of getApproximation over a plan's nodes, where a node recomputed
+/// from coded checkpoints (`approximateRecomputes`) counts one step worse
+/// than the plan's narrowest codes: a recomputed ReLU's mask flips wherever
+/// the decoded input lies within a step of zero (a small pre-activation
+/// ResNet: 1 - cos 0.0040 at uniform 8 bits, 0.095 with every block
+/// recomputed from 8-bit checkpoints; docs/design.md). A node recomputed
+/// from exact values is exact.
+static int getApproximation(const NodeChoices &choices,
+                            const llvm::StringSet<> &approximateRecomputes) {
   int narrowest = 0, recomputed = 0, sum = 0;
   for (const auto &entry : choices) {
     if (entry.second == "recompute") {
-      ++recomputed;
+      recomputed += approximateRecomputes.contains(entry.first());
       continue;
     }
     narrowest = std::max(narrowest, getApproximation(entry.second));
@@ -217,6 +226,20 @@ static int getApproximation(const NodeChoices &choices) {
 /// of the tolerance (a total order, unlike "within the tolerance of each
 /// other", so that the search's answer does not depend on the order it
 /// meets plans in), then by approximation, then by time.
+/// The score `choices` would have, from the uniform plans' added seconds
+/// per node, with every recomputed node exact. Mixing choices only adds
+/// costs (a batch norm coded and its ReLU not no longer fuse), and a node
+/// may turn out recomputed from codes, so a compiled plan ranks at best as
+/// predicted.
+Score Search::predictScore(const NodeChoices &choices) const {
+  Score predicted = score(choices, best.unconstrained);
+  for (const auto &entry : choices)
+    if (auto perNode = addedSeconds.find(entry.second);
+        perNode != addedSeconds.end())
+      predicted.seconds += perNode->second.lookup(entry.first());
+  return predicted;
+}
+
 bool Search::isBetter(const Score &a, const Score &b) const {
   auto key = [&](const Score &score) {
     return std::make_tuple(score.precisionGroup, getTimeStep(score.seconds),
@@ -390,7 +413,9 @@ NodeChoices Search::applyPrefix(size_t length) const {
 /// prefix's length. Galloping rather than planning every move at once:
 /// the estimates of recomputation are optimistic (a recomputed copy lives
 /// in the backward pass), so the plan of all moves may be larger than one
-/// of some.
+/// of some. Galloping stops where a prefix is predicted to rank no better
+/// than a plan that fits: every move adds time or approximation, so no
+/// longer prefix can beat it.
 void Search::bisectPrefix() {
   auto fits = [&](size_t length) {
     FailureOr<CandidateFigures> figures = compile(applyPrefix(length));
@@ -398,7 +423,8 @@ void Search::bisectPrefix() {
   };
   size_t lo = 0, hi = 0;
   for (size_t length = 1;; length = std::min(2 * length, moves.size())) {
-    if (best.evaluations >= options.maxEvaluations)
+    if (best.evaluations >= options.maxEvaluations ||
+        (best.fits && !isBetter(predictScore(applyPrefix(length)), bestScore)))
       return;
     if (fits(length)) {
       hi = length;
@@ -502,21 +528,49 @@ NodeChoices Search::raiseUnits(const NodeChoices &base,
 }
 
 /// The bytes raising `unit` one step adds to `base`, as the uniform plans
-/// estimate them (0 for a unit with nothing to raise).
+/// estimate them (0 for a unit with nothing to raise). Node by node, not
+/// through raiseUnits: a copy of the plan per unit was a third of the
+/// search's time on ResNet-1001.
 int64_t Search::getRaiseBytes(const NodeChoices &base,
                               const SmallVector<std::string> &unit) const {
+  NodeChoices raised;
   int64_t bytes = 0;
-  NodeChoices raised =
-      raiseUnits(base, ArrayRef<SmallVector<std::string>>(unit));
-  auto kept = [&](const NodeChoices &plan, const std::string &node) {
-    auto it = plan.find(node);
-    if (it == plan.end())
-      return best.unconstrained.keptBytesByNode.lookup(node);
-    return keptBytes.lookup(it->second).lookup(node);
-  };
-  for (const std::string &node : unit)
-    bytes += kept(raised, node) - kept(base, node);
+  for (const std::string &node : unit) {
+    auto it = base.find(node);
+    if (it == base.end())
+      continue; // float32 already
+    if (std::optional<std::string> moreExact = getMoreExact(it->second))
+      raised[node] = *moreExact;
+    bytes += getKeptBytes(raised, node) - getKeptBytes(base, node);
+  }
   return bytes;
+}
+
+/// The bytes `node` keeps with its choice in `choices`, as the uniform
+/// plan of that choice (the unconstrained one for float32) measured them.
+int64_t Search::getKeptBytes(const NodeChoices &choices,
+                             const std::string &node) const {
+  auto choice = choices.find(node);
+  if (choice == choices.end())
+    return best.unconstrained.keptBytesByNode.lookup(node);
+  // find, not lookup: lookup would copy the choice's map of every node.
+  auto perNode = keptBytes.find(choice->second);
+  return perNode == keptBytes.end() ? 0 : perNode->second.lookup(node);
+}
+
+/// Whether `choices` cannot fit, judged without compiling from a compiled
+/// plan `from` (its choices and figures): every saved tensor is live where
+/// the backward pass begins, so a plan's total is at least what does not
+/// depend on the choices (parameters, optimizer state, batch buffers) plus
+/// the bytes live there, which the choices change by what their nodes keep
+/// (as the uniform plans measure it per node and choice).
+bool Search::cannotFit(const NodeChoices &from, const CandidateFigures &figures,
+                       const NodeChoices &choices) const {
+  int64_t bytes = figures.totals.total() - figures.totals.arena +
+                  figures.backwardStartBytes;
+  for (const std::string &node : nodes)
+    bytes += getKeptBytes(choices, node) - getKeptBytes(from, node);
+  return bytes > options.limit;
 }
 
 /// Raises many units at once where the budget leaves room: the units that
@@ -530,6 +584,7 @@ void Search::raiseCheapestUnits() {
   SmallVector<SmallVector<std::string>> units = getImprovementUnits();
   while (best.fits && best.evaluations < options.maxEvaluations) {
     NodeChoices base = best.choices;
+    CandidateFigures baseFigures = best.figures;
     SmallVector<std::pair<int64_t, size_t>> order;
     for (auto [i, unit] : llvm::enumerate(units))
       if (llvm::any_of(unit, [&](const std::string &node) {
@@ -543,8 +598,11 @@ void Search::raiseCheapestUnits() {
     for (auto [bytes, i] : order)
       sorted.push_back(units[i]);
     auto fits = [&](size_t length) {
-      FailureOr<CandidateFigures> figures =
-          compile(raiseUnits(base, ArrayRef(sorted).take_front(length)));
+      NodeChoices raised =
+          raiseUnits(base, ArrayRef(sorted).take_front(length));
+      if (cannotFit(base, baseFigures, raised))
+        return false;
+      FailureOr<CandidateFigures> figures = compile(raised);
       return succeeded(figures) && figures->totals.total() <= options.limit;
     };
     // `lo` fits (0: the best plan itself); `hi` does not (0: none failed).
@@ -576,25 +634,29 @@ void Search::raiseCheapestUnits() {
 /// ResNet-1001 the rest of the plan bound went to 20 such trials.
 constexpr int kMaxIdleClimbs = 16;
 
-/// Hill climbing from the best plan: each unit in turn made one step more
-/// exact, kept where the plan still fits and ranks better; passes repeat
-/// while one improves, within the evaluation bound. The greedy phases
-/// overshoot (a uniform plan codes every node alike), and this takes back
-/// what the budget did not need.
+/// Hill climbing from the best plan: every node still coded recomputed
+/// instead (as exact as float32 where the checkpoints are then exact, and
+/// smaller, for time, which within a time step a plan may spend); then
+/// each unit in turn made one step more exact, kept where the plan still
+/// fits and ranks better (not compiled where cannotFit tells it would not
+/// fit: at a peak of saved tensors, ResNet-1001 spent 16 plans on such
+/// raises). Passes repeat while one improves, within the
+/// evaluation bound. The greedy phases overshoot (a uniform plan codes
+/// every node alike), and this takes back what the budget did not need.
 void Search::improveBest() {
   if (!best.fits)
     return;
   SmallVector<SmallVector<std::string>> units = getImprovementUnits();
   int idle = 0;
   for (bool improved = true; improved;) {
-    improved = false;
+    improved = options.allowRecompute && recomputeCoded();
     for (const SmallVector<std::string> &unit : units) {
       if (best.evaluations >= options.maxEvaluations ||
           idle >= kMaxIdleClimbs)
         return;
       NodeChoices trial =
           raiseUnits(best.choices, ArrayRef<SmallVector<std::string>>(unit));
-      if (trial == best.choices)
+      if (trial == best.choices || cannotFit(best.choices, best.figures, trial))
         continue;
       NodeChoices before = best.choices;
       (void)compile(trial);
@@ -603,6 +665,23 @@ void Search::improveBest() {
       idle = better ? 0 : idle + 1;
     }
   }
+}
+
+/// Compiles the best plan with every coded node recomputed instead, where
+/// that is predicted to rank better. Returns whether the best plan changed.
+bool Search::recomputeCoded() {
+  if (best.evaluations >= options.maxEvaluations)
+    return false;
+  NodeChoices recomputed = best.choices;
+  for (auto &entry : recomputed)
+    if (getApproximation(entry.second) > 0)
+      entry.second = "recompute";
+  if (recomputed == best.choices ||
+      !isBetter(predictScore(recomputed), bestScore))
+    return false;
+  NodeChoices before = best.choices;
+  (void)compile(recomputed);
+  return best.choices != before;
 }
 
 double mlir::blpa::countPlans(size_t numNodes, const BudgetOptions &options) {
@@ -635,19 +714,13 @@ LogicalResult Search::searchRanked() {
   };
   SmallVector<std::pair<Score, uint32_t>> ranked;
   for (uint32_t index = 0; index < uint32_t(count); ++index) {
-    NodeChoices plan = decode(index);
-    Score predicted = score(plan, best.unconstrained);
-    for (const auto &entry : plan)
-      predicted.seconds += addedSeconds[entry.second].lookup(entry.first());
-    ranked.push_back({predicted, index});
+    ranked.push_back({predictScore(decode(index)), index});
   }
   llvm::stable_sort(ranked, [&](const auto &a, const auto &b) {
     return isBetter(a.first, b.first);
   });
-  // Mixing choices only adds costs (a batch norm coded and its ReLU not
-  // no longer fuse), so a compiled plan ranks at best as predicted: once
-  // the next prediction ranks below the best fitting plan compiled, no
-  // later plan can beat it.
+  // Once the next prediction ranks below the best fitting plan compiled,
+  // no later plan can beat it (predictScore).
   for (const auto &entry : ranked) {
     if (best.fits && !isBetter(entry.first, bestScore))
       break;

@@ -20,6 +20,7 @@
 #include "llvm/ADT/STLFunctionalExtras.h"
 #include "llvm/ADT/SmallVector.h"
 #include "llvm/ADT/StringMap.h"
+#include "llvm/ADT/StringSet.h"
 
 #include <string>
 
@@ -46,6 +47,12 @@ struct CandidateFigures {
   llvm::StringMap<double> secondsByNode;
   /// Bytes kept for the backward pass of the saved tensors of each node.
   llvm::StringMap<int64_t> keptBytesByNode;
+  /// The recomputed nodes whose copies read decoded codes, directly or
+  /// through other copies: their values are approximations.
+  llvm::StringSet<> approximateRecomputes;
+  /// The arena's live bytes where the backward pass begins: every saved
+  /// tensor and what else is live there.
+  int64_t backwardStartBytes = 0;
 };
 
 /// Compiles the model with `choices` up to the memory plan; failure when
@@ -81,8 +88,8 @@ struct BudgetSolution {
   double chargedSeconds = 0;
   /// Its rank: the charged time in steps of 2% of the unconstrained step
   /// above it, then the approximation (over the nodes: 0 for float32, 1,
-  /// 2, 3 for 8, 4, 2 bits, and for recompute one more than the plan's
-  /// narrowest codes, 0 without codes), least first.
+  /// 2, 3 for 8, 4, 2 bits, and for a node recomputed from codes one more
+  /// than the plan's narrowest codes, 0 from exact values), least first.
   int64_t timeStep = 0;
   int approximation = 0;
   /// The plan with every node float32 (the unconstrained one).

@@ -7,6 +7,7 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Diagnostics.h"
+#include "mlir/Interfaces/ViewLikeInterface.h"
 #include "llvm/ADT/SmallPtrSet.h"
 #include "llvm/ADT/StringSet.h"
 
@@ -36,6 +37,22 @@ static SmallVector<Operation *> getDecidedOps(func::FuncOp step) {
 
 static func::FuncOp getStep(ModuleOp module) {
   return module.lookupSymbol<func::FuncOp>("train_step");
+}
+
+CandidatePlanner::CandidatePlanner(
+    ModuleOp front, const CostModel &costs,
+    llvm::function_ref<void(PassManager &)> buildTail)
+    : front(front), stepOnly(front.clone()), costs(costs),
+      buildTail(buildTail) {
+  // The other functions (the inference forward pass) are the same for
+  // every candidate; scheduling and placing them would be a quarter of
+  // each candidate's compile. Their declarations stay: the totals count
+  // the forward pass's outputs among the batch buffers.
+  for (auto func : stepOnly->getOps<func::FuncOp>())
+    if (!func.isExternal() && func.getName() != "train_step") {
+      func.eraseBody();
+      func.setPrivate();
+    }
 }
 
 SmallVector<std::string> CandidatePlanner::getDecidedNodes() const {
@@ -112,9 +129,54 @@ void CandidatePlanner::applyChoices(ModuleOp module,
   }
 }
 
+/// Whether `value` is decoded from codes: the result of an op that reads
+/// codes (a decoder), of a copy in `approximate`, or a view of either.
+static bool isDecoded(Value value,
+                      const llvm::SmallPtrSetImpl<Operation *> &approximate) {
+  while (auto view = value.getDefiningOp<ViewLikeOpInterface>())
+    value = view.getViewSource();
+  Operation *def = value.getDefiningOp();
+  return def &&
+         (approximate.contains(def) ||
+          llvm::any_of(def->getOperandTypes(), llvm::IsaPred<PackedType>));
+}
+
+/// The nodes of `step` whose recomputed copies read decoded codes,
+/// directly or through other copies (docs/design.md, "Exactness").
+static llvm::StringSet<> getApproximateRecomputes(func::FuncOp step) {
+  llvm::StringSet<> nodes;
+  llvm::SmallPtrSet<Operation *, 16> approximate;
+  for (Operation &op : step.getBody().front()) {
+    if (!op.hasAttr(kRecomputesAttrName) ||
+        llvm::none_of(op.getOperands(), [&](Value operand) {
+          return isDecoded(operand, approximate);
+        }))
+      continue;
+    approximate.insert(&op);
+    nodes.insert(getNodeName(&op));
+  }
+  return nodes;
+}
+
+/// The bytes of `plan`'s buffers live at the first backward op of `step`.
+static int64_t getBackwardStartBytes(func::FuncOp step,
+                                     const MemoryPlan &plan) {
+  int64_t first = 0;
+  for (Operation &op : step.getBody().front()) {
+    if (isInPhase(&op, Phase::Backward))
+      break;
+    ++first;
+  }
+  int64_t bytes = 0;
+  for (const Buffer &buffer : plan.buffers)
+    if (buffer.start <= first && first <= buffer.end)
+      bytes += buffer.bytes;
+  return bytes;
+}
+
 FailureOr<CandidateFigures>
 CandidatePlanner::operator()(const NodeChoices &choices) {
-  OwningOpRef<ModuleOp> module = front.clone();
+  OwningOpRef<ModuleOp> module = stepOnly->clone();
   applyChoices(*module, choices);
   {
     // A candidate that cannot be compiled is the solver's business, not an
@@ -137,8 +199,10 @@ CandidatePlanner::operator()(const NodeChoices &choices) {
     figures.seconds += seconds;
     figures.secondsByNode[getNodeName(&op)] += seconds;
   }
+  figures.approximateRecomputes = getApproximateRecomputes(step);
   MemoryPlan plan = analyzeBuffers(step);
   for (const SavedTensor &tensor : getSavedTensors(step, plan))
     figures.keptBytesByNode[getNodeName(tensor.source)] += tensor.bytes;
+  figures.backwardStartBytes = getBackwardStartBytes(step, plan);
   return figures;
 }

@@ -25,8 +25,7 @@ class CandidatePlanner {
 public:
   /// `buildTail` adds the passes from the choices to the checked plan.
   CandidatePlanner(ModuleOp front, const CostModel &costs,
-                   llvm::function_ref<void(PassManager &)> buildTail)
-      : front(front), costs(costs), buildTail(buildTail) {}
+                   llvm::function_ref<void(PassManager &)> buildTail);
 
   /// The nodes the solver decides: those of forward ops of @train_step
   /// whose results the backward pass reads and that no pin of the user's
@@ -51,6 +50,9 @@ public:
 
 private:
   ModuleOp front;
+  /// The front module with every function but @train_step a declaration:
+  /// the copy each candidate compiles.
+  OwningOpRef<ModuleOp> stepOnly;
   const CostModel &costs;
   llvm::function_ref<void(PassManager &)> buildTail;
 };

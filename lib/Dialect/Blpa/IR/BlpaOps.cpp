@@ -102,7 +102,8 @@ void mlir::blpa::mergeRecomputes(Operation *op, Operation *other) {
               DenseI64ArrayAttr::get(op->getContext(), ids));
 }
 
-void mlir::blpa::mergeRecomputeId(Operation *op, Operation *other) {
+void mlir::blpa::mergeRecomputeId(Operation *op, Operation *other,
+                                  DenseMap<int64_t, int64_t> &renames) {
   auto theirs = other->getAttrOfType<IntegerAttr>(kRecomputeIdAttrName);
   if (!theirs)
     return;
@@ -111,18 +112,31 @@ void mlir::blpa::mergeRecomputeId(Operation *op, Operation *other) {
     op->setAttr(kRecomputeIdAttrName, theirs);
     return;
   }
-  for (Operation &copy : *op->getBlock()) {
+  if (ours != theirs)
+    renames[theirs.getInt()] = ours.getInt();
+}
+
+void mlir::blpa::renameRecomputes(Block &block,
+                                  const DenseMap<int64_t, int64_t> &renames) {
+  if (renames.empty())
+    return;
+  // An id renamed to one that was renamed in turn ends at the last.
+  auto rename = [&](int64_t id) {
+    for (auto it = renames.find(id); it != renames.end(); it = renames.find(id))
+      id = it->second;
+    return id;
+  };
+  for (Operation &copy : block) {
     auto ids = copy.getAttrOfType<DenseI64ArrayAttr>(kRecomputesAttrName);
-    if (!ids || !llvm::is_contained(ids.asArrayRef(), theirs.getInt()))
+    if (!ids || llvm::none_of(ids.asArrayRef(),
+                              [&](int64_t id) { return renames.count(id); }))
       continue;
     SmallVector<int64_t> renamed;
-    for (int64_t id : ids.asArrayRef()) {
-      int64_t now = id == theirs.getInt() ? ours.getInt() : id;
-      if (!llvm::is_contained(renamed, now))
+    for (int64_t id : ids.asArrayRef())
+      if (int64_t now = rename(id); !llvm::is_contained(renamed, now))
         renamed.push_back(now);
-    }
     copy.setAttr(kRecomputesAttrName,
-                 DenseI64ArrayAttr::get(op->getContext(), renamed));
+                 DenseI64ArrayAttr::get(copy.getContext(), renamed));
   }
 }
 

@@ -75,15 +75,20 @@ struct FuseBatchNormReluPass
     step.walk([&](BatchNormEncodeOp encode) { encodes.push_back(encode); });
     for (BatchNormEncodeOp encode : encodes)
       fuseEncode(encode);
+    renameRecomputes(step.getBody().front(), recomputeRenames);
   }
+
+  /// The recompute ids of absorbed ReLUs and those of the ops that absorbed
+  /// them (mergeRecomputeId).
+  DenseMap<int64_t, int64_t> recomputeRenames;
 
   /// `op`, which now does `relu`'s work too, keeps what was asked of the
   /// ReLU: the more exact activation choice of the two (what the report's
   /// saved tensors and the solver's bytes per node read), its recompute id
   /// and, for a copy, the ops it recomputes.
-  static void takeOver(Operation *op, ReluOp relu) {
+  void takeOver(Operation *op, ReluOp relu) {
     mergeActivationChoice(op, relu);
-    mergeRecomputeId(op, relu);
+    mergeRecomputeId(op, relu, recomputeRenames);
     mergeRecomputes(op, relu);
   }
 

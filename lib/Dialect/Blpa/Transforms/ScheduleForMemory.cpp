@@ -60,7 +60,10 @@ enum class Priority {
 };
 
 /// Greedy list scheduling of one run of movable ops (`ops`, in their
-/// current order). Buffers read after the run never die in it.
+/// current order). Buffers read after the run never die in it. Ops and the
+/// buffers they read are numbered once, and everything the loop consults
+/// is an array indexed by those numbers: the solver schedules every
+/// candidate plan of a model of thousands of ops.
 class RunScheduler {
 public:
   RunScheduler(ArrayRef<Operation *> ops, Priority priority)
@@ -70,40 +73,44 @@ public:
   SmallVector<Operation *> schedule();
 
 private:
+  void numberBuffers();
   void addDependences();
-  /// `later` waits for `earlier` (both in the run).
-  void addEdge(Operation *later, Operation *earlier);
-  void addUpdateDependences(Operation *update);
-  void countReaders();
-  /// Live-byte growth of running `op` now; `op` must be ready.
-  int64_t growth(Operation *op) const;
-  void makeReady(Operation *op);
-  void run(Operation *op, SmallVectorImpl<Operation *> &order);
-  /// Re-keys the last reader of `root` left, whose growth just fell.
-  void rekeyLastReader(Value root);
+  /// Op `later` waits for op `earlier` (positions in the run).
+  void addEdge(unsigned later, unsigned earlier);
+  void addUpdateDependences(unsigned update);
+  /// Live-byte growth of running op `i` now; it must be ready.
+  int64_t growth(unsigned i) const;
+  void makeReady(unsigned i);
+  void run(unsigned i, SmallVectorImpl<Operation *> &order);
+  /// Re-keys the last reader of `buffer` left, whose growth just fell.
+  void rekeyLastReader(unsigned buffer);
 
   /// The distinct buffers `op` reads (roots of its operands).
   static SmallVector<Value> readBuffers(Operation *op);
 
-  using Key = std::tuple<int, int64_t, int64_t>; // phase, growth, position
-  Key keyOf(Operation *op) const;
+  using Key = std::tuple<int, int64_t, unsigned>; // phase, growth, position
+  Key keyOf(unsigned i) const;
 
   ArrayRef<Operation *> ops;
   Priority priority;
-  DenseMap<Operation *, int64_t> position;
-  /// Ops of the run that must wait for each op, and how many ops of the
-  /// run each op still waits for.
-  DenseMap<Operation *, SmallVector<Operation *>> waiters;
-  DenseMap<Operation *, int64_t> waitingFor;
+  DenseMap<Operation *, unsigned> position;
+  /// Per op: the ops that must wait for it, how many ops it still waits
+  /// for, the buffers it reads, the bytes of the buffers it creates, and
+  /// its key while it is ready.
+  std::vector<SmallVector<unsigned, 2>> waiters;
+  std::vector<unsigned> waitingFor;
+  std::vector<SmallVector<unsigned, 2>> reads;
+  std::vector<int64_t> createdBytes;
+  std::vector<std::optional<Key>> readyKey;
+  /// Per buffer: its bytes, whether it is read after the run (or
+  /// returned), and its readers in the run that have not run yet.
+  std::vector<int64_t> bufferBytes;
+  std::vector<bool> outlivesRun;
+  std::vector<SmallVector<unsigned, 2>> readersLeft;
   /// Readers of each parameter in the run, by name (it may be read
   /// through several blpa.param ops).
   llvm::StringMap<SmallVector<Operation *>> paramReaders;
-  /// Readers in the run that have not run yet, per buffer.
-  DenseMap<Value, SmallVector<Operation *>> readersLeft;
-  /// Buffers read after the run (or returned): they outlive it.
-  llvm::SmallDenseSet<Value> outlivesRun;
-  DenseMap<Operation *, Key> readyKey;
-  std::set<std::pair<Key, Operation *>> ready;
+  std::set<std::pair<Key, unsigned>> ready;
 };
 
 SmallVector<Value> RunScheduler::readBuffers(Operation *op) {
@@ -114,95 +121,111 @@ SmallVector<Value> RunScheduler::readBuffers(Operation *op) {
   return SmallVector<Value>(roots.begin(), roots.end());
 }
 
-void RunScheduler::addEdge(Operation *later, Operation *earlier) {
+/// Numbers the buffers the run reads, each op's reads and what it creates.
+/// A reader after the run (views included: getBufferRoot sees through
+/// them) keeps a buffer alive past it; readers before it are done.
+void RunScheduler::numberBuffers() {
+  DenseMap<Value, unsigned> bufferOf;
+  reads.resize(ops.size());
+  createdBytes.assign(ops.size(), 0);
+  for (auto [i, op] : llvm::enumerate(ops)) {
+    for (Value root : readBuffers(op)) {
+      auto [it, inserted] = bufferOf.try_emplace(root, bufferBytes.size());
+      if (inserted) {
+        bufferBytes.push_back(getTensorBytes(root.getType()));
+        readersLeft.emplace_back();
+      }
+      reads[i].push_back(it->second);
+      readersLeft[it->second].push_back(i);
+    }
+    for (Value result : op->getResults())
+      if (getBufferRoot(result) == result && !result.use_empty())
+        createdBytes[i] += getTensorBytes(result.getType());
+  }
+  outlivesRun.assign(bufferBytes.size(), false);
+  for (Operation *op = ops.back()->getNextNode(); op; op = op->getNextNode())
+    for (Value operand : op->getOperands())
+      if (Value root = getBufferRoot(operand))
+        if (auto it = bufferOf.find(root); it != bufferOf.end())
+          outlivesRun[it->second] = true;
+}
+
+void RunScheduler::addEdge(unsigned later, unsigned earlier) {
   waiters[earlier].push_back(later);
   ++waitingFor[later];
 }
 
 void RunScheduler::addDependences() {
-  for (Operation *op : ops) {
-    waitingFor.try_emplace(op, 0);
+  waiters.resize(ops.size());
+  waitingFor.assign(ops.size(), 0);
+  for (Operation *op : ops)
     if (auto param = dyn_cast<ParamOp>(op))
       paramReaders[param.getName()].append(param->user_begin(),
                                            param->user_end());
-  }
-  for (Operation *op : ops) {
+  for (auto [i, op] : llvm::enumerate(ops)) {
     for (Value operand : op->getOperands())
-      if (Operation *def = operand.getDefiningOp(); def && position.count(def))
-        addEdge(op, def);
+      if (Operation *def = operand.getDefiningOp())
+        if (auto it = position.find(def); it != position.end())
+          addEdge(i, it->second);
     if (!isMemoryEffectFree(op))
-      addUpdateDependences(op);
+      addUpdateDependences(i);
   }
 }
 
 /// An update writes the parameters among its operands in place, so every
 /// other reader of them (through any blpa.param of the same name) in the
 /// run goes first and still sees the value from before the step.
-void RunScheduler::addUpdateDependences(Operation *update) {
-  for (Value operand : update->getOperands())
+void RunScheduler::addUpdateDependences(unsigned update) {
+  for (Value operand : ops[update]->getOperands())
     if (auto param = operand.getDefiningOp<ParamOp>())
       for (Operation *reader : paramReaders.lookup(param.getName()))
-        if (reader != update && position.count(reader))
-          addEdge(update, reader);
+        if (auto it = position.find(reader);
+            reader != ops[update] && it != position.end())
+          addEdge(update, it->second);
 }
 
-void RunScheduler::countReaders() {
-  for (Operation *op : ops)
-    for (Value root : readBuffers(op))
-      readersLeft[root].push_back(op);
-  // A reader after the run (views included: getBufferRoot sees through
-  // them) keeps the buffer alive past it; readers before it are done.
-  for (Operation *op = ops.back()->getNextNode(); op; op = op->getNextNode())
-    for (Value root : readBuffers(op))
-      outlivesRun.insert(root);
-}
-
-int64_t RunScheduler::growth(Operation *op) const {
-  int64_t bytes = 0;
-  for (Value result : op->getResults())
-    if (getBufferRoot(result) == result && !result.use_empty())
-      bytes += getTensorBytes(result.getType());
-  for (Value root : readBuffers(op))
-    if (readersLeft.find(root)->second.size() == 1 &&
-        !outlivesRun.contains(root))
-      bytes -= getTensorBytes(root.getType());
+int64_t RunScheduler::growth(unsigned i) const {
+  int64_t bytes = createdBytes[i];
+  for (unsigned buffer : reads[i])
+    if (readersLeft[buffer].size() == 1 && !outlivesRun[buffer])
+      bytes -= bufferBytes[buffer];
   return bytes;
 }
 
-RunScheduler::Key RunScheduler::keyOf(Operation *op) const {
+RunScheduler::Key RunScheduler::keyOf(unsigned i) const {
   // Updates may interleave with the backward pass, not run before it.
+  Operation *op = ops[i];
   int phase = op->hasAttr(kPhaseAttrName) && getPhase(op) != Phase::Forward;
-  int64_t bytes = growth(op);
+  int64_t bytes = growth(i);
   if (priority == Priority::FreeingFirst && bytes > 0)
     bytes = 1;
-  return {phase, bytes, position.lookup(op)};
+  return {phase, bytes, i};
 }
 
-void RunScheduler::makeReady(Operation *op) {
-  Key key = keyOf(op);
-  readyKey[op] = key;
-  ready.insert({key, op});
+void RunScheduler::makeReady(unsigned i) {
+  Key key = keyOf(i);
+  readyKey[i] = key;
+  ready.insert({key, i});
 }
 
-void RunScheduler::rekeyLastReader(Value root) {
-  Operation *last = readersLeft[root].front();
-  auto it = readyKey.find(last);
-  if (it == readyKey.end())
+void RunScheduler::rekeyLastReader(unsigned buffer) {
+  unsigned last = readersLeft[buffer].front();
+  if (!readyKey[last])
     return;
-  ready.erase({it->second, last});
+  ready.erase({*readyKey[last], last});
   makeReady(last);
 }
 
-void RunScheduler::run(Operation *op, SmallVectorImpl<Operation *> &order) {
-  order.push_back(op);
-  readyKey.erase(op);
-  for (Value root : readBuffers(op)) {
-    SmallVector<Operation *> &readers = readersLeft[root];
-    llvm::erase(readers, op);
+void RunScheduler::run(unsigned i, SmallVectorImpl<Operation *> &order) {
+  order.push_back(ops[i]);
+  readyKey[i].reset();
+  for (unsigned buffer : reads[i]) {
+    SmallVector<unsigned, 2> &readers = readersLeft[buffer];
+    llvm::erase(readers, i);
     if (readers.size() == 1)
-      rekeyLastReader(root);
+      rekeyLastReader(buffer);
   }
-  for (Operation *waiter : waiters.lookup(op))
+  for (unsigned waiter : waiters[i])
     if (--waitingFor[waiter] == 0)
       makeReady(waiter);
 }
@@ -210,14 +233,15 @@ void RunScheduler::run(Operation *op, SmallVectorImpl<Operation *> &order) {
 SmallVector<Operation *> RunScheduler::schedule() {
   for (auto [i, op] : llvm::enumerate(ops))
     position[op] = i;
+  numberBuffers();
   addDependences();
-  countReaders();
-  for (Operation *op : ops)
-    if (waitingFor[op] == 0)
-      makeReady(op);
+  readyKey.resize(ops.size());
+  for (unsigned i = 0; i < ops.size(); ++i)
+    if (waitingFor[i] == 0)
+      makeReady(i);
   SmallVector<Operation *> order;
   while (!ready.empty()) {
-    Operation *next = ready.begin()->second;
+    unsigned next = ready.begin()->second;
     ready.erase(ready.begin());
     run(next, order);
   }

@@ -86,10 +86,17 @@ void mergeActivationChoice(Operation *op, Operation *other);
 /// Adds the blpa.recomputes ids of `other` to those of `op` (an op that
 /// now recomputes what `other` did too).
 void mergeRecomputes(Operation *op, Operation *other);
-/// Makes `op` (a forward op that takes over `other`'s work) stand for
-/// `other`'s blpa.recompute_id too: `op` takes it, or, when `op` has one
-/// already, the ops recomputing `other` name `op`'s instead.
-void mergeRecomputeId(Operation *op, Operation *other);
+/// Makes `op` (a forward op that takes over `other`'s work, which is then
+/// erased) stand for `other`'s blpa.recompute_id too: `op` takes it, or,
+/// when `op` has one already, the ops recomputing `other` are to name
+/// `op`'s instead: `renames` records it, for renameRecomputes to apply to
+/// all of them at once (one walk of the function, not one per merge).
+void mergeRecomputeId(Operation *op, Operation *other,
+                      llvm::DenseMap<int64_t, int64_t> &renames);
+/// Applies the renames of mergeRecomputeId to the blpa.recomputes of the
+/// ops of `block`.
+void renameRecomputes(Block &block,
+                      const llvm::DenseMap<int64_t, int64_t> &renames);
 
 /// Whether `choice` is a value of `blpa.act_choice`.
 bool isActivationChoice(llvm::StringRef choice);

@@ -55,8 +55,8 @@ struct MemoryPlan {
 /// function arguments, and views of them).
 Value getBufferRoot(Value v);
 
-/// Buffers and their lifetimes (using mlir::Liveness) and the lower bound;
-/// offsets are not assigned. With `inPlace`, a result of an
+/// Buffers and their lifetimes (each to its last user in the block) and the
+/// lower bound; offsets are not assigned. With `inPlace`, a result of an
 /// InPlaceOpInterface op takes over an operand's buffer that dies there.
 MemoryPlan analyzeBuffers(func::FuncOp func, bool inPlace = true);
 
