@@ -3,13 +3,13 @@ output, blpa-opt --profile reading it back to predict step times, its
 refusals, and the gradient-error proxy against measured gradient cosines.
 
 A pre-activation ResNet-20 (16x16 inputs, batch 16) is small enough to
-compile eight plans and time them on a loaded 2-core machine; timing checks
-assert structure and gross agreement only."""
+compile eight plans on a loaded 2-core machine. No check compares two
+timings taken at different moments: other processes' load moves them by
+2x and more; bench/budget.py measures plans side by side."""
 
 import json
 import os
 import re
-import statistics
 import subprocess
 
 import numpy as np
@@ -59,7 +59,7 @@ def op_costs(ir, profile=None):
     ops, saved, total = [], [], None
     for line in out.splitlines():
         m = re.match(r"cost @train_step #\d+ (\S+) .*calls=(\d+) .*"
-                     r"seconds=(\S+)$", line)
+                     r"seconds=(\S+) shapes=\S*$", line)
         if m:
             ops.append((m.group(1), int(m.group(2)), float(m.group(3))))
         m = re.match(r"saved @train_step #\d+ \S+ node=(\S*) result=\d+ "
@@ -74,12 +74,19 @@ def op_costs(ir, profile=None):
     return ops, total, saved
 
 
-def step_seconds(exe, log, steps=8):
-    """The step times of a run without profiling, the first two steps
-    (allocation, oneDNN's JIT) left out."""
-    records, _ = tool.train(exe, log, "--synthetic", "--steps", steps,
-                            "--lr", 0.01)
-    return [r["step_ms"] / 1e3 for r in records[2:]]
+def op_entries(ir, profile=None):
+    """The ops of @train_step as --blpa-print-op-costs prints them:
+    [(op, node, shapes, calls, seconds)]."""
+    option = "--blpa-print-op-costs"
+    if profile:
+        option += "=profile=" + profile
+    out = tool.run([tool.blpa_opt_path(), ir, option, "-o",
+                    os.devnull]).stdout
+    return [(m.group(1), m.group(2), m.group(5), int(m.group(3)),
+             float(m.group(4)))
+            for m in re.finditer(r"^cost @train_step #\d+ (\S+) node=(\S*) "
+                                 r"calls=(\d+) .* seconds=(\S+) "
+                                 r"shapes=(\S*)$", out, re.M)]
 
 
 def test_profile_covers_every_op(resnet, workdir):
@@ -119,36 +126,67 @@ def test_profile_needs_two_steps(resnet, workdir):
 
 
 def test_predicted_step_time(resnet, workdir):
-    """The profile read back predicts the profiled plan's step time (every
-    op matched: the sum of its op times, which test_profile_covers_every_op
-    compares with the step) and another plan's relative to it: 4-bit codes,
-    whose encoders and decoders the profile never saw, scaled by its
-    factors. Other processes' load moves absolute times by more than 2x
-    here between runs (and medians of alternate runs by 0.15x to 2.4x), so
-    the plans are timed alternately (A B A B A B) and the ratio of their
-    fastest steps, the least disturbed, is compared with the predicted
-    ratio."""
-    model, exe, profile = resnet
+    """The profile read back predicts every op of a plan as docs/design.md
+    ("Calibration") says, checked against that rule written out here from
+    the profile and the uncalibrated model's roofline figures: an op with a
+    profiled op's name, node and shapes takes the mean of the profiled ones
+    of that key; any other its roofline estimate times its kind's factor
+    (the profiled ops' measured seconds over their roofline seconds, or that
+    ratio over all profiled ops for a kind the profile lacks). On the
+    profiled exact plan the prediction is the sum of the profile's op
+    times. The rule is checked with every other convolution of the profile
+    renamed to another node (profiled kind, no match) on that plan and on
+    4-bit codes, whose encoders and decoders the profile never saw. How
+    close such predictions come to step times measured later depends on
+    the machine's load (a 4-bit / exact ratio of fastest steps measured
+    0.57-2.0 here against a predicted 0.87-0.98): bench/budget.py compares
+    plans' step times side by side, this test does not."""
+    model, _, profile = resnet
     with open(profile) as f:
         data = json.load(f)
-    _, exact, _ = op_costs(planned_ir(model, str(workdir / "cost_exact.mlir")),
-                           profile)
+    exact_ir = planned_ir(model, str(workdir / "cost_exact.mlir"))
+    _, exact, _ = op_costs(exact_ir, profile)
     assert exact == pytest.approx(
         sum(o["mean_seconds"] for o in data["ops"]), rel=1e-5)
 
-    four_exe = tool.compile(model, str(workdir / "cost_resnet20_4"),
-                            batch_size=BATCH, act_bits=4)
+    convs = [o for o in data["ops"] if o["op"] == "blpa.conv"]
+    for op in convs[::2]:
+        op["node"] = "/elsewhere" + op["node"]
+    renamed = str(workdir / "cost_profile_renamed.json")
+    with open(renamed, "w") as f:
+        json.dump(data, f)
+    # Each kind's factor from the profiled ops (in the step's order of the
+    # ops that make runtime calls, test_profile_covers_every_op) and their
+    # roofline seconds (the model without a profile).
+    roofline = [seconds for _, _, _, calls, seconds in op_entries(exact_ir)
+                if calls > 0]
+    assert len(roofline) == len(data["ops"])
+    measured, kinds = {}, {}
+    for op, estimate in zip(data["ops"], roofline):
+        key = (op["op"], op["node"], op["shapes"])
+        measured.setdefault(key, []).append(op["mean_seconds"])
+        for kind in (op["op"], None):
+            sums = kinds.setdefault(kind, [0.0, 0.0])
+            sums[0] += op["mean_seconds"]
+            sums[1] += estimate
+
     four_ir = planned_ir(model, str(workdir / "cost_4.mlir"), act_bits=4)
-    _, four, _ = op_costs(four_ir, profile)
-    _, four_analytical, _ = op_costs(four_ir)
-    times = {exe: [], four_exe: []}
-    for run in range(3):
-        for e in times:
-            times[e] += step_seconds(e, str(workdir / "cost_steps.jsonl"))
-    measured = min(times[four_exe]) / min(times[exe])
-    print("4-bit / exact step time: predicted %.3f (analytical plan %.4f s), "
-          "measured %.3f" % (four / exact, four_analytical, measured))
-    assert measured / 2 <= four / exact <= measured * 2
+    rules = {"profiled": 0, "kind's factor": 0, "all ops' factor": 0}
+    for ir in (exact_ir, four_ir):
+        for (op, node, shapes, calls, seconds), (*_, estimate) in zip(
+                op_entries(ir, renamed), op_entries(ir)):
+            if calls == 0:
+                continue
+            profiled = measured.get((op, node, shapes))
+            if profiled:
+                rule, want = "profiled", sum(profiled) / len(profiled)
+            else:
+                rule = "kind's factor" if op in kinds else "all ops' factor"
+                sums = kinds.get(op, kinds[None])
+                want = estimate * sums[0] / sums[1]
+            rules[rule] += 1
+            assert seconds == pytest.approx(want, rel=1e-5), (op, node, rule)
+    assert all(rules.values()), rules
 
 
 def test_profile_refused(resnet, workdir):

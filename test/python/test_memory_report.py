@@ -179,7 +179,8 @@ def printed_op_seconds(ir, profile=None):
     out = tool.run([tool.blpa_opt_path(), ir, option, "-o",
                     os.devnull]).stdout
     seconds = {int(i): float(s) for i, s in re.findall(
-        r"^cost @train_step #(\d+) .* seconds=(\S+)$", out, re.M)}
+        r"^cost @train_step #(\d+) .* seconds=(\S+) shapes=\S*$", out,
+        re.M)}
     total = float(re.search(r"^total @train_step seconds=(\S+)$", out,
                             re.M).group(1))
     return seconds, total

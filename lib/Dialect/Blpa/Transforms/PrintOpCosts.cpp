@@ -39,10 +39,11 @@ static void printFunction(llvm::raw_ostream &os, func::FuncOp fn,
     OpCost cost = getOpCost(&op);
     auto call = dyn_cast<RuntimeCallOpInterface>(&op);
     os << llvm::formatv("cost @{0} #{1} {2} node={3} calls={4} flops={5:F0} "
-                        "bytes={6:F0} seconds={7:e}\n",
+                        "bytes={6:F0} seconds={7:e} shapes={8}\n",
                         name, index, op.getName(), getNodeName(&op),
                         call ? call.getNumRuntimeCalls() : 0, cost.flops,
-                        cost.bytes, model.seconds(&op));
+                        cost.bytes, model.seconds(&op),
+                        getShapeSignature(&op));
     if (!isInPhase(&op, Phase::Forward))
       continue;
     // A batch norm's codes have a figure even when only its gradient reads
