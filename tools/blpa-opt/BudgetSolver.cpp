@@ -114,6 +114,8 @@ private:
   void trySmallestPlans();
   NodeChoices applyPrefix(size_t length) const;
   void bisectPrefix();
+  size_t findFirst(size_t n, llvm::function_ref<bool(size_t)> holds,
+                   llvm::function_ref<bool(size_t)> stopGallop);
   void undoMoves();
   LogicalResult searchAll();
   LogicalResult searchRanked();
@@ -437,24 +439,36 @@ void Search::bisectPrefix() {
     FailureOr<CandidateFigures> figures = compile(applyPrefix(length));
     return succeeded(figures) && figures->totals.total() <= options.limit;
   };
+  fittingPrefix = findFirst(moves.size(), fits, [&](size_t length) {
+    return best.fits && !isBetter(predictScore(applyPrefix(length)), bestScore);
+  });
+}
+
+/// The first length in 1..n at which `holds` does, given that it holds at
+/// every longer one (a prefix's bytes fall or grow with its length):
+/// galloping (1, 2, 4, ..., n), then bisection between the last length
+/// where it did not hold and the first where it did. `stopGallop(length)`
+/// ends the search before a galloping step, the evaluation bound either
+/// phase. 0 where no length was found to hold.
+size_t Search::findFirst(size_t n, llvm::function_ref<bool(size_t)> holds,
+                         llvm::function_ref<bool(size_t)> stopGallop) {
   size_t lo = 0, hi = 0;
-  for (size_t length = 1;; length = std::min(2 * length, moves.size())) {
-    if (best.evaluations >= options.maxEvaluations ||
-        (best.fits && !isBetter(predictScore(applyPrefix(length)), bestScore)))
-      return;
-    if (fits(length)) {
+  for (size_t length = 1;; length = std::min(2 * length, n)) {
+    if (best.evaluations >= options.maxEvaluations || stopGallop(length))
+      return 0;
+    if (holds(length)) {
       hi = length;
       break;
     }
     lo = length;
-    if (length == moves.size())
-      return;
+    if (length == n)
+      return 0;
   }
   while (hi - lo > 1 && best.evaluations < options.maxEvaluations) {
     size_t mid = lo + (hi - lo) / 2;
-    (fits(mid) ? hi : lo) = mid;
+    (holds(mid) ? hi : lo) = mid;
   }
-  fittingPrefix = hi;
+  return hi;
 }
 
 /// Undoes the prefix's moves, least efficient first, where the plan still
@@ -592,7 +606,7 @@ bool Search::cannotFit(const NodeChoices &from, const CandidateFigures &figures,
 /// Raises many units at once where the budget leaves room: the units that
 /// have something to raise, those the uniform plans estimate to add the
 /// fewest bytes first; the longest prefix of them raised one step whose
-/// plan fits, by galloping and bisection (as in bisectPrefix, bytes grow
+/// plan fits, by galloping and bisection (findFirst, as bytes grow
 /// with the prefix); repeated from the new best while a round raises any.
 /// Hill climbing one unit at a time would spend a plan per block where a
 /// generous budget has room for most of them.
@@ -621,24 +635,10 @@ void Search::raiseCheapestUnits() {
       FailureOr<CandidateFigures> figures = compile(raised);
       return succeeded(figures) && figures->totals.total() <= options.limit;
     };
-    // `lo` fits (0: the best plan itself); `hi` does not (0: none failed).
-    size_t lo = 0, hi = 0;
-    for (size_t length = 1;; length = std::min(2 * length, sorted.size())) {
-      if (best.evaluations >= options.maxEvaluations)
-        return;
-      if (!fits(length)) {
-        hi = length;
-        break;
-      }
-      lo = length;
-      if (length == sorted.size())
-        break;
-    }
-    while (hi != 0 && hi - lo > 1 &&
-           best.evaluations < options.maxEvaluations) {
-      size_t mid = lo + (hi - lo) / 2;
-      (fits(mid) ? lo : hi) = mid;
-    }
+    // The longest fitting prefix compiled becomes the best plan.
+    (void)findFirst(
+        sorted.size(), [&](size_t length) { return !fits(length); },
+        [](size_t) { return false; });
     if (best.choices == base)
       return;
   }
@@ -656,8 +656,9 @@ constexpr int kMaxIdleClimbs = 16;
 /// each unit in turn made one step more exact, kept where the plan still
 /// fits and ranks better (not compiled where cannotFit tells it would not
 /// fit: ResNet-1001 at batch 8 under 550 MiB had spent 19 plans on such
-/// raises). Passes repeat while one improves, within the evaluation bound. The greedy phases overshoot (a uniform plan codes
-/// every node alike), and this takes back what the budget did not need.
+/// raises). Passes repeat while one improves, within the evaluation bound.
+/// The greedy phases overshoot (a uniform plan codes every node alike), and
+/// this takes back what the budget did not need.
 void Search::improveBest() {
   if (!best.fits)
     return;
