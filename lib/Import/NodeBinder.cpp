@@ -316,6 +316,8 @@ knownAttributes() {
       {"starts", A::INTS},
       {"ends", A::INTS},
       {"blocksize", A::INT},
+      {"approximate", A::STRING},
+      {"stash_type", A::INT},
   };
   return table;
 }

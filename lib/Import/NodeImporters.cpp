@@ -385,31 +385,81 @@ static FailureOr<int64_t> foldIntOp(NodeBinder &b, int64_t x, int64_t y) {
   return result;
 }
 
-/// Add, Sub, Mul or Div of two integer tensors, with broadcasting.
-static LogicalResult foldIntArithmetic(NodeBinder &b) {
-  IntTensor lhs = *b.intInput(0), rhs = *b.intInput(1);
-  FailureOr<SmallVector<int64_t>> shape = broadcastShapes(lhs.shape, rhs.shape);
-  if (failed(shape))
-    return b.error() << "integer operands of shapes " << formatInts(lhs.shape)
-                     << " and " << formatInts(rhs.shape) << " do not broadcast";
-  size_t rank = shape->size();
+/// Folds an element-wise op of compile-time integer tensors `operands`
+/// (numpy broadcasting): `op` maps each element's operand values to the
+/// result's.
+static LogicalResult
+foldIntElementwise(NodeBinder &b, ArrayRef<IntTensor> operands,
+                   function_ref<FailureOr<int64_t>(ArrayRef<int64_t>)> op) {
+  SmallVector<int64_t> shape;
+  for (const IntTensor &operand : operands) {
+    FailureOr<SmallVector<int64_t>> joint =
+        broadcastShapes(shape, operand.shape);
+    if (failed(joint))
+      return b.error() << "integer operands of shapes " << formatInts(shape)
+                       << " and " << formatInts(operand.shape)
+                       << " do not broadcast";
+    shape = std::move(*joint);
+  }
   IntTensor result;
-  result.shape.assign(shape->begin(), shape->end());
+  result.shape = shape;
   if (failed(checkComputedCount(b, result.shape)))
     return failure();
   SmallVector<int64_t> strides = stridesOf(result.shape);
   int64_t count = ShapedType::getNumElements(result.shape);
+  SmallVector<int64_t> index(shape.size()), values(operands.size());
   for (int64_t i = 0; i < count; ++i) {
-    SmallVector<int64_t> index;
-    for (size_t d = 0; d < rank; ++d)
-      index.push_back(i / strides[d] % result.shape[d]);
-    int64_t x = broadcastAt(lhs, index), y = broadcastAt(rhs, index);
-    FailureOr<int64_t> value = foldIntOp(b, x, y);
+    for (size_t d = 0; d < shape.size(); ++d)
+      index[d] = i / strides[d] % result.shape[d];
+    for (auto [value, operand] : llvm::zip_equal(values, operands))
+      value = broadcastAt(operand, index);
+    FailureOr<int64_t> value = op(values);
     if (failed(value))
       return failure();
     result.values.push_back(*value);
   }
   return b.setIntOutput(std::move(result));
+}
+
+/// The node's inputs, all compile-time integer tensors (shapeOperand).
+static FailureOr<SmallVector<IntTensor>> intOperands(NodeBinder &b) {
+  SmallVector<IntTensor> operands;
+  for (int i = 0; i < b.node().input_size(); ++i) {
+    FailureOr<IntTensor> operand = shapeOperand(b, i);
+    if (failed(operand))
+      return failure();
+    operands.push_back(std::move(*operand));
+  }
+  return operands;
+}
+
+/// Add, Sub, Mul or Div of two integer tensors, with broadcasting.
+static LogicalResult foldIntArithmetic(NodeBinder &b) {
+  return foldIntElementwise(
+      b, {*b.intInput(0), *b.intInput(1)},
+      [&](ArrayRef<int64_t> v) { return foldIntOp(b, v[0], v[1]); });
+}
+
+/// Equal, Less, Greater, Not and Where on compile-time integer tensors
+/// (booleans as 0 and 1), as exporters write them to compute shapes
+/// (torch's expand(-1) becomes Equal(shape, -1) and Where).
+static LogicalResult importIntLogic(NodeBinder &b) {
+  FailureOr<SmallVector<IntTensor>> operands = intOperands(b);
+  if (failed(operands))
+    return failure();
+  StringRef op = b.opType();
+  return foldIntElementwise(b, *operands,
+                            [&](ArrayRef<int64_t> v) -> FailureOr<int64_t> {
+                              if (op == "Equal")
+                                return int64_t(v[0] == v[1]);
+                              if (op == "Less")
+                                return int64_t(v[0] < v[1]);
+                              if (op == "Greater")
+                                return int64_t(v[0] > v[1]);
+                              if (op == "Not")
+                                return int64_t(v[0] == 0);
+                              return v[0] ? v[1] : v[2]; // Where
+                            });
 }
 
 /// Cast: between integer types of compile-time tensors, or float32 to
@@ -752,6 +802,103 @@ static LogicalResult importHardSwish(NodeBinder &b) {
   return importElementwise<HardSwishOp>(b);
 }
 
+static LogicalResult importTanh(NodeBinder &b) {
+  return importElementwise<TanhOp>(b);
+}
+
+static LogicalResult importErf(NodeBinder &b) {
+  return importElementwise<ErfOp>(b);
+}
+
+static LogicalResult importSqrt(NodeBinder &b) {
+  return importElementwise<SqrtOp>(b);
+}
+
+/// Gelu (opset 20): `approximate` is "none" (erf) or "tanh".
+static LogicalResult importGelu(NodeBinder &b) {
+  std::string approximate = b.getString("approximate", "none");
+  if (approximate != "none" && approximate != "tanh")
+    return b.error() << "attribute 'approximate' is '" << approximate
+                     << "'; expected 'none' or 'tanh'";
+  return importElementwise<GeluOp>(
+      b, b.builder().getBoolAttr(approximate == "tanh"));
+}
+
+/// Neg: 0 - x, a broadcast subtraction from a scalar zero, whose gradient
+/// keeps nothing of the forward pass.
+static LogicalResult importNeg(NodeBinder &b) {
+  FailureOr<Value> x = b.input(0);
+  if (failed(x))
+    return failure();
+  auto scalar = RankedTensorType::get({}, b.builder().getF32Type());
+  Value zero = FillOp::create(b.builder(), b.loc(), scalar,
+                              b.builder().getF64FloatAttr(0.0));
+  return b.setOutput(b.create<SubOp>(zero, *x));
+}
+
+/// The exponent of Pow: a float or integer constant of one element.
+static FailureOr<double> powExponent(NodeBinder &b) {
+  if (b.isIntInput(1)) {
+    FailureOr<IntTensor> exponent = b.intInput(1);
+    if (failed(exponent))
+      return failure();
+    if (exponent->values.size() == 1)
+      return double(exponent->values[0]);
+  } else {
+    FailureOr<NodeBinder::FloatScalar> exponent = b.floatScalarOperand(1);
+    if (failed(exponent))
+      return failure();
+    if (exponent->constant)
+      return *exponent->constant;
+  }
+  return b.error() << "only a constant exponent of one element is supported "
+                      "(x ** c, as LayerNorm's variance and GELU's tanh "
+                      "approximation write it)";
+}
+
+/// Pow of a float tensor by a constant exponent.
+static LogicalResult importPow(NodeBinder &b) {
+  FailureOr<double> exponent = powExponent(b);
+  if (failed(exponent))
+    return failure();
+  return importElementwise<PowOp>(b, b.builder().getF32FloatAttr(*exponent));
+}
+
+/// LayerNormalization (opset 17): normalizes over the dimensions from
+/// `axis` (default -1). The optional Mean and InvStdDev outputs keep the
+/// input's rank (1s from `axis` on), reshaped from blpa.layer_norm's [rows]
+/// statistics. stash_type 1 (float32) is ONNX's default; blpa accumulates
+/// the statistics in double whatever it says.
+static LogicalResult importLayerNormalization(NodeBinder &b) {
+  FailureOr<Value> x = b.input(0), scale = b.input(1);
+  if (failed(x) || failed(scale))
+    return failure();
+  FailureOr<Value> bias = b.optionalInput(2);
+  if (failed(bias))
+    return failure();
+  SmallVector<int64_t> shape(getShape(*x));
+  int64_t rank = shape.size();
+  int64_t axis = b.getInt("axis", -1);
+  if (axis < -rank || axis >= rank)
+    return b.error() << "attribute 'axis' = " << axis
+                     << " is out of range for an input of rank " << rank
+                     << "; expected " << -rank << " to " << rank - 1;
+  axis = axis < 0 ? axis + rank : axis;
+  Builder &builder = b.builder();
+  FailureOr<Value> y = b.create<LayerNormOp>(
+      *x, *scale, *bias, builder.getI64IntegerAttr(axis),
+      builder.getF64FloatAttr(b.getFloat("epsilon", 1e-5)));
+  if (failed(y))
+    return failure();
+  Operation *norm = y->getDefiningOp();
+  SmallVector<int64_t> statsShape(shape.begin(), shape.begin() + axis);
+  statsShape.resize(rank, 1);
+  SmallVector<Value> outputs = {*y};
+  for (int i = 1; i < std::min(b.node().output_size(), 3); ++i)
+    outputs.push_back(b.reshape(norm->getResult(i), statsShape));
+  return b.setOutputs(outputs);
+}
+
 /// Softmax and LogSoftmax. From opset 13 they normalize along `axis`
 /// (default -1). Before, the input is coerced to 2-D at `axis` (default 1)
 /// and normalized over the flattened trailing block: the same op along
@@ -962,6 +1109,33 @@ static FailureOr<Value> broadcastTo(NodeBinder &b, Value x,
   Value zeros = FillOp::create(b.builder(), b.loc(), type,
                                b.builder().getF64FloatAttr(0.0));
   return b.create<AddOp>(x, zeros);
+}
+
+/// Expand: numpy broadcasting of input 0 with the shape input (either may
+/// have the larger rank). A compile-time integer tensor is folded; a float
+/// one becomes broadcastTo of it, reshaped to the result's rank.
+static LogicalResult importExpand(NodeBinder &b) {
+  FailureOr<IntTensor> shape = shapeOperand(b, 1);
+  if (failed(shape))
+    return failure();
+  if (b.isIntInput(0))
+    return foldIntElementwise(
+        b, {*b.intInput(0), IntTensor{/*shape=*/shape->values, /*values=*/{}}},
+        [](ArrayRef<int64_t> v) { return v[0]; });
+  FailureOr<Value> x = b.input(0);
+  if (failed(x))
+    return failure();
+  FailureOr<SmallVector<int64_t>> result =
+      broadcastShapes(getShape(*x), shape->values);
+  if (failed(result))
+    return b.error() << "the input of shape " << formatInts(getShape(*x))
+                     << " does not broadcast to " << formatInts(shape->values);
+  if (!isAddressable(*result))
+    return b.error() << "the result shape " << formatInts(*result)
+                     << " is too large to address";
+  SmallVector<int64_t> sameRank(result->size() - getShape(*x).size(), 1);
+  llvm::append_range(sameRank, getShape(*x));
+  return b.setOutput(broadcastTo(b, b.reshape(*x, sameRank), *result));
 }
 
 /// Operand `x`, of shape `shape` ([..., R, C]; a vector already given its
@@ -1218,7 +1392,48 @@ static LogicalResult importShape(NodeBinder &b) {
       IntTensor{{static_cast<int64_t>(values.size())}, values});
 }
 
+/// Gather from a float tensor at compile-time indices: a scalar index (as
+/// x[:, 0] exports) is a slice of one that drops the axis; 1-D indices
+/// that count up by one are a slice.
+static LogicalResult gatherFloat(NodeBinder &b) {
+  FailureOr<Value> data = b.input(0);
+  FailureOr<IntTensor> indices = shapeOperand(b, 1);
+  if (failed(data) || failed(indices))
+    return failure();
+  ArrayRef<int64_t> shape = getShape(*data);
+  int64_t rank = shape.size();
+  int64_t axis = b.getInt("axis", 0);
+  if (axis < -rank || axis >= rank)
+    return b.error() << "attribute 'axis' = " << axis
+                     << " is out of range for an input of rank " << rank;
+  axis = axis < 0 ? axis + rank : axis;
+  int64_t size = shape[axis];
+  SmallVector<int64_t> positions;
+  for (int64_t index : indices->values) {
+    if (index < -size || index >= size)
+      return b.error() << "index " << index << " is out of range for axis "
+                       << axis << " of size " << size;
+    positions.push_back(index < 0 ? index + size : index);
+  }
+  bool contiguous = indices->shape.size() <= 1 && !positions.empty();
+  for (size_t i = 1; i < positions.size(); ++i)
+    contiguous &= positions[i] == positions[i - 1] + 1;
+  if (!contiguous)
+    return b.error() << "only a scalar index or 1-D indices counting up by "
+                        "one can gather from a float tensor (a slice)";
+  FailureOr<Value> slice =
+      b.create<SliceOp>(*data, axis, positions.front(), positions.size());
+  if (failed(slice))
+    return failure();
+  SmallVector<int64_t> outShape(shape.take_front(axis));
+  llvm::append_range(outShape, indices->shape);
+  llvm::append_range(outShape, shape.drop_front(axis + 1));
+  return b.setOutput(b.reshape(*slice, outShape));
+}
+
 static LogicalResult importGather(NodeBinder &b) {
+  if (!b.isIntInput(0))
+    return gatherFloat(b);
   FailureOr<IntTensor> data = shapeOperand(b, 0), indices = shapeOperand(b, 1);
   if (failed(data) || failed(indices))
     return failure();
@@ -1238,7 +1453,7 @@ static LogicalResult importGather(NodeBinder &b) {
   return b.setIntOutput(std::move(result));
 }
 
-/// The axes of Unsqueeze, Squeeze and ReduceMean: an attribute before
+/// The axes of Unsqueeze, Squeeze and the reductions: an attribute before
 /// `inputSinceOpset`, input 1 from it on; nullopt when not given.
 static FailureOr<std::optional<SmallVector<int64_t>>>
 readAxes(NodeBinder &b, int64_t inputSinceOpset) {
@@ -1364,13 +1579,17 @@ static FailureOr<Value> moveReducedAxesLast(NodeBinder &b, Value x,
   return b.create<TransposeOp>(x, perm);
 }
 
-/// ReduceMean (the spatial mean of squeeze-and-excitation blocks and
-/// classifier heads): a global average pooling of the input viewed as
+/// Reduces the rows of `rows` ([outer, 1, inner]) to [outer, 1, 1].
+using RowReduction = function_ref<FailureOr<Value>(NodeBinder &, Value)>;
+
+/// ReduceMean, ReduceSum and ReduceMax: `reduceRows` of the input viewed as
 /// [outer, 1, inner], the reduced axes transposed to the end first when
-/// they are not there.
-static LogicalResult importReduceMean(NodeBinder &b) {
+/// they are not there. Axes are an input from `axesInputOpset` on.
+static LogicalResult importReduce(NodeBinder &b, int64_t axesInputOpset,
+                                  RowReduction reduceRows) {
   FailureOr<Value> x = b.input(0);
-  FailureOr<std::optional<SmallVector<int64_t>>> given = readAxes(b, 18);
+  FailureOr<std::optional<SmallVector<int64_t>>> given =
+      readAxes(b, axesInputOpset);
   if (failed(x) || failed(given))
     return failure();
   SmallVector<int64_t> shape(getShape(*x));
@@ -1393,8 +1612,8 @@ static LogicalResult importReduceMean(NodeBinder &b) {
   if (failed(input))
     return failure();
   shape.assign(getShape(*input).begin(), getShape(*input).end());
-  // The mean runs over the trailing axes from `first` (1s may be among
-  // them).
+  // The reduction runs over the trailing axes from `first` (1s may be
+  // among them).
   int64_t reduced = 0;
   for (int64_t a : *axes)
     reduced += getShape(*x)[a] != 1;
@@ -1408,11 +1627,46 @@ static LogicalResult importReduceMean(NodeBinder &b) {
     return b.setOutput(b.reshape(*input, outShape));
   int64_t outer = ShapedType::getNumElements(ArrayRef(shape).take_front(first));
   int64_t inner = ShapedType::getNumElements(ArrayRef(shape).drop_front(first));
-  FailureOr<Value> mean =
-      b.create<GlobalAvgPoolOp>(b.reshape(*input, {outer, 1, inner}));
-  if (failed(mean))
+  FailureOr<Value> result = reduceRows(b, b.reshape(*input, {outer, 1, inner}));
+  if (failed(result))
     return failure();
-  return b.setOutput(b.reshape(*mean, outShape));
+  return b.setOutput(b.reshape(*result, outShape));
+}
+
+/// ReduceMean (the spatial mean of squeeze-and-excitation blocks and
+/// classifier heads, a sequence's mean): a global average pooling.
+static LogicalResult importReduceMean(NodeBinder &b) {
+  return importReduce(b, 18, [](NodeBinder &b, Value rows) {
+    return b.create<GlobalAvgPoolOp>(rows);
+  });
+}
+
+/// ReduceSum: the mean times the row length (so the gradient is the
+/// average pooling's, scaled).
+static LogicalResult importReduceSum(NodeBinder &b) {
+  return importReduce(b, 13, [](NodeBinder &b, Value rows) -> FailureOr<Value> {
+    FailureOr<Value> mean = b.create<GlobalAvgPoolOp>(rows);
+    if (failed(mean))
+      return failure();
+    auto scalar = RankedTensorType::get({}, b.builder().getF32Type());
+    Value count = FillOp::create(
+        b.builder(), b.loc(), scalar,
+        b.builder().getF64FloatAttr(double(getShape(rows).back())));
+    return b.create<MulOp>(*mean, count);
+  });
+}
+
+/// ReduceMax: a max pooling of each row ([outer, 1, 1, inner], one window);
+/// its gradient goes to each row's first maximum.
+static LogicalResult importReduceMax(NodeBinder &b) {
+  return importReduce(b, 18, [](NodeBinder &b, Value rows) -> FailureOr<Value> {
+    ArrayRef<int64_t> shape = getShape(rows);
+    int64_t inner = shape.back();
+    return b.create<MaxPoolOp>(
+        b.reshape(rows, {shape[0], 1, 1, inner}), ArrayRef<int64_t>{1, inner},
+        ArrayRef<int64_t>{1, 1}, ArrayRef<int64_t>{0, 0, 0, 0}, false,
+        ArrayRef<int64_t>{1, 1});
+  });
 }
 
 /// The sizes Split cuts `dim` into: `split` (an attribute before opset 13,
@@ -1540,8 +1794,9 @@ static LogicalResult importConcat(NodeBinder &b) {
 /// (folding 1-D shapes along axis 0) does not model. Clip's bounds moved
 /// from attributes to inputs at opset 11 (both handled), as did Pad's pads
 /// and value (both handled; axes from 18, opset 1's `paddings` left out);
-/// HardSwish appeared at opset 14. Squeeze's and Unsqueeze's axes became
-/// an input at opset 13, ReduceMean's at 18 (with noop_with_empty_axes);
+/// HardSwish appeared at opset 14, LayerNormalization at 17, Gelu at 20.
+/// Squeeze's, Unsqueeze's and ReduceSum's axes became an input at opset
+/// 13, ReduceMean's and ReduceMax's at 18 (with noop_with_empty_axes);
 /// Split's sizes became an input at 13 and num_outputs appeared at 18
 /// (opset 1's Split, with sizes as an optional input too, is left out).
 /// Softmax and LogSoftmax normalize along one axis from opset 13 and over
@@ -1560,20 +1815,32 @@ const llvm::StringMap<NodeImporter> &onnximport::nodeHandlers() {
       {"DepthToSpace", {importDepthToSpace}},
       {"Div", {importBroadcast<DivOp>}},
       {"Dropout", {importDropout}},
+      {"Equal", {importIntLogic, /*minOpset=*/7}},
+      {"Erf", {importErf}},
+      {"Expand", {importExpand, /*minOpset=*/8}},
       {"Flatten", {importFlatten}},
       {"Gather", {importGather}},
       {"Gemm", {importGemm}},
+      {"Gelu", {importGelu, /*minOpset=*/20}},
       {"GlobalAveragePool", {importGlobalAveragePool}},
       {"GlobalMaxPool", {importGlobalMaxPool}},
+      {"Greater", {importIntLogic, /*minOpset=*/7}},
       {"HardSigmoid", {importHardSigmoid}},
       {"HardSwish", {importHardSwish, /*minOpset=*/14}},
       {"Identity", {importIdentity}},
+      {"LayerNormalization", {importLayerNormalization, /*minOpset=*/17}},
+      {"Less", {importIntLogic, /*minOpset=*/7}},
       {"LogSoftmax", {importSoftmax<LogSoftmaxOp>}},
       {"MatMul", {importMatMul}},
       {"MaxPool", {importMaxPool}},
       {"Mul", {importBroadcast<MulOp>}},
+      {"Neg", {importNeg}},
+      {"Not", {importIntLogic}},
       {"Pad", {importPad, /*minOpset=*/2}},
+      {"Pow", {importPow}},
+      {"ReduceMax", {importReduceMax}},
       {"ReduceMean", {importReduceMean}},
+      {"ReduceSum", {importReduceSum}},
       {"Relu", {importRelu}},
       {"Reshape", {importReshape}},
       {"Shape", {importShape}},
@@ -1582,10 +1849,13 @@ const llvm::StringMap<NodeImporter> &onnximport::nodeHandlers() {
       {"Softmax", {importSoftmax<SoftmaxOp>}},
       {"SpaceToDepth", {importSpaceToDepth}},
       {"Split", {importSplit, /*minOpset=*/2}},
+      {"Sqrt", {importSqrt}},
       {"Squeeze", {importSqueeze}},
       {"Sub", {importBroadcast<SubOp>}},
+      {"Tanh", {importTanh}},
       {"Transpose", {importTranspose}},
       {"Unsqueeze", {importUnsqueeze}},
+      {"Where", {importIntLogic, /*minOpset=*/9}},
   };
   return table;
 }

@@ -112,11 +112,12 @@ void Importer::scanGraph(const onnx::GraphProto &graph) {
     if (FailureOr<IntTensor> ints = readIntTensor(tensor); succeeded(ints))
       intTensors[tensor.name()] = std::move(*ints);
   }
-  // Weights, biases and batch-norm affine parameters train; a float
+  // Weights, biases and batch- and layer-norm affine parameters train; a float
   // initializer in arithmetic with an activation is a parameter too
   // (MatMul + Add is how exporters write Linear on 3-D inputs, and an
   // nn.Parameter scaling or shifting an activation becomes Mul/Sub/Div).
-  // Running statistics are state.
+  // So is one broadcast (a ViT's class token) or gathered from (an
+  // embedding table). Running statistics are state.
   static const llvm::StringMap<SmallVector<int>> trainableInputs = {
       {"Conv", {1, 2}},
       {"Gemm", {0, 1, 2}},
@@ -125,7 +126,10 @@ void Importer::scanGraph(const onnx::GraphProto &graph) {
       {"Sub", {0, 1}},
       {"Mul", {0, 1}},
       {"Div", {0, 1}},
-      {"BatchNormalization", {1, 2}}};
+      {"BatchNormalization", {1, 2}},
+      {"LayerNormalization", {1, 2}},
+      {"Expand", {0}},
+      {"Gather", {0}}};
   for (const onnx::NodeProto &node : graph.node()) {
     for (const std::string &name : node.input())
       consumed.insert(name);

@@ -163,6 +163,26 @@ def preact_resnet(depth=164, widths=((16, 64), (32, 128), (64, 256)),
         image_size)
 
 
+def vision_transformer(seed=0, in_channels=3, image_size=32, num_classes=10,
+                       patch_size=4, layers=4, width=128, heads=4,
+                       mlp_width=512):
+    """torchvision's VisionTransformer (issue 18's example: 32x32 input,
+    patch 4, 4 layers, width 128, 4 heads, no dropout), its patch
+    projection rebuilt for `in_channels` (Fashion-MNIST's 1 channel).
+    torchvision initializes the head to zeros, as here. Export it with
+    opset >= 17 for LayerNormalization nodes (15 writes them op by op)."""
+    from torchvision.models import VisionTransformer
+    torch.manual_seed(seed)
+    model = VisionTransformer(
+        image_size=image_size, patch_size=patch_size, num_layers=layers,
+        num_heads=heads, hidden_dim=width, mlp_dim=mlp_width,
+        num_classes=num_classes, dropout=0.0, attention_dropout=0.0)
+    if in_channels != 3:
+        model.conv_proj = nn.Conv2d(in_channels, width, patch_size,
+                                    stride=patch_size)
+    return _with_input_shape(model, in_channels, image_size)
+
+
 def export(model, path, input_shape=None, training=True, opset=15):
     """Writes `model` as ONNX with a symbolic batch dimension ('batch'), in
     training mode (batch norms with training_mode=1) unless told otherwise.
@@ -218,6 +238,7 @@ _BUILDERS = {
     "example-cnn": example_cnn,
     "residual-cnn": residual_cnn,
     "preact-resnet": preact_resnet,
+    "vit": vision_transformer,
 }
 
 
@@ -240,17 +261,20 @@ def main(argv=None):
     parser.add_argument("--depth", type=int, default=164,
                         help="preact-resnet depth (9n+2; default 164)")
     parser.add_argument("--in-channels", type=int, default=None,
-                        help="residual-cnn / preact-resnet input channels")
+                        help="residual-cnn / preact-resnet / vit input channels")
     parser.add_argument("--image-size", type=int, default=None,
-                        help="residual-cnn / preact-resnet image size")
+                        help="residual-cnn / preact-resnet / vit image size")
     parser.add_argument("--num-classes", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the initial weights")
     parser.add_argument("--eval", action="store_true",
                         help="export in evaluation mode")
+    parser.add_argument("--opset", type=int, default=None,
+                        help="ONNX opset (default 15; 17 for vit)")
     args = parser.parse_args(argv)
+    opset = args.opset or (17 if args.model == "vit" else 15)
     export(_BUILDERS[args.model](**_builder_options(args)), args.output,
-           training=not args.eval)
+           training=not args.eval, opset=opset)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,8 @@
 
 #include "KernelHarness.h"
 
+#include "../../lib/Runtime/Common/ActivationMath.h"
+
 #include <tuple>
 
 namespace blpa_test {
@@ -316,6 +318,21 @@ inline std::vector<ActivationCase> activationCases() {
       {"clip_relu6", BLPA_ACT_CLIP, 0, 6, true, relu6},
       {"clip", BLPA_ACT_CLIP, -1.5, 2.25, true, clip},
       {"clip_point", BLPA_ACT_CLIP, 1, 1, true, {1.0f, nan, 0.5f, 2.0f}},
+      {"tanh", BLPA_ACT_TANH, 0, 0, false, {0.0f, -0.0f, 20.0f, -20.0f, nan}},
+      {"erf", BLPA_ACT_ERF, 0, 0, false, {0.0f, -0.0f, 6.0f, -6.0f, nan}},
+      {"gelu", BLPA_ACT_GELU, 0, 0, false, {0.0f, -0.0f, -0.75f, -8.0f, nan}},
+      {"gelu_tanh",
+       BLPA_ACT_GELU_TANH,
+       0,
+       0,
+       false,
+       {0.0f, -0.0f, -0.75f, -8.0f, nan}},
+      // Negative inputs give NaN, as does their gradient.
+      {"sqrt", BLPA_ACT_SQRT, 0, 0, false, {4.0f, 0.25f, -1.0f, nan}},
+      {"pow_square", BLPA_ACT_POW, 2, 0, false, {0.0f, -0.0f, -3.0f, nan}},
+      {"pow_cube", BLPA_ACT_POW, 3, 0, false, {0.0f, -2.0f, nan}},
+      {"pow_root", BLPA_ACT_POW, 0.5, 0, false, {4.0f, 0.25f, -1.0f, nan}},
+      {"pow_zero", BLPA_ACT_POW, 0, 0, false, {0.0f, -2.0f, inf, nan}},
   };
 }
 
@@ -337,7 +354,7 @@ inline void testActivation(const ActivationCase &a, size_t numel,
       rt.blpa_activation(ctx, p.f(xIn), p.f(y), int64_t(numel), a.kind, a.alpha,
                          a.beta);
     });
-    if (a.kind == BLPA_ACT_SIGMOID)
+    if (blpa::activationGradReadsOutput(a.kind))
       saved = r.refFloats("y");
   }
   for (bool inPlace : {false, true}) {
@@ -484,7 +501,7 @@ inline void testActivationRegionDynamic(const char *name, bool loAt, bool hiAt,
 /// (several of the CPU runtime's parallel blocks, an odd tail).
 inline void testActivationRegions() {
   for (const ActivationCase &a : activationCases()) {
-    if (a.kind == BLPA_ACT_SIGMOID)
+    if (!blpa::activationRegionBits(a.kind))
       continue;
     for (size_t numel : {size_t(1), size_t(7), size_t(10007)})
       for (bool misaligned : {false, true})
@@ -1241,6 +1258,72 @@ inline void testBatchNorms() {
 }
 
 //===----------------------------------------------------------------------===//
+// Layer norm
+//===----------------------------------------------------------------------===//
+
+/// Layer-norm shapes: one element, rows shorter and longer than a warp
+/// (with a tail), a transformer's width, many rows of few columns.
+struct LnShape {
+  const char *name;
+  int64_t rows, cols;
+};
+inline const LnShape lnShapes[] = {
+    {"1x1", 1, 1},       {"3x7", 3, 7},       {"5x64", 5, 64},
+    {"37x130", 37, 130}, {"64x768", 64, 768}, {"1000x3", 1000, 3},
+};
+constexpr double lnEps = 1e-5;
+
+/// blpa_layer_norm with and without a bias, out of place and in place (y
+/// over x), on inputs far from 0 (a two-pass variance keeps them); the
+/// statistics and y are row sums in another order on CUDA (sumTol). Then
+/// the gradient from the reference forward's statistics, with and without
+/// dbias, out of place and in place (dx over dy): the column sums are the
+/// CPU's order everywhere; dx is a row sum in another order.
+inline void testLayerNorm(const LnShape &s) {
+  size_t numel = size_t(s.rows * s.cols);
+  Floats x = randomFloats(numel, 90, 110), dy = randomFloats(numel);
+  Floats scale = randomFloats(size_t(s.cols)),
+         bias = randomFloats(size_t(s.cols));
+  std::string base = std::string("layer_norm/") + s.name;
+  Floats y(numel), mean(size_t(s.rows)), invStd(size_t(s.rows));
+  backend->refApi().blpa_layer_norm(
+      backend->refContext(), x.data(), scale.data(), bias.data(), y.data(),
+      mean.data(), invStd.data(), s.rows, s.cols, lnEps);
+  for (bool withBias : {true, false})
+    for (bool inPlace : {false, true}) {
+      std::string suffix = std::string(withBias ? "" : "/no_bias") +
+                           (inPlace ? "/in_place" : "");
+      Case f(base + "/forward" + suffix);
+      auto [fx, fy] = f.operandAndResult(x, inPlace, "y", sumTol);
+      int fScale = f.in(scale), fBias = f.in(bias),
+          fMean = f.out("mean", size_t(s.rows), sumTol),
+          fInvStd = f.out("inv_std", size_t(s.rows), sumTol);
+      f.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+        rt.blpa_layer_norm(ctx, p.f(fx), p.f(fScale),
+                           withBias ? p.f(fBias) : nullptr, p.f(fy), p.f(fMean),
+                           p.f(fInvStd), s.rows, s.cols, lnEps);
+      });
+      Case g(base + "/grad" + suffix);
+      int gx = g.in(x), gScale = g.in(scale), gMean = g.in(mean),
+          gInvStd = g.in(invStd);
+      auto [gdy, gdx] = g.operandAndResult(dy, inPlace, "dx", sumTol);
+      int dscale = g.out("dscale", size_t(s.cols), exactTol),
+          dbias = g.out("dbias", size_t(s.cols), exactTol);
+      g.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+        rt.blpa_layer_norm_grad(ctx, p.f(gdy), p.f(gx), p.f(gScale), p.f(gMean),
+                                p.f(gInvStd), p.f(gdx), p.f(dscale),
+                                withBias ? p.f(dbias) : nullptr, s.rows,
+                                s.cols);
+      });
+    }
+}
+
+inline void testLayerNorms() {
+  for (const LnShape &s : lnShapes)
+    testLayerNorm(s);
+}
+
+//===----------------------------------------------------------------------===//
 // Activation codes
 //===----------------------------------------------------------------------===//
 
@@ -1570,6 +1653,7 @@ inline void runKernelCases() {
   testLoss();
   testPooling();
   testBatchNorms();
+  testLayerNorms();
   testCodes();
 }
 

@@ -86,6 +86,8 @@
   X(blpa_batch_norm_train)                                                     \
   X(blpa_batch_norm_infer)                                                     \
   X(blpa_batch_norm_grad)                                                      \
+  X(blpa_layer_norm)                                                           \
+  X(blpa_layer_norm_grad)                                                      \
   X(blpa_batch_norm_relu_train)                                                \
   X(blpa_batch_norm_relu_grad)                                                 \
   X(blpa_batch_norm_apply)                                                     \

@@ -269,6 +269,63 @@ void testBatchNorm(const char *name, int64_t n, int64_t c, int64_t spatial) {
   expectClose(base + "/grad_bias", dbias, dbiasRef);
 }
 
+/// Layer norm over each shape of KernelCases.h's lnShapes against its
+/// definition in double (inputs offset by 100, where a one-pass variance
+/// would lose digits); the gradient from the kernel's own statistics, so
+/// that only the backward arithmetic is under test.
+void testLayerNormReference(const blpa_test::LnShape &s) {
+  std::string base = std::string("layer_norm_reference/") + s.name;
+  const double eps = 1e-5;
+  size_t numel = size_t(s.rows * s.cols), cols = size_t(s.cols);
+  Floats x = randomFloats(numel, 99, 101), scale = randomFloats(cols, 0.5, 2),
+         bias = randomFloats(cols), dy = randomFloats(numel);
+  Floats y(numel), mean(s.rows), invStd(s.rows);
+  blpa_layer_norm(&ctx, x.data(), scale.data(), bias.data(), y.data(),
+                  mean.data(), invStd.data(), s.rows, s.cols, eps);
+  Doubles meanRef(s.rows, 0.0), invStdRef(s.rows), yRef(numel);
+  for (size_t i = 0; i < numel; ++i)
+    meanRef[i / cols] += double(x[i]) / double(cols);
+  Doubles var(s.rows, 0.0);
+  for (size_t i = 0; i < numel; ++i) {
+    double d = x[i] - meanRef[i / cols];
+    var[i / cols] += d * d / double(cols);
+  }
+  for (int64_t r = 0; r < s.rows; ++r)
+    invStdRef[r] = 1 / std::sqrt(var[r] + eps);
+  for (size_t i = 0; i < numel; ++i)
+    yRef[i] =
+        (x[i] - meanRef[i / cols]) * invStdRef[i / cols] * scale[i % cols] +
+        bias[i % cols];
+  expectClose(base + "/y", y, yRef);
+  expectClose(base + "/mean", mean, meanRef, 1e-7);
+  expectClose(base + "/inv_std", invStd, invStdRef, 1e-6);
+
+  Floats dx(numel), dscale(cols), dbias(cols);
+  blpa_layer_norm_grad(&ctx, dy.data(), x.data(), scale.data(), mean.data(),
+                       invStd.data(), dx.data(), dscale.data(), dbias.data(),
+                       s.rows, s.cols);
+  auto xhat = [&](size_t i) {
+    return (double(x[i]) - mean[i / cols]) * invStd[i / cols];
+  };
+  Doubles dscaleRef(cols, 0.0), dbiasRef(cols, 0.0), sumG(s.rows, 0.0),
+      sumGX(s.rows, 0.0), dxRef(numel);
+  for (size_t i = 0; i < numel; ++i) {
+    double g = double(dy[i]) * scale[i % cols];
+    dscaleRef[i % cols] += dy[i] * xhat(i);
+    dbiasRef[i % cols] += dy[i];
+    sumG[i / cols] += g;
+    sumGX[i / cols] += g * xhat(i);
+  }
+  for (size_t i = 0; i < numel; ++i) {
+    size_t r = i / cols;
+    dxRef[i] = invStd[r] * (double(dy[i]) * scale[i % cols] - sumG[r] / cols -
+                            xhat(i) * sumGX[r] / cols);
+  }
+  expectClose(base + "/grad_input", dx, dxRef);
+  expectClose(base + "/grad_scale", dscale, dscaleRef);
+  expectClose(base + "/grad_bias", dbias, dbiasRef);
+}
+
 /// The fused BN-ReLU kernels against the unfused ones: the forward and the
 /// recompute bit for bit (the backward pass relies on it for the ReLU mask),
 /// the backward bit for bit against blpa_batch_norm_grad of the masked
@@ -1625,6 +1682,11 @@ double floatAffine(double alpha, double beta, float x) {
   return float(double(product) + float(beta));
 }
 
+/// The argument of tanh in GELU's tanh approximation.
+double geluTanhArgument(double x) {
+  return std::sqrt(2 / 3.14159265358979323846) * (x + 0.044715 * x * x * x);
+}
+
 double activationRef(const ActivationCase &a, double x) {
   switch (a.kind) {
   case BLPA_ACT_SIGMOID:
@@ -1633,17 +1695,57 @@ double activationRef(const ActivationCase &a, double x) {
     return std::max(0.0, std::min(1.0, floatAffine(a.alpha, a.beta, x)));
   case BLPA_ACT_HARD_SWISH:
     return x * std::max(0.0, std::min(1.0, x / 6 + 0.5));
+  case BLPA_ACT_TANH:
+    return std::tanh(x);
+  case BLPA_ACT_ERF:
+    return std::erf(x);
+  case BLPA_ACT_GELU:
+    return x / 2 * (1 + std::erf(x / std::sqrt(2.0)));
+  case BLPA_ACT_GELU_TANH:
+    return x / 2 * (1 + std::tanh(geluTanhArgument(x)));
+  case BLPA_ACT_SQRT:
+    return std::sqrt(x);
+  case BLPA_ACT_POW:
+    return std::pow(x, a.alpha);
   default: // CLIP: NaN stays NaN
     return std::isnan(x) ? x : std::min(std::max(x, a.alpha), a.beta);
   }
 }
 
-/// dx from dy and `saved` (the output for SIGMOID, else the input), as
-/// Runtime.h defines it.
+/// The derivatives of the smooth kinds at input x, in double.
+double smoothDerivativeRef(const ActivationCase &a, double x) {
+  const double pi = 3.14159265358979323846;
+  switch (a.kind) {
+  case BLPA_ACT_ERF:
+    return 2 / std::sqrt(pi) * std::exp(-x * x);
+  case BLPA_ACT_GELU:
+    return (1 + std::erf(x / std::sqrt(2.0))) / 2 +
+           x * std::exp(-x * x / 2) / std::sqrt(2 * pi);
+  case BLPA_ACT_GELU_TANH: {
+    double t = std::tanh(geluTanhArgument(x));
+    double inner = std::sqrt(2 / pi) * (1 + 3 * 0.044715 * x * x);
+    return (1 + t) / 2 + x / 2 * (1 - t * t) * inner;
+  }
+  default: // POW: 0 for a zero exponent, as torch's pow_backward
+    return a.alpha == 0 ? 0.0 : a.alpha * std::pow(x, a.alpha - 1);
+  }
+}
+
+/// dx from dy and `saved` (the output for SIGMOID, TANH and SQRT, else the
+/// input), as Runtime.h defines it.
 double activationGradRef(const ActivationCase &a, double dy, double saved) {
   switch (a.kind) {
   case BLPA_ACT_SIGMOID:
     return dy * saved * (1 - saved);
+  case BLPA_ACT_TANH:
+    return dy * (1 - saved * saved);
+  case BLPA_ACT_SQRT:
+    return dy / (2 * saved);
+  case BLPA_ACT_ERF:
+  case BLPA_ACT_GELU:
+  case BLPA_ACT_GELU_TANH:
+  case BLPA_ACT_POW:
+    return dy * smoothDerivativeRef(a, saved);
   case BLPA_ACT_HARD_SIGMOID: {
     double t = floatAffine(a.alpha, a.beta, float(saved));
     return t > 0 && t < 1 ? dy * double(float(a.alpha)) : 0.0;
@@ -1657,15 +1759,19 @@ double activationGradRef(const ActivationCase &a, double dy, double saved) {
 
 /// Elements whose reference value the kernel computes exactly even where
 /// the case is not `exact`: hard_swish's saturated branches (and x = +-3,
-/// whose slopes are exact), 0.5 at 0 and 1 from 20 on for sigmoid.
+/// whose slopes are exact), 0.5 at 0 and 1 from 20 on for sigmoid, the
+/// other smooth kinds' values at 0 (0, or 1 for x ** 0).
 bool exactElement(const ActivationCase &a, float x, bool grad) {
   switch (a.kind) {
   case BLPA_ACT_SIGMOID:
     return !grad && (x == 0 || x >= 20);
   case BLPA_ACT_HARD_SWISH:
     return x <= -3 || x >= 3;
-  default:
+  case BLPA_ACT_CLIP:
+  case BLPA_ACT_HARD_SIGMOID:
     return true;
+  default:
+    return !grad && x == 0;
   }
 }
 
@@ -1684,7 +1790,7 @@ void testActivation(const ActivationCase &a) {
   blpa_activation(&ctx, x.data(), y.data(), numel, a.kind, a.alpha, a.beta);
 
   // The backward pass's saved value: the kernel's own output for sigmoid.
-  const Floats &saved = a.kind == BLPA_ACT_SIGMOID ? y : x;
+  const Floats &saved = blpa::activationGradReadsOutput(a.kind) ? y : x;
   Doubles dxRef(numel);
   for (size_t i = 0; i < numel; ++i)
     dxRef[i] = activationGradRef(a, dy[i], saved[i]);
@@ -2115,8 +2221,8 @@ void testBadLayerArguments() {
         blpa_dropout(&local, x, y, 4, r.ratio, 0);
     });
   expectFailure("activation/unknown_kind",
-                "blpa runtime error: blpa_activation: unknown kind 9",
-                [&] { blpa_activation(&local, x, y, 4, 9, 0, 0); });
+                "blpa runtime error: blpa_activation: unknown kind 99",
+                [&] { blpa_activation(&local, x, y, 4, 99, 0, 0); });
   expectFailure("activation_grad/unknown_kind",
                 "blpa runtime error: blpa_activation_grad: unknown kind -1",
                 [&] { blpa_activation_grad(&local, x, x, y, 4, -1, 0, 0); });
@@ -2398,7 +2504,7 @@ void testActivationRegion(const ActivationCase &a) {
 
 void testActivationRegions() {
   for (const ActivationCase &a : blpa_test::activationCases())
-    if (a.kind != BLPA_ACT_SIGMOID)
+    if (blpa::activationRegionBits(a.kind))
       testActivationRegion(a);
 }
 
@@ -2471,6 +2577,8 @@ int main(int argc, char **argv) {
   testBatchNorm("2d", 33, 6, 1);
   testBatchNormRelu("4d", 5, 7, 13 * 11);
   testBatchNormRelu("2d", 33, 6, 1);
+  for (const blpa_test::LnShape &s : blpa_test::lnShapes)
+    testLayerNormReference(s);
   testRunningStats();
 
   testRelu();

@@ -266,3 +266,39 @@ module {
     return %f : tensor<2x6xf32>
   }
 }
+
+// -----
+
+// Layer norm's gradient reads its input and its per-row statistics; the
+// bias gradient takes the bias's shape (leading 1s). Tanh and sqrt
+// differentiate from their outputs, gelu and pow from their inputs.
+// CHECK-LABEL: func.func @train_step(
+// CHECK-SAME: %[[X:[^:]*]]: tensor<2x3x4xf32>
+// CHECK-DAG: %[[S:.*]] = blpa.param "s" trainable
+// CHECK-DAG: %[[B:.*]] = blpa.param "b" trainable
+// CHECK: %[[N:.*]], %[[M:.*]], %[[I:.*]] = blpa.layer_norm %[[X]], %[[S]], %[[B]] {axis = 2 : i64, blpa.phase = "forward", epsilon = 1.000000e-05 : f64}
+// CHECK: %[[T:.*]] = blpa.tanh %[[N]] {blpa.phase = "forward"}
+// CHECK: %[[G:.*]] = blpa.gelu %[[T]] {blpa.phase = "forward"}
+// CHECK: %[[P:.*]] = blpa.pow %[[G]] {blpa.phase = "forward", exponent = 2.000000e+00 : f32}
+// CHECK: %[[Q:.*]] = blpa.sqrt %[[P]] {blpa.phase = "forward"}
+// CHECK: %[[DQ:.*]] = blpa.activation_grad %{{.*}}, %[[Q]] {alpha = 0.000000e+00 : f32, beta = 0.000000e+00 : f32, blpa.phase = "backward", kind = 8 : i64}
+// CHECK: %[[DP:.*]] = blpa.activation_grad %[[DQ]], %[[G]] {alpha = 2.000000e+00 : f32, beta = 0.000000e+00 : f32, blpa.phase = "backward", kind = 9 : i64}
+// CHECK: %[[DG:.*]] = blpa.activation_grad %[[DP]], %[[T]] {alpha = 0.000000e+00 : f32, beta = 0.000000e+00 : f32, blpa.phase = "backward", kind = 6 : i64}
+// CHECK: %[[DT:.*]] = blpa.activation_grad %[[DG]], %[[T]] {alpha = 0.000000e+00 : f32, beta = 0.000000e+00 : f32, blpa.phase = "backward", kind = 4 : i64}
+// CHECK: %[[DX:.*]], %[[DS:.*]], %[[DB:.*]] = blpa.layer_norm_grad %[[DT]], %[[X]], %[[S]], %[[M]], %[[I]] {axis = 2 : i64, blpa.phase = "backward"} : (tensor<2x3x4xf32>, tensor<2x3x4xf32>, tensor<4xf32>, tensor<6xf32>, tensor<6xf32>) -> (tensor<2x3x4xf32>, tensor<4xf32>, tensor<4xf32>)
+// CHECK: %[[DBR:.*]] = blpa.reshape %[[DB]] {blpa.phase = "backward"} : tensor<4xf32> -> tensor<1x4xf32>
+// CHECK: blpa.sgd_update %[[S]], %[[DS]]
+// CHECK: blpa.sgd_update %[[B]], %[[DBR]]
+module {
+  func.func @forward(%x: tensor<2x3x4xf32>) -> tensor<2x12xf32> {
+    %s = blpa.param "s" trainable : tensor<4xf32>
+    %b = blpa.param "b" trainable : tensor<1x4xf32>
+    %n, %m, %i = blpa.layer_norm %x, %s, %b {axis = 2 : i64, epsilon = 1.0e-5 : f64} : (tensor<2x3x4xf32>, tensor<4xf32>, tensor<1x4xf32>) -> (tensor<2x3x4xf32>, tensor<6xf32>, tensor<6xf32>)
+    %t = blpa.tanh %n : (tensor<2x3x4xf32>) -> tensor<2x3x4xf32>
+    %g = blpa.gelu %t : (tensor<2x3x4xf32>) -> tensor<2x3x4xf32>
+    %p = blpa.pow %g {exponent = 2.0 : f32} : (tensor<2x3x4xf32>) -> tensor<2x3x4xf32>
+    %q = blpa.sqrt %p : (tensor<2x3x4xf32>) -> tensor<2x3x4xf32>
+    %f = blpa.reshape %q : tensor<2x3x4xf32> -> tensor<2x12xf32>
+    return %f : tensor<2x12xf32>
+  }
+}

@@ -160,6 +160,15 @@ void blpa_batch_norm_train(blpa_context *ctx, const float *x,
                            float *mean, float *invStd, int64_t n, int64_t c,
                            int64_t spatial, double epsilon);
 
+/// Layer normalization (ONNX LayerNormalization) of x viewed as [rows,
+/// cols]: per row mean[r] and invStd[r] = 1/sqrt(var + eps) (biased
+/// variance, both accumulated in double), xhat = (x - mean) * invStd and
+/// y = xhat * scale + bias, with scale and bias [cols] (bias may be NULL:
+/// none). y may alias x.
+void blpa_layer_norm(blpa_context *ctx, const float *x, const float *scale,
+                     const float *bias, float *y, float *mean, float *invStd,
+                     int64_t rows, int64_t cols, double epsilon);
+
 /// Inference batch norm with given statistics.
 void blpa_batch_norm_infer(blpa_context *ctx, const float *x,
                            const float *scale, const float *bias,
@@ -204,11 +213,23 @@ void blpa_div(blpa_context *ctx, const float *a, const float *b, float *y,
 ///  * HARD_SIGMOID (alpha, beta): y = max(0, min(1, alpha * x + beta)).
 ///  * HARD_SWISH: y = x * max(0, min(1, x / 6 + 1/2)).
 ///  * CLIP (lo, hi): y = min(max(x, lo), hi) (NaN stays NaN).
+///  * TANH: y = tanh(x).
+///  * ERF: y = erf(x).
+///  * GELU: y = x / 2 * (1 + erf(x / sqrt(2))).
+///  * GELU_TANH: y = x / 2 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3))).
+///  * SQRT: y = sqrt(x) (NaN below 0).
+///  * POW (p): y = pow(x, p), the exponent a compile-time constant.
 enum {
   BLPA_ACT_SIGMOID = 0,
   BLPA_ACT_HARD_SIGMOID = 1,
   BLPA_ACT_HARD_SWISH = 2,
   BLPA_ACT_CLIP = 3,
+  BLPA_ACT_TANH = 4,
+  BLPA_ACT_ERF = 5,
+  BLPA_ACT_GELU = 6,
+  BLPA_ACT_GELU_TANH = 7,
+  BLPA_ACT_SQRT = 8,
+  BLPA_ACT_POW = 9,
 };
 
 /// y = act(x) over `numel` elements; y may alias x.
@@ -216,7 +237,9 @@ void blpa_activation(blpa_context *ctx, const float *x, float *y, int64_t numel,
                      int64_t kind, double alpha, double beta);
 
 /// dx = dy * act'(x), PyTorch's backward of each: `saved` is the output y
-/// for SIGMOID (dx = dy * y * (1 - y)) and the input x otherwise;
+/// for SIGMOID (dx = dy * y * (1 - y)), TANH (dy * (1 - y^2)) and SQRT
+/// (dy / (2 y)), and the input x otherwise (POW: dy * p * x^(p-1), 0 for
+/// p = 0; ERF and the GELUs their derivatives at x);
 /// HARD_SIGMOID passes alpha * dy where 0 < alpha * x + beta < 1,
 /// HARD_SWISH dy * (x / 3 + 1/2) for -3 <= x <= 3 and dy above, CLIP dy
 /// where lo < x < hi (as hardtanh, ReLU6). dx may alias dy.
@@ -406,6 +429,17 @@ void blpa_batch_norm_grad(blpa_context *ctx, const float *dy, const float *x,
                           const float *scale, const float *mean,
                           const float *invStd, float *dx, float *dscale,
                           float *dbias, int64_t n, int64_t c, int64_t spatial);
+
+/// Backward of blpa_layer_norm from its input and statistics, with xhat
+/// recomputed as the forward computes it and g = dy * scale:
+///   dx = invStd * (g - mean_row(g) - xhat * mean_row(g * xhat))
+///   dscale[j] = sum over rows of dy * xhat, dbias[j] = sum over rows of dy
+/// (the column sums in double, in row order; dbias may be NULL). dx may
+/// alias dy.
+void blpa_layer_norm_grad(blpa_context *ctx, const float *dy, const float *x,
+                          const float *scale, const float *mean,
+                          const float *invStd, float *dx, float *dscale,
+                          float *dbias, int64_t rows, int64_t cols);
 
 /// blpa_batch_norm_train followed by a ReLU, in one pass: y = max(scale *
 /// xhat + bias, 0); mean and invStd as blpa_batch_norm_train's.

@@ -18,6 +18,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "CudaRuntime.h"
+#include "Warp.cuh"
 
 #include "../Common/SoftmaxMath.h"
 
@@ -31,23 +32,7 @@ namespace {
 /// The scratchFor slot of the per-row losses.
 constexpr unsigned rowLossSlot = 11;
 
-constexpr int warpLanes = 32;
 constexpr int warpsPerBlock = blockThreads / warpLanes;
-
-/// Reductions over a warp whose every lane gets the same bits: at each level
-/// of the butterfly a lane and its partner combine the same two values, and
-/// addition and fmaxf are commutative.
-__device__ double warpSum(double v) {
-  for (int mask = warpLanes / 2; mask > 0; mask /= 2)
-    v += __shfl_xor_sync(0xffffffffu, v, mask);
-  return v;
-}
-
-__device__ float warpMax(float v) {
-  for (int mask = warpLanes / 2; mask > 0; mask /= 2)
-    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, mask));
-  return v;
-}
 
 /// A row's maximum and log(sum(exp(row - max))).
 struct LogSumExp {
@@ -76,17 +61,6 @@ __device__ bool checkLabel(int64_t label, int64_t classes, int32_t *errorFlag,
   if (lane == 0)
     atomicCAS(errorFlag, int32_t(deviceOk), int32_t(deviceLabelOutOfRange));
   return false;
-}
-
-/// Calls body(row, lane) for every row, one warp per row; the loop is
-/// uniform over each warp, as the warp reductions need.
-template <typename Body>
-__device__ void forEachRowByWarp(int64_t n, Body &&body) {
-  int lane = threadIdx.x % warpLanes;
-  int64_t warp = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / warpLanes;
-  int64_t warps = int64_t(gridDim.x) * blockDim.x / warpLanes;
-  for (int64_t i = warp; i < n; i += warps)
-    body(i, lane);
 }
 
 /// rowLoss[i] = -log softmax(logits[i])[labels[i]], 0 for a bad label.

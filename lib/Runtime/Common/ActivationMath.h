@@ -35,6 +35,20 @@ loadActivationParams(ActivationParams p, const float *alphaAt,
   return {alphaAt ? *alphaAt : p.alpha, betaAt ? *betaAt : p.beta};
 }
 
+/// Constants of erf's derivative and the GELUs: 2 / sqrt(pi), 1 / sqrt(2),
+/// 1 / sqrt(2 pi), sqrt(2 / pi) and the tanh approximation's cubic
+/// coefficient.
+constexpr float kTwoOverSqrtPi = 1.12837916709551257f;
+constexpr float kSqrtHalf = 0.70710678118654752f;
+constexpr float kInvSqrt2Pi = 0.39894228040143268f;
+constexpr float kSqrt2OverPi = 0.79788456080286536f;
+constexpr float kGeluCubic = 0.044715f;
+
+/// The argument of tanh in GELU_TANH.
+BLPA_HOST_DEVICE inline float geluTanhInner(float x) {
+  return kSqrt2OverPi * (x + kGeluCubic * (x * x * x));
+}
+
 template <int Kind>
 BLPA_HOST_DEVICE inline float activationValue(float x, ActivationParams p) {
   if (Kind == BLPA_ACT_SIGMOID)
@@ -43,14 +57,33 @@ BLPA_HOST_DEVICE inline float activationValue(float x, ActivationParams p) {
     return fminf(fmaxf(p.alpha * x + p.beta, 0.0f), 1.0f);
   if (Kind == BLPA_ACT_HARD_SWISH)
     return x * fminf(fmaxf(x * (1.0f / 6.0f) + 0.5f, 0.0f), 1.0f);
+  if (Kind == BLPA_ACT_TANH)
+    return tanhf(x);
+  if (Kind == BLPA_ACT_ERF)
+    return erff(x);
+  if (Kind == BLPA_ACT_GELU)
+    return 0.5f * x * (1.0f + erff(x * kSqrtHalf));
+  if (Kind == BLPA_ACT_GELU_TANH)
+    return 0.5f * x * (1.0f + tanhf(geluTanhInner(x)));
+  if (Kind == BLPA_ACT_SQRT)
+    return sqrtf(x);
+  if (Kind == BLPA_ACT_POW)
+    return powf(x, p.alpha);
   // CLIP: comparisons rather than fminf/fmaxf, which would drop a NaN.
   float low = x < p.alpha ? p.alpha : x;
   return low > p.beta ? p.beta : low;
 }
 
+/// Whether the gradient of `kind` reads the activation's output (blpa_
+/// activation_grad's `saved`) rather than its input.
+BLPA_HOST_DEVICE constexpr bool activationGradReadsOutput(int64_t kind) {
+  return kind == BLPA_ACT_SIGMOID || kind == BLPA_ACT_TANH ||
+         kind == BLPA_ACT_SQRT;
+}
+
 /// Bits of the region codes of a piecewise activation (blpa_activation_
-/// region): 1 for CLIP and HARD_SIGMOID, 2 for HARD_SWISH, 0 for a kind
-/// without pieces (SIGMOID) or an unknown one.
+/// region): 1 for CLIP and HARD_SIGMOID, 2 for HARD_SWISH, 0 for a smooth
+/// kind (SIGMOID, TANH, ERF, the GELUs, SQRT, POW) or an unknown one.
 BLPA_HOST_DEVICE constexpr int activationRegionBits(int64_t kind) {
   return kind == BLPA_ACT_CLIP || kind == BLPA_ACT_HARD_SIGMOID ? 1
          : kind == BLPA_ACT_HARD_SWISH                          ? 2
@@ -90,14 +123,49 @@ activationGradInRegion(float dy, uint32_t region, float v, ActivationParams p) {
   return region ? dy : 0.0f;
 }
 
-/// dx for dy, given `saved` (the output for SIGMOID, else the input). The
-/// piecewise kinds decide the piece as blpa_activation_region does, so a
-/// gradient read from region codes masks exactly as this one.
+/// dx for dy of a smooth kind (none of the piecewise ones), given `saved`
+/// (activationGradReadsOutput), as PyTorch's backward formulas have it.
+template <int Kind>
+BLPA_HOST_DEVICE inline float smoothActivationGrad(float dy, float saved,
+                                                   ActivationParams p) {
+  if (Kind == BLPA_ACT_SIGMOID)
+    return dy * (saved * (1.0f - saved));
+  if (Kind == BLPA_ACT_TANH)
+    return dy * (1.0f - saved * saved);
+  if (Kind == BLPA_ACT_SQRT)
+    return dy / (2.0f * saved);
+  if (Kind == BLPA_ACT_ERF)
+    return dy * (kTwoOverSqrtPi * expf(-(saved * saved)));
+  if (Kind == BLPA_ACT_GELU) {
+    float cdf = 0.5f * (1.0f + erff(saved * kSqrtHalf));
+    float pdf = kInvSqrt2Pi * expf(-0.5f * (saved * saved));
+    return dy * (cdf + saved * pdf);
+  }
+  if (Kind == BLPA_ACT_GELU_TANH) {
+    float t = tanhf(geluTanhInner(saved));
+    float inner = kSqrt2OverPi * (1.0f + 3.0f * kGeluCubic * (saved * saved));
+    return dy * (0.5f * (1.0f + t) + 0.5f * saved * (1.0f - t * t) * inner);
+  }
+  // POW: torch's pow_backward gives 0 for a zero exponent (where x^-1
+  // would make 0 * inf at x = 0).
+  if (p.alpha == 0.0f)
+    return 0.0f;
+  return dy * (p.alpha * powf(saved, p.alpha - 1.0f));
+}
+
+/// Whether `Kind` is one of the piecewise kinds (region codes).
+template <int Kind> BLPA_HOST_DEVICE constexpr bool isPiecewise() {
+  return activationRegionBits(Kind) != 0;
+}
+
+/// dx for dy, given `saved` (activationGradReadsOutput). The piecewise
+/// kinds decide the piece as blpa_activation_region does, so a gradient
+/// read from region codes masks exactly as this one.
 template <int Kind>
 BLPA_HOST_DEVICE inline float activationGrad(float dy, float saved,
                                              ActivationParams p) {
-  if (Kind == BLPA_ACT_SIGMOID)
-    return dy * (saved * (1.0f - saved));
+  if (!isPiecewise<Kind>())
+    return smoothActivationGrad<Kind>(dy, saved, p);
   return activationGradInRegion<Kind>(dy, activationRegion<Kind>(saved, p),
                                       saved, p);
 }
@@ -117,6 +185,24 @@ template <typename F> bool withActivationKind(int64_t kind, F &&f) {
     return true;
   case BLPA_ACT_CLIP:
     f(std::integral_constant<int, BLPA_ACT_CLIP>());
+    return true;
+  case BLPA_ACT_TANH:
+    f(std::integral_constant<int, BLPA_ACT_TANH>());
+    return true;
+  case BLPA_ACT_ERF:
+    f(std::integral_constant<int, BLPA_ACT_ERF>());
+    return true;
+  case BLPA_ACT_GELU:
+    f(std::integral_constant<int, BLPA_ACT_GELU>());
+    return true;
+  case BLPA_ACT_GELU_TANH:
+    f(std::integral_constant<int, BLPA_ACT_GELU_TANH>());
+    return true;
+  case BLPA_ACT_SQRT:
+    f(std::integral_constant<int, BLPA_ACT_SQRT>());
+    return true;
+  case BLPA_ACT_POW:
+    f(std::integral_constant<int, BLPA_ACT_POW>());
     return true;
   default:
     return false;

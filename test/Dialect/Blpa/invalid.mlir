@@ -423,3 +423,21 @@ func.func @batch_matmul_rank(%a: tensor<3x4xf32>, %b: tensor<1x4x5xf32>) {
   %y = blpa.batch_matmul %a, %b : (tensor<3x4xf32>, tensor<1x4x5xf32>) -> tensor<1x3x5xf32>
   return
 }
+
+// -----
+
+func.func @layer_norm_scale_shape(%x: tensor<2x3x4xf32>, %s: tensor<3xf32>) -> tensor<2x3x4xf32> {
+  // expected-error @+2 {{layer norm operand of type 'tensor<3xf32>' must have the normalized shape of 'tensor<2x3x4xf32>' from axis 2}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %y, %m, %i = blpa.layer_norm %x, %s {axis = 2 : i64, epsilon = 1.0e-5 : f64} : (tensor<2x3x4xf32>, tensor<3xf32>) -> (tensor<2x3x4xf32>, tensor<6xf32>, tensor<6xf32>)
+  return %y : tensor<2x3x4xf32>
+}
+
+// -----
+
+func.func @layer_norm_axis(%x: tensor<2x3x4xf32>, %s: tensor<4xf32>) -> tensor<2x3x4xf32> {
+  // expected-error @+2 {{layer norm axis 3 is out of range for rank 3}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %y, %m, %i = blpa.layer_norm %x, %s {axis = 3 : i64, epsilon = 1.0e-5 : f64} : (tensor<2x3x4xf32>, tensor<4xf32>) -> (tensor<2x3x4xf32>, tensor<6xf32>, tensor<6xf32>)
+  return %y : tensor<2x3x4xf32>
+}

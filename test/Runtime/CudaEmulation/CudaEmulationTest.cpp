@@ -244,7 +244,7 @@ void testRejections() {
     blpa_div(ctx, x.data(), x.data(), y.data(), 2, inDims, inDims, outDims);
   });
   expectRejected("activation_unknown_kind", "blpa_activation",
-                 [&] { blpa_activation(ctx, x.data(), y.data(), 4, 9, 0, 0); });
+                 [&] { blpa_activation(ctx, x.data(), y.data(), 4, 99, 0, 0); });
   expectRejected("activation_grad_unknown_kind", "blpa_activation_grad", [&] {
     blpa_activation_grad(ctx, x.data(), x.data(), y.data(), 4, -1, 0, 0);
   });

@@ -71,7 +71,8 @@ static OpCost onePass(Operation *op, double flops) {
 /// side sums a (C / group) x kernel window, the weight's elements per
 /// output channel, in the forward pass and in both gradients alike.
 static double convFlops(Value outputSide, ArrayRef<int64_t> weightShape) {
-  return 2 * numElements(outputSide.getType()) * product(weightShape.drop_front());
+  return 2 * numElements(outputSide.getType()) *
+         product(weightShape.drop_front());
 }
 
 /// One operation per window tap of each pooled element: the smallest f32
@@ -96,9 +97,8 @@ struct CostModelOf
 
 /// A multi-pass streaming kernel (see streamingCost).
 template <typename Op, int passes, int flopsPerElement>
-struct StreamingModel
-    : public CostOpInterface::ExternalModel<
-          StreamingModel<Op, passes, flopsPerElement>, Op> {
+struct StreamingModel : public CostOpInterface::ExternalModel<
+                            StreamingModel<Op, passes, flopsPerElement>, Op> {
   OpCost getCost(Operation *op) const {
     return streamingCost(op, passes, flopsPerElement);
   }
@@ -164,6 +164,10 @@ void mlir::blpa::registerCostModels(MLIRContext &context) {
       StreamingModel<BatchNormGradDecodeOp, 2, 12>>(context);
   BatchNormReluGradOp::attachInterface<
       StreamingModel<BatchNormReluGradOp, 2, 11>>(context);
+  // Layer norms: as batch norms, over rows instead of channels.
+  LayerNormOp::attachInterface<StreamingModel<LayerNormOp, 2, 5>>(context);
+  LayerNormGradOp::attachInterface<StreamingModel<LayerNormGradOp, 2, 10>>(
+      context);
   // Applying known statistics and decoding codes: one pass, a few
   // operations per element.
   BatchNormApplyOp::attachInterface<StreamingModel<BatchNormApplyOp, 1, 3>>(

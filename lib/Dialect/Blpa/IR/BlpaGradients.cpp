@@ -75,6 +75,24 @@ BatchNormOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
   return success();
 }
 
+LogicalResult
+LayerNormOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
+                            SmallVectorImpl<Value> &operandGrads) {
+  if (resultGrads[1] || resultGrads[2])
+    return emitOpError("gradients through the mean and inverse standard "
+                       "deviation results are not supported");
+  Value dy = resultGrads[0];
+  if (!dy)
+    return noGradients(*this, operandGrads);
+  auto grad = LayerNormGradOp::create(b, getLoc(), dy, getInput(), getScale(),
+                                      getMean(), getInvStd(), getAxisAttr());
+  operandGrads.assign({grad.getInputGrad(), grad.getScaleGrad()});
+  if (Value bias = getBias())
+    operandGrads.push_back(
+        ReshapeOp::create(b, getLoc(), bias.getType(), grad.getBiasGrad()));
+  return success();
+}
+
 LogicalResult ReluOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
                                      SmallVectorImpl<Value> &operandGrads) {
   if (!resultGrads[0])

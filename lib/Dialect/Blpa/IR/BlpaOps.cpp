@@ -16,6 +16,7 @@
 #include "llvm/Support/CheckedArithmetic.h"
 
 #include <array>
+#include <cmath>
 #include <limits>
 
 using namespace mlir;
@@ -584,6 +585,124 @@ void BatchNormGradOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
                   getInputGrad(), getScaleGrad(), getBiasGrad()})
     args.push_back(RuntimeArg::data(v));
   appendBatchNormDims(getInput(), args);
+}
+
+//===----------------------------------------------------------------------===//
+// Layer norm
+//===----------------------------------------------------------------------===//
+
+/// The [rows, cols] view of a tensor of `shape` at `axis` (0 <= axis <
+/// rank, or failure).
+static FailureOr<std::pair<int64_t, int64_t>>
+layerNormView(std::optional<Location> loc, ArrayRef<int64_t> shape,
+              int64_t axis) {
+  if (axis < 0 || axis >= int64_t(shape.size()))
+    return emitOptionalError(loc, "layer norm axis ", axis,
+                             " is out of range for rank ", shape.size());
+  return std::make_pair(ShapedType::getNumElements(shape.take_front(axis)),
+                        ShapedType::getNumElements(shape.drop_front(axis)));
+}
+
+/// `shape` without its leading 1s.
+static ArrayRef<int64_t> dropLeadingOnes(ArrayRef<int64_t> shape) {
+  while (!shape.empty() && shape.front() == 1)
+    shape = shape.drop_front();
+  return shape;
+}
+
+/// Checks that each of `perColumn` holds the normalized shape (the input's
+/// dimensions from `axis`), leading 1s aside; returns the [rows, cols] view.
+static FailureOr<std::pair<int64_t, int64_t>>
+checkLayerNorm(std::optional<Location> loc, Value input, int64_t axis,
+               ArrayRef<Value> perColumn) {
+  ArrayRef<int64_t> shape = getShape(input);
+  auto view = layerNormView(loc, shape, axis);
+  if (failed(view))
+    return failure();
+  ArrayRef<int64_t> normalized = dropLeadingOnes(shape.drop_front(axis));
+  for (Value v : perColumn)
+    if (v && dropLeadingOnes(getShape(v)) != normalized)
+      return emitOptionalError(loc, "layer norm operand of type ", v.getType(),
+                               " must have the normalized shape of ",
+                               input.getType(), " from axis ", axis);
+  return view;
+}
+
+std::pair<int64_t, int64_t> LayerNormOp::getRowsAndCols() {
+  return *layerNormView(std::nullopt, getShape(getInput()), getAxis());
+}
+
+LogicalResult LayerNormOp::inferReturnTypes(MLIRContext *ctx,
+                                            std::optional<Location> loc,
+                                            Adaptor adaptor,
+                                            SmallVectorImpl<Type> &results) {
+  auto view = checkLayerNorm(loc, adaptor.getInput(), adaptor.getAxis(),
+                             {adaptor.getScale(), adaptor.getBias()});
+  if (failed(view))
+    return failure();
+  results.push_back(adaptor.getInput().getType());
+  results.push_back(f32Tensor(ctx, {view->first}));
+  results.push_back(f32Tensor(ctx, {view->first}));
+  return success();
+}
+
+StringRef LayerNormOp::getRuntimeFunction() { return "blpa_layer_norm"; }
+
+void LayerNormOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  appendData(args, {getInput(), getScale(), getBias(), getOutput(), getMean(),
+                    getInvStd()});
+  auto [rows, cols] = getRowsAndCols();
+  args.push_back(RuntimeArg::i64(rows));
+  args.push_back(RuntimeArg::i64(cols));
+  args.push_back(RuntimeArg::f64(getEpsilon().convertToDouble()));
+}
+
+LogicalResult
+LayerNormGradOp::inferReturnTypes(MLIRContext *ctx, std::optional<Location> loc,
+                                  Adaptor adaptor,
+                                  SmallVectorImpl<Type> &results) {
+  auto view = checkLayerNorm(loc, adaptor.getInput(), adaptor.getAxis(),
+                             {adaptor.getScale()});
+  if (failed(view))
+    return failure();
+  if (adaptor.getGrad().getType() != adaptor.getInput().getType())
+    return emitOptionalError(loc, "layer_norm_grad: grad and input types "
+                                  "differ");
+  for (Value stats : {adaptor.getMean(), adaptor.getInvStd()})
+    if (getShape(stats) != ArrayRef<int64_t>{view->first})
+      return emitOptionalError(loc, "layer_norm_grad: statistics of type ",
+                               stats.getType(), " are not [", view->first, "]");
+  results.push_back(adaptor.getInput().getType());
+  results.push_back(adaptor.getScale().getType());
+  results.push_back(adaptor.getScale().getType());
+  return success();
+}
+
+StringRef LayerNormGradOp::getRuntimeFunction() {
+  return "blpa_layer_norm_grad";
+}
+
+void LayerNormGradOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  appendData(args, {getGrad(), getInput(), getScale(), getMean(), getInvStd(),
+                    getInputGrad(), getScaleGrad(), getBiasGrad()});
+  auto view = *layerNormView(std::nullopt, getShape(getInput()), getAxis());
+  args.push_back(RuntimeArg::i64(view.first));
+  args.push_back(RuntimeArg::i64(view.second));
+}
+
+void LayerNormGradOp::getInPlaceOperands(unsigned resultIndex,
+                                         SmallVectorImpl<unsigned> &operands) {
+  if (resultIndex == 0)
+    operands.push_back(getGradMutable().getOperandNumber());
+}
+
+// The per-row statistics are a few floats per token, and every element's
+// gradient depends on them; the scale is a parameter.
+ActivationNeed LayerNormGradOp::getActivationNeed(unsigned operandIndex) {
+  return operandIndex == getInputMutable().getOperandNumber() ||
+                 operandIndex == getGradMutable().getOperandNumber()
+             ? ActivationNeed::Values
+             : ActivationNeed::Exact;
 }
 
 LogicalResult UpdateRunningStatsOp::verify() {
@@ -1550,9 +1669,12 @@ static bool isActivationNonNegative(const Activation &act) {
   switch (act.kind) {
   case BLPA_ACT_SIGMOID:
   case BLPA_ACT_HARD_SIGMOID:
+  case BLPA_ACT_SQRT:
     return true;
   case BLPA_ACT_CLIP:
     return act.alpha >= 0 && !act.runtimeAlpha;
+  case BLPA_ACT_POW: // an even integer power
+    return std::fmod(act.alpha, 2.0f) == 0.0f;
   default:
     return false;
   }
@@ -1568,6 +1690,24 @@ Activation HardSigmoidOp::getActivation() {
 }
 
 Activation HardSwishOp::getActivation() { return {BLPA_ACT_HARD_SWISH}; }
+
+Activation TanhOp::getActivation() {
+  return {BLPA_ACT_TANH, 0, 0, /*gradFromOutput=*/true};
+}
+
+Activation ErfOp::getActivation() { return {BLPA_ACT_ERF}; }
+
+Activation GeluOp::getActivation() {
+  return {getTanhApproximation() ? BLPA_ACT_GELU_TANH : BLPA_ACT_GELU};
+}
+
+Activation SqrtOp::getActivation() {
+  return {BLPA_ACT_SQRT, 0, 0, /*gradFromOutput=*/true};
+}
+
+Activation PowOp::getActivation() {
+  return {BLPA_ACT_POW, getExponent().convertToFloat()};
+}
 
 Activation ClipOp::getActivation() {
   Activation act{BLPA_ACT_CLIP, getMin().convertToFloat(),

@@ -112,6 +112,37 @@ def Blpa_BatchNormOp : Blpa_ComputeOp<"batch_norm", [Differentiable,
   let results = (outs Blpa_F32Tensor:$output, Blpa_F32Tensor:$mean, Blpa_F32Tensor:$inv_std);
 }
 
+def Blpa_LayerNormOp : Blpa_ComputeOp<"layer_norm", [Differentiable]> {
+  let summary = "Layer normalization over the dimensions from `axis` on";
+  let description = [{
+    ONNX LayerNormalization: the input is viewed as [rows, cols] at `axis`
+    (rows the product of the dimensions before it); each row is normalized
+    with its mean and biased variance, then scaled and shifted per column.
+    `scale` and the optional `bias` hold the normalized shape's elements
+    (leading 1s allowed). Results: the output, and per row the mean and
+    `inv_std = 1/sqrt(var + epsilon)` ([rows]), which the gradient reads.
+  }];
+  let arguments = (ins Blpa_F32Tensor:$input, Blpa_F32Tensor:$scale,
+                   Optional<Blpa_F32Tensor>:$bias, I64Attr:$axis,
+                   F64Attr:$epsilon);
+  let results = (outs Blpa_F32Tensor:$output, Blpa_F32Tensor:$mean,
+                 Blpa_F32Tensor:$inv_std);
+  let extraClassDeclaration = [{
+    /// The [rows, cols] view of the input at `axis`.
+    std::pair<int64_t, int64_t> getRowsAndCols();
+  }];
+}
+
+def Blpa_LayerNormGradOp : Blpa_ComputeOp<"layer_norm_grad", [
+    ActivationNeedRule, InPlace]> {
+  let summary = "Gradients of blpa.layer_norm from its input and statistics";
+  let arguments = (ins Blpa_F32Tensor:$grad, Blpa_F32Tensor:$input,
+                   Blpa_F32Tensor:$scale, Blpa_F32Tensor:$mean,
+                   Blpa_F32Tensor:$inv_std, I64Attr:$axis);
+  let results = (outs Blpa_F32Tensor:$input_grad, Blpa_F32Tensor:$scale_grad,
+                 Blpa_F32Tensor:$bias_grad);
+}
+
 def Blpa_BatchNormInferenceOp : Blpa_ComputeOp<"batch_norm_inference"> {
   let summary = "Batch normalization with the running statistics";
   let arguments = (ins Blpa_F32Tensor:$input, Blpa_F32Tensor:$scale, Blpa_F32Tensor:$bias,
@@ -218,6 +249,22 @@ def Blpa_HardSigmoidOp : Blpa_ActivationOp<"hard_sigmoid",
 }
 def Blpa_HardSwishOp : Blpa_ActivationOp<"hard_swish", (ins)> {
   let summary = "x * max(0, min(1, x / 6 + 1/2))";
+}
+def Blpa_TanhOp : Blpa_ActivationOp<"tanh", (ins)> {
+  let summary = "tanh(x)";
+}
+def Blpa_ErfOp : Blpa_ActivationOp<"erf", (ins)> {
+  let summary = "erf(x)";
+}
+def Blpa_GeluOp : Blpa_ActivationOp<"gelu",
+    (ins DefaultValuedAttr<BoolAttr, "false">:$tanh_approximation)> {
+  let summary = "x / 2 * (1 + erf(x / sqrt(2))), or its tanh approximation";
+}
+def Blpa_SqrtOp : Blpa_ActivationOp<"sqrt", (ins)> {
+  let summary = "sqrt(x) (NaN below 0)";
+}
+def Blpa_PowOp : Blpa_ActivationOp<"pow", (ins F32Attr:$exponent)> {
+  let summary = "pow(x, exponent), the exponent a compile-time constant";
 }
 def Blpa_ClipOp : Blpa_ActivationOp<"clip",
     (ins Optional<Blpa_F32Tensor>:$runtime_min,
@@ -533,10 +580,13 @@ def Blpa_ActivationGradOp : Blpa_ComputeOp<"activation_grad", [InPlace,
 }
 
 // Gradients of blpa.softmax and blpa.log_softmax along `axis`, from the
-// forward op's output, which they need exact (getActivationNeed): y near 0
-// or 1, and exp(y) of a log-probability, lose most of their relative
-// precision in a few bits.
-class Blpa_SoftmaxGradFamilyOp<string mnemonic, string summaryText>
+// forward op's output (getActivationNeed: `outputNeed`). Log-softmax needs
+// it exact: exp(y) of a log-probability loses most of its relative
+// precision in a few bits. Softmax reads values: probabilities lie in
+// [0, 1], and dx = y * (g - sum(g * y)) errs by at most a code step times
+// |g - sum(g * y)| per element (docs/design.md, attention probabilities).
+class Blpa_SoftmaxGradFamilyOp<string mnemonic, string summaryText,
+                               string outputNeed>
     : Blpa_ComputeOp<mnemonic, [ActivationNeedRule, InPlace]> {
   let summary = summaryText;
   let arguments = (ins Blpa_F32Tensor:$grad, Blpa_F32Tensor:$output,
@@ -565,16 +615,16 @@ class Blpa_SoftmaxGradFamilyOp<string mnemonic, string summaryText>
     ::mlir::blpa::ActivationNeed $cppClass::getActivationNeed(
         unsigned operandIndex) {
       return operandIndex == getOutputMutable().getOperandNumber()
-                 ? ::mlir::blpa::ActivationNeed::Exact
+                 ? ::mlir::blpa::ActivationNeed::}] # outputNeed # [{
                  : ::mlir::blpa::ActivationNeed::Values;
     }
   }];
 }
 
 def Blpa_SoftmaxGradOp : Blpa_SoftmaxGradFamilyOp<"softmax_grad",
-    "output * (grad - sum(grad * output)) along axis">;
+    "output * (grad - sum(grad * output)) along axis", "Values">;
 def Blpa_LogSoftmaxGradOp : Blpa_SoftmaxGradFamilyOp<"log_softmax_grad",
-    "grad - exp(output) * sum(grad) along axis">;
+    "grad - exp(output) * sum(grad) along axis", "Exact">;
 
 def Blpa_MaxPoolGradOp : Blpa_ComputeOp<"max_pool_grad", [ActivationNeedRule]> {
   let summary = "Routes each gradient to its window's first maximum";
