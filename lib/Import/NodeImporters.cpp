@@ -836,32 +836,56 @@ static LogicalResult importNeg(NodeBinder &b) {
   return b.setOutput(b.create<SubOp>(zero, *x));
 }
 
-/// The exponent of Pow: a float or integer constant of one element.
-static FailureOr<double> powExponent(NodeBinder &b) {
+/// The exponent of Pow when it is a constant of one element (an integer or
+/// float constant, or an initializer that does not train); nullopt for a
+/// tensor to raise element by element.
+static FailureOr<std::optional<double>> constantExponent(NodeBinder &b) {
   if (b.isIntInput(1)) {
     FailureOr<IntTensor> exponent = b.intInput(1);
     if (failed(exponent))
       return failure();
-    if (exponent->values.size() == 1)
-      return double(exponent->values[0]);
+    if (exponent->values.size() != 1)
+      return b.error() << "an integer exponent must have one element; "
+                          "give a float32 tensor to raise element by element";
+    return std::optional<double>(double(exponent->values[0]));
+  }
+  if (const onnx::TensorProto *constant = b.floatConstantInput(1)) {
+    SmallVector<int64_t> dims(constant->dims().begin(), constant->dims().end());
+    if (elementCount(dims) != 1)
+      return std::optional<double>();
   } else {
-    FailureOr<NodeBinder::FloatScalar> exponent = b.floatScalarOperand(1);
+    FailureOr<Value> exponent = b.input(1);
     if (failed(exponent))
       return failure();
-    if (exponent->constant)
-      return *exponent->constant;
+    auto param = exponent->getDefiningOp<ParamOp>();
+    if (ShapedType::getNumElements(getShape(*exponent)) != 1 ||
+        (param && param.getTrainable()))
+      return std::optional<double>();
   }
-  return b.error() << "only a constant exponent of one element is supported "
-                      "(x ** c, as LayerNorm's variance and GELU's tanh "
-                      "approximation write it)";
+  FailureOr<NodeBinder::FloatScalar> scalar = b.floatScalarOperand(1);
+  if (failed(scalar))
+    return failure();
+  return scalar->constant; // none when computed at run time
 }
 
-/// Pow of a float tensor by a constant exponent.
+/// Pow: by a constant of one element, an activation (blpa.pow, whose
+/// gradient reaches the base only); by a tensor (a parameter or computed),
+/// blpa.power, broadcast, with gradients to both.
 static LogicalResult importPow(NodeBinder &b) {
-  FailureOr<double> exponent = powExponent(b);
+  FailureOr<std::optional<double>> exponent = constantExponent(b);
   if (failed(exponent))
     return failure();
-  return importElementwise<PowOp>(b, b.builder().getF32FloatAttr(*exponent));
+  if (*exponent)
+    return importElementwise<PowOp>(b, b.builder().getF32FloatAttr(**exponent));
+  return importBroadcast<PowerOp>(b);
+}
+
+static LogicalResult importExp(NodeBinder &b) {
+  return importElementwise<ExpOp>(b);
+}
+
+static LogicalResult importLog(NodeBinder &b) {
+  return importElementwise<LogOp>(b);
 }
 
 /// LayerNormalization (opset 17): normalizes over the dimensions from
@@ -1817,6 +1841,7 @@ const llvm::StringMap<NodeImporter> &onnximport::nodeHandlers() {
       {"Dropout", {importDropout}},
       {"Equal", {importIntLogic, /*minOpset=*/7}},
       {"Erf", {importErf}},
+      {"Exp", {importExp}},
       {"Expand", {importExpand, /*minOpset=*/8}},
       {"Flatten", {importFlatten}},
       {"Gather", {importGather}},
@@ -1830,6 +1855,7 @@ const llvm::StringMap<NodeImporter> &onnximport::nodeHandlers() {
       {"Identity", {importIdentity}},
       {"LayerNormalization", {importLayerNormalization, /*minOpset=*/17}},
       {"Less", {importIntLogic, /*minOpset=*/7}},
+      {"Log", {importLog}},
       {"LogSoftmax", {importSoftmax<LogSoftmaxOp>}},
       {"MatMul", {importMatMul}},
       {"MaxPool", {importMaxPool}},

@@ -126,6 +126,7 @@ void Importer::scanGraph(const onnx::GraphProto &graph) {
       {"Sub", {0, 1}},
       {"Mul", {0, 1}},
       {"Div", {0, 1}},
+      {"Pow", {0, 1}},
       {"BatchNormalization", {1, 2}},
       {"LayerNormalization", {1, 2}},
       {"Expand", {0}},

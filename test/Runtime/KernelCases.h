@@ -91,11 +91,13 @@ inline void testFill(size_t numel, double value, bool misaligned) {
 using BroadcastKernel = decltype(&::blpa_add);
 
 /// Out of place, and in place over each operand that has the output's
-/// shape. One float operation per element: exact. Divisors away from 0.
+/// shape. One float operation per element: exact (`tol`: a GPU's powf is
+/// not the CPU's). Divisors away from 0; `a` within [lo, 1].
 inline void testBroadcast(const char *op, BroadcastKernel Api::*kernel,
                           const char *name, Int64s outDims, Int64s aDims,
-                          Int64s bDims, bool misaligned) {
-  Floats a = randomFloats(product(aDims)),
+                          Int64s bDims, bool misaligned, Tol tol = exactTol,
+                          float lo = -1) {
+  Floats a = randomFloats(product(aDims), lo, 1),
          b = awayFromZero(randomFloats(product(bDims)));
   const char *const suffixes[] = {"", "/in_place_lhs", "/in_place_rhs"};
   for (int over : {0, 1, 2}) {
@@ -104,13 +106,12 @@ inline void testBroadcast(const char *op, BroadcastKernel Api::*kernel,
     Case k(std::string(op) + "/" + name + (misaligned ? "/misaligned" : "") +
            suffixes[over]);
     int aIn =
-        over == 1 ? k.inOut("y", a, exactTol, misaligned) : k.in(a, misaligned);
+        over == 1 ? k.inOut("y", a, tol, misaligned) : k.in(a, misaligned);
     int bIn =
-        over == 2 ? k.inOut("y", b, exactTol, misaligned) : k.in(b, misaligned);
-    int y = over == 1 ? aIn
-            : over == 2
-                ? bIn
-                : k.out("y", size_t(product(outDims)), exactTol, misaligned);
+        over == 2 ? k.inOut("y", b, tol, misaligned) : k.in(b, misaligned);
+    int y = over == 1   ? aIn
+            : over == 2 ? bIn
+                        : k.out("y", size_t(product(outDims)), tol, misaligned);
     k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
       (rt.*kernel)(ctx, p.f(aIn), p.f(bIn), p.f(y), int64_t(outDims.size()),
                    outDims.data(), aDims.data(), bDims.data());
@@ -118,13 +119,16 @@ inline void testBroadcast(const char *op, BroadcastKernel Api::*kernel,
   }
 }
 
-/// blpa_add, blpa_mul, blpa_sub and blpa_div on the same shapes.
+/// blpa_add, blpa_mul, blpa_sub, blpa_div and blpa_power (positive bases)
+/// on the same shapes.
 inline void testAdd(const char *name, Int64s outDims, Int64s aDims,
                     Int64s bDims, bool misaligned = false) {
   testBroadcast("add", &Api::blpa_add, name, outDims, aDims, bDims, misaligned);
   testBroadcast("mul", &Api::blpa_mul, name, outDims, aDims, bDims, misaligned);
   testBroadcast("sub", &Api::blpa_sub, name, outDims, aDims, bDims, misaligned);
   testBroadcast("div", &Api::blpa_div, name, outDims, aDims, bDims, misaligned);
+  testBroadcast("power", &Api::blpa_power, name, outDims, aDims, bDims,
+                misaligned, Tol{4, floatTol}, 0.25f);
 }
 
 /// A reduction to a broadcastable shape: blpa_reduce_sum_to's operands.
@@ -333,6 +337,9 @@ inline std::vector<ActivationCase> activationCases() {
       {"pow_cube", BLPA_ACT_POW, 3, 0, false, {0.0f, -2.0f, nan}},
       {"pow_root", BLPA_ACT_POW, 0.5, 0, false, {4.0f, 0.25f, -1.0f, nan}},
       {"pow_zero", BLPA_ACT_POW, 0, 0, false, {0.0f, -2.0f, inf, nan}},
+      {"exp", BLPA_ACT_EXP, 0, 0, false, {0.0f, -0.0f, -100.0f, nan}},
+      // Negative inputs give NaN; 0 gives -inf, which the tests leave out.
+      {"log", BLPA_ACT_LOG, 0, 0, false, {1.0f, 0.5f, -1.0f, nan}},
   };
 }
 

@@ -54,6 +54,7 @@
   X(blpa_mul)                                                                  \
   X(blpa_sub)                                                                  \
   X(blpa_div)                                                                  \
+  X(blpa_power)                                                                \
   X(blpa_activation)                                                           \
   X(blpa_activation_grad)                                                      \
   X(blpa_activation_dynamic)                                                   \

@@ -1601,6 +1601,10 @@ struct BinaryOp {
   const char *name;
   BroadcastKernel kernel;
   double (*ref)(double, double);
+  /// Whether the float operation is correctly rounded (pow is not: libm's
+  /// powf errs by up to about 1 ulp; it gets positive bases and a relative
+  /// bar).
+  bool exact = true;
 };
 
 // In double, then rounded once to float: the correctly rounded float
@@ -1611,7 +1615,19 @@ const BinaryOp binaryOps[] = {
     {"mul", blpa_mul, [](double u, double v) { return u * v; }},
     {"sub", blpa_sub, [](double u, double v) { return u - v; }},
     {"div", blpa_div, [](double u, double v) { return u / v; }},
+    {"power", blpa_power, [](double u, double v) { return std::pow(u, v); },
+     /*exact=*/false},
 };
+
+/// Expects `got` to be `want` bit for bit for an exact op, else within
+/// 1e-6 relative.
+void expectBinaryResult(const BinaryOp &op, const std::string &name,
+                        const Floats &got, const Doubles &want) {
+  if (op.exact)
+    expectSameFloats(name, got, Floats(want.begin(), want.end()));
+  else
+    expectClose(name, got, want, 1e-6);
+}
 
 /// Out of place and in place over each operand with the output's shape,
 /// against the reference bit for bit. Operands are away from 0 (divisors).
@@ -1619,30 +1635,33 @@ void testBroadcast(const BinaryOp &op, const char *name,
                    std::vector<int64_t> out, std::vector<int64_t> aDims,
                    std::vector<int64_t> bDims) {
   std::string base = std::string(op.name) + "/" + name;
-  Floats a = awayFromZero(randomFloats(product(aDims))),
+  Floats a = op.exact ? awayFromZero(randomFloats(product(aDims)))
+                      : randomFloats(product(aDims), 0.25f, 4.0f),
          b = awayFromZero(randomFloats(product(bDims)));
-  Floats want(product(out));
+  Doubles want(product(out));
   for (size_t i = 0; i < want.size(); ++i) {
     std::vector<int64_t> index = unflatten(i, out);
-    want[i] = float(op.ref(a[broadcastOffset(index, aDims)],
-                           b[broadcastOffset(index, bDims)]));
+    want[i] = op.exact ? double(float(op.ref(a[broadcastOffset(index, aDims)],
+                                             b[broadcastOffset(index, bDims)])))
+                       : op.ref(a[broadcastOffset(index, aDims)],
+                                b[broadcastOffset(index, bDims)]);
   }
   int64_t rank = out.size();
   Floats y(want.size(), std::numeric_limits<float>::quiet_NaN());
   op.kernel(&ctx, a.data(), b.data(), y.data(), rank, out.data(), aDims.data(),
             bDims.data());
-  expectSameFloats(base, y, want);
+  expectBinaryResult(op, base, y, want);
   if (aDims == out) {
     Floats over = a;
     op.kernel(&ctx, over.data(), b.data(), over.data(), rank, out.data(),
               aDims.data(), bDims.data());
-    expectSameFloats(base + "/in_place_lhs", over, want);
+    expectBinaryResult(op, base + "/in_place_lhs", over, want);
   }
   if (bDims == out) {
     Floats over = b;
     op.kernel(&ctx, a.data(), over.data(), over.data(), rank, out.data(),
               aDims.data(), bDims.data());
-    expectSameFloats(base + "/in_place_rhs", over, want);
+    expectBinaryResult(op, base + "/in_place_rhs", over, want);
   }
 }
 
@@ -1707,6 +1726,10 @@ double activationRef(const ActivationCase &a, double x) {
     return std::sqrt(x);
   case BLPA_ACT_POW:
     return std::pow(x, a.alpha);
+  case BLPA_ACT_EXP:
+    return std::exp(x);
+  case BLPA_ACT_LOG:
+    return std::log(x);
   default: // CLIP: NaN stays NaN
     return std::isnan(x) ? x : std::min(std::max(x, a.alpha), a.beta);
   }
@@ -1741,6 +1764,10 @@ double activationGradRef(const ActivationCase &a, double dy, double saved) {
     return dy * (1 - saved * saved);
   case BLPA_ACT_SQRT:
     return dy / (2 * saved);
+  case BLPA_ACT_EXP:
+    return dy * saved;
+  case BLPA_ACT_LOG:
+    return dy / saved;
   case BLPA_ACT_ERF:
   case BLPA_ACT_GELU:
   case BLPA_ACT_GELU_TANH:

@@ -52,6 +52,22 @@ class SmoothActivations(nn.Module):
         return self.c(-positive + h.pow(2) + torch.pow(h, 4))
 
 
+class Powers(nn.Module):
+    """Pow by a trainable exponent per feature (blpa.power: gradients to
+    base and exponent), by a computed tensor, Exp and Log, on positive
+    bases."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(WIDTH, WIDTH)
+        self.e = nn.Parameter(torch.rand(WIDTH) + 0.5)
+
+    def forward(self, x):
+        h = torch.sigmoid(self.a(x)) + 0.5
+        g = h ** self.e + torch.exp(-h) * torch.log(h)
+        return g ** (h - 0.25)
+
+
 class Gelus(nn.Module):
     """GELU exactly (exported as Div, Erf, Add, Mul) and its tanh
     approximation (Pow, Mul, Add, Tanh)."""
@@ -111,6 +127,7 @@ BODIES = {
     "gelus": Gelus,
     "layer_norms": LayerNorms,
     "reductions": Reductions,
+    "powers": Powers,
     "encoder_post_norm_relu": lambda: encoder_layer(False, "relu"),
     "encoder_pre_norm_gelu": lambda: encoder_layer(True, "gelu"),
 }

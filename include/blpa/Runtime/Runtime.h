@@ -206,6 +206,11 @@ void blpa_sub(blpa_context *ctx, const float *a, const float *b, float *y,
 void blpa_div(blpa_context *ctx, const float *a, const float *b, float *y,
               int64_t rank, const int64_t *outDims, const int64_t *aDims,
               const int64_t *bDims);
+/// y = powf(a, b), broadcast as blpa_add (NaN for a negative base and a
+/// non-integer exponent).
+void blpa_power(blpa_context *ctx, const float *a, const float *b, float *y,
+                int64_t rank, const int64_t *outDims, const int64_t *aDims,
+                const int64_t *bDims);
 
 /// Element-wise activations of blpa_activation / blpa_activation_grad, with
 /// their two static parameters (unused ones are 0):
@@ -219,6 +224,8 @@ void blpa_div(blpa_context *ctx, const float *a, const float *b, float *y,
 ///  * GELU_TANH: y = x / 2 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3))).
 ///  * SQRT: y = sqrt(x) (NaN below 0).
 ///  * POW (p): y = pow(x, p), the exponent a compile-time constant.
+///  * EXP: y = exp(x).
+///  * LOG: y = log(x) (NaN below 0, -inf at 0).
 enum {
   BLPA_ACT_SIGMOID = 0,
   BLPA_ACT_HARD_SIGMOID = 1,
@@ -230,6 +237,8 @@ enum {
   BLPA_ACT_GELU_TANH = 7,
   BLPA_ACT_SQRT = 8,
   BLPA_ACT_POW = 9,
+  BLPA_ACT_EXP = 10,
+  BLPA_ACT_LOG = 11,
 };
 
 /// y = act(x) over `numel` elements; y may alias x.
@@ -237,9 +246,9 @@ void blpa_activation(blpa_context *ctx, const float *x, float *y, int64_t numel,
                      int64_t kind, double alpha, double beta);
 
 /// dx = dy * act'(x), PyTorch's backward of each: `saved` is the output y
-/// for SIGMOID (dx = dy * y * (1 - y)), TANH (dy * (1 - y^2)) and SQRT
-/// (dy / (2 y)), and the input x otherwise (POW: dy * p * x^(p-1), 0 for
-/// p = 0; ERF and the GELUs their derivatives at x);
+/// for SIGMOID (dx = dy * y * (1 - y)), TANH (dy * (1 - y^2)), SQRT
+/// (dy / (2 y)) and EXP (dy * y), and the input x otherwise (LOG: dy / x) (POW:
+/// dy * p * x^(p-1), 0 for p = 0; ERF and the GELUs their derivatives at x);
 /// HARD_SIGMOID passes alpha * dy where 0 < alpha * x + beta < 1,
 /// HARD_SWISH dy * (x / 3 + 1/2) for -3 <= x <= 3 and dy above, CLIP dy
 /// where lo < x < hi (as hardtanh, ReLU6). dx may alias dy.

@@ -10,6 +10,7 @@
 #include "Shape.h"
 
 #include <algorithm>
+#include <math.h>
 
 using namespace blpa::cpu;
 
@@ -134,6 +135,13 @@ void blpa_div(blpa_context *, const float *a, const float *b, float *y,
               const int64_t *bDims) {
   broadcastBinary("blpa_div", a, b, y, rank, outDims, aDims, bDims,
                   [](float u, float v) { return u / v; });
+}
+
+void blpa_power(blpa_context *, const float *a, const float *b, float *y,
+                int64_t rank, const int64_t *outDims, const int64_t *aDims,
+                const int64_t *bDims) {
+  broadcastBinary("blpa_power", a, b, y, rank, outDims, aDims, bDims,
+                  [](float u, float v) { return powf(u, v); });
 }
 
 void blpa_sgd_update(blpa_context *ctx, float *param, const float *grad,

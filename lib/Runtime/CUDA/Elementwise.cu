@@ -127,7 +127,8 @@ struct ReluGradOp {
   }
 };
 
-// The broadcasting arithmetic of blpa_add, blpa_mul, blpa_sub, blpa_div.
+// The broadcasting arithmetic of blpa_add, blpa_mul, blpa_sub, blpa_div,
+// blpa_power.
 struct AddOp {
   static constexpr int inputs = 2;
   __device__ float operator()(float a, float b) const { return a + b; }
@@ -146,6 +147,11 @@ struct SubOp {
 struct DivOp {
   static constexpr int inputs = 2;
   __device__ float operator()(float a, float b) const { return a / b; }
+};
+
+struct PowerOp {
+  static constexpr int inputs = 2;
+  __device__ float operator()(float a, float b) const { return powf(a, b); }
 };
 
 // Element-wise activations: the formulas the CPU runtime uses too. Dynamic:
@@ -669,6 +675,13 @@ void blpa_div(blpa_context *ctx, const float *a, const float *b, float *y,
               const int64_t *bDims) {
   broadcastBinary(ctx, "blpa_div", a, b, y, rank, outDims, aDims, bDims,
                   DivOp{});
+}
+
+void blpa_power(blpa_context *ctx, const float *a, const float *b, float *y,
+                int64_t rank, const int64_t *outDims, const int64_t *aDims,
+                const int64_t *bDims) {
+  broadcastBinary(ctx, "blpa_power", a, b, y, rank, outDims, aDims, bDims,
+                  PowerOp{});
 }
 
 void blpa_activation(blpa_context *ctx, const float *x, float *y, int64_t numel,

@@ -69,6 +69,10 @@ BLPA_HOST_DEVICE inline float activationValue(float x, ActivationParams p) {
     return sqrtf(x);
   if (Kind == BLPA_ACT_POW)
     return powf(x, p.alpha);
+  if (Kind == BLPA_ACT_EXP)
+    return expf(x);
+  if (Kind == BLPA_ACT_LOG)
+    return logf(x);
   // CLIP: comparisons rather than fminf/fmaxf, which would drop a NaN.
   float low = x < p.alpha ? p.alpha : x;
   return low > p.beta ? p.beta : low;
@@ -78,12 +82,13 @@ BLPA_HOST_DEVICE inline float activationValue(float x, ActivationParams p) {
 /// activation_grad's `saved`) rather than its input.
 BLPA_HOST_DEVICE constexpr bool activationGradReadsOutput(int64_t kind) {
   return kind == BLPA_ACT_SIGMOID || kind == BLPA_ACT_TANH ||
-         kind == BLPA_ACT_SQRT;
+         kind == BLPA_ACT_SQRT || kind == BLPA_ACT_EXP;
 }
 
 /// Bits of the region codes of a piecewise activation (blpa_activation_
 /// region): 1 for CLIP and HARD_SIGMOID, 2 for HARD_SWISH, 0 for a smooth
-/// kind (SIGMOID, TANH, ERF, the GELUs, SQRT, POW) or an unknown one.
+/// kind (SIGMOID, TANH, ERF, the GELUs, SQRT, POW, EXP, LOG) or an unknown
+/// one.
 BLPA_HOST_DEVICE constexpr int activationRegionBits(int64_t kind) {
   return kind == BLPA_ACT_CLIP || kind == BLPA_ACT_HARD_SIGMOID ? 1
          : kind == BLPA_ACT_HARD_SWISH                          ? 2
@@ -134,6 +139,10 @@ BLPA_HOST_DEVICE inline float smoothActivationGrad(float dy, float saved,
     return dy * (1.0f - saved * saved);
   if (Kind == BLPA_ACT_SQRT)
     return dy / (2.0f * saved);
+  if (Kind == BLPA_ACT_EXP)
+    return dy * saved;
+  if (Kind == BLPA_ACT_LOG)
+    return dy / saved;
   if (Kind == BLPA_ACT_ERF)
     return dy * (kTwoOverSqrtPi * expf(-(saved * saved)));
   if (Kind == BLPA_ACT_GELU) {
@@ -203,6 +212,12 @@ template <typename F> bool withActivationKind(int64_t kind, F &&f) {
     return true;
   case BLPA_ACT_POW:
     f(std::integral_constant<int, BLPA_ACT_POW>());
+    return true;
+  case BLPA_ACT_EXP:
+    f(std::integral_constant<int, BLPA_ACT_EXP>());
+    return true;
+  case BLPA_ACT_LOG:
+    f(std::integral_constant<int, BLPA_ACT_LOG>());
     return true;
   default:
     return false;

@@ -158,6 +158,29 @@ LogicalResult DivOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
   return success();
 }
 
+// d(x^y)/dx = y * x^(y - 1) and d(x^y)/dy = x^y * log(x), each summed
+// back over what broadcasting added. (PyTorch masks the points where these
+// formulas give 0 * inf: a zero exponent, a zero base; they do not.)
+LogicalResult PowerOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
+                                      SmallVectorImpl<Value> &operandGrads) {
+  Value dy = resultGrads[0];
+  if (!dy)
+    return noGradients(*this, operandGrads);
+  Location loc = getLoc();
+  auto scalar = RankedTensorType::get({}, b.getF32Type());
+  Value one = FillOp::create(b, loc, scalar, b.getF64FloatAttr(1.0));
+  Value lowered =
+      PowerOp::create(b, loc, getLhs(), SubOp::create(b, loc, getRhs(), one));
+  Value dx =
+      MulOp::create(b, loc, dy, MulOp::create(b, loc, getRhs(), lowered));
+  Value dexp = MulOp::create(
+      b, loc, dy,
+      MulOp::create(b, loc, getOutput(), LogOp::create(b, loc, getLhs())));
+  operandGrads.assign({reduceToType(b, loc, dx, getLhs().getType()),
+                       reduceToType(b, loc, dexp, getRhs().getType())});
+  return success();
+}
+
 LogicalResult
 mlir::blpa::buildActivationGradient(Operation *op, const Activation &act,
                                     OpBuilder &b, ValueRange resultGrads,

@@ -1670,6 +1670,7 @@ static bool isActivationNonNegative(const Activation &act) {
   case BLPA_ACT_SIGMOID:
   case BLPA_ACT_HARD_SIGMOID:
   case BLPA_ACT_SQRT:
+  case BLPA_ACT_EXP:
     return true;
   case BLPA_ACT_CLIP:
     return act.alpha >= 0 && !act.runtimeAlpha;
@@ -1700,6 +1701,12 @@ Activation ErfOp::getActivation() { return {BLPA_ACT_ERF}; }
 Activation GeluOp::getActivation() {
   return {getTanhApproximation() ? BLPA_ACT_GELU_TANH : BLPA_ACT_GELU};
 }
+
+Activation ExpOp::getActivation() {
+  return {BLPA_ACT_EXP, 0, 0, /*gradFromOutput=*/true};
+}
+
+Activation LogOp::getActivation() { return {BLPA_ACT_LOG}; }
 
 Activation SqrtOp::getActivation() {
   return {BLPA_ACT_SQRT, 0, 0, /*gradFromOutput=*/true};

@@ -194,6 +194,7 @@ def Blpa_AddOp : Blpa_BroadcastOp<"add", "lhs + rhs, broadcast", [Commutative]>;
 def Blpa_MulOp : Blpa_BroadcastOp<"mul", "lhs * rhs, broadcast", [Commutative]>;
 def Blpa_SubOp : Blpa_BroadcastOp<"sub", "lhs - rhs, broadcast">;
 def Blpa_DivOp : Blpa_BroadcastOp<"div", "lhs / rhs, broadcast">;
+def Blpa_PowerOp : Blpa_BroadcastOp<"power", "pow(lhs, rhs), broadcast">;
 
 // Element-wise activations executed by blpa_activation (Runtime.h's
 // BLPA_ACT_* kinds). Each op says its kind and parameters
@@ -259,6 +260,12 @@ def Blpa_ErfOp : Blpa_ActivationOp<"erf", (ins)> {
 def Blpa_GeluOp : Blpa_ActivationOp<"gelu",
     (ins DefaultValuedAttr<BoolAttr, "false">:$tanh_approximation)> {
   let summary = "x / 2 * (1 + erf(x / sqrt(2))), or its tanh approximation";
+}
+def Blpa_ExpOp : Blpa_ActivationOp<"exp", (ins)> {
+  let summary = "exp(x)";
+}
+def Blpa_LogOp : Blpa_ActivationOp<"log", (ins)> {
+  let summary = "log(x) (NaN below 0)";
 }
 def Blpa_SqrtOp : Blpa_ActivationOp<"sqrt", (ins)> {
   let summary = "sqrt(x) (NaN below 0)";
