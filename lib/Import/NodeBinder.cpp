@@ -318,6 +318,7 @@ knownAttributes() {
       {"blocksize", A::INT},
       {"approximate", A::STRING},
       {"stash_type", A::INT},
+      {"upper", A::INT},
   };
   return table;
 }

@@ -13,6 +13,8 @@
 #include "llvm/Support/CheckedArithmetic.h"
 #include "llvm/Support/MathExtras.h"
 
+#include "../Runtime/Common/TriluMask.h"
+
 #include <limits>
 
 using namespace mlir;
@@ -1162,6 +1164,42 @@ static LogicalResult importExpand(NodeBinder &b) {
   return b.setOutput(broadcastTo(b, b.reshape(*x, sameRank), *result));
 }
 
+/// Trilu (opset 14): the upper (default) or lower triangle from diagonal k
+/// (input 1, default 0) of the last two dimensions; a compile-time integer
+/// tensor is folded, a float one becomes blpa.trilu (a causal attention
+/// mask: the upper triangle of a -inf fill from k = 1).
+static LogicalResult importTrilu(NodeBinder &b) {
+  int64_t k = 0;
+  if (b.hasInput(1)) {
+    FailureOr<IntTensor> given = shapeOperand(b, 1);
+    if (failed(given))
+      return failure();
+    if (given->values.size() != 1)
+      return b.error() << "k must be one integer";
+    k = given->values[0];
+  }
+  bool upper = b.getInt("upper", 1) != 0;
+  if (b.isIntInput(0)) {
+    IntTensor data = *b.intInput(0);
+    size_t rank = data.shape.size();
+    if (rank < 2)
+      return b.error() << "the input has rank " << rank
+                       << "; Trilu takes a triangle of the last two "
+                          "dimensions";
+    int64_t rows = data.shape[rank - 2], cols = data.shape[rank - 1];
+    for (size_t i = 0; i < data.values.size(); ++i)
+      if (!::blpa::triluKeeps(int64_t(i) / cols % rows, int64_t(i) % cols, k,
+                              upper))
+        data.values[i] = 0;
+    return b.setIntOutput(std::move(data));
+  }
+  FailureOr<Value> x = b.input(0);
+  if (failed(x))
+    return failure();
+  return b.setOutput(b.create<TriluOp>(*x, b.builder().getI64IntegerAttr(k),
+                                       b.builder().getBoolAttr(upper)));
+}
+
 /// Operand `x`, of shape `shape` ([..., R, C]; a vector already given its
 /// matrix shape), as batch_matmul's [B, R, C] for the product's batch
 /// dimensions `batch`: [1, R, C] when its own batch dimensions are all 1
@@ -1880,6 +1918,7 @@ const llvm::StringMap<NodeImporter> &onnximport::nodeHandlers() {
       {"Sub", {importBroadcast<SubOp>}},
       {"Tanh", {importTanh}},
       {"Transpose", {importTranspose}},
+      {"Trilu", {importTrilu, /*minOpset=*/14}},
       {"Unsqueeze", {importUnsqueeze}},
       {"Where", {importIntLogic, /*minOpset=*/9}},
   };

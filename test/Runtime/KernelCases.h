@@ -759,6 +759,35 @@ inline void testTransposes() {
     testTranspose(t.name, t.in, t.perm);
 }
 
+/// Trilu shapes and diagonals: square and wide matrices, a causal mask's
+/// k = 1, negative and out-of-range diagonals, one matrix and a batch.
+struct TriluCase {
+  const char *name;
+  int64_t batch, rows, cols, k;
+};
+inline const TriluCase triluCases[] = {
+    {"causal_16x16_k1", 1, 16, 16, 1}, {"batch_3x5x7_k0", 3, 5, 7, 0},
+    {"wide_2x4x9_k-2", 2, 4, 9, -2},   {"k_past_the_end", 1, 5, 5, 9},
+    {"rows_1000x3_k1", 1, 1000, 3, 1},
+};
+
+/// blpa_trilu (a copy: exact), both triangles, out of place and in place.
+inline void testTrilus() {
+  for (const TriluCase &t : triluCases)
+    for (int64_t upper : {1, 0})
+      for (bool inPlace : {false, true}) {
+        Case k(std::string("trilu/") + t.name + (upper ? "/upper" : "/lower") +
+               (inPlace ? "/in_place" : ""));
+        auto [xIn, y] =
+            k.operandAndResult(randomFloats(size_t(t.batch * t.rows * t.cols)),
+                               inPlace, "y", exactTol);
+        k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+          rt.blpa_trilu(ctx, p.f(xIn), p.f(y), t.batch, t.rows, t.cols, t.k,
+                        upper);
+        });
+      }
+}
+
 /// 1 where y kept the element (inputs are away from 0), else 0.
 inline Bytes keptOf(const Floats &y) {
   Bytes kept(y.size());
@@ -1656,6 +1685,7 @@ inline void runKernelCases() {
   testCopiesStrided();
   testPads();
   testTransposes();
+  testTrilus();
   testDropouts();
   testLoss();
   testPooling();

@@ -65,6 +65,7 @@
   X(blpa_pad)                                                                  \
   X(blpa_pad_grad)                                                             \
   X(blpa_transpose)                                                            \
+  X(blpa_trilu)                                                                \
   X(blpa_dropout)                                                              \
   X(blpa_dropout_grad)                                                         \
   X(blpa_reduce_sum_to)                                                        \

@@ -1595,6 +1595,25 @@ void expectSameFloats(const std::string &name, const Floats &got,
   report(name, differ == 0, detail);
 }
 
+/// blpa_trilu against ONNX's definition (numpy.triu / numpy.tril of each
+/// matrix), both triangles.
+void testTriluReference(const blpa_test::TriluCase &t) {
+  size_t numel = size_t(t.batch * t.rows * t.cols);
+  Floats x = randomFloats(numel);
+  for (int64_t upper : {1, 0}) {
+    Floats want(numel), y(numel, std::numeric_limits<float>::quiet_NaN());
+    for (size_t i = 0; i < numel; ++i) {
+      int64_t col = int64_t(i) % t.cols, row = int64_t(i) / t.cols % t.rows;
+      bool keep = upper ? col >= row + t.k : col <= row + t.k;
+      want[i] = keep ? x[i] : 0.0f;
+    }
+    blpa_trilu(&ctx, x.data(), y.data(), t.batch, t.rows, t.cols, t.k, upper);
+    expectSameFloats(std::string("trilu_reference/") + t.name +
+                         (upper ? "/upper" : "/lower"),
+                     y, want);
+  }
+}
+
 using BroadcastKernel = decltype(&blpa_add);
 
 struct BinaryOp {
@@ -2617,6 +2636,8 @@ int main(int argc, char **argv) {
   testActivationDynamic();
   testActivationRegions();
   testTransposes();
+  for (const blpa_test::TriluCase &t : blpa_test::triluCases)
+    testTriluReference(t);
   testDropouts();
   for (const blpa_test::ReduceShape &r : blpa_test::reduceShapes)
     testReduceSumTo(r.name, r.in, r.out, r.scale);

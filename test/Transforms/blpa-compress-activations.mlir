@@ -272,25 +272,22 @@ module {
 
 // -----
 
-// A softmax output (attention probabilities, in [0, 1]) is coded with the
-// nonneg scheme for every reader: the softmax gradient and the Mul of the
-// attention weighting `h * softmax(h)` read the same decoded tensor. A
-// log-softmax output stays float32 (its gradient needs exp(y) exact); the
+// Softmax and log-softmax outputs stay float32 (their gradients need them
+// exact), for every reader: the softmax gradient and the Mul of the
+// attention weighting `h * softmax(h)` read the same exact tensor; the
 // softmax's input, which only the Mul's gradient reads, is quantized.
 // CHECK-LABEL: func.func @train_step(
 // CHECK: %[[H:.*]] = blpa.mul %{{.*}} {blpa.phase = "forward"}
 // CHECK-NEXT: %[[CODES:.*]], %[[PARAMS:.*]] = blpa.quantize %[[H]] {bits = 4 : i64, blpa.phase = "forward", scheme = "affine"}
-// CHECK-NEXT: %[[S:.*]] = blpa.softmax %[[H]] {axis = 1 : i64, blpa.phase = "forward"}
-// CHECK-NEXT: %[[SCODES:.*]], %[[SPARAMS:.*]] = blpa.quantize %[[S]] {bits = 4 : i64, blpa.phase = "forward", scheme = "nonneg"}
+// CHECK-NEXT: %[[S:.*]] = blpa.softmax %[[H]] {axis = 1 : i64, blpa.phase = "forward", blpa.saved = "float32"}
 // CHECK-NEXT: %[[A:.*]] = blpa.mul %[[H]], %[[S]] {blpa.phase = "forward"}
 // CHECK-NEXT: %[[L:.*]] = blpa.log_softmax %[[A]] {axis = 2 : i64, blpa.phase = "forward", blpa.saved = "float32"}
 // CHECK-NOT: blpa.quantize
 // CHECK: %[[DL:.*]] = blpa.log_softmax_grad %{{.*}}, %[[L]] {axis = 2 : i64, blpa.phase = "backward"}
-// CHECK-NEXT: %[[SD:.*]] = blpa.dequantize %[[SCODES]], %[[SPARAMS]]
-// CHECK-NEXT: blpa.mul %[[DL]], %[[SD]] {blpa.phase = "backward"}
+// CHECK-NEXT: blpa.mul %[[DL]], %[[S]] {blpa.phase = "backward"}
 // CHECK-NEXT: %[[HD:.*]] = blpa.dequantize %[[CODES]], %[[PARAMS]]
 // CHECK-NEXT: %[[DS:.*]] = blpa.mul %[[DL]], %[[HD]] {blpa.phase = "backward"}
-// CHECK-NEXT: blpa.softmax_grad %[[DS]], %[[SD]] {axis = 1 : i64, blpa.phase = "backward"}
+// CHECK-NEXT: blpa.softmax_grad %[[DS]], %[[S]] {axis = 1 : i64, blpa.phase = "backward"}
 module {
   func.func @forward(%x: tensor<2x4x3x3xf32> {blpa.name = "input"}) -> (tensor<2x3xf32> {blpa.name = "logits"}) {
     %k = blpa.param "k" trainable : tensor<4x1x1xf32>
@@ -309,20 +306,18 @@ module {
 // -----
 
 // Batched products save their operands' values, as gemm does: an attention
-// block's projection and its softmax output go through the generic
-// quantizer, and the backward products of the inner layers and the
-// softmax gradient read them decoded. The last product makes the logits
-// (through a reshape): its own gradient reads the projection and the
-// softmax output exact, as the last layer's inputs.
+// block's projection goes through the generic quantizer, the softmax
+// output it multiplies stays float32 (its gradient needs it exactly), and
+// the backward products of the inner layers read the decoded projection.
+// The last product makes the logits (through a reshape): its own gradient
+// reads the projection exact, as the last layer's input.
 // CHECK-LABEL: func.func @train_step(
 // CHECK: %[[P:.*]] = blpa.batch_matmul %{{.*}}, %{{.*}} {blpa.phase = "forward", blpa.saved = "float32"} : (tensor<1x4x4xf32>, tensor<2x4x3xf32>) -> tensor<2x4x3xf32>
 // CHECK-NEXT: %[[CODES:.*]], %[[PARAMS:.*]] = blpa.quantize %[[P]] {bits = 4 : i64, blpa.phase = "forward", scheme = "affine"}
 // CHECK: %[[S:.*]] = blpa.softmax %{{.*}} {axis = 2 : i64, blpa.phase = "forward", blpa.saved = "float32"}
-// CHECK-NEXT: %[[SCODES:.*]], %[[SPARAMS:.*]] = blpa.quantize %[[S]] {bits = 4 : i64, blpa.phase = "forward", scheme = "nonneg"}
 // CHECK: blpa.batch_matmul %{{.*}}, %[[P]] {blpa.phase = "backward", trans_a = true}
 // CHECK-NEXT: blpa.batch_matmul %{{.*}}, %[[S]] {blpa.phase = "backward"}
-// CHECK-NEXT: %[[SD:.*]] = blpa.dequantize %[[SCODES]], %[[SPARAMS]] {blpa.phase = "backward"}
-// CHECK-NEXT: blpa.softmax_grad %{{.*}}, %[[SD]]
+// CHECK: blpa.softmax_grad %{{.*}}, %[[S]]
 // CHECK-NEXT: %[[D:.*]] = blpa.dequantize %[[CODES]], %[[PARAMS]] {blpa.phase = "backward"}
 // CHECK-NEXT: blpa.batch_matmul %[[D]], %{{.*}} {blpa.phase = "backward"}
 // CHECK-NEXT: blpa.batch_matmul %[[D]], %{{.*}} {blpa.phase = "backward", trans_b = true}

@@ -332,6 +332,13 @@ void blpa_pad_grad(blpa_context *ctx, const float *dy, float *dx, int64_t rank,
 void blpa_transpose(blpa_context *ctx, const float *x, float *y, int64_t rank,
                     const int64_t *inDims, const int64_t *perm);
 
+/// ONNX Trilu of each of the `batch` [rows, cols] matrices of x: keeps the
+/// elements with column - row >= k (upper != 0) or <= k (upper == 0) and
+/// zeroes the others (a causal attention mask is the upper triangle of
+/// -inf from k = 1). A copy, so results are exact; y may alias x.
+void blpa_trilu(blpa_context *ctx, const float *x, float *y, int64_t batch,
+                int64_t rows, int64_t cols, int64_t k, int64_t upper);
+
 /// Max pooling of x[N,C,in...] into y[N,C,out...] (window arrays as for
 /// blpa_conv; rank 1 to 3). Padded positions never win; a window entirely
 /// in the padding (possible with ceil_mode) gives -inf.

@@ -4,6 +4,7 @@
 
 #include "../Common/PadIndex.h"
 #include "../Common/TransposeShape.h"
+#include "../Common/TriluMask.h"
 
 #include <algorithm>
 #include <cstring>
@@ -111,6 +112,20 @@ void blpa_pad_grad(blpa_context *, const float *dy, float *dx, int64_t rank,
   parallelBlocks(numel, [&](int64_t first, int64_t last) {
     for (int64_t i = first; i < last; ++i)
       dx[i] = blpa::padGradAt(dy, i, int(rank), inDims, outDims, begin, mode);
+  });
+}
+
+void blpa_trilu(blpa_context *, const float *x, float *y, int64_t batch,
+                int64_t rows, int64_t cols, int64_t k, int64_t upper) {
+  if (batch < 0 || rows < 0 || cols < 0)
+    failf("blpa_trilu: negative shape [%lld, %lld, %lld]", (long long)batch,
+          (long long)rows, (long long)cols);
+  parallelFor(batch * rows, [&](int64_t r) {
+    int64_t row = r % rows;
+    const float *in = x + r * cols;
+    float *out = y + r * cols;
+    for (int64_t col = 0; col < cols; ++col)
+      out[col] = blpa::triluKeeps(row, col, k, upper != 0) ? in[col] : 0.0f;
   });
 }
 

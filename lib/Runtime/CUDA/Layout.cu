@@ -4,6 +4,7 @@
 
 #include "../Common/PadIndex.h"
 #include "../Common/TransposeShape.h"
+#include "../Common/TriluMask.h"
 
 using namespace blpa;
 using namespace blpa::cuda;
@@ -140,6 +141,16 @@ __global__ void __launch_bounds__(blockThreads)
   }
 }
 
+__global__ void __launch_bounds__(blockThreads)
+    triluKernel(const float *x, float *y, int64_t numel, int64_t rows,
+                int64_t cols, int64_t k, bool upper) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < numel;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t col = i % cols, row = i / cols % rows;
+    y[i] = triluKeeps(row, col, k, upper) ? x[i] : 0.0f;
+  }
+}
+
 } // namespace
 
 extern "C" {
@@ -172,6 +183,19 @@ void blpa_copy_strided(blpa_context *ctx, const float *src, float *dst,
                           size_t(rowElems) * f, size_t(rows),
                           cudaMemcpyDeviceToDevice, runtimeOf(ctx).stream),
         "blpa_copy_strided");
+}
+
+void blpa_trilu(blpa_context *ctx, const float *x, float *y, int64_t batch,
+                int64_t rows, int64_t cols, int64_t k, int64_t upper) {
+  if (batch < 0 || rows < 0 || cols < 0)
+    failf("blpa_trilu: negative shape [%lld, %lld, %lld]", (long long)batch,
+          (long long)rows, (long long)cols);
+  int64_t numel = batch * rows * cols;
+  if (numel == 0)
+    return;
+  triluKernel<<<gridFor(numel), blockThreads, 0, runtimeOf(ctx).stream>>>(
+      x, y, numel, rows, cols, k, upper != 0);
+  checkLaunch("blpa_trilu");
 }
 
 void blpa_pad(blpa_context *ctx, const float *x, float *y, int64_t rank,

@@ -59,16 +59,27 @@ LogicalResult ConvOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
   return success();
 }
 
+/// The output's gradient of a normalization whose results 1 and 2 are its
+/// `statistics`, which take none (failure when they have one).
+static FailureOr<Value> normalizedOutputGrad(Operation *op,
+                                             ValueRange resultGrads,
+                                             StringRef statistics) {
+  if (resultGrads[1] || resultGrads[2])
+    return op->emitOpError("gradients through the ")
+           << statistics << " results are not supported";
+  return resultGrads[0];
+}
+
 LogicalResult
 BatchNormOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
                             SmallVectorImpl<Value> &operandGrads) {
-  if (resultGrads[1] || resultGrads[2])
-    return emitOpError("gradients through the batch statistics results are "
-                       "not supported");
-  Value dy = resultGrads[0];
-  if (!dy)
+  FailureOr<Value> dy =
+      normalizedOutputGrad(*this, resultGrads, "batch statistics");
+  if (failed(dy))
+    return failure();
+  if (!*dy)
     return noGradients(*this, operandGrads);
-  auto grad = BatchNormGradOp::create(b, getLoc(), dy, getInput(), getScale(),
+  auto grad = BatchNormGradOp::create(b, getLoc(), *dy, getInput(), getScale(),
                                       getMean(), getInvStd());
   operandGrads.assign({grad.getInputGrad(), grad.getScaleGrad(),
                        grad.getBiasGrad(), Value(), Value()});
@@ -78,13 +89,13 @@ BatchNormOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
 LogicalResult
 LayerNormOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
                             SmallVectorImpl<Value> &operandGrads) {
-  if (resultGrads[1] || resultGrads[2])
-    return emitOpError("gradients through the mean and inverse standard "
-                       "deviation results are not supported");
-  Value dy = resultGrads[0];
-  if (!dy)
+  FailureOr<Value> dy = normalizedOutputGrad(
+      *this, resultGrads, "mean and inverse standard deviation");
+  if (failed(dy))
+    return failure();
+  if (!*dy)
     return noGradients(*this, operandGrads);
-  auto grad = LayerNormGradOp::create(b, getLoc(), dy, getInput(), getScale(),
+  auto grad = LayerNormGradOp::create(b, getLoc(), *dy, getInput(), getScale(),
                                       getMean(), getInvStd(), getAxisAttr());
   operandGrads.assign({grad.getInputGrad(), grad.getScaleGrad()});
   if (Value bias = getBias())
@@ -296,6 +307,15 @@ LogicalResult PadOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
 
 // The gradient of a transpose is the gradient transposed back: by the
 // inverse permutation.
+LogicalResult TriluOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
+                                      SmallVectorImpl<Value> &operandGrads) {
+  if (!resultGrads[0])
+    return noGradients(*this, operandGrads);
+  operandGrads.assign(
+      {TriluOp::create(b, getLoc(), resultGrads[0], getK(), getUpper())});
+  return success();
+}
+
 LogicalResult
 TransposeOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
                             SmallVectorImpl<Value> &operandGrads) {

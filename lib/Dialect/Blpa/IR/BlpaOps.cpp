@@ -2311,6 +2311,36 @@ LogicalResult TransposeOp::inferReturnTypes(MLIRContext *ctx,
   return success();
 }
 
+LogicalResult TriluOp::inferReturnTypes(MLIRContext *,
+                                        std::optional<Location> loc,
+                                        Adaptor adaptor,
+                                        SmallVectorImpl<Type> &results) {
+  if (getShape(adaptor.getInput()).size() < 2)
+    return emitOptionalError(loc, "trilu: the input has rank ",
+                             getShape(adaptor.getInput()).size(),
+                             "; it needs two dimensions to take a triangle of");
+  results.push_back(adaptor.getInput().getType());
+  return success();
+}
+
+StringRef TriluOp::getRuntimeFunction() { return "blpa_trilu"; }
+
+void TriluOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  appendData(args, {getInput(), getOutput()});
+  ArrayRef<int64_t> shape = getShape(getInput());
+  args.push_back(
+      RuntimeArg::i64(ShapedType::getNumElements(shape.drop_back(2))));
+  args.push_back(RuntimeArg::i64(shape[shape.size() - 2]));
+  args.push_back(RuntimeArg::i64(shape.back()));
+  args.push_back(RuntimeArg::i64(getK()));
+  args.push_back(RuntimeArg::i64(getUpper()));
+}
+
+void TriluOp::getInPlaceOperands(unsigned,
+                                 SmallVectorImpl<unsigned> &operands) {
+  operands.push_back(0);
+}
+
 StringRef TransposeOp::getRuntimeFunction() { return "blpa_transpose"; }
 
 void TransposeOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {

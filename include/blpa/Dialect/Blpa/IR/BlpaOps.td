@@ -424,6 +424,17 @@ defvar PoolAttrs = (ins DenseI64ArrayAttr:$kernel_shape,
     DefaultValuedAttr<BoolAttr, "false">:$ceil_mode,
     DefaultValuedAttr<DenseI64ArrayAttr, "{1, 1}">:$dilations);
 
+def Blpa_TriluOp : Blpa_ComputeOp<"trilu", [Differentiable, InPlace]> {
+  let summary = "Keeps a triangle of the last two dimensions (ONNX Trilu)";
+  let description = [{
+    Elements with column - row >= `k` (`upper`) or <= `k` (lower) are kept,
+    the others zeroed, in every matrix of the last two dimensions. The
+    gradient is the same triangle of the gradient; nothing is saved.
+  }];
+  let arguments = (ins Blpa_F32Tensor:$input, I64Attr:$k, BoolAttr:$upper);
+  let results = (outs Blpa_F32Tensor:$output);
+}
+
 def Blpa_MaxPoolOp : Blpa_ComputeOp<"max_pool", [Differentiable,
     DeclareOpInterfaceMethods<Blpa_SavedActivationOpInterface,
         ["isResultNonNegative", "encodeSavedActivations"]>]> {
@@ -587,13 +598,11 @@ def Blpa_ActivationGradOp : Blpa_ComputeOp<"activation_grad", [InPlace,
 }
 
 // Gradients of blpa.softmax and blpa.log_softmax along `axis`, from the
-// forward op's output (getActivationNeed: `outputNeed`). Log-softmax needs
-// it exact: exp(y) of a log-probability loses most of its relative
-// precision in a few bits. Softmax reads values: probabilities lie in
-// [0, 1], and dx = y * (g - sum(g * y)) errs by at most a code step times
-// |g - sum(g * y)| per element (docs/design.md, attention probabilities).
-class Blpa_SoftmaxGradFamilyOp<string mnemonic, string summaryText,
-                               string outputNeed>
+// forward op's output, which they need exact (getActivationNeed): y near 0
+// or 1, and exp(y) of a log-probability, lose most of their relative
+// precision in a few bits (docs/design.md: coded attention probabilities
+// made a 4-bit ViT diverge).
+class Blpa_SoftmaxGradFamilyOp<string mnemonic, string summaryText>
     : Blpa_ComputeOp<mnemonic, [ActivationNeedRule, InPlace]> {
   let summary = summaryText;
   let arguments = (ins Blpa_F32Tensor:$grad, Blpa_F32Tensor:$output,
@@ -622,16 +631,16 @@ class Blpa_SoftmaxGradFamilyOp<string mnemonic, string summaryText,
     ::mlir::blpa::ActivationNeed $cppClass::getActivationNeed(
         unsigned operandIndex) {
       return operandIndex == getOutputMutable().getOperandNumber()
-                 ? ::mlir::blpa::ActivationNeed::}] # outputNeed # [{
+                 ? ::mlir::blpa::ActivationNeed::Exact
                  : ::mlir::blpa::ActivationNeed::Values;
     }
   }];
 }
 
 def Blpa_SoftmaxGradOp : Blpa_SoftmaxGradFamilyOp<"softmax_grad",
-    "output * (grad - sum(grad * output)) along axis", "Values">;
+    "output * (grad - sum(grad * output)) along axis">;
 def Blpa_LogSoftmaxGradOp : Blpa_SoftmaxGradFamilyOp<"log_softmax_grad",
-    "grad - exp(output) * sum(grad) along axis", "Exact">;
+    "grad - exp(output) * sum(grad) along axis">;
 
 def Blpa_MaxPoolGradOp : Blpa_ComputeOp<"max_pool_grad", [ActivationNeedRule]> {
   let summary = "Routes each gradient to its window's first maximum";
