@@ -250,6 +250,28 @@ def test_encoder_layer_at_8_4_2_bits_keeps_the_forward_exact(
         compare_bit_widths(onnx_path, x, y, tmp_path))
 
 
+def test_memory_report_shows_attention_maps(tmp_path):
+    """The saved softmax outputs of an encoder layer ([B * heads, T, T],
+    float32) are their own category in --memory-report and
+    --print-memory."""
+    torch.manual_seed(0)
+    batch, sequence, width = 4, 16, 64
+    model = SequenceClassifier(encoder_layer(True, "gelu", width), width)
+    onnx_path = export_classifier(model, "encoder", tmp_path, sequence, width,
+                                  17)
+    report = str(tmp_path / "memory.json")
+    proc = tool.run([tool.blpa_opt_path(), onnx_path, "--train",
+                     "--batch-size", "4", "--act-bits", "4",
+                     "--memory-report", report, "--print-memory", "-o",
+                     str(tmp_path / "exe")])
+    with open(report) as f:
+        at_peak = json.load(f)["at_peak"]
+    # One layer's probabilities, [batch * heads, T, T], saved in float32
+    # and live where the backward pass begins, the peak here.
+    assert at_peak["saved_attention"] == batch * 4 * sequence * sequence * 4
+    assert "saved attention maps (softmax), float32" in proc.stdout
+
+
 def test_layer_normalization_without_bias_matches_pytorch(tmp_path):
     """A LayerNormalization node without its bias input (which torch 1.13
     cannot export): X @ W, layer norm over the last axis with scale s only,

@@ -128,9 +128,10 @@ MemoryPlan mlir::blpa::analyzeBuffers(func::FuncOp func, bool inPlace) {
                     : std::nullopt;
         if (reused) {
           plan.bufferOf[root] = *reused;
+          plan.buffers[*reused].lastHolder = root;
         } else {
           plan.bufferOf[root] = plan.buffers.size();
-          Buffer buffer{root, getTensorBytes(root.getType()), at, at};
+          Buffer buffer{root, root, getTensorBytes(root.getType()), at, at};
           plan.buffers.push_back(buffer);
         }
       }

@@ -11,15 +11,20 @@ using namespace mlir;
 using namespace mlir::blpa;
 
 static constexpr BufferCategory kCategories[] = {
-    BufferCategory::SavedCodes,  BufferCategory::SavedFloat,
-    BufferCategory::Activations, BufferCategory::Decoded,
-    BufferCategory::Recomputed,  BufferCategory::Gradients};
+    BufferCategory::SavedCodes,     BufferCategory::SavedFloat,
+    BufferCategory::SavedAttention, BufferCategory::Activations,
+    BufferCategory::Decoded,        BufferCategory::Recomputed,
+    BufferCategory::Gradients};
 
 BufferCategory mlir::blpa::getBufferCategory(const Buffer &buffer) {
-  if (buffer.savedActivation)
-    return isa<PackedType>(buffer.root.getType()) ? BufferCategory::SavedCodes
-                                                  : BufferCategory::SavedFloat;
   Operation *def = buffer.root.getDefiningOp();
+  if (buffer.savedActivation) {
+    if (isa<PackedType>(buffer.root.getType()))
+      return BufferCategory::SavedCodes;
+    return buffer.lastHolder.getDefiningOp<SoftmaxOp>()
+               ? BufferCategory::SavedAttention
+               : BufferCategory::SavedFloat;
+  }
   if (getPhase(def) != Phase::Backward)
     return BufferCategory::Activations;
   if (def->hasAttr(kRecomputesAttrName))
@@ -43,6 +48,8 @@ StringRef mlir::blpa::stringifyBufferCategory(BufferCategory category) {
     return "recomputed";
   case BufferCategory::Gradients:
     return "gradients";
+  case BufferCategory::SavedAttention:
+    return "saved_attention";
   }
   llvm_unreachable("unknown buffer category");
 }
@@ -62,6 +69,8 @@ static StringRef describeCategory(BufferCategory category) {
     return "recomputed activations";
   case BufferCategory::Gradients:
     return "gradients";
+  case BufferCategory::SavedAttention:
+    return "saved attention maps (softmax), float32";
   }
   llvm_unreachable("unknown buffer category");
 }
@@ -453,9 +462,13 @@ void mlir::blpa::printMemoryTable(llvm::raw_ostream &os, func::FuncOp func,
   os << llvm::formatv("at the peak (op {0} of {1}, {2}, node '{3}'):\n",
                       timeline.peakOp, timeline.liveBytes.size(),
                       peakOp->getName().getStringRef(), getNodeName(peakOp));
-  for (BufferCategory c : kCategories)
-    row(describeCategory(c),
-        timeline.liveBytes[timeline.peakOp][static_cast<unsigned>(c)]);
+  for (BufferCategory c : kCategories) {
+    int64_t bytes =
+        timeline.liveBytes[timeline.peakOp][static_cast<unsigned>(c)];
+    // A model without softmax outputs gets no attention line.
+    if (bytes || c != BufferCategory::SavedAttention)
+      row(describeCategory(c), bytes);
+  }
   printLargestBuffers(os, plan);
   printSavedTensors(os, getSavedTensors(func, plan), costs);
 }
@@ -517,8 +530,8 @@ static SmallVector<int64_t> sampleOps(const MemoryTimeline &timeline,
 /// One stacked band per category, bottom to top in kCategories order.
 static void writeBands(llvm::raw_ostream &os, const MemoryTimeline &timeline,
                        const Plot &plot) {
-  static const char *colors[] = {"#2b8cbe", "#7bccc4", "#fdae6b",
-                                 "#bcbddc", "#31a354", "#e34a33"};
+  static const char *colors[] = {"#2b8cbe", "#7bccc4", "#fdae6b", "#bcbddc",
+                                 "#31a354", "#e34a33", "#a6bddb"};
   static_assert(std::size(colors) == kNumBufferCategories);
   SmallVector<int64_t> ops = sampleOps(timeline, Plot::width);
   SmallVector<int64_t> below(ops.size(), 0);

@@ -21,6 +21,9 @@ namespace blpa {
 /// views of it. Lifetimes are inclusive op indices in the function's block.
 struct Buffer {
   Value root;
+  /// The last value written into the buffer: the root, or a result that
+  /// took the buffer over in place (a softmax over its scores).
+  Value lastHolder;
   int64_t bytes = 0;
   int64_t start = 0;
   int64_t end = 0;
@@ -69,8 +72,8 @@ void placeBuffers(MemoryPlan &plan, int64_t alignment,
                   int64_t workspaceBytes = 0);
 
 /// Checks a placement independently of how it was made: every buffer is
-/// aligned, inside the arena and after the workspace, and no two buffers that are live at the
-/// same op share a byte. Reports the first violation on `func`.
+/// aligned, inside the arena and after the workspace, and no two buffers that
+/// are live at the same op share a byte. Reports the first violation on `func`.
 LogicalResult verifyPlacement(func::FuncOp func, const MemoryPlan &plan,
                               int64_t alignment);
 

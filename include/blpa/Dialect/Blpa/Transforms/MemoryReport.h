@@ -38,12 +38,15 @@ enum class BufferCategory {
   Recomputed,
   /// Gradients and other backward values.
   Gradients,
+  /// Softmax outputs saved for the backward pass (a transformer's attention
+  /// maps, [B * heads, T, T] per layer), which stay float32.
+  SavedAttention,
 };
-constexpr unsigned kNumBufferCategories = 6;
+constexpr unsigned kNumBufferCategories = 7;
 
 BufferCategory getBufferCategory(const Buffer &buffer);
-/// "saved_codes", "saved_float32", "activations", "decoded", "recomputed",
-/// "gradients".
+/// "saved_codes", "saved_float32", "saved_attention", "activations",
+/// "decoded", "recomputed", "gradients".
 llvm::StringRef stringifyBufferCategory(BufferCategory category);
 
 /// Live bytes per category at every op of the planned function.
