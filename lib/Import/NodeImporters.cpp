@@ -10,6 +10,7 @@
 #include "Importer.h"
 
 #include "blpa/Dialect/Blpa/IR/BlpaOps.h"
+#include "llvm/ADT/StringSwitch.h"
 #include "llvm/Support/CheckedArithmetic.h"
 #include "llvm/Support/MathExtras.h"
 
@@ -242,6 +243,18 @@ static LogicalResult importGlobalAveragePool(NodeBinder &b) {
 
 /// GlobalMaxPool of [N, C, D1, ...] as a max pooling of [N, C, 1, D1 * ...]
 /// over its whole width, reshaped to [N, C, 1, ...].
+/// The maximum of each row of `x` viewed as [outer, channels, size]: a max
+/// pooling of the [outer, channels, 1, size] view with one window per row,
+/// giving [outer, channels, 1, 1]; its gradient goes to each row's first
+/// maximum.
+static FailureOr<Value> rowMaxima(NodeBinder &b, Value x, int64_t outer,
+                                  int64_t channels, int64_t size) {
+  return b.create<MaxPoolOp>(
+      b.reshape(x, {outer, channels, 1, size}), ArrayRef<int64_t>{1, size},
+      ArrayRef<int64_t>{1, 1}, ArrayRef<int64_t>{0, 0, 0, 0}, false,
+      ArrayRef<int64_t>{1, 1});
+}
+
 static LogicalResult importGlobalMaxPool(NodeBinder &b) {
   FailureOr<Value> x = b.input(0);
   if (failed(x))
@@ -251,10 +264,7 @@ static LogicalResult importGlobalMaxPool(NodeBinder &b) {
     return b.error() << "the input has rank " << shape.size()
                      << "; it must be [N, C, D1, ...]";
   int64_t size = ShapedType::getNumElements(shape.drop_front(2));
-  FailureOr<Value> y = b.create<MaxPoolOp>(
-      b.reshape(*x, {shape[0], shape[1], 1, size}), ArrayRef<int64_t>{1, size},
-      ArrayRef<int64_t>{1, 1}, ArrayRef<int64_t>{0, 0, 0, 0}, false,
-      ArrayRef<int64_t>{1, 1});
+  FailureOr<Value> y = rowMaxima(b, *x, shape[0], shape[1], size);
   if (failed(y))
     return failure();
   SmallVector<int64_t> outShape(shape.size(), 1);
@@ -310,16 +320,25 @@ static LogicalResult importBatchNormalization(NodeBinder &b) {
 }
 
 /// An element-wise op of input 0 with the given attributes.
+/// The node's `axis` attribute (`otherwise` when absent) counted from 0
+/// for an input of rank `rank`, or an error when it is not one of its
+/// dimensions.
+static FailureOr<int64_t> axisAttribute(NodeBinder &b, int64_t otherwise,
+                                        int64_t rank) {
+  int64_t axis = b.getInt("axis", otherwise);
+  if (axis < -rank || axis >= rank)
+    return b.error() << "attribute 'axis' = " << axis
+                     << " is out of range for an input of rank " << rank
+                     << "; expected " << -rank << " to " << rank - 1;
+  return axis < 0 ? axis + rank : axis;
+}
+
 template <typename OpTy, typename... Attrs>
 static LogicalResult importElementwise(NodeBinder &b, Attrs... attrs) {
   FailureOr<Value> x = b.input(0);
   if (failed(x))
     return failure();
   return b.setOutput(b.create<OpTy>(*x, attrs...));
-}
-
-static LogicalResult importRelu(NodeBinder &b) {
-  return importElementwise<ReluOp>(b);
 }
 
 //===----------------------------------------------------------------------===//
@@ -449,19 +468,22 @@ static LogicalResult importIntLogic(NodeBinder &b) {
   FailureOr<SmallVector<IntTensor>> operands = intOperands(b);
   if (failed(operands))
     return failure();
-  StringRef op = b.opType();
-  return foldIntElementwise(b, *operands,
-                            [&](ArrayRef<int64_t> v) -> FailureOr<int64_t> {
-                              if (op == "Equal")
-                                return int64_t(v[0] == v[1]);
-                              if (op == "Less")
-                                return int64_t(v[0] < v[1]);
-                              if (op == "Greater")
-                                return int64_t(v[0] > v[1]);
-                              if (op == "Not")
-                                return int64_t(v[0] == 0);
-                              return v[0] ? v[1] : v[2]; // Where
-                            });
+  using Fold = int64_t (*)(ArrayRef<int64_t>);
+  Fold fold =
+      llvm::StringSwitch<Fold>(b.opType())
+          .Case("Equal",
+                [](ArrayRef<int64_t> v) { return int64_t(v[0] == v[1]); })
+          .Case("Less",
+                [](ArrayRef<int64_t> v) { return int64_t(v[0] < v[1]); })
+          .Case("Greater",
+                [](ArrayRef<int64_t> v) { return int64_t(v[0] > v[1]); })
+          .Case("Not", [](ArrayRef<int64_t> v) { return int64_t(v[0] == 0); })
+          .Default([](ArrayRef<int64_t> v) { // Where
+            return v[0] ? v[1] : v[2];
+          });
+  return foldIntElementwise(
+      b, *operands,
+      [fold](ArrayRef<int64_t> v) -> FailureOr<int64_t> { return fold(v); });
 }
 
 /// Cast: between integer types of compile-time tensors, or float32 to
@@ -789,31 +811,11 @@ template <typename OpTy> static LogicalResult importBroadcast(NodeBinder &b) {
   return b.setOutput(b.create<OpTy>(*lhs, *rhs));
 }
 
-static LogicalResult importSigmoid(NodeBinder &b) {
-  return importElementwise<SigmoidOp>(b);
-}
-
 static LogicalResult importHardSigmoid(NodeBinder &b) {
   Builder &builder = b.builder();
   return importElementwise<HardSigmoidOp>(
       b, builder.getF32FloatAttr(b.getFloat("alpha", 0.2)),
       builder.getF32FloatAttr(b.getFloat("beta", 0.5)));
-}
-
-static LogicalResult importHardSwish(NodeBinder &b) {
-  return importElementwise<HardSwishOp>(b);
-}
-
-static LogicalResult importTanh(NodeBinder &b) {
-  return importElementwise<TanhOp>(b);
-}
-
-static LogicalResult importErf(NodeBinder &b) {
-  return importElementwise<ErfOp>(b);
-}
-
-static LogicalResult importSqrt(NodeBinder &b) {
-  return importElementwise<SqrtOp>(b);
 }
 
 /// Gelu (opset 20): `approximate` is "none" (erf) or "tanh".
@@ -826,16 +828,20 @@ static LogicalResult importGelu(NodeBinder &b) {
       b, b.builder().getBoolAttr(approximate == "tanh"));
 }
 
+/// A float32 scalar `value` at the node, an operand that broadcasts.
+static Value scalarConstant(NodeBinder &b, double value) {
+  auto scalar = RankedTensorType::get({}, b.builder().getF32Type());
+  return FillOp::create(b.builder(), b.loc(), scalar,
+                        b.builder().getF64FloatAttr(value));
+}
+
 /// Neg: 0 - x, a broadcast subtraction from a scalar zero, whose gradient
 /// keeps nothing of the forward pass.
 static LogicalResult importNeg(NodeBinder &b) {
   FailureOr<Value> x = b.input(0);
   if (failed(x))
     return failure();
-  auto scalar = RankedTensorType::get({}, b.builder().getF32Type());
-  Value zero = FillOp::create(b.builder(), b.loc(), scalar,
-                              b.builder().getF64FloatAttr(0.0));
-  return b.setOutput(b.create<SubOp>(zero, *x));
+  return b.setOutput(b.create<SubOp>(scalarConstant(b, 0.0), *x));
 }
 
 /// The exponent of Pow when it is a constant of one element (an integer or
@@ -882,14 +888,6 @@ static LogicalResult importPow(NodeBinder &b) {
   return importBroadcast<PowerOp>(b);
 }
 
-static LogicalResult importExp(NodeBinder &b) {
-  return importElementwise<ExpOp>(b);
-}
-
-static LogicalResult importLog(NodeBinder &b) {
-  return importElementwise<LogOp>(b);
-}
-
 /// LayerNormalization (opset 17): normalizes over the dimensions from
 /// `axis` (default -1). The optional Mean and InvStdDev outputs keep the
 /// input's rank (1s from `axis` on), reshaped from blpa.layer_norm's [rows]
@@ -904,20 +902,17 @@ static LogicalResult importLayerNormalization(NodeBinder &b) {
     return failure();
   SmallVector<int64_t> shape(getShape(*x));
   int64_t rank = shape.size();
-  int64_t axis = b.getInt("axis", -1);
-  if (axis < -rank || axis >= rank)
-    return b.error() << "attribute 'axis' = " << axis
-                     << " is out of range for an input of rank " << rank
-                     << "; expected " << -rank << " to " << rank - 1;
-  axis = axis < 0 ? axis + rank : axis;
+  FailureOr<int64_t> axis = axisAttribute(b, -1, rank);
+  if (failed(axis))
+    return failure();
   Builder &builder = b.builder();
   FailureOr<Value> y = b.create<LayerNormOp>(
-      *x, *scale, *bias, builder.getI64IntegerAttr(axis),
+      *x, *scale, *bias, builder.getI64IntegerAttr(*axis),
       builder.getF64FloatAttr(b.getFloat("epsilon", 1e-5)));
   if (failed(y))
     return failure();
   Operation *norm = y->getDefiningOp();
-  SmallVector<int64_t> statsShape(shape.begin(), shape.begin() + axis);
+  SmallVector<int64_t> statsShape(shape.begin(), shape.begin() + *axis);
   statsShape.resize(rank, 1);
   SmallVector<Value> outputs = {*y};
   for (int i = 1; i < std::min(b.node().output_size(), 3); ++i)
@@ -939,16 +934,13 @@ template <typename OpTy> static LogicalResult importSoftmax(NodeBinder &b) {
     return b.error() << "the input is a scalar; only inputs of rank >= 1 "
                         "have an axis to normalize over";
   bool coerced = b.opset() < 13;
-  int64_t axis = b.getInt("axis", coerced ? 1 : -1);
-  int64_t normalized = axis < 0 ? axis + rank : axis;
-  if (normalized < 0 || normalized >= rank)
-    return b.error() << "attribute 'axis' = " << axis
-                     << " is out of range for an input of rank " << rank
-                     << "; expected " << -rank << " to " << rank - 1;
+  FailureOr<int64_t> axis = axisAttribute(b, coerced ? 1 : -1, rank);
+  if (failed(axis))
+    return failure();
   if (!coerced)
-    return b.setOutput(b.create<OpTy>(*x, normalized));
-  int64_t outer = ShapedType::getNumElements(shape.take_front(normalized));
-  int64_t inner = ShapedType::getNumElements(shape.drop_front(normalized));
+    return b.setOutput(b.create<OpTy>(*x, *axis));
+  int64_t outer = ShapedType::getNumElements(shape.take_front(*axis));
+  int64_t inner = ShapedType::getNumElements(shape.drop_front(*axis));
   FailureOr<Value> y = b.create<OpTy>(b.reshape(*x, {outer, inner}), 1);
   if (failed(y))
     return failure();
@@ -1463,13 +1455,10 @@ static LogicalResult gatherFloat(NodeBinder &b) {
   if (failed(data) || failed(indices))
     return failure();
   ArrayRef<int64_t> shape = getShape(*data);
-  int64_t rank = shape.size();
-  int64_t axis = b.getInt("axis", 0);
-  if (axis < -rank || axis >= rank)
-    return b.error() << "attribute 'axis' = " << axis
-                     << " is out of range for an input of rank " << rank;
-  axis = axis < 0 ? axis + rank : axis;
-  int64_t size = shape[axis];
+  FailureOr<int64_t> found = axisAttribute(b, 0, shape.size());
+  if (failed(found))
+    return failure();
+  int64_t axis = *found, size = shape[axis];
   SmallVector<int64_t> positions;
   for (int64_t index : indices->values) {
     if (index < -size || index >= size)
@@ -1710,24 +1699,16 @@ static LogicalResult importReduceSum(NodeBinder &b) {
     FailureOr<Value> mean = b.create<GlobalAvgPoolOp>(rows);
     if (failed(mean))
       return failure();
-    auto scalar = RankedTensorType::get({}, b.builder().getF32Type());
-    Value count = FillOp::create(
-        b.builder(), b.loc(), scalar,
-        b.builder().getF64FloatAttr(double(getShape(rows).back())));
-    return b.create<MulOp>(*mean, count);
+    return b.create<MulOp>(*mean,
+                           scalarConstant(b, double(getShape(rows).back())));
   });
 }
 
-/// ReduceMax: a max pooling of each row ([outer, 1, 1, inner], one window);
-/// its gradient goes to each row's first maximum.
+/// ReduceMax: the maximum of each row (rowMaxima).
 static LogicalResult importReduceMax(NodeBinder &b) {
-  return importReduce(b, 18, [](NodeBinder &b, Value rows) -> FailureOr<Value> {
+  return importReduce(b, 18, [](NodeBinder &b, Value rows) {
     ArrayRef<int64_t> shape = getShape(rows);
-    int64_t inner = shape.back();
-    return b.create<MaxPoolOp>(
-        b.reshape(rows, {shape[0], 1, 1, inner}), ArrayRef<int64_t>{1, inner},
-        ArrayRef<int64_t>{1, 1}, ArrayRef<int64_t>{0, 0, 0, 0}, false,
-        ArrayRef<int64_t>{1, 1});
+    return rowMaxima(b, rows, shape[0], 1, shape.back());
   });
 }
 
@@ -1764,11 +1745,10 @@ static LogicalResult importSplit(NodeBinder &b) {
   if (failed(x))
     return failure();
   ArrayRef<int64_t> shape = getShape(*x);
-  int64_t rank = shape.size(), axis = b.getInt("axis", 0);
-  int64_t normalized = axis < 0 ? axis + rank : axis;
-  if (normalized < 0 || normalized >= rank)
-    return b.error() << "attribute 'axis' = " << axis
-                     << " is out of range for an input of rank " << rank;
+  FailureOr<int64_t> axis = axisAttribute(b, 0, shape.size());
+  if (failed(axis))
+    return failure();
+  int64_t normalized = *axis;
   FailureOr<SmallVector<int64_t>> sizes = splitSizes(b, shape[normalized]);
   if (failed(sizes))
     return failure();
@@ -1878,8 +1858,8 @@ const llvm::StringMap<NodeImporter> &onnximport::nodeHandlers() {
       {"Div", {importBroadcast<DivOp>}},
       {"Dropout", {importDropout}},
       {"Equal", {importIntLogic, /*minOpset=*/7}},
-      {"Erf", {importErf}},
-      {"Exp", {importExp}},
+      {"Erf", {importElementwise<ErfOp>}},
+      {"Exp", {importElementwise<ExpOp>}},
       {"Expand", {importExpand, /*minOpset=*/8}},
       {"Flatten", {importFlatten}},
       {"Gather", {importGather}},
@@ -1889,11 +1869,11 @@ const llvm::StringMap<NodeImporter> &onnximport::nodeHandlers() {
       {"GlobalMaxPool", {importGlobalMaxPool}},
       {"Greater", {importIntLogic, /*minOpset=*/7}},
       {"HardSigmoid", {importHardSigmoid}},
-      {"HardSwish", {importHardSwish, /*minOpset=*/14}},
+      {"HardSwish", {importElementwise<HardSwishOp>, /*minOpset=*/14}},
       {"Identity", {importIdentity}},
       {"LayerNormalization", {importLayerNormalization, /*minOpset=*/17}},
       {"Less", {importIntLogic, /*minOpset=*/7}},
-      {"Log", {importLog}},
+      {"Log", {importElementwise<LogOp>}},
       {"LogSoftmax", {importSoftmax<LogSoftmaxOp>}},
       {"MatMul", {importMatMul}},
       {"MaxPool", {importMaxPool}},
@@ -1905,18 +1885,18 @@ const llvm::StringMap<NodeImporter> &onnximport::nodeHandlers() {
       {"ReduceMax", {importReduceMax}},
       {"ReduceMean", {importReduceMean}},
       {"ReduceSum", {importReduceSum}},
-      {"Relu", {importRelu}},
+      {"Relu", {importElementwise<ReluOp>}},
       {"Reshape", {importReshape}},
       {"Shape", {importShape}},
-      {"Sigmoid", {importSigmoid}},
+      {"Sigmoid", {importElementwise<SigmoidOp>}},
       {"Slice", {importSlice}},
       {"Softmax", {importSoftmax<SoftmaxOp>}},
       {"SpaceToDepth", {importSpaceToDepth}},
       {"Split", {importSplit, /*minOpset=*/2}},
-      {"Sqrt", {importSqrt}},
+      {"Sqrt", {importElementwise<SqrtOp>}},
       {"Squeeze", {importSqueeze}},
       {"Sub", {importBroadcast<SubOp>}},
-      {"Tanh", {importTanh}},
+      {"Tanh", {importElementwise<TanhOp>}},
       {"Transpose", {importTranspose}},
       {"Trilu", {importTrilu, /*minOpset=*/14}},
       {"Unsqueeze", {importUnsqueeze}},

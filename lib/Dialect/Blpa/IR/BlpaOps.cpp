@@ -628,8 +628,14 @@ checkLayerNorm(std::optional<Location> loc, Value input, int64_t axis,
   return view;
 }
 
+/// The [rows, cols] view of a verified op's `input` at `axis`.
+static std::pair<int64_t, int64_t> verifiedLayerNormView(Value input,
+                                                         int64_t axis) {
+  return *layerNormView(std::nullopt, getShape(input), axis);
+}
+
 std::pair<int64_t, int64_t> LayerNormOp::getRowsAndCols() {
-  return *layerNormView(std::nullopt, getShape(getInput()), getAxis());
+  return verifiedLayerNormView(getInput(), getAxis());
 }
 
 LogicalResult LayerNormOp::inferReturnTypes(MLIRContext *ctx,
@@ -685,9 +691,9 @@ StringRef LayerNormGradOp::getRuntimeFunction() {
 void LayerNormGradOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   appendData(args, {getGrad(), getInput(), getScale(), getMean(), getInvStd(),
                     getInputGrad(), getScaleGrad(), getBiasGrad()});
-  auto view = *layerNormView(std::nullopt, getShape(getInput()), getAxis());
-  args.push_back(RuntimeArg::i64(view.first));
-  args.push_back(RuntimeArg::i64(view.second));
+  auto [rows, cols] = verifiedLayerNormView(getInput(), getAxis());
+  args.push_back(RuntimeArg::i64(rows));
+  args.push_back(RuntimeArg::i64(cols));
 }
 
 void LayerNormGradOp::getInPlaceOperands(unsigned resultIndex,
