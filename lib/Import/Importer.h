@@ -120,6 +120,11 @@ public:
   bool hasInput(int index) const;
   FailureOr<Value> input(int index);
   FailureOr<Value> optionalInput(int index);
+  /// Whether input `index` is a run-time integer tensor (token ids: an int64
+  /// or int32 graph input), which `input` refuses.
+  bool isIndexInput(int index) const;
+  /// Input `index` as token ids, or an error when it is something else.
+  FailureOr<Value> indexInput(int index);
   /// A compile-time integer tensor input (e.g. Reshape's shape).
   FailureOr<IntTensor> intInput(int index);
   /// Whether input `index` is a compile-time integer tensor.

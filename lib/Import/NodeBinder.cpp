@@ -55,6 +55,11 @@ FailureOr<Value> NodeBinder::optionalInput(int index) {
   if (!hasInput(index))
     return Value();
   const std::string &input = nodeProto.input(index);
+  if (isIndexInput(index))
+    return error() << "input '" << input
+                   << "' holds token ids (an integer graph input); only "
+                      "Gather from an embedding table, Shape and Cast to an "
+                      "integer type can read them";
   if (Value value = importer.values.lookup(input))
     return value;
   if (importer.intTensors.count(input) || importer.floatConstants.count(input))
@@ -141,6 +146,21 @@ FailureOr<Value> NodeBinder::input(int index) {
   if (succeeded(value) && !*value)
     return error() << "input " << index << " is missing; it is required";
   return value;
+}
+
+bool NodeBinder::isIndexInput(int index) const {
+  if (!hasInput(index))
+    return false;
+  Value value = importer.values.lookup(nodeProto.input(index));
+  return value &&
+         cast<ShapedType>(value.getType()).getElementType().isInteger(64);
+}
+
+FailureOr<Value> NodeBinder::indexInput(int index) {
+  if (!isIndexInput(index))
+    return error() << "input " << index
+                   << " must be token ids (an int64 or int32 graph input)";
+  return importer.values.lookup(nodeProto.input(index));
 }
 
 bool NodeBinder::isIntInput(int index) const {

@@ -10,6 +10,7 @@
 #include "Importer.h"
 
 #include "blpa/Dialect/Blpa/IR/BlpaOps.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "llvm/ADT/StringSwitch.h"
 #include "llvm/Support/CheckedArithmetic.h"
 #include "llvm/Support/MathExtras.h"
@@ -495,6 +496,9 @@ static LogicalResult importCast(NodeBinder &b) {
       to == onnx::TensorProto::INT16 || to == onnx::TensorProto::INT8;
   if (b.isIntInput(0) && toInteger)
     return b.setIntOutput(*b.intInput(0));
+  // Token ids are int64 in the step whatever the graph input's type.
+  if (b.isIndexInput(0) && toInteger)
+    return b.setOutput(b.indexInput(0));
   if (b.isIntInput(0) && to == onnx::TensorProto::FLOAT)
     return b.setFloatConstantOutput(b.castToFloat(*b.intInput(0)));
   if (to == onnx::TensorProto::FLOAT && b.isFloatConstantInput(0))
@@ -1428,6 +1432,8 @@ static LogicalResult importShape(NodeBinder &b) {
   SmallVector<int64_t> dims;
   if (b.isIntInput(0)) {
     dims = b.intInput(0)->shape;
+  } else if (b.isIndexInput(0)) {
+    llvm::append_range(dims, getShape(*b.indexInput(0)));
   } else {
     FailureOr<Value> x = b.input(0);
     if (failed(x))
@@ -1482,7 +1488,33 @@ static LogicalResult gatherFloat(NodeBinder &b) {
   return b.setOutput(b.reshape(*slice, outShape));
 }
 
+/// Gather of the rows of a float table [vocab, dim] at token ids: an
+/// embedding lookup. The graph input of the ids records the table's size,
+/// so the executable can check the ids it is given.
+static LogicalResult gatherRows(NodeBinder &b) {
+  FailureOr<Value> table = b.input(0), indices = b.indexInput(1);
+  if (failed(table) || failed(indices))
+    return failure();
+  if (getShape(*table).size() != 2 || b.getInt("axis", 0) != 0)
+    return b.error() << "Gather at token ids must read rows (axis 0) of a "
+                        "2-D table [vocab, dim], an embedding; got axis "
+                     << b.getInt("axis", 0) << " of "
+                     << formatInts(getShape(*table));
+  if (auto arg = dyn_cast<BlockArgument>(*indices)) {
+    auto func = cast<func::FuncOp>(arg.getOwner()->getParentOp());
+    int64_t vocab = getShape(*table)[0];
+    auto bound =
+        func.getArgAttrOfType<IntegerAttr>(arg.getArgNumber(), "blpa.index_bound");
+    if (!bound || bound.getInt() > vocab)
+      func.setArgAttr(arg.getArgNumber(), "blpa.index_bound",
+                      b.builder().getI64IntegerAttr(vocab));
+  }
+  return b.setOutput(b.create<EmbeddingOp>(*table, *indices));
+}
+
 static LogicalResult importGather(NodeBinder &b) {
+  if (b.isIndexInput(1))
+    return gatherRows(b);
   if (!b.isIntInput(0))
     return gatherFloat(b);
   FailureOr<IntTensor> data = shapeOperand(b, 0), indices = shapeOperand(b, 1);

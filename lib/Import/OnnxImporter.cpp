@@ -162,11 +162,15 @@ static std::string dimLabel(const onnx::TensorShapeProto::Dimension &dim) {
 FailureOr<RankedTensorType>
 Importer::inputType(const onnx::ValueInfoProto &input) {
   const onnx::TypeProto &type = input.type();
-  if (!type.has_tensor_type() ||
-      type.tensor_type().elem_type() != onnx::TensorProto::FLOAT)
+  int32_t onnxType =
+      type.has_tensor_type() ? type.tensor_type().elem_type() : 0;
+  // Integer inputs are token ids (an embedding's), int64 in the step.
+  bool tokenIds = onnxType == onnx::TensorProto::INT64 ||
+                  onnxType == onnx::TensorProto::INT32;
+  if (onnxType != onnx::TensorProto::FLOAT && !tokenIds)
     return fileError() << "input '" << input.name()
-                       << "' is not a float32 tensor; only float32 inputs "
-                          "are supported";
+                       << "' is neither a float32 tensor nor token ids "
+                          "(int64 or int32); only those inputs are supported";
   if (!type.tensor_type().has_shape())
     return fileError() << "input '" << input.name()
                        << "' has no shape; give the graph inputs static "
@@ -196,7 +200,9 @@ Importer::inputType(const onnx::ValueInfoProto &input) {
   if (!isAddressable(shape))
     return fileError() << "input '" << input.name() << "' has the shape "
                        << formatInts(shape) << ", too large to address";
-  return RankedTensorType::get(shape, builder.getF32Type());
+  Type elementType = tokenIds ? Type(builder.getI64Type())
+                              : Type(builder.getF32Type());
+  return RankedTensorType::get(shape, elementType);
 }
 
 static DictionaryAttr nameAttr(OpBuilder &builder, llvm::StringRef name) {

@@ -8,6 +8,7 @@ hand to `blpa-opt`.
 """
 
 import argparse
+import math
 import warnings
 
 import onnx
@@ -183,6 +184,92 @@ def vision_transformer(seed=0, in_channels=3, image_size=32, num_classes=10,
     return _with_input_shape(model, in_channels, image_size)
 
 
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention under a causal mask, written out as GPT-2
+    is: one projection to queries, keys and values, the scores masked by
+    the upper triangle of -inf (torch.triu, exported as Trilu) and a
+    softmax over the keys."""
+
+    def __init__(self, width, heads):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x):
+        batch, steps, width = x.shape
+        head = width // self.heads
+        q, k, v = self.qkv(x).split(width, dim=2)
+        q, k, v = (t.reshape(batch, steps, self.heads, head).transpose(1, 2)
+                   for t in (q, k, v))
+        scores = q @ k.transpose(-2, -1) * (1.0 / math.sqrt(head))
+        mask = torch.triu(torch.full((steps, steps), float("-inf")),
+                          diagonal=1)
+        attention = torch.softmax(scores + mask, dim=-1)
+        y = (attention @ v).transpose(1, 2).reshape(batch, steps, width)
+        return self.proj(y)
+
+
+class DecoderBlock(nn.Module):
+    """A pre-norm GPT block: attention and a GELU MLP (4x wide), each in a
+    residual branch behind a layer norm."""
+
+    def __init__(self, width, heads):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(width)
+        self.attention = CausalSelfAttention(width, heads)
+        self.ln2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(),
+                                 nn.Linear(4 * width, width))
+
+    def forward(self, x):
+        x = x + self.attention(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    """A GPT-style decoder over token ids [N, context]: token embeddings
+    (an ONNX Gather of a trainable table) plus learned positions, pre-norm
+    blocks, a final layer norm and a linear head to next-token logits
+    [N, context, vocab]. Positions are a parameter of the full context, so
+    the model reads exactly `context` tokens, as its executable does."""
+
+    def __init__(self, vocab, context, layers, width, heads):
+        super().__init__()
+        self.context = context
+        self.vocab = vocab
+        self.tokens = nn.Embedding(vocab, width)
+        self.positions = nn.Parameter(torch.zeros(1, context, width))
+        self.blocks = nn.Sequential(
+            *[DecoderBlock(width, heads) for _ in range(layers)])
+        self.ln = nn.LayerNorm(width)
+        self.head = nn.Linear(width, vocab, bias=False)
+        # GPT-2's initialization.
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+        nn.init.normal_(self.positions, std=0.02)
+
+    def forward(self, ids):
+        x = self.tokens(ids) + self.positions
+        return self.head(self.ln(self.blocks(x)))
+
+    def example(self, batch):
+        """Token ids to trace the export with."""
+        return torch.randint(0, self.vocab, (batch, self.context))
+
+
+def gpt(seed=0, vocab=256, context=128, layers=4, width=128, heads=4):
+    """Issue 18's language model: byte vocabulary, context 128, 4 layers,
+    width 128, 4 heads, untied embeddings. Export it with opset 17."""
+    torch.manual_seed(seed)
+    model = GPT(vocab, context, layers, width, heads)
+    model.input_shape = (1, context)
+    return model
+
+
 def export(model, path, input_shape=None, training=True, opset=15):
     """Writes `model` as ONNX with a symbolic batch dimension ('batch'), in
     training mode (batch norms with training_mode=1) unless told otherwise.
@@ -199,7 +286,8 @@ def export(model, path, input_shape=None, training=True, opset=15):
             else torch.onnx.TrainingMode.EVAL)
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     model.train(training)
-    example = torch.randn(2, *input_shape[1:])
+    example = (model.example(2) if hasattr(model, "example")
+               else torch.randn(2, *input_shape[1:]))
     with warnings.catch_warnings():
         # "Removing mutation from node aten::add_ on ... num_batches_tracked"
         # is expected: the counter has no ONNX equivalent.
@@ -239,11 +327,14 @@ _BUILDERS = {
     "residual-cnn": residual_cnn,
     "preact-resnet": preact_resnet,
     "vit": vision_transformer,
+    "gpt": gpt,
 }
 
 
 def _builder_options(args):
     """The builder keyword arguments the command line set."""
+    if args.model == "gpt":
+        return {"seed": args.seed}
     options = {"seed": args.seed, "num_classes": args.num_classes}
     if args.model == "preact-resnet":
         options["depth"] = args.depth
@@ -270,9 +361,9 @@ def main(argv=None):
     parser.add_argument("--eval", action="store_true",
                         help="export in evaluation mode")
     parser.add_argument("--opset", type=int, default=None,
-                        help="ONNX opset (default 15; 17 for vit)")
+                        help="ONNX opset (default 15; 17 for vit and gpt)")
     args = parser.parse_args(argv)
-    opset = args.opset or (17 if args.model == "vit" else 15)
+    opset = args.opset or (17 if args.model in ("vit", "gpt") else 15)
     export(_BUILDERS[args.model](**_builder_options(args)), args.output,
            training=not args.eval, opset=opset)
 

@@ -16,7 +16,7 @@
 // The whole pipeline from the forward function: autodiff, evaluation mode,
 // planning and lowering to runtime calls.
 // CHECK: llvm.mlir.global external constant @blpa_manifest("blpa-manifest 1\0Amode train\0Atarget cpu\0Aarena {{[0-9]+}}\0A
-// CHECK-SAME: input 4 2 1 4 4 x\0Aoutput 2 2 3 logits\0Alabels 2\0Amodel {{[0-9a-f]+}}\0A
+// CHECK-SAME: input 4 2 1 4 4 x\0Aoutput 2 2 3 logits\0Alabels 1 2\0Aignore_index -100\0Amodel {{[0-9a-f]+}}\0A
 // Each op of the training step, as its profiling hooks number it: the conv
 // makes 1 call of 2 x 16 outputs x 9 taps = 288 flops and (32 + 18 + 16) x 4
 // bytes; no ONNX node (this module was not imported).

@@ -42,7 +42,7 @@ extern "C" const char blpa_manifest[] = "blpa-manifest 1\n"
                                         "mode train\n"
                                         "arena 65536\n"
                                         "threads 1\n"
-                                        "labels 64\n" BLPA_FAKE_TENSORS;
+                                        "labels 1 64\n" BLPA_FAKE_TENSORS;
 
 static_assert(sizeof(ArenaLayout) <= 65536, "arena in the manifest too small");
 

@@ -426,7 +426,7 @@ int badLabelChild(int64_t bad, bool replay) {
       loss = k.out("loss", 1);
   Kernel kernel = [&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
     rt.blpa_softmax_cross_entropy(ctx, p.f(logits), p.i64(labels), p.f(loss), n,
-                                  classes);
+                                  classes, -100);
   };
   Placement gpu(gpuSide, k.buffers);
   const void *tag = nextTag();

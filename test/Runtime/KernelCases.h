@@ -878,18 +878,24 @@ inline void testDropouts() {
 // Loss
 //===----------------------------------------------------------------------===//
 
-inline void testSoftmaxCrossEntropy(int64_t n, int64_t classes, float spread) {
-  std::string base = format("softmax_cross_entropy/%lldx%lld", (long long)n,
-                            (long long)classes);
+/// Every `ignoreEvery`-th row (0: none) is labelled `ignoreIndex`.
+inline void testSoftmaxCrossEntropy(int64_t n, int64_t classes, float spread,
+                                    int64_t ignoreIndex = -100,
+                                    int64_t ignoreEvery = 0) {
+  std::string base = format("softmax_cross_entropy/%lldx%lld/ignore_%lld_%lld",
+                            (long long)n, (long long)classes,
+                            (long long)ignoreIndex, (long long)ignoreEvery);
   // A wide spread of logits overflows a naive exp.
   Floats logits = randomFloats(n * classes, -spread, spread);
   Int64s labels = randomLabels(n, classes);
+  for (int64_t i = 0; ignoreEvery && i < n; i += ignoreEvery)
+    labels[i] = ignoreIndex;
   Case k(base + "/loss");
   int logitsIn = k.in(logits), labelsIn = k.in(labels),
       loss = k.out("loss", 1, sumTol);
   k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
     rt.blpa_softmax_cross_entropy(ctx, p.f(logitsIn), p.i64(labelsIn),
-                                  p.f(loss), n, classes);
+                                  p.f(loss), n, classes, ignoreIndex);
   });
   Case g(base + "/grad");
   int gLogits = g.in(logits), gLabels = g.in(labels),
@@ -897,8 +903,41 @@ inline void testSoftmaxCrossEntropy(int64_t n, int64_t classes, float spread) {
       dlogits = g.out("dlogits", n * classes, sumTol);
   g.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
     rt.blpa_softmax_cross_entropy_grad(ctx, p.f(gLogits), p.i64(gLabels),
-                                       p.f(dloss), p.f(dlogits), n, classes);
+                                       p.f(dloss), p.f(dlogits), n, classes,
+                                       ignoreIndex);
   });
+}
+
+/// Embedding lookups (exact copies) and their scatter-add gradient (the
+/// CPU's order on every runtime: bit for bit in the emulation), with ids
+/// repeated and negative.
+inline void testEmbeddings() {
+  struct Shape {
+    int64_t n, vocab, dim;
+  };
+  for (Shape s : {Shape{37, 11, 19}, Shape{2048, 256, 128}, Shape{5, 3, 1},
+                  Shape{0, 4, 3}}) {
+    std::string base = format("embedding/%lldx%lldx%lld", (long long)s.n,
+                              (long long)s.vocab, (long long)s.dim);
+    Floats table = randomFloats(s.vocab * s.dim), dy = randomFloats(s.n * s.dim);
+    Int64s ids = randomLabels(s.n, 2 * s.vocab);
+    for (int64_t &id : ids)
+      id -= s.vocab;
+    Case k(base + "/lookup");
+    int tableIn = k.in(table), idsIn = k.in(ids),
+        y = k.out("y", s.n * s.dim, exactTol);
+    k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+      rt.blpa_embedding(ctx, p.f(tableIn), p.i64(idsIn), p.f(y), s.n, s.vocab,
+                        s.dim);
+    });
+    Case g(base + "/grad");
+    int dyIn = g.in(dy), gIds = g.in(ids),
+        dtable = g.out("dtable", s.vocab * s.dim, exactTol);
+    g.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+      rt.blpa_embedding_grad(ctx, p.f(dyIn), p.i64(gIds), p.f(dtable), s.n,
+                             s.vocab, s.dim);
+    });
+  }
 }
 
 /// Softmax and log-softmax along the middle axis of [outer, length, inner]
@@ -952,6 +991,10 @@ inline void testLoss() {
   testSoftmaxCrossEntropy(64, 1000, 5.0f);
   testSoftmaxCrossEntropy(300, 3, 5.0f);
   testSoftmaxCrossEntropy(0, 5, 1.0f);
+  testSoftmaxCrossEntropy(96, 13, 5.0f, -100, 3);
+  testSoftmaxCrossEntropy(40, 7, 5.0f, 0, 2);
+  testSoftmaxCrossEntropy(5, 7, 5.0f, -1, 1);
+  testEmbeddings();
 }
 
 //===----------------------------------------------------------------------===//

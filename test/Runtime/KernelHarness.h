@@ -66,6 +66,8 @@
   X(blpa_pad_grad)                                                             \
   X(blpa_transpose)                                                            \
   X(blpa_trilu)                                                                \
+  X(blpa_embedding)                                                            \
+  X(blpa_embedding_grad)                                                       \
   X(blpa_dropout)                                                              \
   X(blpa_dropout_grad)                                                         \
   X(blpa_reduce_sum_to)                                                        \

@@ -647,34 +647,71 @@ void testBatchMatMuls() {
                     b.bBatch);
 }
 
-void testSoftmaxCrossEntropy(int64_t n, int64_t classes, float spread) {
+/// The mean cross-entropy over the rows not labelled `ignoreIndex`; every
+/// `ignoreEvery`-th row (0: none) is labelled so.
+void testSoftmaxCrossEntropy(int64_t n, int64_t classes, float spread,
+                             int64_t ignoreIndex = -100,
+                             int64_t ignoreEvery = 0) {
   std::string base = "softmax_cross_entropy/" + std::to_string(n) + "x" +
-                     std::to_string(classes);
+                     std::to_string(classes) +
+                     (ignoreEvery ? "/ignore_" + std::to_string(ignoreIndex)
+                                  : std::string());
   // A wide spread of logits overflows a naive exp.
   Floats logits = randomFloats(n * classes, -spread, spread);
   std::vector<int64_t> labels(n);
   std::uniform_int_distribution<int64_t> pick(0, classes - 1);
-  for (int64_t &l : labels)
-    l = pick(rng);
-  Doubles lossRef(1, 0.0), dlogitsRef(n * classes);
+  int64_t labelled = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    labels[i] = ignoreEvery && i % ignoreEvery == 0 ? ignoreIndex : pick(rng);
+    labelled += labels[i] != ignoreIndex;
+  }
+  Doubles lossRef(1, 0.0), dlogitsRef(n * classes, 0.0);
   const float dloss = 0.7f;
   for (int64_t i = 0; i < n; ++i) {
+    if (labels[i] == ignoreIndex)
+      continue;
     const float *row = logits.data() + i * classes;
     double max = *std::max_element(row, row + classes), sum = 0;
     for (int64_t j = 0; j < classes; ++j)
       sum += std::exp(row[j] - max);
-    lossRef[0] += (std::log(sum) + max - row[labels[i]]) / n;
+    lossRef[0] += (std::log(sum) + max - row[labels[i]]) / labelled;
     for (int64_t j = 0; j < classes; ++j)
       dlogitsRef[i * classes + j] =
-          dloss * (std::exp(row[j] - max) / sum - (j == labels[i])) / n;
+          dloss * (std::exp(row[j] - max) / sum - (j == labels[i])) / labelled;
   }
   Floats loss(1), dlogits(n * classes);
   blpa_softmax_cross_entropy(&ctx, logits.data(), labels.data(), loss.data(), n,
-                             classes);
+                             classes, ignoreIndex);
   expectClose(base + "/loss", loss, lossRef);
   blpa_softmax_cross_entropy_grad(&ctx, logits.data(), labels.data(), &dloss,
-                                  dlogits.data(), n, classes);
+                                  dlogits.data(), n, classes, ignoreIndex);
   expectClose(base + "/grad", dlogits, dlogitsRef);
+}
+
+/// blpa_embedding against a row copy, and its gradient against a
+/// scatter-add in double; ids include negative ones (from the end).
+void testEmbedding(int64_t n, int64_t vocab, int64_t dim) {
+  std::string base = "embedding/" + std::to_string(n) + "x" +
+                     std::to_string(vocab) + "x" + std::to_string(dim);
+  Floats table = randomFloats(vocab * dim), dy = randomFloats(n * dim);
+  std::vector<int64_t> ids(n);
+  std::uniform_int_distribution<int64_t> pick(-vocab, vocab - 1);
+  for (int64_t &id : ids)
+    id = pick(rng);
+  Doubles yRef(n * dim), dtableRef(vocab * dim, 0.0);
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t row = ids[i] < 0 ? ids[i] + vocab : ids[i];
+    for (int64_t c = 0; c < dim; ++c) {
+      yRef[i * dim + c] = table[row * dim + c];
+      dtableRef[row * dim + c] += dy[i * dim + c];
+    }
+  }
+  Floats y(n * dim), dtable(vocab * dim, 7.0f);
+  blpa_embedding(&ctx, table.data(), ids.data(), y.data(), n, vocab, dim);
+  expectClose(base + "/lookup", y, yRef);
+  blpa_embedding_grad(&ctx, dy.data(), ids.data(), dtable.data(), n, vocab,
+                      dim);
+  expectClose(base + "/grad", dtable, dtableRef);
 }
 
 /// Softmax, or log-softmax when `log`, along the middle axis of x viewed as
@@ -775,18 +812,18 @@ void testBadLabels() {
     std::vector<int64_t> labels = {0, bad, 2};
     std::string expected = "blpa runtime error: blpa_softmax_cross_entropy";
     std::string detail = "label " + std::to_string(bad) +
-                         " of sample 1 is out of range for 5 "
+                         " of row 1 is out of range for 5 "
                          "classes";
     expectFailure("softmax_cross_entropy/label_" + std::to_string(bad),
                   expected + ": " + detail, [&] {
                     blpa_softmax_cross_entropy(nullptr, logits.data(),
                                                labels.data(), out.data(), n,
-                                               classes);
+                                               classes, -100);
                   });
     expectFailure(
         "softmax_cross_entropy_grad/label_" + std::to_string(bad), detail, [&] {
           blpa_softmax_cross_entropy_grad(nullptr, logits.data(), labels.data(),
-                                          &dloss, out.data(), n, classes);
+                                          &dloss, out.data(), n, classes, -100);
         });
   }
 }
@@ -2665,6 +2702,14 @@ int main(int argc, char **argv) {
   testBatchMatMuls();
   testSoftmaxCrossEntropy(9, 11, 50.0f);
   testSoftmaxCrossEntropy(64, 1000, 5.0f);
+  testSoftmaxCrossEntropy(40, 7, 5.0f, -100, 3);
+  // A class label as the ignored one (a padding token), and every row
+  // ignored: the loss and its gradient are 0.
+  testSoftmaxCrossEntropy(40, 7, 5.0f, 0, 2);
+  testSoftmaxCrossEntropy(5, 7, 5.0f, -1, 1);
+  testEmbedding(37, 11, 19);
+  testEmbedding(256, 256, 128);
+  testEmbedding(0, 4, 3);
   testSoftmaxes();
 
   testCodeLayout();

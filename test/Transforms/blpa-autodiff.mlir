@@ -116,9 +116,9 @@ module {
 // -----
 
 module {
-  // expected-error @+1 {{the loss needs logits of shape [N, classes]; the first output has type 'tensor<2x3x4xf32>'}}
-  func.func @forward(%x: tensor<2x3x4xf32>) -> tensor<2x3x4xf32> {
-    return %x : tensor<2x3x4xf32>
+  // expected-error @+1 {{the loss needs logits of shape [N, classes] (or [N, T, classes]); the first output has type 'tensor<4xf32>'}}
+  func.func @forward(%x: tensor<4xf32>) -> tensor<4xf32> {
+    return %x : tensor<4xf32>
   }
 }
 
@@ -300,5 +300,32 @@ module {
     %q = blpa.sqrt %p : (tensor<2x3x4xf32>) -> tensor<2x3x4xf32>
     %f = blpa.reshape %q : tensor<2x3x4xf32> -> tensor<2x12xf32>
     return %f : tensor<2x12xf32>
+  }
+}
+
+// -----
+
+// A language model: token ids through a trainable embedding, logits
+// [B, T, vocab]. The labels are [B, T]; the embedding's gradient is a
+// scatter-add at the same ids, and the ids take none.
+// CHECK-LABEL: func.func @train_step(
+// CHECK-SAME: %[[IDS:.*]]: tensor<2x3xi64> {blpa.index_bound = 7 : i64, blpa.name = "input"}, %[[Y:.*]]: tensor<2x3xi64> {blpa.name = "labels"})
+// CHECK: %[[E:.*]] = blpa.param "emb" trainable
+// CHECK: %[[X:.*]] = blpa.embedding %[[E]], %[[IDS]] {blpa.phase = "forward"}
+// CHECK: blpa.gemm
+// CHECK: %[[L:.*]] = blpa.reshape
+// CHECK: %[[LOSS:.*]] = blpa.softmax_cross_entropy %[[L]], %[[Y]] {blpa.phase = "forward"} : (tensor<2x3x5xf32>, tensor<2x3xi64>) -> tensor<f32>
+// CHECK: blpa.softmax_cross_entropy_grad %[[L]], %[[Y]], %{{.*}} {blpa.phase = "backward"}
+// CHECK: %[[DE:.*]] = blpa.embedding_grad %{{.*}}, %[[IDS]] {blpa.phase = "backward", vocab = 7 : i64} : (tensor<2x3x4xf32>, tensor<2x3xi64>) -> tensor<7x4xf32>
+// CHECK: blpa.sgd_update %[[E]], %[[DE]]
+module {
+  func.func @forward(%ids: tensor<2x3xi64> {blpa.index_bound = 7 : i64, blpa.name = "input"}) -> (tensor<2x3x5xf32> {blpa.name = "logits"}) {
+    %e = blpa.param "emb" trainable : tensor<7x4xf32>
+    %w = blpa.param "head" trainable : tensor<5x4xf32>
+    %x = blpa.embedding %e, %ids : (tensor<7x4xf32>, tensor<2x3xi64>) -> tensor<2x3x4xf32>
+    %f = blpa.reshape %x : tensor<2x3x4xf32> -> tensor<6x4xf32>
+    %g = blpa.gemm %f, %w {trans_b = true} : (tensor<6x4xf32>, tensor<5x4xf32>) -> tensor<6x5xf32>
+    %l = blpa.reshape %g : tensor<6x5xf32> -> tensor<2x3x5xf32>
+    return %l : tensor<2x3x5xf32>
   }
 }

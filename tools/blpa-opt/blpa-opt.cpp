@@ -59,6 +59,12 @@ static cl::OptionCategory compileCategory(
 static cl::opt<bool> trainMode("train",
                                cl::desc("Compile a training executable"),
                                cl::cat(compileCategory));
+static cl::opt<int64_t> ignoreIndex(
+    "ignore-index",
+    cl::desc("With --train: the label of rows the loss leaves out (a "
+             "language model's padding; default -100, as PyTorch's)"),
+    cl::init(-100), cl::cat(compileCategory));
+
 static cl::opt<bool> inferMode("infer",
                                cl::desc("Compile an inference executable"),
                                cl::cat(compileCategory));
@@ -396,8 +402,11 @@ static LogicalResult checkCompileOptions(MLIRContext &context,
 /// The passes up to the choices of what is saved: autodiff (when the module
 /// has no training step yet), evaluation mode and the user's pins.
 static void buildFrontPipeline(PassManager &pm, ModuleOp module) {
-  if (trainMode && !module.lookupSymbol("train_step"))
-    pm.addPass(createBlpaAutodiff());
+  if (trainMode && !module.lookupSymbol("train_step")) {
+    BlpaAutodiffOptions options;
+    options.ignoreIndex = ignoreIndex;
+    pm.addPass(createBlpaAutodiff(options));
+  }
   if (trainMode)
     pm.addPass(createBlpaInferenceBatchNorm());
   // The user's pins become each saved tensor's blpa.act_choice; the passes

@@ -379,12 +379,13 @@ void blpa_batch_matmul(blpa_context *ctx, const float *a, const float *b,
                        int64_t transA, int64_t transB, int64_t aBatch,
                        int64_t bBatch);
 
-/// loss[0] = mean over the batch of -log softmax(logits[i])[labels[i]],
-/// logits [N, classes]. Labels outside [0, classes) are a runtime error
-/// reported through blpa_runtime_fail.
+/// loss[0] = mean of -log softmax(logits[i])[labels[i]] over the rows i < n
+/// of logits [n, classes] whose label is not ignoreIndex (0 when there is
+/// none). Other labels outside [0, classes) are a runtime error reported
+/// through blpa_runtime_fail.
 void blpa_softmax_cross_entropy(blpa_context *ctx, const float *logits,
                                 const int64_t *labels, float *loss, int64_t n,
-                                int64_t classes);
+                                int64_t classes, int64_t ignoreIndex);
 
 /// Softmax along the middle axis of x viewed as [outer, length, inner]
 /// (row-major; ONNX Softmax along `axis` has outer the product of the
@@ -509,11 +510,25 @@ void blpa_avg_pool_grad(blpa_context *ctx, const float *dy, float *dx,
 void blpa_global_avg_pool_grad(blpa_context *ctx, const float *dy, float *dx,
                                int64_t n, int64_t c, int64_t spatial);
 
-/// dlogits = dloss[0] * (softmax(logits) - onehot(labels)) / N.
+/// dlogits = dloss[0] * (softmax(logits) - onehot(labels)) / L, L the
+/// number of rows not labelled ignoreIndex; those rows get zeros.
 void blpa_softmax_cross_entropy_grad(blpa_context *ctx, const float *logits,
                                      const int64_t *labels, const float *dloss,
-                                     float *dlogits, int64_t n,
-                                     int64_t classes);
+                                     float *dlogits, int64_t n, int64_t classes,
+                                     int64_t ignoreIndex);
+
+/// y[i, :] = table[indices[i], :] for i < n, table [vocab, dim]. Indices lie
+/// in [-vocab, vocab) (negative ones count from the end); others are a
+/// runtime error.
+void blpa_embedding(blpa_context *ctx, const float *table,
+                    const int64_t *indices, float *y, int64_t n, int64_t vocab,
+                    int64_t dim);
+
+/// dtable[v, :] = sum of dy[i, :] over the i < n with indices[i] naming row
+/// v, added in increasing i (deterministic); other rows are zero.
+void blpa_embedding_grad(blpa_context *ctx, const float *dy,
+                         const int64_t *indices, float *dtable, int64_t n,
+                         int64_t vocab, int64_t dim);
 
 //===----------------------------------------------------------------------===//
 // Optimizer

@@ -55,8 +55,16 @@ static StringRef nameOf(DictionaryAttr attrs, StringRef fallback) {
 static void printInterface(llvm::raw_ostream &os, func::FuncOp func,
                            unsigned numDataInputs) {
   for (unsigned i = 0; i < numDataInputs; ++i) {
-    os << "input ";
-    printDims(os, cast<ShapedType>(func.getArgumentTypes()[i]).getShape());
+    auto type = cast<ShapedType>(func.getArgumentTypes()[i]);
+    // Token ids: int64, below the bound of the tables they index (0:
+    // none reads them).
+    if (type.getElementType().isInteger(64)) {
+      auto bound = func.getArgAttrOfType<IntegerAttr>(i, "blpa.index_bound");
+      os << "index_input " << (bound ? bound.getInt() : 0) << ' ';
+    } else {
+      os << "input ";
+    }
+    printDims(os, type.getShape());
     os << ' ' << nameOf(func.getArgAttrDict(i), "input") << '\n';
   }
   if (func.getName() != "forward")
@@ -104,7 +112,12 @@ std::string mlir::blpa::buildManifest(ModuleOp module, const ParamTable &params,
     printInterface(os, step, step.getNumArguments() - 1);
   if (step) {
     auto labels = cast<ShapedType>(step.getArgumentTypes().back());
-    os << "labels " << labels.getDimSize(0) << '\n';
+    os << "labels ";
+    printDims(os, labels.getShape());
+    os << '\n';
+    step.walk([&](SoftmaxCrossEntropyOp loss) {
+      os << "ignore_index " << int64_t(loss.getIgnoreIndex()) << '\n';
+    });
   }
   if (step) {
     os << "model " << getModelFingerprint(module) << '\n';

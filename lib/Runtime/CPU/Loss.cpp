@@ -25,14 +25,22 @@ using namespace blpa::cpu;
 
 namespace {
 
-void checkLabels(const char *kernel, const int64_t *labels, int64_t n,
-                 int64_t classes) {
-  for (int64_t i = 0; i < n; ++i)
+/// Checks the labels and returns the number of rows the mean is over (those
+/// not labelled `ignoreIndex`).
+int64_t countLabelledRows(const char *kernel, const int64_t *labels, int64_t n,
+                          int64_t classes, int64_t ignoreIndex) {
+  int64_t labelled = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (labels[i] == ignoreIndex)
+      continue;
     if (labels[i] < 0 || labels[i] >= classes)
-      failf("%s: label %lld of sample %lld is out of range for %lld classes "
-            "(expected 0 to %lld)",
+      failf("%s: label %lld of row %lld is out of range for %lld classes "
+            "(expected 0 to %lld, or %lld to leave the row out)",
             kernel, (long long)labels[i], (long long)i, (long long)classes,
-            (long long)classes - 1);
+            (long long)classes - 1, (long long)ignoreIndex);
+    ++labelled;
+  }
+  return labelled;
 }
 
 /// The row's maximum and log(sum(exp(row - max))).
@@ -146,10 +154,13 @@ void blpa_log_softmax_grad(blpa_context *, const float *dy, const float *y,
 
 void blpa_softmax_cross_entropy(blpa_context *, const float *logits,
                                 const int64_t *labels, float *loss, int64_t n,
-                                int64_t classes) {
-  checkLabels("blpa_softmax_cross_entropy", labels, n, classes);
+                                int64_t classes, int64_t ignoreIndex) {
+  int64_t labelled = countLabelledRows("blpa_softmax_cross_entropy", labels, n,
+                                       classes, ignoreIndex);
   std::vector<double> rowLoss(n);
   parallelFor(n, [&](int64_t i) {
+    if (labels[i] == ignoreIndex)
+      return;
     const float *row = logits + i * classes;
     LogSumExp lse = logSumExp(row, classes);
     // -log softmax[label] = log(sum exp(row - max)) - (row[label] - max).
@@ -158,18 +169,23 @@ void blpa_softmax_cross_entropy(blpa_context *, const float *logits,
   double total = 0;
   for (double l : rowLoss)
     total += l;
-  loss[0] = float(n ? total / n : 0.0);
+  loss[0] = float(labelled ? total / double(labelled) : 0.0);
 }
 
 void blpa_softmax_cross_entropy_grad(blpa_context *, const float *logits,
                                      const int64_t *labels, const float *dloss,
-                                     float *dlogits, int64_t n,
-                                     int64_t classes) {
-  checkLabels("blpa_softmax_cross_entropy_grad", labels, n, classes);
-  double scale = double(dloss[0]) / double(n);
+                                     float *dlogits, int64_t n, int64_t classes,
+                                     int64_t ignoreIndex) {
+  int64_t labelled = countLabelledRows("blpa_softmax_cross_entropy_grad",
+                                       labels, n, classes, ignoreIndex);
+  double scale = labelled ? double(dloss[0]) / double(labelled) : 0.0;
   parallelFor(n, [&](int64_t i) {
-    const float *row = logits + i * classes;
     float *out = dlogits + i * classes;
+    if (labels[i] == ignoreIndex) {
+      std::fill(out, out + classes, 0.0f);
+      return;
+    }
+    const float *row = logits + i * classes;
     LogSumExp lse = logSumExp(row, classes);
     for (int64_t j = 0; j < classes; ++j) {
       double p = std::exp(logSoftmaxOf(row[j], lse.max, lse.logSum));

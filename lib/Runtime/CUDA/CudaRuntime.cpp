@@ -97,6 +97,8 @@ void checkDeviceErrors(CudaRuntime &rt) {
   check(cudaStreamSynchronize(rt.stream), "step");
   if (code == deviceLabelOutOfRange)
     failf("blpa_softmax_cross_entropy: a label is outside [0, classes)");
+  if (code == deviceIndexOutOfRange)
+    failf("blpa_embedding: a token id is outside the embedding table");
   if (code != deviceOk)
     failf("a kernel raised device error %d", int(code));
 }

@@ -54,6 +54,7 @@ struct DeviceHyper {
 enum DeviceError : int32_t {
   deviceOk = 0,
   deviceLabelOutOfRange = 1,
+  deviceIndexOutOfRange = 2,
 };
 
 /// A recorded step: the executable graph and the bindings it was recorded

@@ -7,7 +7,9 @@
 // kernel adds them in a fixed order, so the batch mean is deterministic.
 // Labels live in device memory: one out of [0, classes) raises
 // deviceLabelOutOfRange (reported after the step) and the row contributes
-// 0, so the loss stays finite.
+// 0, so the loss stays finite. Rows labelled ignoreIndex contribute nothing
+// and are not counted in the mean; the gradient's divisor (the number of
+// labelled rows) is counted on the device by one block, in a fixed order.
 //
 // Softmax and log-softmax (formulas in lib/Runtime/Common/SoftmaxMath.h,
 // shared with the CPU) normalize the rows of an [outer, length, inner]
@@ -29,8 +31,10 @@ using namespace blpa::cuda;
 
 namespace {
 
-/// The scratchFor slot of the per-row losses.
+/// The scratchFor slots of the per-row losses and of the labelled rows'
+/// count.
 constexpr unsigned rowLossSlot = 11;
+constexpr unsigned labelledSlot = 12;
 
 constexpr int warpsPerBlock = blockThreads / warpLanes;
 
@@ -63,14 +67,21 @@ __device__ bool checkLabel(int64_t label, int64_t classes, int32_t *errorFlag,
   return false;
 }
 
-/// rowLoss[i] = -log softmax(logits[i])[labels[i]], 0 for a bad label.
+/// rowLoss[i] = -log softmax(logits[i])[labels[i]], 0 for a bad or ignored
+/// label.
 __global__ void __launch_bounds__(blockThreads)
     rowLossKernel(const float *logits, const int64_t *labels, double *rowLoss,
-                  int64_t n, int64_t classes, int32_t *errorFlag) {
+                  int64_t n, int64_t classes, int64_t ignoreIndex,
+                  int32_t *errorFlag) {
   forEachRowByWarp(n, [&](int64_t i, int lane) {
+    int64_t label = labels[i];
+    if (label == ignoreIndex) {
+      if (lane == 0)
+        rowLoss[i] = 0.0;
+      return;
+    }
     const float *row = logits + i * classes;
     LogSumExp lse = rowLogSumExp(row, classes, lane);
-    int64_t label = labels[i];
     bool valid = checkLabel(label, classes, errorFlag, lane);
     // -log softmax[label] = log(sum exp(row - max)) - (row[label] - max).
     if (lane == 0)
@@ -78,39 +89,67 @@ __global__ void __launch_bounds__(blockThreads)
   });
 }
 
-/// loss[0] = the mean of rowLoss[0, n): thread t adds rows t, t + 256, ...,
-/// then the warps' butterflies and warp 0's sums in warp order, a fixed
-/// tree for a given n.
-__global__ void __launch_bounds__(blockThreads)
-    batchMeanKernel(const double *rowLoss, float *loss, int64_t n) {
+/// The sum over the block of `value(i)` for i in [0, n): thread t adds
+/// i = t, t + 256, ..., then the warps' butterflies and warp 0's sums in
+/// warp order, a fixed tree for a given n. Thread 0 gets the result.
+template <typename Value>
+__device__ double blockSum(int64_t n, Value &&value) {
   __shared__ double warpSums[warpsPerBlock];
   double acc = 0;
   for (int64_t i = threadIdx.x; i < n; i += blockThreads)
-    acc += rowLoss[i];
+    acc += value(i);
   acc = warpSum(acc);
   if (threadIdx.x % warpLanes == 0)
     warpSums[threadIdx.x / warpLanes] = acc;
   __syncthreads();
-  if (threadIdx.x != 0)
-    return;
   double total = 0;
   for (int w = 0; w < warpsPerBlock; ++w)
     total += warpSums[w];
-  loss[0] = float(n ? total / double(n) : 0.0);
+  return total;
 }
 
-/// dlogits[i] = dloss[0] / n * (softmax(logits[i]) - onehot(labels[i]));
-/// a bad label gets no one-hot term.
+/// loss[0] = the sum of rowLoss[0, n) over the rows not labelled
+/// ignoreIndex, divided by their number.
+__global__ void __launch_bounds__(blockThreads)
+    batchMeanKernel(const double *rowLoss, const int64_t *labels, float *loss,
+                    int64_t n, int64_t ignoreIndex) {
+  double total = blockSum(n, [&](int64_t i) { return rowLoss[i]; });
+  __syncthreads();
+  double labelled = blockSum(
+      n, [&](int64_t i) { return labels[i] == ignoreIndex ? 0.0 : 1.0; });
+  if (threadIdx.x == 0)
+    loss[0] = float(labelled > 0 ? total / labelled : 0.0);
+}
+
+/// labelled[0] = the number of rows not labelled ignoreIndex.
+__global__ void __launch_bounds__(blockThreads)
+    labelledRowsKernel(const int64_t *labels, double *labelled, int64_t n,
+                       int64_t ignoreIndex) {
+  double count = blockSum(
+      n, [&](int64_t i) { return labels[i] == ignoreIndex ? 0.0 : 1.0; });
+  if (threadIdx.x == 0)
+    labelled[0] = count;
+}
+
+/// dlogits[i] = dloss[0] / labelled * (softmax(logits[i]) -
+/// onehot(labels[i])); a bad label gets no one-hot term, an ignored one
+/// zeros.
 __global__ void __launch_bounds__(blockThreads)
     lossGradKernel(const float *logits, const int64_t *labels,
-                   const float *dloss, float *dlogits, int64_t n,
-                   int64_t classes, int32_t *errorFlag) {
-  double scale = double(dloss[0]) / double(n);
+                   const float *dloss, const double *labelled, float *dlogits,
+                   int64_t n, int64_t classes, int64_t ignoreIndex,
+                   int32_t *errorFlag) {
+  double scale = labelled[0] > 0 ? double(dloss[0]) / labelled[0] : 0.0;
   forEachRowByWarp(n, [&](int64_t i, int lane) {
-    const float *row = logits + i * classes;
     float *out = dlogits + i * classes;
-    LogSumExp lse = rowLogSumExp(row, classes, lane);
     int64_t label = labels[i];
+    if (label == ignoreIndex) {
+      for (int64_t j = lane; j < classes; j += warpLanes)
+        out[j] = 0.0f;
+      return;
+    }
+    const float *row = logits + i * classes;
+    LogSumExp lse = rowLogSumExp(row, classes, lane);
     if (!checkLabel(label, classes, errorFlag, lane))
       label = -1;
     for (int64_t j = lane; j < classes; j += warpLanes) {
@@ -251,30 +290,37 @@ extern "C" {
 
 void blpa_softmax_cross_entropy(blpa_context *ctx, const float *logits,
                                 const int64_t *labels, float *loss, int64_t n,
-                                int64_t classes) {
+                                int64_t classes, int64_t ignoreIndex) {
   CudaRuntime &rt = runtimeOf(ctx);
   checkClasses("blpa_softmax_cross_entropy", n, classes);
   double *rowLoss = static_cast<double *>(
       scratchFor(rt, rowLossSlot, size_t(n > 0 ? n : 1) * sizeof(double)));
   if (n > 0) {
     rowLossKernel<<<gridFor(n * warpLanes), blockThreads, 0, rt.stream>>>(
-        logits, labels, rowLoss, n, classes, rt.errorFlag);
+        logits, labels, rowLoss, n, classes, ignoreIndex, rt.errorFlag);
     checkLaunch("blpa_softmax_cross_entropy");
   }
-  batchMeanKernel<<<1, blockThreads, 0, rt.stream>>>(rowLoss, loss, n);
+  batchMeanKernel<<<1, blockThreads, 0, rt.stream>>>(rowLoss, labels, loss, n,
+                                                     ignoreIndex);
   checkLaunch("blpa_softmax_cross_entropy (mean)");
 }
 
 void blpa_softmax_cross_entropy_grad(blpa_context *ctx, const float *logits,
                                      const int64_t *labels, const float *dloss,
-                                     float *dlogits, int64_t n,
-                                     int64_t classes) {
+                                     float *dlogits, int64_t n, int64_t classes,
+                                     int64_t ignoreIndex) {
   CudaRuntime &rt = runtimeOf(ctx);
   checkClasses("blpa_softmax_cross_entropy_grad", n, classes);
   if (n <= 0)
     return;
+  double *labelled =
+      static_cast<double *>(scratchFor(rt, labelledSlot, sizeof(double)));
+  labelledRowsKernel<<<1, blockThreads, 0, rt.stream>>>(labels, labelled, n,
+                                                        ignoreIndex);
+  checkLaunch("blpa_softmax_cross_entropy_grad (count)");
   lossGradKernel<<<gridFor(n * warpLanes), blockThreads, 0, rt.stream>>>(
-      logits, labels, dloss, dlogits, n, classes, rt.errorFlag);
+      logits, labels, dloss, labelled, dlogits, n, classes, ignoreIndex,
+      rt.errorFlag);
   checkLaunch("blpa_softmax_cross_entropy_grad");
 }
 

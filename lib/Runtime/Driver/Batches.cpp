@@ -3,78 +3,130 @@
 #include "Batches.h"
 #include "Random.h"
 
+#include <algorithm>
 #include <numeric>
 
 namespace blpa::driver {
 
 namespace {
 
-class DatasetBatches : public BatchSource {
+/// Epochs over `count` samples in a fresh shuffled order each, in full
+/// batches (an epoch's tail that does not fill one is left out): the order
+/// depends only on the seed and the position in the run.
+class ShuffledEpochs {
 public:
-  /// `imageShape` is one sample's [C, H, W] when augmenting.
-  DatasetBatches(const ImageSet &images, int64_t batchSize, uint64_t seed,
-                 Augmentation augmentation, Shape imageShape)
-      : images(images), batchSize(batchSize), seed(seed), random(seed),
-        order(images.count), augmentation(augmentation),
-        imageShape(std::move(imageShape)) {
+  ShuffledEpochs(int64_t count, int64_t batchSize, uint64_t seed)
+      : batchSize(batchSize), random(seed), order(count), position(count) {
     std::iota(order.begin(), order.end(), 0);
-    position = images.count; // Shuffle before the first batch.
+  }
+
+  /// The samples of the next batch (valid until the next call).
+  const int64_t *nextBatch() {
+    if (position + batchSize > int64_t(order.size())) {
+      random.shuffle(order);
+      position = 0;
+    }
+    position += batchSize;
+    return &order[position - batchSize];
+  }
+
+private:
+  int64_t batchSize;
+  Random random;
+  std::vector<int64_t> order;
+  int64_t position;
+};
+
+/// Batches from a labelled set that writes sample `index` through `Fill`;
+/// two buffers alternate, so a batch stays valid for one more call of
+/// next() than the contract asks (what a loader thread needs).
+template <typename Value> class ShuffledBatches : public BatchSource {
+public:
+  ShuffledBatches(int64_t count, int64_t batchSize, int64_t valuesPerSample,
+                  int64_t labelsPerSample, uint64_t seed)
+      : batchSize(batchSize), valuesPerSample(valuesPerSample),
+        labelsPerSample(labelsPerSample), epochs(count, batchSize, seed) {
     for (Buffer &buffer : buffers) {
-      buffer.pixels.resize(batchSize * images.pixelsPerImage);
-      buffer.labels.resize(batchSize);
+      buffer.values.resize(batchSize * valuesPerSample);
+      buffer.labels.resize(batchSize * labelsPerSample);
     }
   }
 
   void skip(int64_t count) override {
-    for (int64_t i = 0; i < count; ++i) {
-      startEpochIfDone();
-      position += batchSize;
-      served += batchSize;
-    }
+    for (int64_t i = 0; i < count; ++i)
+      epochs.nextBatch();
+    served += count * batchSize;
   }
 
   Batch next() override {
-    startEpochIfDone();
     Buffer &buffer = buffers[served / batchSize % 2];
-    for (int64_t i = 0; i < batchSize; ++i) {
-      int64_t index = order[position + i];
-      float *image = &buffer.pixels[i * images.pixelsPerImage];
-      images.normalizedImage(index, image);
-      if (augmentation.enabled())
-        augmentImage(augmentation, image, imageShape[0], imageShape[1],
-                     imageShape[2], seed, served + i, scratch);
-      buffer.labels[i] = images.labels[index];
-    }
-    position += batchSize;
+    const int64_t *indices = epochs.nextBatch();
+    for (int64_t i = 0; i < batchSize; ++i)
+      fill(indices[i], served + i, &buffer.values[i * valuesPerSample],
+           &buffer.labels[i * labelsPerSample]);
     served += batchSize;
-    return {{buffer.pixels.data()}, buffer.labels.data()};
+    return {{buffer.values.data()}, buffer.labels.data()};
   }
+
+protected:
+  /// Writes sample `index`, the run's sample number `drawn`.
+  virtual void fill(int64_t index, uint64_t drawn, Value *values,
+                    int64_t *labels) = 0;
 
 private:
-  void startEpochIfDone() {
-    if (position + batchSize > images.count) {
-      random.shuffle(order);
-      position = 0;
-    }
-  }
-
   struct Buffer {
-    std::vector<float> pixels;
+    std::vector<Value> values;
     std::vector<int64_t> labels;
   };
 
-  const ImageSet &images;
-  int64_t batchSize;
-  uint64_t seed;
-  Random random;
-  std::vector<int64_t> order;
-  int64_t position;
+  int64_t batchSize, valuesPerSample, labelsPerSample;
+  ShuffledEpochs epochs;
   /// Samples handed out so far: the augmentation's draw counter.
   uint64_t served = 0;
+  Buffer buffers[2];
+};
+
+class DatasetBatches : public ShuffledBatches<float> {
+public:
+  /// `imageShape` is one sample's [C, H, W] when augmenting.
+  DatasetBatches(const ImageSet &images, int64_t batchSize, uint64_t seed,
+                 Augmentation augmentation, Shape imageShape)
+      : ShuffledBatches(images.count, batchSize, images.pixelsPerImage, 1,
+                        seed),
+        images(images), seed(seed), augmentation(augmentation),
+        imageShape(std::move(imageShape)) {}
+
+private:
+  void fill(int64_t index, uint64_t drawn, float *image,
+            int64_t *label) override {
+    images.normalizedImage(index, image);
+    if (augmentation.enabled())
+      augmentImage(augmentation, image, imageShape[0], imageShape[1],
+                   imageShape[2], seed, drawn, scratch);
+    *label = images.labels[index];
+  }
+
+  const ImageSet &images;
+  uint64_t seed;
   Augmentation augmentation;
   Shape imageShape;
-  Buffer buffers[2];
   std::vector<float> scratch;
+};
+
+class TokenBatches : public ShuffledBatches<int64_t> {
+public:
+  TokenBatches(const TokenSet &tokens, int64_t batchSize, uint64_t seed)
+      : ShuffledBatches(tokens.count, batchSize, tokens.window, tokens.window,
+                        seed),
+        tokens(tokens) {}
+
+private:
+  void fill(int64_t index, uint64_t, int64_t *input,
+            int64_t *labels) override {
+    tokens.sample(index, input, labels);
+  }
+
+  const TokenSet &tokens;
 };
 
 class SyntheticBatches : public BatchSource {
@@ -86,8 +138,11 @@ public:
     for (int64_t b = 0; b < batchCount; ++b) {
       for (const TensorRecord &input : manifest.inputs) {
         inputs.emplace_back(numElements(input.shape));
+        ids.emplace_back(input.indices ? numElements(input.shape) : 0);
         for (float &value : inputs.back())
           value = random.normal();
+        for (int64_t &id : ids.back())
+          id = random.below(std::max<int64_t>(input.indexBound, 1));
       }
       labels.emplace_back(manifest.labelCount);
       for (int64_t &label : labels.back())
@@ -102,15 +157,20 @@ public:
 
   Batch next() override {
     Batch batch;
-    for (size_t i = 0; i < inputsPerBatch; ++i)
-      batch.inputs.push_back(inputs[current * inputsPerBatch + i].data());
+    for (size_t i = current * inputsPerBatch; i < (current + 1) * inputsPerBatch;
+         ++i)
+      batch.inputs.push_back(ids[i].empty() ? static_cast<const void *>(
+                                                  inputs[i].data())
+                                            : ids[i].data());
     batch.labels = labels[current].data();
     current = (current + 1) % labels.size();
     return batch;
   }
 
 private:
+  /// Per batch and input: random values, and token ids for index inputs.
   std::vector<std::vector<float>> inputs;
+  std::vector<std::vector<int64_t>> ids;
   std::vector<std::vector<int64_t>> labels;
   size_t inputsPerBatch = 0;
   size_t current = 0;
@@ -123,6 +183,12 @@ makeDatasetBatches(const ImageSet &images, int64_t batchSize, uint64_t seed,
                    Augmentation augmentation, Shape imageShape) {
   return std::make_unique<DatasetBatches>(images, batchSize, seed, augmentation,
                                           std::move(imageShape));
+}
+
+std::unique_ptr<BatchSource> makeTokenBatches(const TokenSet &tokens,
+                                              int64_t batchSize,
+                                              uint64_t seed) {
+  return std::make_unique<TokenBatches>(tokens, batchSize, seed);
 }
 
 std::unique_ptr<BatchSource> makeSyntheticBatches(const Manifest &manifest,

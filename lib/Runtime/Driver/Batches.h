@@ -12,6 +12,7 @@
 #include "Augment.h"
 #include "Idx.h"
 #include "Manifest.h"
+#include "TokenData.h"
 
 #include <condition_variable>
 #include <cstdint>
@@ -27,7 +28,8 @@ namespace blpa::driver {
 /// One batch: a pointer per model input and the labels, valid until the
 /// caller asks its source for the following batch.
 struct Batch {
-  std::vector<const float *> inputs;
+  /// float32 values, or int64 token ids for an index input.
+  std::vector<const void *> inputs;
   const int64_t *labels = nullptr;
 };
 
@@ -47,6 +49,10 @@ public:
 std::unique_ptr<BatchSource>
 makeDatasetBatches(const ImageSet &images, int64_t batchSize, uint64_t seed,
                    Augmentation augmentation, Shape imageShape);
+
+/// Epochs over the windows of a token stream, shuffled as images are.
+std::unique_ptr<BatchSource> makeTokenBatches(const TokenSet &tokens,
+                                              int64_t batchSize, uint64_t seed);
 
 /// A few random batches, made up front and cycled, so that generating them
 /// does not count against the measured throughput.

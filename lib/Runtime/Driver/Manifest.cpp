@@ -23,6 +23,11 @@ std::string formatShape(const Shape &shape) {
   return text + "]";
 }
 
+uint64_t TensorRecord::bytes() const {
+  return uint64_t(numElements(shape)) *
+         (indices ? sizeof(int64_t) : sizeof(float));
+}
+
 int64_t Manifest::batchSize() const {
   return inputs.empty() || inputs[0].shape.empty() ? 1 : inputs[0].shape[0];
 }
@@ -142,9 +147,12 @@ void validate(const Manifest &manifest) {
     fail("the workspace ends past the arena");
   if (manifest.batchSize() < 1)
     fail("the batch dimension of the first input is 0");
-  if (manifest.training && manifest.labelCount != manifest.batchSize())
-    fail("labels " + std::to_string(manifest.labelCount) +
-         " differ from the batch size " + std::to_string(manifest.batchSize()));
+  if (manifest.training &&
+      (manifest.labelShape.empty() ||
+       manifest.labelShape[0] != manifest.batchSize()))
+    fail("labels " + formatShape(manifest.labelShape) +
+         " do not match the batch size " +
+         std::to_string(manifest.batchSize()));
 }
 
 } // namespace
@@ -185,13 +193,21 @@ Manifest parseManifest(const std::string &text) {
       manifest.defaultThreads = reader.integer(0);
       reader.expectEnd();
     } else if (keyword == "labels") {
-      manifest.labelCount = reader.integer(1);
+      manifest.labelShape = reader.shape();
+      manifest.labelCount = numElements(manifest.labelShape);
       reader.expectEnd();
-    } else if (keyword == "input" || keyword == "output") {
+    } else if (keyword == "ignore_index") {
+      manifest.ignoreIndex = reader.integer(INT64_MIN);
+      reader.expectEnd();
+    } else if (keyword == "input" || keyword == "output" ||
+               keyword == "index_input") {
       TensorRecord tensor;
+      tensor.indices = keyword == "index_input";
+      if (tensor.indices)
+        tensor.indexBound = reader.integer(0);
       tensor.shape = reader.shape();
       tensor.name = reader.rest();
-      (keyword == "input" ? manifest.inputs : manifest.outputs)
+      (keyword == "output" ? manifest.outputs : manifest.inputs)
           .push_back(tensor);
     } else if (keyword == "param") {
       parseParam(reader, manifest.params);

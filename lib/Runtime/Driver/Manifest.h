@@ -25,6 +25,14 @@ std::string formatShape(const Shape &shape);
 struct TensorRecord {
   std::string name;
   Shape shape;
+  /// Token ids (int64) rather than float32 values; ids lie in
+  /// [-indexBound, indexBound), the rows of the tables they index (0: no
+  /// table reads them).
+  bool indices = false;
+  int64_t indexBound = 0;
+
+  /// Bytes of one step's tensor.
+  uint64_t bytes() const;
 };
 
 struct ParamRecord {
@@ -58,8 +66,12 @@ struct Manifest {
   uint64_t workspaceBytes = 0;
   int32_t defaultThreads = 0;
   std::vector<TensorRecord> inputs;
-  /// Number of int64 labels per step (training only).
+  /// The int64 labels of a step (training only): [N] for a classifier,
+  /// [N, T] for a language model; labelCount elements.
+  Shape labelShape;
   int64_t labelCount = 0;
+  /// Rows labelled so are left out of the loss.
+  int64_t ignoreIndex = -100;
   std::vector<TensorRecord> outputs;
   /// Indexed by the manifest's parameter index.
   std::vector<ParamRecord> params;

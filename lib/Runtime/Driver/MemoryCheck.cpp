@@ -65,7 +65,7 @@ PlannedMemory plannedMemory(const Manifest &manifest) {
     planned.persistent += floatBytes(param.shape) *
                           (param.trainable && manifest.training ? 3 : 1);
   for (const TensorRecord &input : manifest.inputs)
-    planned.batch += floatBytes(input.shape);
+    planned.batch += input.bytes();
   for (const TensorRecord &output : manifest.outputs)
     planned.batch += floatBytes(output.shape);
   planned.batch += uint64_t(manifest.labelCount) * sizeof(int64_t);

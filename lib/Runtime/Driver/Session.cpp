@@ -76,7 +76,7 @@ Session::Session(const Manifest &manifest, const SessionOptions &options)
   if (hostMemory)
     return;
   for (const TensorRecord &input : manifest.inputs)
-    inputBuffers.push_back(allocate(floatBytes(input.shape)));
+    inputBuffers.push_back(allocate(input.bytes()));
   for (const TensorRecord &output : manifest.outputs)
     outputBuffers.push_back(allocate(floatBytes(output.shape)));
   labelBuffer = allocate(manifest.labelCount * sizeof(int64_t));
@@ -103,11 +103,11 @@ void *Session::bind(const void *host, void *device, uint64_t bytes) {
 }
 
 std::vector<void *>
-Session::bindInputs(const std::vector<const float *> &inputs) {
+Session::bindInputs(const std::vector<const void *> &inputs) {
   std::vector<void *> pointers;
   for (size_t i = 0; i < inputs.size(); ++i)
     pointers.push_back(bind(inputs[i], hostMemory ? nullptr : inputBuffers[i],
-                            floatBytes(manifest.inputs[i].shape)));
+                            manifest.inputs[i].bytes()));
   return pointers;
 }
 
@@ -137,7 +137,7 @@ void Session::run(void (*step)(void *), void *closure,
                    int64_t(bindings.size()));
 }
 
-float Session::trainStep(const std::vector<const float *> &inputs,
+float Session::trainStep(const std::vector<const void *> &inputs,
                          const int64_t *labels) {
   if (!blpa_train_step)
     throw DriverError("this executable was compiled for inference only; "
@@ -162,7 +162,7 @@ float Session::trainStep(const std::vector<const float *> &inputs,
   return loss;
 }
 
-void Session::forward(const std::vector<const float *> &inputs,
+void Session::forward(const std::vector<const void *> &inputs,
                       const std::vector<float *> &outputs) {
   if (!blpa_forward)
     throw DriverError("the executable defines no blpa_forward; rebuild it "

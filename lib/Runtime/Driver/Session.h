@@ -48,12 +48,13 @@ public:
   /// Sets every parameter from `model`'s initializers.
   void loadParams(const OnnxModel &model);
 
-  /// One blpa_train_step on `inputs` (one host buffer per data input) and
-  /// `labels`; returns the loss.
-  float trainStep(const std::vector<const float *> &inputs,
+  /// One blpa_train_step on `inputs` (one host buffer per data input:
+  /// float32 values, or int64 token ids for index inputs) and `labels`;
+  /// returns the loss.
+  float trainStep(const std::vector<const void *> &inputs,
                   const int64_t *labels);
   /// blpa_forward into `outputs` (one host buffer per output record).
-  void forward(const std::vector<const float *> &inputs,
+  void forward(const std::vector<const void *> &inputs,
                const std::vector<float *> &outputs);
 
   /// Bytes of runtime memory the session allocated (arena, parameters,
@@ -91,7 +92,7 @@ private:
   /// after uploading `bytes` of `host` into it.
   void *bind(const void *host, void *device, uint64_t bytes);
   /// The pointers the step reads the data inputs through (bind of each).
-  std::vector<void *> bindInputs(const std::vector<const float *> &inputs);
+  std::vector<void *> bindInputs(const std::vector<const void *> &inputs);
   /// Runs `step` through blpa_runtime_run with every pointer it binds.
   void run(void (*step)(void *), void *closure,
            const std::vector<void *> &inputs,

@@ -14,9 +14,33 @@ namespace blpa::driver {
 
 namespace {
 
+/// One data input's host copy: float32 values, or token ids.
+struct InputData {
+  std::vector<float> values;
+  std::vector<int64_t> ids;
+  const void *data() const {
+    return ids.empty() ? static_cast<const void *>(values.data()) : ids.data();
+  }
+};
+
+/// Throws unless every token id of input `record` names a table row.
+void checkTokenIds(const std::vector<int64_t> &ids, const TensorRecord &record,
+                   const std::string &path) {
+  if (record.indexBound == 0)
+    return;
+  for (size_t i = 0; i < ids.size(); ++i)
+    if (ids[i] < -record.indexBound || ids[i] >= record.indexBound)
+      throw DriverError("--inputs " + path + ": token id " +
+                        std::to_string(ids[i]) + " at index " +
+                        std::to_string(i) + " is outside [0, " +
+                        std::to_string(record.indexBound) +
+                        "), the rows of the embedding table that input '" +
+                        record.name + "' indexes");
+}
+
 /// The --inputs files, checked against the manifest's data inputs.
-std::vector<std::vector<float>> readInputs(const Manifest &manifest,
-                                           const Options &options) {
+std::vector<InputData> readInputs(const Manifest &manifest,
+                                  const Options &options) {
   if (options.inputPaths.size() != manifest.inputs.size()) {
     std::string expected;
     for (const TensorRecord &input : manifest.inputs)
@@ -27,12 +51,20 @@ std::vector<std::vector<float>> readInputs(const Manifest &manifest,
         " file(s) but the model has " + std::to_string(manifest.inputs.size()) +
         " data input(s): " + expected);
   }
-  std::vector<std::vector<float>> inputs;
+  std::vector<InputData> inputs;
   for (size_t i = 0; i < manifest.inputs.size(); ++i) {
+    const TensorRecord &record = manifest.inputs[i];
     NpyArray array = readNpy(options.inputPaths[i], "--inputs");
-    checkNpyShape(array, manifest.inputs[i].shape, "--inputs",
-                  "data input '" + manifest.inputs[i].name + "'");
-    inputs.push_back(npyToFloat32(array));
+    checkNpyShape(array, record.shape, "--inputs",
+                  "data input '" + record.name + "'");
+    InputData input;
+    if (record.indices) {
+      input.ids = npyToInt64(array, "--inputs");
+      checkTokenIds(input.ids, record, options.inputPaths[i]);
+    } else {
+      input.values = npyToFloat32(array);
+    }
+    inputs.push_back(std::move(input));
   }
   return inputs;
 }
@@ -40,23 +72,24 @@ std::vector<std::vector<float>> readInputs(const Manifest &manifest,
 std::vector<int64_t> readLabels(const Manifest &manifest,
                                 const Options &options) {
   NpyArray array = readNpy(options.labelsPath, "--labels");
-  checkNpyShape(array, {manifest.labelCount}, "--labels", "the labels");
+  checkNpyShape(array, manifest.labelShape, "--labels", "the labels");
   std::vector<int64_t> labels = npyToInt64(array, "--labels");
   int64_t classes = manifest.classCount();
   for (size_t i = 0; i < labels.size(); ++i)
-    if (labels[i] < 0 || (classes > 0 && labels[i] >= classes))
+    if (labels[i] != manifest.ignoreIndex &&
+        (labels[i] < 0 || (classes > 0 && labels[i] >= classes)))
       throw DriverError("--labels " + options.labelsPath + ": label " +
                         std::to_string(labels[i]) + " at index " +
                         std::to_string(i) + " is outside [0, " +
-                        std::to_string(classes) + ")");
+                        std::to_string(classes) + ") and is not the ignored " +
+                        std::to_string(manifest.ignoreIndex));
   return labels;
 }
 
-std::vector<const float *>
-pointersTo(const std::vector<std::vector<float>> &buffers) {
-  std::vector<const float *> pointers;
-  for (const std::vector<float> &buffer : buffers)
-    pointers.push_back(buffer.data());
+std::vector<const void *> pointersTo(const std::vector<InputData> &inputs) {
+  std::vector<const void *> pointers;
+  for (const InputData &input : inputs)
+    pointers.push_back(input.data());
   return pointers;
 }
 
@@ -73,7 +106,7 @@ void dumpNpy(const std::string &path, const Shape &shape, const float *values) {
 
 void runCheckStep(const Manifest &manifest, const Options &options,
                   OnnxModel &initialWeights) {
-  std::vector<std::vector<float>> inputs = readInputs(manifest, options);
+  std::vector<InputData> inputs = readInputs(manifest, options);
   std::vector<int64_t> labels = readLabels(manifest, options);
   makeDirectories(options.dumpDir, "--dump");
   makeDirectories(options.dumpDir + "/grads", "--dump");
@@ -96,7 +129,7 @@ void runCheckStep(const Manifest &manifest, const Options &options,
 
 void runForward(const Manifest &manifest, const Options &options,
                 OnnxModel &initialWeights) {
-  std::vector<std::vector<float>> inputs = readInputs(manifest, options);
+  std::vector<InputData> inputs = readInputs(manifest, options);
   makeDirectories(options.dumpDir, "--dump");
   std::unique_ptr<Session> session =
       openSession(manifest, options, initialWeights, /*skipUpdate=*/true);

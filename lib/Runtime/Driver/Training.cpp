@@ -16,6 +16,7 @@
 #include "Profile.h"
 #include "Schedule.h"
 #include "Session.h"
+#include "TokenData.h"
 
 #include <unistd.h>
 
@@ -287,7 +288,7 @@ void evaluate(Session &session, const Manifest &manifest,
     for (int64_t i = 0; i < batchSize; ++i)
       images.normalizedImage(b * batchSize + i,
                              &pixels[i * images.pixelsPerImage]);
-    session.forward({pixels.data()}, outputPointers);
+    session.forward({static_cast<const void *>(pixels.data())}, outputPointers);
     for (int64_t i = 0; i < batchSize; ++i) {
       const float *logits = &outputs[0][i * classes];
       int64_t predicted = std::max_element(logits, logits + classes) - logits;
@@ -301,6 +302,144 @@ void evaluate(Session &session, const Manifest &manifest,
   log.write("{\"test_accuracy\": " + jsonNumber(accuracy) +
             ", \"test_images\": " + std::to_string(total) +
             ", \"after_step\": " + std::to_string(step) + "}");
+}
+
+/// The mean next-token loss and accuracy of output 0 (logits [B, T, V])
+/// over full batches of the test windows, logged with the number of
+/// training steps done.
+void evaluateTokens(Session &session, const Manifest &manifest,
+                    const TokenSet &tokens, std::optional<int64_t> maxBatches,
+                    int64_t step, JsonlLog &log) {
+  int64_t batchSize = manifest.batchSize(), window = tokens.window;
+  int64_t batches =
+      std::min(tokens.count / batchSize, maxBatches.value_or(tokens.count));
+  if (batches == 0)
+    return;
+  std::vector<std::vector<float>> outputs;
+  std::vector<float *> outputPointers;
+  for (const TensorRecord &output : manifest.outputs) {
+    outputs.emplace_back(numElements(output.shape));
+    outputPointers.push_back(outputs.back().data());
+  }
+  int64_t vocab = manifest.classCount();
+  std::vector<int64_t> input(batchSize * window), labels(batchSize * window);
+  double lossSum = 0;
+  int64_t correct = 0;
+  for (int64_t b = 0; b < batches; ++b) {
+    for (int64_t i = 0; i < batchSize; ++i)
+      tokens.sample(b * batchSize + i, &input[i * window], &labels[i * window]);
+    session.forward({static_cast<const void *>(input.data())}, outputPointers);
+    for (size_t r = 0; r < labels.size(); ++r) {
+      const float *logits = &outputs[0][r * vocab];
+      const float *top = std::max_element(logits, logits + vocab);
+      double sum = 0;
+      for (int64_t j = 0; j < vocab; ++j)
+        sum += std::exp(double(logits[j]) - *top);
+      lossSum += std::log(sum) + *top - logits[labels[r]];
+      correct += top - logits == labels[r];
+    }
+  }
+  int64_t total = batches * batchSize * window;
+  double loss = lossSum / double(total);
+  double accuracy = double(correct) / double(total);
+  std::printf("test loss: %.4f, next-token accuracy %.4f (%lld tokens)\n",
+              loss, accuracy, static_cast<long long>(total));
+  log.write("{\"test_loss\": " + jsonNumber(loss) +
+            ", \"test_accuracy\": " + jsonNumber(accuracy) +
+            ", \"test_tokens\": " + std::to_string(total) +
+            ", \"after_step\": " + std::to_string(step) + "}");
+}
+
+/// Where a run's batches come from, how many make an epoch, and how it is
+/// evaluated.
+struct TrainingData {
+  /// The data sets, declared first so that they outlive the source's
+  /// loader thread.
+  std::shared_ptr<const void> trainSet, testSet;
+  std::unique_ptr<BatchSource> source;
+  int64_t stepsPerEpoch = 1;
+  /// Null for synthetic data.
+  std::function<void(Session &, int64_t, JsonlLog &)> evaluate;
+};
+
+/// Labelled images (--data DIR or arrays), normalized and augmented as
+/// asked.
+TrainingData loadImageData(const Manifest &manifest, const Options &options) {
+  auto trainSet = std::make_shared<ImageSet>(loadSplit(options.dataDir, "train"));
+  auto testSet = std::make_shared<ImageSet>(loadSplit(options.dataDir, "test"));
+  checkDataFitsModel(manifest, *trainSet, options.dataDir);
+  if (testSet->count)
+    checkDataFitsModel(manifest, *testSet, options.dataDir);
+  std::string normalized = applyNormalization(
+      parseNormalization(options.normalize), *trainSet, *testSet);
+  if (!normalized.empty())
+    std::printf("%s\n", normalized.c_str());
+  Augmentation augmentation = parseAugmentation(options.augment);
+  Shape imageShape(manifest.inputs[0].shape.begin() + 1,
+                   manifest.inputs[0].shape.end());
+  if (augmentation.enabled() && imageShape.size() != 3)
+    throw DriverError("--augment needs image inputs [N, C, H, W]; input '" +
+                      manifest.inputs[0].name + "' is " +
+                      formatShape(manifest.inputs[0].shape));
+  TrainingData data;
+  data.source = std::make_unique<PrefetchingBatches>(
+      makeDatasetBatches(*trainSet, manifest.batchSize(), options.seed,
+                         augmentation, imageShape));
+  data.stepsPerEpoch = trainSet->count / manifest.batchSize();
+  data.trainSet = trainSet;
+  data.testSet = testSet;
+  data.evaluate = [&manifest, &options,
+                   testSet](Session &session, int64_t step, JsonlLog &log) {
+    evaluate(session, manifest, *testSet, options.evalBatches, step, log);
+  };
+  return data;
+}
+
+/// A language model's token stream (--data FILE): windows of its sequence
+/// length, next-token labels.
+TrainingData loadTokenData(const Manifest &manifest, const Options &options) {
+  const TensorRecord &input = manifest.inputs[0];
+  if (manifest.inputs.size() != 1 || input.shape.size() != 2 ||
+      manifest.labelShape != input.shape)
+    throw DriverError(
+        "--data " + options.dataDir +
+        ": a token stream trains a language model with one input of token "
+        "ids [N, T] and logits [N, T, vocab]; this model's first input is '" +
+        input.name + "' " + formatShape(input.shape) + " and its labels " +
+        formatShape(manifest.labelShape));
+  int64_t window = input.shape[1];
+  auto trainSet = std::make_shared<TokenSet>(
+      loadTokenSet(options.dataDir, "train", window, "--data"));
+  auto testSet = std::make_shared<TokenSet>(
+      loadTokenSet(options.dataDir, "test", window, "--data"));
+  int64_t vocab = std::min(manifest.classCount(),
+                           input.indexBound ? input.indexBound : INT64_MAX);
+  if (trainSet->vocabulary > vocab)
+    throw DriverError("--data " + options.dataDir + ": token ids go up to " +
+                      std::to_string(trainSet->vocabulary - 1) +
+                      " but the model's vocabulary has " +
+                      std::to_string(vocab) + " entries");
+  if (trainSet->count < manifest.batchSize())
+    throw DriverError("--data " + options.dataDir + ": " +
+                      std::to_string(trainSet->count) + " training windows of " +
+                      std::to_string(window) +
+                      " tokens are fewer than one batch of " +
+                      std::to_string(manifest.batchSize()));
+  std::printf("%s: %lld training and %lld test windows of %lld tokens\n",
+              options.dataDir.c_str(), static_cast<long long>(trainSet->count),
+              static_cast<long long>(testSet->count),
+              static_cast<long long>(window));
+  TrainingData data;
+  data.source = std::make_unique<PrefetchingBatches>(
+      makeTokenBatches(*trainSet, manifest.batchSize(), options.seed));
+  data.stepsPerEpoch = trainSet->count / manifest.batchSize();
+  data.trainSet = trainSet;
+  data.testSet = testSet;
+  data.evaluate = [&manifest, &options,
+                   testSet](Session &session, int64_t step, JsonlLog &log) {
+    evaluateTokens(session, manifest, *testSet, options.evalBatches, step, log);
+  };
+  return data;
 }
 
 /// Writes `embeddedModel` with the trained weights to `path`, with its
@@ -338,31 +477,14 @@ void runTraining(const Manifest &manifest, const Options &options,
     checkWritableDestination(options.savePath, "--save");
   if (!options.saveInferencePath.empty())
     checkWritableDestination(options.saveInferencePath, "--save-inference");
-  std::unique_ptr<BatchSource> source;
-  ImageSet trainSet, testSet;
+  TrainingData data;
   if (options.synthetic) {
-    source =
+    data.source =
         makeSyntheticBatches(manifest, options.syntheticBatches, options.seed);
+    data.stepsPerEpoch = options.syntheticBatches;
   } else {
-    trainSet = loadSplit(options.dataDir, "train");
-    testSet = loadSplit(options.dataDir, "test");
-    checkDataFitsModel(manifest, trainSet, options.dataDir);
-    if (testSet.count)
-      checkDataFitsModel(manifest, testSet, options.dataDir);
-    std::string normalized = applyNormalization(
-        parseNormalization(options.normalize), trainSet, testSet);
-    if (!normalized.empty())
-      std::printf("%s\n", normalized.c_str());
-    Augmentation augmentation = parseAugmentation(options.augment);
-    Shape imageShape(manifest.inputs[0].shape.begin() + 1,
-                     manifest.inputs[0].shape.end());
-    if (augmentation.enabled() && imageShape.size() != 3)
-      throw DriverError("--augment needs image inputs [N, C, H, W]; input '" +
-                        manifest.inputs[0].name + "' is " +
-                        formatShape(manifest.inputs[0].shape));
-    source = std::make_unique<PrefetchingBatches>(
-        makeDatasetBatches(trainSet, manifest.batchSize(), options.seed,
-                           augmentation, imageShape));
+    data = manifest.inputs[0].indices ? loadTokenData(manifest, options)
+                                      : loadImageData(manifest, options);
   }
   JsonlLog log(options.logPath);
   std::unique_ptr<Session> session =
@@ -371,9 +493,7 @@ void runTraining(const Manifest &manifest, const Options &options,
               manifest.target == "cpu" ? "host" : "device",
               static_cast<unsigned long long>(session->allocatedBytes()),
               static_cast<unsigned long long>(manifest.arenaBytes));
-  int64_t stepsPerEpoch = options.synthetic
-                              ? options.syntheticBatches
-                              : trainSet.count / manifest.batchSize();
+  int64_t stepsPerEpoch = data.stepsPerEpoch;
   int64_t steps =
       options.steps.value_or(options.epochs.value_or(0) * stepsPerEpoch);
   LearningRateSchedule schedule(options.lrSchedule, *options.lr, options.warmup,
@@ -383,7 +503,8 @@ void runTraining(const Manifest &manifest, const Options &options,
   hooks.evalEvery = options.evalEvery;
   hooks.checkpointEvery = options.checkpointEvery;
   hooks.evaluateAt = [&](int64_t step) {
-    evaluate(*session, manifest, testSet, options.evalBatches, step, log);
+    if (data.evaluate)
+      data.evaluate(*session, step, log);
   };
   if (!options.checkpointPath.empty())
     hooks.checkpointAt = [&](int64_t step) {
@@ -396,9 +517,10 @@ void runTraining(const Manifest &manifest, const Options &options,
     session->setProfile(profiler->hookTarget());
     hooks.profiler = profiler.get();
   }
-  int64_t firstStep = resumeFrom(options, manifest, steps, *session, *source);
+  int64_t firstStep =
+      resumeFrom(options, manifest, steps, *session, *data.source);
   std::signal(SIGINT, requestInterrupt);
-  trainSteps(*session, *source, manifest, firstStep, steps, schedule, hooks,
+  trainSteps(*session, *data.source, manifest, firstStep, steps, schedule, hooks,
              log);
   std::signal(SIGINT, SIG_DFL);
   if (profiler)
@@ -407,8 +529,7 @@ void runTraining(const Manifest &manifest, const Options &options,
   // what was restored, byte for byte.
   if (hooks.checkpointAt)
     hooks.checkpointAt(steps);
-  if (!options.synthetic)
-    hooks.evaluateAt(steps);
+  hooks.evaluateAt(steps);
   if (!options.savePath.empty())
     saveModel(*session, manifest, embeddedModel,
               initialWeights.usesExternalData(), options.savePath, "--save",

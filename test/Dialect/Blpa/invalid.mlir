@@ -71,9 +71,44 @@ func.func @gemm_inner(%a: tensor<2x3xf32>, %b: tensor<4x5xf32>) {
 // -----
 
 func.func @loss_batch(%l: tensor<2x10xf32>, %y: tensor<3xi64>) {
-  // expected-error @+2 {{logits and labels batch sizes differ}}
+  // expected-error @+2 {{the labels' shape must be the logits' without the last dimension; labels 'tensor<3xi64>', logits 'tensor<2x10xf32>'}}
   // expected-error @+1 {{failed to infer returned types}}
   %loss = blpa.softmax_cross_entropy %l, %y : (tensor<2x10xf32>, tensor<3xi64>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @sequence_loss_labels(%l: tensor<2x4x10xf32>, %y: tensor<2xi64>) {
+  // expected-error @+2 {{the labels' shape must be the logits' without the last dimension}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %loss = blpa.softmax_cross_entropy %l, %y : (tensor<2x4x10xf32>, tensor<2xi64>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @embedding_table_rank(%t: tensor<10xf32>, %ids: tensor<2x3xi64>) {
+  // expected-error @+2 {{embedding table must have rank 2}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %y = blpa.embedding %t, %ids : (tensor<10xf32>, tensor<2x3xi64>) -> tensor<2x3xf32>
+  return
+}
+
+// -----
+
+func.func @embedding_float_ids(%t: tensor<10x4xf32>, %ids: tensor<2x3xf32>) {
+  // expected-error @+1 {{operand #1 must be statically shaped tensor of 64-bit signless integer values}}
+  %y = blpa.embedding %t, %ids : (tensor<10x4xf32>, tensor<2x3xf32>) -> tensor<2x3x4xf32>
+  return
+}
+
+// -----
+
+func.func @embedding_grad_shape(%g: tensor<2x4x4xf32>, %ids: tensor<2x3xi64>) {
+  // expected-error @+2 {{embedding_grad: the gradient 'tensor<2x4x4xf32>' must be the indices' shape plus a row}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %y = blpa.embedding_grad %g, %ids {vocab = 10 : i64} : (tensor<2x4x4xf32>, tensor<2x3xi64>) -> tensor<10x4xf32>
   return
 }
 

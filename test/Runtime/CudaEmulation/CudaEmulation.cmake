@@ -24,7 +24,8 @@ function(blpa_add_cuda_emulation_test)
   # (found next to the rewritten files before the originals), then the
   # emulation's own checks.
   set(inputs "")
-  foreach(file BatchNorm.cu Dropout.cu Elementwise.cu LayerNorm.cu Layout.cu
+  foreach(file BatchNorm.cu Dropout.cu Elementwise.cu Embedding.cu
+      LayerNorm.cu Layout.cu
       Loss.cu Pooling.cu Quantize.cu Packing.cuh)
     list(APPEND inputs ${PROJECT_SOURCE_DIR}/lib/Runtime/CUDA/${file})
   endforeach()

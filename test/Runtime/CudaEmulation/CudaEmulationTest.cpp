@@ -62,6 +62,7 @@ const Api cpuApi = {BLPA_KERNELS(BLPA_CPU_ENTRY)};
 
 /// CudaRuntime.h's deviceLabelOutOfRange.
 constexpr int32_t labelOutOfRange = 1;
+constexpr int32_t indexOutOfRange = 2;
 
 /// One run of the emulated kernel: its outputs, the device error it
 /// raised, or the emulation's error.
@@ -146,6 +147,30 @@ void expectRejected(const std::string &name, const char *kernelName,
                        : "error without the kernel's name: " + error);
 }
 
+/// A token id outside [-vocab, vocab) raises the device error; the lookup
+/// writes zeros at its position and the gradient skips it.
+void testBadTokenId(int64_t bad) {
+  const int64_t n = 6, vocab = 7, dim = 3;
+  Int64s ids = randomLabels(n, vocab);
+  ids[4] = bad;
+  std::string base = "embedding/id_" + std::to_string(bad);
+  Case k(base + "/lookup");
+  int table = k.in(randomFloats(vocab * dim)), idsIn = k.in(ids),
+      y = k.uncheckedOut("y", n * dim);
+  k.expectDeviceError(indexOutOfRange);
+  k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+    rt.blpa_embedding(ctx, p.f(table), p.i64(idsIn), p.f(y), n, vocab, dim);
+  });
+  Case g(base + "/grad");
+  int dy = g.in(randomFloats(n * dim)), gIds = g.in(ids),
+      dtable = g.uncheckedOut("dtable", vocab * dim);
+  g.expectDeviceError(indexOutOfRange);
+  g.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+    rt.blpa_embedding_grad(ctx, p.f(dy), p.i64(gIds), p.f(dtable), n, vocab,
+                           dim);
+  });
+}
+
 /// A label outside [0, classes) raises the device error and the row adds
 /// nothing: the loss and its gradient stay finite.
 void testBadLabel(int64_t bad) {
@@ -164,7 +189,7 @@ void testBadLabel(int64_t bad) {
   k.expectDeviceError(labelOutOfRange);
   Results r = k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
     rt.blpa_softmax_cross_entropy(ctx, p.f(logitsIn), p.i64(labelsIn),
-                                  p.f(loss), n, classes);
+                                  p.f(loss), n, classes, -100);
   });
   if (r.ok)
     report(base + "/loss_finite", finite(r.floats("loss")), "not finite");
@@ -175,7 +200,8 @@ void testBadLabel(int64_t bad) {
   g.expectDeviceError(labelOutOfRange);
   Results gr = g.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
     rt.blpa_softmax_cross_entropy_grad(ctx, p.f(gLogits), p.i64(gLabels),
-                                       p.f(dloss), p.f(dlogits), n, classes);
+                                       p.f(dloss), p.f(dlogits), n, classes,
+                                       -100);
   });
   if (gr.ok)
     report(base + "/grad_finite", finite(gr.floats("dlogits")), "not finite");
@@ -226,7 +252,11 @@ void testRejections() {
     blpa_add(ctx, x.data(), x.data(), y.data(), 2, inDims, outDims, inDims);
   });
   expectRejected("loss_no_classes", "blpa_softmax_cross_entropy", [&] {
-    blpa_softmax_cross_entropy(ctx, x.data(), labels.data(), y.data(), 4, 0);
+    blpa_softmax_cross_entropy(ctx, x.data(), labels.data(), y.data(), 4, 0,
+                               -100);
+  });
+  expectRejected("embedding_negative_shape", "blpa_embedding", [&] {
+    blpa_embedding(ctx, x.data(), labels.data(), y.data(), 2, -1, 2);
   });
   expectRejected("softmax_negative_shape", "blpa_softmax",
                  [&] { blpa_softmax(ctx, x.data(), y.data(), 2, -1, 2); });
@@ -336,6 +366,8 @@ int main(int argc, char **argv) {
   runKernelCases();
   testBadLabel(7);
   testBadLabel(-1);
+  testBadTokenId(7);
+  testBadTokenId(-8);
   testRejections();
   testActivationRegionRejections();
 

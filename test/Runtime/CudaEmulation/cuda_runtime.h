@@ -358,6 +358,14 @@ inline cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src,
   return cudaSuccess;
 }
 
+inline cudaError_t cudaMemsetAsync(void *dst, int value, size_t count,
+                                   cudaStream_t = nullptr) {
+  if (count && !dst)
+    return cudaErrorInvalidValue;
+  std::memset(dst, value, count);
+  return cudaSuccess;
+}
+
 inline cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count,
                                    cudaMemcpyKind kind,
                                    cudaStream_t = nullptr) {

@@ -434,7 +434,20 @@ SoftmaxCrossEntropyOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
     return noGradients(*this, operandGrads);
   operandGrads.assign(
       {SoftmaxCrossEntropyGradOp::create(b, getLoc(), getLogits(), getLabels(),
-                                         resultGrads[0]),
+                                         getIgnoreIndex(), resultGrads[0]),
        Value()});
+  return success();
+}
+
+/// The table's gradient is the scatter-add of the rows' gradients; the
+/// indices are integers, with none.
+LogicalResult EmbeddingOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
+                                          SmallVectorImpl<Value> &operandGrads) {
+  if (!resultGrads[0])
+    return noGradients(*this, operandGrads);
+  int64_t vocab = cast<ShapedType>(getTable().getType()).getDimSize(0);
+  operandGrads.assign({EmbeddingGradOp::create(b, getLoc(), resultGrads[0],
+                                               getIndices(), vocab),
+                       Value()});
   return success();
 }

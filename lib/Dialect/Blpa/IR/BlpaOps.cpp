@@ -1181,15 +1181,30 @@ void BatchMatMulOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
     args.push_back(RuntimeArg::i64(v));
 }
 
-/// Logits [N, classes] and labels [N].
+/// Logits [rows..., classes] and labels [rows...].
 static LogicalResult checkLossOperands(std::optional<Location> loc,
                                        Value logits, Value labels) {
-  if (failed(checkRank(loc, "logits", logits, 2)) ||
-      failed(checkRank(loc, "labels", labels, 1)))
-    return failure();
-  if (getShape(logits)[0] != getShape(labels)[0])
-    return emitOptionalError(loc, "logits and labels batch sizes differ");
+  ArrayRef<int64_t> logitsShape = getShape(logits);
+  if (logitsShape.size() < 2)
+    return emitOptionalError(loc, "the loss needs logits of rank 2 or more "
+                                  "(classes last); they have rank ",
+                             logitsShape.size());
+  if (getShape(labels) != logitsShape.drop_back())
+    return emitOptionalError(
+        loc, "the labels' shape must be the logits' without the last "
+             "dimension; labels ",
+        labels.getType(), ", logits ", logits.getType());
   return success();
+}
+
+/// The loss kernels' arguments after the data pointers: rows, classes and
+/// the ignored label.
+static void appendLossShape(SmallVectorImpl<RuntimeArg> &args, Value logits,
+                            int64_t ignoreIndex) {
+  ArrayRef<int64_t> shape = getShape(logits);
+  args.push_back(RuntimeArg::i64(ShapedType::getNumElements(shape.drop_back())));
+  args.push_back(RuntimeArg::i64(shape.back()));
+  args.push_back(RuntimeArg::i64(ignoreIndex));
 }
 
 LogicalResult SoftmaxCrossEntropyOp::inferReturnTypes(
@@ -1206,10 +1221,8 @@ StringRef SoftmaxCrossEntropyOp::getRuntimeFunction() {
 }
 
 void SoftmaxCrossEntropyOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
-  for (Value v : {getLogits(), getLabels(), getLoss()})
-    args.push_back(RuntimeArg::data(v));
-  for (int64_t d : getShape(getLogits()))
-    args.push_back(RuntimeArg::i64(d));
+  appendData(args, {getLogits(), getLabels(), getLoss()});
+  appendLossShape(args, getLogits(), getIgnoreIndex());
 }
 
 LogicalResult SoftmaxCrossEntropyGradOp::inferReturnTypes(
@@ -1227,10 +1240,8 @@ StringRef SoftmaxCrossEntropyGradOp::getRuntimeFunction() {
 
 void SoftmaxCrossEntropyGradOp::getRuntimeArgs(
     SmallVectorImpl<RuntimeArg> &args) {
-  for (Value v : {getLogits(), getLabels(), getLossGrad(), getLogitsGrad()})
-    args.push_back(RuntimeArg::data(v));
-  for (int64_t d : getShape(getLogits()))
-    args.push_back(RuntimeArg::i64(d));
+  appendData(args, {getLogits(), getLabels(), getLossGrad(), getLogitsGrad()});
+  appendLossShape(args, getLogits(), getIgnoreIndex());
 }
 
 StringRef FillOp::getRuntimeFunction() { return "blpa_fill"; }
@@ -2327,6 +2338,60 @@ LogicalResult TriluOp::inferReturnTypes(MLIRContext *,
                              "; it needs two dimensions to take a triangle of");
   results.push_back(adaptor.getInput().getType());
   return success();
+}
+
+/// Table [vocab, dim] and indices of any shape.
+LogicalResult EmbeddingOp::inferReturnTypes(MLIRContext *ctx,
+                                            std::optional<Location> loc,
+                                            Adaptor adaptor,
+                                            SmallVectorImpl<Type> &results) {
+  if (failed(checkRank(loc, "embedding table", adaptor.getTable(), 2)))
+    return failure();
+  SmallVector<int64_t> shape(getShape(adaptor.getIndices()));
+  shape.push_back(getShape(adaptor.getTable())[1]);
+  results.push_back(f32Tensor(ctx, shape));
+  return success();
+}
+
+/// Data pointers, then positions, vocabulary and row width.
+static void appendEmbeddingArgs(SmallVectorImpl<RuntimeArg> &args,
+                                ArrayRef<Value> data, Value indices,
+                                int64_t vocab, Value rows) {
+  appendData(args, data);
+  args.push_back(
+      RuntimeArg::i64(cast<ShapedType>(indices.getType()).getNumElements()));
+  args.push_back(RuntimeArg::i64(vocab));
+  args.push_back(RuntimeArg::i64(getShape(rows).back()));
+}
+
+StringRef EmbeddingOp::getRuntimeFunction() { return "blpa_embedding"; }
+
+void EmbeddingOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  appendEmbeddingArgs(args, {getTable(), getIndices(), getOutput()},
+                      getIndices(), getShape(getTable())[0], getOutput());
+}
+
+LogicalResult EmbeddingGradOp::inferReturnTypes(
+    MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
+    SmallVectorImpl<Type> &results) {
+  ArrayRef<int64_t> grad = getShape(adaptor.getGrad());
+  if (grad.empty() || grad.drop_back() != getShape(adaptor.getIndices()))
+    return emitOptionalError(loc, "embedding_grad: the gradient ",
+                             adaptor.getGrad().getType(),
+                             " must be the indices' shape plus a row");
+  if (adaptor.getVocab() < 1)
+    return emitOptionalError(loc, "embedding_grad: vocab must be positive");
+  results.push_back(f32Tensor(ctx, {adaptor.getVocab(), grad.back()}));
+  return success();
+}
+
+StringRef EmbeddingGradOp::getRuntimeFunction() {
+  return "blpa_embedding_grad";
+}
+
+void EmbeddingGradOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  appendEmbeddingArgs(args, {getGrad(), getIndices(), getTableGrad()},
+                      getIndices(), getVocab(), getGrad());
 }
 
 StringRef TriluOp::getRuntimeFunction() { return "blpa_trilu"; }

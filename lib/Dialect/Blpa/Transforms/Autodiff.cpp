@@ -78,6 +78,7 @@ private:
 };
 
 struct AutodiffPass : public blpa::impl::BlpaAutodiffBase<AutodiffPass> {
+  using BlpaAutodiffBase::BlpaAutodiffBase;
   void runOnOperation() override;
 
 private:
@@ -122,9 +123,9 @@ FailureOr<func::FuncOp> AutodiffPass::createTrainStep(func::FuncOp forward) {
   if (returnOp.getNumOperands() == 0)
     return forward.emitError("@forward returns nothing to compute a loss on");
   auto logitsType = cast<ShapedType>(returnOp.getOperand(0).getType());
-  if (logitsType.getRank() != 2)
-    return forward.emitError("the loss needs logits of shape [N, classes]; "
-                             "the first output has type ")
+  if (logitsType.getRank() < 2)
+    return forward.emitError("the loss needs logits of shape [N, classes] "
+                             "(or [N, T, classes]); the first output has type ")
            << logitsType;
 
   func::FuncOp step = forward.clone();
@@ -134,8 +135,8 @@ FailureOr<func::FuncOp> AutodiffPass::createTrainStep(func::FuncOp forward) {
   b.insert(step);
 
   Block &body = step.getBody().front();
-  auto labelsType =
-      RankedTensorType::get({logitsType.getDimSize(0)}, b.getI64Type());
+  auto labelsType = RankedTensorType::get(logitsType.getShape().drop_back(),
+                                          b.getI64Type());
   body.addArgument(labelsType, forward.getLoc());
   unsigned labelsIndex = body.getNumArguments() - 1;
   SmallVector<Type> argTypes(body.getArgumentTypes());
@@ -248,8 +249,10 @@ void AutodiffPass::runOnOperation() {
   Block &body = step->getBody().front();
   auto returnOp = cast<func::ReturnOp>(body.getTerminator());
   OpBuilder b(returnOp);
-  Value loss = SoftmaxCrossEntropyOp::create(
-      b, returnOp.getLoc(), returnOp.getOperand(0), body.getArguments().back());
+  Value loss = SoftmaxCrossEntropyOp::create(b, returnOp.getLoc(),
+                                             returnOp.getOperand(0),
+                                             body.getArguments().back(),
+                                             ignoreIndex.getValue());
   unsigned numForwardOps = body.getOperations().size() - 1;
 
   AdjointMap adjoints;

@@ -19,6 +19,8 @@ include "mlir/Interfaces/ViewLikeInterface.td"
 
 def Blpa_F32Tensor : StaticShapeTensorOf<[F32]>;
 def Blpa_LabelTensor : StaticShapeTensorOf<[I64]>;
+// Token ids and other run-time indices (a graph input of int64 or int32).
+def Blpa_IndexTensor : StaticShapeTensorOf<[I64]>;
 def Blpa_LossTensor : 0DTensorOf<[F32]>;
 
 defvar Differentiable = DeclareOpInterfaceMethods<Blpa_GradientOpInterface>;
@@ -435,6 +437,20 @@ def Blpa_TriluOp : Blpa_ComputeOp<"trilu", [Differentiable, InPlace]> {
   let results = (outs Blpa_F32Tensor:$output);
 }
 
+def Blpa_EmbeddingOp : Blpa_ComputeOp<"embedding", [Differentiable]> {
+  let summary = "Rows of a table at run-time indices (an embedding lookup)";
+  let description = [{
+    output[i..., :] = table[indices[i...], :] for a table [vocab, dim]: ONNX
+    Gather along axis 0 of a float initializer by token ids the step is
+    given. Indices lie in [-vocab, vocab) (negative ones count from the end,
+    as Gather's do); others are a run-time error. The table's gradient is a
+    scatter-add (blpa.embedding_grad); indices have none. The backward pass
+    reads the indices, a graph input, so nothing is saved.
+  }];
+  let arguments = (ins Blpa_F32Tensor:$table, Blpa_IndexTensor:$indices);
+  let results = (outs Blpa_F32Tensor:$output);
+}
+
 def Blpa_MaxPoolOp : Blpa_ComputeOp<"max_pool", [Differentiable,
     DeclareOpInterfaceMethods<Blpa_SavedActivationOpInterface,
         ["isResultNonNegative", "encodeSavedActivations"]>]> {
@@ -504,10 +520,22 @@ def Blpa_BatchMatMulOp : Blpa_ComputeOp<"batch_matmul", [Differentiable]> {
   let results = (outs Blpa_F32Tensor:$output);
 }
 
+// The loss's labels: one per row of the logits (their shape without the last
+// dimension); rows labelled `ignore_index` count neither in the loss nor in
+// the mean's divisor (PyTorch's cross_entropy).
+defvar LossLabels = (ins Blpa_LabelTensor:$labels,
+    DefaultValuedAttr<I64Attr, "-100">:$ignore_index);
+
 def Blpa_SoftmaxCrossEntropyOp
     : Blpa_ComputeOp<"softmax_cross_entropy", [Differentiable]> {
-  let summary = "Mean over the batch of -log softmax(logits)[label]";
-  let arguments = (ins Blpa_F32Tensor:$logits, Blpa_LabelTensor:$labels);
+  let summary = "Mean over the labelled rows of -log softmax(logits)[label]";
+  let description = [{
+    Logits [N, classes] with labels [N], or [B, T, classes] with labels
+    [B, T] (a language model's next tokens): the softmax runs over the last
+    dimension, the mean over the rows whose label is not `ignore_index`
+    (0 when every row is ignored).
+  }];
+  let arguments = !con((ins Blpa_F32Tensor:$logits), LossLabels);
   let results = (outs Blpa_LossTensor:$loss);
 }
 
@@ -665,9 +693,21 @@ def Blpa_GlobalAvgPoolGradOp : Blpa_ComputeOp<"global_avg_pool_grad"> {
 def Blpa_SoftmaxCrossEntropyGradOp
     : Blpa_ComputeOp<"softmax_cross_entropy_grad", [ActivationNeedRule]> {
   let summary = "Gradient of the mean softmax cross-entropy";
-  let arguments = (ins Blpa_F32Tensor:$logits, Blpa_LabelTensor:$labels,
-      Blpa_LossTensor:$loss_grad);
+  let arguments = !con((ins Blpa_F32Tensor:$logits), LossLabels,
+      (ins Blpa_LossTensor:$loss_grad));
   let results = (outs Blpa_F32Tensor:$logits_grad);
+}
+
+def Blpa_EmbeddingGradOp : Blpa_ComputeOp<"embedding_grad"> {
+  let summary = "Gradient of an embedding lookup: a deterministic scatter-add";
+  let description = [{
+    table_grad[v, :] = the sum of grad[i..., :] over the positions whose
+    index is v, added in position order (the same on every thread count and
+    runtime); rows no index names are zero.
+  }];
+  let arguments = (ins Blpa_F32Tensor:$grad, Blpa_IndexTensor:$indices,
+      I64Attr:$vocab);
+  let results = (outs Blpa_F32Tensor:$table_grad);
 }
 
 //===----------------------------------------------------------------------===//

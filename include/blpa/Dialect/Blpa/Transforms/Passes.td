@@ -10,7 +10,9 @@ def BlpaAutodiff : Pass<"blpa-autodiff", "ModuleOp"> {
   let description = [{
     From `func.func @forward` (graph inputs -> logits) builds
     `func.func @train_step(inputs..., labels) -> loss`: the forward ops, the
-    mean softmax cross-entropy loss on the first result, reverse-mode
+    mean softmax cross-entropy loss on the first result (logits [N, classes]
+    with labels [N], or [B, T, vocab] with labels [B, T]; rows labelled
+    `ignore-index` do not count), reverse-mode
     gradients from each op's GradientOpInterface (adjoints of values with
     several uses are summed), one `blpa.sgd_update` per trainable parameter
     and one `blpa.update_running_stats` per batch norm. Every op gets a
@@ -19,6 +21,10 @@ def BlpaAutodiff : Pass<"blpa-autodiff", "ModuleOp"> {
     a warning. `@forward` is left unchanged.
   }];
   let dependentDialects = ["::mlir::blpa::BlpaDialect"];
+  let options = [
+    Option<"ignoreIndex", "ignore-index", "int64_t", /*default=*/"-100",
+           "Label of rows the loss leaves out (PyTorch's ignore_index)">,
+  ];
   let statistics = [
     Statistic<"numGradientOps", "gradient-ops", "Ops built by gradient rules">,
     Statistic<"numUpdates", "updates", "Parameter and state updates">,
