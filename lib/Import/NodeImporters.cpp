@@ -1231,6 +1231,13 @@ static FailureOr<Value> buildMatMul(NodeBinder &b, Value a,
     // Named in order: argument evaluation order is unspecified.
     int64_t rows = ShapedType::getNumElements(aShape.drop_back());
     Value a2 = b.reshape(a, {rows, k});
+    // x @ W^T, as exporters write Linear on 3-D inputs: the gemm reads W
+    // itself (trans_b), so no transposed copy is made, nor saved for the
+    // backward pass, and W's gradient comes out in W's layout.
+    if (auto transpose = m.getDefiningOp<TransposeOp>();
+        transpose && getShape(transpose.getInput()).size() == 2)
+      return b.create<GemmOp>(a2, transpose.getInput(), Value(), false, true,
+                              llvm::APFloat(1.0), llvm::APFloat(1.0));
     Value m2 = b.reshape(m, {k, cols});
     return b.create<GemmOp>(a2, m2, Value(), false, false, llvm::APFloat(1.0),
                             llvm::APFloat(1.0));

@@ -15,6 +15,7 @@
 #include "blpa/Dialect/Blpa/IR/BlpaOps.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Verifier.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
 
@@ -332,6 +333,14 @@ LogicalResult Importer::finishFunction(func::FuncOp func,
   if (results.empty())
     return fileError() << "the graph has no outputs";
   func::ReturnOp::create(builder, func.getLoc(), results);
+  // Ops nothing reads (a Transpose of a weight that a gemm reads directly)
+  // would still run in the step.
+  SmallVector<Operation *> ops;
+  for (Operation &op : func.getBody().front().without_terminator())
+    ops.push_back(&op);
+  for (Operation *op : llvm::reverse(ops))
+    if (isOpTriviallyDead(op))
+      op->erase();
   func.setType(builder.getFunctionType(func.getArgumentTypes(),
                                        ValueRange(results).getTypes()));
   func.setAllResultAttrs(resultAttrs);

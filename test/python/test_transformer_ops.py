@@ -261,7 +261,7 @@ def test_memory_report_shows_attention_maps(tmp_path):
                                   17)
     report = str(tmp_path / "memory.json")
     proc = tool.run([tool.blpa_opt_path(), onnx_path, "--train",
-                     "--batch-size", "4", "--act-bits", "4",
+                     "--batch-size", "4", "--act-bits", "0",
                      "--memory-report", report, "--print-memory", "-o",
                      str(tmp_path / "exe")])
     with open(report) as f:

@@ -402,6 +402,8 @@ static LogicalResult checkCompileOptions(MLIRContext &context,
 /// The passes up to the choices of what is saved: autodiff (when the module
 /// has no training step yet), evaluation mode and the user's pins.
 static void buildFrontPipeline(PassManager &pm, ModuleOp module) {
+  if (!module.lookupSymbol("train_step"))
+    pm.addNestedPass<func::FuncOp>(createBlpaFuseGelu());
   if (trainMode && !module.lookupSymbol("train_step")) {
     BlpaAutodiffOptions options;
     options.ignoreIndex = ignoreIndex;

@@ -183,6 +183,19 @@ def BlpaCompressActivations : Pass<"blpa-compress-activations", "ModuleOp"> {
   ];
 }
 
+def BlpaFuseGelu : Pass<"blpa-fuse-gelu", "func::FuncOp"> {
+  let summary = "Replaces GELU written op by op with one blpa.gelu";
+  let description = [{
+    Exporters without ONNX's Gelu (torch.onnx before opset 20) write
+    nn.GELU as `x * (1 + erf(x / sqrt(2))) * 0.5`: Div, Erf, Add, Mul, Mul,
+    whose intermediates the backward pass would keep (four tensors of the
+    input's size). The expression, in either order of its products, becomes
+    `blpa.gelu %x`: one kernel and one saved tensor. Runs on the imported
+    `@forward`, before autodiff.
+  }];
+  let dependentDialects = ["::mlir::blpa::BlpaDialect"];
+}
+
 def BlpaFuseBatchNormRelu : Pass<"blpa-fuse-batch-norm-relu", "ModuleOp"> {
   let summary = "Runs each ReLU of a batch norm inside the batch norm's kernels";
   let description = [{
