@@ -28,7 +28,7 @@ import resource
 import subprocess
 import sys
 
-MODELS = ("preact-resnet-164", "resnet18", "resnet50")
+MODELS = ("preact-resnet-164", "resnet18", "resnet50", "gpt")
 
 
 def maxrss(out_path, cmd):
@@ -45,10 +45,12 @@ def model_builder(key):
     model's library is imported when asked, so that a process training a
     torchvision model does not also load blpa and onnx, and the reverse."""
     import torch
-    if key == "preact-resnet-164":
+    if key in ("preact-resnet-164", "gpt"):
         sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..",
                                         "python"))
         from blpa import models
+        if key == "gpt":
+            return models.gpt
         return lambda: models.preact_resnet(depth=164)
     import torchvision
 
@@ -67,20 +69,36 @@ def vm_status_bytes(field):
     raise RuntimeError("no %s in /proc/self/status" % field)
 
 
-def train(model, batch, size, steps):
+def random_batch(model, batch, size):
+    """Images [batch, 3, size, size] and class labels, or for a language
+    model (one with `example`) token ids and next-token labels [batch, T]."""
+    import torch
+    if hasattr(model, "example"):
+        ids = model.example(batch)
+        return ids, torch.randint(0, model.vocab, ids.shape)
+    return torch.randn(batch, 3, size, size), torch.randint(0, 10, (batch,))
+
+
+def train(model, batch, size, steps, times=None):
     """The training loop of bench/cpu_step.py on one random batch; returns
-    the RSS just before the first step."""
+    the RSS just before the first step. Appends each step's seconds to
+    `times` when given."""
+    import time
     import torch
     import torch.nn.functional as F
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.randn(batch, 3, size, size)
-    y = torch.randint(0, 10, (batch,))
+    x, y = random_batch(model, batch, size)
     before_step = vm_status_bytes("VmRSS")
     for _ in range(steps):
+        start = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
+        logits = model(x)
+        F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                        y.reshape(-1)).backward()
         opt.step()
+        if times is not None:
+            times.append(time.perf_counter() - start)
     return before_step
 
 
@@ -97,10 +115,13 @@ def torch_main(argv):
     torch.set_num_threads(args.threads)
     build = model_builder(args.model)
     after_imports = vm_status_bytes("VmRSS")
-    before_step = train(build(), args.batch, args.image_size, args.steps)
+    times = []
+    before_step = train(build(), args.batch, args.image_size, args.steps,
+                        times)
     print(json.dumps({"after_imports": after_imports,
                       "before_step": before_step,
-                      "vm_hwm": vm_status_bytes("VmHWM")}))
+                      "vm_hwm": vm_status_bytes("VmHWM"),
+                      "step_seconds": times}))
 
 
 if __name__ == "__main__":

@@ -1495,28 +1495,58 @@ static LogicalResult gatherFloat(NodeBinder &b) {
   return b.setOutput(b.reshape(*slice, outShape));
 }
 
-/// Gather of the rows of a float table [vocab, dim] at token ids: an
-/// embedding lookup. The graph input of the ids records the table's size,
-/// so the executable can check the ids it is given.
+/// Records on the graph input of token ids `indices` that they index a
+/// table of `vocab` rows, so the executable can check the ids it is given.
+static void recordIndexBound(NodeBinder &b, Value indices, int64_t vocab) {
+  auto arg = dyn_cast<BlockArgument>(indices);
+  if (!arg)
+    return;
+  auto func = cast<func::FuncOp>(arg.getOwner()->getParentOp());
+  auto bound = func.getArgAttrOfType<IntegerAttr>(arg.getArgNumber(),
+                                                  "blpa.index_bound");
+  if (!bound || bound.getInt() > vocab)
+    func.setArgAttr(arg.getArgNumber(), "blpa.index_bound",
+                    b.builder().getI64IntegerAttr(vocab));
+}
+
+/// Gather of a float tensor at token ids: along axis 0 an embedding lookup
+/// (the rows of a table [vocab, dim]); along another axis the same between
+/// transposes that bring that axis first and the ids' dimensions back to
+/// its place.
 static LogicalResult gatherRows(NodeBinder &b) {
-  FailureOr<Value> table = b.input(0), indices = b.indexInput(1);
-  if (failed(table) || failed(indices))
+  FailureOr<Value> data = b.input(0), indices = b.indexInput(1);
+  if (failed(data) || failed(indices))
     return failure();
-  if (getShape(*table).size() != 2 || b.getInt("axis", 0) != 0)
-    return b.error() << "Gather at token ids must read rows (axis 0) of a "
-                        "2-D table [vocab, dim], an embedding; got axis "
-                     << b.getInt("axis", 0) << " of "
-                     << formatInts(getShape(*table));
-  if (auto arg = dyn_cast<BlockArgument>(*indices)) {
-    auto func = cast<func::FuncOp>(arg.getOwner()->getParentOp());
-    int64_t vocab = getShape(*table)[0];
-    auto bound =
-        func.getArgAttrOfType<IntegerAttr>(arg.getArgNumber(), "blpa.index_bound");
-    if (!bound || bound.getInt() > vocab)
-      func.setArgAttr(arg.getArgNumber(), "blpa.index_bound",
-                      b.builder().getI64IntegerAttr(vocab));
+  ArrayRef<int64_t> shape = getShape(*data);
+  FailureOr<int64_t> found = axisAttribute(b, 0, shape.size());
+  if (failed(found))
+    return failure();
+  int64_t axis = *found, rank = shape.size();
+  recordIndexBound(b, *indices, shape[axis]);
+  Value table = *data;
+  if (axis != 0) {
+    SmallVector<int64_t> first = {axis};
+    for (int64_t d = 0; d < rank; ++d)
+      if (d != axis)
+        first.push_back(d);
+    FailureOr<Value> moved = b.create<TransposeOp>(table, first);
+    if (failed(moved))
+      return failure();
+    table = *moved;
   }
-  return b.setOutput(b.create<EmbeddingOp>(*table, *indices));
+  FailureOr<Value> rows = b.create<EmbeddingOp>(table, *indices);
+  if (failed(rows) || axis == 0)
+    return b.setOutput(rows);
+  // [ids..., d0 .. d(axis-1), d(axis+1) ...] to [d0 .., ids..., ...].
+  int64_t idsRank = getShape(*indices).size();
+  SmallVector<int64_t> back;
+  for (int64_t d = 0; d < axis; ++d)
+    back.push_back(idsRank + d);
+  for (int64_t d = 0; d < idsRank; ++d)
+    back.push_back(d);
+  for (int64_t d = idsRank + axis; d < idsRank + rank - 1; ++d)
+    back.push_back(d);
+  return b.setOutput(b.create<TransposeOp>(*rows, back));
 }
 
 static LogicalResult importGather(NodeBinder &b) {

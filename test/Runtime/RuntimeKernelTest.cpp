@@ -2721,6 +2721,7 @@ int main(int argc, char **argv) {
     for (int bits : {2, 4, 8}) {
       testQuantize("4d", 3, 3, 7 * 5, scheme, bits);
       testQuantize("2d", 37, 16, 1, scheme, bits);
+      testQuantize("2d_tall_odd", 301, 13, 1, scheme, bits);
       testQuantize("large_odd_planes", 4, 5, 43 * 41, scheme, bits);
     }
   }

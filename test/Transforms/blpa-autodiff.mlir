@@ -316,7 +316,7 @@ module {
 // CHECK: %[[L:.*]] = blpa.reshape
 // CHECK: %[[LOSS:.*]] = blpa.softmax_cross_entropy %[[L]], %[[Y]] {blpa.phase = "forward"} : (tensor<2x3x5xf32>, tensor<2x3xi64>) -> tensor<f32>
 // CHECK: blpa.softmax_cross_entropy_grad %[[L]], %[[Y]], %{{.*}} {blpa.phase = "backward"}
-// CHECK: %[[DE:.*]] = blpa.embedding_grad %{{.*}}, %[[IDS]] {blpa.phase = "backward", vocab = 7 : i64} : (tensor<2x3x4xf32>, tensor<2x3xi64>) -> tensor<7x4xf32>
+// CHECK: %[[DE:.*]] = blpa.embedding_grad %{{.*}}, %[[IDS]] {blpa.phase = "backward", table_shape = array<i64: 7, 4>} : (tensor<2x3x4xf32>, tensor<2x3xi64>) -> tensor<7x4xf32>
 // CHECK: blpa.sgd_update %[[E]], %[[DE]]
 module {
   func.func @forward(%ids: tensor<2x3xi64> {blpa.index_bound = 7 : i64, blpa.name = "input"}) -> (tensor<2x3x5xf32> {blpa.name = "logits"}) {

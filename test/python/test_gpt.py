@@ -14,7 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import assert_gradients_match, fresh_rng, gradient_error
+from conftest import (assert_compressed_like_exact, assert_gradients_match,
+                      compare_bit_widths, fresh_rng)
 from blpa import models, tool
 
 pytestmark = pytest.mark.randomized
@@ -74,11 +75,6 @@ def test_gpt_matches_pytorch_float64(size, tmp_path):
     assert_gradients_match(loss, grads, ref_loss, ref_grads)
 
 
-# Whole-gradient cosine against exact, at least, per width: the smallest
-# over 20 draws (docs/testing.md) with some margin.
-MIN_COSINE = {8: 0.999, 4: 0.98, 2: 0.6}
-
-
 def test_gpt_at_8_4_2_bits_keeps_the_forward_exact(tmp_path):
     """Batch 4 of a context-32 GPT of width 64: its saved tensors pass the
     quantizer's size floor. The loss equals the exact build's bit for bit
@@ -86,29 +82,10 @@ def test_gpt_at_8_4_2_bits_keeps_the_forward_exact(tmp_path):
     width, and the gradient stays close to exact."""
     model = small_gpt(int(fresh_rng().integers(1 << 31)), vocab=97,
                       context=32, width=64)
-    onnx_path = export(model, tmp_path)
     ids, labels = random_tokens(fresh_rng(), model, 4)
-    results = {}
-    for bits in (0, 8, 4, 2):
-        report = str(tmp_path / ("memory%d.json" % bits))
-        exe = tool.compile(onnx_path, str(tmp_path / ("exe%d" % bits)),
-                           batch_size=4, act_bits=bits, memory_report=report)
-        with open(report) as f:
-            saved = json.load(f)["saved_activation_bytes"]
-        loss, grads = tool.check_step(exe, ids, labels,
-                                      str(tmp_path / ("dump%d" % bits)))
-        flat = np.concatenate([g.ravel() for _, g in sorted(grads.items())])
-        results[bits] = (loss, saved, flat)
-    exact = results[0][2].astype(np.float64)
-    for bits in (8, 4, 2):
-        loss, saved, flat = results[bits]
-        error, cosine = gradient_error(flat, exact, 1.0, 0.0)
-        print("gpt %d-bit: saved %d of %d bytes (%.3f), gradient error "
-              "%.4f, cosine %.6f" % (bits, saved, results[0][1],
-                                     saved / results[0][1], error, cosine))
-        assert np.float32(loss) == np.float32(results[0][0]), bits
-        assert cosine >= MIN_COSINE[bits], (bits, cosine)
-    assert results[2][1] < results[4][1] < results[8][1] < results[0][1]
+    assert_compressed_like_exact(
+        "gpt", "gpt",
+        compare_bit_widths(export(model, tmp_path), ids, labels, tmp_path))
 
 
 def read_log(path):

@@ -53,41 +53,74 @@ struct ChannelStep {
 };
 
 /// The levels of every channel of x for `scheme` with codes up to maxCode.
+/// The ranges of the channels of a [rows, c] matrix (spatial 1: channels
+/// are columns): blocks of rows in parallel, each keeping every column's
+/// range, combined in block order. Row by row, so that memory is read
+/// along its rows rather than one element per parallel index.
+void columnRanges(const float *x, int64_t rows, int64_t c, float *lo,
+                  float *hi) {
+  constexpr float inf = std::numeric_limits<float>::infinity();
+  int64_t blocks = std::min<int64_t>(rows, 64);
+  int64_t perBlock = blocks ? (rows + blocks - 1) / blocks : 0;
+  std::vector<float> mn(blocks * c, inf), mx(blocks * c, -inf);
+  parallelFor(blocks, [&](int64_t blk) {
+    float *bmn = &mn[blk * c], *bmx = &mx[blk * c];
+    for (int64_t r = blk * perBlock; r < std::min(rows, (blk + 1) * perBlock);
+         ++r)
+      for (int64_t ch = 0; ch < c; ++ch) {
+        bmn[ch] = std::min(bmn[ch], x[r * c + ch]);
+        bmx[ch] = std::max(bmx[ch], x[r * c + ch]);
+      }
+  });
+  for (int64_t blk = 0; blk < blocks; ++blk)
+    for (int64_t ch = 0; ch < c; ++ch) {
+      lo[ch] = std::min(lo[ch], mn[blk * c + ch]);
+      hi[ch] = std::max(hi[ch], mx[blk * c + ch]);
+    }
+}
+
 std::vector<ChannelStep> channelSteps(const float *x, int64_t n, int64_t c,
                                       int64_t spatial, int64_t scheme,
                                       int32_t maxCode) {
-  std::vector<float> partial(2 * n * c);
-  parallelFor(n * c, [&](int64_t i) {
-    sliceRange(x + i * spatial, spatial, partial[2 * i], partial[2 * i + 1]);
-  });
+  constexpr float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> lo(c, inf), hi(c, -inf);
+  if (spatial == 1) {
+    columnRanges(x, n, c, lo.data(), hi.data());
+  } else {
+    std::vector<float> partial(2 * n * c);
+    parallelFor(n * c, [&](int64_t i) {
+      sliceRange(x + i * spatial, spatial, partial[2 * i], partial[2 * i + 1]);
+    });
+    for (int64_t b = 0; b < n; ++b)
+      for (int64_t ch = 0; ch < c; ++ch) {
+        lo[ch] = std::min(lo[ch], partial[2 * (b * c + ch)]);
+        hi[ch] = std::max(hi[ch], partial[2 * (b * c + ch) + 1]);
+      }
+  }
   std::vector<ChannelStep> steps(c);
   for (int64_t ch = 0; ch < c; ++ch) {
-    float lo = std::numeric_limits<float>::infinity(), hi = -lo;
-    for (int64_t b = 0; b < n; ++b) {
-      lo = std::min(lo, partial[2 * (b * c + ch)]);
-      hi = std::max(hi, partial[2 * (b * c + ch) + 1]);
-    }
-    if (scheme == BLPA_SCHEME_NONNEG)
-      lo = 0;
-    if (!(lo < hi)) // constant or empty channel
-      hi = lo = std::isfinite(lo) ? lo : 0.0f;
-    // In double: hi - lo may not be representable as a float.
-    float step = float((double(hi) - double(lo)) / maxCode);
-    steps[ch] = {lo, step, step > 0 ? float(1.0 / step) : 0.0f};
+    float l = scheme == BLPA_SCHEME_NONNEG ? 0.0f : lo[ch], h = hi[ch];
+    if (!(l < h)) // constant or empty channel
+      h = l = std::isfinite(l) ? l : 0.0f;
+    // In double: h - l may not be representable as a float.
+    float step = float((double(h) - double(l)) / maxCode);
+    steps[ch] = {l, step, step > 0 ? float(1.0 / step) : 0.0f};
   }
   return steps;
 }
 
-/// v rounded to the nearest integer (ties to even), exactly for |v| < 2^22:
-/// adding 2^23 leaves no fraction bits. Plain float arithmetic, so the loops
-/// below vectorize (SSE2 has no rounding instruction, and converting back
-/// from int would keep GCC from if-converting the clamps).
 float nearestInteger(float v) { return (v + 0x1p23f) - 0x1p23f; }
 
+// The code and value loops take the step of element j of their run from
+// stepAt(j): one channel's for a run within a channel's slice, the run's
+// consecutive channels when channels are the last dimension (spatial 1).
+
 /// q = round((x - lo) / step), clamped to [0, maxCode].
-void affineCodes(const float *in, int64_t len, ChannelStep s, float maxCode,
+template <typename StepAt>
+void affineCodes(const float *in, int64_t len, StepAt stepAt, float maxCode,
                  uint8_t *q) {
   for (int64_t j = 0; j < len; ++j) {
+    ChannelStep s = stepAt(j);
     // Clamped as floats, NaN to 0, so that the conversion is defined.
     float r = nearestInteger((in[j] - s.lo) * s.inv);
     r = r > 0 ? r : 0.0f;
@@ -96,10 +129,11 @@ void affineCodes(const float *in, int64_t len, ChannelStep s, float maxCode,
 }
 
 /// q = x > 0 ? clamp(ceil(x / step), 1, maxCode) : 0.
-void nonnegCodes(const float *in, int64_t len, ChannelStep s, float maxCode,
+template <typename StepAt>
+void nonnegCodes(const float *in, int64_t len, StepAt stepAt, float maxCode,
                  uint8_t *q) {
   for (int64_t j = 0; j < len; ++j) {
-    float v = in[j] * s.inv;
+    float v = in[j] * stepAt(j).inv;
     float r = nearestInteger(v);
     float up = r + (r < v ? 1.0f : 0.0f); // ceil(v)
     up = up > 1 ? up : 1.0f;
@@ -113,18 +147,20 @@ void maskCodes(const float *in, int64_t len, uint8_t *q) {
     q[j] = in[j] > 0;
 }
 
-void affineValues(const uint8_t *q, int64_t len, ChannelStep s, float *out) {
+template <typename StepAt>
+void affineValues(const uint8_t *q, int64_t len, StepAt stepAt, float *out) {
   for (int64_t j = 0; j < len; ++j)
-    out[j] = s.lo + float(q[j]) * s.step;
+    out[j] = stepAt(j).lo + float(q[j]) * stepAt(j).step;
 }
 
 /// The centre of a positive bin; code 0 is exactly 0.
-void nonnegValues(const uint8_t *q, int64_t len, ChannelStep s, float *out) {
+template <typename StepAt>
+void nonnegValues(const uint8_t *q, int64_t len, StepAt stepAt, float *out) {
   for (int64_t j = 0; j < len; ++j) {
     // Code 0 alone has a negative "centre"; selecting on the value rather
     // than on q keeps the loop free of a conditional conversion, so it
     // vectorizes.
-    float centre = (float(q[j]) - 0.5f) * s.step;
+    float centre = (float(q[j]) - 0.5f) * stepAt(j).step;
     out[j] = centre > 0 ? centre : 0.0f;
   }
 }
@@ -135,6 +171,20 @@ void maskValues(const uint8_t *q, int64_t len, float *out) {
 }
 
 /// The code widths `scheme` allows (for withCodeBits).
+/// Calls f(stepAt) for the run of slice `slice` starting at element
+/// `begin`: with spatial 1 (a slice is a row of the c channels) the run's
+/// channels one after another, else the slice's channel throughout.
+template <typename F>
+void withStepAt(const ChannelStep *steps, int64_t slice, int64_t begin,
+                int64_t c, int64_t spatial, F &&f) {
+  if (spatial == 1) {
+    const ChannelStep *first = steps + begin % c;
+    return f([first](int64_t j) { return first[j]; });
+  }
+  ChannelStep s = steps[slice % c];
+  f([s](int64_t) { return s; });
+}
+
 unsigned schemeCodeBits(const char *kernel, int64_t scheme) {
   switch (scheme) {
   case BLPA_SCHEME_AFFINE:
@@ -165,15 +215,21 @@ void blpa_quantize(blpa_context *, const float *x, uint8_t *codes,
         params[c + ch] = steps[ch].step;
       }
     }
-    encodeSlices<Bits>(n * c * spatial, spatial, codes,
+    // With spatial 1 a slice is a row of all c channels, not one element.
+    int64_t sliceLen = spatial == 1 ? c : spatial;
+    encodeSlices<Bits>(n * c * spatial, sliceLen, codes,
                        [&](int64_t slice, int64_t b, int64_t e, uint8_t *q) {
                          if (scheme == BLPA_SCHEME_MASK)
                            return maskCodes(x + b, e - b, q);
-                         ChannelStep s = steps[slice % c];
-                         if (scheme == BLPA_SCHEME_AFFINE)
-                           affineCodes(x + b, e - b, s, maxCode, q);
-                         else
-                           nonnegCodes(x + b, e - b, s, maxCode, q);
+                         withStepAt(steps.data(), slice, b, c, spatial,
+                                    [&](auto stepAt) {
+                                      if (scheme == BLPA_SCHEME_AFFINE)
+                                        affineCodes(x + b, e - b, stepAt,
+                                                    maxCode, q);
+                                      else
+                                        nonnegCodes(x + b, e - b, stepAt,
+                                                    maxCode, q);
+                                    });
                        });
   });
 }
@@ -184,17 +240,20 @@ void blpa_dequantize(blpa_context *, const uint8_t *codes, const float *params,
   const char *kernel = "blpa_dequantize";
   withCodeBits(kernel, bits, schemeCodeBits(kernel, scheme), [&](auto width) {
     constexpr int Bits = decltype(width)::value;
+    std::vector<ChannelStep> steps(c);
+    for (int64_t ch = 0; ch < c && scheme != BLPA_SCHEME_MASK; ++ch)
+      steps[ch] = {params[ch], params[c + ch], 0.0f};
     decodeSlices<Bits>(
-        n * c * spatial, spatial, codes,
+        n * c * spatial, spatial == 1 ? c : spatial, codes,
         [&](int64_t slice, int64_t b, int64_t e, const uint8_t *q) {
           if (scheme == BLPA_SCHEME_MASK)
             return maskValues(q, e - b, y + b);
-          int64_t ch = slice % c;
-          ChannelStep s = {params[ch], params[c + ch], 0.0f};
-          if (scheme == BLPA_SCHEME_AFFINE)
-            affineValues(q, e - b, s, y + b);
-          else
-            nonnegValues(q, e - b, s, y + b);
+          withStepAt(steps.data(), slice, b, c, spatial, [&](auto stepAt) {
+            if (scheme == BLPA_SCHEME_AFFINE)
+              affineValues(q, e - b, stepAt, y + b);
+            else
+              nonnegValues(q, e - b, stepAt, y + b);
+          });
         });
   });
 }

@@ -137,7 +137,7 @@ public:
     int64_t classes = manifest.classCount();
     for (int64_t b = 0; b < batchCount; ++b) {
       for (const TensorRecord &input : manifest.inputs) {
-        inputs.emplace_back(numElements(input.shape));
+        inputs.emplace_back(input.indices ? 0 : numElements(input.shape));
         ids.emplace_back(input.indices ? numElements(input.shape) : 0);
         for (float &value : inputs.back())
           value = random.normal();
@@ -159,9 +159,9 @@ public:
     Batch batch;
     for (size_t i = current * inputsPerBatch; i < (current + 1) * inputsPerBatch;
          ++i)
-      batch.inputs.push_back(ids[i].empty() ? static_cast<const void *>(
-                                                  inputs[i].data())
-                                            : ids[i].data());
+      batch.inputs.push_back(inputs[i].empty() ? static_cast<const void *>(
+                                                     ids[i].data())
+                                               : inputs[i].data());
     batch.labels = labels[current].data();
     current = (current + 1) % labels.size();
     return batch;

@@ -223,6 +223,13 @@ void Session::restore(size_t index, const std::vector<float> &values,
                         momentum.size() * sizeof(float));
 }
 
+HostOutputs::HostOutputs(const Manifest &manifest) {
+  for (const TensorRecord &output : manifest.outputs)
+    values.emplace_back(numElements(output.shape));
+  for (std::vector<float> &value : values)
+    pointers.push_back(value.data());
+}
+
 std::unique_ptr<Session> openSession(const Manifest &manifest,
                                      const Options &options,
                                      OnnxModel &initialWeights,

@@ -111,6 +111,14 @@ private:
   void *labelBuffer = nullptr, *lossBuffer = nullptr;
 };
 
+/// Host buffers for every output of blpa_forward, in manifest order, and
+/// the pointers Session::forward takes.
+struct HostOutputs {
+  explicit HostOutputs(const Manifest &manifest);
+  std::vector<std::vector<float>> values;
+  std::vector<float *> pointers;
+};
+
 /// A session configured from the command line, with its parameters loaded
 /// from `initialWeights`.
 std::unique_ptr<Session> openSession(const Manifest &manifest,

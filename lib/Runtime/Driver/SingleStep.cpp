@@ -133,17 +133,12 @@ void runForward(const Manifest &manifest, const Options &options,
   makeDirectories(options.dumpDir, "--dump");
   std::unique_ptr<Session> session =
       openSession(manifest, options, initialWeights, /*skipUpdate=*/true);
-  std::vector<std::vector<float>> outputs;
-  std::vector<float *> outputPointers;
-  for (const TensorRecord &output : manifest.outputs) {
-    outputs.emplace_back(numElements(output.shape));
-    outputPointers.push_back(outputs.back().data());
-  }
-  session->forward(pointersTo(inputs), outputPointers);
-  for (size_t i = 0; i < outputs.size(); ++i)
+  HostOutputs outputs(manifest);
+  session->forward(pointersTo(inputs), outputs.pointers);
+  for (size_t i = 0; i < outputs.values.size(); ++i)
     dumpNpy(options.dumpDir + "/output_" + std::to_string(i) + ".npy",
-            manifest.outputs[i].shape, outputs[i].data());
-  std::printf("wrote %zu output(s) to %s\n", outputs.size(),
+            manifest.outputs[i].shape, outputs.values[i].data());
+  std::printf("wrote %zu output(s) to %s\n", outputs.values.size(),
               options.dumpDir.c_str());
 }
 

@@ -275,22 +275,18 @@ void evaluate(Session &session, const Manifest &manifest,
       std::min(images.count / batchSize, maxBatches.value_or(images.count));
   if (batches == 0)
     return;
-  std::vector<std::vector<float>> outputs;
-  std::vector<float *> outputPointers;
-  for (const TensorRecord &output : manifest.outputs) {
-    outputs.emplace_back(numElements(output.shape));
-    outputPointers.push_back(outputs.back().data());
-  }
-  int64_t classes = outputs[0].size() / batchSize;
+  HostOutputs outputs(manifest);
+  int64_t classes = outputs.values[0].size() / batchSize;
   std::vector<float> pixels(batchSize * images.pixelsPerImage);
   int64_t correct = 0;
   for (int64_t b = 0; b < batches; ++b) {
     for (int64_t i = 0; i < batchSize; ++i)
       images.normalizedImage(b * batchSize + i,
                              &pixels[i * images.pixelsPerImage]);
-    session.forward({static_cast<const void *>(pixels.data())}, outputPointers);
+    session.forward({static_cast<const void *>(pixels.data())},
+                    outputs.pointers);
     for (int64_t i = 0; i < batchSize; ++i) {
-      const float *logits = &outputs[0][i * classes];
+      const float *logits = &outputs.values[0][i * classes];
       int64_t predicted = std::max_element(logits, logits + classes) - logits;
       correct += predicted == images.labels[b * batchSize + i];
     }
@@ -315,12 +311,7 @@ void evaluateTokens(Session &session, const Manifest &manifest,
       std::min(tokens.count / batchSize, maxBatches.value_or(tokens.count));
   if (batches == 0)
     return;
-  std::vector<std::vector<float>> outputs;
-  std::vector<float *> outputPointers;
-  for (const TensorRecord &output : manifest.outputs) {
-    outputs.emplace_back(numElements(output.shape));
-    outputPointers.push_back(outputs.back().data());
-  }
+  HostOutputs outputs(manifest);
   int64_t vocab = manifest.classCount();
   std::vector<int64_t> input(batchSize * window), labels(batchSize * window);
   double lossSum = 0;
@@ -328,9 +319,10 @@ void evaluateTokens(Session &session, const Manifest &manifest,
   for (int64_t b = 0; b < batches; ++b) {
     for (int64_t i = 0; i < batchSize; ++i)
       tokens.sample(b * batchSize + i, &input[i * window], &labels[i * window]);
-    session.forward({static_cast<const void *>(input.data())}, outputPointers);
+    session.forward({static_cast<const void *>(input.data())},
+                    outputs.pointers);
     for (size_t r = 0; r < labels.size(); ++r) {
-      const float *logits = &outputs[0][r * vocab];
+      const float *logits = &outputs.values[0][r * vocab];
       const float *top = std::max_element(logits, logits + vocab);
       double sum = 0;
       for (int64_t j = 0; j < vocab; ++j)

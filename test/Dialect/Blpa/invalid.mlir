@@ -88,10 +88,10 @@ func.func @sequence_loss_labels(%l: tensor<2x4x10xf32>, %y: tensor<2xi64>) {
 
 // -----
 
-func.func @embedding_table_rank(%t: tensor<10xf32>, %ids: tensor<2x3xi64>) {
-  // expected-error @+2 {{embedding table must have rank 2}}
+func.func @embedding_table_rank(%t: tensor<f32>, %ids: tensor<2x3xi64>) {
+  // expected-error @+2 {{embedding: the table has rank 0; it needs rows to look up}}
   // expected-error @+1 {{failed to infer returned types}}
-  %y = blpa.embedding %t, %ids : (tensor<10xf32>, tensor<2x3xi64>) -> tensor<2x3xf32>
+  %y = blpa.embedding %t, %ids : (tensor<f32>, tensor<2x3xi64>) -> tensor<2x3xf32>
   return
 }
 
@@ -106,9 +106,9 @@ func.func @embedding_float_ids(%t: tensor<10x4xf32>, %ids: tensor<2x3xf32>) {
 // -----
 
 func.func @embedding_grad_shape(%g: tensor<2x4x4xf32>, %ids: tensor<2x3xi64>) {
-  // expected-error @+2 {{embedding_grad: the gradient 'tensor<2x4x4xf32>' must be the indices' shape plus a row}}
+  // expected-error @+2 {{embedding_grad: the gradient 'tensor<2x4x4xf32>' must be the indices' shape plus a row of the table 'tensor<10x4xf32>'}}
   // expected-error @+1 {{failed to infer returned types}}
-  %y = blpa.embedding_grad %g, %ids {vocab = 10 : i64} : (tensor<2x4x4xf32>, tensor<2x3xi64>) -> tensor<10x4xf32>
+  %y = blpa.embedding_grad %g, %ids {table_shape = array<i64: 10, 4>} : (tensor<2x4x4xf32>, tensor<2x3xi64>) -> tensor<10x4xf32>
   return
 }
 

@@ -445,9 +445,9 @@ LogicalResult EmbeddingOp::buildGradients(OpBuilder &b, ValueRange resultGrads,
                                           SmallVectorImpl<Value> &operandGrads) {
   if (!resultGrads[0])
     return noGradients(*this, operandGrads);
-  int64_t vocab = cast<ShapedType>(getTable().getType()).getDimSize(0);
+  ArrayRef<int64_t> table = cast<ShapedType>(getTable().getType()).getShape();
   operandGrads.assign({EmbeddingGradOp::create(b, getLoc(), resultGrads[0],
-                                               getIndices(), vocab),
+                                               getIndices(), table),
                        Value()});
   return success();
 }

@@ -2340,48 +2340,54 @@ LogicalResult TriluOp::inferReturnTypes(MLIRContext *,
   return success();
 }
 
-/// Table [vocab, dim] and indices of any shape.
+/// Table [vocab, row...] and indices of any shape.
 LogicalResult EmbeddingOp::inferReturnTypes(MLIRContext *ctx,
                                             std::optional<Location> loc,
                                             Adaptor adaptor,
                                             SmallVectorImpl<Type> &results) {
-  if (failed(checkRank(loc, "embedding table", adaptor.getTable(), 2)))
-    return failure();
+  ArrayRef<int64_t> table = getShape(adaptor.getTable());
+  if (table.empty())
+    return emitOptionalError(loc, "embedding: the table has rank 0; it "
+                                  "needs rows to look up");
   SmallVector<int64_t> shape(getShape(adaptor.getIndices()));
-  shape.push_back(getShape(adaptor.getTable())[1]);
+  llvm::append_range(shape, table.drop_front());
   results.push_back(f32Tensor(ctx, shape));
   return success();
 }
 
-/// Data pointers, then positions, vocabulary and row width.
+/// Data pointers, then positions, vocabulary and row size.
 static void appendEmbeddingArgs(SmallVectorImpl<RuntimeArg> &args,
                                 ArrayRef<Value> data, Value indices,
-                                int64_t vocab, Value rows) {
+                                ArrayRef<int64_t> tableShape) {
   appendData(args, data);
   args.push_back(
       RuntimeArg::i64(cast<ShapedType>(indices.getType()).getNumElements()));
-  args.push_back(RuntimeArg::i64(vocab));
-  args.push_back(RuntimeArg::i64(getShape(rows).back()));
+  args.push_back(RuntimeArg::i64(tableShape.front()));
+  args.push_back(
+      RuntimeArg::i64(ShapedType::getNumElements(tableShape.drop_front())));
 }
 
 StringRef EmbeddingOp::getRuntimeFunction() { return "blpa_embedding"; }
 
 void EmbeddingOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   appendEmbeddingArgs(args, {getTable(), getIndices(), getOutput()},
-                      getIndices(), getShape(getTable())[0], getOutput());
+                      getIndices(), getShape(getTable()));
 }
 
 LogicalResult EmbeddingGradOp::inferReturnTypes(
     MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
     SmallVectorImpl<Type> &results) {
-  ArrayRef<int64_t> grad = getShape(adaptor.getGrad());
-  if (grad.empty() || grad.drop_back() != getShape(adaptor.getIndices()))
-    return emitOptionalError(loc, "embedding_grad: the gradient ",
-                             adaptor.getGrad().getType(),
-                             " must be the indices' shape plus a row");
-  if (adaptor.getVocab() < 1)
-    return emitOptionalError(loc, "embedding_grad: vocab must be positive");
-  results.push_back(f32Tensor(ctx, {adaptor.getVocab(), grad.back()}));
+  ArrayRef<int64_t> table = adaptor.getTableShape();
+  SmallVector<int64_t> expected(getShape(adaptor.getIndices()));
+  if (!table.empty())
+    llvm::append_range(expected, table.drop_front());
+  if (table.empty() || table.front() < 1 ||
+      getShape(adaptor.getGrad()) != ArrayRef<int64_t>(expected))
+    return emitOptionalError(
+        loc, "embedding_grad: the gradient ", adaptor.getGrad().getType(),
+        " must be the indices' shape plus a row of the table ",
+        f32Tensor(ctx, table));
+  results.push_back(f32Tensor(ctx, table));
   return success();
 }
 
@@ -2391,7 +2397,7 @@ StringRef EmbeddingGradOp::getRuntimeFunction() {
 
 void EmbeddingGradOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   appendEmbeddingArgs(args, {getGrad(), getIndices(), getTableGrad()},
-                      getIndices(), getVocab(), getGrad());
+                      getIndices(), getTableShape());
 }
 
 StringRef TriluOp::getRuntimeFunction() { return "blpa_trilu"; }

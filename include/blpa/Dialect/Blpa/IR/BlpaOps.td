@@ -440,9 +440,9 @@ def Blpa_TriluOp : Blpa_ComputeOp<"trilu", [Differentiable, InPlace]> {
 def Blpa_EmbeddingOp : Blpa_ComputeOp<"embedding", [Differentiable]> {
   let summary = "Rows of a table at run-time indices (an embedding lookup)";
   let description = [{
-    output[i..., :] = table[indices[i...], :] for a table [vocab, dim]: ONNX
-    Gather along axis 0 of a float initializer by token ids the step is
-    given. Indices lie in [-vocab, vocab) (negative ones count from the end,
+    output[i..., j...] = table[indices[i...], j...] for a table [vocab,
+    ...] (a row may have any shape; [vocab, dim] for an embedding): ONNX
+    Gather along axis 0 by token ids the step is given. Indices lie in [-vocab, vocab) (negative ones count from the end,
     as Gather's do); others are a run-time error. The table's gradient is a
     scatter-add (blpa.embedding_grad); indices have none. The backward pass
     reads the indices, a graph input, so nothing is saved.
@@ -701,12 +701,12 @@ def Blpa_SoftmaxCrossEntropyGradOp
 def Blpa_EmbeddingGradOp : Blpa_ComputeOp<"embedding_grad"> {
   let summary = "Gradient of an embedding lookup: a deterministic scatter-add";
   let description = [{
-    table_grad[v, :] = the sum of grad[i..., :] over the positions whose
+    table_grad[v, ...] = the sum of grad[i..., ...] over the positions whose
     index is v, added in position order (the same on every thread count and
-    runtime); rows no index names are zero.
+    runtime); rows no index names are zero. `table_shape` is the table's.
   }];
   let arguments = (ins Blpa_F32Tensor:$grad, Blpa_IndexTensor:$indices,
-      I64Attr:$vocab);
+      DenseI64ArrayAttr:$table_shape);
   let results = (outs Blpa_F32Tensor:$table_grad);
 }
 
