@@ -1459,9 +1459,11 @@ static LogicalResult importShape(NodeBinder &b) {
       IntTensor{{static_cast<int64_t>(values.size())}, values});
 }
 
-/// Gather from a float tensor at compile-time indices: a scalar index (as
-/// x[:, 0] exports) is a slice of one that drops the axis; 1-D indices
-/// that count up by one are a slice.
+/// Gather from a float tensor at compile-time indices: positions that count
+/// up by one are one slice (a scalar index, as x[:, 0] exports, is a slice
+/// of one that drops the axis); others a concatenation of one-element
+/// slices, in index order (repeats allowed). Both copy, so they are exact,
+/// and their gradients add into the positions read.
 static LogicalResult gatherFloat(NodeBinder &b) {
   FailureOr<Value> data = b.input(0);
   FailureOr<IntTensor> indices = shapeOperand(b, 1);
@@ -1479,20 +1481,32 @@ static LogicalResult gatherFloat(NodeBinder &b) {
                        << axis << " of size " << size;
     positions.push_back(index < 0 ? index + size : index);
   }
-  bool contiguous = indices->shape.size() <= 1 && !positions.empty();
+  if (positions.empty())
+    return b.error() << "no indices to gather; an empty result is not "
+                        "supported";
+  bool contiguous = true;
   for (size_t i = 1; i < positions.size(); ++i)
     contiguous &= positions[i] == positions[i - 1] + 1;
-  if (!contiguous)
-    return b.error() << "only a scalar index or 1-D indices counting up by "
-                        "one can gather from a float tensor (a slice)";
-  FailureOr<Value> slice =
-      b.create<SliceOp>(*data, axis, positions.front(), positions.size());
-  if (failed(slice))
+  FailureOr<Value> gathered;
+  if (contiguous) {
+    gathered =
+        b.create<SliceOp>(*data, axis, positions.front(), positions.size());
+  } else {
+    SmallVector<Value> parts;
+    for (int64_t position : positions) {
+      FailureOr<Value> part = b.create<SliceOp>(*data, axis, position, 1);
+      if (failed(part))
+        return failure();
+      parts.push_back(*part);
+    }
+    gathered = b.create<ConcatOp>(parts, axis);
+  }
+  if (failed(gathered))
     return failure();
   SmallVector<int64_t> outShape(shape.take_front(axis));
   llvm::append_range(outShape, indices->shape);
   llvm::append_range(outShape, shape.drop_front(axis + 1));
-  return b.setOutput(b.reshape(*slice, outShape));
+  return b.setOutput(b.reshape(*gathered, outShape));
 }
 
 /// Records on the graph input of token ids `indices` that they index a
