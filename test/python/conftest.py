@@ -325,11 +325,11 @@ def compare_bit_widths(onnx_path, x, y, tmp_path, bit_widths=(8, 4, 2)):
 # 8 bits, 0.9994 at 4, 0.984 at 2; the ViT 0.99995, 0.989 and 0.688 (its
 # token tensors take per-position ranges from the generic quantizer, which
 # 2 bits serve poorly).
-# The GPT (test_gpt.py): 0.99999, 0.9979 and 0.93 (its attention
-# probabilities are float32 for the softmax gradient, as in the others).
+# The GPT of test_gpt.py (context 32, width 64): 0.999992, 0.9977 and
+# 0.942.
 MIN_COSINE = {"encoder": {8: 0.9999, 4: 0.998, 2: 0.95},
               "vit": {8: 0.9995, 4: 0.95, 2: 0.4},
-              "gpt": {8: 0.999, 4: 0.98, 2: 0.6}}
+              "gpt": {8: 0.9999, 4: 0.99, 2: 0.85}}
 
 
 def assert_compressed_like_exact(name, model, results):
