@@ -26,6 +26,7 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
+#include "mlir/Interfaces/ViewLikeInterface.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/StringSet.h"
 
@@ -244,6 +245,33 @@ static DenseSet<Value> getParamValues(func::FuncOp step) {
   return values;
 }
 
+/// Whether a backward op reads the values of `v`'s buffer exactly, through
+/// `v`, its source or another view of that source (a softmax's output kept
+/// for its gradient, read as [B * heads, T, T] by the gradient of
+/// `probabilities @ V`): the float32 buffer is then saved anyway, and codes
+/// of a view of it would only add memory.
+static bool isReadExactlyElsewhere(Value v) {
+  Value root = v;
+  while (auto view = root.getDefiningOp<ViewLikeOpInterface>())
+    root = view.getViewSource();
+  SmallVector<Value> pending = {root};
+  while (!pending.empty()) {
+    Value value = pending.pop_back_val();
+    for (OpOperand &use : value.getUses()) {
+      Operation *owner = use.getOwner();
+      if (auto view = dyn_cast<ViewLikeOpInterface>(owner);
+          view && view.getViewSource() == value) {
+        llvm::append_range(pending, owner->getResults());
+        continue;
+      }
+      if (isInPhase(owner, Phase::Backward) &&
+          getActivationNeed(use) == ActivationNeed::Exact)
+        return true;
+    }
+  }
+  return false;
+}
+
 /// The quantize scheme for saved `v` read by `uses`, or none to keep it in
 /// float32. A `pinned` width (the producer's own choice) codes `v` however
 /// small.
@@ -260,7 +288,8 @@ CompressActivationsPass::chooseScheme(Value v, ArrayRef<OpOperand *> uses,
         return need == ActivationNeed::WindowArgmax ||
                need == ActivationNeed::Exact ||
                (need == ActivationNeed::Region && !naive);
-      }))
+      }) ||
+      isReadExactlyElsewhere(v))
     return std::nullopt;
   auto type = cast<ShapedType>(v.getType());
   bool forced = pinned || llvm::any_of(uses, [&](OpOperand *use) {
