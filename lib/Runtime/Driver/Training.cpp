@@ -354,6 +354,27 @@ struct TrainingData {
   std::function<void(Session &, int64_t, JsonlLog &)> evaluate;
 };
 
+/// Training on `batches` of `trainSet` (loaded a batch ahead), evaluated
+/// on `testSet` by `evaluateSplit`.
+template <typename Set, typename EvaluateFn>
+TrainingData makeTrainingData(const Manifest &manifest, const Options &options,
+                              std::shared_ptr<Set> trainSet,
+                              std::shared_ptr<Set> testSet,
+                              std::unique_ptr<BatchSource> batches,
+                              EvaluateFn evaluateSplit) {
+  TrainingData data;
+  data.source = std::make_unique<PrefetchingBatches>(std::move(batches));
+  data.stepsPerEpoch = trainSet->count / manifest.batchSize();
+  data.trainSet = trainSet;
+  data.testSet = testSet;
+  data.evaluate = [&manifest, &options, testSet,
+                   evaluateSplit](Session &session, int64_t step,
+                                  JsonlLog &log) {
+    evaluateSplit(session, manifest, *testSet, options.evalBatches, step, log);
+  };
+  return data;
+}
+
 /// Labelled images (--data DIR or arrays), normalized and augmented as
 /// asked.
 TrainingData loadImageData(const Manifest &manifest, const Options &options) {
@@ -373,18 +394,11 @@ TrainingData loadImageData(const Manifest &manifest, const Options &options) {
     throw DriverError("--augment needs image inputs [N, C, H, W]; input '" +
                       manifest.inputs[0].name + "' is " +
                       formatShape(manifest.inputs[0].shape));
-  TrainingData data;
-  data.source = std::make_unique<PrefetchingBatches>(
-      makeDatasetBatches(*trainSet, manifest.batchSize(), options.seed,
-                         augmentation, imageShape));
-  data.stepsPerEpoch = trainSet->count / manifest.batchSize();
-  data.trainSet = trainSet;
-  data.testSet = testSet;
-  data.evaluate = [&manifest, &options,
-                   testSet](Session &session, int64_t step, JsonlLog &log) {
-    evaluate(session, manifest, *testSet, options.evalBatches, step, log);
-  };
-  return data;
+  return makeTrainingData(manifest, options, trainSet, testSet,
+                          makeDatasetBatches(*trainSet, manifest.batchSize(),
+                                             options.seed, augmentation,
+                                             imageShape),
+                          evaluate);
 }
 
 /// A language model's token stream (--data FILE): windows of its sequence
@@ -421,17 +435,10 @@ TrainingData loadTokenData(const Manifest &manifest, const Options &options) {
               options.dataDir.c_str(), static_cast<long long>(trainSet->count),
               static_cast<long long>(testSet->count),
               static_cast<long long>(window));
-  TrainingData data;
-  data.source = std::make_unique<PrefetchingBatches>(
-      makeTokenBatches(*trainSet, manifest.batchSize(), options.seed));
-  data.stepsPerEpoch = trainSet->count / manifest.batchSize();
-  data.trainSet = trainSet;
-  data.testSet = testSet;
-  data.evaluate = [&manifest, &options,
-                   testSet](Session &session, int64_t step, JsonlLog &log) {
-    evaluateTokens(session, manifest, *testSet, options.evalBatches, step, log);
-  };
-  return data;
+  return makeTrainingData(
+      manifest, options, trainSet, testSet,
+      makeTokenBatches(*trainSet, manifest.batchSize(), options.seed),
+      evaluateTokens);
 }
 
 /// Writes `embeddedModel` with the trained weights to `path`, with its
