@@ -704,6 +704,15 @@ double mlir::blpa::countPlans(size_t numNodes, const BudgetOptions &options) {
   return std::pow(double(getAllChoices(options).size()), double(numNodes));
 }
 
+/// How many time steps better than predicted a compiled plan may rank:
+/// the ranked search stops only past predictions that much worse than its
+/// best. The per-node figures come from uniform plans, and a mix can cost
+/// less than they add up to (a random 2-block net at its smallest total:
+/// predicted more than a step worse than the plan exhaustive search found,
+/// compiled two steps better than the answer without this slack; with it,
+/// 27% more plans compiled, 2.9 s instead of 2.2).
+constexpr double kRankedSlackSteps = 1;
+
 /// Combinations the ranked search takes on: it may compile them all where
 /// only the last fit (a few seconds for models this small: 5 nodes with 5
 /// choices, 7 with 4, 9 with 3).
@@ -736,9 +745,12 @@ LogicalResult Search::searchRanked() {
     return isBetter(a.first, b.first);
   });
   // Once the next prediction ranks below the best fitting plan compiled,
-  // no later plan can beat it (predictScore).
+  // by more than the slack, no later plan is likely to beat it.
   for (const auto &entry : ranked) {
-    if (best.fits && !isBetter(entry.first, bestScore))
+    Score hoped = entry.first;
+    hoped.seconds -= kRankedSlackSteps * kTimeTolerance *
+                     best.unconstrained.seconds;
+    if (best.fits && !isBetter(hoped, bestScore))
       break;
     (void)compile(decode(entry.second));
   }
