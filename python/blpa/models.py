@@ -234,7 +234,7 @@ class GPT(nn.Module):
     [N, context, vocab]. Positions are a parameter of the full context, so
     the model reads exactly `context` tokens, as its executable does."""
 
-    def __init__(self, vocab, context, layers, width, heads):
+    def __init__(self, vocab, context, layers, width, heads, tied=False):
         super().__init__()
         self.context = context
         self.vocab = vocab
@@ -251,6 +251,10 @@ class GPT(nn.Module):
             if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
         nn.init.normal_(self.positions, std=0.02)
+        if tied:
+            # One table for the input embedding and the output head (GPT-2's
+            # tying): its gradient sums both uses.
+            self.head.weight = self.tokens.weight
 
     def forward(self, ids):
         x = self.tokens(ids) + self.positions
@@ -261,11 +265,13 @@ class GPT(nn.Module):
         return torch.randint(0, self.vocab, (batch, self.context))
 
 
-def gpt(seed=0, vocab=256, context=128, layers=4, width=128, heads=4):
+def gpt(seed=0, vocab=256, context=128, layers=4, width=128, heads=4,
+        tied=False):
     """Issue 18's language model: byte vocabulary, context 128, 4 layers,
-    width 128, 4 heads, untied embeddings. Export it with opset 17."""
+    width 128, 4 heads, untied embeddings (`tied`: the head reuses the
+    token table). Export it with opset 17."""
     torch.manual_seed(seed)
-    model = GPT(vocab, context, layers, width, heads)
+    model = GPT(vocab, context, layers, width, heads, tied)
     model.input_shape = (1, context)
     return model
 

@@ -26,9 +26,10 @@ IGNORE = -100
 TEXT = "/usr/share/common-licenses/GPL-3"
 
 
-def small_gpt(seed, vocab=61, context=12, layers=2, width=32, heads=4):
+def small_gpt(seed, vocab=61, context=12, layers=2, width=32, heads=4,
+              tied=False):
     return models.gpt(seed=seed, vocab=vocab, context=context, layers=layers,
-                      width=width, heads=heads)
+                      width=width, heads=heads, tied=tied)
 
 
 def export(model, tmp_path, name="gpt"):
@@ -60,12 +61,15 @@ def torch_lm_reference(model, ids, labels):
                          for name, p in reference.named_parameters()}
 
 
-@pytest.mark.parametrize("size", ["small", "example"])
+@pytest.mark.parametrize("size", ["small", "tied", "example"])
 def test_gpt_matches_pytorch_float64(size, tmp_path):
     """The example GPT (byte vocabulary, context 128, 4 layers, width 128)
-    at batch 2, and a small one at batch 3."""
+    at batch 2, and a small one at batch 3, also with the head tied to the
+    token table (one initializer read by Gather and by MatMul through a
+    Transpose: its gradient sums both)."""
     seed = int(fresh_rng().integers(1 << 31))
-    model = models.gpt(seed=seed) if size == "example" else small_gpt(seed)
+    model = (models.gpt(seed=seed) if size == "example"
+             else small_gpt(seed, tied=size == "tied"))
     batch = 2 if size == "example" else 3
     exe = tool.compile(export(model, tmp_path), str(tmp_path / "gpt"),
                        batch_size=batch)
