@@ -242,8 +242,6 @@ static LogicalResult importGlobalAveragePool(NodeBinder &b) {
   return b.setOutput(b.create<GlobalAvgPoolOp>(*x));
 }
 
-/// GlobalMaxPool of [N, C, D1, ...] as a max pooling of [N, C, 1, D1 * ...]
-/// over its whole width, reshaped to [N, C, 1, ...].
 /// The maximum of each row of `x` viewed as [outer, channels, size]: a max
 /// pooling of the [outer, channels, 1, size] view with one window per row,
 /// giving [outer, channels, 1, 1]; its gradient goes to each row's first
@@ -256,6 +254,8 @@ static FailureOr<Value> rowMaxima(NodeBinder &b, Value x, int64_t outer,
       ArrayRef<int64_t>{1, 1});
 }
 
+/// GlobalMaxPool of [N, C, D1, ...] as a max pooling of [N, C, 1, D1 * ...]
+/// over its whole width, reshaped to [N, C, 1, ...].
 static LogicalResult importGlobalMaxPool(NodeBinder &b) {
   FailureOr<Value> x = b.input(0);
   if (failed(x))
@@ -320,7 +320,6 @@ static LogicalResult importBatchNormalization(NodeBinder &b) {
       momentum));
 }
 
-/// An element-wise op of input 0 with the given attributes.
 /// The node's `axis` attribute (`otherwise` when absent) counted from 0
 /// for an input of rank `rank`, or an error when it is not one of its
 /// dimensions.
@@ -334,6 +333,7 @@ static FailureOr<int64_t> axisAttribute(NodeBinder &b, int64_t otherwise,
   return axis < 0 ? axis + rank : axis;
 }
 
+/// An element-wise op of input 0 with the given attributes.
 template <typename OpTy, typename... Attrs>
 static LogicalResult importElementwise(NodeBinder &b, Attrs... attrs) {
   FailureOr<Value> x = b.input(0);

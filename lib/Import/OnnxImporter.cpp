@@ -334,7 +334,10 @@ LogicalResult Importer::finishFunction(func::FuncOp func,
     return fileError() << "the graph has no outputs";
   func::ReturnOp::create(builder, func.getLoc(), results);
   // Ops nothing reads (a Transpose of a weight that a gemm reads directly)
-  // would still run in the step.
+  // would still run in the step. Erased by hand, last first, rather than by
+  // runRegionDCE, which takes a rewriter: this library is built with RTTI
+  // against Debian's RTTI-less MLIR and so keeps to plain MLIR classes,
+  // none of its polymorphic ones (CMakeLists.txt).
   SmallVector<Operation *> ops;
   for (Operation &op : func.getBody().front().without_terminator())
     ops.push_back(&op);

@@ -52,7 +52,6 @@ struct ChannelStep {
   float lo, step, inv;
 };
 
-/// The levels of every channel of x for `scheme` with codes up to maxCode.
 /// The ranges of the channels of a [rows, c] matrix (spatial 1: channels
 /// are columns): blocks of rows in parallel, each keeping every column's
 /// range, combined in block order. Row by row, so that memory is read
@@ -79,6 +78,7 @@ void columnRanges(const float *x, int64_t rows, int64_t c, float *lo,
     }
 }
 
+/// The levels of every channel of x for `scheme` with codes up to maxCode.
 std::vector<ChannelStep> channelSteps(const float *x, int64_t n, int64_t c,
                                       int64_t spatial, int64_t scheme,
                                       int32_t maxCode) {
@@ -109,6 +109,10 @@ std::vector<ChannelStep> channelSteps(const float *x, int64_t n, int64_t c,
   return steps;
 }
 
+/// v rounded to the nearest integer (ties to even), exactly for |v| < 2^22:
+/// adding 2^23 leaves no fraction bits. Plain float arithmetic, so the loops
+/// below vectorize (SSE2 has no rounding instruction, and converting back
+/// from int would keep GCC from if-converting the clamps).
 float nearestInteger(float v) { return (v + 0x1p23f) - 0x1p23f; }
 
 // The code and value loops take the step of element j of their run from
@@ -170,7 +174,13 @@ void maskValues(const uint8_t *q, int64_t len, float *out) {
     out[j] = float(q[j]);
 }
 
-/// The code widths `scheme` allows (for withCodeBits).
+/// The elements of one slice of the code loops: a channel's `spatial`
+/// values, or with spatial 1 a row of all c channels (so that a run reads
+/// along memory, not one element per slice).
+int64_t sliceLength(int64_t c, int64_t spatial) {
+  return spatial == 1 ? c : spatial;
+}
+
 /// Calls f(stepAt) for the run of slice `slice` starting at element
 /// `begin`: with spatial 1 (a slice is a row of the c channels) the run's
 /// channels one after another, else the slice's channel throughout.
@@ -185,6 +195,7 @@ void withStepAt(const ChannelStep *steps, int64_t slice, int64_t begin,
   f([s](int64_t) { return s; });
 }
 
+/// The code widths `scheme` allows (for withCodeBits).
 unsigned schemeCodeBits(const char *kernel, int64_t scheme) {
   switch (scheme) {
   case BLPA_SCHEME_AFFINE:
@@ -215,9 +226,7 @@ void blpa_quantize(blpa_context *, const float *x, uint8_t *codes,
         params[c + ch] = steps[ch].step;
       }
     }
-    // With spatial 1 a slice is a row of all c channels, not one element.
-    int64_t sliceLen = spatial == 1 ? c : spatial;
-    encodeSlices<Bits>(n * c * spatial, sliceLen, codes,
+    encodeSlices<Bits>(n * c * spatial, sliceLength(c, spatial), codes,
                        [&](int64_t slice, int64_t b, int64_t e, uint8_t *q) {
                          if (scheme == BLPA_SCHEME_MASK)
                            return maskCodes(x + b, e - b, q);
@@ -244,7 +253,7 @@ void blpa_dequantize(blpa_context *, const uint8_t *codes, const float *params,
     for (int64_t ch = 0; ch < c && scheme != BLPA_SCHEME_MASK; ++ch)
       steps[ch] = {params[ch], params[c + ch], 0.0f};
     decodeSlices<Bits>(
-        n * c * spatial, spatial == 1 ? c : spatial, codes,
+        n * c * spatial, sliceLength(c, spatial), codes,
         [&](int64_t slice, int64_t b, int64_t e, const uint8_t *q) {
           if (scheme == BLPA_SCHEME_MASK)
             return maskValues(q, e - b, y + b);

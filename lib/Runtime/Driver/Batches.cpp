@@ -37,7 +37,7 @@ private:
   int64_t position;
 };
 
-/// Batches from a labelled set that writes sample `index` through `Fill`;
+/// Batches from a labelled set whose subclass writes each sample (fill);
 /// two buffers alternate, so a batch stays valid for one more call of
 /// next() than the contract asks (what a loader thread needs).
 template <typename Value> class ShuffledBatches : public BatchSource {
@@ -144,7 +144,7 @@ public:
         for (int64_t &id : ids.back())
           id = random.below(std::max<int64_t>(input.indexBound, 1));
       }
-      labels.emplace_back(manifest.labelCount);
+      labels.emplace_back(manifest.labelCount());
       for (int64_t &label : labels.back())
         label = random.below(classes);
     }

@@ -194,7 +194,6 @@ Manifest parseManifest(const std::string &text) {
       reader.expectEnd();
     } else if (keyword == "labels") {
       manifest.labelShape = reader.shape();
-      manifest.labelCount = numElements(manifest.labelShape);
       reader.expectEnd();
     } else if (keyword == "ignore_index") {
       manifest.ignoreIndex = reader.integer(INT64_MIN);

@@ -67,9 +67,8 @@ struct Manifest {
   int32_t defaultThreads = 0;
   std::vector<TensorRecord> inputs;
   /// The int64 labels of a step (training only): [N] for a classifier,
-  /// [N, T] for a language model; labelCount elements.
+  /// [N, T] for a language model.
   Shape labelShape;
-  int64_t labelCount = 0;
   /// Rows labelled so are left out of the loss.
   int64_t ignoreIndex = -100;
   std::vector<TensorRecord> outputs;
@@ -80,6 +79,10 @@ struct Manifest {
   /// The training step's ops, by hook index.
   std::vector<OpRecord> ops;
 
+  /// The number of labels of a step (0 for an inference executable).
+  int64_t labelCount() const {
+    return labelShape.empty() ? 0 : numElements(labelShape);
+  }
   /// The batch size: the first dimension of the first data input.
   int64_t batchSize() const;
   /// The last dimension of output 0 (the number of classes of a classifier).

@@ -68,7 +68,7 @@ PlannedMemory plannedMemory(const Manifest &manifest) {
     planned.batch += input.bytes();
   for (const TensorRecord &output : manifest.outputs)
     planned.batch += floatBytes(output.shape);
-  planned.batch += uint64_t(manifest.labelCount) * sizeof(int64_t);
+  planned.batch += uint64_t(manifest.labelCount()) * sizeof(int64_t);
   return planned;
 }
 

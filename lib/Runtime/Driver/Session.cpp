@@ -79,7 +79,7 @@ Session::Session(const Manifest &manifest, const SessionOptions &options)
     inputBuffers.push_back(allocate(input.bytes()));
   for (const TensorRecord &output : manifest.outputs)
     outputBuffers.push_back(allocate(floatBytes(output.shape)));
-  labelBuffer = allocate(manifest.labelCount * sizeof(int64_t));
+  labelBuffer = allocate(manifest.labelCount() * sizeof(int64_t));
   lossBuffer = allocate(sizeof(float));
 }
 
@@ -144,7 +144,7 @@ float Session::trainStep(const std::vector<const void *> &inputs,
                       "recompile with blpa-opt --train to train");
   std::vector<void *> inputPointers = bindInputs(inputs);
   inputPointers.push_back(
-      bind(labels, labelBuffer, manifest.labelCount * sizeof(int64_t)));
+      bind(labels, labelBuffer, manifest.labelCount() * sizeof(int64_t)));
   float loss = 0;
   std::vector<void *> outputPointers = {hostMemory ? &loss : lossBuffer};
   StepCall call = {&context,

@@ -43,21 +43,24 @@ void TokenSet::sample(int64_t index, int64_t *input, int64_t *labels) const {
   std::copy(start + 1, start + 1 + window, labels);
 }
 
-TokenSet loadTokenSet(const std::string &path, const std::string &split,
-                      int64_t window, const std::string &flag) {
+TokenSplits loadTokenSets(const std::string &path, int64_t window,
+                          const std::string &flag) {
   auto tokens = std::make_shared<std::vector<int64_t>>(readTokens(path, flag));
   int64_t windows =
       tokens->size() > 1 ? int64_t(tokens->size() - 1) / window : 0;
   int64_t testWindows = windows / 20;
-  TokenSet set;
-  set.window = window;
-  set.vocabulary = tokens->empty()
+  TokenSet all;
+  all.tokens = tokens;
+  all.window = window;
+  all.vocabulary = tokens->empty()
                        ? 0
                        : *std::max_element(tokens->begin(), tokens->end()) + 1;
-  set.first = split == "test" ? windows - testWindows : 0;
-  set.count = split == "test" ? testWindows : windows - testWindows;
-  set.tokens = std::move(tokens);
-  return set;
+  TokenSplits splits{std::make_shared<TokenSet>(all),
+                     std::make_shared<TokenSet>(all)};
+  splits.train->count = windows - testWindows;
+  splits.test->first = windows - testWindows;
+  splits.test->count = testWindows;
+  return splits;
 }
 
 } // namespace blpa::driver

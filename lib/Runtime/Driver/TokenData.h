@@ -31,10 +31,15 @@ struct TokenSet {
   void sample(int64_t index, int64_t *input, int64_t *labels) const;
 };
 
-/// The "train" or "test" split of the stream in file `path` cut into
-/// windows of `window` tokens; `flag` names the option in errors.
-TokenSet loadTokenSet(const std::string &path, const std::string &split,
-                      int64_t window, const std::string &flag);
+/// Both splits of one stream, sharing its tokens (read once).
+struct TokenSplits {
+  std::shared_ptr<TokenSet> train, test;
+};
+
+/// The stream in file `path` cut into windows of `window` tokens, split
+/// into training and test windows; `flag` names the option in errors.
+TokenSplits loadTokenSets(const std::string &path, int64_t window,
+                          const std::string &flag);
 
 } // namespace blpa::driver
 

@@ -414,10 +414,7 @@ TrainingData loadTokenData(const Manifest &manifest, const Options &options) {
         input.name + "' " + formatShape(input.shape) + " and its labels " +
         formatShape(manifest.labelShape));
   int64_t window = input.shape[1];
-  auto trainSet = std::make_shared<TokenSet>(
-      loadTokenSet(options.dataDir, "train", window, "--data"));
-  auto testSet = std::make_shared<TokenSet>(
-      loadTokenSet(options.dataDir, "test", window, "--data"));
+  auto [trainSet, testSet] = loadTokenSets(options.dataDir, window, "--data");
   int64_t vocab = std::min(manifest.classCount(),
                            input.indexBound ? input.indexBound : INT64_MAX);
   if (trainSet->vocabulary > vocab)
@@ -492,13 +489,12 @@ void runTraining(const Manifest &manifest, const Options &options,
               manifest.target == "cpu" ? "host" : "device",
               static_cast<unsigned long long>(session->allocatedBytes()),
               static_cast<unsigned long long>(manifest.arenaBytes));
-  int64_t stepsPerEpoch = data.stepsPerEpoch;
   int64_t steps =
-      options.steps.value_or(options.epochs.value_or(0) * stepsPerEpoch);
+      options.steps.value_or(options.epochs.value_or(0) * data.stepsPerEpoch);
   LearningRateSchedule schedule(options.lrSchedule, *options.lr, options.warmup,
-                                steps, stepsPerEpoch);
+                                steps, data.stepsPerEpoch);
   LoopHooks hooks;
-  hooks.stepsPerEpoch = stepsPerEpoch;
+  hooks.stepsPerEpoch = data.stepsPerEpoch;
   hooks.evalEvery = options.evalEvery;
   hooks.checkpointEvery = options.checkpointEvery;
   hooks.evaluateAt = [&](int64_t step) {
