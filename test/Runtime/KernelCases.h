@@ -1572,6 +1572,174 @@ inline void testCodes() {
 }
 
 //===----------------------------------------------------------------------===//
+// Probability codes (attention probabilities)
+//===----------------------------------------------------------------------===//
+
+/// Softmax of `logits` (in double, rounded once): exactly 0 where a logit
+/// is -inf (a masked key).
+inline void softmaxRowInto(const std::vector<double> &logits, float *p) {
+  double max = -std::numeric_limits<double>::infinity(), sum = 0;
+  for (double l : logits)
+    max = std::max(max, l);
+  std::vector<double> e(logits.size());
+  for (size_t j = 0; j < logits.size(); ++j)
+    sum += e[j] = std::exp(logits[j] - max);
+  for (size_t j = 0; j < logits.size(); ++j)
+    p[j] = float(e[j] / sum);
+}
+
+/// [rows, length] softmax outputs as an attention's: softmax of random
+/// logits whose spread varies from row to row, from flat (the fine steps of
+/// the codes) to peaked (far keys round to denormals or to 0 and are
+/// flushed), with the rows attention has among them, by row index: keys
+/// causally masked (exactly 0 past the query), a fully masked query (all
+/// zero), one-hot and uniform rows.
+inline Floats probabilityRows(int64_t rows, int64_t length) {
+  Floats x(size_t(rows * length));
+  std::normal_distribution<double> normal(0.0, 1.0);
+  std::uniform_int_distribution<int64_t> key(0,
+                                             std::max<int64_t>(length, 1) - 1);
+  auto uniform = [](double lo, double hi) {
+    return std::uniform_real_distribution<double>(lo, hi)(rng);
+  };
+  const double masked = -std::numeric_limits<double>::infinity();
+  for (int64_t r = 0; r < rows; ++r) {
+    float *p = x.data() + r * length;
+    int kind = int(r % 8);
+    // Logit spreads: flat, moderate, peaked, then anything in between.
+    double spread = kind == 0   ? uniform(1e-3, 0.1)
+                    : kind == 2 ? uniform(20.0, 100.0)
+                    : kind == 7
+                        ? std::exp(uniform(std::log(1e-2), std::log(50.0)))
+                        : uniform(0.5, 4.0);
+    std::vector<double> logits(static_cast<size_t>(length));
+    for (int64_t j = 0; j < length; ++j)
+      logits[j] = spread * normal(rng);
+    if (kind == 3 || kind == 7) // query r % length of a causal attention
+      for (int64_t j = r % std::max<int64_t>(length, 1) + 1; j < length; ++j)
+        logits[j] = masked;
+    if (kind == 6)
+      std::fill(logits.begin(), logits.end(), 0.0);
+    softmaxRowInto(logits, p);
+    if (kind == 4)
+      std::fill(p, p + length, 0.0f);
+    if (kind == 5 && length > 0) {
+      std::fill(p, p + length, 0.0f);
+      p[key(rng)] = 1.0f;
+    }
+  }
+  return x;
+}
+
+struct ProbabilityShape {
+  const char *name;
+  int64_t rows, length;
+};
+
+/// An attention's [batch * heads * queries, keys], odd lengths whose rows
+/// end inside a byte and a warp, a single key, long rows that a block
+/// walks several times, and empty shapes.
+inline const ProbabilityShape probabilityShapes[] = {
+    {"attention_300x128", 300, 128},
+    {"odd_37x65", 37, 65},
+    {"odd_41x7", 41, 7},
+    {"length_1_9x1", 9, 1},
+    {"long_9x3000", 9, 3000},
+    {"one_row_1x257", 1, 257},
+    {"length_0_3x0", 3, 0},
+    {"no_rows_0x5", 0, 5},
+};
+
+/// Every element of `got` within `rel` of `want`'s (zeros exact).
+inline void expectRelative(const std::string &name, const Floats &got,
+                           const Floats &want, double rel) {
+  if (got.size() != want.size())
+    return report(name, false, "size mismatch");
+  size_t bad = 0, first = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    double g = got[i], w = want[i];
+    if (!(std::fabs(g - w) <= rel * std::fabs(w)) && bad++ == 0)
+      first = i;
+  }
+  report(name, bad == 0,
+         format("%zu of %zu differ by more than %g relative, first at [%zu]: "
+                "got %.9g, reference %.9g",
+                bad, want.size(), rel, first, bad ? got[first] : 0.0f,
+                bad ? want[first] : 0.0f));
+}
+
+/// blpa_probability_encode's params: the step bit for bit the reference's
+/// (both runtimes take it from the exact maximum and minimum), the scale,
+/// a sum taken in another order on CUDA, within 1e-6.
+inline void compareProbabilityParams(const std::string &name, const Floats &got,
+                                     const Floats &want) {
+  size_t steps = 0, first = 0;
+  for (size_t r = 0; r + 1 < want.size(); r += 2)
+    if (!sameFloat(got[r + 1], want[r + 1]) && steps++ == 0)
+      first = r / 2;
+  report(name + "/step", steps == 0,
+         format("%zu rows' steps differ, first row %zu: got %.9g, reference "
+                "%.9g",
+                steps, first, steps ? got[2 * first + 1] : 0.0f,
+                steps ? want[2 * first + 1] : 0.0f));
+  Floats gotScale, wantScale;
+  for (size_t r = 0; r + 1 < want.size(); r += 2) {
+    gotScale.push_back(got[r]);
+    wantScale.push_back(want[r]);
+  }
+  expectRelative(name + "/scale", gotScale, wantScale, 1e-6);
+}
+
+/// blpa_probability_encode (codes bit for bit the reference's: the tables
+/// are the same float products; params as compareProbabilityParams), then
+/// blpa_probability_decode of the reference's codes, and the tested
+/// runtime's own codes and params decoded by the reference within 1e-6 of
+/// the reference's round trip.
+inline void testProbabilityCodes(const ProbabilityShape &s, int bits) {
+  std::string base = format("probability/%s/%dbit", s.name, bits);
+  size_t numel = size_t(s.rows * s.length),
+         codeBytes = size_t(s.rows) * packedSize(size_t(s.length), bits);
+  Case k(base + "/encode");
+  int x = k.in(probabilityRows(s.rows, s.length)),
+      codes = k.bytesOut("codes", codeBytes),
+      params = k.uncheckedOut("params", size_t(2 * s.rows));
+  Results r = k.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+    rt.blpa_probability_encode(ctx, p.f(x), p.u8(codes), p.f(params), s.rows,
+                               s.length, bits);
+  });
+  if (!r.ok)
+    return;
+  compareProbabilityParams(base + "/encode/params", r.floats("params"),
+                           r.refFloats("params"));
+
+  Case d(base + "/decode");
+  int codesIn = d.in(r.refBytes("codes")),
+      paramsIn = d.in(r.refFloats("params")), y = d.out("y", numel);
+  d.run([&](const Api &rt, blpa_context *ctx, const Ptrs &p) {
+    rt.blpa_probability_decode(ctx, p.u8(codesIn), p.f(paramsIn), p.f(y),
+                               s.rows, s.length, bits);
+  });
+
+  // The round trip through the tested runtime's codes and scale.
+  auto decode = [&](const Bytes &q, const Floats &prm) {
+    Floats out(numel);
+    backend->refApi().blpa_probability_decode(backend->refContext(), q.data(),
+                                              prm.data(), out.data(), s.rows,
+                                              s.length, bits);
+    return out;
+  };
+  expectRelative(base + "/round_trip",
+                 decode(r.bytes("codes"), r.floats("params")),
+                 decode(r.refBytes("codes"), r.refFloats("params")), 1e-6);
+}
+
+inline void testProbabilityCodes() {
+  for (const ProbabilityShape &s : probabilityShapes)
+    for (int bits : {2, 4, 8})
+      testProbabilityCodes(s, bits);
+}
+
+//===----------------------------------------------------------------------===//
 // Library kernels: convolution, gemm, batched matmul, copy
 //===----------------------------------------------------------------------===//
 
@@ -1735,6 +1903,7 @@ inline void runKernelCases() {
   testBatchNorms();
   testLayerNorms();
   testCodes();
+  testProbabilityCodes();
 }
 
 } // namespace blpa_test

@@ -101,7 +101,9 @@
   X(blpa_batch_norm_relu_grad_decode)                                          \
   X(blpa_bn_decode)                                                            \
   X(blpa_quantize)                                                             \
-  X(blpa_dequantize)
+  X(blpa_dequantize)                                                           \
+  X(blpa_probability_encode)                                                   \
+  X(blpa_probability_decode)
 
 /// The kernels the CUDA runtime hands to cuDNN, cuBLAS or a memory copy
 /// (not emulated: their Api entries are null there).

@@ -292,13 +292,17 @@ void testLayerNormReference(const blpa_test::LnShape &s) {
   }
   for (int64_t r = 0; r < s.rows; ++r)
     invStdRef[r] = 1 / std::sqrt(var[r] + eps);
-  for (size_t i = 0; i < numel; ++i)
-    yRef[i] =
-        (x[i] - meanRef[i / cols]) * invStdRef[i / cols] * scale[i % cols] +
-        bias[i % cols];
-  expectClose(base + "/y", y, yRef);
+  // The statistics against their definition; y from the kernel's own
+  // float32 statistics, as the kernel computes it: with inputs near 100
+  // and rows of a few columns, the mean's float32 rounding alone moves y by
+  // 2^-24 * 100 * inv_std, above 1e-5 of y on some draws.
   expectClose(base + "/mean", mean, meanRef, 1e-7);
   expectClose(base + "/inv_std", invStd, invStdRef, 1e-6);
+  for (size_t i = 0; i < numel; ++i)
+    yRef[i] = (double(x[i]) - mean[i / cols]) * invStd[i / cols] *
+                  scale[i % cols] +
+              bias[i % cols];
+  expectClose(base + "/y", y, yRef);
 
   Floats dx(numel), dscale(cols), dbias(cols);
   blpa_layer_norm_grad(&ctx, dy.data(), x.data(), scale.data(), mean.data(),
@@ -1313,6 +1317,168 @@ void testQuantize(const char *shape, int64_t n, int64_t c, int64_t spatial,
            std::to_string(signs) + " values changed between zero and positive");
 }
 
+//===----------------------------------------------------------------------===//
+// Probability codes
+//===----------------------------------------------------------------------===//
+
+/// The failures of one check over a tensor's rows: how many, and the first.
+struct RowCheck {
+  size_t bad = 0;
+  std::string first;
+
+  /// `what` is only called for the first failure.
+  void fail(const std::function<std::string()> &what) {
+    if (bad++ == 0)
+      first = what();
+  }
+  void reportAs(const std::string &name, const char *unit) const {
+    report(name, bad == 0,
+           std::to_string(bad) + " " + unit + " fail, first: " + first);
+  }
+};
+
+/// The checks of testProbabilityReference, over all rows.
+struct ProbabilityChecks {
+  RowCheck step, code, maxCode, packing, scale, zeros, ratio, sum;
+
+  void reportAs(const std::string &base) const {
+    step.reportAs(base + "/step", "rows");
+    code.reportAs(base + "/codes", "codes");
+    maxCode.reportAs(base + "/max_code", "maxima");
+    packing.reportAs(base + "/packing", "rows");
+    scale.reportAs(base + "/scale", "rows");
+    zeros.reportAs(base + "/decode_zeros", "values");
+    ratio.reportAs(base + "/decode_ratio", "values");
+    sum.reportAs(base + "/decode_row_sums", "rows");
+  }
+};
+
+/// The runtime builds its levels as up to L - 1 float products of the float
+/// 2^-step (two roundings each) and a bin edge, in log2, from two more: its
+/// edges sit within this many octaves of the exact m * 2^-(L - c + 1/2)
+/// step, and its levels within as many of 2^-(L - c) step.
+double tableOctaves(int levels) {
+  return (2.0 * levels + 3) * 0x1p-24 / std::log(2.0);
+}
+
+/// Runtime.h's definition of a probability code, in double: L - round(t)
+/// for t = log2(m / p) / step (0 below 1), 0 for p = 0. Where t lies within
+/// `slack` of a half-integer (float rounding of the runtime's tables
+/// decides) either neighbour is right: returns both, else twice the one.
+std::pair<int, int> probabilityCodeRef(double p, double m, double step,
+                                       int levels, double slack) {
+  if (!(p > 0))
+    return {0, 0};
+  double t = std::log2(m / p) / step;
+  auto code = [&](double k) { return int(std::max(0.0, levels - k)); };
+  double below = std::floor(t);
+  if (std::fabs(t - below - 0.5) <= slack)
+    return {code(below + 1), code(below)};
+  return {code(std::round(t)), code(std::round(t))};
+}
+
+/// One row's codes q and decoded values d against its probabilities p and
+/// their maximum m, for the row's step and scale (its params).
+void checkProbabilityRow(ProbabilityChecks &c, const std::string &at,
+                         const float *p, const Codes &q, const float *d,
+                         double m, double step, double scale, int bits) {
+  const int levels = (1 << bits) - 1;
+  double slack = m > 0 ? std::max(1e-3, tableOctaves(levels) / step) : 0;
+  double pSum = 0, ySum = 0, levelSum = 0;
+  for (size_t j = 0; j < q.size(); ++j) {
+    auto el = [&] {
+      return at + blpa_test::format(" [%zu] p %.9g code %d decoded %.9g: ", j,
+                                    p[j], q[j], d[j]);
+    };
+    auto [lo, hi] = probabilityCodeRef(p[j], m, step, levels, slack);
+    if (q[j] != lo && q[j] != hi)
+      c.code.fail(
+          [&] { return el() + blpa_test::format("want %d/%d", lo, hi); });
+    if (p[j] > 0 && p[j] == m && q[j] != levels)
+      c.maxCode.fail([&] { return el() + "the maximum's code is not L"; });
+    if ((q[j] == 0) != (d[j] == 0) || !(d[j] >= 0))
+      c.zeros.fail([&] { return el() + "zero iff code 0"; });
+    // Decoded over p, relative to the row's common factor: half a step off
+    // at most, and what the runtime's float tables add.
+    double off = std::fabs(std::log2(d[j] / (scale / m * p[j])));
+    if (q[j] > 0 && p[j] > 0 &&
+        !(off <= step / 2 + 2 * tableOctaves(levels) + 1e-5 / M_LN2))
+      c.ratio.fail(
+          [&] { return el() + blpa_test::format("%.4g octaves", off); });
+    if (q[j] > 0)
+      levelSum += std::exp2(-(levels - q[j]) * step);
+    pSum += p[j] > 0 ? p[j] : 0;
+    ySum += d[j];
+  }
+  // The runtime sums its float levels: each within 2 (L - 1) roundings.
+  double scaleRef = levelSum > 0 ? pSum / levelSum : 0;
+  if (!(std::fabs(scale - scaleRef) <=
+        (1e-6 + 2 * levels * 0x1p-24) * scaleRef))
+    c.scale.fail([&] {
+      return at + blpa_test::format(": scale %.9g, want %.9g", scale, scaleRef);
+    });
+  if (!(std::fabs(ySum - pSum) <= 1e-5 * pSum))
+    c.sum.fail([&] {
+      return at + blpa_test::format(": decoded sum %.9g, input sum %.9g", ySum,
+                                    pSum);
+    });
+}
+
+/// blpa_probability_encode and blpa_probability_decode on softmax rows
+/// (KernelCases.h) against Runtime.h's definition, row by row: the step
+/// from the row's extremes, every code (zeros to 0, the maximum to L), the
+/// layout (rows start on byte boundaries, tail bits 0, every byte written:
+/// the buffer starts as 0xFF), the scale sum(p) / sum(level), decoded zeros
+/// exact, each decoded value within 2^(step / 2) of p up to the row's common
+/// factor scale / m, and decoded rows summing to the input's.
+void testProbabilityReference(const blpa_test::ProbabilityShape &s, int bits) {
+  std::string base =
+      std::string("probability/") + s.name + "/" + std::to_string(bits) + "bit";
+  const double maxStep = bits == 2 ? 2.0 : bits == 4 ? 1.0 : 1.0 / 16;
+  const int64_t rows = s.rows, length = s.length;
+  const size_t rowBytes = packedSize(length, bits), numel = rows * length;
+  Floats x = blpa_test::probabilityRows(rows, length);
+  Floats params(2 * rows, std::nanf("")), y(numel, std::nanf(""));
+  Bytes codes(rows * rowBytes + guardBytes, 0xFF);
+  blpa_probability_encode(&ctx, x.data(), codes.data(), params.data(), rows,
+                          length, bits);
+  blpa_probability_decode(&ctx, codes.data(), params.data(), y.data(), rows,
+                          length, bits);
+
+  ProbabilityChecks c;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float *p = x.data() + r * length;
+    const uint8_t *row = codes.data() + r * rowBytes;
+    Codes q = unpackRef(row, length, bits);
+    std::string at = "row " + std::to_string(r);
+    if (packRef(q, bits) != Bytes(row, row + rowBytes))
+      c.packing.fail([&] { return at + ": unused tail bits are not 0"; });
+    double m = 0, minPositive = std::numeric_limits<double>::infinity();
+    for (int64_t j = 0; j < length; ++j)
+      if (p[j] > 0) {
+        m = std::max<double>(m, p[j]);
+        minPositive = std::min<double>(minPositive, p[j]);
+      }
+    double step = params[2 * r + 1], scale = params[2 * r];
+    double want =
+        m > 0 ? std::clamp(std::log2(m / minPositive) / ((1 << bits) - 2),
+                           0x1p-12, maxStep)
+              : 0.0;
+    // A row without positives: any finite params (it decodes to zeros).
+    if (m > 0 ? !(std::fabs(step - want) <= 1e-6 * want)
+              : !std::isfinite(step) || !std::isfinite(scale))
+      c.step.fail([&] {
+        return at + blpa_test::format(": step %.9g, want %.9g", step, want);
+      });
+    checkProbabilityRow(c, at, p, q, y.data() + r * length, m, step, scale,
+                        bits);
+  }
+  if (!std::all_of(codes.begin() + rows * rowBytes, codes.end(),
+                   [](uint8_t b) { return b == 0xFF; }))
+    c.packing.fail([] { return std::string("wrote past the last row"); });
+  c.reportAs(base);
+}
+
 /// The smallest code width of Runtime.h that holds every window position.
 int argmaxBits(int64_t positions) {
   for (int bits : {1, 2, 4, 8})
@@ -1373,6 +1539,14 @@ void testBadCodeWidths() {
   expectFailure(
       "dequantize/scheme_7", "blpa_dequantize: unknown quantization scheme 7",
       [&] { blpa_dequantize(nullptr, codes, params, y, 1, 1, 2, 4, 7); });
+  expectFailure("probability_encode/bits_3",
+                "blpa_probability_encode: unsupported code width 3", [&] {
+                  blpa_probability_encode(nullptr, x, codes, params, 1, 2, 3);
+                });
+  expectFailure("probability_decode/bits_3",
+                "blpa_probability_decode: unsupported code width 3", [&] {
+                  blpa_probability_decode(nullptr, codes, params, y, 1, 2, 3);
+                });
   expectFailure("max_pool_argmax/3x3_in_2bit",
                 "blpa_max_pool_argmax: unsupported code width 2", [&] {
                   WindowGeometry win{{1, 2}, {3, 3}, {1, 1}, {1, 1, 1, 1}};
@@ -1456,6 +1630,24 @@ void testCodeDeterminism() {
   repeatable("dequantize", numel, [&](float *o) {
     blpa_dequantize(&ctx, bn.codes.data(), params.data(), o, n, c, spatial,
                     bits, BLPA_SCHEME_AFFINE);
+  });
+
+  // Softmax rows, as many as the attention case of KernelCases.h.
+  const int64_t rows = 300, length = 128;
+  Floats probs = blpa_test::probabilityRows(rows, length), probParams(2 * rows);
+  const size_t probBytes = rows * packedSize(length, bits);
+  repeatable("probability_encode", 2 * rows + floatsFor(probBytes),
+             [&](float *o) {
+               blpa_probability_encode(&ctx, probs.data(),
+                                       codeRegion(o, 2 * rows, probBytes), o,
+                                       rows, length, bits);
+             });
+  Bytes probCodes(probBytes);
+  blpa_probability_encode(&ctx, probs.data(), probCodes.data(),
+                          probParams.data(), rows, length, bits);
+  repeatable("probability_decode", rows * length, [&](float *o) {
+    blpa_probability_decode(&ctx, probCodes.data(), probParams.data(), o, rows,
+                            length, bits);
   });
 
   PoolCase pc = {"det", n, c, {{27, 29}, {3, 3}, {2, 2}, {1, 1, 1, 1}}};
@@ -2725,6 +2917,9 @@ int main(int argc, char **argv) {
       testQuantize("large_odd_planes", 4, 5, 43 * 41, scheme, bits);
     }
   }
+  for (const blpa_test::ProbabilityShape &s : blpa_test::probabilityShapes)
+    for (int bits : {2, 4, 8})
+      testProbabilityReference(s, bits);
   testQuantize("4d", 3, 3, 7 * 5, BLPA_SCHEME_MASK, 1);
   testQuantize("large_odd_planes", 4, 5, 43 * 41, BLPA_SCHEME_MASK, 1);
   std::vector<PoolCase> argmaxCases = {PoolCase{blpa_test::allPaddingPool}};

@@ -666,6 +666,26 @@ void blpa_dequantize(blpa_context *ctx, const uint8_t *codes,
                      const float *params, float *y, int64_t n, int64_t c,
                      int64_t spatial, int64_t bits, int64_t scheme);
 
+/// Log-domain codes of probabilities (lib/Runtime/Common/ProbabilityCodes.h):
+/// x is [rows, length], every element >= 0 (a softmax output along its last
+/// axis). Per row, with m its maximum and step = clamp(log2(m / smallest
+/// positive element) / (L - 1), 2^-12, 2 | 1 | 1/16 for bits 2 | 4 | 8),
+/// L = 2^bits - 1: code 0 for zero (and values below m * 2^-(L - 0.5) step),
+/// else the c in [1, L] whose level m * 2^-(L - c) step is nearest in log2.
+/// params is [rows, 2]: scale = sum(x) / sum(level of each code relative to
+/// m), then step. Row r's codes start at byte r * ceil(length * bits / 8),
+/// in the packed layout above within the row, unused tail bits 0.
+void blpa_probability_encode(blpa_context *ctx, const float *x,
+                             uint8_t *codes, float *params, int64_t rows,
+                             int64_t length, int64_t bits);
+
+/// y = scale * 2^-(L - q) step for q > 0, 0 for q == 0: each positive
+/// element within a factor 2^(step / 2) of its x up to the row's common
+/// scale, zeros exact, every row summing to what x's did.
+void blpa_probability_decode(blpa_context *ctx, const uint8_t *codes,
+                             const float *params, float *y, int64_t rows,
+                             int64_t length, int64_t bits);
+
 /// The region codes of a piecewise activation (BLPA_ACT_CLIP,
 /// BLPA_ACT_HARD_SIGMOID, BLPA_ACT_HARD_SWISH; parameters as in
 /// blpa_activation_dynamic: alphaAt / betaAt NULL for static ones): for

@@ -197,7 +197,7 @@ func.func @wide_mask(%c: !blpa.packed<4xi4, mask>) {
 
 // -----
 
-// expected-error @+1 {{unknown packed scheme 'log'; expected bn_relu, affine, nonneg, mask, argmax or region}}
+// expected-error @+1 {{unknown packed scheme 'log'; expected bn_relu, affine, nonneg, logprob, mask, argmax or region}}
 func.func @unknown_scheme(%c: !blpa.packed<4xi4, log>) {
   return
 }
@@ -475,4 +475,24 @@ func.func @layer_norm_axis(%x: tensor<2x3x4xf32>, %s: tensor<4xf32>) -> tensor<2
   // expected-error @+1 {{failed to infer returned types}}
   %y, %m, %i = blpa.layer_norm %x, %s {axis = 3 : i64, epsilon = 1.0e-5 : f64} : (tensor<2x3x4xf32>, tensor<4xf32>) -> (tensor<2x3x4xf32>, tensor<6xf32>, tensor<6xf32>)
   return %y : tensor<2x3x4xf32>
+}
+
+// -----
+
+func.func @probability_codes_of_three_bits(%x: tensor<4x6xf32>) {
+  // expected-error @+2 {{probability codes have 2, 4 or 8 bits, got 3}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %c:2 = blpa.probability_encode %x {bits = 3 : i64} : (tensor<4x6xf32>) -> (!blpa.packed<4x6xi4, logprob>, tensor<4x2xf32>)
+  return
+}
+
+// -----
+
+// Codes of rows of 6 do not decode into rows of 4, although the elements
+// are as many.
+func.func @probability_decode_other_rows(%c: !blpa.packed<4x6xi4, logprob>, %p: tensor<4x2xf32>) {
+  // expected-error @+2 {{probability_decode: codes '!blpa.packed<4x6xi4, logprob>' do not encode a 'tensor<6x4xf32>'; expected '!blpa.packed<6x4xi4, logprob>'}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %y = blpa.probability_decode %c, %p {shape = array<i64: 6, 4>} : (!blpa.packed<4x6xi4, logprob>, tensor<4x2xf32>) -> tensor<6x4xf32>
+  return
 }

@@ -68,6 +68,12 @@ func.func @codes(%x: tensor<2x3x5x5xf32>, %s: tensor<3xf32>, %t: tensor<3xf32>, 
   %q:2 = blpa.quantize %x {bits = 2 : i64, scheme = "affine"} : (tensor<2x3x5x5xf32>) -> (!blpa.packed<2x3x5x5xi2, affine>, tensor<2x3xf32>)
   // CHECK: blpa.dequantize {{.*}} : (!blpa.packed<2x3x5x5xi2, affine>, tensor<2x3xf32>) -> tensor<2x3x5x5xf32>
   %d = blpa.dequantize %q#0, %q#1 : (!blpa.packed<2x3x5x5xi2, affine>, tensor<2x3xf32>) -> tensor<2x3x5x5xf32>
+  // Probability codes pad each row of 5 to whole bytes (6 2-bit codes);
+  // decoding into a view of another shape with the same rows is allowed.
+  // CHECK: blpa.probability_encode {{.*}} {bits = 2 : i64} : (tensor<2x3x5x5xf32>) -> (!blpa.packed<30x8xi2, logprob>, tensor<30x2xf32>)
+  %pc:2 = blpa.probability_encode %x {bits = 2 : i64} : (tensor<2x3x5x5xf32>) -> (!blpa.packed<30x8xi2, logprob>, tensor<30x2xf32>)
+  // CHECK: blpa.probability_decode {{.*}} {shape = array<i64: 6, 5, 5>} : (!blpa.packed<30x8xi2, logprob>, tensor<30x2xf32>) -> tensor<6x5x5xf32>
+  %pd = blpa.probability_decode %pc#0, %pc#1 {shape = array<i64: 6, 5, 5>} : (!blpa.packed<30x8xi2, logprob>, tensor<30x2xf32>) -> tensor<6x5x5xf32>
   // CHECK: blpa.quantize {{.*}} -> !blpa.packed<2x3x5x5xi1, mask>
   %m = blpa.quantize %z {bits = 1 : i64, scheme = "mask"} : (tensor<2x3x5x5xf32>) -> !blpa.packed<2x3x5x5xi1, mask>
   // CHECK: blpa.dequantize {{.*}} : (!blpa.packed<2x3x5x5xi1, mask>) -> tensor<2x3x5x5xf32>

@@ -26,7 +26,7 @@ function(blpa_add_cuda_emulation_test)
   set(inputs "")
   foreach(file BatchNorm.cu Dropout.cu Elementwise.cu Embedding.cu
       LayerNorm.cu Layout.cu
-      Loss.cu Pooling.cu Quantize.cu Packing.cuh)
+      Loss.cu Pooling.cu ProbabilityCodes.cu Quantize.cu Packing.cuh)
     list(APPEND inputs ${PROJECT_SOURCE_DIR}/lib/Runtime/CUDA/${file})
   endforeach()
   list(APPEND inputs ${dir}/EmulatorCheck.cu)

@@ -1,10 +1,11 @@
 //===- CudaEmulationTest.cpp - Emulated CUDA kernels vs the CPU runtime ---===//
 //
 // The kernels of the CUDA runtime's Elementwise.cu, Layout.cu, Dropout.cu,
-// Loss.cu, Pooling.cu, BatchNorm.cu and Quantize.cu, their own source
-// compiled for the host and run on emulated CUDA threads (Emulator.h),
-// against the CPU runtime: the cases of KernelCases.h that need no cuDNN or
-// cuBLAS, through KernelHarness.h. No GPU needed, so CI runs it;
+// Loss.cu, Pooling.cu, BatchNorm.cu, Quantize.cu and ProbabilityCodes.cu,
+// their own source compiled for the host and run on emulated CUDA threads
+// (Emulator.h), against the CPU runtime: the cases of KernelCases.h that
+// need no cuDNN or cuBLAS, through KernelHarness.h. No GPU needed, so CI
+// runs it;
 // blpa-cuda-kernel-test runs the same cases on a real device.
 //
 // The emulation runs the device's IEEE arithmetic exactly, so the checks
@@ -226,6 +227,18 @@ void testRejections() {
   expectRejected("dequantize_unknown_scheme", "blpa_dequantize", [&] {
     blpa_dequantize(ctx, codes.data(), x.data(), y.data(), 1, 2, 4, 4, 7);
   });
+  for (int64_t bits : {1, 3}) {
+    expectRejected(format("probability_encode_%lldbit", (long long)bits),
+                   "blpa_probability_encode", [&] {
+                     blpa_probability_encode(ctx, x.data(), codes.data(),
+                                             y.data(), 2, 4, bits);
+                   });
+    expectRejected(format("probability_decode_%lldbit", (long long)bits),
+                   "blpa_probability_decode", [&] {
+                     blpa_probability_decode(ctx, codes.data(), x.data(),
+                                             y.data(), 2, 4, bits);
+                   });
+  }
   expectRejected("bn_encode_1bit", "blpa_batch_norm_train_encode", [&] {
     blpa_batch_norm_train_encode(ctx, x.data(), x.data(), x.data(), y.data(),
                                  y.data(), y.data(), codes.data(), 1, 2, 4,

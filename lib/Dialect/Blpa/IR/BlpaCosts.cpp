@@ -180,4 +180,10 @@ void mlir::blpa::registerCostModels(MLIRContext &context) {
   // pack); the dequantizer unpacks and scales.
   QuantizeOp::attachInterface<StreamingModel<QuantizeOp, 2, 4>>(context);
   DequantizeOp::attachInterface<StreamingModel<DequantizeOp, 1, 2>>(context);
+  // A pass for the row's range and sum, one for the codes (a compare per
+  // code up to 4 bits).
+  ProbabilityEncodeOp::attachInterface<
+      StreamingModel<ProbabilityEncodeOp, 2, 16>>(context);
+  ProbabilityDecodeOp::attachInterface<
+      StreamingModel<ProbabilityDecodeOp, 1, 2>>(context);
 }

@@ -10,21 +10,43 @@
 #include "blpa/Dialect/Blpa/IR/BlpaOps.h"
 
 #include "mlir/IR/Builders.h"
+#include "mlir/IR/IRMapping.h"
 
 using namespace mlir;
 using namespace mlir::blpa;
 
-/// The uses among `uses` whose owner can read decoded values: not those that
-/// need exact values or a window's argmax (ties among decoded values could
-/// move it); those are left to other encodings.
+/// Whether the owner of `use` can read decoded values: not when it needs
+/// exact values or a window's argmax (ties among decoded values could move
+/// it); those are left to other encodings.
+static bool readsDecodedValues(OpOperand &use) {
+  ActivationNeed need = getActivationNeed(use);
+  return need == ActivationNeed::Values || need == ActivationNeed::Sign;
+}
+
+/// The uses among `uses` that can read decoded values.
 static SmallVector<OpOperand *> decodableUses(ArrayRef<OpOperand *> uses) {
   SmallVector<OpOperand *> decodable;
-  for (OpOperand *use : uses) {
-    ActivationNeed need = getActivationNeed(*use);
-    if (need == ActivationNeed::Values || need == ActivationNeed::Sign)
+  for (OpOperand *use : uses)
+    if (readsDecodedValues(*use))
       decodable.push_back(use);
-  }
   return decodable;
+}
+
+/// The backward reads of `input` by the gradient ops of type GradOp that
+/// `isOwnRead` says belong to the forward op encoding it (same statistics,
+/// the operand that op's input is); those that must read the exact input
+/// (the last layer's) are not among them.
+template <typename GradOp>
+static SmallVector<OpOperand *>
+getGradientReads(Value input, const ActivationEncoding &encoding,
+                 function_ref<bool(GradOp, OpOperand &)> isOwnRead) {
+  SmallVector<OpOperand *> reads;
+  for (OpOperand *use : encoding.getBackwardUses(input)) {
+    auto grad = dyn_cast<GradOp>(use->getOwner());
+    if (grad && isOwnRead(grad, *use))
+      reads.push_back(use);
+  }
+  return reads;
 }
 
 /// The method (docs/design.md, "Activation compression"): the batch norm
@@ -34,15 +56,15 @@ static SmallVector<OpOperand *> decodableUses(ArrayRef<OpOperand *> uses) {
 bool BatchNormOp::encodeSavedActivations(const ActivationEncoding &encoding) {
   if (!isInPhase(*this, Phase::Forward))
     return false;
-  // The gradient ops of this batch norm read its input and its mean; those
-  // that must read the exact input (the last layer's) are left as they are.
+  // The gradient ops of this batch norm read its input and its mean.
   SmallVector<BatchNormGradOp> grads;
-  for (OpOperand *use : encoding.getBackwardUses(getInput())) {
-    auto grad = dyn_cast<BatchNormGradOp>(use->getOwner());
-    if (grad && grad.getMean() == getMean() &&
-        use->getOperandNumber() == grad.getInputMutable().getOperandNumber())
-      grads.push_back(grad);
-  }
+  for (OpOperand *use : getGradientReads<BatchNormGradOp>(
+           getInput(), encoding, [&](BatchNormGradOp grad, OpOperand &use) {
+             return grad.getMean() == getMean() &&
+                    use.getOperandNumber() ==
+                        grad.getInputMutable().getOperandNumber();
+           }))
+    grads.push_back(cast<BatchNormGradOp>(use->getOwner()));
   if (grads.empty())
     return false;
 
@@ -110,5 +132,194 @@ bool MaxPoolOp::encodeSavedActivations(const ActivationEncoding &encoding) {
                             grad.getPads(), grad.getCeilMode(),
                             grad.getDilations(), getShape(grad.getInput())));
   }
+  return true;
+}
+
+namespace {
+/// A value the backward pass reads (a saved tensor or a view of it) and
+/// those of its backward uses an encoder redirects to decoded values.
+struct BackwardReads {
+  Value value;
+  SmallVector<OpOperand *> uses;
+};
+} // namespace
+
+/// The backward reads of `v` and of forward-phase reshapes of it, which the
+/// backward pass reads as other shapes (the gradient of attention's
+/// `P @ V` reads P as [B * heads, T, T]); `v` first. Fails when a use is
+/// not `accepted`: the exact tensor must then be kept anyway.
+static FailureOr<SmallVector<BackwardReads>>
+readsThroughViews(Value v, const ActivationEncoding &encoding,
+                  function_ref<bool(OpOperand &)> accepted) {
+  SmallVector<BackwardReads> reads;
+  SmallVector<Value> pending = {v};
+  while (!pending.empty()) {
+    Value value = pending.pop_back_val();
+    SmallVector<OpOperand *> uses = encoding.getBackwardUses(value);
+    if (!llvm::all_of(uses, [&](OpOperand *use) { return accepted(*use); }))
+      return failure();
+    if (!uses.empty())
+      reads.push_back({value, std::move(uses)});
+    for (Operation *user : value.getUsers())
+      if (auto view = dyn_cast<ReshapeOp>(user))
+        if (isInPhase(view, Phase::Forward))
+          pending.push_back(view.getOutput());
+  }
+  return reads;
+}
+
+/// Points every read of `reads` at decoded values: `decode` builds those of
+/// `root` right before the first of all the uses, and the uses of each view
+/// of it read a reshape of them, built before the first of those uses.
+static void decodeReads(ArrayRef<BackwardReads> reads, Value root,
+                        function_ref<Value(OpBuilder &, Location)> decode) {
+  SmallVector<OpOperand *> all;
+  for (const BackwardReads &read : reads)
+    all.append(read.uses.begin(), read.uses.end());
+  Value decoded;
+  decodeBeforeFirstUse(all, [&](OpBuilder &b, Location loc) {
+    return decoded = decode(b, loc);
+  });
+  for (const BackwardReads &read : reads) {
+    if (read.value.getType() == root.getType())
+      continue;
+    decodeBeforeFirstUse(read.uses, [&](OpBuilder &b, Location loc) {
+      return ReshapeOp::create(b, loc, read.value.getType(), decoded);
+    });
+  }
+}
+
+/// The attention probabilities (docs/design.md, "Attention probabilities"):
+/// log-domain codes of each row of the output along the last axis, which
+/// the softmax gradient and every other backward reader, through views
+/// too, read decoded. Other axes keep their float32 output.
+bool SoftmaxOp::encodeSavedActivations(const ActivationEncoding &encoding) {
+  int64_t rank = getShape(getOutput()).size();
+  if (!isInPhase(*this, Phase::Forward) || int64_t(getAxis()) != rank - 1)
+    return false;
+  // The gradient of this softmax is made for the decoded probabilities;
+  // other readers take them as any approximation of values.
+  auto accepted = [&](OpOperand &use) {
+    auto grad = dyn_cast<SoftmaxGradOp>(use.getOwner());
+    if (grad && grad.getAxis() == getAxis() &&
+        use.getOperandNumber() == grad.getOutputMutable().getOperandNumber())
+      return true;
+    return readsDecodedValues(use);
+  };
+  FailureOr<SmallVector<BackwardReads>> reads =
+      readsThroughViews(getOutput(), encoding, accepted);
+  if (failed(reads) || reads->empty())
+    return false;
+  // A reader kept exact (the last layer's, a float32 pin) keeps the float32
+  // probabilities, which the others then read too: codes would only add.
+  if (llvm::any_of(*reads, [](const BackwardReads &read) {
+        return read.value.getDefiningOp()->hasAttr(kSavedPolicyAttrName);
+      }))
+    return false;
+
+  OpBuilder b(getContext());
+  b.setInsertionPointAfter(*this);
+  auto encode =
+      ProbabilityEncodeOp::create(b, getLoc(), getOutput(), encoding.bits);
+  setPhase(encode, Phase::Forward);
+  decodeReads(*reads, getOutput(), [&](OpBuilder &b, Location loc) {
+    return ProbabilityDecodeOp::create(b, loc, encode.getCodes(),
+                                       encode.getParams(),
+                                       getShape(getOutput()));
+  });
+  return true;
+}
+
+/// One set of codes of `op`'s input serves its gradient's reads `gradUses`
+/// and every backward reader of its output that takes approximate values
+/// (through views too): those read a copy of `op` run on the decoded input,
+/// rather than codes of the output of their own. The quantizer sees the
+/// input as `codesShape` (its channel at dimension 1).
+static void encodeInputForOutputReaders(Operation *op,
+                                        ArrayRef<OpOperand *> gradUses,
+                                        ArrayRef<int64_t> codesShape,
+                                        const ActivationEncoding &encoding) {
+  Value input = op->getOperand(0), output = op->getResult(0);
+  FailureOr<SmallVector<BackwardReads>> outputReads =
+      readsThroughViews(output, encoding, readsDecodedValues);
+
+  OpBuilder b(op->getContext());
+  b.setInsertionPointAfter(op);
+  Location loc = op->getLoc();
+  auto inputType = cast<RankedTensorType>(input.getType());
+  Value codesView = input;
+  if (inputType.getShape() != codesShape) {
+    codesView = ReshapeOp::create(
+        b, loc, RankedTensorType::get(codesShape, b.getF32Type()), input);
+    setPhase(codesView.getDefiningOp(), Phase::Forward);
+  }
+  auto quantize =
+      QuantizeOp::create(b, loc, codesView, encoding.bits,
+                         isKnownNonNegative(input) ? "nonneg" : "affine");
+  setPhase(quantize, Phase::Forward);
+
+  SmallVector<OpOperand *> all(gradUses);
+  if (succeeded(outputReads))
+    for (const BackwardReads &read : *outputReads)
+      all.append(read.uses.begin(), read.uses.end());
+  Value decoded;
+  decodeBeforeFirstUse(all, [&](OpBuilder &b, Location loc) {
+    decoded = DequantizeOp::create(b, loc, quantize.getCodes(),
+                                   quantize.getParams());
+    if (decoded.getType() != inputType) {
+      setPhase(decoded.getDefiningOp(), Phase::Backward);
+      decoded = ReshapeOp::create(b, loc, inputType, decoded);
+    }
+    return decoded;
+  });
+  if (failed(outputReads) || outputReads->empty())
+    return;
+  decodeReads(*outputReads, output, [&](OpBuilder &b, Location) {
+    IRMapping mapping;
+    mapping.map(input, decoded);
+    Operation *copy = b.clone(*op, mapping);
+    copy->removeAttr(kActChoiceAttrName);
+    return copy->getResult(0);
+  });
+}
+
+/// The layer norm's gradient reads codes of each row (token) of its input,
+/// which also give the output's backward readers (a linear layer's weight
+/// gradient): per-row ranges of x are per-row ranges of the normalized
+/// x-hat (x = mean + x-hat / inv_std per row), the scale the method takes
+/// from batch norm's statistics. Without this the input and the output
+/// were coded apart.
+bool LayerNormOp::encodeSavedActivations(const ActivationEncoding &encoding) {
+  if (!isInPhase(*this, Phase::Forward))
+    return false;
+  SmallVector<OpOperand *> gradUses = getGradientReads<LayerNormGradOp>(
+      getInput(), encoding, [&](LayerNormGradOp grad, OpOperand &use) {
+        return grad.getMean() == getMean() &&
+               use.getOperandNumber() ==
+                   grad.getInputMutable().getOperandNumber();
+      });
+  if (gradUses.empty())
+    return false;
+  auto [rows, cols] = getRowsAndCols();
+  encodeInputForOutputReaders(*this, gradUses, {1, rows, cols}, encoding);
+  return true;
+}
+
+bool mlir::blpa::encodeActivationInput(Operation *op, const Activation &act,
+                                       const ActivationEncoding &encoding) {
+  if (!isInPhase(op, Phase::Forward) || act.gradFromOutput)
+    return false;
+  // The gradient ops of this activation that read its input's values (the
+  // piecewise kinds read region codes by now, made by encodeRegions).
+  SmallVector<OpOperand *> gradUses = getGradientReads<ActivationGradOp>(
+      op->getOperand(0), encoding, [&](ActivationGradOp grad, OpOperand &use) {
+        return int64_t(grad.getKind()) == act.kind &&
+               use.getOperandNumber() ==
+                   grad.getSavedMutable().getOperandNumber();
+      });
+  if (gradUses.empty())
+    return false;
+  encodeInputForOutputReaders(op, gradUses, getShape(op->getOperand(0)),
+                              encoding);
   return true;
 }

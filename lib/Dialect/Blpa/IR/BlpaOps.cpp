@@ -170,6 +170,11 @@ void mlir::blpa::decodeBeforeFirstUse(
     use->set(replacement);
 }
 
+bool mlir::blpa::isCodeParams(Value v) {
+  return !isa<PackedType>(v.getType()) &&
+         isa_and_nonnull<QuantizeOp, ProbabilityEncodeOp>(v.getDefiningOp());
+}
+
 ActivationNeed mlir::blpa::getActivationNeed(OpOperand &use) {
   if (auto op = dyn_cast<SavedActivationOpInterface>(use.getOwner()))
     return op.getActivationNeed(use.getOperandNumber());
@@ -1353,11 +1358,12 @@ static std::string packedCodeError(unsigned bits, StringRef scheme) {
     return "";
   if (scheme == "region")
     return bits <= 2 ? "" : "region codes have 1 or 2 bits";
-  if (llvm::is_contained({"bn_relu", "affine", "nonneg"}, scheme))
+  if (llvm::is_contained({"bn_relu", "affine", "nonneg", "logprob"}, scheme))
     return bits != 1 ? ""
                      : ("'" + scheme + "' codes have 2, 4 or 8 bits").str();
   return ("unknown packed scheme '" + scheme +
-          "'; expected bn_relu, affine, nonneg, mask, argmax or region")
+          "'; expected bn_relu, affine, nonneg, logprob, mask, argmax or "
+          "region")
       .str();
 }
 
@@ -1593,6 +1599,91 @@ StringRef DequantizeOp::getRuntimeFunction() { return "blpa_dequantize"; }
 void DequantizeOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
   appendData(args, {getCodes(), getParams(), getOutput()});
   appendQuantArgs(getCodes().getType(), args);
+}
+
+/// The [rows, length] view of probabilities of `shape` at their last
+/// dimension.
+static std::pair<int64_t, int64_t> probabilityRows(ArrayRef<int64_t> shape) {
+  return {ShapedType::getNumElements(shape.drop_back()), shape.back()};
+}
+
+/// The codes of `bits`-bit log-domain codes of probabilities of `shape`:
+/// [rows, length rounded up to whole bytes].
+static FailureOr<PackedType> probabilityCodesType(MLIRContext *ctx,
+                                                  std::optional<Location> loc,
+                                                  ArrayRef<int64_t> shape,
+                                                  int64_t bits) {
+  if (shape.empty())
+    return emitOptionalError(loc, "probability codes need a rank >= 1 tensor");
+  if (!llvm::is_contained({2, 4, 8}, bits))
+    return emitOptionalError(loc, "probability codes have 2, 4 or 8 bits, got ",
+                             bits);
+  auto [rows, length] = probabilityRows(shape);
+  int64_t perByte = 8 / bits;
+  int64_t padded = (length + perByte - 1) / perByte * perByte;
+  return makeCodes(ctx, loc, {rows, padded}, bits, "logprob");
+}
+
+LogicalResult ProbabilityEncodeOp::inferReturnTypes(
+    MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
+    SmallVectorImpl<Type> &results) {
+  ArrayRef<int64_t> shape = getShape(adaptor.getInput());
+  FailureOr<PackedType> codes =
+      probabilityCodesType(ctx, loc, shape, adaptor.getBits());
+  if (failed(codes))
+    return failure();
+  results.push_back(*codes);
+  results.push_back(f32Tensor(ctx, {probabilityRows(shape).first, 2}));
+  return success();
+}
+
+/// The rows, length and bits of blpa_probability_encode / _decode for
+/// probabilities of `shape`.
+static void appendProbabilityArgs(ArrayRef<int64_t> shape, PackedType codes,
+                                  SmallVectorImpl<RuntimeArg> &args) {
+  auto [rows, length] = probabilityRows(shape);
+  args.push_back(RuntimeArg::i64(rows));
+  args.push_back(RuntimeArg::i64(length));
+  args.push_back(RuntimeArg::i64(codes.getBits()));
+}
+
+StringRef ProbabilityEncodeOp::getRuntimeFunction() {
+  return "blpa_probability_encode";
+}
+
+void ProbabilityEncodeOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  appendData(args, {getInput(), getCodes(), getParams()});
+  appendProbabilityArgs(getShape(getInput()), getCodes().getType(), args);
+}
+
+LogicalResult ProbabilityDecodeOp::inferReturnTypes(
+    MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
+    SmallVectorImpl<Type> &results) {
+  ArrayRef<int64_t> shape = adaptor.getShape();
+  auto codes = cast<PackedType>(adaptor.getCodes().getType());
+  FailureOr<PackedType> expected =
+      probabilityCodesType(ctx, loc, shape, codes.getBits());
+  if (failed(expected))
+    return failure();
+  if (codes != *expected)
+    return emitOptionalError(loc, "probability_decode: codes ", codes,
+                             " do not encode a ", f32Tensor(ctx, shape),
+                             "; expected ", *expected);
+  auto paramsType = f32Tensor(ctx, {probabilityRows(shape).first, 2});
+  if (adaptor.getParams().getType() != paramsType)
+    return emitOptionalError(loc, "probability_decode: expected params ",
+                             paramsType);
+  results.push_back(f32Tensor(ctx, shape));
+  return success();
+}
+
+StringRef ProbabilityDecodeOp::getRuntimeFunction() {
+  return "blpa_probability_decode";
+}
+
+void ProbabilityDecodeOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  appendData(args, {getCodes(), getParams(), getOutput()});
+  appendProbabilityArgs(getShape(), getCodes().getType(), args);
 }
 
 std::optional<unsigned>

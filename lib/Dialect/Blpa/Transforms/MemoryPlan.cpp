@@ -79,7 +79,7 @@ static void addSavedBytes(MemoryPlan &plan, const Buffer &buffer) {
   if (isa<PackedType>(type))
     plan.savedPackedBytes += buffer.bytes;
   else if (cast<ShapedType>(type).getRank() <= 1 ||
-           buffer.root.getDefiningOp<QuantizeOp>())
+           isCodeParams(buffer.root))
     plan.savedPerChannelBytes += buffer.bytes;
   else
     plan.savedFloatBytes += buffer.bytes;

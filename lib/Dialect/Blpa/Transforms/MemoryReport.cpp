@@ -19,11 +19,12 @@ static constexpr BufferCategory kCategories[] = {
 BufferCategory mlir::blpa::getBufferCategory(const Buffer &buffer) {
   Operation *def = buffer.root.getDefiningOp();
   if (buffer.savedActivation) {
-    if (isa<PackedType>(buffer.root.getType()))
-      return BufferCategory::SavedCodes;
-    return buffer.lastHolder.getDefiningOp<SoftmaxOp>()
-               ? BufferCategory::SavedAttention
-               : BufferCategory::SavedFloat;
+    // Attention probabilities, as float32 or as their codes.
+    if (isa_and_nonnull<ProbabilityEncodeOp>(def) ||
+        buffer.lastHolder.getDefiningOp<SoftmaxOp>())
+      return BufferCategory::SavedAttention;
+    return isa<PackedType>(buffer.root.getType()) ? BufferCategory::SavedCodes
+                                                  : BufferCategory::SavedFloat;
   }
   if (getPhase(def) != Phase::Backward)
     return BufferCategory::Activations;
@@ -189,7 +190,7 @@ static bool isPerChannel(OpResult result) {
   if (isa<PackedType>(result.getType()))
     return false;
   return cast<ShapedType>(result.getType()).getRank() <= 1 ||
-         isa<QuantizeOp>(result.getOwner());
+         isCodeParams(result);
 }
 
 /// The entries of `op`'s saved results: one per tensor or codes, the
@@ -209,8 +210,8 @@ static void addSavedResults(Operation &op, const MemoryPlan &plan,
     }
     bool packed = isa<PackedType>(result.getType());
     Operation *source = &op;
-    if (auto quantize = dyn_cast<QuantizeOp>(op))
-      if (Operation *def = quantize.getInput().getDefiningOp())
+    if (isa<QuantizeOp, ProbabilityEncodeOp>(op))
+      if (Operation *def = op.getOperand(0).getDefiningOp())
         source = def;
     if (packed && !codesEntry)
       codesEntry = tensors.size();

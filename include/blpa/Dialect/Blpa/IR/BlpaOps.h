@@ -58,6 +58,11 @@ ActivationNeed getActivationNeed(OpOperand &use);
 /// Whether every element of `v` is known to be >= 0.
 bool isKnownNonNegative(Value v);
 
+/// Whether `v` is the few floats per channel or per row that decode codes
+/// (a quantizer's ranges, probability codes' row scales) rather than a
+/// float32 tensor of its own.
+bool isCodeParams(Value v);
+
 /// Marks a forward op whose saved results --blpa-compress-activations kept
 /// in float32 on purpose (too small to matter, or asked for per op), so that
 /// the decision is visible in the IR.
@@ -132,6 +137,14 @@ FailureOr<SmallVector<int64_t>> broadcastShapes(ArrayRef<int64_t> a,
 LogicalResult buildActivationGradient(Operation *op, const Activation &act,
                                       OpBuilder &b, ValueRange resultGrads,
                                       SmallVectorImpl<Value> &operandGrads);
+
+/// The compression rule of every element-wise activation op whose gradient
+/// reads its input (SavedActivationOpInterface::encodeSavedActivations):
+/// codes of the input, which the output's backward readers also read,
+/// through a copy of `op` on the decoded input (GELU's output is the next
+/// linear layer's input). Returns whether it rewrote anything.
+bool encodeActivationInput(Operation *op, const Activation &act,
+                           const ActivationEncoding &encoding);
 
 /// The runtime function of an activation: blpa_activation, or
 /// blpa_activation_dynamic when a parameter is given at run time.

@@ -114,7 +114,8 @@ def Blpa_BatchNormOp : Blpa_ComputeOp<"batch_norm", [Differentiable,
   let results = (outs Blpa_F32Tensor:$output, Blpa_F32Tensor:$mean, Blpa_F32Tensor:$inv_std);
 }
 
-def Blpa_LayerNormOp : Blpa_ComputeOp<"layer_norm", [Differentiable]> {
+def Blpa_LayerNormOp : Blpa_ComputeOp<"layer_norm", [Differentiable,
+    SelfEncodingRule]> {
   let summary = "Layer normalization over the dimensions from `axis` on";
   let description = [{
     ONNX LayerNormalization: the input is viewed as [rows, cols] at `axis`
@@ -205,7 +206,8 @@ def Blpa_PowerOp : Blpa_BroadcastOp<"power", "pow(lhs, rhs), broadcast">;
 // shared (BlpaOps.cpp, BlpaGradients.cpp).
 class Blpa_ActivationOp<string mnemonic, dag attrs, list<Trait> traits = []>
     : Blpa_ComputeOp<mnemonic, !listconcat(traits, [Differentiable, InPlace,
-                                                    NonNegativeRule])> {
+        DeclareOpInterfaceMethods<Blpa_SavedActivationOpInterface,
+            ["isResultNonNegative", "encodeSavedActivations"]>])> {
   let arguments = !con((ins Blpa_F32Tensor:$input), attrs);
   let results = (outs Blpa_F32Tensor:$output);
   let extraClassDeclaration = [{
@@ -233,6 +235,10 @@ class Blpa_ActivationOp<string mnemonic, dag attrs, list<Trait> traits = []>
     bool $cppClass::isResultNonNegative(
         ::llvm::function_ref<bool(::mlir::Value)>) {
       return isActivationNonNegative(getActivation());
+    }
+    bool $cppClass::encodeSavedActivations(
+        const ::mlir::blpa::ActivationEncoding &encoding) {
+      return encodeActivationInput(getOperation(), getActivation(), encoding);
     }
     ::llvm::LogicalResult $cppClass::buildGradients(::mlir::OpBuilder &b,
         ::mlir::ValueRange resultGrads,
@@ -330,7 +336,9 @@ class Blpa_SoftmaxFamilyOp<string mnemonic, string summaryText,
 }
 
 def Blpa_SoftmaxOp : Blpa_SoftmaxFamilyOp<"softmax",
-    "exp(x - max) / sum(exp(x - max)) along axis", [NonNegativeRule]>;
+    "exp(x - max) / sum(exp(x - max)) along axis", [
+    DeclareOpInterfaceMethods<Blpa_SavedActivationOpInterface,
+        ["isResultNonNegative", "encodeSavedActivations"]>]>;
 def Blpa_LogSoftmaxOp : Blpa_SoftmaxFamilyOp<"log_softmax",
     "x - max - log(sum(exp(x - max))) along axis">;
 
@@ -815,6 +823,32 @@ def Blpa_QuantizeOp : Blpa_ComputeOp<"quantize"> {
 def Blpa_DequantizeOp : Blpa_ComputeOp<"dequantize"> {
   let summary = "Decodes blpa.quantize codes (a mask decodes to 1.0 / 0.0)";
   let arguments = (ins Blpa_PackedTensor:$codes, Optional<Blpa_F32Tensor>:$params);
+  let results = (outs Blpa_F32Tensor:$output);
+}
+
+def Blpa_ProbabilityEncodeOp : Blpa_ComputeOp<"probability_encode"> {
+  let summary = "Log-domain codes of probabilities along the last dimension";
+  let description = [{
+    Codes of `input` (elements >= 0: a softmax output along its last
+    dimension), one row per index of the other dimensions, uniform in
+    log2 below each row's maximum, zero exact (blpa_probability_encode,
+    docs/design.md "Attention probabilities"). `codes` is [rows, length
+    rounded up to whole bytes], scheme `logprob`, so that every row starts
+    on a byte; `params` is [rows, 2]: each row's scale and step.
+  }];
+  let arguments = (ins Blpa_F32Tensor:$input, I64Attr:$bits);
+  let results = (outs Blpa_PackedTensor:$codes, Blpa_F32Tensor:$params);
+}
+
+def Blpa_ProbabilityDecodeOp : Blpa_ComputeOp<"probability_decode"> {
+  let summary = "Decodes blpa.probability_encode codes into a tensor of `shape`";
+  let description = [{
+    The probabilities of `codes` (blpa_probability_decode): `shape` is the
+    encoded tensor's, or a view of it with the same last dimension. Each
+    decoded row sums to what the encoded row summed to.
+  }];
+  let arguments = (ins Blpa_PackedTensor:$codes, Blpa_F32Tensor:$params,
+                   DenseI64ArrayAttr:$shape);
   let results = (outs Blpa_F32Tensor:$output);
 }
 
