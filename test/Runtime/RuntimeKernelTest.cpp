@@ -1434,7 +1434,7 @@ void checkProbabilityRow(ProbabilityChecks &c, const std::string &at,
 void testProbabilityReference(const blpa_test::ProbabilityShape &s, int bits) {
   std::string base =
       std::string("probability/") + s.name + "/" + std::to_string(bits) + "bit";
-  const double maxStep = bits == 2 ? 2.0 : bits == 4 ? 1.0 : 1.0 / 16;
+  const double maxStep = bits == 2 ? 2.0 : bits == 4 ? 0.5 : 1.0 / 16;
   const int64_t rows = s.rows, length = s.length;
   const size_t rowBytes = packedSize(length, bits), numel = rows * length;
   Floats x = blpa_test::probabilityRows(rows, length);

@@ -669,7 +669,7 @@ void blpa_dequantize(blpa_context *ctx, const uint8_t *codes,
 /// Log-domain codes of probabilities (lib/Runtime/Common/ProbabilityCodes.h):
 /// x is [rows, length], every element >= 0 (a softmax output along its last
 /// axis). Per row, with m its maximum and step = clamp(log2(m / smallest
-/// positive element) / (L - 1), 2^-12, 2 | 1 | 1/16 for bits 2 | 4 | 8),
+/// positive element) / (L - 1), 2^-12, 2 | 1/2 | 1/16 for bits 2 | 4 | 8),
 /// L = 2^bits - 1: code 0 for zero (and values below m * 2^-(L - 0.5) step),
 /// else the c in [1, L] whose level m * 2^-(L - c) step is nearest in log2.
 /// params is [rows, 2]: scale = sum(x) / sum(level of each code relative to

@@ -16,7 +16,7 @@
 //   code 0 holds exact zeros (masked keys) and p below m * level[1] * g.
 // step = log2(m / smallest positive p) / (L - 1), clamped to [2^-12, maxStep]:
 // a flat row gets fine steps, a peaked one spans maxStep * (L - 0.5) octaves
-// (2 bits: 5, 4 bits: 14.5, 8 bits: 15.9) and flushes what lies below.
+// (2 bits: 5, 4 bits: 7.25, 8 bits: 15.9) and flushes what lies below.
 // The decoded row is scale * level[code] with scale = sum(p) / sum(level):
 // it sums to what the row summed to, so the softmax gradient of a decoded
 // row still sums to zero along the row (the logits' shift invariance).
@@ -48,7 +48,7 @@ BLPA_HOST_DEVICE inline int probabilityLevels(int bits) {
 
 /// The widest step (in octaves) at `bits`: what a peaked row's codes span.
 BLPA_HOST_DEVICE inline double probabilityMaxStep(int bits) {
-  return bits == 2 ? 2.0 : bits == 4 ? 1.0 : 1.0 / 16;
+  return bits == 2 ? 2.0 : bits == 4 ? 0.5 : 1.0 / 16;
 }
 
 /// The step of a row whose maximum is `max` and smallest positive element
