@@ -61,25 +61,21 @@ void encodeRow(const float *x, int64_t length, uint8_t *packed,
       levelSum += level[q[j]];
     packCodes<Bits>(q, count, packed + at / 8 * Bits);
   }
-  params[0] = levelSum > 0 ? float(stats.sum / levelSum) : 0.0f;
+  params[0] = probabilityScale(stats.sum, levelSum);
   params[1] = step;
 }
 
 template <int Bits>
 void decodeRow(const uint8_t *packed, const float *params, int64_t length,
                float *y) {
-  constexpr int levels = (1 << Bits) - 1;
-  float level[levels + 1];
-  probabilityLevelTable(params[1], Bits, level);
-  float scale = params[0];
-  for (int c = 0; c <= levels; ++c)
-    level[c] *= scale;
+  float value[(1 << Bits)];
+  probabilityValueTable(params, Bits, value);
   uint8_t q[codeChunk];
   for (int64_t at = 0; at < length; at += codeChunk) {
     int64_t count = std::min(codeChunk, length - at);
     unpackCodes<Bits>(packed, at, count, q);
     for (int64_t j = 0; j < count; ++j)
-      y[at + j] = level[q[j]];
+      y[at + j] = value[q[j]];
   }
 }
 

@@ -101,7 +101,7 @@ __global__ void __launch_bounds__(reduceThreads)
       out[b] = encodeByte<Bits>(row, length, b, level, bound, levelSum);
     levelSum = blockReduce<PairSum>(make_double2(levelSum, 0.0)).x;
     if (threadIdx.x == 0) {
-      params[2 * r] = levelSum > 0 ? float(totals.sum / levelSum) : 0.0f;
+      params[2 * r] = probabilityScale(totals.sum, levelSum);
       params[2 * r + 1] = step;
     }
     // The next row's thread 0 rewrites the tables, and its reductions the
@@ -121,12 +121,8 @@ __global__ void __launch_bounds__(blockThreads)
   __shared__ float value[levels + 1];
   const int64_t rowBytes = probabilityRowBytes(length, Bits);
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-    if (threadIdx.x == 0) {
-      probabilityLevelTable(params[2 * r + 1], Bits, value);
-      float scale = params[2 * r];
-      for (int c = 0; c <= levels; ++c)
-        value[c] = mulRn(value[c], scale);
-    }
+    if (threadIdx.x == 0)
+      probabilityValueTable(params + 2 * r, Bits, value);
     __syncthreads();
     const uint8_t *in = codes + r * rowBytes;
     float *out = y + r * length;

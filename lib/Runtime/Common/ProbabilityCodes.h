@@ -38,9 +38,6 @@
 
 namespace blpa {
 
-/// The most codes a row's table holds (8 bits).
-constexpr int kMaxProbabilityCodes = 256;
-
 /// Nonzero codes of a `bits`-bit probability code.
 BLPA_HOST_DEVICE inline int probabilityLevels(int bits) {
   return (1 << bits) - 1;
@@ -84,6 +81,22 @@ BLPA_HOST_DEVICE inline void probabilityBoundTable(float max, float step,
   bound[0] = 0.0f;
   for (int c = 1; c <= probabilityLevels(bits); ++c)
     bound[c] = max * level[c] * g;
+}
+
+/// A row's scale: what its level table is multiplied by so that the decoded
+/// row sums to `sum`, the row's own sum, given `levelSum`, the sum of its
+/// codes' levels (0 when the row has no positive element).
+BLPA_HOST_DEVICE inline float probabilityScale(double sum, double levelSum) {
+  return levelSum > 0 ? float(sum / levelSum) : 0.0f;
+}
+
+/// value[0, L]: what each code decodes to in a row whose params are
+/// (scale, step): the level table times the scale.
+BLPA_HOST_DEVICE inline void probabilityValueTable(const float *params,
+                                                   int bits, float *value) {
+  probabilityLevelTable(params[1], bits, value);
+  for (int c = 0; c <= probabilityLevels(bits); ++c)
+    value[c] *= params[0];
 }
 
 /// The code of `p` given the row's bound table: the largest c with
