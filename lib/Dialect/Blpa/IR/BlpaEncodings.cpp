@@ -258,6 +258,9 @@ static void encodeInputForOutputReaders(Operation *op,
                          isKnownNonNegative(input) ? "nonneg" : "affine");
   setPhase(quantize, Phase::Forward);
 
+  // One decode of the input, before the first of all the reads: the
+  // output's readers point at it too until decodeReads below gives them the
+  // copy of `op` (built later, so it needs the decode placed first).
   SmallVector<OpOperand *> all(gradUses);
   if (succeeded(outputReads))
     for (const BackwardReads &read : *outputReads)

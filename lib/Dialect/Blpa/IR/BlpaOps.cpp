@@ -170,9 +170,13 @@ void mlir::blpa::decodeBeforeFirstUse(
     use->set(replacement);
 }
 
+bool mlir::blpa::isCodesWriter(Operation *op) {
+  return isa<QuantizeOp, ProbabilityEncodeOp>(op);
+}
+
 bool mlir::blpa::isCodeParams(Value v) {
-  return !isa<PackedType>(v.getType()) &&
-         isa_and_nonnull<QuantizeOp, ProbabilityEncodeOp>(v.getDefiningOp());
+  Operation *def = v.getDefiningOp();
+  return !isa<PackedType>(v.getType()) && def && isCodesWriter(def);
 }
 
 ActivationNeed mlir::blpa::getActivationNeed(OpOperand &use) {

@@ -139,8 +139,8 @@ Policy CompressActivationsPass::getPolicy(Operation *op) {
 static SmallVector<Operation *> getForwardProducers(func::FuncOp step) {
   SmallVector<Operation *> producers;
   for (Operation &op : step.getBody().front())
-    if (isInPhase(&op, Phase::Forward) &&
-        !isa<ParamOp, QuantizeOp, ProbabilityEncodeOp>(op))
+    if (isInPhase(&op, Phase::Forward) && !isa<ParamOp>(op) &&
+        !isCodesWriter(&op))
       producers.push_back(&op);
   return producers;
 }

@@ -210,7 +210,7 @@ static void addSavedResults(Operation &op, const MemoryPlan &plan,
     }
     bool packed = isa<PackedType>(result.getType());
     Operation *source = &op;
-    if (isa<QuantizeOp, ProbabilityEncodeOp>(op))
+    if (isCodesWriter(&op))
       if (Operation *def = op.getOperand(0).getDefiningOp())
         source = def;
     if (packed && !codesEntry)

@@ -58,6 +58,11 @@ ActivationNeed getActivationNeed(OpOperand &use);
 /// Whether every element of `v` is known to be >= 0.
 bool isKnownNonNegative(Value v);
 
+/// Whether `op` only writes codes of its first operand and the floats that
+/// decode them (blpa.quantize, blpa.probability_encode): an encoder
+/// --blpa-compress-activations placed, whose input is the saved tensor.
+bool isCodesWriter(Operation *op);
+
 /// Whether `v` is the few floats per channel or per row that decode codes
 /// (a quantizer's ranges, probability codes' row scales) rather than a
 /// float32 tensor of its own.
