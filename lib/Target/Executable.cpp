@@ -122,6 +122,19 @@ LogicalResult mlir::blpa::checkTargetAvailable(Location loc,
 #endif
 }
 
+LogicalResult mlir::blpa::checkDataParallelAvailable(Location loc,
+                                                     llvm::StringRef target) {
+  if (target == "cuda")
+    return emitError(loc, "--data-parallel is built for --target cpu only so "
+                          "far (NCCL for the CUDA target is not built yet)");
+#ifdef BLPA_HAVE_MPI
+  return success();
+#else
+  return emitError(loc, "this blpa-opt was built without MPI (" BLPA_MPI_STATUS
+                        "), which --data-parallel needs");
+#endif
+}
+
 /// Folder beside a CUDA executable with the shared libraries it carries.
 static constexpr llvm::StringLiteral shippedLibDir = "blpa-cuda-libs";
 
@@ -154,8 +167,10 @@ static LogicalResult shipLibraries(Location loc, llvm::StringRef exePath) {
 LogicalResult mlir::blpa::linkExecutable(Location loc,
                                          llvm::StringRef objectPath,
                                          llvm::StringRef exePath,
-                                         llvm::StringRef target) {
-  if (failed(checkTargetAvailable(loc, target)))
+                                         llvm::StringRef target,
+                                         bool dataParallel) {
+  if (failed(checkTargetAvailable(loc, target)) ||
+      (dataParallel && failed(checkDataParallelAvailable(loc, target))))
     return failure();
   auto compiler = llvm::sys::findProgramByName("c++");
   if (!compiler)
@@ -168,6 +183,11 @@ LogicalResult mlir::blpa::linkExecutable(Location loc,
   if (target == "cpu") {
     for (llvm::StringRef input : {BLPA_LINK_INPUTS})
       args.push_back(input);
+#ifdef BLPA_HAVE_MPI
+    if (dataParallel)
+      for (llvm::StringRef input : {BLPA_MPI_LINK_INPUTS})
+        args.push_back(input);
+#endif
   }
 #ifdef BLPA_HAVE_CUDA
   if (target == "cuda") {

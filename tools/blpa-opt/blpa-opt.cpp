@@ -168,6 +168,21 @@ static cl::opt<bool> recomputeRelu(
              "backward pass from the batch norm's input instead of keeping "
              "it (exact; default on; --recompute-relu=false keeps it)"),
     cl::init(true), cl::cat(compileCategory));
+static cl::opt<bool> dataParallel(
+    "data-parallel",
+    cl::desc("Train as one replica of a data-parallel job started by mpirun "
+             "or srun (--target cpu, MPI): --batch-size is each replica's "
+             "batch, and gradients are averaged over the replicas in buckets "
+             "that are summed while the backward pass goes on"),
+    cl::init(false), cl::cat(compileCategory));
+static cl::opt<std::string> bucketSizeOption(
+    "bucket-size",
+    cl::desc("Largest gradient bucket of --data-parallel (default 1MiB): "
+             "smaller buckets start summing earlier, larger ones make fewer "
+             "calls"),
+    cl::value_desc("SIZE"), cl::init("1MiB"), cl::cat(compileCategory));
+/// --bucket-size in bytes (checkCompileOptions reads it).
+static int64_t bucketBytes = 1 << 20;
 static cl::opt<bool> scheduleForMemory(
     "schedule-for-memory",
     cl::desc("Order independent ops (branches, their gradients) so that "
@@ -386,6 +401,17 @@ static LogicalResult checkCompileOptions(MLIRContext &context,
                           "keeps no activations for a backward pass)");
   if (failed(checkTargetAvailable(loc, target)))
     return failure();
+  if (dataParallel) {
+    if (!trainMode)
+      return emitError(loc, "--data-parallel applies to --train only");
+    if (failed(checkDataParallelAvailable(loc, target)))
+      return failure();
+    llvm::Expected<int64_t> bytes = parseMemorySize(bucketSizeOption);
+    if (!bytes)
+      return emitError(loc, "--bucket-size: ")
+             << llvm::toString(bytes.takeError());
+    bucketBytes = *bytes;
+  }
   if (target == "cuda") {
     llvm::Expected<int64_t> bytes = parseMemorySize(cudaWorkspaceOption);
     if (!bytes)
@@ -459,6 +485,13 @@ static void buildTailPipeline(PassManager &pm, int bits, bool withChoices,
     pm.addPass(createBlpaScheduleUpdates());
   if (scheduleForMemory)
     pm.addPass(createBlpaScheduleForMemory());
+  // After the schedulers, which would otherwise move the waits (and with
+  // them the updates) back up to the starts, ending the overlap.
+  if (trainMode && dataParallel) {
+    BlpaAllreduceGradientsOptions options;
+    options.bucketBytes = bucketBytes;
+    pm.addPass(createBlpaAllreduceGradients(options));
+  }
   BlpaPlanMemoryOptions planOptions;
   // What differs between targets is planner options, not the pipeline.
   if (target == "cuda") {
@@ -817,7 +850,8 @@ static LogicalResult emitOutput(ModuleOp module, StringRef inputPath,
   llvm::FileRemover removeObject(objectPath);
   if (failed(emitObjectFile(module, *model, objectPath)))
     return failure();
-  return linkExecutable(module.getLoc(), objectPath, outputPath, target);
+  return linkExecutable(module.getLoc(), objectPath, outputPath, target,
+                        dataParallel);
 }
 
 static LogicalResult compile(MLIRContext &context, StringRef inputPath,

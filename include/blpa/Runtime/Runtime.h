@@ -67,6 +67,9 @@ typedef struct blpa_context {
   /// Non-null while profiling (--profile): the op timings hooks fill.
   /// Profiling turns replay off (a replayed step runs no host code).
   blpa_profile *profile;
+  /// The replicas of a data-parallel executable (--data-parallel), set by
+  /// the driver from blpa_comm_init; null in a single-process executable.
+  struct blpa_comm *comm;
   /// Opaque runtime-private state (kernel caches, scratch space).
   void *impl;
 } blpa_context;
@@ -540,6 +543,46 @@ void blpa_embedding_grad(blpa_context *ctx, const float *dy,
 ///   g = grad + weight_decay * param;  v = momentum * v + g;  param -= lr * v
 void blpa_sgd_update(blpa_context *ctx, float *param, const float *grad,
                      float *momentumBuf, float *gradOut, int64_t numel);
+
+//===----------------------------------------------------------------------===//
+// Data parallelism (lib/Runtime/Comm; docs/design.md, "Data parallelism")
+//===----------------------------------------------------------------------===//
+
+/// Starts summing `bucket` (count floats, a bucket of gradients in the
+/// arena) over every replica, in place; returns at once. The step must not
+/// touch the bucket until blpa_allreduce_wait of the same bucket. Buckets
+/// are summed in the order they start, one at a time.
+void blpa_allreduce_start(blpa_context *ctx, float *bucket, int64_t count,
+                          int64_t bucketIndex);
+/// Waits for the sum blpa_allreduce_start began and divides it by the number
+/// of replicas (the mean gradient). A sum that does not finish within the
+/// comm's time-out ends the process with one line naming the bucket.
+void blpa_allreduce_wait(blpa_context *ctx, float *bucket, int64_t count,
+                         int64_t bucketIndex);
+
+/// What blpa_comm_init found: this process's rank among `size` replicas.
+typedef struct blpa_comm_info {
+  int32_t rank;
+  int32_t size;
+} blpa_comm_info;
+
+/// Joins the launcher's job (MPI_Init_thread; mpirun or srun set the rank
+/// and size) and starts the thread that runs the all-reduces. A process
+/// started without a launcher is rank 0 of 1. `timeoutSeconds` bounds every
+/// wait for the other replicas.
+struct blpa_comm *blpa_comm_init(int *argc, char ***argv,
+                                 double timeoutSeconds, blpa_comm_info *info);
+/// Sums `count` doubles over the replicas, in place, now (the driver's
+/// small agreements: losses, start-up checks).
+void blpa_comm_allreduce_doubles(struct blpa_comm *comm, double *values,
+                                 int64_t count);
+/// Copies `bytes` at `data` from rank `root` to every replica.
+void blpa_comm_broadcast(struct blpa_comm *comm, void *data, int64_t bytes,
+                         int32_t root);
+/// Stops the all-reduce thread and leaves the job.
+void blpa_comm_finalize(struct blpa_comm *comm);
+/// Ends every replica now with exit status `status` (after an error).
+void blpa_comm_abort(struct blpa_comm *comm, int status);
 
 //===----------------------------------------------------------------------===//
 // Errors

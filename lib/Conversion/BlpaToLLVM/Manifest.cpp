@@ -120,6 +120,11 @@ std::string mlir::blpa::buildManifest(ModuleOp module, const ParamTable &params,
     });
   }
   if (step) {
+    // A data-parallel step averages its gradients over replicas: the driver
+    // must join the launcher's job before the first step.
+    auto buckets = llvm::range_size(step.getOps<AllreduceStartOp>());
+    if (buckets)
+      os << "data_parallel " << buckets << '\n';
     os << "model " << getModelFingerprint(module) << '\n';
     printProfiledOps(os, step);
   }

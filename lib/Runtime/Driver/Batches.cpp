@@ -43,9 +43,10 @@ private:
 template <typename Value> class ShuffledBatches : public BatchSource {
 public:
   ShuffledBatches(int64_t count, int64_t batchSize, int64_t valuesPerSample,
-                  int64_t labelsPerSample, uint64_t seed)
+                  int64_t labelsPerSample, uint64_t seed, Shard shard)
       : batchSize(batchSize), valuesPerSample(valuesPerSample),
-        labelsPerSample(labelsPerSample), epochs(count, batchSize, seed) {
+        labelsPerSample(labelsPerSample), shard(shard),
+        epochs(count, batchSize * shard.count, seed) {
     for (Buffer &buffer : buffers) {
       buffer.values.resize(batchSize * valuesPerSample);
       buffer.labels.resize(batchSize * labelsPerSample);
@@ -55,16 +56,17 @@ public:
   void skip(int64_t count) override {
     for (int64_t i = 0; i < count; ++i)
       epochs.nextBatch();
-    served += count * batchSize;
+    served += count * jobBatch();
   }
 
   Batch next() override {
-    Buffer &buffer = buffers[served / batchSize % 2];
-    const int64_t *indices = epochs.nextBatch();
+    Buffer &buffer = buffers[served / jobBatch() % 2];
+    int64_t first = shard.index * batchSize;
+    const int64_t *indices = epochs.nextBatch() + first;
     for (int64_t i = 0; i < batchSize; ++i)
-      fill(indices[i], served + i, &buffer.values[i * valuesPerSample],
+      fill(indices[i], served + first + i, &buffer.values[i * valuesPerSample],
            &buffer.labels[i * labelsPerSample]);
-    served += batchSize;
+    served += jobBatch();
     return {{buffer.values.data()}, buffer.labels.data()};
   }
 
@@ -79,9 +81,14 @@ private:
     std::vector<int64_t> labels;
   };
 
+  /// The samples of one step over every replica.
+  int64_t jobBatch() const { return batchSize * shard.count; }
+
   int64_t batchSize, valuesPerSample, labelsPerSample;
+  Shard shard;
   ShuffledEpochs epochs;
-  /// Samples handed out so far: the augmentation's draw counter.
+  /// Samples the job has handed out so far: the augmentation's draw
+  /// counter.
   uint64_t served = 0;
   Buffer buffers[2];
 };
@@ -90,9 +97,9 @@ class DatasetBatches : public ShuffledBatches<float> {
 public:
   /// `imageShape` is one sample's [C, H, W] when augmenting.
   DatasetBatches(const ImageSet &images, int64_t batchSize, uint64_t seed,
-                 Augmentation augmentation, Shape imageShape)
+                 Augmentation augmentation, Shape imageShape, Shard shard)
       : ShuffledBatches(images.count, batchSize, images.pixelsPerImage, 1,
-                        seed),
+                        seed, shard),
         images(images), seed(seed), augmentation(augmentation),
         imageShape(std::move(imageShape)) {}
 
@@ -115,9 +122,10 @@ private:
 
 class TokenBatches : public ShuffledBatches<int64_t> {
 public:
-  TokenBatches(const TokenSet &tokens, int64_t batchSize, uint64_t seed)
+  TokenBatches(const TokenSet &tokens, int64_t batchSize, uint64_t seed,
+               Shard shard)
       : ShuffledBatches(tokens.count, batchSize, tokens.window, tokens.window,
-                        seed),
+                        seed, shard),
         tokens(tokens) {}
 
 private:
@@ -180,15 +188,15 @@ private:
 
 std::unique_ptr<BatchSource>
 makeDatasetBatches(const ImageSet &images, int64_t batchSize, uint64_t seed,
-                   Augmentation augmentation, Shape imageShape) {
+                   Augmentation augmentation, Shape imageShape, Shard shard) {
   return std::make_unique<DatasetBatches>(images, batchSize, seed, augmentation,
-                                          std::move(imageShape));
+                                          std::move(imageShape), shard);
 }
 
 std::unique_ptr<BatchSource> makeTokenBatches(const TokenSet &tokens,
-                                              int64_t batchSize,
-                                              uint64_t seed) {
-  return std::make_unique<TokenBatches>(tokens, batchSize, seed);
+                                              int64_t batchSize, uint64_t seed,
+                                              Shard shard) {
+  return std::make_unique<TokenBatches>(tokens, batchSize, seed, shard);
 }
 
 std::unique_ptr<BatchSource> makeSyntheticBatches(const Manifest &manifest,

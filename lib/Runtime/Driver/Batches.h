@@ -42,17 +42,28 @@ public:
   virtual void skip(int64_t count) = 0;
 };
 
+/// This process's part of each batch of a data-parallel job: replica
+/// `index` of `count` takes the index-th run of `batchSize` samples of each
+/// batch of count * batchSize, so that the replicas' batches together are
+/// the single-process batches of that size, augmented alike.
+struct Shard {
+  int64_t index = 0;
+  int64_t count = 1;
+};
+
 /// Epochs over a data set in a fresh shuffled order each, in full batches;
 /// its batches depend only on the seed and their position in the run. It
 /// alternates between two buffers, so a batch stays valid for one more
 /// call of next() than the contract asks (what a loader thread needs).
 std::unique_ptr<BatchSource>
 makeDatasetBatches(const ImageSet &images, int64_t batchSize, uint64_t seed,
-                   Augmentation augmentation, Shape imageShape);
+                   Augmentation augmentation, Shape imageShape,
+                   Shard shard = {});
 
 /// Epochs over the windows of a token stream, shuffled as images are.
 std::unique_ptr<BatchSource> makeTokenBatches(const TokenSet &tokens,
-                                              int64_t batchSize, uint64_t seed);
+                                              int64_t batchSize, uint64_t seed,
+                                              Shard shard = {});
 
 /// A few random batches, made up front and cycled, so that generating them
 /// does not count against the measured throughput.

@@ -11,6 +11,7 @@
 #include "MemoryCheck.h"
 #include "Model.h"
 #include "Options.h"
+#include "Replicas.h"
 #include "Session.h"
 #include "SingleStep.h"
 #include "Training.h"
@@ -70,6 +71,7 @@ int run(int argc, char **argv) {
   validateOptions(options, manifest);
   // Before anything of the batch's size is allocated or read.
   checkPlanFits(manifest);
+  joinReplicas(manifest, options, &argc, &argv);
 
   OnnxModel embeddedModel(blpa_model_onnx, blpa_model_onnx_size,
                           "the embedded model");
@@ -87,7 +89,17 @@ int run(int argc, char **argv) {
     runTraining(manifest, options, embeddedModel, initialWeights);
   else
     runForward(manifest, options, initialWeights);
+  leaveReplicas();
   return 0;
+}
+
+/// Ends the run after an error: a replica of a data-parallel job takes the
+/// others with it, so that none waits for it until its time-out.
+int fail() {
+  std::fflush(stdout);
+  if (replicas().comm)
+    replicas().abort(1);
+  return 1;
 }
 
 } // namespace
@@ -109,5 +121,5 @@ int main(int argc, char **argv) {
     std::fflush(stdout);
     std::fprintf(stderr, "error: internal error: %s\n", error.what());
   }
-  return 1;
+  return fail();
 }

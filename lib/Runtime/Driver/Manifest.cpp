@@ -215,6 +215,9 @@ Manifest parseManifest(const std::string &text) {
       reader.expectEnd();
     } else if (keyword == "op") {
       parseOp(reader, manifest.ops);
+    } else if (keyword == "data_parallel") {
+      manifest.gradientBuckets = reader.integer(1);
+      reader.expectEnd();
     }
     // Other records are informational additions of later compilers; the
     // version number guards incompatible changes.

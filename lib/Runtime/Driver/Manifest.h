@@ -78,6 +78,8 @@ struct Manifest {
   std::string modelFingerprint;
   /// The training step's ops, by hook index.
   std::vector<OpRecord> ops;
+  /// Gradient buckets a data-parallel step all-reduces (0: one process).
+  int64_t gradientBuckets = 0;
 
   /// The number of labels of a step (0 for an inference executable).
   int64_t labelCount() const {

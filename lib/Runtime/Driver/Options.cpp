@@ -212,6 +212,16 @@ const FlagSpec flagSpecs[] = {
      [](Options &o, const std::string &, const std::string &v) {
        o.weightsPath = v;
      }},
+    {"--comm-timeout", "SECONDS", AnyAction,
+     "data-parallel executables (blpa-opt --data-parallel, started by mpirun "
+     "or srun): end every replica with an error naming this one when the "
+     "others have not joined an all-reduce within SECONDS (default 300)",
+     [](Options &o, const std::string &f, const std::string &v) {
+       o.commTimeoutSeconds = parseNumber(f, v);
+       if (o.commTimeoutSeconds <= 0)
+         throw DriverError(f + ": expected a positive number of seconds, got '" +
+                           v + "'");
+     }},
     {"--threads", "T", AnyAction,
      "kernel threads (default: the compiled-in count, 0 = library default)",
      [](Options &o, const std::string &f, const std::string &v) {

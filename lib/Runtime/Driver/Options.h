@@ -61,6 +61,9 @@ struct Options {
   std::string weightsPath;
   std::optional<int32_t> threads;
   bool replaySteps = true;
+  /// Data-parallel executables: how long a replica waits for the others
+  /// before it ends the job.
+  double commTimeoutSeconds = 300;
 
   /// Every flag given, in order, for the checks of validateOptions.
   std::vector<std::string> flagsGiven;

@@ -1,6 +1,7 @@
 //===- Session.cpp - The state a generated step runs on -------------------===//
 
 #include "Session.h"
+#include "Replicas.h"
 #include "Error.h"
 #include "Model.h"
 #include "Options.h"
@@ -56,6 +57,7 @@ Session::Session(const Manifest &manifest, const SessionOptions &options)
   context.num_threads = options.threads;
   context.replay_steps = options.replaySteps;
   context.seed = options.seed;
+  context.comm = replicas().comm;
   hostMemory = blpa_runtime_free_bytes() < 0;
   blpa_runtime_init(&context);
 

@@ -4,6 +4,7 @@
 #include "Augment.h"
 #include "Batches.h"
 #include "Checkpoint.h"
+#include "Replicas.h"
 #include "Cifar.h"
 #include "Error.h"
 #include "FileUtil.h"
@@ -125,6 +126,14 @@ int64_t resumeFrom(const Options &options, const Manifest &manifest,
   return int64_t(checkpoint.step);
 }
 
+/// This replica's part of each batch.
+Shard replicaShard() { return {replicas().rank, replicas().size}; }
+
+/// The samples of one step over every replica of the job.
+int64_t jobBatchSize(const Manifest &manifest) {
+  return manifest.batchSize() * replicas().size;
+}
+
 /// Throws unless a classifier of this manifest can learn from `images`.
 void checkDataFitsModel(const Manifest &manifest, const ImageSet &images,
                         const std::string &dir) {
@@ -139,10 +148,10 @@ void checkDataFitsModel(const Manifest &manifest, const ImageSet &images,
         "but its first input is '" +
         input.name + "' " + formatShape(input.shape) + " and it has " +
         std::to_string(manifest.inputs.size()) + " data input(s)");
-  if (images.count < manifest.batchSize())
+  if (images.count < jobBatchSize(manifest))
     throw DriverError("--data " + dir + ": " + std::to_string(images.count) +
                       " images are fewer than one batch of " +
-                      std::to_string(manifest.batchSize()));
+                      std::to_string(jobBatchSize(manifest)));
   int64_t maxLabel =
       *std::max_element(images.labels.begin(), images.labels.end());
   if (maxLabel >= manifest.classCount())
@@ -225,18 +234,21 @@ void trainSteps(Session &session, BatchSource &source, const Manifest &manifest,
                 int64_t firstStep, int64_t steps,
                 const LearningRateSchedule &schedule, const LoopHooks &hooks,
                 JsonlLog &log) {
-  Progress progress(firstStep, steps, hooks.stepsPerEpoch,
-                    manifest.batchSize());
+  // The job's batch: every replica's part of it.
+  int64_t jobBatch = manifest.batchSize() * replicas().size;
+  Progress progress(firstStep, steps, hooks.stepsPerEpoch, jobBatch);
   for (int64_t step = firstStep + 1; step <= steps; ++step) {
     Clock::time_point start = Clock::now();
     Batch batch = source.next();
     double lr = schedule.at(step - 1);
     session.setLearningRate(lr);
-    float loss = session.trainStep(batch.inputs, batch.labels);
+    // The job's loss: the mean of the replicas' (each over its part).
+    auto loss = float(
+        replicas().mean(session.trainStep(batch.inputs, batch.labels)));
     double seconds = secondsSince(start);
     if (hooks.profiler)
       hooks.profiler->endStep(session.lastStepSeconds());
-    double imagesPerSecond = manifest.batchSize() / seconds;
+    double imagesPerSecond = jobBatch / seconds;
     // A float32 loss in 9 significant digits reads back bit for bit, so
     // two runs' logs can be compared exactly (scripts/gpu-check does).
     log.write("{\"step\": " + std::to_string(step) + ", \"loss\": " +
@@ -364,7 +376,7 @@ TrainingData makeTrainingData(const Manifest &manifest, const Options &options,
                               EvaluateFn evaluateSplit) {
   TrainingData data;
   data.source = std::make_unique<PrefetchingBatches>(std::move(batches));
-  data.stepsPerEpoch = trainSet->count / manifest.batchSize();
+  data.stepsPerEpoch = trainSet->count / jobBatchSize(manifest);
   data.trainSet = trainSet;
   data.testSet = testSet;
   data.evaluate = [&manifest, &options, testSet,
@@ -397,7 +409,7 @@ TrainingData loadImageData(const Manifest &manifest, const Options &options) {
   return makeTrainingData(manifest, options, trainSet, testSet,
                           makeDatasetBatches(*trainSet, manifest.batchSize(),
                                              options.seed, augmentation,
-                                             imageShape),
+                                             imageShape, replicaShard()),
                           evaluate);
 }
 
@@ -422,19 +434,20 @@ TrainingData loadTokenData(const Manifest &manifest, const Options &options) {
                       std::to_string(trainSet->vocabulary - 1) +
                       " but the model's vocabulary has " +
                       std::to_string(vocab) + " entries");
-  if (trainSet->count < manifest.batchSize())
+  if (trainSet->count < jobBatchSize(manifest))
     throw DriverError("--data " + options.dataDir + ": " +
                       std::to_string(trainSet->count) + " training windows of " +
                       std::to_string(window) +
                       " tokens are fewer than one batch of " +
-                      std::to_string(manifest.batchSize()));
+                      std::to_string(jobBatchSize(manifest)));
   std::printf("%s: %lld training and %lld test windows of %lld tokens\n",
               options.dataDir.c_str(), static_cast<long long>(trainSet->count),
               static_cast<long long>(testSet->count),
               static_cast<long long>(window));
   return makeTrainingData(
       manifest, options, trainSet, testSet,
-      makeTokenBatches(*trainSet, manifest.batchSize(), options.seed),
+      makeTokenBatches(*trainSet, manifest.batchSize(), options.seed,
+                       replicaShard()),
       evaluateTokens);
 }
 
@@ -475,14 +488,18 @@ void runTraining(const Manifest &manifest, const Options &options,
     checkWritableDestination(options.saveInferencePath, "--save-inference");
   TrainingData data;
   if (options.synthetic) {
-    data.source =
-        makeSyntheticBatches(manifest, options.syntheticBatches, options.seed);
+    // Each replica draws its own random batches.
+    data.source = makeSyntheticBatches(
+        manifest, options.syntheticBatches,
+        options.seed + uint64_t(replicas().rank) * 0x9e3779b97f4a7c15ull);
     data.stepsPerEpoch = options.syntheticBatches;
   } else {
     data = manifest.inputs[0].indices ? loadTokenData(manifest, options)
                                       : loadImageData(manifest, options);
   }
-  JsonlLog log(options.logPath);
+  // One replica speaks for the job: it logs, checkpoints and saves.
+  bool leads = replicas().isLeader();
+  JsonlLog log(leads ? options.logPath : std::string());
   std::unique_ptr<Session> session =
       openSession(manifest, options, initialWeights, /*skipUpdate=*/false);
   std::printf("%s memory: %llu bytes allocated at start (arena %llu)\n",
@@ -501,7 +518,7 @@ void runTraining(const Manifest &manifest, const Options &options,
     if (data.evaluate)
       data.evaluate(*session, step, log);
   };
-  if (!options.checkpointPath.empty())
+  if (!options.checkpointPath.empty() && leads)
     hooks.checkpointAt = [&](int64_t step) {
       saveCheckpoint(options.checkpointPath, *session, manifest, step,
                      options.seed);
@@ -525,11 +542,11 @@ void runTraining(const Manifest &manifest, const Options &options,
   if (hooks.checkpointAt)
     hooks.checkpointAt(steps);
   hooks.evaluateAt(steps);
-  if (!options.savePath.empty())
+  if (!options.savePath.empty() && leads)
     saveModel(*session, manifest, embeddedModel,
               initialWeights.usesExternalData(), options.savePath, "--save",
               /*forInference=*/false);
-  if (!options.saveInferencePath.empty())
+  if (!options.saveInferencePath.empty() && leads)
     saveModel(*session, manifest, embeddedModel,
               initialWeights.usesExternalData(), options.saveInferencePath,
               "--save-inference", /*forInference=*/true);

@@ -496,3 +496,40 @@ func.func @probability_decode_other_rows(%c: !blpa.packed<4x6xi4, logprob>, %p: 
   %y = blpa.probability_decode %c, %p {shape = array<i64: 6, 4>} : (!blpa.packed<4x6xi4, logprob>, tensor<4x2xf32>) -> tensor<6x4xf32>
   return
 }
+
+// -----
+
+func.func @allreduce_wait_for_another_bucket(%g: tensor<30xf32>) {
+  %s = blpa.allreduce_start %g {index = 0 : i64} : tensor<30xf32>
+  // expected-error @+1 {{waits for bucket 1 but its operand is bucket 0}}
+  %m = blpa.allreduce_wait %s {index = 1 : i64} : tensor<30xf32>
+  return
+}
+
+// -----
+
+func.func @allreduce_wait_without_start(%g: tensor<30xf32>) {
+  // expected-error @+1 {{waits for a value no blpa.allreduce_start made}}
+  %m = blpa.allreduce_wait %g {index = 0 : i64} : tensor<30xf32>
+  return
+}
+
+// -----
+
+// A bucket in flight is read by its wait alone: nothing else may touch it
+// while the replicas sum it.
+func.func @allreduce_bucket_read_in_flight(%g: tensor<30xf32>) {
+  // expected-error @+1 {{must be read by exactly one blpa.allreduce_wait}}
+  %s = blpa.allreduce_start %g {index = 0 : i64} : tensor<30xf32>
+  %r = blpa.relu %s : (tensor<30xf32>) -> tensor<30xf32>
+  %m = blpa.allreduce_wait %s {index = 0 : i64} : tensor<30xf32>
+  return
+}
+
+// -----
+
+func.func @allreduce_of_a_matrix(%g: tensor<5x6xf32>) {
+  // expected-error @+1 {{must be 1D tensor of 32-bit float values}}
+  %s = blpa.allreduce_start %g {index = 0 : i64} : tensor<5x6xf32>
+  return
+}

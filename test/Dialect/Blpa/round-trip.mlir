@@ -142,3 +142,13 @@ func.func @batch_matmul(%a: tensor<2x3x4xf32>, %b: tensor<2x4x5xf32>, %c: tensor
   %r = blpa.batch_matmul %c, %q {trans_a = true, trans_b = true} : (tensor<1x4x5xf32>, tensor<2x3x4xf32>) -> tensor<2x5x3xf32>
   return %r : tensor<2x5x3xf32>
 }
+
+// A gradient bucket summed over the replicas: both results view the bucket.
+// CHECK-LABEL: func.func @allreduce_bucket
+func.func @allreduce_bucket(%g: tensor<30xf32>) -> tensor<30xf32> {
+  // CHECK: %[[S:.*]] = blpa.allreduce_start %{{.*}} {index = 2 : i64} : tensor<30xf32>
+  %s = blpa.allreduce_start %g {index = 2 : i64} : tensor<30xf32>
+  // CHECK: blpa.allreduce_wait %[[S]] {index = 2 : i64} : tensor<30xf32>
+  %m = blpa.allreduce_wait %s {index = 2 : i64} : tensor<30xf32>
+  return %m : tensor<30xf32>
+}

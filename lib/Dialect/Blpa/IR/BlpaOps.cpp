@@ -1285,6 +1285,51 @@ void SgdUpdateOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
 }
 
 //===----------------------------------------------------------------------===//
+// Data parallelism
+//===----------------------------------------------------------------------===//
+
+Value AllreduceStartOp::getViewSource() { return getBucket(); }
+Value AllreduceWaitOp::getViewSource() { return getBucket(); }
+
+LogicalResult AllreduceStartOp::verify() {
+  if (!getResult().hasOneUse() ||
+      !isa<AllreduceWaitOp>(*getResult().getUsers().begin()))
+    return emitOpError("must be read by exactly one blpa.allreduce_wait");
+  return success();
+}
+
+LogicalResult AllreduceWaitOp::verify() {
+  auto start = getBucket().getDefiningOp<AllreduceStartOp>();
+  if (!start)
+    return emitOpError("waits for a value no blpa.allreduce_start made");
+  if (start.getIndex() != getIndex())
+    return emitOpError("waits for bucket ")
+           << getIndex() << " but its operand is bucket " << start.getIndex();
+  return success();
+}
+
+/// Both ops pass the bucket's data pointer, its length and its number.
+static void appendBucketArgs(Value bucket, int64_t index,
+                             SmallVectorImpl<RuntimeArg> &args) {
+  args.push_back(RuntimeArg::data(bucket));
+  args.push_back(RuntimeArg::i64(ShapedType::getNumElements(getShape(bucket))));
+  args.push_back(RuntimeArg::i64(index));
+}
+
+StringRef AllreduceStartOp::getRuntimeFunction() {
+  return "blpa_allreduce_start";
+}
+void AllreduceStartOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  appendBucketArgs(getBucket(), getIndex(), args);
+}
+StringRef AllreduceWaitOp::getRuntimeFunction() {
+  return "blpa_allreduce_wait";
+}
+void AllreduceWaitOp::getRuntimeArgs(SmallVectorImpl<RuntimeArg> &args) {
+  appendBucketArgs(getBucket(), getIndex(), args);
+}
+
+//===----------------------------------------------------------------------===//
 // What ops know about saved activations (SavedActivationOpInterface)
 //===----------------------------------------------------------------------===//
 

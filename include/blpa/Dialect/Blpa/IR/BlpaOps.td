@@ -752,6 +752,43 @@ def Blpa_UpdateRunningStatsOp : Blpa_Op<"update_running_stats", [RuntimeCall,
 }
 
 //===----------------------------------------------------------------------===//
+// Data parallelism (built by --blpa-allreduce-gradients)
+//
+// A bucket is a 1-D tensor of gradients concatenated in the order the
+// backward pass finishes them. Its sum over the replicas runs between the
+// two ops, in place, while the step goes on; both results are views of the
+// bucket, so the plan keeps its buffer untouched until the wait.
+//===----------------------------------------------------------------------===//
+
+class Blpa_AllreduceOp<string mnemonic> : Blpa_Op<mnemonic, [RuntimeCall,
+    DeclareOpInterfaceMethods<ViewLikeOpInterface>, MemoryEffects<[MemWrite]>,
+    AllTypesMatch<["bucket", "result"]>]> {
+  let arguments = (ins 1DTensorOf<[F32]>:$bucket,
+      ConfinedAttr<I64Attr, [IntNonNegative]>:$index);
+  let results = (outs 1DTensorOf<[F32]>:$result);
+  let assemblyFormat = "$bucket attr-dict `:` type($bucket)";
+  let hasVerifier = 1;
+}
+
+def Blpa_AllreduceStartOp : Blpa_AllreduceOp<"allreduce_start"> {
+  let summary = "Starts summing a gradient bucket over every replica";
+  let description = [{
+    Hands bucket number `index` to the runtime's all-reduce thread
+    (`blpa_allreduce_start`) and returns at once; the result is the bucket
+    while it is being summed, for `blpa.allreduce_wait` alone to read.
+  }];
+}
+
+def Blpa_AllreduceWaitOp : Blpa_AllreduceOp<"allreduce_wait"> {
+  let summary = "Waits for a bucket's sum and divides it by the replicas";
+  let description = [{
+    Reads the result of the `blpa.allreduce_start` of the same bucket; its
+    own result is the mean gradient over the replicas, in the bucket's
+    buffer (`blpa_allreduce_wait`).
+  }];
+}
+
+//===----------------------------------------------------------------------===//
 // Activation compression (built by --blpa-compress-activations)
 //
 // Encoders run in the forward phase right after the producer of a saved

@@ -282,6 +282,31 @@ def BlpaScheduleUpdates : Pass<"blpa-schedule-updates", "ModuleOp"> {
   ];
 }
 
+def BlpaAllreduceGradients : Pass<"blpa-allreduce-gradients", "ModuleOp"> {
+  let summary = "Averages the gradients over data-parallel replicas in buckets";
+  let description = [{
+    In `@train_step`, the gradients that `blpa.sgd_update`s read are grouped
+    into buckets of at most `bucket-bytes` (a gradient larger than that is a
+    bucket of its own) in the order the backward pass finishes them. Right
+    after a bucket's last gradient is computed, its gradients are
+    concatenated into one 1-D tensor and `blpa.allreduce_start` hands it to
+    the runtime's all-reduce thread, so the sum runs while the rest of the
+    backward pass does. After the last op of the step that is not an
+    update, each bucket's `blpa.allreduce_wait` yields the mean over the
+    replicas, from which each update reads its gradient (a slice), and the
+    updates move there. Batch-norm running statistics stay each replica's
+    own. Runs after the schedulers and before --blpa-plan-memory, which
+    places the buckets in the arena like any tensor.
+  }];
+  let options = [
+    Option<"bucketBytes", "bucket-bytes", "int64_t", /*default=*/"1 << 20",
+           "Largest bucket in bytes (a larger gradient is a bucket alone)">,
+  ];
+  let statistics = [
+    Statistic<"numBuckets", "buckets", "Gradient buckets all-reduced">,
+  ];
+}
+
 def BlpaPlanMemory : Pass<"blpa-plan-memory", "ModuleOp"> {
   let summary = "Places every transient tensor of each function in one arena";
   let description = [{

@@ -1,0 +1,212 @@
+//===- MpiComm.cpp - Gradient all-reduce over MPI for the CPU target -------===//
+//
+// The data-parallel half of the runtime ABI (blpa_allreduce_start/_wait and
+// the driver's blpa_comm_* calls) on MPI, for executables whose buckets are
+// in host memory. A worker thread runs the all-reduces one at a time in the
+// order they start, so the step's later backward ops run while a bucket is
+// summed (MPI's non-blocking collectives progress only inside MPI calls,
+// which a step made of kernel calls would not make). Every MPI call holds
+// one mutex: the job runs MPI_THREAD_SERIALIZED, which every MPI offers.
+//
+//===----------------------------------------------------------------------===//
+
+#include "blpa/Runtime/Runtime.h"
+
+// The C API only: Open MPI's and MPICH's headers otherwise pull in their
+// deprecated C++ bindings, which need a library this one does not link.
+#define OMPI_SKIP_MPICXX 1
+#define MPICH_SKIP_MPICXX 1
+#include <mpi.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+struct blpa_comm {
+  int rank = 0;
+  int size = 1;
+  std::chrono::duration<double> timeout{0};
+
+  /// Serializes every MPI call (the worker's and the driver's).
+  std::mutex mpiLock;
+
+  struct Request {
+    float *data;
+    int64_t count;
+    int64_t bucket;
+  };
+  std::mutex queueLock;
+  std::condition_variable changed;
+  std::deque<Request> pending;
+  /// done[b]: bucket b's sum has finished since its last wait.
+  std::vector<bool> done;
+  bool stopping = false;
+  std::thread worker;
+
+  void runWorker();
+  void allreduce(void *data, int64_t count, MPI_Datatype type);
+};
+
+namespace {
+
+[[noreturn]] void failComm(blpa_comm *comm, const std::string &message) {
+  std::fprintf(stderr, "blpa runtime error: rank %d of %d: %s\n",
+               comm ? comm->rank : 0, comm ? comm->size : 1, message.c_str());
+  std::fflush(stderr);
+  // MPI_Abort ends the whole job, also the replicas blocked in a collective
+  // that this one will never join.
+  if (comm && comm->size > 1)
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  std::_Exit(1);
+}
+
+void checkMpi(blpa_comm *comm, int status, const char *what) {
+  if (status == MPI_SUCCESS)
+    return;
+  char text[MPI_MAX_ERROR_STRING];
+  int length = 0;
+  MPI_Error_string(status, text, &length);
+  failComm(comm, std::string(what) + " failed: " + std::string(text, length));
+}
+
+} // namespace
+
+/// Sums in chunks below 2^31 elements (MPI's counts are ints).
+void blpa_comm::allreduce(void *data, int64_t count, MPI_Datatype type) {
+  int elementBytes = 0;
+  MPI_Type_size(type, &elementBytes);
+  auto *bytes = static_cast<char *>(data);
+  const int64_t chunk = int64_t(1) << 30;
+  for (int64_t first = 0; first < count; first += chunk) {
+    int n = int(std::min(chunk, count - first));
+    std::lock_guard<std::mutex> hold(mpiLock);
+    checkMpi(this,
+             MPI_Allreduce(MPI_IN_PLACE, bytes + first * elementBytes, n, type,
+                           MPI_SUM, MPI_COMM_WORLD),
+             "MPI_Allreduce");
+  }
+}
+
+void blpa_comm::runWorker() {
+  std::unique_lock<std::mutex> lock(queueLock);
+  for (;;) {
+    changed.wait(lock, [&] { return stopping || !pending.empty(); });
+    if (pending.empty())
+      return;
+    Request request = pending.front();
+    lock.unlock();
+    allreduce(request.data, request.count, MPI_FLOAT);
+    lock.lock();
+    pending.pop_front();
+    done[request.bucket] = true;
+    changed.notify_all();
+  }
+}
+
+extern "C" {
+
+blpa_comm *blpa_comm_init(int *argc, char ***argv, double timeoutSeconds,
+                          blpa_comm_info *info) {
+  int provided = 0;
+  if (MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided) !=
+      MPI_SUCCESS) {
+    std::fprintf(stderr, "blpa runtime error: MPI_Init_thread failed (start "
+                         "the executable with mpirun or srun)\n");
+    std::exit(1);
+  }
+  auto *comm = new blpa_comm();
+  comm->timeout = std::chrono::duration<double>(timeoutSeconds);
+  if (provided < MPI_THREAD_SERIALIZED)
+    failComm(comm, "this MPI cannot be called from a second thread "
+                   "(MPI_THREAD_SERIALIZED); the all-reduces need it");
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  MPI_Comm_rank(MPI_COMM_WORLD, &comm->rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &comm->size);
+  comm->worker = std::thread([comm] { comm->runWorker(); });
+  info->rank = comm->rank;
+  info->size = comm->size;
+  return comm;
+}
+
+void blpa_comm_allreduce_doubles(blpa_comm *comm, double *values,
+                                 int64_t count) {
+  comm->allreduce(values, count, MPI_DOUBLE);
+}
+
+void blpa_comm_broadcast(blpa_comm *comm, void *data, int64_t bytes,
+                         int32_t root) {
+  auto *chars = static_cast<char *>(data);
+  const int64_t chunk = int64_t(1) << 30;
+  for (int64_t first = 0; first < bytes; first += chunk) {
+    std::lock_guard<std::mutex> hold(comm->mpiLock);
+    checkMpi(comm,
+             MPI_Bcast(chars + first, int(std::min(chunk, bytes - first)),
+                       MPI_BYTE, root, MPI_COMM_WORLD),
+             "MPI_Bcast");
+  }
+}
+
+void blpa_comm_finalize(blpa_comm *comm) {
+  {
+    std::lock_guard<std::mutex> lock(comm->queueLock);
+    comm->stopping = true;
+  }
+  comm->changed.notify_all();
+  comm->worker.join();
+  MPI_Finalize();
+  delete comm;
+}
+
+void blpa_comm_abort(blpa_comm *comm, int status) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  if (comm && comm->size > 1)
+    MPI_Abort(MPI_COMM_WORLD, status);
+  std::_Exit(status);
+}
+
+void blpa_allreduce_start(blpa_context *ctx, float *bucket, int64_t count,
+                          int64_t bucketIndex) {
+  blpa_comm *comm = ctx->comm;
+  if (!comm)
+    blpa_runtime_fail("blpa_allreduce_start: the executable was compiled "
+                      "with --data-parallel but no comm was set up");
+  std::lock_guard<std::mutex> lock(comm->queueLock);
+  if (size_t(bucketIndex) >= comm->done.size())
+    comm->done.resize(bucketIndex + 1, false);
+  comm->done[bucketIndex] = false;
+  comm->pending.push_back({bucket, count, bucketIndex});
+  comm->changed.notify_all();
+}
+
+void blpa_allreduce_wait(blpa_context *ctx, float *bucket, int64_t count,
+                         int64_t bucketIndex) {
+  blpa_comm *comm = ctx->comm;
+  {
+    std::unique_lock<std::mutex> lock(comm->queueLock);
+    bool finished = comm->changed.wait_for(lock, comm->timeout, [&] {
+      return comm->done[bucketIndex];
+    });
+    if (!finished) {
+      char seconds[32];
+      std::snprintf(seconds, sizeof(seconds), "%g", comm->timeout.count());
+      failComm(comm, "the all-reduce of gradient bucket " +
+                         std::to_string(bucketIndex) + " did not finish within " +
+                         seconds +
+                         " s: another rank died or hangs (--comm-timeout "
+                         "sets the limit)");
+    }
+  }
+  // The mean over the replicas, as PyTorch's DistributedDataParallel.
+  const float scale = 1.0f / float(comm->size);
+  for (int64_t i = 0; i < count; ++i)
+    bucket[i] *= scale;
+}
+
+} // extern "C"

@@ -1,0 +1,101 @@
+//===- Replicas.cpp - The processes of a data-parallel job ----------------===//
+
+#include "Replicas.h"
+#include "Error.h"
+#include "Manifest.h"
+#include "Options.h"
+
+#include "blpa/Runtime/Runtime.h"
+
+#include <cstdio>
+#include <cstdlib>
+
+// Defined by the all-reduce library, which blpa-opt links only into
+// data-parallel executables: weak, so that every other executable links
+// without it.
+#pragma weak blpa_comm_init
+#pragma weak blpa_comm_allreduce_doubles
+#pragma weak blpa_comm_broadcast
+#pragma weak blpa_comm_finalize
+#pragma weak blpa_comm_abort
+
+namespace blpa::driver {
+
+namespace {
+
+Replicas current;
+
+/// FNV-1a over `text`, continuing from `hash`.
+uint64_t hashText(const std::string &text,
+                  uint64_t hash = 1469598103934665603ull) {
+  for (unsigned char c : text)
+    hash = (hash ^ c) * 1099511628211ull;
+  return hash;
+}
+
+/// Refuses to train when the replicas were started with different
+/// executables or flags: their steps would not average to anything.
+void checkSameRun(const Replicas &replicas, int argc, char **argv) {
+  uint64_t mine = hashText(blpa_manifest);
+  for (int i = 1; i < argc; ++i)
+    mine = hashText(std::string(argv[i]) + '\0', mine);
+  uint64_t leaders = mine;
+  blpa_comm_broadcast(replicas.comm, &leaders, sizeof(leaders), 0);
+  double differs = leaders != mine;
+  blpa_comm_allreduce_doubles(replicas.comm, &differs, 1);
+  if (differs == 0)
+    return;
+  if (leaders != mine)
+    std::fprintf(stderr,
+                 "error: rank %d of %d was started with another executable "
+                 "or other flags than rank 0; start every rank with the same "
+                 "command\n",
+                 replicas.rank, replicas.size);
+  replicas.abort(1);
+}
+
+} // namespace
+
+double Replicas::mean(double value) const {
+  if (!comm)
+    return value;
+  blpa_comm_allreduce_doubles(comm, &value, 1);
+  return value / size;
+}
+
+void Replicas::abort(int status) const {
+  if (comm)
+    blpa_comm_abort(comm, status);
+  std::exit(status);
+}
+
+const Replicas &joinReplicas(const Manifest &manifest, const Options &options,
+                             int *argc, char ***argv) {
+  if (!manifest.gradientBuckets)
+    return current;
+  if (!blpa_comm_init)
+    throw DriverError("this executable was compiled with --data-parallel but "
+                      "linked without its all-reduce library; rebuild it "
+                      "with blpa-opt");
+  blpa_comm_info info{};
+  current.comm =
+      blpa_comm_init(argc, argv, options.commTimeoutSeconds, &info);
+  current.rank = info.rank;
+  current.size = info.size;
+  checkSameRun(current, *argc, *argv);
+  // One replica speaks for the job; errors still reach stderr from any.
+  if (!current.isLeader() && !std::freopen("/dev/null", "w", stdout))
+    throw DriverError("cannot silence the output of rank " +
+                      std::to_string(current.rank));
+  return current;
+}
+
+const Replicas &replicas() { return current; }
+
+void leaveReplicas() {
+  if (current.comm)
+    blpa_comm_finalize(current.comm);
+  current = Replicas();
+}
+
+} // namespace blpa::driver

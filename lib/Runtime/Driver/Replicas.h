@@ -1,0 +1,51 @@
+//===- Replicas.h - The processes of a data-parallel job --------*- C++ -*-===//
+//
+// A --data-parallel executable is one replica of a job that mpirun or srun
+// starts: every replica trains on its own part of each batch and the step
+// averages the gradients (blpa_allreduce_*). This is the driver's side:
+// joining the job, agreeing on what runs, and which replica speaks.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef BLPA_RUNTIME_DRIVER_REPLICAS_H
+#define BLPA_RUNTIME_DRIVER_REPLICAS_H
+
+#include <cstdint>
+#include <string>
+
+struct blpa_comm;
+
+namespace blpa::driver {
+
+struct Manifest;
+struct Options;
+
+/// This process's place in the job; rank 0 of 1 without --data-parallel.
+struct Replicas {
+  int rank = 0;
+  int size = 1;
+  /// Null in a single-process executable.
+  blpa_comm *comm = nullptr;
+
+  /// Only the leader prints, logs, evaluates into the log and writes files.
+  bool isLeader() const { return rank == 0; }
+  /// The mean of `value` over the replicas.
+  double mean(double value) const;
+  /// Ends every replica after an error this one printed.
+  [[noreturn]] void abort(int status) const;
+};
+
+/// The job this process belongs to: for a data-parallel executable, joins
+/// it (its own stdout goes quiet unless it leads) and checks that every
+/// replica runs the same executable with the same flags; otherwise rank 0
+/// of 1. The result stays valid until leaveReplicas.
+const Replicas &joinReplicas(const Manifest &manifest, const Options &options,
+                             int *argc, char ***argv);
+/// What joinReplicas found (rank 0 of 1 before it).
+const Replicas &replicas();
+/// Leaves the job after a run that ended normally.
+void leaveReplicas();
+
+} // namespace blpa::driver
+
+#endif // BLPA_RUNTIME_DRIVER_REPLICAS_H

@@ -1,0 +1,219 @@
+"""Data-parallel training (blpa-opt --data-parallel, started by mpirun):
+replicas at batch B together train as one process at batch ranks * B, a
+two-rank run is bitwise reproducible and resumes bitwise, and a rank that
+hangs or dies ends the job instead of leaving the others waiting.
+
+Equivalence bound: the replicas compute the same sums as one process
+except in order (each replica's loss gradient is a mean over its part of
+the batch; the all-reduce adds the parts and halves or quarters them, both
+exact scalings), so after S steps the weights differ by float32 rounding
+carried through S updates. Over 20 fresh draws the largest difference
+after 20 steps was below 2e-6 of each tensor's largest weight; the bar is
+1e-5 (the losses: 1e-5 relative)."""
+
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from blpa import models, tool
+from conftest import fresh_rng
+from test_data_formats import write_npy_split
+
+pytestmark = pytest.mark.randomized
+
+IMAGE = (1, 12, 12)
+TRAIN_IMAGES = 320
+STEPS = 20
+
+
+# mpirun refuses root unless told twice; CI runs as root.
+MPI_ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1",
+               OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+
+
+def mpirun(ranks, *command, timeout=300):
+    """`command` as `ranks` replicas on this machine (more ranks than cores
+    allowed: CI runs 4 on 2 cores)."""
+    return subprocess.run(
+        ["mpirun", "--oversubscribe", "-np", str(ranks)] +
+        [str(part) for part in command],
+        env=MPI_ENV, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def setup(workdir):
+    """A small CNN without batch norms, with fresh random weights, and a
+    fresh random data set of 320 images (5 steps an epoch at batch 64)."""
+    rng = fresh_rng()
+    torch.manual_seed(int(rng.integers(2**31)))
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 6, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2), torch.nn.Flatten(),
+        torch.nn.Linear(6 * 6 * 6, 32), torch.nn.Tanh(),
+        torch.nn.Linear(32, 10))
+    onnx_path = str(workdir / "dp_cnn.onnx")
+    models.export(model, onnx_path, (1,) + IMAGE)
+    data = workdir / "dp_data"
+    write_npy_split(data, "train", TRAIN_IMAGES, rng, shape=IMAGE)
+    write_npy_split(data, "test", 64, rng, shape=IMAGE)
+
+    def build(name, batch, *extra):
+        return tool.compile(onnx_path, str(workdir / name), batch_size=batch,
+                            extra=list(extra))
+    # Small buckets: the 10 KiB of gradients make several.
+    exes = {"dp16": build("dp16", 16, "--data-parallel", "--bucket-size",
+                          "4KiB"),
+            "one32": build("one32", 32), "one64": build("one64", 64)}
+    return exes, str(data)
+
+
+def train_args(data, steps, save, *more):
+    return ["--data", data, "--steps", steps, "--lr", "0.05", "--seed", "5",
+            "--threads", "1", "--eval-batches", "0", "--save", save] + list(more)
+
+
+def weights(path):
+    return {t.name: numpy_helper.to_array(t)
+            for t in onnx.load(str(path)).graph.initializer}
+
+
+def logged_losses(path):
+    return [r["loss"] for r in tool.read_log(str(path)) if "loss" in r]
+
+
+def check(proc):
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.mark.parametrize("ranks,single", [(2, "one32"), (4, "one64")])
+def test_replicas_train_as_one_process_at_their_joint_batch(
+        setup, tmp_path, ranks, single):
+    exes, data = setup
+    tool.run([exes[single]] + train_args(
+        data, STEPS, tmp_path / "one.onnx", "--log", tmp_path / "one.jsonl"))
+    check(mpirun(ranks, exes["dp16"], *train_args(
+        data, STEPS, tmp_path / "dp.onnx", "--log", tmp_path / "dp.jsonl")))
+    one, dp = weights(tmp_path / "one.onnx"), weights(tmp_path / "dp.onnx")
+    worst = max(np.abs(dp[name] - value).max() / np.abs(value).max()
+                for name, value in one.items())
+    print("largest weight difference / largest weight: %.3g" % worst)
+    assert worst <= 1e-5
+    # Only rank 0 logs; its loss is the job's (the replicas' mean).
+    one_losses = logged_losses(tmp_path / "one.jsonl")
+    dp_losses = logged_losses(tmp_path / "dp.jsonl")
+    assert len(dp_losses) == STEPS
+    np.testing.assert_allclose(dp_losses, one_losses, rtol=1e-5)
+
+
+def test_two_rank_runs_are_bitwise_reproducible(setup, tmp_path):
+    exes, data = setup
+    for run in ("a", "b"):
+        check(mpirun(2, exes["dp16"], *train_args(
+            data, 8, tmp_path / ("%s.onnx" % run))))
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+
+
+def test_resumed_two_rank_run_is_bitwise_the_uninterrupted_one(setup, tmp_path):
+    exes, data = setup
+    ckpt = tmp_path / "run.ckpt"
+    check(mpirun(2, exes["dp16"], *train_args(
+        data, STEPS, tmp_path / "whole.onnx")))
+    check(mpirun(2, exes["dp16"], *train_args(
+        data, 10, tmp_path / "half.onnx", "--checkpoint", ckpt)))
+    check(mpirun(2, exes["dp16"], *train_args(
+        data, STEPS, tmp_path / "resumed.onnx", "--resume", ckpt)))
+    assert ((tmp_path / "whole.onnx").read_bytes() ==
+            (tmp_path / "resumed.onnx").read_bytes())
+
+
+def test_ranks_started_differently_are_refused(setup, tmp_path):
+    exes, data = setup
+    first = [str(a) for a in train_args(data, 4, tmp_path / "a.onnx")]
+    second = first[:]
+    second[second.index("0.05")] = "0.1"
+    proc = subprocess.run(
+        ["mpirun", "--oversubscribe", "-np", "1", exes["dp16"]] + first +
+        [":", "-np", "1", exes["dp16"]] + second,
+        env=MPI_ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    refusals = [line for line in proc.stderr.splitlines()
+                if line.startswith("error: rank 1 of 2")]
+    assert len(refusals) == 1, proc.stderr
+    assert "other flags than rank 0" in refusals[0]
+    assert not (tmp_path / "a.onnx").exists()
+
+
+def rank_pid(exe, rank):
+    """The process id of replica `rank` running `exe`, once it exists."""
+    for _ in range(200):
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open("/proc/%s/cmdline" % pid, "rb") as f:
+                    if not f.read().startswith(exe.encode() + b"\0"):
+                        continue
+                with open("/proc/%s/environ" % pid, "rb") as f:
+                    env = f.read().split(b"\0")
+            except OSError:
+                continue
+            if b"OMPI_COMM_WORLD_RANK=%d" % rank in env:
+                return int(pid)
+        time.sleep(0.05)
+    raise AssertionError("replica %d of %s never started" % (rank, exe))
+
+
+@pytest.mark.parametrize("fault", ["hang", "death"])
+def test_a_failed_rank_ends_the_job(setup, tmp_path, fault):
+    """A hung rank (stopped) is noticed by the others' time-out, which ends
+    the job with one line naming the waiting rank; a dead one (killed) by
+    mpirun, which names it. Either way nothing waits forever."""
+    exes, data = setup
+    started = time.monotonic()
+    job = subprocess.Popen(
+        ["mpirun", "--oversubscribe", "-np", "2", exes["dp16"]] +
+        [str(a) for a in train_args(data, 100000, tmp_path / "never.onnx",
+                                    "--comm-timeout", "3")],
+        env=MPI_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    pid = rank_pid(exes["dp16"], 1)
+    time.sleep(1)  # well into training
+    os.kill(pid, signal.SIGSTOP if fault == "hang" else signal.SIGKILL)
+    try:
+        _, stderr = job.communicate(timeout=60)
+    finally:
+        job.kill()
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert job.returncode != 0
+    assert time.monotonic() - started < 60
+    if fault == "hang":
+        lines = [l for l in stderr.splitlines() if "blpa runtime error" in l]
+        assert len(lines) == 1, stderr
+        assert "rank 0 of 2" in lines[0] and "within 3 s" in lines[0], lines[0]
+    else:
+        assert "process rank 1" in stderr, stderr
+    assert not (tmp_path / "never.onnx").exists()
+
+
+def test_compile_refusals(setup, workdir, tmp_path):
+    """--data-parallel is for training on the CPU target (for now)."""
+    model = str(workdir / "dp_cnn.onnx")
+    for extra, message in (
+            (["--infer", "--data-parallel"], "--data-parallel applies to --train only"),
+            (["--train", "--data-parallel", "--bucket-size", "lots"],
+             "--bucket-size")):
+        proc = tool.run([tool.blpa_opt_path(), model, "--batch-size", "4",
+                         "-o", str(tmp_path / "x")] + extra, check=False)
+        assert proc.returncode == 1
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], proc.stderr
