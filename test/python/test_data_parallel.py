@@ -13,6 +13,7 @@ after 20 steps was below 2e-6 of each tensor's largest weight; the bar is
 
 import os
 import signal
+import struct
 import subprocess
 import time
 
@@ -147,7 +148,7 @@ def test_ranks_started_differently_are_refused(setup, tmp_path):
     refusals = [line for line in proc.stderr.splitlines()
                 if line.startswith("error: rank 1 of 2")]
     assert len(refusals) == 1, proc.stderr
-    assert "other flags than rank 0" in refusals[0]
+    assert "started with another executable or other flags than rank 0" in refusals[0]
     assert not (tmp_path / "a.onnx").exists()
 
 
@@ -175,13 +176,16 @@ def rank_pid(exe, rank):
 def test_a_failed_rank_ends_the_job(setup, tmp_path, fault):
     """A hung rank (stopped) is noticed by the others' time-out, which ends
     the job with one line naming the waiting rank; a dead one (killed) by
-    mpirun, which names it. Either way nothing waits forever."""
+    mpirun, which names it. Either way nothing waits forever, and the last
+    checkpoint resumes."""
     exes, data = setup
+    ckpt = tmp_path / "job.ckpt"
     started = time.monotonic()
     job = subprocess.Popen(
         ["mpirun", "--oversubscribe", "-np", "2", exes["dp16"]] +
         [str(a) for a in train_args(data, 100000, tmp_path / "never.onnx",
-                                    "--comm-timeout", "3")],
+                                    "--comm-timeout", "3", "--checkpoint",
+                                    ckpt, "--checkpoint-every", "5")],
         env=MPI_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     pid = rank_pid(exes["dp16"], 1)
     time.sleep(1)  # well into training
@@ -203,6 +207,12 @@ def test_a_failed_rank_ends_the_job(setup, tmp_path, fault):
     else:
         assert "process rank 1" in stderr, stderr
     assert not (tmp_path / "never.onnx").exists()
+    # The checkpoint rank 0 wrote last (atomically) carries the job on.
+    (step,) = struct.unpack_from("<Q", ckpt.read_bytes(), 12)
+    assert step >= 5 and step % 5 == 0
+    check(mpirun(2, exes["dp16"], *train_args(
+        data, step + 2, tmp_path / "resumed.onnx", "--resume", ckpt)))
+    assert (tmp_path / "resumed.onnx").exists()
 
 
 def test_compile_refusals(setup, workdir, tmp_path):

@@ -5,8 +5,11 @@
 // in host memory. A worker thread runs the all-reduces one at a time in the
 // order they start, so the step's later backward ops run while a bucket is
 // summed (MPI's non-blocking collectives progress only inside MPI calls,
-// which a step made of kernel calls would not make). Every MPI call holds
-// one mutex: the job runs MPI_THREAD_SERIALIZED, which every MPI offers.
+// which a step made of kernel calls would not make). The worker and the
+// driver's thread each have a communicator of their own (collectives on one
+// communicator must come in the same order on every rank, which two threads
+// would not keep); with MPI_THREAD_MULTIPLE they call MPI at the same time,
+// with an MPI that offers only MPI_THREAD_SERIALIZED one mutex takes turns.
 //
 //===----------------------------------------------------------------------===//
 
@@ -33,7 +36,10 @@ struct blpa_comm {
   int size = 1;
   std::chrono::duration<double> timeout{0};
 
-  /// Serializes every MPI call (the worker's and the driver's).
+  /// The worker's communicator and the driver thread's.
+  MPI_Comm buckets = MPI_COMM_NULL, control = MPI_COMM_NULL;
+  /// Whether MPI calls must take turns (MPI_THREAD_SERIALIZED).
+  bool serialized = false;
   std::mutex mpiLock;
 
   struct Request {
@@ -50,7 +56,12 @@ struct blpa_comm {
   std::thread worker;
 
   void runWorker();
-  void allreduce(void *data, int64_t count, MPI_Datatype type);
+  void allreduce(MPI_Comm comm, void *data, int64_t count, MPI_Datatype type);
+  /// Holds the turn to call MPI when calls must take turns.
+  std::unique_lock<std::mutex> turn() {
+    return serialized ? std::unique_lock<std::mutex>(mpiLock)
+                      : std::unique_lock<std::mutex>();
+  }
 };
 
 namespace {
@@ -78,17 +89,18 @@ void checkMpi(blpa_comm *comm, int status, const char *what) {
 } // namespace
 
 /// Sums in chunks below 2^31 elements (MPI's counts are ints).
-void blpa_comm::allreduce(void *data, int64_t count, MPI_Datatype type) {
+void blpa_comm::allreduce(MPI_Comm comm, void *data, int64_t count,
+                          MPI_Datatype type) {
   int elementBytes = 0;
   MPI_Type_size(type, &elementBytes);
   auto *bytes = static_cast<char *>(data);
   const int64_t chunk = int64_t(1) << 30;
   for (int64_t first = 0; first < count; first += chunk) {
     int n = int(std::min(chunk, count - first));
-    std::lock_guard<std::mutex> hold(mpiLock);
+    auto hold = turn();
     checkMpi(this,
              MPI_Allreduce(MPI_IN_PLACE, bytes + first * elementBytes, n, type,
-                           MPI_SUM, MPI_COMM_WORLD),
+                           MPI_SUM, comm),
              "MPI_Allreduce");
   }
 }
@@ -101,7 +113,7 @@ void blpa_comm::runWorker() {
       return;
     Request request = pending.front();
     lock.unlock();
-    allreduce(request.data, request.count, MPI_FLOAT);
+    allreduce(buckets, request.data, request.count, MPI_FLOAT);
     lock.lock();
     pending.pop_front();
     done[request.bucket] = true;
@@ -114,7 +126,7 @@ extern "C" {
 blpa_comm *blpa_comm_init(int *argc, char ***argv, double timeoutSeconds,
                           blpa_comm_info *info) {
   int provided = 0;
-  if (MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided) !=
+  if (MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided) !=
       MPI_SUCCESS) {
     std::fprintf(stderr, "blpa runtime error: MPI_Init_thread failed (start "
                          "the executable with mpirun or srun)\n");
@@ -125,9 +137,12 @@ blpa_comm *blpa_comm_init(int *argc, char ***argv, double timeoutSeconds,
   if (provided < MPI_THREAD_SERIALIZED)
     failComm(comm, "this MPI cannot be called from a second thread "
                    "(MPI_THREAD_SERIALIZED); the all-reduces need it");
+  comm->serialized = provided < MPI_THREAD_MULTIPLE;
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   MPI_Comm_rank(MPI_COMM_WORLD, &comm->rank);
   MPI_Comm_size(MPI_COMM_WORLD, &comm->size);
+  checkMpi(comm, MPI_Comm_dup(MPI_COMM_WORLD, &comm->buckets), "MPI_Comm_dup");
+  checkMpi(comm, MPI_Comm_dup(MPI_COMM_WORLD, &comm->control), "MPI_Comm_dup");
   comm->worker = std::thread([comm] { comm->runWorker(); });
   info->rank = comm->rank;
   info->size = comm->size;
@@ -136,7 +151,7 @@ blpa_comm *blpa_comm_init(int *argc, char ***argv, double timeoutSeconds,
 
 void blpa_comm_allreduce_doubles(blpa_comm *comm, double *values,
                                  int64_t count) {
-  comm->allreduce(values, count, MPI_DOUBLE);
+  comm->allreduce(comm->control, values, count, MPI_DOUBLE);
 }
 
 void blpa_comm_broadcast(blpa_comm *comm, void *data, int64_t bytes,
@@ -144,10 +159,10 @@ void blpa_comm_broadcast(blpa_comm *comm, void *data, int64_t bytes,
   auto *chars = static_cast<char *>(data);
   const int64_t chunk = int64_t(1) << 30;
   for (int64_t first = 0; first < bytes; first += chunk) {
-    std::lock_guard<std::mutex> hold(comm->mpiLock);
+    auto hold = comm->turn();
     checkMpi(comm,
              MPI_Bcast(chars + first, int(std::min(chunk, bytes - first)),
-                       MPI_BYTE, root, MPI_COMM_WORLD),
+                       MPI_BYTE, root, comm->control),
              "MPI_Bcast");
   }
 }
@@ -159,6 +174,8 @@ void blpa_comm_finalize(blpa_comm *comm) {
   }
   comm->changed.notify_all();
   comm->worker.join();
+  MPI_Comm_free(&comm->buckets);
+  MPI_Comm_free(&comm->control);
   MPI_Finalize();
   delete comm;
 }

@@ -33,25 +33,13 @@ uint64_t hashText(const std::string &text,
   return hash;
 }
 
-/// Refuses to train when the replicas were started with different
-/// executables or flags: their steps would not average to anything.
-void checkSameRun(const Replicas &replicas, int argc, char **argv) {
-  uint64_t mine = hashText(blpa_manifest);
+/// Hash of the executable's plan and of the command line after argv[0]:
+/// replicas started differently would not average to anything.
+uint64_t runIdentity(int argc, char **argv) {
+  uint64_t hash = hashText(blpa_manifest);
   for (int i = 1; i < argc; ++i)
-    mine = hashText(std::string(argv[i]) + '\0', mine);
-  uint64_t leaders = mine;
-  blpa_comm_broadcast(replicas.comm, &leaders, sizeof(leaders), 0);
-  double differs = leaders != mine;
-  blpa_comm_allreduce_doubles(replicas.comm, &differs, 1);
-  if (differs == 0)
-    return;
-  if (leaders != mine)
-    std::fprintf(stderr,
-                 "error: rank %d of %d was started with another executable "
-                 "or other flags than rank 0; start every rank with the same "
-                 "command\n",
-                 replicas.rank, replicas.size);
-  replicas.abort(1);
+    hash = hashText(std::string(argv[i]) + '\0', hash);
+  return hash;
 }
 
 } // namespace
@@ -61,6 +49,23 @@ double Replicas::mean(double value) const {
     return value;
   blpa_comm_allreduce_doubles(comm, &value, 1);
   return value / size;
+}
+
+void Replicas::requireSame(
+    uint64_t value,
+    const std::function<std::string(uint64_t)> &complaint) const {
+  if (!comm)
+    return;
+  uint64_t leaders = value;
+  blpa_comm_broadcast(comm, &leaders, sizeof(leaders), 0);
+  double differs = leaders != value;
+  blpa_comm_allreduce_doubles(comm, &differs, 1);
+  if (differs == 0)
+    return;
+  if (leaders != value)
+    std::fprintf(stderr, "error: rank %d of %d: %s\n", rank, size,
+                 complaint(leaders).c_str());
+  abort(1);
 }
 
 void Replicas::abort(int status) const {
@@ -82,7 +87,10 @@ const Replicas &joinReplicas(const Manifest &manifest, const Options &options,
       blpa_comm_init(argc, argv, options.commTimeoutSeconds, &info);
   current.rank = info.rank;
   current.size = info.size;
-  checkSameRun(current, *argc, *argv);
+  current.requireSame(runIdentity(*argc, *argv), [](uint64_t) {
+    return std::string("started with another executable or other flags "
+                       "than rank 0; start every rank with the same command");
+  });
   // One replica speaks for the job; errors still reach stderr from any.
   if (!current.isLeader() && !std::freopen("/dev/null", "w", stdout))
     throw DriverError("cannot silence the output of rank " +

@@ -11,6 +11,7 @@
 #define BLPA_RUNTIME_DRIVER_REPLICAS_H
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 struct blpa_comm;
@@ -31,6 +32,12 @@ struct Replicas {
   bool isLeader() const { return rank == 0; }
   /// The mean of `value` over the replicas.
   double mean(double value) const;
+  /// Ends the job unless every replica has rank 0's `value`; each replica
+  /// that differs first prints one line, "error: rank R of N: " and
+  /// `complaint(rank 0's value)`.
+  void requireSame(
+      uint64_t value,
+      const std::function<std::string(uint64_t)> &complaint) const;
   /// Ends every replica after an error this one printed.
   [[noreturn]] void abort(int status) const;
 };

@@ -531,6 +531,11 @@ void runTraining(const Manifest &manifest, const Options &options,
   }
   int64_t firstStep =
       resumeFrom(options, manifest, steps, *session, *data.source);
+  replicas().requireSame(uint64_t(firstStep), [&](uint64_t leaders) {
+    return "resumes after step " + std::to_string(firstStep) +
+           " but rank 0 after step " + std::to_string(leaders) +
+           "; give every rank the same --resume checkpoint";
+  });
   std::signal(SIGINT, requestInterrupt);
   trainSteps(*session, *data.source, manifest, firstStep, steps, schedule, hooks,
              log);
