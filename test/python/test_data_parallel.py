@@ -11,6 +11,7 @@ carried through S updates. Over 20 fresh draws the largest difference
 after 20 steps was below 2e-6 of each tensor's largest weight; the bar is
 1e-5 (the losses: 1e-5 relative)."""
 
+import json
 import os
 import signal
 import struct
@@ -227,3 +228,33 @@ def test_compile_refusals(setup, workdir, tmp_path):
         assert proc.returncode == 1
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_profile_shows_each_bucket_on_the_step_timeline(setup, tmp_path):
+    """--profile of a data-parallel run adds the communication: per bucket
+    when its all-reduce was queued, began and ended, on the clock of the
+    step's ops, and the summed times. Each bucket is queued right after the
+    backward op that finishes its last gradient, so before the step's last
+    op; the overlap is a part of the all-reduce time."""
+    exes, data = setup
+    profile = tmp_path / "profile.json"
+    check(mpirun(2, exes["dp16"], *train_args(
+        data, 4, tmp_path / "p.onnx", "--profile", profile)))
+    with open(profile) as f:
+        report = json.load(f)
+    comm = report["data_parallel"]
+    assert comm["ranks"] == 2 and comm["buckets"] >= 2
+    timeline = comm["last_step"]
+    ops, allreduces = timeline["ops"], timeline["allreduces"]
+    assert len(ops) == len(report["ops"])
+    assert len(allreduces) == comm["buckets"]
+    waits = [op for op in ops if op[2:] == ["wait"]]
+    assert len(waits) == comm["buckets"]
+    step_end = max(op[1] for op in ops)
+    for queued, began, ended in allreduces:
+        assert 0 <= queued <= began <= ended <= step_end
+    # Buckets go out in order, the first before the backward pass ends.
+    assert [a[0] for a in allreduces] == sorted(a[0] for a in allreduces)
+    assert allreduces[0][0] < min(w[0] for w in waits)
+    assert 0 <= comm["overlapped_seconds"] <= comm["allreduce_seconds"]
+    assert comm["wait_seconds"] > 0

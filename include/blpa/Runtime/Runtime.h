@@ -42,6 +42,11 @@ typedef struct blpa_profile {
   double *seconds;
   /// Set by blpa_profile_begin (seconds of a monotonic clock).
   double started;
+  /// When non-null (num_ops entries each), blpa_profile_end also records
+  /// when op i last began and ended, on the clock of
+  /// blpa_comm_bucket_times: the timeline of a data-parallel step.
+  double *op_begin;
+  double *op_end;
 } blpa_profile;
 
 /// Per-process runtime state. The driver owns it; generated code only passes
@@ -579,6 +584,11 @@ void blpa_comm_allreduce_doubles(struct blpa_comm *comm, double *values,
 /// Copies `bytes` at `data` from rank `root` to every replica.
 void blpa_comm_broadcast(struct blpa_comm *comm, void *data, int64_t bytes,
                          int32_t root);
+/// When the all-reduce of bucket `bucket` last was queued, began and ended
+/// (times[0..2], seconds of the monotonic clock of the profiling hooks);
+/// returns 0 when that bucket never ran.
+int32_t blpa_comm_bucket_times(struct blpa_comm *comm, int64_t bucket,
+                               double times[3]);
 /// Stops the all-reduce thread and leaves the job.
 void blpa_comm_finalize(struct blpa_comm *comm);
 /// Ends every replica now with exit status `status` (after an error).

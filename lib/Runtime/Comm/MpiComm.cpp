@@ -13,6 +13,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "../Common/Profile.h"
 #include "blpa/Runtime/Runtime.h"
 
 // The C API only: Open MPI's and MPICH's headers otherwise pull in their
@@ -47,6 +48,12 @@ struct blpa_comm {
     int64_t count;
     int64_t bucket;
   };
+  /// Per bucket: when its last all-reduce was queued, began and ended
+  /// (profileClock), for --profile's timeline.
+  struct Times {
+    double queued = 0, began = 0, ended = 0;
+  };
+  std::vector<Times> times;
   std::mutex queueLock;
   std::condition_variable changed;
   std::deque<Request> pending;
@@ -113,8 +120,12 @@ void blpa_comm::runWorker() {
       return;
     Request request = pending.front();
     lock.unlock();
+    double began = blpa::profileClock();
     allreduce(buckets, request.data, request.count, MPI_FLOAT);
+    double ended = blpa::profileClock();
     lock.lock();
+    times[request.bucket].began = began;
+    times[request.bucket].ended = ended;
     pending.pop_front();
     done[request.bucket] = true;
     changed.notify_all();
@@ -167,6 +178,19 @@ void blpa_comm_broadcast(blpa_comm *comm, void *data, int64_t bytes,
   }
 }
 
+int32_t blpa_comm_bucket_times(blpa_comm *comm, int64_t bucket,
+                               double times[3]) {
+  std::lock_guard<std::mutex> lock(comm->queueLock);
+  if (bucket < 0 || size_t(bucket) >= comm->times.size() ||
+      comm->times[bucket].ended == 0)
+    return 0;
+  const blpa_comm::Times &t = comm->times[bucket];
+  times[0] = t.queued;
+  times[1] = t.began;
+  times[2] = t.ended;
+  return 1;
+}
+
 void blpa_comm_finalize(blpa_comm *comm) {
   {
     std::lock_guard<std::mutex> lock(comm->queueLock);
@@ -195,9 +219,12 @@ void blpa_allreduce_start(blpa_context *ctx, float *bucket, int64_t count,
     blpa_runtime_fail("blpa_allreduce_start: the executable was compiled "
                       "with --data-parallel but no comm was set up");
   std::lock_guard<std::mutex> lock(comm->queueLock);
-  if (size_t(bucketIndex) >= comm->done.size())
+  if (size_t(bucketIndex) >= comm->done.size()) {
     comm->done.resize(bucketIndex + 1, false);
+    comm->times.resize(bucketIndex + 1);
+  }
   comm->done[bucketIndex] = false;
+  comm->times[bucketIndex].queued = blpa::profileClock();
   comm->pending.push_back({bucket, count, bucketIndex});
   comm->changed.notify_all();
 }

@@ -28,8 +28,13 @@ inline void profileBegin(blpa_profile *profile) {
 
 inline void profileEnd(blpa_profile *profile, int64_t op) {
   double now = profileClock();
-  if (op >= 0 && op < profile->num_ops)
-    profile->seconds[op] += now - profile->started;
+  if (op < 0 || op >= profile->num_ops)
+    return;
+  profile->seconds[op] += now - profile->started;
+  if (profile->op_begin) {
+    profile->op_begin[op] = profile->started;
+    profile->op_end[op] = now;
+  }
 }
 
 } // namespace blpa

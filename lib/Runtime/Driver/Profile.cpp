@@ -3,6 +3,7 @@
 #include "Profile.h"
 #include "Error.h"
 #include "FileUtil.h"
+#include "Replicas.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -62,6 +63,41 @@ StepProfiler::StepProfiler(const Manifest &manifest, std::string path)
   stats.resize(manifest.ops.size());
   profile.num_ops = int64_t(seconds.size());
   profile.seconds = seconds.data();
+  if (manifest.gradientBuckets) {
+    opBegin.assign(seconds.size(), 0);
+    opEnd.assign(seconds.size(), 0);
+    profile.op_begin = opBegin.data();
+    profile.op_end = opEnd.data();
+  }
+}
+
+void StepProfiler::recordCommunication() {
+  double stepBegin = *std::min_element(opBegin.begin(), opBegin.end());
+  auto at = [&](double t) { return number(t - stepBegin); };
+  std::string ops, allreduces;
+  for (size_t i = 0; i < opBegin.size(); ++i) {
+    bool waits = manifest.ops[i].name == "blpa.allreduce_wait";
+    if (waits)
+      communication.waiting += opEnd[i] - opBegin[i];
+    ops += std::string(i ? ", " : "") + "[" + at(opBegin[i]) + ", " +
+           at(opEnd[i]) + (waits ? ", \"wait\"]" : "]");
+  }
+  for (int64_t b = 0; b < manifest.gradientBuckets; ++b) {
+    double t[3];
+    if (!replicas().bucketTimes(b, t))
+      continue;
+    communication.allreduce += t[2] - t[1];
+    // The step's ops run one after another, so their overlaps with the
+    // all-reduce add up; the waits are not work that hid it.
+    for (size_t i = 0; i < opBegin.size(); ++i)
+      if (manifest.ops[i].name != "blpa.allreduce_wait")
+        communication.overlapped +=
+            std::max(0.0, std::min(opEnd[i], t[2]) - std::max(opBegin[i], t[1]));
+    allreduces += std::string(b ? ", " : "") + "[" + at(t[0]) + ", " +
+                  at(t[1]) + ", " + at(t[2]) + "]";
+  }
+  communication.timeline = "{\"ops\": [" + ops + "],\n   \"allreduces\": [" +
+                           allreduces + "]}";
 }
 
 void StepProfiler::endStep(double stepSeconds) {
@@ -73,6 +109,8 @@ void StepProfiler::endStep(double stepSeconds) {
     }
     stepSum += stepSeconds;
     stepMin = first ? stepSeconds : std::min(stepMin, stepSeconds);
+    if (!opBegin.empty())
+      recordCommunication();
   }
   std::fill(seconds.begin(), seconds.end(), 0.0);
 }
@@ -108,7 +146,18 @@ void StepProfiler::write(int32_t threads) const {
             ", \"flops\": " + std::to_string(op.flops) +
             ", \"bytes\": " + std::to_string(op.bytes) + "}";
   }
-  json += "\n ]}\n";
+  json += "\n ]";
+  if (!opBegin.empty())
+    json += ",\n \"data_parallel\": {\"ranks\": " +
+            std::to_string(replicas().size) +
+            ", \"buckets\": " + std::to_string(manifest.gradientBuckets) +
+            ", \"allreduce_seconds\": " +
+            number(communication.allreduce / steps) +
+            ", \"overlapped_seconds\": " +
+            number(communication.overlapped / steps) +
+            ", \"wait_seconds\": " + number(communication.waiting / steps) +
+            ",\n  \"last_step\": " + communication.timeline + "}";
+  json += "}\n";
   writeFileAtomically(path, json.data(), json.size());
 }
 

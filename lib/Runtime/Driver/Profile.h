@@ -42,6 +42,17 @@ private:
     double sum = 0;
     double min = 0;
   };
+  /// A data-parallel step's communication: the all-reduces' time, the part
+  /// of it during which the step's other ops ran, and the time the step
+  /// stood in blpa.allreduce_wait; summed over the measured steps, and the
+  /// last step's timeline as JSON.
+  struct Communication {
+    double allreduce = 0, overlapped = 0, waiting = 0;
+    std::string timeline;
+  };
+  /// Folds the step's op intervals and the buckets' all-reduces into
+  /// `communication`.
+  void recordCommunication();
   const Manifest &manifest;
   std::string path;
   blpa_profile profile{};
@@ -49,6 +60,9 @@ private:
   std::vector<OpStats> stats;
   int64_t stepsSeen = 0;
   double stepSum = 0, stepMin = 0;
+  /// Data-parallel executables only (manifest.gradientBuckets).
+  std::vector<double> opBegin, opEnd;
+  Communication communication;
 };
 
 } // namespace blpa::driver

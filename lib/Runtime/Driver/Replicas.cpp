@@ -18,6 +18,7 @@
 #pragma weak blpa_comm_broadcast
 #pragma weak blpa_comm_finalize
 #pragma weak blpa_comm_abort
+#pragma weak blpa_comm_bucket_times
 
 namespace blpa::driver {
 
@@ -66,6 +67,10 @@ void Replicas::requireSame(
     std::fprintf(stderr, "error: rank %d of %d: %s\n", rank, size,
                  complaint(leaders).c_str());
   abort(1);
+}
+
+bool Replicas::bucketTimes(int64_t bucket, double times[3]) const {
+  return comm && blpa_comm_bucket_times(comm, bucket, times);
 }
 
 void Replicas::abort(int status) const {

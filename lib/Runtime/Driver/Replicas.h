@@ -38,6 +38,9 @@ struct Replicas {
   void requireSame(
       uint64_t value,
       const std::function<std::string(uint64_t)> &complaint) const;
+  /// When this replica's all-reduce of `bucket` was last queued, began and
+  /// ended (the profiling hooks' clock); false when it never ran.
+  bool bucketTimes(int64_t bucket, double times[3]) const;
   /// Ends every replica after an error this one printed.
   [[noreturn]] void abort(int status) const;
 };

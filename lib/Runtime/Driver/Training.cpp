@@ -540,7 +540,7 @@ void runTraining(const Manifest &manifest, const Options &options,
   trainSteps(*session, *data.source, manifest, firstStep, steps, schedule, hooks,
              log);
   std::signal(SIGINT, SIG_DFL);
-  if (profiler)
+  if (profiler && leads)
     profiler->write(options.threads.value_or(manifest.defaultThreads));
   // Also when a resume had no steps left: the checkpoint written is then
   // what was restored, byte for byte.
