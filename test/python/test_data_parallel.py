@@ -1,7 +1,9 @@
 """Data-parallel training (blpa-opt --data-parallel, started by mpirun):
 replicas at batch B together train as one process at batch ranks * B, a
 two-rank run is bitwise reproducible and resumes bitwise, and a rank that
-hangs or dies ends the job instead of leaving the others waiting.
+hangs or dies ends the job instead of leaving the others waiting. With
+--sync-batch-norm the same equivalence holds for a model with batch
+norms.
 
 Equivalence bound: the replicas compute the same sums as one process
 except in order (each replica's loss gradient is a mean over its part of
@@ -73,6 +75,16 @@ def setup(workdir):
     exes = {"dp16": build("dp16", 16, "--data-parallel", "--bucket-size",
                           "4KiB"),
             "one32": build("one32", 32), "one64": build("one64", 64)}
+    # A residual CNN with batch norms, its weights drawn afresh too.
+    bn_model = models.residual_cnn(seed=int(rng.integers(2**31)),
+                                   in_channels=1, image_size=IMAGE[1])
+    onnx_path = str(workdir / "dp_bn.onnx")
+    models.export(bn_model, onnx_path, (1,) + IMAGE)
+    exes.update({
+        "bn_sync16": build("bn_sync16", 16, "--data-parallel",
+                           "--sync-batch-norm"),
+        "bn_own16": build("bn_own16", 16, "--data-parallel"),
+        "bn_one32": build("bn_one32", 32), "bn_one64": build("bn_one64", 64)})
     return exes, str(data)
 
 
@@ -95,17 +107,26 @@ def check(proc):
     return proc
 
 
-@pytest.mark.parametrize("ranks,single", [(2, "one32"), (4, "one64")])
+def worst_difference(path, reference):
+    """The largest weight difference of `path` from `reference`, relative to
+    the tensor's largest weight (running statistics included)."""
+    ours, ref = weights(path), weights(reference)
+    return max(np.abs(ours[name] - value).max() / np.abs(value).max()
+               for name, value in ref.items())
+
+
+@pytest.mark.parametrize("ranks,single,replica", [
+    (2, "one32", "dp16"), (4, "one64", "dp16"),
+    (2, "bn_one32", "bn_sync16"), (4, "bn_one64", "bn_sync16")])
 def test_replicas_train_as_one_process_at_their_joint_batch(
-        setup, tmp_path, ranks, single):
+        setup, tmp_path, ranks, single, replica):
+    """Without batch norms, and with synchronized ones."""
     exes, data = setup
     tool.run([exes[single]] + train_args(
         data, STEPS, tmp_path / "one.onnx", "--log", tmp_path / "one.jsonl"))
-    check(mpirun(ranks, exes["dp16"], *train_args(
+    check(mpirun(ranks, exes[replica], *train_args(
         data, STEPS, tmp_path / "dp.onnx", "--log", tmp_path / "dp.jsonl")))
-    one, dp = weights(tmp_path / "one.onnx"), weights(tmp_path / "dp.onnx")
-    worst = max(np.abs(dp[name] - value).max() / np.abs(value).max()
-                for name, value in one.items())
+    worst = worst_difference(tmp_path / "dp.onnx", tmp_path / "one.onnx")
     print("largest weight difference / largest weight: %.3g" % worst)
     assert worst <= 1e-5
     # Only rank 0 logs; its loss is the job's (the replicas' mean).
@@ -113,6 +134,18 @@ def test_replicas_train_as_one_process_at_their_joint_batch(
     dp_losses = logged_losses(tmp_path / "dp.jsonl")
     assert len(dp_losses) == STEPS
     np.testing.assert_allclose(dp_losses, one_losses, rtol=1e-5)
+
+
+def test_batch_norms_of_each_replica_differ_from_synchronized_ones(
+        setup, tmp_path):
+    """By default (as DDP) each replica normalizes its own batch: the
+    equivalence above then no longer holds, so it tests the
+    synchronization."""
+    exes, data = setup
+    tool.run([exes["bn_one32"]] + train_args(data, 5, tmp_path / "one.onnx"))
+    check(mpirun(2, exes["bn_own16"], *train_args(data, 5,
+                                                  tmp_path / "own.onnx")))
+    assert worst_difference(tmp_path / "own.onnx", tmp_path / "one.onnx") > 1e-3
 
 
 def test_two_rank_runs_are_bitwise_reproducible(setup, tmp_path):
@@ -221,6 +254,8 @@ def test_compile_refusals(setup, workdir, tmp_path):
     model = str(workdir / "dp_cnn.onnx")
     for extra, message in (
             (["--infer", "--data-parallel"], "--data-parallel applies to --train only"),
+            (["--train", "--sync-batch-norm"],
+             "--sync-batch-norm needs --data-parallel"),
             (["--train", "--data-parallel", "--bucket-size", "lots"],
              "--bucket-size")):
         proc = tool.run([tool.blpa_opt_path(), model, "--batch-size", "4",

@@ -175,6 +175,12 @@ static cl::opt<bool> dataParallel(
              "batch, and gradients are averaged over the replicas in buckets "
              "that are summed while the backward pass goes on"),
     cl::init(false), cl::cat(compileCategory));
+static cl::opt<bool> syncBatchNorm(
+    "sync-batch-norm",
+    cl::desc("With --data-parallel: batch norms normalize with the "
+             "statistics of every replica's batch together (PyTorch's "
+             "SyncBatchNorm) instead of each replica's own"),
+    cl::init(false), cl::cat(compileCategory));
 static cl::opt<std::string> bucketSizeOption(
     "bucket-size",
     cl::desc("Largest gradient bucket of --data-parallel (default 1MiB): "
@@ -401,6 +407,8 @@ static LogicalResult checkCompileOptions(MLIRContext &context,
                           "keeps no activations for a backward pass)");
   if (failed(checkTargetAvailable(loc, target)))
     return failure();
+  if (syncBatchNorm && !dataParallel)
+    return emitError(loc, "--sync-batch-norm needs --data-parallel");
   if (dataParallel) {
     if (!trainMode)
       return emitError(loc, "--data-parallel applies to --train only");
@@ -490,6 +498,7 @@ static void buildTailPipeline(PassManager &pm, int bits, bool withChoices,
   if (trainMode && dataParallel) {
     BlpaAllreduceGradientsOptions options;
     options.bucketBytes = bucketBytes;
+    options.syncBatchNorm = syncBatchNorm;
     pm.addPass(createBlpaAllreduceGradients(options));
   }
   BlpaPlanMemoryOptions planOptions;

@@ -75,6 +75,11 @@ typedef struct blpa_context {
   /// The replicas of a data-parallel executable (--data-parallel), set by
   /// the driver from blpa_comm_init; null in a single-process executable.
   struct blpa_comm *comm;
+  /// Synchronized batch norm (blpa-opt --sync-batch-norm): the number of
+  /// replicas whose batches the training-mode batch norms normalize
+  /// together (their statistics and gradient sums are all-reduced); 0 when
+  /// each replica normalizes its own batch.
+  int32_t sync_batch_norm;
   /// Opaque runtime-private state (kernel caches, scratch space).
   void *impl;
 } blpa_context;

@@ -125,6 +125,8 @@ std::string mlir::blpa::buildManifest(ModuleOp module, const ParamTable &params,
     auto buckets = llvm::range_size(step.getOps<AllreduceStartOp>());
     if (buckets)
       os << "data_parallel " << buckets << '\n';
+    if (step->hasAttr(kSyncBatchNormAttrName))
+      os << "sync_batch_norm\n";
     os << "model " << getModelFingerprint(module) << '\n';
     printProfiledOps(os, step);
   }

@@ -23,6 +23,12 @@
 
 using namespace blpa::cpu;
 
+// Defined by the all-reduce library of data-parallel executables; only
+// synchronized batch norm calls them (syncsReplicas), and only there are
+// they linked.
+#pragma weak blpa_comm_allreduce_doubles
+#pragma weak blpa_comm_broadcast
+
 namespace {
 
 /// sum0[ch], sum1[ch] = sums over the channel's slices of the two terms
@@ -92,31 +98,68 @@ void normalize(const float *x, float *y, int64_t n, int64_t c, int64_t spatial,
   });
 }
 
+/// Synchronized batch norm (docs/design.md, "Data parallelism"): whether
+/// the statistics are those of every replica's batch together.
+bool syncsReplicas(const blpa_context *ctx) {
+  return ctx && ctx->comm && ctx->sync_batch_norm;
+}
+
+/// Adds two per-channel sums over the replicas, in place (each replica's
+/// sums in double, in rank order: every replica gets the same bits).
+void sumOverReplicas(blpa_context *ctx, std::vector<double> &a,
+                     std::vector<double> &b) {
+  std::vector<double> both(a);
+  both.insert(both.end(), b.begin(), b.end());
+  blpa_comm_allreduce_doubles(ctx->comm, both.data(), int64_t(both.size()));
+  std::copy(both.begin(), both.begin() + a.size(), a.begin());
+  std::copy(both.begin() + a.size(), both.end(), b.begin());
+}
+
 /// The statistics pass of training-mode batch norm: writes mean[C] and
-/// invStd[C] and returns the per-channel factor scale * invStd.
-std::vector<float> trainStatistics(const char *kernel, const float *x,
-                                   const float *scale, float *mean,
-                                   float *invStd, int64_t n, int64_t c,
-                                   int64_t spatial, double epsilon) {
+/// invStd[C] and returns the per-channel factor scale * invStd. Synchronized,
+/// they are the statistics of every replica's batch.
+std::vector<float> trainStatistics(blpa_context *ctx, const char *kernel,
+                                   const float *x, const float *scale,
+                                   float *mean, float *invStd, int64_t n,
+                                   int64_t c, int64_t spatial, double epsilon) {
   int64_t count = n * spatial;
   if (count == 0)
     failf("%s: empty batch", kernel);
+  // Sums of x - shift[ch], shift = the channel's first value (of rank 0's
+  // batch when synchronized, so that every replica's sums share it).
+  std::vector<double> shift(c);
+  for (int64_t ch = 0; ch < c; ++ch)
+    shift[ch] = x[ch * spatial];
+  bool sync = syncsReplicas(ctx);
+  std::vector<double> own(shift);
+  if (sync)
+    blpa_comm_broadcast(ctx->comm, shift.data(), int64_t(c * sizeof(double)),
+                        0);
   std::vector<double> sum, sumSq;
-  // Sums of x - shift[ch], shift = the channel's first value.
   channelSums(n, c, spatial, sum, sumSq,
               [&](int64_t ch, int64_t offset, double &s0, double &s1) {
                 const float *in = x + offset;
-                double shift = x[ch * spatial];
+                double from = own[ch];
                 laneSum2(spatial, s0, s1,
                          [&](int64_t j, double &t0, double &t1) {
-                           t0 = double(in[j]) - shift;
+                           t0 = double(in[j]) - from;
                            t1 = t0 * t0;
                          });
               });
+  if (sync) {
+    // Re-centre this replica's sums on the shared shift, then add them up.
+    for (int64_t ch = 0; ch < c; ++ch) {
+      double d = own[ch] - shift[ch];
+      sumSq[ch] += 2 * d * sum[ch] + count * d * d;
+      sum[ch] += count * d;
+    }
+    sumOverReplicas(ctx, sum, sumSq);
+    count *= ctx->sync_batch_norm;
+  }
   for (int64_t ch = 0; ch < c; ++ch) {
     double shiftedMean = sum[ch] / count;
     double var = std::max(0.0, sumSq[ch] / count - shiftedMean * shiftedMean);
-    mean[ch] = float(x[ch * spatial] + shiftedMean);
+    mean[ch] = float(shift[ch] + shiftedMean);
     invStd[ch] = float(1.0 / std::sqrt(var + epsilon));
   }
   return normalizingFactors(scale, invStd, c);
@@ -138,11 +181,15 @@ struct XhatMap {
 ///   dx = scale*invStd * (dy - dbias/M - xhat * dscale/M),  M = n*spatial
 /// grads.slice(ch, offset) returns the incoming gradient of the slice at
 /// `offset` (PlainGrad, or ReluMaskedGrad for a fused ReLU).
+///
+/// Synchronized, dscale and dbias stay this replica's sums (the gradient
+/// all-reduce averages them), while dx subtracts the means over every
+/// replica's batch.
 template <typename Slices, typename Grads>
-void batchNormBackward(const Slices &slices, const Grads &grads,
-                       const float *scale, const float *invStd, float *dx,
-                       float *dscale, float *dbias, int64_t n, int64_t c,
-                       int64_t spatial) {
+void batchNormBackward(blpa_context *ctx, const Slices &slices,
+                       const Grads &grads, const float *scale,
+                       const float *invStd, float *dx, float *dscale,
+                       float *dbias, int64_t n, int64_t c, int64_t spatial) {
   int64_t count = n * spatial;
   std::vector<double> sumDy, sumDyV; // sum(dy), sum(dy * value)
   channelSums(n, c, spatial, sumDy, sumDyV,
@@ -155,14 +202,21 @@ void batchNormBackward(const Slices &slices, const Grads &grads,
                            t1 = t0 * v.wide(j);
                          });
               });
+  for (int64_t ch = 0; ch < c; ++ch) {
+    XhatMap map = slices.xhatMap(ch);
+    dbias[ch] = float(sumDy[ch]);
+    dscale[ch] = float(sumDyV[ch] * map.factor + map.offset * sumDy[ch]);
+  }
+  if (syncsReplicas(ctx)) {
+    sumOverReplicas(ctx, sumDy, sumDyV);
+    count *= ctx->sync_batch_norm;
+  }
   // dx = k1 * (dy - k2 - value * k3) per channel.
   std::vector<float> k1(c), k2(c), k3(c);
   for (int64_t ch = 0; ch < c; ++ch) {
     double is = invStd[ch];
     XhatMap map = slices.xhatMap(ch);
     double ds = sumDyV[ch] * map.factor + map.offset * sumDy[ch];
-    dbias[ch] = float(sumDy[ch]);
-    dscale[ch] = float(ds);
     k1[ch] = float(scale[ch] * is);
     k2[ch] = float((sumDy[ch] + map.offset * ds) / count);
     k3[ch] = float(ds * map.factor / count);
@@ -348,14 +402,16 @@ template <int Bits> struct CodeMaskedGrad {
 
 /// Training-mode batch norm that writes the codes of y (binned before a
 /// ReLU, when `relu`, clips the run it has binned).
-void trainEncode(const char *kernel, bool relu, const float *x,
+void trainEncode(blpa_context *ctx, const char *kernel, bool relu,
+                 const float *x,
                  const float *scale, const float *bias, float *y, float *mean,
                  float *invStd, uint8_t *codes, int64_t n, int64_t c,
                  int64_t spatial, double epsilon, int64_t bits) {
   withCodeBits(kernel, bits, valueCodeBits, [&](auto width) {
     constexpr int Bits = decltype(width)::value;
     std::vector<float> factor =
-        trainStatistics(kernel, x, scale, mean, invStd, n, c, spatial, epsilon);
+        trainStatistics(ctx, kernel, x, scale, mean, invStd, n, c, spatial,
+                        epsilon);
     std::vector<BnCode> bn = bnCodes(scale, bias, c, Bits);
     // Each run is normalized and then binned while its y is still in L1:
     // one pass over memory, in blocks that start on byte boundaries.
@@ -378,7 +434,8 @@ void trainEncode(const char *kernel, bool relu, const float *x,
 
 /// The backward from the codes, of the batch norm itself or (relu) of a
 /// ReLU of its decoded output.
-void gradDecode(const char *kernel, bool relu, const float *dy,
+void gradDecode(blpa_context *ctx, const char *kernel, bool relu,
+                const float *dy,
                 const uint8_t *codes, const float *scale, const float *bias,
                 const float *invStd, float *dx, float *dscale, float *dbias,
                 int64_t n, int64_t c, int64_t spatial, int64_t bits) {
@@ -387,10 +444,10 @@ void gradDecode(const char *kernel, bool relu, const float *dy,
     std::vector<BnCode> bn = bnCodes(scale, bias, c, Bits);
     DecodedSlices<Bits> slices{codes, bn, spatial};
     if (relu)
-      batchNormBackward(slices, CodeMaskedGrad<Bits>{dy, codes, bn, spatial},
+      batchNormBackward(ctx, slices, CodeMaskedGrad<Bits>{dy, codes, bn, spatial},
                         scale, invStd, dx, dscale, dbias, n, c, spatial);
     else
-      batchNormBackward(slices, PlainGrad{dy}, scale, invStd, dx, dscale, dbias,
+      batchNormBackward(ctx, slices, PlainGrad{dy}, scale, invStd, dx, dscale, dbias,
                         n, c, spatial);
   });
 }
@@ -399,12 +456,12 @@ void gradDecode(const char *kernel, bool relu, const float *dy,
 
 extern "C" {
 
-void blpa_batch_norm_train(blpa_context *, const float *x, const float *scale,
+void blpa_batch_norm_train(blpa_context *ctx, const float *x, const float *scale,
                            const float *bias, float *y, float *mean,
                            float *invStd, int64_t n, int64_t c, int64_t spatial,
                            double epsilon) {
   std::vector<float> factor = trainStatistics(
-      "blpa_batch_norm_train", x, scale, mean, invStd, n, c, spatial, epsilon);
+      ctx, "blpa_batch_norm_train", x, scale, mean, invStd, n, c, spatial, epsilon);
   normalize(x, y, n, c, spatial, mean, factor, bias);
 }
 
@@ -424,6 +481,9 @@ void blpa_update_running_stats(blpa_context *ctx, float *runningMean,
                                double momentum, double epsilon) {
   if (ctx && ctx->skip_update)
     return;
+  // Synchronized, the statistics are those of every replica's batch.
+  if (syncsReplicas(ctx))
+    count *= ctx->sync_batch_norm;
   // Unbiased correction; a batch of one has no unbiased variance, keep the
   // biased one rather than divide by zero.
   double correction = count > 1 ? double(count) / double(count - 1) : 1.0;
@@ -436,31 +496,31 @@ void blpa_update_running_stats(blpa_context *ctx, float *runningMean,
   }
 }
 
-void blpa_batch_norm_grad(blpa_context *, const float *dy, const float *x,
+void blpa_batch_norm_grad(blpa_context *ctx, const float *dy, const float *x,
                           const float *scale, const float *mean,
                           const float *invStd, float *dx, float *dscale,
                           float *dbias, int64_t n, int64_t c, int64_t spatial) {
-  batchNormBackward(ExactSlices{x, mean, invStd}, PlainGrad{dy}, scale, invStd,
+  batchNormBackward(ctx, ExactSlices{x, mean, invStd}, PlainGrad{dy}, scale, invStd,
                     dx, dscale, dbias, n, c, spatial);
 }
 
-void blpa_batch_norm_relu_train(blpa_context *, const float *x,
+void blpa_batch_norm_relu_train(blpa_context *ctx, const float *x,
                                 const float *scale, const float *bias, float *y,
                                 float *mean, float *invStd, int64_t n,
                                 int64_t c, int64_t spatial, double epsilon) {
   std::vector<float> factor =
-      trainStatistics("blpa_batch_norm_relu_train", x, scale, mean, invStd, n,
+      trainStatistics(ctx, "blpa_batch_norm_relu_train", x, scale, mean, invStd, n,
                       c, spatial, epsilon);
   normalize(x, y, n, c, spatial, mean, factor, bias, /*relu=*/true);
 }
 
-void blpa_batch_norm_relu_grad(blpa_context *, const float *dy, const float *x,
+void blpa_batch_norm_relu_grad(blpa_context *ctx, const float *dy, const float *x,
                                const float *scale, const float *bias,
                                const float *mean, const float *invStd,
                                float *dx, float *dscale, float *dbias,
                                int64_t n, int64_t c, int64_t spatial) {
   std::vector<float> factor = normalizingFactors(scale, invStd, c);
-  batchNormBackward(ExactSlices{x, mean, invStd},
+  batchNormBackward(ctx, ExactSlices{x, mean, invStd},
                     ReluMaskedGrad{dy, x, mean, bias, factor, spatial}, scale,
                     invStd, dx, dscale, dbias, n, c, spatial);
 }
@@ -473,43 +533,43 @@ void blpa_batch_norm_apply(blpa_context *, const float *x, const float *scale,
             bias, relu != 0);
 }
 
-void blpa_batch_norm_train_encode(blpa_context *, const float *x,
+void blpa_batch_norm_train_encode(blpa_context *ctx, const float *x,
                                   const float *scale, const float *bias,
                                   float *y, float *mean, float *invStd,
                                   uint8_t *codes, int64_t n, int64_t c,
                                   int64_t spatial, double epsilon,
                                   int64_t bits) {
-  trainEncode("blpa_batch_norm_train_encode", /*relu=*/false, x, scale, bias, y,
+  trainEncode(ctx, "blpa_batch_norm_train_encode", /*relu=*/false, x, scale, bias, y,
               mean, invStd, codes, n, c, spatial, epsilon, bits);
 }
 
-void blpa_batch_norm_relu_train_encode(blpa_context *, const float *x,
+void blpa_batch_norm_relu_train_encode(blpa_context *ctx, const float *x,
                                        const float *scale, const float *bias,
                                        float *y, float *mean, float *invStd,
                                        uint8_t *codes, int64_t n, int64_t c,
                                        int64_t spatial, double epsilon,
                                        int64_t bits) {
-  trainEncode("blpa_batch_norm_relu_train_encode", /*relu=*/true, x, scale,
+  trainEncode(ctx, "blpa_batch_norm_relu_train_encode", /*relu=*/true, x, scale,
               bias, y, mean, invStd, codes, n, c, spatial, epsilon, bits);
 }
 
-void blpa_batch_norm_grad_decode(blpa_context *, const float *dy,
+void blpa_batch_norm_grad_decode(blpa_context *ctx, const float *dy,
                                  const uint8_t *codes, const float *scale,
                                  const float *bias, const float *invStd,
                                  float *dx, float *dscale, float *dbias,
                                  int64_t n, int64_t c, int64_t spatial,
                                  int64_t bits) {
-  gradDecode("blpa_batch_norm_grad_decode", /*relu=*/false, dy, codes, scale,
+  gradDecode(ctx, "blpa_batch_norm_grad_decode", /*relu=*/false, dy, codes, scale,
              bias, invStd, dx, dscale, dbias, n, c, spatial, bits);
 }
 
-void blpa_batch_norm_relu_grad_decode(blpa_context *, const float *dy,
+void blpa_batch_norm_relu_grad_decode(blpa_context *ctx, const float *dy,
                                       const uint8_t *codes, const float *scale,
                                       const float *bias, const float *invStd,
                                       float *dx, float *dscale, float *dbias,
                                       int64_t n, int64_t c, int64_t spatial,
                                       int64_t bits) {
-  gradDecode("blpa_batch_norm_relu_grad_decode", /*relu=*/true, dy, codes,
+  gradDecode(ctx, "blpa_batch_norm_relu_grad_decode", /*relu=*/true, dy, codes,
              scale, bias, invStd, dx, dscale, dbias, n, c, spatial, bits);
 }
 

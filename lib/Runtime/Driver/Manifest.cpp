@@ -215,6 +215,9 @@ Manifest parseManifest(const std::string &text) {
       reader.expectEnd();
     } else if (keyword == "op") {
       parseOp(reader, manifest.ops);
+    } else if (keyword == "sync_batch_norm") {
+      manifest.syncBatchNorm = true;
+      reader.expectEnd();
     } else if (keyword == "data_parallel") {
       manifest.gradientBuckets = reader.integer(1);
       reader.expectEnd();

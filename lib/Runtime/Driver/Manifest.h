@@ -80,6 +80,8 @@ struct Manifest {
   std::vector<OpRecord> ops;
   /// Gradient buckets a data-parallel step all-reduces (0: one process).
   int64_t gradientBuckets = 0;
+  /// The batch norms normalize every replica's batch together.
+  bool syncBatchNorm = false;
 
   /// The number of labels of a step (0 for an inference executable).
   int64_t labelCount() const {

@@ -58,6 +58,8 @@ Session::Session(const Manifest &manifest, const SessionOptions &options)
   context.replay_steps = options.replaySteps;
   context.seed = options.seed;
   context.comm = replicas().comm;
+  if (manifest.syncBatchNorm && replicas().comm)
+    context.sync_batch_norm = replicas().size;
   hostMemory = blpa_runtime_free_bytes() < 0;
   blpa_runtime_init(&context);
 

@@ -45,6 +45,8 @@ static LogicalResult verifyAttributeKind(Operation *op, NamedAttribute attr) {
     ok = isa<DenseI64ArrayAttr>(attr.getValue());
   else if (name == kRecomputeIdAttrName)
     ok = isa<IntegerAttr>(attr.getValue());
+  else if (name == kSyncBatchNormAttrName)
+    ok = isa<UnitAttr>(attr.getValue());
   else if (llvm::is_contained({"blpa.arena_size", "blpa.lower_bound_bytes",
                                "blpa.saved_activation_bytes",
                                "blpa.workspace_bytes"},

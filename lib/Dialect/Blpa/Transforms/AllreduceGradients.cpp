@@ -53,6 +53,10 @@ struct AllreduceGradientsPass
     DenseMap<Operation *, unsigned> position;
     for (auto [i, op] : llvm::enumerate(body))
       position[&op] = i;
+    // The runtime's batch-norm kernels do the synchronizing; the step only
+    // says it wants them to (the manifest passes it on).
+    if (syncBatchNorm)
+      step->setAttr(kSyncBatchNormAttrName, UnitAttr::get(&getContext()));
     SmallVector<SgdUpdateOp> updates(body.getOps<SgdUpdateOp>());
     if (updates.empty())
       return;

@@ -28,6 +28,9 @@ namespace blpa {
 enum class Phase { Forward, Backward, Update };
 
 constexpr llvm::StringLiteral kPhaseAttrName = "blpa.phase";
+/// On `@train_step`: its training-mode batch norms normalize the batches of
+/// every data-parallel replica together (--sync-batch-norm).
+constexpr llvm::StringLiteral kSyncBatchNormAttrName = "blpa.sync_batch_norm";
 
 void setPhase(Operation *op, Phase phase);
 

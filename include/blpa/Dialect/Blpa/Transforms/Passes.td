@@ -295,12 +295,16 @@ def BlpaAllreduceGradients : Pass<"blpa-allreduce-gradients", "ModuleOp"> {
     update, each bucket's `blpa.allreduce_wait` yields the mean over the
     replicas, from which each update reads its gradient (a slice), and the
     updates move there. Batch-norm running statistics stay each replica's
-    own. Runs after the schedulers and before --blpa-plan-memory, which
+    own unless `sync-batch-norm` marks the step for synchronized batch
+    norms. Runs after the schedulers and before --blpa-plan-memory, which
     places the buckets in the arena like any tensor.
   }];
   let options = [
     Option<"bucketBytes", "bucket-bytes", "int64_t", /*default=*/"1 << 20",
            "Largest bucket in bytes (a larger gradient is a bucket alone)">,
+    Option<"syncBatchNorm", "sync-batch-norm", "bool", /*default=*/"false",
+           "Mark the step (blpa.sync_batch_norm) so that its training-mode "
+           "batch norms normalize every replica's batch together">,
   ];
   let statistics = [
     Statistic<"numBuckets", "buckets", "Gradient buckets all-reduced">,
