@@ -64,6 +64,12 @@ struct blpa_comm {
 
   void runWorker();
   void allreduce(MPI_Comm comm, void *data, int64_t count, MPI_Datatype type);
+  /// Waits for the driver thread's collective `request` until the time-out,
+  /// then ends the job with one line naming `what`: a replica that stopped
+  /// between steps must not leave the others blocked forever either.
+  void complete(MPI_Request &request, const char *what);
+  /// Ends the job: `what` did not finish within the time-out.
+  [[noreturn]] void timedOut(const std::string &what);
   /// Holds the turn to call MPI when calls must take turns.
   std::unique_lock<std::mutex> turn() {
     return serialized ? std::unique_lock<std::mutex>(mpiLock)
@@ -110,6 +116,31 @@ void blpa_comm::allreduce(MPI_Comm comm, void *data, int64_t count,
                            MPI_SUM, comm),
              "MPI_Allreduce");
   }
+}
+
+void blpa_comm::complete(MPI_Request &request, const char *what) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    int finished = 0;
+    {
+      auto hold = turn();
+      checkMpi(this, MPI_Test(&request, &finished, MPI_STATUS_IGNORE),
+               "MPI_Test");
+    }
+    if (finished)
+      return;
+    if (std::chrono::steady_clock::now() > deadline)
+      timedOut(what);
+    std::this_thread::sleep_for(std::chrono::microseconds(20));
+  }
+}
+
+void blpa_comm::timedOut(const std::string &what) {
+  char seconds[32];
+  std::snprintf(seconds, sizeof(seconds), "%g", timeout.count());
+  failComm(this, what + " did not finish within " + seconds +
+                     " s: another rank died or hangs (--comm-timeout sets "
+                     "the limit)");
 }
 
 void blpa_comm::runWorker() {
@@ -162,7 +193,16 @@ blpa_comm *blpa_comm_init(int *argc, char ***argv, double timeoutSeconds,
 
 void blpa_comm_allreduce_doubles(blpa_comm *comm, double *values,
                                  int64_t count) {
-  comm->allreduce(comm->control, values, count, MPI_DOUBLE);
+  MPI_Request request;
+  {
+    auto hold = comm->turn();
+    checkMpi(comm,
+             MPI_Iallreduce(MPI_IN_PLACE, values, int(count), MPI_DOUBLE,
+                            MPI_SUM, comm->control, &request),
+             "MPI_Iallreduce");
+  }
+  comm->complete(request, "a sum over the ranks (losses, batch-norm "
+                          "statistics)");
 }
 
 void blpa_comm_broadcast(blpa_comm *comm, void *data, int64_t bytes,
@@ -170,11 +210,15 @@ void blpa_comm_broadcast(blpa_comm *comm, void *data, int64_t bytes,
   auto *chars = static_cast<char *>(data);
   const int64_t chunk = int64_t(1) << 30;
   for (int64_t first = 0; first < bytes; first += chunk) {
-    auto hold = comm->turn();
-    checkMpi(comm,
-             MPI_Bcast(chars + first, int(std::min(chunk, bytes - first)),
-                       MPI_BYTE, root, comm->control),
-             "MPI_Bcast");
+    MPI_Request request;
+    {
+      auto hold = comm->turn();
+      checkMpi(comm,
+               MPI_Ibcast(chars + first, int(std::min(chunk, bytes - first)),
+                          MPI_BYTE, root, comm->control, &request),
+               "MPI_Ibcast");
+    }
+    comm->complete(request, "a broadcast from rank 0");
   }
 }
 
@@ -237,15 +281,9 @@ void blpa_allreduce_wait(blpa_context *ctx, float *bucket, int64_t count,
     bool finished = comm->changed.wait_for(lock, comm->timeout, [&] {
       return comm->done[bucketIndex];
     });
-    if (!finished) {
-      char seconds[32];
-      std::snprintf(seconds, sizeof(seconds), "%g", comm->timeout.count());
-      failComm(comm, "the all-reduce of gradient bucket " +
-                         std::to_string(bucketIndex) + " did not finish within " +
-                         seconds +
-                         " s: another rank died or hangs (--comm-timeout "
-                         "sets the limit)");
-    }
+    if (!finished)
+      comm->timedOut("the all-reduce of gradient bucket " +
+                     std::to_string(bucketIndex));
   }
   // The mean over the replicas, as PyTorch's DistributedDataParallel.
   const float scale = 1.0f / float(comm->size);
