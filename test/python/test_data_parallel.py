@@ -78,8 +78,13 @@ def setup(workdir):
     onnx_path = str(workdir / "dp_cnn.onnx")
     models.export(model, onnx_path, (1,) + IMAGE)
     data = workdir / "dp_data"
-    write_npy_split(data, "train", TRAIN_IMAGES, rng, shape=IMAGE)
-    write_npy_split(data, "test", 64, rng, shape=IMAGE)
+    for split, count in (("train", TRAIN_IMAGES), ("test", 640)):
+        x, _ = write_npy_split(data, split, count, rng, shape=IMAGE)
+        # Samples of very different scales: each batch's statistics, and so
+        # each replica's running ones, differ by far (what the shared
+        # evaluation must get right).
+        x *= np.exp(rng.standard_normal((count, 1, 1, 1))).astype(np.float32)
+        np.save(data / ("x_%s.npy" % split), x)
 
     def build(name, batch, *extra):
         return tool.compile(onnx_path, str(workdir / name), batch_size=batch,
@@ -308,3 +313,37 @@ def test_profile_shows_each_bucket_on_the_step_timeline(setup, tmp_path):
     assert allreduces[0][0] < min(w[0] for w in waits)
     assert 0 <= comm["overlapped_seconds"] <= comm["allreduce_seconds"]
     assert comm["wait_seconds"] > 0
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_shared_evaluation_is_that_of_the_saved_model(setup, tmp_path, ranks):
+    """The replicas deal the test batches among them (3 ranks: unevenly)
+    and add up their sums, having taken rank 0's running statistics first:
+    the logged accuracy and loss are those of the model --save-inference
+    writes, run here over the whole test split (the loss in float64 from
+    its logits)."""
+    exes, data = setup
+    saved = tmp_path / "trained.onnx"
+    args = train_args(data, 40, tmp_path / "unused.onnx",
+                      "--log", tmp_path / "log.jsonl",
+                      "--save-inference", saved)
+    args.remove("--eval-batches")
+    args.remove("0")
+    check(mpirun(ranks, exes["bn_own16"], *args))
+    (record,) = [r for r in tool.read_log(str(tmp_path / "log.jsonl"))
+                 if "test_accuracy" in r]
+    x = np.load(os.path.join(data, "x_test.npy"))
+    y = np.load(os.path.join(data, "y_test.npy"))
+    # In batches of the evaluation's size, so that every kernel sees the
+    # shapes it saw there and rounds alike (no argmax can flip).
+    infer = tool.compile(str(saved), str(tmp_path / "infer"), train=False,
+                         batch_size=16)
+    logits = np.concatenate([
+        tool.infer(infer, [x[i:i + 16]], str(tmp_path / ("out%d" % i)))[0]
+        for i in range(0, len(x), 16)])
+    assert record["test_images"] == len(x)
+    assert record["test_accuracy"] == np.mean(logits.argmax(1) == y)
+    z = logits.astype(np.float64)
+    top = z.max(1)
+    losses = np.log(np.exp(z - top[:, None]).sum(1)) + top - z[np.arange(len(y)), y]
+    assert abs(record["test_loss"] - losses.mean()) <= 1e-6 * losses.mean()

@@ -45,6 +45,16 @@ uint64_t runIdentity(int argc, char **argv) {
 
 } // namespace
 
+void Replicas::sum(std::vector<double> &values) const {
+  if (comm)
+    blpa_comm_allreduce_doubles(comm, values.data(), int64_t(values.size()));
+}
+
+void Replicas::shareLeaders(void *data, int64_t bytes) const {
+  if (comm)
+    blpa_comm_broadcast(comm, data, bytes, 0);
+}
+
 double Replicas::mean(double value) const {
   if (!comm)
     return value;

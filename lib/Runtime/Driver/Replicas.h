@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 struct blpa_comm;
 
@@ -32,6 +33,10 @@ struct Replicas {
   bool isLeader() const { return rank == 0; }
   /// The mean of `value` over the replicas.
   double mean(double value) const;
+  /// Sums `values` over the replicas, in place.
+  void sum(std::vector<double> &values) const;
+  /// Copies rank 0's `bytes` at `data` to every replica.
+  void shareLeaders(void *data, int64_t bytes) const;
   /// Ends the job unless every replica has rank 0's `value`; each replica
   /// that differs first prints one line, "error: rank R of N: " and
   /// `complaint(rank 0's value)`.

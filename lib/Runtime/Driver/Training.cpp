@@ -277,8 +277,19 @@ void trainSteps(Session &session, BatchSource &source, const Manifest &manifest,
   }
 }
 
-/// Accuracy of output 0 (the logits) over full test batches, logged with
-/// the number of training steps done.
+/// -log softmax(logits)[label] over `classes` logits, in double, and
+/// whether the label is the largest logit's.
+std::pair<double, bool> crossEntropy(const float *logits, int64_t classes,
+                                     int64_t label) {
+  const float *top = std::max_element(logits, logits + classes);
+  double sum = 0;
+  for (int64_t j = 0; j < classes; ++j)
+    sum += std::exp(double(logits[j]) - *top);
+  return {std::log(sum) + *top - logits[label], top - logits == label};
+}
+
+/// Accuracy and mean loss of output 0 (the logits) over full test batches,
+/// logged with the number of training steps done.
 void evaluate(Session &session, const Manifest &manifest,
               const ImageSet &images, std::optional<int64_t> maxBatches,
               int64_t step, JsonlLog &log) {
@@ -290,24 +301,29 @@ void evaluate(Session &session, const Manifest &manifest,
   HostOutputs outputs(manifest);
   int64_t classes = outputs.values[0].size() / batchSize;
   std::vector<float> pixels(batchSize * images.pixelsPerImage);
-  int64_t correct = 0;
-  for (int64_t b = 0; b < batches; ++b) {
+  // Replicas deal the batches round-robin and add up their sums.
+  const Replicas &job = replicas();
+  std::vector<double> sums = {0, 0}; // loss, correct
+  for (int64_t b = job.rank; b < batches; b += job.size) {
     for (int64_t i = 0; i < batchSize; ++i)
       images.normalizedImage(b * batchSize + i,
                              &pixels[i * images.pixelsPerImage]);
     session.forward({static_cast<const void *>(pixels.data())},
                     outputs.pointers);
     for (int64_t i = 0; i < batchSize; ++i) {
-      const float *logits = &outputs.values[0][i * classes];
-      int64_t predicted = std::max_element(logits, logits + classes) - logits;
-      correct += predicted == images.labels[b * batchSize + i];
+      auto [loss, right] = crossEntropy(&outputs.values[0][i * classes],
+                                        classes, images.labels[b * batchSize + i]);
+      sums[0] += loss;
+      sums[1] += right;
     }
   }
+  job.sum(sums);
   int64_t total = batches * batchSize;
-  double accuracy = static_cast<double>(correct) / total;
-  std::printf("test accuracy: %.4f (%lld images)\n", accuracy,
-              static_cast<long long>(total));
+  double accuracy = sums[1] / total;
+  std::printf("test accuracy: %.4f (%lld images), loss %.4f\n", accuracy,
+              static_cast<long long>(total), sums[0] / total);
   log.write("{\"test_accuracy\": " + jsonNumber(accuracy) +
+            ", \"test_loss\": " + jsonNumber(sums[0] / total) +
             ", \"test_images\": " + std::to_string(total) +
             ", \"after_step\": " + std::to_string(step) + "}");
 }
@@ -326,32 +342,48 @@ void evaluateTokens(Session &session, const Manifest &manifest,
   HostOutputs outputs(manifest);
   int64_t vocab = manifest.classCount();
   std::vector<int64_t> input(batchSize * window), labels(batchSize * window);
-  double lossSum = 0;
-  int64_t correct = 0;
-  for (int64_t b = 0; b < batches; ++b) {
+  // Replicas deal the batches round-robin and add up their sums.
+  const Replicas &job = replicas();
+  std::vector<double> sums = {0, 0}; // loss, correct
+  for (int64_t b = job.rank; b < batches; b += job.size) {
     for (int64_t i = 0; i < batchSize; ++i)
       tokens.sample(b * batchSize + i, &input[i * window], &labels[i * window]);
     session.forward({static_cast<const void *>(input.data())},
                     outputs.pointers);
     for (size_t r = 0; r < labels.size(); ++r) {
-      const float *logits = &outputs.values[0][r * vocab];
-      const float *top = std::max_element(logits, logits + vocab);
-      double sum = 0;
-      for (int64_t j = 0; j < vocab; ++j)
-        sum += std::exp(double(logits[j]) - *top);
-      lossSum += std::log(sum) + *top - logits[labels[r]];
-      correct += top - logits == labels[r];
+      auto [loss, right] =
+          crossEntropy(&outputs.values[0][r * vocab], vocab, labels[r]);
+      sums[0] += loss;
+      sums[1] += right;
     }
   }
+  job.sum(sums);
   int64_t total = batches * batchSize * window;
-  double loss = lossSum / double(total);
-  double accuracy = double(correct) / double(total);
+  double loss = sums[0] / double(total);
+  double accuracy = sums[1] / double(total);
   std::printf("test loss: %.4f, next-token accuracy %.4f (%lld tokens)\n",
               loss, accuracy, static_cast<long long>(total));
   log.write("{\"test_loss\": " + jsonNumber(loss) +
             ", \"test_accuracy\": " + jsonNumber(accuracy) +
             ", \"test_tokens\": " + std::to_string(total) +
             ", \"after_step\": " + std::to_string(step) + "}");
+}
+
+/// Gives every replica rank 0's state parameters (batch-norm running
+/// statistics, each replica's own unless synchronized), as DDP broadcasts
+/// its buffers, so that the replicas' shares of an evaluation evaluate the
+/// one model rank 0 saves. Trainable parameters are the same everywhere.
+void shareLeadersState(Session &session, const Manifest &manifest) {
+  if (replicas().size == 1)
+    return;
+  std::vector<std::vector<float>> params = session.readParams();
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (manifest.params[i].trainable)
+      continue;
+    replicas().shareLeaders(params[i].data(),
+                            int64_t(params[i].size() * sizeof(float)));
+    session.restore(i, params[i], {});
+  }
 }
 
 /// Where a run's batches come from, how many make an epoch, and how it is
@@ -515,8 +547,10 @@ void runTraining(const Manifest &manifest, const Options &options,
   hooks.evalEvery = options.evalEvery;
   hooks.checkpointEvery = options.checkpointEvery;
   hooks.evaluateAt = [&](int64_t step) {
-    if (data.evaluate)
-      data.evaluate(*session, step, log);
+    if (!data.evaluate)
+      return;
+    shareLeadersState(*session, manifest);
+    data.evaluate(*session, step, log);
   };
   if (!options.checkpointPath.empty() && leads)
     hooks.checkpointAt = [&](int64_t step) {
