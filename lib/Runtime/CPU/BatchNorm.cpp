@@ -403,15 +403,14 @@ template <int Bits> struct CodeMaskedGrad {
 /// Training-mode batch norm that writes the codes of y (binned before a
 /// ReLU, when `relu`, clips the run it has binned).
 void trainEncode(blpa_context *ctx, const char *kernel, bool relu,
-                 const float *x,
-                 const float *scale, const float *bias, float *y, float *mean,
-                 float *invStd, uint8_t *codes, int64_t n, int64_t c,
-                 int64_t spatial, double epsilon, int64_t bits) {
+                 const float *x, const float *scale, const float *bias,
+                 float *y, float *mean, float *invStd, uint8_t *codes,
+                 int64_t n, int64_t c, int64_t spatial, double epsilon,
+                 int64_t bits) {
   withCodeBits(kernel, bits, valueCodeBits, [&](auto width) {
     constexpr int Bits = decltype(width)::value;
-    std::vector<float> factor =
-        trainStatistics(ctx, kernel, x, scale, mean, invStd, n, c, spatial,
-                        epsilon);
+    std::vector<float> factor = trainStatistics(ctx, kernel, x, scale, mean,
+                                                invStd, n, c, spatial, epsilon);
     std::vector<BnCode> bn = bnCodes(scale, bias, c, Bits);
     // Each run is normalized and then binned while its y is still in L1:
     // one pass over memory, in blocks that start on byte boundaries.
@@ -435,20 +434,21 @@ void trainEncode(blpa_context *ctx, const char *kernel, bool relu,
 /// The backward from the codes, of the batch norm itself or (relu) of a
 /// ReLU of its decoded output.
 void gradDecode(blpa_context *ctx, const char *kernel, bool relu,
-                const float *dy,
-                const uint8_t *codes, const float *scale, const float *bias,
-                const float *invStd, float *dx, float *dscale, float *dbias,
-                int64_t n, int64_t c, int64_t spatial, int64_t bits) {
+                const float *dy, const uint8_t *codes, const float *scale,
+                const float *bias, const float *invStd, float *dx,
+                float *dscale, float *dbias, int64_t n, int64_t c,
+                int64_t spatial, int64_t bits) {
   withCodeBits(kernel, bits, valueCodeBits, [&](auto width) {
     constexpr int Bits = decltype(width)::value;
     std::vector<BnCode> bn = bnCodes(scale, bias, c, Bits);
     DecodedSlices<Bits> slices{codes, bn, spatial};
     if (relu)
-      batchNormBackward(ctx, slices, CodeMaskedGrad<Bits>{dy, codes, bn, spatial},
-                        scale, invStd, dx, dscale, dbias, n, c, spatial);
+      batchNormBackward(ctx, slices,
+                        CodeMaskedGrad<Bits>{dy, codes, bn, spatial}, scale,
+                        invStd, dx, dscale, dbias, n, c, spatial);
     else
-      batchNormBackward(ctx, slices, PlainGrad{dy}, scale, invStd, dx, dscale, dbias,
-                        n, c, spatial);
+      batchNormBackward(ctx, slices, PlainGrad{dy}, scale, invStd, dx, dscale,
+                        dbias, n, c, spatial);
   });
 }
 
@@ -456,12 +456,13 @@ void gradDecode(blpa_context *ctx, const char *kernel, bool relu,
 
 extern "C" {
 
-void blpa_batch_norm_train(blpa_context *ctx, const float *x, const float *scale,
-                           const float *bias, float *y, float *mean,
-                           float *invStd, int64_t n, int64_t c, int64_t spatial,
-                           double epsilon) {
-  std::vector<float> factor = trainStatistics(
-      ctx, "blpa_batch_norm_train", x, scale, mean, invStd, n, c, spatial, epsilon);
+void blpa_batch_norm_train(blpa_context *ctx, const float *x,
+                           const float *scale, const float *bias, float *y,
+                           float *mean, float *invStd, int64_t n, int64_t c,
+                           int64_t spatial, double epsilon) {
+  std::vector<float> factor =
+      trainStatistics(ctx, "blpa_batch_norm_train", x, scale, mean, invStd, n,
+                      c, spatial, epsilon);
   normalize(x, y, n, c, spatial, mean, factor, bias);
 }
 
@@ -500,8 +501,8 @@ void blpa_batch_norm_grad(blpa_context *ctx, const float *dy, const float *x,
                           const float *scale, const float *mean,
                           const float *invStd, float *dx, float *dscale,
                           float *dbias, int64_t n, int64_t c, int64_t spatial) {
-  batchNormBackward(ctx, ExactSlices{x, mean, invStd}, PlainGrad{dy}, scale, invStd,
-                    dx, dscale, dbias, n, c, spatial);
+  batchNormBackward(ctx, ExactSlices{x, mean, invStd}, PlainGrad{dy}, scale,
+                    invStd, dx, dscale, dbias, n, c, spatial);
 }
 
 void blpa_batch_norm_relu_train(blpa_context *ctx, const float *x,
@@ -509,16 +510,17 @@ void blpa_batch_norm_relu_train(blpa_context *ctx, const float *x,
                                 float *mean, float *invStd, int64_t n,
                                 int64_t c, int64_t spatial, double epsilon) {
   std::vector<float> factor =
-      trainStatistics(ctx, "blpa_batch_norm_relu_train", x, scale, mean, invStd, n,
-                      c, spatial, epsilon);
+      trainStatistics(ctx, "blpa_batch_norm_relu_train", x, scale, mean, invStd,
+                      n, c, spatial, epsilon);
   normalize(x, y, n, c, spatial, mean, factor, bias, /*relu=*/true);
 }
 
-void blpa_batch_norm_relu_grad(blpa_context *ctx, const float *dy, const float *x,
-                               const float *scale, const float *bias,
-                               const float *mean, const float *invStd,
-                               float *dx, float *dscale, float *dbias,
-                               int64_t n, int64_t c, int64_t spatial) {
+void blpa_batch_norm_relu_grad(blpa_context *ctx, const float *dy,
+                               const float *x, const float *scale,
+                               const float *bias, const float *mean,
+                               const float *invStd, float *dx, float *dscale,
+                               float *dbias, int64_t n, int64_t c,
+                               int64_t spatial) {
   std::vector<float> factor = normalizingFactors(scale, invStd, c);
   batchNormBackward(ctx, ExactSlices{x, mean, invStd},
                     ReluMaskedGrad{dy, x, mean, bias, factor, spatial}, scale,
@@ -539,8 +541,8 @@ void blpa_batch_norm_train_encode(blpa_context *ctx, const float *x,
                                   uint8_t *codes, int64_t n, int64_t c,
                                   int64_t spatial, double epsilon,
                                   int64_t bits) {
-  trainEncode(ctx, "blpa_batch_norm_train_encode", /*relu=*/false, x, scale, bias, y,
-              mean, invStd, codes, n, c, spatial, epsilon, bits);
+  trainEncode(ctx, "blpa_batch_norm_train_encode", /*relu=*/false, x, scale,
+              bias, y, mean, invStd, codes, n, c, spatial, epsilon, bits);
 }
 
 void blpa_batch_norm_relu_train_encode(blpa_context *ctx, const float *x,
@@ -559,8 +561,8 @@ void blpa_batch_norm_grad_decode(blpa_context *ctx, const float *dy,
                                  float *dx, float *dscale, float *dbias,
                                  int64_t n, int64_t c, int64_t spatial,
                                  int64_t bits) {
-  gradDecode(ctx, "blpa_batch_norm_grad_decode", /*relu=*/false, dy, codes, scale,
-             bias, invStd, dx, dscale, dbias, n, c, spatial, bits);
+  gradDecode(ctx, "blpa_batch_norm_grad_decode", /*relu=*/false, dy, codes,
+             scale, bias, invStd, dx, dscale, dbias, n, c, spatial, bits);
 }
 
 void blpa_batch_norm_relu_grad_decode(blpa_context *ctx, const float *dy,

@@ -1,4 +1,5 @@
-//===- MpiComm.cpp - Gradient all-reduce over MPI for the CPU target -------===//
+//===- MpiComm.cpp - Gradient all-reduce over MPI for the CPU target
+//-------===//
 //
 // The data-parallel half of the runtime ABI (blpa_allreduce_start/_wait and
 // the driver's blpa_comm_* calls) on MPI, for executables whose buckets are
@@ -278,9 +279,8 @@ void blpa_allreduce_wait(blpa_context *ctx, float *bucket, int64_t count,
   blpa_comm *comm = ctx->comm;
   {
     std::unique_lock<std::mutex> lock(comm->queueLock);
-    bool finished = comm->changed.wait_for(lock, comm->timeout, [&] {
-      return comm->done[bucketIndex];
-    });
+    bool finished = comm->changed.wait_for(
+        lock, comm->timeout, [&] { return comm->done[bucketIndex]; });
     if (!finished)
       comm->timedOut("the all-reduce of gradient bucket " +
                      std::to_string(bucketIndex));

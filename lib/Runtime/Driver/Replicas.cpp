@@ -98,8 +98,7 @@ const Replicas &joinReplicas(const Manifest &manifest, const Options &options,
                       "linked without its all-reduce library; rebuild it "
                       "with blpa-opt");
   blpa_comm_info info{};
-  current.comm =
-      blpa_comm_init(argc, argv, options.commTimeoutSeconds, &info);
+  current.comm = blpa_comm_init(argc, argv, options.commTimeoutSeconds, &info);
   current.rank = info.rank;
   current.size = info.size;
   current.requireSame(runIdentity(*argc, *argv), [](uint64_t) {

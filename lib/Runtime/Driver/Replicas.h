@@ -40,9 +40,8 @@ struct Replicas {
   /// Ends the job unless every replica has rank 0's `value`; each replica
   /// that differs first prints one line, "error: rank R of N: " and
   /// `complaint(rank 0's value)`.
-  void requireSame(
-      uint64_t value,
-      const std::function<std::string(uint64_t)> &complaint) const;
+  void requireSame(uint64_t value,
+                   const std::function<std::string(uint64_t)> &complaint) const;
   /// When this replica's all-reduce of `bucket` was last queued, began and
   /// ended (the profiling hooks' clock); false when it never ran.
   bool bucketTimes(int64_t bucket, double times[3]) const;

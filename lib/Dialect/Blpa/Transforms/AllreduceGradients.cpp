@@ -110,8 +110,7 @@ struct AllreduceGradientsPass
     // A lone gradient that only its update reads is summed in its own
     // buffer; otherwise the bucket is a copy, so that no other reader sees
     // the buffer while the replicas sum it.
-    bool inPlace =
-        bucket.size() == 1 && bucket.front().getGrad().hasOneUse();
+    bool inPlace = bucket.size() == 1 && bucket.front().getGrad().hasOneUse();
     SmallVector<Value> parts;
     for (SgdUpdateOp update : bucket) {
       Value grad = update.getGrad();
