@@ -580,8 +580,8 @@ typedef struct blpa_comm_info {
 /// and size) and starts the thread that runs the all-reduces. A process
 /// started without a launcher is rank 0 of 1. `timeoutSeconds` bounds every
 /// wait for the other replicas.
-struct blpa_comm *blpa_comm_init(int *argc, char ***argv,
-                                 double timeoutSeconds, blpa_comm_info *info);
+struct blpa_comm *blpa_comm_init(int *argc, char ***argv, double timeoutSeconds,
+                                 blpa_comm_info *info);
 /// Sums `count` doubles over the replicas, in place, now (the driver's
 /// small agreements: losses, start-up checks).
 void blpa_comm_allreduce_doubles(struct blpa_comm *comm, double *values,

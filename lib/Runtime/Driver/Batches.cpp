@@ -98,8 +98,8 @@ public:
   /// `imageShape` is one sample's [C, H, W] when augmenting.
   DatasetBatches(const ImageSet &images, int64_t batchSize, uint64_t seed,
                  Augmentation augmentation, Shape imageShape, Shard shard)
-      : ShuffledBatches(images.count, batchSize, images.pixelsPerImage, 1,
-                        seed, shard),
+      : ShuffledBatches(images.count, batchSize, images.pixelsPerImage, 1, seed,
+                        shard),
         images(images), seed(seed), augmentation(augmentation),
         imageShape(std::move(imageShape)) {}
 

@@ -219,8 +219,8 @@ const FlagSpec flagSpecs[] = {
      [](Options &o, const std::string &f, const std::string &v) {
        o.commTimeoutSeconds = parseNumber(f, v);
        if (o.commTimeoutSeconds <= 0)
-         throw DriverError(f + ": expected a positive number of seconds, got '" +
-                           v + "'");
+         throw DriverError(
+             f + ": expected a positive number of seconds, got '" + v + "'");
      }},
     {"--threads", "T", AnyAction,
      "kernel threads (default: the compiled-in count, 0 = library default)",

@@ -91,13 +91,13 @@ void StepProfiler::recordCommunication() {
     // all-reduce add up; the waits are not work that hid it.
     for (size_t i = 0; i < opBegin.size(); ++i)
       if (manifest.ops[i].name != "blpa.allreduce_wait")
-        communication.overlapped +=
-            std::max(0.0, std::min(opEnd[i], t[2]) - std::max(opBegin[i], t[1]));
+        communication.overlapped += std::max(
+            0.0, std::min(opEnd[i], t[2]) - std::max(opBegin[i], t[1]));
     allreduces += std::string(b ? ", " : "") + "[" + at(t[0]) + ", " +
                   at(t[1]) + ", " + at(t[2]) + "]";
   }
-  communication.timeline = "{\"ops\": [" + ops + "],\n   \"allreduces\": [" +
-                           allreduces + "]}";
+  communication.timeline =
+      "{\"ops\": [" + ops + "],\n   \"allreduces\": [" + allreduces + "]}";
 }
 
 void StepProfiler::endStep(double stepSeconds) {
@@ -148,15 +148,15 @@ void StepProfiler::write(int32_t threads) const {
   }
   json += "\n ]";
   if (!opBegin.empty())
-    json += ",\n \"data_parallel\": {\"ranks\": " +
-            std::to_string(replicas().size) +
-            ", \"buckets\": " + std::to_string(manifest.gradientBuckets) +
-            ", \"allreduce_seconds\": " +
-            number(communication.allreduce / steps) +
-            ", \"overlapped_seconds\": " +
-            number(communication.overlapped / steps) +
-            ", \"wait_seconds\": " + number(communication.waiting / steps) +
-            ",\n  \"last_step\": " + communication.timeline + "}";
+    json +=
+        ",\n \"data_parallel\": {\"ranks\": " +
+        std::to_string(replicas().size) +
+        ", \"buckets\": " + std::to_string(manifest.gradientBuckets) +
+        ", \"allreduce_seconds\": " + number(communication.allreduce / steps) +
+        ", \"overlapped_seconds\": " +
+        number(communication.overlapped / steps) +
+        ", \"wait_seconds\": " + number(communication.waiting / steps) +
+        ",\n  \"last_step\": " + communication.timeline + "}";
   json += "}\n";
   writeFileAtomically(path, json.data(), json.size());
 }

@@ -1,10 +1,10 @@
 //===- Session.cpp - The state a generated step runs on -------------------===//
 
 #include "Session.h"
-#include "Replicas.h"
 #include "Error.h"
 #include "Model.h"
 #include "Options.h"
+#include "Replicas.h"
 
 // An --infer object defines only blpa_forward and a --train object defines
 // both, so the driver references them weakly and checks before calling.

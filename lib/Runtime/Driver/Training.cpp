@@ -4,7 +4,6 @@
 #include "Augment.h"
 #include "Batches.h"
 #include "Checkpoint.h"
-#include "Replicas.h"
 #include "Cifar.h"
 #include "Error.h"
 #include "FileUtil.h"
@@ -15,6 +14,7 @@
 #include "NpyData.h"
 #include "Options.h"
 #include "Profile.h"
+#include "Replicas.h"
 #include "Schedule.h"
 #include "Session.h"
 #include "TokenData.h"
@@ -243,8 +243,8 @@ void trainSteps(Session &session, BatchSource &source, const Manifest &manifest,
     double lr = schedule.at(step - 1);
     session.setLearningRate(lr);
     // The job's loss: the mean of the replicas' (each over its part).
-    auto loss = float(
-        replicas().mean(session.trainStep(batch.inputs, batch.labels)));
+    auto loss =
+        float(replicas().mean(session.trainStep(batch.inputs, batch.labels)));
     double seconds = secondsSince(start);
     if (hooks.profiler)
       hooks.profiler->endStep(session.lastStepSeconds());
@@ -311,8 +311,9 @@ void evaluate(Session &session, const Manifest &manifest,
     session.forward({static_cast<const void *>(pixels.data())},
                     outputs.pointers);
     for (int64_t i = 0; i < batchSize; ++i) {
-      auto [loss, right] = crossEntropy(&outputs.values[0][i * classes],
-                                        classes, images.labels[b * batchSize + i]);
+      auto [loss, right] =
+          crossEntropy(&outputs.values[0][i * classes], classes,
+                       images.labels[b * batchSize + i]);
       sums[0] += loss;
       sums[1] += right;
     }
@@ -468,19 +469,18 @@ TrainingData loadTokenData(const Manifest &manifest, const Options &options) {
                       std::to_string(vocab) + " entries");
   if (trainSet->count < jobBatchSize(manifest))
     throw DriverError("--data " + options.dataDir + ": " +
-                      std::to_string(trainSet->count) + " training windows of " +
-                      std::to_string(window) +
+                      std::to_string(trainSet->count) +
+                      " training windows of " + std::to_string(window) +
                       " tokens are fewer than one batch of " +
                       std::to_string(jobBatchSize(manifest)));
   std::printf("%s: %lld training and %lld test windows of %lld tokens\n",
               options.dataDir.c_str(), static_cast<long long>(trainSet->count),
               static_cast<long long>(testSet->count),
               static_cast<long long>(window));
-  return makeTrainingData(
-      manifest, options, trainSet, testSet,
-      makeTokenBatches(*trainSet, manifest.batchSize(), options.seed,
-                       replicaShard()),
-      evaluateTokens);
+  return makeTrainingData(manifest, options, trainSet, testSet,
+                          makeTokenBatches(*trainSet, manifest.batchSize(),
+                                           options.seed, replicaShard()),
+                          evaluateTokens);
 }
 
 /// Writes `embeddedModel` with the trained weights to `path`, with its
