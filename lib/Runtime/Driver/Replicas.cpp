@@ -69,14 +69,19 @@ void Replicas::requireSame(
     return;
   uint64_t leaders = value;
   blpa_comm_broadcast(comm, &leaders, sizeof(leaders), 0);
+  // A replica that differs says so before the others can learn it, and
+  // then every replica leaves the job normally: an abort could end one
+  // before its line is out.
   double differs = leaders != value;
+  if (differs)
+    std::fprintf(stderr, "error: rank %d of %d: %s\n", rank, size,
+                 complaint(leaders).c_str());
   blpa_comm_allreduce_doubles(comm, &differs, 1);
   if (differs == 0)
     return;
-  if (leaders != value)
-    std::fprintf(stderr, "error: rank %d of %d: %s\n", rank, size,
-                 complaint(leaders).c_str());
-  abort(1);
+  std::fflush(stdout);
+  blpa_comm_finalize(comm);
+  std::exit(1);
 }
 
 bool Replicas::bucketTimes(int64_t bucket, double times[3]) const {
