@@ -550,10 +550,10 @@ void testDataTraining() {
   check(result.status == 0 && contains(result.out, "test accuracy: 1.0000 "
                                                    "(192 images)"),
         "--data trains on a toy data set: " + result.describe());
-  check(contains(readWholeFile(log, "log"),
-                 "{\"test_accuracy\": 1, \"test_images\": 192, "
-                 "\"after_step\": 30}"),
-        "the log ends with the test accuracy");
+  std::string logText = readWholeFile(log, "log");
+  check(contains(logText, "{\"test_accuracy\": 1, \"test_loss\": ") &&
+            contains(logText, ", \"test_images\": 192, \"after_step\": 30}"),
+        "the log ends with the test accuracy and loss");
   result = run(trainExe, {"--data", dir, "--steps", "1", "--lr", "0.01",
                           "--eval-batches", "1"});
   check(contains(result.out, "(64 images)"),
