@@ -49,22 +49,24 @@ struct blpa_comm {
     int64_t count;
     int64_t bucket;
   };
-  /// Per bucket: when its last all-reduce was queued, began and ended
-  /// (profileClock), for --profile's timeline.
-  struct Times {
+  /// Per bucket: whether its sum has finished since it last started, and
+  /// when that all-reduce was queued, began and ended (profileClock, for
+  /// --profile's timeline).
+  struct BucketState {
+    bool done = false;
     double queued = 0, began = 0, ended = 0;
   };
-  std::vector<Times> times;
+  std::vector<BucketState> bucketStates;
   std::mutex queueLock;
   std::condition_variable changed;
   std::deque<Request> pending;
-  /// done[b]: bucket b's sum has finished since its last wait.
-  std::vector<bool> done;
   bool stopping = false;
   std::thread worker;
 
   void runWorker();
-  void allreduce(MPI_Comm comm, void *data, int64_t count, MPI_Datatype type);
+  /// Sums `count` floats of a bucket over the replicas, in place (the
+  /// worker's communicator).
+  void sumBucket(float *data, int64_t count);
   /// Waits for the driver thread's collective `request` until the time-out,
   /// then ends the job with one line naming `what`: a replica that stopped
   /// between steps must not leave the others blocked forever either.
@@ -83,12 +85,10 @@ namespace {
 [[noreturn]] void failComm(blpa_comm *comm, const std::string &message) {
   std::fprintf(stderr, "blpa runtime error: rank %d of %d: %s\n",
                comm ? comm->rank : 0, comm ? comm->size : 1, message.c_str());
-  std::fflush(stderr);
-  // MPI_Abort ends the whole job, also the replicas blocked in a collective
-  // that this one will never join.
-  if (comm && comm->size > 1)
-    MPI_Abort(MPI_COMM_WORLD, 1);
-  std::_Exit(1);
+  // Ends the whole job, also the replicas blocked in a collective that this
+  // one will never join.
+  blpa_comm_abort(comm, 1);
+  std::_Exit(1); // blpa_comm_abort does not return; keeps [[noreturn]] honest.
 }
 
 void checkMpi(blpa_comm *comm, int status, const char *what) {
@@ -103,18 +103,14 @@ void checkMpi(blpa_comm *comm, int status, const char *what) {
 } // namespace
 
 /// Sums in chunks below 2^31 elements (MPI's counts are ints).
-void blpa_comm::allreduce(MPI_Comm comm, void *data, int64_t count,
-                          MPI_Datatype type) {
-  int elementBytes = 0;
-  MPI_Type_size(type, &elementBytes);
-  auto *bytes = static_cast<char *>(data);
+void blpa_comm::sumBucket(float *data, int64_t count) {
   const int64_t chunk = int64_t(1) << 30;
   for (int64_t first = 0; first < count; first += chunk) {
-    int n = int(std::min(chunk, count - first));
     auto hold = turn();
     checkMpi(this,
-             MPI_Allreduce(MPI_IN_PLACE, bytes + first * elementBytes, n, type,
-                           MPI_SUM, comm),
+             MPI_Allreduce(MPI_IN_PLACE, data + first,
+                           int(std::min(chunk, count - first)), MPI_FLOAT,
+                           MPI_SUM, buckets),
              "MPI_Allreduce");
   }
 }
@@ -153,13 +149,14 @@ void blpa_comm::runWorker() {
     Request request = pending.front();
     lock.unlock();
     double began = blpa::profileClock();
-    allreduce(buckets, request.data, request.count, MPI_FLOAT);
+    sumBucket(request.data, request.count);
     double ended = blpa::profileClock();
     lock.lock();
-    times[request.bucket].began = began;
-    times[request.bucket].ended = ended;
+    BucketState &state = bucketStates[request.bucket];
+    state.began = began;
+    state.ended = ended;
+    state.done = true;
     pending.pop_front();
-    done[request.bucket] = true;
     changed.notify_all();
   }
 }
@@ -226,10 +223,10 @@ void blpa_comm_broadcast(blpa_comm *comm, void *data, int64_t bytes,
 int32_t blpa_comm_bucket_times(blpa_comm *comm, int64_t bucket,
                                double times[3]) {
   std::lock_guard<std::mutex> lock(comm->queueLock);
-  if (bucket < 0 || size_t(bucket) >= comm->times.size() ||
-      comm->times[bucket].ended == 0)
+  if (bucket < 0 || size_t(bucket) >= comm->bucketStates.size() ||
+      comm->bucketStates[bucket].ended == 0)
     return 0;
-  const blpa_comm::Times &t = comm->times[bucket];
+  const blpa_comm::BucketState &t = comm->bucketStates[bucket];
   times[0] = t.queued;
   times[1] = t.began;
   times[2] = t.ended;
@@ -264,12 +261,11 @@ void blpa_allreduce_start(blpa_context *ctx, float *bucket, int64_t count,
     blpa_runtime_fail("blpa_allreduce_start: the executable was compiled "
                       "with --data-parallel but no comm was set up");
   std::lock_guard<std::mutex> lock(comm->queueLock);
-  if (size_t(bucketIndex) >= comm->done.size()) {
-    comm->done.resize(bucketIndex + 1, false);
-    comm->times.resize(bucketIndex + 1);
-  }
-  comm->done[bucketIndex] = false;
-  comm->times[bucketIndex].queued = blpa::profileClock();
+  if (size_t(bucketIndex) >= comm->bucketStates.size())
+    comm->bucketStates.resize(bucketIndex + 1);
+  blpa_comm::BucketState &state = comm->bucketStates[bucketIndex];
+  state.done = false;
+  state.queued = blpa::profileClock();
   comm->pending.push_back({bucket, count, bucketIndex});
   comm->changed.notify_all();
 }
@@ -279,8 +275,9 @@ void blpa_allreduce_wait(blpa_context *ctx, float *bucket, int64_t count,
   blpa_comm *comm = ctx->comm;
   {
     std::unique_lock<std::mutex> lock(comm->queueLock);
-    bool finished = comm->changed.wait_for(
-        lock, comm->timeout, [&] { return comm->done[bucketIndex]; });
+    bool finished = comm->changed.wait_for(lock, comm->timeout, [&] {
+      return comm->bucketStates[bucketIndex].done;
+    });
     if (!finished)
       comm->timedOut("the all-reduce of gradient bucket " +
                      std::to_string(bucketIndex));

@@ -96,7 +96,6 @@ int run(int argc, char **argv) {
 /// Ends the run after an error: a replica of a data-parallel job takes the
 /// others with it, so that none waits for it until its time-out.
 int fail() {
-  std::fflush(stdout);
   if (replicas().comm)
     replicas().abort(1);
   return 1;

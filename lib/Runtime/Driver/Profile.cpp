@@ -68,20 +68,15 @@ StepProfiler::StepProfiler(const Manifest &manifest, std::string path)
     opEnd.assign(seconds.size(), 0);
     profile.op_begin = opBegin.data();
     profile.op_end = opEnd.data();
+    for (const OpRecord &op : manifest.ops)
+      waits.push_back(op.name == "blpa.allreduce_wait");
   }
 }
 
 void StepProfiler::recordCommunication() {
-  double stepBegin = *std::min_element(opBegin.begin(), opBegin.end());
-  auto at = [&](double t) { return number(t - stepBegin); };
-  std::string ops, allreduces;
-  for (size_t i = 0; i < opBegin.size(); ++i) {
-    bool waits = manifest.ops[i].name == "blpa.allreduce_wait";
-    if (waits)
+  for (size_t i = 0; i < opBegin.size(); ++i)
+    if (waits[i])
       communication.waiting += opEnd[i] - opBegin[i];
-    ops += std::string(i ? ", " : "") + "[" + at(opBegin[i]) + ", " +
-           at(opEnd[i]) + (waits ? ", \"wait\"]" : "]");
-  }
   for (int64_t b = 0; b < manifest.gradientBuckets; ++b) {
     double t[3];
     if (!replicas().bucketTimes(b, t))
@@ -90,14 +85,26 @@ void StepProfiler::recordCommunication() {
     // The step's ops run one after another, so their overlaps with the
     // all-reduce add up; the waits are not work that hid it.
     for (size_t i = 0; i < opBegin.size(); ++i)
-      if (manifest.ops[i].name != "blpa.allreduce_wait")
+      if (!waits[i])
         communication.overlapped += std::max(
             0.0, std::min(opEnd[i], t[2]) - std::max(opBegin[i], t[1]));
-    allreduces += std::string(b ? ", " : "") + "[" + at(t[0]) + ", " +
-                  at(t[1]) + ", " + at(t[2]) + "]";
   }
-  communication.timeline =
-      "{\"ops\": [" + ops + "],\n   \"allreduces\": [" + allreduces + "]}";
+}
+
+std::string StepProfiler::lastStepTimeline() const {
+  double stepBegin = *std::min_element(opBegin.begin(), opBegin.end());
+  auto at = [&](double t) { return number(t - stepBegin); };
+  std::string ops, allreduces;
+  for (size_t i = 0; i < opBegin.size(); ++i)
+    ops += std::string(i ? ", " : "") + "[" + at(opBegin[i]) + ", " +
+           at(opEnd[i]) + (waits[i] ? ", \"wait\"]" : "]");
+  for (int64_t b = 0; b < manifest.gradientBuckets; ++b) {
+    double t[3];
+    if (replicas().bucketTimes(b, t))
+      allreduces += std::string(allreduces.empty() ? "" : ", ") + "[" +
+                    at(t[0]) + ", " + at(t[1]) + ", " + at(t[2]) + "]";
+  }
+  return "{\"ops\": [" + ops + "],\n   \"allreduces\": [" + allreduces + "]}";
 }
 
 void StepProfiler::endStep(double stepSeconds) {
@@ -156,7 +163,7 @@ void StepProfiler::write(int32_t threads) const {
         ", \"overlapped_seconds\": " +
         number(communication.overlapped / steps) +
         ", \"wait_seconds\": " + number(communication.waiting / steps) +
-        ",\n  \"last_step\": " + communication.timeline + "}";
+        ",\n  \"last_step\": " + lastStepTimeline() + "}";
   json += "}\n";
   writeFileAtomically(path, json.data(), json.size());
 }

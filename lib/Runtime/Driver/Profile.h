@@ -42,17 +42,18 @@ private:
     double sum = 0;
     double min = 0;
   };
-  /// A data-parallel step's communication: the all-reduces' time, the part
-  /// of it during which the step's other ops ran, and the time the step
-  /// stood in blpa.allreduce_wait; summed over the measured steps, and the
-  /// last step's timeline as JSON.
+  /// A data-parallel step's communication, summed over the measured steps:
+  /// the all-reduces' time, the part of it during which the step's other
+  /// ops ran, and the time the step stood in blpa.allreduce_wait.
   struct Communication {
     double allreduce = 0, overlapped = 0, waiting = 0;
-    std::string timeline;
   };
   /// Folds the step's op intervals and the buckets' all-reduces into
   /// `communication`.
   void recordCommunication();
+  /// The last step's op intervals and bucket all-reduces as JSON (the hooks
+  /// and the comm keep the last step's).
+  std::string lastStepTimeline() const;
   const Manifest &manifest;
   std::string path;
   blpa_profile profile{};
@@ -62,6 +63,8 @@ private:
   double stepSum = 0, stepMin = 0;
   /// Data-parallel executables only (manifest.gradientBuckets).
   std::vector<double> opBegin, opEnd;
+  /// Which ops are blpa.allreduce_wait (time the step waited, not work).
+  std::vector<bool> waits;
   Communication communication;
 };
 

@@ -191,11 +191,15 @@ void Session::forward(const std::vector<const void *> &inputs,
 
 std::vector<std::vector<float>> Session::readParams() const {
   std::vector<std::vector<float>> host;
-  for (size_t i = 0; i < manifest.params.size(); ++i) {
-    host.emplace_back(numElements(manifest.params[i].shape));
-    blpa_runtime_download(&context, host.back().data(), paramPointers[i],
-                          host.back().size() * sizeof(float));
-  }
+  for (size_t i = 0; i < manifest.params.size(); ++i)
+    host.push_back(readParam(i));
+  return host;
+}
+
+std::vector<float> Session::readParam(size_t index) const {
+  std::vector<float> host(numElements(manifest.params.at(index).shape));
+  blpa_runtime_download(&context, host.data(), paramPointers[index],
+                        host.size() * sizeof(float));
   return host;
 }
 

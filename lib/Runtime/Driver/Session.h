@@ -71,6 +71,8 @@ public:
 
   /// Host copies of every parameter, in manifest order.
   std::vector<std::vector<float>> readParams() const;
+  /// Host copy of parameter `index`.
+  std::vector<float> readParam(size_t index) const;
   /// Host copy of the gradient blpa_sgd_update recorded for trainable
   /// parameter `index`.
   std::vector<float> readGrad(size_t index) const;

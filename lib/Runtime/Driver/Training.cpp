@@ -234,8 +234,7 @@ void trainSteps(Session &session, BatchSource &source, const Manifest &manifest,
                 int64_t firstStep, int64_t steps,
                 const LearningRateSchedule &schedule, const LoopHooks &hooks,
                 JsonlLog &log) {
-  // The job's batch: every replica's part of it.
-  int64_t jobBatch = manifest.batchSize() * replicas().size;
+  int64_t jobBatch = jobBatchSize(manifest);
   Progress progress(firstStep, steps, hooks.stepsPerEpoch, jobBatch);
   for (int64_t step = firstStep + 1; step <= steps; ++step) {
     Clock::time_point start = Clock::now();
@@ -377,13 +376,13 @@ void evaluateTokens(Session &session, const Manifest &manifest,
 void shareLeadersState(Session &session, const Manifest &manifest) {
   if (replicas().size == 1)
     return;
-  std::vector<std::vector<float>> params = session.readParams();
-  for (size_t i = 0; i < params.size(); ++i) {
+  for (size_t i = 0; i < manifest.params.size(); ++i) {
     if (manifest.params[i].trainable)
       continue;
-    replicas().shareLeaders(params[i].data(),
-                            int64_t(params[i].size() * sizeof(float)));
-    session.restore(i, params[i], {});
+    std::vector<float> values = session.readParam(i);
+    replicas().shareLeaders(values.data(),
+                            int64_t(values.size() * sizeof(float)));
+    session.restore(i, values, {});
   }
 }
 
