@@ -15,7 +15,8 @@ Each check's judge is a function of the step's output, tested on the build
 machine (test/python/test_gpu_check.py): a kernel test that says
 `skipped`, a loss or gradient that is NaN or differs from the CPU
 target's (run there on the same weights and data), a replayed
-step that differs bitwise from the same step run kernel by kernel, and
+step that differs bitwise from the same step run kernel by kernel, a
+data-parallel world of one that differs bitwise from the plain run, and
 sanitizer errors are failures; a sanitizer that refuses to run is "not
 available".
 """
@@ -122,12 +123,14 @@ def judge_parity(cpu_dump, cuda_dump, rtol=PARITY_RTOL):
 LOSS = re.compile(r'"loss": ([^,}\s]+)')
 
 
-def judge_replay(graph_log, plain_log, steps, graph_weights, plain_weights):
-    """The same steps replayed from a CUDA graph and run kernel by kernel
-    (--no-cuda-graph): every loss (logged in 9 digits, so a float32
-    exactly) and the weights after the last step equal bit for bit."""
+def judge_replay(graph_log, plain_log, steps, graph_weights, plain_weights,
+                 names=("replayed", "--no-cuda-graph")):
+    """The same steps two ways, by default replayed from a CUDA graph and
+    run kernel by kernel (--no-cuda-graph): every loss (logged in 9 digits,
+    so a float32 exactly) and the weights after the last step equal bit for
+    bit."""
     graph, plain = LOSS.findall(graph_log), LOSS.findall(plain_log)
-    for name, losses in (("replayed", graph), ("--no-cuda-graph", plain)):
+    for name, losses in zip(names, (graph, plain)):
         if len(losses) != steps:
             return FAILED, "%s run logged %d of %d losses" % (name, len(losses),
                                                               steps)
@@ -138,8 +141,8 @@ def judge_replay(graph_log, plain_log, steps, graph_weights, plain_weights):
                                                            bad[0])
     for step, (a, b) in enumerate(zip(graph, plain), 1):
         if a != b:
-            return FAILED, ("step %d: loss %s replayed, %s with "
-                            "--no-cuda-graph" % (step, a, b))
+            return FAILED, ("step %d: loss %s %s, %s %s" % (
+                step, a, names[0], b, names[1]))
     if graph_weights != plain_weights:
         return FAILED, ("%d losses equal, but the weights after step %d "
                         "differ" % (steps, steps))
@@ -278,6 +281,7 @@ class Run:
         for sub in ("logs", "weights", "dumps"):
             os.makedirs(os.path.join(self.tmp, sub))
         self.rows, self.failure_lines, self.weight_files = [], [], {}
+        self.short_runs = {}
         self.env = dict(os.environ)
         self.verdict = "running"
 
@@ -438,6 +442,7 @@ def archive(folder, cap=LOG_CAP):
 # --- The steps --------------------------------------------------------------
 
 PARITY_MODELS = ("preact20", "resnet18")
+NCCL_CHECK = "NCCL world of one"
 
 
 class GpuCheck(Run):
@@ -460,6 +465,7 @@ class GpuCheck(Run):
                              name, bits)
         for bits in (0, 4):
             self.attempt("replay preact20 %d-bit" % bits, self.replay, bits)
+        self.attempt(NCCL_CHECK, self.nccl_world_of_one)
         self.attempt("ResNet-164 benchmark", self.benchmark)
         self.attempt("compute-sanitizer", self.sanitizer)
         return self.finish()
@@ -513,7 +519,7 @@ class GpuCheck(Run):
     def bundle_files(self):
         """What the run needs from the bundle, executables first."""
         exes = ["%s-%d" % (n, b) for n in PARITY_MODELS for b in (0, 4)]
-        exes += [e + ".cpu" for e in exes] + ["preact164-0"]
+        exes += [e + ".cpu" for e in exes] + ["preact20-0-dp", "preact164-0"]
         exes += ["preact164-4-b%s" % b for b in self.plans]
         return (["bin/blpa-cuda-kernel-test"] + ["bin/" + e for e in exes] +
                 ["plans.json"] +
@@ -625,35 +631,67 @@ class GpuCheck(Run):
         self.step(check, "parity-%s.log" % tag,
                   [self.path("bin", tag)] + argv + [dumps[1]], 90, judge)
 
-    def replay(self, bits):
-        """REPLAY_STEPS training steps of ResNet-20 replayed from a CUDA
-        graph (from the third step on) and the same run with
-        --no-cuda-graph."""
-        check = "replay preact20 %d-bit" % bits
-        runs = []
-        for mode, extra in (("graph", []), ("plain", ["--no-cuda-graph"])):
-            log = os.path.join(self.logs, "replay-%d-%s.jsonl" % (bits, mode))
-            saved = os.path.join(self.tmp, "dumps",
-                                 "replay-%d-%s.onnx" % (bits, mode))
-            outcome = self.execute(
-                "replay-%d-%s.log" % (bits, mode),
-                [self.path("bin", "preact20-%d" % bits), "--synthetic",
-                 "--steps", str(REPLAY_STEPS), "--lr", "0.01",
-                 "--weights", self.weights("preact20"), "--log", log,
-                 "--save", saved] + extra, 60)
+    def short_run(self, exe, tag, extra=()):
+        """REPLAY_STEPS --synthetic steps of `exe` from preact20's weights,
+        once per tag: (outcome, log text, SHA-256 of the saved weights),
+        the last two None unless it ran cleanly; outcome None when the
+        deadline is near."""
+        if tag not in self.short_runs:
+            log = os.path.join(self.logs, tag + ".jsonl")
+            saved = os.path.join(self.tmp, "dumps", tag + ".onnx")
+            outcome = self.execute(tag + ".log", [
+                self.path("bin", exe), "--synthetic", "--steps",
+                str(REPLAY_STEPS), "--lr", "0.01", "--weights",
+                self.weights("preact20"), "--log", log, "--save", saved] +
+                list(extra), 60)
+            ran = outcome is not None and not self.dry and not outcome.failure()
+            self.short_runs[tag] = (outcome, read_text(log) if ran else None,
+                                    tools.sha256(saved) if ran else None)
+        return self.short_runs[tag]
+
+    def compare_runs(self, check, runs):
+        """The row of two short runs [(description, exe, tag, extra)] that
+        must agree bit for bit."""
+        results = []
+        for description, exe, tag, extra in runs:
+            outcome, text, digest = self.short_run(exe, tag, extra)
             if outcome is None:
                 return self.row(check, NOT_RUN, "not started: %.0f s left"
                                 % max(0, self.left()))
             if self.dry:
-                return self.row(check, DRY, "would run preact20-%d twice"
-                                % bits, outcome.log)
+                exes = sorted({r[1] for r in runs})
+                return self.row(check, DRY, "would run %s" % (
+                    exes[0] + " twice" if len(exes) == 1 else
+                    " and ".join(exes)), outcome.log)
             if outcome.failure():
                 return self.row(check, FAILED, "%s run: %s" % (
-                    mode, outcome.failure()), outcome.log)
-            runs.append((read_text(log), tools.sha256(saved)))
-        status, detail = judge_replay(runs[0][0], runs[1][0], REPLAY_STEPS,
-                                      runs[0][1], runs[1][1])
+                    description, outcome.failure()), outcome.log)
+            results.append((text, digest))
+        status, detail = judge_replay(
+            results[0][0], results[1][0], REPLAY_STEPS, results[0][1],
+            results[1][1], names=tuple(r[0] for r in runs))
         self.row(check, status, detail, outcome.log)
+
+    def replay(self, bits):
+        """REPLAY_STEPS training steps of ResNet-20 replayed from a CUDA
+        graph (from the third step on) and the same run with
+        --no-cuda-graph."""
+        exe = "preact20-%d" % bits
+        self.compare_runs("replay preact20 %d-bit" % bits, [
+            ("replayed", exe, "replay-%d-graph" % bits, ()),
+            ("--no-cuda-graph", exe, "replay-%d-plain" % bits,
+             ("--no-cuda-graph",))])
+
+    def nccl_world_of_one(self):
+        """ResNet-20 compiled with --data-parallel, started without a
+        launcher: NCCL's communicator of one rank, its bucket sums recorded
+        into the step's CUDA graph with the rest. A mean over one replica
+        changes nothing, so every loss and the final weights equal the
+        plain executable's bit for bit."""
+        self.compare_runs(NCCL_CHECK, [
+            ("--data-parallel", "preact20-0-dp", "nccl-world-of-one",
+             ("--comm-timeout", "30")),
+            ("plain", "preact20-0", "replay-0-graph", ())])
 
     def train(self, check, exe, steps, torch_result, limit=120):
         """A --synthetic run of ours: median step time (CUDA events, first

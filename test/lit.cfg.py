@@ -25,3 +25,6 @@ llvm_config.add_tool_substitutions(["blpa-opt"], [config.blpa_tools_dir])
 # Tests of the CUDA target's compile side need it built (no GPU needed).
 if getattr(config, "blpa_have_cuda", False):
     config.available_features.add("cuda")
+# --data-parallel on the CUDA target needs NCCL found as well.
+if getattr(config, "blpa_have_nccl", False):
+    config.available_features.add("nccl")

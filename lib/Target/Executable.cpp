@@ -124,9 +124,15 @@ LogicalResult mlir::blpa::checkTargetAvailable(Location loc,
 
 LogicalResult mlir::blpa::checkDataParallelAvailable(Location loc,
                                                      llvm::StringRef target) {
-  if (target == "cuda")
-    return emitError(loc, "--data-parallel is built for --target cpu only so "
-                          "far (NCCL for the CUDA target is not built yet)");
+  if (target == "cuda") {
+#ifdef BLPA_HAVE_NCCL
+    return success();
+#else
+    return emitError(loc, "this blpa-opt was built without NCCL "
+                          "(" BLPA_NCCL_STATUS
+                          "), which --data-parallel --target cuda needs");
+#endif
+  }
 #ifdef BLPA_HAVE_MPI
   return success();
 #else
@@ -191,6 +197,12 @@ LogicalResult mlir::blpa::linkExecutable(Location loc,
   }
 #ifdef BLPA_HAVE_CUDA
   if (target == "cuda") {
+#ifdef BLPA_HAVE_NCCL
+    // Before the CUDA runtime, whose stream the all-reduce library uses.
+    if (dataParallel)
+      for (llvm::StringRef input : {BLPA_NCCL_LINK_INPUTS})
+        args.push_back(input);
+#endif
     for (llvm::StringRef input : {BLPA_CUDA_LINK_INPUTS})
       args.push_back(input);
     // RPATH rather than RUNPATH: it also serves the shipped libraries' own

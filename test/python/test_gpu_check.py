@@ -127,6 +127,11 @@ def test_replay_must_equal_the_run_without_graphs_bitwise():
                                 "w")[0] == FAILED
     assert gpu_run.judge_replay(step_log(losses[:5]), step_log(losses[:5]),
                                 6, "w", "w")[0] == FAILED
+    # The NCCL check names its two runs.
+    status, detail = gpu_run.judge_replay(
+        step_log(differ), log, 6, "w", "w", names=("--data-parallel", "plain"))
+    assert status == FAILED and detail == (
+        "step 6: loss 2.19157219 --data-parallel, 2.19157243 plain"), detail
 
 
 def test_two_identical_runs_replay_equal_and_their_log_is_exact(

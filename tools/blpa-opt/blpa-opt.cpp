@@ -171,8 +171,8 @@ static cl::opt<bool> recomputeRelu(
 static cl::opt<bool> dataParallel(
     "data-parallel",
     cl::desc("Train as one replica of a data-parallel job started by mpirun "
-             "or srun (--target cpu, MPI): --batch-size is each replica's "
-             "batch, and gradients are averaged over the replicas in buckets "
+             "or srun (MPI on --target cpu, NCCL on cuda): --batch-size is "
+             "each replica's batch, and gradients are averaged over the replicas in buckets "
              "that are summed while the backward pass goes on"),
     cl::init(false), cl::cat(compileCategory));
 static cl::opt<bool> syncBatchNorm(
@@ -409,6 +409,10 @@ static LogicalResult checkCompileOptions(MLIRContext &context,
     return failure();
   if (syncBatchNorm && !dataParallel)
     return emitError(loc, "--sync-batch-norm needs --data-parallel");
+  if (syncBatchNorm && target == "cuda")
+    return emitError(loc, "--sync-batch-norm is built for --target cpu only "
+                          "so far; on cuda each replica's batch norms use "
+                          "their own batch (leave the flag out)");
   if (dataParallel) {
     if (!trainMode)
       return emitError(loc, "--data-parallel applies to --train only");

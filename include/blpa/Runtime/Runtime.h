@@ -561,7 +561,11 @@ void blpa_sgd_update(blpa_context *ctx, float *param, const float *grad,
 /// Starts summing `bucket` (count floats, a bucket of gradients in the
 /// arena) over every replica, in place; returns at once. The step must not
 /// touch the bucket until blpa_allreduce_wait of the same bucket. Buckets
-/// are summed in the order they start, one at a time.
+/// are summed in the order they start, one at a time. Two libraries
+/// implement this part of the ABI: blpa_comm_mpi (CPU target: host buffers,
+/// a worker thread) and blpa_comm_nccl (CUDA target: device buffers, the
+/// sums on a stream of their own ordered by events, so they also record
+/// into a step's CUDA graph).
 void blpa_allreduce_start(blpa_context *ctx, float *bucket, int64_t count,
                           int64_t bucketIndex);
 /// Waits for the sum blpa_allreduce_start began and divides it by the number
@@ -576,10 +580,11 @@ typedef struct blpa_comm_info {
   int32_t size;
 } blpa_comm_info;
 
-/// Joins the launcher's job (MPI_Init_thread; mpirun or srun set the rank
-/// and size) and starts the thread that runs the all-reduces. A process
-/// started without a launcher is rank 0 of 1. `timeoutSeconds` bounds every
-/// wait for the other replicas.
+/// Joins the launcher's job (MPI: MPI_Init_thread; NCCL: the launcher's
+/// environment and a rendezvous with rank 0, lib/Runtime/Comm/Rendezvous.h)
+/// and starts what runs the all-reduces. A process started without a
+/// launcher is rank 0 of 1. `timeoutSeconds` bounds every wait for the
+/// other replicas.
 struct blpa_comm *blpa_comm_init(int *argc, char ***argv, double timeoutSeconds,
                                  blpa_comm_info *info);
 /// Sums `count` doubles over the replicas, in place, now (the driver's
@@ -598,6 +603,12 @@ int32_t blpa_comm_bucket_times(struct blpa_comm *comm, int64_t bucket,
 void blpa_comm_finalize(struct blpa_comm *comm);
 /// Ends every replica now with exit status `status` (after an error).
 void blpa_comm_abort(struct blpa_comm *comm, int status);
+/// Bounds what the calling thread does next by the comm's time-out: until
+/// blpa_comm_watch(comm, NULL), the job ends with one line naming `what`
+/// when it takes longer. Only blpa_comm_nccl defines it (the driver checks
+/// the weak symbol): its sums run on the GPU, where no host wait of the
+/// step can be bounded, while blpa_comm_mpi bounds each wait itself.
+void blpa_comm_watch(struct blpa_comm *comm, const char *what);
 
 //===----------------------------------------------------------------------===//
 // Errors

@@ -61,10 +61,7 @@ void *blpa::cuda::scratchFor(CudaRuntime &rt, unsigned slot, size_t bytes) {
   return pointer;
 }
 
-namespace {
-
-/// Fails with one line when the process has no device it can use.
-void requireDevice() {
+void blpa::cuda::requireDevice() {
   int count = 0;
   cudaError_t status = cudaGetDeviceCount(&count);
   if (status != cudaSuccess || count == 0)
@@ -73,6 +70,8 @@ void requireDevice() {
           "driver, or recompile with --target cpu",
           status != cudaSuccess ? cudaGetErrorString(status) : "no devices");
 }
+
+namespace {
 
 /// Grows the pinned staging buffer to at least `bytes`.
 void *stagingFor(CudaRuntime &rt, size_t bytes) {

@@ -35,6 +35,8 @@ void check(cudnnStatus_t status, const char *what);
 void check(cublasStatus_t status, const char *what);
 /// check(cudaGetLastError(), kernel) after a launch.
 void checkLaunch(const char *kernel);
+/// Fails with one line when the process has no device it can use.
+void requireDevice();
 
 /// The hyper-parameters kernels read at run time. They live in device
 /// memory, refreshed before every step, so that a recorded step replays

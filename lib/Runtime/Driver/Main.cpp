@@ -69,9 +69,10 @@ int run(int argc, char **argv) {
     throw DriverError("the manifest says 'mode train' but the executable "
                       "defines no blpa_train_step; rebuild it with blpa-opt");
   validateOptions(options, manifest);
+  // Joining first: a replica on a GPU chooses its device there.
+  joinReplicas(manifest, options, &argc, &argv);
   // Before anything of the batch's size is allocated or read.
   checkPlanFits(manifest);
-  joinReplicas(manifest, options, &argc, &argv);
 
   OnnxModel embeddedModel(blpa_model_onnx, blpa_model_onnx_size,
                           "the embedded model");

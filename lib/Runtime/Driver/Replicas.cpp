@@ -19,6 +19,7 @@
 #pragma weak blpa_comm_finalize
 #pragma weak blpa_comm_abort
 #pragma weak blpa_comm_bucket_times
+#pragma weak blpa_comm_watch
 
 namespace blpa::driver {
 
@@ -86,6 +87,17 @@ void Replicas::requireSame(
 
 bool Replicas::bucketTimes(int64_t bucket, double times[3]) const {
   return comm && blpa_comm_bucket_times(comm, bucket, times);
+}
+
+Replicas::Watch::Watch(const Replicas &replicas, const char *what)
+    : comm(blpa_comm_watch ? replicas.comm : nullptr) {
+  if (comm)
+    blpa_comm_watch(comm, what);
+}
+
+Replicas::Watch::~Watch() {
+  if (comm)
+    blpa_comm_watch(comm, nullptr);
 }
 
 void Replicas::abort(int status) const {

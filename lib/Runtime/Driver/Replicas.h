@@ -47,6 +47,20 @@ struct Replicas {
   bool bucketTimes(int64_t bucket, double times[3]) const;
   /// Ends every replica after an error this one printed.
   [[noreturn]] void abort(int status) const;
+
+  /// While alive, `what` (work that waits for the other replicas) ends the
+  /// job when it takes longer than --comm-timeout, where the comm cannot
+  /// bound its own waits (blpa_comm_watch).
+  class Watch {
+  public:
+    Watch(const Replicas &replicas, const char *what);
+    ~Watch();
+    Watch(const Watch &) = delete;
+    Watch &operator=(const Watch &) = delete;
+
+  private:
+    blpa_comm *comm;
+  };
 };
 
 /// The job this process belongs to: for a data-parallel executable, joins

@@ -137,6 +137,7 @@ void Session::run(void (*step)(void *), void *closure,
     bindings.insert(bindings.end(), table->begin(), table->end());
   bindings.insert(bindings.end(), inputs.begin(), inputs.end());
   bindings.insert(bindings.end(), outputs.begin(), outputs.end());
+  Replicas::Watch watch(replicas(), "a step (its gradient all-reduces)");
   blpa_runtime_run(&context, step, closure, bindings.data(),
                    int64_t(bindings.size()));
 }

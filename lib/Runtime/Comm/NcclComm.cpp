@@ -1,0 +1,325 @@
+//===- NcclComm.cpp - Gradient all-reduce over NCCL for the CUDA target ---===//
+//
+// The data-parallel half of the runtime ABI (blpa_allreduce_start/_wait and
+// the driver's blpa_comm_* calls) on NCCL, for executables whose buckets are
+// in device memory. A bucket's sum runs on a stream of its own: the start
+// records an event on the step's stream after the bucket's last gradient
+// and the sum stream waits for it, the wait makes the step's stream wait for
+// an event after the sum. So the rest of the backward pass runs while a
+// bucket is summed, nothing runs on the host, and a recorded step (a CUDA
+// graph) holds the sums too. NCCL's mean (ncclAvg) leaves no scaling to do.
+//
+// The job is joined without MPI, which the GPU machines lack: the rank and
+// size come from the launcher's environment and NCCL's unique id goes from
+// rank 0 to the others over TCP (Rendezvous.h). The driver's own small
+// collectives (losses, start-up checks) go through the same communicator on
+// another stream, between steps, when no sum is in flight, so every rank
+// issues the same NCCL calls in the same order. NCCL's waits happen on the
+// GPU, where nothing bounds them; a watchdog thread ends the process when
+// anything watched (joining, the driver's collectives, a whole step) takes
+// longer than --comm-timeout.
+//
+//===----------------------------------------------------------------------===//
+
+#include "CudaRuntime.h"
+#include "Rendezvous.h"
+
+#include <nccl.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+struct blpa_comm {
+  using Clock = std::chrono::steady_clock;
+
+  blpa::comm::LaunchPlace place;
+  Clock::duration timeout{};
+  ncclComm_t nccl = nullptr;
+  /// The bucket sums' stream and the driver's collectives' stream.
+  cudaStream_t sums = nullptr, control = nullptr;
+  /// Device staging for the driver's collectives (grow-only).
+  void *controlBuffer = nullptr;
+  size_t controlBytes = 0;
+  /// Per bucket: after its last gradient (on the step's stream) and after
+  /// its sum (on `sums`).
+  struct BucketEvents {
+    cudaEvent_t ready = nullptr, summed = nullptr;
+  };
+  std::vector<BucketEvents> buckets;
+
+  /// The watchdog: what is watched and until when.
+  std::mutex watchLock;
+  std::condition_variable watchChanged;
+  std::string watched;
+  Clock::time_point deadline;
+  bool stopping = false;
+  std::thread watchdog;
+
+  void watch(const char *what);
+  void runWatchdog();
+  /// Watches `what` while alive: NCCL calls may block on the host too
+  /// (connecting to the peers on first use), not only on the GPU.
+  struct Watched {
+    blpa_comm &comm;
+    Watched(blpa_comm &comm, const char *what) : comm(comm) {
+      comm.watch(what);
+    }
+    ~Watched() { comm.watch(nullptr); }
+  };
+  /// At least `bytes` of device staging for the driver's collectives.
+  void *controlFor(size_t bytes);
+  BucketEvents &eventsOf(int64_t bucket);
+};
+
+namespace {
+
+[[noreturn]] void failComm(const blpa_comm *comm, const std::string &message) {
+  std::fflush(stdout);
+  std::fprintf(stderr, "blpa runtime error: rank %d of %d: %s\n",
+               comm ? comm->place.rank : 0, comm ? comm->place.size : 1,
+               message.c_str());
+  std::fflush(stderr);
+  // The other ranks' sums wait for this one on their GPUs; their watchdogs
+  // end them within the time-out (mpirun and srun end them at once when
+  // one rank exits with an error).
+  std::_Exit(1);
+}
+
+void checkNccl(const blpa_comm *comm, ncclResult_t status, const char *what) {
+  if (status != ncclSuccess)
+    failComm(comm, std::string(what) + " failed: " +
+                       ncclGetErrorString(status) + " (" +
+                       ncclGetLastError(comm ? comm->nccl : nullptr) + ")");
+}
+
+void checkCuda(const blpa_comm *comm, cudaError_t status, const char *what) {
+  if (status != cudaSuccess)
+    failComm(comm, std::string(what) + " failed: " +
+                       cudaGetErrorString(status));
+}
+
+} // namespace
+
+void blpa_comm::watch(const char *what) {
+  {
+    std::lock_guard<std::mutex> lock(watchLock);
+    watched = what ? what : "";
+    deadline = Clock::now() + timeout;
+  }
+  watchChanged.notify_all();
+}
+
+void blpa_comm::runWatchdog() {
+  std::unique_lock<std::mutex> lock(watchLock);
+  while (!stopping) {
+    if (watched.empty()) {
+      watchChanged.wait(lock);
+      continue;
+    }
+    if (watchChanged.wait_until(lock, deadline) == std::cv_status::no_timeout)
+      continue; // watched something else, or stopped
+    if (watched.empty() || Clock::now() < deadline)
+      continue;
+    char seconds[32];
+    std::snprintf(seconds, sizeof(seconds), "%g",
+                  std::chrono::duration<double>(timeout).count());
+    failComm(this, watched + " did not finish within " + seconds +
+                       " s: another rank died or hangs (--comm-timeout sets "
+                       "the limit)");
+  }
+}
+
+void *blpa_comm::controlFor(size_t bytes) {
+  if (controlBytes < bytes) {
+    if (controlBuffer)
+      checkCuda(this, cudaFree(controlBuffer), "cudaFree");
+    controlBuffer = nullptr;
+    checkCuda(this, cudaMalloc(&controlBuffer, bytes), "cudaMalloc");
+    controlBytes = bytes;
+  }
+  return controlBuffer;
+}
+
+blpa_comm::BucketEvents &blpa_comm::eventsOf(int64_t bucket) {
+  if (size_t(bucket) >= buckets.size())
+    buckets.resize(bucket + 1);
+  BucketEvents &events = buckets[bucket];
+  // Created by the step's first run, which is never recorded into a graph.
+  for (cudaEvent_t *event : {&events.ready, &events.summed})
+    if (!*event)
+      checkCuda(this,
+                cudaEventCreateWithFlags(event, cudaEventDisableTiming),
+                "cudaEventCreate");
+  return events;
+}
+
+namespace {
+
+/// Joins the job: the place from the launcher, the GPU by local rank,
+/// NCCL's id from rank 0, the communicator.
+void joinJob(blpa_comm &comm) {
+  std::string error;
+  if (!blpa::comm::readLaunchPlace(std::getenv, comm.place, error))
+    failComm(&comm, error);
+  blpa::cuda::requireDevice();
+  int devices = 0;
+  checkCuda(&comm, cudaGetDeviceCount(&devices), "cudaGetDeviceCount");
+  checkCuda(&comm, cudaSetDevice(comm.place.localRank % devices),
+            "cudaSetDevice");
+  ncclUniqueId id{};
+  if (comm.place.rank == 0)
+    checkNccl(&comm, ncclGetUniqueId(&id), "ncclGetUniqueId");
+  std::string blob(reinterpret_cast<const char *>(&id), sizeof(id));
+  if (!blpa::comm::shareFromRankZero(
+          comm.place, blob,
+          std::chrono::duration<double>(comm.timeout).count(), error))
+    failComm(&comm, error);
+  if (blob.size() != sizeof(id))
+    failComm(&comm, "rank 0 sent a rendezvous of another blpa version");
+  std::memcpy(&id, blob.data(), sizeof(id));
+  blpa_comm::Watched watched(comm, "joining NCCL's communicator");
+  checkNccl(&comm,
+            ncclCommInitRank(&comm.nccl, comm.place.size, id, comm.place.rank),
+            "ncclCommInitRank");
+}
+
+} // namespace
+
+extern "C" {
+
+blpa_comm *blpa_comm_init(int *, char ***, double timeoutSeconds,
+                          blpa_comm_info *info) {
+  auto *comm = new blpa_comm();
+  comm->timeout = std::chrono::duration_cast<blpa_comm::Clock::duration>(
+      std::chrono::duration<double>(timeoutSeconds));
+  comm->watchdog = std::thread([comm] { comm->runWatchdog(); });
+  joinJob(*comm);
+  // The sums get the highest priority: the rest of the backward pass fills
+  // the device around them, not the other way round.
+  int lowest = 0, highest = 0;
+  checkCuda(comm, cudaDeviceGetStreamPriorityRange(&lowest, &highest),
+            "cudaDeviceGetStreamPriorityRange");
+  checkCuda(comm,
+            cudaStreamCreateWithPriority(&comm->sums, cudaStreamNonBlocking,
+                                         highest),
+            "cudaStreamCreate");
+  checkCuda(comm,
+            cudaStreamCreateWithFlags(&comm->control, cudaStreamNonBlocking),
+            "cudaStreamCreate");
+  info->rank = comm->place.rank;
+  info->size = comm->place.size;
+  return comm;
+}
+
+void blpa_comm_allreduce_doubles(blpa_comm *comm, double *values,
+                                 int64_t count) {
+  blpa_comm::Watched watched(*comm,
+                             "a sum over the ranks (losses, start-up checks)");
+  size_t bytes = size_t(count) * sizeof(double);
+  void *buffer = comm->controlFor(bytes);
+  checkCuda(comm,
+            cudaMemcpyAsync(buffer, values, bytes, cudaMemcpyHostToDevice,
+                            comm->control),
+            "cudaMemcpyAsync");
+  checkNccl(comm,
+            ncclAllReduce(buffer, buffer, size_t(count), ncclFloat64, ncclSum,
+                          comm->nccl, comm->control),
+            "ncclAllReduce");
+  checkCuda(comm,
+            cudaMemcpyAsync(values, buffer, bytes, cudaMemcpyDeviceToHost,
+                            comm->control),
+            "cudaMemcpyAsync");
+  checkCuda(comm, cudaStreamSynchronize(comm->control), "a sum");
+}
+
+void blpa_comm_broadcast(blpa_comm *comm, void *data, int64_t bytes,
+                         int32_t root) {
+  blpa_comm::Watched watched(*comm, "a broadcast from rank 0");
+  void *buffer = comm->controlFor(size_t(bytes));
+  checkCuda(comm,
+            cudaMemcpyAsync(buffer, data, size_t(bytes),
+                            cudaMemcpyHostToDevice, comm->control),
+            "cudaMemcpyAsync");
+  checkNccl(comm,
+            ncclBroadcast(buffer, buffer, size_t(bytes), ncclInt8, root,
+                          comm->nccl, comm->control),
+            "ncclBroadcast");
+  checkCuda(comm,
+            cudaMemcpyAsync(data, buffer, size_t(bytes),
+                            cudaMemcpyDeviceToHost, comm->control),
+            "cudaMemcpyAsync");
+  checkCuda(comm, cudaStreamSynchronize(comm->control), "a broadcast");
+}
+
+// The sums run on the GPU, off the host's clock: --profile's timeline has
+// no all-reduce rows on this target (the wait ops' times still show).
+int32_t blpa_comm_bucket_times(blpa_comm *, int64_t, double *) { return 0; }
+
+void blpa_comm_watch(blpa_comm *comm, const char *what) { comm->watch(what); }
+
+void blpa_comm_finalize(blpa_comm *comm) {
+  {
+    blpa_comm::Watched watched(*comm, "leaving NCCL's communicator");
+    checkCuda(comm, cudaStreamSynchronize(comm->sums), "the last sums");
+    checkNccl(comm, ncclCommFinalize(comm->nccl), "ncclCommFinalize");
+    checkNccl(comm, ncclCommDestroy(comm->nccl), "ncclCommDestroy");
+  }
+  {
+    std::lock_guard<std::mutex> lock(comm->watchLock);
+    comm->stopping = true;
+  }
+  comm->watchChanged.notify_all();
+  comm->watchdog.join();
+  for (blpa_comm::BucketEvents &events : comm->buckets) {
+    cudaEventDestroy(events.ready);
+    cudaEventDestroy(events.summed);
+  }
+  cudaFree(comm->controlBuffer);
+  cudaStreamDestroy(comm->sums);
+  cudaStreamDestroy(comm->control);
+  delete comm;
+}
+
+void blpa_comm_abort(blpa_comm *, int status) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  std::_Exit(status);
+}
+
+void blpa_allreduce_start(blpa_context *ctx, float *bucket, int64_t count,
+                          int64_t bucketIndex) {
+  blpa_comm *comm = ctx->comm;
+  if (!comm)
+    blpa_runtime_fail("blpa_allreduce_start: the executable was compiled "
+                      "with --data-parallel but no comm was set up");
+  cudaStream_t step = blpa::cuda::runtimeOf(ctx).stream;
+  blpa_comm::BucketEvents &events = comm->eventsOf(bucketIndex);
+  checkCuda(comm, cudaEventRecord(events.ready, step), "cudaEventRecord");
+  checkCuda(comm, cudaStreamWaitEvent(comm->sums, events.ready, 0),
+            "cudaStreamWaitEvent");
+  // The mean over the replicas, as PyTorch's DistributedDataParallel.
+  checkNccl(comm,
+            ncclAllReduce(bucket, bucket, size_t(count), ncclFloat32, ncclAvg,
+                          comm->nccl, comm->sums),
+            "ncclAllReduce of a gradient bucket");
+  checkCuda(comm, cudaEventRecord(events.summed, comm->sums),
+            "cudaEventRecord");
+}
+
+void blpa_allreduce_wait(blpa_context *ctx, float *, int64_t,
+                         int64_t bucketIndex) {
+  blpa_comm *comm = ctx->comm;
+  checkCuda(comm,
+            cudaStreamWaitEvent(blpa::cuda::runtimeOf(ctx).stream,
+                                comm->eventsOf(bucketIndex).summed, 0),
+            "cudaStreamWaitEvent");
+}
+
+} // extern "C"
