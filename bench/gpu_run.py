@@ -631,7 +631,7 @@ class GpuCheck(Run):
         self.step(check, "parity-%s.log" % tag,
                   [self.path("bin", tag)] + argv + [dumps[1]], 90, judge)
 
-    def short_run(self, exe, tag, extra=()):
+    def short_run(self, exe, tag, extra=(), limit=60):
         """REPLAY_STEPS --synthetic steps of `exe` from preact20's weights,
         once per tag: (outcome, log text, SHA-256 of the saved weights),
         the last two None unless it ran cleanly; outcome None when the
@@ -643,18 +643,18 @@ class GpuCheck(Run):
                 self.path("bin", exe), "--synthetic", "--steps",
                 str(REPLAY_STEPS), "--lr", "0.01", "--weights",
                 self.weights("preact20"), "--log", log, "--save", saved] +
-                list(extra), 60)
+                list(extra), limit)
             ran = outcome is not None and not self.dry and not outcome.failure()
             self.short_runs[tag] = (outcome, read_text(log) if ran else None,
                                     tools.sha256(saved) if ran else None)
         return self.short_runs[tag]
 
     def compare_runs(self, check, runs):
-        """The row of two short runs [(description, exe, tag, extra)] that
-        must agree bit for bit."""
+        """The row of two short runs [(description, exe, tag, extra[,
+        limit in seconds])] that must agree bit for bit."""
         results = []
-        for description, exe, tag, extra in runs:
-            outcome, text, digest = self.short_run(exe, tag, extra)
+        for description, exe, tag, extra, *limit in runs:
+            outcome, text, digest = self.short_run(exe, tag, extra, *limit)
             if outcome is None:
                 return self.row(check, NOT_RUN, "not started: %.0f s left"
                                 % max(0, self.left()))
@@ -666,11 +666,12 @@ class GpuCheck(Run):
             if outcome.failure():
                 return self.row(check, FAILED, "%s run: %s" % (
                     description, outcome.failure()), outcome.log)
-            results.append((text, digest))
+            results.append((text, digest, outcome.seconds))
         status, detail = judge_replay(
             results[0][0], results[1][0], REPLAY_STEPS, results[0][1],
             results[1][1], names=tuple(r[0] for r in runs))
-        self.row(check, status, detail, outcome.log)
+        self.row(check, status, detail, outcome.log,
+                 seconds=round(results[0][2], 1))
 
     def replay(self, bits):
         """REPLAY_STEPS training steps of ResNet-20 replayed from a CUDA
@@ -687,10 +688,10 @@ class GpuCheck(Run):
         launcher: NCCL's communicator of one rank, its bucket sums recorded
         into the step's CUDA graph with the rest. A mean over one replica
         changes nothing, so every loss and the final weights equal the
-        plain executable's bit for bit."""
+        plain executable's bit for bit. The run must take under 30 s."""
         self.compare_runs(NCCL_CHECK, [
             ("--data-parallel", "preact20-0-dp", "nccl-world-of-one",
-             ("--comm-timeout", "30")),
+             ("--comm-timeout", "25"), 30),
             ("plain", "preact20-0", "replay-0-graph", ())])
 
     def train(self, check, exe, steps, torch_result, limit=120):

@@ -202,6 +202,33 @@ def test_ranks_started_differently_are_refused(setup, tmp_path):
     assert not (tmp_path / "a.onnx").exists()
 
 
+def test_ranks_resuming_after_different_steps_are_refused(setup, tmp_path):
+    """The same command, but each rank's --resume names another file (a
+    relative path, each rank in another folder, as on machines without a
+    shared file system): the ranks agree on the step before training."""
+    exes, data = setup
+    for folder, steps in (("a", 4), ("b", 6)):
+        (tmp_path / folder).mkdir()
+        check(mpirun(2, exes["dp16"], *train_args(
+            data, steps, tmp_path / folder / "half.onnx", "--checkpoint",
+            tmp_path / folder / "run.ckpt")))
+    argv = [str(a) for a in train_args(data, 10, "out.onnx",
+                                       "--resume", "run.ckpt")]
+    proc = subprocess.run(
+        ["mpirun", "--oversubscribe", "-np", "1", "--wdir", str(tmp_path / "a"),
+         exes["dp16"]] + argv + [":", "-np", "1", "--wdir",
+                                 str(tmp_path / "b"), exes["dp16"]] + argv,
+        env=MPI_ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    refusals = [line for line in proc.stderr.splitlines()
+                if line.startswith("error: rank 1 of 2")]
+    assert refusals == ["error: rank 1 of 2: resumes after step 6 but rank 0 "
+                        "after step 4; give every rank the same --resume "
+                        "checkpoint"], proc.stderr
+    assert not (tmp_path / "a" / "out.onnx").exists()
+    assert not (tmp_path / "b" / "out.onnx").exists()
+
+
 def rank_pid(exe, rank):
     """The process id of replica `rank` running `exe`, once it exists."""
     for _ in range(200):
