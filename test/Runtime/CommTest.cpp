@@ -1,15 +1,17 @@
 //===- CommTest.cpp - The rendezvous of data-parallel jobs without MPI ----===//
 //
-// blpa-comm-test: lib/Runtime/Comm/Rendezvous.cpp, which NCCL's
-// communicator needs and which runs without a GPU. Reading the launchers'
+// blpa-comm-test: what NCCL's communicator needs that runs without a GPU
+// (lib/Runtime/Comm/Rendezvous.cpp, Watchdog.cpp). Reading the launchers'
 // environments, and handing a fresh random blob from rank 0 to every other
 // rank of real processes over TCP on this machine, with the failures a job
 // meets: a rank that never comes, no rank 0, a rank 0 of another job size,
-// a stray connection. Prints "N passed, N failed".
+// a stray connection; and the watchdog's bound on a wait. Prints "N passed,
+// N failed".
 //
 //===----------------------------------------------------------------------===//
 
 #include "Rendezvous.h"
+#include "Watchdog.h"
 
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -20,6 +22,7 @@
 #include <cstdio>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
@@ -274,6 +277,51 @@ void testStrayConnection(std::mt19937_64 &random) {
             rank0.error);
 }
 
+/// The watchdog fires once for what stays watched past the time-out, names
+/// it, and not for what ended or was replaced in time. Its time-out is a
+/// second, so that a loaded machine's scheduling cannot fake an expiry.
+void testWatchdog() {
+  using namespace std::chrono;
+  std::mutex lock;
+  std::vector<std::pair<std::string, double>> expiries;
+  auto start = steady_clock::now();
+  auto since = [&] {
+    return duration<double>(steady_clock::now() - start).count();
+  };
+  auto fired = [&] {
+    std::lock_guard<std::mutex> hold(lock);
+    return expiries;
+  };
+  {
+    Watchdog watchdog(seconds(1), [&](const std::string &what) {
+      std::lock_guard<std::mutex> hold(lock);
+      expiries.push_back({what, since()});
+    });
+    {
+      Watchdog::Scope scope(watchdog, "a wait that ends in time");
+      std::this_thread::sleep_for(milliseconds(100));
+    }
+    start = steady_clock::now();
+    watchdog.watch("the first wait");
+    std::this_thread::sleep_for(milliseconds(200));
+    watchdog.watch("the wait that replaced it");
+    for (int i = 0; i < 100 && fired().empty(); ++i)
+      std::this_thread::sleep_for(milliseconds(50));
+    std::this_thread::sleep_for(milliseconds(300));
+    std::vector<std::pair<std::string, double>> seen = fired();
+    check(seen.size() == 1 && seen[0].first == "the wait that replaced it" &&
+              seen[0].second >= 1.2 && seen[0].second < 5,
+          "the watchdog fires once, for the replacing wait, a time-out after "
+          "it began" +
+              (seen.empty() ? std::string(": never")
+                            : ": after " + std::to_string(seen[0].second) +
+                                  " s for " + seen[0].first));
+    watchdog.watch("a wait still running when the comm ends");
+  }
+  check(fired().size() == 1, "a watchdog stopped while watching does not "
+                             "fire");
+}
+
 } // namespace
 
 int main() {
@@ -283,6 +331,7 @@ int main() {
   testHandOver(random);
   testFailures(random);
   testStrayConnection(random);
+  testWatchdog();
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;
 }

@@ -23,17 +23,16 @@
 
 #include "CudaRuntime.h"
 #include "Rendezvous.h"
+#include "Watchdog.h"
 
 #include <nccl.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
+#include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 struct blpa_comm {
@@ -54,25 +53,10 @@ struct blpa_comm {
   };
   std::vector<BucketEvents> buckets;
 
-  /// The watchdog: what is watched and until when.
-  std::mutex watchLock;
-  std::condition_variable watchChanged;
-  std::string watched;
-  Clock::time_point deadline;
-  bool stopping = false;
-  std::thread watchdog;
-
-  void watch(const char *what);
-  void runWatchdog();
-  /// Watches `what` while alive: NCCL calls may block on the host too
-  /// (connecting to the peers on first use), not only on the GPU.
-  struct Watched {
-    blpa_comm &comm;
-    Watched(blpa_comm &comm, const char *what) : comm(comm) {
-      comm.watch(what);
-    }
-    ~Watched() { comm.watch(nullptr); }
-  };
+  /// Bounds joining, the driver's collectives and whole steps (NCCL calls
+  /// may also block on the host, connecting to the peers on first use).
+  std::unique_ptr<blpa::comm::Watchdog> watchdog;
+  using Watched = blpa::comm::Watchdog::Scope;
   /// At least `bytes` of device staging for the driver's collectives.
   void *controlFor(size_t bytes);
   BucketEvents &eventsOf(int64_t bucket);
@@ -106,35 +90,6 @@ void checkCuda(const blpa_comm *comm, cudaError_t status, const char *what) {
 }
 
 } // namespace
-
-void blpa_comm::watch(const char *what) {
-  {
-    std::lock_guard<std::mutex> lock(watchLock);
-    watched = what ? what : "";
-    deadline = Clock::now() + timeout;
-  }
-  watchChanged.notify_all();
-}
-
-void blpa_comm::runWatchdog() {
-  std::unique_lock<std::mutex> lock(watchLock);
-  while (!stopping) {
-    if (watched.empty()) {
-      watchChanged.wait(lock);
-      continue;
-    }
-    if (watchChanged.wait_until(lock, deadline) == std::cv_status::no_timeout)
-      continue; // watched something else, or stopped
-    if (watched.empty() || Clock::now() < deadline)
-      continue;
-    char seconds[32];
-    std::snprintf(seconds, sizeof(seconds), "%g",
-                  std::chrono::duration<double>(timeout).count());
-    failComm(this, watched + " did not finish within " + seconds +
-                       " s: another rank died or hangs (--comm-timeout sets "
-                       "the limit)");
-  }
-}
 
 void *blpa_comm::controlFor(size_t bytes) {
   if (controlBytes < bytes) {
@@ -184,7 +139,7 @@ void joinJob(blpa_comm &comm) {
   if (blob.size() != sizeof(id))
     failComm(&comm, "rank 0 sent a rendezvous of another blpa version");
   std::memcpy(&id, blob.data(), sizeof(id));
-  blpa_comm::Watched watched(comm, "joining NCCL's communicator");
+  blpa_comm::Watched watched(*comm.watchdog, "joining NCCL's communicator");
   checkNccl(&comm,
             ncclCommInitRank(&comm.nccl, comm.place.size, id, comm.place.rank),
             "ncclCommInitRank");
@@ -199,7 +154,15 @@ blpa_comm *blpa_comm_init(int *, char ***, double timeoutSeconds,
   auto *comm = new blpa_comm();
   comm->timeout = std::chrono::duration_cast<blpa_comm::Clock::duration>(
       std::chrono::duration<double>(timeoutSeconds));
-  comm->watchdog = std::thread([comm] { comm->runWatchdog(); });
+  comm->watchdog = std::make_unique<blpa::comm::Watchdog>(
+      comm->timeout, [comm](const std::string &what) {
+        char seconds[32];
+        std::snprintf(seconds, sizeof(seconds), "%g",
+                      std::chrono::duration<double>(comm->timeout).count());
+        failComm(comm, what + " did not finish within " + seconds +
+                           " s: another rank died or hangs (--comm-timeout "
+                           "sets the limit)");
+      });
   joinJob(*comm);
   // The sums get the highest priority: the rest of the backward pass fills
   // the device around them, not the other way round.
@@ -220,7 +183,7 @@ blpa_comm *blpa_comm_init(int *, char ***, double timeoutSeconds,
 
 void blpa_comm_allreduce_doubles(blpa_comm *comm, double *values,
                                  int64_t count) {
-  blpa_comm::Watched watched(*comm,
+  blpa_comm::Watched watched(*comm->watchdog,
                              "a sum over the ranks (losses, start-up checks)");
   size_t bytes = size_t(count) * sizeof(double);
   void *buffer = comm->controlFor(bytes);
@@ -241,7 +204,7 @@ void blpa_comm_allreduce_doubles(blpa_comm *comm, double *values,
 
 void blpa_comm_broadcast(blpa_comm *comm, void *data, int64_t bytes,
                          int32_t root) {
-  blpa_comm::Watched watched(*comm, "a broadcast from rank 0");
+  blpa_comm::Watched watched(*comm->watchdog, "a broadcast from rank 0");
   void *buffer = comm->controlFor(size_t(bytes));
   checkCuda(comm,
             cudaMemcpyAsync(buffer, data, size_t(bytes),
@@ -262,21 +225,19 @@ void blpa_comm_broadcast(blpa_comm *comm, void *data, int64_t bytes,
 // no all-reduce rows on this target (the wait ops' times still show).
 int32_t blpa_comm_bucket_times(blpa_comm *, int64_t, double *) { return 0; }
 
-void blpa_comm_watch(blpa_comm *comm, const char *what) { comm->watch(what); }
+void blpa_comm_watch(blpa_comm *comm, const char *what) {
+  comm->watchdog->watch(what);
+}
 
 void blpa_comm_finalize(blpa_comm *comm) {
   {
-    blpa_comm::Watched watched(*comm, "leaving NCCL's communicator");
+    blpa_comm::Watched watched(*comm->watchdog,
+                               "leaving NCCL's communicator");
     checkCuda(comm, cudaStreamSynchronize(comm->sums), "the last sums");
     checkNccl(comm, ncclCommFinalize(comm->nccl), "ncclCommFinalize");
     checkNccl(comm, ncclCommDestroy(comm->nccl), "ncclCommDestroy");
   }
-  {
-    std::lock_guard<std::mutex> lock(comm->watchLock);
-    comm->stopping = true;
-  }
-  comm->watchChanged.notify_all();
-  comm->watchdog.join();
+  comm->watchdog.reset();
   for (blpa_comm::BucketEvents &events : comm->buckets) {
     cudaEventDestroy(events.ready);
     cudaEventDestroy(events.summed);
