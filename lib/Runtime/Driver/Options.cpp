@@ -214,8 +214,9 @@ const FlagSpec flagSpecs[] = {
      }},
     {"--comm-timeout", "SECONDS", AnyAction,
      "data-parallel executables (blpa-opt --data-parallel, started by mpirun "
-     "or srun): end every replica with an error naming this one when the "
-     "others have not joined an all-reduce within SECONDS (default 300)",
+     "or srun): end the job with an error naming this replica when the "
+     "others have not joined an all-reduce within SECONDS (default 300; "
+     "on cuda it bounds joining and each whole step too)",
      [](Options &o, const std::string &f, const std::string &v) {
        o.commTimeoutSeconds = parseNumber(f, v);
        if (o.commTimeoutSeconds <= 0)
