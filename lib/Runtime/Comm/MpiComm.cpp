@@ -15,6 +15,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "../Common/Profile.h"
+#include "CommOf.h"
 #include "blpa/Runtime/Runtime.h"
 
 // The C API only: Open MPI's and MPICH's headers otherwise pull in their
@@ -256,10 +257,7 @@ void blpa_comm_abort(blpa_comm *comm, int status) {
 
 void blpa_allreduce_start(blpa_context *ctx, float *bucket, int64_t count,
                           int64_t bucketIndex) {
-  blpa_comm *comm = ctx->comm;
-  if (!comm)
-    blpa_runtime_fail("blpa_allreduce_start: the executable was compiled "
-                      "with --data-parallel but no comm was set up");
+  blpa_comm *comm = blpa::comm::commOf(ctx);
   std::lock_guard<std::mutex> lock(comm->queueLock);
   if (size_t(bucketIndex) >= comm->bucketStates.size())
     comm->bucketStates.resize(bucketIndex + 1);
@@ -272,7 +270,7 @@ void blpa_allreduce_start(blpa_context *ctx, float *bucket, int64_t count,
 
 void blpa_allreduce_wait(blpa_context *ctx, float *bucket, int64_t count,
                          int64_t bucketIndex) {
-  blpa_comm *comm = ctx->comm;
+  blpa_comm *comm = blpa::comm::commOf(ctx);
   {
     std::unique_lock<std::mutex> lock(comm->queueLock);
     bool finished = comm->changed.wait_for(lock, comm->timeout, [&] {

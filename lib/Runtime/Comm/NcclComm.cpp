@@ -21,6 +21,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "CommOf.h"
 #include "CudaRuntime.h"
 #include "Rendezvous.h"
 #include "Watchdog.h"
@@ -31,6 +32,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -57,8 +59,10 @@ struct blpa_comm {
   /// may also block on the host, connecting to the peers on first use).
   std::unique_ptr<blpa::comm::Watchdog> watchdog;
   using Watched = blpa::comm::Watchdog::Scope;
-  /// At least `bytes` of device staging for the driver's collectives.
-  void *controlFor(size_t bytes);
+  /// A driver's collective `call` (on `control`) on `bytes` of host
+  /// memory at `data`, through device staging, watched as `what`.
+  void onHost(void *data, size_t bytes, const char *what,
+              const std::function<ncclResult_t(void *buffer)> &call);
   BucketEvents &eventsOf(int64_t bucket);
 };
 
@@ -91,7 +95,9 @@ void checkCuda(const blpa_comm *comm, cudaError_t status, const char *what) {
 
 } // namespace
 
-void *blpa_comm::controlFor(size_t bytes) {
+void blpa_comm::onHost(void *data, size_t bytes, const char *what,
+                       const std::function<ncclResult_t(void *)> &call) {
+  Watched watched(*watchdog, what);
   if (controlBytes < bytes) {
     if (controlBuffer)
       checkCuda(this, cudaFree(controlBuffer), "cudaFree");
@@ -99,7 +105,16 @@ void *blpa_comm::controlFor(size_t bytes) {
     checkCuda(this, cudaMalloc(&controlBuffer, bytes), "cudaMalloc");
     controlBytes = bytes;
   }
-  return controlBuffer;
+  checkCuda(this,
+            cudaMemcpyAsync(controlBuffer, data, bytes,
+                            cudaMemcpyHostToDevice, control),
+            "cudaMemcpyAsync");
+  checkNccl(this, call(controlBuffer), what);
+  checkCuda(this,
+            cudaMemcpyAsync(data, controlBuffer, bytes,
+                            cudaMemcpyDeviceToHost, control),
+            "cudaMemcpyAsync");
+  checkCuda(this, cudaStreamSynchronize(control), what);
 }
 
 blpa_comm::BucketEvents &blpa_comm::eventsOf(int64_t bucket) {
@@ -183,42 +198,22 @@ blpa_comm *blpa_comm_init(int *, char ***, double timeoutSeconds,
 
 void blpa_comm_allreduce_doubles(blpa_comm *comm, double *values,
                                  int64_t count) {
-  blpa_comm::Watched watched(*comm->watchdog,
-                             "a sum over the ranks (losses, start-up checks)");
-  size_t bytes = size_t(count) * sizeof(double);
-  void *buffer = comm->controlFor(bytes);
-  checkCuda(comm,
-            cudaMemcpyAsync(buffer, values, bytes, cudaMemcpyHostToDevice,
-                            comm->control),
-            "cudaMemcpyAsync");
-  checkNccl(comm,
-            ncclAllReduce(buffer, buffer, size_t(count), ncclFloat64, ncclSum,
-                          comm->nccl, comm->control),
-            "ncclAllReduce");
-  checkCuda(comm,
-            cudaMemcpyAsync(values, buffer, bytes, cudaMemcpyDeviceToHost,
-                            comm->control),
-            "cudaMemcpyAsync");
-  checkCuda(comm, cudaStreamSynchronize(comm->control), "a sum");
+  comm->onHost(values, size_t(count) * sizeof(double),
+               "a sum over the ranks (losses, start-up checks)",
+               [&](void *buffer) {
+                 return ncclAllReduce(buffer, buffer, size_t(count),
+                                      ncclFloat64, ncclSum, comm->nccl,
+                                      comm->control);
+               });
 }
 
 void blpa_comm_broadcast(blpa_comm *comm, void *data, int64_t bytes,
                          int32_t root) {
-  blpa_comm::Watched watched(*comm->watchdog, "a broadcast from rank 0");
-  void *buffer = comm->controlFor(size_t(bytes));
-  checkCuda(comm,
-            cudaMemcpyAsync(buffer, data, size_t(bytes),
-                            cudaMemcpyHostToDevice, comm->control),
-            "cudaMemcpyAsync");
-  checkNccl(comm,
-            ncclBroadcast(buffer, buffer, size_t(bytes), ncclInt8, root,
-                          comm->nccl, comm->control),
-            "ncclBroadcast");
-  checkCuda(comm,
-            cudaMemcpyAsync(data, buffer, size_t(bytes),
-                            cudaMemcpyDeviceToHost, comm->control),
-            "cudaMemcpyAsync");
-  checkCuda(comm, cudaStreamSynchronize(comm->control), "a broadcast");
+  comm->onHost(data, size_t(bytes), "a broadcast from rank 0",
+               [&](void *buffer) {
+                 return ncclBroadcast(buffer, buffer, size_t(bytes), ncclInt8,
+                                      root, comm->nccl, comm->control);
+               });
 }
 
 // The sums run on the GPU, off the host's clock: --profile's timeline has
@@ -256,10 +251,7 @@ void blpa_comm_abort(blpa_comm *, int status) {
 
 void blpa_allreduce_start(blpa_context *ctx, float *bucket, int64_t count,
                           int64_t bucketIndex) {
-  blpa_comm *comm = ctx->comm;
-  if (!comm)
-    blpa_runtime_fail("blpa_allreduce_start: the executable was compiled "
-                      "with --data-parallel but no comm was set up");
+  blpa_comm *comm = blpa::comm::commOf(ctx);
   cudaStream_t step = blpa::cuda::runtimeOf(ctx).stream;
   blpa_comm::BucketEvents &events = comm->eventsOf(bucketIndex);
   checkCuda(comm, cudaEventRecord(events.ready, step), "cudaEventRecord");
@@ -276,7 +268,7 @@ void blpa_allreduce_start(blpa_context *ctx, float *bucket, int64_t count,
 
 void blpa_allreduce_wait(blpa_context *ctx, float *, int64_t,
                          int64_t bucketIndex) {
-  blpa_comm *comm = ctx->comm;
+  blpa_comm *comm = blpa::comm::commOf(ctx);
   checkCuda(comm,
             cudaStreamWaitEvent(blpa::cuda::runtimeOf(ctx).stream,
                                 comm->eventsOf(bucketIndex).summed, 0),
