@@ -230,6 +230,22 @@ bool SoftmaxOp::encodeSavedActivations(const ActivationEncoding &encoding) {
   return true;
 }
 
+/// The width of codes of `input` that an op of width `bits` keeps: the
+/// more exact of its own and of the K-bit choice of `input`'s producer.
+/// The codes stand for the producer's value (the memory report and the
+/// budget solver name that node), so a pin or a solver's choice there must
+/// count as much as one on the op that reads it.
+static int64_t getInputCodeBits(Value input, int64_t bits) {
+  Operation *producer = input.getDefiningOp();
+  auto choice =
+      producer ? producer->getAttrOfType<StringAttr>(kActChoiceAttrName)
+               : StringAttr();
+  int64_t producerBits = 0;
+  if (!choice || choice.getValue().getAsInteger(10, producerBits))
+    return bits;
+  return std::max(bits, producerBits);
+}
+
 /// One set of codes of `op`'s input serves its gradient's reads `gradUses`
 /// and every backward reader of its output that takes approximate values
 /// (through views too): those read a copy of `op` run on the decoded input,
@@ -240,6 +256,7 @@ static void encodeInputForOutputReaders(Operation *op,
                                         ArrayRef<int64_t> codesShape,
                                         const ActivationEncoding &encoding) {
   Value input = op->getOperand(0), output = op->getResult(0);
+  int64_t bits = getInputCodeBits(input, encoding.bits);
   FailureOr<SmallVector<BackwardReads>> outputReads =
       readsThroughViews(output, encoding, readsDecodedValues);
 
@@ -254,7 +271,7 @@ static void encodeInputForOutputReaders(Operation *op,
     setPhase(codesView.getDefiningOp(), Phase::Forward);
   }
   auto quantize =
-      QuantizeOp::create(b, loc, codesView, encoding.bits,
+      QuantizeOp::create(b, loc, codesView, bits,
                          isKnownNonNegative(input) ? "nonneg" : "affine");
   setPhase(quantize, Phase::Forward);
 
