@@ -83,10 +83,10 @@ void testLaunchers() {
             place.rank == 5 && place.size == 16 && place.localRank == 1 &&
             place.host == "node17" && place.port == 4242,
         "srun's variables and the rendezvous address");
-  check(placeFrom({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "4"}}, place,
-                  error) &&
-            place.size == 1,
-        "a Slurm batch script (no step of its own) is a job of one");
+  check(
+      placeFrom({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "4"}}, place, error) &&
+          place.size == 1,
+      "a Slurm batch script (no step of its own) is a job of one");
   check(placeFrom({{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"LOCAL_RANK", "1"}},
                   place, error) &&
             place.rank == 1 && place.launcher == "torchrun",
@@ -131,8 +131,8 @@ pid_t spawn(const std::function<Outcome()> &body, int &readEnd) {
   if (pid == 0) {
     ::close(ends[0]);
     Outcome outcome = body();
-    std::string message = (outcome.ok ? "1" : "0") +
-                          (outcome.ok ? outcome.blob : outcome.error);
+    std::string message =
+        (outcome.ok ? "1" : "0") + (outcome.ok ? outcome.blob : outcome.error);
     ssize_t written = ::write(ends[1], message.data(), message.size());
     ::_exit(written == ssize_t(message.size()) ? 0 : 1);
   }
@@ -221,9 +221,9 @@ void testFailures(std::mt19937_64 &random) {
   std::string blob = randomBlob(random);
   auto started = std::chrono::steady_clock::now();
   std::vector<Outcome> job = runJob({1, 0}, 3, blob, 1.5);
-  double seconds = std::chrono::duration<double>(
-                       std::chrono::steady_clock::now() - started)
-                       .count();
+  double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started)
+          .count();
   check(job[0].ok && job[0].blob == blob,
         "a rank that came gets the blob although another never comes");
   check(!job[1].ok &&
@@ -233,8 +233,9 @@ void testFailures(std::mt19937_64 &random) {
                           std::to_string(seconds) + " s for 1.5 s)");
 
   job = runJob({1}, 2, "", 0.5);
-  check(!job[0].ok && contains(job[0].error, "rank 0 did not answer at "
-                                             "127.0.0.1:") &&
+  check(!job[0].ok &&
+            contains(job[0].error, "rank 0 did not answer at "
+                                   "127.0.0.1:") &&
             contains(job[0].error, "MASTER_ADDR"),
         "no rank 0: the error names the address: " + job[0].error);
 
@@ -250,8 +251,8 @@ void testStrayConnection(std::mt19937_64 &random) {
   std::string blob = randomBlob(random);
   int port = freePort();
   int readEnd = -1;
-  pid_t leader = spawn([=] { return rendezvous(0, 2, port, blob, 20); },
-                       readEnd);
+  pid_t leader =
+      spawn([=] { return rendezvous(0, 2, port, blob, 20); }, readEnd);
   // The stray: connects as soon as rank 0 listens, says nothing, stays.
   int stray = -1;
   for (int attempt = 0; attempt < 200 && stray < 0; ++attempt) {

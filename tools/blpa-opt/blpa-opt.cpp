@@ -172,8 +172,9 @@ static cl::opt<bool> dataParallel(
     "data-parallel",
     cl::desc("Train as one replica of a data-parallel job started by mpirun "
              "or srun (MPI on --target cpu, NCCL on cuda): --batch-size is "
-             "each replica's batch, and gradients are averaged over the replicas in buckets "
-             "that are summed while the backward pass goes on"),
+             "each replica's batch, and gradients are averaged over the "
+             "replicas in buckets that are summed while the backward pass "
+             "goes on"),
     cl::init(false), cl::cat(compileCategory));
 static cl::opt<bool> syncBatchNorm(
     "sync-batch-norm",

@@ -82,15 +82,15 @@ namespace {
 
 void checkNccl(const blpa_comm *comm, ncclResult_t status, const char *what) {
   if (status != ncclSuccess)
-    failComm(comm, std::string(what) + " failed: " +
-                       ncclGetErrorString(status) + " (" +
+    failComm(comm, std::string(what) +
+                       " failed: " + ncclGetErrorString(status) + " (" +
                        ncclGetLastError(comm ? comm->nccl : nullptr) + ")");
 }
 
 void checkCuda(const blpa_comm *comm, cudaError_t status, const char *what) {
   if (status != cudaSuccess)
-    failComm(comm, std::string(what) + " failed: " +
-                       cudaGetErrorString(status));
+    failComm(comm,
+             std::string(what) + " failed: " + cudaGetErrorString(status));
 }
 
 } // namespace
@@ -106,13 +106,13 @@ void blpa_comm::onHost(void *data, size_t bytes, const char *what,
     controlBytes = bytes;
   }
   checkCuda(this,
-            cudaMemcpyAsync(controlBuffer, data, bytes,
-                            cudaMemcpyHostToDevice, control),
+            cudaMemcpyAsync(controlBuffer, data, bytes, cudaMemcpyHostToDevice,
+                            control),
             "cudaMemcpyAsync");
   checkNccl(this, call(controlBuffer), what);
   checkCuda(this,
-            cudaMemcpyAsync(data, controlBuffer, bytes,
-                            cudaMemcpyDeviceToHost, control),
+            cudaMemcpyAsync(data, controlBuffer, bytes, cudaMemcpyDeviceToHost,
+                            control),
             "cudaMemcpyAsync");
   checkCuda(this, cudaStreamSynchronize(control), what);
 }
@@ -124,8 +124,7 @@ blpa_comm::BucketEvents &blpa_comm::eventsOf(int64_t bucket) {
   // Created by the step's first run, which is never recorded into a graph.
   for (cudaEvent_t *event : {&events.ready, &events.summed})
     if (!*event)
-      checkCuda(this,
-                cudaEventCreateWithFlags(event, cudaEventDisableTiming),
+      checkCuda(this, cudaEventCreateWithFlags(event, cudaEventDisableTiming),
                 "cudaEventCreate");
   return events;
 }
@@ -148,8 +147,8 @@ void joinJob(blpa_comm &comm) {
     checkNccl(&comm, ncclGetUniqueId(&id), "ncclGetUniqueId");
   std::string blob(reinterpret_cast<const char *>(&id), sizeof(id));
   if (!blpa::comm::shareFromRankZero(
-          comm.place, blob,
-          std::chrono::duration<double>(comm.timeout).count(), error))
+          comm.place, blob, std::chrono::duration<double>(comm.timeout).count(),
+          error))
     failComm(&comm, error);
   if (blob.size() != sizeof(id))
     failComm(&comm, "rank 0 sent a rendezvous of another blpa version");
@@ -184,10 +183,10 @@ blpa_comm *blpa_comm_init(int *, char ***, double timeoutSeconds,
   int lowest = 0, highest = 0;
   checkCuda(comm, cudaDeviceGetStreamPriorityRange(&lowest, &highest),
             "cudaDeviceGetStreamPriorityRange");
-  checkCuda(comm,
-            cudaStreamCreateWithPriority(&comm->sums, cudaStreamNonBlocking,
-                                         highest),
-            "cudaStreamCreate");
+  checkCuda(
+      comm,
+      cudaStreamCreateWithPriority(&comm->sums, cudaStreamNonBlocking, highest),
+      "cudaStreamCreate");
   checkCuda(comm,
             cudaStreamCreateWithFlags(&comm->control, cudaStreamNonBlocking),
             "cudaStreamCreate");
@@ -198,13 +197,12 @@ blpa_comm *blpa_comm_init(int *, char ***, double timeoutSeconds,
 
 void blpa_comm_allreduce_doubles(blpa_comm *comm, double *values,
                                  int64_t count) {
-  comm->onHost(values, size_t(count) * sizeof(double),
-               "a sum over the ranks (losses, start-up checks)",
-               [&](void *buffer) {
-                 return ncclAllReduce(buffer, buffer, size_t(count),
-                                      ncclFloat64, ncclSum, comm->nccl,
-                                      comm->control);
-               });
+  comm->onHost(
+      values, size_t(count) * sizeof(double),
+      "a sum over the ranks (losses, start-up checks)", [&](void *buffer) {
+        return ncclAllReduce(buffer, buffer, size_t(count), ncclFloat64,
+                             ncclSum, comm->nccl, comm->control);
+      });
 }
 
 void blpa_comm_broadcast(blpa_comm *comm, void *data, int64_t bytes,
@@ -226,8 +224,7 @@ void blpa_comm_watch(blpa_comm *comm, const char *what) {
 
 void blpa_comm_finalize(blpa_comm *comm) {
   {
-    blpa_comm::Watched watched(*comm->watchdog,
-                               "leaving NCCL's communicator");
+    blpa_comm::Watched watched(*comm->watchdog, "leaving NCCL's communicator");
     checkCuda(comm, cudaStreamSynchronize(comm->sums), "the last sums");
     checkNccl(comm, ncclCommFinalize(comm->nccl), "ncclCommFinalize");
     checkNccl(comm, ncclCommDestroy(comm->nccl), "ncclCommDestroy");

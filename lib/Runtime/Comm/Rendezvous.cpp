@@ -195,9 +195,8 @@ int connectToRankZero(const LaunchPlace &place, Clock::time_point deadline,
   hints.ai_family = AF_INET;
   hints.ai_socktype = SOCK_STREAM;
   addrinfo *found = nullptr;
-  int status = ::getaddrinfo(place.host.c_str(),
-                             std::to_string(place.port).c_str(), &hints,
-                             &found);
+  int status = ::getaddrinfo(
+      place.host.c_str(), std::to_string(place.port).c_str(), &hints, &found);
   if (status != 0) {
     error = "cannot resolve MASTER_ADDR " + place.host + " (" +
             ::gai_strerror(status) + ")";
@@ -238,9 +237,10 @@ bool fetch(const LaunchPlace &place, std::string &blob,
     return false;
   }
   if (length == wrongSize) {
-    error = "rank 0 at " + where(place) + " leads a job of another size "
-            "than " + std::to_string(place.size) +
-            " ranks (another job on that port?)";
+    error = "rank 0 at " + where(place) +
+            " leads a job of another size "
+            "than " +
+            std::to_string(place.size) + " ranks (another job on that port?)";
     return false;
   }
   blob.assign(length, '\0');
@@ -276,8 +276,7 @@ bool readLaunchPlace(const EnvironmentReader &environment, LaunchPlace &place,
   if (const char *host = environment("MASTER_ADDR"); host && *host)
     place.host = host;
   if (const char *port = environment("MASTER_PORT")) {
-    if (!parseCount(port, place.port) || place.port < 1 ||
-        place.port > 65535) {
+    if (!parseCount(port, place.port) || place.port < 1 || place.port > 65535) {
       error = std::string("MASTER_PORT=") + port + " is not a TCP port";
       return false;
     }
@@ -289,9 +288,9 @@ bool shareFromRankZero(const LaunchPlace &place, std::string &blob,
                        double timeoutSeconds, std::string &error) {
   if (place.size == 1)
     return true;
-  auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                     std::chrono::duration<double>(
-                                         timeoutSeconds));
+  auto deadline =
+      Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                         std::chrono::duration<double>(timeoutSeconds));
   return place.rank == 0 ? serve(place, blob, deadline, error)
                          : fetch(place, blob, deadline, error);
 }

@@ -237,9 +237,9 @@ bool SoftmaxOp::encodeSavedActivations(const ActivationEncoding &encoding) {
 /// count as much as one on the op that reads it.
 static int64_t getInputCodeBits(Value input, int64_t bits) {
   Operation *producer = input.getDefiningOp();
-  auto choice =
-      producer ? producer->getAttrOfType<StringAttr>(kActChoiceAttrName)
-               : StringAttr();
+  auto choice = producer
+                    ? producer->getAttrOfType<StringAttr>(kActChoiceAttrName)
+                    : StringAttr();
   int64_t producerBits = 0;
   if (!choice || choice.getValue().getAsInteger(10, producerBits))
     return bits;
@@ -270,9 +270,8 @@ static void encodeInputForOutputReaders(Operation *op,
         b, loc, RankedTensorType::get(codesShape, b.getF32Type()), input);
     setPhase(codesView.getDefiningOp(), Phase::Forward);
   }
-  auto quantize =
-      QuantizeOp::create(b, loc, codesView, bits,
-                         isKnownNonNegative(input) ? "nonneg" : "affine");
+  auto quantize = QuantizeOp::create(
+      b, loc, codesView, bits, isKnownNonNegative(input) ? "nonneg" : "affine");
   setPhase(quantize, Phase::Forward);
 
   // One decode of the input, before the first of all the reads: the
