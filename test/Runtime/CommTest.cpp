@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <functional>
@@ -294,10 +295,11 @@ void testWatchdog() {
     return expiries;
   };
   {
-    Watchdog watchdog(seconds(1), [&](const std::string &what) {
-      std::lock_guard<std::mutex> hold(lock);
-      expiries.push_back({what, since()});
-    });
+    Watchdog watchdog(seconds(1),
+                      [&](const std::string &what, const std::string &error) {
+                        std::lock_guard<std::mutex> hold(lock);
+                        expiries.push_back({what + error, since()});
+                      });
     {
       Watchdog::Scope scope(watchdog, "a wait that ends in time");
       std::this_thread::sleep_for(milliseconds(100));
@@ -323,6 +325,59 @@ void testWatchdog() {
                              "fire");
 }
 
+/// A probe that reports an error ends the watched wait long before the
+/// time-out, with the probe's error; one that reports none changes nothing.
+void testWatchdogProbe() {
+  using namespace std::chrono;
+  std::mutex lock;
+  std::vector<std::pair<std::string, double>> expiries;
+  std::atomic<bool> broken{false};
+  std::atomic<int> probes{0};
+  auto start = steady_clock::now();
+  {
+    Watchdog watchdog(
+        seconds(30),
+        [&](const std::string &what, const std::string &error) {
+          std::lock_guard<std::mutex> hold(lock);
+          expiries.push_back(
+              {what + ": " + error,
+               duration<double>(steady_clock::now() - start).count()});
+        },
+        [&] {
+          ++probes;
+          return std::string(broken ? "the peer is gone" : "");
+        },
+        milliseconds(20));
+    {
+      Watchdog::Scope scope(watchdog, "a healthy wait");
+      std::this_thread::sleep_for(milliseconds(300));
+    }
+    int probedWhileHealthy = probes;
+    start = steady_clock::now();
+    watchdog.watch("a doomed wait");
+    std::this_thread::sleep_for(milliseconds(100));
+    broken = true;
+    for (int i = 0; i < 200; ++i) {
+      std::this_thread::sleep_for(milliseconds(25));
+      std::lock_guard<std::mutex> hold(lock);
+      if (!expiries.empty())
+        break;
+    }
+    std::lock_guard<std::mutex> hold(lock);
+    check(probedWhileHealthy >= 3,
+          "the probe is asked while a wait is watched (" +
+              std::to_string(probedWhileHealthy) + " times in 0.3 s)");
+    check(expiries.size() == 1 &&
+              expiries[0].first == "a doomed wait: the peer is gone" &&
+              expiries[0].second < 5,
+          "a probe's error ends the wait at once, not at the 30 s time-out" +
+              (expiries.empty()
+                   ? std::string(": never")
+                   : ": " + expiries[0].first + " after " +
+                         std::to_string(expiries[0].second) + " s"));
+  }
+}
+
 } // namespace
 
 int main() {
@@ -333,6 +388,7 @@ int main() {
   testFailures(random);
   testStrayConnection(random);
   testWatchdog();
+  testWatchdogProbe();
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;
 }

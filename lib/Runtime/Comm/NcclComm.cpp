@@ -17,7 +17,8 @@
 // issues the same NCCL calls in the same order. NCCL's waits happen on the
 // GPU, where nothing bounds them; a watchdog thread ends the process when
 // anything watched (joining, the driver's collectives, a whole step) takes
-// longer than --comm-timeout.
+// longer than --comm-timeout, or at once when NCCL reports an asynchronous
+// error (a peer gone).
 //
 //===----------------------------------------------------------------------===//
 
@@ -34,6 +35,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -59,6 +61,17 @@ struct blpa_comm {
   /// may also block on the host, connecting to the peers on first use).
   std::unique_ptr<blpa::comm::Watchdog> watchdog;
   using Watched = blpa::comm::Watchdog::Scope;
+  /// Whether the watchdog may ask `nccl` for its asynchronous error (from
+  /// joining until just before it is destroyed).
+  bool probed = false;
+  std::mutex probeLock;
+  void setProbed(bool on) {
+    std::lock_guard<std::mutex> hold(probeLock);
+    probed = on;
+  }
+  /// NCCL's asynchronous error (a peer gone, a network failure), which
+  /// dooms every wait on the communicator; empty while there is none.
+  std::string asyncError();
   /// A driver's collective `call` (on `control`) on `bytes` of host
   /// memory at `data`, through device staging, watched as `what`.
   void onHost(void *data, size_t bytes, const char *what,
@@ -117,6 +130,16 @@ void blpa_comm::onHost(void *data, size_t bytes, const char *what,
   checkCuda(this, cudaStreamSynchronize(control), what);
 }
 
+std::string blpa_comm::asyncError() {
+  std::lock_guard<std::mutex> hold(probeLock);
+  ncclResult_t state = ncclSuccess;
+  if (!probed || ncclCommGetAsyncError(nccl, &state) != ncclSuccess ||
+      state == ncclSuccess || state == ncclInProgress)
+    return "";
+  return std::string("NCCL reports ") + ncclGetErrorString(state) + " (" +
+         ncclGetLastError(nccl) + ")";
+}
+
 blpa_comm::BucketEvents &blpa_comm::eventsOf(int64_t bucket) {
   if (size_t(bucket) >= buckets.size())
     buckets.resize(bucket + 1);
@@ -169,15 +192,21 @@ blpa_comm *blpa_comm_init(int *, char ***, double timeoutSeconds,
   comm->timeout = std::chrono::duration_cast<blpa_comm::Clock::duration>(
       std::chrono::duration<double>(timeoutSeconds));
   comm->watchdog = std::make_unique<blpa::comm::Watchdog>(
-      comm->timeout, [comm](const std::string &what) {
+      comm->timeout,
+      [comm](const std::string &what, const std::string &error) {
         char seconds[32];
         std::snprintf(seconds, sizeof(seconds), "%g",
                       std::chrono::duration<double>(comm->timeout).count());
-        failComm(comm, what + " did not finish within " + seconds +
-                           " s: another rank died or hangs (--comm-timeout "
-                           "sets the limit)");
-      });
+        failComm(comm, error.empty()
+                           ? what + " did not finish within " + seconds +
+                                 " s: another rank died or hangs "
+                                 "(--comm-timeout sets the limit)"
+                           : what + " failed: " + error +
+                                 ": another rank died or the network failed");
+      },
+      [comm] { return comm->asyncError(); });
   joinJob(*comm);
+  comm->setProbed(true);
   // The sums get the highest priority: the rest of the backward pass fills
   // the device around them, not the other way round.
   int lowest = 0, highest = 0;
@@ -227,6 +256,7 @@ void blpa_comm_finalize(blpa_comm *comm) {
     blpa_comm::Watched watched(*comm->watchdog, "leaving NCCL's communicator");
     checkCuda(comm, cudaStreamSynchronize(comm->sums), "the last sums");
     checkNccl(comm, ncclCommFinalize(comm->nccl), "ncclCommFinalize");
+    comm->setProbed(false);
     checkNccl(comm, ncclCommDestroy(comm->nccl), "ncclCommDestroy");
   }
   comm->watchdog.reset();

@@ -4,9 +4,10 @@
 
 namespace blpa::comm {
 
-Watchdog::Watchdog(Clock::duration timeout,
-                   std::function<void(const std::string &)> expired)
-    : timeout(timeout), expired(std::move(expired)) {
+Watchdog::Watchdog(Clock::duration timeout, Expired expired, Probe probe,
+                   Clock::duration probeEvery)
+    : timeout(timeout), expired(std::move(expired)), probe(std::move(probe)),
+      probeEvery(probeEvery) {
   thread = std::thread([this] { run(); });
 }
 
@@ -28,6 +29,15 @@ void Watchdog::watch(const char *what) {
   changed.notify_all();
 }
 
+std::string Watchdog::probeError(std::unique_lock<std::mutex> &hold) {
+  if (!probe)
+    return "";
+  hold.unlock();
+  std::string error = probe();
+  hold.lock();
+  return error;
+}
+
 void Watchdog::run() {
   std::unique_lock<std::mutex> hold(lock);
   while (!stopping) {
@@ -36,14 +46,20 @@ void Watchdog::run() {
       continue;
     }
     // Woken early: something else is watched now, or the comm stops.
-    if (changed.wait_until(hold, deadline) == std::cv_status::no_timeout)
+    auto wake =
+        probe ? std::min(deadline, Clock::now() + probeEvery) : deadline;
+    if (changed.wait_until(hold, wake) == std::cv_status::no_timeout)
       continue;
-    if (stopping || watched.empty() || Clock::now() < deadline)
+    std::string error;
+    if (Clock::now() < deadline && (error = probeError(hold)).empty())
+      continue;
+    // The wait may have ended while the probe ran.
+    if (stopping || watched.empty())
       continue;
     std::string what = std::move(watched);
     watched.clear(); // once: a callback that returns is not called again
     hold.unlock();
-    expired(what);
+    expired(what, error);
     hold.lock();
   }
 }
