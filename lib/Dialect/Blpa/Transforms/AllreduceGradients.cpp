@@ -96,11 +96,9 @@ struct AllreduceGradientsPass
   /// Concatenates the bucket's gradients right after the last of them is
   /// computed and starts their sum; returns the bucket in flight.
   Value startBucket(Bucket &bucket, int64_t index) {
-    Operation *last = nullptr;
-    for (SgdUpdateOp update : bucket)
-      if (Operation *def = update.getGrad().getDefiningOp();
-          def && (!last || last->isBeforeInBlock(def)))
-        last = def;
+    // Buckets hold gradients in the order they are finished (a gradient
+    // without a producer counts as first).
+    Operation *last = bucket.back().getGrad().getDefiningOp();
     OpBuilder b(bucket.front());
     if (last)
       b.setInsertionPointAfter(last);
