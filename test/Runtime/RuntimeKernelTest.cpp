@@ -42,6 +42,7 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -183,6 +184,40 @@ void testConv(const ConvCase &cc, const std::string &suffix = "") {
   });
   cc.gradWeight(dy.data(), x.data(), dw.data());
   expectClose(base + "/grad_weight", dw, dwRef);
+}
+
+/// The convolutions again with their scratch in a workspace of `bytes`
+/// (the plan's, blpa_runtime_set_workspace) between guard bytes: a large
+/// one holds every shape's whole batch, so nothing is taken outside it; a
+/// small one makes shapes run in chunks (or, where one sample does not
+/// fit, outside it). The results stay those of the definition, and no
+/// guard byte is written.
+void testConvInWorkspace(int64_t bytes, const std::string &suffix) {
+  blpa_runtime_shutdown(&ctx);
+  blpa_runtime_init(&ctx);
+  constexpr size_t guard = 4096;
+  constexpr uint8_t pattern = 0xA5;
+  size_t total = size_t(bytes) + 2 * guard;
+  std::unique_ptr<uint8_t, decltype(&std::free)> region(
+      static_cast<uint8_t *>(std::aligned_alloc(256, total)), &std::free);
+  std::memset(region.get(), pattern, total);
+  blpa_runtime_set_workspace(&ctx, region.get() + guard, bytes);
+  for (const ConvGeometry &geometry : convGeometries())
+    testConv(ConvCase{geometry}, suffix);
+  bool guardsKept = true;
+  for (size_t i = 0; i < guard; ++i)
+    guardsKept &=
+        region.get()[i] == pattern && region.get()[total - 1 - i] == pattern;
+  report("conv" + suffix + "/guards_kept", guardsKept,
+         "a byte next to the workspace was written");
+  if (bytes >= (int64_t(64) << 20))
+    report("conv" + suffix + "/nothing_outside",
+           blpa_runtime_outside_bytes(&ctx) == 0,
+           std::to_string(blpa_runtime_outside_bytes(&ctx)) +
+               " bytes of scratch outside the workspace");
+  blpa_runtime_set_workspace(&ctx, nullptr, 0);
+  blpa_runtime_shutdown(&ctx);
+  blpa_runtime_init(&ctx);
 }
 
 //===----------------------------------------------------------------------===//
@@ -2847,6 +2882,8 @@ int main(int argc, char **argv) {
   blpa_runtime_shutdown(&ctx);
   unsetenv("BLPA_CPU_CONV_CHUNK_BYTES");
   blpa_runtime_init(&ctx);
+  testConvInWorkspace(int64_t(64) << 20, "/workspace");
+  testConvInWorkspace(int64_t(24) << 10, "/small_workspace");
 
   testBatchNorm("4d", 5, 7, 13 * 11);
   testBatchNorm("2d", 33, 6, 1);

@@ -14,7 +14,8 @@ using namespace mlir::blpa;
 static constexpr int64_t kMaxBatch = int64_t(1) << 24;
 static constexpr int kBitWidths[] = {0, 8, 4, 2};
 
-llvm::Expected<int64_t> mlir::blpa::parseMemorySize(StringRef text) {
+llvm::Expected<int64_t>
+mlir::blpa::parseMemorySize(StringRef text, StringRef flag, bool allowZero) {
   StringRef rest = text.trim();
   size_t numberEnd = rest.find_first_not_of("0123456789.");
   StringRef number = rest.take_front(numberEnd),
@@ -32,9 +33,9 @@ llvm::Expected<int64_t> mlir::blpa::parseMemorySize(StringRef text) {
                      .Case("TiB", 1024.0 * 1024 * 1024 * 1024)
                      .Default(0);
   if (number.empty() || number.getAsDouble(value) || scale == 0 ||
-      value * scale < 1 || value * scale > 9e18)
+      value * scale < (allowZero ? 0 : 1) || value * scale > 9e18)
     return llvm::createStringError(
-        "--memory-limit: cannot read '" + text.str() +
+        "--" + flag.str() + ": cannot read '" + text.str() +
         "'; give bytes, or a number with one of the units B, KB, MB, GB, TB "
         "(powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024), e.g. "
         "512MiB");

@@ -25,8 +25,11 @@ namespace mlir {
 namespace blpa {
 
 /// Bytes from "1073741824", "512MiB", "2GB", "1.5 GiB" (KB, MB, GB, TB are
-/// powers of 1000; KiB, MiB, GiB, TiB powers of 1024).
-llvm::Expected<int64_t> parseMemorySize(llvm::StringRef text);
+/// powers of 1000; KiB, MiB, GiB, TiB powers of 1024), given to `--flag`
+/// (the error names it); 0 only where `allowZero`.
+llvm::Expected<int64_t> parseMemorySize(llvm::StringRef text,
+                                        llvm::StringRef flag,
+                                        bool allowZero = false);
 
 /// The totals of the model's plan at a batch size and bit width; failure
 /// when the model cannot be compiled so.

@@ -157,6 +157,14 @@ static cl::opt<std::string> cudaWorkspaceOption(
              "algorithms and cuBLAS (--target cuda; default 64MiB): the "
              "fastest algorithms that fit it are chosen at start-up"),
     cl::value_desc("SIZE"), cl::init("64MiB"), cl::cat(compileCategory));
+static cl::opt<std::string> cpuWorkspaceOption(
+    "cpu-workspace",
+    cl::desc("Most scratch reserved in the arena for oneDNN's convolutions "
+             "(--target cpu; default 32MiB): the plan reserves what the "
+             "largest convolution needs over the whole batch, up to SIZE, "
+             "and larger ones run over the batch in chunks that fit; 0 "
+             "reserves none (their scratch is then outside the plan)"),
+    cl::value_desc("SIZE"), cl::init("32MiB"), cl::cat(compileCategory));
 static cl::opt<std::string> memoryReport(
     "memory-report",
     cl::desc("Write the memory plan's report (peak_bytes, lower_bound_bytes, "
@@ -237,6 +245,8 @@ static bool batchSizeMax = false;
 static std::optional<int64_t> memoryLimit;
 /// --cuda-workspace in bytes; 0 for the CPU target.
 static int64_t workspaceBytes = 0;
+/// --cpu-workspace in bytes; 0 for the CUDA target.
+static int64_t cpuWorkspaceLimit = 0;
 
 /// The cost model of this compile (analytical, or calibrated by --profile),
 /// for the plan's choices; set by readCostModel.
@@ -344,7 +354,8 @@ static LogicalResult checkOutputPath(Location loc, StringRef outputPath) {
 /// Reads --batch-size (N or max) and --memory-limit.
 static LogicalResult readBatchAndLimit(Location loc) {
   if (!memoryLimitOption.empty()) {
-    llvm::Expected<int64_t> limit = parseMemorySize(memoryLimitOption);
+    llvm::Expected<int64_t> limit =
+        parseMemorySize(memoryLimitOption, memoryLimitOption.ArgStr);
     if (!limit)
       return emitError(loc, llvm::toString(limit.takeError()));
     memoryLimit = *limit;
@@ -419,19 +430,19 @@ static LogicalResult checkCompileOptions(MLIRContext &context,
       return emitError(loc, "--data-parallel applies to --train only");
     if (failed(checkDataParallelAvailable(loc, target)))
       return failure();
-    llvm::Expected<int64_t> bytes = parseMemorySize(bucketSizeOption);
+    llvm::Expected<int64_t> bytes =
+        parseMemorySize(bucketSizeOption, bucketSizeOption.ArgStr);
     if (!bytes)
-      return emitError(loc, "--bucket-size: ")
-             << llvm::toString(bytes.takeError());
+      return emitError(loc, llvm::toString(bytes.takeError()));
     bucketBytes = *bytes;
   }
-  if (target == "cuda") {
-    llvm::Expected<int64_t> bytes = parseMemorySize(cudaWorkspaceOption);
-    if (!bytes)
-      return emitError(loc, "--cuda-workspace: ")
-             << llvm::toString(bytes.takeError());
-    workspaceBytes = *bytes;
-  }
+  bool cuda = target == "cuda";
+  auto &workspaceOption = cuda ? cudaWorkspaceOption : cpuWorkspaceOption;
+  llvm::Expected<int64_t> workspace = parseMemorySize(
+      workspaceOption, workspaceOption.ArgStr, /*allowZero=*/true);
+  if (!workspace)
+    return emitError(loc, llvm::toString(workspace.takeError()));
+  (cuda ? workspaceBytes : cpuWorkspaceLimit) = *workspace;
   if (batchSizeMax && !isOnnxFile(inputPath))
     return emitError(loc, "--batch-size max needs an ONNX model (.onnx or "
                           ".onnxtext) whose batch dimension is symbolic");
@@ -511,6 +522,8 @@ static void buildTailPipeline(PassManager &pm, int bits, bool withChoices,
   if (target == "cuda") {
     planOptions.alignment = 256;
     planOptions.workspaceBytes = workspaceBytes;
+  } else {
+    planOptions.cpuWorkspaceLimit = cpuWorkspaceLimit;
   }
   if (withReports) {
     planOptions.reportFile = memoryReport;
@@ -679,11 +692,11 @@ static LogicalResult chooseLargestBatch(MLIRContext &context,
                           "at batch sizes 1 and 2; give --batch-size N");
   if (*best == 0) {
     FailureOr<MemoryTotals> one = totals(1, bits);
-    return emitError(loc, "--batch-size max: not even batch 1 fits: " +
-                              explainOverLimit(totals, *one, 1, bits,
-                                               *memoryLimit,
-                                               /*batchCanChange=*/false,
-                                               /*bitsCanChange=*/trainMode));
+    return emitError(loc,
+                     "--batch-size max: not even batch 1 fits: " +
+                         explainOverLimit(totals, *one, 1, bits, *memoryLimit,
+                                          /*batchCanChange=*/false,
+                                          /*bitsCanChange=*/trainMode));
   }
   batchSize = *best;
   if (actBitsAuto) {
@@ -760,8 +773,8 @@ static LogicalResult solveForLimit(MLIRContext &context, ModuleOp module) {
         nodes.size(), options.maxExhaustivePlans));
   auto start = std::chrono::steady_clock::now();
   int traced = 0;
-  auto evaluate = [&](const NodeChoices &choices)
-      -> FailureOr<CandidateFigures> {
+  auto evaluate =
+      [&](const NodeChoices &choices) -> FailureOr<CandidateFigures> {
     FailureOr<CandidateFigures> figures = planner(choices);
     if (printBudgetSearch)
       llvm::errs() << llvm::formatv(
@@ -777,9 +790,9 @@ static LogicalResult solveForLimit(MLIRContext &context, ModuleOp module) {
   };
   FailureOr<BudgetSolution> solution =
       solveBudget(nodes, planner.getBlocks(), evaluate, options);
-  double elapsed = std::chrono::duration<double>(
-                       std::chrono::steady_clock::now() - start)
-                       .count();
+  double elapsed =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
   if (failed(solution))
     return module.emitError("--act-bits auto: the model could not be "
                             "planned; give --act-bits 0, 8, 4 or 2");

@@ -118,9 +118,15 @@ void blpa_runtime_download(blpa_context *ctx, void *hostDst, const void *src,
                            int64_t bytes);
 
 /// The scratch space the plan reserved for library calls that need one
-/// (cuDNN convolution algorithms): `bytes` at `pointer`, in the arena.
+/// (cuDNN's convolution algorithms; oneDNN's blocked copies and
+/// scratchpads): `bytes` at `pointer`, in the arena.
 void blpa_runtime_set_workspace(blpa_context *ctx, void *pointer,
                                 int64_t bytes);
+
+/// Bytes of scratch the kernels hold outside the arena and the workspace
+/// (grow-only buffers grown by the steps run so far): memory the plan does
+/// not count.
+int64_t blpa_runtime_outside_bytes(blpa_context *ctx);
 
 /// Runs step(closure) (a blpa_train_step or blpa_forward call) with the
 /// context's current hyper-parameters and returns when it has finished.

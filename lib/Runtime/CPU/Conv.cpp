@@ -16,6 +16,7 @@
 
 #include "../Common/WindowShape.h"
 
+#include <cstdio>
 #include <unordered_map>
 
 using namespace blpa::cpu;
@@ -107,61 +108,135 @@ typename Primitive::primitive_desc backwardDesc(const dnnl::engine &engine,
   return {desc, userScratchpad(), engine, forwardDesc(engine, g, false)};
 }
 
-std::unique_ptr<ConvPlan> makePlan(const dnnl::engine &engine, ConvKind kind,
-                                   const ConvShape &shape) {
+/// A convolution's primitive descriptor and its operands' layouts, before
+/// any primitive or reorder is created: all that choosing a chunk that fits
+/// the workspace needs to know.
+struct ConvDescs {
+  struct PortDesc {
+    int arg;
+    memory::desc user, inner;
+    bool isOutput;
+  };
+  dnnl::primitive_desc pd;
+  std::vector<PortDesc> ports;
+};
+
+ConvDescs describe(const dnnl::engine &engine, ConvKind kind,
+                   const ConvShape &shape) {
   ConvGeometry g = convGeometry(shape);
   memory::desc src = md(g.src, g.dataTag), dst = md(g.dst, g.dataTag),
                weights = md(g.weights, g.weightsTag);
-  auto plan = std::make_unique<ConvPlan>();
-  auto finish = [&](const auto &pd) {
-    plan->primitive = dnnl::primitive(pd);
-    plan->scratchpad = pd.scratchpad_desc();
-  };
+  ConvDescs descs;
   switch (kind) {
   case ConvKind::forward:
   case ConvKind::forwardBias: {
     bool withBias = kind == ConvKind::forwardBias;
     auto pd = forwardDesc(engine, g, withBias);
-    plan->addPort(engine, DNNL_ARG_SRC, src, pd.src_desc(), false);
-    plan->addPort(engine, DNNL_ARG_WEIGHTS, weights, pd.weights_desc(), false);
+    descs.ports = {{DNNL_ARG_SRC, src, pd.src_desc(), false},
+                   {DNNL_ARG_WEIGHTS, weights, pd.weights_desc(), false}};
     if (withBias)
-      plan->addPort(engine, DNNL_ARG_BIAS, pd.bias_desc(), pd.bias_desc(),
-                    false);
-    plan->addPort(engine, DNNL_ARG_DST, dst, pd.dst_desc(), true);
-    finish(pd);
+      descs.ports.push_back(
+          {DNNL_ARG_BIAS, pd.bias_desc(), pd.bias_desc(), false});
+    descs.ports.push_back({DNNL_ARG_DST, dst, pd.dst_desc(), true});
+    descs.pd = pd;
     break;
   }
   case ConvKind::backwardData: {
     auto pd = backwardDesc<dnnl::convolution_backward_data>(engine, g);
-    plan->addPort(engine, DNNL_ARG_DIFF_DST, dst, pd.diff_dst_desc(), false);
-    plan->addPort(engine, DNNL_ARG_WEIGHTS, weights, pd.weights_desc(), false);
-    plan->addPort(engine, DNNL_ARG_DIFF_SRC, src, pd.diff_src_desc(), true);
-    finish(pd);
+    descs.ports = {{DNNL_ARG_DIFF_DST, dst, pd.diff_dst_desc(), false},
+                   {DNNL_ARG_WEIGHTS, weights, pd.weights_desc(), false},
+                   {DNNL_ARG_DIFF_SRC, src, pd.diff_src_desc(), true}};
+    descs.pd = pd;
     break;
   }
   case ConvKind::backwardWeights: {
     auto pd = backwardDesc<dnnl::convolution_backward_weights>(engine, g);
-    plan->addPort(engine, DNNL_ARG_SRC, src, pd.src_desc(), false);
-    plan->addPort(engine, DNNL_ARG_DIFF_DST, dst, pd.diff_dst_desc(), false);
-    plan->addPort(engine, DNNL_ARG_DIFF_WEIGHTS, weights,
-                  pd.diff_weights_desc(), true);
-    finish(pd);
+    descs.ports = {
+        {DNNL_ARG_SRC, src, pd.src_desc(), false},
+        {DNNL_ARG_DIFF_DST, dst, pd.diff_dst_desc(), false},
+        {DNNL_ARG_DIFF_WEIGHTS, weights, pd.diff_weights_desc(), true}};
+    descs.pd = pd;
     break;
   }
   }
+  return descs;
+}
+
+std::unique_ptr<ConvPlan> makePlan(const dnnl::engine &engine,
+                                   const ConvDescs &descs) {
+  auto plan = std::make_unique<ConvPlan>();
+  for (const ConvDescs::PortDesc &port : descs.ports)
+    plan->addPort(engine, port.arg, port.user, port.inner, port.isOutput);
+  plan->primitive = dnnl::primitive(descs.pd);
+  plan->scratchpad = descs.pd.scratchpad_desc();
   return plan;
 }
 
-ConvPlan &planFor(CpuRuntime &rt, ConvKind kind, const ConvShape &s) {
+/// The key of a convolution's plan and chunk (CpuRuntime).
+std::vector<int64_t> convKey(ConvKind kind, const ConvShape &s) {
   const blpa::WindowShape &win = s.window;
   std::vector<int64_t> key = {int64_t(kind), s.n, s.c, s.k, s.group, win.rank};
   for (const int64_t *values : {win.in, win.out, win.kernel, win.stride,
                                 win.padBegin, win.padEnd, win.dilation})
     key.insert(key.end(), values, values + win.rank);
-  std::unique_ptr<ConvPlan> &plan = rt.convPlans[key];
+  return key;
+}
+
+ConvPlan &planFor(CpuRuntime &rt, ConvKind kind, const ConvShape &s) {
+  std::unique_ptr<ConvPlan> &plan = rt.convPlans[convKey(kind, s)];
   if (!plan)
-    plan = makePlan(rt.engine, kind, s);
+    plan = makePlan(rt.engine, describe(rt.engine, kind, s));
   return *plan;
+}
+
+size_t weightBytes(const ConvShape &s) {
+  return sizeof(float) * size_t(s.k) * size_t(s.c / s.group) *
+         size_t(s.window.kernelSize());
+}
+
+/// The scratch one chunk of `kind` over `part` takes (ConvScratch::take in
+/// ConvPlan::run order): the reordered operands, the scratchpad and, when
+/// backward-weights runs in chunks, the partial weight gradient.
+size_t chunkScratchBytes(CpuRuntime &rt, ConvKind kind, const ConvShape &part,
+                         bool chunked) {
+  ConvDescs descs = describe(rt.engine, kind, part);
+  size_t bytes = ConvScratch::alignUp(descs.pd.scratchpad_desc().get_size());
+  for (const ConvDescs::PortDesc &port : descs.ports)
+    if (port.user != port.inner)
+      bytes += ConvScratch::alignUp(port.inner.get_size());
+  if (chunked && kind == ConvKind::backwardWeights)
+    bytes += ConvScratch::alignUp(weightBytes(part));
+  return bytes;
+}
+
+/// The most samples of `shape` (at most `limit`) whose chunk fits the
+/// workspace, or 0 when not even one does. Scratch grows about linearly
+/// with the chunk, so the line through one sample and `limit` samples
+/// gives the first guess; halving from there finds one that fits.
+int64_t chunkForWorkspace(CpuRuntime &rt, ConvKind kind, const ConvShape &shape,
+                          int64_t limit) {
+  auto need = [&](int64_t samples) {
+    ConvShape part = shape;
+    part.n = samples;
+    return int64_t(chunkScratchBytes(rt, kind, part, samples < shape.n));
+  };
+  int64_t budget = rt.workspaceBytes;
+  int64_t all = need(limit);
+  if (all <= budget)
+    return limit;
+  int64_t one = need(1);
+  if (one > budget)
+    return 0;
+  int64_t perSample =
+      std::max<int64_t>((all - one) / std::max<int64_t>(limit - 1, 1), 1);
+  int64_t chunk =
+      std::clamp<int64_t>(1 + (budget - one) / perSample, 1, limit - 1);
+  while (chunk > 1 && need(chunk) > budget)
+    chunk /= 2;
+  // Chunks of equal size: 16 + 16 samples rather than 31 + 1.
+  int64_t chunks = (shape.n + chunk - 1) / chunk;
+  chunk = (shape.n + chunks - 1) / chunks;
+  return chunk;
 }
 
 /// The operands of `kind` (in the entry point's order) that have a batch
@@ -182,26 +257,70 @@ std::vector<std::pair<size_t, int64_t>> batchedOperands(ConvKind kind,
   return {};
 }
 
+/// Samples per chunk of `shape`: the larger operand at most
+/// rt.convChunkBytes; with a workspace, also few enough that the chunk's
+/// scratch fits it (0 when one sample does not: the convolution then runs
+/// one sample at a time with scratch outside the arena, said once).
+int64_t chunkFor(CpuRuntime &rt, ConvKind kind, const ConvShape &shape,
+                 int64_t sampleBytes) {
+  int64_t limit =
+      std::clamp<int64_t>(rt.convChunkBytes / std::max<int64_t>(sampleBytes, 1),
+                          1, std::max<int64_t>(shape.n, 1));
+  if (!rt.workspaceBytes)
+    return limit;
+  auto [it, inserted] = rt.convChunks.try_emplace(convKey(kind, shape), 0);
+  if (!inserted)
+    return it->second;
+  it->second = chunkForWorkspace(rt, kind, shape, limit);
+  if (std::getenv("BLPA_DEBUG_CONV")) {
+    ConvShape p = shape;
+    std::fprintf(stderr,
+                 "DBG kind %d n %lld c %lld k %lld in %lld need %zu chunk %lld "
+                 "ws %lld\n",
+                 int(kind), (long long)shape.n, (long long)shape.c,
+                 (long long)shape.k, (long long)shape.window.inSize(),
+                 chunkScratchBytes(rt, kind, p, false), (long long)it->second,
+                 (long long)rt.workspaceBytes);
+  }
+  if (!it->second && !rt.warnedOutsideWorkspace) {
+    ConvShape one = shape;
+    one.n = 1;
+    std::fprintf(stderr,
+                 "blpa: note: a convolution (%lld to %lld channels) needs "
+                 "%zu bytes of scratch for one sample, more than the plan's "
+                 "%lld-byte workspace; it runs with memory outside the plan "
+                 "(compile with a larger --cpu-workspace)\n",
+                 (long long)shape.c, (long long)shape.k,
+                 chunkScratchBytes(rt, kind, one, shape.n > 1),
+                 (long long)rt.workspaceBytes);
+    rt.warnedOutsideWorkspace = true;
+  }
+  return it->second;
+}
+
 /// Shared body of the three entry points: the plan run over the batch in
-/// chunks of at most rt.convChunkBytes (CpuRuntime.h). Backward-weights
-/// sums the chunks' weight gradients in chunk order, so the result does
-/// not depend on the thread count.
+/// chunks (chunkFor). Backward-weights sums the chunks' weight gradients in
+/// chunk order, so the result does not depend on the thread count.
 void runConv(const char *name, blpa_context *ctx, ConvKind kind,
              const ConvShape &shape, std::initializer_list<const void *> data) {
   guarded(name, [&] {
     CpuRuntime &rt = runtimeOf(ctx);
     std::vector<const void *> operands(data);
     auto batched = batchedOperands(kind, shape, operands.size());
-    int64_t sampleBytes = 4 * std::max(batched[0].second, batched[1].second);
-    int64_t chunk = std::clamp<int64_t>(
-        rt.convChunkBytes / std::max<int64_t>(sampleBytes, 1), 1,
-        std::max<int64_t>(shape.n, 1));
+    int64_t chunk = chunkFor(
+        rt, kind, shape, 4 * std::max(batched[0].second, batched[1].second));
+    ConvScratch scratch(rt, /*inWorkspace=*/rt.workspaceBytes && chunk);
+    chunk = std::max<int64_t>(chunk, 1);
     float *weightGrad = kind == ConvKind::backwardWeights
                             ? static_cast<float *>(const_cast<void *>(
                                   operands[2]))
                             : nullptr;
-    int64_t weightFloats = shape.k * (shape.c / shape.group) *
-                           shape.window.kernelSize();
+    // Chunks after the first compute their weight gradient here and add.
+    float *partial = nullptr;
+    if (weightGrad && chunk < shape.n)
+      partial = static_cast<float *>(scratch.take(weightBytes(shape)));
+    int64_t weightFloats = int64_t(weightBytes(shape) / sizeof(float));
+    size_t chunkMark = scratch.mark();
     for (int64_t first = 0; first == 0 || first < shape.n; first += chunk) {
       ConvShape part = shape;
       part.n = std::min(chunk, shape.n - first);
@@ -209,15 +328,11 @@ void runConv(const char *name, blpa_context *ctx, ConvKind kind,
       for (auto [index, floats] : batched)
         partOperands[index] =
             static_cast<const float *>(operands[index]) + first * floats;
-      // Chunks after the first compute into scratch and add.
-      float *partial = nullptr;
-      if (weightGrad && first != 0) {
-        partial = static_cast<float *>(
-            rt.scratch.get(kWeightGradSlot, 4 * weightFloats));
+      if (first != 0 && partial)
         partOperands[2] = partial;
-      }
-      planFor(rt, kind, part).run(rt, partOperands);
-      if (partial)
+      planFor(rt, kind, part).run(rt, scratch, partOperands);
+      scratch.release(chunkMark);
+      if (first != 0 && partial)
         parallelBlocks(weightFloats, [&](int64_t begin, int64_t end) {
           for (int64_t i = begin; i < end; ++i)
             weightGrad[i] += partial[i];
@@ -252,7 +367,20 @@ void ConvPlan::addPort(const dnnl::engine &engine, int arg,
   ports.push_back(std::move(port));
 }
 
-void ConvPlan::run(CpuRuntime &rt, const std::vector<const void *> &data) {
+void *ConvScratch::take(size_t bytes) {
+  if (!inWorkspace)
+    return rt.scratch.get(unsigned(used++), bytes);
+  size_t offset = used;
+  used += alignUp(bytes);
+  if (used > size_t(rt.workspaceBytes))
+    failf("convolution scratch of %zu bytes overflows the %lld-byte "
+          "workspace",
+          used, (long long)rt.workspaceBytes);
+  return rt.workspace + offset;
+}
+
+void ConvPlan::run(CpuRuntime &rt, ConvScratch &scratch,
+                   const std::vector<const void *> &data) {
   const dnnl::engine &engine = rt.engine;
   std::unordered_map<int, memory> args;
   struct PendingOutput {
@@ -260,7 +388,6 @@ void ConvPlan::run(CpuRuntime &rt, const std::vector<const void *> &data) {
     memory inner, user;
   };
   std::vector<PendingOutput> pendingOutputs;
-  unsigned slot = 0;
   auto portData = data.begin();
   for (Port &port : ports) {
     memory user(port.user, engine, const_cast<void *>(*portData++));
@@ -268,8 +395,7 @@ void ConvPlan::run(CpuRuntime &rt, const std::vector<const void *> &data) {
       args[port.arg] = user;
       continue;
     }
-    memory inner(port.inner, engine,
-                 rt.scratch.get(slot++, port.inner.get_size()));
+    memory inner(port.inner, engine, scratch.take(port.inner.get_size()));
     if (port.isOutput)
       pendingOutputs.push_back({&port.reorder, inner, user});
     else
@@ -277,8 +403,7 @@ void ConvPlan::run(CpuRuntime &rt, const std::vector<const void *> &data) {
     args[port.arg] = inner;
   }
   if (size_t bytes = scratchpad.get_size())
-    args[DNNL_ARG_SCRATCHPAD] =
-        memory(scratchpad, engine, rt.scratch.get(slot++, bytes));
+    args[DNNL_ARG_SCRATCHPAD] = memory(scratchpad, engine, scratch.take(bytes));
   primitive.execute(rt.stream, args);
   for (PendingOutput &out : pendingOutputs)
     out.reorder->execute(rt.stream, out.inner, out.user);

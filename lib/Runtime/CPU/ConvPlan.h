@@ -4,7 +4,8 @@
 // backward-weights) created with format_tag::any, so oneDNN picks its fast
 // blocked layouts, plus the reorders between those layouts and the plain
 // NCHW/OIHW (NCDHW/OIDHW) buffers of the C ABI. Reordered operands and the
-// primitive's scratchpad live in the runtime's shared ScratchPool.
+// primitive's scratchpad live in the plan's workspace (ConvScratch), else
+// in the runtime's shared ScratchPool.
 //
 //===----------------------------------------------------------------------===//
 
@@ -18,9 +19,28 @@
 namespace blpa {
 namespace cpu {
 
-/// The ScratchPool slot a chunked backward-weights convolution sums its
-/// chunks' gradients from; ConvPlan::run uses the slots below it.
-constexpr unsigned kWeightGradSlot = 8;
+/// Where one convolution call takes its scratch: consecutive 64-byte
+/// aligned pieces of the plan's workspace, or, without a workspace it
+/// fits, a ScratchPool slot per piece. Pieces taken after a mark are given
+/// back by release (each chunk's reordered operands reuse the same bytes).
+class ConvScratch {
+public:
+  ConvScratch(CpuRuntime &rt, bool inWorkspace)
+      : rt(rt), inWorkspace(inWorkspace) {}
+
+  /// The bytes a piece of `bytes` takes of the workspace.
+  static size_t alignUp(size_t bytes) { return (bytes + 63) / 64 * 64; }
+
+  void *take(size_t bytes);
+  size_t mark() const { return used; }
+  void release(size_t mark) { used = mark; }
+
+private:
+  CpuRuntime &rt;
+  bool inWorkspace;
+  /// Bytes of the workspace taken, or pool slots.
+  size_t used = 0;
+};
 
 struct ConvPlan {
   /// One operand of the primitive as the caller sees it.
@@ -36,8 +56,10 @@ struct ConvPlan {
                const dnnl::memory::desc &user, const dnnl::memory::desc &inner,
                bool isOutput);
 
-  /// Runs the primitive on caller buffers given in port order.
-  void run(CpuRuntime &rt, const std::vector<const void *> &data);
+  /// Runs the primitive on caller buffers given in port order, its
+  /// reordered operands and scratchpad taken from `scratch`.
+  void run(CpuRuntime &rt, ConvScratch &scratch,
+           const std::vector<const void *> &data);
 
   dnnl::primitive primitive;
   dnnl::memory::desc scratchpad;

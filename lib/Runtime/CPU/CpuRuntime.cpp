@@ -46,6 +46,13 @@ void *ScratchPool::get(unsigned slot, size_t bytes) {
   return buf.data.get();
 }
 
+int64_t ScratchPool::heldBytes() const {
+  int64_t bytes = 0;
+  for (const Buffer &buf : buffers)
+    bytes += int64_t(buf.bytes);
+  return bytes;
+}
+
 CpuRuntime::CpuRuntime() : engine(dnnl::engine::kind::cpu, 0), stream(engine) {
   if (const char *bytes = std::getenv("BLPA_CPU_CONV_CHUNK_BYTES"))
     convChunkBytes = std::max<int64_t>(1, std::atoll(bytes));
@@ -110,8 +117,18 @@ void blpa_runtime_download(blpa_context *, void *hostDst, const void *src,
     std::memcpy(hostDst, src, static_cast<size_t>(bytes));
 }
 
-// The CPU kernels keep their own grow-only scratch (ScratchPool).
-void blpa_runtime_set_workspace(blpa_context *, void *, int64_t) {}
+void blpa_runtime_set_workspace(blpa_context *ctx, void *pointer,
+                                int64_t bytes) {
+  CpuRuntime &rt = runtimeOf(ctx);
+  rt.workspace = static_cast<uint8_t *>(pointer);
+  rt.workspaceBytes = pointer ? std::max<int64_t>(bytes, 0) : 0;
+  // Chunks were chosen for the workspace they had.
+  rt.convChunks.clear();
+}
+
+int64_t blpa_runtime_outside_bytes(blpa_context *ctx) {
+  return runtimeOf(ctx).scratch.heldBytes();
+}
 
 void blpa_runtime_run(blpa_context *ctx, void (*step)(void *), void *closure,
                       const void *const *, int64_t) {

@@ -34,6 +34,8 @@ namespace cpu {
 class ScratchPool {
 public:
   void *get(unsigned slot, size_t bytes);
+  /// Bytes held by all slots: memory outside the planned arena.
+  int64_t heldBytes() const;
 
 private:
   struct FreeDeleter {
@@ -55,15 +57,28 @@ struct CpuRuntime {
 
   dnnl::engine engine;
   dnnl::stream stream;
+  /// Scratch outside the arena: used only by a convolution that does not
+  /// fit the workspace even one sample at a time, or when the plan has no
+  /// workspace (kernel tests, plans compiled with --cpu-workspace 0).
   ScratchPool scratch;
+  /// The plan's workspace (blpa_runtime_set_workspace): convolutions put
+  /// their blocked copies, scratchpad and partial weight gradients there,
+  /// running over the batch in chunks small enough to fit it.
+  uint8_t *workspace = nullptr;
+  int64_t workspaceBytes = 0;
   /// Convolutions run over the batch in chunks whose larger operand holds
-  /// at most this many bytes (at least one sample): the blocked copies and
-  /// scratchpad live outside the planned arena, so they must not grow with
-  /// the batch. $BLPA_CPU_CONV_CHUNK_BYTES overrides it (tests chunk small
-  /// shapes with it).
+  /// at most this many bytes (at least one sample), so that without a
+  /// workspace the blocked copies outside the arena stay a fixed size.
+  /// $BLPA_CPU_CONV_CHUNK_BYTES overrides it (tests chunk small shapes with
+  /// it).
   int64_t convChunkBytes = int64_t(32) << 20;
   /// Convolution plans keyed by (direction, shape, attributes).
   std::map<std::vector<int64_t>, std::unique_ptr<ConvPlan>> convPlans;
+  /// Samples per chunk of each convolution (keyed as convPlans, at the full
+  /// batch); 0: it runs one sample at a time with scratch outside the arena.
+  std::map<std::vector<int64_t>, int64_t> convChunks;
+  /// Whether the note about scratch outside the workspace was printed.
+  bool warnedOutsideWorkspace = false;
   /// What blpa_runtime_last_step_seconds reports.
   double lastStepSeconds = 0;
 };

@@ -264,6 +264,13 @@ void blpa_runtime_set_workspace(blpa_context *ctx, void *pointer,
           "cublasSetWorkspace");
 }
 
+int64_t blpa_runtime_outside_bytes(blpa_context *ctx) {
+  int64_t bytes = 0;
+  for (const auto &slot : runtimeOf(ctx).scratch)
+    bytes += int64_t(slot.second);
+  return bytes;
+}
+
 void blpa_runtime_run(blpa_context *ctx, void (*step)(void *), void *closure,
                       const void *const *bindings, int64_t numBindings) {
   CudaRuntime &rt = runtimeOf(ctx);

@@ -61,6 +61,10 @@ public:
   /// optimizer state, staged inputs and outputs).
   uint64_t allocatedBytes() const { return allocated; }
 
+  /// Bytes of scratch the kernels hold outside those (grown by the steps
+  /// run so far): memory the plan does not count.
+  int64_t outsideBytes() { return blpa_runtime_outside_bytes(&context); }
+
   /// The learning rate of the following steps.
   void setLearningRate(double lr) { context.lr = float(lr); }
 

@@ -573,6 +573,11 @@ void runTraining(const Manifest &manifest, const Options &options,
   trainSteps(*session, *data.source, manifest, firstStep, steps, schedule, hooks,
              log);
   std::signal(SIGINT, SIG_DFL);
+  if (int64_t outside = session->outsideBytes())
+    std::printf("%s memory: the kernels also took %lld bytes of scratch "
+                "outside the plan\n",
+                manifest.target == "cpu" ? "host" : "device",
+                static_cast<long long>(outside));
   if (profiler && leads)
     profiler->write(options.threads.value_or(manifest.defaultThreads));
   // Also when a resume had no steps left: the checkpoint written is then

@@ -24,6 +24,7 @@ void BlpaDialect::initialize() {
 #include "blpa/Dialect/Blpa/IR/BlpaOps.cpp.inc"
       >();
   registerCostModels(*getContext());
+  registerScratchModels(*getContext());
 }
 
 /// The discardable attributes the pipeline records, and their kinds.

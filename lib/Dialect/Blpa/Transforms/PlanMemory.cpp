@@ -63,6 +63,16 @@ llvm::json::Object planToJson(const MemoryPlan &plan) {
       {"buffers", static_cast<int64_t>(plan.buffers.size())}};
 }
 
+/// The scratch the hungriest op of `func` takes on the CPU over its whole
+/// batch, at most `limit` bytes.
+int64_t getCpuWorkspaceBytes(func::FuncOp func, int64_t limit) {
+  int64_t bytes = 0;
+  func.walk([&](ScratchOpInterface op) {
+    bytes = std::max(bytes, op.getCpuScratchBytes());
+  });
+  return std::min(bytes, limit);
+}
+
 struct PlanMemoryPass : public blpa::impl::BlpaPlanMemoryBase<PlanMemoryPass> {
   using blpa::impl::BlpaPlanMemoryBase<PlanMemoryPass>::BlpaPlanMemoryBase;
 
@@ -72,8 +82,10 @@ struct PlanMemoryPass : public blpa::impl::BlpaPlanMemoryBase<PlanMemoryPass> {
       module.emitError("alignment must be a power of two");
       return signalPassFailure();
     }
-    if (workspaceBytes < 0) {
-      module.emitError("workspace-bytes must not be negative");
+    if (workspaceBytes < 0 || cpuWorkspaceLimit < 0) {
+      module.emitError(workspaceBytes < 0 ? "workspace-bytes"
+                                          : "cpu-workspace-limit")
+          << " must not be negative";
       return signalPassFailure();
     }
     llvm::json::Object functions;
@@ -83,7 +95,10 @@ struct PlanMemoryPass : public blpa::impl::BlpaPlanMemoryBase<PlanMemoryPass> {
       if (func.isExternal())
         continue;
       MemoryPlan plan = analyzeBuffers(func, inPlace);
-      placeBuffers(plan, alignment, workspaceBytes);
+      placeBuffers(
+          plan, alignment,
+          std::max<int64_t>(workspaceBytes,
+                            getCpuWorkspaceBytes(func, cpuWorkspaceLimit)));
       // The placement is checked on every compiled model, not only in
       // tests: a wrong plan would silently corrupt training.
       if (failed(verifyPlacement(func, plan, alignment)))

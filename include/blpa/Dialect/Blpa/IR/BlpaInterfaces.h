@@ -108,6 +108,10 @@ OpCost getOpCost(Operation *op);
 /// (lib/Dialect/Blpa/IR/BlpaCosts.cpp); the dialect does it when loaded.
 void registerCostModels(MLIRContext &context);
 
+/// Attaches ScratchOpInterface to the ops whose CPU kernels take scratch
+/// (lib/Dialect/Blpa/IR/BlpaScratch.cpp); the dialect does it when loaded.
+void registerScratchModels(MLIRContext &context);
+
 } // namespace blpa
 } // namespace mlir
 

@@ -195,4 +195,23 @@ def Blpa_CostOpInterface : OpInterface<"CostOpInterface"> {
   ];
 }
 
+def Blpa_ScratchOpInterface : OpInterface<"ScratchOpInterface"> {
+  let description = [{
+    Scratch memory an op's CPU kernel takes besides its operands, for the
+    plan's workspace (--blpa-plan-memory's `cpu-workspace-limit`): oneDNN's
+    convolutions copy their operands into blocked layouts and take a
+    scratchpad. Attached as external models in
+    lib/Dialect/Blpa/IR/BlpaScratch.cpp; ops without it take none.
+  }];
+  let cppNamespace = "::mlir::blpa";
+  let methods = [
+    InterfaceMethod<[{
+        Bytes of scratch the kernel takes when it runs over the op's whole
+        batch at once, estimated from above; the runtime runs the op over
+        the batch in chunks when the workspace is smaller.
+      }],
+      "int64_t", "getCpuScratchBytes">,
+  ];
+}
+
 #endif // BLPA_DIALECT_BLPA_IR_BLPAINTERFACES_TD

@@ -331,7 +331,12 @@ def BlpaPlanMemory : Pass<"blpa-plan-memory", "ModuleOp"> {
 
     Targets differ only in options: the CUDA target asks for 256-byte
     alignment and a `workspace-bytes` region (recorded as
-    `blpa.workspace_bytes`) that cuDNN's algorithms are chosen to fit.
+    `blpa.workspace_bytes`) that cuDNN's algorithms are chosen to fit; the
+    CPU target for `cpu-workspace-limit`: each function's workspace is
+    then at least what its hungriest op needs at the whole batch
+    (ScratchOpInterface: oneDNN's blocked copies of a convolution's
+    operands), up to the limit; the runtime runs larger ones over the batch
+    in chunks that fit.
 
     The report and the table also give the cost model's predictions
     (CostModel::predictCosts): the step's time and, per saved tensor, the
@@ -345,6 +350,10 @@ def BlpaPlanMemory : Pass<"blpa-plan-memory", "ModuleOp"> {
     Option<"workspaceBytes", "workspace-bytes", "int64_t", "0",
            "Scratch space for library calls (cuDNN convolutions) reserved "
            "at the arena's start, live over the whole function">,
+    Option<"cpuWorkspaceLimit", "cpu-workspace-limit", "int64_t", "0",
+           "Reserve at the arena's start what the function's CPU kernels "
+           "take as scratch (ScratchOpInterface), up to this many bytes "
+           "(0: none)">,
     Option<"inPlace", "in-place", "bool", "true",
            "Write results over dying operands where the op allows it">,
     Option<"reportFile", "report", "std::string", "\"\"",
