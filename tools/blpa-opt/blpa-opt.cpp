@@ -489,8 +489,11 @@ static void buildTailPipeline(PassManager &pm, int bits, bool withChoices,
   // Recomputation first: the copies' operands are then saved tensors that
   // compression sees like any other. Without a recompute choice it does
   // nothing.
-  if (trainMode)
-    pm.addPass(createBlpaRecompute());
+  if (trainMode) {
+    BlpaRecomputeOptions options;
+    options.bits = bits;
+    pm.addPass(createBlpaRecompute(options));
+  }
   if (trainMode && (bits != 0 || pinsWidths || withChoices)) {
     BlpaCompressActivationsOptions options;
     options.bits = bits;

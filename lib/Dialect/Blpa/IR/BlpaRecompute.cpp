@@ -44,3 +44,27 @@ void BatchNormOp::buildRecompute(OpBuilder &builder, ValueRange operands,
   results.push_back(getMean());
   results.push_back(getInvStd());
 }
+
+/// A ReLU recomputed from an approximation of its input would take its
+/// mask from it, flipping elements within a quantization step of zero
+/// (docs/design.md, "Exactness"), where the method keeps masks exact. So
+/// the forward pass keeps the 1-bit mask of its output (1/32 of float32):
+/// the gradient reads the mask, and value readers `relu(x') * mask`, zero
+/// wherever the forward's output was.
+void ReluOp::buildApproximateRecompute(OpBuilder &saver, OpBuilder &builder,
+                                       ValueRange operands,
+                                       SmallVectorImpl<Value> &results,
+                                       SmallVectorImpl<Value> &signResults) {
+  auto mask =
+      QuantizeOp::create(saver, getLoc(), getOutput(), /*bits=*/1, "mask");
+  setPhase(mask, Phase::Forward);
+  auto decode = [&] {
+    return DequantizeOp::create(builder, getLoc(), mask.getCodes(),
+                                mask.getParams());
+  };
+  Value relu = ReluOp::create(builder, getLoc(), operands.front());
+  results.push_back(MulOp::create(builder, getLoc(), relu, decode()));
+  // A decode of its own, which scheduling moves to the gradient: a float
+  // mask kept from the copy to there would cost what the codes save.
+  signResults.push_back(decode());
+}

@@ -15,6 +15,7 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
+#include "mlir/IR/OperationSupport.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
 namespace mlir {
@@ -73,10 +74,42 @@ struct RecomputePass : public blpa::impl::BlpaRecomputeBase<RecomputePass> {
     for (Operation &op : step.getBody().front())
       if (auto id = op.getAttrOfType<IntegerAttr>(kRecomputeIdAttrName))
         nextId = std::max(nextId, id.getInt() + 1);
+    findApproximateCopies(marked);
     // Consumers first: a producer's backward uses then include its
     // consumers' copies, so its own copy goes before them and they read it.
     for (Operation *op : llvm::reverse(marked))
       recompute(op);
+  }
+
+  /// Whether forward value `v`, read by a copy but not recomputed, is a
+  /// checkpoint the backward pass reads decoded from codes: its producer's
+  /// width (blpa.act_choice, else `bits`) is not 0. Parameters and graph
+  /// inputs are exact; so may be a value the compress pass keeps float32
+  /// after all (then a mask is kept for nothing, never missed).
+  bool isCodedCheckpoint(Value v) const {
+    Operation *producer = v.getDefiningOp();
+    if (!producer || isa<ParamOp>(producer))
+      return false;
+    auto choice = producer->getAttrOfType<StringAttr>(kActChoiceAttrName);
+    if (!choice)
+      return bits != 0;
+    int64_t width = 0;
+    return !choice.getValue().getAsInteger(10, width) && width != 0;
+  }
+
+  /// The marked ops whose copies compute from an approximation: reading a
+  /// coded checkpoint, or the copy of such an op (in forward order).
+  void findApproximateCopies(ArrayRef<Operation *> marked) {
+    approximate.clear();
+    llvm::SmallPtrSet<Operation *, 16> isMarked(marked.begin(), marked.end());
+    for (Operation *op : marked)
+      if (llvm::any_of(op->getOperands(), [&](Value v) {
+            Operation *producer = v.getDefiningOp();
+            return producer && isMarked.contains(producer)
+                       ? approximate.contains(producer)
+                       : isCodedCheckpoint(v);
+          }))
+        approximate.insert(op);
   }
 
   /// One line at the op when it cannot be recomputed.
@@ -122,18 +155,29 @@ struct RecomputePass : public blpa::impl::BlpaRecomputeBase<RecomputePass> {
   /// finds only kept results still read: the copy is dropped).
   bool recomputeFor(Operation *op, ArrayRef<OpOperand *> uses) {
     OpBuilder builder(uses.front()->getOwner());
-    InsertedOps inserted;
+    InsertedOps inserted, saved;
     builder.setListener(&inserted);
-    SmallVector<Value> replacements;
-    if (auto recomputable = dyn_cast<RecomputeOpInterface>(op))
+    OpBuilder saver(op->getContext(), &saved);
+    saver.setInsertionPointAfter(op);
+    SmallVector<Value> replacements, signReplacements;
+    auto recomputable = dyn_cast<RecomputeOpInterface>(op);
+    if (recomputable && approximate.contains(op))
+      recomputable.buildApproximateRecompute(saver, builder, op->getOperands(),
+                                             replacements, signReplacements);
+    else if (recomputable)
       recomputable.buildRecompute(builder, op->getOperands(), replacements);
     else
       recomputeByCopy(op, builder, op->getOperands(), replacements);
+    if (signReplacements.empty())
+      signReplacements = replacements;
+    reuseSavedOps(saved.ops);
 
     Operation *firstReader = nullptr;
     for (OpOperand *use : uses) {
-      Value replacement =
-          replacements[cast<OpResult>(use->get()).getResultNumber()];
+      unsigned result = cast<OpResult>(use->get()).getResultNumber();
+      Value replacement = getActivationNeed(*use) == ActivationNeed::Sign
+                              ? signReplacements[result]
+                              : replacements[result];
       if (replacement == use->get())
         continue;
       use->set(replacement);
@@ -150,6 +194,9 @@ struct RecomputePass : public blpa::impl::BlpaRecomputeBase<RecomputePass> {
     if (!firstReader) {
       for (Operation *copy : llvm::reverse(inserted.ops))
         copy->erase();
+      for (Operation *kept : llvm::reverse(saved.ops))
+        if (kept->use_empty())
+          kept->erase();
       return false;
     }
     // The report attributes each copy's time to the op it recomputes.
@@ -163,12 +210,53 @@ struct RecomputePass : public blpa::impl::BlpaRecomputeBase<RecomputePass> {
       copy->setAttr(kRecomputesAttrName, recomputes);
       copy->moveBefore(firstReader);
     }
+    sinkToFirstUser(signReplacements, replacements);
     numCopies += inserted.ops.size();
     return true;
   }
 
+  /// Moves each copy that only readers of signs read (a ReLU's decoded
+  /// mask) down to its first reader: it is cheap to decode, and would
+  /// otherwise live as a float tensor from the copy to the gradient.
+  static void sinkToFirstUser(ArrayRef<Value> signReplacements,
+                              ArrayRef<Value> replacements) {
+    for (auto [sign, value] : llvm::zip(signReplacements, replacements)) {
+      Operation *def = sign.getDefiningOp();
+      if (sign == value || !def || !def->hasAttr(kRecomputesAttrName) ||
+          sign.use_empty())
+        continue;
+      Operation *first = nullptr;
+      for (Operation *user : sign.getUsers())
+        if (!first || user->isBeforeInBlock(first))
+          first = user;
+      def->moveBefore(first);
+    }
+  }
+
+  /// What a copy had the forward pass keep (`saved`) is kept once: with a
+  /// copy per reader, a later copy's mask is the first's (an equivalent
+  /// op reading the same value).
+  static void reuseSavedOps(SmallVectorImpl<Operation *> &saved) {
+    llvm::erase_if(saved, [](Operation *kept) {
+      if (kept->getNumOperands() == 0)
+        return false;
+      for (Operation *other : kept->getOperand(0).getUsers()) {
+        if (other == kept ||
+            !OperationEquivalence::isEquivalentTo(
+                other, kept, OperationEquivalence::IgnoreLocations))
+          continue;
+        kept->replaceAllUsesWith(other);
+        kept->erase();
+        return true;
+      }
+      return false;
+    });
+  }
+
   /// The blpa.recompute_id the next recomputed op gets.
   int64_t nextId = 0;
+  /// The marked ops whose copies read approximations (findApproximateCopies).
+  llvm::SmallPtrSet<Operation *, 16> approximate;
 };
 
 } // namespace

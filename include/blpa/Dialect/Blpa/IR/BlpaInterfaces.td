@@ -173,6 +173,27 @@ def Blpa_RecomputeOpInterface : OpInterface<"RecomputeOpInterface"> {
       (ins "::mlir::OpBuilder &":$builder, "::mlir::ValueRange":$operands,
            "::llvm::SmallVectorImpl<::mlir::Value> &":$results), [{}],
       [{ ::mlir::blpa::recomputeByCopy($_op, builder, operands, results); }]>,
+    InterfaceMethod<[{
+        Like buildRecompute, when `operands` are approximations of the
+        forward's values (a checkpoint kept as codes, read decoded): the op
+        may first save, with `saver` (in the forward pass, right after the
+        op), what keeps the copy's decisions exact where an approximation
+        would flip them, and build the copy to honour it. Appends one value
+        per result for readers that need the values and one for readers
+        that need only each element's sign (ActivationNeed::Sign). The
+        default: buildRecompute, both lists the same. A ReLU keeps its
+        1-bit mask: its copy is `relu(x') * mask`, and its gradient reads
+        the mask itself.
+      }],
+      "void", "buildApproximateRecompute",
+      (ins "::mlir::OpBuilder &":$saver, "::mlir::OpBuilder &":$builder,
+           "::mlir::ValueRange":$operands,
+           "::llvm::SmallVectorImpl<::mlir::Value> &":$results,
+           "::llvm::SmallVectorImpl<::mlir::Value> &":$signResults), [{}],
+      [{
+        $_op.buildRecompute(builder, operands, results);
+        signResults.append(results.begin(), results.end());
+      }]>,
   ];
 }
 

@@ -155,7 +155,8 @@ def Blpa_BatchNormInferenceOp : Blpa_ComputeOp<"batch_norm_inference"> {
 }
 
 def Blpa_ReluOp : Blpa_ComputeOp<"relu", [Differentiable, NonNegativeRule,
-    InPlace]> {
+    InPlace, DeclareOpInterfaceMethods<Blpa_RecomputeOpInterface,
+    ["buildApproximateRecompute"]>]> {
   let summary = "max(x, 0)";
   let arguments = (ins Blpa_F32Tensor:$input);
   let results = (outs Blpa_F32Tensor:$output);

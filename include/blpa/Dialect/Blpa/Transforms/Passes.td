@@ -92,12 +92,22 @@ def BlpaRecompute : Pass<"blpa-recompute", "ModuleOp"> {
     One copy serves every backward reader (it lives from the first to the
     last); with `copy-per-reader`, each backward reader gets its own copy,
     built right before it (shorter lifetimes, more compute).
+
+    A copy that reads, directly or through other copies, a checkpoint that
+    will be kept as codes (its producer's `blpa.act_choice` is 8, 4 or 2,
+    or, without a choice, `bits` is not 0) computes from an approximation:
+    it is built by RecomputeOpInterface::buildApproximateRecompute, with
+    which a ReLU keeps its exact 1-bit mask in the forward pass
+    (docs/design.md, "Exactness").
   }];
   let dependentDialects = ["::mlir::blpa::BlpaDialect"];
   let options = [
     Option<"copyPerReader", "copy-per-reader", "bool", "false",
            "A copy before each backward reader rather than one shared by "
            "all of them">,
+    Option<"bits", "bits", "int64_t", "0",
+           "The width --blpa-compress-activations gives saved activations "
+           "without a choice (0: kept exact)">,
   ];
   let statistics = [
     Statistic<"numRecomputed", "recomputed",
