@@ -438,6 +438,12 @@ static LogicalResult checkCompileOptions(MLIRContext &context,
   }
   bool cuda = target == "cuda";
   auto &workspaceOption = cuda ? cudaWorkspaceOption : cpuWorkspaceOption;
+  auto &otherWorkspace = cuda ? cpuWorkspaceOption : cudaWorkspaceOption;
+  if (otherWorkspace.getNumOccurrences())
+    return emitError(loc, "--")
+           << otherWorkspace.ArgStr << " applies to --target "
+           << (cuda ? "cpu" : "cuda") << " only; with --target " << target
+           << " give --" << workspaceOption.ArgStr;
   llvm::Expected<int64_t> workspace = parseMemorySize(
       workspaceOption, workspaceOption.ArgStr, /*allowZero=*/true);
   if (!workspace)
