@@ -272,16 +272,6 @@ int64_t chunkFor(CpuRuntime &rt, ConvKind kind, const ConvShape &shape,
   if (!inserted)
     return it->second;
   it->second = chunkForWorkspace(rt, kind, shape, limit);
-  if (std::getenv("BLPA_DEBUG_CONV")) {
-    ConvShape p = shape;
-    std::fprintf(stderr,
-                 "DBG kind %d n %lld c %lld k %lld in %lld need %zu chunk %lld "
-                 "ws %lld\n",
-                 int(kind), (long long)shape.n, (long long)shape.c,
-                 (long long)shape.k, (long long)shape.window.inSize(),
-                 chunkScratchBytes(rt, kind, p, false), (long long)it->second,
-                 (long long)rt.workspaceBytes);
-  }
   if (!it->second && !rt.warnedOutsideWorkspace) {
     ConvShape one = shape;
     one.n = 1;
