@@ -701,11 +701,11 @@ static LogicalResult chooseLargestBatch(MLIRContext &context,
                           "at batch sizes 1 and 2; give --batch-size N");
   if (*best == 0) {
     FailureOr<MemoryTotals> one = totals(1, bits);
-    return emitError(loc,
-                     "--batch-size max: not even batch 1 fits: " +
-                         explainOverLimit(totals, *one, 1, bits, *memoryLimit,
-                                          /*batchCanChange=*/false,
-                                          /*bitsCanChange=*/trainMode));
+    return emitError(loc, "--batch-size max: not even batch 1 fits: " +
+                              explainOverLimit(totals, *one, 1, bits,
+                                               *memoryLimit,
+                                               /*batchCanChange=*/false,
+                                               /*bitsCanChange=*/trainMode));
   }
   batchSize = *best;
   if (actBitsAuto) {
@@ -782,8 +782,8 @@ static LogicalResult solveForLimit(MLIRContext &context, ModuleOp module) {
         nodes.size(), options.maxExhaustivePlans));
   auto start = std::chrono::steady_clock::now();
   int traced = 0;
-  auto evaluate =
-      [&](const NodeChoices &choices) -> FailureOr<CandidateFigures> {
+  auto evaluate = [&](const NodeChoices &choices)
+      -> FailureOr<CandidateFigures> {
     FailureOr<CandidateFigures> figures = planner(choices);
     if (printBudgetSearch)
       llvm::errs() << llvm::formatv(
@@ -799,9 +799,9 @@ static LogicalResult solveForLimit(MLIRContext &context, ModuleOp module) {
   };
   FailureOr<BudgetSolution> solution =
       solveBudget(nodes, planner.getBlocks(), evaluate, options);
-  double elapsed =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-          .count();
+  double elapsed = std::chrono::duration<double>(
+                       std::chrono::steady_clock::now() - start)
+                       .count();
   if (failed(solution))
     return module.emitError("--act-bits auto: the model could not be "
                             "planned; give --act-bits 0, 8, 4 or 2");

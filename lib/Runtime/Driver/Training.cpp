@@ -533,8 +533,9 @@ void runTraining(const Manifest &manifest, const Options &options,
   JsonlLog log(leads ? options.logPath : std::string());
   std::unique_ptr<Session> session =
       openSession(manifest, options, initialWeights, /*skipUpdate=*/false);
+  const char *memoryKind = manifest.target == "cpu" ? "host" : "device";
   std::printf("%s memory: %llu bytes allocated at start (arena %llu)\n",
-              manifest.target == "cpu" ? "host" : "device",
+              memoryKind,
               static_cast<unsigned long long>(session->allocatedBytes()),
               static_cast<unsigned long long>(manifest.arenaBytes));
   int64_t steps =
@@ -576,8 +577,7 @@ void runTraining(const Manifest &manifest, const Options &options,
   if (int64_t outside = session->outsideBytes())
     std::printf("%s memory: the kernels also took %lld bytes of scratch "
                 "outside the plan\n",
-                manifest.target == "cpu" ? "host" : "device",
-                static_cast<long long>(outside));
+                memoryKind, static_cast<long long>(outside));
   if (profiler && leads)
     profiler->write(options.threads.value_or(manifest.defaultThreads));
   // Also when a resume had no steps left: the checkpoint written is then

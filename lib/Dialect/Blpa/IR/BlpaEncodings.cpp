@@ -237,13 +237,9 @@ bool SoftmaxOp::encodeSavedActivations(const ActivationEncoding &encoding) {
 /// count as much as one on the op that reads it.
 static int64_t getInputCodeBits(Value input, int64_t bits) {
   Operation *producer = input.getDefiningOp();
-  auto choice = producer
-                    ? producer->getAttrOfType<StringAttr>(kActChoiceAttrName)
-                    : StringAttr();
-  int64_t producerBits = 0;
-  if (!choice || choice.getValue().getAsInteger(10, producerBits))
+  if (!producer)
     return bits;
-  return std::max(bits, producerBits);
+  return std::max(bits, getActChoiceBits(producer).value_or(0));
 }
 
 /// One set of codes of `op`'s input serves its gradient's reads `gradUses`

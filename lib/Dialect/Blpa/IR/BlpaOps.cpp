@@ -75,6 +75,16 @@ int mlir::blpa::getExactnessRank(StringRef choice) {
       .Default(0);
 }
 
+std::optional<int64_t> mlir::blpa::getActChoiceBits(Operation *op) {
+  auto choice = op->getAttrOfType<StringAttr>(kActChoiceAttrName);
+  if (!choice)
+    return std::nullopt;
+  int64_t bits = 0;
+  if (choice.getValue().getAsInteger(10, bits))
+    return 0;
+  return bits;
+}
+
 bool mlir::blpa::isActivationChoice(StringRef choice) {
   return getExactnessRank(choice) != 0;
 }

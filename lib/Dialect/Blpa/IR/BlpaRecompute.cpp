@@ -64,7 +64,8 @@ void ReluOp::buildApproximateRecompute(OpBuilder &saver, OpBuilder &builder,
   };
   Value relu = ReluOp::create(builder, getLoc(), operands.front());
   results.push_back(MulOp::create(builder, getLoc(), relu, decode()));
-  // A decode of its own, which scheduling moves to the gradient: a float
-  // mask kept from the copy to there would cost what the codes save.
+  // A decode of its own, which --blpa-recompute moves down to the gradient
+  // (sinkToFirstUser): a float mask kept from the copy to there would cost
+  // what the codes save.
   signResults.push_back(decode());
 }

@@ -111,13 +111,9 @@ LogicalResult CompressActivationsPass::parsePolicies() {
 /// and recompute keep them exact; the dialect verified the value), else the
 /// pass's default.
 SavedWidth CompressActivationsPass::getWidth(Operation *producer) {
-  auto choice = producer->getAttrOfType<StringAttr>(kActChoiceAttrName);
-  if (!choice)
-    return {bits, /*pinned=*/false};
-  int64_t width = 0;
-  if (choice.getValue().getAsInteger(10, width))
-    width = 0;
-  return {width, /*pinned=*/true};
+  if (std::optional<int64_t> width = getActChoiceBits(producer))
+    return {*width, /*pinned=*/true};
+  return {bits, /*pinned=*/false};
 }
 
 /// The policy of the ONNX node `op` comes from (gradient ops carry the

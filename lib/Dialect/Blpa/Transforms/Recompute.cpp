@@ -90,11 +90,7 @@ struct RecomputePass : public blpa::impl::BlpaRecomputeBase<RecomputePass> {
     Operation *producer = v.getDefiningOp();
     if (!producer || isa<ParamOp>(producer))
       return false;
-    auto choice = producer->getAttrOfType<StringAttr>(kActChoiceAttrName);
-    if (!choice)
-      return bits != 0;
-    int64_t width = 0;
-    return !choice.getValue().getAsInteger(10, width) && width != 0;
+    return getActChoiceBits(producer).value_or(bits) != 0;
   }
 
   /// The marked ops whose copies compute from an approximation: reading a

@@ -12,6 +12,8 @@
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 #include "mlir/Interfaces/ViewLikeInterface.h"
 
+#include <optional>
+
 #define GET_TYPEDEF_CLASSES
 #include "blpa/Dialect/Blpa/IR/BlpaOpsTypes.h.inc"
 
@@ -118,6 +120,10 @@ bool isActivationChoice(llvm::StringRef choice);
 /// float32 and recompute (exact from exact inputs) above 8, 4 and 2 bits.
 /// Where several pins name one tensor, the highest rank wins.
 int getExactnessRank(llvm::StringRef choice);
+/// The width at which `op`'s blpa.act_choice keeps its saved results: 8, 4
+/// or 2 for codes, 0 for float32 and recompute (kept exact); none without a
+/// choice (the pipeline's default then applies).
+std::optional<int64_t> getActChoiceBits(Operation *op);
 
 /// The op's phase; ops without the attribute (inference programs) are
 /// forward.
