@@ -22,8 +22,9 @@ few steps, a smoke run of a few minutes):
   plan to the exact plan's total. The smallest is what `blpa-opt --act-bits
   auto --min-act-bits 2 --memory-limit 1` names when it refuses (rounded up
   to its printed precision, 0.01 of the unit). Per budget, our executable
-  (`--memory-limit B --min-act-bits 2`, with `--profile` of the exact
-  plan's training run unless `--no-calibrate`) and the fastest frontier
+  (`--memory-limit B --min-act-bits 2`, with a `--profile` of a training
+  run of each uniform plan, exact, 8, 4 and 2 bits, unless
+  `--no-calibrate`) and the fastest frontier
   configuration whose planned total fits B train alternately, `--rounds`
   processes each.
 - **Step time**: every run uses `--threads` kernel threads (1 by
@@ -183,12 +184,21 @@ def whole_cosine(grads, reference):
     return min(1.0, float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))))
 
 
-def solver_flags(args, profile):
+# The uniform plans whose profiles calibrate the solver's cost model: each
+# op of each width measured, so that it can tell where codes run faster
+# than float32 (the method's batch-norm kernels on an Intel Xeon) and where
+# slower (an AMD EPYC).
+PROFILED_WIDTHS = (0, 8, 4, 2)
+
+
+def solver_flags(args, profiles):
     """blpa-opt's flags for the solver besides --memory-limit."""
     flags = ["--min-act-bits", 2]
     if args.prefer:
         flags += ["--prefer", args.prefer]
-    return flags + (["--profile", profile] if profile else [])
+    for profile in profiles:
+        flags += ["--profile", profile]
+    return flags
 
 
 class Model:
@@ -206,13 +216,15 @@ class Model:
         self.y = rng.integers(0, 10, case.batch).astype(np.int64)
         exact = self.plan("exact", ["--act-bits", 0])
         self.exact_grads = self.gradients(exact)
-        profile = None
-        if args.calibrate:
-            profile = os.path.join(workdir, "profile.json")
-            tool.run([exact["exe"], "--synthetic", "--steps",
+        profiles = []
+        for bits in (PROFILED_WIDTHS if args.calibrate else ()):
+            plan = exact if bits == 0 else self.plan(
+                "uniform%d" % bits, ["--act-bits", bits])
+            profiles.append(os.path.join(workdir, "profile%d.json" % bits))
+            tool.run([plan["exe"], "--synthetic", "--steps",
                       args.warmup + args.steps, "--lr", 0.01, "--threads",
-                      args.threads, "--profile", profile])
-        self.solver_flags = solver_flags(args, profile)
+                      args.threads, "--profile", profiles[-1]])
+        self.solver_flags = solver_flags(args, profiles)
 
     def plan(self, name, flags):
         """Compiles plan `name`: {exe, report, stderr, planned}."""
@@ -650,7 +662,8 @@ def print_header(args):
               datetime.date.today(), cpu_name(), usable_cores(),
               args.threads, args.step_statistic, args.steps, args.warmup,
               args.rounds, " ".join(map(str, solver_flags(
-                  args, "EXACT-PLAN.json" if args.calibrate else None))),
+                  args, ["UNIFORM-%d.json" % bits for bits in PROFILED_WIDTHS]
+                  if args.calibrate else []))),
               args.seed))
     print("command: %s" % command_line())
     print()
@@ -691,7 +704,7 @@ def parse_args():
                         help="passed to the solver (default: its own)")
     parser.add_argument("--calibrate", action=argparse.BooleanOptionalAction,
                         default=True,
-                        help="give the solver the exact plan's --profile")
+                        help="give the solver profiles of the uniform plans")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the fixed batch the cosines use")
     parser.add_argument("--svg-dir", default=os.path.join(BENCH, "..",

@@ -19,7 +19,7 @@ from blpa import tool
 pytestmark = pytest.mark.randomized
 
 PLAN = re.compile(r"^budget plan \d+: total (\d+) bytes")
-ANSWER = re.compile(r"^budget answer: total (\d+) bytes, .*, time step (\d+), "
+ANSWER = re.compile(r"^budget answer: total (\d+) bytes, .*, time step (-?\d+), "
                     r"approximation (\d+)$", re.M)
 
 

@@ -125,22 +125,80 @@ def test_profile_needs_two_steps(resnet, workdir):
     assert not os.path.exists(path)
 
 
-def test_predicted_step_time(resnet, workdir):
+def profile_sums(profiled):
+    """The cost model's calibration written out from (profile, the roofline
+    seconds of its plan's ops that make runtime calls, in the profile's
+    order) pairs: the measured seconds by (op, node, shapes), and per kind
+    (None: all ops) the measured and roofline seconds summed."""
+    measured, kinds = {}, {}
+    for data, roofline in profiled:
+        assert len(roofline) == len(data["ops"])
+        for op, estimate in zip(data["ops"], roofline):
+            key = (op["op"], op["node"], op["shapes"])
+            measured.setdefault(key, []).append(op["mean_seconds"])
+            for kind in (op["op"], None):
+                sums = kinds.setdefault(kind, [0.0, 0.0])
+                sums[0] += op["mean_seconds"]
+                sums[1] += estimate
+    return measured, kinds
+
+
+def roofline_seconds(ir):
+    """The uncalibrated model's seconds of the ops of `ir` that make runtime
+    calls, in the step's order (test_profile_covers_every_op)."""
+    return [seconds for _, _, _, calls, seconds in op_entries(ir)
+            if calls > 0]
+
+
+def check_predictions(irs, option, measured, kinds):
+    """Every op of `irs` predicted by --blpa-print-op-costs=profile=`option`
+    as docs/design.md says: an op with a profiled op's name, node and shapes
+    takes the mean of the profiled ones of that key, any other its roofline
+    estimate times its kind's factor (the profiled ops' measured seconds over
+    their roofline seconds, or that ratio over all profiled ops for a kind
+    the profiles lack). Returns how many ops each rule predicted."""
+    rules = {"profiled": 0, "kind's factor": 0, "all ops' factor": 0}
+    for ir in irs:
+        for (op, node, shapes, calls, seconds), (*_, estimate) in zip(
+                op_entries(ir, option), op_entries(ir)):
+            if calls == 0:
+                continue
+            profiled = measured.get((op, node, shapes))
+            if profiled:
+                rule, want = "profiled", sum(profiled) / len(profiled)
+            else:
+                rule = "kind's factor" if op in kinds else "all ops' factor"
+                sums = kinds.get(op, kinds[None])
+                want = estimate * sums[0] / sums[1]
+            rules[rule] += 1
+            assert seconds == pytest.approx(want, rel=1e-5), (op, node, rule)
+    return rules
+
+
+@pytest.fixture(scope="module")
+def four_bit(resnet, workdir):
+    """The 4-bit plan's IR and a profile of 5 steps of its executable."""
+    model, _, _ = resnet
+    exe = tool.compile(model, str(workdir / "cost_resnet20_4"),
+                       batch_size=BATCH, act_bits=4)
+    profile = str(workdir / "cost_profile_4.json")
+    tool.run([exe, "--synthetic", "--steps", 5, "--lr", 0.01,
+              "--profile", profile])
+    return planned_ir(model, str(workdir / "cost_4.mlir"), act_bits=4), profile
+
+
+def test_predicted_step_time(resnet, four_bit, workdir):
     """The profile read back predicts every op of a plan as docs/design.md
-    ("Calibration") says, checked against that rule written out here from
-    the profile and the uncalibrated model's roofline figures: an op with a
-    profiled op's name, node and shapes takes the mean of the profiled ones
-    of that key; any other its roofline estimate times its kind's factor
-    (the profiled ops' measured seconds over their roofline seconds, or that
-    ratio over all profiled ops for a kind the profile lacks). On the
-    profiled exact plan the prediction is the sum of the profile's op
-    times. The rule is checked with every other convolution of the profile
-    renamed to another node (profiled kind, no match) on that plan and on
-    4-bit codes, whose encoders and decoders the profile never saw. How
-    close such predictions come to step times measured later depends on
-    the machine's load (a 4-bit / exact ratio of fastest steps measured
-    0.57-2.0 here against a predicted 0.87-0.98): bench/budget.py compares
-    plans' step times side by side, this test does not."""
+    ("Calibration") says (check_predictions), from the profile and the
+    uncalibrated model's roofline figures. On the profiled exact plan the
+    prediction is the sum of the profile's op times. The rule is checked
+    with every other convolution of the profile renamed to another node
+    (profiled kind, no match) on that plan and on 4-bit codes, whose
+    encoders and decoders the profile never saw. How close such predictions
+    come to step times measured later depends on the machine's load (a
+    4-bit / exact ratio of fastest steps measured 0.57-2.0 here against a
+    predicted 0.87-0.98): bench/budget.py compares plans' step times side by
+    side, this test does not."""
     model, _, profile = resnet
     with open(profile) as f:
         data = json.load(f)
@@ -155,38 +213,109 @@ def test_predicted_step_time(resnet, workdir):
     renamed = str(workdir / "cost_profile_renamed.json")
     with open(renamed, "w") as f:
         json.dump(data, f)
-    # Each kind's factor from the profiled ops (in the step's order of the
-    # ops that make runtime calls, test_profile_covers_every_op) and their
-    # roofline seconds (the model without a profile).
-    roofline = [seconds for _, _, _, calls, seconds in op_entries(exact_ir)
-                if calls > 0]
-    assert len(roofline) == len(data["ops"])
-    measured, kinds = {}, {}
-    for op, estimate in zip(data["ops"], roofline):
-        key = (op["op"], op["node"], op["shapes"])
-        measured.setdefault(key, []).append(op["mean_seconds"])
-        for kind in (op["op"], None):
-            sums = kinds.setdefault(kind, [0.0, 0.0])
-            sums[0] += op["mean_seconds"]
-            sums[1] += estimate
-
-    four_ir = planned_ir(model, str(workdir / "cost_4.mlir"), act_bits=4)
-    rules = {"profiled": 0, "kind's factor": 0, "all ops' factor": 0}
-    for ir in (exact_ir, four_ir):
-        for (op, node, shapes, calls, seconds), (*_, estimate) in zip(
-                op_entries(ir, renamed), op_entries(ir)):
-            if calls == 0:
-                continue
-            profiled = measured.get((op, node, shapes))
-            if profiled:
-                rule, want = "profiled", sum(profiled) / len(profiled)
-            else:
-                rule = "kind's factor" if op in kinds else "all ops' factor"
-                sums = kinds.get(op, kinds[None])
-                want = estimate * sums[0] / sums[1]
-            rules[rule] += 1
-            assert seconds == pytest.approx(want, rel=1e-5), (op, node, rule)
+    measured, kinds = profile_sums([(data, roofline_seconds(exact_ir))])
+    rules = check_predictions((exact_ir, four_bit[0]), renamed, measured,
+                              kinds)
     assert all(rules.values()), rules
+
+
+def test_profiles_of_two_plans(resnet, four_bit, workdir):
+    """Profiles of the exact and the 4-bit plan read together: an op in
+    either takes the mean over both of its key's entries (a convolution
+    common to both plans the mean of both measurements), the kinds' factors
+    sum over both; the codes' encoders and decoders are now measured."""
+    model, _, exact_profile = resnet
+    four_ir, four_profile = four_bit
+    exact_ir = planned_ir(model, str(workdir / "cost_exact.mlir"))
+    profiled = []
+    for path, ir in ((exact_profile, exact_ir), (four_profile, four_ir)):
+        with open(path) as f:
+            profiled.append((json.load(f), roofline_seconds(ir)))
+    measured, kinds = profile_sums(profiled)
+    rules = check_predictions((exact_ir, four_ir),
+                              exact_profile + "," + four_profile, measured,
+                              kinds)
+    # Every op of both plans is measured, so that a saving of codes over
+    # float32 is one measurement against another.
+    assert rules == {"profiled": sum(len(p[0]["ops"]) for p in profiled),
+                     "kind's factor": 0, "all ops' factor": 0}
+
+
+NOTE = re.compile(r"^note: --memory-limit .* predicted step \S+ ms, "
+                  r"([0-9.]+)x the unconstrained plan \(.*\); (.*); \d+ "
+                  r"plans in", re.M)
+
+
+def solve_generously(model, profiles, workdir):
+    """The solver's plan under a limit the exact plan fits, calibrated by
+    `profiles`: (predicted step over the unconstrained plan's, {choice:
+    nodes})."""
+    cmd = [tool.blpa_opt_path(), model, "--train", "--batch-size", BATCH,
+           "--memory-limit", "1GiB", "--emit", "mlir", "-o", os.devnull]
+    for profile in profiles:
+        cmd += ["--profile", profile]
+    match = NOTE.search(tool.run(cmd).stderr)
+    assert match
+    counts = {}
+    for part in match.group(2).split(", "):
+        count, choice = part.split(" ", 1)
+        counts[choice] = int(count)
+    return float(match.group(1)), counts
+
+
+def test_solver_takes_codes_only_where_measured_faster(resnet, four_bit,
+                                                       workdir):
+    """The exact plan fits, so without a measured saving the solver keeps
+    every node float32: with the exact plan's profile alone (the codes'
+    encoders and decoders estimated), and with a 4-bit profile whose ops
+    that the exact plan lacks are made 1000x slower. Made 1000x faster,
+    the codes save time as measured, and the solver codes nodes at 4 bits
+    (the default floor) for a predicted step below the exact plan's."""
+    model, _, exact_profile = resnet
+    with open(exact_profile) as f:
+        exact_keys = {(o["op"], o["node"], o["shapes"])
+                      for o in json.load(f)["ops"]}
+    with open(four_bit[1]) as f:
+        four = json.load(f)
+    doctored = {}
+    for name, factor in (("slow", 1000.0), ("fast", 0.001)):
+        data = json.loads(json.dumps(four))
+        for op in data["ops"]:
+            if (op["op"], op["node"], op["shapes"]) not in exact_keys:
+                op["mean_seconds"] *= factor
+        doctored[name] = str(workdir / ("cost_profile_4_%s.json" % name))
+        with open(doctored[name], "w") as f:
+            json.dump(data, f)
+    for profiles in ([exact_profile], [exact_profile, doctored["slow"]]):
+        ratio, counts = solve_generously(model, profiles, workdir)
+        assert list(counts) == ["float32"] and ratio == 1.0, (profiles,
+                                                               counts)
+    ratio, counts = solve_generously(
+        model, [exact_profile, doctored["fast"]], workdir)
+    assert counts.get("at 4 bits", 0) > 0 and ratio < 0.99, counts
+    # A node whose saving is under the solver's time step may go back to
+    # 8 bits (more exact within a step); never below the floor.
+    assert set(counts) <= {"float32", "at 8 bits", "at 4 bits"}, counts
+
+
+def test_profiles_of_two_batch_sizes_refused(resnet, workdir):
+    model, _, profile = resnet
+    with open(profile) as f:
+        data = json.load(f)
+    data["batch_size"] = 8
+    other = str(workdir / "cost_profile_batch8.json")
+    with open(other, "w") as f:
+        json.dump(data, f)
+    proc = tool.run([tool.blpa_opt_path(), model, "--train", "--batch-size",
+                     BATCH, "--profile", profile, "--profile", other, "-o",
+                     str(workdir / "cost_refused2")], check=False)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: --profile %s: is a profile of " % other)
+    assert "at batch size 8" in lines[0] and "batch size 16" in lines[0]
+    assert "give profiles of one model and batch size" in lines[0]
+    assert not os.path.exists(str(workdir / "cost_refused2"))
 
 
 def test_profile_refused(resnet, workdir):

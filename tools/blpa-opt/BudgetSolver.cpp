@@ -84,10 +84,8 @@ struct Move {
 struct Score {
   /// With --prefer exactness, the group of the narrowest codes; else 0.
   int precisionGroup = 0;
-  /// Predicted step time, each node charged what its choice adds and never
-  /// credited what the cost model predicts it saves: keeping a tensor
-  /// float32 does the least work, so such a prediction is the model's
-  /// error, and compressing for it would cost accuracy for nothing.
+  /// Predicted step time, each node charged what its choice adds
+  /// (getAddedSeconds).
   double seconds = 0;
   /// Sum of getApproximation over the nodes.
   int approximation = 0;
@@ -106,10 +104,12 @@ private:
   Score score(const NodeChoices &choices,
               const CandidateFigures &figures) const;
   Score predictScore(const NodeChoices &choices) const;
+  double getAddedSeconds(const CandidateFigures &figures, StringRef node) const;
   bool isBetter(const Score &a, const Score &b) const;
   int64_t getTimeStep(double seconds) const;
   void consider(const NodeChoices &choices, const CandidateFigures &figures);
   LogicalResult rankMoves();
+  void tryFastestPlan();
   void tryBlockPlans();
   void trySmallestPlans();
   NodeChoices applyPrefix(size_t length) const;
@@ -137,7 +137,7 @@ private:
   /// Each plan compiled, by its choices (see getKey).
   std::map<std::string, FailureOr<CandidateFigures>> compiled;
   /// Per candidate choice and node: the seconds that choice adds to the
-  /// node's ops in the uniform plan, never below 0 (Score::seconds).
+  /// node's ops in the uniform plan (getAddedSeconds).
   llvm::StringMap<llvm::StringMap<double>> addedSeconds;
   /// Per candidate choice and node: the bytes the node keeps in the uniform
   /// plan of that choice (float32's are the unconstrained plan's).
@@ -194,14 +194,29 @@ Score Search::score(const NodeChoices &choices,
     for (const auto &entry : choices)
       result.precisionGroup = std::max(result.precisionGroup,
                                        getPrecisionGroup(entry.second));
-  const CandidateFigures &exact = best.unconstrained;
-  result.seconds = exact.seconds;
+  result.seconds = best.unconstrained.seconds;
   for (const auto &entry : figures.secondsByNode)
-    result.seconds += std::max(
-        0.0, entry.second - exact.secondsByNode.lookup(entry.first()));
+    result.seconds += getAddedSeconds(figures, entry.first());
   result.approximation =
       getApproximation(choices, figures.approximateRecomputes);
   return result;
+}
+
+/// What `node`'s ops in the plan of `figures` add to its ops in the
+/// unconstrained plan: a saving only where profiles measured both (on an
+/// Intel Xeon the method's batch-norm kernels ran faster than float32's,
+/// on an AMD EPYC slower), else at least 0: keeping a tensor float32 does
+/// the least work, so a saving the roofline predicts is the model's error,
+/// and compressing for it would cost accuracy for nothing.
+double Search::getAddedSeconds(const CandidateFigures &figures,
+                               StringRef node) const {
+  const CandidateFigures &exact = best.unconstrained;
+  double added =
+      figures.secondsByNode.lookup(node) - exact.secondsByNode.lookup(node);
+  if (added < 0 && (figures.estimatedNodes.contains(node) ||
+                    exact.estimatedNodes.contains(node)))
+    return 0;
+  return added;
 }
 
 /// Sum of getApproximation over a plan's nodes, where a node recomputed
@@ -227,10 +242,10 @@ static int getApproximation(const NodeChoices &choices,
 }
 
 /// The score `choices` would have, from the uniform plans' added seconds
-/// per node, with every recomputed node exact. Mixing choices only adds
+/// per node, with every recomputed node exact. Mixing choices mostly adds
 /// costs (a batch norm coded and its ReLU not no longer fuse), and a node
-/// may turn out recomputed from codes, so a compiled plan ranks at best as
-/// predicted.
+/// may turn out recomputed from codes, so a compiled plan mostly ranks at
+/// best as predicted.
 Score Search::predictScore(const NodeChoices &choices) const {
   Score predicted = score(choices, best.unconstrained);
   for (const auto &entry : choices)
@@ -253,11 +268,10 @@ bool Search::isBetter(const Score &a, const Score &b) const {
 }
 
 /// 0 for charged times from the unconstrained step's up to the tolerance
-/// above it, then 1, 2, ... (charged times are never below it).
+/// above it, then 1, 2, ...; -1, -2, ... below it (measured savings).
 int64_t Search::getTimeStep(double seconds) const {
   double exact = best.unconstrained.seconds;
-  return int64_t(std::floor(std::max(seconds - exact, 0.0) /
-                            (kTimeTolerance * exact)));
+  return int64_t(std::floor((seconds - exact) / (kTimeTolerance * exact)));
 }
 
 /// Keeps the best fitting candidate, and the smallest of all.
@@ -283,9 +297,9 @@ void Search::consider(const NodeChoices &choices,
   best.approximation = candidate.approximation;
 }
 
-/// Plans every node at each candidate choice, and ranks the moves by bytes
-/// saved per second added (per precision group first with --prefer
-/// exactness).
+/// Plans every node at each candidate choice, and ranks the moves: those
+/// measured to save time first, the most saved first, then by bytes saved
+/// per second added (per precision group first with --prefer exactness).
 LogicalResult Search::rankMoves() {
   for (const std::string &choice :
        getCandidateChoices(options.minBits, options.allowRecompute)) {
@@ -305,12 +319,11 @@ LogicalResult Search::rankMoves() {
     for (const std::string &node : nodes) {
       int64_t saved = best.unconstrained.keptBytesByNode.lookup(node) -
                       figures->keptBytesByNode.lookup(node);
-      double added = figures->secondsByNode.lookup(node) -
-                     best.unconstrained.secondsByNode.lookup(node);
-      addedSeconds[choice][node] = std::max(added, 0.0);
+      double added = getAddedSeconds(*figures, node);
+      addedSeconds[choice][node] = added;
       keptBytes[choice][node] = figures->keptBytesByNode.lookup(node);
-      double charged = std::max(added, 0.0) +
-                       approximationSeconds * getApproximation(choice) + 1e-12;
+      double charged =
+          added + approximationSeconds * getApproximation(choice) + 1e-12;
       if (saved > 0)
         moves.push_back({node, choice, saved, charged, group});
     }
@@ -320,10 +333,36 @@ LogicalResult Search::rankMoves() {
                    [&](const Move &a, const Move &b) {
                      if (byPrecision && a.precisionGroup != b.precisionGroup)
                        return a.precisionGroup < b.precisionGroup;
+                     bool aSaves = a.addedSeconds < 0;
+                     if (aSaves != (b.addedSeconds < 0))
+                       return aSaves;
+                     if (aSaves)
+                       return a.addedSeconds < b.addedSeconds;
                      return a.savedBytes / a.addedSeconds >
                             b.savedBytes / b.addedSeconds;
                    });
   return success();
+}
+
+/// Each node at the choice measured to save it the most time, where
+/// profiles show one (rankMoves): where codes run faster than float32, the
+/// fastest plan is not the unconstrained one, and where it fits, the
+/// improvement takes back toward exactness what costs no time step.
+void Search::tryFastestPlan() {
+  NodeChoices fastest;
+  llvm::StringMap<double> fastestCharge;
+  for (const Move &move : moves) {
+    if (move.addedSeconds >= 0)
+      continue;
+    auto [it, inserted] =
+        fastestCharge.try_emplace(move.node, move.addedSeconds);
+    if (inserted || move.addedSeconds < it->second) {
+      it->second = move.addedSeconds;
+      fastest[move.node] = move.choice;
+    }
+  }
+  if (!fastest.empty())
+    (void)compile(fastest);
 }
 
 NodeChoices mlir::blpa::getBlockPlan(ArrayRef<std::string> nodes,
@@ -433,8 +472,8 @@ void Search::trySmallestPlans() {
 /// the estimates of recomputation are optimistic (a recomputed copy lives
 /// in the backward pass), so the plan of all moves may be larger than one
 /// of some. Galloping stops where a prefix is predicted to rank no better
-/// than a plan that fits: every move adds time or approximation, so no
-/// longer prefix can beat it.
+/// than a plan that fits: past the moves measured to save time, every move
+/// adds time or approximation, so no longer prefix can beat it.
 void Search::bisectPrefix() {
   auto fits = [&](size_t length) {
     FailureOr<CandidateFigures> figures = compile(applyPrefix(length));
@@ -791,12 +830,13 @@ FailureOr<BudgetSolution> Search::run() {
     if (failed(searchAll()))
       return failure();
   } else {
-    if (best.fits)
+    if (best.fits && !options.profiled)
       return best;
     for (const NodeChoices &seed : options.seeds)
       (void)compile(seed);
     if (failed(rankMoves()))
       return failure();
+    tryFastestPlan();
     if (succeeded(searchRanked()))
       return finish();
     tryBlockPlans();

@@ -45,6 +45,9 @@ struct CandidateFigures {
   /// Predicted seconds of the ops of each node (a gradient, an encoder,
   /// a decoder or a recomputed copy counts for the node it carries).
   llvm::StringMap<double> secondsByNode;
+  /// The nodes with an op whose time the cost model estimated rather than
+  /// took from a profile (CostModel::isMeasured).
+  llvm::StringSet<> estimatedNodes;
   /// Bytes kept for the backward pass of the saved tensors of each node.
   llvm::StringMap<int64_t> keptBytesByNode;
   /// The recomputed nodes whose copies read decoded codes, directly or
@@ -67,6 +70,10 @@ struct BudgetOptions {
   /// Try recomputation before any tensor goes below 8 bits.
   bool preferExactness = false;
   bool allowRecompute = true;
+  /// The cost model was calibrated by profiles: a node's choice may then
+  /// be measured faster than float32, so the search goes on where the
+  /// unconstrained plan fits.
+  bool profiled = false;
   /// Plans the search may compile after its first ones (the time bound).
   int maxEvaluations = 64;
   /// Compile every combination of choices instead (for checking the search
@@ -84,12 +91,14 @@ struct BudgetSolution {
   NodeChoices choices;
   CandidateFigures figures;
   /// The predicted step time the search ranked it by: each node charged
-  /// what its choice adds over float32, never credited a predicted saving.
+  /// what its choice adds over float32, and credited what it saves only
+  /// where profiles measured the ops of both.
   double chargedSeconds = 0;
   /// Its rank: the charged time in steps of 2% of the unconstrained step
-  /// above it, then the approximation (over the nodes: 0 for float32, 1,
-  /// 2, 3 for 8, 4, 2 bits, and for a node recomputed from codes one more
-  /// than the plan's narrowest codes, 0 from exact values), least first.
+  /// from it (negative below it), then the approximation (over the nodes: 0 for
+  /// float32, 1, 2, 3 for 8, 4, 2 bits, and for a node recomputed from codes
+  /// one more than the plan's narrowest codes, 0 from exact values), least
+  /// first.
   int64_t timeStep = 0;
   int approximation = 0;
   /// The plan with every node float32 (the unconstrained one).

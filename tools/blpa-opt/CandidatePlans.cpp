@@ -198,6 +198,8 @@ CandidatePlanner::operator()(const NodeChoices &choices) {
     double seconds = costs.seconds(&op);
     figures.seconds += seconds;
     figures.secondsByNode[getNodeName(&op)] += seconds;
+    if (!costs.isMeasured(&op))
+      figures.estimatedNodes.insert(getNodeName(&op));
   }
   figures.approximateRecomputes = getApproximateRecomputes(step);
   MemoryPlan plan = analyzeBuffers(step);

@@ -229,11 +229,13 @@ static cl::opt<EmitKind> emitKind(
                           "a linked executable (default)")),
     cl::init(EmitKind::Executable), cl::cat(compileCategory));
 
-static cl::opt<std::string> profileOption(
+static cl::list<std::string> profileOption(
     "profile",
     cl::desc("Op times a training executable of this model and batch size "
-             "measured (its --profile): calibrates the cost model"),
-    cl::value_desc("FILE.json"), cl::init(""), cl::cat(compileCategory));
+             "measured (its --profile): calibrates the cost model; repeat it "
+             "for profiles of several plans (e.g. the exact and a 4-bit one), "
+             "so that the budget solver knows where codes are faster"),
+    cl::value_desc("FILE.json"), cl::cat(compileCategory));
 
 /// --act-bits as a number (0 when auto), and whether it is auto.
 static int actBits = 0;
@@ -255,7 +257,8 @@ static std::optional<CostModel> costModel;
 /// Reads --profile, if given, and checks that it describes `module`'s model
 /// at its batch size.
 static LogicalResult readCostModel(ModuleOp module) {
-  llvm::Expected<CostModel> model = CostModel::forModule(module, profileOption);
+  SmallVector<std::string> profiles(profileOption.begin(), profileOption.end());
+  llvm::Expected<CostModel> model = CostModel::forModule(module, profiles);
   if (!model)
     return emitError(module.getLoc()) << llvm::toString(model.takeError());
   costModel = std::move(*model);
@@ -539,7 +542,7 @@ static void buildTailPipeline(PassManager &pm, int bits, bool withChoices,
     planOptions.print = printMemory;
     planOptions.timelineFile = memoryTimeline;
     // The report's predicted times use the model the solver used.
-    planOptions.profile = profileOption;
+    planOptions.profile.assign(profileOption.begin(), profileOption.end());
   }
   pm.addPass(createBlpaPlanMemory(planOptions));
   // A wrong plan would silently corrupt training, so every plan is checked
@@ -606,6 +609,7 @@ static BudgetOptions getBudgetOptions() {
   options.preferExactness = preferOption == "exactness";
   options.exhaustive = budgetSearch == "exhaustive";
   options.allowRecompute = !noBudgetRecompute;
+  options.profiled = costModel && costModel->isCalibrated();
   return options;
 }
 

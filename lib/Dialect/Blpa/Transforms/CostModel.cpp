@@ -132,6 +132,12 @@ double CostModel::seconds(Operation *op) const {
   return it != measured.end() ? it->second : scaledEstimate(op);
 }
 
+bool CostModel::isMeasured(Operation *op) const {
+  return numRuntimeCalls(op) == 0 ||
+         measured.contains(profileKey(op->getName().getStringRef(),
+                                      getNodeName(op), getShapeSignature(op)));
+}
+
 double CostModel::seconds(func::FuncOp fn) const {
   double total = 0;
   for (Operation &op : fn.getBody().front())
@@ -144,7 +150,25 @@ static llvm::Error profileError(StringRef path, const Twine &what) {
   return llvm::createStringError("--profile " + path + ": " + what);
 }
 
-llvm::Expected<CostModel> CostModel::fromProfile(StringRef path) {
+namespace {
+/// What profiles measured, summed over the files read so far.
+struct ProfileSums {
+  /// Measured seconds and count by "op|node|shapes": ops of one key (a
+  /// node's repeated gradient ops, one op in several profiles) share their
+  /// mean.
+  llvm::StringMap<std::pair<double, int>> byKey;
+  /// Measured and roofline seconds per op kind, and over all ops.
+  llvm::StringMap<std::pair<double, double>> byKind;
+  std::pair<double, double> all;
+};
+} // namespace
+
+/// The profile at `path`, its "model" and "batch_size" into `fingerprint`
+/// and `batch`, its ops added to `sums` (their roofline seconds by
+/// `model`).
+static llvm::Error readProfile(StringRef path, const CostModel &model,
+                               std::string &fingerprint, int64_t &batch,
+                               ProfileSums &sums) {
   auto buffer = llvm::MemoryBuffer::getFile(path);
   if (!buffer)
     return profileError(path, "cannot read: " + buffer.getError().message());
@@ -156,22 +180,15 @@ llvm::Expected<CostModel> CostModel::fromProfile(StringRef path) {
   const llvm::json::Array *ops = root ? root->getArray("ops") : nullptr;
   std::optional<StringRef> format =
       root ? root->getString("format") : std::nullopt;
-  std::optional<StringRef> fingerprint =
+  std::optional<StringRef> profiledModel =
       root ? root->getString("model") : std::nullopt;
-  std::optional<int64_t> batch =
+  std::optional<int64_t> profiledBatch =
       root ? root->getInteger("batch_size") : std::nullopt;
-  if (!ops || format != "blpa-profile 1" || !fingerprint || !batch)
+  if (!ops || format != "blpa-profile 1" || !profiledModel || !profiledBatch)
     return profileError(path, "not a profile written by a blpa executable's "
                               "--profile (format \"blpa-profile 1\")");
-  CostModel model;
-  model.profilePath = path.str();
-  model.fingerprint = fingerprint->str();
-  model.batchSize = *batch;
-  // Ops of one key (a node's repeated gradient ops) share their mean.
-  llvm::StringMap<std::pair<double, int>> sums;
-  // Measured and roofline seconds summed per op kind, and over all ops.
-  llvm::StringMap<std::pair<double, double>> kinds;
-  std::pair<double, double> all;
+  fingerprint = profiledModel->str();
+  batch = *profiledBatch;
   for (const llvm::json::Value &entry : *ops) {
     const llvm::json::Object *op = entry.getAsObject();
     std::optional<StringRef> name = op ? op->getString("op") : std::nullopt;
@@ -186,52 +203,76 @@ llvm::Expected<CostModel> CostModel::fromProfile(StringRef path) {
     if (!name || !node || !shapes || !mean || !flops || !bytes || !calls)
       return profileError(path, "an entry of \"ops\" lacks op, node, shapes, "
                                 "calls, mean_seconds, flops or bytes");
-    auto &sum = sums[profileKey(*name, *node, *shapes)];
+    auto &sum = sums.byKey[profileKey(*name, *node, *shapes)];
     sum.first += *mean;
     ++sum.second;
     double estimate = model.roofline(*flops, *bytes, double(*calls));
-    for (auto *sum : {&kinds[*name], &all}) {
+    for (auto *sum : {&sums.byKind[*name], &sums.all}) {
       sum->first += *mean;
       sum->second += estimate;
     }
   }
-  for (auto &entry : sums)
+  return llvm::Error::success();
+}
+
+llvm::Expected<CostModel> CostModel::fromProfiles(ArrayRef<std::string> paths) {
+  CostModel model;
+  ProfileSums sums;
+  for (const std::string &path : paths) {
+    std::string fingerprint;
+    int64_t batch = 0;
+    if (llvm::Error error = readProfile(path, model, fingerprint, batch, sums))
+      return std::move(error);
+    if (model.profilePaths.empty()) {
+      model.fingerprint = fingerprint;
+      model.batchSize = batch;
+    } else if (fingerprint != model.fingerprint || batch != model.batchSize) {
+      return profileError(
+          path, llvm::formatv("is a profile of model {0} at batch size {1}, "
+                              "--profile {2} of model {3} at batch size {4}; "
+                              "give profiles of one model and batch size",
+                              fingerprint, batch, model.profilePaths.front(),
+                              model.fingerprint, model.batchSize));
+    }
+    model.profilePaths.push_back(path);
+  }
+  for (auto &entry : sums.byKey)
     model.measured[entry.getKey()] =
         entry.getValue().first / entry.getValue().second;
   // The ratio of the sums: scaled by it, a kind's profiled ops sum to
   // their measured total, under whatever load the profile ran.
-  for (auto &entry : kinds)
+  for (auto &entry : sums.byKind)
     if (entry.getValue().second > 0)
       model.kindFactor[entry.getKey()] =
           entry.getValue().first / entry.getValue().second;
-  if (all.second > 0)
-    model.defaultFactor = all.first / all.second;
+  if (sums.all.second > 0)
+    model.defaultFactor = sums.all.first / sums.all.second;
   return model;
 }
 
 llvm::Error CostModel::checkModule(ModuleOp module) const {
   if (!isCalibrated())
     return llvm::Error::success();
+  StringRef path = profilePaths.front();
   int64_t batch = getModelBatchSize(module);
   if (batch != batchSize)
-    return profileError(profilePath,
+    return profileError(path,
                         "was measured at batch size " + Twine(batchSize) +
                             ", not this compile's " + Twine(batch) +
                             "; profile the executable of this batch size");
   if (getModelFingerprint(module) != fingerprint)
-    return profileError(profilePath,
-                        "is a profile of another model (fingerprint " +
-                            fingerprint + ", this model's " +
-                            getModelFingerprint(module) +
-                            "); profile an executable of this model");
+    return profileError(path, "is a profile of another model (fingerprint " +
+                                  fingerprint + ", this model's " +
+                                  getModelFingerprint(module) +
+                                  "); profile an executable of this model");
   return llvm::Error::success();
 }
 
 llvm::Expected<CostModel> CostModel::forModule(ModuleOp module,
-                                               StringRef profile) {
-  if (profile.empty())
+                                               ArrayRef<std::string> profiles) {
+  if (profiles.empty())
     return CostModel();
-  llvm::Expected<CostModel> model = fromProfile(profile);
+  llvm::Expected<CostModel> model = fromProfiles(profiles);
   if (!model)
     return model.takeError();
   if (llvm::Error error = model->checkModule(module))

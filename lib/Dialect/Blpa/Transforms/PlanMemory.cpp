@@ -137,7 +137,7 @@ struct PlanMemoryPass : public blpa::impl::BlpaPlanMemoryBase<PlanMemoryPass> {
   /// The cost model's predictions for the saved tensors of `func`.
   FailureOr<PredictedCosts> predict(ModuleOp module, func::FuncOp func,
                                     const MemoryPlan &plan) {
-    llvm::Expected<CostModel> model = CostModel::forModule(module, profile);
+    llvm::Expected<CostModel> model = CostModel::forModule(module, *profile);
     if (!model)
       return module.emitError(llvm::toString(model.takeError()));
     return model->predictCosts(func, getSavedTensors(func, plan));

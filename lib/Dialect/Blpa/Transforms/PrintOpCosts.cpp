@@ -67,7 +67,7 @@ struct PrintOpCostsPass
   using BlpaPrintOpCostsBase::BlpaPrintOpCostsBase;
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    llvm::Expected<CostModel> model = CostModel::forModule(module, profile);
+    llvm::Expected<CostModel> model = CostModel::forModule(module, *profile);
     if (!model) {
       emitError(module.getLoc(), llvm::toString(model.takeError()));
       return signalPassFailure();

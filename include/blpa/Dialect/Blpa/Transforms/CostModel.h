@@ -47,19 +47,23 @@ public:
   /// build machines (docs/design.md says where they come from).
   CostModel();
 
-  /// The model calibrated by a profile written by a training executable's
-  /// `--profile FILE`. Fails (one line naming the file) on an unreadable
-  /// file or one that is not such a profile.
-  static llvm::Expected<CostModel> fromProfile(llvm::StringRef path);
+  /// The model calibrated by profiles written by training executables'
+  /// `--profile FILE`, of one model and batch size (plans may differ: each
+  /// op's time comes from the profiles that ran an op of its name, node and
+  /// shapes). Fails (one line naming the file) on an unreadable file, one
+  /// that is not such a profile, or one of another model or batch size than
+  /// the first.
+  static llvm::Expected<CostModel>
+  fromProfiles(llvm::ArrayRef<std::string> paths);
 
-  /// Succeeds when the profile this model was read from describes `module`'s
-  /// model at its batch size (always, for the analytical model).
+  /// Succeeds when the profiles this model was read from describe
+  /// `module`'s model at its batch size (always, for the analytical model).
   llvm::Error checkModule(ModuleOp module) const;
 
-  /// The analytical model for an empty `profile`, else fromProfile checked
+  /// The analytical model without `profiles`, else fromProfiles checked
   /// against `module` (checkModule).
-  static llvm::Expected<CostModel> forModule(ModuleOp module,
-                                             llvm::StringRef profile);
+  static llvm::Expected<CostModel>
+  forModule(ModuleOp module, llvm::ArrayRef<std::string> profiles);
 
   /// Seconds of one execution of `op`: the profile's mean time of an op of
   /// the same name, node and shapes; otherwise the roofline estimate scaled
@@ -71,6 +75,10 @@ public:
   /// The roofline estimate: max(flops / flopRate, bytes / bandwidth) plus
   /// callSeconds per runtime call.
   double analyticalSeconds(Operation *op) const;
+  /// Whether seconds(op) is a measurement: a profile ran an op of its name,
+  /// node and shapes, or it makes no runtime call. Only a difference of
+  /// measurements tells that one plan of a node is faster than another.
+  bool isMeasured(Operation *op) const;
 
   /// The error that keeping `saved` (a forward-phase value of @train_step
   /// that backward ops read, before compression) as `bits`-bit codes adds
@@ -92,15 +100,17 @@ public:
   PredictedCosts predictCosts(func::FuncOp fn,
                               ArrayRef<SavedTensor> tensors) const;
 
-  bool isCalibrated() const { return !profilePath.empty(); }
+  bool isCalibrated() const { return !profilePaths.empty(); }
 
   /// Nominal constants of the analytical model.
   double flopRate = 50e9;   // floating-point operations per second
   double bandwidth = 10e9;  // bytes per second
   double callSeconds = 2e-6; // per runtime call (dispatch, OpenMP fork)
 
-private:
+  /// max(flops / flopRate, bytes / bandwidth) plus callSeconds per call.
   double roofline(double flops, double bytes, double calls) const;
+
+private:
   double scaledEstimate(Operation *op) const;
 
   /// Mean measured seconds by "op|node|shapes".
@@ -109,8 +119,8 @@ private:
   /// op name, and over all of them.
   llvm::StringMap<double> kindFactor;
   double defaultFactor = 1;
-  /// What the profile was taken of.
-  std::string profilePath;
+  /// The profiles read, and what they were taken of.
+  SmallVector<std::string> profilePaths;
   std::string fingerprint;
   int64_t batchSize = 0;
 };

@@ -374,9 +374,9 @@ def BlpaPlanMemory : Pass<"blpa-plan-memory", "ModuleOp"> {
     Option<"timelineFile", "timeline", "std::string", "\"\"",
            "Write live bytes over the schedule by category as an SVG to "
            "this file">,
-    Option<"profile", "profile", "std::string", "\"\"",
-           "A profile written by a training executable's --profile: "
-           "calibrates the report's predicted times">,
+    ListOption<"profile", "profile", "std::string",
+           "Profiles written by training executables' --profile (one model "
+           "and batch size): calibrate the report's predicted times">,
   ];
 }
 
@@ -404,12 +404,13 @@ def BlpaPrintOpCosts : Pass<"blpa-print-op-costs", "ModuleOp"> {
     then, for each forward-phase result that backward ops read, `saved @FN
     #I OP node=NODE result=R error8=E error4=E error2=E` (CostModel::gradientError),
     and last `total @FN seconds=S`. With `profile=FILE`, times come from
-    the cost model calibrated by that profile (checked against the
-    module's model and batch size first). Changes nothing.
+    the cost model calibrated by those profiles (`profile=A,B`: each checked
+    against the module's model and batch size first). Changes nothing.
   }];
   let options = [
-    Option<"profile", "profile", "std::string", "\"\"",
-           "A profile written by a training executable's --profile">,
+    ListOption<"profile", "profile", "std::string",
+           "Profiles written by training executables' --profile (one model "
+           "and batch size)">,
   ];
 }
 
