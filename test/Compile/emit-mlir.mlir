@@ -19,8 +19,10 @@
 // CHECK-SAME: input 4 2 1 4 4 x\0Aoutput 2 2 3 logits\0Alabels 1 2\0Aignore_index -100\0Amodel {{[0-9a-f]+}}\0A
 // Each op of the training step, as its profiling hooks number it: the conv
 // makes 1 call of 2 x 16 outputs x 9 taps = 288 flops and (32 + 18 + 16) x 4
-// bytes; no ONNX node (this module was not imported).
-// CHECK-SAME: op 0 1 288 264 blpa.conv 2x1x4x4,2x1x3x3->2x2x2x2\0A
+// bytes; no ONNX node (this module was not imported). Its output, which the
+// batch norm's gradient reads, is kept for the backward pass ("k"), as are
+// the batch statistics; the batch norm's output is not.
+// CHECK-SAME: op 0 1 288 264 blpa.conv 2x1x4x4,2x1x3x3->k2x2x2x2\0Aop 1 1 96 240 blpa.batch_norm_relu k2x2x2x2,2,2,2,2->2x2x2x2,k2,k2\0A
 // CHECK-SAME: param 0 trainable 4 2 1 3 3 conv.weight\0Aparam 1 trainable 1 2 bn.weight\0Aparam 2 trainable 1 2 bn.bias\0Aparam 3 state 1 2 bn.running_mean\0A
 // CHECK-DAG: llvm.func @blpa_conv(!llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, i64, i64, i64, i64, i64, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr)
 // CHECK-DAG: llvm.func @blpa_sgd_update(!llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, i64)

@@ -25,7 +25,8 @@ namespace mlir {
 namespace blpa {
 
 /// The operand and result shapes of `op`, "32x16x8x8,16x16x3x3->32x16x8x8"
-/// (packed codes: "p4:32x16x8x8"): with the op name and the node, what
+/// (packed codes: "p4:32x16x8x8"; float values the forward pass keeps for
+/// the backward pass: "k32x16x8x8"): with the op name and the node, what
 /// identifies an op of a step across compiles of one model.
 std::string getShapeSignature(Operation *op);
 
