@@ -267,26 +267,40 @@ def test_solver_takes_codes_only_where_measured_faster(resnet, four_bit,
                                                        workdir):
     """The exact plan fits, so without a measured saving the solver keeps
     every node float32: with the exact plan's profile alone (the codes'
-    encoders and decoders estimated), and with a 4-bit profile whose ops
-    that the exact plan lacks are made 1000x slower. Made 1000x faster,
-    the codes save time as measured, and the solver codes nodes at 4 bits
-    (the default floor) for a predicted step below the exact plan's."""
+    encoders and decoders estimated), with a 4-bit profile whose ops that
+    the exact plan lacks are made 1000x slower, and with them made 1000x
+    faster but every op's fastest step 0 in both profiles (a spread as
+    large as the mean, which no saving exceeds). Made 1000x faster with
+    the spreads measured, the codes save time, and the solver codes nodes
+    at 4 bits (the default floor) for a predicted step below the exact
+    plan's."""
     model, _, exact_profile = resnet
     with open(exact_profile) as f:
-        exact_keys = {(o["op"], o["node"], o["shapes"])
-                      for o in json.load(f)["ops"]}
+        exact = json.load(f)
+    exact_keys = {(o["op"], o["node"], o["shapes"]) for o in exact["ops"]}
     with open(four_bit[1]) as f:
         four = json.load(f)
-    doctored = {}
-    for name, factor in (("slow", 1000.0), ("fast", 0.001)):
-        data = json.loads(json.dumps(four))
+
+    def doctor(name, data, factor=1.0, noisy=False):
+        data = json.loads(json.dumps(data))
         for op in data["ops"]:
             if (op["op"], op["node"], op["shapes"]) not in exact_keys:
                 op["mean_seconds"] *= factor
-        doctored[name] = str(workdir / ("cost_profile_4_%s.json" % name))
-        with open(doctored[name], "w") as f:
+                op["min_seconds"] = min(op["min_seconds"],
+                                        op["mean_seconds"])
+            if noisy:
+                op["min_seconds"] = 0.0
+        path = str(workdir / ("cost_profile_%s.json" % name))
+        with open(path, "w") as f:
             json.dump(data, f)
-    for profiles in ([exact_profile], [exact_profile, doctored["slow"]]):
+        return path
+
+    doctored = {"slow": doctor("4_slow", four, 1000.0),
+                "fast": doctor("4_fast", four, 0.001),
+                "fast, noisy": doctor("4_fast_noisy", four, 0.001, True),
+                "exact, noisy": doctor("exact_noisy", exact, noisy=True)}
+    for profiles in ([exact_profile], [exact_profile, doctored["slow"]],
+                     [doctored["exact, noisy"], doctored["fast, noisy"]]):
         ratio, counts = solve_generously(model, profiles, workdir)
         assert list(counts) == ["float32"] and ratio == 1.0, (profiles,
                                                                counts)

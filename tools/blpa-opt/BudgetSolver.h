@@ -48,6 +48,8 @@ struct CandidateFigures {
   /// The nodes with an op whose time the cost model estimated rather than
   /// took from a profile (CostModel::isMeasured).
   llvm::StringSet<> estimatedNodes;
+  /// CostModel::spreadSeconds summed over the ops of each node.
+  llvm::StringMap<double> spreadByNode;
   /// Bytes kept for the backward pass of the saved tensors of each node.
   llvm::StringMap<int64_t> keptBytesByNode;
   /// The recomputed nodes whose copies read decoded codes, directly or

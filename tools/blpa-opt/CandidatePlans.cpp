@@ -200,6 +200,7 @@ CandidatePlanner::operator()(const NodeChoices &choices) {
     figures.secondsByNode[getNodeName(&op)] += seconds;
     if (!costs.isMeasured(&op))
       figures.estimatedNodes.insert(getNodeName(&op));
+    figures.spreadByNode[getNodeName(&op)] += costs.spreadSeconds(&op);
   }
   figures.approximateRecomputes = getApproximateRecomputes(step);
   MemoryPlan plan = analyzeBuffers(step);

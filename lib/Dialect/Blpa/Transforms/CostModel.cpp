@@ -73,6 +73,12 @@ static std::string profileKey(StringRef opName, StringRef node,
   return (opName + "|" + node + "|" + shapes).str();
 }
 
+/// The key of `op` in a profile.
+static std::string profileKey(Operation *op) {
+  return profileKey(op->getName().getStringRef(), getNodeName(op),
+                    getShapeSignature(op));
+}
+
 /// The function whose first arguments are the model's data inputs.
 static func::FuncOp getInputFunction(ModuleOp module) {
   if (auto forward = module.lookupSymbol<func::FuncOp>("forward"))
@@ -147,15 +153,19 @@ double CostModel::scaledEstimate(Operation *op) const {
 double CostModel::seconds(Operation *op) const {
   if (measured.empty() || numRuntimeCalls(op) == 0)
     return scaledEstimate(op);
-  auto it = measured.find(profileKey(op->getName().getStringRef(),
-                                     getNodeName(op), getShapeSignature(op)));
-  return it != measured.end() ? it->second : scaledEstimate(op);
+  auto it = measured.find(profileKey(op));
+  return it != measured.end() ? it->second.first : scaledEstimate(op);
 }
 
 bool CostModel::isMeasured(Operation *op) const {
-  return numRuntimeCalls(op) == 0 ||
-         measured.contains(profileKey(op->getName().getStringRef(),
-                                      getNodeName(op), getShapeSignature(op)));
+  return numRuntimeCalls(op) == 0 || measured.contains(profileKey(op));
+}
+
+double CostModel::spreadSeconds(Operation *op) const {
+  if (numRuntimeCalls(op) == 0)
+    return 0;
+  auto it = measured.find(profileKey(op));
+  return it == measured.end() ? 0 : it->second.second;
 }
 
 double CostModel::seconds(func::FuncOp fn) const {
@@ -173,10 +183,10 @@ static llvm::Error profileError(StringRef path, const Twine &what) {
 namespace {
 /// What profiles measured, summed over the files read so far.
 struct ProfileSums {
-  /// Measured seconds and count by "op|node|shapes": ops of one key (a
-  /// node's repeated gradient ops, one op in several profiles) share their
-  /// mean.
-  llvm::StringMap<std::pair<double, int>> byKey;
+  /// Measured mean seconds, spread (mean - min seconds) and count by
+  /// "op|node|shapes": ops of one key (a node's repeated gradient ops, one
+  /// op in several profiles) share their means.
+  llvm::StringMap<std::tuple<double, double, int>> byKey;
   /// Measured and roofline seconds per op kind, and over all ops.
   llvm::StringMap<std::pair<double, double>> byKind;
   std::pair<double, double> all;
@@ -217,15 +227,21 @@ static llvm::Error readProfile(StringRef path, const CostModel &model,
         op ? op->getString("shapes") : std::nullopt;
     std::optional<double> mean =
         op ? op->getNumber("mean_seconds") : std::nullopt;
+    std::optional<double> fastest =
+        op ? op->getNumber("min_seconds") : std::nullopt;
     std::optional<double> flops = op ? op->getNumber("flops") : std::nullopt;
     std::optional<double> bytes = op ? op->getNumber("bytes") : std::nullopt;
     std::optional<int64_t> calls = op ? op->getInteger("calls") : std::nullopt;
-    if (!name || !node || !shapes || !mean || !flops || !bytes || !calls)
+    if (!name || !node || !shapes || !mean || !fastest || !flops || !bytes ||
+        !calls)
       return profileError(path, "an entry of \"ops\" lacks op, node, shapes, "
-                                "calls, mean_seconds, flops or bytes");
-    auto &sum = sums.byKey[profileKey(*name, *node, *shapes)];
-    sum.first += *mean;
-    ++sum.second;
+                                "calls, mean_seconds, min_seconds, flops or "
+                                "bytes");
+    auto &[meanSum, spreadSum, count] =
+        sums.byKey[profileKey(*name, *node, *shapes)];
+    meanSum += *mean;
+    spreadSum += std::max(0.0, *mean - *fastest);
+    ++count;
     double estimate = model.roofline(*flops, *bytes, double(*calls));
     for (auto *sum : {&sums.byKind[*name], &sums.all}) {
       sum->first += *mean;
@@ -256,9 +272,10 @@ llvm::Expected<CostModel> CostModel::fromProfiles(ArrayRef<std::string> paths) {
     }
     model.profilePaths.push_back(path);
   }
-  for (auto &entry : sums.byKey)
-    model.measured[entry.getKey()] =
-        entry.getValue().first / entry.getValue().second;
+  for (auto &entry : sums.byKey) {
+    auto [meanSum, spreadSum, count] = entry.getValue();
+    model.measured[entry.getKey()] = {meanSum / count, spreadSum / count};
+  }
   // The ratio of the sums: scaled by it, a kind's profiled ops sum to
   // their measured total, under whatever load the profile ran.
   for (auto &entry : sums.byKind)

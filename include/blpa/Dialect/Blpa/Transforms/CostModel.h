@@ -80,6 +80,11 @@ public:
   /// node and shapes, or it makes no runtime call. Only a difference of
   /// measurements tells that one plan of a node is faster than another.
   bool isMeasured(Operation *op) const;
+  /// How far the profiled mean time of `op` stood above its fastest step
+  /// (the mean of mean_seconds - min_seconds over the profiled ops of its
+  /// key): the noise of the measurement, which a saving must exceed to
+  /// count. 0 for an op that was not measured.
+  double spreadSeconds(Operation *op) const;
 
   /// The error that keeping `saved` (a forward-phase value of @train_step
   /// that backward ops read, before compression) as `bits`-bit codes adds
@@ -114,8 +119,8 @@ public:
 private:
   double scaledEstimate(Operation *op) const;
 
-  /// Mean measured seconds by "op|node|shapes".
-  llvm::StringMap<double> measured;
+  /// Mean measured seconds and spread (spreadSeconds) by "op|node|shapes".
+  llvm::StringMap<std::pair<double, double>> measured;
   /// Measured over roofline seconds, summed over the profiled ops of each
   /// op name, and over all of them.
   llvm::StringMap<double> kindFactor;
