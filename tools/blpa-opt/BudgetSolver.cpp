@@ -206,11 +206,11 @@ Score Search::score(const NodeChoices &choices,
 /// unconstrained plan. A saving counts only where profiles measured both
 /// (on an Intel Xeon the method's batch-norm kernels ran faster than
 /// float32's, on an AMD EPYC slower), and only by what exceeds the
-/// measurements' spread (on torchvision resnet50 the uniform plans' steps
-/// were within 2% of each other, and savings of noise had put 11 nodes at 4
-/// bits for nothing); else it is 0: keeping a tensor float32 does the
-/// least work, so an estimated saving is the model's error, and
-/// compressing for it would cost accuracy for nothing.
+/// measurements' noise (OpTime::spread of the node's ops in both plans: on
+/// torchvision resnet50 the uniform plans' steps were within 2% of each
+/// other, and savings of noise had put 11 nodes at 4 bits); else it is 0:
+/// keeping a tensor float32 does the least work, so an estimated saving is the
+/// model's error, and compressing for it would cost accuracy for nothing.
 double Search::getAddedSeconds(const CandidateFigures &figures,
                                StringRef node) const {
   const CandidateFigures &exact = best.unconstrained;

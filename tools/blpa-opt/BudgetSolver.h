@@ -46,9 +46,9 @@ struct CandidateFigures {
   /// a decoder or a recomputed copy counts for the node it carries).
   llvm::StringMap<double> secondsByNode;
   /// The nodes with an op whose time the cost model estimated rather than
-  /// took from a profile (CostModel::isMeasured).
+  /// took from a profile (OpTime::measured).
   llvm::StringSet<> estimatedNodes;
-  /// CostModel::spreadSeconds summed over the ops of each node.
+  /// OpTime::spread summed over the ops of each node.
   llvm::StringMap<double> spreadByNode;
   /// Bytes kept for the backward pass of the saved tensors of each node.
   llvm::StringMap<int64_t> keptBytesByNode;

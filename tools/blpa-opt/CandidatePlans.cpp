@@ -195,12 +195,13 @@ CandidatePlanner::operator()(const NodeChoices &choices) {
   figures.totals = getMemoryTotals(*module);
   func::FuncOp step = getStep(*module);
   for (Operation &op : step.getBody().front()) {
-    double seconds = costs.seconds(&op);
-    figures.seconds += seconds;
-    figures.secondsByNode[getNodeName(&op)] += seconds;
-    if (!costs.isMeasured(&op))
-      figures.estimatedNodes.insert(getNodeName(&op));
-    figures.spreadByNode[getNodeName(&op)] += costs.spreadSeconds(&op);
+    OpTime time = costs.time(&op);
+    std::string node = getNodeName(&op);
+    figures.seconds += time.seconds;
+    figures.secondsByNode[node] += time.seconds;
+    figures.spreadByNode[node] += time.spread;
+    if (!time.measured)
+      figures.estimatedNodes.insert(node);
   }
   figures.approximateRecomputes = getApproximateRecomputes(step);
   MemoryPlan plan = analyzeBuffers(step);

@@ -150,23 +150,18 @@ double CostModel::scaledEstimate(Operation *op) const {
   return factor * analyticalSeconds(op);
 }
 
-double CostModel::seconds(Operation *op) const {
-  if (measured.empty() || numRuntimeCalls(op) == 0)
-    return scaledEstimate(op);
-  auto it = measured.find(profileKey(op));
-  return it != measured.end() ? it->second.first : scaledEstimate(op);
-}
-
-bool CostModel::isMeasured(Operation *op) const {
-  return numRuntimeCalls(op) == 0 || measured.contains(profileKey(op));
-}
-
-double CostModel::spreadSeconds(Operation *op) const {
+OpTime CostModel::time(Operation *op) const {
   if (numRuntimeCalls(op) == 0)
-    return 0;
-  auto it = measured.find(profileKey(op));
-  return it == measured.end() ? 0 : it->second.second;
+    return {0, true, 0};
+  if (!measured.empty()) {
+    auto it = measured.find(profileKey(op));
+    if (it != measured.end())
+      return {it->second.first, true, it->second.second};
+  }
+  return {scaledEstimate(op), false, 0};
 }
+
+double CostModel::seconds(Operation *op) const { return time(op).seconds; }
 
 double CostModel::seconds(func::FuncOp fn) const {
   double total = 0;
@@ -214,7 +209,10 @@ static llvm::Error readProfile(StringRef path, const CostModel &model,
       root ? root->getString("model") : std::nullopt;
   std::optional<int64_t> profiledBatch =
       root ? root->getInteger("batch_size") : std::nullopt;
-  if (!ops || format != "blpa-profile 1" || !profiledModel || !profiledBatch)
+  std::optional<int64_t> steps =
+      root ? root->getInteger("steps") : std::nullopt;
+  if (!ops || format != "blpa-profile 1" || !profiledModel || !profiledBatch ||
+      !steps || *steps < 1)
     return profileError(path, "not a profile written by a blpa executable's "
                               "--profile (format \"blpa-profile 1\")");
   fingerprint = profiledModel->str();
@@ -240,7 +238,9 @@ static llvm::Error readProfile(StringRef path, const CostModel &model,
     auto &[meanSum, spreadSum, count] =
         sums.byKey[profileKey(*name, *node, *shapes)];
     meanSum += *mean;
-    spreadSum += std::max(0.0, *mean - *fastest);
+    // The standard error of the mean over the timed steps, estimated from
+    // the mean's distance to the fastest step (about one deviation).
+    spreadSum += std::max(0.0, *mean - *fastest) / std::sqrt(double(*steps));
     ++count;
     double estimate = model.roofline(*flops, *bytes, double(*calls));
     for (auto *sum : {&sums.byKind[*name], &sums.all}) {

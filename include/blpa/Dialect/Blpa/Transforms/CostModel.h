@@ -39,6 +39,19 @@ std::string getModelFingerprint(ModuleOp module);
 /// dimension), or 0 without one.
 int64_t getModelBatchSize(ModuleOp module);
 
+/// The predicted time of one execution of an op (CostModel::time).
+struct OpTime {
+  double seconds = 0;
+  /// Taken from a profile (or 0 for an op that makes no runtime call),
+  /// not estimated.
+  bool measured = false;
+  /// The noise of the profiled mean: (mean_seconds - min_seconds) /
+  /// sqrt(steps), an estimate of its standard error, averaged over the
+  /// profiled ops of its key; a saving must exceed it to count. 0 when not
+  /// measured.
+  double spread = 0;
+};
+
 /// Predicts the step time of planned functions and the gradient error of
 /// K-bit codes. Cheap: an op's time is a few arithmetic operations, or a
 /// hash lookup when calibrated from a profile.
@@ -76,15 +89,11 @@ public:
   /// The roofline estimate: max(flops / flopRate, bytes / bandwidth) plus
   /// callSeconds per runtime call.
   double analyticalSeconds(Operation *op) const;
-  /// Whether seconds(op) is a measurement: a profile ran an op of its name,
-  /// node and shapes, or it makes no runtime call. Only a difference of
-  /// measurements tells that one plan of a node is faster than another.
-  bool isMeasured(Operation *op) const;
-  /// How far the profiled mean time of `op` stood above its fastest step
-  /// (the mean of mean_seconds - min_seconds over the profiled ops of its
-  /// key): the noise of the measurement, which a saving must exceed to
-  /// count. 0 for an op that was not measured.
-  double spreadSeconds(Operation *op) const;
+  /// seconds(op), whether it is a measurement (a profile ran an op of its
+  /// name, node and shapes, or it makes no runtime call: only a difference
+  /// of measurements tells that one plan of a node is faster than another),
+  /// and its spread.
+  OpTime time(Operation *op) const;
 
   /// The error that keeping `saved` (a forward-phase value of @train_step
   /// that backward ops read, before compression) as `bits`-bit codes adds
@@ -119,7 +128,7 @@ public:
 private:
   double scaledEstimate(Operation *op) const;
 
-  /// Mean measured seconds and spread (spreadSeconds) by "op|node|shapes".
+  /// Mean measured seconds and spread (OpTime) by "op|node|shapes".
   llvm::StringMap<std::pair<double, double>> measured;
   /// Measured over roofline seconds, summed over the profiled ops of each
   /// op name, and over all of them.
