@@ -10,7 +10,6 @@ timings taken at different moments: other processes' load moves them by
 import json
 import os
 import re
-import subprocess
 
 import numpy as np
 import pytest
@@ -89,8 +88,8 @@ def op_entries(ir, profile=None):
                                  r"shapes=(\S*)$", out, re.M)]
 
 
-def test_profile_covers_every_op(resnet, workdir):
-    model, _, profile = resnet
+def test_profile_covers_every_op(resnet, exact_ir):
+    _, _, profile = resnet
     with open(profile) as f:
         data = json.load(f)
     assert data["format"] == "blpa-profile 1"
@@ -99,7 +98,7 @@ def test_profile_covers_every_op(resnet, workdir):
     assert data["machine"]["cpu"] and data["machine"]["hardware_threads"] >= 1
     assert data["steps"] == 4 and data["warmup_steps"] == 1
     # Every op of the planned step that makes runtime calls, in order.
-    ops, _, _ = op_costs(planned_ir(model, str(workdir / "cost_exact.mlir")))
+    ops, _, _ = op_costs(exact_ir)
     called = [(name, calls) for name, calls, _ in ops if calls > 0]
     assert [(o["op"], o["calls"]) for o in data["ops"]] == called
     assert [o["index"] for o in data["ops"]] == list(range(len(called)))
@@ -176,6 +175,12 @@ def check_predictions(irs, option, measured, kinds):
 
 
 @pytest.fixture(scope="module")
+def exact_ir(resnet, workdir):
+    """The exact plan's IR (planned_ir)."""
+    return planned_ir(resnet[0], str(workdir / "cost_exact.mlir"))
+
+
+@pytest.fixture(scope="module")
 def four_bit(resnet, workdir):
     """The 4-bit plan's IR and a profile of 5 steps of its executable."""
     model, _, _ = resnet
@@ -187,7 +192,7 @@ def four_bit(resnet, workdir):
     return planned_ir(model, str(workdir / "cost_4.mlir"), act_bits=4), profile
 
 
-def test_predicted_step_time(resnet, four_bit, workdir):
+def test_predicted_step_time(resnet, exact_ir, four_bit, workdir):
     """The profile read back predicts every op of a plan as docs/design.md
     ("Calibration") says (check_predictions), from the profile and the
     uncalibrated model's roofline figures. On the profiled exact plan the
@@ -199,10 +204,9 @@ def test_predicted_step_time(resnet, four_bit, workdir):
     4-bit / exact ratio of fastest steps measured 0.57-2.0 here against a
     predicted 0.87-0.98): bench/budget.py compares plans' step times side by
     side, this test does not."""
-    model, _, profile = resnet
+    _, _, profile = resnet
     with open(profile) as f:
         data = json.load(f)
-    exact_ir = planned_ir(model, str(workdir / "cost_exact.mlir"))
     _, exact, _ = op_costs(exact_ir, profile)
     assert exact == pytest.approx(
         sum(o["mean_seconds"] for o in data["ops"]), rel=1e-5)
@@ -219,14 +223,13 @@ def test_predicted_step_time(resnet, four_bit, workdir):
     assert all(rules.values()), rules
 
 
-def test_profiles_of_two_plans(resnet, four_bit, workdir):
+def test_profiles_of_two_plans(resnet, exact_ir, four_bit):
     """Profiles of the exact and the 4-bit plan read together: an op in
     either takes the mean over both of its key's entries (a convolution
     common to both plans the mean of both measurements), the kinds' factors
     sum over both; the codes' encoders and decoders are now measured."""
-    model, _, exact_profile = resnet
+    _, _, exact_profile = resnet
     four_ir, four_profile = four_bit
-    exact_ir = planned_ir(model, str(workdir / "cost_exact.mlir"))
     profiled = []
     for path, ir in ((exact_profile, exact_ir), (four_profile, four_ir)):
         with open(path) as f:
@@ -246,7 +249,7 @@ NOTE = re.compile(r"^note: --memory-limit .* predicted step \S+ ms, "
                   r"plans in", re.M)
 
 
-def solve_generously(model, profiles, workdir):
+def solve_generously(model, profiles):
     """The solver's plan under a limit the exact plan fits, calibrated by
     `profiles`: (predicted step over the unconstrained plan's, {choice:
     nodes})."""
@@ -270,10 +273,10 @@ def test_solver_takes_codes_only_where_measured_faster(resnet, four_bit,
     encoders and decoders estimated), with a 4-bit profile whose ops that
     the exact plan lacks are made 1000x slower, and with them made 1000x
     faster but every op's fastest step 0 and one timed step in both
-    profiles (a noise as large as the mean, which no saving exceeds). Made 1000x faster with
-    the spreads measured, the codes save time, and the solver codes nodes
-    at 4 bits (the default floor) for a predicted step below the exact
-    plan's."""
+    profiles (a noise as large as the mean, which no saving exceeds). Made
+    1000x faster with the spreads measured, the codes save time, and the
+    solver codes nodes at 4 bits (the default floor) for a predicted step
+    below the exact plan's."""
     model, _, exact_profile = resnet
     with open(exact_profile) as f:
         exact = json.load(f)
@@ -303,11 +306,11 @@ def test_solver_takes_codes_only_where_measured_faster(resnet, four_bit,
                 "exact, noisy": doctor("exact_noisy", exact, noisy=True)}
     for profiles in ([exact_profile], [exact_profile, doctored["slow"]],
                      [doctored["exact, noisy"], doctored["fast, noisy"]]):
-        ratio, counts = solve_generously(model, profiles, workdir)
+        ratio, counts = solve_generously(model, profiles)
         assert list(counts) == ["float32"] and ratio == 1.0, (profiles,
                                                                counts)
     ratio, counts = solve_generously(
-        model, [exact_profile, doctored["fast"]], workdir)
+        model, [exact_profile, doctored["fast"]])
     assert counts.get("at 4 bits", 0) > 0 and ratio < 0.99, counts
     # A node whose saving is under the solver's time step may go back to
     # 8 bits (more exact within a step); never below the floor.

@@ -178,7 +178,7 @@ static llvm::Error profileError(StringRef path, const Twine &what) {
 namespace {
 /// What profiles measured, summed over the files read so far.
 struct ProfileSums {
-  /// Measured mean seconds, spread (mean - min seconds) and count by
+  /// Measured mean seconds, spread (OpTime::spread) and count by
   /// "op|node|shapes": ops of one key (a node's repeated gradient ops, one
   /// op in several profiles) share their means.
   llvm::StringMap<std::tuple<double, double, int>> byKey;
