@@ -97,10 +97,10 @@ struct BudgetSolution {
   /// where profiles measured the ops of both.
   double chargedSeconds = 0;
   /// Its rank: the charged time in steps of 2% of the unconstrained step
-  /// (1% with profiles) from it (negative below it), then the approximation (over the nodes: 0 for
-  /// float32, 1, 2, 3 for 8, 4, 2 bits, and for a node recomputed from codes
-  /// one more than the plan's narrowest codes, 0 from exact values), least
-  /// first.
+  /// (1% with profiles) from it (negative below it), then the approximation
+  /// (over the nodes: 0 for float32, 1, 2, 3 for 8, 4, 2 bits, and for a node
+  /// recomputed from codes one more than the plan's narrowest codes, 0 from
+  /// exact values), least first.
   int64_t timeStep = 0;
   int approximation = 0;
   /// The plan with every node float32 (the unconstrained one).
