@@ -1,6 +1,7 @@
 """bench/budget.py's own logic, on small models: the residual blocks and
 recompute pins that make its uniform frontier (both naming schemes), the
 smallest feasible plan it reads from blpa-opt's refusal, the budgets, the
+configurations timed beside ours and the reference among them, the
 whole-gradient cosine and the SVG it writes. The benchmark itself is run by
 hand (docs/benchmarks.md)."""
 
@@ -118,6 +119,60 @@ def test_whole_cosine_concatenates_every_gradient():
 def plan(planned, ms, cos, bits=4, label="4-bit"):
     return {"planned": planned, "ms": ms, "cos": cos,
             "bits": bits, "label": label}
+
+
+def test_contenders_are_the_fitting_ones_close_to_the_fastest():
+    """Within 5% of the fastest one-process step, fastest first, capped."""
+    fitting = [plan(1, ms, 0.9, label=str(ms))
+               for ms in (106.0, 100.0, 104.0, 105.0, 103.0)]
+    labels = [p["label"] for p in budget.contenders(fitting, 0.05, 3)]
+    assert labels == ["100.0", "103.0", "104.0"]
+    labels = [p["label"] for p in budget.contenders(fitting, 0.05, 9)]
+    assert labels == ["100.0", "103.0", "104.0", "105.0"]
+
+
+class ScriptedModel:
+    """compare_at's model: plans and cosines given, each training
+    process's (peak RSS, ms) taken from a script per plan name."""
+
+    def __init__(self, steps, cosine, **args):
+        self.steps, self.our_cosine = steps, cosine
+        self.args = types.SimpleNamespace(rounds=3, **args)
+        self.solver_flags = []
+
+    def plan(self, name, flags):
+        return {"name": name, "planned": 50, "stderr": ""}
+
+    def cosine(self, plan):
+        return self.our_cosine
+
+    def train(self, plan):
+        return 80, self.steps[plan.get("label", "ours")].pop(0)
+
+
+def test_reference_is_the_fastest_of_the_configurations_timed_alongside():
+    """The one-process figures rank 8-bit first; timed side by side 4-bit
+    is the fastest, so it is the reference: ours is as fast and more
+    exact. Against 8-bit, more exact than ours, the cosine would fail."""
+    frontier = [("8-bit", plan(40, 100.0, 0.999, 8, "8-bit")),
+                ("4-bit", plan(30, 103.0, 0.99, 4, "4-bit")),
+                ("2-bit", plan(20, 130.0, 0.9, 2, "2-bit")),
+                ("exact", plan(90, 90.0, 1.0, 0, "exact"))]
+    steps = {"ours": [97.0, 96.0, 98.0], "8-bit": [101.0, 100.0, 102.0],
+             "4-bit": [96.0, 97.0, 96.5]}
+    model = ScriptedModel(steps, 0.995, contend=0.05, contenders=4)
+    row = budget.compare_at(model, 0, 60, frontier, overhead=30)
+    assert [p["label"] for p, _ in row["rivals"]] == ["8-bit", "4-bit"]
+    assert row["theirs"]["label"] == "4-bit"
+    assert row["theirs_ms"][0] == 96.5
+    assert row["checks"] == {"plan": True, "rss": True, "time": True,
+                             "cosine": True}
+    assert budget.rivals_cell(row) == "8-bit: 101.0"
+    steps["4-bit"] = [110.0, 111.0, 112.0]
+    steps.update(ours=[97.0, 96.0, 98.0], **{"8-bit": [99.0, 98.0, 98.5]})
+    row = budget.compare_at(model, 0, 60, frontier, overhead=30)
+    assert row["theirs"]["label"] == "8-bit"
+    assert row["checks"]["cosine"] is False
 
 
 def test_svg_plot_draws_every_point_inside_its_panel():
