@@ -180,15 +180,21 @@ def exact_ir(resnet, workdir):
     return planned_ir(resnet[0], str(workdir / "cost_exact.mlir"))
 
 
+def profile_plan(model, bits, workdir):
+    """A profile of 5 steps of the uniform `bits` plan's executable."""
+    exe = tool.compile(model, str(workdir / ("cost_resnet20_%d" % bits)),
+                       batch_size=BATCH, act_bits=bits)
+    profile = str(workdir / ("cost_profile_%d.json" % bits))
+    tool.run([exe, "--synthetic", "--steps", 5, "--lr", 0.01,
+              "--profile", profile])
+    return profile
+
+
 @pytest.fixture(scope="module")
 def four_bit(resnet, workdir):
     """The 4-bit plan's IR and a profile of 5 steps of its executable."""
     model, _, _ = resnet
-    exe = tool.compile(model, str(workdir / "cost_resnet20_4"),
-                       batch_size=BATCH, act_bits=4)
-    profile = str(workdir / "cost_profile_4.json")
-    tool.run([exe, "--synthetic", "--steps", 5, "--lr", 0.01,
-              "--profile", profile])
+    profile = profile_plan(model, 4, workdir)
     return planned_ir(model, str(workdir / "cost_4.mlir"), act_bits=4), profile
 
 
@@ -257,8 +263,14 @@ def solve_generously(model, profiles):
            "--memory-limit", "1GiB", "--emit", "mlir", "-o", os.devnull]
     for profile in profiles:
         cmd += ["--profile", profile]
-    match = NOTE.search(tool.run(cmd).stderr)
-    assert match
+    return solve_note(tool.run(cmd).stderr)
+
+
+def solve_note(stderr):
+    """(predicted step over the unconstrained plan's, {choice: nodes}) from
+    the solver's note."""
+    match = NOTE.search(stderr)
+    assert match, stderr[-2000:]
     counts = {}
     for part in match.group(2).split(", "):
         count, choice = part.split(" ", 1)
@@ -315,6 +327,46 @@ def test_solver_takes_codes_only_where_measured_faster(resnet, four_bit,
     # A node whose saving is under the solver's time step may go back to
     # 8 bits (more exact within a step); never below the floor.
     assert set(counts) <= {"float32", "at 8 bits", "at 4 bits"}, counts
+
+
+FASTEST = re.compile(r"^budget fastest: charged (\S+) s, window (\S+) s(.*)$",
+                     re.M)
+UNIFORM = re.compile(r"; uniform (\w+) charged (\S+) s")
+PLAN_TOTAL = re.compile(r"^budget plan \d+: total (\d+) bytes, .*; (.*)$", re.M)
+WIDTH_LABELS = {"float32": "float32", "8": "at 8 bits", "4": "at 4 bits"}
+
+
+def test_solver_answers_the_most_exact_uniform_plan_within_its_window(
+        resnet, four_bit, workdir):
+    """Profiles of the uniform exact, 8- and 4-bit plans, limits that every
+    plan fits and that uniform 8 bits just fits: where a fitting uniform
+    plan is charged within the window (1% of the exact step) above the
+    fastest fitting plan, the answer is the most exact of them, every node
+    at its width; a mix is answered only where every uniform plan is
+    charged further from the fastest (docs/design.md, "Budget solver")."""
+    model, _, exact_profile = resnet
+    profiles = [exact_profile, profile_plan(model, 8, workdir), four_bit[1]]
+    limits, seen = ["1GiB"], 0
+    while limits:
+        cmd = [tool.blpa_opt_path(), model, "--train", "--batch-size", BATCH,
+               "--memory-limit", limits.pop(), "--print-budget-search",
+               "--emit", "mlir", "-o", os.devnull]
+        stderr = tool.run(cmd + [a for p in profiles
+                                 for a in ("--profile", p)]).stderr
+        if not seen:
+            limits += [t for t, choices in PLAN_TOTAL.findall(stderr)
+                       if re.fullmatch(r"\d+ at 8 bits", choices)][:1]
+        seen += 1
+        fastest = FASTEST.search(stderr)
+        assert fastest, stderr[-2000:]
+        bound = float(fastest.group(1)) + float(fastest.group(2))
+        within = [w for w, s in UNIFORM.findall(fastest.group(3))
+                  if float(s) <= bound]
+        counts = solve_note(stderr)[1]
+        if within:
+            expected = min(within, key=list(WIDTH_LABELS).index)
+            assert list(counts) == [WIDTH_LABELS[expected]], stderr[-2000:]
+    assert seen == 2
 
 
 def test_profiles_of_two_batch_sizes_refused(resnet, workdir):

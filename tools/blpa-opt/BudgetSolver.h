@@ -103,6 +103,13 @@ struct BudgetSolution {
   /// exact values), least first.
   int64_t timeStep = 0;
   int approximation = 0;
+  /// With profiles (what preferUniformPlan weighed, for
+  /// --print-budget-search): the least charged time of a fitting plan of
+  /// the answer's precision group, the window above it, and each fitting
+  /// uniform plan of that group's width and charged time.
+  double fastestSeconds = 0;
+  double windowSeconds = 0;
+  llvm::SmallVector<std::pair<std::string, double>> uniformSeconds;
   /// The plan with every node float32 (the unconstrained one).
   CandidateFigures unconstrained;
   /// The smallest plan found when nothing fits.
@@ -111,7 +118,9 @@ struct BudgetSolution {
 };
 
 /// The plan of least predicted time among those the search compiled whose
-/// total fits `options.limit`; with `fits` false, the smallest it found.
+/// total fits `options.limit` (with profiles, the most exact uniform plan
+/// within the tolerance of it where there is one); with `fits` false, the
+/// smallest it found.
 /// Failure when a plan the search needs cannot be compiled, or an
 /// exhaustive search would compile more than its bound.
 /// `nodes` are the nodes the solver decides (the user's pins excluded);

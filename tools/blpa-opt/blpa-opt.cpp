@@ -826,6 +826,16 @@ static LogicalResult solveForLimit(MLIRContext &context, ModuleOp module) {
         plan.total(), llvm::format("%.9g", solution->chargedSeconds),
         llvm::format("%.9g", solution->unconstrained.seconds),
         solution->timeStep, solution->approximation);
+  if (printBudgetSearch && solution->windowSeconds > 0) {
+    llvm::errs() << llvm::formatv(
+        "budget fastest: charged {0} s, window {1} s",
+        llvm::format("%.9g", solution->fastestSeconds),
+        llvm::format("%.9g", solution->windowSeconds));
+    for (const auto &[width, seconds] : solution->uniformSeconds)
+      llvm::errs() << llvm::formatv("; uniform {0} charged {1} s", width,
+                                    llvm::format("%.9g", seconds));
+    llvm::errs() << "\n";
+  }
   CandidatePlanner::applyChoices(module, solution->choices);
   llvm::errs() << llvm::formatv(
       "note: --memory-limit {0}: plan total {1} (arena {2}), predicted step "
