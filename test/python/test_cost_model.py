@@ -286,27 +286,41 @@ def test_solver_takes_codes_only_where_measured_faster(resnet, four_bit,
     the exact plan lacks are made 1000x slower, and with them made 1000x
     faster but every op's fastest step 0 and one timed step in both
     profiles (a noise as large as the mean, which no saving exceeds). Made
-    1000x faster with the spreads measured, the codes save time, and the
-    solver codes nodes at 4 bits (the default floor) for a predicted step
-    below the exact plan's."""
+    1000x faster, against the exact profile with every op's fastest step
+    its mean (no noise), the codes save time, and the solver codes nodes
+    at 4 bits (the default floor) for a predicted step below the exact
+    plan's. The 4-bit profile's ops that the exact plan also runs are
+    timed as in the exact profile throughout: the two ran at different
+    loads (on a loaded machine a 4-bit profile's convolutions once took
+    200x the exact profile's, and a saving under the solver's 1% tolerance
+    is rightly not taken)."""
     model, _, exact_profile = resnet
     with open(exact_profile) as f:
         exact = json.load(f)
-    exact_keys = {(o["op"], o["node"], o["shapes"]) for o in exact["ops"]}
+    exact_ops = {(o["op"], o["node"], o["shapes"]): o for o in exact["ops"]}
     with open(four_bit[1]) as f:
         four = json.load(f)
 
-    def doctor(name, data, factor=1.0, noisy=False):
+    def doctor(name, data, factor=1.0, noisy=False, quiet=False):
+        """`data` with the ops the exact plan lacks `factor` times as slow
+        and those it has timed as in the exact profile (the two profiles
+        ran at different times, at different loads)."""
         data = json.loads(json.dumps(data))
         if noisy:
             data["steps"] = 1
         for op in data["ops"]:
-            if (op["op"], op["node"], op["shapes"]) not in exact_keys:
+            same = exact_ops.get((op["op"], op["node"], op["shapes"]))
+            if same:
+                op.update(mean_seconds=same["mean_seconds"],
+                          min_seconds=same["min_seconds"])
+            else:
                 op["mean_seconds"] *= factor
                 op["min_seconds"] = min(op["min_seconds"],
                                         op["mean_seconds"])
             if noisy:
                 op["min_seconds"] = 0.0
+            if quiet:
+                op["min_seconds"] = op["mean_seconds"]
         path = str(workdir / ("cost_profile_%s.json" % name))
         with open(path, "w") as f:
             json.dump(data, f)
@@ -315,14 +329,15 @@ def test_solver_takes_codes_only_where_measured_faster(resnet, four_bit,
     doctored = {"slow": doctor("4_slow", four, 1000.0),
                 "fast": doctor("4_fast", four, 0.001),
                 "fast, noisy": doctor("4_fast_noisy", four, 0.001, True),
-                "exact, noisy": doctor("exact_noisy", exact, noisy=True)}
+                "exact, noisy": doctor("exact_noisy", exact, noisy=True),
+                "exact, quiet": doctor("exact_quiet", exact, quiet=True)}
     for profiles in ([exact_profile], [exact_profile, doctored["slow"]],
                      [doctored["exact, noisy"], doctored["fast, noisy"]]):
         ratio, counts = solve_generously(model, profiles)
         assert list(counts) == ["float32"] and ratio == 1.0, (profiles,
                                                                counts)
     ratio, counts = solve_generously(
-        model, [exact_profile, doctored["fast"]])
+        model, [doctored["exact, quiet"], doctored["fast"]])
     assert counts.get("at 4 bits", 0) > 0 and ratio < 0.99, counts
     # A node whose saving is under the solver's time step may go back to
     # 8 bits (more exact within a step); never below the floor.
