@@ -374,10 +374,8 @@ void Search::preferUniformPlan() {
 LogicalResult Search::rankMoves() {
   for (const std::string &choice :
        getCandidateChoices(options.minBits, options.allowRecompute)) {
-    NodeChoices uniform;
-    for (const std::string &node : nodes)
-      uniform[node] = choice;
-    FailureOr<CandidateFigures> figures = compile(uniform);
+    FailureOr<CandidateFigures> figures =
+        compile(getBlockPlan(nodes, blocks, choice, 0));
     if (failed(figures))
       return failure();
     int group = getPrecisionGroup(choice);
